@@ -1,0 +1,48 @@
+//! `airlock check FILE`: validate a config and say what it would read.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use airlock_config::{Config, Protocol};
+use airlock_model::TagId;
+use airlock_south_modbus::DeviceTask;
+
+pub fn run(file: &Path) -> ExitCode {
+    match airlock_config::load(file) {
+        Ok(config) => {
+            print!("{}", summary(&config, file));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprint!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The summary: per device its address, tags, requests per poll with and without coalescing,
+/// and a warning where the rate cap is slower than the poll interval asks.
+pub fn summary(config: &Config, file: &Path) -> String {
+    let tags: usize = config.devices.iter().map(|d| d.tag_count()).sum();
+    let mut out = format!("{}: ok: gateway {:?}, {} devices, {tags} tags\n", file.display(), config.gateway.name, config.devices.len());
+    let mut total_requests = 0;
+    for (i, d) in config.devices.iter().enumerate() {
+        let Protocol::ModbusTcp(m) = &d.protocol;
+        let coalesced = DeviceTask::new(i, d, TagId(0), true).requests().len();
+        let single = DeviceTask::new(i, d, TagId(0), false).requests().len();
+        total_requests += coalesced;
+        out += &format!(
+            "  {:<12} modbus_tcp {} unit {}: {} tags, {coalesced} requests per poll ({single} without coalescing), every {} ms, at most {} requests/s\n",
+            d.name, m.address, m.unit_id, m.tags.len(), d.poll_interval.as_millis(), d.rate_max_per_s
+        );
+        let needed = coalesced as f64 / d.poll_interval.as_secs_f64();
+        if needed > d.rate_max_per_s {
+            out += &format!(
+                "  warning: {} needs {needed:.1} requests/s but rate_max_per_s is {}: polls will come every {:.0} ms\n",
+                d.name, d.rate_max_per_s, 1000.0 * coalesced as f64 / d.rate_max_per_s
+            );
+        }
+    }
+    out += &format!("  {total_requests} requests per poll cycle in all\n");
+    out
+}

@@ -1,0 +1,160 @@
+//! The `airlock` command: `demo` runs the built-in demo plant with no setup, `run` runs a
+//! config, `check` validates one, `sim` serves the simulated plant on its own.
+
+mod check;
+mod demo;
+mod gateway;
+mod logger;
+mod upstream;
+mod view;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "airlock", version, about = "The one-way airlock between a plant's machines (OT) and its business systems (IT).")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the simulated press line and a gateway reading it, with a live view.
+    Demo(demo::DemoArgs),
+    /// Run the gateway with a config file.
+    Run {
+        /// The config file (TOML).
+        file: PathBuf,
+        /// Write what would go upstream to this JSON Lines file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Stop after this long (e.g. 30s, 5m); runs until Ctrl-C by default.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+    },
+    /// Validate a config file and print what it would read; exit 1 on any problem.
+    Check {
+        /// The config file (TOML).
+        file: PathBuf,
+    },
+    /// Serve the simulated press line over Modbus TCP until Ctrl-C.
+    Sim {
+        /// The first machine's port; the others follow (0 picks free ports).
+        #[arg(long, default_value_t = 5020)]
+        base_port: u16,
+        /// The seed of the plant's randomness.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Simulated seconds per real second.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Print a config that reads the simulated plant, then serve.
+        #[arg(long)]
+        print_config: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { file } => check::run(&file),
+        command => match run_async(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("airlock: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run_async(command: Command) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the runtime")?;
+    runtime.block_on(async {
+        match command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Run { file, out, duration } => run_config(file, out, duration).await,
+            Command::Sim { base_port, seed, speed, print_config } => sim(base_port, seed, speed, print_config).await,
+            Command::Check { .. } => Ok(()),
+        }
+    })
+}
+
+async fn run_config(file: PathBuf, out: Option<PathBuf>, duration: Option<Duration>) -> anyhow::Result<()> {
+    logger::init(None);
+    let config = airlock_config::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tags = Arc::new(gateway::tag_table(&config));
+    let upstream = match &out {
+        Some(path) => upstream::Upstream::to_file(path, tags, &config.gateway.name)
+            .with_context(|| format!("create {}", path.display()))?,
+        None => upstream::Upstream::none(),
+    };
+    log::info!("running {} devices from {}", config.devices.len(), file.display());
+    let gateway = gateway::Gateway::start(config, upstream).context("start the gateway")?;
+    let header = format!("airlock run {}", file.display());
+    demo::show_until(&gateway, header, duration, |_| String::new()).await;
+    let upstream = gateway.stop().await;
+    if let Some(path) = out {
+        log::info!("wrote {} upstream records to {}", upstream.records(), path.display());
+    }
+    Ok(())
+}
+
+async fn sim(base_port: u16, seed: u64, speed: f64, print_config: bool) -> anyhow::Result<()> {
+    logger::init(None);
+    anyhow::ensure!(speed.is_finite() && speed > 0.0, "--speed must be above 0");
+    let opts = airlock_sim::SimOptions { seed, speed, base_port, ..Default::default() };
+    let sim = airlock_sim::start(&opts).await.context("start the simulated plant")?;
+    if print_config {
+        println!("{}", sim.config_toml(1000));
+    }
+    for (name, s) in &sim.servers {
+        eprintln!("{name:<8} Modbus TCP on {}", s.addr);
+    }
+    eprintln!("simulated press line running at {speed}x (seed {seed}); Ctrl-C stops it");
+    tokio::signal::ctrl_c().await.context("wait for Ctrl-C")?;
+    sim.stop();
+    Ok(())
+}
+
+/// Parses `500ms`, `30s`, `5m`, `2h`, or a plain number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 500ms"))?;
+    let seconds = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}; use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("7 days").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}

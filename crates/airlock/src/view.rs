@@ -1,0 +1,102 @@
+//! The live terminal view: per device its link state, samples/s, requests/s, errors and latest
+//! values, redrawn once a second. Without a terminal it prints one summary line per device every
+//! ten seconds instead, so logs stay readable.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use airlock_model::{DeviceHealth, LinkState, Quality};
+
+use crate::gateway::Gateway;
+
+/// Counter values at the last redraw, to turn totals into rates.
+#[derive(Clone, Copy, Default)]
+struct Totals {
+    samples: u64,
+    requests: u64,
+}
+
+pub struct View {
+    terminal: bool,
+    header: String,
+    last: Vec<Totals>,
+    last_at: Instant,
+}
+
+impl View {
+    pub fn new(gateway: &Gateway, header: String) -> Self {
+        Self {
+            terminal: std::io::stdout().is_terminal(),
+            header,
+            last: vec![Totals::default(); gateway.health.len()],
+            last_at: Instant::now(),
+        }
+    }
+
+    /// How often `draw` should be called.
+    pub fn period(&self) -> Duration {
+        if self.terminal { Duration::from_secs(1) } else { Duration::from_secs(10) }
+    }
+
+    pub fn draw(&mut self, gateway: &Gateway, footer: &str) {
+        let seconds = self.last_at.elapsed().as_secs_f64().max(1e-3);
+        self.last_at = Instant::now();
+        let mut out = String::new();
+        if self.terminal {
+            out.push_str("\x1b[H\x1b[2J");
+            let _ = writeln!(out, "{}\n", self.header);
+            let _ = writeln!(out, "{:<10} {:<10} {:>9} {:>7} {:>7}  last error", "device", "state", "samples/s", "req/s", "errors");
+        }
+        for (i, h) in gateway.health.iter().enumerate() {
+            let now = Totals { samples: DeviceHealth::get(&h.samples), requests: DeviceHealth::get(&h.requests) };
+            let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / seconds;
+            let errors = DeviceHealth::get(&h.comm_errors) + DeviceHealth::get(&h.exceptions);
+            let name = &gateway.config.devices[i].name;
+            let _ = writeln!(
+                out,
+                "{name:<10} {:<10} {:>9.1} {:>7.1} {errors:>7}  {}",
+                state_word(h.state()),
+                rate(now.samples, self.last[i].samples),
+                rate(now.requests, self.last[i].requests),
+                h.last_error()
+            );
+            if self.terminal {
+                let _ = writeln!(out, "    {}", latest_values(gateway, i));
+            }
+            self.last[i] = now;
+        }
+        let _ = writeln!(out, "{footer}");
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(out.as_bytes());
+        let _ = stdout.flush();
+    }
+}
+
+fn state_word(s: LinkState) -> &'static str {
+    match s {
+        LinkState::Connecting => "connecting",
+        LinkState::Up => "up",
+        LinkState::Backoff => "down",
+    }
+}
+
+/// `name=value unit` for each tag of device `device`, bad ones marked, cut to 160 characters.
+fn latest_values(gateway: &Gateway, device: usize) -> String {
+    let Ok(latest) = gateway.latest.lock() else { return String::new() };
+    let mut line = String::new();
+    for (tag, sample) in gateway.tags.iter().zip(latest.iter()).filter(|(t, _)| t.device == device) {
+        let value = match sample {
+            None => "-".to_owned(),
+            Some(s) => match (&s.value, s.quality) {
+                (Some(v), Quality::Good) => v.to_string(),
+                (_, q) => format!("<{q}>"),
+            },
+        };
+        let _ = write!(line, "{}={value}{} ", tag.name, tag.unit.as_deref().map(|u| format!(" {u}")).unwrap_or_default());
+    }
+    if line.chars().count() > 160 {
+        line = line.chars().take(157).collect::<String>() + "...";
+    }
+    line
+}

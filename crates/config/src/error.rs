@@ -1,0 +1,99 @@
+//! Config errors that say where: file, line, column and key.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem concerns the whole file.
+    pub line: usize,
+    /// 1-based, in characters; 0 when the problem concerns the whole file.
+    pub column: usize,
+    /// The key at fault, e.g. `device[press1].tag[speed].type`; empty for the whole file.
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn at(file: &Path, text: &str, span: Range<usize>, key: String, message: String) -> Self {
+        let (line, column) = line_column(text, span.start);
+        Self { file: file.to_owned(), line, column, key, message }
+    }
+
+    pub(crate) fn whole_file(file: &Path, message: String) -> Self {
+        Self { file: file.to_owned(), line: 0, column: 0, key: String::new(), message }
+    }
+
+    pub(crate) fn from_toml(file: &Path, text: &str, e: &toml::de::Error) -> Self {
+        let message = e.message().trim().to_owned();
+        match e.span() {
+            Some(span) => {
+                let key = text.get(span.clone()).unwrap_or("").trim().to_owned();
+                let key = if key.contains('\n') || key.len() > 60 { String::new() } else { key };
+                Self::at(file, text, span, key, message)
+            }
+            None => Self::whole_file(file, message),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": key `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in one config file, in file order. Never empty.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub(crate) fn one(e: ConfigError) -> Self {
+        Self(vec![e])
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "{n} problem{} in the config:", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_column_counts_from_one() {
+        let text = "a = 1\nbé = 2\n";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 6), (2, 1));
+        assert_eq!(line_column(text, 9), (2, 3));
+        assert_eq!(line_column(text, 999), (3, 1));
+    }
+}

@@ -1,0 +1,79 @@
+//! airlock's configuration, read in two steps. First the TOML text is deserialized into raw
+//! structs ([`raw`]) that reject unknown keys and remember where every value stood in the file.
+//! Then one pure pass ([`validate`]) checks everything at once (names, ranges, register
+//! overlaps, data types, intervals, rate caps) and either returns a [`Config`] whose types cannot
+//! be invalid (durations, resolved asset paths, typed register spaces) or *every* problem found,
+//! each naming the file, line, column and key. Nothing here does I/O except [`load`], which reads
+//! the file. Every key is documented in `docs/config.md`.
+
+mod error;
+pub mod modbus;
+mod raw;
+mod validate;
+
+use std::path::Path;
+use std::time::Duration;
+
+use airlock_model::AssetPath;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use modbus::{DataType, ModbusDevice, ModbusTag, Space, WordOrder};
+
+/// A validated configuration: every value in range, every name resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub gateway: Gateway,
+    pub devices: Vec<Device>,
+}
+
+/// Settings of this airlock instance.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// The instance name, unique in the plant; it goes on every upstream message.
+    pub name: String,
+}
+
+/// One machine or controller that airlock reads.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub name: String,
+    /// The device's place: the configured asset path with the device name appended.
+    pub path: AssetPath,
+    pub poll_interval: Duration,
+    pub timeout: Duration,
+    /// Requests per second this device may receive at most, whatever else the config says.
+    pub rate_max_per_s: f64,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub protocol: Protocol,
+}
+
+/// How a device is read. A closed set: one variant per southbound driver.
+#[derive(Debug, Clone)]
+pub enum Protocol {
+    ModbusTcp(ModbusDevice),
+}
+
+impl Device {
+    /// The number of tags configured on this device.
+    pub fn tag_count(&self) -> usize {
+        match &self.protocol {
+            Protocol::ModbusTcp(m) => m.tags.len(),
+        }
+    }
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::one(ConfigError::whole_file(path, format!("cannot read the file: {e}")))
+    })?;
+    parse(&text, path)
+}
+
+/// Validates config `text`; `file` is only used to name the file in errors.
+pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
+    let raw: raw::RawConfig =
+        toml::from_str(text).map_err(|e| ConfigErrors::one(ConfigError::from_toml(file, text, &e)))?;
+    validate::validate(&raw, text, file)
+}

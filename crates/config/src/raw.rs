@@ -1,0 +1,56 @@
+//! The config file as written: serde structs that reject unknown keys and keep each value's
+//! place in the file, so that validation can name the line and column of a problem.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub gateway: Option<S<RawGateway>>,
+    #[serde(default)]
+    pub device: Vec<S<RawDevice>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    pub name: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevice {
+    pub name: S<String>,
+    pub asset_path: S<String>,
+    pub protocol: S<String>,
+    pub address: S<String>,
+    pub unit_id: Option<S<i64>>,
+    pub poll_interval_ms: Option<S<i64>>,
+    pub timeout_ms: Option<S<i64>>,
+    pub rate_max_per_s: Option<S<f64>>,
+    pub backoff_initial_ms: Option<S<i64>>,
+    pub backoff_max_ms: Option<S<i64>>,
+    pub max_gap_registers: Option<S<i64>>,
+    pub max_gap_bits: Option<S<i64>>,
+    #[serde(default)]
+    pub tag: Vec<S<RawTag>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTag {
+    pub name: S<String>,
+    pub space: S<String>,
+    pub address: S<i64>,
+    #[serde(rename = "type")]
+    pub data_type: S<String>,
+    pub order: Option<S<String>>,
+    pub bit: Option<S<i64>>,
+    pub length_chars: Option<S<i64>>,
+    pub scale: Option<S<f64>>,
+    pub offset: Option<S<f64>>,
+    pub unit: Option<S<String>>,
+}

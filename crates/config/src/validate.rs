@@ -1,0 +1,324 @@
+//! The one validation pass: raw structs in, a [`Config`] or every problem out.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use airlock_model::{AssetPath, check_segment};
+use toml::Spanned;
+
+use crate::modbus::{DataType, ModbusDevice, ModbusTag, Space, WordOrder};
+use crate::raw::{RawConfig, RawDevice, RawTag};
+use crate::{Config, ConfigError, ConfigErrors, Device, Gateway, Protocol};
+
+/// Defaults, stated once (and in `docs/config.md`).
+pub const POLL_INTERVAL_MS_DEFAULT: i64 = 1000;
+pub const TIMEOUT_MS_DEFAULT: i64 = 1000;
+pub const RATE_MAX_PER_S_DEFAULT: f64 = 20.0;
+pub const BACKOFF_INITIAL_MS_DEFAULT: i64 = 500;
+pub const BACKOFF_MAX_MS_DEFAULT: i64 = 30_000;
+pub const UNIT_ID_DEFAULT: i64 = 1;
+/// Longest poll interval and timeout accepted: one day.
+const INTERVAL_MS_MAX: i64 = 86_400_000;
+
+/// Collects problems while walking the raw config.
+struct Checker<'a> {
+    file: &'a Path,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, span: Range<usize>, key: String, message: String) {
+        self.errors.push(ConfigError::at(self.file, self.text, span, key, message));
+    }
+
+    /// An integer key in `min..=max`, or its default when absent.
+    fn int(&mut self, v: &Option<Spanned<i64>>, key: &str, min: i64, max: i64, default: i64) -> i64 {
+        match v {
+            None => default,
+            Some(s) if (min..=max).contains(s.get_ref()) => *s.get_ref(),
+            Some(s) => {
+                let what = if *s.get_ref() == 0 && min > 0 { " (zero is not allowed)" } else { "" };
+                let msg = format!("{} is out of range {min}..={max}{what}", s.get_ref());
+                self.err(s.span(), key.to_owned(), msg);
+                default
+            }
+        }
+    }
+
+    /// A name usable as a segment of an asset path and an MQTT topic.
+    fn segment(&mut self, name: &Spanned<String>, key: String) {
+        if let Err(e) = check_segment(name.get_ref()) {
+            self.err(name.span(), key, format!("{:?} is not a valid name: {e}", name.get_ref()));
+        }
+    }
+}
+
+pub fn validate(raw: &RawConfig, text: &str, file: &Path) -> Result<Config, ConfigErrors> {
+    let mut c = Checker { file, text, errors: Vec::new() };
+    let gateway = gateway(&mut c, raw);
+    if raw.device.is_empty() {
+        c.errors.push(ConfigError::whole_file(file, "no [[device]] is configured".into()));
+    }
+    let mut names: HashMap<&str, Range<usize>> = HashMap::new();
+    let mut devices = Vec::new();
+    for d in &raw.device {
+        let d = d.get_ref();
+        if let Some(first) = names.insert(d.name.get_ref(), d.name.span()) {
+            let (line, _) = line_of(text, first.start);
+            let msg = format!("device name {:?} is already used on line {line}", d.name.get_ref());
+            c.err(d.name.span(), "device.name".into(), msg);
+        }
+        devices.extend(device(&mut c, d));
+    }
+    if c.errors.is_empty() {
+        Ok(Config { gateway, devices })
+    } else {
+        c.errors.sort_by_key(|e| (e.line, e.column));
+        Err(ConfigErrors(c.errors))
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> (usize, usize) {
+    let e = ConfigError::at(Path::new(""), text, offset..offset, String::new(), String::new());
+    (e.line, e.column)
+}
+
+fn gateway(c: &mut Checker, raw: &RawConfig) -> Gateway {
+    let name = raw.gateway.as_ref().and_then(|g| g.get_ref().name.as_ref());
+    match name {
+        Some(n) => {
+            c.segment(n, "gateway.name".into());
+            Gateway { name: n.get_ref().clone() }
+        }
+        None => Gateway { name: "airlock".into() },
+    }
+}
+
+fn device(c: &mut Checker, d: &RawDevice) -> Option<Device> {
+    let k = |key: &str| format!("device[{}].{key}", d.name.get_ref());
+    c.segment(&d.name, k("name"));
+    let path = match AssetPath::parse(d.asset_path.get_ref()) {
+        Ok(p) if p.segments().count() <= 5 => p.child(d.name.get_ref()).ok(),
+        Ok(_) => {
+            let msg = "has more than 5 segments; give enterprise/site/area/line/cell at most".into();
+            c.err(d.asset_path.span(), k("asset_path"), msg);
+            None
+        }
+        Err(e) => {
+            c.err(d.asset_path.span(), k("asset_path"), format!("is not a valid asset path: {e}"));
+            None
+        }
+    };
+    if d.protocol.get_ref() != "modbus_tcp" {
+        let msg = format!("unknown protocol {:?}; expected \"modbus_tcp\"", d.protocol.get_ref());
+        c.err(d.protocol.span(), k("protocol"), msg);
+    }
+    check_address(c, &d.address, k("address"));
+    let poll_ms = c.int(&d.poll_interval_ms, &k("poll_interval_ms"), 1, INTERVAL_MS_MAX, POLL_INTERVAL_MS_DEFAULT);
+    let timeout_ms = c.int(&d.timeout_ms, &k("timeout_ms"), 1, INTERVAL_MS_MAX, TIMEOUT_MS_DEFAULT);
+    let backoff_initial_ms = c.int(&d.backoff_initial_ms, &k("backoff_initial_ms"), 1, INTERVAL_MS_MAX, BACKOFF_INITIAL_MS_DEFAULT);
+    let backoff_max_ms = c.int(&d.backoff_max_ms, &k("backoff_max_ms"), 1, INTERVAL_MS_MAX, BACKOFF_MAX_MS_DEFAULT);
+    if let Some(s) = &d.backoff_max_ms {
+        if backoff_max_ms < backoff_initial_ms {
+            let msg = format!("{backoff_max_ms} is less than backoff_initial_ms ({backoff_initial_ms})");
+            c.err(s.span(), k("backoff_max_ms"), msg);
+        }
+    }
+    let rate = rate_max_per_s(c, &d.rate_max_per_s, k("rate_max_per_s"));
+    let unit_id = c.int(&d.unit_id, &k("unit_id"), 0, 255, UNIT_ID_DEFAULT);
+    let max_gap_registers = c.int(&d.max_gap_registers, &k("max_gap_registers"), 0, 124, 0);
+    let max_gap_bits = c.int(&d.max_gap_bits, &k("max_gap_bits"), 0, 1999, 0);
+    if d.tag.is_empty() {
+        c.err(d.name.span(), k("tag"), "the device has no [[device.tag]]".into());
+    }
+    let tags = tags(c, d, path.as_ref());
+    let path = path?;
+    Some(Device {
+        name: d.name.get_ref().clone(),
+        path,
+        poll_interval: Duration::from_millis(poll_ms.unsigned_abs()),
+        timeout: Duration::from_millis(timeout_ms.unsigned_abs()),
+        rate_max_per_s: rate,
+        backoff_initial: Duration::from_millis(backoff_initial_ms.unsigned_abs()),
+        backoff_max: Duration::from_millis(backoff_max_ms.unsigned_abs()),
+        protocol: Protocol::ModbusTcp(ModbusDevice {
+            address: d.address.get_ref().clone(),
+            unit_id: u8::try_from(unit_id).unwrap_or(1),
+            max_gap_registers: u16::try_from(max_gap_registers).unwrap_or(0),
+            max_gap_bits: u16::try_from(max_gap_bits).unwrap_or(0),
+            tags,
+        }),
+    })
+}
+
+fn check_address(c: &mut Checker, address: &Spanned<String>, key: String) {
+    let a = address.get_ref();
+    let ok = match a.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    };
+    if !ok {
+        let msg = format!("{a:?} is not host:port (e.g. \"192.168.10.21:502\")");
+        c.err(address.span(), key, msg);
+    }
+}
+
+fn rate_max_per_s(c: &mut Checker, v: &Option<Spanned<f64>>, key: String) -> f64 {
+    match v {
+        None => RATE_MAX_PER_S_DEFAULT,
+        Some(s) if s.get_ref().is_finite() && *s.get_ref() > 0.0 && *s.get_ref() <= 100_000.0 => *s.get_ref(),
+        Some(s) => {
+            let msg = format!("{} must be above 0 and at most 100000 requests per second", s.get_ref());
+            c.err(s.span(), key, msg);
+            RATE_MAX_PER_S_DEFAULT
+        }
+    }
+}
+
+fn tags(c: &mut Checker, d: &RawDevice, device_path: Option<&AssetPath>) -> Vec<ModbusTag> {
+    let mut names: HashMap<&str, Range<usize>> = HashMap::new();
+    let mut out = Vec::new();
+    for t in &d.tag {
+        let t = t.get_ref();
+        let key = format!("device[{}].tag[{}]", d.name.get_ref(), t.name.get_ref());
+        if let Some(first) = names.insert(t.name.get_ref(), t.name.span()) {
+            let (line, _) = line_of(c.text, first.start);
+            let msg = format!("tag name {:?} is already used on this device on line {line}", t.name.get_ref());
+            c.err(t.name.span(), format!("{key}.name"), msg);
+        }
+        if let Some(tag) = tag(c, t, &key, device_path) {
+            out.push((tag, t.address.span()));
+        }
+    }
+    check_overlaps(c, d, &out);
+    out.into_iter().map(|(t, _)| t).collect()
+}
+
+fn tag(c: &mut Checker, t: &RawTag, key: &str, device_path: Option<&AssetPath>) -> Option<ModbusTag> {
+    let k = |field: &str| format!("{key}.{field}");
+    c.segment(&t.name, k("name"));
+    let space = lookup(c, &t.space, &Space::ALL, k("space"));
+    let order = match &t.order {
+        Some(o) => lookup(c, o, &WordOrder::ALL, k("order")),
+        None => Some(WordOrder::Abcd),
+    };
+    let data_type = data_type(c, t, key);
+    let address = c.int(&Some(t.address.clone()), &k("address"), 0, 65_535, 0);
+    let bit = t.bit.as_ref().map(|b| c.int(&Some(b.clone()), &k("bit"), 0, 15, 0));
+    let (space, data_type, order) = (space?, data_type?, order?);
+    check_type_fits_space(c, t, key, space, data_type, bit.is_some());
+    let width = if space.is_bit() { 1 } else { i64::from(data_type.registers()) };
+    if address + width > 65_536 {
+        let msg = format!("{address} + {width} runs past the last address 65535");
+        c.err(t.address.span(), k("address"), msg);
+    }
+    let scale = finite(c, &t.scale, k("scale"), 1.0);
+    let offset = finite(c, &t.offset, k("offset"), 0.0);
+    if scale == 0.0 {
+        c.err(t.scale.as_ref().map_or(0..0, |s| s.span()), k("scale"), "0 would erase every value".into());
+    }
+    Some(ModbusTag {
+        name: t.name.get_ref().clone(),
+        path: device_path?.child(t.name.get_ref()).ok()?,
+        space,
+        address: u16::try_from(address).ok()?,
+        data_type,
+        order,
+        bit: bit.and_then(|b| u8::try_from(b).ok()),
+        scale,
+        offset,
+        unit: t.unit.as_ref().map(|u| u.get_ref().clone()),
+    })
+}
+
+fn lookup<T: Copy>(c: &mut Checker, v: &Spanned<String>, table: &[(&str, T)], key: String) -> Option<T> {
+    let found = table.iter().find(|(name, _)| name == v.get_ref()).map(|(_, t)| *t);
+    if found.is_none() {
+        let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+        let msg = format!("unknown value {:?}; expected one of {}", v.get_ref(), names.join(", "));
+        c.err(v.span(), key, msg);
+    }
+    found
+}
+
+fn data_type(c: &mut Checker, t: &RawTag, key: &str) -> Option<DataType> {
+    let name = t.data_type.get_ref();
+    let length = match (&t.length_chars, name.as_str()) {
+        (Some(l), "string") => c.int(&Some(l.clone()), &format!("{key}.length_chars"), 1, 250, 1),
+        (None, "string") => {
+            let msg = "a string needs length_chars (1..=250 characters)".into();
+            c.err(t.data_type.span(), format!("{key}.length_chars"), msg);
+            1
+        }
+        (Some(l), _) => {
+            c.err(l.span(), format!("{key}.length_chars"), "only a string has a length".into());
+            0
+        }
+        (None, _) => 0,
+    };
+    let found = DataType::parse(name, u16::try_from(length).unwrap_or(1));
+    if found.is_none() {
+        let msg = format!("unknown data type {name:?}; expected one of {}", DataType::NAMES.join(", "));
+        c.err(t.data_type.span(), format!("{key}.type"), msg);
+    }
+    found
+}
+
+fn check_type_fits_space(c: &mut Checker, t: &RawTag, key: &str, space: Space, ty: DataType, has_bit: bool) {
+    if space.is_bit() && ty != DataType::Bool {
+        let msg = format!("a {} holds bits: its type must be bool", space.name());
+        c.err(t.data_type.span(), format!("{key}.type"), msg);
+    }
+    if has_bit && (space.is_bit() || ty != DataType::Bool) {
+        let msg = "bit selects one bit of a register: only for type bool in a register space".into();
+        c.err(t.bit.as_ref().map_or(0..0, |b| b.span()), format!("{key}.bit"), msg);
+    }
+    if !space.is_bit() && ty == DataType::Bool && !has_bit {
+        let msg = "a bool in a register space needs bit (0..=15)".into();
+        c.err(t.data_type.span(), format!("{key}.bit"), msg);
+    }
+}
+
+fn finite(c: &mut Checker, v: &Option<Spanned<f64>>, key: String, default: f64) -> f64 {
+    match v {
+        Some(s) if !s.get_ref().is_finite() => {
+            c.err(s.span(), key, format!("{} is not a finite number", s.get_ref()));
+            default
+        }
+        Some(s) => *s.get_ref(),
+        None => default,
+    }
+}
+
+/// Two tags may not claim the same register (bits of one register are fine, each bit once).
+fn check_overlaps(c: &mut Checker, d: &RawDevice, tags: &[(ModbusTag, Range<usize>)]) {
+    let mut spans: Vec<(Space, u32, u32, Option<u8>, &ModbusTag, Range<usize>)> = tags
+        .iter()
+        .map(|(t, span)| {
+            let start = u32::from(t.address);
+            (t.space, start, start + u32::from(t.width()), t.bit, t, span.clone())
+        })
+        .collect();
+    spans.sort_by_key(|s| (s.0, s.1, s.2));
+    for (i, b) in spans.iter().enumerate() {
+        let earlier = spans[..i].iter().rev().take_while(|a| a.0 == b.0);
+        for a in earlier.filter(|a| a.2 > b.1) {
+            let both_bits = a.3.is_some() && b.3.is_some();
+            if both_bits && a.3 != b.3 {
+                continue;
+            }
+            if a.3.is_some() != b.3.is_some() {
+                continue; // a bit of a register that is also read whole: allowed
+            }
+            let key = format!("device[{}].tag[{}].address", d.name.get_ref(), b.4.name);
+            let msg = format!(
+                "{} {}..{} overlaps tag {:?} ({}..{})",
+                b.0.name(), b.1, b.2, a.4.name, a.1, a.2
+            );
+            c.err(b.5.clone(), key, msg);
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Events: conclusions for people (and machines) about a place in the plant.
+
+use crate::{AssetPath, Timestamp};
+
+/// How urgent an event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Info,
+    Warning,
+    Alarm,
+}
+
+/// A conclusion drawn at the edge: "press1 produced 100 parts", "vibration zone C".
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub time: Timestamp,
+    pub asset: AssetPath,
+    /// A short machine-readable kind, e.g. `parts_produced`, `device_down`.
+    pub kind: String,
+    pub severity: Severity,
+    /// One line for a person, with the numbers in it.
+    pub message: String,
+}

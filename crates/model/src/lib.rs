@@ -1,0 +1,18 @@
+//! The data model of airlock: what a plant engineer calls a device, a tag, a sample, its quality,
+//! an asset path and an event, as plain types with no I/O and no runtime. Every other crate speaks
+//! these words. A [`Sample`] carries a value, a [`Quality`] (good, uncertain or bad, each with a
+//! [`Reason`]), the time the source stamped it (if it did) and the time the gateway read it, like
+//! OPC UA's `DataValue`. Tags live under an ISA-95 [`AssetPath`]
+//! (`enterprise/site/area/line/cell/device/tag`), which later becomes the Unified Namespace topic.
+
+mod asset;
+mod event;
+mod health;
+mod sample;
+mod time;
+
+pub use asset::{AssetPath, AssetPathError, check_segment};
+pub use event::{Event, Severity};
+pub use sample::{Quality, Reason, Sample, TagId, Value};
+pub use time::Timestamp;
+pub use health::{DeviceHealth, LinkState};

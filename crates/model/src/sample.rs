@@ -1,0 +1,153 @@
+//! Samples: one reading of one tag, with its quality and its times.
+
+use std::fmt;
+
+use crate::Timestamp;
+
+/// The index of a tag in the gateway's tag table (dense, assigned at config time), so a sample
+/// is small and carries no string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TagId(pub u32);
+
+/// A tag's value in engineering units.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Bool(bool),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Text(Box<str>),
+}
+
+impl Value {
+    /// The value as a number, for trends and arithmetic (`true` is 1). `None` for text.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Bool(b) => Some(f64::from(u8::from(*b))),
+            Value::I64(v) => Some(*v as f64),
+            Value::U64(v) => Some(*v as f64),
+            Value::F64(v) => Some(*v),
+            Value::Text(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Bool(v) => write!(f, "{v}"),
+            Value::I64(v) => write!(f, "{v}"),
+            Value::U64(v) => write!(f, "{v}"),
+            Value::F64(v) => write!(f, "{v:.3}"),
+            Value::Text(v) => write!(f, "{v:?}"),
+        }
+    }
+}
+
+/// Why a sample is not good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The device did not answer within the request timeout.
+    Timeout,
+    /// The device answered with a protocol exception (for Modbus, the exception code).
+    Exception(u8),
+    /// The bytes came back but do not decode as the configured type.
+    DecodeError,
+    /// The value decoded to NaN or infinity.
+    NotFinite,
+    /// The connection to the device is down; the last value is no longer current.
+    CommsLost,
+    /// No fresh value arrived for longer than the tag allows.
+    Stale,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Timeout => f.write_str("timeout"),
+            Reason::Exception(code) => write!(f, "exception {code:#04x}"),
+            Reason::DecodeError => f.write_str("decode error"),
+            Reason::NotFinite => f.write_str("not a finite number"),
+            Reason::CommsLost => f.write_str("comms lost"),
+            Reason::Stale => f.write_str("stale"),
+        }
+    }
+}
+
+/// How far a value can be trusted, OPC UA style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Quality {
+    #[default]
+    Good,
+    Uncertain(Reason),
+    Bad(Reason),
+}
+
+impl Quality {
+    pub fn is_good(self) -> bool {
+        self == Quality::Good
+    }
+
+    /// `good`, `uncertain` or `bad`: the word used on the wire.
+    pub fn word(self) -> &'static str {
+        match self {
+            Quality::Good => "good",
+            Quality::Uncertain(_) => "uncertain",
+            Quality::Bad(_) => "bad",
+        }
+    }
+
+    pub fn reason(self) -> Option<Reason> {
+        match self {
+            Quality::Good => None,
+            Quality::Uncertain(r) | Quality::Bad(r) => Some(r),
+        }
+    }
+}
+
+impl fmt::Display for Quality {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.reason() {
+            None => f.write_str(self.word()),
+            Some(r) => write!(f, "{} ({r})", self.word()),
+        }
+    }
+}
+
+/// One reading of one tag. A bad sample keeps the last value it knew (or none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub tag: TagId,
+    /// `None` when no value could be read (a bad sample with nothing known).
+    pub value: Option<Value>,
+    pub quality: Quality,
+    /// The time the source stamped the value, when the protocol carries one (OPC UA does,
+    /// Modbus does not).
+    pub source_time: Option<Timestamp>,
+    /// The time airlock received the value.
+    pub gateway_time: Timestamp,
+}
+
+impl Sample {
+    pub fn good(tag: TagId, value: Value, gateway_time: Timestamp) -> Self {
+        Self { tag, value: Some(value), quality: Quality::Good, source_time: None, gateway_time }
+    }
+
+    pub fn bad(tag: TagId, reason: Reason, gateway_time: Timestamp) -> Self {
+        Self { tag, value: None, quality: Quality::Bad(reason), source_time: None, gateway_time }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quality_reads_as_words() {
+        assert_eq!(Quality::Good.to_string(), "good");
+        assert_eq!(Quality::Bad(Reason::Exception(2)).to_string(), "bad (exception 0x02)");
+        assert_eq!(Quality::Uncertain(Reason::Stale).to_string(), "uncertain (stale)");
+        assert_eq!(Value::Bool(true).as_f64(), Some(1.0));
+        assert_eq!(Value::Text("x".into()).as_f64(), None);
+    }
+}

@@ -1,0 +1,91 @@
+//! Wall-clock time as nanoseconds since the Unix epoch (UTC), valid until the year 2262.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A point in time: nanoseconds since 1970-01-01T00:00:00Z.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current wall-clock time. The only clock read in this crate; callers that must be
+    /// deterministic take a `Timestamp` as an argument instead.
+    pub fn now() -> Self {
+        Self::from(SystemTime::now())
+    }
+
+    pub const fn from_millis(ms: i64) -> Self {
+        Self(ms.saturating_mul(1_000_000))
+    }
+
+    pub const fn as_nanos(self) -> i64 {
+        self.0
+    }
+
+    pub const fn as_millis(self) -> i64 {
+        self.0.div_euclid(1_000_000)
+    }
+
+    /// The later time `d` after `self`, saturating at the end of the representable range.
+    pub fn add(self, d: Duration) -> Self {
+        Self(self.0.saturating_add(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)))
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(t: SystemTime) -> Self {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Self(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+            Err(e) => Self(-i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+/// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-28T12:00:00.125Z`.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.as_millis();
+        let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+        let (y, m, d) = civil_from_days(days);
+        let s = ms_of_day / 1000;
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            s / 3600,
+            s / 60 % 60,
+            s % 60,
+            ms_of_day % 1000
+        )
+    }
+}
+
+/// Days since the epoch to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(ms: i64, expected: &str) {
+        assert_eq!(Timestamp::from_millis(ms).to_string(), expected);
+    }
+
+    #[test]
+    fn displays_rfc3339_utc() {
+        check(0, "1970-01-01T00:00:00.000Z");
+        check(951_782_400_123, "2000-02-29T00:00:00.123Z");
+        check(1_795_867_200_000, "2026-11-28T12:00:00.000Z");
+        check(-1, "1969-12-31T23:59:59.999Z");
+    }
+}

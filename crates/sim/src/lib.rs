@@ -1,0 +1,241 @@
+//! A simulated press line for demos, tests and benchmarks: three presses and a stretch wrapper,
+//! each served as its own Modbus TCP server on loopback by a small server of our own
+//! ([`server`]) that answers reads only. The plant ([`plant`]) is deterministic from a seed and
+//! its clock can run faster than real time. The register map of every machine is below and in
+//! `docs/simulator.md`; [`RunningSim::config_toml`] writes an airlock config that reads it.
+//!
+//! | space | address | type | tag |
+//! |---|---|---|---|
+//! | holding | 0 | u32 | `parts_shift`: parts this shift, reset at shift change |
+//! | holding | 2 | u16 | `parts_wrap`: parts since start, rolls over at 65536 |
+//! | holding | 3 | u32 | `rejects_shift`: rejects this shift |
+//! | holding | 5 | u16 | `state`: 0 idle, 1 running, 2 fault |
+//! | holding | 6 | u16 | `shift`: shift number since start |
+//! | holding | 10 | string(16) | `model` |
+//! | input | 0 | f32 | `speed_rpm` |
+//! | input | 2 | f32 | `temperature_c` |
+//! | input | 4 | f32 | `power_kw` |
+//! | input | 6 | f32 | `vibration_mm_s` (velocity RMS) |
+//! | input | 20 | i16 | `temperature_dc`: temperature in tenths of a degree |
+//! | coil | 0 | bool | `running` |
+//! | discrete | 0 | bool | `fault` |
+//!
+//! Addresses up to 4095 exist in every space; those not in the map hold a fixed pattern (for the
+//! benchmark), and reads past 4095 get exception 02.
+
+pub mod plant;
+pub mod server;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use plant::{Machine, Plant};
+use server::{Banks, ServerHandle};
+
+/// How to run the simulated plant.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub seed: u64,
+    /// Simulated seconds per real second (1 = real time).
+    pub speed: f64,
+    pub bind: IpAddr,
+    /// The first machine's port; the others follow. 0 picks free ports.
+    pub base_port: u16,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self { seed: 1, speed: 1.0, bind: IpAddr::from([127, 0, 0, 1]), base_port: 0 }
+    }
+}
+
+/// A running plant: its machines' servers and the task that moves the plant on.
+#[derive(Debug)]
+pub struct RunningSim {
+    pub servers: Vec<(String, ServerHandle)>,
+    pub plant: Arc<Mutex<Plant>>,
+    stepper: JoinHandle<()>,
+}
+
+/// Starts the press line: one server per machine, and a task that advances the plant every
+/// 20 ms of real time and copies each machine into its registers.
+pub async fn start(opts: &SimOptions) -> io::Result<RunningSim> {
+    let plant = Plant::new(opts.seed, plant::press_line());
+    let mut servers = Vec::new();
+    for (i, m) in plant.machines.iter().enumerate() {
+        let port = if opts.base_port == 0 { 0 } else { opts.base_port.saturating_add(i as u16) };
+        let mut banks = Banks::default();
+        fill_pattern(&mut banks);
+        write_registers(m, &mut banks);
+        let handle = server::serve(SocketAddr::new(opts.bind, port), Arc::new(Mutex::new(banks))).await?;
+        servers.push((m.spec.name.to_owned(), handle));
+    }
+    let plant = Arc::new(Mutex::new(plant));
+    let banks = servers.iter().map(|(_, s)| Arc::clone(&s.banks)).collect();
+    let stepper = tokio::spawn(step_forever(Arc::clone(&plant), banks, opts.speed));
+    Ok(RunningSim { servers, plant, stepper })
+}
+
+impl RunningSim {
+    pub fn stop(&self) {
+        self.stepper.abort();
+        for (_, s) in &self.servers {
+            s.stop();
+        }
+    }
+
+    /// An airlock config that reads every tag of every machine.
+    pub fn config_toml(&self, poll_interval_ms: u64) -> String {
+        let mut out = String::from("# The built-in demo plant: a press line of airlock's simulator.\n");
+        out.push_str("[gateway]\nname = \"demo\"\n");
+        for (name, s) in &self.servers {
+            out.push_str(&format!(
+                "\n[[device]]\nname = \"{name}\"\nasset_path = \"acme/dortmund/pressing/line3/cell1\"\n\
+                 protocol = \"modbus_tcp\"\naddress = \"{}\"\nunit_id = 1\npoll_interval_ms = {poll_interval_ms}\n\
+                 timeout_ms = 500\nrate_max_per_s = 50\nmax_gap_registers = 8\n",
+                s.addr
+            ));
+            out.push_str(TAGS_TOML);
+        }
+        out
+    }
+}
+
+const TAGS_TOML: &str = r#"
+[[device.tag]]
+name = "parts_shift"
+space = "holding_register"
+address = 0
+type = "u32"
+unit = "parts"
+[[device.tag]]
+name = "parts_wrap"
+space = "holding_register"
+address = 2
+type = "u16"
+unit = "parts"
+[[device.tag]]
+name = "rejects_shift"
+space = "holding_register"
+address = 3
+type = "u32"
+unit = "parts"
+[[device.tag]]
+name = "state"
+space = "holding_register"
+address = 5
+type = "u16"
+[[device.tag]]
+name = "shift"
+space = "holding_register"
+address = 6
+type = "u16"
+[[device.tag]]
+name = "model"
+space = "holding_register"
+address = 10
+type = "string"
+length_chars = 16
+[[device.tag]]
+name = "speed"
+space = "input_register"
+address = 0
+type = "f32"
+unit = "rpm"
+[[device.tag]]
+name = "temperature"
+space = "input_register"
+address = 20
+type = "i16"
+scale = 0.1
+unit = "degC"
+[[device.tag]]
+name = "power"
+space = "input_register"
+address = 4
+type = "f32"
+unit = "kW"
+[[device.tag]]
+name = "vibration"
+space = "input_register"
+address = 6
+type = "f32"
+unit = "mm/s"
+[[device.tag]]
+name = "running"
+space = "coil"
+address = 0
+type = "bool"
+[[device.tag]]
+name = "fault"
+space = "discrete_input"
+address = 0
+type = "bool"
+"#;
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn step_forever(plant: Arc<Mutex<Plant>>, banks: Vec<Arc<Mutex<Banks>>>, speed: f64) {
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        ticker.tick().await;
+        let t = started.elapsed().as_secs_f64() * speed;
+        let Ok(mut plant) = plant.lock() else { return };
+        plant.advance_to(t);
+        for (m, b) in plant.machines.iter().zip(&banks) {
+            if let Ok(mut b) = b.lock() {
+                write_registers(m, &mut b);
+            }
+        }
+    }
+}
+
+/// Copies one machine's state into its registers (see the map at the top of this file).
+pub fn write_registers(m: &Machine, b: &mut Banks) {
+    let hr = &mut b.holding_registers;
+    put_u32(hr, 0, m.parts_shift);
+    hr[2] = (m.parts_made & 0xffff) as u16;
+    put_u32(hr, 3, m.rejects_shift);
+    hr[5] = m.state as u16;
+    hr[6] = m.shift as u16;
+    for (i, pair) in format!("{:<16}", m.spec.name.to_uppercase()).as_bytes().chunks(2).take(8).enumerate() {
+        hr[10 + i] = u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(b' ')]);
+    }
+    let ir = &mut b.input_registers;
+    put_f32(ir, 0, m.speed_rpm as f32);
+    put_f32(ir, 2, m.temperature_c as f32);
+    put_f32(ir, 4, m.power_kw as f32);
+    put_f32(ir, 6, m.vibration_mm_s as f32);
+    ir[20] = ((m.temperature_c * 10.0).round() as i16) as u16;
+    b.coils[0] = m.state == plant::MachineState::Running;
+    b.discrete_inputs[0] = m.state == plant::MachineState::Fault;
+}
+
+/// Addresses outside the map hold a fixed pattern, so the benchmark reads real, varied data.
+fn fill_pattern(b: &mut Banks) {
+    for (i, w) in b.holding_registers.iter_mut().chain(b.input_registers.iter_mut()).enumerate() {
+        *w = (i as u16).wrapping_mul(40_503);
+    }
+    for (i, bit) in b.coils.iter_mut().chain(b.discrete_inputs.iter_mut()).enumerate() {
+        *bit = i % 3 == 0;
+    }
+}
+
+fn put_u32(r: &mut [u16], at: usize, v: u32) {
+    r[at] = (v >> 16) as u16;
+    r[at + 1] = v as u16;
+}
+
+fn put_f32(r: &mut [u16], at: usize, v: f32) {
+    put_u32(r, at, v.to_bits());
+}

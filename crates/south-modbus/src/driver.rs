@@ -1,0 +1,334 @@
+//! The device task: one per device, owning that device's only connection.
+//!
+//! Each poll tick it sends the planned read requests one at a time (one request in flight),
+//! each after the pacer allows it and each under the device's timeout. What the device answers
+//! decides what happens next:
+//! - data: the tags of that request are decoded (a tag that does not decode is bad on its own);
+//! - an exception response: the tags of that request are bad with that exception code, and the
+//!   connection stays up (the device is alive and said no);
+//! - a timeout, a dropped connection or a malformed frame: the device's tags go bad, the
+//!   connection is dropped, and the task reconnects after an exponential backoff with jitter.
+//!
+//! Problems are logged once per change of state, never once per poll. A device task shares
+//! nothing with other device tasks but the outgoing channel, which it never waits on: when the
+//! channel is full the batch is dropped and counted, so a slow consumer slows no device and a
+//! slow device slows no other.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_config::{Device, ModbusDevice, Protocol, Space};
+use airlock_model::{DeviceHealth, LinkState, Reason, Sample, TagId, Timestamp};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{MissedTickBehavior, timeout};
+use tokio_modbus::client::{Context, Reader, tcp};
+use tokio_modbus::Slave;
+
+use crate::decode::{decode_bit, decode_registers};
+use crate::pacer::{Backoff, Pacer};
+use crate::plan::{PlanLimits, ReadRequest, plan};
+
+/// The samples of one poll of one device, in planned order.
+#[derive(Debug)]
+pub struct SampleBatch {
+    /// The device's index in the config.
+    pub device: usize,
+    pub samples: Vec<Sample>,
+}
+
+/// Why a device is unreachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Failure {
+    Connect(String),
+    Timeout { request: String },
+    Transport { request: String, error: String },
+}
+
+impl Failure {
+    fn reason(&self) -> Reason {
+        match self {
+            Failure::Timeout { .. } => Reason::Timeout,
+            Failure::Connect(_) | Failure::Transport { .. } => Reason::CommsLost,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Connect(e) => write!(f, "connect: {e}"),
+            Failure::Timeout { request } => write!(f, "{request}: no answer within the timeout"),
+            Failure::Transport { request, error } => write!(f, "{request}: {error}"),
+        }
+    }
+}
+
+/// What the task has already reported, so that it logs and emits once per change.
+#[derive(Debug, Default)]
+struct Reported {
+    failure: Option<Failure>,
+    /// The last exception code seen per request (0 for none).
+    exceptions: Vec<u8>,
+    channel_full: bool,
+}
+
+/// One Modbus TCP device and everything needed to read it.
+#[derive(Debug)]
+pub struct DeviceTask {
+    index: usize,
+    device: Device,
+    modbus: ModbusDevice,
+    first_tag: TagId,
+    requests: Vec<ReadRequest>,
+    health: Arc<DeviceHealth>,
+}
+
+impl DeviceTask {
+    /// A task for config device `index`, whose tags get ids from `first_tag` on, in config order.
+    /// `coalesce: false` plans one request per tag (the benchmark's baseline).
+    pub fn new(index: usize, device: &Device, first_tag: TagId, coalesce: bool) -> Self {
+        let Protocol::ModbusTcp(modbus) = &device.protocol;
+        let limits = PlanLimits {
+            max_gap_registers: modbus.max_gap_registers,
+            max_gap_bits: modbus.max_gap_bits,
+            coalesce,
+        };
+        Self {
+            index,
+            device: device.clone(),
+            modbus: modbus.clone(),
+            first_tag,
+            requests: plan(&modbus.tags, limits),
+            health: Arc::new(DeviceHealth::default()),
+        }
+    }
+
+    pub fn health(&self) -> Arc<DeviceHealth> {
+        Arc::clone(&self.health)
+    }
+
+    pub fn requests(&self) -> &[ReadRequest] {
+        &self.requests
+    }
+
+    /// Polls the device until `shutdown` turns true or its sender is dropped.
+    pub async fn run(self, out: mpsc::Sender<SampleBatch>, mut shutdown: watch::Receiver<bool>) {
+        tokio::select! {
+            () = self.poll_forever(out) => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+    }
+
+    async fn poll_forever(self, out: mpsc::Sender<SampleBatch>) {
+        self.warn_if_rate_cap_binds();
+        let mut pacer = Pacer::new(self.device.rate_max_per_s);
+        let seed = Timestamp::now().as_nanos().unsigned_abs() ^ (self.index as u64) << 32;
+        let mut backoff = Backoff::new(self.device.backoff_initial, self.device.backoff_max, seed);
+        let mut ticker = tokio::time::interval(self.device.poll_interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut reported = Reported { exceptions: vec![0; self.requests.len()], ..Reported::default() };
+        let mut link: Option<Context> = None;
+        loop {
+            ticker.tick().await;
+            let ctx = match link.as_mut() {
+                Some(ctx) => ctx,
+                None => match self.connect().await {
+                    Ok(ctx) => link.insert(ctx),
+                    Err(failure) => {
+                        self.went_down(failure, &mut reported, &out);
+                        tokio::time::sleep(backoff.next_delay()).await;
+                        continue;
+                    }
+                },
+            };
+            let (samples, failure) = self.poll(ctx, &mut pacer, &mut reported).await;
+            self.send(samples, &mut reported, &out);
+            match failure {
+                None => {
+                    backoff.reset();
+                    self.came_up(&mut reported);
+                }
+                Some(failure) => {
+                    link = None;
+                    self.went_down(failure, &mut reported, &out);
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Context, Failure> {
+        self.health.set_state(LinkState::Connecting);
+        let address = self.modbus.address.as_str();
+        let stream = match timeout(self.device.timeout, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(Failure::Connect(format!("{address}: {e}"))),
+            Err(_) => return Err(Failure::Connect(format!("{address}: no answer within the timeout"))),
+        };
+        stream.set_nodelay(true).map_err(|e| Failure::Connect(format!("set TCP_NODELAY: {e}")))?;
+        Ok(tcp::attach_slave(stream, Slave(self.modbus.unit_id)))
+    }
+
+    /// One poll: every planned request in turn. Returns the samples read and, if the link
+    /// failed, why (the samples of requests before the failure are kept).
+    async fn poll(&self, ctx: &mut Context, pacer: &mut Pacer, reported: &mut Reported) -> (Vec<Sample>, Option<Failure>) {
+        DeviceHealth::count(&self.health.polls, 1);
+        let mut samples = Vec::with_capacity(self.modbus.tags.len());
+        for (i, req) in self.requests.iter().enumerate() {
+            pacer.wait().await;
+            DeviceHealth::count(&self.health.requests, 1);
+            let answer = timeout(self.device.timeout, read(ctx, req)).await;
+            let now = Timestamp::now();
+            match answer {
+                Ok(Ok(Ok(data))) => {
+                    self.exception_changed(i, 0, reported);
+                    self.decode(req, &data, now, &mut samples);
+                }
+                Ok(Ok(Err(code))) => {
+                    DeviceHealth::count(&self.health.exceptions, 1);
+                    self.exception_changed(i, u8::from(code), reported);
+                    let reason = Reason::Exception(u8::from(code));
+                    samples.extend(req.tags.iter().map(|t| Sample::bad(self.tag_id(t.index), reason, now)));
+                }
+                Ok(Err(e)) => {
+                    let error = e.to_string();
+                    return (samples, Some(Failure::Transport { request: self.describe(req), error }));
+                }
+                Err(_) => return (samples, Some(Failure::Timeout { request: self.describe(req) })),
+            }
+        }
+        (samples, None)
+    }
+
+    fn decode(&self, req: &ReadRequest, data: &Data, now: Timestamp, samples: &mut Vec<Sample>) {
+        for planned in &req.tags {
+            let tag = &self.modbus.tags[planned.index];
+            let at = usize::from(planned.offset);
+            let value = match data {
+                Data::Words(w) => decode_registers(tag, w.get(at..).unwrap_or(&[])),
+                Data::Bits(b) => decode_bit(b.get(at..).unwrap_or(&[])),
+            };
+            let id = self.tag_id(planned.index);
+            samples.push(match value {
+                Ok(v) => Sample::good(id, v, now),
+                Err(reason) => Sample::bad(id, reason, now),
+            });
+        }
+    }
+
+    fn tag_id(&self, index: usize) -> TagId {
+        TagId(self.first_tag.0 + index as u32)
+    }
+
+    /// "read holding_register 100..120 from press1", for logs.
+    fn describe(&self, req: &ReadRequest) -> String {
+        let end = u32::from(req.start) + u32::from(req.count);
+        format!("read {} {}..{end} from {}", req.space.name(), req.start, self.device.name)
+    }
+
+    fn exception_changed(&self, request: usize, code: u8, reported: &mut Reported) {
+        let Some(last) = reported.exceptions.get_mut(request) else { return };
+        if *last == code {
+            return;
+        }
+        let req = &self.requests[request];
+        if code == 0 {
+            log::info!("{}: answers again", self.describe(req));
+        } else {
+            let message = format!("{}: exception {code:#04x} ({})", self.describe(req), exception_name(code));
+            log::warn!("{message}; its tags are bad");
+            self.health.set_last_error(message);
+        }
+        *last = code;
+    }
+
+    fn went_down(&self, failure: Failure, reported: &mut Reported, out: &mpsc::Sender<SampleBatch>) {
+        DeviceHealth::count(&self.health.comm_errors, 1);
+        self.health.set_state(LinkState::Backoff);
+        if reported.failure.as_ref() == Some(&failure) {
+            return;
+        }
+        log::warn!("device {}: {failure}; its tags are bad, reconnecting with backoff", self.device.name);
+        self.health.set_last_error(failure.to_string());
+        let now = Timestamp::now();
+        let reason = failure.reason();
+        let samples = (0..self.modbus.tags.len()).map(|i| Sample::bad(self.tag_id(i), reason, now)).collect();
+        self.send(samples, reported, out);
+        reported.failure = Some(failure);
+    }
+
+    fn came_up(&self, reported: &mut Reported) {
+        self.health.set_state(LinkState::Up);
+        if reported.failure.take().is_some() {
+            log::info!("device {}: reading again", self.device.name);
+        }
+    }
+
+    fn send(&self, samples: Vec<Sample>, reported: &mut Reported, out: &mpsc::Sender<SampleBatch>) {
+        if samples.is_empty() {
+            return;
+        }
+        let n = samples.len() as u64;
+        match out.try_send(SampleBatch { device: self.index, samples }) {
+            Ok(()) => {
+                DeviceHealth::count(&self.health.samples, n);
+                if std::mem::take(&mut reported.channel_full) {
+                    log::info!("device {}: the sample channel has room again", self.device.name);
+                }
+            }
+            Err(_) => {
+                DeviceHealth::count(&self.health.batches_dropped, 1);
+                if !std::mem::replace(&mut reported.channel_full, true) {
+                    log::warn!("device {}: the sample channel is full; dropping polls until it drains", self.device.name);
+                }
+            }
+        }
+    }
+
+    fn warn_if_rate_cap_binds(&self) {
+        let per_poll = self.requests.len() as f64;
+        let needed = per_poll / self.device.poll_interval.as_secs_f64();
+        if needed > self.device.rate_max_per_s {
+            let effective = Duration::from_secs_f64(per_poll / self.device.rate_max_per_s);
+            log::warn!(
+                "device {}: {per_poll} requests per poll at {:?} need {needed:.1} requests/s, above rate_max_per_s {}; polls will come every {effective:?}",
+                self.device.name, self.device.poll_interval, self.device.rate_max_per_s
+            );
+        }
+    }
+}
+
+/// A read answer: registers or bits.
+enum Data {
+    Words(Vec<u16>),
+    Bits(Vec<bool>),
+}
+
+/// Sends one read request. The four plain reads (function codes 1 to 4) are the only calls into
+/// tokio-modbus in the product.
+async fn read(ctx: &mut Context, req: &ReadRequest) -> tokio_modbus::Result<Data> {
+    let (start, count) = (req.start, req.count);
+    Ok(match req.space {
+        Space::Coil => ctx.read_coils(start, count).await?.map(Data::Bits),
+        Space::DiscreteInput => ctx.read_discrete_inputs(start, count).await?.map(Data::Bits),
+        Space::InputRegister => ctx.read_input_registers(start, count).await?.map(Data::Words),
+        Space::HoldingRegister => ctx.read_holding_registers(start, count).await?.map(Data::Words),
+    })
+}
+
+fn exception_name(code: u8) -> &'static str {
+    match code {
+        1 => "illegal function",
+        2 => "illegal data address",
+        3 => "illegal data value",
+        4 => "server device failure",
+        5 => "acknowledge",
+        6 => "server device busy",
+        8 => "memory parity error",
+        0x0a => "gateway path unavailable",
+        0x0b => "gateway target device failed to respond",
+        _ => "unknown exception",
+    }
+}

@@ -1,0 +1,105 @@
+//! Pacing: the per-device rate cap and the reconnect backoff, as plain state that takes `now`.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Spaces requests at least `1 / rate` apart, whatever the config asks for: a poll that needs
+/// more requests than the cap allows simply takes longer. No burst is allowed, so the cap holds
+/// over any window, however short.
+#[derive(Debug)]
+pub struct Pacer {
+    spacing: Duration,
+    next: Option<Instant>,
+}
+
+impl Pacer {
+    pub fn new(rate_max_per_s: f64) -> Self {
+        let spacing = Duration::from_secs_f64(1.0 / rate_max_per_s.max(1e-6));
+        Self { spacing, next: None }
+    }
+
+    /// Books the next request slot at or after `now` and returns when it starts.
+    pub fn reserve(&mut self, now: Instant) -> Instant {
+        let at = self.next.map_or(now, |n| n.max(now));
+        self.next = Some(at + self.spacing);
+        at
+    }
+
+    /// Waits for the next request slot.
+    pub async fn wait(&mut self) {
+        let at = self.reserve(Instant::now());
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// Exponential backoff with jitter: attempt `n` waits a random time in `[d/2, d]` where
+/// `d = min(max, initial * 2^n)`, so a plant's worth of gateways restarting together do not
+/// reconnect in lockstep.
+#[derive(Debug)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    attempt: u32,
+    rng: u64,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration, seed: u64) -> Self {
+        Self { initial, max, attempt: 0, rng: seed | 1 }
+    }
+
+    /// The wait before the next attempt; each call doubles the ceiling up to `max`.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self.initial.saturating_mul(1u32 << self.attempt.min(20)).min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let fraction = 0.5 + 0.5 * (self.next_random() as f64 / u64::MAX as f64);
+        ceiling.mul_f64(fraction)
+    }
+
+    /// A success: the next failure starts from `initial` again.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// xorshift64*: tiny, and good enough to spread reconnects.
+    fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacer_never_books_two_slots_closer_than_the_spacing() {
+        let mut p = Pacer::new(10.0);
+        let t0 = Instant::now();
+        let slots: Vec<Instant> = (0..5).map(|_| p.reserve(t0)).collect();
+        for w in slots.windows(2) {
+            assert_eq!(w[1] - w[0], Duration::from_millis(100));
+        }
+        // After idling, the next slot is now, not in the past (no burst of saved-up slots).
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(p.reserve(later), later);
+        assert_eq!(p.reserve(later), later + Duration::from_millis(100));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_max_with_jitter_and_resets() {
+        let (initial, max) = (Duration::from_millis(100), Duration::from_millis(1000));
+        let mut b = Backoff::new(initial, max, 42);
+        let ceilings = [100, 200, 400, 800, 1000, 1000];
+        for ceiling in ceilings {
+            let d = b.next_delay();
+            let ceiling = Duration::from_millis(ceiling);
+            assert!(d <= ceiling && d >= ceiling / 2, "{d:?} not in [{:?}, {ceiling:?}]", ceiling / 2);
+        }
+        b.reset();
+        assert!(b.next_delay() <= initial);
+    }
+}
