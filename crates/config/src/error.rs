@@ -31,8 +31,7 @@ impl ConfigError {
         let message = e.message().trim().to_owned();
         match e.span() {
             Some(span) => {
-                let key = text.get(span.clone()).unwrap_or("").trim().to_owned();
-                let key = if key.contains('\n') || key.len() > 60 { String::new() } else { key };
+                let key = key_on_line(text, span.start);
                 Self::at(file, text, span, key, message)
             }
             None => Self::whole_file(file, message),
@@ -71,6 +70,16 @@ impl fmt::Display for ConfigErrors {
             writeln!(f, "  {e}")?;
         }
         Ok(())
+    }
+}
+
+/// The key of the `key = value` line holding byte `offset`, or empty when the line has none.
+fn key_on_line(text: &str, offset: usize) -> String {
+    let start = text.get(..offset).and_then(|b| b.rfind('\n')).map_or(0, |i| i + 1);
+    let line = text.get(start..).and_then(|l| l.lines().next()).unwrap_or("");
+    match line.split_once('=') {
+        Some((key, _)) if !key.trim().starts_with('[') => key.trim().to_owned(),
+        _ => String::new(),
     }
 }
 

@@ -27,6 +27,7 @@ use tokio_modbus::client::{Context, Reader, tcp};
 use tokio_modbus::Slave;
 
 use crate::decode::{decode_bit, decode_registers};
+use crate::guard::Guarded;
 use crate::pacer::{Backoff, Pacer};
 use crate::plan::{PlanLimits, ReadRequest, plan};
 
@@ -168,7 +169,7 @@ impl DeviceTask {
             Err(_) => return Err(Failure::Connect(format!("{address}: no answer within the timeout"))),
         };
         stream.set_nodelay(true).map_err(|e| Failure::Connect(format!("set TCP_NODELAY: {e}")))?;
-        Ok(tcp::attach_slave(stream, Slave(self.modbus.unit_id)))
+        Ok(tcp::attach_slave(Guarded::new(stream), Slave(self.modbus.unit_id)))
     }
 
     /// One poll: every planned request in turn. Returns the samples read and, if the link

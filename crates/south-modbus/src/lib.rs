@@ -9,6 +9,7 @@
 
 pub mod decode;
 pub mod driver;
+pub mod guard;
 pub mod pacer;
 pub mod plan;
 

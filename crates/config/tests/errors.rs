@@ -1,0 +1,230 @@
+//! One test per kind of config problem: each asserts the line, the key and the gist of the
+//! message, through one `check` helper.
+
+use std::path::Path;
+
+use airlock_config::{ConfigError, DataType, Protocol, Space, WordOrder, parse};
+
+const DEVICE: &str = r#"
+[[device]]
+name = "press1"
+asset_path = "acme/dortmund/pressing/line3/cell1"
+protocol = "modbus_tcp"
+address = "127.0.0.1:502"
+"#;
+
+const TAG: &str = r#"
+[[device.tag]]
+name = "speed"
+space = "input_register"
+address = 0
+type = "f32"
+"#;
+
+/// Parses `text` (as `plant.toml`) and expects exactly `expected` problems, each as
+/// (line, key, a fragment of the message).
+fn check(text: &str, expected: &[(usize, &str, &str)]) {
+    let errors = match parse(text, Path::new("plant.toml")) {
+        Ok(_) => panic!("expected {} problems, got none in:\n{text}", expected.len()),
+        Err(e) => e.0,
+    };
+    let got: Vec<(usize, &str, &str)> = errors.iter().map(|e| (e.line, e.key.as_str(), e.message.as_str())).collect();
+    assert_eq!(errors.len(), expected.len(), "problems: {got:#?}");
+    for (e, (line, key, fragment)) in errors.iter().zip(expected) {
+        assert_eq!((e.line, e.key.as_str()), (*line, *key), "{e}");
+        assert!(e.message.contains(fragment), "{e:?} does not say {fragment:?}");
+        assert!(e.to_string().starts_with(&format!("plant.toml:{line}:")), "{e}");
+        assert!(e.column > 0, "{e}");
+    }
+}
+
+/// The line number (1-based) of the first line of `text` that contains `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).map(|i| i + 1).unwrap_or_else(|| panic!("{needle:?} not in text"))
+}
+
+fn with(device_extra: &str, tags: &str) -> String {
+    format!("{DEVICE}{device_extra}{tags}")
+}
+
+#[test]
+fn a_good_config_validates_into_typed_values() {
+    let text = with("poll_interval_ms = 250\nrate_max_per_s = 5\n", TAG);
+    let config = parse(&text, Path::new("plant.toml")).unwrap();
+    let d = &config.devices[0];
+    assert_eq!(d.path.as_str(), "acme/dortmund/pressing/line3/cell1/press1");
+    assert_eq!(d.poll_interval.as_millis(), 250);
+    assert_eq!(d.rate_max_per_s, 5.0);
+    let Protocol::ModbusTcp(m) = &d.protocol;
+    assert_eq!(m.tags[0].space, Space::InputRegister);
+    assert_eq!(m.tags[0].data_type, DataType::F32);
+    assert_eq!(m.tags[0].order, WordOrder::Abcd);
+    assert_eq!(m.tags[0].path.as_str(), "acme/dortmund/pressing/line3/cell1/press1/speed");
+    assert_eq!(config.gateway.name, "airlock");
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_line() {
+    let text = with("pol_interval_ms = 100\n", TAG);
+    check(&text, &[(line_of(&text, "pol_interval"), "pol_interval_ms", "unknown field `pol_interval_ms`")]);
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let text = with("timeout_ms = = 3\n", TAG);
+    let errors = parse(&text, Path::new("plant.toml")).unwrap_err().0;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].line, line_of(&text, "timeout_ms"));
+}
+
+#[test]
+fn wrong_value_types_are_refused() {
+    let text = with("timeout_ms = \"fast\"\n", TAG);
+    check(&text, &[(line_of(&text, "timeout_ms"), "timeout_ms", "invalid type")]);
+}
+
+#[test]
+fn duplicate_tag_names() {
+    let text = with("", &format!("{TAG}{}", TAG.replace("address = 0", "address = 10")));
+    let second = text.match_indices("name = \"speed\"").nth(1).map(|(i, _)| text[..i].lines().count() + 1).unwrap();
+    check(&text, &[(second, "device[press1].tag[speed].name", "already used on this device on line")]);
+}
+
+#[test]
+fn duplicate_device_names() {
+    let text = format!("{DEVICE}{TAG}{DEVICE}{TAG}");
+    let second = text.match_indices("name = \"press1\"").nth(1).map(|(i, _)| text[..i].lines().count() + 1).unwrap();
+    check(&text, &[(second, "device.name", "already used on line 3")]);
+}
+
+#[test]
+fn overlapping_registers() {
+    let tags = format!("{TAG}\n[[device.tag]]\nname = \"power\"\nspace = \"input_register\"\naddress = 1\ntype = \"u16\"\n");
+    let text = with("", &tags);
+    check(&text, &[(line_of(&text, "address = 1"), "device[power].tag[power].address".replace("device[power]", "device[press1]").as_str(), "overlaps tag \"speed\" (0..2)")]);
+}
+
+#[test]
+fn registers_past_the_last_address() {
+    let text = with("", &TAG.replace("address = 0", "address = 65535"));
+    check(&text, &[(line_of(&text, "address = 65535"), "device[press1].tag[speed].address", "runs past the last address")]);
+    let text = with("", &TAG.replace("address = 0", "address = 70000"));
+    check(&text, &[(line_of(&text, "address = 70000"), "device[press1].tag[speed].address", "out of range 0..=65535")]);
+}
+
+#[test]
+fn unknown_data_types_spaces_and_orders() {
+    let text = with("", &TAG.replace("\"f32\"", "\"f33\"").replace("address = 0", "address = 0\norder = \"bcda\""));
+    check(
+        &text,
+        &[
+            (line_of(&text, "order ="), "device[press1].tag[speed].order", "unknown value \"bcda\""),
+            (line_of(&text, "f33"), "device[press1].tag[speed].type", "unknown data type \"f33\""),
+        ],
+    );
+    let text = with("", &TAG.replace("input_register", "input_registers"));
+    check(&text, &[(line_of(&text, "input_registers"), "device[press1].tag[speed].space", "expected one of coil, discrete_input")]);
+}
+
+#[test]
+fn zero_poll_interval_and_timeout() {
+    let text = with("poll_interval_ms = 0\ntimeout_ms = 0\n", TAG);
+    check(
+        &text,
+        &[
+            (line_of(&text, "poll_interval_ms"), "device[press1].poll_interval_ms", "zero is not allowed"),
+            (line_of(&text, "timeout_ms"), "device[press1].timeout_ms", "zero is not allowed"),
+        ],
+    );
+}
+
+#[test]
+fn zero_or_negative_rate_caps() {
+    let text = with("rate_max_per_s = 0\n", TAG);
+    check(&text, &[(line_of(&text, "rate_max"), "device[press1].rate_max_per_s", "must be above 0")]);
+    let text = with("rate_max_per_s = -3.5\n", TAG);
+    check(&text, &[(line_of(&text, "rate_max"), "device[press1].rate_max_per_s", "must be above 0")]);
+}
+
+#[test]
+fn types_must_fit_their_space() {
+    let text = with("", &TAG.replace("input_register", "coil"));
+    check(&text, &[(line_of(&text, "f32"), "device[press1].tag[speed].type", "must be bool")]);
+    let text = with("", &TAG.replace("\"f32\"", "\"bool\""));
+    check(&text, &[(line_of(&text, "bool"), "device[press1].tag[speed].bit", "needs bit")]);
+    let text = with("", &TAG.replace("address = 0", "address = 0\nbit = 3"));
+    check(&text, &[(line_of(&text, "bit = 3"), "device[press1].tag[speed].bit", "only for type bool")]);
+}
+
+#[test]
+fn strings_need_a_length() {
+    let text = with("", &TAG.replace("\"f32\"", "\"string\""));
+    check(&text, &[(line_of(&text, "string"), "device[press1].tag[speed].length_chars", "needs length_chars")]);
+    let text = with("", &TAG.replace("\"f32\"", "\"string\"\nlength_chars = 300"));
+    check(&text, &[(line_of(&text, "length_chars"), "device[press1].tag[speed].length_chars", "out of range 1..=250")]);
+}
+
+#[test]
+fn bad_names_paths_addresses_and_protocols() {
+    let text = DEVICE.replace("\"press1\"", "\"press 1\"").replace("cell1\"", "cell1/x/y\"").replace("modbus_tcp", "profinet").replace(":502", "") + TAG;
+    check(
+        &text,
+        &[
+            (line_of(&text, "press 1"), "device[press 1].name", "not a valid name"),
+            (line_of(&text, "asset_path"), "device[press 1].asset_path", "more than 5 segments"),
+            (line_of(&text, "profinet"), "device[press 1].protocol", "unknown protocol"),
+            (line_of(&text, "address = \"127"), "device[press 1].address", "is not host:port"),
+        ],
+    );
+}
+
+#[test]
+fn unit_id_gaps_and_backoff_ranges() {
+    let text = with("unit_id = 256\nmax_gap_registers = 200\nbackoff_initial_ms = 5000\nbackoff_max_ms = 100\n", TAG);
+    check(
+        &text,
+        &[
+            (line_of(&text, "unit_id"), "device[press1].unit_id", "out of range 0..=255"),
+            (line_of(&text, "max_gap"), "device[press1].max_gap_registers", "out of range 0..=124"),
+            (line_of(&text, "backoff_max"), "device[press1].backoff_max_ms", "less than backoff_initial_ms"),
+        ],
+    );
+}
+
+#[test]
+fn scale_must_be_finite_and_not_zero() {
+    let text = with("", &TAG.replace("address = 0", "address = 0\nscale = 0.0\noffset = nan"));
+    check(
+        &text,
+        &[
+            (line_of(&text, "scale"), "device[press1].tag[speed].scale", "would erase every value"),
+            (line_of(&text, "offset"), "device[press1].tag[speed].offset", "not a finite number"),
+        ],
+    );
+}
+
+#[test]
+fn a_config_without_devices_or_tags() {
+    let errors = parse("[gateway]\nname = \"x\"\n", Path::new("plant.toml")).unwrap_err().0;
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].message.contains("no [[device]]"));
+    check(DEVICE, &[(3, "device[press1].tag", "has no [[device.tag]]")]);
+}
+
+#[test]
+fn several_errors_are_all_reported_in_file_order() {
+    let tags = format!(
+        "{}{}",
+        TAG.replace("\"f32\"", "\"float\""),
+        TAG.replace("\"speed\"", "\"speed\"").replace("address = 0", "address = -1")
+    );
+    let text = with("poll_interval_ms = 0\nrate_max_per_s = 0\n", &tags);
+    let errors: Vec<ConfigError> = parse(&text, Path::new("plant.toml")).unwrap_err().0;
+    let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+    assert_eq!(errors.len(), 5, "{errors:#?}");
+    assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
+    let text_of_all: String = errors.iter().map(|e| format!("{e}\n")).collect();
+    for fragment in ["poll_interval_ms", "rate_max_per_s", "unknown data type \"float\"", "already used", "out of range 0..=65535"] {
+        assert!(text_of_all.contains(fragment), "{fragment:?} missing from:\n{text_of_all}");
+    }
+}

@@ -1,0 +1,193 @@
+//! The driver against real Modbus TCP servers on loopback (the simulator's server, which can
+//! misbehave on purpose): values arrive, faults mark only the faulty device bad, a healthy
+//! device beside it keeps its cadence, the rate cap holds, and no write ever reaches a device.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_config::{Config, parse};
+use airlock_model::{Quality, Reason, Sample, TagId, Value};
+use airlock_sim::server::{Banks, Fault, ServerHandle, serve};
+use airlock_south_modbus::{DeviceTask, SampleBatch};
+use tokio::sync::{mpsc, watch};
+
+/// A device section reading `tags` from `addr`.
+fn device(name: &str, addr: SocketAddr, extra: &str, tags: &str) -> String {
+    format!(
+        "[[device]]\nname = \"{name}\"\nasset_path = \"acme/site/area/line/cell\"\nprotocol = \"modbus_tcp\"\n\
+         address = \"{addr}\"\ntimeout_ms = 200\nbackoff_initial_ms = 100\nbackoff_max_ms = 400\n{extra}\n{tags}"
+    )
+}
+
+const TWO_TAGS: &str = "[[device.tag]]\nname = \"count\"\nspace = \"holding_register\"\naddress = 0\ntype = \"u32\"\n\
+                        [[device.tag]]\nname = \"temp\"\nspace = \"input_register\"\naddress = 2\ntype = \"f32\"\n";
+
+async fn server() -> ServerHandle {
+    let mut banks = Banks::default();
+    banks.holding_registers[0] = 0x0001;
+    banks.holding_registers[1] = 0x0002;
+    let t = 21.5f32.to_bits();
+    banks.input_registers[2] = (t >> 16) as u16;
+    banks.input_registers[3] = t as u16;
+    serve("127.0.0.1:0".parse().unwrap(), Arc::new(Mutex::new(banks))).await.unwrap()
+}
+
+/// Runs every device of `config` for `run_for`, returns each batch with the instant it arrived.
+async fn run(config: &Config, run_for: Duration) -> Vec<(Instant, SampleBatch)> {
+    let (tx, mut rx) = mpsc::channel(10_000);
+    let (stop_tx, stop) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut first = 0;
+    for (i, d) in config.devices.iter().enumerate() {
+        tasks.spawn(DeviceTask::new(i, d, TagId(first), true).run(tx.clone(), stop.clone()));
+        first += d.tag_count() as u32;
+    }
+    drop(tx);
+    let deadline = tokio::time::Instant::now() + run_for;
+    let mut batches = Vec::new();
+    while let Ok(Some(b)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        batches.push((Instant::now(), b));
+    }
+    stop_tx.send(true).unwrap();
+    while tasks.join_next().await.is_some() {}
+    batches
+}
+
+fn samples_of(batches: &[(Instant, SampleBatch)], device: usize) -> Vec<&Sample> {
+    batches.iter().filter(|(_, b)| b.device == device).flat_map(|(_, b)| &b.samples).collect()
+}
+
+/// Only the four read function codes ever reached `server`.
+fn assert_reads_only(server: &ServerHandle) {
+    let functions = server.log.functions();
+    assert!(!functions.is_empty(), "the server saw no request at all");
+    for (f, n) in functions {
+        assert!((1..=4).contains(&f), "function code {f} reached the device {n} times");
+    }
+}
+
+/// Polls of device 0 (healthy, every 50 ms) came at its cadence while device 1 misbehaved.
+fn assert_healthy_cadence(batches: &[(Instant, SampleBatch)]) {
+    let polls: Vec<Instant> = batches.iter().filter(|(_, b)| b.device == 0 && b.samples.iter().all(|s| s.quality.is_good())).map(|(t, _)| *t).collect();
+    assert!(polls.len() >= 20, "only {} healthy polls", polls.len());
+    let mean = (*polls.last().unwrap() - polls[0]).as_secs_f64() / (polls.len() - 1) as f64;
+    assert!((mean - 0.050).abs() <= 0.005, "healthy device polled every {:.1} ms, not 50 ms ± 10 %", mean * 1000.0);
+}
+
+async fn faulty_beside_healthy(fault: Fault) -> (Vec<(Instant, SampleBatch)>, ServerHandle, ServerHandle) {
+    let (healthy, faulty) = (server().await, server().await);
+    faulty.set_fault(fault);
+    let text = device("healthy", healthy.addr, "poll_interval_ms = 50\nrate_max_per_s = 1000", TWO_TAGS)
+        + &device("faulty", faulty.addr, "poll_interval_ms = 50\nrate_max_per_s = 1000", TWO_TAGS);
+    let config = parse(&text, Path::new("test.toml")).unwrap();
+    let batches = run(&config, Duration::from_secs(2)).await;
+    (batches, healthy, faulty)
+}
+
+fn reasons(samples: &[&Sample]) -> Vec<Quality> {
+    let mut q: Vec<Quality> = samples.iter().map(|s| s.quality).collect();
+    q.dedup();
+    q
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_served_are_values_read() {
+    let s = server().await;
+    let config = parse(&device("d", s.addr, "poll_interval_ms = 20", TWO_TAGS), Path::new("t.toml")).unwrap();
+    let batches = run(&config, Duration::from_millis(300)).await;
+    let samples = samples_of(&batches, 0);
+    assert!(samples.len() >= 4);
+    let value = |tag: u32| samples.iter().find(|s| s.tag == TagId(tag)).and_then(|s| s.value.clone());
+    assert_eq!(value(0), Some(Value::U64(0x0001_0002)));
+    assert_eq!(value(1), Some(Value::F64(21.5)));
+    assert!(samples.iter().all(|s| s.quality.is_good()));
+    assert_reads_only(&s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_closes_the_connection() {
+    let (batches, healthy, faulty) = faulty_beside_healthy(Fault::CloseOnConnect).await;
+    assert_healthy_cadence(&batches);
+    let bad = samples_of(&batches, 1);
+    assert_eq!(reasons(&bad), vec![Quality::Bad(Reason::CommsLost)]);
+    // Reported once per change of state, not once per failed attempt.
+    assert_eq!(bad.len(), 2, "bad samples are emitted once when the device goes down");
+    assert_reads_only(&healthy);
+    assert!(faulty.log.functions().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_accepts_and_never_answers() {
+    let (batches, healthy, faulty) = faulty_beside_healthy(Fault::Hang).await;
+    assert_healthy_cadence(&batches);
+    assert_eq!(reasons(&samples_of(&batches, 1)), vec![Quality::Bad(Reason::Timeout)]);
+    // It reconnected (with backoff) rather than waiting forever: several connections' requests.
+    let attempts: u64 = faulty.log.functions().iter().map(|(_, n)| n).sum();
+    assert!((2..=12).contains(&attempts), "{attempts} requests in 2 s with 200 ms timeouts and backoff");
+    assert_reads_only(&healthy);
+    assert_reads_only(&faulty);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_answers_exceptions() {
+    let (batches, healthy, faulty) = faulty_beside_healthy(Fault::Exception).await;
+    assert_healthy_cadence(&batches);
+    let bad = samples_of(&batches, 1);
+    assert_eq!(reasons(&bad), vec![Quality::Bad(Reason::Exception(4))]);
+    // The link stayed up: the device kept being polled at its cadence, no reconnects.
+    let polls = batches.iter().filter(|(_, b)| b.device == 1).count();
+    assert!(polls >= 30, "only {polls} polls of the device answering exceptions");
+    assert_reads_only(&healthy);
+    assert_reads_only(&faulty);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_sends_garbage() {
+    let (batches, healthy, faulty) = faulty_beside_healthy(Fault::Garbage).await;
+    assert_healthy_cadence(&batches);
+    assert_eq!(reasons(&samples_of(&batches, 1)), vec![Quality::Bad(Reason::CommsLost)]);
+    let requests: u64 = faulty.log.functions().iter().map(|(_, n)| n).sum();
+    assert!(requests >= 2, "it reconnected after the malformed frame");
+    assert_reads_only(&healthy);
+    assert_reads_only(&faulty);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_recovers_reads_good_again() {
+    let s = server().await;
+    s.set_fault(Fault::Hang);
+    let config = parse(&device("d", s.addr, "poll_interval_ms = 50", TWO_TAGS), Path::new("t.toml")).unwrap();
+    let handle = {
+        let cfg = config.clone();
+        tokio::spawn(async move { run(&cfg, Duration::from_millis(2500)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    s.set_fault(Fault::None);
+    let batches = handle.await.unwrap();
+    let q = reasons(&samples_of(&batches, 0));
+    assert_eq!(q.first(), Some(&Quality::Bad(Reason::Timeout)));
+    assert_eq!(q.last(), Some(&Quality::Good), "{q:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_cap_holds_whatever_the_poll_interval() {
+    let s = server().await;
+    // 20 tags 10 registers apart: with no gap allowed that is 20 requests per poll, every 10 ms,
+    // asking for 2000 requests/s from a device capped at 40.
+    let tags: String = (0..20)
+        .map(|i| format!("[[device.tag]]\nname = \"t{i}\"\nspace = \"holding_register\"\naddress = {}\ntype = \"u16\"\n", i * 10))
+        .collect();
+    let config = parse(&device("d", s.addr, "poll_interval_ms = 10\nrate_max_per_s = 40", &tags), Path::new("t.toml")).unwrap();
+    run(&config, Duration::from_secs(2)).await;
+    let times = s.log.times();
+    assert!(times.len() >= 60, "only {} requests", times.len());
+    // No burst: consecutive requests at least 1/40 s apart (less 2 ms for timer granularity).
+    for w in times.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(gap >= Duration::from_millis(23), "two requests {gap:?} apart under a 40/s cap");
+    }
+    assert!(times.len() <= 81, "{} requests in 2 s under a 40/s cap", times.len());
+    assert_reads_only(&s);
+}
