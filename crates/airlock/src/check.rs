@@ -24,7 +24,12 @@ pub fn run(file: &Path) -> ExitCode {
 /// and a warning where the rate cap is slower than the poll interval asks.
 pub fn summary(config: &Config, file: &Path) -> String {
     let tags: usize = config.devices.iter().map(|d| d.tag_count()).sum();
-    let mut out = format!("{}: ok: gateway {:?}, {} devices, {tags} tags\n", file.display(), config.gateway.name, config.devices.len());
+    let mut out = format!(
+        "{}: ok: gateway {:?}, {} devices, {tags} tags\n",
+        file.display(),
+        config.gateway.name,
+        config.devices.len()
+    );
     let mut total_requests = 0;
     for (i, d) in config.devices.iter().enumerate() {
         let Protocol::ModbusTcp(m) = &d.protocol;
@@ -33,13 +38,20 @@ pub fn summary(config: &Config, file: &Path) -> String {
         total_requests += coalesced;
         out += &format!(
             "  {:<12} modbus_tcp {} unit {}: {} tags, {coalesced} requests per poll ({single} without coalescing), every {} ms, at most {} requests/s\n",
-            d.name, m.address, m.unit_id, m.tags.len(), d.poll_interval.as_millis(), d.rate_max_per_s
+            d.name,
+            m.address,
+            m.unit_id,
+            m.tags.len(),
+            d.poll_interval.as_millis(),
+            d.rate_max_per_s
         );
         let needed = coalesced as f64 / d.poll_interval.as_secs_f64();
         if needed > d.rate_max_per_s {
             out += &format!(
                 "  warning: {} needs {needed:.1} requests/s but rate_max_per_s is {}: polls will come every {:.0} ms\n",
-                d.name, d.rate_max_per_s, 1000.0 * coalesced as f64 / d.rate_max_per_s
+                d.name,
+                d.rate_max_per_s,
+                1000.0 * coalesced as f64 / d.rate_max_per_s
             );
         }
     }

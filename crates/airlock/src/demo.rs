@@ -63,7 +63,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// Redraws the live view until `duration` has passed or Ctrl-C is pressed.
-pub async fn show_until(gateway: &Gateway, header: String, duration: Option<Duration>, footer: impl Fn(&Gateway) -> String) {
+pub async fn show_until(
+    gateway: &Gateway,
+    header: String,
+    duration: Option<Duration>,
+    footer: impl Fn(&Gateway) -> String,
+) {
     let mut view = crate::view::View::new(gateway, header);
     let deadline = duration.map(|d| Instant::now() + d);
     let mut ticker = tokio::time::interval(view.period());

@@ -75,12 +75,10 @@ impl Gateway {
             health.push(task.health());
             devices.spawn(task.run(tx.clone(), stop.clone()));
         }
-        let collector = std::thread::Builder::new()
-            .name("collector".into())
-            .spawn({
-                let latest = Arc::clone(&latest);
-                move || collect(rx, latest, upstream)
-            })?;
+        let collector = std::thread::Builder::new().name("collector".into()).spawn({
+            let latest = Arc::clone(&latest);
+            move || collect(rx, latest, upstream)
+        })?;
         Ok(Self { config, tags, health, latest, devices, shutdown, collector: Some(collector) })
     }
 

@@ -17,7 +17,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "airlock", version, about = "The one-way airlock between a plant's machines (OT) and its business systems (IT).")]
+#[command(
+    name = "airlock",
+    version,
+    about = "The one-way airlock between a plant's machines (OT) and its business systems (IT)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -32,13 +32,29 @@ const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Upstream {
     pub fn none() -> Self {
-        Self { file: None, tags: Arc::default(), gateway: String::new(), last: Vec::new(), sequence: 0, failed: false, flushed_at: Instant::now() }
+        Self {
+            file: None,
+            tags: Arc::default(),
+            gateway: String::new(),
+            last: Vec::new(),
+            sequence: 0,
+            failed: false,
+            flushed_at: Instant::now(),
+        }
     }
 
     pub fn to_file(path: &Path, tags: Arc<Vec<TagInfo>>, gateway: &str) -> std::io::Result<Self> {
         let file = BufWriter::new(File::create(path)?);
         let last = vec![None; tags.len()];
-        Ok(Self { file: Some((path.to_owned(), file)), tags, gateway: gateway.to_owned(), last, sequence: 0, failed: false, flushed_at: Instant::now() })
+        Ok(Self {
+            file: Some((path.to_owned(), file)),
+            tags,
+            gateway: gateway.to_owned(),
+            last,
+            sequence: 0,
+            failed: false,
+            flushed_at: Instant::now(),
+        })
     }
 
     /// Records written so far.
@@ -87,7 +103,9 @@ impl Upstream {
 
     fn append(&mut self, record: &Json) {
         let Some((path, file)) = self.file.as_mut() else { return };
-        let result = serde_json::to_writer(&mut *file, record).map_err(std::io::Error::from).and_then(|()| file.write_all(b"\n"));
+        let result = serde_json::to_writer(&mut *file, record)
+            .map_err(std::io::Error::from)
+            .and_then(|()| file.write_all(b"\n"));
         match result {
             Ok(()) => self.failed = false,
             Err(e) if !self.failed => {
@@ -100,10 +118,10 @@ impl Upstream {
 
     pub fn flush(&mut self) {
         self.flushed_at = Instant::now();
-        if let Some((path, file)) = self.file.as_mut() {
-            if let Err(e) = file.flush() {
-                log::error!("flush {}: {e}", path.display());
-            }
+        if let Some((path, file)) = self.file.as_mut()
+            && let Err(e) = file.flush()
+        {
+            log::error!("flush {}: {e}", path.display());
         }
     }
 }

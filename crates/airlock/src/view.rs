@@ -46,7 +46,11 @@ impl View {
         if self.terminal {
             out.push_str("\x1b[H\x1b[2J");
             let _ = writeln!(out, "{}\n", self.header);
-            let _ = writeln!(out, "{:<10} {:<10} {:>9} {:>7} {:>7}  last error", "device", "state", "samples/s", "req/s", "errors");
+            let _ = writeln!(
+                out,
+                "{:<10} {:<10} {:>9} {:>7} {:>7}  last error",
+                "device", "state", "samples/s", "req/s", "errors"
+            );
         }
         for (i, h) in gateway.health.iter().enumerate() {
             let now = Totals { samples: DeviceHealth::get(&h.samples), requests: DeviceHealth::get(&h.requests) };
@@ -93,7 +97,8 @@ fn latest_values(gateway: &Gateway, device: usize) -> String {
                 (_, q) => format!("<{q}>"),
             },
         };
-        let _ = write!(line, "{}={value}{} ", tag.name, tag.unit.as_deref().map(|u| format!(" {u}")).unwrap_or_default());
+        let _ =
+            write!(line, "{}={value}{} ", tag.name, tag.unit.as_deref().map(|u| format!(" {u}")).unwrap_or_default());
     }
     if line.chars().count() > 160 {
         line = line.chars().take(157).collect::<String>() + "...";

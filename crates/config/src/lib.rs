@@ -65,9 +65,8 @@ impl Device {
 
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::one(ConfigError::whole_file(path, format!("cannot read the file: {e}")))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::one(ConfigError::whole_file(path, format!("cannot read the file: {e}"))))?;
     parse(&text, path)
 }
 

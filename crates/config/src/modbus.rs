@@ -51,12 +51,13 @@ pub enum DataType {
     F32,
     F64,
     /// Fixed-length ASCII text, two characters per register; trailing NULs and spaces are trimmed.
-    String { length_chars: u16 },
+    String {
+        length_chars: u16,
+    },
 }
 
 impl DataType {
-    pub const NAMES: [&'static str; 10] =
-        ["bool", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string"];
+    pub const NAMES: [&'static str; 10] = ["bool", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string"];
 
     /// Parses a type name; `string` needs its length, given separately.
     pub fn parse(name: &str, length_chars: u16) -> Option<Self> {
@@ -104,12 +105,8 @@ pub enum WordOrder {
 }
 
 impl WordOrder {
-    pub const ALL: [(&'static str, WordOrder); 4] = [
-        ("abcd", WordOrder::Abcd),
-        ("badc", WordOrder::Badc),
-        ("cdab", WordOrder::Cdab),
-        ("dcba", WordOrder::Dcba),
-    ];
+    pub const ALL: [(&'static str, WordOrder); 4] =
+        [("abcd", WordOrder::Abcd), ("badc", WordOrder::Badc), ("cdab", WordOrder::Cdab), ("dcba", WordOrder::Dcba)];
 
     pub fn swaps_bytes(self) -> bool {
         matches!(self, WordOrder::Badc | WordOrder::Dcba)

@@ -119,13 +119,14 @@ fn device(c: &mut Checker, d: &RawDevice) -> Option<Device> {
     check_address(c, &d.address, k("address"));
     let poll_ms = c.int(&d.poll_interval_ms, &k("poll_interval_ms"), 1, INTERVAL_MS_MAX, POLL_INTERVAL_MS_DEFAULT);
     let timeout_ms = c.int(&d.timeout_ms, &k("timeout_ms"), 1, INTERVAL_MS_MAX, TIMEOUT_MS_DEFAULT);
-    let backoff_initial_ms = c.int(&d.backoff_initial_ms, &k("backoff_initial_ms"), 1, INTERVAL_MS_MAX, BACKOFF_INITIAL_MS_DEFAULT);
+    let backoff_initial_ms =
+        c.int(&d.backoff_initial_ms, &k("backoff_initial_ms"), 1, INTERVAL_MS_MAX, BACKOFF_INITIAL_MS_DEFAULT);
     let backoff_max_ms = c.int(&d.backoff_max_ms, &k("backoff_max_ms"), 1, INTERVAL_MS_MAX, BACKOFF_MAX_MS_DEFAULT);
-    if let Some(s) = &d.backoff_max_ms {
-        if backoff_max_ms < backoff_initial_ms {
-            let msg = format!("{backoff_max_ms} is less than backoff_initial_ms ({backoff_initial_ms})");
-            c.err(s.span(), k("backoff_max_ms"), msg);
-        }
+    if let Some(s) = &d.backoff_max_ms
+        && backoff_max_ms < backoff_initial_ms
+    {
+        let msg = format!("{backoff_max_ms} is less than backoff_initial_ms ({backoff_initial_ms})");
+        c.err(s.span(), k("backoff_max_ms"), msg);
     }
     let rate = rate_max_per_s(c, &d.rate_max_per_s, k("rate_max_per_s"));
     let unit_id = c.int(&d.unit_id, &k("unit_id"), 0, 255, UNIT_ID_DEFAULT);
@@ -295,30 +296,27 @@ fn finite(c: &mut Checker, v: &Option<Spanned<f64>>, key: String, default: f64) 
 
 /// Two tags may not claim the same register (bits of one register are fine, each bit once).
 fn check_overlaps(c: &mut Checker, d: &RawDevice, tags: &[(ModbusTag, Range<usize>)]) {
-    let mut spans: Vec<(Space, u32, u32, Option<u8>, &ModbusTag, Range<usize>)> = tags
-        .iter()
-        .map(|(t, span)| {
-            let start = u32::from(t.address);
-            (t.space, start, start + u32::from(t.width()), t.bit, t, span.clone())
-        })
-        .collect();
-    spans.sort_by_key(|s| (s.0, s.1, s.2));
-    for (i, b) in spans.iter().enumerate() {
-        let earlier = spans[..i].iter().rev().take_while(|a| a.0 == b.0);
-        for a in earlier.filter(|a| a.2 > b.1) {
-            let both_bits = a.3.is_some() && b.3.is_some();
-            if both_bits && a.3 != b.3 {
+    let mut sorted: Vec<&(ModbusTag, Range<usize>)> = tags.iter().collect();
+    sorted.sort_by_key(|(t, _)| (t.space, t.address, t.width()));
+    let end = |t: &ModbusTag| u32::from(t.address) + u32::from(t.width());
+    for (i, (b, span)) in sorted.iter().enumerate() {
+        let earlier = sorted[..i].iter().rev().take_while(|(a, _)| a.space == b.space);
+        for (a, _) in earlier.filter(|(a, _)| end(a) > u32::from(b.address)) {
+            // A bit of a register that is also read whole is fine; so are different bits.
+            if a.bit.is_some() != b.bit.is_some() || a.bit != b.bit {
                 continue;
             }
-            if a.3.is_some() != b.3.is_some() {
-                continue; // a bit of a register that is also read whole: allowed
-            }
-            let key = format!("device[{}].tag[{}].address", d.name.get_ref(), b.4.name);
+            let key = format!("device[{}].tag[{}].address", d.name.get_ref(), b.name);
             let msg = format!(
                 "{} {}..{} overlaps tag {:?} ({}..{})",
-                b.0.name(), b.1, b.2, a.4.name, a.1, a.2
+                b.space.name(),
+                b.address,
+                end(b),
+                a.name,
+                a.address,
+                end(a)
             );
-            c.err(b.5.clone(), key, msg);
+            c.err(span.clone(), key, msg);
         }
     }
 }

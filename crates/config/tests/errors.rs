@@ -1,6 +1,8 @@
 //! One test per kind of config problem: each asserts the line, the key and the gist of the
 //! message, through one `check` helper.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
 use std::path::Path;
 
 use airlock_config::{ConfigError, DataType, Protocol, Space, WordOrder, parse};
@@ -99,15 +101,26 @@ fn duplicate_device_names() {
 
 #[test]
 fn overlapping_registers() {
-    let tags = format!("{TAG}\n[[device.tag]]\nname = \"power\"\nspace = \"input_register\"\naddress = 1\ntype = \"u16\"\n");
+    let tags =
+        format!("{TAG}\n[[device.tag]]\nname = \"power\"\nspace = \"input_register\"\naddress = 1\ntype = \"u16\"\n");
     let text = with("", &tags);
-    check(&text, &[(line_of(&text, "address = 1"), "device[power].tag[power].address".replace("device[power]", "device[press1]").as_str(), "overlaps tag \"speed\" (0..2)")]);
+    check(
+        &text,
+        &[(
+            line_of(&text, "address = 1"),
+            "device[power].tag[power].address".replace("device[power]", "device[press1]").as_str(),
+            "overlaps tag \"speed\" (0..2)",
+        )],
+    );
 }
 
 #[test]
 fn registers_past_the_last_address() {
     let text = with("", &TAG.replace("address = 0", "address = 65535"));
-    check(&text, &[(line_of(&text, "address = 65535"), "device[press1].tag[speed].address", "runs past the last address")]);
+    check(
+        &text,
+        &[(line_of(&text, "address = 65535"), "device[press1].tag[speed].address", "runs past the last address")],
+    );
     let text = with("", &TAG.replace("address = 0", "address = 70000"));
     check(&text, &[(line_of(&text, "address = 70000"), "device[press1].tag[speed].address", "out of range 0..=65535")]);
 }
@@ -123,7 +136,14 @@ fn unknown_data_types_spaces_and_orders() {
         ],
     );
     let text = with("", &TAG.replace("input_register", "input_registers"));
-    check(&text, &[(line_of(&text, "input_registers"), "device[press1].tag[speed].space", "expected one of coil, discrete_input")]);
+    check(
+        &text,
+        &[(
+            line_of(&text, "input_registers"),
+            "device[press1].tag[speed].space",
+            "expected one of coil, discrete_input",
+        )],
+    );
 }
 
 #[test]
@@ -166,7 +186,12 @@ fn strings_need_a_length() {
 
 #[test]
 fn bad_names_paths_addresses_and_protocols() {
-    let text = DEVICE.replace("\"press1\"", "\"press 1\"").replace("cell1\"", "cell1/x/y\"").replace("modbus_tcp", "profinet").replace(":502", "") + TAG;
+    let text = DEVICE
+        .replace("\"press1\"", "\"press 1\"")
+        .replace("cell1\"", "cell1/x/y\"")
+        .replace("modbus_tcp", "profinet")
+        .replace(":502", "")
+        + TAG;
     check(
         &text,
         &[
@@ -216,7 +241,7 @@ fn several_errors_are_all_reported_in_file_order() {
     let tags = format!(
         "{}{}",
         TAG.replace("\"f32\"", "\"float\""),
-        TAG.replace("\"speed\"", "\"speed\"").replace("address = 0", "address = -1")
+        TAG.replace("address = 0", "address = -1")
     );
     let text = with("poll_interval_ms = 0\nrate_max_per_s = 0\n", &tags);
     let errors: Vec<ConfigError> = parse(&text, Path::new("plant.toml")).unwrap_err().0;
@@ -224,7 +249,9 @@ fn several_errors_are_all_reported_in_file_order() {
     assert_eq!(errors.len(), 5, "{errors:#?}");
     assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
     let text_of_all: String = errors.iter().map(|e| format!("{e}\n")).collect();
-    for fragment in ["poll_interval_ms", "rate_max_per_s", "unknown data type \"float\"", "already used", "out of range 0..=65535"] {
+    for fragment in
+        ["poll_interval_ms", "rate_max_per_s", "unknown data type \"float\"", "already used", "out of range 0..=65535"]
+    {
         assert!(text_of_all.contains(fragment), "{fragment:?} missing from:\n{text_of_all}");
     }
 }

@@ -9,9 +9,7 @@ pub enum AssetPathError {
     Empty,
     #[error("segment {index} is empty (two slashes in a row, or a slash at an end)")]
     EmptySegment { index: usize },
-    #[error(
-        "segment {segment:?} has the character {bad:?}; use letters, digits, '-', '_' or '.'"
-    )]
+    #[error("segment {segment:?} has the character {bad:?}; use letters, digits, '-', '_' or '.'")]
     BadCharacter { segment: String, bad: char },
     #[error("the path has {count} segments; at most {max} are allowed")]
     TooDeep { count: usize, max: usize },
@@ -63,10 +61,7 @@ pub fn check_segment(segment: &str) -> Result<(), AssetPathError> {
     if segment.is_empty() {
         return Err(AssetPathError::Empty);
     }
-    match segment
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
+    match segment.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
         Some(bad) => Err(AssetPathError::BadCharacter { segment: segment.to_owned(), bad }),
         None => Ok(()),
     }
@@ -93,10 +88,7 @@ mod tests {
         check("", Err(AssetPathError::Empty));
         check("acme//line3", Err(AssetPathError::EmptySegment { index: 1 }));
         check("acme/", Err(AssetPathError::EmptySegment { index: 1 }));
-        check(
-            "acme/line #3",
-            Err(AssetPathError::BadCharacter { segment: "line #3".into(), bad: ' ' }),
-        );
+        check("acme/line #3", Err(AssetPathError::BadCharacter { segment: "line #3".into(), bad: ' ' }));
         check("a/b/c/d/e/f/g/h", Err(AssetPathError::TooDeep { count: 8, max: 7 }));
         check("acme/+/x", Err(AssetPathError::BadCharacter { segment: "+".into(), bad: '+' }));
     }

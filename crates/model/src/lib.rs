@@ -13,6 +13,6 @@ mod time;
 
 pub use asset::{AssetPath, AssetPathError, check_segment};
 pub use event::{Event, Severity};
+pub use health::{DeviceHealth, LinkState};
 pub use sample::{Quality, Reason, Sample, TagId, Value};
 pub use time::Timestamp;
-pub use health::{DeviceHealth, LinkState};

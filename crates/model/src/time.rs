@@ -27,7 +27,7 @@ impl Timestamp {
     }
 
     /// The later time `d` after `self`, saturating at the end of the representable range.
-    pub fn add(self, d: Duration) -> Self {
+    pub fn plus(self, d: Duration) -> Self {
         Self(self.0.saturating_add(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)))
     }
 }
@@ -48,14 +48,7 @@ impl fmt::Display for Timestamp {
         let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
         let (y, m, d) = civil_from_days(days);
         let s = ms_of_day / 1000;
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-            s / 3600,
-            s / 60 % 60,
-            s % 60,
-            ms_of_day % 1000
-        )
+        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", s / 3600, s / 60 % 60, s % 60, ms_of_day % 1000)
     }
 }
 

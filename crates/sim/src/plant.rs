@@ -271,7 +271,11 @@ mod tests {
         p.advance_to(SHIFT_S - 1.0);
         let m = &p.machines[0];
         let ideal = m.running_s / m.spec.ideal_cycle_s;
-        assert!(m.parts_made as f64 > 0.95 * ideal && m.parts_made as f64 <= ideal + 1.0, "{} vs {ideal}", m.parts_made);
+        assert!(
+            m.parts_made as f64 > 0.95 * ideal && m.parts_made as f64 <= ideal + 1.0,
+            "{} vs {ideal}",
+            m.parts_made
+        );
         assert_eq!(u64::from(m.parts_shift), m.parts_made);
         assert!(m.running_s > 0.8 * SHIFT_S);
         p.advance_to(SHIFT_S + 1.0);

@@ -81,10 +81,10 @@ impl Default for RequestLog {
 impl RequestLog {
     fn record(&self, function: u8) {
         self.by_function[usize::from(function)].fetch_add(1, Relaxed);
-        if let Ok(mut t) = self.times.lock() {
-            if t.len() < REQUEST_TIMES_MAX {
-                t.push(Instant::now());
-            }
+        if let Ok(mut t) = self.times.lock()
+            && t.len() < REQUEST_TIMES_MAX
+        {
+            t.push(Instant::now());
         }
     }
 

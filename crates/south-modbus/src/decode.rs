@@ -100,10 +100,10 @@ fn decode_string(words: &[u16], order: WordOrder, length_chars: usize) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use airlock_config::Space;
-    use airlock_model::AssetPath;
     use DataType::*;
     use WordOrder::*;
+    use airlock_config::Space;
+    use airlock_model::AssetPath;
 
     fn tag(data_type: DataType, order: WordOrder, scale: f64, offset: f64) -> ModbusTag {
         ModbusTag {
@@ -139,12 +139,8 @@ mod tests {
 
     #[test]
     fn thirty_two_bit_types_in_every_order() {
-        let cases: [(WordOrder, [u16; 2]); 4] = [
-            (Abcd, [0x1122, 0x3344]),
-            (Cdab, [0x3344, 0x1122]),
-            (Badc, [0x2211, 0x4433]),
-            (Dcba, [0x4433, 0x2211]),
-        ];
+        let cases: [(WordOrder, [u16; 2]); 4] =
+            [(Abcd, [0x1122, 0x3344]), (Cdab, [0x3344, 0x1122]), (Badc, [0x2211, 0x4433]), (Dcba, [0x4433, 0x2211])];
         for (order, words) in cases {
             check(U32, order, &words, Ok(Value::U64(0x1122_3344)));
             check(I32, order, &words, Ok(Value::I64(0x1122_3344)));

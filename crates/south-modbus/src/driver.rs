@@ -23,8 +23,8 @@ use airlock_model::{DeviceHealth, LinkState, Reason, Sample, TagId, Timestamp};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{MissedTickBehavior, timeout};
-use tokio_modbus::client::{Context, Reader, tcp};
 use tokio_modbus::Slave;
+use tokio_modbus::client::{Context, Reader, tcp};
 
 use crate::decode::{decode_bit, decode_registers};
 use crate::guard::Guarded;
@@ -91,11 +91,8 @@ impl DeviceTask {
     /// `coalesce: false` plans one request per tag (the benchmark's baseline).
     pub fn new(index: usize, device: &Device, first_tag: TagId, coalesce: bool) -> Self {
         let Protocol::ModbusTcp(modbus) = &device.protocol;
-        let limits = PlanLimits {
-            max_gap_registers: modbus.max_gap_registers,
-            max_gap_bits: modbus.max_gap_bits,
-            coalesce,
-        };
+        let limits =
+            PlanLimits { max_gap_registers: modbus.max_gap_registers, max_gap_bits: modbus.max_gap_bits, coalesce };
         Self {
             index,
             device: device.clone(),
@@ -174,7 +171,12 @@ impl DeviceTask {
 
     /// One poll: every planned request in turn. Returns the samples read and, if the link
     /// failed, why (the samples of requests before the failure are kept).
-    async fn poll(&self, ctx: &mut Context, pacer: &mut Pacer, reported: &mut Reported) -> (Vec<Sample>, Option<Failure>) {
+    async fn poll(
+        &self,
+        ctx: &mut Context,
+        pacer: &mut Pacer,
+        reported: &mut Reported,
+    ) -> (Vec<Sample>, Option<Failure>) {
         DeviceHealth::count(&self.health.polls, 1);
         let mut samples = Vec::with_capacity(self.modbus.tags.len());
         for (i, req) in self.requests.iter().enumerate() {
@@ -282,7 +284,10 @@ impl DeviceTask {
             Err(_) => {
                 DeviceHealth::count(&self.health.batches_dropped, 1);
                 if !std::mem::replace(&mut reported.channel_full, true) {
-                    log::warn!("device {}: the sample channel is full; dropping polls until it drains", self.device.name);
+                    log::warn!(
+                        "device {}: the sample channel is full; dropping polls until it drains",
+                        self.device.name
+                    );
                 }
             }
         }
@@ -295,7 +300,9 @@ impl DeviceTask {
             let effective = Duration::from_secs_f64(per_poll / self.device.rate_max_per_s);
             log::warn!(
                 "device {}: {per_poll} requests per poll at {:?} need {needed:.1} requests/s, above rate_max_per_s {}; polls will come every {effective:?}",
-                self.device.name, self.device.poll_interval, self.device.rate_max_per_s
+                self.device.name,
+                self.device.poll_interval,
+                self.device.rate_max_per_s
             );
         }
     }

@@ -129,12 +129,13 @@ mod tests {
 
     #[test]
     fn spaces_never_mix_and_sort_by_address() {
-        let tags = [tag(HoldingRegister, 1, U16), tag(InputRegister, 0, U16), tag(HoldingRegister, 0, U16), tag(Coil, 0, Bool)];
-        check(
-            &tags,
-            10,
-            &[(Coil, 0, 1, &[3]), (InputRegister, 0, 1, &[1]), (HoldingRegister, 0, 2, &[2, 0])],
-        );
+        let tags = [
+            tag(HoldingRegister, 1, U16),
+            tag(InputRegister, 0, U16),
+            tag(HoldingRegister, 0, U16),
+            tag(Coil, 0, Bool),
+        ];
+        check(&tags, 10, &[(Coil, 0, 1, &[3]), (InputRegister, 0, 1, &[1]), (HoldingRegister, 0, 2, &[2, 0])]);
     }
 
     #[test]
@@ -146,7 +147,11 @@ mod tests {
         // A tag that would straddle the limit starts a new request rather than being split.
         let tags = [tag(HoldingRegister, 0, String { length_chars: 248 }), tag(HoldingRegister, 124, U32)];
         check(&tags, 0, &[(HoldingRegister, 0, 124, &[0]), (HoldingRegister, 124, 2, &[1])]);
-        let tags = [tag(HoldingRegister, 0, String { length_chars: 246 }), tag(HoldingRegister, 123, U16), tag(HoldingRegister, 124, U16)];
+        let tags = [
+            tag(HoldingRegister, 0, String { length_chars: 246 }),
+            tag(HoldingRegister, 123, U16),
+            tag(HoldingRegister, 124, U16),
+        ];
         check(&tags, 0, &[(HoldingRegister, 0, 125, &[0, 1, 2])]);
     }
 

@@ -2,6 +2,8 @@
 //! misbehave on purpose): values arrive, faults mark only the faulty device bad, a healthy
 //! device beside it keeps its cadence, the rate cap holds, and no write ever reaches a device.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -70,7 +72,11 @@ fn assert_reads_only(server: &ServerHandle) {
 
 /// Polls of device 0 (healthy, every 50 ms) came at its cadence while device 1 misbehaved.
 fn assert_healthy_cadence(batches: &[(Instant, SampleBatch)]) {
-    let polls: Vec<Instant> = batches.iter().filter(|(_, b)| b.device == 0 && b.samples.iter().all(|s| s.quality.is_good())).map(|(t, _)| *t).collect();
+    let polls: Vec<Instant> = batches
+        .iter()
+        .filter(|(_, b)| b.device == 0 && b.samples.iter().all(|s| s.quality.is_good()))
+        .map(|(t, _)| *t)
+        .collect();
     assert!(polls.len() >= 20, "only {} healthy polls", polls.len());
     let mean = (*polls.last().unwrap() - polls[0]).as_secs_f64() / (polls.len() - 1) as f64;
     assert!((mean - 0.050).abs() <= 0.005, "healthy device polled every {:.1} ms, not 50 ms ± 10 %", mean * 1000.0);
@@ -177,9 +183,15 @@ async fn the_rate_cap_holds_whatever_the_poll_interval() {
     // 20 tags 10 registers apart: with no gap allowed that is 20 requests per poll, every 10 ms,
     // asking for 2000 requests/s from a device capped at 40.
     let tags: String = (0..20)
-        .map(|i| format!("[[device.tag]]\nname = \"t{i}\"\nspace = \"holding_register\"\naddress = {}\ntype = \"u16\"\n", i * 10))
+        .map(|i| {
+            format!(
+                "[[device.tag]]\nname = \"t{i}\"\nspace = \"holding_register\"\naddress = {}\ntype = \"u16\"\n",
+                i * 10
+            )
+        })
         .collect();
-    let config = parse(&device("d", s.addr, "poll_interval_ms = 10\nrate_max_per_s = 40", &tags), Path::new("t.toml")).unwrap();
+    let config =
+        parse(&device("d", s.addr, "poll_interval_ms = 10\nrate_max_per_s = 40", &tags), Path::new("t.toml")).unwrap();
     run(&config, Duration::from_secs(2)).await;
     let times = s.log.times();
     assert!(times.len() >= 60, "only {} requests", times.len());
