@@ -250,7 +250,9 @@ impl DeviceTask {
     fn went_down(&self, failure: Failure, reported: &mut Reported, out: &mpsc::Sender<SampleBatch>) {
         DeviceHealth::count(&self.health.comm_errors, 1);
         self.health.set_state(LinkState::Backoff);
-        if reported.failure.as_ref() == Some(&failure) {
+        // Once per kind of failure: the text of an OS error may differ from one attempt to the next.
+        let same_kind = reported.failure.as_ref().map(std::mem::discriminant) == Some(std::mem::discriminant(&failure));
+        if same_kind {
             return;
         }
         log::warn!("device {}: {failure}; its tags are bad, reconnecting with backoff", self.device.name);
