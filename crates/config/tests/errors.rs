@@ -238,11 +238,7 @@ fn a_config_without_devices_or_tags() {
 
 #[test]
 fn several_errors_are_all_reported_in_file_order() {
-    let tags = format!(
-        "{}{}",
-        TAG.replace("\"f32\"", "\"float\""),
-        TAG.replace("address = 0", "address = -1")
-    );
+    let tags = format!("{}{}", TAG.replace("\"f32\"", "\"float\""), TAG.replace("address = 0", "address = -1"));
     let text = with("poll_interval_ms = 0\nrate_max_per_s = 0\n", &tags);
     let errors: Vec<ConfigError> = parse(&text, Path::new("plant.toml")).unwrap_err().0;
     let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();

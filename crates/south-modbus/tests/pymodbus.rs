@@ -146,7 +146,8 @@ async fn values_read_from_pymodbus_equal_values_served() {
     stop_tx.send(true).unwrap();
     running.await.unwrap();
 
-    let by_tag: Vec<&Sample> = (0..specs.len()).map(|i| batch.samples.iter().find(|s| s.tag == TagId(i as u32)).unwrap()).collect();
+    let by_tag: Vec<&Sample> =
+        (0..specs.len()).map(|i| batch.samples.iter().find(|s| s.tag == TagId(i as u32)).unwrap()).collect();
     for (spec, sample) in specs.iter().zip(by_tag) {
         assert!(sample.quality.is_good(), "{}: {}", spec.name, sample.quality);
         match (&sample.value, &spec.expected) {
