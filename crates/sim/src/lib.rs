@@ -213,10 +213,10 @@ pub fn write_registers(m: &Machine, b: &mut Banks) {
     }
     let ir = &mut b.input_registers;
     put_f32(ir, 0, m.speed_rpm as f32);
-    put_f32(ir, 2, m.temperature_c as f32);
+    put_f32(ir, 2, m.temperature_reading_c as f32);
     put_f32(ir, 4, m.power_kw as f32);
     put_f32(ir, 6, m.vibration_mm_s as f32);
-    ir[20] = ((m.temperature_c * 10.0).round() as i16) as u16;
+    ir[20] = ((m.temperature_reading_c * 10.0).round() as i16) as u16;
     b.coils[0] = m.state == plant::MachineState::Running;
     b.discrete_inputs[0] = m.state == plant::MachineState::Fault;
 }

@@ -85,6 +85,8 @@ pub struct Machine {
     pub running_s: f64,
     pub speed_rpm: f64,
     pub temperature_c: f64,
+    /// What the temperature sensor reports: the true temperature plus noise.
+    pub temperature_reading_c: f64,
     pub power_kw: f64,
     pub vibration_mm_s: f64,
     cycle_progress: f64,
@@ -138,6 +140,7 @@ impl Machine {
             running_s: 0.0,
             speed_rpm: 0.0,
             temperature_c: 24.0,
+            temperature_reading_c: 24.0,
             power_kw: 0.0,
             vibration_mm_s: 0.0,
             cycle_progress: 0.0,
@@ -209,6 +212,7 @@ impl Machine {
         self.ambient_drift_c = (self.ambient_drift_c + self.rng.normal() * 0.002).clamp(-3.0, 3.0);
         let target_c = 24.0 + self.ambient_drift_c + 22.0 * load;
         self.temperature_c += (target_c - self.temperature_c) * STEP_S / 1200.0;
+        self.temperature_reading_c = self.temperature_c + 0.08 * self.rng.normal();
         let idle_kw = 0.04 * self.spec.rated_power_kw;
         self.power_kw = idle_kw + 0.7 * self.spec.rated_power_kw * load * (1.0 + 0.02 * self.rng.normal());
         let days = t / 86_400.0;

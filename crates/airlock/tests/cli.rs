@@ -1,0 +1,83 @@
+//! The `airlock` command as a user meets it: `check` on good and bad configs, `run` refusing a
+//! bad config before starting anything, and `demo` running by itself and writing upstream records.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn airlock(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_airlock")).args(args).output().unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("airlock-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const BAD: &str = r#"[[device]]
+name = "press1"
+asset_path = "acme/site/area/line/cell"
+protocol = "modbus_tcp"
+address = "127.0.0.1:1"
+poll_interval_ms = 0
+
+[[device.tag]]
+name = "speed"
+space = "input_register"
+address = 0
+type = "f33"
+"#;
+
+#[test]
+fn check_and_run_refuse_a_bad_config_naming_file_line_and_key() {
+    let dir = temp_dir("bad");
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, BAD).unwrap();
+    for args in [vec!["check", file.to_str().unwrap()], vec!["run", file.to_str().unwrap(), "--duration", "1s"]] {
+        let out = airlock(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("2 problems"), "{stderr}");
+        assert!(stderr.contains("bad.toml:6:20: key `device[press1].poll_interval_ms`"), "{stderr}");
+        assert!(
+            stderr.contains("bad.toml:12:8: key `device[press1].tag[speed].type`: unknown data type \"f33\""),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("running"), "nothing may start: {stderr}");
+    }
+    let out = airlock(&["check", dir.join("missing.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the file"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_demo_runs_by_itself_and_writes_upstream_records() {
+    let dir = temp_dir("demo");
+    let out = airlock(&["demo", "--duration", "2s", "--dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("upstream.jsonl"), "the demo prints where its upstream file is: {stdout}");
+    let text = std::fs::read_to_string(dir.join("upstream.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(records.len() >= 48, "only {} records", records.len());
+    let topics: std::collections::BTreeSet<&str> = records.iter().map(|r| r["topic"].as_str().unwrap()).collect();
+    for machine in ["press1", "press2", "press3", "wrapper"] {
+        let topic = format!("acme/dortmund/pressing/line3/cell1/{machine}/model");
+        assert!(topics.contains(topic.as_str()), "{topic} missing");
+    }
+    assert_eq!(topics.len(), 48, "every tag of every machine reported");
+    let model = records.iter().find(|r| r["topic"].as_str().unwrap().ends_with("press2/model")).unwrap();
+    assert_eq!(model["value"], "PRESS2");
+    assert!(records.iter().all(|r| r["quality"] == "good"), "the simulated plant reads good");
+    let ids: std::collections::BTreeSet<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), records.len(), "ids are unique");
+    // The config the demo wrote is one `check` accepts.
+    let out = airlock(&["check", dir.join("demo.toml").to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 devices, 48 tags"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
