@@ -1,0 +1,61 @@
+//! airlock's local disk, between the OT chamber and the IT chamber.
+//!
+//! - The **outbox** ([`outbox`]) is what goes upstream: an append-only, crash-safe log in four
+//!   priority classes (events, aggregates, series, raw), bounded by bytes and age, with a cursor
+//!   per sink. The OT side holds the only [`OutboxWriter`]; sinks get an [`OutboxReader`], which
+//!   can read and acknowledge but not append or delete.
+//! - The **historian** ([`historian`]) keeps per-tag series, compressed in chunks, for queries.
+//!
+//! Both are built on one small storage engine of our own, the segmented record log ([`log`]):
+//! length- and checksum-framed records in append-only segment files, group-committed with
+//! `fdatasync`, torn tails cut at open, whole segments deleted for retention. The byte layout is
+//! drawn at the top of `log.rs`.
+//!
+//! Why our own and not redb, SQLite or fjall: both users of the disk here are append-only
+//! streams that are read in order and deleted from the front, whole segments at a time. A log
+//! does exactly that with one `write` and one `fdatasync` per group commit and no write
+//! amplification (no B-tree pages, no compaction), and its recovery is a linear checksum scan
+//! that the kill -9 tests exercise. `BENCHMARKS.md` measures it against SQLite in the same run.
+
+pub mod log;
+pub mod outbox;
+
+use std::path::{Path, PathBuf};
+
+pub use outbox::{Class, FsyncPolicy, OutboxConfig, OutboxReader, OutboxRecord, OutboxStats, OutboxWriter, Position, RecordId};
+
+/// A storage failure, with what was being done and to which file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: corrupt: {what}", path.display())]
+    Corrupt { path: PathBuf, what: String },
+    #[error("a record of {bytes} bytes is larger than the {max} allowed")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("unknown sink {0:?}: sinks are named when the outbox is opened")]
+    UnknownSink(String),
+    #[error("internal invariant broken: {0}")]
+    Invariant(&'static str),
+}
+
+impl StoreError {
+    pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        Self::Io { action, path: path.to_owned(), source }
+    }
+
+    /// Whether the disk (or a file-size limit) is full: the store goes on once space frees.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => {
+                matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::FileTooLarge)
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! The outbox: what goes upstream, kept on disk until every sink has acknowledged it.
+//!
+//! Layout: one [`Log`](crate::log::Log) per priority class under `DIR/<class>/`, and one cursor
+//! file per sink under `DIR/cursors/<sink>.cursor` (four little-endian u64, the last sequence
+//! number acknowledged per class, then a CRC-32 of those 32 bytes; replaced atomically by
+//! write, fsync, rename).
+//!
+//! - **Ids.** A record's id is its class letter and its sequence number in that class
+//!   (`e17`, `r1048576`). Sequence numbers only grow, across restarts too (a class's newest
+//!   segment is never deleted), so an id never names two different records. Sinks put
+//!   `<gateway>-<id>` on the wire; a consumer drops duplicates by it.
+//! - **Durability.** Appends are group-committed: every [`OutboxWriter::commit`] writes what was
+//!   appended, and `fdatasync`s it when the last sync is older than the policy's interval
+//!   (default 100 ms; 0 means every commit). Records become visible to sinks, and count as
+//!   persisted for the producer, once synced. A process crash (kill -9) loses nothing written; a
+//!   power failure loses at most what was appended since the last sync, none of which was ever
+//!   acknowledged to the producer or seen by a sink.
+//! - **Delivery.** A sink reads from its own position, in class order (every pending event
+//!   before any aggregate, and so on), and acknowledges cumulatively per class. Only records
+//!   every sink has acknowledged are reclaimed, a whole segment at a time. Delivery is
+//!   at-least-once: acknowledgements are written to the cursor file at most every 100 ms, so a
+//!   crash may resend the last few.
+//! - **Bounds.** Total bytes stay under `bytes_max` (default 1 GiB) and records older than
+//!   `age_max` (default 7 days) are dropped. When full, the oldest segment of the lowest class
+//!   that holds anything goes first (raw, then series, then aggregates, then events); what it
+//!   held that some sink had not yet acknowledged is counted and reported by a *gap event*
+//!   written to the events class, so loss is never silent. The budget is exceeded by at most the
+//!   gap events themselves.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use airlock_model::Timestamp;
+
+use crate::StoreError;
+use crate::log::{HEADER_BYTES, Log, SegmentInfo};
+
+/// Priority classes, most important first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Class {
+    Event = 0,
+    Aggregate = 1,
+    Series = 2,
+    Raw = 3,
+}
+
+impl Class {
+    pub const ALL: [Class; 4] = [Class::Event, Class::Aggregate, Class::Series, Class::Raw];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Event => "events",
+            Class::Aggregate => "aggregates",
+            Class::Series => "series",
+            Class::Raw => "raw",
+        }
+    }
+
+    fn letter(self) -> char {
+        match self {
+            Class::Event => 'e',
+            Class::Aggregate => 'a',
+            Class::Series => 's',
+            Class::Raw => 'r',
+        }
+    }
+}
+
+/// A record's stable id: its class and its sequence number in that class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordId {
+    pub class: Class,
+    pub seq: u64,
+}
+
+impl fmt::Display for RecordId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.class.letter(), self.seq)
+    }
+}
+
+/// One record as a sink reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRecord {
+    pub id: RecordId,
+    pub time: Timestamp,
+    pub payload: Vec<u8>,
+}
+
+/// Where a sink stands: the last sequence number it has acknowledged (or read) per class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position(pub [u64; 4]);
+
+impl Position {
+    /// Moves past `id` (never backwards).
+    pub fn advance(&mut self, id: RecordId) {
+        let slot = &mut self.0[id.class as usize];
+        *slot = (*slot).max(id.seq);
+    }
+}
+
+/// When appended records are synced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// `fdatasync` at a commit when the last one is at least this old (0: at every commit).
+    Interval(Duration),
+    /// Never sync (tests and benchmarks only): a power failure may lose anything.
+    Never,
+}
+
+/// Bounds and policies of an outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxConfig {
+    pub bytes_max: u64,
+    pub age_max: Duration,
+    pub fsync: FsyncPolicy,
+    /// The sinks that read this outbox; records are reclaimed once all have acknowledged them.
+    pub sinks: Vec<String>,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            bytes_max: 1 << 30,
+            age_max: Duration::from_secs(7 * 86_400),
+            fsync: FsyncPolicy::Interval(Duration::from_millis(100)),
+            sinks: Vec::new(),
+        }
+    }
+}
+
+/// Counters of an outbox since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Records dropped unacknowledged because the outbox was full, per class.
+    pub dropped_full: [u64; 4],
+    /// Records dropped unacknowledged because they were older than `age_max`, per class.
+    pub dropped_age: [u64; 4],
+    pub gap_events: u64,
+    /// Records found corrupt when the outbox was opened, and skipped.
+    pub corrupt_records: u64,
+    /// Bytes of torn writes cut off when the outbox was opened.
+    pub torn_bytes: u64,
+    pub bytes: u64,
+}
+
+/// A sink's cursor: acknowledged position, and whether the file is behind it.
+#[derive(Debug)]
+struct Cursor {
+    acked: Position,
+    written: Position,
+    written_at: Instant,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    config: OutboxConfig,
+    logs: [Log; 4],
+    /// Per class, the last record synced (and so visible to sinks).
+    durable: [u64; 4],
+    synced_at: Instant,
+    cursors: BTreeMap<String, Cursor>,
+    stats: OutboxStats,
+}
+
+/// The OT side's handle: the only one that appends. Not `Clone`.
+#[derive(Debug)]
+pub struct OutboxWriter {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// The IT side's handle: reads and acknowledges; cannot append or delete.
+#[derive(Debug, Clone)]
+pub struct OutboxReader {
+    inner: Arc<Mutex<Inner>>,
+}
+
+const CURSOR_WRITE_INTERVAL: Duration = Duration::from_millis(100);
+
+fn lock(inner: &Mutex<Inner>) -> Result<MutexGuard<'_, Inner>, StoreError> {
+    inner.lock().map_err(|_| StoreError::Invariant("the outbox lock was poisoned by a panic"))
+}
+
+impl OutboxWriter {
+    /// Opens (or creates) the outbox in `dir` and returns its writer and a reader.
+    pub fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader), StoreError> {
+        open(dir, config)
+    }
+}
+
+fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader), StoreError> {
+    let segment_bytes = (config.bytes_max / 16).clamp(4 << 10, 8 << 20);
+    let open_log = |c: Class| Log::open(&dir.join(c.name()), segment_bytes);
+    let logs = [open_log(Class::Event)?, open_log(Class::Aggregate)?, open_log(Class::Series)?, open_log(Class::Raw)?];
+    let mut stats = OutboxStats::default();
+    for log in &logs {
+        stats.corrupt_records += log.recovery.corrupt_records;
+        stats.torn_bytes += log.recovery.torn_bytes;
+    }
+    let durable = [0, 1, 2, 3].map(|c| logs[c].committed_seq());
+    let cursor_dir = dir.join("cursors");
+    fs::create_dir_all(&cursor_dir).map_err(|e| StoreError::io("create", &cursor_dir, e))?;
+    let mut cursors = BTreeMap::new();
+    for sink in &config.sinks {
+        let acked = read_cursor(&cursor_path(dir, sink))?;
+        cursors.insert(sink.clone(), Cursor { acked, written: acked, written_at: Instant::now() });
+    }
+    let inner = Inner { dir: dir.to_owned(), config, logs, durable, synced_at: Instant::now(), cursors, stats };
+    let inner = Arc::new(Mutex::new(inner));
+    if stats.corrupt_records > 0 || stats.torn_bytes > 0 {
+        let mut writer = OutboxWriter { inner: Arc::clone(&inner) };
+        let message = format!(
+            "outbox opened after a crash: {} corrupt records skipped, {} bytes of torn writes cut off",
+            stats.corrupt_records, stats.torn_bytes
+        );
+        writer.append(Class::Event, Timestamp::now(), event_json("outbox_recovered", "warning", &message, "").as_bytes())?;
+        writer.commit()?;
+    }
+    Ok((OutboxWriter { inner: Arc::clone(&inner) }, OutboxReader { inner }))
+}
+
+impl OutboxWriter {
+    /// Appends one record, first making room by the drop policy if the outbox is full.
+    /// It counts as persisted once a [`commit`](Self::commit) has synced it.
+    pub fn append(&mut self, class: Class, time: Timestamp, payload: &[u8]) -> Result<RecordId, StoreError> {
+        let mut inner = lock(&self.inner)?;
+        inner.make_room((HEADER_BYTES + payload.len()) as u64)?;
+        let seq = inner.logs[class as usize].append(time, payload)?;
+        Ok(RecordId { class, seq })
+    }
+
+    /// Writes what was appended and syncs it if the policy says so. Returns, per class, the last
+    /// record now persisted. On error, records appended since the last commit are lost (and the
+    /// error says why); the outbox stays usable.
+    pub fn commit(&mut self) -> Result<Position, StoreError> {
+        let mut inner = lock(&self.inner)?;
+        inner.commit(false)
+    }
+
+    /// Syncs everything appended, whatever the policy (at shutdown).
+    pub fn sync(&mut self) -> Result<Position, StoreError> {
+        let mut inner = lock(&self.inner)?;
+        inner.commit(true)
+    }
+
+    /// Reclaims what every sink has acknowledged and drops what is older than `age_max`.
+    pub fn maintain(&mut self, now: Timestamp) -> Result<(), StoreError> {
+        let mut inner = lock(&self.inner)?;
+        inner.reclaim()?;
+        inner.expire(now)
+    }
+
+    pub fn stats(&self) -> OutboxStats {
+        lock(&self.inner).map(|i| i.stats()).unwrap_or_default()
+    }
+}
+
+impl OutboxReader {
+    /// Where `sink` stands: what it has acknowledged.
+    pub fn position(&self, sink: &str) -> Result<Position, StoreError> {
+        let inner = lock(&self.inner)?;
+        inner.cursors.get(sink).map(|c| c.acked).ok_or_else(|| StoreError::UnknownSink(sink.to_owned()))
+    }
+
+    /// Up to `max_records` persisted records after `after`, events first, then aggregates,
+    /// series and raw; each class in order.
+    pub fn read(&self, after: &Position, max_records: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        let inner = lock(&self.inner)?;
+        let mut out = Vec::new();
+        for class in Class::ALL {
+            let left = max_records - out.len();
+            if left == 0 {
+                break;
+            }
+            let c = class as usize;
+            let records = inner.logs[c].read_through(after.0[c] + 1, inner.durable[c], left, 4 << 20)?;
+            out.extend(records.into_iter().map(|r| OutboxRecord { id: RecordId { class, seq: r.seq }, time: r.time, payload: r.payload }));
+        }
+        Ok(out)
+    }
+
+    /// Acknowledges `id` and every record of its class before it, for `sink`.
+    pub fn ack(&self, sink: &str, id: RecordId) -> Result<(), StoreError> {
+        let mut inner = lock(&self.inner)?;
+        let dir = inner.dir.clone();
+        let cursor = inner.cursors.get_mut(sink).ok_or_else(|| StoreError::UnknownSink(sink.to_owned()))?;
+        cursor.acked.advance(id);
+        if cursor.written_at.elapsed() >= CURSOR_WRITE_INTERVAL {
+            write_cursor(&dir, sink, cursor)?;
+        }
+        Ok(())
+    }
+
+    /// Writes every sink's cursor file that is behind (at shutdown).
+    pub fn persist_cursors(&self) -> Result<(), StoreError> {
+        let mut inner = lock(&self.inner)?;
+        let dir = inner.dir.clone();
+        for (sink, cursor) in inner.cursors.iter_mut().filter(|(_, c)| c.acked != c.written) {
+            write_cursor(&dir, sink, cursor)?;
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> OutboxStats {
+        lock(&self.inner).map(|i| i.stats()).unwrap_or_default()
+    }
+}
+
+impl Inner {
+    fn stats(&self) -> OutboxStats {
+        OutboxStats { bytes: self.bytes(), ..self.stats }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.logs.iter().map(Log::bytes).sum()
+    }
+
+    fn sync_on_disk(&self) -> bool {
+        self.config.fsync != FsyncPolicy::Never
+    }
+
+    fn commit(&mut self, force_sync: bool) -> Result<Position, StoreError> {
+        let sync = match self.config.fsync {
+            FsyncPolicy::Never => false,
+            FsyncPolicy::Interval(every) => force_sync || self.synced_at.elapsed() >= every,
+        };
+        let mut committed = [0; 4];
+        for (c, log) in self.logs.iter_mut().enumerate() {
+            committed[c] = log.commit(sync)?;
+        }
+        if sync || self.config.fsync == FsyncPolicy::Never {
+            self.durable = committed;
+            self.synced_at = Instant::now();
+        }
+        Ok(Position(self.durable))
+    }
+
+    /// The last sequence number of `class` that every sink has acknowledged.
+    fn acked_by_all(&self, class: Class) -> u64 {
+        self.cursors.values().map(|c| c.acked.0[class as usize]).min().unwrap_or(0)
+    }
+
+    /// Drops the oldest segments of the lowest classes until `need` more bytes fit.
+    fn make_room(&mut self, need: u64) -> Result<(), StoreError> {
+        while self.bytes() + need > self.config.bytes_max {
+            let Some(class) = Class::ALL.into_iter().rev().find(|c| !self.logs[*c as usize].is_empty()) else {
+                return Ok(()); // nothing left to drop: only empty segments remain
+            };
+            let sync = self.sync_on_disk();
+            let Some(dropped) = self.logs[class as usize].drop_oldest(sync)? else { return Ok(()) };
+            self.report_gap(class, &dropped, "outbox full")?;
+        }
+        Ok(())
+    }
+
+    fn reclaim(&mut self) -> Result<(), StoreError> {
+        if self.cursors.is_empty() {
+            return Ok(());
+        }
+        let sync = self.sync_on_disk();
+        for class in Class::ALL {
+            let acked = self.acked_by_all(class);
+            self.logs[class as usize].drop_through(acked, sync)?;
+        }
+        Ok(())
+    }
+
+    fn expire(&mut self, now: Timestamp) -> Result<(), StoreError> {
+        let cutoff = Timestamp(now.0.saturating_sub(i64::try_from(self.config.age_max.as_nanos()).unwrap_or(i64::MAX)));
+        let sync = self.sync_on_disk();
+        for class in Class::ALL {
+            let c = class as usize;
+            loop {
+                let oldest_last_time = self.logs[c].segments().find(|s| s.records() > 0).map(|s| s.last_time);
+                if oldest_last_time.is_none_or(|t| t >= cutoff) {
+                    break;
+                }
+                let Some(dropped) = self.logs[c].drop_oldest(sync)? else { break };
+                self.report_gap(class, &dropped, "older than the outbox keeps")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts what a dropped segment held that some sink had not acknowledged, and says so in a
+    /// gap event (written to the events class without making room: it is small).
+    fn report_gap(&mut self, class: Class, dropped: &SegmentInfo, why: &str) -> Result<(), StoreError> {
+        let acked = self.acked_by_all(class);
+        let first_unacked = dropped.first_seq.max(acked + 1);
+        if first_unacked > dropped.last_seq {
+            return Ok(());
+        }
+        let count = dropped.last_seq - first_unacked + 1;
+        let counter = if why == "outbox full" { &mut self.stats.dropped_full } else { &mut self.stats.dropped_age };
+        counter[class as usize] += count;
+        self.stats.gap_events += 1;
+        let first = RecordId { class, seq: first_unacked };
+        let last = RecordId { class, seq: dropped.last_seq };
+        let message = format!(
+            "dropped {count} {} records ({first} to {last}) between {} and {}: {why}",
+            class.name(),
+            dropped.first_time,
+            dropped.last_time
+        );
+        log::warn!("outbox: {message}");
+        let body = format!(
+            ",\"class\":\"{}\",\"records\":{count},\"first_id\":\"{first}\",\"last_id\":\"{last}\",\"from\":\"{}\",\"to\":\"{}\"",
+            class.name(),
+            dropped.first_time,
+            dropped.last_time
+        );
+        let payload = event_json("outbox_gap", "warning", &message, &body);
+        self.logs[Class::Event as usize].append(Timestamp::now(), payload.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// An event in the upstream JSON shape; `extra` is appended inside the object (`,"k":v...`).
+fn event_json(kind: &str, severity: &str, message: &str, extra: &str) -> String {
+    format!(
+        "{{\"topic\":\"_airlock/events/{kind}\",\"kind\":\"{kind}\",\"severity\":\"{severity}\",\"message\":\"{}\"{extra}}}",
+        message.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+fn cursor_path(dir: &Path, sink: &str) -> PathBuf {
+    dir.join("cursors").join(format!("{sink}.cursor"))
+}
+
+fn read_cursor(path: &Path) -> Result<Position, StoreError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Position::default()),
+        Err(e) => return Err(StoreError::io("read", path, e)),
+    };
+    let corrupt = || StoreError::Corrupt { path: path.to_owned(), what: "cursor length or checksum".into() };
+    if bytes.len() != 36 || crc32fast::hash(&bytes[..32]).to_le_bytes() != bytes[32..36] {
+        return Err(corrupt());
+    }
+    let mut p = Position::default();
+    for (c, chunk) in bytes[..32].chunks_exact(8).enumerate() {
+        p.0[c] = u64::from_le_bytes(chunk.try_into().map_err(|_| corrupt())?);
+    }
+    Ok(p)
+}
+
+fn write_cursor(dir: &Path, sink: &str, cursor: &mut Cursor) -> Result<(), StoreError> {
+    let mut bytes = Vec::with_capacity(36);
+    for v in cursor.acked.0 {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    bytes.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+    let path = cursor_path(dir, sink);
+    let tmp = path.with_extension("cursor.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, &bytes)?;
+        f.sync_data()?;
+        fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| StoreError::io("write cursor", &path, e))?;
+    cursor.written = cursor.acked;
+    cursor.written_at = Instant::now();
+    Ok(())
+}
