@@ -1,0 +1,271 @@
+//! The outbox against a simple reference (a `VecDeque` per sink and class), under random
+//! sequences of append, commit, read, ack, maintain, restart and crash; and its bounds: a full
+//! outbox drops the lowest class first, reports every gap, and keeps within its byte budget.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use airlock_model::Timestamp;
+use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxReader, OutboxRecord, OutboxWriter, Position};
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("airlock-outbox-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// xorshift64*: the tests' only source of randomness, seeded so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const SINKS: [&str; 2] = ["mqtt", "erp"];
+
+fn config() -> OutboxConfig {
+    OutboxConfig {
+        bytes_max: 1 << 30,
+        fsync: FsyncPolicy::Interval(Duration::ZERO),
+        sinks: SINKS.iter().map(|s| s.to_string()).collect(),
+        ..OutboxConfig::default()
+    }
+}
+
+/// The reference: what each sink has yet to acknowledge, per class, in order.
+#[derive(Default, Clone)]
+struct Model {
+    unacked: [[VecDeque<(u64, Vec<u8>)>; 4]; 2],
+    /// Appended but not committed: lost on a crash.
+    pending: Vec<(Class, u64, Vec<u8>)>,
+    /// Per sink, the position last known to be in the cursor file (a crash may fall back to it).
+    persisted: [Position; 2],
+}
+
+impl Model {
+    fn expected(&self, sink: usize) -> Vec<(Class, u64, Vec<u8>)> {
+        Class::ALL
+            .iter()
+            .flat_map(|c| self.unacked[sink][*c as usize].iter().map(move |(s, p)| (*c, *s, p.clone())))
+            .collect()
+    }
+}
+
+fn actual(reader: &OutboxReader, sink: &str) -> Vec<(Class, u64, Vec<u8>)> {
+    let position = reader.position(sink).unwrap();
+    reader.read(&position, usize::MAX).unwrap().into_iter().map(|r| (r.id.class, r.id.seq, r.payload)).collect()
+}
+
+fn run_sequence(seed: u64, dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    let mut rng = Rng(seed | 1);
+    let (mut writer, mut reader) = OutboxWriter::open(dir, config()).unwrap();
+    let mut model = Model::default();
+    let mut counter = 0u64;
+    for step in 0..150 {
+        let op = rng.below(100);
+        let context = format!("seed {seed} step {step} op {op}");
+        match op {
+            0..=44 => {
+                let class = Class::ALL[rng.below(4) as usize];
+                counter += 1;
+                let payload = format!("{seed}-{counter}").into_bytes();
+                let id = writer.append(class, Timestamp(counter as i64), &payload).unwrap();
+                model.pending.push((class, id.seq, payload));
+            }
+            45..=59 => {
+                writer.commit().unwrap();
+                for (class, seq, payload) in model.pending.drain(..) {
+                    for sink in 0..2 {
+                        model.unacked[sink][class as usize].push_back((seq, payload.clone()));
+                    }
+                }
+            }
+            60..=79 => {
+                let sink = rng.below(2) as usize;
+                let n = rng.below(6) as usize;
+                let position = reader.position(SINKS[sink]).unwrap();
+                let batch: Vec<OutboxRecord> = reader.read(&position, n).unwrap();
+                for r in &batch {
+                    reader.ack(SINKS[sink], r.id).unwrap();
+                    let front = model.unacked[sink][r.id.class as usize].pop_front().unwrap();
+                    assert_eq!((front.0, &front.1), (r.id.seq, &r.payload), "{context}");
+                }
+            }
+            80..=87 => writer.maintain(Timestamp(counter as i64)).unwrap(),
+            88..=93 => {
+                // A clean restart: sync, persist cursors, reopen.
+                writer.sync().unwrap();
+                reader.persist_cursors().unwrap();
+                drop((writer, reader));
+                (writer, reader) = OutboxWriter::open(dir, config()).unwrap();
+                for (class, seq, payload) in model.pending.drain(..) {
+                    for sink in 0..2 {
+                        model.unacked[sink][class as usize].push_back((seq, payload.clone()));
+                    }
+                }
+                for sink in 0..2 {
+                    model.persisted[sink] = reader.position(SINKS[sink]).unwrap();
+                }
+            }
+            _ => {
+                // A crash: nothing synced or persisted first. Uncommitted appends are lost; acks
+                // may fall back to what the cursor file last held, and come again.
+                drop((writer, reader));
+                (writer, reader) = OutboxWriter::open(dir, config()).unwrap();
+                model.pending.clear();
+                for sink in 0..2 {
+                    let position = reader.position(SINKS[sink]).unwrap();
+                    for class in Class::ALL {
+                        let c = class as usize;
+                        assert!(position.0[c] >= model.persisted[sink].0[c], "{context}: a persisted ack went back");
+                    }
+                    model.persisted[sink] = position;
+                    // Records acked but not persisted come back: rebuild from the outbox itself,
+                    // checking that what we had not acked is exactly its tail.
+                    let again = actual(&reader, SINKS[sink]);
+                    let expected = model.expected(sink);
+                    assert!(again.len() >= expected.len(), "{context}: unacked records lost in a crash");
+                    for class in Class::ALL {
+                        let c = class as usize;
+                        let of_class: VecDeque<(u64, Vec<u8>)> =
+                            again.iter().filter(|r| r.0 == class).map(|r| (r.1, r.2.clone())).collect();
+                        let tail = &model.unacked[sink][c];
+                        assert!(of_class.iter().rev().zip(tail.iter().rev()).all(|(a, b)| a == b), "{context}");
+                        model.unacked[sink][c] = of_class;
+                    }
+                }
+            }
+        }
+        for sink in 0..2 {
+            assert_eq!(actual(&reader, SINKS[sink]), model.expected(sink), "{context}: sink {}", SINKS[sink]);
+        }
+    }
+    drop((writer, reader));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn random_operations_match_the_reference() {
+    let dir = temp("model");
+    for seed in 1..=60 {
+        run_sequence(seed * 0x9e37_79b9, &dir);
+    }
+}
+
+#[test]
+fn ids_keep_growing_across_restarts_and_reclaim() {
+    let dir = temp("ids");
+    let mut seen = Vec::new();
+    for round in 0..5 {
+        let (mut writer, reader) = OutboxWriter::open(&dir, config()).unwrap();
+        for i in 0..50 {
+            seen.push(writer.append(Class::Raw, Timestamp(i), format!("{round}-{i}").as_bytes()).unwrap().seq);
+        }
+        writer.commit().unwrap();
+        for sink in SINKS {
+            let records = reader.read(&reader.position(sink).unwrap(), usize::MAX).unwrap();
+            reader.ack(sink, records.last().unwrap().id).unwrap();
+        }
+        reader.persist_cursors().unwrap();
+        writer.maintain(Timestamp(0)).unwrap();
+    }
+    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "sequence numbers continue across restarts");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_full_outbox_drops_raw_first_and_reports_every_gap() {
+    let dir = temp("full");
+    let bytes_max = 64 << 10;
+    let config = OutboxConfig { bytes_max, sinks: vec!["slow".into()], ..config() };
+    let (mut writer, reader) = OutboxWriter::open(&dir, config).unwrap();
+    let mut events = Vec::new();
+    let mut last_raw = 0;
+    for i in 0..5000i64 {
+        let payload = format!("{{\"raw\":{i},\"pad\":\"................................\"}}");
+        last_raw = writer.append(Class::Raw, Timestamp(i), payload.as_bytes()).unwrap().seq;
+        if i % 100 == 0 {
+            events.push(writer.append(Class::Event, Timestamp(i), format!("event {i}").as_bytes()).unwrap().seq);
+        }
+        if i % 50 == 0 {
+            writer.commit().unwrap();
+            let stats = writer.stats();
+            let gap_slack = 1024 * stats.gap_events.min(1);
+            assert!(stats.bytes <= bytes_max + gap_slack, "{} bytes held over a budget of {bytes_max}", stats.bytes);
+        }
+    }
+    writer.commit().unwrap();
+    let stats = writer.stats();
+    assert!(stats.dropped_full[Class::Raw as usize] > 3000, "{stats:?}");
+    assert_eq!(stats.dropped_full[Class::Event as usize], 0, "no event dropped while raw records remained");
+    let all = reader.read(&Position::default(), usize::MAX).unwrap();
+    let held_events: Vec<u64> = all.iter().filter(|r| r.id.class == Class::Event).map(|r| r.id.seq).collect();
+    for e in &events {
+        assert!(held_events.contains(e), "event {e} was dropped");
+    }
+    // The raw records kept are the newest, without holes.
+    let raw: Vec<u64> = all.iter().filter(|r| r.id.class == Class::Raw).map(|r| r.id.seq).collect();
+    assert_eq!(raw.last(), Some(&last_raw));
+    assert!(raw.windows(2).all(|w| w[1] == w[0] + 1));
+    // Gap events account for every dropped record.
+    let gaps: Vec<serde_like::Gap> = all.iter().filter_map(|r| serde_like::gap(&r.payload)).collect();
+    assert_eq!(gaps.len() as u64, stats.gap_events);
+    assert_eq!(gaps.iter().map(|g| g.records).sum::<u64>(), stats.dropped_full[Class::Raw as usize]);
+    assert_eq!(raw.first().map(|f| f - 1), Some(stats.dropped_full[Class::Raw as usize]));
+    assert!(gaps[0].message.starts_with("dropped "), "{}", gaps[0].message);
+    assert!(gaps[0].message.contains("raw records (r1 to r"), "{}", gaps[0].message);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn records_past_their_age_are_dropped_with_a_gap_event() {
+    let dir = temp("age");
+    let config = OutboxConfig { age_max: Duration::from_secs(60), bytes_max: 256 << 10, ..config() };
+    let (mut writer, reader) = OutboxWriter::open(&dir, config).unwrap();
+    let second = 1_000_000_000i64;
+    for i in 0..2000i64 {
+        writer.append(Class::Series, Timestamp(i * second / 10), b"0123456789012345678901234567890123456789").unwrap();
+        writer.commit().unwrap();
+    }
+    writer.maintain(Timestamp(200 * second)).unwrap();
+    writer.commit().unwrap();
+    let all = reader.read(&Position::default(), usize::MAX).unwrap();
+    let oldest_series = all.iter().filter(|r| r.id.class == Class::Series).map(|r| r.time).min().unwrap();
+    assert!(oldest_series.0 >= 80 * second, "records older than 60 s remain: {oldest_series:?}");
+    let stats = writer.stats();
+    assert!(stats.dropped_age[Class::Series as usize] > 1000);
+    assert!(all.iter().any(|r| r.id.class == Class::Event && String::from_utf8_lossy(&r.payload).contains("older than the outbox keeps")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Just enough JSON reading for the gap events, without a JSON crate in this crate's tests.
+mod serde_like {
+    pub struct Gap {
+        pub records: u64,
+        pub message: String,
+    }
+
+    pub fn gap(payload: &[u8]) -> Option<Gap> {
+        let text = std::str::from_utf8(payload).ok()?;
+        if !text.contains("\"kind\":\"outbox_gap\"") {
+            return None;
+        }
+        let field = |name: &str| text.split(&format!("\"{name}\":")).nth(1);
+        let records = field("records")?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+        let message = field("message")?.trim_start_matches('"').split('"').next()?.to_owned();
+        Some(Gap { records, message })
+    }
+}
