@@ -17,12 +17,16 @@
 //! amplification (no B-tree pages, no compaction), and its recovery is a linear checksum scan
 //! that the kill -9 tests exercise. `BENCHMARKS.md` measures it against SQLite in the same run.
 
+pub mod historian;
 pub mod log;
 pub mod outbox;
 
 use std::path::{Path, PathBuf};
 
-pub use outbox::{Class, FsyncPolicy, OutboxConfig, OutboxReader, OutboxRecord, OutboxStats, OutboxWriter, Position, RecordId};
+pub use historian::{Bucket, Codec, HistorianConfig, HistorianReader, HistorianStats, HistorianWriter};
+pub use outbox::{
+    Class, FsyncPolicy, OutboxConfig, OutboxReader, OutboxRecord, OutboxStats, OutboxWriter, Position, RecordId,
+};
 
 /// A storage failure, with what was being done and to which file.
 #[derive(Debug, thiserror::Error)]

@@ -129,7 +129,8 @@ impl Log {
             segments.insert(1, segment);
         }
         let last = segments.values().next_back().cloned().ok_or(StoreError::Invariant("no segment"))?;
-        let active = OpenOptions::new().append(true).open(&last.path).map_err(|e| StoreError::io("open", &last.path, e))?;
+        let active =
+            OpenOptions::new().append(true).open(&last.path).map_err(|e| StoreError::io("open", &last.path, e))?;
         let next_seq = last.info.last_seq + 1;
         Ok(Self {
             dir: dir.to_owned(),
@@ -226,7 +227,10 @@ impl Log {
         if sync {
             sync_dir(&self.dir)?;
         }
-        self.active = OpenOptions::new().append(true).open(&segment.path).map_err(|e| StoreError::io("open", &segment.path, e))?;
+        self.active = OpenOptions::new()
+            .append(true)
+            .open(&segment.path)
+            .map_err(|e| StoreError::io("open", &segment.path, e))?;
         self.written_bytes = segment.info.bytes;
         self.committed = Committed { segment: segment.clone(), next_seq: self.next_seq };
         self.segments.insert(self.next_seq, segment);
@@ -278,7 +282,13 @@ impl Log {
     }
 
     /// As [`Log::read`], but no record past `through`.
-    pub fn read_through(&self, from_seq: u64, through: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>, StoreError> {
+    pub fn read_through(
+        &self,
+        from_seq: u64,
+        through: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, StoreError> {
         let last = self.committed_seq().min(through);
         let mut out = Vec::new();
         let mut bytes = 0;
@@ -299,6 +309,59 @@ impl Log {
     fn segment_holding(&self, seq: u64) -> Option<&Segment> {
         let (_, s) = self.segments.range(..=seq).next_back()?;
         if s.info.last_seq >= seq { Some(s) } else { self.segments.range(seq..).next().map(|(_, s)| s) }
+    }
+
+    /// Commits, then starts a new segment if the active one holds any record, so that every
+    /// record so far can be deleted with [`Log::drop_through`].
+    pub fn seal(&mut self, sync: bool) -> Result<u64, StoreError> {
+        let committed = self.commit(sync)?;
+        if self.active_segment()?.info.records() > 0 {
+            self.roll(sync)?;
+        }
+        Ok(committed)
+    }
+
+    /// Calls `f(seq, time, prefix)` for every committed record, in order, with at most
+    /// `prefix_bytes` of its payload: an index can be rebuilt without reading whole payloads.
+    pub fn scan_prefixes(
+        &self,
+        prefix_bytes: usize,
+        mut f: impl FnMut(u64, Timestamp, &[u8]),
+    ) -> Result<(), StoreError> {
+        let last = self.committed_seq();
+        for segment in self.segments.values() {
+            let path = &segment.path;
+            let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
+            let mut reader = io::BufReader::with_capacity(64 << 10, file);
+            reader.seek(SeekFrom::Start(MAGIC.len() as u64)).map_err(|e| StoreError::io("seek", path, e))?;
+            let mut header = [0u8; HEADER_BYTES];
+            let mut prefix = vec![0u8; prefix_bytes];
+            loop {
+                match reader.read_exact(&mut header) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(StoreError::io("read", path, e)),
+                }
+                let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+                let seq = u64::from_le_bytes(header[8..16].try_into().map_err(|_| StoreError::Invariant("header"))?);
+                let time = Timestamp(i64::from_le_bytes(
+                    header[16..24].try_into().map_err(|_| StoreError::Invariant("header"))?,
+                ));
+                if seq > last || len > PAYLOAD_BYTES_MAX {
+                    break;
+                }
+                let n = len.min(prefix_bytes);
+                reader.read_exact(&mut prefix[..n]).map_err(|e| StoreError::io("read", path, e))?;
+                reader.seek_relative((len - n) as i64).map_err(|e| StoreError::io("seek", path, e))?;
+                f(seq, time, &prefix[..n]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the one committed record `seq`, if it is still held.
+    pub fn get(&self, seq: u64) -> Result<Option<Record>, StoreError> {
+        Ok(self.read_through(seq, seq, 1, usize::MAX)?.into_iter().find(|r| r.seq == seq))
     }
 
     /// Deletes the oldest sealed segment (sealing the active one first if it is the only one
@@ -387,14 +450,26 @@ fn create_segment(dir: &Path, first_seq: u64, time: Timestamp) -> Result<Segment
     let path = dir.join(format!("{first_seq:020}.seg"));
     let mut f = File::create(&path).map_err(|e| StoreError::io("create", &path, e))?;
     f.write_all(MAGIC).map_err(|e| StoreError::io("write", &path, e))?;
-    let info = SegmentInfo { first_seq, last_seq: first_seq - 1, first_time: time, last_time: time, bytes: MAGIC.len() as u64 };
+    let info = SegmentInfo {
+        first_seq,
+        last_seq: first_seq - 1,
+        first_time: time,
+        last_time: time,
+        bytes: MAGIC.len() as u64,
+    };
     Ok(Segment { info, path, index: Vec::new() })
 }
 
 /// Reads a whole segment, checking every record; cuts a torn tail off the last segment.
 fn scan(path: &Path, first_seq: u64, is_last: bool, recovery: &mut Recovery) -> Result<Segment, StoreError> {
     let bytes = fs::read(path).map_err(|e| StoreError::io("read", path, e))?;
-    let mut info = SegmentInfo { first_seq, last_seq: first_seq - 1, first_time: Timestamp(0), last_time: Timestamp(0), bytes: MAGIC.len() as u64 };
+    let mut info = SegmentInfo {
+        first_seq,
+        last_seq: first_seq - 1,
+        first_time: Timestamp(0),
+        last_time: Timestamp(0),
+        bytes: MAGIC.len() as u64,
+    };
     let mut index = Vec::new();
     if bytes.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
         // A segment cut before its magic was written: start it afresh.
@@ -476,6 +551,13 @@ fn read_segment(
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         if len > PAYLOAD_BYTES_MAX {
             return Err(StoreError::Corrupt { path: path.clone(), what: format!("record length {len}") });
+        }
+        let seq = u64::from_le_bytes([
+            header[8], header[9], header[10], header[11], header[12], header[13], header[14], header[15],
+        ]);
+        if seq < from_seq {
+            reader.seek_relative(len as i64).map_err(|e| StoreError::io("seek", path, e))?;
+            continue;
         }
         let mut frame = header.to_vec();
         frame.resize(HEADER_BYTES + len, 0);

@@ -218,7 +218,11 @@ fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader)
             "outbox opened after a crash: {} corrupt records skipped, {} bytes of torn writes cut off",
             stats.corrupt_records, stats.torn_bytes
         );
-        writer.append(Class::Event, Timestamp::now(), event_json("outbox_recovered", "warning", &message, "").as_bytes())?;
+        writer.append(
+            Class::Event,
+            Timestamp::now(),
+            event_json("outbox_recovered", "warning", &message, "").as_bytes(),
+        )?;
         writer.commit()?;
     }
     Ok((OutboxWriter { inner: Arc::clone(&inner) }, OutboxReader { inner }))
@@ -279,7 +283,11 @@ impl OutboxReader {
             }
             let c = class as usize;
             let records = inner.logs[c].read_through(after.0[c] + 1, inner.durable[c], left, 4 << 20)?;
-            out.extend(records.into_iter().map(|r| OutboxRecord { id: RecordId { class, seq: r.seq }, time: r.time, payload: r.payload }));
+            out.extend(records.into_iter().map(|r| OutboxRecord {
+                id: RecordId { class, seq: r.seq },
+                time: r.time,
+                payload: r.payload,
+            }));
         }
         Ok(out)
     }

@@ -247,7 +247,10 @@ fn records_past_their_age_are_dropped_with_a_gap_event() {
     assert!(oldest_series.0 >= 80 * second, "records older than 60 s remain: {oldest_series:?}");
     let stats = writer.stats();
     assert!(stats.dropped_age[Class::Series as usize] > 1000);
-    assert!(all.iter().any(|r| r.id.class == Class::Event && String::from_utf8_lossy(&r.payload).contains("older than the outbox keeps")));
+    assert!(
+        all.iter().any(|r| r.id.class == Class::Event
+            && String::from_utf8_lossy(&r.payload).contains("older than the outbox keeps"))
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -1,0 +1,211 @@
+//! Gorilla-style compression (Pelkonen et al., VLDB 2015), written from the paper: timestamps
+//! as delta-of-delta in variable-width bit fields, values as the XOR with the previous value,
+//! storing only the meaningful bits. Timestamps here are milliseconds, not seconds, so the
+//! delta-of-delta fields are wider than the paper's.
+
+/// Writes bits most significant first.
+#[derive(Debug, Default)]
+pub struct BitWriter {
+    bytes: Vec<u8>,
+    used: u32,
+}
+
+impl BitWriter {
+    pub fn write(&mut self, value: u64, bits: u32) {
+        for i in (0..bits).rev() {
+            if self.used % 8 == 0 {
+                self.bytes.push(0);
+            }
+            let bit = (value >> i) & 1;
+            if let Some(last) = self.bytes.last_mut() {
+                *last |= (bit as u8) << (7 - self.used % 8);
+            }
+            self.used += 1;
+        }
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+/// Reads what a [`BitWriter`] wrote; reading past the end is an error, never a panic.
+#[derive(Debug)]
+pub struct BitReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> BitReader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, at: 0 }
+    }
+
+    pub fn read(&mut self, bits: u32) -> Option<u64> {
+        let mut v = 0u64;
+        for _ in 0..bits {
+            let byte = *self.bytes.get(self.at / 8)?;
+            v = (v << 1) | u64::from((byte >> (7 - self.at % 8)) & 1);
+            self.at += 1;
+        }
+        Some(v)
+    }
+}
+
+/// Delta-of-delta buckets: (prefix, prefix bits, value bits). A dod of 0 is the single bit `0`.
+const DOD_BUCKETS: [(u64, u32, u32); 4] = [(0b10, 2, 7), (0b110, 3, 12), (0b1110, 4, 20), (0b1111, 4, 64)];
+
+pub fn encode_times(times: &[i64], w: &mut BitWriter) {
+    let (mut prev, mut prev_delta) = (0i64, 0i64);
+    for (i, &t) in times.iter().enumerate() {
+        if i == 0 {
+            w.write(t as u64, 64);
+        } else {
+            let delta = t.wrapping_sub(prev);
+            let dod = delta.wrapping_sub(prev_delta);
+            if dod == 0 {
+                w.write(0, 1);
+            } else {
+                let (prefix, prefix_bits, bits) = DOD_BUCKETS
+                    .into_iter()
+                    .find(|(_, _, bits)| *bits == 64 || (-(1i64 << (bits - 1)) <= dod && dod < 1i64 << (bits - 1)))
+                    .unwrap_or(DOD_BUCKETS[3]);
+                w.write(prefix, prefix_bits);
+                let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+                w.write(dod as u64 & mask, bits);
+            }
+            prev_delta = delta;
+        }
+        prev = t;
+    }
+}
+
+pub fn decode_times(r: &mut BitReader, count: usize) -> Option<Vec<i64>> {
+    let mut out = Vec::with_capacity(count.min(1 << 20));
+    let (mut prev, mut prev_delta) = (0i64, 0i64);
+    for i in 0..count {
+        let t = if i == 0 {
+            r.read(64)? as i64
+        } else {
+            let mut ones = 0;
+            while ones < 4 && r.read(1)? == 1 {
+                ones += 1;
+            }
+            let dod = match ones {
+                0 => 0,
+                n => {
+                    let bits = DOD_BUCKETS[n - 1].2;
+                    let raw = r.read(bits)?;
+                    if bits == 64 { raw as i64 } else { sign_extend(raw, bits) }
+                }
+            };
+            let delta = prev_delta.wrapping_add(dod);
+            prev_delta = delta;
+            prev.wrapping_add(delta)
+        };
+        out.push(t);
+        prev = t;
+    }
+    Some(out)
+}
+
+fn sign_extend(raw: u64, bits: u32) -> i64 {
+    let shift = 64 - bits;
+    ((raw << shift) as i64) >> shift
+}
+
+pub fn encode_values(values: &[f64], w: &mut BitWriter) {
+    let (mut prev, mut prev_lead, mut prev_trail) = (0u64, u32::MAX, 0u32);
+    for (i, v) in values.iter().enumerate() {
+        let bits = v.to_bits();
+        if i == 0 {
+            w.write(bits, 64);
+        } else {
+            let xor = bits ^ prev;
+            if xor == 0 {
+                w.write(0, 1);
+            } else {
+                let lead = xor.leading_zeros().min(31);
+                let trail = xor.trailing_zeros();
+                if prev_lead != u32::MAX && lead >= prev_lead && trail >= prev_trail {
+                    w.write(0b10, 2);
+                    w.write(xor >> prev_trail, 64 - prev_lead - prev_trail);
+                } else {
+                    let meaningful = 64 - lead - trail;
+                    w.write(0b11, 2);
+                    w.write(u64::from(lead), 5);
+                    w.write(u64::from(meaningful - 1), 6);
+                    w.write(xor >> trail, meaningful);
+                    (prev_lead, prev_trail) = (lead, trail);
+                }
+            }
+        }
+        prev = bits;
+    }
+}
+
+pub fn decode_values(r: &mut BitReader, count: usize) -> Option<Vec<f64>> {
+    let mut out = Vec::with_capacity(count.min(1 << 20));
+    let (mut prev, mut lead, mut trail) = (0u64, 0u32, 0u32);
+    for i in 0..count {
+        let bits = if i == 0 {
+            r.read(64)?
+        } else if r.read(1)? == 0 {
+            prev
+        } else {
+            if r.read(1)? == 1 {
+                lead = r.read(5)? as u32;
+                let meaningful = r.read(6)? as u32 + 1;
+                trail = 64u32.checked_sub(lead + meaningful)?;
+            }
+            let meaningful = 64u32.checked_sub(lead + trail)?;
+            prev ^ (r.read(meaningful)? << trail)
+        };
+        out.push(f64::from_bits(bits));
+        prev = bits;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(times: &[i64], values: &[f64]) {
+        let mut w = BitWriter::default();
+        encode_times(times, &mut w);
+        encode_values(values, &mut w);
+        let bytes = w.finish();
+        let mut r = BitReader::new(&bytes);
+        assert_eq!(decode_times(&mut r, times.len()).unwrap(), times);
+        let got = decode_values(&mut r, values.len()).unwrap();
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            values.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn round_trips_regular_irregular_and_extreme_series() {
+        check(&[], &[]);
+        check(&[5], &[1.5]);
+        check(&[1000, 1500, 2000, 2500, 3001, 3499], &[1.0, 1.0, 1.25, -3.0, f64::NAN, 0.0]);
+        check(&[i64::MIN, i64::MAX, 0, -5, 1 << 40], &[f64::MAX, f64::MIN_POSITIVE, -0.0, f64::INFINITY, 1e-300]);
+        let times: Vec<i64> = (0..1000).map(|i| 1_700_000_000_000 + i * 500 + (i * 7919 % 3)).collect();
+        let values: Vec<f64> = (0..1000).map(|i| f64::from((i as f32 * 0.37).sin() * 40.0 + 20.0)).collect();
+        check(&times, &values);
+    }
+
+    #[test]
+    fn truncated_input_is_an_error_not_a_panic() {
+        let mut w = BitWriter::default();
+        encode_times(&[1, 2, 3, 50], &mut w);
+        let bytes = w.finish();
+        for cut in 0..bytes.len() {
+            let mut r = BitReader::new(&bytes[..cut]);
+            assert!(decode_times(&mut r, 4).is_none());
+        }
+        let mut r = BitReader::new(&[0xff; 3]);
+        assert!(decode_values(&mut r, 3).is_none());
+    }
+}

@@ -1,0 +1,592 @@
+//! The historian: every tag's samples on local disk, compressed, for queries beside the machine.
+//!
+//! Layout under its folder:
+//! - `tags.txt`: the tag dictionary, one `number<TAB>asset path` line per tag, appended and
+//!   synced when a tag is first seen. Numbers are stable across restarts and config changes.
+//! - `wal/`: a [`Log`] of sample batches as they arrive (per sample: tag u32, time i64 ms,
+//!   value f64, quality u16; little-endian), group-committed like the outbox. This is what makes
+//!   an acknowledged sample survive a crash.
+//! - `chunks/`: a [`Log`] of compressed chunks (one tag, a stretch of time; format in
+//!   `chunk.rs`) and checkpoint records.
+//!
+//! Samples also go to an in-memory head per tag. A checkpoint (when the WAL passes
+//! `wal_bytes_max`, or the heads pass `head_samples_max`) writes every head as a chunk, then a
+//! checkpoint record naming the last WAL record it covers and its first chunk, syncs the chunk
+//! log, and deletes the WAL up to there. On open, the chunk log is scanned (record prefixes
+//! only) to index the chunks of complete checkpoints, and WAL records after the last checkpoint
+//! are replayed into the heads. Chunks of a checkpoint that did not finish are ignored: their
+//! samples are still in the WAL.
+//!
+//! Times are kept to the millisecond. Values are numbers (`f64`; a bool is 0 or 1); text
+//! values are not kept in the historian (they are counted). Retention: chunks older than
+//! `age_max` or beyond `bytes_max` go, oldest first, a whole segment at a time.
+
+pub mod chunk;
+pub mod gorilla;
+pub mod query;
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use airlock_model::{Quality, Reason, Sample, Timestamp, Value};
+
+use crate::log::{Log, Recovery};
+use crate::{FsyncPolicy, StoreError};
+pub use chunk::Codec;
+pub use query::{Bucket, Point};
+
+/// Bounds and policies of a historian.
+#[derive(Debug, Clone)]
+pub struct HistorianConfig {
+    pub bytes_max: u64,
+    pub age_max: Duration,
+    pub fsync: FsyncPolicy,
+    /// WAL bytes that trigger a checkpoint.
+    pub wal_bytes_max: u64,
+    /// Samples held in memory (heads) that trigger a checkpoint; the memory bound.
+    pub head_samples_max: usize,
+    pub codec: Codec,
+}
+
+impl Default for HistorianConfig {
+    fn default() -> Self {
+        Self {
+            bytes_max: 10 << 30,
+            age_max: Duration::from_secs(365 * 86_400),
+            fsync: FsyncPolicy::Interval(Duration::from_millis(100)),
+            wal_bytes_max: 16 << 20,
+            head_samples_max: 1 << 20,
+            codec: Codec::Pco,
+        }
+    }
+}
+
+/// Counters of a historian since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistorianStats {
+    pub samples: u64,
+    pub text_samples_skipped: u64,
+    /// Samples lost because neither the WAL nor a checkpoint could be written (disk full).
+    pub samples_lost: u64,
+    pub chunks: u64,
+    pub checkpoints: u64,
+    pub bytes: u64,
+    pub recovery: Recovery,
+}
+
+/// Where one chunk is, and what it holds.
+#[derive(Debug, Clone, Copy)]
+struct ChunkRef {
+    seq: u64,
+    time_min: i64,
+    time_max: i64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    config: HistorianConfig,
+    wal: Log,
+    chunks: Log,
+    /// Tag number to asset path, and back.
+    paths: Vec<String>,
+    numbers: HashMap<String, u32>,
+    /// The gateway's `TagId` to the historian's tag number, for this run.
+    bound: Vec<u32>,
+    heads: Vec<chunk::Columns>,
+    head_samples: usize,
+    index: Vec<Vec<ChunkRef>>,
+    synced_at: Instant,
+    stats: HistorianStats,
+}
+
+/// The OT side's handle: the only one that writes. Not `Clone`.
+#[derive(Debug)]
+pub struct HistorianWriter {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// The IT side's handle: queries only.
+#[derive(Debug, Clone)]
+pub struct HistorianReader {
+    inner: Arc<Mutex<Inner>>,
+}
+
+fn lock(inner: &Mutex<Inner>) -> Result<MutexGuard<'_, Inner>, StoreError> {
+    inner.lock().map_err(|_| StoreError::Invariant("the historian lock was poisoned by a panic"))
+}
+
+const WAL_SAMPLE_BYTES: usize = 4 + 8 + 8 + 2;
+
+impl HistorianWriter {
+    /// Opens (or creates) the historian in `dir`, recovering from a crash if there was one.
+    pub fn open(dir: &Path, config: HistorianConfig) -> Result<(HistorianWriter, HistorianReader), StoreError> {
+        let inner = Arc::new(Mutex::new(Inner::open(dir, config)?));
+        Ok((HistorianWriter { inner: Arc::clone(&inner) }, HistorianReader { inner }))
+    }
+
+    /// Says which asset path each of the gateway's tag ids (their index here) stands for,
+    /// adding new tags to the dictionary.
+    pub fn bind_tags(&mut self, paths: &[&str]) -> Result<(), StoreError> {
+        let mut inner = lock(&self.inner)?;
+        let bound = paths.iter().map(|p| inner.number_of(p)).collect::<Result<Vec<u32>, StoreError>>()?;
+        inner.bound = bound;
+        Ok(())
+    }
+
+    /// Appends samples (to the WAL and the heads). They count as persisted once a
+    /// [`commit`](Self::commit) has synced them.
+    pub fn append(&mut self, samples: &[Sample]) -> Result<(), StoreError> {
+        lock(&self.inner)?.append(samples)
+    }
+
+    /// Writes the WAL, syncs it if the policy says so, checkpoints if it is time; returns
+    /// whether everything appended so far is now synced.
+    pub fn commit(&mut self) -> Result<bool, StoreError> {
+        lock(&self.inner)?.commit(false)
+    }
+
+    /// Syncs everything appended, whatever the policy (at shutdown).
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        lock(&self.inner)?.commit(true).map(|_| ())
+    }
+
+    /// Folds the heads into chunks now.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        lock(&self.inner)?.checkpoint()
+    }
+
+    /// Drops chunks older than `age_max` and beyond `bytes_max`.
+    pub fn maintain(&mut self, now: Timestamp) -> Result<(), StoreError> {
+        lock(&self.inner)?.retain(now)
+    }
+
+    pub fn stats(&self) -> HistorianStats {
+        lock(&self.inner).map(|i| i.stats()).unwrap_or_default()
+    }
+}
+
+impl HistorianReader {
+    /// Every tag's asset path.
+    pub fn tags(&self) -> Result<Vec<String>, StoreError> {
+        Ok(lock(&self.inner)?.paths.clone())
+    }
+
+    /// The stored samples of `path` with `from <= time < to`, in time order.
+    pub fn raw(
+        &self,
+        path: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(Timestamp, Option<f64>, Quality)>, StoreError> {
+        let inner = lock(&self.inner)?;
+        let Some(&tag) = inner.numbers.get(path) else { return Ok(Vec::new()) };
+        let columns = inner.columns(tag, from.as_millis(), to.as_millis())?;
+        Ok(columns
+            .into_iter()
+            .map(|(t, v, q)| {
+                let quality = quality_from_code(q);
+                (Timestamp::from_millis(t), quality.is_good().then_some(v), quality)
+            })
+            .collect())
+    }
+
+    /// Aggregates of `path` per `every`, over `[from, to)` (see [`query`] for definitions).
+    pub fn aggregate(
+        &self,
+        path: &str,
+        from: Timestamp,
+        to: Timestamp,
+        every: Duration,
+    ) -> Result<Vec<Bucket>, StoreError> {
+        let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX).max(1);
+        let (from_ms, to_ms) = (from.as_millis(), to.as_millis());
+        let start = from_ms.div_euclid(every_ms) * every_ms;
+        let points = self.points(path, start, to_ms, true)?;
+        Ok(query::aggregate(&points, from_ms, to_ms, every_ms))
+    }
+
+    /// The value of `path` at each of `times`, interpolated linearly between good samples.
+    pub fn interpolate(&self, path: &str, times: &[Timestamp]) -> Result<Vec<Option<f64>>, StoreError> {
+        let (Some(lo), Some(hi)) = (times.iter().min(), times.iter().max()) else { return Ok(Vec::new()) };
+        let points = self.points(path, lo.as_millis(), hi.as_millis() + 1, true)?;
+        let after = self.points(path, hi.as_millis() + 1, i64::MAX, false)?;
+        let points: Vec<Point> = points.into_iter().chain(after.into_iter().take(1)).collect();
+        Ok(times.iter().map(|t| query::interpolate(&points, t.as_millis())).collect())
+    }
+
+    /// The newest sample of every tag that has one.
+    pub fn last_values(&self) -> Result<Vec<(String, Timestamp, Option<f64>, Quality)>, StoreError> {
+        let inner = lock(&self.inner)?;
+        let mut out = Vec::new();
+        for (tag, path) in inner.paths.iter().enumerate() {
+            if let Some((t, v, q)) = inner.last_before(tag as u32, i64::MAX)? {
+                let quality = quality_from_code(q);
+                out.push((path.clone(), Timestamp::from_millis(t), quality.is_good().then_some(v), quality));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Points of `path` in `[from_ms, to_ms)`, plus (if `carry`) the last one before `from_ms`.
+    fn points(&self, path: &str, from_ms: i64, to_ms: i64, carry: bool) -> Result<Vec<Point>, StoreError> {
+        let inner = lock(&self.inner)?;
+        let Some(&tag) = inner.numbers.get(path) else { return Ok(Vec::new()) };
+        let mut points: Vec<Point> = Vec::new();
+        if carry && let Some((t, v, q)) = inner.last_before(tag, from_ms)? {
+            points.push(Point { time_ms: t, value: v, good: quality_from_code(q).is_good() });
+        }
+        let columns = inner.columns(tag, from_ms, to_ms)?;
+        points.extend(columns.into_iter().map(|(t, v, q)| Point {
+            time_ms: t,
+            value: v,
+            good: quality_from_code(q).is_good(),
+        }));
+        Ok(points)
+    }
+}
+
+impl Inner {
+    fn open(dir: &Path, config: HistorianConfig) -> Result<Self, StoreError> {
+        fs::create_dir_all(dir).map_err(|e| StoreError::io("create", dir, e))?;
+        let segment_bytes = (config.bytes_max / 64).clamp(64 << 10, 16 << 20);
+        let chunks = Log::open(&dir.join("chunks"), segment_bytes)?;
+        let wal = Log::open(&dir.join("wal"), (config.wal_bytes_max / 4).clamp(64 << 10, 16 << 20))?;
+        let paths = read_dictionary(&dir.join("tags.txt"))?;
+        let numbers = paths.iter().enumerate().map(|(i, p)| (p.clone(), i as u32)).collect();
+        let mut stats = HistorianStats::default();
+        stats.recovery.corrupt_records = chunks.recovery.corrupt_records + wal.recovery.corrupt_records;
+        stats.recovery.torn_bytes = chunks.recovery.torn_bytes + wal.recovery.torn_bytes;
+        let mut inner = Self {
+            dir: dir.to_owned(),
+            heads: vec![chunk::Columns::default(); paths.len()],
+            index: vec![Vec::new(); paths.len()],
+            paths,
+            numbers,
+            bound: Vec::new(),
+            config,
+            wal,
+            chunks,
+            head_samples: 0,
+            synced_at: Instant::now(),
+            stats,
+        };
+        let wal_seq = inner.index_chunks()?;
+        inner.replay_wal(wal_seq)?;
+        Ok(inner)
+    }
+
+    /// Builds the chunk index from the chunk log; returns the WAL sequence number the last
+    /// complete checkpoint covers.
+    fn index_chunks(&mut self) -> Result<u64, StoreError> {
+        let mut pending: Vec<(u32, ChunkRef)> = Vec::new();
+        let mut covered = 0;
+        let mut complete: Vec<(u32, ChunkRef)> = Vec::new();
+        self.chunks.scan_prefixes(chunk::PREFIX_BYTES, |seq, _, prefix| match chunk::entry(prefix) {
+            Some(chunk::Entry::Chunk { tag, time_min, time_max, .. }) => {
+                pending.push((tag, ChunkRef { seq, time_min, time_max }))
+            }
+            Some(chunk::Entry::Checkpoint { wal_seq, first_chunk_seq }) => {
+                complete.extend(pending.drain(..).filter(|(_, c)| c.seq >= first_chunk_seq));
+                covered = wal_seq;
+            }
+            None => {}
+        })?;
+        for (tag, c) in complete {
+            self.ensure_tag(tag);
+            self.index[tag as usize].push(c);
+            self.stats.chunks += 1;
+        }
+        Ok(covered)
+    }
+
+    fn replay_wal(&mut self, after: u64) -> Result<(), StoreError> {
+        let mut from = after + 1;
+        loop {
+            let records = self.wal.read(from, 1024, 16 << 20)?;
+            let Some(last) = records.last().map(|r| r.seq) else { break };
+            for r in records {
+                for s in r.payload.chunks_exact(WAL_SAMPLE_BYTES) {
+                    let tag = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+                    let time = i64::from_le_bytes(s[4..12].try_into().map_err(|_| StoreError::Invariant("wal"))?);
+                    let value = f64::from_le_bytes(s[12..20].try_into().map_err(|_| StoreError::Invariant("wal"))?);
+                    let quality = u16::from_le_bytes([s[20], s[21]]);
+                    self.ensure_tag(tag);
+                    self.heads[tag as usize].push(time, value, quality);
+                    self.head_samples += 1;
+                }
+            }
+            from = last + 1;
+        }
+        Ok(())
+    }
+
+    fn ensure_tag(&mut self, tag: u32) {
+        let n = tag as usize + 1;
+        if self.heads.len() < n {
+            self.heads.resize(n, chunk::Columns::default());
+            self.index.resize(n, Vec::new());
+        }
+    }
+
+    fn number_of(&mut self, path: &str) -> Result<u32, StoreError> {
+        if let Some(n) = self.numbers.get(path) {
+            return Ok(*n);
+        }
+        let n = self.paths.len() as u32;
+        let file = self.dir.join("tags.txt");
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new().create(true).append(true).open(&file)?;
+            writeln!(f, "{n}\t{path}")?;
+            f.sync_data()
+        };
+        write().map_err(|e| StoreError::io("add a tag to", &file, e))?;
+        self.paths.push(path.to_owned());
+        self.numbers.insert(path.to_owned(), n);
+        self.ensure_tag(n);
+        Ok(n)
+    }
+
+    fn append(&mut self, samples: &[Sample]) -> Result<(), StoreError> {
+        let mut payload = Vec::with_capacity(samples.len() * WAL_SAMPLE_BYTES);
+        let mut rows = Vec::with_capacity(samples.len());
+        for s in samples {
+            let Some(&tag) = self.bound.get(s.tag.0 as usize) else { continue };
+            let value = match &s.value {
+                Some(Value::Text(_)) => {
+                    self.stats.text_samples_skipped += 1;
+                    continue;
+                }
+                Some(v) => v.as_f64().unwrap_or(0.0),
+                None => 0.0,
+            };
+            let (time, quality) = (s.gateway_time.as_millis(), quality_code(s.quality));
+            payload.extend_from_slice(&tag.to_le_bytes());
+            payload.extend_from_slice(&time.to_le_bytes());
+            payload.extend_from_slice(&value.to_le_bytes());
+            payload.extend_from_slice(&quality.to_le_bytes());
+            rows.push((tag, time, value, quality));
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let time = samples.last().map_or(Timestamp(0), |s| s.gateway_time);
+        self.wal.append(time, &payload)?;
+        for (tag, time, value, quality) in rows {
+            self.heads[tag as usize].push(time, value, quality);
+            self.head_samples += 1;
+            self.stats.samples += 1;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, force_sync: bool) -> Result<bool, StoreError> {
+        let sync = match self.config.fsync {
+            FsyncPolicy::Never => false,
+            FsyncPolicy::Interval(every) => force_sync || self.synced_at.elapsed() >= every,
+        };
+        if let Err(e) = self.wal.commit(sync) {
+            self.bound_heads_after_failure();
+            return Err(e);
+        }
+        if sync {
+            self.synced_at = Instant::now();
+        }
+        if self.wal.bytes() >= self.config.wal_bytes_max || self.head_samples >= self.config.head_samples_max {
+            self.checkpoint()?;
+        }
+        Ok(sync || self.config.fsync == FsyncPolicy::Never)
+    }
+
+    /// When the disk refuses writes, the heads may not grow past their bound: try to fold them
+    /// into chunks, and if that fails too, let them go (counted).
+    fn bound_heads_after_failure(&mut self) {
+        if self.head_samples < self.config.head_samples_max {
+            return;
+        }
+        if self.checkpoint().is_err() {
+            self.stats.samples_lost += self.head_samples as u64;
+            self.heads.iter_mut().for_each(|h| *h = chunk::Columns::default());
+            self.head_samples = 0;
+        }
+    }
+
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        let sync = self.config.fsync != FsyncPolicy::Never;
+        let wal_seq = self.wal.seal(sync)?;
+        let first_chunk_seq = self.chunks.next_seq();
+        let mut added = Vec::new();
+        for (tag, head) in self.heads.iter().enumerate() {
+            for part in split(head, 8192) {
+                let bytes = chunk::encode(self.config.codec, tag as u32, &part)
+                    .map_err(|what| StoreError::Corrupt { path: self.dir.clone(), what })?;
+                let time = Timestamp::from_millis(part.times.iter().copied().max().unwrap_or(0));
+                let seq = self.chunks.append(time, &bytes)?;
+                let (time_min, time_max) = minmax(&part.times);
+                added.push((tag, ChunkRef { seq, time_min, time_max }));
+            }
+        }
+        self.chunks.append(Timestamp::now(), &chunk::encode_checkpoint(wal_seq, first_chunk_seq))?;
+        self.chunks.commit(sync)?;
+        self.stats.chunks += added.len() as u64;
+        self.stats.checkpoints += 1;
+        for (tag, c) in added {
+            self.index[tag].push(c);
+        }
+        self.heads.iter_mut().for_each(|h| *h = chunk::Columns::default());
+        self.head_samples = 0;
+        self.wal.drop_through(wal_seq, sync)?;
+        Ok(())
+    }
+
+    fn retain(&mut self, now: Timestamp) -> Result<(), StoreError> {
+        let age_ms = i64::try_from(self.config.age_max.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now.as_millis().saturating_sub(age_ms);
+        let sync = self.config.fsync != FsyncPolicy::Never;
+        loop {
+            let sealed = self.chunks.segments().count() > 1;
+            let oldest = self.chunks.segments().next().map(|s| (s.last_time.as_millis(), s.records()));
+            let too_old = oldest.is_some_and(|(t, n)| n > 0 && t < cutoff);
+            let too_big = self.chunks.bytes() + self.wal.bytes() > self.config.bytes_max;
+            if !sealed || !(too_old || too_big) {
+                return Ok(());
+            }
+            let Some(dropped) = self.chunks.drop_oldest(sync)? else { return Ok(()) };
+            for refs in &mut self.index {
+                refs.retain(|c| c.seq > dropped.last_seq);
+            }
+        }
+    }
+
+    /// `(time, value, quality)` of `tag` in `[from_ms, to_ms)`, sorted by time.
+    fn columns(&self, tag: u32, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, f64, u16)>, StoreError> {
+        let mut out = Vec::new();
+        let Some(refs) = self.index.get(tag as usize) else { return Ok(out) };
+        for c in refs.iter().filter(|c| c.time_max >= from_ms && c.time_min < to_ms) {
+            let Some(record) = self.chunks.get(c.seq)? else { continue };
+            let columns = chunk::decode(&record.payload)
+                .map_err(|what| StoreError::Corrupt { path: self.dir.join("chunks"), what })?;
+            push_range(&columns, from_ms, to_ms, &mut out);
+        }
+        if let Some(head) = self.heads.get(tag as usize) {
+            push_range(head, from_ms, to_ms, &mut out);
+        }
+        out.sort_by_key(|r| r.0);
+        Ok(out)
+    }
+
+    /// The newest `(time, value, quality)` of `tag` before `before_ms`.
+    fn last_before(&self, tag: u32, before_ms: i64) -> Result<Option<(i64, f64, u16)>, StoreError> {
+        let mut best: Option<(i64, f64, u16)> = None;
+        let mut consider = |c: &chunk::Columns| {
+            for i in 0..c.len() {
+                if c.times[i] < before_ms && best.is_none_or(|b| c.times[i] >= b.0) {
+                    best = Some((c.times[i], c.values[i], c.quality[i]));
+                }
+            }
+        };
+        if let Some(head) = self.heads.get(tag as usize) {
+            consider(head);
+        }
+        let refs = self.index.get(tag as usize).map(Vec::as_slice).unwrap_or(&[]);
+        let candidate = refs.iter().filter(|c| c.time_min < before_ms).max_by_key(|c| c.time_max.min(before_ms));
+        if let Some(c) = candidate
+            && let Some(record) = self.chunks.get(c.seq)?
+        {
+            let columns = chunk::decode(&record.payload)
+                .map_err(|what| StoreError::Corrupt { path: self.dir.join("chunks"), what })?;
+            consider(&columns);
+        }
+        Ok(best)
+    }
+
+    fn stats(&self) -> HistorianStats {
+        HistorianStats { bytes: self.chunks.bytes() + self.wal.bytes(), ..self.stats }
+    }
+}
+
+fn push_range(c: &chunk::Columns, from_ms: i64, to_ms: i64, out: &mut Vec<(i64, f64, u16)>) {
+    for i in 0..c.len() {
+        if (from_ms..to_ms).contains(&c.times[i]) {
+            out.push((c.times[i], c.values[i], c.quality[i]));
+        }
+    }
+}
+
+fn minmax(times: &[i64]) -> (i64, i64) {
+    (times.iter().copied().min().unwrap_or(0), times.iter().copied().max().unwrap_or(0))
+}
+
+/// `head` in parts of at most `n` samples.
+fn split(head: &chunk::Columns, n: usize) -> Vec<chunk::Columns> {
+    (0..head.len())
+        .step_by(n)
+        .map(|start| {
+            let end = (start + n).min(head.len());
+            chunk::Columns {
+                times: head.times[start..end].to_vec(),
+                values: head.values[start..end].to_vec(),
+                quality: head.quality[start..end].to_vec(),
+            }
+        })
+        .collect()
+}
+
+fn read_dictionary(path: &Path) -> Result<Vec<String>, StoreError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io("read", path, e)),
+    };
+    let mut paths = Vec::new();
+    for line in text.lines() {
+        // A torn last line (a crash while adding a tag) is ignored; its tag is added again.
+        let Some((n, p)) = line.split_once('\t') else { continue };
+        if n.parse::<usize>().ok() != Some(paths.len()) {
+            continue;
+        }
+        paths.push(p.to_owned());
+    }
+    Ok(paths)
+}
+
+/// Quality as a 16-bit code: kind in the high byte (0 good, 1 uncertain, 2 bad), reason in the
+/// low byte (0 none, 1 timeout, 2 decode error, 3 not finite, 4 comms lost, 5 stale,
+/// 0x80 | code for a protocol exception).
+pub fn quality_code(q: Quality) -> u16 {
+    let reason = |r: Reason| -> u16 {
+        match r {
+            Reason::Timeout => 1,
+            Reason::DecodeError => 2,
+            Reason::NotFinite => 3,
+            Reason::CommsLost => 4,
+            Reason::Stale => 5,
+            Reason::Exception(code) => 0x80 | u16::from(code & 0x7f),
+        }
+    };
+    match q {
+        Quality::Good => 0,
+        Quality::Uncertain(r) => 0x100 | reason(r),
+        Quality::Bad(r) => 0x200 | reason(r),
+    }
+}
+
+pub fn quality_from_code(code: u16) -> Quality {
+    let reason = match code & 0xff {
+        1 => Reason::Timeout,
+        2 => Reason::DecodeError,
+        3 => Reason::NotFinite,
+        5 => Reason::Stale,
+        c if c & 0x80 != 0 => Reason::Exception((c & 0x7f) as u8),
+        _ => Reason::CommsLost,
+    };
+    match code >> 8 {
+        0 => Quality::Good,
+        1 => Quality::Uncertain(reason),
+        _ => Quality::Bad(reason),
+    }
+}
