@@ -430,7 +430,9 @@ impl Inner {
                 added.push((tag, ChunkRef { seq, time_min, time_max }));
             }
         }
-        self.chunks.append(Timestamp::now(), &chunk::encode_checkpoint(wal_seq, first_chunk_seq))?;
+        // Stamped with the newest data time, so that retention by age sees data time only.
+        let newest = added.iter().map(|(_, c)| c.time_max).max().unwrap_or(0);
+        self.chunks.append(Timestamp::from_millis(newest), &chunk::encode_checkpoint(wal_seq, first_chunk_seq))?;
         self.chunks.commit(sync)?;
         self.stats.chunks += added.len() as u64;
         self.stats.checkpoints += 1;

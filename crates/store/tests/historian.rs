@@ -1,0 +1,283 @@
+//! The historian against a simple reference (a `BTreeMap` of samples per tag) under random
+//! sequences of append, commit, checkpoint, restart and crash; its aggregates and interpolation
+//! against values computed here independently (millisecond by millisecond); and retention.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use airlock_model::{Quality, Reason, Sample, TagId, Timestamp, Value};
+use airlock_store::historian::Codec;
+use airlock_store::{FsyncPolicy, HistorianConfig, HistorianReader, HistorianWriter};
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("airlock-historian-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const PATHS: [&str; 3] = ["acme/a/press1/speed", "acme/a/press1/temperature", "acme/a/press2/parts"];
+
+fn config(codec: Codec) -> HistorianConfig {
+    HistorianConfig {
+        fsync: FsyncPolicy::Interval(Duration::ZERO),
+        wal_bytes_max: 4 << 10,
+        codec,
+        ..HistorianConfig::default()
+    }
+}
+
+fn open(dir: &Path, codec: Codec) -> (HistorianWriter, HistorianReader) {
+    let (mut w, r) = HistorianWriter::open(dir, config(codec)).unwrap();
+    w.bind_tags(&PATHS).unwrap();
+    (w, r)
+}
+
+type Reference = BTreeMap<usize, Vec<(i64, Option<f64>, Quality)>>;
+
+fn all(reader: &HistorianReader, tag: usize) -> Vec<(i64, Option<f64>, Quality)> {
+    let raw = reader.raw(PATHS[tag], Timestamp(i64::MIN / 2), Timestamp(i64::MAX / 2)).unwrap();
+    raw.into_iter().map(|(t, v, q)| (t.as_millis(), v, q)).collect()
+}
+
+fn run_sequence(seed: u64, dir: &Path, codec: Codec) {
+    let _ = std::fs::remove_dir_all(dir);
+    let mut rng = Rng(seed | 1);
+    let (mut writer, mut reader) = open(dir, codec);
+    let mut committed: Reference = BTreeMap::new();
+    let mut pending: Reference = BTreeMap::new();
+    let mut clock = [1_700_000_000_000i64; 3];
+    for step in 0..120 {
+        let op = rng.below(100);
+        let context = format!("{codec:?} seed {seed} step {step} op {op}");
+        match op {
+            0..=54 => {
+                let mut batch = Vec::new();
+                for _ in 0..rng.below(20) {
+                    let tag = rng.below(3) as usize;
+                    clock[tag] += 1 + rng.below(1000) as i64;
+                    let (value, quality) = match rng.below(10) {
+                        0 => (None, Quality::Bad(Reason::Timeout)),
+                        1 => (Some(Value::I64(7)), Quality::Uncertain(Reason::Stale)),
+                        _ => (Some(Value::F64((rng.below(100_000) as f64) / 7.0)), Quality::Good),
+                    };
+                    let expected = quality.is_good().then(|| value.as_ref().and_then(Value::as_f64)).flatten();
+                    pending.entry(tag).or_default().push((clock[tag], expected, quality));
+                    batch.push(Sample {
+                        tag: TagId(tag as u32),
+                        value,
+                        quality,
+                        source_time: None,
+                        gateway_time: Timestamp::from_millis(clock[tag]),
+                    });
+                }
+                writer.append(&batch).unwrap();
+            }
+            55..=74 => {
+                writer.commit().unwrap();
+                for (tag, mut rows) in std::mem::take(&mut pending) {
+                    committed.entry(tag).or_default().append(&mut rows);
+                }
+            }
+            75..=84 => {
+                writer.checkpoint().unwrap();
+                for (tag, mut rows) in std::mem::take(&mut pending) {
+                    committed.entry(tag).or_default().append(&mut rows);
+                }
+            }
+            85..=92 => {
+                writer.sync().unwrap();
+                drop((writer, reader));
+                (writer, reader) = open(dir, codec);
+                for (tag, mut rows) in std::mem::take(&mut pending) {
+                    committed.entry(tag).or_default().append(&mut rows);
+                }
+            }
+            _ => {
+                // A crash: what was appended but never committed is gone, nothing else.
+                drop((writer, reader));
+                (writer, reader) = open(dir, codec);
+                pending.clear();
+                for (tag, rows) in committed.iter() {
+                    clock[*tag] = clock[*tag].max(rows.last().map_or(0, |r| r.0));
+                }
+            }
+        }
+        for tag in 0..3 {
+            let mut expected = committed.get(&tag).cloned().unwrap_or_default();
+            expected.extend(pending.get(&tag).cloned().unwrap_or_default());
+            assert_eq!(all(&reader, tag), expected, "{context}: tag {tag}");
+        }
+    }
+    drop((writer, reader));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn random_operations_match_the_reference() {
+    let dir = temp("model");
+    for seed in 1..=25 {
+        run_sequence(seed * 0x2545_f491, &dir, Codec::Pco);
+        run_sequence(seed * 0x9e37_79b9, &dir, Codec::Gorilla);
+    }
+}
+
+/// A series with gaps, bad stretches and irregular spacing, committed and checkpointed.
+fn series(dir: &Path) -> (HistorianReader, Vec<(i64, f64, bool)>) {
+    let (mut writer, reader) = open(dir, Codec::Pco);
+    let mut rng = Rng(99);
+    let mut t = 1_000_000i64;
+    let mut truth = Vec::new();
+    let mut batch = Vec::new();
+    for i in 0..3000 {
+        t += 50 + rng.below(300) as i64;
+        let good = !(1000..1040).contains(&i) && rng.below(50) != 0;
+        let v = (i as f64 * 0.01).sin() * 10.0 + rng.below(100) as f64 / 100.0;
+        truth.push((t, v, good));
+        let (value, quality) =
+            if good { (Some(Value::F64(v)), Quality::Good) } else { (None, Quality::Bad(Reason::CommsLost)) };
+        batch.push(Sample {
+            tag: TagId(0),
+            value,
+            quality,
+            source_time: None,
+            gateway_time: Timestamp::from_millis(t),
+        });
+        if i % 700 == 0 {
+            writer.append(&batch).unwrap();
+            batch.clear();
+            writer.checkpoint().unwrap();
+        }
+    }
+    writer.append(&batch).unwrap();
+    writer.commit().unwrap();
+    (reader, truth)
+}
+
+#[test]
+fn aggregates_match_an_independent_computation() {
+    let dir = temp("aggregates");
+    let (reader, truth) = series(&dir);
+    let (from, to, every) = (1_100_000i64, 1_400_000i64, 7_000i64);
+    let buckets = reader
+        .aggregate(
+            PATHS[0],
+            Timestamp::from_millis(from),
+            Timestamp::from_millis(to),
+            Duration::from_millis(every as u64),
+        )
+        .unwrap();
+    assert_eq!(buckets.len() as i64, (to - (from / every) * every + every - 1) / every);
+    for b in &buckets {
+        let (start, end) = (b.start_ms.max(from), (b.start_ms + every).min(to));
+        let inside: Vec<f64> = truth
+            .iter()
+            .filter(|(t, _, g)| *g && (b.start_ms..b.start_ms + every).contains(t) && *t < to)
+            .map(|(_, v, _)| *v)
+            .collect();
+        assert_eq!(b.count, inside.len() as u64, "bucket {}", b.start_ms);
+        let close = |a: Option<f64>, e: Option<f64>| match (a, e) {
+            (Some(a), Some(e)) => (a - e).abs() < 1e-9 * e.abs().max(1.0),
+            (a, e) => a == e,
+        };
+        assert!(close(b.min, inside.iter().copied().reduce(f64::min)));
+        assert!(close(b.max, inside.iter().copied().reduce(f64::max)));
+        assert!(close(b.first, inside.first().copied()));
+        assert!(close(b.last, inside.last().copied()));
+        let mean = (!inside.is_empty()).then(|| inside.iter().sum::<f64>() / inside.len() as f64);
+        assert!(close(b.avg, mean), "avg {:?} vs {mean:?}", b.avg);
+        // Time-weighted average, millisecond by millisecond: the value held at each ms is the
+        // last sample at or before it, if that sample is good.
+        let (mut sum, mut n) = (0.0, 0u64);
+        for ms in b.start_ms..b.start_ms + every {
+            if ms >= to {
+                break;
+            }
+            let held = truth.iter().rev().find(|(t, _, _)| *t <= ms);
+            if let Some((_, v, true)) = held {
+                sum += v;
+                n += 1;
+            }
+        }
+        let twa = (n > 0).then(|| sum / n as f64);
+        assert!(close(b.twa, twa), "bucket {} twa {:?} vs {twa:?} ({start}..{end})", b.start_ms, b.twa);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn interpolation_matches_an_independent_computation() {
+    let dir = temp("interpolate");
+    let (reader, truth) = series(&dir);
+    let times: Vec<Timestamp> = (0..400).map(|i| Timestamp::from_millis(1_000_000 + i * 1_777)).collect();
+    let got = reader.interpolate(PATHS[0], &times).unwrap();
+    for (t, g) in times.iter().zip(&got) {
+        let t = t.as_millis();
+        let expected = match truth.iter().position(|(ts, _, _)| *ts >= t) {
+            Some(i) if truth[i].0 == t => truth[i].2.then_some(truth[i].1),
+            Some(0) | None => None,
+            Some(i) => {
+                let ((t0, v0, g0), (t1, v1, g1)) = (truth[i - 1], truth[i]);
+                (g0 && g1).then(|| v0 + (v1 - v0) * (t - t0) as f64 / (t1 - t0) as f64)
+            }
+        };
+        match (g, expected) {
+            (Some(a), Some(e)) => assert!((a - e).abs() < 1e-9, "at {t}: {a} vs {e}"),
+            (a, e) => assert_eq!(*a, e, "at {t}"),
+        }
+    }
+    assert!(got.iter().filter(|g| g.is_some()).count() > 300);
+    let last = reader.last_values().unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].1.as_millis(), truth.last().unwrap().0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn retention_drops_old_chunks_by_age_and_size() {
+    let dir = temp("retention");
+    let config = HistorianConfig {
+        bytes_max: 1 << 20,
+        age_max: Duration::from_secs(3600),
+        wal_bytes_max: 64 << 10,
+        ..config(Codec::Gorilla)
+    };
+    let (mut writer, reader) = HistorianWriter::open(&dir, config).unwrap();
+    writer.bind_tags(&PATHS[..1]).unwrap();
+    let mut rng = Rng(5);
+    let hour = 3_600_000i64;
+    for i in 0..200_000i64 {
+        let s = Sample::good(TagId(0), Value::F64(rng.next() as f64), Timestamp::from_millis(i * 100));
+        writer.append(&[s]).unwrap();
+        if i % 1000 == 0 {
+            writer.commit().unwrap();
+        }
+    }
+    writer.checkpoint().unwrap();
+    let now = Timestamp::from_millis(200_000 * 100);
+    writer.maintain(now).unwrap();
+    let stats = writer.stats();
+    assert!(stats.bytes <= 1 << 20, "{} bytes over a budget of 1 MiB", stats.bytes);
+    let kept = reader.raw(PATHS[0], Timestamp(0), now).unwrap();
+    let oldest = kept.first().unwrap().0.as_millis();
+    assert!(oldest >= now.as_millis() - 2 * hour, "samples from {oldest} kept, more than the age allows");
+    assert_eq!(kept.last().unwrap().0.as_millis(), 199_999 * 100, "the newest samples stay");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
