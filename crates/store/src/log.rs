@@ -561,7 +561,11 @@ fn read_segment(
         }
         let mut frame = header.to_vec();
         frame.resize(HEADER_BYTES + len, 0);
-        reader.read_exact(&mut frame[HEADER_BYTES..]).map_err(|e| StoreError::io("read", path, e))?;
+        match reader.read_exact(&mut frame[HEADER_BYTES..]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(StoreError::io("read", path, e)),
+        }
         let Some(record) = decode(&frame, 0) else {
             // Checked again on read: a record that went bad since it was written is skipped.
             log::error!("{}: a record failed its checksum on read; skipped", path.display());

@@ -1,0 +1,167 @@
+//! A full disk: the outbox and the historian run on a 4 MiB tmpfs the test mounts, until writes
+//! fail. The error is clear (names the file, says the disk is full), nothing panics, memory
+//! stays bounded (what could not be written is discarded and counted), what was committed
+//! before stays readable, and writing resumes once space frees.
+//!
+//! Mounting needs root (or CAP_SYS_ADMIN), which the CI machine and the test command have.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use airlock_model::{Sample, TagId, Timestamp, Value};
+use airlock_store::{
+    Class, FsyncPolicy, HistorianConfig, HistorianWriter, OutboxConfig, OutboxWriter, Position, StoreError,
+};
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(name: &str, size: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("airlock-full-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs for the disk-full test needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(dir)
+    }
+
+    /// Fills the disk with a file of `bytes`, to be deleted later to free space.
+    fn ballast(&self, bytes: usize) -> PathBuf {
+        let path = self.0.join("ballast");
+        std::fs::write(&path, vec![0xaa; bytes]).unwrap();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn assert_clear(e: &StoreError, dir: &Path) {
+    assert!(e.is_disk_full(), "{e}");
+    let text = e.to_string();
+    assert!(text.contains(dir.to_str().unwrap()), "the error names the file: {text}");
+    assert!(text.contains("No space left on device"), "{text}");
+}
+
+#[test]
+fn the_outbox_survives_a_full_disk_and_resumes() {
+    let disk = SmallDisk::mount("outbox", "4m");
+    let ballast = disk.ballast(2 << 20);
+    let dir = disk.0.join("outbox");
+    let config = OutboxConfig {
+        fsync: FsyncPolicy::Interval(Duration::ZERO),
+        sinks: vec!["s".into()],
+        ..OutboxConfig::default()
+    };
+    let (mut writer, reader) = OutboxWriter::open(&dir, config).unwrap();
+    let payload = vec![b'x'; 1000];
+    let mut committed = 0u64;
+    let mut failure = None;
+    for i in 0..10_000 {
+        writer.append(Class::Raw, Timestamp(i), &payload).unwrap();
+        match writer.commit() {
+            Ok(p) => committed = p.0[Class::Raw as usize],
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let failure = failure.expect("a 4 MiB disk with 2 MiB of ballast never filled");
+    assert_clear(&failure, &dir);
+    // It keeps failing cleanly while full; nothing piles up in memory.
+    for i in 0..200 {
+        writer.append(Class::Raw, Timestamp(i), &payload).unwrap();
+        assert!(writer.commit().is_err());
+    }
+    let held = reader.read(&Position::default(), usize::MAX).unwrap();
+    assert_eq!(held.len() as u64, committed, "what was committed before the disk filled is all there");
+    std::fs::remove_file(ballast).unwrap();
+    for i in 0..100 {
+        writer.append(Class::Raw, Timestamp(i), &payload).unwrap();
+        writer.commit().unwrap();
+    }
+    let held = reader.read(&Position::default(), usize::MAX).unwrap();
+    assert_eq!(held.len() as u64, committed + 100);
+    assert!(held.windows(2).all(|w| w[1].id.seq == w[0].id.seq + 1), "no hole and no reused id after the failures");
+}
+
+/// Incompressible values, so that the disk fills.
+fn noise(t: i64) -> f64 {
+    // splitmix64's finalizer: neighbouring inputs give unrelated outputs.
+    let mut x = (t as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    f64::from_bits((x >> 12) | 0x3ff0_0000_0000_0000)
+}
+
+#[test]
+fn the_historian_survives_a_full_disk_within_its_memory_bound() {
+    let disk = SmallDisk::mount("historian", "4m");
+    let ballast = disk.ballast(2 << 20);
+    let dir = disk.0.join("historian");
+    let config = HistorianConfig {
+        fsync: FsyncPolicy::Interval(Duration::ZERO),
+        head_samples_max: 10_000,
+        wal_bytes_max: 256 << 10,
+        ..HistorianConfig::default()
+    };
+    let (mut writer, reader) = HistorianWriter::open(&dir, config).unwrap();
+    writer.bind_tags(&["acme/t"]).unwrap();
+    let mut t = 0i64;
+    let mut batch = |t: &mut i64| -> Vec<Sample> {
+        (0..100)
+            .map(|_| {
+                *t += 1;
+                Sample::good(TagId(0), Value::F64(noise(*t)), Timestamp::from_millis(*t))
+            })
+            .collect()
+    };
+    let mut failures = 0;
+    let mut first = None;
+    for _ in 0..5_000 {
+        let samples = batch(&mut t);
+        let result = writer.append(&samples).and_then(|()| writer.commit().map(|_| ()));
+        if let Err(e) = result {
+            failures += 1;
+            first.get_or_insert(e);
+        }
+        if failures > 300 {
+            break;
+        }
+    }
+    let stats = writer.stats();
+    assert_clear(first.as_ref().unwrap_or_else(|| panic!("the disk never filled: {stats:?}")), &dir);
+    let stats = writer.stats();
+    assert!(stats.samples_lost > 0, "heads were let go at their bound: {stats:?}");
+    std::fs::remove_file(ballast).unwrap();
+    let resumed_from = t;
+    for _ in 0..50 {
+        let samples = batch(&mut t);
+        writer.append(&samples).unwrap();
+        writer.commit().unwrap();
+    }
+    writer.checkpoint().unwrap();
+    let after = reader.raw("acme/t", Timestamp::from_millis(resumed_from + 1), Timestamp::from_millis(t + 1)).unwrap();
+    assert_eq!(after.len(), 5000, "every sample after space freed is stored");
+    assert!(
+        !reader.raw("acme/t", Timestamp(0), Timestamp::from_millis(1000)).unwrap().is_empty(),
+        "samples from before the failure stay"
+    );
+}
