@@ -23,7 +23,7 @@ pub mod outbox;
 
 use std::path::{Path, PathBuf};
 
-pub use historian::{Bucket, Codec, HistorianConfig, HistorianReader, HistorianStats, HistorianWriter};
+pub use historian::{Bucket, Codec, HistorianConfig, HistorianReader, HistorianStats, HistorianWriter, StoredSample};
 pub use outbox::{
     Class, FsyncPolicy, OutboxConfig, OutboxReader, OutboxRecord, OutboxStats, OutboxWriter, Position, RecordId,
 };

@@ -638,7 +638,8 @@ mod tests {
         let mut bytes = fs::read(&path).unwrap();
         let record = HEADER_BYTES + 10;
         bytes[MAGIC.len() + record + HEADER_BYTES + 3] ^= 0xff; // corrupt record 2's payload
-        bytes.extend_from_slice(&bytes[MAGIC.len()..MAGIC.len() + 13].to_vec()); // a torn sixth
+        let torn = bytes[MAGIC.len()..MAGIC.len() + 13].to_vec();
+        bytes.extend_from_slice(&torn); // a torn sixth record
         fs::write(&path, &bytes).unwrap();
         let log = Log::open(&dir, 1 << 20).unwrap();
         assert_eq!(log.recovery, Recovery { corrupt_records: 1, torn_bytes: 13 });

@@ -179,7 +179,7 @@ fn kill_nine_loses_nothing_acknowledged() {
 
     let (_hw, hr) = HistorianWriter::open(&dir.join("historian"), historian_config()).unwrap();
     let stored = hr.raw(TAG, Timestamp(0), Timestamp(i64::MAX / 2)).unwrap();
-    let stored: HashMap<i64, f64> = stored.into_iter().map(|(t, v, _)| (t.as_millis(), v.unwrap())).collect();
+    let stored: HashMap<i64, f64> = stored.into_iter().map(|s| (s.time.as_millis(), s.value.unwrap())).collect();
     for (t, v) in &samples {
         assert_eq!(stored.get(t), Some(&(*v as f64)), "acknowledged sample at {t} lost");
     }

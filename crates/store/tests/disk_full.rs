@@ -125,7 +125,7 @@ fn the_historian_survives_a_full_disk_within_its_memory_bound() {
     let (mut writer, reader) = HistorianWriter::open(&dir, config).unwrap();
     writer.bind_tags(&["acme/t"]).unwrap();
     let mut t = 0i64;
-    let mut batch = |t: &mut i64| -> Vec<Sample> {
+    let batch = |t: &mut i64| -> Vec<Sample> {
         (0..100)
             .map(|_| {
                 *t += 1;

@@ -54,7 +54,7 @@ type Reference = BTreeMap<usize, Vec<(i64, Option<f64>, Quality)>>;
 
 fn all(reader: &HistorianReader, tag: usize) -> Vec<(i64, Option<f64>, Quality)> {
     let raw = reader.raw(PATHS[tag], Timestamp(i64::MIN / 2), Timestamp(i64::MAX / 2)).unwrap();
-    raw.into_iter().map(|(t, v, q)| (t.as_millis(), v, q)).collect()
+    raw.into_iter().map(|s| (s.time.as_millis(), s.value, s.quality)).collect()
 }
 
 fn run_sequence(seed: u64, dir: &Path, codec: Codec) {
@@ -246,7 +246,7 @@ fn interpolation_matches_an_independent_computation() {
     assert!(got.iter().filter(|g| g.is_some()).count() > 300);
     let last = reader.last_values().unwrap();
     assert_eq!(last.len(), 1);
-    assert_eq!(last[0].1.as_millis(), truth.last().unwrap().0);
+    assert_eq!(last[0].1.time.as_millis(), truth.last().unwrap().0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -276,8 +276,8 @@ fn retention_drops_old_chunks_by_age_and_size() {
     let stats = writer.stats();
     assert!(stats.bytes <= 1 << 20, "{} bytes over a budget of 1 MiB", stats.bytes);
     let kept = reader.raw(PATHS[0], Timestamp(0), now).unwrap();
-    let oldest = kept.first().unwrap().0.as_millis();
+    let oldest = kept.first().unwrap().time.as_millis();
     assert!(oldest >= now.as_millis() - 2 * hour, "samples from {oldest} kept, more than the age allows");
-    assert_eq!(kept.last().unwrap().0.as_millis(), 199_999 * 100, "the newest samples stay");
+    assert_eq!(kept.last().unwrap().time.as_millis(), 199_999 * 100, "the newest samples stay");
     std::fs::remove_dir_all(&dir).unwrap();
 }

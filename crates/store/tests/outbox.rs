@@ -3,6 +3,7 @@
 //! outbox drops the lowest class first, reports every gap, and keeps within its byte budget.
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+#![allow(clippy::needless_range_loop, clippy::type_complexity)] // the model indexes sinks by number
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};

@@ -13,7 +13,7 @@ pub struct BitWriter {
 impl BitWriter {
     pub fn write(&mut self, value: u64, bits: u32) {
         for i in (0..bits).rev() {
-            if self.used % 8 == 0 {
+            if self.used.is_multiple_of(8) {
                 self.bytes.push(0);
             }
             let bit = (value >> i) & 1;

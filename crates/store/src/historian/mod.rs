@@ -78,6 +78,21 @@ pub struct HistorianStats {
     pub recovery: Recovery,
 }
 
+/// One stored sample as a query returns it: a value only if it is good.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoredSample {
+    pub time: Timestamp,
+    pub value: Option<f64>,
+    pub quality: Quality,
+}
+
+impl StoredSample {
+    fn from_row((t, v, q): (i64, f64, u16)) -> Self {
+        let quality = quality_from_code(q);
+        Self { time: Timestamp::from_millis(t), value: quality.is_good().then_some(v), quality }
+    }
+}
+
 /// Where one chunk is, and what it holds.
 #[derive(Debug, Clone, Copy)]
 struct ChunkRef {
@@ -177,22 +192,11 @@ impl HistorianReader {
     }
 
     /// The stored samples of `path` with `from <= time < to`, in time order.
-    pub fn raw(
-        &self,
-        path: &str,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<(Timestamp, Option<f64>, Quality)>, StoreError> {
+    pub fn raw(&self, path: &str, from: Timestamp, to: Timestamp) -> Result<Vec<StoredSample>, StoreError> {
         let inner = lock(&self.inner)?;
         let Some(&tag) = inner.numbers.get(path) else { return Ok(Vec::new()) };
         let columns = inner.columns(tag, from.as_millis(), to.as_millis())?;
-        Ok(columns
-            .into_iter()
-            .map(|(t, v, q)| {
-                let quality = quality_from_code(q);
-                (Timestamp::from_millis(t), quality.is_good().then_some(v), quality)
-            })
-            .collect())
+        Ok(columns.into_iter().map(StoredSample::from_row).collect())
     }
 
     /// Aggregates of `path` per `every`, over `[from, to)` (see [`query`] for definitions).
@@ -220,13 +224,12 @@ impl HistorianReader {
     }
 
     /// The newest sample of every tag that has one.
-    pub fn last_values(&self) -> Result<Vec<(String, Timestamp, Option<f64>, Quality)>, StoreError> {
+    pub fn last_values(&self) -> Result<Vec<(String, StoredSample)>, StoreError> {
         let inner = lock(&self.inner)?;
         let mut out = Vec::new();
         for (tag, path) in inner.paths.iter().enumerate() {
-            if let Some((t, v, q)) = inner.last_before(tag as u32, i64::MAX)? {
-                let quality = quality_from_code(q);
-                out.push((path.clone(), Timestamp::from_millis(t), quality.is_good().then_some(v), quality));
+            if let Some(row) = inner.last_before(tag as u32, i64::MAX)? {
+                out.push((path.clone(), StoredSample::from_row(row)));
             }
         }
         Ok(out)

@@ -57,7 +57,7 @@ fn bucket(points: &[Point], start: i64, end: i64) -> Bucket {
         max: good().reduce(f64::max),
         avg: (count > 0).then(|| good().sum::<f64>() / count as f64),
         first: good().next(),
-        last: good().last(),
+        last: inside.iter().rev().find(|p| p.good).map(|p| p.value),
         twa: time_weighted(points, start, end),
     }
 }
