@@ -44,8 +44,23 @@ pub enum StoreError {
     TooLarge { bytes: usize, max: usize },
     #[error("unknown sink {0:?}: sinks are named when the outbox is opened")]
     UnknownSink(String),
+    #[error("{} is in use by another airlock process (its LOCK file is held)", .0.display())]
+    Locked(PathBuf),
     #[error("internal invariant broken: {0}")]
     Invariant(&'static str),
+}
+
+/// Takes the writer's lock on `dir` (the file `LOCK`), so that two processes never write the
+/// same store. The lock lasts as long as the returned file is open.
+pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create", dir, e))?;
+    let path = dir.join("LOCK");
+    let file = std::fs::File::create(&path).map_err(|e| StoreError::io("create", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io("lock", &path, e)),
+    }
 }
 
 impl StoreError {

@@ -96,7 +96,8 @@ pub struct Log {
     dir: PathBuf,
     /// Every segment by first sequence number; the last one is the active one.
     segments: BTreeMap<u64, Segment>,
-    active: File,
+    /// The active segment, open for appending; `None` when opened read-only.
+    active: Option<File>,
     /// Encoded records not yet written to `active`.
     pending: Vec<u8>,
     /// Bytes of the active segment on disk (complete records only).
@@ -110,27 +111,56 @@ pub struct Log {
 impl Log {
     /// Opens (or creates) the log in `dir`, checking every record.
     pub fn open(dir: &Path, segment_bytes_max: u64) -> Result<Self, StoreError> {
-        fs::create_dir_all(dir).map_err(|e| StoreError::io("create", dir, e))?;
+        Self::open_as(dir, segment_bytes_max, true)
+    }
+
+    /// Opens the log to read only, while a writer may be using it: nothing on disk is changed
+    /// (a torn tail is only skipped), and appends fail.
+    pub fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_as(dir, u64::MAX, false)
+    }
+
+    fn open_as(dir: &Path, segment_bytes_max: u64, write: bool) -> Result<Self, StoreError> {
+        if write {
+            fs::create_dir_all(dir).map_err(|e| StoreError::io("create", dir, e))?;
+        }
         let mut recovery = Recovery::default();
         let mut segments = BTreeMap::new();
         let names = segment_files(dir)?;
         let count = names.len();
         for (i, (first_seq, path)) in names.into_iter().enumerate() {
             let is_last = i + 1 == count;
-            let segment = scan(&path, first_seq, is_last, &mut recovery)?;
+            let segment = scan(&path, first_seq, is_last && write, &mut recovery)?;
             if segment.info.records() == 0 && !is_last {
-                fs::remove_file(&path).map_err(|e| StoreError::io("remove empty segment", &path, e))?;
+                if write {
+                    fs::remove_file(&path).map_err(|e| StoreError::io("remove empty segment", &path, e))?;
+                }
                 continue;
             }
             segments.insert(first_seq, segment);
         }
         if segments.is_empty() {
-            let segment = create_segment(dir, 1, Timestamp(0))?;
-            segments.insert(1, segment);
+            let segment = if write {
+                create_segment(dir, 1, Timestamp(0))?
+            } else {
+                let info = SegmentInfo {
+                    first_seq: 1,
+                    last_seq: 0,
+                    first_time: Timestamp(0),
+                    last_time: Timestamp(0),
+                    bytes: 0,
+                };
+                Segment { info, path: dir.join("none"), index: Vec::new() }
+            };
+            segments.insert(segment.info.first_seq, segment);
         }
         let last = segments.values().next_back().cloned().ok_or(StoreError::Invariant("no segment"))?;
-        let active =
-            OpenOptions::new().append(true).open(&last.path).map_err(|e| StoreError::io("open", &last.path, e))?;
+        let active = match write {
+            true => Some(
+                OpenOptions::new().append(true).open(&last.path).map_err(|e| StoreError::io("open", &last.path, e))?,
+            ),
+            false => None,
+        };
         let next_seq = last.info.last_seq + 1;
         Ok(Self {
             dir: dir.to_owned(),
@@ -178,7 +208,7 @@ impl Log {
         self.write_pending()?;
         if sync {
             let path = self.active_segment()?.path.clone();
-            if let Err(e) = self.active.sync_data() {
+            if let Err(e) = self.active_file()?.sync_data() {
                 self.roll_back();
                 return Err(StoreError::io("sync", &path, e));
             }
@@ -194,7 +224,10 @@ impl Log {
         if self.pending.is_empty() {
             return Ok(());
         }
-        match self.active.write_all(&self.pending) {
+        let pending = std::mem::take(&mut self.pending);
+        let written = self.active_file()?.write_all(&pending);
+        self.pending = pending;
+        match written {
             Ok(()) => {
                 self.written_bytes += self.pending.len() as u64;
                 self.pending.clear();
@@ -214,7 +247,8 @@ impl Log {
         let committed = self.committed.clone();
         self.written_bytes = committed.segment.info.bytes;
         self.next_seq = committed.next_seq;
-        if let Err(e) = self.active.set_len(committed.segment.info.bytes) {
+        let cut = self.active.as_ref().map(|f| f.set_len(committed.segment.info.bytes));
+        if let Some(Err(e)) = cut {
             log::error!("cut {} back to its last commit: {e}", committed.segment.path.display());
         }
         self.segments.insert(committed.segment.info.first_seq, committed.segment);
@@ -227,14 +261,16 @@ impl Log {
         if sync {
             sync_dir(&self.dir)?;
         }
-        self.active = OpenOptions::new()
-            .append(true)
-            .open(&segment.path)
-            .map_err(|e| StoreError::io("open", &segment.path, e))?;
+        let file = OpenOptions::new().append(true).open(&segment.path);
+        self.active = Some(file.map_err(|e| StoreError::io("open", &segment.path, e))?);
         self.written_bytes = segment.info.bytes;
         self.committed = Committed { segment: segment.clone(), next_seq: self.next_seq };
         self.segments.insert(self.next_seq, segment);
         Ok(())
+    }
+
+    fn active_file(&mut self) -> Result<&mut File, StoreError> {
+        self.active.as_mut().ok_or(StoreError::Invariant("the log was opened read-only"))
     }
 
     fn active_segment(&self) -> Result<&Segment, StoreError> {
@@ -461,7 +497,8 @@ fn create_segment(dir: &Path, first_seq: u64, time: Timestamp) -> Result<Segment
 }
 
 /// Reads a whole segment, checking every record; cuts a torn tail off the last segment.
-fn scan(path: &Path, first_seq: u64, is_last: bool, recovery: &mut Recovery) -> Result<Segment, StoreError> {
+/// `repair`: cut a torn tail off (the writer's last segment); otherwise only skip it.
+fn scan(path: &Path, first_seq: u64, repair: bool, recovery: &mut Recovery) -> Result<Segment, StoreError> {
     let bytes = fs::read(path).map_err(|e| StoreError::io("read", path, e))?;
     let mut info = SegmentInfo {
         first_seq,
@@ -474,7 +511,9 @@ fn scan(path: &Path, first_seq: u64, is_last: bool, recovery: &mut Recovery) -> 
     if bytes.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
         // A segment cut before its magic was written: start it afresh.
         recovery.torn_bytes += bytes.len() as u64;
-        fs::write(path, MAGIC).map_err(|e| StoreError::io("rewrite", path, e))?;
+        if repair {
+            fs::write(path, MAGIC).map_err(|e| StoreError::io("rewrite", path, e))?;
+        }
         return Ok(Segment { info, path: path.to_owned(), index });
     }
     let mut at = MAGIC.len();
@@ -504,7 +543,7 @@ fn scan(path: &Path, first_seq: u64, is_last: bool, recovery: &mut Recovery) -> 
     }
     info.bytes = valid_end as u64;
     if valid_end < bytes.len() {
-        if is_last {
+        if repair {
             recovery.torn_bytes += (bytes.len() - valid_end) as u64;
             let f = OpenOptions::new().write(true).open(path).map_err(|e| StoreError::io("open", path, e))?;
             f.set_len(valid_end as u64).map_err(|e| StoreError::io("truncate", path, e))?;

@@ -158,6 +158,8 @@ struct Cursor {
 
 #[derive(Debug)]
 struct Inner {
+    /// Held for the writer's lifetime: no other process writes this outbox.
+    _lock: fs::File,
     dir: PathBuf,
     config: OutboxConfig,
     logs: [Log; 4],
@@ -194,6 +196,7 @@ impl OutboxWriter {
 }
 
 fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader), StoreError> {
+    let lock = crate::lock_dir(dir)?;
     let segment_bytes = (config.bytes_max / 16).clamp(4 << 10, 8 << 20);
     let open_log = |c: Class| Log::open(&dir.join(c.name()), segment_bytes);
     let logs = [open_log(Class::Event)?, open_log(Class::Aggregate)?, open_log(Class::Series)?, open_log(Class::Raw)?];
@@ -210,7 +213,8 @@ fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader)
         let acked = read_cursor(&cursor_path(dir, sink))?;
         cursors.insert(sink.clone(), Cursor { acked, written: acked, written_at: Instant::now() });
     }
-    let inner = Inner { dir: dir.to_owned(), config, logs, durable, synced_at: Instant::now(), cursors, stats };
+    let inner =
+        Inner { _lock: lock, dir: dir.to_owned(), config, logs, durable, synced_at: Instant::now(), cursors, stats };
     let inner = Arc::new(Mutex::new(inner));
     if stats.corrupt_records > 0 || stats.torn_bytes > 0 {
         let mut writer = OutboxWriter { inner: Arc::clone(&inner) };

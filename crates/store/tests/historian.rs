@@ -281,3 +281,27 @@ fn retention_drops_old_chunks_by_age_and_size() {
     assert_eq!(kept.last().unwrap().time.as_millis(), 199_999 * 100, "the newest samples stay");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_second_writer_is_refused_and_a_read_only_reader_sees_the_data() {
+    let dir = temp("lock");
+    let (mut writer, _reader) = open(&dir, Codec::Pco);
+    let second = HistorianWriter::open(&dir, config(Codec::Pco));
+    assert!(matches!(second, Err(airlock_store::StoreError::Locked(_))), "{second:?}");
+    let samples: Vec<Sample> =
+        (0..100).map(|i| Sample::good(TagId(1), Value::F64(i as f64), Timestamp::from_millis(i))).collect();
+    writer.append(&samples).unwrap();
+    writer.commit().unwrap();
+    let listing = std::fs::read_dir(dir.join("wal")).unwrap().count();
+    let reader = HistorianReader::open(&dir).unwrap();
+    assert_eq!(reader.raw(PATHS[1], Timestamp(0), Timestamp(1000)).unwrap().len(), 100);
+    assert_eq!(std::fs::read_dir(dir.join("wal")).unwrap().count(), listing, "the reader changed nothing");
+    let outbox = dir.join("outbox");
+    let (_w, _r) = airlock_store::OutboxWriter::open(&outbox, airlock_store::OutboxConfig::default()).unwrap();
+    assert!(matches!(
+        airlock_store::OutboxWriter::open(&outbox, airlock_store::OutboxConfig::default()),
+        Err(airlock_store::StoreError::Locked(_))
+    ));
+    drop(writer);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

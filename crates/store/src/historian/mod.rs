@@ -103,6 +103,8 @@ struct ChunkRef {
 
 #[derive(Debug)]
 struct Inner {
+    /// The writer's lock on the folder; `None` when opened read-only.
+    _lock: Option<fs::File>,
     dir: PathBuf,
     config: HistorianConfig,
     wal: Log,
@@ -140,7 +142,7 @@ const WAL_SAMPLE_BYTES: usize = 4 + 8 + 8 + 2;
 impl HistorianWriter {
     /// Opens (or creates) the historian in `dir`, recovering from a crash if there was one.
     pub fn open(dir: &Path, config: HistorianConfig) -> Result<(HistorianWriter, HistorianReader), StoreError> {
-        let inner = Arc::new(Mutex::new(Inner::open(dir, config)?));
+        let inner = Arc::new(Mutex::new(Inner::open(dir, config, true)?));
         Ok((HistorianWriter { inner: Arc::clone(&inner) }, HistorianReader { inner }))
     }
 
@@ -186,6 +188,16 @@ impl HistorianWriter {
 }
 
 impl HistorianReader {
+    /// Opens a historian to query it, even while a gateway writes to it: nothing on disk is
+    /// changed. It sees what was written when it was opened.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        if !dir.join("tags.txt").exists() {
+            return Err(StoreError::io("open the historian in", dir, std::io::ErrorKind::NotFound.into()));
+        }
+        let inner = Inner::open(dir, HistorianConfig::default(), false)?;
+        Ok(Self { inner: Arc::new(Mutex::new(inner)) })
+    }
+
     /// Every tag's asset path.
     pub fn tags(&self) -> Result<Vec<String>, StoreError> {
         Ok(lock(&self.inner)?.paths.clone())
@@ -254,17 +266,22 @@ impl HistorianReader {
 }
 
 impl Inner {
-    fn open(dir: &Path, config: HistorianConfig) -> Result<Self, StoreError> {
-        fs::create_dir_all(dir).map_err(|e| StoreError::io("create", dir, e))?;
+    fn open(dir: &Path, config: HistorianConfig, write: bool) -> Result<Self, StoreError> {
+        let lock = if write { Some(crate::lock_dir(dir)?) } else { None };
         let segment_bytes = (config.bytes_max / 64).clamp(64 << 10, 16 << 20);
-        let chunks = Log::open(&dir.join("chunks"), segment_bytes)?;
-        let wal = Log::open(&dir.join("wal"), (config.wal_bytes_max / 4).clamp(64 << 10, 16 << 20))?;
+        let wal_segment_bytes = (config.wal_bytes_max / 4).clamp(64 << 10, 16 << 20);
+        let (chunks, wal) = if write {
+            (Log::open(&dir.join("chunks"), segment_bytes)?, Log::open(&dir.join("wal"), wal_segment_bytes)?)
+        } else {
+            (Log::open_read_only(&dir.join("chunks"))?, Log::open_read_only(&dir.join("wal"))?)
+        };
         let paths = read_dictionary(&dir.join("tags.txt"))?;
         let numbers = paths.iter().enumerate().map(|(i, p)| (p.clone(), i as u32)).collect();
         let mut stats = HistorianStats::default();
         stats.recovery.corrupt_records = chunks.recovery.corrupt_records + wal.recovery.corrupt_records;
         stats.recovery.torn_bytes = chunks.recovery.torn_bytes + wal.recovery.torn_bytes;
         let mut inner = Self {
+            _lock: lock,
             dir: dir.to_owned(),
             heads: vec![chunk::Columns::default(); paths.len()],
             index: vec![Vec::new(); paths.len()],
