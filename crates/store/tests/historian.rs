@@ -294,7 +294,7 @@ fn a_second_writer_is_refused_and_a_read_only_reader_sees_the_data() {
     writer.commit().unwrap();
     let listing = std::fs::read_dir(dir.join("wal")).unwrap().count();
     let reader = HistorianReader::open(&dir).unwrap();
-    assert_eq!(reader.raw(PATHS[1], Timestamp(0), Timestamp(1000)).unwrap().len(), 100);
+    assert_eq!(reader.raw(PATHS[1], Timestamp(0), Timestamp::from_millis(1000)).unwrap().len(), 100);
     assert_eq!(std::fs::read_dir(dir.join("wal")).unwrap().count(), listing, "the reader changed nothing");
     let outbox = dir.join("outbox");
     let (_w, _r) = airlock_store::OutboxWriter::open(&outbox, airlock_store::OutboxConfig::default()).unwrap();
