@@ -2,14 +2,12 @@
 //! It writes the config it generated, the log, and what would go upstream into one folder.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::time::Instant;
 
-use crate::gateway::{Gateway, tag_table};
-use crate::upstream::Upstream;
+use crate::gateway::Gateway;
 use crate::{logger, parse_duration};
 
 #[derive(clap::Args)]
@@ -31,20 +29,22 @@ pub struct DemoArgs {
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.speed.is_finite() && args.speed > 0.0, "--speed must be above 0");
     std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
+    // Every demo starts afresh: no store or upstream file from an earlier run.
+    let upstream_path = args.dir.join("upstream.jsonl");
+    for stale in [args.dir.join("data"), upstream_path.clone()] {
+        let _ = std::fs::remove_dir_all(&stale).or_else(|_| std::fs::remove_file(&stale));
+    }
     let log_path = args.dir.join("airlock.log");
     logger::init(Some(std::fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?));
 
     let opts = airlock_sim::SimOptions { seed: args.seed, speed: args.speed, ..Default::default() };
     let sim = airlock_sim::start(&opts).await.context("start the simulated plant")?;
     let config_path = args.dir.join("demo.toml");
-    std::fs::write(&config_path, sim.config_toml(500)).with_context(|| format!("write {}", config_path.display()))?;
+    let text = format!("{}{DEMO_STORE_AND_SINK}", sim.config_toml(500));
+    std::fs::write(&config_path, text).with_context(|| format!("write {}", config_path.display()))?;
     let config = airlock_config::load(&config_path).map_err(|e| anyhow::anyhow!("the built-in config: {e}"))?;
 
-    let upstream_path = args.dir.join("upstream.jsonl");
-    let tags = Arc::new(tag_table(&config));
-    let upstream = Upstream::to_file(&upstream_path, tags, &config.gateway.name)
-        .with_context(|| format!("create {}", upstream_path.display()))?;
-    let gateway = Gateway::start(config, upstream).context("start the gateway")?;
+    let gateway = Gateway::start(config).context("start the gateway")?;
     println!("airlock demo: simulated press line at {}x, config {}", args.speed, config_path.display());
     println!("upstream records: {}   log: {}", upstream_path.display(), log_path.display());
 
@@ -53,22 +53,34 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.speed,
         upstream_path.display()
     );
-    show_until(&gateway, header, args.duration, |_| String::new()).await;
+    show_until(&gateway, header, args.duration).await;
     let health = gateway.health.clone();
-    let upstream = gateway.stop().await;
+    let sinks = gateway.sink_health.clone();
+    let data_dir = gateway.config.store.data_dir.clone();
+    gateway.stop().await;
     sim.stop();
     let samples: u64 = health.iter().map(|h| airlock_model::DeviceHealth::get(&h.samples)).sum();
-    println!("read {samples} samples; wrote {} upstream records to {}", upstream.records(), upstream_path.display());
+    let delivered: u64 = sinks.iter().map(|(_, h)| h.delivered.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    println!("read {samples} samples into the historian in {}", data_dir.display());
+    println!("delivered {delivered} upstream records to {}", upstream_path.display());
+    println!("query it: airlock query --data {} --tag press1/speed --from -1h --every 10s", data_dir.display());
     Ok(())
 }
 
+/// The demo's store (beside its config) and its one sink, the upstream file.
+const DEMO_STORE_AND_SINK: &str = r#"
+[store]
+data_dir = "data"
+fsync_interval_ms = 100
+
+[[sink]]
+name = "upstream-file"
+type = "jsonl"
+path = "upstream.jsonl"
+"#;
+
 /// Redraws the live view until `duration` has passed or Ctrl-C is pressed.
-pub async fn show_until(
-    gateway: &Gateway,
-    header: String,
-    duration: Option<Duration>,
-    footer: impl Fn(&Gateway) -> String,
-) {
+pub async fn show_until(gateway: &Gateway, header: String, duration: Option<Duration>) {
     let mut view = crate::view::View::new(gateway, header);
     let deadline = duration.map(|d| Instant::now() + d);
     let mut ticker = tokio::time::interval(view.period());
@@ -81,10 +93,10 @@ pub async fn show_until(
             }
         };
         tokio::select! {
-            _ = ticker.tick() => view.draw(gateway, &footer(gateway)),
+            _ = ticker.tick() => view.draw(gateway),
             () = until_deadline => break,
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    view.draw(gateway, &footer(gateway));
+    view.draw(gateway);
 }

@@ -1,25 +1,43 @@
-//! The running gateway: one task per device, and one collector thread that takes the samples
-//! they read, keeps the latest value of every tag for the live view, and hands each batch to
-//! the upstream writer.
+//! The running gateway: one task per device (OT side), one collector thread that writes what
+//! they read to local disk, and one thread per sink (IT side) that carries the outbox upstream.
+//!
+//! ```text
+//!  device tasks ──bounded channel──► collector ──► historian (every sample)
+//!  (tokio)          (try_send: drop     (thread)  └► outbox (changed values) ──► sinks (threads)
+//!                    and count when full)                      OutboxReader only
+//! ```
 //!
 //! Between the device tasks and the collector sits a bounded channel of [`CHANNEL_BATCHES`]
 //! poll batches. A device task never waits on it: when it is full the batch is dropped and
-//! counted in that device's health, so a slow disk can never slow a poll. The collector runs on
-//! its own OS thread because it writes files with blocking calls.
+//! counted in that device's health, so a slow disk never slows a poll. The collector writes with
+//! blocking calls on its own thread; when the disk refuses writes it logs once, counts, and goes
+//! on (the store discards what it could not write and keeps its memory bounded).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use airlock_config::{Config, Protocol};
-use airlock_model::{AssetPath, DeviceHealth, Sample, TagId};
+use airlock_config::{Config, Protocol, SinkKind};
+use airlock_model::{AssetPath, DeviceHealth, Sample, TagId, Timestamp};
+use airlock_north::{JsonlSink, SinkHealth};
 use airlock_south_modbus::{DeviceTask, SampleBatch};
-use tokio::sync::{mpsc, watch};
+use airlock_store::{
+    Class, FsyncPolicy, HistorianConfig, HistorianWriter, OutboxConfig, OutboxReader, OutboxWriter, StoreError,
+};
+use anyhow::Context as _;
+use tokio::sync::mpsc::{self, error::TryRecvError};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::upstream::Upstream;
+use crate::upstream::ChangeFilter;
 
 /// Poll batches that may wait between the device tasks and the collector.
 pub const CHANNEL_BATCHES: usize = 1024;
+/// How long the collector sleeps when no batch is waiting.
+const COLLECTOR_IDLE: Duration = Duration::from_millis(5);
+/// How often the collector reclaims and applies retention.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 
 /// What the gateway knows of a tag, indexed by `TagId`.
 #[derive(Debug, Clone)]
@@ -48,21 +66,55 @@ pub fn tag_table(config: &Config) -> Vec<TagInfo> {
 /// The latest sample of every tag, shared with the live view.
 pub type Latest = Arc<Mutex<Vec<Option<Sample>>>>;
 
+/// Counters of the collector, for the view.
+#[derive(Debug, Default)]
+pub struct CollectorHealth {
+    pub samples_stored: AtomicU64,
+    pub records_queued: AtomicU64,
+    pub store_errors: AtomicU64,
+}
+
 /// A started gateway. Stop it with [`Gateway::stop`].
 pub struct Gateway {
     pub config: Config,
     pub tags: Arc<Vec<TagInfo>>,
     pub health: Vec<Arc<DeviceHealth>>,
     pub latest: Latest,
+    pub collector_health: Arc<CollectorHealth>,
+    pub sink_health: Vec<(String, Arc<SinkHealth>)>,
+    pub outbox: OutboxReader,
     devices: JoinSet<()>,
     shutdown: watch::Sender<bool>,
-    collector: Option<JoinHandle<Upstream>>,
+    collector: Option<JoinHandle<()>>,
+    sinks: Vec<JoinHandle<()>>,
+    sinks_stop: Arc<AtomicBool>,
 }
 
 impl Gateway {
-    /// Starts one task per device on the current tokio runtime and the collector thread.
-    pub fn start(config: Config, upstream: Upstream) -> std::io::Result<Self> {
+    /// Opens the store, starts one task per device on the current tokio runtime, the collector
+    /// thread and one thread per configured sink.
+    pub fn start(config: Config) -> anyhow::Result<Self> {
         let tags = Arc::new(tag_table(&config));
+        let store = &config.store;
+        let fsync = FsyncPolicy::Interval(store.fsync_interval);
+        let sink_names = config.sinks.iter().map(|s| s.name.clone()).collect();
+        let outbox_config =
+            OutboxConfig { bytes_max: store.outbox_bytes_max, age_max: store.outbox_age_max, fsync, sinks: sink_names };
+        let outbox_dir = store.data_dir.join("outbox");
+        let (outbox_writer, outbox) = OutboxWriter::open(&outbox_dir, outbox_config)
+            .with_context(|| format!("open the outbox in {}", outbox_dir.display()))?;
+        let historian_config = HistorianConfig {
+            bytes_max: store.historian_bytes_max,
+            age_max: store.historian_age_max,
+            fsync,
+            ..HistorianConfig::default()
+        };
+        let historian_dir = store.data_dir.join("historian");
+        let (mut historian_writer, _) = HistorianWriter::open(&historian_dir, historian_config)
+            .with_context(|| format!("open the historian in {}", historian_dir.display()))?;
+        let paths: Vec<&str> = tags.iter().map(|t| t.path.as_str()).collect();
+        historian_writer.bind_tags(&paths).context("add the tags to the historian")?;
+
         let latest: Latest = Arc::new(Mutex::new(vec![None; tags.len()]));
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let (shutdown, stop) = watch::channel(false);
@@ -75,38 +127,153 @@ impl Gateway {
             health.push(task.health());
             devices.spawn(task.run(tx.clone(), stop.clone()));
         }
-        let collector = std::thread::Builder::new().name("collector".into()).spawn({
-            let latest = Arc::clone(&latest);
-            move || collect(rx, latest, upstream)
-        })?;
-        Ok(Self { config, tags, health, latest, devices, shutdown, collector: Some(collector) })
+
+        let collector_health = Arc::new(CollectorHealth::default());
+        let collector = Collector {
+            outbox: outbox_writer,
+            historian: historian_writer,
+            filter: ChangeFilter::new(Arc::clone(&tags)),
+            latest: Arc::clone(&latest),
+            health: Arc::clone(&collector_health),
+            failing: None,
+        };
+        let collector = std::thread::Builder::new().name("collector".into()).spawn(move || collector.run(rx))?;
+
+        let sinks_stop = Arc::new(AtomicBool::new(false));
+        let mut sinks = Vec::new();
+        let mut sink_health = Vec::new();
+        for s in &config.sinks {
+            let SinkKind::Jsonl { path } = &s.kind;
+            let sink = Box::new(JsonlSink::new(&s.name, &config.gateway.name, path));
+            let (handle, h) = airlock_north::spawn(sink, outbox.clone(), Arc::clone(&sinks_stop))?;
+            sinks.push(handle);
+            sink_health.push((s.name.clone(), h));
+        }
+        Ok(Self {
+            config,
+            tags,
+            health,
+            latest,
+            collector_health,
+            sink_health,
+            outbox,
+            devices,
+            shutdown,
+            collector: Some(collector),
+            sinks,
+            sinks_stop,
+        })
     }
 
-    /// Stops every device task, drains the channel, and returns the upstream writer (flushed).
-    pub async fn stop(mut self) -> Upstream {
+    /// Stops the device tasks, lets the collector write what they read and sync it, then lets
+    /// the sinks deliver what the outbox holds, and returns when all are done.
+    pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
         while self.devices.join_next().await.is_some() {}
         let collector = self.collector.take();
-        let joined = tokio::task::spawn_blocking(move || collector.map(|c| c.join()));
-        match joined.await {
-            Ok(Some(Ok(upstream))) => upstream,
-            _ => Upstream::none(),
-        }
+        let sinks = std::mem::take(&mut self.sinks);
+        let stop = Arc::clone(&self.sinks_stop);
+        let joined = tokio::task::spawn_blocking(move || {
+            if let Some(c) = collector {
+                let _ = c.join();
+            }
+            stop.store(true, Relaxed);
+            for s in sinks {
+                let _ = s.join();
+            }
+        });
+        let _ = joined.await;
     }
 }
 
-/// The collector loop: ends when every device task has dropped its sender.
-fn collect(mut rx: mpsc::Receiver<SampleBatch>, latest: Latest, mut upstream: Upstream) -> Upstream {
-    while let Some(batch) = rx.blocking_recv() {
-        if let Ok(mut l) = latest.lock() {
-            for s in &batch.samples {
+/// The collector: the OT chamber's only writer to the store.
+struct Collector {
+    outbox: OutboxWriter,
+    historian: HistorianWriter,
+    filter: ChangeFilter,
+    latest: Latest,
+    health: Arc<CollectorHealth>,
+    /// The store error being reported, so that it is logged once per change.
+    failing: Option<String>,
+}
+
+impl Collector {
+    /// Runs until every device task has dropped its sender, then syncs.
+    fn run(mut self, mut rx: mpsc::Receiver<SampleBatch>) {
+        let mut maintained = Instant::now();
+        loop {
+            match rx.try_recv() {
+                Ok(batch) => self.take(&batch.samples),
+                Err(TryRecvError::Empty) => {
+                    self.commit();
+                    std::thread::sleep(COLLECTOR_IDLE);
+                }
+                Err(TryRecvError::Disconnected) => break,
+            }
+            if maintained.elapsed() >= MAINTAIN_EVERY {
+                maintained = Instant::now();
+                let now = Timestamp::now();
+                let result = self.outbox.maintain(now).and_then(|()| self.historian.maintain(now));
+                self.report(result);
+            }
+        }
+        let result = self.outbox.sync().map(|_| ()).and_then(|()| self.historian.sync());
+        self.report(result);
+    }
+
+    fn take(&mut self, samples: &[Sample]) {
+        if let Ok(mut l) = self.latest.lock() {
+            for s in samples {
                 if let Some(slot) = l.get_mut(s.tag.0 as usize) {
                     *slot = Some(s.clone());
                 }
             }
         }
-        upstream.write(&batch.samples);
+        let stored = self.historian.append(samples);
+        if stored.is_ok() {
+            self.health.samples_stored.fetch_add(samples.len() as u64, Relaxed);
+        }
+        self.report(stored);
+        let mut queued = 0;
+        let mut result = Ok(());
+        for (sample, payload) in self.filter.changed(samples) {
+            result = self.outbox.append(Class::Raw, sample.gateway_time, &payload).map(|_| ());
+            if result.is_err() {
+                break;
+            }
+            queued += 1;
+        }
+        self.health.records_queued.fetch_add(queued, Relaxed);
+        self.report(result);
+        self.commit();
     }
-    upstream.flush();
-    upstream
+
+    /// Group commit: the store syncs as its policy says.
+    fn commit(&mut self) {
+        let result = self.outbox.commit().map(|_| ()).and_then(|()| self.historian.commit().map(|_| ()));
+        self.report(result);
+    }
+
+    fn report(&mut self, result: Result<(), StoreError>) {
+        match result {
+            Ok(()) => {
+                if self.failing.take().is_some() {
+                    log::info!("store: writing again");
+                }
+            }
+            Err(e) => {
+                self.health.store_errors.fetch_add(1, Relaxed);
+                let text = e.to_string();
+                if self.failing.as_deref() != Some(text.as_str()) {
+                    let hint = if e.is_disk_full() {
+                        " (disk full: collection goes on, unwritten data is dropped and counted)"
+                    } else {
+                        ""
+                    };
+                    log::error!("store: {text}{hint}");
+                    self.failing = Some(text);
+                }
+            }
+        }
+    }
 }

@@ -5,12 +5,12 @@ mod check;
 mod demo;
 mod gateway;
 mod logger;
+mod query;
 mod upstream;
 mod view;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -47,6 +47,10 @@ enum Command {
         /// The config file (TOML).
         file: PathBuf,
     },
+    /// Query the historian in a data folder: raw values, aggregates, interpolation, last values.
+    Query(query::QueryArgs),
+    /// Export the historian's samples in a time range to CSV.
+    Export(query::ExportArgs),
     /// Serve the simulated press line over Modbus TCP until Ctrl-C.
     Sim {
         /// The first machine's port; the others follow (0 picks free ports).
@@ -68,13 +72,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { file } => check::run(&file),
-        command => match run_async(command) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("airlock: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Query(args) => report(query::query(args)),
+        Command::Export(args) => report(query::export(args)),
+        command => report(run_async(command)),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("airlock: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -89,28 +99,29 @@ fn run_async(command: Command) -> anyhow::Result<()> {
             Command::Demo(args) => demo::run(args).await,
             Command::Run { file, out, duration } => run_config(file, out, duration).await,
             Command::Sim { base_port, seed, speed, print_config } => sim(base_port, seed, speed, print_config).await,
-            Command::Check { .. } => Ok(()),
+            Command::Check { .. } | Command::Query(_) | Command::Export(_) => Ok(()),
         }
     })
 }
 
 async fn run_config(file: PathBuf, out: Option<PathBuf>, duration: Option<Duration>) -> anyhow::Result<()> {
     logger::init(None);
-    let config = airlock_config::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let tags = Arc::new(gateway::tag_table(&config));
-    let upstream = match &out {
-        Some(path) => upstream::Upstream::to_file(path, tags, &config.gateway.name)
-            .with_context(|| format!("create {}", path.display()))?,
-        None => upstream::Upstream::none(),
-    };
-    log::info!("running {} devices from {}", config.devices.len(), file.display());
-    let gateway = gateway::Gateway::start(config, upstream).context("start the gateway")?;
-    let header = format!("airlock run {}", file.display());
-    demo::show_until(&gateway, header, duration, |_| String::new()).await;
-    let upstream = gateway.stop().await;
+    let mut config = airlock_config::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(path) = out {
-        log::info!("wrote {} upstream records to {}", upstream.records(), path.display());
+        let kind = airlock_config::SinkKind::Jsonl { path };
+        config.sinks.push(airlock_config::Sink { name: "cli-out".into(), kind });
     }
+    log::info!(
+        "running {} devices from {}; data in {}",
+        config.devices.len(),
+        file.display(),
+        config.store.data_dir.display()
+    );
+    let gateway = gateway::Gateway::start(config).context("start the gateway")?;
+    let header = format!("airlock run {}", file.display());
+    demo::show_until(&gateway, header, duration).await;
+    gateway.stop().await;
+    log::info!("stopped");
     Ok(())
 }
 

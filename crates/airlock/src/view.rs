@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use airlock_model::{DeviceHealth, LinkState, Quality};
@@ -39,7 +40,7 @@ impl View {
         if self.terminal { Duration::from_secs(1) } else { Duration::from_secs(10) }
     }
 
-    pub fn draw(&mut self, gateway: &Gateway, footer: &str) {
+    pub fn draw(&mut self, gateway: &Gateway) {
         let seconds = self.last_at.elapsed().as_secs_f64().max(1e-3);
         self.last_at = Instant::now();
         let mut out = String::new();
@@ -70,7 +71,7 @@ impl View {
             }
             self.last[i] = now;
         }
-        let _ = writeln!(out, "{footer}");
+        let _ = writeln!(out, "{}", store_line(gateway));
         let mut stdout = std::io::stdout().lock();
         let _ = stdout.write_all(out.as_bytes());
         let _ = stdout.flush();
@@ -102,6 +103,26 @@ fn latest_values(gateway: &Gateway, device: usize) -> String {
     }
     if line.chars().count() > 160 {
         line = line.chars().take(157).collect::<String>() + "...";
+    }
+    line
+}
+
+/// `historian: N samples | outbox: N records, N kB | sink NAME: N delivered`.
+fn store_line(gateway: &Gateway) -> String {
+    let c = &gateway.collector_health;
+    let outbox = gateway.outbox.stats();
+    let mut line = format!(
+        "historian: {} samples stored | outbox: {} records queued, {} kB held",
+        c.samples_stored.load(Relaxed),
+        c.records_queued.load(Relaxed),
+        outbox.bytes / 1024
+    );
+    for (name, h) in &gateway.sink_health {
+        let _ = write!(line, " | sink {name}: {} delivered", h.delivered.load(Relaxed));
+    }
+    let errors = c.store_errors.load(Relaxed);
+    if errors > 0 {
+        let _ = write!(line, " | store errors: {errors}");
     }
     line
 }

@@ -1,6 +1,6 @@
 //! The architecture invariants of ARCHITECTURE.md, checked:
 //! 1. no IT-side crate (north, web) depends on a southbound crate, directly or not;
-//! 2. the model and edge crates (and the config crate) do not depend on tokio;
+//! 2. the model, edge, config and store crates do not depend on tokio;
 //! 3. no southbound crate names a write call of its protocol library.
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
@@ -80,7 +80,7 @@ fn violations(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
                 out.push(format!("IT-side crate {name} depends on southbound crate {south}"));
             }
         }
-        let pure = ["airlock-model", "airlock-edge", "airlock-config"];
+        let pure = ["airlock-model", "airlock-edge", "airlock-config", "airlock-store"];
         if pure.contains(&name.as_str()) && deps.contains("tokio") {
             out.push(format!("{name} depends on tokio; it must stay free of I/O runtimes"));
         }
@@ -91,10 +91,20 @@ fn violations(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
 #[test]
 fn the_crate_graph_keeps_the_airlock_one_way() {
     let graph = normal_dependency_graph();
-    for expected in ["airlock", "airlock-model", "airlock-config", "airlock-south-modbus", "airlock-sim"] {
+    let crates = [
+        "airlock",
+        "airlock-model",
+        "airlock-config",
+        "airlock-south-modbus",
+        "airlock-sim",
+        "airlock-store",
+        "airlock-north",
+    ];
+    for expected in crates {
         assert!(graph.contains_key(expected), "{expected} missing from the workspace");
     }
     assert!(reachable(&graph, "airlock-south-modbus").contains("tokio-modbus"));
+    assert!(reachable(&graph, "airlock-north").contains("airlock-store"), "the north side reads the outbox");
     assert_eq!(violations(&graph), Vec::<String>::new());
 }
 

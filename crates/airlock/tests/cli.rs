@@ -75,9 +75,38 @@ fn the_demo_runs_by_itself_and_writes_upstream_records() {
     assert!(records.iter().all(|r| r["quality"] == "good"), "the simulated plant reads good");
     let ids: std::collections::BTreeSet<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), records.len(), "ids are unique");
+    assert!(
+        records.iter().all(|r| r["id"].as_str().unwrap().starts_with("demo-r")),
+        "raw records, ids from the outbox"
+    );
     // The config the demo wrote is one `check` accepts.
     let out = airlock(&["check", dir.join("demo.toml").to_str().unwrap()]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("4 devices, 48 tags"));
+
+    // What the demo read is in its historian, and `query` finds it.
+    let data = dir.join("data");
+    let data = data.to_str().unwrap();
+    let out = airlock(&["query", "--data", data, "--tags"]);
+    let tags = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(tags.lines().count(), 49, "a header and 48 tags:\n{tags}");
+    let out = airlock(&["query", "--data", data, "--tag", "press2/model", "--csv"]);
+    assert!(out.status.success());
+    let out = airlock(&["query", "--data", data, "--tag", "press1/running", "--from", "-1m", "--csv"]);
+    let rows = String::from_utf8_lossy(&out.stdout);
+    assert!(rows.starts_with("time,value,quality\n"), "{rows}");
+    assert!(rows.lines().count() >= 3, "at 2 polls a second for 2 s:\n{rows}");
+    assert!(rows.lines().skip(1).all(|l| l.ends_with(",good")), "{rows}");
+    let out = airlock(&["query", "--data", data, "--tag", "press1/power", "--from", "-1m", "--every", "1m", "--csv"]);
+    let agg = String::from_utf8_lossy(&out.stdout);
+    assert!(agg.starts_with("start,count,min,max,avg,first,last,twa\n"), "{agg}");
+    let out = airlock(&["query", "--data", data, "--tag", "speed"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("matches 4 tags"));
+    let csv = dir.join("export.csv");
+    let out = airlock(&["export", "--data", data, "--from", "-1h", "--out", csv.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let exported = std::fs::read_to_string(&csv).unwrap();
+    assert!(exported.lines().count() > 44 * 3, "{} rows", exported.lines().count());
     std::fs::remove_dir_all(&dir).unwrap();
 }

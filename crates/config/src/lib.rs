@@ -11,7 +11,7 @@ pub mod modbus;
 mod raw;
 mod validate;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use airlock_model::AssetPath;
@@ -23,7 +23,36 @@ pub use modbus::{DataType, ModbusDevice, ModbusTag, Space, WordOrder};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub gateway: Gateway,
+    pub store: Store,
     pub devices: Vec<Device>,
+    pub sinks: Vec<Sink>,
+}
+
+/// Where and how long airlock keeps data on local disk.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// Resolved against the config file's folder when relative.
+    pub data_dir: PathBuf,
+    /// How often appended data is synced to disk at most (0: at every commit).
+    pub fsync_interval: Duration,
+    pub outbox_bytes_max: u64,
+    pub outbox_age_max: Duration,
+    pub historian_bytes_max: u64,
+    pub historian_age_max: Duration,
+}
+
+/// Where upstream records go. A closed set: one variant per northbound sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkKind {
+    /// A JSON Lines file (one record per line), appended to.
+    Jsonl { path: PathBuf },
+}
+
+/// One named reader of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sink {
+    pub name: String,
+    pub kind: SinkKind,
 }
 
 /// Settings of this airlock instance.

@@ -10,8 +10,31 @@ type S<T> = Spanned<T>;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub gateway: Option<S<RawGateway>>,
+    pub store: Option<S<RawStore>>,
     #[serde(default)]
     pub device: Vec<S<RawDevice>>,
+    #[serde(default)]
+    pub sink: Vec<S<RawSink>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub data_dir: Option<S<String>>,
+    pub fsync_interval_ms: Option<S<i64>>,
+    pub outbox_bytes_max: Option<S<i64>>,
+    pub outbox_age_max_hours: Option<S<i64>>,
+    pub historian_bytes_max: Option<S<i64>>,
+    pub historian_age_max_days: Option<S<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    pub name: S<String>,
+    #[serde(rename = "type")]
+    pub kind: S<String>,
+    pub path: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,15 +2,16 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use airlock_model::{AssetPath, check_segment};
 use toml::Spanned;
 
 use crate::modbus::{DataType, ModbusDevice, ModbusTag, Space, WordOrder};
+use crate::raw::RawSink;
 use crate::raw::{RawConfig, RawDevice, RawTag};
-use crate::{Config, ConfigError, ConfigErrors, Device, Gateway, Protocol};
+use crate::{Config, ConfigError, ConfigErrors, Device, Gateway, Protocol, Sink, SinkKind, Store};
 
 /// Defaults, stated once (and in `docs/config.md`).
 pub const POLL_INTERVAL_MS_DEFAULT: i64 = 1000;
@@ -73,8 +74,10 @@ pub fn validate(raw: &RawConfig, text: &str, file: &Path) -> Result<Config, Conf
         }
         devices.extend(device(&mut c, d));
     }
+    let store = store(&mut c, raw);
+    let sinks = sinks(&mut c, raw);
     if c.errors.is_empty() {
-        Ok(Config { gateway, devices })
+        Ok(Config { gateway, store, devices, sinks })
     } else {
         c.errors.sort_by_key(|e| (e.line, e.column));
         Err(ConfigErrors(c.errors))
@@ -317,6 +320,71 @@ fn check_overlaps(c: &mut Checker, d: &RawDevice, tags: &[(ModbusTag, Range<usiz
                 end(a)
             );
             c.err(span.clone(), key, msg);
+        }
+    }
+}
+
+/// Paths in the config are relative to the config file's folder.
+fn resolve(c: &Checker, path: &str) -> PathBuf {
+    let p = PathBuf::from(path);
+    if p.is_absolute() { p } else { c.file.parent().unwrap_or(Path::new("")).join(p) }
+}
+
+const MIB: i64 = 1 << 20;
+const DAY_MS: u64 = 86_400_000;
+
+fn store(c: &mut Checker, raw: &RawConfig) -> Store {
+    let s = raw.store.as_ref().map(|s| s.get_ref());
+    let get = |f: fn(&crate::raw::RawStore) -> &Option<Spanned<i64>>| s.and_then(|s| f(s).clone());
+    let data_dir = s.and_then(|s| s.data_dir.as_ref()).map_or("airlock-data", |d| d.get_ref().as_str());
+    let fsync_ms = c.int(&get(|s| &s.fsync_interval_ms), "store.fsync_interval_ms", 0, 60_000, 100);
+    let outbox_bytes = c.int(&get(|s| &s.outbox_bytes_max), "store.outbox_bytes_max", MIB, i64::MAX, 1 << 30);
+    let outbox_hours = c.int(&get(|s| &s.outbox_age_max_hours), "store.outbox_age_max_hours", 1, 24 * 3650, 168);
+    let historian_bytes =
+        c.int(&get(|s| &s.historian_bytes_max), "store.historian_bytes_max", 16 * MIB, i64::MAX, 10 << 30);
+    let historian_days = c.int(&get(|s| &s.historian_age_max_days), "store.historian_age_max_days", 1, 36_500, 365);
+    Store {
+        data_dir: resolve(c, data_dir),
+        fsync_interval: Duration::from_millis(fsync_ms.unsigned_abs()),
+        outbox_bytes_max: outbox_bytes.unsigned_abs(),
+        outbox_age_max: Duration::from_millis(outbox_hours.unsigned_abs() * 3_600_000),
+        historian_bytes_max: historian_bytes.unsigned_abs(),
+        historian_age_max: Duration::from_millis(historian_days.unsigned_abs() * DAY_MS),
+    }
+}
+
+fn sinks(c: &mut Checker, raw: &RawConfig) -> Vec<Sink> {
+    let mut names: HashMap<&str, Range<usize>> = HashMap::new();
+    let mut out = Vec::new();
+    for s in &raw.sink {
+        let s = s.get_ref();
+        let key = |field: &str| format!("sink[{}].{field}", s.name.get_ref());
+        c.segment(&s.name, key("name"));
+        if let Some(first) = names.insert(s.name.get_ref(), s.name.span()) {
+            let (line, _) = line_of(c.text, first.start);
+            c.err(
+                s.name.span(),
+                key("name"),
+                format!("sink name {:?} is already used on line {line}", s.name.get_ref()),
+            );
+        }
+        out.extend(sink(c, s, key));
+    }
+    out
+}
+
+fn sink(c: &mut Checker, s: &RawSink, key: impl Fn(&str) -> String) -> Option<Sink> {
+    match s.kind.get_ref().as_str() {
+        "jsonl" => {
+            let Some(path) = &s.path else {
+                c.err(s.kind.span(), key("path"), "a jsonl sink needs path (the file to append to)".into());
+                return None;
+            };
+            Some(Sink { name: s.name.get_ref().clone(), kind: SinkKind::Jsonl { path: resolve(c, path.get_ref()) } })
+        }
+        other => {
+            c.err(s.kind.span(), key("type"), format!("unknown sink type {other:?}; expected \"jsonl\""));
+            None
         }
     }
 }

@@ -251,3 +251,50 @@ fn several_errors_are_all_reported_in_file_order() {
         assert!(text_of_all.contains(fragment), "{fragment:?} missing from:\n{text_of_all}");
     }
 }
+
+#[test]
+fn store_and_sinks_resolve_paths_against_the_config_folder() {
+    let text = format!(
+        "[store]\ndata_dir = \"data\"\nfsync_interval_ms = 0\noutbox_bytes_max = 2097152\n\n\
+         [[sink]]\nname = \"file\"\ntype = \"jsonl\"\npath = \"/var/log/up.jsonl\"\n\n\
+         [[sink]]\nname = \"local\"\ntype = \"jsonl\"\npath = \"up.jsonl\"\n{DEVICE}{TAG}"
+    );
+    let config = parse(&text, Path::new("/etc/airlock/plant.toml")).unwrap();
+    assert_eq!(config.store.data_dir, Path::new("/etc/airlock/data"));
+    assert_eq!(config.store.fsync_interval.as_millis(), 0);
+    assert_eq!(config.store.outbox_bytes_max, 2 << 20);
+    assert_eq!(config.store.outbox_age_max.as_secs(), 168 * 3600, "default: a week");
+    let paths: Vec<_> = config
+        .sinks
+        .iter()
+        .map(|s| match &s.kind {
+            airlock_config::SinkKind::Jsonl { path } => path.clone(),
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        vec![Path::new("/var/log/up.jsonl").to_path_buf(), Path::new("/etc/airlock/up.jsonl").to_path_buf()]
+    );
+    let defaults = parse(&with("", TAG), Path::new("plant.toml")).unwrap();
+    assert_eq!(defaults.store.data_dir, Path::new("airlock-data"));
+    assert!(defaults.sinks.is_empty());
+}
+
+#[test]
+fn bad_store_and_sink_settings() {
+    let text = format!(
+        "[store]\nfsync_interval_ms = -1\noutbox_bytes_max = 1000\n\n\
+         [[sink]]\nname = \"a\"\ntype = \"kafka\"\n\n\
+         [[sink]]\nname = \"a\"\ntype = \"jsonl\"\n{DEVICE}{TAG}"
+    );
+    check(
+        &text,
+        &[
+            (2, "store.fsync_interval_ms", "out of range 0..=60000"),
+            (3, "store.outbox_bytes_max", "out of range 1048576"),
+            (7, "sink[a].type", "unknown sink type \"kafka\""),
+            (10, "sink[a].name", "already used on line 6"),
+            (11, "sink[a].path", "needs path"),
+        ],
+    );
+}

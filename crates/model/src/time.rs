@@ -52,6 +52,56 @@ impl fmt::Display for Timestamp {
     }
 }
 
+impl Timestamp {
+    /// Parses RFC 3339 in UTC (`2026-11-28T12:00:00Z`, with optional fractional seconds up to
+    /// nanoseconds, `z` or `+00:00` accepted) or a plain date (`2026-11-28`, midnight UTC).
+    pub fn parse_rfc3339(s: &str) -> Option<Self> {
+        let (date, time) = match s.split_once(['T', 't', ' ']) {
+            Some((d, t)) => (d, Some(t)),
+            None => (s, None),
+        };
+        let mut parts = date.splitn(3, '-');
+        let y: i64 = parts.next()?.parse().ok()?;
+        let m: u32 = parts.next()?.parse().ok()?;
+        let d: u32 = parts.next()?.parse().ok()?;
+        if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+            return None;
+        }
+        let days = days_from_civil(y, m, d);
+        let nanos_of_day = match time {
+            None => 0,
+            Some(t) => parse_time_of_day(t)?,
+        };
+        days.checked_mul(86_400_000_000_000)?.checked_add(nanos_of_day).map(Self)
+    }
+}
+
+/// `HH:MM:SS[.fff…](Z|+00:00)` to nanoseconds since midnight.
+fn parse_time_of_day(t: &str) -> Option<i64> {
+    let t = t.strip_suffix(['Z', 'z']).or_else(|| t.strip_suffix("+00:00"))?;
+    let (hms, frac) = t.split_once('.').unwrap_or((t, ""));
+    let mut parts = hms.splitn(3, ':');
+    let h: i64 = parts.next()?.parse().ok()?;
+    let m: i64 = parts.next()?.parse().ok()?;
+    let s: i64 = parts.next()?.parse().ok()?;
+    if h > 23 || m > 59 || s > 60 || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let frac_nanos = if frac.is_empty() { 0 } else { frac.parse::<i64>().ok()? * 10i64.pow(9 - frac.len() as u32) };
+    Some(((h * 60 + m) * 60 + s) * 1_000_000_000 + frac_nanos)
+}
+
+/// A proleptic Gregorian date to days since the epoch (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since the epoch to a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -72,6 +122,25 @@ mod tests {
 
     fn check(ms: i64, expected: &str) {
         assert_eq!(Timestamp::from_millis(ms).to_string(), expected);
+    }
+
+    #[test]
+    fn parses_what_it_displays() {
+        for ms in [0, 951_782_400_123, 1_795_867_200_000, -1, 4_102_444_800_999] {
+            let t = Timestamp::from_millis(ms);
+            assert_eq!(Timestamp::parse_rfc3339(&t.to_string()), Some(t));
+        }
+        assert_eq!(Timestamp::parse_rfc3339("2026-11-28"), Some(Timestamp::from_millis(1_795_824_000_000)));
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-28T12:00:00+00:00"),
+            Some(Timestamp::from_millis(1_795_867_200_000))
+        );
+        assert_eq!(Timestamp::parse_rfc3339("2026-11-28T12:00:00.5Z"), Some(Timestamp::from_millis(1_795_867_200_500)));
+        for bad in
+            ["", "2026-13-01", "2026-11-28T25:00:00Z", "2026-11-28T12:00:00", "yesterday", "2026-11-28T12:00:00.x1Z"]
+        {
+            assert_eq!(Timestamp::parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -1,0 +1,274 @@
+//! `airlock query` and `airlock export`: read the historian in a data folder, also while a
+//! gateway is writing to it (the historian is opened read-only).
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use airlock_model::Timestamp;
+use airlock_store::{HistorianReader, StoredSample};
+use anyhow::{Context as _, bail};
+
+use crate::parse_duration;
+
+#[derive(clap::Args)]
+pub struct QueryArgs {
+    /// The data folder (`data_dir` of the config; the demo's is `airlock-demo/data`).
+    #[arg(long)]
+    data: PathBuf,
+    /// The tag: its full asset path or its end (`press1/speed`).
+    #[arg(long)]
+    tag: Option<String>,
+    /// Start: `-1h`, `-30m`, `now`, `2026-11-28T12:00:00Z`, `2026-11-28` or epoch milliseconds.
+    #[arg(long, default_value = "-1h", allow_hyphen_values = true)]
+    from: String,
+    /// End (exclusive), same forms as --from.
+    #[arg(long, default_value = "now", allow_hyphen_values = true)]
+    to: String,
+    /// Aggregate per interval (e.g. 1m): count, min, max, avg, first, last, time-weighted avg.
+    #[arg(long, value_parser = parse_duration)]
+    every: Option<Duration>,
+    /// With --every: the value interpolated at each interval's start instead of aggregates.
+    #[arg(long, requires = "every")]
+    interpolate: bool,
+    /// The newest value of every tag (or of the tags matching --tag).
+    #[arg(long, conflicts_with_all = ["every", "interpolate"])]
+    last: bool,
+    /// List the tags the historian holds.
+    #[arg(long, conflicts_with_all = ["every", "interpolate", "last"])]
+    tags: bool,
+    /// Print CSV instead of a table.
+    #[arg(long)]
+    csv: bool,
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// The data folder.
+    #[arg(long)]
+    data: PathBuf,
+    /// Only tags whose path contains this text.
+    #[arg(long)]
+    tag: Option<String>,
+    /// Start, as for `query`.
+    #[arg(long, default_value = "-1d", allow_hyphen_values = true)]
+    from: String,
+    /// End (exclusive), as for `query`.
+    #[arg(long, default_value = "now", allow_hyphen_values = true)]
+    to: String,
+    /// The CSV file to write (`time,tag,value,quality`).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn query(args: QueryArgs) -> anyhow::Result<()> {
+    let historian = open(&args.data)?;
+    let now = Timestamp::now();
+    let mut table = Table::new(args.csv);
+    if args.tags {
+        table.header(&["tag"]);
+        for t in historian.tags()? {
+            table.row(vec![t]);
+        }
+        return table.print();
+    }
+    if args.last {
+        table.header(&["tag", "time", "value", "quality"]);
+        let filter = args.tag.as_deref().unwrap_or("");
+        for (path, s) in historian.last_values()?.into_iter().filter(|(p, _)| p.contains(filter)) {
+            table.row(vec![path, s.time.to_string(), value_text(&s), s.quality.to_string()]);
+        }
+        return table.print();
+    }
+    let Some(pattern) = &args.tag else { bail!("say which tag with --tag (or use --tags to list them)") };
+    let tag = resolve_tag(&historian, pattern)?;
+    let (from, to) = (parse_time(&args.from, now)?, parse_time(&args.to, now)?);
+    eprintln!("{tag}, {from} to {to}");
+    match args.every {
+        None => {
+            table.header(&["time", "value", "quality"]);
+            for s in historian.raw(&tag, from, to)? {
+                table.row(vec![s.time.to_string(), value_text(&s), s.quality.to_string()]);
+            }
+        }
+        Some(every) if args.interpolate => {
+            let step = i64::try_from(every.as_nanos()).unwrap_or(i64::MAX).max(1);
+            let times: Vec<Timestamp> = (0..)
+                .map(|i| Timestamp(from.0.saturating_add(i * step)))
+                .take_while(|t| *t < to)
+                .take(1_000_000)
+                .collect();
+            table.header(&["time", "interpolated"]);
+            for (t, v) in times.iter().zip(historian.interpolate(&tag, &times)?) {
+                table.row(vec![t.to_string(), number(v)]);
+            }
+        }
+        Some(every) => {
+            table.header(&["start", "count", "min", "max", "avg", "first", "last", "twa"]);
+            for b in historian.aggregate(&tag, from, to, every)? {
+                let cells = [b.min, b.max, b.avg, b.first, b.last, b.twa].map(number);
+                let mut row = vec![Timestamp::from_millis(b.start_ms).to_string(), b.count.to_string()];
+                row.extend(cells);
+                table.row(row);
+            }
+        }
+    }
+    table.print()
+}
+
+pub fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let historian = open(&args.data)?;
+    let now = Timestamp::now();
+    let (from, to) = (parse_time(&args.from, now)?, parse_time(&args.to, now)?);
+    let filter = args.tag.as_deref().unwrap_or("");
+    let tags: Vec<String> = historian.tags()?.into_iter().filter(|t| t.contains(filter)).collect();
+    let file = std::fs::File::create(&args.out).with_context(|| format!("create {}", args.out.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    writeln!(out, "time,tag,value,quality")?;
+    let mut progress = Progress::new(tags.len());
+    let mut rows = 0u64;
+    for (i, tag) in tags.iter().enumerate() {
+        for s in historian.raw(tag, from, to)? {
+            writeln!(out, "{},{},{},{}", s.time, tag, value_text(&s), s.quality.word())?;
+            rows += 1;
+        }
+        progress.show(i + 1, rows);
+    }
+    out.flush().with_context(|| format!("write {}", args.out.display()))?;
+    progress.done();
+    eprintln!("exported {rows} rows of {} tags to {}", tags.len(), args.out.display());
+    Ok(())
+}
+
+fn open(dir: &Path) -> anyhow::Result<HistorianReader> {
+    let historian = dir.join("historian");
+    HistorianReader::open(&historian).with_context(|| format!("open the historian in {}", historian.display()))
+}
+
+/// The one tag whose path is `pattern` or ends with `/pattern`.
+fn resolve_tag(historian: &HistorianReader, pattern: &str) -> anyhow::Result<String> {
+    let tags = historian.tags()?;
+    if tags.iter().any(|t| t == pattern) {
+        return Ok(pattern.to_owned());
+    }
+    let suffix = format!("/{pattern}");
+    let matches: Vec<&String> = tags.iter().filter(|t| t.ends_with(&suffix)).collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => bail!("no tag is {pattern:?} or ends with {suffix:?}; `airlock query --data DIR --tags` lists them"),
+        many => {
+            let list: Vec<&str> = many.iter().take(10).map(|s| s.as_str()).collect();
+            bail!("{pattern:?} matches {} tags, say which: {}", many.len(), list.join(", "))
+        }
+    }
+}
+
+/// `now`, `-1h` (relative to now), RFC 3339, a date, or epoch milliseconds.
+pub fn parse_time(s: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
+    if s == "now" {
+        return Ok(now);
+    }
+    if let Some(ago) = s.strip_prefix('-')
+        && let Ok(d) = parse_duration(ago)
+    {
+        return Ok(Timestamp(now.0.saturating_sub(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))));
+    }
+    if let Some(t) = Timestamp::parse_rfc3339(s) {
+        return Ok(t);
+    }
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(Timestamp::from_millis(ms));
+    }
+    bail!("{s:?} is not a time: use now, -1h, 2026-11-28T12:00:00Z, 2026-11-28 or epoch milliseconds")
+}
+
+fn value_text(s: &StoredSample) -> String {
+    number(s.value)
+}
+
+fn number(v: Option<f64>) -> String {
+    v.map(|v| format!("{v}")).unwrap_or_default()
+}
+
+/// A table printed aligned, or as CSV.
+struct Table {
+    csv: bool,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(csv: bool) -> Self {
+        Self { csv, rows: Vec::new() }
+    }
+
+    fn header(&mut self, cells: &[&str]) {
+        self.rows.insert(0, cells.iter().map(|c| c.to_string()).collect());
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn print(&self) -> anyhow::Result<()> {
+        let mut out = String::new();
+        let widths: Vec<usize> = (0..self.rows.first().map_or(0, Vec::len))
+            .map(|i| self.rows.iter().map(|r| r.get(i).map_or(0, String::len)).max().unwrap_or(0))
+            .collect();
+        for row in &self.rows {
+            if self.csv {
+                out += &row.join(",");
+            } else {
+                for (cell, w) in row.iter().zip(&widths) {
+                    let _ = write!(out, "{cell:<w$}  ");
+                }
+                out.truncate(out.trim_end().len());
+            }
+            out.push('\n');
+        }
+        std::io::stdout().lock().write_all(out.as_bytes()).context("print")
+    }
+}
+
+/// A progress bar on standard error, when it is a terminal.
+struct Progress {
+    total: usize,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Self { total, shown: std::io::stderr().is_terminal() }
+    }
+
+    fn show(&mut self, done: usize, rows: u64) {
+        if !self.shown {
+            return;
+        }
+        let width = 30;
+        let filled = done * width / self.total.max(1);
+        eprint!("\r[{}{}] {done}/{} tags, {rows} rows", "#".repeat(filled), " ".repeat(width - filled), self.total);
+    }
+
+    fn done(&self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_relative_absolute_and_epoch() {
+        let now = Timestamp::from_millis(10_000_000);
+        assert_eq!(parse_time("now", now).unwrap(), now);
+        assert_eq!(parse_time("-1h", now).unwrap(), Timestamp::from_millis(10_000_000 - 3_600_000));
+        assert_eq!(parse_time("-30s", now).unwrap(), Timestamp::from_millis(9_970_000));
+        assert_eq!(parse_time("1970-01-01T00:00:01Z", now).unwrap(), Timestamp::from_millis(1000));
+        assert_eq!(parse_time("1234", now).unwrap(), Timestamp::from_millis(1234));
+        assert!(parse_time("last tuesday", now).is_err());
+    }
+}

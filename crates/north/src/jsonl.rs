@@ -1,0 +1,56 @@
+//! The JSON Lines sink: appends each record as one line to a file, flushed before acknowledging.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use airlock_store::OutboxRecord;
+
+use crate::{Sink, SinkError, wire_json};
+
+pub struct JsonlSink {
+    name: String,
+    gateway: String,
+    path: PathBuf,
+    file: Option<BufWriter<File>>,
+}
+
+impl JsonlSink {
+    pub fn new(name: &str, gateway: &str, path: &Path) -> Self {
+        Self { name: name.to_owned(), gateway: gateway.to_owned(), path: path.to_owned(), file: None }
+    }
+
+    fn io(&self, action: &'static str, source: std::io::Error) -> SinkError {
+        SinkError::Io { action, target: self.path.display().to_string(), source }
+    }
+
+    fn write(&mut self, records: &[OutboxRecord]) -> Result<(), SinkError> {
+        if self.file.is_none() {
+            let f = OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| self.io("open", e))?;
+            self.file = Some(BufWriter::new(f));
+        }
+        let Some(file) = self.file.as_mut() else { return Ok(()) };
+        let mut result = Ok(());
+        for r in records {
+            result = file.write_all(&wire_json(&self.gateway, r)).and_then(|()| file.write_all(b"\n"));
+            if result.is_err() {
+                break;
+            }
+        }
+        result.and_then(|()| file.flush()).map_err(|e| self.io("append to", e))
+    }
+}
+
+impl Sink for JsonlSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deliver(&mut self, records: &[OutboxRecord]) -> Result<(), SinkError> {
+        let result = self.write(records);
+        if result.is_err() {
+            self.file = None; // reopen next time; a partly written batch is written again
+        }
+        result
+    }
+}

@@ -1,0 +1,155 @@
+//! The IT chamber: sinks that carry what the outbox holds up to IT. A sink only ever holds an
+//! [`OutboxReader`] (read and acknowledge; it cannot append, delete, or reach a device: this
+//! crate does not depend on any southbound crate, and `tests/architecture.rs` checks it).
+//! Each sink runs on its own thread ([`spawn`]): it reads a batch after its position, delivers
+//! it, and acknowledges it only once delivered, so delivery is at-least-once and in order per
+//! class. Records go on the wire with the message id `<gateway>-<record id>`, stable across
+//! restarts, by which a consumer drops duplicates.
+
+mod jsonl;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use airlock_store::{OutboxReader, OutboxRecord, StoreError};
+
+pub use jsonl::JsonlSink;
+
+/// Why a delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{action} {target}: {source}")]
+    Io {
+        action: &'static str,
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Somewhere upstream records go.
+pub trait Sink: Send {
+    /// The sink's name; its cursor in the outbox is kept under it.
+    fn name(&self) -> &str;
+
+    /// Delivers `records` in order; `Ok` means every one of them is delivered.
+    fn deliver(&mut self, records: &[OutboxRecord]) -> Result<(), SinkError>;
+}
+
+/// A record as it goes on the wire: its JSON payload with the message id put first.
+pub fn wire_json(gateway: &str, record: &OutboxRecord) -> Vec<u8> {
+    let id = format!("{{\"id\":\"{gateway}-{}\"", record.id);
+    let body = record.payload.strip_prefix(b"{").unwrap_or(&record.payload);
+    let mut out = Vec::with_capacity(id.len() + body.len() + 1);
+    out.extend_from_slice(id.as_bytes());
+    if body != b"}" {
+        out.push(b',');
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// Counters of a running sink.
+#[derive(Debug, Default)]
+pub struct SinkHealth {
+    pub delivered: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// Records read per delivery.
+const BATCH_RECORDS: usize = 1000;
+/// How long a sink waits when the outbox has nothing new.
+const IDLE: Duration = Duration::from_millis(20);
+
+/// Runs `sink` on its own thread until `stop` is set; then it delivers what is left (one try
+/// if the sink is failing) and persists its cursor.
+pub fn spawn(
+    mut sink: Box<dyn Sink>,
+    reader: OutboxReader,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<(JoinHandle<()>, Arc<SinkHealth>)> {
+    let health = Arc::new(SinkHealth::default());
+    let h = Arc::clone(&health);
+    let name = format!("sink-{}", sink.name());
+    let handle = std::thread::Builder::new().name(name).spawn(move || {
+        if let Err(e) = run(sink.as_mut(), &reader, &stop, &h) {
+            log::error!("sink {}: stopped: {e}", sink.name());
+        }
+        if let Err(e) = reader.persist_cursors() {
+            log::error!("sink {}: save its position: {e}", sink.name());
+        }
+    })?;
+    Ok((handle, health))
+}
+
+fn run(sink: &mut dyn Sink, reader: &OutboxReader, stop: &AtomicBool, health: &SinkHealth) -> Result<(), StoreError> {
+    let mut position = reader.position(sink.name())?;
+    let mut backoff = Duration::from_millis(100);
+    let mut failing = false;
+    loop {
+        let stopping = stop.load(Relaxed);
+        let batch = reader.read(&position, BATCH_RECORDS)?;
+        if batch.is_empty() {
+            if stopping {
+                return Ok(());
+            }
+            std::thread::sleep(IDLE);
+            continue;
+        }
+        match sink.deliver(&batch) {
+            Ok(()) => {
+                for r in &batch {
+                    position.advance(r.id);
+                }
+                for id in last_per_class(&batch) {
+                    reader.ack(sink.name(), id)?;
+                }
+                health.delivered.fetch_add(batch.len() as u64, Relaxed);
+                if std::mem::take(&mut failing) {
+                    log::info!("sink {}: delivering again", sink.name());
+                }
+                backoff = Duration::from_millis(100);
+            }
+            Err(e) => {
+                health.failures.fetch_add(1, Relaxed);
+                if !std::mem::replace(&mut failing, true) {
+                    log::warn!("sink {}: {e}; the records wait in the outbox, retrying with backoff", sink.name());
+                }
+                if stopping {
+                    return Ok(());
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn last_per_class(batch: &[OutboxRecord]) -> Vec<airlock_store::RecordId> {
+    let mut last: [Option<airlock_store::RecordId>; 4] = [None; 4];
+    for r in batch {
+        last[r.id.class as usize] = Some(r.id);
+    }
+    last.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_model::Timestamp;
+    use airlock_store::{Class, RecordId};
+
+    fn check(payload: &str, expected: &str) {
+        let r =
+            OutboxRecord { id: RecordId { class: Class::Raw, seq: 42 }, time: Timestamp(0), payload: payload.into() };
+        assert_eq!(String::from_utf8(wire_json("plant7", &r)).unwrap(), expected);
+    }
+
+    #[test]
+    fn the_message_id_goes_first() {
+        check("{\"value\":1}", "{\"id\":\"plant7-r42\",\"value\":1}");
+        check("{}", "{\"id\":\"plant7-r42\"}");
+    }
+}
