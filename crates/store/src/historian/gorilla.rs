@@ -3,28 +3,44 @@
 //! storing only the meaningful bits. Timestamps here are milliseconds, not seconds, so the
 //! delta-of-delta fields are wider than the paper's.
 
-/// Writes bits most significant first.
+/// Writes bits most significant first, a 64-bit word at a time.
 #[derive(Debug, Default)]
 pub struct BitWriter {
     bytes: Vec<u8>,
-    used: u32,
+    /// Bits not yet in `bytes`, right-aligned.
+    acc: u64,
+    acc_bits: u32,
 }
 
 impl BitWriter {
+    /// Writes the low `bits` bits of `value` (`bits` up to 64).
     pub fn write(&mut self, value: u64, bits: u32) {
-        for i in (0..bits).rev() {
-            if self.used.is_multiple_of(8) {
-                self.bytes.push(0);
-            }
-            let bit = (value >> i) & 1;
-            if let Some(last) = self.bytes.last_mut() {
-                *last |= (bit as u8) << (7 - self.used % 8);
-            }
-            self.used += 1;
+        if bits == 0 {
+            return;
+        }
+        let value = if bits == 64 { value } else { value & ((1u64 << bits) - 1) };
+        let room = 64 - self.acc_bits;
+        if bits <= room {
+            self.acc = if bits == 64 { value } else { (self.acc << bits) | value };
+            self.acc_bits += bits;
+        } else {
+            let high = bits - room;
+            self.acc = (self.acc << room) | (value >> high);
+            self.bytes.extend_from_slice(&self.acc.to_be_bytes());
+            self.acc = value & ((1u64 << high) - 1);
+            self.acc_bits = high;
+        }
+        if self.acc_bits == 64 {
+            self.bytes.extend_from_slice(&self.acc.to_be_bytes());
+            self.acc = 0;
+            self.acc_bits = 0;
         }
     }
 
-    pub fn finish(self) -> Vec<u8> {
+    pub fn finish(mut self) -> Vec<u8> {
+        let full = self.acc_bits.div_ceil(8);
+        let aligned = if self.acc_bits == 0 { 0 } else { self.acc << (64 - self.acc_bits) };
+        self.bytes.extend_from_slice(&aligned.to_be_bytes()[..full as usize]);
         self.bytes
     }
 }
@@ -194,6 +210,26 @@ mod tests {
         let times: Vec<i64> = (0..1000).map(|i| 1_700_000_000_000 + i * 500 + (i * 7919 % 3)).collect();
         let values: Vec<f64> = (0..1000).map(|i| f64::from((i as f32 * 0.37).sin() * 40.0 + 20.0)).collect();
         check(&times, &values);
+    }
+
+    #[test]
+    fn bit_writer_round_trips_any_widths() {
+        let widths = [1u32, 7, 64, 3, 33, 64, 5, 12, 1, 63, 2];
+        let values: Vec<u64> = widths
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (0x9e37_79b9_7f4a_7c15u64.rotate_left(i as u32 * 7)) >> (64 - w))
+            .collect();
+        let mut w = BitWriter::default();
+        for (v, b) in values.iter().zip(widths) {
+            w.write(*v, b);
+        }
+        let bytes = w.finish();
+        assert_eq!(bytes.len(), widths.iter().sum::<u32>().div_ceil(8) as usize);
+        let mut r = BitReader::new(&bytes);
+        for (v, b) in values.iter().zip(widths) {
+            assert_eq!(r.read(b), Some(*v), "{b} bits");
+        }
     }
 
     #[test]

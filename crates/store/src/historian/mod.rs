@@ -116,6 +116,8 @@ struct Inner {
     bound: Vec<u32>,
     heads: Vec<chunk::Columns>,
     head_samples: usize,
+    /// Reused for each WAL record, to spare an allocation per batch.
+    wal_buffer: Vec<u8>,
     index: Vec<Vec<ChunkRef>>,
     synced_at: Instant,
     stats: HistorianStats,
@@ -292,6 +294,7 @@ impl Inner {
             wal,
             chunks,
             head_samples: 0,
+            wal_buffer: Vec::new(),
             synced_at: Instant::now(),
             stats,
         };
@@ -371,9 +374,12 @@ impl Inner {
         Ok(n)
     }
 
+    /// One WAL record per call, and each sample into its tag's head. A sample whose WAL
+    /// record cannot be written stays in the head (it is not acknowledged; a later checkpoint
+    /// may still keep it).
     fn append(&mut self, samples: &[Sample]) -> Result<(), StoreError> {
-        let mut payload = Vec::with_capacity(samples.len() * WAL_SAMPLE_BYTES);
-        let mut rows = Vec::with_capacity(samples.len());
+        let mut payload = std::mem::take(&mut self.wal_buffer);
+        payload.clear();
         for s in samples {
             let Some(&tag) = self.bound.get(s.tag.0 as usize) else { continue };
             let value = match &s.value {
@@ -385,23 +391,23 @@ impl Inner {
                 None => 0.0,
             };
             let (time, quality) = (s.gateway_time.as_millis(), quality_code(s.quality));
-            payload.extend_from_slice(&tag.to_le_bytes());
-            payload.extend_from_slice(&time.to_le_bytes());
-            payload.extend_from_slice(&value.to_le_bytes());
-            payload.extend_from_slice(&quality.to_le_bytes());
-            rows.push((tag, time, value, quality));
-        }
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let time = samples.last().map_or(Timestamp(0), |s| s.gateway_time);
-        self.wal.append(time, &payload)?;
-        for (tag, time, value, quality) in rows {
+            let mut row = [0u8; WAL_SAMPLE_BYTES];
+            row[0..4].copy_from_slice(&tag.to_le_bytes());
+            row[4..12].copy_from_slice(&time.to_le_bytes());
+            row[12..20].copy_from_slice(&value.to_le_bytes());
+            row[20..22].copy_from_slice(&quality.to_le_bytes());
+            payload.extend_from_slice(&row);
             self.heads[tag as usize].push(time, value, quality);
-            self.head_samples += 1;
-            self.stats.samples += 1;
         }
-        Ok(())
+        let rows = payload.len() / WAL_SAMPLE_BYTES;
+        self.head_samples += rows;
+        self.stats.samples += rows as u64;
+        let result = match samples.last() {
+            Some(last) if rows > 0 => self.wal.append(last.gateway_time, &payload).map(|_| ()),
+            _ => Ok(()),
+        };
+        self.wal_buffer = payload;
+        result
     }
 
     fn commit(&mut self, force_sync: bool) -> Result<bool, StoreError> {

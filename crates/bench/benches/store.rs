@@ -1,0 +1,321 @@
+//! Store benchmark: the historian and the outbox, each against a baseline measured in this run.
+//!
+//! 1. Historian ingest (samples/s, one thread) against plain SQLite row inserts (one row per
+//!    sample, transactions of 1000 rows, WAL journal, synchronous=NORMAL), same samples.
+//! 2. Bytes per sample on disk, pco and Gorilla codecs, for a simulated day of the demo press
+//!    line (44 numeric tags at 1 Hz) and for a synthetic noisy-sensor set (20 tags at 1 Hz, f32
+//!    noise), against the raw 16 bytes/sample (8-byte time, 8-byte value) and SQLite's file.
+//! 3. Outbox append and read+ack throughput with the default fsync policy (100 ms group commit).
+//! 4. Query latency on one day of one 1 Hz tag: raw, and 1-minute aggregates (median of 9).
+//!
+//! Run: `cargo bench -p airlock-bench --bench store` (`-- quick` for a shorter run).
+
+#![allow(clippy::unwrap_used)] // a benchmark: a failure is the run failing
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use airlock_model::{Sample, TagId, Timestamp, Value};
+use airlock_sim::plant::{MachineState, Plant, press_line};
+use airlock_store::historian::Codec;
+use airlock_store::{
+    Class, FsyncPolicy, HistorianConfig, HistorianReader, HistorianWriter, OutboxConfig, OutboxWriter, Position,
+};
+
+/// One poll's samples, all tags at one time.
+type Poll = Vec<Sample>;
+
+/// Milliseconds of jitter on a 1 Hz poll, as a real poll has.
+fn jitter(i: i64) -> i64 {
+    (i * 7919 % 5) - 2
+}
+
+/// A simulated day of the press line: every machine's numeric tags once a second.
+fn plant_day(seconds: i64) -> (Vec<String>, Vec<Poll>) {
+    let mut plant = Plant::new(1, press_line());
+    let names = [
+        "parts_shift",
+        "parts_wrap",
+        "rejects_shift",
+        "state",
+        "shift",
+        "speed",
+        "temperature_c",
+        "temperature",
+        "power",
+        "vibration",
+        "running",
+        "fault",
+    ];
+    let mut paths = Vec::new();
+    for m in &plant.machines {
+        paths.extend(names.iter().map(|n| format!("acme/dortmund/pressing/line3/cell1/{}/{n}", m.spec.name)));
+    }
+    let start = 1_795_824_000_000i64;
+    let mut polls = Vec::new();
+    for i in 0..seconds {
+        plant.advance_to(i as f64);
+        let time = Timestamp::from_millis(start + i * 1000 + jitter(i));
+        let mut poll = Vec::new();
+        for m in &plant.machines {
+            let values = [
+                Value::U64(u64::from(m.parts_shift)),
+                Value::U64(m.parts_made & 0xffff),
+                Value::U64(u64::from(m.rejects_shift)),
+                Value::U64(m.state as u64),
+                Value::U64(u64::from(m.shift)),
+                Value::F64(f64::from(m.speed_rpm as f32)),
+                Value::F64(f64::from(m.temperature_reading_c as f32)),
+                Value::F64(f64::from((m.temperature_reading_c * 10.0).round() as i16) * 0.1),
+                Value::F64(f64::from(m.power_kw as f32)),
+                Value::F64(f64::from(m.vibration_mm_s as f32)),
+                Value::Bool(m.state == MachineState::Running),
+                Value::Bool(m.state == MachineState::Fault),
+            ];
+            for v in values {
+                poll.push(Sample::good(TagId(poll.len() as u32), v, time));
+            }
+        }
+        polls.push(poll);
+    }
+    (paths, polls)
+}
+
+/// 20 noisy analog sensors (slow sine plus gaussian noise, read as f32) at 1 Hz.
+fn noisy_day(seconds: i64) -> (Vec<String>, Vec<Poll>) {
+    let paths: Vec<String> = (0..20).map(|i| format!("lab/noise/sensor{i}")).collect();
+    let mut rng = 0x1234_5678_9abc_def1u64;
+    let mut normal = || {
+        let mut unit = || {
+            rng ^= rng >> 12;
+            rng ^= rng << 25;
+            rng ^= rng >> 27;
+            ((rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+        };
+        let (u, v) = (unit(), unit());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    };
+    let start = 1_795_824_000_000i64;
+    let polls = (0..seconds)
+        .map(|i| {
+            let time = Timestamp::from_millis(start + i * 1000 + jitter(i));
+            (0..20)
+                .map(|k| {
+                    let signal = 50.0 + 20.0 * ((i as f64) / 3600.0 + k as f64).sin() + 0.5 * normal();
+                    Sample::good(TagId(k), Value::F64(f64::from(signal as f32)), time)
+                })
+                .collect()
+        })
+        .collect();
+    (paths, polls)
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("airlock-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                todo.push(e.path());
+            } else if e.path().extension().is_some_and(|x| x == "seg") {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+fn count(polls: &[Poll]) -> u64 {
+    polls.iter().map(|p| p.len() as u64).sum()
+}
+
+/// Writes `polls` into a fresh historian; returns (samples/s, bytes on disk after checkpoint).
+fn historian(name: &str, paths: &[String], polls: &[Poll], codec: Codec) -> (f64, u64, PathBuf) {
+    let dir = temp(name);
+    let config = HistorianConfig { codec, ..HistorianConfig::default() };
+    let (mut w, _r) = HistorianWriter::open(&dir, config).unwrap();
+    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    w.bind_tags(&refs).unwrap();
+    let started = Instant::now();
+    // Committed every ~1000 samples, as the SQLite baseline's transactions.
+    let mut since_commit = 0;
+    for poll in polls {
+        w.append(poll).unwrap();
+        since_commit += poll.len();
+        if since_commit >= 1000 {
+            w.commit().unwrap();
+            since_commit = 0;
+        }
+    }
+    w.sync().unwrap();
+    let ingest = started.elapsed();
+    w.checkpoint().unwrap();
+    let rate = count(polls) as f64 / started.elapsed().as_secs_f64();
+    if std::env::var("AIRLOCK_BENCH_DETAIL").is_ok() {
+        println!(
+            "    ({codec:?}: WAL and heads {:.0} ns/sample, compression at checkpoint {:.0} ns/sample)",
+            ingest.as_nanos() as f64 / count(polls) as f64,
+            (started.elapsed() - ingest).as_nanos() as f64 / count(polls) as f64
+        );
+    }
+    (rate, dir_bytes(&dir), dir)
+}
+
+/// The same samples as SQLite rows; returns (samples/s, file bytes).
+fn sqlite(name: &str, polls: &[Poll]) -> (f64, u64) {
+    let dir = temp(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("samples.db");
+    let mut db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+         CREATE TABLE sample (tag INTEGER NOT NULL, time INTEGER NOT NULL, value REAL, quality INTEGER NOT NULL);",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut rows = 0;
+    let mut tx = db.transaction().unwrap();
+    for poll in polls {
+        for s in poll {
+            tx.prepare_cached("INSERT INTO sample VALUES (?1, ?2, ?3, 0)")
+                .unwrap()
+                .execute(rusqlite::params![
+                    s.tag.0,
+                    s.gateway_time.as_millis(),
+                    s.value.as_ref().and_then(Value::as_f64)
+                ])
+                .unwrap();
+            rows += 1;
+            if rows % 1000 == 0 {
+                tx.commit().unwrap();
+                tx = db.transaction().unwrap();
+            }
+        }
+    }
+    tx.commit().unwrap();
+    db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+    let rate = count(polls) as f64 / started.elapsed().as_secs_f64();
+    drop(db);
+    let bytes = std::fs::metadata(&path).unwrap().len();
+    std::fs::remove_dir_all(&dir).unwrap();
+    (rate, bytes)
+}
+
+fn outbox(records: u64) -> (f64, f64, f64) {
+    let dir = temp("outbox");
+    let config = OutboxConfig { sinks: vec!["bench".into()], ..OutboxConfig::default() };
+    assert_eq!(config.fsync, FsyncPolicy::Interval(Duration::from_millis(100)));
+    let (mut w, r) = OutboxWriter::open(&dir, config).unwrap();
+    let payload = br#"{"gateway_time":"2026-11-28T12:32:45.538Z","quality":"good","topic":"acme/dortmund/pressing/line3/cell1/press1/speed","unit":"rpm","value":1479.9998779296875}"#;
+    let started = Instant::now();
+    for i in 0..records {
+        w.append(Class::Raw, Timestamp(i as i64), payload).unwrap();
+        if i % 1000 == 999 {
+            w.commit().unwrap();
+        }
+    }
+    w.sync().unwrap();
+    let append_rate = records as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut position = Position::default();
+    let mut read = 0;
+    loop {
+        let batch = r.read(&position, 1000).unwrap();
+        let Some(last) = batch.last() else { break };
+        position.advance(last.id);
+        r.ack("bench", last.id).unwrap();
+        read += batch.len() as u64;
+    }
+    assert_eq!(read, records);
+    let read_rate = records as f64 / started.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(&dir).unwrap();
+    (append_rate, read_rate, payload.len() as f64)
+}
+
+fn median_ms(mut f: impl FnMut()) -> f64 {
+    let mut times: Vec<f64> = (0..9)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[4]
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    kb.unwrap_or(0.0) / 1024.0
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let seconds = if quick { 3 * 3600 } else { 86_400 };
+    println!("store benchmark: {} simulated seconds per data set{}", seconds, if quick { " (quick)" } else { "" });
+
+    let (plant_paths, plant_polls) = plant_day(seconds);
+    let (noise_paths, noise_polls) = noisy_day(seconds);
+    for (set, paths, polls) in
+        [("press line", &plant_paths, &plant_polls), ("noisy sensors", &noise_paths, &noise_polls)]
+    {
+        let n = count(polls);
+        let (sql_rate, sql_bytes) = sqlite(set, polls);
+        println!("\n{set}: {} tags, {n} samples", paths.len());
+        println!("  {:<28} {:>12} {:>10} {:>14} {:>12}", "", "samples/s", "vs SQLite", "bytes/sample", "vs raw 16 B");
+        println!(
+            "  {:<28} {:>12.0} {:>10} {:>14.3} {:>11.1}x",
+            "SQLite rows (baseline)",
+            sql_rate,
+            "1.0x",
+            sql_bytes as f64 / n as f64,
+            16.0 / (sql_bytes as f64 / n as f64)
+        );
+        for codec in [Codec::Pco, Codec::Gorilla] {
+            let (rate, bytes, dir) = historian(&format!("{set}-{codec:?}").replace(' ', "-"), paths, polls, codec);
+            let per = bytes as f64 / n as f64;
+            println!(
+                "  {:<28} {:>12.0} {:>9.1}x {:>14.3} {:>11.1}x",
+                format!("historian, {codec:?}"),
+                rate,
+                rate / sql_rate,
+                per,
+                16.0 / per
+            );
+            if set == "press line" && codec == Codec::Pco {
+                queries(&dir, &plant_paths[5]);
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    let records = if quick { 200_000 } else { 1_000_000 };
+    let (append, read, bytes) = outbox(records);
+    println!("\noutbox, {records} records of {bytes:.0} bytes, default fsync policy (100 ms group commit):");
+    println!("  append {append:>10.0} records/s {:>7.1} MB/s", append * bytes / 1e6);
+    println!("  read+ack {read:>8.0} records/s {:>7.1} MB/s", read * bytes / 1e6);
+    println!("\npeak RSS of the benchmark process: {:.1} MB", peak_rss_mb());
+}
+
+fn queries(dir: &Path, tag: &str) {
+    let reader = HistorianReader::open(dir).unwrap();
+    let (from, to) = (
+        Timestamp::from_millis(1_795_824_000_000 - 10_000),
+        Timestamp::from_millis(1_795_824_000_000 + 86_400_000 + 10_000),
+    );
+    let raw = median_ms(|| assert!(!reader.raw(tag, from, to).unwrap().is_empty()));
+    let agg = median_ms(|| assert!(!reader.aggregate(tag, from, to, Duration::from_secs(60)).unwrap().is_empty()));
+    let n = reader.raw(tag, from, to).unwrap().len();
+    println!("  query one tag ({n} samples at 1 Hz): raw {raw:.2} ms, 1-minute aggregates {agg:.2} ms (median of 9)");
+}
