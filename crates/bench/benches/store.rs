@@ -271,6 +271,10 @@ fn main() {
         [("press line", &plant_paths, &plant_polls), ("noisy sensors", &noise_paths, &noise_polls)]
     {
         let n = count(polls);
+        if std::env::var("AIRLOCK_BENCH_BYTES").is_ok() {
+            bytes_by_tag(paths, polls);
+            continue;
+        }
         let (sql_rate, sql_bytes) = sqlite(set, polls);
         println!("\n{set}: {} tags, {n} samples", paths.len());
         println!("  {:<28} {:>12} {:>10} {:>14} {:>12}", "", "samples/s", "vs SQLite", "bytes/sample", "vs raw 16 B");
@@ -318,4 +322,16 @@ fn queries(dir: &Path, tag: &str) {
     let agg = median_ms(|| assert!(!reader.aggregate(tag, from, to, Duration::from_secs(60)).unwrap().is_empty()));
     let n = reader.raw(tag, from, to).unwrap().len();
     println!("  query one tag ({n} samples at 1 Hz): raw {raw:.2} ms, 1-minute aggregates {agg:.2} ms (median of 9)");
+}
+
+/// Where the bytes go: per tag, pco-compressed times and values of the whole data set.
+fn bytes_by_tag(paths: &[String], polls: &[Poll]) {
+    let cfg = pco::ChunkConfig::default();
+    for (k, p) in paths.iter().enumerate() {
+        let times: Vec<i64> = polls.iter().map(|poll| poll[k].gateway_time.as_millis()).collect();
+        let values: Vec<f64> = polls.iter().map(|poll| poll[k].value.as_ref().and_then(Value::as_f64).unwrap_or(0.0)).collect();
+        let t = pco::standalone::simple_compress(&times, &cfg).unwrap().len();
+        let v = pco::standalone::simple_compress(&values, &cfg).unwrap().len();
+        println!("    {p:<60} times {:.3} B/sample, values {:.3} B/sample", t as f64 / times.len() as f64, v as f64 / values.len() as f64);
+    }
 }
