@@ -30,7 +30,8 @@ fn jitter(i: i64) -> i64 {
     (i * 7919 % 5) - 2
 }
 
-/// A simulated day of the press line: every machine's numeric tags once a second.
+/// A simulated day of the press line: every machine's numeric tags once a second, each request's
+/// tags stamped with that request's time.
 fn plant_day(seconds: i64) -> (Vec<String>, Vec<Poll>) {
     let mut plant = Plant::new(1, press_line());
     let names = [
@@ -55,9 +56,13 @@ fn plant_day(seconds: i64) -> (Vec<String>, Vec<Poll>) {
     let mut polls = Vec::new();
     for i in 0..seconds {
         plant.advance_to(i as f64);
-        let time = Timestamp::from_millis(start + i * 1000 + jitter(i));
         let mut poll = Vec::new();
-        for m in &plant.machines {
+        for (mi, m) in plant.machines.iter().enumerate() {
+            // As the driver reads them: five requests per machine (holding registers, input
+            // registers, the scaled temperature, coils, discrete inputs), each stamped when its
+            // answer came.
+            let request_of_tag = [0, 0, 0, 0, 0, 1, 1, 2, 1, 1, 3, 4];
+            let stamp = |r: i64| Timestamp::from_millis(start + i * 1000 + (mi as i64) * 10 + r * 2 + jitter(i + r));
             let values = [
                 Value::U64(u64::from(m.parts_shift)),
                 Value::U64(m.parts_made & 0xffff),
@@ -72,8 +77,8 @@ fn plant_day(seconds: i64) -> (Vec<String>, Vec<Poll>) {
                 Value::Bool(m.state == MachineState::Running),
                 Value::Bool(m.state == MachineState::Fault),
             ];
-            for v in values {
-                poll.push(Sample::good(TagId(poll.len() as u32), v, time));
+            for (k, v) in values.into_iter().enumerate() {
+                poll.push(Sample::good(TagId(poll.len() as u32), v, stamp(request_of_tag[k])));
             }
         }
         polls.push(poll);
@@ -329,9 +334,14 @@ fn bytes_by_tag(paths: &[String], polls: &[Poll]) {
     let cfg = pco::ChunkConfig::default();
     for (k, p) in paths.iter().enumerate() {
         let times: Vec<i64> = polls.iter().map(|poll| poll[k].gateway_time.as_millis()).collect();
-        let values: Vec<f64> = polls.iter().map(|poll| poll[k].value.as_ref().and_then(Value::as_f64).unwrap_or(0.0)).collect();
+        let values: Vec<f64> =
+            polls.iter().map(|poll| poll[k].value.as_ref().and_then(Value::as_f64).unwrap_or(0.0)).collect();
         let t = pco::standalone::simple_compress(&times, &cfg).unwrap().len();
         let v = pco::standalone::simple_compress(&values, &cfg).unwrap().len();
-        println!("    {p:<60} times {:.3} B/sample, values {:.3} B/sample", t as f64 / times.len() as f64, v as f64 / values.len() as f64);
+        println!(
+            "    {p:<60} times {:.3} B/sample, values {:.3} B/sample",
+            t as f64 / times.len() as f64,
+            v as f64 / values.len() as f64
+        );
     }
 }

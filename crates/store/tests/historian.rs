@@ -305,3 +305,44 @@ fn a_second_writer_is_refused_and_a_read_only_reader_sees_the_data() {
     drop(writer);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn tags_read_together_share_their_times_through_restarts_and_retention() {
+    let dir = temp("shared");
+    let config = HistorianConfig { bytes_max: 256 << 10, wal_bytes_max: 64 << 10, ..config(Codec::Pco) };
+    let (mut writer, _) = HistorianWriter::open(&dir, config.clone()).unwrap();
+    writer.bind_tags(&PATHS).unwrap();
+    let mut rng = Rng(17);
+    let value = |k: usize, i: i64| (i as f64) * (k as f64 + 1.0) + (i % 7) as f64 * 0.25;
+    for i in 0..300_000i64 {
+        let t = Timestamp::from_millis(i * 1000 + (rng.below(5) as i64));
+        let poll: Vec<Sample> = (0..3).map(|k| Sample::good(TagId(k as u32), Value::F64(value(k, i)), t)).collect();
+        writer.append(&poll).unwrap();
+        if i % 500 == 0 {
+            writer.commit().unwrap();
+            writer.maintain(Timestamp::from_millis(i * 1000)).unwrap();
+        }
+    }
+    writer.checkpoint().unwrap();
+    writer.maintain(Timestamp::from_millis(300_000 * 1000)).unwrap();
+    let stats = writer.stats();
+    assert!(stats.bytes <= 256 << 10, "{stats:?}");
+    drop(writer);
+    let reader = HistorianReader::open(&dir).unwrap();
+    let mut firsts = Vec::new();
+    for (k, path) in PATHS.iter().enumerate() {
+        let rows = reader.raw(path, Timestamp(0), Timestamp::from_millis(i64::MAX / 2_000_000)).unwrap();
+        assert!(rows.len() > 1_000, "{path}: {} rows kept", rows.len());
+        for r in &rows {
+            let i = r.time.as_millis() / 1000;
+            assert_eq!(r.value, Some(value(k, i)), "{path} at {i}");
+        }
+        assert_eq!(rows.last().unwrap().time.as_millis() / 1000, 299_999);
+        firsts.push(rows[0].time);
+    }
+    // Retention dropped old data, a segment at a time; every tag kept from about the same time.
+    assert!(firsts.iter().all(|t| t.as_millis() > 10_000_000), "{firsts:?}");
+    let spread = firsts.iter().max().unwrap().as_millis() - firsts.iter().min().unwrap().as_millis();
+    assert!(spread <= 20_000_000, "{firsts:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

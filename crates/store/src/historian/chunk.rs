@@ -8,7 +8,10 @@
 //!  +------+--------+---------+----------------+----------------+-------------------+
 //!  kind 1, Gorilla body: u32 LE byte length, then the bit stream (times, then values)
 //!  kind 2, pco body:     u32 LE length + pco(times as i64), u32 LE length + pco(values as f64)
-//!  both then:            quality runs: varint n, then n x (varint quality code, varint run length)
+//!  kind 3, pco, shared times: u64 LE sequence number of an earlier chunk of the same checkpoint
+//!                        whose times these samples share (tags read in one request share
+//!                        their times), then u32 LE length + pco(values as f64)
+//!  all then:             quality runs: varint n, then n x (varint quality code, varint run length)
 //!  kind 9, checkpoint:   u64 LE last WAL sequence number folded into chunks,
 //!                        u64 LE sequence number of the first chunk record of this checkpoint
 //! ```
@@ -23,8 +26,11 @@ pub enum Codec {
 }
 
 const KIND_CHECKPOINT: u8 = 9;
-/// Bytes of a chunk record before its body: enough to index it without decoding.
-pub const PREFIX_BYTES: usize = 25;
+const KIND_SHARED_TIMES: u8 = 3;
+/// Bytes of a chunk record before its body: the header.
+const HEADER_BYTES: usize = 25;
+/// Bytes read to index a chunk without decoding it: the header and a shared-times reference.
+pub const PREFIX_BYTES: usize = HEADER_BYTES + 8;
 
 /// One tag's samples, uncompressed.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -53,7 +59,7 @@ impl Columns {
 /// What the start of a chunk-log record says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
-    Chunk { tag: u32, count: u32, time_min: i64, time_max: i64 },
+    Chunk { tag: u32, count: u32, time_min: i64, time_max: i64, times_from: Option<u64> },
     Checkpoint { wal_seq: u64, first_chunk_seq: u64 },
 }
 
@@ -64,10 +70,13 @@ pub fn encode_checkpoint(wal_seq: u64, first_chunk_seq: u64) -> Vec<u8> {
     out
 }
 
-pub fn encode(codec: Codec, tag: u32, c: &Columns) -> Result<Vec<u8>, String> {
+/// Encodes one tag's chunk. `times_from`: the sequence number of an earlier chunk with the very
+/// same times, to refer to instead of storing them again (pco only).
+pub fn encode(codec: Codec, tag: u32, c: &Columns, times_from: Option<u64>) -> Result<Vec<u8>, String> {
     let time_min = c.times.iter().copied().min().unwrap_or(0);
     let time_max = c.times.iter().copied().max().unwrap_or(0);
-    let mut out = vec![codec as u8];
+    let shared = times_from.filter(|_| codec == Codec::Pco);
+    let mut out = vec![if shared.is_some() { KIND_SHARED_TIMES } else { codec as u8 }];
     out.extend_from_slice(&tag.to_le_bytes());
     out.extend_from_slice(&(c.len() as u32).to_le_bytes());
     out.extend_from_slice(&time_min.to_le_bytes());
@@ -81,9 +90,14 @@ pub fn encode(codec: Codec, tag: u32, c: &Columns) -> Result<Vec<u8>, String> {
         }
         Codec::Pco => {
             let config = pco::ChunkConfig::default();
-            let times = pco::standalone::simple_compress(&c.times, &config).map_err(|e| e.to_string())?;
+            match shared {
+                Some(seq) => out.extend_from_slice(&seq.to_le_bytes()),
+                None => put_block(
+                    &mut out,
+                    &pco::standalone::simple_compress(&c.times, &config).map_err(|e| e.to_string())?,
+                ),
+            }
             let values = pco::standalone::simple_compress(&c.values, &config).map_err(|e| e.to_string())?;
-            put_block(&mut out, &times);
             put_block(&mut out, &values);
         }
     }
@@ -97,27 +111,36 @@ pub fn entry(bytes: &[u8]) -> Option<Entry> {
     let u32_at = |i: usize| bytes.get(i..i + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
     match *bytes.first()? {
         KIND_CHECKPOINT => Some(Entry::Checkpoint { wal_seq: u64_at(1)?, first_chunk_seq: u64_at(9)? }),
-        1 | 2 => Some(Entry::Chunk {
+        kind @ (1 | 2 | KIND_SHARED_TIMES) => Some(Entry::Chunk {
             tag: u32_at(1)?,
             count: u32_at(5)?,
             time_min: u64_at(9)? as i64,
             time_max: u64_at(17)? as i64,
+            times_from: if kind == KIND_SHARED_TIMES { Some(u64_at(HEADER_BYTES)?) } else { None },
         }),
         _ => None,
     }
 }
 
-/// Decodes a chunk record; a malformed one is an error, never a panic.
-pub fn decode(bytes: &[u8]) -> Result<Columns, String> {
-    let Some(Entry::Chunk { count, .. }) = entry(bytes) else { return Err("not a chunk".into()) };
+/// Decodes a chunk record; a malformed one is an error, never a panic. `shared_times` gives the
+/// times of the chunk a shared-times chunk refers to.
+pub fn decode(bytes: &[u8], shared_times: impl FnOnce(u64) -> Result<Vec<i64>, String>) -> Result<Columns, String> {
+    let Some(Entry::Chunk { count, times_from, .. }) = entry(bytes) else { return Err("not a chunk".into()) };
     let count = count as usize;
-    let mut at = PREFIX_BYTES;
+    let mut at = HEADER_BYTES;
     let (times, values) = match bytes[0] {
         1 => {
             let block = take_block(bytes, &mut at)?;
             let mut r = super::gorilla::BitReader::new(block);
             let times = super::gorilla::decode_times(&mut r, count).ok_or("short Gorilla times")?;
             let values = super::gorilla::decode_values(&mut r, count).ok_or("short Gorilla values")?;
+            (times, values)
+        }
+        KIND_SHARED_TIMES => {
+            let times = shared_times(times_from.ok_or("no shared-times reference")?)?;
+            at += 8;
+            let values =
+                pco::standalone::simple_decompress::<f64>(take_block(bytes, &mut at)?).map_err(|e| e.to_string())?;
             (times, values)
         }
         _ => {
@@ -218,20 +241,35 @@ mod tests {
     fn both_codecs_round_trip_with_quality() {
         for codec in [Codec::Gorilla, Codec::Pco] {
             let c = columns();
-            let bytes = encode(codec, 7, &c).unwrap();
-            assert_eq!(decode(&bytes).unwrap(), c, "{codec:?}");
-            let Some(Entry::Chunk { tag, count, time_min, time_max }) = entry(&bytes) else { panic!() };
-            assert_eq!((tag, count, time_min, time_max), (7, 500, c.times[0], c.times[499]));
+            let bytes = encode(codec, 7, &c, None).unwrap();
+            assert_eq!(decode(&bytes, |_| Err("no".into())).unwrap(), c, "{codec:?}");
+            let Some(Entry::Chunk { tag, count, time_min, time_max, times_from }) = entry(&bytes) else { panic!() };
+            assert_eq!((tag, count, time_min, time_max, times_from), (7, 500, c.times[0], c.times[499], None));
         }
         assert_eq!(entry(&encode_checkpoint(42, 9)), Some(Entry::Checkpoint { wal_seq: 42, first_chunk_seq: 9 }));
     }
 
     #[test]
+    fn a_chunk_can_share_another_chunks_times() {
+        let c = columns();
+        let bytes = encode(Codec::Pco, 8, &c, Some(41)).unwrap();
+        let alone = encode(Codec::Pco, 8, &c, None).unwrap();
+        assert!(bytes.len() < alone.len(), "sharing saves the times: {} vs {}", bytes.len(), alone.len());
+        let Some(Entry::Chunk { times_from, .. }) = entry(&bytes) else { panic!() };
+        assert_eq!(times_from, Some(41));
+        let times = c.times.clone();
+        assert_eq!(decode(&bytes, |seq| if seq == 41 { Ok(times) } else { Err("wrong".into()) }).unwrap(), c);
+        assert!(decode(&bytes, |_| Err("gone".into())).is_err());
+        let short = decode(&bytes, |_| Ok(vec![1, 2, 3]));
+        assert!(short.is_err(), "times of the wrong length are refused");
+    }
+
+    #[test]
     fn damaged_chunks_are_errors() {
         for codec in [Codec::Gorilla, Codec::Pco] {
-            let bytes = encode(codec, 7, &columns()).unwrap();
-            for cut in [0, 10, PREFIX_BYTES, PREFIX_BYTES + 3, bytes.len() / 2, bytes.len() - 1] {
-                assert!(decode(&bytes[..cut]).is_err(), "{codec:?} cut at {cut}");
+            let bytes = encode(codec, 7, &columns(), None).unwrap();
+            for cut in [0, 10, HEADER_BYTES, HEADER_BYTES + 3, bytes.len() / 2, bytes.len() - 1] {
+                assert!(decode(&bytes[..cut], |_| Err("no".into())).is_err(), "{codec:?} cut at {cut}");
             }
         }
     }

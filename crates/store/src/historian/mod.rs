@@ -99,6 +99,8 @@ struct ChunkRef {
     seq: u64,
     time_min: i64,
     time_max: i64,
+    /// The chunk whose times this one shares, if it does.
+    times_from: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -310,8 +312,8 @@ impl Inner {
         let mut covered = 0;
         let mut complete: Vec<(u32, ChunkRef)> = Vec::new();
         self.chunks.scan_prefixes(chunk::PREFIX_BYTES, |seq, _, prefix| match chunk::entry(prefix) {
-            Some(chunk::Entry::Chunk { tag, time_min, time_max, .. }) => {
-                pending.push((tag, ChunkRef { seq, time_min, time_max }))
+            Some(chunk::Entry::Chunk { tag, time_min, time_max, times_from, .. }) => {
+                pending.push((tag, ChunkRef { seq, time_min, time_max, times_from }))
             }
             Some(chunk::Entry::Checkpoint { wal_seq, first_chunk_seq }) => {
                 complete.extend(pending.drain(..).filter(|(_, c)| c.seq >= first_chunk_seq));
@@ -446,14 +448,23 @@ impl Inner {
         let wal_seq = self.wal.seal(sync)?;
         let first_chunk_seq = self.chunks.next_seq();
         let mut added = Vec::new();
+        // Tags read by one request have the very same times: store them once per checkpoint.
+        let mut time_columns: HashMap<u64, Vec<(u64, Vec<i64>)>> = HashMap::new();
         for (tag, head) in self.heads.iter().enumerate() {
             for part in split(head, 8192) {
-                let bytes = chunk::encode(self.config.codec, tag as u32, &part)
+                let key = hash_times(&part.times);
+                let same =
+                    time_columns.get(&key).and_then(|v| v.iter().find(|(_, t)| *t == part.times)).map(|(s, _)| *s);
+                let bytes = chunk::encode(self.config.codec, tag as u32, &part, same)
                     .map_err(|what| StoreError::Corrupt { path: self.dir.clone(), what })?;
                 let time = Timestamp::from_millis(part.times.iter().copied().max().unwrap_or(0));
                 let seq = self.chunks.append(time, &bytes)?;
                 let (time_min, time_max) = minmax(&part.times);
-                added.push((tag, ChunkRef { seq, time_min, time_max }));
+                let times_from = same.filter(|_| self.config.codec == chunk::Codec::Pco);
+                if times_from.is_none() {
+                    time_columns.entry(key).or_default().push((seq, part.times));
+                }
+                added.push((tag, ChunkRef { seq, time_min, time_max, times_from }));
             }
         }
         // Stamped with the newest data time, so that retention by age sees data time only.
@@ -485,7 +496,8 @@ impl Inner {
             }
             let Some(dropped) = self.chunks.drop_oldest(sync)? else { return Ok(()) };
             for refs in &mut self.index {
-                refs.retain(|c| c.seq > dropped.last_seq);
+                // A chunk whose shared times went with the dropped segment goes too.
+                refs.retain(|c| c.seq > dropped.last_seq && c.times_from.is_none_or(|t| t > dropped.last_seq));
             }
         }
     }
@@ -495,9 +507,7 @@ impl Inner {
         let mut out = Vec::new();
         let Some(refs) = self.index.get(tag as usize) else { return Ok(out) };
         for c in refs.iter().filter(|c| c.time_max >= from_ms && c.time_min < to_ms) {
-            let Some(record) = self.chunks.get(c.seq)? else { continue };
-            let columns = chunk::decode(&record.payload)
-                .map_err(|what| StoreError::Corrupt { path: self.dir.join("chunks"), what })?;
+            let Some(columns) = self.decode_chunk(c.seq)? else { continue };
             push_range(&columns, from_ms, to_ms, &mut out);
         }
         if let Some(head) = self.heads.get(tag as usize) {
@@ -523,13 +533,24 @@ impl Inner {
         let refs = self.index.get(tag as usize).map(Vec::as_slice).unwrap_or(&[]);
         let candidate = refs.iter().filter(|c| c.time_min < before_ms).max_by_key(|c| c.time_max.min(before_ms));
         if let Some(c) = candidate
-            && let Some(record) = self.chunks.get(c.seq)?
+            && let Some(columns) = self.decode_chunk(c.seq)?
         {
-            let columns = chunk::decode(&record.payload)
-                .map_err(|what| StoreError::Corrupt { path: self.dir.join("chunks"), what })?;
             consider(&columns);
         }
         Ok(best)
+    }
+
+    /// The chunk at `seq`, decoded (with the times it shares from another chunk, if it does);
+    /// `None` if retention has removed it.
+    fn decode_chunk(&self, seq: u64) -> Result<Option<chunk::Columns>, StoreError> {
+        let Some(record) = self.chunks.get(seq)? else { return Ok(None) };
+        let shared_times = |from: u64| -> Result<Vec<i64>, String> {
+            let other =
+                self.chunks.get(from).map_err(|e| e.to_string())?.ok_or("the chunk with the shared times is gone")?;
+            chunk::decode(&other.payload, |_| Err("shared times refer to shared times".into())).map(|c| c.times)
+        };
+        let corrupt = |what| StoreError::Corrupt { path: self.dir.join("chunks"), what };
+        chunk::decode(&record.payload, shared_times).map(Some).map_err(corrupt)
     }
 
     fn stats(&self) -> HistorianStats {
@@ -547,6 +568,11 @@ fn push_range(c: &chunk::Columns, from_ms: i64, to_ms: i64, out: &mut Vec<(i64, 
 
 fn minmax(times: &[i64]) -> (i64, i64) {
     (times.iter().copied().min().unwrap_or(0), times.iter().copied().max().unwrap_or(0))
+}
+
+/// A hash of a time column, to find another column with the same times.
+fn hash_times(times: &[i64]) -> u64 {
+    times.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, t| (h ^ *t as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// `head` in parts of at most `n` samples.
