@@ -143,9 +143,16 @@ impl Gateway {
         let mut sinks = Vec::new();
         let mut sink_health = Vec::new();
         for s in &config.sinks {
-            let SinkKind::Jsonl { path } = &s.kind;
-            let sink = Box::new(JsonlSink::new(&s.name, &config.gateway.name, path));
-            let (handle, h) = airlock_north::spawn(sink, outbox.clone(), Arc::clone(&sinks_stop))?;
+            let gateway = &config.gateway.name;
+            let (handle, h) = match &s.kind {
+                SinkKind::Jsonl { path } => {
+                    let sink = Box::new(JsonlSink::new(&s.name, gateway, path));
+                    airlock_north::spawn(sink, outbox.clone(), Arc::clone(&sinks_stop))?
+                }
+                SinkKind::Mqtt(m) => {
+                    airlock_north::mqtt::spawn(&s.name, gateway, m, outbox.clone(), Arc::clone(&sinks_stop))?
+                }
+            };
             sinks.push(handle);
             sink_health.push((s.name.clone(), h));
         }

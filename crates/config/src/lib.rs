@@ -42,14 +42,45 @@ pub struct Store {
 }
 
 /// Where upstream records go. A closed set: one variant per northbound sink.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SinkKind {
     /// A JSON Lines file (one record per line), appended to.
     Jsonl { path: PathBuf },
+    /// An MQTT broker, publishing the Unified Namespace as JSON.
+    Mqtt(MqttSink),
+}
+
+/// An MQTT broker airlock publishes to. It never subscribes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSink {
+    pub host: String,
+    pub port: u16,
+    /// `mqtts://`: TLS with server certificate verification.
+    pub tls: bool,
+    /// Put before every topic, e.g. `uns/`.
+    pub topic_prefix: String,
+    pub client_id: String,
+    /// 0 or 1.
+    pub qos: u8,
+    pub username: Option<String>,
+    /// Where the password is read from when the sink starts (never from the config itself).
+    pub password: Option<Secret>,
+    /// Messages published and not yet acknowledged by the broker, at most.
+    pub inflight_max: u16,
+    /// Messages per second at most, so that a backlog does not choke the IT network.
+    pub rate_max_per_s: f64,
+    pub keep_alive: Duration,
+}
+
+/// A secret named by the config, read when it is needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    Env(String),
+    File(PathBuf),
 }
 
 /// One named reader of the outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sink {
     pub name: String,
     pub kind: SinkKind,

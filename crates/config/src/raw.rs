@@ -35,6 +35,16 @@ pub struct RawSink {
     #[serde(rename = "type")]
     pub kind: S<String>,
     pub path: Option<S<String>>,
+    pub url: Option<S<String>>,
+    pub topic_prefix: Option<S<String>>,
+    pub client_id: Option<S<String>>,
+    pub qos: Option<S<i64>>,
+    pub username: Option<S<String>>,
+    pub password_env: Option<S<String>>,
+    pub password_file: Option<S<String>>,
+    pub inflight_max: Option<S<i64>>,
+    pub rate_max_per_s: Option<S<f64>>,
+    pub keep_alive_s: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,7 +11,7 @@ use toml::Spanned;
 use crate::modbus::{DataType, ModbusDevice, ModbusTag, Space, WordOrder};
 use crate::raw::RawSink;
 use crate::raw::{RawConfig, RawDevice, RawTag};
-use crate::{Config, ConfigError, ConfigErrors, Device, Gateway, Protocol, Sink, SinkKind, Store};
+use crate::{Config, ConfigError, ConfigErrors, Device, Gateway, MqttSink, Protocol, Secret, Sink, SinkKind, Store};
 
 /// Defaults, stated once (and in `docs/config.md`).
 pub const POLL_INTERVAL_MS_DEFAULT: i64 = 1000;
@@ -374,17 +374,109 @@ fn sinks(c: &mut Checker, raw: &RawConfig) -> Vec<Sink> {
 }
 
 fn sink(c: &mut Checker, s: &RawSink, key: impl Fn(&str) -> String) -> Option<Sink> {
-    match s.kind.get_ref().as_str() {
+    let kind = s.kind.get_ref().as_str();
+    refuse_keys_of_other_types(c, s, kind, &key);
+    let name = s.name.get_ref().clone();
+    match kind {
         "jsonl" => {
             let Some(path) = &s.path else {
                 c.err(s.kind.span(), key("path"), "a jsonl sink needs path (the file to append to)".into());
                 return None;
             };
-            Some(Sink { name: s.name.get_ref().clone(), kind: SinkKind::Jsonl { path: resolve(c, path.get_ref()) } })
+            Some(Sink { name, kind: SinkKind::Jsonl { path: resolve(c, path.get_ref()) } })
         }
+        "mqtt" => mqtt_sink(c, s, &key).map(|m| Sink { name, kind: SinkKind::Mqtt(m) }),
         other => {
-            c.err(s.kind.span(), key("type"), format!("unknown sink type {other:?}; expected \"jsonl\""));
+            c.err(s.kind.span(), key("type"), format!("unknown sink type {other:?}; expected \"jsonl\" or \"mqtt\""));
             None
         }
     }
+}
+
+/// A key set on a sink of a type that does not use it is a mistake worth naming.
+fn refuse_keys_of_other_types(c: &mut Checker, s: &RawSink, kind: &str, key: &impl Fn(&str) -> String) {
+    let spans = |v: Option<Range<usize>>, name: &'static str, types: &'static [&'static str]| (v, name, types);
+    let keys = [
+        spans(s.path.as_ref().map(|v| v.span()), "path", &["jsonl"]),
+        spans(s.url.as_ref().map(|v| v.span()), "url", &["mqtt"]),
+        spans(s.topic_prefix.as_ref().map(|v| v.span()), "topic_prefix", &["mqtt"]),
+        spans(s.client_id.as_ref().map(|v| v.span()), "client_id", &["mqtt"]),
+        spans(s.qos.as_ref().map(|v| v.span()), "qos", &["mqtt"]),
+        spans(s.username.as_ref().map(|v| v.span()), "username", &["mqtt"]),
+        spans(s.password_env.as_ref().map(|v| v.span()), "password_env", &["mqtt"]),
+        spans(s.password_file.as_ref().map(|v| v.span()), "password_file", &["mqtt"]),
+        spans(s.inflight_max.as_ref().map(|v| v.span()), "inflight_max", &["mqtt"]),
+        spans(s.rate_max_per_s.as_ref().map(|v| v.span()), "rate_max_per_s", &["mqtt"]),
+        spans(s.keep_alive_s.as_ref().map(|v| v.span()), "keep_alive_s", &["mqtt"]),
+    ];
+    let known = ["jsonl", "mqtt"].contains(&kind);
+    for (span, name, types) in keys {
+        if let Some(span) = span
+            && known
+            && !types.contains(&kind)
+        {
+            c.err(span, key(name), format!("is only for a sink of type {}", types.join(" or ")));
+        }
+    }
+}
+
+fn mqtt_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Option<MqttSink> {
+    let Some(url) = &s.url else {
+        c.err(s.kind.span(), key("url"), "an mqtt sink needs url (mqtt://host:1883 or mqtts://host:8883)".into());
+        return None;
+    };
+    let parsed = parse_mqtt_url(url.get_ref());
+    if parsed.is_none() {
+        let msg = format!("{:?} is not mqtt://host[:port] or mqtts://host[:port]", url.get_ref());
+        c.err(url.span(), key("url"), msg);
+    }
+    let qos = c.int(&s.qos, &key("qos"), 0, 1, 1);
+    let inflight = c.int(&s.inflight_max, &key("inflight_max"), 1, 65_535, 100);
+    let keep_alive = c.int(&s.keep_alive_s, &key("keep_alive_s"), 5, 3600, 30);
+    let rate = rate_max_per_s(c, &s.rate_max_per_s, key("rate_max_per_s"));
+    let rate = if s.rate_max_per_s.is_some() { rate } else { 10_000.0 };
+    let password = match (&s.password_env, &s.password_file) {
+        (Some(_), Some(f)) => {
+            c.err(f.span(), key("password_file"), "give password_env or password_file, not both".into());
+            None
+        }
+        (Some(e), None) => Some(Secret::Env(e.get_ref().clone())),
+        (None, Some(f)) => Some(Secret::File(resolve(c, f.get_ref()))),
+        (None, None) => None,
+    };
+    if password.is_some() && s.username.is_none() {
+        let span = s.password_env.as_ref().or(s.password_file.as_ref()).map_or(0..0, |v| v.span());
+        c.err(span, key("username"), "a password needs a username".into());
+    }
+    let (tls, host, port) = parsed?;
+    let client_id =
+        s.client_id.as_ref().map_or_else(|| format!("airlock-{}", s.name.get_ref()), |v| v.get_ref().clone());
+    Some(MqttSink {
+        host,
+        port,
+        tls,
+        topic_prefix: s.topic_prefix.as_ref().map(|v| v.get_ref().clone()).unwrap_or_default(),
+        client_id,
+        qos: qos as u8,
+        username: s.username.as_ref().map(|v| v.get_ref().clone()),
+        password,
+        inflight_max: inflight as u16,
+        rate_max_per_s: rate,
+        keep_alive: Duration::from_secs(keep_alive.unsigned_abs()),
+    })
+}
+
+/// `mqtt://host[:port]` or `mqtts://host[:port]` to (tls, host, port).
+fn parse_mqtt_url(url: &str) -> Option<(bool, String, u16)> {
+    let (tls, rest) = match url.split_once("://")? {
+        ("mqtt", rest) => (false, rest),
+        ("mqtts", rest) => (true, rest),
+        _ => return None,
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().ok().filter(|p| *p > 0)?),
+        None => (rest, if tls { 8883 } else { 1883 }),
+    };
+    (!host.is_empty() && !host.contains('/')).then(|| (tls, host.to_owned(), port))
 }

@@ -269,6 +269,7 @@ fn store_and_sinks_resolve_paths_against_the_config_folder() {
         .iter()
         .map(|s| match &s.kind {
             airlock_config::SinkKind::Jsonl { path } => path.clone(),
+            other => panic!("{other:?}"),
         })
         .collect();
     assert_eq!(
@@ -295,6 +296,44 @@ fn bad_store_and_sink_settings() {
             (7, "sink[a].type", "unknown sink type \"kafka\""),
             (10, "sink[a].name", "already used on line 6"),
             (11, "sink[a].path", "needs path"),
+        ],
+    );
+}
+
+#[test]
+fn an_mqtt_sink_with_its_defaults() {
+    let text = format!(
+        "[[sink]]\nname = \"uns\"\ntype = \"mqtt\"\nurl = \"mqtts://broker.plant:8884\"\nusername = \"airlock\"\n\
+         password_file = \"secret/mqtt.pass\"\ntopic_prefix = \"uns/\"\n{DEVICE}{TAG}"
+    );
+    let config = parse(&text, Path::new("/etc/airlock/plant.toml")).unwrap();
+    let airlock_config::SinkKind::Mqtt(m) = &config.sinks[0].kind else { panic!() };
+    assert_eq!((m.host.as_str(), m.port, m.tls), ("broker.plant", 8884, true));
+    assert_eq!(m.qos, 1);
+    assert_eq!(m.client_id, "airlock-uns");
+    assert_eq!(m.topic_prefix, "uns/");
+    assert_eq!(m.password, Some(airlock_config::Secret::File("/etc/airlock/secret/mqtt.pass".into())));
+    assert_eq!(m.inflight_max, 100);
+    let plain = format!("[[sink]]\nname = \"b\"\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1\"\n{DEVICE}{TAG}");
+    let config = parse(&plain, Path::new("plant.toml")).unwrap();
+    let airlock_config::SinkKind::Mqtt(m) = &config.sinks[0].kind else { panic!() };
+    assert_eq!((m.port, m.tls, m.password.clone()), (1883, false, None));
+}
+
+#[test]
+fn bad_mqtt_sink_settings() {
+    let text = format!(
+        "[[sink]]\nname = \"a\"\ntype = \"mqtt\"\nurl = \"http://x\"\nqos = 2\npassword_env = \"P\"\npath = \"x.jsonl\"\n\n\
+         [[sink]]\nname = \"b\"\ntype = \"mqtt\"\n{DEVICE}{TAG}"
+    );
+    check(
+        &text,
+        &[
+            (4, "sink[a].url", "is not mqtt://host"),
+            (5, "sink[a].qos", "out of range 0..=1"),
+            (6, "sink[a].username", "a password needs a username"),
+            (7, "sink[a].path", "is only for a sink of type jsonl"),
+            (11, "sink[b].url", "needs url"),
         ],
     );
 }

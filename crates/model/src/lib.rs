@@ -8,6 +8,7 @@
 mod asset;
 mod event;
 mod health;
+pub mod pace;
 mod sample;
 mod time;
 

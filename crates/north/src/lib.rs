@@ -7,6 +7,7 @@
 //! restarts, by which a consumer drops duplicates.
 
 mod jsonl;
+pub mod mqtt;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -103,7 +104,7 @@ fn run(sink: &mut dyn Sink, reader: &OutboxReader, stop: &AtomicBool, health: &S
                 for r in &batch {
                     position.advance(r.id);
                 }
-                for id in last_per_class(&batch) {
+                for id in last_per_class(batch.iter().map(|r| r.id)) {
                     reader.ack(sink.name(), id)?;
                 }
                 health.delivered.fetch_add(batch.len() as u64, Relaxed);
@@ -127,10 +128,11 @@ fn run(sink: &mut dyn Sink, reader: &OutboxReader, stop: &AtomicBool, health: &S
     }
 }
 
-fn last_per_class(batch: &[OutboxRecord]) -> Vec<airlock_store::RecordId> {
+/// The last id of each class among `ids`: what a cumulative acknowledgement per class names.
+fn last_per_class(ids: impl IntoIterator<Item = airlock_store::RecordId>) -> Vec<airlock_store::RecordId> {
     let mut last: [Option<airlock_store::RecordId>; 4] = [None; 4];
-    for r in batch {
-        last[r.id.class as usize] = Some(r.id);
+    for id in ids {
+        last[id.class as usize] = Some(id);
     }
     last.into_iter().flatten().collect()
 }

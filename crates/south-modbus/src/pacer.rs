@@ -2,46 +2,25 @@
 
 use std::time::Duration;
 
+use airlock_model::pace::RateCap;
 use tokio::time::Instant;
 
-/// The rate cap: requests at most `rate` per second, whatever the config asks for. A poll that
-/// needs more requests than the cap allows simply takes longer.
-///
-/// It is a GCRA (generic cell rate algorithm, the virtual-scheduling form of a token bucket): a
-/// slot is due every `1 / rate`, and a request may run ahead of its slot by at most
-/// `burst - 1` slots, where `burst` is the number of slots in one millisecond (at least 1).
-/// Below 1000 requests/s that means no two requests are ever closer than `1 / rate`; above,
-/// the cap holds over every window of a millisecond or more, which is the timer's resolution
-/// anyway. Idle time is not saved up beyond that burst.
+/// The per-device rate cap ([`RateCap`]) on the tokio clock: a poll that needs more requests
+/// than the cap allows simply takes longer.
 #[derive(Debug)]
 pub struct Pacer {
-    spacing: Duration,
-    /// How far ahead of its slot a request may go: `(burst - 1) * spacing`.
-    tolerance: Duration,
-    /// The theoretical time of the next slot.
-    next: Option<Instant>,
+    cap: RateCap,
 }
 
 impl Pacer {
     pub fn new(rate_max_per_s: f64) -> Self {
-        let rate = rate_max_per_s.max(1e-6);
-        let spacing = Duration::from_secs_f64(1.0 / rate);
-        let burst = (rate / 1000.0).floor().max(1.0);
-        Self { spacing, tolerance: spacing.mul_f64(burst - 1.0), next: None }
-    }
-
-    /// Books the next request slot at or after `now` and returns when the request may start.
-    pub fn reserve(&mut self, now: Instant) -> Instant {
-        let slot = self.next.map_or(now, |n| n.max(now));
-        let start = slot.checked_sub(self.tolerance).map_or(now, |early| early.max(now));
-        self.next = Some(slot + self.spacing);
-        start
+        Self { cap: RateCap::new(rate_max_per_s) }
     }
 
     /// Waits for the next request slot.
     pub async fn wait(&mut self) {
         let now = Instant::now();
-        let at = self.reserve(now);
+        let at = Instant::from_std(self.cap.reserve(now.into_std()));
         if at > now {
             tokio::time::sleep_until(at).await;
         }
@@ -89,34 +68,6 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pacer_never_books_two_slots_closer_than_the_spacing() {
-        let mut p = Pacer::new(10.0);
-        let t0 = Instant::now();
-        let slots: Vec<Instant> = (0..5).map(|_| p.reserve(t0)).collect();
-        for w in slots.windows(2) {
-            assert_eq!(w[1] - w[0], Duration::from_millis(100));
-        }
-        // After idling, the next slot is now, not in the past (no burst of saved-up slots).
-        let later = t0 + Duration::from_secs(10);
-        assert_eq!(p.reserve(later), later);
-        assert_eq!(p.reserve(later), later + Duration::from_millis(100));
-    }
-
-    #[test]
-    fn fast_caps_allow_one_millisecond_of_burst_and_no_more() {
-        let mut p = Pacer::new(100_000.0);
-        let t0 = Instant::now();
-        let starts: Vec<Instant> = (0..1000).map(|_| p.reserve(t0)).collect();
-        // 100 requests may go at once; over any window the count stays within rate * window + burst.
-        assert_eq!(starts.iter().filter(|s| **s == t0).count(), 100);
-        for (i, s) in starts.iter().enumerate() {
-            let allowed = t0 + Duration::from_micros(10) * i as u32;
-            assert!(*s + Duration::from_micros(990) >= allowed, "request {i} went too early");
-        }
-        assert!(*starts.last().unwrap() <= t0 + Duration::from_millis(10));
-    }
 
     #[test]
     fn backoff_doubles_up_to_max_with_jitter_and_resets() {

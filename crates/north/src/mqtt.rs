@@ -1,0 +1,333 @@
+//! The MQTT sink: the outbox published as a Unified Namespace in JSON, at least once.
+//!
+//! - **Topics**: `topic_prefix` + the record's asset path (`acme/dortmund/.../press1/speed`);
+//!   airlock's own events under `topic_prefix` + `_airlock/events/<kind>`; the sink's status,
+//!   retained, at `topic_prefix` + `_airlock/<gateway>/status`: `online` once connected,
+//!   `offline` on a clean stop, and `offline` as the last will when the connection dies.
+//! - **Payload**: the record's JSON with its message id first (`wire_json`).
+//! - **Acknowledgement**: with QoS 1 a record is acknowledged in the outbox only when the
+//!   broker's PUBACK for it has come back. Publishes are matched to their packet ids in the order
+//!   rumqttc sends them; the outbox cursor moves over the longest run of acknowledged records
+//!   from the oldest unacknowledged one, so it never passes a record still in flight. At most
+//!   `inflight_max` records are unacknowledged at a time. With QoS 0 a record counts as
+//!   delivered once written to the connection.
+//! - **Reconnect**: when the connection fails, the client and its state are dropped; after a
+//!   backoff (100 ms doubling to 30 s) a new connection resends everything unacknowledged, from
+//!   the outbox, with the same message ids.
+//! - **One way**: the client never subscribes to anything, so nothing can come back down
+//!   through it; packets the broker sends are only ever read for acknowledgements.
+//! - **Pace**: at most `rate_max_per_s` messages per second, so a backlog after an outage does
+//!   not choke the IT network.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use airlock_config::{MqttSink, Secret};
+use airlock_model::pace::RateCap;
+use airlock_store::{OutboxReader, OutboxRecord, Position, RecordId};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use tokio::sync::mpsc;
+
+use crate::{SinkHealth, last_per_class, wire_json};
+
+/// Events the connection driver hands to the sink loop, at most this many waiting.
+const EVENTS_WAITING_MAX: usize = 1024;
+/// Records read from the outbox at a time.
+const READ_BATCH: usize = 256;
+
+/// Starts the MQTT sink `name` on its own thread.
+pub fn spawn(
+    name: &str,
+    gateway: &str,
+    config: &MqttSink,
+    reader: OutboxReader,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<(JoinHandle<()>, Arc<SinkHealth>)> {
+    let health = Arc::new(SinkHealth::default());
+    let sink = MqttSinkTask {
+        name: name.to_owned(),
+        gateway: gateway.to_owned(),
+        config: config.clone(),
+        reader,
+        stop,
+        health: Arc::clone(&health),
+    };
+    let handle = std::thread::Builder::new().name(format!("sink-{name}")).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(r) => r,
+            Err(e) => return log::error!("sink {}: start its runtime: {e}", sink.name),
+        };
+        runtime.block_on(sink.run());
+    })?;
+    Ok((handle, health))
+}
+
+struct MqttSinkTask {
+    name: String,
+    gateway: String,
+    config: MqttSink,
+    reader: OutboxReader,
+    stop: Arc<AtomicBool>,
+    health: Arc<SinkHealth>,
+}
+
+/// How a connection ended.
+enum Ended {
+    Stopped,
+    Failed(String),
+}
+
+impl MqttSinkTask {
+    async fn run(self) {
+        let password = match read_secret(self.config.password.as_ref()) {
+            Ok(p) => p,
+            Err(e) => return log::error!("sink {}: {e}; the sink does not start", self.name),
+        };
+        let mut backoff = Duration::from_millis(100);
+        let mut reported: Option<String> = None;
+        loop {
+            let started = Instant::now();
+            match self.connection(password.as_deref()).await {
+                Ended::Stopped => break,
+                Ended::Failed(e) => {
+                    if reported.as_deref() != Some(e.as_str()) {
+                        log::warn!("sink {}: {e}; records wait in the outbox, reconnecting with backoff", self.name);
+                        reported = Some(e);
+                    }
+                    self.health.failures.fetch_add(1, Relaxed);
+                }
+            }
+            if self.stop.load(Relaxed) {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff = Duration::from_millis(100);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+        if let Err(e) = self.reader.persist_cursors() {
+            log::error!("sink {}: save its position: {e}", self.name);
+        }
+    }
+
+    fn status_topic(&self) -> String {
+        format!("{}_airlock/{}/status", self.config.topic_prefix, self.gateway)
+    }
+
+    fn options(&self, password: Option<&str>) -> MqttOptions {
+        let c = &self.config;
+        let mut o = MqttOptions::new(&c.client_id, &c.host, c.port);
+        o.set_keep_alive(c.keep_alive);
+        o.set_clean_session(true);
+        o.set_inflight(c.inflight_max.saturating_add(2));
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_last_will(LastWill::new(self.status_topic(), "offline", QoS::AtLeastOnce, true));
+        if let (Some(user), Some(pass)) = (&c.username, password) {
+            o.set_credentials(user, pass);
+        } else if let Some(user) = &c.username {
+            o.set_credentials(user, "");
+        }
+        o
+    }
+
+    /// One connection: from connect to failure or stop.
+    async fn connection(&self, password: Option<&str>) -> Ended {
+        let (client, eventloop) = AsyncClient::new(self.options(password), 64);
+        let (events_tx, mut events) = mpsc::channel(EVENTS_WAITING_MAX);
+        let driver = tokio::spawn(drive(eventloop, events_tx));
+        let mut session = match self.reader.position(&self.name) {
+            Ok(acked) => Session::new(acked),
+            Err(e) => return Ended::Failed(e.to_string()),
+        };
+        let mut pace = RateCap::new(self.config.rate_max_per_s);
+        let ended = loop {
+            if let Err(e) = self.fill(&client, &mut session, &mut pace) {
+                break Ended::Failed(e);
+            }
+            let stopping = self.stop.load(Relaxed);
+            if stopping && (!session.connected || session.drained()) {
+                if session.connected {
+                    let _ = client.publish(self.status_topic(), QoS::AtLeastOnce, true, "offline").await;
+                    let _ = tokio::time::timeout(Duration::from_millis(500), wait_outgoing(&mut events)).await;
+                    let _ = client.disconnect().await;
+                }
+                break Ended::Stopped;
+            }
+            let wait = pace
+                .ready_at(Instant::now())
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(1), Duration::from_millis(20));
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(Ok(e)) => {
+                        if let Err(e) = self.handle(&client, &mut session, e) {
+                            break Ended::Failed(e);
+                        }
+                    }
+                    Some(Err(e)) => break Ended::Failed(e),
+                    None => break Ended::Failed("the connection ended".into()),
+                },
+                () = tokio::time::sleep(wait) => {}
+            }
+        };
+        driver.abort();
+        ended
+    }
+
+    /// Publishes what the window and the pace allow.
+    fn fill(&self, client: &AsyncClient, s: &mut Session, pace: &mut RateCap) -> Result<(), String> {
+        let qos = if self.config.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+        while s.connected && s.window.len() < usize::from(self.config.inflight_max) {
+            if pace.ready_at(Instant::now()) > Instant::now() {
+                return Ok(());
+            }
+            if s.batch.is_empty() {
+                let batch = self.reader.read(&s.read, READ_BATCH).map_err(|e| e.to_string())?;
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                s.batch = batch.into();
+            }
+            let Some(record) = s.batch.front() else { return Ok(()) };
+            let topic = format!("{}{}", self.config.topic_prefix, topic_of(record));
+            match client.try_publish(topic, qos, false, wire_json(&self.gateway, record)) {
+                Ok(()) => {}
+                Err(_) => return Ok(()), // rumqttc's request queue is full: its turn to drain it
+            }
+            pace.reserve(Instant::now());
+            let id = record.id;
+            s.batch.pop_front();
+            s.read.advance(id);
+            s.requested.push_back(Some(id));
+            s.window.push_back((id, false));
+        }
+        Ok(())
+    }
+
+    fn handle(&self, client: &AsyncClient, s: &mut Session, event: Event) -> Result<(), String> {
+        match event {
+            Event::Incoming(Packet::ConnAck(_)) => {
+                s.connected = true;
+                client.try_publish(self.status_topic(), QoS::AtLeastOnce, true, "online").map_err(|e| e.to_string())?;
+                s.requested.push_back(None);
+                log::info!("sink {}: connected to {}:{}", self.name, self.config.host, self.config.port);
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if let Some(Some(id)) = s.requested.pop_front() {
+                    if self.config.qos == 0 {
+                        self.acknowledged(s, id)?;
+                    } else {
+                        s.by_packet.insert(pkid, id);
+                    }
+                }
+            }
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(id) = s.by_packet.remove(&ack.pkid) {
+                    self.acknowledged(s, id)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Marks `id` delivered, and moves the outbox cursor over every delivered record at the
+    /// front of the window.
+    fn acknowledged(&self, s: &mut Session, id: RecordId) -> Result<(), String> {
+        if let Some(slot) = s.window.iter_mut().find(|(w, _)| *w == id) {
+            slot.1 = true;
+        }
+        let mut done: Vec<RecordId> = Vec::new();
+        while let Some((front, true)) = s.window.front().copied() {
+            s.window.pop_front();
+            done.push(front);
+        }
+        if done.is_empty() {
+            return Ok(());
+        }
+        self.health.delivered.fetch_add(done.len() as u64, Relaxed);
+        for id in last_per_class(done) {
+            self.reader.ack(&self.name, id).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// What one connection has in flight.
+struct Session {
+    connected: bool,
+    /// Read from the outbox up to here (acknowledged or in flight).
+    read: Position,
+    /// Read but not yet handed to the client.
+    batch: VecDeque<OutboxRecord>,
+    /// Publishes handed to the client, in order, until it sends them (`None`: the status).
+    requested: VecDeque<Option<RecordId>>,
+    /// Sent publishes awaiting their PUBACK, by packet id.
+    by_packet: HashMap<u16, RecordId>,
+    /// Every record in flight, in publish order, and whether it is acknowledged.
+    window: VecDeque<(RecordId, bool)>,
+}
+
+impl Session {
+    fn new(acked: Position) -> Self {
+        Self {
+            connected: false,
+            read: acked,
+            batch: VecDeque::new(),
+            requested: VecDeque::new(),
+            by_packet: HashMap::new(),
+            window: VecDeque::new(),
+        }
+    }
+
+    fn drained(&self) -> bool {
+        self.window.is_empty() && self.batch.is_empty()
+    }
+}
+
+/// Polls the event loop for as long as the connection lives, handing events over. It is never
+/// cancelled mid-poll: the sink aborts it only after the connection has ended.
+async fn drive(mut eventloop: EventLoop, events: mpsc::Sender<Result<Event, String>>) {
+    loop {
+        let event = eventloop.poll().await;
+        let failed = event.is_err();
+        let event = event.map_err(|e: ConnectionError| e.to_string());
+        if events.send(event).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Waits until the client has sent its next publish (the `offline` status at a clean stop).
+async fn wait_outgoing(events: &mut mpsc::Receiver<Result<Event, String>>) {
+    while let Some(Ok(e)) = events.recv().await {
+        if matches!(e, Event::Incoming(Packet::PubAck(_))) {
+            return;
+        }
+    }
+}
+
+/// The record's topic: its JSON `topic` field (the asset path).
+fn topic_of(record: &OutboxRecord) -> String {
+    #[derive(serde::Deserialize)]
+    struct Topic {
+        topic: String,
+    }
+    serde_json::from_slice::<Topic>(&record.payload).map(|t| t.topic).unwrap_or_else(|_| "_airlock/unparsed".into())
+}
+
+fn read_secret(secret: Option<&Secret>) -> Result<Option<String>, String> {
+    match secret {
+        None => Ok(None),
+        Some(Secret::Env(name)) => {
+            std::env::var(name).map(Some).map_err(|_| format!("the password variable {name} is not set"))
+        }
+        Some(Secret::File(path)) => std::fs::read_to_string(path)
+            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_owned()))
+            .map_err(|e| format!("read the password file {}: {e}", path.display())),
+    }
+}

@@ -1,0 +1,340 @@
+//! The MQTT sink against a real broker: mosquitto (the Debian package, started here on a free
+//! loopback port) and mosquitto_sub as the IT-side subscriber. Every record arrives, with the
+//! documented topics and payloads, in order per topic; a broker outage under steady load loses
+//! nothing (duplicates only with the same message id); and the sink never subscribes.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_config::MqttSink;
+use airlock_model::Timestamp;
+use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxReader, OutboxWriter};
+use serde_json::Value;
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("airlock-mqtt-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn mosquitto() -> PathBuf {
+    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("mosquitto is not installed: run ./scripts/test, which installs it")
+}
+
+/// A mosquitto broker on loopback, with persistence and a full log.
+struct Broker {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Self {
+        let mut b = Self { port: free_port(), dir: dir.to_owned(), child: None };
+        b.restart();
+        b
+    }
+
+    fn restart(&mut self) {
+        let conf = self.dir.join("mosquitto.conf");
+        let text = format!(
+            // `user root`: started as root (CI), mosquitto would switch to its own user and lose
+            // access to this folder; started as anyone else, the line has no effect.
+            // `max_queued_messages`: the broker's default of 1000 per offline subscriber would drop
+            // the backlog the sink sends after an outage before mosquitto_sub is back.
+            "user root\nlistener {} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n\
+             persistence true\npersistence_location {}/\n\
+             log_dest file {}\nlog_type all\n",
+            self.port,
+            self.dir.display(),
+            self.log_path().display()
+        );
+        std::fs::write(&conf, text).unwrap();
+        let child =
+            Command::new(mosquitto()).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the broker the way a service stop does (SIGTERM: it saves its persistence).
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("mosquitto.log")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// mosquitto_sub on every topic, QoS 1, persistent session: `(topic, payload)` as they come.
+struct Subscriber {
+    child: Child,
+    received: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Subscriber {
+    fn start(broker: &Broker) -> Self {
+        let mut child = Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &broker.port.to_string(),
+                "-t",
+                "#",
+                "-v",
+                "-q",
+                "1",
+                "-c",
+                "-i",
+                "it-side",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub (package mosquitto-clients) is not installed");
+        let stdout = child.stdout.take().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let r = Arc::clone(&received);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some((topic, payload)) = line.split_once(' ') {
+                    r.lock().unwrap().push((topic.to_owned(), payload.to_owned()));
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !broker.log().contains("as it-side") {
+            assert!(Instant::now() < deadline, "the subscriber did not connect");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, received }
+    }
+
+    /// Waits until `n` distinct message ids have arrived (bounded), and returns everything.
+    fn wait_for(&self, n: usize, within: Duration) -> Vec<(String, String)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.received.lock().unwrap().clone();
+            let ids: std::collections::HashSet<String> = got.iter().filter_map(|(_, p)| id_of(p)).collect();
+            if ids.len() >= n || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn id_of(payload: &str) -> Option<String> {
+    serde_json::from_str::<Value>(payload).ok()?.get("id")?.as_str().map(str::to_owned)
+}
+
+fn sink_config(port: u16) -> MqttSink {
+    MqttSink {
+        host: "127.0.0.1".into(),
+        port,
+        tls: false,
+        topic_prefix: "uns/".into(),
+        client_id: "airlock-under-test".into(),
+        qos: 1,
+        username: None,
+        password: None,
+        inflight_max: 50,
+        rate_max_per_s: 100_000.0,
+        keep_alive: Duration::from_secs(5),
+    }
+}
+
+fn outbox(dir: &Path) -> (OutboxWriter, OutboxReader) {
+    let config = OutboxConfig {
+        fsync: FsyncPolicy::Interval(Duration::from_millis(10)),
+        sinks: vec!["uns".into()],
+        ..OutboxConfig::default()
+    };
+    OutboxWriter::open(&dir.join("outbox"), config).unwrap()
+}
+
+fn record(i: u64) -> (Class, String) {
+    if i.is_multiple_of(100) {
+        (
+            Class::Event,
+            format!("{{\"topic\":\"_airlock/events/test\",\"kind\":\"test\",\"message\":\"event {i}\",\"n\":{i}}}"),
+        )
+    } else {
+        (
+            Class::Raw,
+            format!(
+                "{{\"topic\":\"acme/site/area/line3/cell1/press{}/speed\",\"value\":{i},\"quality\":\"good\",\"n\":{i}}}",
+                i % 4
+            ),
+        )
+    }
+}
+
+/// Every message of a data topic, checked: the payload is the record's JSON with the id first,
+/// and per topic the records come in order (a resent duplicate repeats an earlier one exactly).
+fn check_messages(got: &[(String, String)], expected: u64) {
+    let mut by_id: HashMap<String, String> = HashMap::new();
+    let mut last_new_per_topic: BTreeMap<String, u64> = BTreeMap::new();
+    for (topic, payload) in got.iter().filter(|(t, _)| !t.contains("/status")) {
+        assert!(topic.starts_with("uns/"), "{topic}");
+        assert!(payload.starts_with("{\"id\":\"plant7-"), "{payload}");
+        let v: Value = serde_json::from_str(payload).unwrap();
+        let id = v["id"].as_str().unwrap().to_owned();
+        let n = v["n"].as_u64().unwrap();
+        let (class, body) = record(n);
+        let expected_topic =
+            format!("uns/{}", serde_json::from_str::<Value>(&body).unwrap()["topic"].as_str().unwrap());
+        assert_eq!(topic, &expected_topic);
+        assert_eq!(id.chars().nth(7), Some(if class == Class::Event { 'e' } else { 'r' }), "{id}");
+        match by_id.get(&id) {
+            Some(first) => assert_eq!(first, payload, "a duplicate id carries the same record"),
+            None => {
+                let last = last_new_per_topic.entry(topic.clone()).or_insert(0);
+                assert!(n > *last || *last == 0, "{topic}: record {n} after {last} (order)");
+                *last = n;
+                by_id.insert(id, payload.clone());
+            }
+        }
+    }
+    if by_id.len() as u64 != expected {
+        let seen: std::collections::BTreeSet<u64> =
+            by_id.values().map(|p| serde_json::from_str::<Value>(p).unwrap()["n"].as_u64().unwrap()).collect();
+        let missing: Vec<u64> = (1..=expected).filter(|n| !seen.contains(n)).collect();
+        panic!("{} of {expected} records arrived; missing: {:?}...", by_id.len(), &missing[..missing.len().min(40)]);
+    }
+}
+
+#[test]
+fn every_record_arrives_and_the_sink_never_subscribes() {
+    let dir = temp("all");
+    let broker = Broker::start(&dir);
+    let sub = Subscriber::start(&broker);
+    let (mut writer, reader) = outbox(&dir);
+    let n = 2000;
+    for i in 1..=n {
+        let (class, body) = record(i);
+        writer.append(class, Timestamp(i as i64), body.as_bytes()).unwrap();
+    }
+    writer.sync().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (handle, health) =
+        airlock_north::mqtt::spawn("uns", "plant7", &sink_config(broker.port), reader.clone(), Arc::clone(&stop))
+            .unwrap();
+    let got = sub.wait_for(n as usize, Duration::from_secs(30));
+    stop.store(true, Relaxed);
+    handle.join().unwrap();
+    check_messages(&got, n);
+    assert_eq!(health.delivered.load(Relaxed), n, "acknowledged once each, on PUBACK");
+    let position = reader.position("uns").unwrap();
+    assert_eq!(
+        position.0[Class::Event as usize] + position.0[Class::Raw as usize],
+        n,
+        "the cursor passed every record"
+    );
+    // Events went first: every event arrived before the raw records read after it.
+    let first_raw = got.iter().position(|(t, _)| t.contains("/press")).unwrap();
+    let last_event = got.iter().rposition(|(t, _)| t.contains("_airlock/events")).unwrap();
+    assert!(last_event < first_raw, "events are delivered before raw records");
+    // The status topic: online while connected, offline at the clean stop, retained.
+    std::thread::sleep(Duration::from_millis(300));
+    let statuses: Vec<String> = sub
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| t == "uns/_airlock/plant7/status")
+        .map(|(_, p)| p.clone())
+        .collect();
+    assert_eq!(statuses.first().map(String::as_str), Some("online"), "{statuses:?}");
+    assert_eq!(statuses.last().map(String::as_str), Some("offline"), "{statuses:?}");
+    // One way: the broker saw the IT-side subscriber subscribe, and never the sink.
+    let log = broker.log();
+    assert!(log.contains("Received SUBSCRIBE from it-side"), "the log records subscriptions");
+    assert!(!log.contains("Received SUBSCRIBE from airlock-under-test"), "the sink subscribed");
+    assert!(log.contains("Received PUBLISH from airlock-under-test"));
+    drop(sub);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_broker_outage_under_steady_load_loses_nothing() {
+    let dir = temp("outage");
+    let mut broker = Broker::start(&dir);
+    let sub = Subscriber::start(&broker);
+    let (writer, reader) = outbox(&dir);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (handle, health) =
+        airlock_north::mqtt::spawn("uns", "plant7", &sink_config(broker.port), reader, Arc::clone(&stop)).unwrap();
+    let n = 3000u64;
+    let producer = std::thread::spawn(move || {
+        let mut writer = writer;
+        for i in 1..=n {
+            let (class, body) = record(i);
+            writer.append(class, Timestamp(i as i64), body.as_bytes()).unwrap();
+            writer.commit().unwrap();
+            std::thread::sleep(Duration::from_micros(1500)); // ~650 records/s for ~4.5 s
+        }
+        writer.sync().unwrap();
+        writer
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    broker.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    broker.restart();
+    let writer = producer.join().unwrap();
+    let got = sub.wait_for(n as usize, Duration::from_secs(60));
+    stop.store(true, Relaxed);
+    handle.join().unwrap();
+    check_messages(&got, n);
+    assert!(health.failures.load(Relaxed) >= 1, "the sink saw the outage and reconnected");
+    drop(writer);
+    drop(sub);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
