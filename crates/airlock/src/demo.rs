@@ -24,6 +24,9 @@ pub struct DemoArgs {
     /// The seed of the simulated plant.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Also publish upstream to this MQTT broker (`mqtt://host:1883`), under `airlock-demo/`.
+    #[arg(long)]
+    mqtt: Option<String>,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -40,13 +43,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let opts = airlock_sim::SimOptions { seed: args.seed, speed: args.speed, ..Default::default() };
     let sim = airlock_sim::start(&opts).await.context("start the simulated plant")?;
     let config_path = args.dir.join("demo.toml");
-    let text = format!("{}{DEMO_STORE_AND_SINK}", sim.config_toml(500));
+    let mut text = format!("{}{DEMO_STORE_AND_SINK}", sim.config_toml(500));
+    if let Some(url) = &args.mqtt {
+        text +=
+            &format!("\n[[sink]]\nname = \"uns\"\ntype = \"mqtt\"\nurl = {url:?}\ntopic_prefix = \"airlock-demo/\"\n");
+    }
     std::fs::write(&config_path, text).with_context(|| format!("write {}", config_path.display()))?;
     let config = airlock_config::load(&config_path).map_err(|e| anyhow::anyhow!("the built-in config: {e}"))?;
 
     let gateway = Gateway::start(config).context("start the gateway")?;
     println!("airlock demo: simulated press line at {}x, config {}", args.speed, config_path.display());
     println!("upstream records: {}   log: {}", upstream_path.display(), log_path.display());
+    if let Some(url) = &args.mqtt {
+        println!("publishing to {url} under airlock-demo/ (see them: mosquitto_sub -h HOST -t 'airlock-demo/#' -v)");
+    }
 
     let header = format!(
         "airlock demo: press line at {}x  |  upstream: {}  |  Ctrl-C stops",
@@ -60,9 +70,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     gateway.stop().await;
     sim.stop();
     let samples: u64 = health.iter().map(|h| airlock_model::DeviceHealth::get(&h.samples)).sum();
-    let delivered: u64 = sinks.iter().map(|(_, h)| h.delivered.load(std::sync::atomic::Ordering::Relaxed)).sum();
     println!("read {samples} samples into the historian in {}", data_dir.display());
-    println!("delivered {delivered} upstream records to {}", upstream_path.display());
+    for (name, h) in &sinks {
+        println!("sink {name}: delivered {} upstream records", h.delivered.load(std::sync::atomic::Ordering::Relaxed));
+    }
     println!("query it: airlock query --data {} --tag press1/speed --from -1h --every 10s", data_dir.display());
     Ok(())
 }

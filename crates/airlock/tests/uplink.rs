@@ -1,0 +1,140 @@
+//! The whole airlock, end to end, against real peers: the simulated press line (served here) is
+//! read by `airlock run` (a child process) whose MQTT sink publishes to mosquitto, watched by
+//! mosquitto_sub. The child is killed with SIGKILL mid-flight three times and restarted on the
+//! same data folder; at the end every record id the outbox ever gave out has arrived, none
+//! twice with different content, in order per topic.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn mosquitto(dir: &Path) -> (Child, u16) {
+    let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].iter().map(PathBuf::from).find(|p| p.exists());
+    let exe = exe.expect("mosquitto is not installed: run ./scripts/test, which installs it");
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("user root\nlistener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n"),
+    )
+    .unwrap();
+    let child = Command::new(exe).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, port)
+}
+
+fn subscribe(port: u16) -> (Child, Arc<Mutex<Vec<(String, String)>>>) {
+    let mut child = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "plant/#", "-v", "-q", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto_sub (package mosquitto-clients) is not installed");
+    let stdout = child.stdout.take().unwrap();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let r = Arc::clone(&received);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((t, p)) = line.split_once(' ') {
+                r.lock().unwrap().push((t.to_owned(), p.to_owned()));
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    (child, received)
+}
+
+fn run_airlock(config: &Path, duration: Option<&str>) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_airlock"));
+    cmd.arg("run").arg(config);
+    if let Some(d) = duration {
+        cmd.args(["--duration", d]);
+    }
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+}
+
+#[test]
+fn nothing_is_lost_when_airlock_is_killed_mid_flight() {
+    let dir = std::env::temp_dir().join(format!("airlock-uplink-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mut broker, port) = mosquitto(&dir);
+    let (mut sub, received) = subscribe(port);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let opts = airlock_sim::SimOptions { speed: 600.0, ..Default::default() };
+    let sim = runtime.block_on(airlock_sim::start(&opts)).unwrap();
+    let config = dir.join("plant.toml");
+    let mut text = sim.config_toml(50).replace("[gateway]\nname = \"demo\"", "[gateway]\nname = \"line3\"");
+    text += &format!(
+        "\n[store]\ndata_dir = \"data\"\nfsync_interval_ms = 20\n\n[[sink]]\nname = \"uns\"\ntype = \"mqtt\"\n\
+         url = \"mqtt://127.0.0.1:{port}\"\ntopic_prefix = \"plant/\"\ninflight_max = 20\n"
+    );
+    std::fs::write(&config, text).unwrap();
+
+    for alive_ms in [1500, 900, 1200] {
+        let mut child = run_airlock(&config, None);
+        std::thread::sleep(Duration::from_millis(alive_ms));
+        assert!(child.try_wait().unwrap().is_none(), "airlock stopped by itself");
+        child.kill().unwrap(); // SIGKILL, mid-flight
+        child.wait().unwrap();
+    }
+    let mut last = run_airlock(&config, Some("3s"));
+    assert!(last.wait().unwrap().success(), "the last run ends cleanly by itself");
+    sim.stop();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The next id the outbox would give tells how many raw records it ever gave out.
+    let outbox_dir = dir.join("data/outbox");
+    let (mut writer, _reader) =
+        airlock_store::OutboxWriter::open(&outbox_dir, airlock_store::OutboxConfig::default()).unwrap();
+    let next = writer.append(airlock_store::Class::Raw, airlock_model::Timestamp(0), b"{}").unwrap().seq;
+    let given_out = next - 1;
+    assert!(given_out > 200, "only {given_out} records in four runs");
+
+    let got = received.lock().unwrap().clone();
+    let mut by_id: HashMap<String, String> = HashMap::new();
+    let mut order: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (topic, payload) in got.iter().filter(|(t, _)| !t.ends_with("/status")) {
+        let v: serde_json::Value = serde_json::from_str(payload).unwrap();
+        let id = v["id"].as_str().unwrap().to_owned();
+        assert_eq!(topic, &format!("plant/{}", v["topic"].as_str().unwrap()));
+        match by_id.get(&id) {
+            Some(first) => assert_eq!(first, payload, "{id} arrived twice with different content"),
+            None => {
+                order.entry(topic.clone()).or_default().push(v["gateway_time"].as_str().unwrap().to_owned());
+                by_id.insert(id, payload.clone());
+            }
+        }
+    }
+    let raw: BTreeSet<u64> =
+        by_id.keys().filter_map(|id| id.strip_prefix("line3-r")).map(|s| s.parse().unwrap()).collect();
+    let missing: Vec<u64> = (1..=given_out).filter(|s| !raw.contains(s)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {given_out} records never arrived: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
+    for (topic, times) in &order {
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{topic}: out of order");
+    }
+    let _ = sub.kill();
+    let _ = broker.kill();
+    let _ = sub.wait();
+    let _ = broker.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
