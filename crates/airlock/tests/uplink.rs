@@ -36,7 +36,10 @@ fn mosquitto(dir: &Path) -> (Child, u16) {
     (child, port)
 }
 
-fn subscribe(port: u16) -> (Child, Arc<Mutex<Vec<(String, String)>>>) {
+/// `(topic, payload)` of every message received, in order.
+type Received = Arc<Mutex<Vec<(String, String)>>>;
+
+fn subscribe(port: u16) -> (Child, Received) {
     let mut child = Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "plant/#", "-v", "-q", "1"])
         .stdout(Stdio::piped())
