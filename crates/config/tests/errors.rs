@@ -303,12 +303,12 @@ fn bad_store_and_sink_settings() {
 #[test]
 fn an_mqtt_sink_with_its_defaults() {
     let text = format!(
-        "[[sink]]\nname = \"uns\"\ntype = \"mqtt\"\nurl = \"mqtts://broker.plant:8884\"\nusername = \"airlock\"\n\
+        "[[sink]]\nname = \"uns\"\ntype = \"mqtt\"\nurl = \"mqtt://broker.plant:8884\"\nusername = \"airlock\"\n\
          password_file = \"secret/mqtt.pass\"\ntopic_prefix = \"uns/\"\n{DEVICE}{TAG}"
     );
     let config = parse(&text, Path::new("/etc/airlock/plant.toml")).unwrap();
     let airlock_config::SinkKind::Mqtt(m) = &config.sinks[0].kind else { panic!() };
-    assert_eq!((m.host.as_str(), m.port, m.tls), ("broker.plant", 8884, true));
+    assert_eq!((m.host.as_str(), m.port, m.tls), ("broker.plant", 8884, false));
     assert_eq!(m.qos, 1);
     assert_eq!(m.client_id, "airlock-uns");
     assert_eq!(m.topic_prefix, "uns/");
@@ -336,4 +336,10 @@ fn bad_mqtt_sink_settings() {
             (11, "sink[b].url", "needs url"),
         ],
     );
+}
+
+#[test]
+fn mqtt_over_tls_is_refused_until_it_exists() {
+    let text = format!("[[sink]]\nname = \"a\"\ntype = \"mqtt\"\nurl = \"mqtts://broker:8883\"\n{DEVICE}{TAG}");
+    check(&text, &[(4, "sink[a].url", "mqtts:// (TLS) is not supported yet")]);
 }
