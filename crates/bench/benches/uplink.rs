@@ -1,0 +1,106 @@
+//! Uplink benchmark: the MQTT sink draining an outbox backlog into a local mosquitto (QoS 1,
+//! acknowledged on PUBACK), with mosquitto_sub consuming every message, as after an outage.
+//! Baseline in the same run: mosquitto_pub sending the same number of messages of the same size
+//! at QoS 1 from a file (`-l`), the broker's own client.
+//!
+//! Run: `cargo bench -p airlock-bench --bench uplink` (needs mosquitto; `-- quick` for 100k).
+
+#![allow(clippy::unwrap_used)] // a benchmark: a failure is the run failing
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use airlock_config::MqttSink;
+use airlock_model::Timestamp;
+use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxWriter};
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let n: u64 = if quick { 100_000 } else { 1_000_000 };
+    let dir = std::env::temp_dir().join(format!("airlock-bench-uplink-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mut broker, port) = mosquitto(&dir);
+    let mut sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "#", "-q", "1"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let payload = br#"{"gateway_time":"2026-11-28T12:32:45.538Z","quality":"good","topic":"acme/dortmund/pressing/line3/cell1/press1/speed","unit":"rpm","value":1479.9998779296875}"#;
+    let config = OutboxConfig { fsync: FsyncPolicy::Never, sinks: vec!["uns".into()], ..OutboxConfig::default() };
+    let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), config).unwrap();
+    for i in 0..n {
+        writer.append(Class::Raw, Timestamp(i as i64), payload).unwrap();
+    }
+    writer.sync().unwrap();
+
+    let sink = MqttSink {
+        host: "127.0.0.1".into(),
+        port,
+        tls: false,
+        topic_prefix: "uns/".into(),
+        client_id: "airlock-bench".into(),
+        qos: 1,
+        username: None,
+        password: None,
+        inflight_max: 100,
+        rate_max_per_s: 10_000_000.0,
+        keep_alive: Duration::from_secs(30),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let (handle, health) = airlock_north::mqtt::spawn("uns", "bench", &sink, reader, Arc::clone(&stop)).unwrap();
+    while health.delivered.load(Relaxed) < n {
+        assert!(started.elapsed() < Duration::from_secs(600), "the backlog did not drain");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ours = started.elapsed().as_secs_f64();
+    stop.store(true, Relaxed);
+    handle.join().unwrap();
+
+    // Baseline: the broker's own client publishing the same messages at QoS 1.
+    let lines = dir.join("lines.txt");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&lines).unwrap());
+    for _ in 0..n {
+        f.write_all(payload).unwrap();
+        f.write_all(b"\n").unwrap();
+    }
+    f.flush().unwrap();
+    drop(f);
+    let started = Instant::now();
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "uns/baseline", "-q", "1", "-l"])
+        .stdin(std::fs::File::open(&lines).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let theirs = started.elapsed().as_secs_f64();
+
+    println!("uplink benchmark: {n} records of {} bytes, QoS 1, local mosquitto, one subscriber", payload.len());
+    println!("  airlock MQTT sink, backlog drain (acknowledged on PUBACK): {:>9.0} messages/s", n as f64 / ours);
+    println!("  mosquitto_pub -l (baseline):                                {:>9.0} messages/s", n as f64 / theirs);
+    println!("  ratio: {:.2}x the broker's own client", theirs / ours);
+    let _ = sub.kill();
+    let _ = broker.kill();
+    let _ = sub.wait();
+    let _ = broker.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn mosquitto(dir: &std::path::Path) -> (Child, u16) {
+    let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].iter().map(PathBuf::from).find(|p| p.exists()).expect("install mosquitto");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(&conf, format!("user root\nlistener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 10000000\n")).unwrap();
+    let child = Command::new(exe).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, port)
+}
