@@ -94,10 +94,18 @@ fn main() {
 }
 
 fn mosquitto(dir: &std::path::Path) -> (Child, u16) {
-    let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].iter().map(PathBuf::from).find(|p| p.exists()).expect("install mosquitto");
+    let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("install mosquitto");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let conf = dir.join("mosquitto.conf");
-    std::fs::write(&conf, format!("user root\nlistener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 10000000\n")).unwrap();
+    std::fs::write(
+        &conf,
+        format!("user root\nlistener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 10000000\n"),
+    )
+    .unwrap();
     let child = Command::new(exe).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         std::thread::sleep(Duration::from_millis(20));
