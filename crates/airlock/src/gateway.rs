@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use airlock_config::{Config, Protocol, SinkKind};
 use airlock_model::{AssetPath, DeviceHealth, Sample, TagId, Timestamp};
+use airlock_north::http::HttpSink;
 use airlock_north::{JsonlSink, SinkHealth};
 use airlock_south_modbus::{DeviceTask, SampleBatch};
 use airlock_store::{
@@ -144,14 +145,20 @@ impl Gateway {
         let mut sink_health = Vec::new();
         for s in &config.sinks {
             let gateway = &config.gateway.name;
+            let stop = Arc::clone(&sinks_stop);
             let (handle, h) = match &s.kind {
                 SinkKind::Jsonl { path } => {
+                    let h = Arc::new(SinkHealth::default());
                     let sink = Box::new(JsonlSink::new(&s.name, gateway, path));
-                    airlock_north::spawn(sink, outbox.clone(), Arc::clone(&sinks_stop))?
+                    (airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?, h)
                 }
-                SinkKind::Mqtt(m) => {
-                    airlock_north::mqtt::spawn(&s.name, gateway, m, outbox.clone(), Arc::clone(&sinks_stop))?
+                SinkKind::Http(http) => {
+                    let h = Arc::new(SinkHealth::default());
+                    let sink = HttpSink::new(&s.name, gateway, http, &config.store.data_dir, Arc::clone(&h))
+                        .map_err(|e| anyhow::anyhow!("sink {}: {e}", s.name))?;
+                    (airlock_north::spawn(Box::new(sink), outbox.clone(), stop, Arc::clone(&h))?, h)
                 }
+                SinkKind::Mqtt(m) => airlock_north::mqtt::spawn(&s.name, gateway, m, outbox.clone(), stop)?,
             };
             sinks.push(handle);
             sink_health.push((s.name.clone(), h));

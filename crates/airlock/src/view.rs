@@ -119,6 +119,10 @@ fn store_line(gateway: &Gateway) -> String {
     );
     for (name, h) in &gateway.sink_health {
         let _ = write!(line, " | sink {name}: {} delivered", h.delivered.load(Relaxed));
+        let dead = h.dead_lettered.load(Relaxed);
+        if dead > 0 {
+            let _ = write!(line, ", {dead} dead letters");
+        }
     }
     let errors = c.store_errors.load(Relaxed);
     if errors > 0 {

@@ -48,6 +48,20 @@ pub enum SinkKind {
     Jsonl { path: PathBuf },
     /// An MQTT broker, publishing the Unified Namespace as JSON.
     Mqtt(MqttSink),
+    /// An HTTP endpoint (an ERP web hook) receiving batches of records.
+    Http(HttpSink),
+}
+
+/// An HTTP(S) web hook: JSON batches POSTed, acknowledged on 2xx.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSink {
+    pub url: String,
+    /// Which outbox classes it receives (by name: events, aggregates, series, raw).
+    pub classes: Vec<String>,
+    pub batch_records_max: usize,
+    pub timeout: Duration,
+    /// The environment variable holding a bearer token, read when the sink starts.
+    pub bearer_token_env: Option<String>,
 }
 
 /// An MQTT broker airlock publishes to. It never subscribes.

@@ -45,6 +45,10 @@ pub struct RawSink {
     pub inflight_max: Option<S<i64>>,
     pub rate_max_per_s: Option<S<f64>>,
     pub keep_alive_s: Option<S<i64>>,
+    pub classes: Option<S<Vec<S<String>>>>,
+    pub batch_records_max: Option<S<i64>>,
+    pub timeout_ms: Option<S<i64>>,
+    pub bearer_token_env: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,7 +11,9 @@ use toml::Spanned;
 use crate::modbus::{DataType, ModbusDevice, ModbusTag, Space, WordOrder};
 use crate::raw::RawSink;
 use crate::raw::{RawConfig, RawDevice, RawTag};
-use crate::{Config, ConfigError, ConfigErrors, Device, Gateway, MqttSink, Protocol, Secret, Sink, SinkKind, Store};
+use crate::{
+    Config, ConfigError, ConfigErrors, Device, Gateway, HttpSink, MqttSink, Protocol, Secret, Sink, SinkKind, Store,
+};
 
 /// Defaults, stated once (and in `docs/config.md`).
 pub const POLL_INTERVAL_MS_DEFAULT: i64 = 1000;
@@ -386,8 +388,13 @@ fn sink(c: &mut Checker, s: &RawSink, key: impl Fn(&str) -> String) -> Option<Si
             Some(Sink { name, kind: SinkKind::Jsonl { path: resolve(c, path.get_ref()) } })
         }
         "mqtt" => mqtt_sink(c, s, &key).map(|m| Sink { name, kind: SinkKind::Mqtt(m) }),
+        "http" => http_sink(c, s, &key).map(|h| Sink { name, kind: SinkKind::Http(h) }),
         other => {
-            c.err(s.kind.span(), key("type"), format!("unknown sink type {other:?}; expected \"jsonl\" or \"mqtt\""));
+            c.err(
+                s.kind.span(),
+                key("type"),
+                format!("unknown sink type {other:?}; expected \"jsonl\", \"mqtt\" or \"http\""),
+            );
             None
         }
     }
@@ -398,7 +405,7 @@ fn refuse_keys_of_other_types(c: &mut Checker, s: &RawSink, kind: &str, key: &im
     let spans = |v: Option<Range<usize>>, name: &'static str, types: &'static [&'static str]| (v, name, types);
     let keys = [
         spans(s.path.as_ref().map(|v| v.span()), "path", &["jsonl"]),
-        spans(s.url.as_ref().map(|v| v.span()), "url", &["mqtt"]),
+        spans(s.url.as_ref().map(|v| v.span()), "url", &["mqtt", "http"]),
         spans(s.topic_prefix.as_ref().map(|v| v.span()), "topic_prefix", &["mqtt"]),
         spans(s.client_id.as_ref().map(|v| v.span()), "client_id", &["mqtt"]),
         spans(s.qos.as_ref().map(|v| v.span()), "qos", &["mqtt"]),
@@ -408,8 +415,12 @@ fn refuse_keys_of_other_types(c: &mut Checker, s: &RawSink, kind: &str, key: &im
         spans(s.inflight_max.as_ref().map(|v| v.span()), "inflight_max", &["mqtt"]),
         spans(s.rate_max_per_s.as_ref().map(|v| v.span()), "rate_max_per_s", &["mqtt"]),
         spans(s.keep_alive_s.as_ref().map(|v| v.span()), "keep_alive_s", &["mqtt"]),
+        spans(s.classes.as_ref().map(|v| v.span()), "classes", &["http"]),
+        spans(s.batch_records_max.as_ref().map(|v| v.span()), "batch_records_max", &["http"]),
+        spans(s.timeout_ms.as_ref().map(|v| v.span()), "timeout_ms", &["http"]),
+        spans(s.bearer_token_env.as_ref().map(|v| v.span()), "bearer_token_env", &["http"]),
     ];
-    let known = ["jsonl", "mqtt"].contains(&kind);
+    let known = ["jsonl", "mqtt", "http"].contains(&kind);
     for (span, name, types) in keys {
         if let Some(span) = span
             && known
@@ -484,4 +495,41 @@ fn parse_mqtt_url(url: &str) -> Option<(bool, String, u16)> {
         None => (rest, if tls { 8883 } else { 1883 }),
     };
     (!host.is_empty() && !host.contains('/')).then(|| (tls, host.to_owned(), port))
+}
+
+const CLASS_NAMES: [&str; 4] = ["events", "aggregates", "series", "raw"];
+
+fn http_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Option<HttpSink> {
+    let Some(url) = &s.url else {
+        c.err(s.kind.span(), key("url"), "an http sink needs url (https://erp.example/hook)".into());
+        return None;
+    };
+    let u = url.get_ref();
+    let ok =
+        (u.starts_with("http://") || u.starts_with("https://")) && u.split("://").nth(1).is_some_and(|r| !r.is_empty());
+    if !ok {
+        c.err(url.span(), key("url"), format!("{u:?} is not an http:// or https:// URL"));
+    }
+    let classes: Vec<String> = match &s.classes {
+        None => vec!["events".to_owned()],
+        Some(list) => {
+            for class in list.get_ref().iter().filter(|n| !CLASS_NAMES.contains(&n.get_ref().as_str())) {
+                let msg = format!("unknown class {:?}; expected some of {}", class.get_ref(), CLASS_NAMES.join(", "));
+                c.err(class.span(), key("classes"), msg);
+            }
+            if list.get_ref().is_empty() {
+                c.err(list.span(), key("classes"), "names no class: the sink would receive nothing".into());
+            }
+            list.get_ref().iter().map(|n| n.get_ref().clone()).collect()
+        }
+    };
+    let batch = c.int(&s.batch_records_max, &key("batch_records_max"), 1, 10_000, 100);
+    let timeout = c.int(&s.timeout_ms, &key("timeout_ms"), 1, 600_000, 10_000);
+    ok.then(|| HttpSink {
+        url: u.clone(),
+        classes,
+        batch_records_max: batch.unsigned_abs() as usize,
+        timeout: Duration::from_millis(timeout.unsigned_abs()),
+        bearer_token_env: s.bearer_token_env.as_ref().map(|v| v.get_ref().clone()),
+    })
 }

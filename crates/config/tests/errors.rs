@@ -343,3 +343,26 @@ fn mqtt_over_tls_is_refused_until_it_exists() {
     let text = format!("[[sink]]\nname = \"a\"\ntype = \"mqtt\"\nurl = \"mqtts://broker:8883\"\n{DEVICE}{TAG}");
     check(&text, &[(4, "sink[a].url", "mqtts:// (TLS) is not supported yet")]);
 }
+
+#[test]
+fn an_http_sink_and_its_mistakes() {
+    let good = format!(
+        "[[sink]]\nname = \"erp\"\ntype = \"http\"\nurl = \"https://erp.example/hook\"\nclasses = [\"events\", \"aggregates\"]\n{DEVICE}{TAG}"
+    );
+    let config = parse(&good, Path::new("plant.toml")).unwrap();
+    let airlock_config::SinkKind::Http(h) = &config.sinks[0].kind else { panic!() };
+    assert_eq!(h.classes, vec!["events", "aggregates"]);
+    assert_eq!((h.batch_records_max, h.timeout.as_millis()), (100, 10_000));
+    let bad = format!(
+        "[[sink]]\nname = \"erp\"\ntype = \"http\"\nurl = \"ftp://x\"\nclasses = [\"alarms\"]\nqos = 1\nbatch_records_max = 0\n{DEVICE}{TAG}"
+    );
+    check(
+        &bad,
+        &[
+            (4, "sink[erp].url", "is not an http:// or https:// URL"),
+            (5, "sink[erp].classes", "unknown class \"alarms\""),
+            (6, "sink[erp].qos", "is only for a sink of type mqtt"),
+            (7, "sink[erp].batch_records_max", "out of range 1..=10000"),
+        ],
+    );
+}

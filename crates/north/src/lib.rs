@@ -6,6 +6,7 @@
 //! class. Records go on the wire with the message id `<gateway>-<record id>`, stable across
 //! restarts, by which a consumer drops duplicates.
 
+pub mod http;
 mod jsonl;
 pub mod mqtt;
 
@@ -28,6 +29,8 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{target}: {what}")]
+    Rejected { target: String, what: String },
 }
 
 /// Somewhere upstream records go.
@@ -37,6 +40,11 @@ pub trait Sink: Send {
 
     /// Delivers `records` in order; `Ok` means every one of them is delivered.
     fn deliver(&mut self, records: &[OutboxRecord]) -> Result<(), SinkError>;
+
+    /// The most records one delivery carries.
+    fn batch_max(&self) -> usize {
+        BATCH_RECORDS
+    }
 }
 
 /// A record as it goes on the wire: its JSON payload with the message id put first.
@@ -57,6 +65,8 @@ pub fn wire_json(gateway: &str, record: &OutboxRecord) -> Vec<u8> {
 pub struct SinkHealth {
     pub delivered: AtomicU64,
     pub failures: AtomicU64,
+    /// Records a receiver refused for good, parked as dead letters.
+    pub dead_lettered: AtomicU64,
 }
 
 /// Records read per delivery.
@@ -70,9 +80,9 @@ pub fn spawn(
     mut sink: Box<dyn Sink>,
     reader: OutboxReader,
     stop: Arc<AtomicBool>,
-) -> std::io::Result<(JoinHandle<()>, Arc<SinkHealth>)> {
-    let health = Arc::new(SinkHealth::default());
-    let h = Arc::clone(&health);
+    health: Arc<SinkHealth>,
+) -> std::io::Result<JoinHandle<()>> {
+    let h = health;
     let name = format!("sink-{}", sink.name());
     let handle = std::thread::Builder::new().name(name).spawn(move || {
         if let Err(e) = run(sink.as_mut(), &reader, &stop, &h) {
@@ -82,7 +92,7 @@ pub fn spawn(
             log::error!("sink {}: save its position: {e}", sink.name());
         }
     })?;
-    Ok((handle, health))
+    Ok(handle)
 }
 
 fn run(sink: &mut dyn Sink, reader: &OutboxReader, stop: &AtomicBool, health: &SinkHealth) -> Result<(), StoreError> {
@@ -91,7 +101,7 @@ fn run(sink: &mut dyn Sink, reader: &OutboxReader, stop: &AtomicBool, health: &S
     let mut failing = false;
     loop {
         let stopping = stop.load(Relaxed);
-        let batch = reader.read(&position, BATCH_RECORDS)?;
+        let batch = reader.read(&position, sink.batch_max())?;
         if batch.is_empty() {
             if stopping {
                 return Ok(());

@@ -1,0 +1,166 @@
+//! The HTTP sink against a web hook we did not write (Python's standard-library HTTP server, in
+//! `scripts/peers/http_receiver.py`): a receiver that fails the first requests with 500 gets
+//! everything once it answers 200, nothing lost; a receiver that answers 400 gets each batch
+//! once, and the batches are parked as dead letters rather than retried forever.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_config::HttpSink as HttpConfig;
+use airlock_model::Timestamp;
+use airlock_north::SinkHealth;
+use airlock_north::http::HttpSink;
+use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxWriter};
+use serde_json::Value;
+
+/// The receiver, and every request it got: `{"status", "headers", "body"}`.
+struct Receiver {
+    child: Child,
+    port: u16,
+    requests: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Receiver {
+    fn start(args: &[&str]) -> Self {
+        let python = std::env::var("AIRLOCK_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/peers/http_receiver.py");
+        let mut child =
+            Command::new(python).arg(script).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        let port = first["port"].as_u64().unwrap() as u16;
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let r = Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                r.lock().unwrap().push(serde_json::from_str(&line).unwrap());
+            }
+        });
+        Self { child, port, requests }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("airlock-http-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// An outbox of 250 events and 250 raw records, and the HTTP sink running on it.
+fn run_sink(
+    dir: &Path,
+    port: u16,
+    until: impl Fn(&SinkHealth, &[Value]) -> bool,
+    requests: &Mutex<Vec<Value>>,
+) -> Arc<SinkHealth> {
+    let config = OutboxConfig {
+        fsync: FsyncPolicy::Interval(Duration::ZERO),
+        sinks: vec!["erp".into()],
+        ..OutboxConfig::default()
+    };
+    let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), config).unwrap();
+    for i in 1..=250u64 {
+        let event = format!(
+            "{{\"topic\":\"_airlock/events/parts\",\"kind\":\"parts_produced\",\"message\":\"press1 produced {i} parts\"}}"
+        );
+        writer.append(Class::Event, Timestamp(i as i64), event.as_bytes()).unwrap();
+        writer
+            .append(Class::Raw, Timestamp(i as i64), format!("{{\"topic\":\"a/b\",\"value\":{i}}}").as_bytes())
+            .unwrap();
+    }
+    writer.sync().unwrap();
+    let http = HttpConfig {
+        url: format!("http://127.0.0.1:{port}/hook"),
+        classes: vec!["events".into()],
+        batch_records_max: 100,
+        timeout: Duration::from_secs(5),
+        bearer_token_env: None,
+    };
+    let health = Arc::new(SinkHealth::default());
+    let sink = HttpSink::new("erp", "plant7", &http, dir, Arc::clone(&health)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = airlock_north::spawn(Box::new(sink), reader, Arc::clone(&stop), Arc::clone(&health)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !until(&health, &requests.lock().unwrap()) {
+        assert!(Instant::now() < deadline, "the sink did not get there in 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300)); // time for any request that should not come
+    stop.store(true, Relaxed);
+    handle.join().unwrap();
+    health
+}
+
+/// A request header, whatever the case of its name on the wire.
+fn header(request: &Value, name: &str) -> String {
+    let headers = request["headers"].as_object().unwrap();
+    let value = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str().unwrap().to_owned());
+    value.unwrap_or_else(|| panic!("no {name} header in {headers:?}"))
+}
+
+fn ids(request: &Value) -> Vec<String> {
+    request["body"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn a_receiver_that_fails_first_gets_everything_afterwards() {
+    let dir = temp("retry");
+    let receiver = Receiver::start(&["fail-first", "3"]);
+    let all_delivered = |_: &SinkHealth, reqs: &[Value]| {
+        let got: BTreeSet<String> = reqs.iter().filter(|r| r["status"] == 200).flat_map(ids).collect();
+        got.len() == 250
+    };
+    let health = run_sink(&dir, receiver.port, all_delivered, &receiver.requests);
+    let requests = receiver.requests.lock().unwrap().clone();
+    let statuses: Vec<u64> = requests.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(&statuses[..3], &[500, 500, 500]);
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "250 events in batches of 100: {statuses:?}");
+    // The failed batch came again, the same, under the same idempotency key.
+    let key = |r: &Value| header(r, "Idempotency-Key");
+    assert_eq!(key(&requests[0]), "plant7-e1..e100");
+    assert_eq!(key(&requests[3]), "plant7-e1..e100");
+    assert_eq!(ids(&requests[0]), ids(&requests[3]));
+    let delivered: Vec<String> = requests.iter().filter(|r| r["status"] == 200).flat_map(ids).collect();
+    let expected: Vec<String> = (1..=250).map(|i| format!("plant7-e{i}")).collect();
+    assert_eq!(delivered, expected, "every event once, in order; no raw record (not a class this sink takes)");
+    let first = &requests[3]["body"][0];
+    assert_eq!(first["message"], "press1 produced 1 parts");
+    assert_eq!(header(&requests[3], "Content-Type"), "application/json");
+    assert_eq!(health.dead_lettered.load(Relaxed), 0);
+    assert!(health.failures.load(Relaxed) >= 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_receiver_that_refuses_gets_each_batch_once_and_they_are_parked() {
+    let dir = temp("reject");
+    let receiver = Receiver::start(&["reject"]);
+    let parked = |h: &SinkHealth, _: &[Value]| h.dead_lettered.load(Relaxed) == 250;
+    let health = run_sink(&dir, receiver.port, parked, &receiver.requests);
+    let requests = receiver.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 3, "each batch sent once, not retried");
+    assert_eq!(health.dead_lettered.load(Relaxed), 250);
+    let letters = std::fs::read_to_string(dir.join("deadletter/erp.jsonl")).unwrap();
+    let letters: Vec<Value> = letters.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(letters.len(), 3);
+    assert_eq!(letters[0]["status"], 400);
+    assert_eq!(letters[0]["answer"], "{\"error\":\"unknown plant\"}");
+    assert_eq!(letters[0]["first_id"], "plant7-e1");
+    let kept: usize = letters.iter().map(|l| l["records"].as_array().unwrap().len()).sum();
+    assert_eq!(kept, 250, "every refused record is kept");
+    let _ = std::fs::remove_dir_all(&dir);
+}

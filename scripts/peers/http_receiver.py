@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""An ERP web hook for tests (Python's standard library only): answers POSTs on 127.0.0.1 at a
+free port, printing {"port": N} when listening, then one JSON line per request received:
+{"status": S, "headers": {...}, "body": <the JSON body>}.
+
+Modes (first argument):
+  fail-first N   answer 500 to the first N requests, then 200
+  reject         answer 400 to every request
+  ok             answer 200
+"""
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+mode = sys.argv[1]
+fail_first = int(sys.argv[2]) if mode == "fail-first" else 0
+count = 0
+lock = threading.Lock()
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        global count
+        length = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(length)
+        with lock:
+            count += 1
+            n = count
+        if mode == "reject":
+            status = 400
+        elif n <= fail_first:
+            status = 500
+        else:
+            status = 200
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        print(json.dumps({"status": status, "headers": dict(self.headers), "body": parsed}), flush=True)
+        answer = b'{"error":"unknown plant"}' if status == 400 else b"{}"
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(json.dumps({"port": server.server_address[1]}), flush=True)
+threading.Thread(target=lambda: (sys.stdin.read(), server.shutdown()), daemon=True).start()
+server.serve_forever()
