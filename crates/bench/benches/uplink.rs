@@ -52,6 +52,7 @@ fn main() {
         inflight_max: 100,
         rate_max_per_s: 10_000_000.0,
         keep_alive: Duration::from_secs(30),
+        sparkplug: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();

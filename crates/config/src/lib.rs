@@ -84,6 +84,18 @@ pub struct MqttSink {
     /// Messages per second at most, so that a backlog does not choke the IT network.
     pub rate_max_per_s: f64,
     pub keep_alive: Duration,
+    /// Publish Sparkplug B instead of the Unified Namespace in JSON.
+    pub sparkplug: Option<Sparkplug>,
+}
+
+/// The Sparkplug B edge node airlock presents (send-only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sparkplug {
+    pub group_id: String,
+    /// The edge node id; the gateway's name when not given.
+    pub edge_node_id: Option<String>,
+    /// How often NBIRTH and DBIRTHs are sent again (they are also sent after every connect).
+    pub birth_interval: Duration,
 }
 
 /// A secret named by the config, read when it is needed.

@@ -12,7 +12,8 @@ use crate::modbus::{DataType, ModbusDevice, ModbusTag, Space, WordOrder};
 use crate::raw::RawSink;
 use crate::raw::{RawConfig, RawDevice, RawTag};
 use crate::{
-    Config, ConfigError, ConfigErrors, Device, Gateway, HttpSink, MqttSink, Protocol, Secret, Sink, SinkKind, Store,
+    Config, ConfigError, ConfigErrors, Device, Gateway, HttpSink, MqttSink, Protocol, Secret, Sink, SinkKind,
+    Sparkplug, Store,
 };
 
 /// Defaults, stated once (and in `docs/config.md`).
@@ -387,13 +388,17 @@ fn sink(c: &mut Checker, s: &RawSink, key: impl Fn(&str) -> String) -> Option<Si
             };
             Some(Sink { name, kind: SinkKind::Jsonl { path: resolve(c, path.get_ref()) } })
         }
-        "mqtt" => mqtt_sink(c, s, &key).map(|m| Sink { name, kind: SinkKind::Mqtt(m) }),
+        "mqtt" => mqtt_sink(c, s, &key, None).map(|m| Sink { name, kind: SinkKind::Mqtt(m) }),
+        "sparkplug" => {
+            let sp = sparkplug(c, s, &key);
+            mqtt_sink(c, s, &key, sp).map(|m| Sink { name, kind: SinkKind::Mqtt(m) })
+        }
         "http" => http_sink(c, s, &key).map(|h| Sink { name, kind: SinkKind::Http(h) }),
         other => {
             c.err(
                 s.kind.span(),
                 key("type"),
-                format!("unknown sink type {other:?}; expected \"jsonl\", \"mqtt\" or \"http\""),
+                format!("unknown sink type {other:?}; expected \"jsonl\", \"mqtt\", \"sparkplug\" or \"http\""),
             );
             None
         }
@@ -405,22 +410,25 @@ fn refuse_keys_of_other_types(c: &mut Checker, s: &RawSink, kind: &str, key: &im
     let spans = |v: Option<Range<usize>>, name: &'static str, types: &'static [&'static str]| (v, name, types);
     let keys = [
         spans(s.path.as_ref().map(|v| v.span()), "path", &["jsonl"]),
-        spans(s.url.as_ref().map(|v| v.span()), "url", &["mqtt", "http"]),
+        spans(s.url.as_ref().map(|v| v.span()), "url", &["mqtt", "sparkplug", "http"]),
         spans(s.topic_prefix.as_ref().map(|v| v.span()), "topic_prefix", &["mqtt"]),
-        spans(s.client_id.as_ref().map(|v| v.span()), "client_id", &["mqtt"]),
+        spans(s.client_id.as_ref().map(|v| v.span()), "client_id", &["mqtt", "sparkplug"]),
         spans(s.qos.as_ref().map(|v| v.span()), "qos", &["mqtt"]),
-        spans(s.username.as_ref().map(|v| v.span()), "username", &["mqtt"]),
-        spans(s.password_env.as_ref().map(|v| v.span()), "password_env", &["mqtt"]),
-        spans(s.password_file.as_ref().map(|v| v.span()), "password_file", &["mqtt"]),
-        spans(s.inflight_max.as_ref().map(|v| v.span()), "inflight_max", &["mqtt"]),
-        spans(s.rate_max_per_s.as_ref().map(|v| v.span()), "rate_max_per_s", &["mqtt"]),
-        spans(s.keep_alive_s.as_ref().map(|v| v.span()), "keep_alive_s", &["mqtt"]),
+        spans(s.username.as_ref().map(|v| v.span()), "username", &["mqtt", "sparkplug"]),
+        spans(s.password_env.as_ref().map(|v| v.span()), "password_env", &["mqtt", "sparkplug"]),
+        spans(s.password_file.as_ref().map(|v| v.span()), "password_file", &["mqtt", "sparkplug"]),
+        spans(s.inflight_max.as_ref().map(|v| v.span()), "inflight_max", &["mqtt", "sparkplug"]),
+        spans(s.rate_max_per_s.as_ref().map(|v| v.span()), "rate_max_per_s", &["mqtt", "sparkplug"]),
+        spans(s.keep_alive_s.as_ref().map(|v| v.span()), "keep_alive_s", &["mqtt", "sparkplug"]),
         spans(s.classes.as_ref().map(|v| v.span()), "classes", &["http"]),
         spans(s.batch_records_max.as_ref().map(|v| v.span()), "batch_records_max", &["http"]),
         spans(s.timeout_ms.as_ref().map(|v| v.span()), "timeout_ms", &["http"]),
         spans(s.bearer_token_env.as_ref().map(|v| v.span()), "bearer_token_env", &["http"]),
+        spans(s.group_id.as_ref().map(|v| v.span()), "group_id", &["sparkplug"]),
+        spans(s.edge_node_id.as_ref().map(|v| v.span()), "edge_node_id", &["sparkplug"]),
+        spans(s.birth_interval_s.as_ref().map(|v| v.span()), "birth_interval_s", &["sparkplug"]),
     ];
-    let known = ["jsonl", "mqtt", "http"].contains(&kind);
+    let known = ["jsonl", "mqtt", "sparkplug", "http"].contains(&kind);
     for (span, name, types) in keys {
         if let Some(span) = span
             && known
@@ -431,7 +439,12 @@ fn refuse_keys_of_other_types(c: &mut Checker, s: &RawSink, kind: &str, key: &im
     }
 }
 
-fn mqtt_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Option<MqttSink> {
+fn mqtt_sink(
+    c: &mut Checker,
+    s: &RawSink,
+    key: &impl Fn(&str) -> String,
+    sparkplug: Option<Sparkplug>,
+) -> Option<MqttSink> {
     let Some(url) = &s.url else {
         c.err(s.kind.span(), key("url"), "an mqtt sink needs url (mqtt://host:1883 or mqtts://host:8883)".into());
         return None;
@@ -479,6 +492,32 @@ fn mqtt_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Opt
         inflight_max: inflight as u16,
         rate_max_per_s: rate,
         keep_alive: Duration::from_secs(keep_alive.unsigned_abs()),
+        sparkplug,
+    })
+}
+
+/// A Sparkplug id element: no `/`, `+` or `#`, not empty.
+fn sparkplug_id(c: &mut Checker, v: &Spanned<String>, key: String) {
+    let id = v.get_ref();
+    if id.is_empty() || id.contains(['/', '+', '#']) {
+        c.err(v.span(), key, format!("{id:?} is not a Sparkplug id: not empty, and no '/', '+' or '#'"));
+    }
+}
+
+fn sparkplug(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Option<Sparkplug> {
+    let Some(group) = &s.group_id else {
+        c.err(s.kind.span(), key("group_id"), "a sparkplug sink needs group_id".into());
+        return None;
+    };
+    sparkplug_id(c, group, key("group_id"));
+    if let Some(node) = &s.edge_node_id {
+        sparkplug_id(c, node, key("edge_node_id"));
+    }
+    let every = c.int(&s.birth_interval_s, &key("birth_interval_s"), 10, 86_400, 600);
+    Some(Sparkplug {
+        group_id: group.get_ref().clone(),
+        edge_node_id: s.edge_node_id.as_ref().map(|v| v.get_ref().clone()),
+        birth_interval: Duration::from_secs(every.unsigned_abs()),
     })
 }
 

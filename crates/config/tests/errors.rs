@@ -366,3 +366,26 @@ fn an_http_sink_and_its_mistakes() {
         ],
     );
 }
+
+#[test]
+fn a_sparkplug_sink_and_its_mistakes() {
+    let good = format!(
+        "[[sink]]\nname = \"sp\"\ntype = \"sparkplug\"\nurl = \"mqtt://broker\"\ngroup_id = \"dortmund\"\n{DEVICE}{TAG}"
+    );
+    let config = parse(&good, Path::new("plant.toml")).unwrap();
+    let airlock_config::SinkKind::Mqtt(m) = &config.sinks[0].kind else { panic!() };
+    let sp = m.sparkplug.as_ref().unwrap();
+    assert_eq!((sp.group_id.as_str(), sp.edge_node_id.clone(), sp.birth_interval.as_secs()), ("dortmund", None, 600));
+    let bad = format!(
+        "[[sink]]\nname = \"sp\"\ntype = \"sparkplug\"\nurl = \"mqtt://broker\"\ngroup_id = \"a/b\"\ntopic_prefix = \"x/\"\n\n\
+         [[sink]]\nname = \"sq\"\ntype = \"sparkplug\"\nurl = \"mqtt://broker\"\n{DEVICE}{TAG}"
+    );
+    check(
+        &bad,
+        &[
+            (5, "sink[sp].group_id", "is not a Sparkplug id"),
+            (6, "sink[sp].topic_prefix", "is only for a sink of type mqtt"),
+            (10, "sink[sq].group_id", "needs group_id"),
+        ],
+    );
+}

@@ -9,6 +9,7 @@
 pub mod http;
 mod jsonl;
 pub mod mqtt;
+pub mod sparkplug;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};

@@ -26,11 +26,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use airlock_config::{MqttSink, Secret};
+use airlock_model::Timestamp;
 use airlock_model::pace::RateCap;
 use airlock_store::{OutboxReader, OutboxRecord, Position, RecordId};
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::mpsc;
 
+use crate::sparkplug::{self, EdgeNode};
 use crate::{SinkHealth, last_per_class, wire_json};
 
 /// Events the connection driver hands to the sink loop, at most this many waiting.
@@ -47,6 +49,15 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<(JoinHandle<()>, Arc<SinkHealth>)> {
     let health = Arc::new(SinkHealth::default());
+    let profile = match &config.sparkplug {
+        None => Profile::Uns,
+        Some(sp) => Profile::Sparkplug {
+            node: Box::new(EdgeNode::new(&sp.group_id, sp.edge_node_id.as_deref().unwrap_or(gateway))),
+            birth_every: sp.birth_interval,
+            births_at: Instant::now(),
+            death: None,
+        },
+    };
     let sink = MqttSinkTask {
         name: name.to_owned(),
         gateway: gateway.to_owned(),
@@ -54,6 +65,7 @@ pub fn spawn(
         reader,
         stop,
         health: Arc::clone(&health),
+        profile,
     };
     let handle = std::thread::Builder::new().name(format!("sink-{name}")).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -72,6 +84,19 @@ struct MqttSinkTask {
     reader: OutboxReader,
     stop: Arc<AtomicBool>,
     health: Arc<SinkHealth>,
+    profile: Profile,
+}
+
+/// What the messages look like: the Unified Namespace in JSON, or Sparkplug B.
+enum Profile {
+    Uns,
+    Sparkplug {
+        node: Box<EdgeNode>,
+        birth_every: Duration,
+        births_at: Instant,
+        /// This connection's NDEATH (its last will), sent too at a clean stop.
+        death: Option<sparkplug::Message>,
+    },
 }
 
 /// How a connection ended.
@@ -81,7 +106,7 @@ enum Ended {
 }
 
 impl MqttSinkTask {
-    async fn run(self) {
+    async fn run(mut self) {
         let password = match read_secret(self.config.password.as_ref()) {
             Ok(p) => p,
             Err(e) => return log::error!("sink {}: {e}; the sink does not start", self.name),
@@ -118,14 +143,17 @@ impl MqttSinkTask {
         format!("{}_airlock/{}/status", self.config.topic_prefix, self.gateway)
     }
 
-    fn options(&self, password: Option<&str>) -> MqttOptions {
+    fn options(&mut self, password: Option<&str>) -> MqttOptions {
+        let will = self.last_will();
         let c = &self.config;
         let mut o = MqttOptions::new(&c.client_id, &c.host, c.port);
         o.set_keep_alive(c.keep_alive);
         o.set_clean_session(true);
-        o.set_inflight(c.inflight_max.saturating_add(2));
+        // Our own window bounds what is in flight; rumqttc's is only a backstop above it
+        // (births and status messages are not counted in our window).
+        o.set_inflight(c.inflight_max.saturating_add(1024));
         o.set_max_packet_size(1 << 20, 1 << 20);
-        o.set_last_will(LastWill::new(self.status_topic(), "offline", QoS::AtLeastOnce, true));
+        o.set_last_will(will);
         if let (Some(user), Some(pass)) = (&c.username, password) {
             o.set_credentials(user, pass);
         } else if let Some(user) = &c.username {
@@ -134,9 +162,63 @@ impl MqttSinkTask {
         o
     }
 
+    /// The last will of the next connection: the offline status, or the Sparkplug NDEATH.
+    fn last_will(&mut self) -> LastWill {
+        match &mut self.profile {
+            Profile::Uns => LastWill::new(self.status_topic(), "offline", QoS::AtLeastOnce, true),
+            Profile::Sparkplug { node, death, .. } => {
+                let d = node.next_death();
+                let will = LastWill::new(&d.topic, d.payload.clone(), QoS::AtLeastOnce, false);
+                *death = Some(d);
+                will
+            }
+        }
+    }
+
+    /// Right after connecting: the online status, or the Sparkplug births.
+    fn announce(&mut self, client: &AsyncClient, s: &mut Session) -> Result<(), String> {
+        let messages = match &mut self.profile {
+            Profile::Uns => vec![(self.status_topic(), b"online".to_vec(), true)],
+            Profile::Sparkplug { node, births_at, .. } => {
+                *births_at = Instant::now();
+                node.births().into_iter().map(|m| (m.topic, m.payload, false)).collect()
+            }
+        };
+        for (topic, payload, retain) in messages {
+            client.try_publish(topic, QoS::AtLeastOnce, retain, payload).map_err(|e| e.to_string())?;
+            s.requested.push_back(None);
+        }
+        Ok(())
+    }
+
+    /// Sparkplug births again, when their interval has passed.
+    fn rebirth_if_due(&mut self, client: &AsyncClient, s: &mut Session) -> Result<(), String> {
+        let due = matches!(&self.profile, Profile::Sparkplug { births_at, birth_every, .. } if births_at.elapsed() >= *birth_every);
+        if due && s.connected { self.announce(client, s) } else { Ok(()) }
+    }
+
+    /// At a clean stop: the offline status, or the NDEATH.
+    fn farewell(&self) -> (String, Vec<u8>, bool) {
+        match &self.profile {
+            Profile::Sparkplug { death: Some(d), .. } => (d.topic.clone(), d.payload.clone(), false),
+            _ => (self.status_topic(), b"offline".to_vec(), true),
+        }
+    }
+
+    /// The topic and payload carrying `record`; `None` if it cannot be expressed (skipped).
+    fn message_for(&mut self, record: &OutboxRecord, s: &Session) -> Option<(String, Vec<u8>)> {
+        match &mut self.profile {
+            Profile::Uns => {
+                Some((format!("{}{}", self.config.topic_prefix, topic_of(record)), wire_json(&self.gateway, record)))
+            }
+            Profile::Sparkplug { node, .. } => node.record(&record.payload, s.started_ms).map(|m| (m.topic, m.payload)),
+        }
+    }
+
     /// One connection: from connect to failure or stop.
-    async fn connection(&self, password: Option<&str>) -> Ended {
-        let (client, eventloop) = AsyncClient::new(self.options(password), 64);
+    async fn connection(&mut self, password: Option<&str>) -> Ended {
+        let capacity = usize::from(self.config.inflight_max) + 1024;
+        let (client, eventloop) = AsyncClient::new(self.options(password), capacity);
         let (events_tx, mut events) = mpsc::channel(EVENTS_WAITING_MAX);
         let driver = tokio::spawn(drive(eventloop, events_tx));
         let mut session = match self.reader.position(&self.name) {
@@ -149,9 +231,13 @@ impl MqttSinkTask {
                 break Ended::Failed(e);
             }
             let stopping = self.stop.load(Relaxed);
+            if let Err(e) = self.rebirth_if_due(&client, &mut session) {
+                break Ended::Failed(e);
+            }
             if stopping && (!session.connected || session.drained()) {
                 if session.connected {
-                    let _ = client.publish(self.status_topic(), QoS::AtLeastOnce, true, "offline").await;
+                    let (topic, payload, retain) = self.farewell();
+                    let _ = client.publish(topic, QoS::AtLeastOnce, retain, payload).await;
                     let _ = tokio::time::timeout(Duration::from_millis(500), wait_outgoing(&mut events)).await;
                     let _ = client.disconnect().await;
                 }
@@ -179,7 +265,7 @@ impl MqttSinkTask {
     }
 
     /// Publishes what the window and the pace allow.
-    fn fill(&self, client: &AsyncClient, s: &mut Session, pace: &mut RateCap) -> Result<(), String> {
+    fn fill(&mut self, client: &AsyncClient, s: &mut Session, pace: &mut RateCap) -> Result<(), String> {
         let qos = if self.config.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
         while s.connected && s.window.len() < usize::from(self.config.inflight_max) {
             if pace.ready_at(Instant::now()) > Instant::now() {
@@ -192,28 +278,33 @@ impl MqttSinkTask {
                 }
                 s.batch = batch.into();
             }
-            let Some(record) = s.batch.front() else { return Ok(()) };
-            let topic = format!("{}{}", self.config.topic_prefix, topic_of(record));
-            match client.try_publish(topic, qos, false, wire_json(&self.gateway, record)) {
-                Ok(()) => {}
-                Err(_) => return Ok(()), // rumqttc's request queue is full: its turn to drain it
-            }
-            pace.reserve(Instant::now());
+            let Some(record) = s.batch.pop_front() else { return Ok(()) };
             let id = record.id;
-            s.batch.pop_front();
             s.read.advance(id);
+            let Some((topic, payload)) = self.message_for(&record, s) else {
+                log::warn!("sink {}: record {id} cannot be expressed in this sink's format; skipped", self.name);
+                s.window.push_back((id, true));
+                self.acknowledged(s, id)?;
+                continue;
+            };
+            // The queue holds inflight_max + 1024 requests and our window keeps it far from full.
+            client.try_publish(topic, qos, false, payload).map_err(|e| format!("queue a publish: {e}"))?;
+            pace.reserve(Instant::now());
             s.requested.push_back(Some(id));
             s.window.push_back((id, false));
         }
         Ok(())
     }
 
-    fn handle(&self, client: &AsyncClient, s: &mut Session, event: Event) -> Result<(), String> {
+    fn handle(&mut self, client: &AsyncClient, s: &mut Session, event: Event) -> Result<(), String> {
         match event {
             Event::Incoming(Packet::ConnAck(_)) => {
                 s.connected = true;
-                client.try_publish(self.status_topic(), QoS::AtLeastOnce, true, "online").map_err(|e| e.to_string())?;
-                s.requested.push_back(None);
+                if let Profile::Sparkplug { node, .. } = &mut self.profile {
+                    node.connected();
+                }
+                s.started_ms = Timestamp::now().as_millis().max(0) as u64;
+                self.announce(client, s)?;
                 log::info!("sink {}: connected to {}:{}", self.name, self.config.host, self.config.port);
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
@@ -260,6 +351,8 @@ impl MqttSinkTask {
 /// What one connection has in flight.
 struct Session {
     connected: bool,
+    /// When this connection was made (ms since the epoch): older records are history.
+    started_ms: u64,
     /// Read from the outbox up to here (acknowledged or in flight).
     read: Position,
     /// Read but not yet handed to the client.
@@ -276,6 +369,7 @@ impl Session {
     fn new(acked: Position) -> Self {
         Self {
             connected: false,
+            started_ms: 0,
             read: acked,
             batch: VecDeque::new(),
             requested: VecDeque::new(),

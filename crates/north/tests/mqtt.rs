@@ -5,9 +5,11 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -17,90 +19,7 @@ use airlock_config::MqttSink;
 use airlock_model::Timestamp;
 use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxReader, OutboxWriter};
 use serde_json::Value;
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("airlock-mqtt-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn mosquitto() -> PathBuf {
-    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("mosquitto is not installed: run ./scripts/test, which installs it")
-}
-
-/// A mosquitto broker on loopback, with persistence and a full log.
-struct Broker {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Broker {
-    fn start(dir: &Path) -> Self {
-        let mut b = Self { port: free_port(), dir: dir.to_owned(), child: None };
-        b.restart();
-        b
-    }
-
-    fn restart(&mut self) {
-        let conf = self.dir.join("mosquitto.conf");
-        let text = format!(
-            // `user root`: started as root (CI), mosquitto would switch to its own user and lose
-            // access to this folder; started as anyone else, the line has no effect.
-            // `max_queued_messages`: the broker's default of 1000 per offline subscriber would drop
-            // the backlog the sink sends after an outage before mosquitto_sub is back.
-            "user root\nlistener {} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n\
-             persistence true\npersistence_location {}/\n\
-             log_dest file {}\nlog_type all\n",
-            self.port,
-            self.dir.display(),
-            self.log_path().display()
-        );
-        std::fs::write(&conf, text).unwrap();
-        let child =
-            Command::new(mosquitto()).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the broker the way a service stop does (SIGTERM: it saves its persistence).
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
-            let _ = c.wait();
-        }
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.join("mosquitto.log")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use support::{Broker, temp};
 
 /// mosquitto_sub on every topic, QoS 1, persistent session: `(topic, payload)` as they come.
 struct Subscriber {
@@ -186,6 +105,7 @@ fn sink_config(port: u16) -> MqttSink {
         inflight_max: 50,
         rate_max_per_s: 100_000.0,
         keep_alive: Duration::from_secs(5),
+        sparkplug: None,
     }
 }
 
