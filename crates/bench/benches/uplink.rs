@@ -44,6 +44,8 @@ fn main() {
         host: "127.0.0.1".into(),
         port,
         tls: false,
+        ca_file: None,
+        client_cert: None,
         topic_prefix: "uns/".into(),
         client_id: "airlock-bench".into(),
         qos: 1,

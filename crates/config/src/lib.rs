@@ -71,6 +71,11 @@ pub struct MqttSink {
     pub port: u16,
     /// `mqtts://`: TLS with server certificate verification.
     pub tls: bool,
+    /// The CA certificates (PEM) the broker's certificate must chain to; the Mozilla roots when
+    /// not given.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for brokers that require one (mutual TLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Put before every topic, e.g. `uns/`.
     pub topic_prefix: String,
     pub client_id: String,

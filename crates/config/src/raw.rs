@@ -52,6 +52,9 @@ pub struct RawSink {
     pub group_id: Option<S<String>>,
     pub edge_node_id: Option<S<String>>,
     pub birth_interval_s: Option<S<i64>>,
+    pub ca_file: Option<S<String>>,
+    pub client_cert_file: Option<S<String>>,
+    pub client_key_file: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -427,6 +427,9 @@ fn refuse_keys_of_other_types(c: &mut Checker, s: &RawSink, kind: &str, key: &im
         spans(s.group_id.as_ref().map(|v| v.span()), "group_id", &["sparkplug"]),
         spans(s.edge_node_id.as_ref().map(|v| v.span()), "edge_node_id", &["sparkplug"]),
         spans(s.birth_interval_s.as_ref().map(|v| v.span()), "birth_interval_s", &["sparkplug"]),
+        spans(s.ca_file.as_ref().map(|v| v.span()), "ca_file", &["mqtt", "sparkplug"]),
+        spans(s.client_cert_file.as_ref().map(|v| v.span()), "client_cert_file", &["mqtt", "sparkplug"]),
+        spans(s.client_key_file.as_ref().map(|v| v.span()), "client_key_file", &["mqtt", "sparkplug"]),
     ];
     let known = ["jsonl", "mqtt", "sparkplug", "http"].contains(&kind);
     for (span, name, types) in keys {
@@ -472,11 +475,26 @@ fn mqtt_sink(
         let span = s.password_env.as_ref().or(s.password_file.as_ref()).map_or(0..0, |v| v.span());
         c.err(span, key("username"), "a password needs a username".into());
     }
-    if parsed.as_ref().is_some_and(|(tls, _, _)| *tls) {
-        let msg = "mqtts:// (TLS) is not supported yet; use mqtt:// on a trusted network, or a local TLS bridge".into();
-        c.err(url.span(), key("url"), msg);
-        return None;
+    let tls_files =
+        [(&s.ca_file, "ca_file"), (&s.client_cert_file, "client_cert_file"), (&s.client_key_file, "client_key_file")];
+    if parsed.as_ref().is_some_and(|(tls, _, _)| !*tls) {
+        for (file, name) in tls_files.iter().filter_map(|(f, n)| f.as_ref().map(|f| (f, n))) {
+            c.err(file.span(), key(name), "is only for a TLS connection (mqtts://)".into());
+        }
     }
+    let client_cert = match (&s.client_cert_file, &s.client_key_file) {
+        (Some(cert), Some(k)) => Some((resolve(c, cert.get_ref()), resolve(c, k.get_ref()))),
+        (Some(one), None) | (None, Some(one)) => {
+            c.err(
+                one.span(),
+                key("client_cert_file"),
+                "a client certificate needs both client_cert_file and client_key_file".into(),
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    let ca_file = s.ca_file.as_ref().map(|f| resolve(c, f.get_ref()));
     let (tls, host, port) = parsed?;
     let client_id =
         s.client_id.as_ref().map_or_else(|| format!("airlock-{}", s.name.get_ref()), |v| v.get_ref().clone());
@@ -484,6 +502,8 @@ fn mqtt_sink(
         host,
         port,
         tls,
+        ca_file,
+        client_cert,
         topic_prefix: s.topic_prefix.as_ref().map(|v| v.get_ref().clone()).unwrap_or_default(),
         client_id,
         qos: qos as u8,

@@ -339,9 +339,27 @@ fn bad_mqtt_sink_settings() {
 }
 
 #[test]
-fn mqtt_over_tls_is_refused_until_it_exists() {
-    let text = format!("[[sink]]\nname = \"a\"\ntype = \"mqtt\"\nurl = \"mqtts://broker:8883\"\n{DEVICE}{TAG}");
-    check(&text, &[(4, "sink[a].url", "mqtts:// (TLS) is not supported yet")]);
+fn mqtt_over_tls_with_a_ca_and_a_client_certificate() {
+    let text = format!(
+        "[[sink]]\nname = \"a\"\ntype = \"mqtt\"\nurl = \"mqtts://broker\"\nca_file = \"ca.pem\"\n\
+         client_cert_file = \"me.pem\"\nclient_key_file = \"me.key\"\n{DEVICE}{TAG}"
+    );
+    let config = parse(&text, Path::new("/etc/airlock/plant.toml")).unwrap();
+    let airlock_config::SinkKind::Mqtt(m) = &config.sinks[0].kind else { panic!() };
+    assert_eq!((m.tls, m.port), (true, 8883));
+    assert_eq!(m.ca_file.as_deref(), Some(Path::new("/etc/airlock/ca.pem")));
+    assert_eq!(m.client_cert, Some(("/etc/airlock/me.pem".into(), "/etc/airlock/me.key".into())));
+    let bad = format!(
+        "[[sink]]\nname = \"a\"\ntype = \"mqtt\"\nurl = \"mqtt://broker\"\nca_file = \"ca.pem\"\n\n\
+         [[sink]]\nname = \"b\"\ntype = \"mqtt\"\nurl = \"mqtts://broker\"\nclient_key_file = \"me.key\"\n{DEVICE}{TAG}"
+    );
+    check(
+        &bad,
+        &[
+            (5, "sink[a].ca_file", "is only for a TLS connection"),
+            (11, "sink[b].client_cert_file", "needs both client_cert_file and client_key_file"),
+        ],
+    );
 }
 
 #[test]

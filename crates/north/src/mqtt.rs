@@ -29,7 +29,12 @@ use airlock_config::{MqttSink, Secret};
 use airlock_model::Timestamp;
 use airlock_model::pace::RateCap;
 use airlock_store::{OutboxReader, OutboxRecord, Position, RecordId};
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration,
+    Transport,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::mpsc;
 
 use crate::sparkplug::{self, EdgeNode};
@@ -111,11 +116,15 @@ impl MqttSinkTask {
             Ok(p) => p,
             Err(e) => return log::error!("sink {}: {e}; the sink does not start", self.name),
         };
+        let tls = match self.config.tls.then(|| tls_config(&self.config)).transpose() {
+            Ok(t) => t.map(Arc::new),
+            Err(e) => return log::error!("sink {}: {e}; the sink does not start", self.name),
+        };
         let mut backoff = Duration::from_millis(100);
         let mut reported: Option<String> = None;
         loop {
             let started = Instant::now();
-            match self.connection(password.as_deref()).await {
+            match self.connection(password.as_deref(), tls.clone()).await {
                 Ended::Stopped => break,
                 Ended::Failed(e) => {
                     if reported.as_deref() != Some(e.as_str()) {
@@ -143,7 +152,7 @@ impl MqttSinkTask {
         format!("{}_airlock/{}/status", self.config.topic_prefix, self.gateway)
     }
 
-    fn options(&mut self, password: Option<&str>) -> MqttOptions {
+    fn options(&mut self, password: Option<&str>, tls: Option<Arc<rustls::ClientConfig>>) -> MqttOptions {
         let will = self.last_will();
         let c = &self.config;
         let mut o = MqttOptions::new(&c.client_id, &c.host, c.port);
@@ -154,6 +163,9 @@ impl MqttSinkTask {
         o.set_inflight(c.inflight_max.saturating_add(1024));
         o.set_max_packet_size(1 << 20, 1 << 20);
         o.set_last_will(will);
+        if let Some(tls) = tls {
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+        }
         if let (Some(user), Some(pass)) = (&c.username, password) {
             o.set_credentials(user, pass);
         } else if let Some(user) = &c.username {
@@ -216,9 +228,9 @@ impl MqttSinkTask {
     }
 
     /// One connection: from connect to failure or stop.
-    async fn connection(&mut self, password: Option<&str>) -> Ended {
+    async fn connection(&mut self, password: Option<&str>, tls: Option<Arc<rustls::ClientConfig>>) -> Ended {
         let capacity = usize::from(self.config.inflight_max) + 1024;
-        let (client, eventloop) = AsyncClient::new(self.options(password), capacity);
+        let (client, eventloop) = AsyncClient::new(self.options(password, tls), capacity);
         let (events_tx, mut events) = mpsc::channel(EVENTS_WAITING_MAX);
         let driver = tokio::spawn(drive(eventloop, events_tx));
         let mut session = match self.reader.position(&self.name) {
@@ -423,5 +435,42 @@ fn read_secret(secret: Option<&Secret>) -> Result<Option<String>, String> {
         Some(Secret::File(path)) => std::fs::read_to_string(path)
             .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_owned()))
             .map_err(|e| format!("read the password file {}: {e}", path.display())),
+    }
+}
+
+/// TLS with the broker's certificate verified against `ca_file` (or the Mozilla roots), and a
+/// client certificate when one is configured (mutual TLS). rustls with the ring provider.
+fn tls_config(c: &MqttSink) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &c.ca_file {
+        Some(path) => {
+            let certs =
+                CertificateDer::pem_file_iter(path).map_err(|e| format!("read the CA file {}: {e}", path.display()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("read the CA file {}: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| format!("a certificate in {}: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("the CA file {} holds no certificate", path.display()));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    match &c.client_cert {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let read = |p: &std::path::Path, e: &dyn std::fmt::Display| format!("read {}: {e}", p.display());
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| read(cert, &e))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| read(cert, &e))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| read(key, &e))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("the client certificate: {e}"))
+        }
     }
 }

@@ -97,6 +97,8 @@ fn sink_config(port: u16) -> MqttSink {
         host: "127.0.0.1".into(),
         port,
         tls: false,
+        ca_file: None,
+        client_cert: None,
         topic_prefix: "uns/".into(),
         client_id: "airlock-under-test".into(),
         qos: 1,

@@ -78,6 +78,8 @@ fn config(port: u16) -> MqttSink {
         host: "127.0.0.1".into(),
         port,
         tls: false,
+        ca_file: None,
+        client_cert: None,
         topic_prefix: String::new(),
         client_id: "airlock-sparkplug".into(),
         qos: 1,

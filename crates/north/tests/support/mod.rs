@@ -30,12 +30,19 @@ pub fn mosquitto() -> PathBuf {
 pub struct Broker {
     pub port: u16,
     pub dir: PathBuf,
+    /// Extra lines for the listener (TLS settings).
+    pub listener: String,
     child: Option<Child>,
 }
 
 impl Broker {
     pub fn start(dir: &Path) -> Self {
-        let mut b = Self { port: free_port(), dir: dir.to_owned(), child: None };
+        Self::start_with(dir, "")
+    }
+
+    /// A broker whose listener gets `listener` lines too (e.g. TLS files).
+    pub fn start_with(dir: &Path, listener: &str) -> Self {
+        let mut b = Self { port: free_port(), dir: dir.to_owned(), listener: listener.to_owned(), child: None };
         b.restart();
         b
     }
@@ -53,7 +60,7 @@ impl Broker {
             self.port,
             self.dir.display(),
             self.log_path().display()
-        );
+        ) + &self.listener;
         std::fs::write(&conf, text).unwrap();
         let child =
             Command::new(mosquitto()).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
