@@ -55,6 +55,7 @@ fn main() {
         rate_max_per_s: 10_000_000.0,
         keep_alive: Duration::from_secs(30),
         sparkplug: None,
+        replay: airlock_config::Replay::InOrder,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();

@@ -47,7 +47,7 @@ pub enum SinkKind {
     /// A JSON Lines file (one record per line), appended to.
     Jsonl { path: PathBuf },
     /// An MQTT broker, publishing the Unified Namespace as JSON.
-    Mqtt(MqttSink),
+    Mqtt(Box<MqttSink>),
     /// An HTTP endpoint (an ERP web hook) receiving batches of records.
     Http(HttpSink),
 }
@@ -91,6 +91,17 @@ pub struct MqttSink {
     pub keep_alive: Duration,
     /// Publish Sparkplug B instead of the Unified Namespace in JSON.
     pub sparkplug: Option<Sparkplug>,
+    /// How a backlog (after an outage) is sent.
+    pub replay: Replay,
+}
+
+/// How a sink sends a backlog when it (re)connects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Replay {
+    /// Everything in outbox order, the backlog first.
+    InOrder,
+    /// New records first; the backlog meanwhile on its own lane, at most this many per second.
+    LiveFirst { rate_max_per_s: f64 },
 }
 
 /// The Sparkplug B edge node airlock presents (send-only).

@@ -55,6 +55,8 @@ pub struct RawSink {
     pub ca_file: Option<S<String>>,
     pub client_cert_file: Option<S<String>>,
     pub client_key_file: Option<S<String>>,
+    pub replay: Option<S<String>>,
+    pub replay_rate_max_per_s: Option<S<f64>>,
 }
 
 #[derive(Debug, Deserialize)]

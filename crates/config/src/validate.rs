@@ -12,7 +12,7 @@ use crate::modbus::{DataType, ModbusDevice, ModbusTag, Space, WordOrder};
 use crate::raw::RawSink;
 use crate::raw::{RawConfig, RawDevice, RawTag};
 use crate::{
-    Config, ConfigError, ConfigErrors, Device, Gateway, HttpSink, MqttSink, Protocol, Secret, Sink, SinkKind,
+    Config, ConfigError, ConfigErrors, Device, Gateway, HttpSink, MqttSink, Protocol, Replay, Secret, Sink, SinkKind,
     Sparkplug, Store,
 };
 
@@ -388,10 +388,10 @@ fn sink(c: &mut Checker, s: &RawSink, key: impl Fn(&str) -> String) -> Option<Si
             };
             Some(Sink { name, kind: SinkKind::Jsonl { path: resolve(c, path.get_ref()) } })
         }
-        "mqtt" => mqtt_sink(c, s, &key, None).map(|m| Sink { name, kind: SinkKind::Mqtt(m) }),
+        "mqtt" => mqtt_sink(c, s, &key, None).map(|m| Sink { name, kind: SinkKind::Mqtt(Box::new(m)) }),
         "sparkplug" => {
             let sp = sparkplug(c, s, &key);
-            mqtt_sink(c, s, &key, sp).map(|m| Sink { name, kind: SinkKind::Mqtt(m) })
+            mqtt_sink(c, s, &key, sp).map(|m| Sink { name, kind: SinkKind::Mqtt(Box::new(m)) })
         }
         "http" => http_sink(c, s, &key).map(|h| Sink { name, kind: SinkKind::Http(h) }),
         other => {
@@ -428,6 +428,8 @@ fn refuse_keys_of_other_types(c: &mut Checker, s: &RawSink, kind: &str, key: &im
         spans(s.edge_node_id.as_ref().map(|v| v.span()), "edge_node_id", &["sparkplug"]),
         spans(s.birth_interval_s.as_ref().map(|v| v.span()), "birth_interval_s", &["sparkplug"]),
         spans(s.ca_file.as_ref().map(|v| v.span()), "ca_file", &["mqtt", "sparkplug"]),
+        spans(s.replay.as_ref().map(|v| v.span()), "replay", &["mqtt", "sparkplug"]),
+        spans(s.replay_rate_max_per_s.as_ref().map(|v| v.span()), "replay_rate_max_per_s", &["mqtt", "sparkplug"]),
         spans(s.client_cert_file.as_ref().map(|v| v.span()), "client_cert_file", &["mqtt", "sparkplug"]),
         spans(s.client_key_file.as_ref().map(|v| v.span()), "client_key_file", &["mqtt", "sparkplug"]),
     ];
@@ -495,6 +497,26 @@ fn mqtt_sink(
         (None, None) => None,
     };
     let ca_file = s.ca_file.as_ref().map(|f| resolve(c, f.get_ref()));
+    let replay_rate = rate_max_per_s(c, &s.replay_rate_max_per_s, key("replay_rate_max_per_s"));
+    let replay = match s.replay.as_ref().map(|r| (r, r.get_ref().as_str())) {
+        None | Some((_, "in-order")) => {
+            if let Some(r) = &s.replay_rate_max_per_s {
+                c.err(r.span(), key("replay_rate_max_per_s"), "is only for replay = \"live-first\"".into());
+            }
+            Replay::InOrder
+        }
+        Some((_, "live-first")) => {
+            Replay::LiveFirst { rate_max_per_s: if s.replay_rate_max_per_s.is_some() { replay_rate } else { 1000.0 } }
+        }
+        Some((r, other)) => {
+            c.err(
+                r.span(),
+                key("replay"),
+                format!("unknown replay {other:?}; expected \"in-order\" or \"live-first\""),
+            );
+            Replay::InOrder
+        }
+    };
     let (tls, host, port) = parsed?;
     let client_id =
         s.client_id.as_ref().map_or_else(|| format!("airlock-{}", s.name.get_ref()), |v| v.get_ref().clone());
@@ -513,6 +535,7 @@ fn mqtt_sink(
         rate_max_per_s: rate,
         keep_alive: Duration::from_secs(keep_alive.unsigned_abs()),
         sparkplug,
+        replay,
     })
 }
 

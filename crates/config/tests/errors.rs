@@ -407,3 +407,24 @@ fn a_sparkplug_sink_and_its_mistakes() {
         ],
     );
 }
+
+#[test]
+fn replay_modes() {
+    let text = format!(
+        "[[sink]]\nname = \"a\"\ntype = \"mqtt\"\nurl = \"mqtt://b\"\nreplay = \"live-first\"\nreplay_rate_max_per_s = 50\n{DEVICE}{TAG}"
+    );
+    let config = parse(&text, Path::new("plant.toml")).unwrap();
+    let airlock_config::SinkKind::Mqtt(m) = &config.sinks[0].kind else { panic!() };
+    assert_eq!(m.replay, airlock_config::Replay::LiveFirst { rate_max_per_s: 50.0 });
+    let bad = format!(
+        "[[sink]]\nname = \"a\"\ntype = \"mqtt\"\nurl = \"mqtt://b\"\nreplay = \"newest\"\n\n\
+         [[sink]]\nname = \"b\"\ntype = \"mqtt\"\nurl = \"mqtt://b\"\nreplay_rate_max_per_s = 5\n{DEVICE}{TAG}"
+    );
+    check(
+        &bad,
+        &[
+            (5, "sink[a].replay", "unknown replay \"newest\""),
+            (11, "sink[b].replay_rate_max_per_s", "only for replay = \"live-first\""),
+        ],
+    );
+}

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use airlock_config::{MqttSink, Secret};
+use airlock_config::{MqttSink, Replay, Secret};
 use airlock_model::Timestamp;
 use airlock_model::pace::RateCap;
 use airlock_store::{OutboxReader, OutboxRecord, Position, RecordId};
@@ -233,8 +233,8 @@ impl MqttSinkTask {
         let (client, eventloop) = AsyncClient::new(self.options(password, tls), capacity);
         let (events_tx, mut events) = mpsc::channel(EVENTS_WAITING_MAX);
         let driver = tokio::spawn(drive(eventloop, events_tx));
-        let mut session = match self.reader.position(&self.name) {
-            Ok(acked) => Session::new(acked),
+        let mut session = match self.session() {
+            Ok(s) => s,
             Err(e) => return Ended::Failed(e.to_string()),
         };
         let mut pace = RateCap::new(self.config.rate_max_per_s);
@@ -255,8 +255,8 @@ impl MqttSinkTask {
                 }
                 break Ended::Stopped;
             }
-            let wait = pace
-                .ready_at(Instant::now())
+            let wait = session
+                .next_ready(&pace)
                 .saturating_duration_since(Instant::now())
                 .clamp(Duration::from_millis(1), Duration::from_millis(20));
             tokio::select! {
@@ -276,36 +276,72 @@ impl MqttSinkTask {
         ended
     }
 
-    /// Publishes what the window and the pace allow.
+    /// A new connection's lanes: one in outbox order, or (live-first, with a backlog) the
+    /// backlog up to the outbox's current end plus a live lane after it.
+    fn session(&self) -> Result<Session, airlock_store::StoreError> {
+        let acked = self.reader.position(&self.name)?;
+        let mut lanes = Vec::new();
+        if let Replay::LiveFirst { rate_max_per_s } = self.config.replay {
+            let end = self.reader.end()?;
+            if end != acked {
+                lanes.push(Lane::new(acked, Some(end), Some(RateCap::new(rate_max_per_s))));
+                lanes.push(Lane::new(end, None, None));
+                return Ok(Session::new(lanes));
+            }
+        }
+        lanes.push(Lane::new(acked, None, None));
+        Ok(Session::new(lanes))
+    }
+
+    /// Publishes what the window and the paces allow: the live lane first.
     fn fill(&mut self, client: &AsyncClient, s: &mut Session, pace: &mut RateCap) -> Result<(), String> {
         let qos = if self.config.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-        while s.connected && s.window.len() < usize::from(self.config.inflight_max) {
-            if pace.ready_at(Instant::now()) > Instant::now() {
+        while s.connected && s.in_flight() < usize::from(self.config.inflight_max) {
+            let now = Instant::now();
+            if pace.ready_at(now) > now {
                 return Ok(());
             }
-            if s.batch.is_empty() {
-                let batch = self.reader.read(&s.read, READ_BATCH).map_err(|e| e.to_string())?;
-                if batch.is_empty() {
-                    return Ok(());
-                }
-                s.batch = batch.into();
-            }
-            let Some(record) = s.batch.pop_front() else { return Ok(()) };
+            let Some(lane) = self.next_lane(s, now)? else { return Ok(()) };
+            let Some(record) = s.lanes[lane].batch.pop_front() else { return Ok(()) };
             let id = record.id;
-            s.read.advance(id);
+            s.lanes[lane].read.advance(id);
             let Some((topic, payload)) = self.message_for(&record, s) else {
                 log::warn!("sink {}: record {id} cannot be expressed in this sink's format; skipped", self.name);
-                s.window.push_back((id, true));
+                s.lanes[lane].window.push_back((id, true));
                 self.acknowledged(s, id)?;
                 continue;
             };
             // The queue holds inflight_max + 1024 requests and our window keeps it far from full.
             client.try_publish(topic, qos, false, payload).map_err(|e| format!("queue a publish: {e}"))?;
-            pace.reserve(Instant::now());
+            pace.reserve(now);
+            if let Some(own) = s.lanes[lane].pace.as_mut() {
+                own.reserve(now);
+            }
             s.requested.push_back(Some(id));
-            s.window.push_back((id, false));
+            s.lanes[lane].window.push_back((id, false));
         }
         Ok(())
+    }
+
+    /// The lane whose next record may go now (the live lane before the backlog), reading from
+    /// the outbox when a lane's batch is empty.
+    fn next_lane(&self, s: &mut Session, now: Instant) -> Result<Option<usize>, String> {
+        for i in (0..s.lanes.len()).rev() {
+            let lane = &mut s.lanes[i];
+            if lane.pace.as_ref().is_some_and(|p| p.ready_at(now) > now) {
+                continue;
+            }
+            if lane.batch.is_empty() {
+                let through = lane.until.unwrap_or(Position([u64::MAX; 4]));
+                let batch = self.reader.read_through(&lane.read, &through, READ_BATCH).map_err(|e| e.to_string())?;
+                lane.exhausted = lane.until.is_some() && batch.is_empty();
+                lane.batch = batch.into();
+            }
+            if !lane.batch.is_empty() {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
     }
 
     fn handle(&mut self, client: &AsyncClient, s: &mut Session, event: Event) -> Result<(), String> {
@@ -338,25 +374,62 @@ impl MqttSinkTask {
         Ok(())
     }
 
-    /// Marks `id` delivered, and moves the outbox cursor over every delivered record at the
-    /// front of the window.
+    /// Marks `id` delivered. The outbox cursor moves over every delivered record at the front of
+    /// the first lane; a live lane's records are acknowledged once the backlog before them is.
     fn acknowledged(&self, s: &mut Session, id: RecordId) -> Result<(), String> {
-        if let Some(slot) = s.window.iter_mut().find(|(w, _)| *w == id) {
-            slot.1 = true;
+        for lane in &mut s.lanes {
+            if let Some(slot) = lane.window.iter_mut().find(|(w, _)| *w == id) {
+                slot.1 = true;
+                self.health.delivered.fetch_add(1, Relaxed);
+                break;
+            }
         }
-        let mut done: Vec<RecordId> = Vec::new();
-        while let Some((front, true)) = s.window.front().copied() {
-            s.window.pop_front();
-            done.push(front);
+        loop {
+            let first = &mut s.lanes[0];
+            let mut done: Vec<RecordId> = Vec::new();
+            while let Some((front, true)) = first.window.front().copied() {
+                first.window.pop_front();
+                done.push(front);
+            }
+            for id in last_per_class(done) {
+                self.reader.ack(&self.name, id).map_err(|e| e.to_string())?;
+            }
+            let backlog_done = first
+                .until
+                .is_some_and(|until| first.window.is_empty() && first.batch.is_empty() && first.read_reached(&until));
+            if !(backlog_done && s.lanes.len() > 1) {
+                return Ok(());
+            }
+            // The backlog is through: the live lane takes over as the first lane.
+            s.lanes.remove(0);
         }
-        if done.is_empty() {
-            return Ok(());
-        }
-        self.health.delivered.fetch_add(done.len() as u64, Relaxed);
-        for id in last_per_class(done) {
-            self.reader.ack(&self.name, id).map_err(|e| e.to_string())?;
-        }
-        Ok(())
+    }
+}
+
+/// Records read in order from the outbox, sent, and acknowledged in that order.
+struct Lane {
+    /// Read from the outbox up to here (acknowledged or in flight).
+    read: Position,
+    /// The backlog lane ends here (the outbox's end when the connection was made).
+    until: Option<Position>,
+    /// The backlog lane's own pace (live-first replay).
+    pace: Option<RateCap>,
+    /// Read but not yet handed to the client.
+    batch: VecDeque<OutboxRecord>,
+    /// Records in flight from this lane, in publish order, and whether acknowledged.
+    window: VecDeque<(RecordId, bool)>,
+    /// A read up to `until` found nothing more (records dropped meanwhile leave holes).
+    exhausted: bool,
+}
+
+impl Lane {
+    fn new(read: Position, until: Option<Position>, pace: Option<RateCap>) -> Self {
+        Self { read, until, pace, batch: VecDeque::new(), window: VecDeque::new(), exhausted: false }
+    }
+
+    /// Whether every record up to `until` has been read (records dropped meanwhile count).
+    fn read_reached(&self, until: &Position) -> bool {
+        (0..4).all(|c| self.read.0[c] >= until.0[c]) || self.exhausted
     }
 }
 
@@ -365,33 +438,32 @@ struct Session {
     connected: bool,
     /// When this connection was made (ms since the epoch): older records are history.
     started_ms: u64,
-    /// Read from the outbox up to here (acknowledged or in flight).
-    read: Position,
-    /// Read but not yet handed to the client.
-    batch: VecDeque<OutboxRecord>,
-    /// Publishes handed to the client, in order, until it sends them (`None`: the status).
+    /// One lane, or (live-first replay with a backlog) the backlog and the live lane.
+    lanes: Vec<Lane>,
+    /// Publishes handed to the client, in order, until it sends them (`None`: status, births).
     requested: VecDeque<Option<RecordId>>,
     /// Sent publishes awaiting their PUBACK, by packet id.
     by_packet: HashMap<u16, RecordId>,
-    /// Every record in flight, in publish order, and whether it is acknowledged.
-    window: VecDeque<(RecordId, bool)>,
 }
 
 impl Session {
-    fn new(acked: Position) -> Self {
-        Self {
-            connected: false,
-            started_ms: 0,
-            read: acked,
-            batch: VecDeque::new(),
-            requested: VecDeque::new(),
-            by_packet: HashMap::new(),
-            window: VecDeque::new(),
-        }
+    fn new(lanes: Vec<Lane>) -> Self {
+        Self { connected: false, started_ms: 0, lanes, requested: VecDeque::new(), by_packet: HashMap::new() }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.lanes.iter().map(|l| l.window.len()).sum()
     }
 
     fn drained(&self) -> bool {
-        self.window.is_empty() && self.batch.is_empty()
+        self.lanes.iter().all(|l| l.window.is_empty() && l.batch.is_empty())
+    }
+
+    /// How long until some lane may send (for the wait between events).
+    fn next_ready(&self, pace: &RateCap) -> Instant {
+        let now = Instant::now();
+        let lanes = self.lanes.iter().filter_map(|l| l.pace.as_ref()).map(|p| p.ready_at(now)).min();
+        lanes.map_or(pace.ready_at(now), |l| l.min(pace.ready_at(now)))
     }
 }
 

@@ -108,6 +108,7 @@ fn sink_config(port: u16) -> MqttSink {
         rate_max_per_s: 100_000.0,
         keep_alive: Duration::from_secs(5),
         sparkplug: None,
+        replay: airlock_config::Replay::InOrder,
     }
 }
 
@@ -256,6 +257,46 @@ fn a_broker_outage_under_steady_load_loses_nothing() {
     check_messages(&got, n);
     assert!(health.failures.load(Relaxed) >= 1, "the sink saw the outage and reconnected");
     drop(writer);
+    drop(sub);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn live_first_replay_sends_new_records_before_a_paced_backlog() {
+    let dir = temp("live-first");
+    let broker = Broker::start(&dir);
+    let sub = Subscriber::start(&broker);
+    let (mut writer, reader) = outbox(&dir);
+    let backlog = 400u64;
+    for i in 1..=backlog {
+        writer
+            .append(Class::Raw, Timestamp(i as i64), format!("{{\"topic\":\"acme/old\",\"n\":{i}}}").as_bytes())
+            .unwrap();
+    }
+    writer.sync().unwrap();
+    let mut config = sink_config(broker.port);
+    config.replay = airlock_config::Replay::LiveFirst { rate_max_per_s: 100.0 };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (handle, health) =
+        airlock_north::mqtt::spawn("uns", "plant7", &config, reader.clone(), Arc::clone(&stop)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 1..=20u64 {
+        writer.append(Class::Raw, Timestamp(0), format!("{{\"topic\":\"acme/live\",\"n\":{i}}}").as_bytes()).unwrap();
+    }
+    writer.sync().unwrap();
+    let got = sub.wait_for((backlog + 20) as usize, Duration::from_secs(30));
+    stop.store(true, Relaxed);
+    handle.join().unwrap();
+    let topics: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).filter(|t| !t.ends_with("/status")).collect();
+    let last_live = topics.iter().rposition(|t| *t == "uns/acme/live").expect("live records arrived");
+    let last_old = topics.iter().rposition(|t| *t == "uns/acme/old").expect("the backlog arrived");
+    assert!(last_live < last_old, "the live records came before the backlog was through");
+    let old_before_live = topics[..last_live].iter().filter(|t| **t == "uns/acme/old").count();
+    assert!(old_before_live < 200, "the backlog was paced: {old_before_live} old records before the last live one");
+    assert_eq!(health.delivered.load(Relaxed), backlog + 20);
+    let position = reader.position("uns").unwrap();
+    assert_eq!(position.0[Class::Raw as usize], backlog + 20, "the cursor is through everything once the backlog is");
     drop(sub);
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);

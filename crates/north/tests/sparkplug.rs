@@ -93,6 +93,7 @@ fn config(port: u16) -> MqttSink {
             edge_node_id: Some("line3".into()),
             birth_interval: Duration::from_secs(3600),
         }),
+        replay: airlock_config::Replay::InOrder,
     }
 }
 

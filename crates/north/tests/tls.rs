@@ -89,6 +89,7 @@ fn sink(port: u16, ca: &Path, client: Option<(PathBuf, PathBuf)>) -> MqttSink {
         rate_max_per_s: 100_000.0,
         keep_alive: Duration::from_secs(5),
         sparkplug: None,
+        replay: airlock_config::Replay::InOrder,
     }
 }
 

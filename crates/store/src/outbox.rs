@@ -278,6 +278,16 @@ impl OutboxReader {
     /// Up to `max_records` persisted records after `after`, events first, then aggregates,
     /// series and raw; each class in order.
     pub fn read(&self, after: &Position, max_records: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.read_through(after, &Position([u64::MAX; 4]), max_records)
+    }
+
+    /// As [`OutboxReader::read`], but no record past `through` (per class).
+    pub fn read_through(
+        &self,
+        after: &Position,
+        through: &Position,
+        max_records: usize,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
         let inner = lock(&self.inner)?;
         let mut out = Vec::new();
         for class in Class::ALL {
@@ -286,7 +296,11 @@ impl OutboxReader {
                 break;
             }
             let c = class as usize;
-            let records = inner.logs[c].read_through(after.0[c] + 1, inner.durable[c], left, 4 << 20)?;
+            let last = inner.durable[c].min(through.0[c]);
+            if after.0[c] >= last {
+                continue;
+            }
+            let records = inner.logs[c].read_through(after.0[c] + 1, last, left, 4 << 20)?;
             out.extend(records.into_iter().map(|r| OutboxRecord {
                 id: RecordId { class, seq: r.seq },
                 time: r.time,
@@ -294,6 +308,11 @@ impl OutboxReader {
             }));
         }
         Ok(out)
+    }
+
+    /// The last persisted record of each class: where live data begins.
+    pub fn end(&self) -> Result<Position, StoreError> {
+        Ok(Position(lock(&self.inner)?.durable))
     }
 
     /// Acknowledges `id` and every record of its class before it, for `sink`.
