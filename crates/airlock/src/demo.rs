@@ -82,7 +82,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 const DEMO_STORE_AND_SINK: &str = r#"
 [store]
 data_dir = "data"
-fsync_interval_ms = 100
+fsync_interval_ms = 10
 
 [[sink]]
 name = "upstream-file"

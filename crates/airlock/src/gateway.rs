@@ -36,7 +36,7 @@ use crate::upstream::ChangeFilter;
 /// Poll batches that may wait between the device tasks and the collector.
 pub const CHANNEL_BATCHES: usize = 1024;
 /// How long the collector sleeps when no batch is waiting.
-const COLLECTOR_IDLE: Duration = Duration::from_millis(5);
+const COLLECTOR_IDLE: Duration = Duration::from_millis(1);
 /// How often the collector reclaims and applies retention.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 

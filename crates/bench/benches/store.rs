@@ -5,7 +5,7 @@
 //! 2. Bytes per sample on disk, pco and Gorilla codecs, for a simulated day of the demo press
 //!    line (44 numeric tags at 1 Hz) and for a synthetic noisy-sensor set (20 tags at 1 Hz, f32
 //!    noise), against the raw 16 bytes/sample (8-byte time, 8-byte value) and SQLite's file.
-//! 3. Outbox append and read+ack throughput with the default fsync policy (100 ms group commit).
+//! 3. Outbox append and read+ack throughput with the default fsync policy (10 ms group commit).
 //! 4. Query latency on one day of one 1 Hz tag: raw, and 1-minute aggregates (median of 9).
 //!
 //! Run: `cargo bench -p airlock-bench --bench store` (`-- quick` for a shorter run).
@@ -216,7 +216,7 @@ fn sqlite(name: &str, polls: &[Poll]) -> (f64, u64) {
 fn outbox(records: u64) -> (f64, f64, f64) {
     let dir = temp("outbox");
     let config = OutboxConfig { sinks: vec!["bench".into()], ..OutboxConfig::default() };
-    assert_eq!(config.fsync, FsyncPolicy::Interval(Duration::from_millis(100)));
+    assert_eq!(config.fsync, FsyncPolicy::Interval(Duration::from_millis(10)));
     let (mut w, r) = OutboxWriter::open(&dir, config).unwrap();
     let payload = br#"{"gateway_time":"2026-11-28T12:32:45.538Z","quality":"good","topic":"acme/dortmund/pressing/line3/cell1/press1/speed","unit":"rpm","value":1479.9998779296875}"#;
     let started = Instant::now();
@@ -311,7 +311,7 @@ fn main() {
 
     let records = if quick { 200_000 } else { 1_000_000 };
     let (append, read, bytes) = outbox(records);
-    println!("\noutbox, {records} records of {bytes:.0} bytes, default fsync policy (100 ms group commit):");
+    println!("\noutbox, {records} records of {bytes:.0} bytes, default fsync policy (10 ms group commit):");
     println!("  append {append:>10.0} records/s {:>7.1} MB/s", append * bytes / 1e6);
     println!("  read+ack {read:>8.0} records/s {:>7.1} MB/s", read * bytes / 1e6);
     println!("\npeak RSS of the benchmark process: {:.1} MB", peak_rss_mb());

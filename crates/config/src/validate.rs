@@ -340,7 +340,7 @@ fn store(c: &mut Checker, raw: &RawConfig) -> Store {
     let s = raw.store.as_ref().map(|s| s.get_ref());
     let get = |f: fn(&crate::raw::RawStore) -> &Option<Spanned<i64>>| s.and_then(|s| f(s).clone());
     let data_dir = s.and_then(|s| s.data_dir.as_ref()).map_or("airlock-data", |d| d.get_ref().as_str());
-    let fsync_ms = c.int(&get(|s| &s.fsync_interval_ms), "store.fsync_interval_ms", 0, 60_000, 100);
+    let fsync_ms = c.int(&get(|s| &s.fsync_interval_ms), "store.fsync_interval_ms", 0, 60_000, 10);
     let outbox_bytes = c.int(&get(|s| &s.outbox_bytes_max), "store.outbox_bytes_max", MIB, i64::MAX, 1 << 30);
     let outbox_hours = c.int(&get(|s| &s.outbox_age_max_hours), "store.outbox_age_max_hours", 1, 24 * 3650, 168);
     let historian_bytes =

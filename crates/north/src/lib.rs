@@ -73,7 +73,7 @@ pub struct SinkHealth {
 /// Records read per delivery.
 const BATCH_RECORDS: usize = 1000;
 /// How long a sink waits when the outbox has nothing new.
-const IDLE: Duration = Duration::from_millis(20);
+const IDLE: Duration = Duration::from_millis(2);
 
 /// Runs `sink` on its own thread until `stop` is set; then it delivers what is left (one try
 /// if the sink is failing) and persists its cursor.

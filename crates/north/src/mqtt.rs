@@ -258,7 +258,7 @@ impl MqttSinkTask {
             let wait = session
                 .next_ready(&pace)
                 .saturating_duration_since(Instant::now())
-                .clamp(Duration::from_millis(1), Duration::from_millis(20));
+                .clamp(Duration::from_millis(1), Duration::from_millis(2));
             tokio::select! {
                 event = events.recv() => match event {
                     Some(Ok(e)) => {

@@ -31,11 +31,14 @@ use crate::guard::Guarded;
 use crate::pacer::{Backoff, Pacer};
 use crate::plan::{PlanLimits, ReadRequest, plan};
 
-/// The samples of one poll of one device, in planned order.
+/// The samples of one request of one poll of a device, sent as soon as its answer is in (so a
+/// slow rate cap delays no sample behind the rest of its poll).
 #[derive(Debug)]
 pub struct SampleBatch {
     /// The device's index in the config.
     pub device: usize,
+    /// The device's poll counter: batches of one poll share it.
+    pub poll: u64,
     pub samples: Vec<Sample>,
 }
 
@@ -128,6 +131,7 @@ impl DeviceTask {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut reported = Reported { exceptions: vec![0; self.requests.len()], ..Reported::default() };
         let mut link: Option<Context> = None;
+        let mut poll = 0u64;
         loop {
             ticker.tick().await;
             let ctx = match link.as_mut() {
@@ -141,8 +145,8 @@ impl DeviceTask {
                     }
                 },
             };
-            let (samples, failure) = self.poll(ctx, &mut pacer, &mut reported).await;
-            self.send(samples, &mut reported, &out);
+            poll += 1;
+            let failure = self.poll(ctx, poll, &mut pacer, &mut reported, &out).await;
             match failure {
                 None => {
                     backoff.reset();
@@ -169,17 +173,19 @@ impl DeviceTask {
         Ok(tcp::attach_slave(Guarded::new(stream), Slave(self.modbus.unit_id)))
     }
 
-    /// One poll: every planned request in turn. Returns the samples read and, if the link
-    /// failed, why (the samples of requests before the failure are kept).
+    /// One poll: every planned request in turn, each answer's samples sent at once. Returns why
+    /// the link failed, if it did.
     async fn poll(
         &self,
         ctx: &mut Context,
+        poll: u64,
         pacer: &mut Pacer,
         reported: &mut Reported,
-    ) -> (Vec<Sample>, Option<Failure>) {
+        out: &mpsc::Sender<SampleBatch>,
+    ) -> Option<Failure> {
         DeviceHealth::count(&self.health.polls, 1);
-        let mut samples = Vec::with_capacity(self.modbus.tags.len());
         for (i, req) in self.requests.iter().enumerate() {
+            let mut samples = Vec::with_capacity(req.tags.len());
             pacer.wait().await;
             DeviceHealth::count(&self.health.requests, 1);
             let answer = timeout(self.device.timeout, read(ctx, req)).await;
@@ -197,12 +203,13 @@ impl DeviceTask {
                 }
                 Ok(Err(e)) => {
                     let error = e.to_string();
-                    return (samples, Some(Failure::Transport { request: self.describe(req), error }));
+                    return Some(Failure::Transport { request: self.describe(req), error });
                 }
-                Err(_) => return (samples, Some(Failure::Timeout { request: self.describe(req) })),
+                Err(_) => return Some(Failure::Timeout { request: self.describe(req) }),
             }
+            self.send(poll, samples, reported, out);
         }
-        (samples, None)
+        None
     }
 
     fn decode(&self, req: &ReadRequest, data: &Data, now: Timestamp, samples: &mut Vec<Sample>) {
@@ -260,7 +267,7 @@ impl DeviceTask {
         let now = Timestamp::now();
         let reason = failure.reason();
         let samples = (0..self.modbus.tags.len()).map(|i| Sample::bad(self.tag_id(i), reason, now)).collect();
-        self.send(samples, reported, out);
+        self.send(0, samples, reported, out);
         reported.failure = Some(failure);
     }
 
@@ -271,12 +278,12 @@ impl DeviceTask {
         }
     }
 
-    fn send(&self, samples: Vec<Sample>, reported: &mut Reported, out: &mpsc::Sender<SampleBatch>) {
+    fn send(&self, poll: u64, samples: Vec<Sample>, reported: &mut Reported, out: &mpsc::Sender<SampleBatch>) {
         if samples.is_empty() {
             return;
         }
         let n = samples.len() as u64;
-        match out.try_send(SampleBatch { device: self.index, samples }) {
+        match out.try_send(SampleBatch { device: self.index, poll, samples }) {
             Ok(()) => {
                 DeviceHealth::count(&self.health.samples, n);
                 if std::mem::take(&mut reported.channel_full) {

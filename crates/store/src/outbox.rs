@@ -11,7 +11,7 @@
 //!   `<gateway>-<id>` on the wire; a consumer drops duplicates by it.
 //! - **Durability.** Appends are group-committed: every [`OutboxWriter::commit`] writes what was
 //!   appended, and `fdatasync`s it when the last sync is older than the policy's interval
-//!   (default 100 ms; 0 means every commit). Records become visible to sinks, and count as
+//!   (default 10 ms; 0 means every commit). Records become visible to sinks, and count as
 //!   persisted for the producer, once synced. A process crash (kill -9) loses nothing written; a
 //!   power failure loses at most what was appended since the last sync, none of which was ever
 //!   acknowledged to the producer or seen by a sink.
@@ -127,7 +127,7 @@ impl Default for OutboxConfig {
         Self {
             bytes_max: 1 << 30,
             age_max: Duration::from_secs(7 * 86_400),
-            fsync: FsyncPolicy::Interval(Duration::from_millis(100)),
+            fsync: FsyncPolicy::Interval(Duration::from_millis(10)),
             sinks: Vec::new(),
         }
     }

@@ -57,7 +57,7 @@ impl Default for HistorianConfig {
         Self {
             bytes_max: 10 << 30,
             age_max: Duration::from_secs(365 * 86_400),
-            fsync: FsyncPolicy::Interval(Duration::from_millis(100)),
+            fsync: FsyncPolicy::Interval(Duration::from_millis(10)),
             wal_bytes_max: 16 << 20,
             head_samples_max: 1 << 20,
             codec: Codec::Pco,
