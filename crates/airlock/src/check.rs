@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use airlock_config::{Config, Protocol};
+use airlock_config::{Config, Protocol, SinkKind};
 use airlock_model::TagId;
 use airlock_south_modbus::DeviceTask;
 
@@ -56,5 +56,31 @@ pub fn summary(config: &Config, file: &Path) -> String {
         }
     }
     out += &format!("  {total_requests} requests per poll cycle in all\n");
+    out += &format!(
+        "  store: {}, synced every {} ms\n",
+        config.store.data_dir.display(),
+        config.store.fsync_interval.as_millis()
+    );
+    for s in &config.sinks {
+        out += &format!("  sink {:<10} {}\n", s.name, sink_summary(&s.kind));
+    }
+    if config.sinks.is_empty() {
+        out += "  no sink: records wait in the outbox (bounded) until one is configured\n";
+    }
     out
+}
+
+fn sink_summary(kind: &SinkKind) -> String {
+    match kind {
+        SinkKind::Jsonl { path } => format!("jsonl {}", path.display()),
+        SinkKind::Http(h) => format!("http {} ({})", h.url, h.classes.join(", ")),
+        SinkKind::Mqtt(m) => {
+            let scheme = if m.tls { "mqtts" } else { "mqtt" };
+            let profile = match &m.sparkplug {
+                Some(sp) => format!("Sparkplug B group {}", sp.group_id),
+                None => format!("Unified Namespace under {:?}", m.topic_prefix),
+            };
+            format!("{scheme}://{}:{} QoS {}, {profile}", m.host, m.port, m.qos)
+        }
+    }
 }

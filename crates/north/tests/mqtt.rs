@@ -301,3 +301,47 @@ fn live_first_replay_sends_new_records_before_a_paced_backlog() {
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_password_comes_from_a_file_and_a_wrong_one_is_refused() {
+    let dir = temp("auth");
+    let passwords = dir.join("passwords");
+    let made = Command::new("mosquitto_passwd")
+        .arg("-c")
+        .arg("-b")
+        .arg(&passwords)
+        .args(["airlock", "s3cret pass"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let broker = Broker::start_with(&dir, &format!("allow_anonymous false\npassword_file {}\n", passwords.display()));
+    let run = |secret: &str, name: &str, within: Duration| {
+        let file = dir.join(format!("{name}.pass"));
+        std::fs::write(&file, format!("{secret}\n")).unwrap();
+        let (mut writer, reader) = outbox(&dir.join(name));
+        for i in 1..=50u64 {
+            let (class, body) = record(i);
+            writer.append(class, Timestamp(0), body.as_bytes()).unwrap();
+        }
+        writer.sync().unwrap();
+        let mut config = sink_config(broker.port);
+        config.username = Some("airlock".into());
+        config.password = Some(airlock_config::Secret::File(file));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (handle, health) = airlock_north::mqtt::spawn("uns", "plant7", &config, reader, Arc::clone(&stop)).unwrap();
+        let deadline = Instant::now() + within;
+        while health.delivered.load(Relaxed) < 50 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, Relaxed);
+        handle.join().unwrap();
+        (health.delivered.load(Relaxed), health.failures.load(Relaxed))
+    };
+    assert_eq!(run("s3cret pass", "right", Duration::from_secs(10)).0, 50, "the right password from the file");
+    let (delivered, failures) = run("guess", "wrong", Duration::from_millis(1500));
+    assert_eq!(delivered, 0, "a wrong password delivers nothing");
+    assert!(failures >= 1);
+    assert!(!broker.log().contains("s3cret"), "the password is not in the broker's log");
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
