@@ -99,6 +99,7 @@ fn the_crate_graph_keeps_the_airlock_one_way() {
         "airlock-sim",
         "airlock-store",
         "airlock-north",
+        "airlock-edge",
     ];
     for expected in crates {
         assert!(graph.contains_key(expected), "{expected} missing from the workspace");
