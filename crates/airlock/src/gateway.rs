@@ -18,20 +18,20 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use airlock_config::{Config, Protocol, SinkKind};
+use airlock_config::{Config, DataType, Protocol, SinkKind};
 use airlock_model::{AssetPath, DeviceHealth, Sample, TagId, Timestamp};
 use airlock_north::http::HttpSink;
 use airlock_north::{JsonlSink, SinkHealth};
 use airlock_south_modbus::{DeviceTask, SampleBatch};
 use airlock_store::{
-    Class, FsyncPolicy, HistorianConfig, HistorianWriter, OutboxConfig, OutboxReader, OutboxWriter, StoreError,
+    FsyncPolicy, HistorianConfig, HistorianWriter, OutboxConfig, OutboxReader, OutboxWriter, StoreError,
 };
 use anyhow::Context as _;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::upstream::ChangeFilter;
+use crate::condense::{Condenser, Record};
 
 /// Poll batches that may wait between the device tasks and the collector.
 pub const CHANNEL_BATCHES: usize = 1024;
@@ -47,6 +47,8 @@ pub struct TagInfo {
     pub path: AssetPath,
     pub unit: Option<String>,
     pub device: usize,
+    /// The range of an unsigned counter (it rolls over there), for production counts.
+    pub counter_modulus: Option<u64>,
 }
 
 /// The tag table: every configured tag, in config order; a tag's `TagId` is its index.
@@ -59,6 +61,11 @@ pub fn tag_table(config: &Config) -> Vec<TagInfo> {
             path: t.path.clone(),
             unit: t.unit.clone(),
             device,
+            counter_modulus: match t.data_type {
+                DataType::U16 | DataType::I16 => Some(1 << 16),
+                DataType::U32 | DataType::I32 => Some(1 << 32),
+                _ => None,
+            },
         }));
     }
     tags
@@ -133,7 +140,8 @@ impl Gateway {
         let collector = Collector {
             outbox: outbox_writer,
             historian: historian_writer,
-            filter: ChangeFilter::new(Arc::clone(&tags)),
+            condenser: Condenser::new(&config, Arc::clone(&tags)),
+            records: Vec::new(),
             latest: Arc::clone(&latest),
             health: Arc::clone(&collector_health),
             failing: None,
@@ -204,18 +212,31 @@ impl Gateway {
 struct Collector {
     outbox: OutboxWriter,
     historian: HistorianWriter,
-    filter: ChangeFilter,
+    condenser: Condenser,
+    /// Upstream records of the current batch (reused).
+    records: Vec<Record>,
     latest: Latest,
     health: Arc<CollectorHealth>,
     /// The store error being reported, so that it is logged once per change.
     failing: Option<String>,
 }
 
+/// How often the edge's time-driven steps run (windows closing, stale alarms).
+const EDGE_TICK: Duration = Duration::from_millis(100);
+
 impl Collector {
     /// Runs until every device task has dropped its sender, then syncs.
     fn run(mut self, mut rx: mpsc::Receiver<SampleBatch>) {
         let mut maintained = Instant::now();
+        let mut ticked = Instant::now();
         loop {
+            if ticked.elapsed() >= EDGE_TICK {
+                ticked = Instant::now();
+                let mut records = std::mem::take(&mut self.records);
+                self.condenser.on_tick(Timestamp::now(), &mut records);
+                self.queue(&mut records);
+                self.records = records;
+            }
             match rx.try_recv() {
                 Ok(batch) => self.take(&batch.samples),
                 Err(TryRecvError::Empty) => {
@@ -248,18 +269,25 @@ impl Collector {
             self.health.samples_stored.fetch_add(samples.len() as u64, Relaxed);
         }
         self.report(stored);
+        let mut records = std::mem::take(&mut self.records);
+        self.condenser.on_samples(samples, &mut records);
+        self.queue(&mut records);
+        self.records = records;
+        self.commit();
+    }
+
+    /// Puts the edge's records into the outbox, each in its class.
+    fn queue(&mut self, records: &mut Vec<Record>) {
         let mut queued = 0;
         let mut result = Ok(());
-        for (sample, payload) in self.filter.changed(samples) {
-            result = self.outbox.append(Class::Raw, sample.gateway_time, &payload).map(|_| ());
-            if result.is_err() {
-                break;
+        for (class, time, payload) in records.drain(..) {
+            if result.is_ok() {
+                result = self.outbox.append(class, time, &payload).map(|_| ());
+                queued += u64::from(result.is_ok());
             }
-            queued += 1;
         }
         self.health.records_queued.fetch_add(queued, Relaxed);
         self.report(result);
-        self.commit();
     }
 
     /// Group commit: the store syncs as its policy says.

@@ -2,11 +2,11 @@
 //! config, `check` validates one, `sim` serves the simulated plant on its own.
 
 mod check;
+mod condense;
 mod demo;
 mod gateway;
 mod logger;
 mod query;
-mod upstream;
 mod view;
 
 use std::path::PathBuf;

@@ -23,9 +23,54 @@ pub use modbus::{DataType, ModbusDevice, ModbusTag, Space, WordOrder};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub gateway: Gateway,
+    pub edge: Edge,
     pub store: Store,
     pub devices: Vec<Device>,
     pub sinks: Vec<Sink>,
+}
+
+/// Plant-wide settings of the edge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Edge {
+    pub shift: Duration,
+    /// When the first shift of a day starts, after midnight UTC.
+    pub shift_start: Duration,
+    /// Parts are reported per interval of this length.
+    pub production_interval: Duration,
+}
+
+/// What the edge does with one tag. All optional: a tag with none of it is reported upstream
+/// when its value or quality changes, in the outbox's `raw` class.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TagEdge {
+    /// Absolute band in engineering units (a percent of span is converted).
+    pub deadband: Option<f64>,
+    pub heartbeat: Option<Duration>,
+    /// Swinging door: deviation and the longest time between kept samples.
+    pub swinging_door: Option<(f64, Duration)>,
+    /// Tumbling windows of this length.
+    pub window: Option<Duration>,
+    pub alarms: Option<TagAlarms>,
+    /// The tag is a part counter; report production (an event every N parts when given).
+    pub production: Option<Production>,
+}
+
+/// Alarm settings of a tag.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TagAlarms {
+    pub high: Option<f64>,
+    pub low: Option<f64>,
+    pub hysteresis: f64,
+    pub on_delay: Duration,
+    pub off_delay: Duration,
+    pub rate_max_per_s: Option<f64>,
+    pub stale: Option<Duration>,
+}
+
+/// A part counter tag.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Production {
+    pub every_parts: Option<u64>,
 }
 
 /// Where and how long airlock keeps data on local disk.

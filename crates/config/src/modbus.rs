@@ -148,6 +148,8 @@ pub struct ModbusTag {
     pub offset: f64,
     /// Engineering unit, e.g. `mm/s`, `degC`, `parts`.
     pub unit: Option<String>,
+    /// What the edge does with this tag's samples.
+    pub edge: crate::TagEdge,
 }
 
 impl ModbusTag {

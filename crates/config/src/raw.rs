@@ -10,11 +10,20 @@ type S<T> = Spanned<T>;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub gateway: Option<S<RawGateway>>,
+    pub edge: Option<S<RawEdge>>,
     pub store: Option<S<RawStore>>,
     #[serde(default)]
     pub device: Vec<S<RawDevice>>,
     #[serde(default)]
     pub sink: Vec<S<RawSink>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEdge {
+    pub shift_hours: Option<S<i64>>,
+    pub shift_start_hour: Option<S<i64>>,
+    pub production_interval_s: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,4 +107,21 @@ pub struct RawTag {
     pub scale: Option<S<f64>>,
     pub offset: Option<S<f64>>,
     pub unit: Option<S<String>>,
+    pub deadband: Option<S<f64>>,
+    pub deadband_percent: Option<S<f64>>,
+    pub span_min: Option<S<f64>>,
+    pub span_max: Option<S<f64>>,
+    pub heartbeat_s: Option<S<i64>>,
+    pub swinging_door_dev: Option<S<f64>>,
+    pub swinging_door_max_s: Option<S<i64>>,
+    pub window_s: Option<S<i64>>,
+    pub alarm_high: Option<S<f64>>,
+    pub alarm_low: Option<S<f64>>,
+    pub alarm_hysteresis: Option<S<f64>>,
+    pub alarm_on_delay_ms: Option<S<i64>>,
+    pub alarm_off_delay_ms: Option<S<i64>>,
+    pub alarm_rate_max_per_s: Option<S<f64>>,
+    pub stale_s: Option<S<i64>>,
+    pub production: Option<S<bool>>,
+    pub production_every_parts: Option<S<i64>>,
 }

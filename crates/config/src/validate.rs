@@ -12,8 +12,8 @@ use crate::modbus::{DataType, ModbusDevice, ModbusTag, Space, WordOrder};
 use crate::raw::RawSink;
 use crate::raw::{RawConfig, RawDevice, RawTag};
 use crate::{
-    Config, ConfigError, ConfigErrors, Device, Gateway, HttpSink, MqttSink, Protocol, Replay, Secret, Sink, SinkKind,
-    Sparkplug, Store,
+    Config, ConfigError, ConfigErrors, Device, Edge, Gateway, HttpSink, MqttSink, Production, Protocol, Replay, Secret,
+    Sink, SinkKind, Sparkplug, Store, TagAlarms, TagEdge,
 };
 
 /// Defaults, stated once (and in `docs/config.md`).
@@ -78,9 +78,10 @@ pub fn validate(raw: &RawConfig, text: &str, file: &Path) -> Result<Config, Conf
         devices.extend(device(&mut c, d));
     }
     let store = store(&mut c, raw);
+    let edge = edge(&mut c, raw);
     let sinks = sinks(&mut c, raw);
     if c.errors.is_empty() {
-        Ok(Config { gateway, store, devices, sinks })
+        Ok(Config { gateway, edge, store, devices, sinks })
     } else {
         c.errors.sort_by_key(|e| (e.line, e.column));
         Err(ConfigErrors(c.errors))
@@ -238,7 +239,144 @@ fn tag(c: &mut Checker, t: &RawTag, key: &str, device_path: Option<&AssetPath>) 
         scale,
         offset,
         unit: t.unit.as_ref().map(|u| u.get_ref().clone()),
+        edge: tag_edge(c, t, key, data_type),
     })
+}
+
+fn positive(c: &mut Checker, v: &Option<Spanned<f64>>, key: String, zero_ok: bool) -> Option<f64> {
+    let s = v.as_ref()?;
+    let x = *s.get_ref();
+    if !x.is_finite() || x < 0.0 || (x == 0.0 && !zero_ok) {
+        let what = if zero_ok { "0 or more" } else { "above 0" };
+        c.err(s.span(), key, format!("{x} must be a finite number {what}"));
+        return None;
+    }
+    Some(x)
+}
+
+fn seconds(c: &mut Checker, v: &Option<Spanned<i64>>, key: String, max: i64) -> Option<Duration> {
+    let s = v.as_ref()?;
+    let n = c.int(&Some(s.clone()), &key, 1, max, 1);
+    Some(Duration::from_secs(n.unsigned_abs()))
+}
+
+/// The edge settings of a tag: what condenses it, aggregates it, watches it, counts it.
+fn tag_edge(c: &mut Checker, t: &RawTag, key: &str, data_type: DataType) -> TagEdge {
+    let k = |field: &str| format!("{key}.{field}");
+    let numeric = !matches!(data_type, DataType::Bool | DataType::String { .. });
+    let numeric_only = [
+        (t.deadband.as_ref().map(|v| v.span()), "deadband"),
+        (t.deadband_percent.as_ref().map(|v| v.span()), "deadband_percent"),
+        (t.swinging_door_dev.as_ref().map(|v| v.span()), "swinging_door_dev"),
+        (t.window_s.as_ref().map(|v| v.span()), "window_s"),
+        (t.alarm_high.as_ref().map(|v| v.span()), "alarm_high"),
+        (t.alarm_low.as_ref().map(|v| v.span()), "alarm_low"),
+        (t.alarm_rate_max_per_s.as_ref().map(|v| v.span()), "alarm_rate_max_per_s"),
+    ];
+    if !numeric {
+        for (span, name) in numeric_only.into_iter().filter_map(|(s, n)| s.map(|s| (s, n))) {
+            c.err(span, k(name), "is only for a numeric tag".into());
+        }
+    }
+    let deadband = match (positive(c, &t.deadband, k("deadband"), true), &t.deadband_percent) {
+        (Some(_), Some(p)) => {
+            c.err(p.span(), k("deadband_percent"), "give deadband or deadband_percent, not both".into());
+            None
+        }
+        (Some(abs), None) => Some(abs),
+        (None, Some(p)) => {
+            let percent = positive(c, &Some(p.clone()), k("deadband_percent"), true);
+            match (t.span_min.as_ref().map(|v| *v.get_ref()), t.span_max.as_ref().map(|v| *v.get_ref())) {
+                (Some(lo), Some(hi)) if hi > lo => percent.map(|p| p / 100.0 * (hi - lo)),
+                _ => {
+                    c.err(p.span(), k("span_max"), "a deadband in percent needs span_min < span_max".into());
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    };
+    let heartbeat = seconds(c, &t.heartbeat_s, k("heartbeat_s"), 86_400 * 7);
+    let sdt_max = seconds(c, &t.swinging_door_max_s, k("swinging_door_max_s"), 86_400 * 7);
+    let swinging_door = positive(c, &t.swinging_door_dev, k("swinging_door_dev"), true)
+        .map(|dev| (dev, sdt_max.unwrap_or(Duration::from_secs(3600))));
+    let window = seconds(c, &t.window_s, k("window_s"), 86_400);
+    let alarms = tag_alarms(c, t, key);
+    let production = match (&t.production, &t.production_every_parts) {
+        (Some(p), every) if *p.get_ref() => {
+            if !matches!(
+                data_type,
+                DataType::U16 | DataType::U32 | DataType::U64 | DataType::I16 | DataType::I32 | DataType::I64
+            ) {
+                c.err(p.span(), k("production"), "a part counter must be an integer type".into());
+            }
+            let every = every
+                .as_ref()
+                .map(|e| c.int(&Some(e.clone()), &k("production_every_parts"), 1, i64::MAX, 1).unsigned_abs());
+            Some(Production { every_parts: every })
+        }
+        (_, Some(e)) => {
+            c.err(e.span(), k("production_every_parts"), "is only for a tag with production = true".into());
+            None
+        }
+        _ => None,
+    };
+    TagEdge { deadband, heartbeat, swinging_door, window, alarms, production }
+}
+
+fn tag_alarms(c: &mut Checker, t: &RawTag, key: &str) -> Option<TagAlarms> {
+    let k = |field: &str| format!("{key}.{field}");
+    let any =
+        t.alarm_high.is_some() || t.alarm_low.is_some() || t.alarm_rate_max_per_s.is_some() || t.stale_s.is_some();
+    if !any {
+        for (v, name) in [
+            (&t.alarm_hysteresis.as_ref().map(|v| v.span()), "alarm_hysteresis"),
+            (&t.alarm_on_delay_ms.as_ref().map(|v| v.span()), "alarm_on_delay_ms"),
+            (&t.alarm_off_delay_ms.as_ref().map(|v| v.span()), "alarm_off_delay_ms"),
+        ] {
+            if let Some(span) = v {
+                c.err(
+                    span.clone(),
+                    k(name),
+                    "has no alarm to apply to: set alarm_high, alarm_low, alarm_rate_max_per_s or stale_s".into(),
+                );
+            }
+        }
+        return None;
+    }
+    let finite = |c: &mut Checker, v: &Option<Spanned<f64>>, name: &str| finite(c, v, k(name), f64::NAN);
+    let high = t.alarm_high.as_ref().map(|_| finite(c, &t.alarm_high, "alarm_high"));
+    let low = t.alarm_low.as_ref().map(|_| finite(c, &t.alarm_low, "alarm_low"));
+    if let (Some(h), Some(l), Some(span)) = (high, low, t.alarm_low.as_ref().map(|v| v.span()))
+        && l >= h
+    {
+        c.err(span, k("alarm_low"), format!("{l} is not below alarm_high ({h})"));
+    }
+    let ms = |c: &mut Checker, v: &Option<Spanned<i64>>, name: &str| {
+        Duration::from_millis(c.int(v, &k(name), 0, 3_600_000, 0).unsigned_abs())
+    };
+    Some(TagAlarms {
+        high,
+        low,
+        hysteresis: positive(c, &t.alarm_hysteresis, k("alarm_hysteresis"), true).unwrap_or(0.0),
+        on_delay: ms(c, &t.alarm_on_delay_ms, "alarm_on_delay_ms"),
+        off_delay: ms(c, &t.alarm_off_delay_ms, "alarm_off_delay_ms"),
+        rate_max_per_s: positive(c, &t.alarm_rate_max_per_s, k("alarm_rate_max_per_s"), false),
+        stale: seconds(c, &t.stale_s, k("stale_s"), 86_400),
+    })
+}
+
+fn edge(c: &mut Checker, raw: &RawConfig) -> Edge {
+    let e = raw.edge.as_ref().map(|e| e.get_ref());
+    let get = |f: fn(&crate::raw::RawEdge) -> &Option<Spanned<i64>>| e.and_then(|e| f(e).clone());
+    let shift_h = c.int(&get(|e| &e.shift_hours), "edge.shift_hours", 1, 24, 8);
+    let start_h = c.int(&get(|e| &e.shift_start_hour), "edge.shift_start_hour", 0, 23, 6);
+    let interval = c.int(&get(|e| &e.production_interval_s), "edge.production_interval_s", 1, 86_400, 60);
+    Edge {
+        shift: Duration::from_secs(shift_h.unsigned_abs() * 3600),
+        shift_start: Duration::from_secs(start_h.unsigned_abs() * 3600),
+        production_interval: Duration::from_secs(interval.unsigned_abs()),
+    }
 }
 
 fn lookup<T: Copy>(c: &mut Checker, v: &Spanned<String>, table: &[(&str, T)], key: String) -> Option<T> {

@@ -428,3 +428,33 @@ fn replay_modes() {
         ],
     );
 }
+
+#[test]
+fn edge_settings_of_a_tag_and_their_mistakes() {
+    let tag = TAG.replace("type = \"f32\"", "type = \"f32\"\ndeadband_percent = 2\nspan_min = 0\nspan_max = 50\nswinging_door_dev = 0.5\nwindow_s = 60\nalarm_high = 80\nalarm_hysteresis = 2\nstale_s = 30");
+    let config = parse(&with("", &tag), Path::new("plant.toml")).unwrap();
+    let Protocol::ModbusTcp(m) = &config.devices[0].protocol;
+    let e = &m.tags[0].edge;
+    assert_eq!(e.deadband, Some(1.0));
+    assert_eq!(e.swinging_door.map(|(d, max)| (d, max.as_secs())), Some((0.5, 3600)));
+    assert_eq!(e.window.map(|w| w.as_secs()), Some(60));
+    let alarms = e.alarms.as_ref().unwrap();
+    assert_eq!((alarms.high, alarms.hysteresis, alarms.stale.map(|s| s.as_secs())), (Some(80.0), 2.0, Some(30)));
+    assert_eq!(config.edge.shift.as_secs(), 8 * 3600);
+
+    let bad = TAG.replace("type = \"f32\"", "type = \"bool\"\nbit = 1\ndeadband = 1\nproduction = true")
+        + &TAG.replace("\"speed\"", "\"temp\"").replace(
+            "address = 0",
+            "address = 10\nalarm_low = 9\nalarm_high = 5\nalarm_on_delay_ms = 10\ndeadband = -1",
+        );
+    let text = with("", &bad);
+    check(
+        &text,
+        &[
+            (line_of(&text, "deadband = 1"), "device[press1].tag[speed].deadband", "only for a numeric tag"),
+            (line_of(&text, "production = true"), "device[press1].tag[speed].production", "must be an integer type"),
+            (line_of(&text, "alarm_low = 9"), "device[press1].tag[temp].alarm_low", "is not below alarm_high"),
+            (line_of(&text, "deadband = -1"), "device[press1].tag[temp].deadband", "finite number 0 or more"),
+        ],
+    );
+}

@@ -113,12 +113,16 @@ space = "holding_register"
 address = 0
 type = "u32"
 unit = "parts"
+deadband = 100.0
 [[device.tag]]
 name = "parts_wrap"
 space = "holding_register"
 address = 2
 type = "u16"
 unit = "parts"
+deadband = 100.0
+production = true
+production_every_parts = 100
 [[device.tag]]
 name = "rejects_shift"
 space = "holding_register"
@@ -147,6 +151,9 @@ space = "input_register"
 address = 0
 type = "f32"
 unit = "rpm"
+deadband = 5.0
+heartbeat_s = 60
+window_s = 60
 [[device.tag]]
 name = "temperature"
 space = "input_register"
@@ -154,23 +161,41 @@ address = 20
 type = "i16"
 scale = 0.1
 unit = "degC"
+swinging_door_dev = 0.2
+swinging_door_max_s = 600
+window_s = 60
+alarm_high = 45.0
+alarm_hysteresis = 1.0
+alarm_on_delay_ms = 10000
+alarm_off_delay_ms = 10000
 [[device.tag]]
 name = "power"
 space = "input_register"
 address = 4
 type = "f32"
 unit = "kW"
+deadband_percent = 2.0
+span_min = 0.0
+span_max = 40.0
+window_s = 60
 [[device.tag]]
 name = "vibration"
 space = "input_register"
 address = 6
 type = "f32"
 unit = "mm/s"
+swinging_door_dev = 0.05
+window_s = 60
+alarm_high = 2.8
+alarm_hysteresis = 0.2
+alarm_on_delay_ms = 30000
+alarm_rate_max_per_s = 5.0
 [[device.tag]]
 name = "running"
 space = "coil"
 address = 0
 type = "bool"
+stale_s = 10
 [[device.tag]]
 name = "fault"
 space = "discrete_input"

@@ -117,6 +117,7 @@ mod tests {
             scale,
             offset,
             unit: None,
+            edge: Default::default(),
         }
     }
 

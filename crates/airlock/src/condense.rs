@@ -1,0 +1,257 @@
+//! The edge, wired: each tag's chain of transforms (from its config), fed every sample, and what
+//! comes out turned into upstream records for the outbox, each in its priority class:
+//! - condensed samples (deadband, then swinging door) in `series`; a tag with neither sends its
+//!   changes in `raw`;
+//! - window aggregates and production per interval in `aggregates`;
+//! - events (alarms raised and cleared, parts produced, shift totals) in `events`.
+
+use std::sync::Arc;
+
+use airlock_config::{Config, Protocol, TagEdge};
+use airlock_edge::alarm::{AlarmConfig, Alarms};
+use airlock_edge::counter::{Counter, CounterConfig};
+use airlock_edge::deadband::Deadband;
+use airlock_edge::sdt::SwingingDoor;
+use airlock_edge::window::Window;
+use airlock_edge::{Aggregate, EdgeEvent, Output, Production, Transform, Transition};
+use airlock_model::{Sample, Severity, TagId, Timestamp, Value};
+use airlock_store::Class;
+use serde_json::{Map, Value as Json, json};
+
+use crate::gateway::TagInfo;
+
+/// One upstream record: its class, its time and its JSON payload.
+pub type Record = (Class, Timestamp, Vec<u8>);
+
+/// A tag's transforms.
+struct Chain {
+    /// Deadband (or, for a tag with no condensing, a change filter), then swinging door.
+    deadband: Deadband,
+    sdt: Option<SwingingDoor>,
+    series_class: Class,
+    window: Option<Window>,
+    alarms: Option<Alarms>,
+    counter: Option<Counter>,
+}
+
+pub struct Condenser {
+    tags: Arc<Vec<TagInfo>>,
+    chains: Vec<Chain>,
+    scratch: Vec<Output>,
+}
+
+impl Condenser {
+    pub fn new(config: &Config, tags: Arc<Vec<TagInfo>>) -> Self {
+        let mut chains = Vec::new();
+        for d in &config.devices {
+            let Protocol::ModbusTcp(m) = &d.protocol;
+            for t in &m.tags {
+                let id = TagId(chains.len() as u32);
+                chains.push(chain(config, id, &tags[id.0 as usize], &t.edge));
+            }
+        }
+        Self { tags, chains, scratch: Vec::new() }
+    }
+
+    pub fn on_samples(&mut self, samples: &[Sample], out: &mut Vec<Record>) {
+        for s in samples {
+            let Some(chain) = self.chains.get_mut(s.tag.0 as usize) else { continue };
+            let mut series = Vec::new();
+            chain.deadband.on_sample(s, &mut series);
+            let mut outputs = std::mem::take(&mut self.scratch);
+            match chain.sdt.as_mut() {
+                Some(sdt) => {
+                    for o in series {
+                        if let Output::Sample(passed) = o {
+                            sdt.on_sample(&passed, &mut outputs);
+                        }
+                    }
+                }
+                None => outputs.extend(series),
+            }
+            for step in [
+                chain.window.as_mut().map(|w| w as &mut dyn Transform),
+                chain.alarms.as_mut().map(|a| a as &mut dyn Transform),
+                chain.counter.as_mut().map(|c| c as &mut dyn Transform),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                step.on_sample(s, &mut outputs);
+            }
+            let class = chain.series_class;
+            for o in outputs.drain(..) {
+                out.push(self.record(o, class));
+            }
+            self.scratch = outputs;
+        }
+    }
+
+    /// Time passes: windows close, stale alarms raise, held swinging-door points go out.
+    pub fn on_tick(&mut self, now: Timestamp, out: &mut Vec<Record>) {
+        let mut outputs = std::mem::take(&mut self.scratch);
+        for i in 0..self.chains.len() {
+            let chain = &mut self.chains[i];
+            let class = chain.series_class;
+            let steps = [
+                chain.sdt.as_mut().map(|s| s as &mut dyn Transform),
+                chain.window.as_mut().map(|w| w as &mut dyn Transform),
+                chain.alarms.as_mut().map(|a| a as &mut dyn Transform),
+                chain.counter.as_mut().map(|c| c as &mut dyn Transform),
+            ];
+            for step in steps.into_iter().flatten() {
+                step.on_tick(now, &mut outputs);
+            }
+            for o in outputs.drain(..) {
+                out.push(self.record(o, class));
+            }
+        }
+        self.scratch = outputs;
+    }
+
+    fn record(&self, o: Output, series_class: Class) -> Record {
+        match o {
+            Output::Sample(s) => (series_class, s.gateway_time, sample_json(&self.tags[s.tag.0 as usize], &s)),
+            Output::Aggregate(a) => (Class::Aggregate, a.end, aggregate_json(&self.tags[a.tag.0 as usize], &a)),
+            Output::Production(p) => (Class::Aggregate, p.end, production_json(&p)),
+            Output::Event(e) => (Class::Event, e.time, event_json(&e)),
+        }
+    }
+}
+
+fn chain(config: &Config, id: TagId, tag: &TagInfo, e: &TagEdge) -> Chain {
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let condensed = e.deadband.is_some() || e.swinging_door.is_some() || e.heartbeat.is_some();
+    let deadband = Deadband::new(e.deadband.unwrap_or(0.0), e.heartbeat.map(ms));
+    let alarms = e.alarms.as_ref().map(|a| {
+        let c = AlarmConfig {
+            high: a.high,
+            low: a.low,
+            hysteresis: a.hysteresis,
+            on_delay_ms: ms(a.on_delay),
+            off_delay_ms: ms(a.off_delay),
+            rate_max: a.rate_max_per_s,
+            stale_ms: a.stale.map(ms),
+            unit: tag.unit.clone(),
+        };
+        Alarms::new(tag.path.clone(), c)
+    });
+    let counter = e.production.as_ref().map(|p| {
+        let device = tag.path.as_str().rsplit_once('/').map_or(tag.path.as_str(), |(d, _)| d);
+        let name = device.rsplit('/').next().unwrap_or(device).to_owned();
+        Counter::new(CounterConfig {
+            asset: airlock_model::AssetPath::parse(device).unwrap_or_else(|_| tag.path.clone()),
+            name,
+            modulus: tag.counter_modulus,
+            interval_ms: ms(config.edge.production_interval),
+            shift_ms: ms(config.edge.shift),
+            shift_offset_ms: ms(config.edge.shift_start),
+            every_parts: p.every_parts,
+        })
+    });
+    Chain {
+        deadband,
+        sdt: e.swinging_door.map(|(dev, max)| SwingingDoor::new(dev, ms(max))),
+        series_class: if condensed { Class::Series } else { Class::Raw },
+        window: e.window.map(|w| Window::new(id, ms(w))),
+        alarms,
+        counter,
+    }
+}
+
+/// `{"topic","value","quality","reason"?,"unit"?,"source_time"?,"gateway_time"}`
+fn sample_json(tag: &TagInfo, s: &Sample) -> Vec<u8> {
+    let mut r = Map::new();
+    r.insert("topic".into(), json!(tag.path.as_str()));
+    r.insert("value".into(), s.value.as_ref().map_or(Json::Null, value_json));
+    r.insert("quality".into(), json!(s.quality.word()));
+    if let Some(reason) = s.quality.reason() {
+        r.insert("reason".into(), json!(reason.to_string()));
+    }
+    if let Some(unit) = &tag.unit {
+        r.insert("unit".into(), json!(unit));
+    }
+    if let Some(t) = s.source_time {
+        r.insert("source_time".into(), json!(t.to_string()));
+    }
+    r.insert("gateway_time".into(), json!(s.gateway_time.to_string()));
+    serde_json::to_vec(&Json::Object(r)).unwrap_or_default()
+}
+
+/// A window's aggregates, on the topic `<tag path>.window`, with `value` the average.
+fn aggregate_json(tag: &TagInfo, a: &Aggregate) -> Vec<u8> {
+    let mut r = Map::new();
+    r.insert("topic".into(), json!(format!("{}.window", tag.path)));
+    r.insert("value".into(), json!(a.avg));
+    r.insert("quality".into(), json!(if a.count > 0 { "good" } else { "bad" }));
+    for (k, v) in [
+        ("min", a.min),
+        ("max", a.max),
+        ("avg", a.avg),
+        ("stddev", a.stddev),
+        ("first", a.first),
+        ("last", a.last),
+        ("twa", a.twa),
+    ] {
+        r.insert(k.into(), json!(v));
+    }
+    r.insert("count".into(), json!(a.count));
+    r.insert("start".into(), json!(a.start.to_string()));
+    r.insert("end".into(), json!(a.end.to_string()));
+    if let Some(unit) = &tag.unit {
+        r.insert("unit".into(), json!(unit));
+    }
+    r.insert("gateway_time".into(), json!(a.end.to_string()));
+    serde_json::to_vec(&Json::Object(r)).unwrap_or_default()
+}
+
+/// Parts in an interval, on the topic `<machine path>/parts.interval`.
+fn production_json(p: &Production) -> Vec<u8> {
+    let r = json!({
+        "topic": format!("{}/parts.interval", p.asset),
+        "value": p.parts,
+        "quality": "good",
+        "unit": "parts",
+        "shift_parts": p.shift_parts,
+        "start": p.start.to_string(),
+        "end": p.end.to_string(),
+        "gateway_time": p.end.to_string(),
+    });
+    serde_json::to_vec(&r).unwrap_or_default()
+}
+
+/// An event, on `_airlock/events/<kind>`, with its asset, severity, state and numbers.
+fn event_json(e: &EdgeEvent) -> Vec<u8> {
+    let mut r = Map::new();
+    r.insert("topic".into(), json!(format!("_airlock/events/{}", e.kind)));
+    r.insert("kind".into(), json!(e.kind));
+    r.insert("asset".into(), json!(e.asset.as_str()));
+    let severity = match e.severity {
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Alarm => "alarm",
+    };
+    r.insert("severity".into(), json!(severity));
+    let state = match e.transition {
+        Transition::Once => "once",
+        Transition::Raised => "raised",
+        Transition::Cleared => "cleared",
+    };
+    r.insert("state".into(), json!(state));
+    r.insert("message".into(), json!(e.message));
+    for (k, v) in &e.body {
+        r.insert((*k).into(), json!(v));
+    }
+    r.insert("gateway_time".into(), json!(e.time.to_string()));
+    serde_json::to_vec(&Json::Object(r)).unwrap_or_default()
+}
+
+fn value_json(v: &Value) -> Json {
+    match v {
+        Value::Bool(b) => json!(b),
+        Value::I64(i) => json!(i),
+        Value::U64(u) => json!(u),
+        Value::F64(f) => json!(f),
+        Value::Text(t) => json!(t.as_ref()),
+    }
+}
