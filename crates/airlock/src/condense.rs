@@ -7,11 +7,13 @@
 
 use std::sync::Arc;
 
-use airlock_config::{Config, Protocol, TagEdge};
+use airlock_config::{Config, OeeSettings, Protocol, TagEdge};
 use airlock_edge::alarm::{AlarmConfig, Alarms};
 use airlock_edge::counter::{Counter, CounterConfig};
 use airlock_edge::deadband::Deadband;
+use airlock_edge::oee::{Oee, OeeConfig, OeeFigures};
 use airlock_edge::sdt::SwingingDoor;
+use airlock_edge::vibration::{Vibration, VibrationConfig, iso_zones};
 use airlock_edge::window::Window;
 use airlock_edge::{Aggregate, EdgeEvent, Output, Production, Transform, Transition};
 use airlock_model::{Sample, Severity, TagId, Timestamp, Value};
@@ -32,25 +34,31 @@ struct Chain {
     window: Option<Window>,
     alarms: Option<Alarms>,
     counter: Option<Counter>,
+    vibration: Option<Vibration>,
 }
 
 pub struct Condenser {
     tags: Arc<Vec<TagInfo>>,
     chains: Vec<Chain>,
+    /// Per device (by index), its OEE rule, fed the device's samples.
+    oee: Vec<Option<Oee>>,
     scratch: Vec<Output>,
 }
 
 impl Condenser {
     pub fn new(config: &Config, tags: Arc<Vec<TagInfo>>) -> Self {
         let mut chains = Vec::new();
+        let mut oee = Vec::new();
         for d in &config.devices {
             let Protocol::ModbusTcp(m) = &d.protocol;
+            let first = chains.len();
             for t in &m.tags {
                 let id = TagId(chains.len() as u32);
                 chains.push(chain(config, id, &tags[id.0 as usize], &t.edge));
             }
+            oee.push(d.oee.as_ref().map(|o| oee_rule(config, d, o, first, &tags)));
         }
-        Self { tags, chains, scratch: Vec::new() }
+        Self { tags, chains, oee, scratch: Vec::new() }
     }
 
     pub fn on_samples(&mut self, samples: &[Sample], out: &mut Vec<Record>) {
@@ -69,15 +77,18 @@ impl Condenser {
                 }
                 None => outputs.extend(series),
             }
-            for step in [
+            let steps = [
                 chain.window.as_mut().map(|w| w as &mut dyn Transform),
                 chain.alarms.as_mut().map(|a| a as &mut dyn Transform),
                 chain.counter.as_mut().map(|c| c as &mut dyn Transform),
-            ]
-            .into_iter()
-            .flatten()
-            {
+                chain.vibration.as_mut().map(|v| v as &mut dyn Transform),
+            ];
+            for step in steps.into_iter().flatten() {
                 step.on_sample(s, &mut outputs);
+            }
+            let device = self.tags[s.tag.0 as usize].device;
+            if let Some(Some(rule)) = self.oee.get_mut(device) {
+                rule.on_sample(s, &mut outputs);
             }
             let class = chain.series_class;
             for o in outputs.drain(..) {
@@ -98,6 +109,7 @@ impl Condenser {
                 chain.window.as_mut().map(|w| w as &mut dyn Transform),
                 chain.alarms.as_mut().map(|a| a as &mut dyn Transform),
                 chain.counter.as_mut().map(|c| c as &mut dyn Transform),
+                chain.vibration.as_mut().map(|v| v as &mut dyn Transform),
             ];
             for step in steps.into_iter().flatten() {
                 step.on_tick(now, &mut outputs);
@@ -115,6 +127,7 @@ impl Condenser {
             Output::Aggregate(a) => (Class::Aggregate, a.end, aggregate_json(&self.tags[a.tag.0 as usize], &a)),
             Output::Production(p) => (Class::Aggregate, p.end, production_json(&p)),
             Output::Event(e) => (Class::Event, e.time, event_json(&e)),
+            Output::Oee(f) => (Class::Aggregate, f.time, oee_json(&f)),
         }
     }
 }
@@ -149,7 +162,18 @@ fn chain(config: &Config, id: TagId, tag: &TagInfo, e: &TagEdge) -> Chain {
             every_parts: p.every_parts,
         })
     });
+    let vibration = e.vibration.as_ref().map(|v| {
+        let device = tag.path.as_str().rsplit_once('/').map_or(tag.path.as_str(), |(d, _)| d);
+        Vibration::new(VibrationConfig {
+            asset: tag.path.clone(),
+            name: device.rsplit('/').next().unwrap_or(device).to_owned(),
+            zones: iso_zones(v.group, v.rigid),
+            advice_days: v.advice_days,
+            trend_days: 7.0,
+        })
+    });
     Chain {
+        vibration,
         deadband,
         sdt: e.swinging_door.map(|(dev, max)| SwingingDoor::new(dev, ms(max))),
         series_class: if condensed { Class::Series } else { Class::Raw },
@@ -157,6 +181,46 @@ fn chain(config: &Config, id: TagId, tag: &TagInfo, e: &TagEdge) -> Chain {
         alarms,
         counter,
     }
+}
+
+fn oee_rule(config: &Config, d: &airlock_config::Device, o: &OeeSettings, first: usize, tags: &[TagInfo]) -> Oee {
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let tag = |i: usize| TagId((first + i) as u32);
+    Oee::new(OeeConfig {
+        asset: d.path.clone(),
+        name: d.name.clone(),
+        state_tag: tag(o.state_tag),
+        running_value: o.running_value,
+        parts_tag: tag(o.parts_tag),
+        parts_modulus: tags[first + o.parts_tag].counter_modulus,
+        rejects_tag: o.rejects_tag.map(tag),
+        rejects_modulus: o.rejects_tag.and_then(|r| tags[first + r].counter_modulus),
+        ideal_cycle_s: o.ideal_cycle_s,
+        shift_ms: ms(config.edge.shift),
+        shift_offset_ms: ms(config.edge.shift_start),
+        interval_ms: ms(config.edge.production_interval),
+        baseline_ms: ms(o.baseline),
+        compare_ms: ms(o.compare),
+        drop_percent: o.drop_percent,
+    })
+}
+
+/// A machine's OEE so far in its shift, on `<machine path>/oee` (value: OEE as a fraction).
+fn oee_json(f: &OeeFigures) -> Vec<u8> {
+    let r = json!({
+        "topic": format!("{}/oee", f.asset),
+        "value": f.oee,
+        "quality": "good",
+        "availability": f.availability,
+        "performance": f.performance,
+        "quality_rate": f.quality,
+        "parts": f.parts,
+        "rejects": f.rejects,
+        "running_s": f.running_s,
+        "shift_start": f.shift_start.to_string(),
+        "gateway_time": f.time.to_string(),
+    });
+    serde_json::to_vec(&r).unwrap_or_default()
 }
 
 /// `{"topic","value","quality","reason"?,"unit"?,"source_time"?,"gateway_time"}`

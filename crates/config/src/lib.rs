@@ -53,6 +53,31 @@ pub struct TagEdge {
     pub alarms: Option<TagAlarms>,
     /// The tag is a part counter; report production (an event every N parts when given).
     pub production: Option<Production>,
+    /// The tag is a vibration velocity RMS (mm/s): ISO zones and a wear trend.
+    pub vibration: Option<VibrationSettings>,
+}
+
+/// ISO 10816-3 / 20816-3 settings of a vibration tag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VibrationSettings {
+    /// Machine group 1 (300 kW to 50 MW) or 2 (15 kW to 300 kW).
+    pub group: u8,
+    pub rigid: bool,
+    /// Advise maintenance when zone D is this many days away.
+    pub advice_days: f64,
+}
+
+/// How a machine's OEE is computed from its tags (indices into the device's tags).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OeeSettings {
+    pub state_tag: usize,
+    pub running_value: f64,
+    pub parts_tag: usize,
+    pub rejects_tag: Option<usize>,
+    pub ideal_cycle_s: f64,
+    pub drop_percent: f64,
+    pub baseline: Duration,
+    pub compare: Duration,
 }
 
 /// Alarm settings of a tag.
@@ -193,6 +218,7 @@ pub struct Device {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub protocol: Protocol,
+    pub oee: Option<OeeSettings>,
 }
 
 /// How a device is read. A closed set: one variant per southbound driver.

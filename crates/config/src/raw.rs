@@ -91,6 +91,20 @@ pub struct RawDevice {
     pub max_gap_bits: Option<S<i64>>,
     #[serde(default)]
     pub tag: Vec<S<RawTag>>,
+    pub oee: Option<S<RawOee>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOee {
+    pub state_tag: S<String>,
+    pub running_value: Option<S<f64>>,
+    pub parts_tag: S<String>,
+    pub rejects_tag: Option<S<String>>,
+    pub ideal_cycle_s: S<f64>,
+    pub performance_drop_percent: Option<S<f64>>,
+    pub baseline_minutes: Option<S<i64>>,
+    pub compare_minutes: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,4 +138,7 @@ pub struct RawTag {
     pub stale_s: Option<S<i64>>,
     pub production: Option<S<bool>>,
     pub production_every_parts: Option<S<i64>>,
+    pub vibration_group: Option<S<i64>>,
+    pub vibration_foundation: Option<S<String>>,
+    pub vibration_advice_days: Option<S<f64>>,
 }

@@ -12,8 +12,8 @@ use crate::modbus::{DataType, ModbusDevice, ModbusTag, Space, WordOrder};
 use crate::raw::RawSink;
 use crate::raw::{RawConfig, RawDevice, RawTag};
 use crate::{
-    Config, ConfigError, ConfigErrors, Device, Edge, Gateway, HttpSink, MqttSink, Production, Protocol, Replay, Secret,
-    Sink, SinkKind, Sparkplug, Store, TagAlarms, TagEdge,
+    Config, ConfigError, ConfigErrors, Device, Edge, Gateway, HttpSink, MqttSink, OeeSettings, Production, Protocol,
+    Replay, Secret, Sink, SinkKind, Sparkplug, Store, TagAlarms, TagEdge, VibrationSettings,
 };
 
 /// Defaults, stated once (and in `docs/config.md`).
@@ -143,6 +143,7 @@ fn device(c: &mut Checker, d: &RawDevice) -> Option<Device> {
         c.err(d.name.span(), k("tag"), "the device has no [[device.tag]]".into());
     }
     let tags = tags(c, d, path.as_ref());
+    let oee = oee(c, d);
     let path = path?;
     Some(Device {
         name: d.name.get_ref().clone(),
@@ -152,6 +153,7 @@ fn device(c: &mut Checker, d: &RawDevice) -> Option<Device> {
         rate_max_per_s: rate,
         backoff_initial: Duration::from_millis(backoff_initial_ms.unsigned_abs()),
         backoff_max: Duration::from_millis(backoff_max_ms.unsigned_abs()),
+        oee,
         protocol: Protocol::ModbusTcp(ModbusDevice {
             address: d.address.get_ref().clone(),
             unit_id: u8::try_from(unit_id).unwrap_or(1),
@@ -321,7 +323,77 @@ fn tag_edge(c: &mut Checker, t: &RawTag, key: &str, data_type: DataType) -> TagE
         }
         _ => None,
     };
-    TagEdge { deadband, heartbeat, swinging_door, window, alarms, production }
+    let vibration = vibration(c, t, key, numeric);
+    TagEdge { deadband, heartbeat, swinging_door, window, alarms, production, vibration }
+}
+
+fn vibration(c: &mut Checker, t: &RawTag, key: &str, numeric: bool) -> Option<VibrationSettings> {
+    let k = |field: &str| format!("{key}.{field}");
+    let Some(group) = &t.vibration_group else {
+        for (span, name) in [
+            (t.vibration_foundation.as_ref().map(|v| v.span()), "vibration_foundation"),
+            (t.vibration_advice_days.as_ref().map(|v| v.span()), "vibration_advice_days"),
+        ] {
+            if let Some(span) = span {
+                c.err(span, k(name), "is only for a vibration tag (set vibration_group)".into());
+            }
+        }
+        return None;
+    };
+    if !numeric {
+        c.err(group.span(), k("vibration_group"), "is only for a numeric tag".into());
+    }
+    let g = c.int(&Some(group.clone()), &k("vibration_group"), 1, 2, 2);
+    let rigid = match t.vibration_foundation.as_ref().map(|f| (f, f.get_ref().as_str())) {
+        None | Some((_, "rigid")) => true,
+        Some((_, "flexible")) => false,
+        Some((f, other)) => {
+            c.err(
+                f.span(),
+                k("vibration_foundation"),
+                format!("unknown foundation {other:?}; expected \"rigid\" or \"flexible\""),
+            );
+            true
+        }
+    };
+    let advice_days = positive(c, &t.vibration_advice_days, k("vibration_advice_days"), false).unwrap_or(14.0);
+    Some(VibrationSettings { group: g as u8, rigid, advice_days })
+}
+
+/// A device's OEE rule: its tags must exist on the device.
+fn oee(c: &mut Checker, d: &RawDevice) -> Option<OeeSettings> {
+    let o = d.oee.as_ref()?.get_ref();
+    let k = |field: &str| format!("device[{}].oee.{field}", d.name.get_ref());
+    let find = |c: &mut Checker, name: &Spanned<String>, field: &str| -> Option<usize> {
+        let found = d.tag.iter().position(|t| t.get_ref().name.get_ref() == name.get_ref());
+        if found.is_none() {
+            c.err(name.span(), k(field), format!("no tag {:?} on this device", name.get_ref()));
+        }
+        found
+    };
+    let state = find(c, &o.state_tag, "state_tag");
+    let parts = find(c, &o.parts_tag, "parts_tag");
+    let rejects = o.rejects_tag.as_ref().map(|r| find(c, r, "rejects_tag"));
+    let cycle = positive(c, &Some(o.ideal_cycle_s.clone()), k("ideal_cycle_s"), false);
+    let drop = positive(c, &o.performance_drop_percent, k("performance_drop_percent"), false).unwrap_or(5.0);
+    let minutes = |c: &mut Checker, v: &Option<Spanned<i64>>, f: &str, default: i64| {
+        Duration::from_secs(c.int(v, &k(f), 1, 24 * 60, default).unsigned_abs() * 60)
+    };
+    let baseline = minutes(c, &o.baseline_minutes, "baseline_minutes", 60);
+    let compare = minutes(c, &o.compare_minutes, "compare_minutes", 15);
+    Some(OeeSettings {
+        state_tag: state?,
+        running_value: o.running_value.as_ref().map_or(1.0, |v| *v.get_ref()),
+        parts_tag: parts?,
+        rejects_tag: match rejects {
+            Some(r) => Some(r?),
+            None => None,
+        },
+        ideal_cycle_s: cycle?,
+        drop_percent: drop,
+        baseline,
+        compare,
+    })
 }
 
 fn tag_alarms(c: &mut Checker, t: &RawTag, key: &str) -> Option<TagAlarms> {

@@ -7,7 +7,7 @@
 
 use airlock_model::{AssetPath, Quality, Sample, Severity, Timestamp, Value};
 
-use crate::{EdgeEvent, Output, Transform, Transition, ms_between};
+use crate::{EdgeEvent, Output, Transform, Transition, ms_between, num};
 
 /// What the alarms of a tag watch for.
 #[derive(Debug, Clone, Default)]
@@ -111,7 +111,7 @@ impl Transform for Alarms {
                 "stale",
                 Severity::Warning,
                 Transition::Cleared,
-                format!("{} reads again: {v}{}", self.asset, self.unit()),
+                format!("{} reads again: {}{}", self.asset, num(v), self.unit()),
                 vec![("value", v)],
             ));
         }
@@ -120,8 +120,10 @@ impl Transform for Alarms {
             && let Some(t) = step(&mut self.high, v > high, v < high - hyst, now, on, off)
         {
             let msg = match t {
-                Transition::Raised => format!("{} is above {high}{u}: {v}{u}", self.asset, u = self.unit()),
-                _ => format!("{} is back below {high}{u}: {v}{u}", self.asset, u = self.unit()),
+                Transition::Raised => {
+                    format!("{} is above {}{u}: {}{u}", self.asset, num(high), num(v), u = self.unit())
+                }
+                _ => format!("{} is back below {}{u}: {}{u}", self.asset, num(high), num(v), u = self.unit()),
             };
             out.push(self.event(now, "alarm_high", Severity::Alarm, t, msg, vec![("value", v), ("limit", high)]));
         }
@@ -129,8 +131,10 @@ impl Transform for Alarms {
             && let Some(t) = step(&mut self.low, v < low, v > low + hyst, now, on, off)
         {
             let msg = match t {
-                Transition::Raised => format!("{} is below {low}{u}: {v}{u}", self.asset, u = self.unit()),
-                _ => format!("{} is back above {low}{u}: {v}{u}", self.asset, u = self.unit()),
+                Transition::Raised => {
+                    format!("{} is below {}{u}: {}{u}", self.asset, num(low), num(v), u = self.unit())
+                }
+                _ => format!("{} is back above {}{u}: {}{u}", self.asset, num(low), num(v), u = self.unit()),
             };
             out.push(self.event(now, "alarm_low", Severity::Alarm, t, msg, vec![("value", v), ("limit", low)]));
         }

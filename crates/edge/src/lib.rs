@@ -11,7 +11,9 @@
 pub mod alarm;
 pub mod counter;
 pub mod deadband;
+pub mod oee;
 pub mod sdt;
+pub mod vibration;
 pub mod window;
 
 use airlock_model::{AssetPath, Sample, Severity, TagId, Timestamp};
@@ -27,6 +29,8 @@ pub enum Output {
     Event(EdgeEvent),
     /// Parts made by a machine in an interval.
     Production(Production),
+    /// A machine's OEE so far in its shift.
+    Oee(oee::OeeFigures),
 }
 
 /// Parts a machine made in `[start, end)`, and in its shift so far.
@@ -86,6 +90,13 @@ pub trait Transform: Send {
 
     /// Time passes (for windows that close, alarms that go stale, delays that run out).
     fn on_tick(&mut self, _now: Timestamp, _out: &mut Vec<Output>) {}
+}
+
+/// A number for a person: at most three decimals, no trailing zeros (`45.4`, `80`, `0.125`).
+pub fn num(v: f64) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.into() }
 }
 
 /// Milliseconds between two times (saturating).

@@ -59,6 +59,8 @@ impl Default for SimOptions {
 pub struct RunningSim {
     pub servers: Vec<(String, ServerHandle)>,
     pub plant: Arc<Mutex<Plant>>,
+    /// Simulated seconds per real second.
+    pub speed: f64,
     stepper: JoinHandle<()>,
 }
 
@@ -78,7 +80,7 @@ pub async fn start(opts: &SimOptions) -> io::Result<RunningSim> {
     let plant = Arc::new(Mutex::new(plant));
     let banks = servers.iter().map(|(_, s)| Arc::clone(&s.banks)).collect();
     let stepper = tokio::spawn(step_forever(Arc::clone(&plant), banks, opts.speed));
-    Ok(RunningSim { servers, plant, stepper })
+    Ok(RunningSim { servers, plant, speed: opts.speed, stepper })
 }
 
 impl RunningSim {
@@ -89,15 +91,25 @@ impl RunningSim {
         }
     }
 
-    /// An airlock config that reads every tag of every machine.
+    /// An airlock config that reads every tag of every machine. The edge sees the plant's
+    /// accelerated time through a real clock, so the ideal cycle times are scaled by the speed,
+    /// and OEE compares performance over minutes.
     pub fn config_toml(&self, poll_interval_ms: u64) -> String {
         let mut out = String::from("# The built-in demo plant: a press line of airlock's simulator.\n");
         out.push_str("[gateway]\nname = \"demo\"\n");
-        for (name, s) in &self.servers {
+        let plant = self
+            .plant
+            .lock()
+            .map(|p| p.machines.iter().map(|m| m.spec.ideal_cycle_s).collect::<Vec<f64>>())
+            .unwrap_or_default();
+        for (i, (name, s)) in self.servers.iter().enumerate() {
+            let cycle = plant.get(i).copied().unwrap_or(2.0) / self.speed;
             out.push_str(&format!(
                 "\n[[device]]\nname = \"{name}\"\nasset_path = \"acme/dortmund/pressing/line3/cell1\"\n\
                  protocol = \"modbus_tcp\"\naddress = \"{}\"\nunit_id = 1\npoll_interval_ms = {poll_interval_ms}\n\
-                 timeout_ms = 500\nrate_max_per_s = 50\nmax_gap_registers = 8\n",
+                 timeout_ms = 500\nrate_max_per_s = 50\nmax_gap_registers = 8\n\
+                 oee = {{ state_tag = \"state\", running_value = 1, parts_tag = \"parts_wrap\", rejects_tag = \"rejects_shift\", \
+                 ideal_cycle_s = {cycle}, performance_drop_percent = 5, baseline_minutes = 1, compare_minutes = 1 }}\n",
                 s.addr
             ));
             out.push_str(TAGS_TOML);
@@ -184,6 +196,8 @@ space = "input_register"
 address = 6
 type = "f32"
 unit = "mm/s"
+vibration_group = 2
+vibration_foundation = "rigid"
 swinging_door_dev = 0.05
 window_s = 60
 alarm_high = 2.8

@@ -36,6 +36,9 @@ pub struct MachineSpec {
     pub wear_mm_s_per_day: f64,
     pub fault_mean_interval_s: f64,
     pub fault_mean_duration_s: f64,
+    /// From this simulated time on, the machine runs this fraction of its nominal speed (a
+    /// worn drive, a wrong setting): its performance drops.
+    pub slowdown: Option<(f64, f64)>,
 }
 
 /// The machines of the built-in press line.
@@ -51,10 +54,11 @@ pub fn press_line() -> Vec<MachineSpec> {
         wear_mm_s_per_day: wear,
         fault_mean_interval_s: 2.5 * 3600.0,
         fault_mean_duration_s: 240.0,
+        slowdown: None,
     };
     vec![
         press("press1", 0.05),
-        press("press2", 0.45),
+        MachineSpec { slowdown: Some((3.0 * 3600.0, 0.88)), ..press("press2", 0.45) },
         press("press3", 0.1),
         MachineSpec {
             name: "wrapper",
@@ -67,6 +71,7 @@ pub fn press_line() -> Vec<MachineSpec> {
             wear_mm_s_per_day: 0.05,
             fault_mean_interval_s: 4.0 * 3600.0,
             fault_mean_duration_s: 120.0,
+            slowdown: None,
         },
     ]
 }
@@ -205,7 +210,8 @@ impl Machine {
 
     fn physics(&mut self, t: f64) {
         let running = self.state == MachineState::Running;
-        let target_rpm = if running { self.spec.nominal_rpm } else { 0.0 };
+        let sag = self.spec.slowdown.filter(|(from, _)| t >= *from).map_or(1.0, |(_, f)| f);
+        let target_rpm = if running { self.spec.nominal_rpm * sag } else { 0.0 };
         // Motors ramp up and coast down within a few seconds.
         self.speed_rpm += (target_rpm - self.speed_rpm) * (STEP_S / 2.0).min(1.0);
         let load = self.speed_rpm / self.spec.nominal_rpm;

@@ -1,0 +1,335 @@
+//! OEE per machine and shift, from three tags of the machine: its state (running or not), its
+//! part counter and its reject counter, with the ideal cycle time.
+//!
+//! - availability = time running / time of the shift so far (since airlock first saw the machine
+//!   in this shift, if it started later: what came before is not known);
+//! - performance  = ideal cycle time × parts / time running;
+//! - quality      = (parts − rejects) / parts;
+//! - OEE = availability × performance × quality.
+//!
+//! The running state holds from one state sample to the next. Parts and rejects are counted with
+//! the counter rules (rollover, resets). A rolling figure goes out every interval; and when the
+//! performance over the last `compare` of running time falls by at least `drop_percent` below
+//! the baseline (the performance over the first `baseline` of running time in the shift), an
+//! event says so with the numbers; it clears when performance recovers.
+
+use std::collections::VecDeque;
+
+use airlock_model::{AssetPath, Sample, Severity, TagId, Timestamp};
+
+use crate::counter::Counter;
+use crate::{EdgeEvent, Output, Transform, Transition};
+
+/// How a machine's OEE is computed.
+#[derive(Debug, Clone)]
+pub struct OeeConfig {
+    pub asset: AssetPath,
+    pub name: String,
+    pub state_tag: TagId,
+    pub running_value: f64,
+    pub parts_tag: TagId,
+    pub parts_modulus: Option<u64>,
+    pub rejects_tag: Option<TagId>,
+    pub rejects_modulus: Option<u64>,
+    pub ideal_cycle_s: f64,
+    pub shift_ms: i64,
+    pub shift_offset_ms: i64,
+    pub interval_ms: i64,
+    pub baseline_ms: i64,
+    pub compare_ms: i64,
+    pub drop_percent: f64,
+}
+
+/// The OEE figures of a machine at a moment of its shift (fractions, 1.0 = 100 %).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OeeFigures {
+    pub asset: AssetPath,
+    pub time: Timestamp,
+    pub shift_start: Timestamp,
+    pub availability: f64,
+    pub performance: f64,
+    pub quality: f64,
+    pub oee: f64,
+    pub parts: u64,
+    pub rejects: u64,
+    pub running_s: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Oee {
+    c: OeeConfig,
+    shift_start_ms: Option<i64>,
+    /// When airlock first saw the machine in this shift: what came before is not known.
+    observed_from_ms: Option<i64>,
+    running: Option<(i64, bool)>,
+    running_ms: i64,
+    parts: u64,
+    rejects: u64,
+    last_parts: Option<u64>,
+    last_rejects: Option<u64>,
+    next_report_ms: Option<i64>,
+    /// `(running ms, parts)` checkpoints of the shift, for performance over a stretch.
+    history: VecDeque<(i64, u64)>,
+    baseline: Option<f64>,
+    dropped: bool,
+}
+
+impl Oee {
+    pub fn new(c: OeeConfig) -> Self {
+        Self {
+            c,
+            shift_start_ms: None,
+            observed_from_ms: None,
+            running: None,
+            running_ms: 0,
+            parts: 0,
+            rejects: 0,
+            last_parts: None,
+            last_rejects: None,
+            next_report_ms: None,
+            history: VecDeque::new(),
+            baseline: None,
+            dropped: false,
+        }
+    }
+
+    fn shift_start(&self, t: i64) -> i64 {
+        (t - self.c.shift_offset_ms).div_euclid(self.c.shift_ms) * self.c.shift_ms + self.c.shift_offset_ms
+    }
+
+    /// The running time up to `t`, with the current state held until then.
+    fn running_until(&mut self, t: i64) {
+        if let Some((since, true)) = self.running
+            && t > since
+        {
+            self.running_ms += t - since;
+        }
+        if let Some((since, state)) = self.running
+            && t > since
+        {
+            self.running = Some((t, state));
+        }
+    }
+
+    pub fn figures(&self, t: i64) -> OeeFigures {
+        let start = self.shift_start_ms.unwrap_or(t);
+        let elapsed = (t - self.observed_from_ms.unwrap_or(start).max(start)).max(1) as f64;
+        let run = self.running_ms as f64;
+        let availability = (run / elapsed).min(1.0);
+        let performance = if run > 0.0 { self.c.ideal_cycle_s * 1000.0 * self.parts as f64 / run } else { 0.0 };
+        let quality =
+            if self.parts > 0 { (self.parts.saturating_sub(self.rejects)) as f64 / self.parts as f64 } else { 1.0 };
+        OeeFigures {
+            asset: self.c.asset.clone(),
+            time: Timestamp::from_millis(t),
+            shift_start: Timestamp::from_millis(start),
+            availability,
+            performance,
+            quality,
+            oee: availability * performance * quality,
+            parts: self.parts,
+            rejects: self.rejects,
+            running_s: run / 1000.0,
+        }
+    }
+
+    /// Performance over the last `span` ms of running time, if the shift has run that long.
+    fn performance_over_last(&self, span: i64) -> Option<f64> {
+        let &(run_now, parts_now) = self.history.back()?;
+        let from = run_now - span;
+        if from < 0 {
+            return None;
+        }
+        let i = self.history.partition_point(|(r, _)| *r < from);
+        let &(run_then, parts_then) = self.history.get(i)?;
+        let run = (run_now - run_then) as f64;
+        (run > 0.0).then(|| self.c.ideal_cycle_s * 1000.0 * (parts_now - parts_then) as f64 / run)
+    }
+
+    fn new_shift(&mut self, t: i64, out: &mut Vec<Output>) {
+        let start = self.shift_start(t);
+        if let Some(old) = self.shift_start_ms
+            && old != start
+        {
+            self.running_until(old + self.c.shift_ms);
+            let f = self.figures(old + self.c.shift_ms);
+            out.push(Output::Oee(f));
+            self.running_ms = 0;
+            self.parts = 0;
+            self.rejects = 0;
+            self.history.clear();
+            self.baseline = None;
+            self.observed_from_ms = Some(start);
+            if let Some((_, state)) = self.running {
+                self.running = Some((start, state));
+            }
+        }
+        self.shift_start_ms = Some(start);
+    }
+
+    fn check_performance(&mut self, t: Timestamp, out: &mut Vec<Output>) {
+        self.history.push_back((self.running_ms, self.parts));
+        if self.baseline.is_none() && self.running_ms >= self.c.baseline_ms {
+            self.baseline = self.performance_over_last(self.c.baseline_ms);
+        }
+        let (Some(baseline), Some(now)) = (self.baseline, self.performance_over_last(self.c.compare_ms)) else {
+            return;
+        };
+        let drop = (baseline - now) / baseline * 100.0;
+        let low = drop >= self.c.drop_percent;
+        if low != self.dropped {
+            self.dropped = low;
+            let (transition, message) = if low {
+                (
+                    Transition::Raised,
+                    format!(
+                        "{} performance down {drop:.1} % ({:.1} % against a {:.1} % baseline)",
+                        self.c.name,
+                        now * 100.0,
+                        baseline * 100.0
+                    ),
+                )
+            } else {
+                (
+                    Transition::Cleared,
+                    format!(
+                        "{} performance back to {:.1} % (baseline {:.1} %)",
+                        self.c.name,
+                        now * 100.0,
+                        baseline * 100.0
+                    ),
+                )
+            };
+            out.push(Output::Event(EdgeEvent {
+                time: t,
+                asset: self.c.asset.clone(),
+                kind: "performance_drop",
+                severity: Severity::Warning,
+                transition,
+                message,
+                body: vec![("performance", now), ("baseline", baseline), ("drop_percent", drop)],
+            }));
+        }
+    }
+
+    fn counted(last: &mut Option<u64>, s: &Sample, modulus: Option<u64>) -> u64 {
+        let Some(now) =
+            s.value.as_ref().filter(|_| s.quality.is_good()).and_then(|v| v.as_f64()).map(|f| f.max(0.0) as u64)
+        else {
+            return 0;
+        };
+        let parts = last.map_or(0, |l| Counter::delta(l, now, modulus, false));
+        *last = Some(now);
+        parts
+    }
+}
+
+impl Transform for Oee {
+    fn on_sample(&mut self, s: &Sample, out: &mut Vec<Output>) {
+        let t = s.gateway_time.as_millis();
+        if ![Some(self.c.state_tag), Some(self.c.parts_tag), self.c.rejects_tag].contains(&Some(s.tag)) {
+            return;
+        }
+        self.new_shift(t, out);
+        self.observed_from_ms.get_or_insert(t);
+        self.running_until(t);
+        if s.tag == self.c.state_tag {
+            let running =
+                s.quality.is_good() && s.value.as_ref().and_then(|v| v.as_f64()) == Some(self.c.running_value);
+            self.running = Some((t, running));
+        }
+        if s.tag == self.c.parts_tag {
+            self.parts += Self::counted(&mut self.last_parts, s, self.c.parts_modulus);
+            self.check_performance(s.gateway_time, out);
+        }
+        if Some(s.tag) == self.c.rejects_tag {
+            self.rejects += Self::counted(&mut self.last_rejects, s, self.c.rejects_modulus);
+        }
+        let next = *self.next_report_ms.get_or_insert((t.div_euclid(self.c.interval_ms) + 1) * self.c.interval_ms);
+        if t >= next {
+            self.next_report_ms = Some((t.div_euclid(self.c.interval_ms) + 1) * self.c.interval_ms);
+            out.push(Output::Oee(self.figures(t)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_model::Value;
+
+    fn config() -> OeeConfig {
+        OeeConfig {
+            asset: AssetPath::parse("acme/line3/press1").unwrap(),
+            name: "press1".into(),
+            state_tag: TagId(0),
+            running_value: 1.0,
+            parts_tag: TagId(1),
+            parts_modulus: Some(65_536),
+            rejects_tag: Some(TagId(2)),
+            rejects_modulus: Some(1 << 32),
+            ideal_cycle_s: 2.0,
+            shift_ms: 8 * 3_600_000,
+            shift_offset_ms: 0,
+            interval_ms: 600_000,
+            baseline_ms: 1_800_000,
+            compare_ms: 600_000,
+            drop_percent: 5.0,
+        }
+    }
+
+    fn feed(o: &mut Oee, t_s: i64, tag: u32, v: u64, out: &mut Vec<Output>) {
+        o.on_sample(&Sample::good(TagId(tag), Value::U64(v), Timestamp::from_millis(t_s * 1000)), out);
+    }
+
+    #[test]
+    fn figures_by_hand() {
+        // Running 3 of 4 hours at 2.5 s a part (ideal 2 s): 4320 parts, 43 rejects.
+        let mut o = Oee::new(config());
+        let mut out = Vec::new();
+        let (mut parts, mut rejects) = (0u64, 0u64);
+        for s in 0..=4 * 3600 {
+            if s % 60 == 0 {
+                feed(&mut o, s, 0, u64::from(s < 3 * 3600), &mut out);
+                feed(&mut o, s, 1, parts % 65_536, &mut out);
+                feed(&mut o, s, 2, rejects, &mut out);
+            }
+            if s < 3 * 3600 && s % 5 == 4 {
+                parts += 2; // two parts every 5 s
+                if parts % 200 == 0 {
+                    rejects += 2;
+                }
+            }
+        }
+        let f = o.figures(4 * 3_600_000);
+        assert_eq!((f.parts, f.rejects), (4320, 42));
+        assert!((f.availability - 0.75).abs() < 1e-9, "{f:?}");
+        assert!((f.performance - 2.0 * 4320.0 / (3.0 * 3600.0)).abs() < 1e-9, "{f:?}");
+        assert!((f.quality - (4320.0 - 42.0) / 4320.0).abs() < 1e-12);
+        assert!((f.oee - f.availability * f.performance * f.quality).abs() < 1e-12);
+        assert!(out.iter().filter(|o| matches!(o, Output::Oee(_))).count() >= 20, "a figure every 10 minutes");
+    }
+
+    #[test]
+    fn a_performance_drop_raises_once_and_clears() {
+        let mut o = Oee::new(config());
+        let mut out = Vec::new();
+        let mut made = 0.0f64;
+        // Ideal speed for an hour, 15 % slower for 40 minutes, then ideal again.
+        for s in (0..=3 * 3600).step_by(30) {
+            let cycle = if (3600..6000).contains(&s) { 2.3 } else { 2.0 };
+            feed(&mut o, s, 0, 1, &mut out);
+            feed(&mut o, s, 1, made as u64, &mut out);
+            made += 30.0 / cycle;
+        }
+        let events: Vec<&EdgeEvent> =
+            out.iter().filter_map(|o| if let Output::Event(e) = o { Some(e) } else { None }).collect();
+        assert_eq!(
+            events.iter().map(|e| e.transition).collect::<Vec<_>>(),
+            [Transition::Raised, Transition::Cleared],
+            "{events:#?}"
+        );
+        assert!(events[0].message.starts_with("press1 performance down "), "{}", events[0].message);
+        assert!(events[0].message.contains("against a 100.0 % baseline"), "{}", events[0].message);
+    }
+}
