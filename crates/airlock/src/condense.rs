@@ -1,7 +1,7 @@
 //! The edge, wired: each tag's chain of transforms (from its config), fed every sample, and what
 //! comes out turned into upstream records for the outbox, each in its priority class:
 //! - condensed samples (deadband, then swinging door) in `series`; a tag with neither sends its
-//!   changes in `raw`;
+//!   changes in `raw`, except a part counter, whose production is what goes upstream;
 //! - window aggregates and production per interval in `aggregates`;
 //! - events (alarms raised and cleared, parts produced, shift totals) in `events`.
 
@@ -27,8 +27,9 @@ pub type Record = (Class, Timestamp, Vec<u8>);
 
 /// A tag's transforms.
 struct Chain {
-    /// Deadband (or, for a tag with no condensing, a change filter), then swinging door.
-    deadband: Deadband,
+    /// Deadband (or, for a tag with no condensing, a change filter), then swinging door. `None`
+    /// for a part counter with no condensing of its own: its production says it all.
+    deadband: Option<Deadband>,
     sdt: Option<SwingingDoor>,
     series_class: Class,
     window: Option<Window>,
@@ -65,7 +66,9 @@ impl Condenser {
         for s in samples {
             let Some(chain) = self.chains.get_mut(s.tag.0 as usize) else { continue };
             let mut series = Vec::new();
-            chain.deadband.on_sample(s, &mut series);
+            if let Some(deadband) = chain.deadband.as_mut() {
+                deadband.on_sample(s, &mut series);
+            }
             let mut outputs = std::mem::take(&mut self.scratch);
             match chain.sdt.as_mut() {
                 Some(sdt) => {
@@ -135,7 +138,8 @@ impl Condenser {
 fn chain(config: &Config, id: TagId, tag: &TagInfo, e: &TagEdge) -> Chain {
     let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let condensed = e.deadband.is_some() || e.swinging_door.is_some() || e.heartbeat.is_some();
-    let deadband = Deadband::new(e.deadband.unwrap_or(0.0), e.heartbeat.map(ms));
+    let deadband =
+        (condensed || e.production.is_none()).then(|| Deadband::new(e.deadband.unwrap_or(0.0), e.heartbeat.map(ms)));
     let alarms = e.alarms.as_ref().map(|a| {
         let c = AlarmConfig {
             high: a.high,
@@ -242,7 +246,8 @@ fn sample_json(tag: &TagInfo, s: &Sample) -> Vec<u8> {
     serde_json::to_vec(&Json::Object(r)).unwrap_or_default()
 }
 
-/// A window's aggregates, on the topic `<tag path>.window`, with `value` the average.
+/// A window's aggregates, on the topic `<tag path>.window`, with `value` the average; the
+/// window ends at `gateway_time`.
 fn aggregate_json(tag: &TagInfo, a: &Aggregate) -> Vec<u8> {
     let mut r = Map::new();
     r.insert("topic".into(), json!(format!("{}.window", tag.path)));
@@ -261,7 +266,6 @@ fn aggregate_json(tag: &TagInfo, a: &Aggregate) -> Vec<u8> {
     }
     r.insert("count".into(), json!(a.count));
     r.insert("start".into(), json!(a.start.to_string()));
-    r.insert("end".into(), json!(a.end.to_string()));
     if let Some(unit) = &tag.unit {
         r.insert("unit".into(), json!(unit));
     }

@@ -1,13 +1,7 @@
 //! The `airlock` command: `demo` runs the built-in demo plant with no setup, `run` runs a
 //! config, `check` validates one, `sim` serves the simulated plant on its own.
 
-mod check;
-mod condense;
-mod demo;
-mod gateway;
-mod logger;
-mod query;
-mod view;
+use airlock::{check, demo, gateway, logger, parse_duration, query};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -140,36 +134,4 @@ async fn sim(base_port: u16, seed: u64, speed: f64, print_config: bool) -> anyho
     tokio::signal::ctrl_c().await.context("wait for Ctrl-C")?;
     sim.stop();
     Ok(())
-}
-
-/// Parses `500ms`, `30s`, `5m`, `2h`, or a plain number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 500ms"))?;
-    let seconds = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}; use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("7 days").is_err());
-        assert!(parse_duration("s").is_err());
-    }
 }

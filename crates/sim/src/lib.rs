@@ -96,7 +96,7 @@ impl RunningSim {
     /// and OEE compares performance over minutes.
     pub fn config_toml(&self, poll_interval_ms: u64) -> String {
         let mut out = String::from("# The built-in demo plant: a press line of airlock's simulator.\n");
-        out.push_str("[gateway]\nname = \"demo\"\n");
+        out.push_str("[gateway]\nname = \"demo\"\n\n[edge]\nproduction_interval_s = 1800\n");
         let plant = self
             .plant
             .lock()
@@ -125,22 +125,22 @@ space = "holding_register"
 address = 0
 type = "u32"
 unit = "parts"
-deadband = 100.0
+deadband = 5000.0
 [[device.tag]]
 name = "parts_wrap"
 space = "holding_register"
 address = 2
 type = "u16"
 unit = "parts"
-deadband = 100.0
 production = true
-production_every_parts = 100
+production_every_parts = 1000
 [[device.tag]]
 name = "rejects_shift"
 space = "holding_register"
 address = 3
 type = "u32"
 unit = "parts"
+deadband = 50.0
 [[device.tag]]
 name = "state"
 space = "holding_register"
@@ -163,9 +163,8 @@ space = "input_register"
 address = 0
 type = "f32"
 unit = "rpm"
-deadband = 5.0
-heartbeat_s = 60
-window_s = 60
+deadband = 100.0
+heartbeat_s = 1800
 [[device.tag]]
 name = "temperature"
 space = "input_register"
@@ -173,9 +172,9 @@ address = 20
 type = "i16"
 scale = 0.1
 unit = "degC"
-swinging_door_dev = 0.2
-swinging_door_max_s = 600
-window_s = 60
+swinging_door_dev = 1.0
+swinging_door_max_s = 3600
+window_s = 1800
 alarm_high = 45.0
 alarm_hysteresis = 1.0
 alarm_on_delay_ms = 10000
@@ -186,10 +185,11 @@ space = "input_register"
 address = 4
 type = "f32"
 unit = "kW"
-deadband_percent = 2.0
+deadband_percent = 25.0
 span_min = 0.0
 span_max = 40.0
-window_s = 60
+heartbeat_s = 1800
+window_s = 1800
 [[device.tag]]
 name = "vibration"
 space = "input_register"
@@ -198,8 +198,9 @@ type = "f32"
 unit = "mm/s"
 vibration_group = 2
 vibration_foundation = "rigid"
-swinging_door_dev = 0.05
-window_s = 60
+swinging_door_dev = 0.5
+swinging_door_max_s = 3600
+window_s = 1800
 alarm_high = 2.8
 alarm_hysteresis = 0.2
 alarm_on_delay_ms = 30000

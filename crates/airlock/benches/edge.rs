@@ -1,0 +1,170 @@
+//! Edge benchmark.
+//!
+//! 1. Throughput on one thread: 1000 tags, each through a realistic chain (deadband, swinging
+//!    door, a 1-minute window, high/low/rate alarms), 10,000 noisy samples each.
+//! 2. Reduction: a simulated 8-hour shift of the demo press line, polled at 1 Hz, read through its
+//!    register map and decoder, through the demo config's edge (the same `Condenser` the gateway
+//!    runs): bytes that would go upstream (JSON records with their message ids) against bytes
+//!    read (16 bytes a sample: an 8-byte time and an 8-byte value), in all and per kind of output.
+//!
+//! Run: `cargo bench -p airlock --bench edge`.
+
+#![allow(clippy::unwrap_used)] // a benchmark: a failure is the run failing
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use airlock::condense::Condenser;
+use airlock::gateway::tag_table;
+use airlock_config::{Protocol, Space};
+use airlock_edge::alarm::{AlarmConfig, Alarms};
+use airlock_edge::deadband::Deadband;
+use airlock_edge::sdt::SwingingDoor;
+use airlock_edge::window::Window;
+use airlock_edge::{Output, Transform};
+use airlock_model::{AssetPath, Sample, TagId, Timestamp, Value};
+use airlock_sim::plant::{Plant, press_line};
+use airlock_sim::server::Banks;
+use airlock_south_modbus::decode::{decode_bit, decode_registers};
+
+fn throughput() {
+    let tags = 1000;
+    let per_tag = 10_000i64;
+    let mut rng = 0x1234_5678_u64;
+    let samples: Vec<Sample> = (0..per_tag)
+        .map(|i| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let noise = (rng % 1000) as f64 / 1000.0 - 0.5;
+            let v = 50.0 + 20.0 * (i as f64 / 600.0).sin() + noise;
+            Sample::good(TagId(0), Value::F64(v), Timestamp::from_millis(1_795_824_000_000 + i * 1000))
+        })
+        .collect();
+    let asset = AssetPath::parse("bench/line/machine/tag").unwrap();
+    let mut chains: Vec<(Deadband, SwingingDoor, Window, Alarms)> = (0..tags)
+        .map(|t| {
+            let alarms = AlarmConfig {
+                high: Some(68.0),
+                low: Some(32.0),
+                hysteresis: 1.0,
+                rate_max: Some(5.0),
+                on_delay_ms: 5000,
+                off_delay_ms: 5000,
+                ..Default::default()
+            };
+            (
+                Deadband::new(0.5, Some(60_000)),
+                SwingingDoor::new(0.2, 600_000),
+                Window::new(TagId(t), 60_000),
+                Alarms::new(asset.clone(), alarms),
+            )
+        })
+        .collect();
+    let mut out = Vec::with_capacity(64);
+    let mut kept = 0usize;
+    let started = Instant::now();
+    for (deadband, sdt, window, alarms) in &mut chains {
+        for s in &samples {
+            deadband.on_sample(s, &mut out);
+            let passed = out.len();
+            for i in 0..passed {
+                if let Output::Sample(p) = &out[i] {
+                    let p = p.clone();
+                    sdt.on_sample(&p, &mut out);
+                }
+            }
+            window.on_sample(s, &mut out);
+            alarms.on_sample(s, &mut out);
+            kept += out.len() - passed;
+            out.clear();
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let total = (tags as i64 * per_tag) as f64;
+    println!(
+        "edge throughput: {tags} tags x {per_tag} samples through deadband + swinging door + 1-min window + alarms, one thread"
+    );
+    println!("  {:.1} M samples/s ({:.1} ns a sample), {kept} outputs", total / elapsed / 1e6, elapsed * 1e9 / total);
+}
+
+fn reduction() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let sim = runtime.block_on(airlock_sim::start(&airlock_sim::SimOptions::default())).unwrap();
+    let text = sim.config_toml(1000);
+    sim.stop();
+    drop(sim);
+    let config = airlock_config::parse(&text, Path::new("demo.toml")).unwrap();
+    let tags = std::sync::Arc::new(tag_table(&config));
+    let mut condenser = Condenser::new(&config, std::sync::Arc::clone(&tags));
+    let mut plant = Plant::new(1, press_line());
+    let start = Timestamp::parse_rfc3339("2026-11-30T06:00:00Z").unwrap().as_millis();
+    let mut banks: Vec<Banks> = plant.machines.iter().map(|_| Banks::default()).collect();
+    let (mut samples_read, mut records) = (0u64, Vec::new());
+    let mut upstream: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let seconds = 8 * 3600i64;
+    for sec in 0..seconds {
+        plant.advance_to(sec as f64);
+        let t = Timestamp::from_millis(start + sec * 1000);
+        let mut batch = Vec::new();
+        let mut id = 0u32;
+        for (i, m) in plant.machines.iter().enumerate() {
+            airlock_sim::write_registers(m, &mut banks[i]);
+            let Protocol::ModbusTcp(device) = &config.devices[i].protocol;
+            for tag in &device.tags {
+                let a = usize::from(tag.address);
+                let value = match tag.space {
+                    Space::Coil => decode_bit(&banks[i].coils[a..]),
+                    Space::DiscreteInput => decode_bit(&banks[i].discrete_inputs[a..]),
+                    Space::InputRegister => decode_registers(tag, &banks[i].input_registers[a..]),
+                    Space::HoldingRegister => decode_registers(tag, &banks[i].holding_registers[a..]),
+                };
+                batch.push(Sample::good(TagId(id), value.unwrap(), t));
+                id += 1;
+            }
+        }
+        samples_read += batch.len() as u64;
+        condenser.on_samples(&batch, &mut records);
+        if sec % 10 == 0 {
+            condenser.on_tick(t, &mut records);
+        }
+        for (class, _, payload) in records.drain(..) {
+            let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            let topic = v["topic"].as_str().unwrap_or("");
+            let kind = if topic.starts_with("_airlock/events/") {
+                format!("event {}", v["kind"].as_str().unwrap_or(""))
+            } else if topic.ends_with(".window") {
+                "window aggregates".into()
+            } else if topic.ends_with("/parts.interval") {
+                "production per interval".into()
+            } else if topic.ends_with("/oee") {
+                "OEE".into()
+            } else {
+                format!("{} {}", class.name(), topic.rsplit('/').next().unwrap_or(""))
+            };
+            let e = upstream.entry(kind).or_default();
+            e.0 += 1;
+            e.1 += payload.len() as u64 + 20; // `"id":"demo-s123456",` on the wire
+        }
+    }
+    let read_bytes = samples_read * 16;
+    let up: u64 = upstream.values().map(|(_, b)| b).sum();
+    let count: u64 = upstream.values().map(|(n, _)| n).sum();
+    println!("\nreduction: a simulated 8-hour shift of the demo press line (4 machines, 48 tags at 1 Hz)");
+    println!("  read: {samples_read} samples = {read_bytes} bytes at 16 bytes a sample");
+    println!(
+        "  upstream: {count} records, {up} bytes = {:.3} % of what was read ({:.0}x less)",
+        up as f64 * 100.0 / read_bytes as f64,
+        read_bytes as f64 / up as f64
+    );
+    println!("  {:<36} {:>8} {:>10} {:>9}", "what", "records", "bytes", "% of read");
+    for (kind, (n, b)) in &upstream {
+        println!("  {kind:<36} {n:>8} {b:>10} {:>8.3}%", *b as f64 * 100.0 / read_bytes as f64);
+    }
+}
+
+fn main() {
+    throughput();
+    reduction();
+}
