@@ -13,6 +13,7 @@ pub mod counter;
 pub mod deadband;
 pub mod oee;
 pub mod sdt;
+pub mod spectrum;
 pub mod vibration;
 pub mod window;
 

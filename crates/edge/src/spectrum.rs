@@ -1,0 +1,272 @@
+//! Spectra of vibration waveforms and the rolling-bearing defect frequencies in them: which
+//! defect is growing.
+//!
+//! A waveform (acceleration samples at a known rate) becomes an amplitude spectrum (Hann window,
+//! real FFT, amplitudes corrected for the window, so a sine of amplitude A shows as a peak of
+//! height A). A bearing's geometry gives its defect frequencies as multiples of the shaft
+//! frequency (with `r = d / D · cos(contact angle)`):
+//! - BPFO, outer race: `n / 2 · (1 − r)`;
+//! - BPFI, inner race: `n / 2 · (1 + r)`;
+//! - BSF, rolling element: `D / (2 d) · (1 − r²)`;
+//! - FTF, cage: `(1 − r) / 2`.
+//!
+//! [`BearingWatch`] sums each defect's peaks (fundamental and second harmonic, within a bin) per
+//! waveform, learns a baseline from the first waveforms, and raises an event when a defect's
+//! amplitude grows past `growth` times its baseline (clearing when it falls below half of that).
+//!
+//! Not wired yet: the Modbus driver reads scalar tags only, so no configured tag feeds a
+//! waveform here; the simulator does not serve one either. The analysis is complete and tested.
+
+use std::sync::Arc;
+
+use airlock_model::{AssetPath, Severity, Timestamp};
+use realfft::RealFftPlanner;
+
+use crate::{EdgeEvent, Output, Transition, num};
+
+/// A rolling bearing's geometry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BearingGeometry {
+    pub balls: u32,
+    pub ball_diameter_mm: f64,
+    pub pitch_diameter_mm: f64,
+    pub contact_angle_deg: f64,
+}
+
+/// The four defects, in the order of [`BearingGeometry::orders`].
+pub const DEFECTS: [(&str, &str); 4] =
+    [("BPFO", "outer race"), ("BPFI", "inner race"), ("BSF", "rolling element"), ("FTF", "cage")];
+
+impl BearingGeometry {
+    /// BPFO, BPFI, BSF and FTF as multiples of the shaft frequency.
+    pub fn orders(&self) -> [f64; 4] {
+        let r = self.ball_diameter_mm / self.pitch_diameter_mm * self.contact_angle_deg.to_radians().cos();
+        let n = f64::from(self.balls);
+        [
+            n / 2.0 * (1.0 - r),
+            n / 2.0 * (1.0 + r),
+            self.pitch_diameter_mm / (2.0 * self.ball_diameter_mm) * (1.0 - r * r),
+            (1.0 - r) / 2.0,
+        ]
+    }
+}
+
+/// An amplitude spectrum: `amplitudes[k]` at `k × resolution_hz`.
+#[derive(Debug, Clone)]
+pub struct Spectrum {
+    pub resolution_hz: f64,
+    pub amplitudes: Vec<f64>,
+}
+
+impl Spectrum {
+    /// The spectrum of `samples` taken at `sample_rate_hz`.
+    pub fn of(samples: &[f32], sample_rate_hz: f64, planner: &mut RealFftPlanner<f64>) -> Option<Self> {
+        let n = samples.len();
+        if n < 8 || sample_rate_hz <= 0.0 {
+            return None;
+        }
+        let fft: Arc<dyn realfft::RealToComplex<f64>> = planner.plan_fft_forward(n);
+        let mut input: Vec<f64> = samples
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let hann = 0.5 - 0.5 * (std::f64::consts::TAU * i as f64 / n as f64).cos();
+                f64::from(*s) * hann
+            })
+            .collect();
+        let mut output = fft.make_output_vec();
+        fft.process(&mut input, &mut output).ok()?;
+        // One-sided amplitude, corrected for the Hann window's coherent gain of 1/2.
+        let scale = 4.0 / n as f64;
+        let amplitudes = output.iter().map(|c| c.norm() * scale).collect();
+        Some(Self { resolution_hz: sample_rate_hz / n as f64, amplitudes })
+    }
+
+    /// The highest amplitude within `bins` bins of `hz`.
+    pub fn peak_near(&self, hz: f64, bins: usize) -> f64 {
+        let k = (hz / self.resolution_hz).round() as usize;
+        let lo = k.saturating_sub(bins);
+        let hi = (k + bins).min(self.amplitudes.len().saturating_sub(1));
+        if lo > hi {
+            return 0.0;
+        }
+        self.amplitudes[lo..=hi].iter().copied().fold(0.0, f64::max)
+    }
+
+    /// The energy (sum of squared amplitudes) between `lo_hz` and `hi_hz`.
+    pub fn band_energy(&self, lo_hz: f64, hi_hz: f64) -> f64 {
+        let lo = (lo_hz / self.resolution_hz).ceil().max(0.0) as usize;
+        let hi = ((hi_hz / self.resolution_hz).floor() as usize).min(self.amplitudes.len().saturating_sub(1));
+        self.amplitudes.get(lo..=hi).map_or(0.0, |a| a.iter().map(|x| x * x).sum())
+    }
+
+    /// Each defect's amplitude: the peaks at its frequency and its second harmonic (within a bin),
+    /// summed. (Higher harmonics of one defect fall near those of another too easily.)
+    pub fn defect_amplitudes(&self, shaft_hz: f64, orders: [f64; 4]) -> [f64; 4] {
+        orders.map(|o| (1..=2).map(|h| self.peak_near(o * shaft_hz * f64::from(h), 1)).sum())
+    }
+}
+
+/// Watches a bearing's defect frequencies in a machine's waveforms.
+pub struct BearingWatch {
+    asset: AssetPath,
+    name: String,
+    orders: [f64; 4],
+    /// Waveforms averaged into the baseline.
+    baseline_count: usize,
+    growth: f64,
+    learned: Vec<[f64; 4]>,
+    baseline: Option<[f64; 4]>,
+    raised: [bool; 4],
+    planner: RealFftPlanner<f64>,
+}
+
+impl BearingWatch {
+    pub fn new(asset: AssetPath, name: &str, bearing: BearingGeometry, baseline_count: usize, growth: f64) -> Self {
+        Self {
+            asset,
+            name: name.to_owned(),
+            orders: bearing.orders(),
+            baseline_count: baseline_count.max(1),
+            growth,
+            learned: Vec::new(),
+            baseline: None,
+            raised: [false; 4],
+            planner: RealFftPlanner::new(),
+        }
+    }
+
+    /// One waveform, with the shaft speed when it was taken.
+    pub fn on_waveform(
+        &mut self,
+        time: Timestamp,
+        samples: &[f32],
+        sample_rate_hz: f64,
+        shaft_rpm: f64,
+        out: &mut Vec<Output>,
+    ) {
+        let shaft_hz = shaft_rpm / 60.0;
+        if shaft_hz <= 0.0 {
+            return; // standing still: no defect frequencies to look at
+        }
+        let Some(spectrum) = Spectrum::of(samples, sample_rate_hz, &mut self.planner) else { return };
+        let now = spectrum.defect_amplitudes(shaft_hz, self.orders);
+        let Some(baseline) = self.baseline else {
+            self.learned.push(now);
+            if self.learned.len() >= self.baseline_count {
+                let n = self.learned.len() as f64;
+                self.baseline = Some([0, 1, 2, 3].map(|i| self.learned.iter().map(|a| a[i]).sum::<f64>() / n));
+            }
+            return;
+        };
+        for (i, ((code, part), order)) in DEFECTS.iter().zip(self.orders).enumerate() {
+            let ratio = now[i] / baseline[i].max(1e-9);
+            let up = if self.raised[i] { ratio >= self.growth / 2.0 } else { ratio >= self.growth };
+            if up == self.raised[i] {
+                continue;
+            }
+            self.raised[i] = up;
+            let hz = order * shaft_hz;
+            let message = if up {
+                format!(
+                    "{} bearing {part} defect ({code} {} Hz) growing: {}x its baseline amplitude",
+                    self.name,
+                    num(hz),
+                    num(ratio)
+                )
+            } else {
+                format!(
+                    "{} bearing {part} ({code} {} Hz) back to {}x its baseline amplitude",
+                    self.name,
+                    num(hz),
+                    num(ratio)
+                )
+            };
+            out.push(Output::Event(EdgeEvent {
+                time,
+                asset: self.asset.clone(),
+                kind: "bearing_defect",
+                severity: Severity::Warning,
+                transition: if up { Transition::Raised } else { Transition::Cleared },
+                message,
+                body: vec![
+                    ("frequency_hz", hz),
+                    ("amplitude", now[i]),
+                    ("baseline", baseline[i]),
+                    ("defect", i as f64),
+                ],
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 6205 deep-groove ball bearing.
+    const B6205: BearingGeometry =
+        BearingGeometry { balls: 9, ball_diameter_mm: 7.94, pitch_diameter_mm: 39.04, contact_angle_deg: 0.0 };
+
+    fn check_orders(b: BearingGeometry, expected: [f64; 4]) {
+        for (got, want) in b.orders().iter().zip(expected) {
+            assert!((got - want).abs() < 0.005, "{:?} against {expected:?}", b.orders());
+        }
+    }
+
+    #[test]
+    fn defect_orders_of_a_6205() {
+        // The 6205's published defect frequencies (multiples of shaft speed).
+        check_orders(B6205, [3.585, 5.415, 2.357, 0.398]);
+    }
+
+    /// `amplitude × sin(2π f t)` terms plus a little noise, `n` samples at `rate`.
+    fn waveform(n: usize, rate: f64, tones: &[(f64, f64)], seed: u64) -> Vec<f32> {
+        let mut rng = seed | 1;
+        (0..n)
+            .map(|i| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let t = i as f64 / rate;
+                let noise = ((rng % 1000) as f64 / 1000.0 - 0.5) * 0.05;
+                (tones.iter().map(|(f, a)| a * (std::f64::consts::TAU * f * t).sin()).sum::<f64>() + noise) as f32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_sine_shows_at_its_frequency_with_its_amplitude() {
+        let mut planner = RealFftPlanner::new();
+        let s = Spectrum::of(&waveform(4096, 4096.0, &[(100.0, 2.0), (300.0, 0.5)], 1), 4096.0, &mut planner).unwrap();
+        assert_eq!(s.resolution_hz, 1.0);
+        assert!((s.peak_near(100.0, 1) - 2.0).abs() < 0.05, "{}", s.peak_near(100.0, 1));
+        assert!((s.peak_near(300.0, 1) - 0.5).abs() < 0.05);
+        assert!(s.peak_near(200.0, 1) < 0.05);
+        let energy = s.band_energy(90.0, 110.0);
+        assert!(energy > 3.0 && energy < 6.0, "{energy}");
+        assert!(Spectrum::of(&[0.0; 4], 100.0, &mut planner).is_none());
+    }
+
+    #[test]
+    fn a_growing_outer_race_defect_is_named() {
+        let rpm = 1480.0;
+        let fr = rpm / 60.0;
+        let [bpfo, bpfi, ..] = B6205.orders().map(|o| o * fr);
+        let mut watch =
+            BearingWatch::new(AssetPath::parse("acme/line3/press2/motor").unwrap(), "press2", B6205, 5, 3.0);
+        let mut out = Vec::new();
+        for day in 0..30u64 {
+            let defect = 0.02 * 1.15f64.powi(day as i32); // growing 15 % a day
+            let tones = [(fr, 0.5), (bpfo, defect), (bpfi, 0.02), (2.0 * bpfo, defect / 2.0)];
+            let w = waveform(8192, 8192.0, &tones, day + 7);
+            watch.on_waveform(Timestamp::from_millis(day as i64 * 86_400_000), &w, 8192.0, rpm, &mut out);
+        }
+        let events: Vec<&EdgeEvent> =
+            out.iter().filter_map(|o| if let Output::Event(e) = o { Some(e) } else { None }).collect();
+        assert_eq!(events.len(), 1, "{events:#?}");
+        assert!(events[0].message.starts_with("press2 bearing outer race defect (BPFO 88.4"), "{}", events[0].message);
+        let day = events[0].time.as_millis() / 86_400_000;
+        assert!((10..=16).contains(&day), "raised on day {day}");
+    }
+}
