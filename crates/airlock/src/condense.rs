@@ -3,16 +3,22 @@
 //! - condensed samples (deadband, then swinging door) in `series`; a tag with neither sends its
 //!   changes in `raw`, except a part counter, whose production is what goes upstream;
 //! - window aggregates and production per interval in `aggregates`;
-//! - events (alarms raised and cleared, parts produced, shift totals) in `events`.
+//! - events (alarms raised and cleared, parts produced, shift totals, bearing defects) in
+//!   `events`.
+//!
+//! A waveform tag sends nothing itself: a tag with bearing keys has its waveforms searched for
+//! the bearing's defect frequencies (at the shaft speed last read from its speed tag), and only a
+//! defect that grows goes upstream.
 
 use std::sync::Arc;
 
-use airlock_config::{Config, OeeSettings, Protocol, TagEdge};
+use airlock_config::{Config, DataType, ModbusTag, OeeSettings, Protocol};
 use airlock_edge::alarm::{AlarmConfig, Alarms};
 use airlock_edge::counter::{Counter, CounterConfig};
 use airlock_edge::deadband::Deadband;
 use airlock_edge::oee::{Oee, OeeConfig, OeeFigures};
 use airlock_edge::sdt::SwingingDoor;
+use airlock_edge::spectrum::{BearingGeometry, BearingWatch};
 use airlock_edge::vibration::{Vibration, VibrationConfig, iso_zones};
 use airlock_edge::window::Window;
 use airlock_edge::{Aggregate, EdgeEvent, Output, Production, Transform, Transition};
@@ -36,6 +42,18 @@ struct Chain {
     alarms: Option<Alarms>,
     counter: Option<Counter>,
     vibration: Option<Vibration>,
+    bearing: Option<Bearing>,
+}
+
+/// Waveforms averaged into a bearing's baseline, and the growth over it that raises an event.
+const BEARING_BASELINE_WAVEFORMS: usize = 10;
+const BEARING_GROWTH: f64 = 2.0;
+
+/// A bearing watched in a waveform tag.
+struct Bearing {
+    watch: BearingWatch,
+    sample_rate_hz: f64,
+    shaft_speed: TagId,
 }
 
 pub struct Condenser {
@@ -43,6 +61,8 @@ pub struct Condenser {
     chains: Vec<Chain>,
     /// Per device (by index), its OEE rule, fed the device's samples.
     oee: Vec<Option<Oee>>,
+    /// Each tag's last good numeric value (a bearing needs its shaft's speed).
+    latest: Vec<Option<f64>>,
     scratch: Vec<Output>,
 }
 
@@ -55,16 +75,20 @@ impl Condenser {
             let first = chains.len();
             for t in &m.tags {
                 let id = TagId(chains.len() as u32);
-                chains.push(chain(config, id, &tags[id.0 as usize], &t.edge));
+                chains.push(chain(config, id, &tags[id.0 as usize], t, first));
             }
             oee.push(d.oee.as_ref().map(|o| oee_rule(config, d, o, first, &tags)));
         }
-        Self { tags, chains, oee, scratch: Vec::new() }
+        let latest = vec![None; chains.len()];
+        Self { tags, chains, oee, latest, scratch: Vec::new() }
     }
 
     pub fn on_samples(&mut self, samples: &[Sample], out: &mut Vec<Record>) {
         for s in samples {
             let Some(chain) = self.chains.get_mut(s.tag.0 as usize) else { continue };
+            if let Some(v) = s.value.as_ref().and_then(|v| v.as_f64()) {
+                self.latest[s.tag.0 as usize] = Some(v);
+            }
             let mut series = Vec::new();
             if let Some(deadband) = chain.deadband.as_mut() {
                 deadband.on_sample(s, &mut series);
@@ -88,6 +112,11 @@ impl Condenser {
             ];
             for step in steps.into_iter().flatten() {
                 step.on_sample(s, &mut outputs);
+            }
+            if let (Some(b), Some(Value::Waveform(w))) = (chain.bearing.as_mut(), s.value.as_ref())
+                && let Some(Some(rpm)) = self.latest.get(b.shaft_speed.0 as usize)
+            {
+                b.watch.on_waveform(s.gateway_time, w, b.sample_rate_hz, *rpm, &mut outputs);
             }
             let device = self.tags[s.tag.0 as usize].device;
             if let Some(Some(rule)) = self.oee.get_mut(device) {
@@ -135,11 +164,14 @@ impl Condenser {
     }
 }
 
-fn chain(config: &Config, id: TagId, tag: &TagInfo, e: &TagEdge) -> Chain {
+/// The chain of `t`, the tag `id` of a device whose first tag is `first`.
+fn chain(config: &Config, id: TagId, tag: &TagInfo, t: &ModbusTag, first: usize) -> Chain {
+    let e = &t.edge;
     let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let condensed = e.deadband.is_some() || e.swinging_door.is_some() || e.heartbeat.is_some();
-    let deadband =
-        (condensed || e.production.is_none()).then(|| Deadband::new(e.deadband.unwrap_or(0.0), e.heartbeat.map(ms)));
+    let waveform = matches!(t.data_type, DataType::Waveform { .. });
+    let deadband = (!waveform && (condensed || e.production.is_none()))
+        .then(|| Deadband::new(e.deadband.unwrap_or(0.0), e.heartbeat.map(ms)));
     let alarms = e.alarms.as_ref().map(|a| {
         let c = AlarmConfig {
             high: a.high,
@@ -176,8 +208,27 @@ fn chain(config: &Config, id: TagId, tag: &TagInfo, e: &TagEdge) -> Chain {
             trend_days: 7.0,
         })
     });
+    let bearing = match (&e.bearing, t.data_type) {
+        (Some(b), DataType::Waveform { rate_hz, .. }) => {
+            let device = tag.path.as_str().rsplit_once('/').map_or(tag.path.as_str(), |(d, _)| d);
+            let geometry = BearingGeometry {
+                balls: b.balls,
+                ball_diameter_mm: b.ball_diameter_mm,
+                pitch_diameter_mm: b.pitch_diameter_mm,
+                contact_angle_deg: b.contact_angle_deg,
+            };
+            let name = device.rsplit('/').next().unwrap_or(device);
+            Some(Bearing {
+                watch: BearingWatch::new(tag.path.clone(), name, geometry, BEARING_BASELINE_WAVEFORMS, BEARING_GROWTH),
+                sample_rate_hz: f64::from(rate_hz),
+                shaft_speed: TagId((first + b.shaft_speed_tag) as u32),
+            })
+        }
+        _ => None,
+    };
     Chain {
         vibration,
+        bearing,
         deadband,
         sdt: e.swinging_door.map(|(dev, max)| SwingingDoor::new(dev, ms(max))),
         series_class: if condensed { Class::Series } else { Class::Raw },
@@ -321,5 +372,7 @@ fn value_json(v: &Value) -> Json {
         Value::U64(u) => json!(u),
         Value::F64(f) => json!(f),
         Value::Text(t) => json!(t.as_ref()),
+        // A waveform never goes upstream whole; what it shows does (bearing events).
+        Value::Waveform(w) => json!({ "samples": w.len() }),
     }
 }

@@ -55,6 +55,32 @@ fn check_and_run_refuse_a_bad_config_naming_file_line_and_key() {
 }
 
 #[test]
+fn the_demo_finds_the_wearing_bearings_outer_race_defect() {
+    // At 7200x a simulated day passes in 12 s: press2's bearing wears fastest, and its
+    // outer-race tone (BPFO, 3.585 times the shaft speed) grows out of its baseline.
+    let dir = temp_dir("bearing");
+    let out = airlock(&["demo", "--duration", "15s", "--speed", "7200", "--dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(dir.join("upstream.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let raised: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["kind"] == "bearing_defect" && r["state"] == "raised").collect();
+    let press2 = raised
+        .iter()
+        .find(|r| r["asset"].as_str().unwrap().ends_with("/press2/bearing_accel"))
+        .unwrap_or_else(|| panic!("no bearing defect on press2 in {raised:?}"));
+    assert_eq!(press2["defect"], 0.0, "the outer race: {press2}");
+    assert!(press2["message"].as_str().unwrap().contains("outer race defect (BPFO"), "{press2}");
+    // At the shaft speed of the moment: 1480 rpm, or 12 % less once press2 has slowed down.
+    let hz = press2["frequency_hz"].as_f64().unwrap();
+    let bpfo = 3.585 * 1480.0 / 60.0;
+    assert!((hz - bpfo).abs() < 0.5 || (hz - 0.88 * bpfo).abs() < 0.5, "{hz} Hz");
+    assert!(press2["amplitude"].as_f64().unwrap() >= 2.0 * press2["baseline"].as_f64().unwrap());
+    // Only outer-race defects: the simulated bearing has no other.
+    assert!(raised.iter().all(|r| r["defect"] == 0.0), "{raised:?}");
+}
+
+#[test]
 fn the_demo_runs_by_itself_and_writes_upstream_records() {
     let dir = temp_dir("demo");
     let out = airlock(&["demo", "--duration", "2s", "--speed", "3000", "--dir", dir.to_str().unwrap()]);
@@ -70,9 +96,10 @@ fn the_demo_runs_by_itself_and_writes_upstream_records() {
         assert!(topics.contains(topic.as_str()), "{topic} missing");
     }
     let tag_topics: Vec<&&str> = topics.iter().filter(|t| t.starts_with("acme/") && !t.contains('.')).collect();
-    // Every tag of every machine reported, but the part counters: their production goes up instead.
+    // Every tag of every machine reported, but the part counters (their production goes up
+    // instead) and the bearing waveforms (only a growing defect does).
     assert_eq!(tag_topics.len(), 44, "{tag_topics:?}");
-    assert!(tag_topics.iter().all(|t| !t.ends_with("/parts_wrap")));
+    assert!(tag_topics.iter().all(|t| !t.ends_with("/parts_wrap") && !t.ends_with("/bearing_accel")));
     let model = records.iter().find(|r| r["topic"].as_str().unwrap().ends_with("press2/model")).unwrap();
     assert_eq!(model["value"], "PRESS2");
     let samples: Vec<&serde_json::Value> =
@@ -92,14 +119,14 @@ fn the_demo_runs_by_itself_and_writes_upstream_records() {
     // The config the demo wrote is one `check` accepts.
     let out = airlock(&["check", dir.join("demo.toml").to_str().unwrap()]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("4 devices, 48 tags"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 devices, 52 tags"));
 
     // What the demo read is in its historian, and `query` finds it.
     let data = dir.join("data");
     let data = data.to_str().unwrap();
     let out = airlock(&["query", "--data", data, "--tags"]);
     let tags = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(tags.lines().count(), 49, "a header and 48 tags:\n{tags}");
+    assert_eq!(tags.lines().count(), 53, "a header and 52 tags (waveforms too, with no samples stored):\n{tags}");
     let out = airlock(&["query", "--data", data, "--tag", "press2/model", "--csv"]);
     assert!(out.status.success());
     let out = airlock(&["query", "--data", data, "--tag", "press1/running", "--from", "-1m", "--csv"]);

@@ -55,6 +55,19 @@ pub struct TagEdge {
     pub production: Option<Production>,
     /// The tag is a vibration velocity RMS (mm/s): ISO zones and a wear trend.
     pub vibration: Option<VibrationSettings>,
+    /// The tag is a waveform in which a bearing's defect frequencies are watched.
+    pub bearing: Option<BearingSettings>,
+}
+
+/// A rolling bearing watched in a waveform tag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BearingSettings {
+    pub balls: u32,
+    pub ball_diameter_mm: f64,
+    pub pitch_diameter_mm: f64,
+    pub contact_angle_deg: f64,
+    /// The device's tag with the shaft speed in rpm (its index in the device's tags).
+    pub shaft_speed_tag: usize,
 }
 
 /// ISO 10816-3 / 20816-3 settings of a vibration tag.

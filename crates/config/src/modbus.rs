@@ -54,10 +54,17 @@ pub enum DataType {
     String {
         length_chars: u16,
     },
+    /// A block of signed 16-bit samples taken at `rate_hz` (a vibration waveform), one per
+    /// register, scaled like numbers. Longer than one request allows, it is read in parts.
+    Waveform {
+        samples: u16,
+        rate_hz: u32,
+    },
 }
 
 impl DataType {
-    pub const NAMES: [&'static str; 10] = ["bool", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string"];
+    pub const NAMES: [&'static str; 11] =
+        ["bool", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string", "waveform"];
 
     /// Parses a type name; `string` needs its length, given separately.
     pub fn parse(name: &str, length_chars: u16) -> Option<Self> {
@@ -83,6 +90,7 @@ impl DataType {
             DataType::U32 | DataType::I32 | DataType::F32 => 2,
             DataType::U64 | DataType::I64 | DataType::F64 => 4,
             DataType::String { length_chars } => length_chars.div_ceil(2),
+            DataType::Waveform { samples, .. } => samples,
         }
     }
 }

@@ -141,4 +141,11 @@ pub struct RawTag {
     pub vibration_group: Option<S<i64>>,
     pub vibration_foundation: Option<S<String>>,
     pub vibration_advice_days: Option<S<f64>>,
+    pub waveform_samples: Option<S<i64>>,
+    pub sample_rate_hz: Option<S<i64>>,
+    pub bearing_balls: Option<S<i64>>,
+    pub bearing_ball_diameter_mm: Option<S<f64>>,
+    pub bearing_pitch_diameter_mm: Option<S<f64>>,
+    pub bearing_contact_angle_deg: Option<S<f64>>,
+    pub shaft_speed_tag: Option<S<String>>,
 }

@@ -12,8 +12,8 @@ use crate::modbus::{DataType, ModbusDevice, ModbusTag, Space, WordOrder};
 use crate::raw::RawSink;
 use crate::raw::{RawConfig, RawDevice, RawTag};
 use crate::{
-    Config, ConfigError, ConfigErrors, Device, Edge, Gateway, HttpSink, MqttSink, OeeSettings, Production, Protocol,
-    Replay, Secret, Sink, SinkKind, Sparkplug, Store, TagAlarms, TagEdge, VibrationSettings,
+    BearingSettings, Config, ConfigError, ConfigErrors, Device, Edge, Gateway, HttpSink, MqttSink, OeeSettings,
+    Production, Protocol, Replay, Secret, Sink, SinkKind, Sparkplug, Store, TagAlarms, TagEdge, VibrationSettings,
 };
 
 /// Defaults, stated once (and in `docs/config.md`).
@@ -199,7 +199,8 @@ fn tags(c: &mut Checker, d: &RawDevice, device_path: Option<&AssetPath>) -> Vec<
             let msg = format!("tag name {:?} is already used on this device on line {line}", t.name.get_ref());
             c.err(t.name.span(), format!("{key}.name"), msg);
         }
-        if let Some(tag) = tag(c, t, &key, device_path) {
+        let siblings: Vec<&str> = d.tag.iter().map(|t| t.get_ref().name.get_ref().as_str()).collect();
+        if let Some(tag) = tag(c, t, &key, device_path, &siblings) {
             out.push((tag, t.address.span()));
         }
     }
@@ -207,7 +208,13 @@ fn tags(c: &mut Checker, d: &RawDevice, device_path: Option<&AssetPath>) -> Vec<
     out.into_iter().map(|(t, _)| t).collect()
 }
 
-fn tag(c: &mut Checker, t: &RawTag, key: &str, device_path: Option<&AssetPath>) -> Option<ModbusTag> {
+fn tag(
+    c: &mut Checker,
+    t: &RawTag,
+    key: &str,
+    device_path: Option<&AssetPath>,
+    siblings: &[&str],
+) -> Option<ModbusTag> {
     let k = |field: &str| format!("{key}.{field}");
     c.segment(&t.name, k("name"));
     let space = lookup(c, &t.space, &Space::ALL, k("space"));
@@ -241,7 +248,7 @@ fn tag(c: &mut Checker, t: &RawTag, key: &str, device_path: Option<&AssetPath>) 
         scale,
         offset,
         unit: t.unit.as_ref().map(|u| u.get_ref().clone()),
-        edge: tag_edge(c, t, key, data_type),
+        edge: tag_edge(c, t, key, data_type, siblings),
     })
 }
 
@@ -263,7 +270,7 @@ fn seconds(c: &mut Checker, v: &Option<Spanned<i64>>, key: String, max: i64) -> 
 }
 
 /// The edge settings of a tag: what condenses it, aggregates it, watches it, counts it.
-fn tag_edge(c: &mut Checker, t: &RawTag, key: &str, data_type: DataType) -> TagEdge {
+fn tag_edge(c: &mut Checker, t: &RawTag, key: &str, data_type: DataType, siblings: &[&str]) -> TagEdge {
     let k = |field: &str| format!("{key}.{field}");
     let numeric = !matches!(data_type, DataType::Bool | DataType::String { .. });
     let numeric_only = [
@@ -324,7 +331,69 @@ fn tag_edge(c: &mut Checker, t: &RawTag, key: &str, data_type: DataType) -> TagE
         _ => None,
     };
     let vibration = vibration(c, t, key, numeric);
-    TagEdge { deadband, heartbeat, swinging_door, window, alarms, production, vibration }
+    let bearing = bearing(c, t, key, data_type, siblings);
+    TagEdge { deadband, heartbeat, swinging_door, window, alarms, production, vibration, bearing }
+}
+
+/// A bearing watched in a waveform tag: its geometry and the tag with the shaft speed (rpm).
+fn bearing(c: &mut Checker, t: &RawTag, key: &str, data_type: DataType, siblings: &[&str]) -> Option<BearingSettings> {
+    let k = |field: &str| format!("{key}.{field}");
+    let any = [
+        t.bearing_balls.as_ref().map(|v| v.span()),
+        t.bearing_ball_diameter_mm.as_ref().map(|v| v.span()),
+        t.bearing_pitch_diameter_mm.as_ref().map(|v| v.span()),
+        t.bearing_contact_angle_deg.as_ref().map(|v| v.span()),
+        t.shaft_speed_tag.as_ref().map(|v| v.span()),
+    ];
+    let first = any.iter().flatten().next().cloned()?;
+    if !matches!(data_type, DataType::Waveform { .. }) {
+        c.err(first, k("bearing_balls"), "a bearing is watched in a waveform tag only".into());
+        return None;
+    }
+    let missing = |c: &mut Checker, field: &str| {
+        c.err(t.data_type.span(), k(field), format!("a bearing needs {field}"));
+    };
+    let balls = match &t.bearing_balls {
+        Some(b) => c.int(&Some(b.clone()), &k("bearing_balls"), 3, 100, 9),
+        None => {
+            missing(c, "bearing_balls");
+            9
+        }
+    };
+    let ball = positive(c, &t.bearing_ball_diameter_mm, k("bearing_ball_diameter_mm"), false);
+    let pitch = positive(c, &t.bearing_pitch_diameter_mm, k("bearing_pitch_diameter_mm"), false);
+    if ball.is_none() && t.bearing_ball_diameter_mm.is_none() {
+        missing(c, "bearing_ball_diameter_mm");
+    }
+    if pitch.is_none() && t.bearing_pitch_diameter_mm.is_none() {
+        missing(c, "bearing_pitch_diameter_mm");
+    }
+    if let (Some(b), Some(p), Some(span)) = (ball, pitch, t.bearing_pitch_diameter_mm.as_ref().map(|v| v.span()))
+        && b >= p
+    {
+        c.err(span, k("bearing_pitch_diameter_mm"), format!("{p} is not larger than the ball diameter {b}"));
+    }
+    let angle = t.bearing_contact_angle_deg.as_ref().map_or(0.0, |a| *a.get_ref());
+    let shaft = match &t.shaft_speed_tag {
+        Some(name) => {
+            let found = siblings.iter().position(|s| *s == name.get_ref());
+            if found.is_none() {
+                c.err(name.span(), k("shaft_speed_tag"), format!("no tag {:?} on this device", name.get_ref()));
+            }
+            found
+        }
+        None => {
+            missing(c, "shaft_speed_tag");
+            None
+        }
+    };
+    Some(BearingSettings {
+        balls: balls as u32,
+        ball_diameter_mm: ball?,
+        pitch_diameter_mm: pitch?,
+        contact_angle_deg: angle,
+        shaft_speed_tag: shaft?,
+    })
 }
 
 fn vibration(c: &mut Checker, t: &RawTag, key: &str, numeric: bool) -> Option<VibrationSettings> {
@@ -476,7 +545,33 @@ fn data_type(c: &mut Checker, t: &RawTag, key: &str) -> Option<DataType> {
         }
         (None, _) => 0,
     };
-    let found = DataType::parse(name, u16::try_from(length).unwrap_or(1));
+    let waveform_keys = [
+        (t.waveform_samples.as_ref().map(|v| v.span()), "waveform_samples"),
+        (t.sample_rate_hz.as_ref().map(|v| v.span()), "sample_rate_hz"),
+    ];
+    if name != "waveform" {
+        for (span, field) in waveform_keys.into_iter().filter_map(|(s, f)| s.map(|s| (s, f))) {
+            c.err(span, format!("{key}.{field}"), "is only for a waveform".into());
+        }
+    }
+    let found = if name == "waveform" {
+        let need = |c: &mut Checker, v: &Option<Spanned<i64>>, field: &str, min: i64, max: i64| match v {
+            Some(v) => c.int(&Some(v.clone()), &format!("{key}.{field}"), min, max, min),
+            None => {
+                c.err(
+                    t.data_type.span(),
+                    format!("{key}.{field}"),
+                    format!("a waveform needs {field} ({min}..={max})"),
+                );
+                min
+            }
+        };
+        let samples = need(c, &t.waveform_samples, "waveform_samples", 16, 4096);
+        let rate = need(c, &t.sample_rate_hz, "sample_rate_hz", 1, 1_000_000);
+        Some(DataType::Waveform { samples: samples as u16, rate_hz: rate as u32 })
+    } else {
+        DataType::parse(name, u16::try_from(length).unwrap_or(1))
+    };
     if found.is_none() {
         let msg = format!("unknown data type {name:?}; expected one of {}", DataType::NAMES.join(", "));
         c.err(t.data_type.span(), format!("{key}.type"), msg);

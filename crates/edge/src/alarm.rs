@@ -5,7 +5,7 @@
 //! - **rate of change** above a limit (units per second, between consecutive good samples);
 //! - **stale**: no good sample for `stale_ms` (a machine or link down), raised by time passing.
 
-use airlock_model::{AssetPath, Quality, Sample, Severity, Timestamp, Value};
+use airlock_model::{AssetPath, Quality, Sample, Severity, Timestamp};
 
 use crate::{EdgeEvent, Output, Transform, Transition, ms_between, num};
 
@@ -101,7 +101,7 @@ impl Transform for Alarms {
         let now = s.gateway_time;
         self.last_seen = Some(now);
         let value = match (&s.value, s.quality) {
-            (Some(v), Quality::Good) if !matches!(v, Value::Text(_)) => v.as_f64(),
+            (Some(v), Quality::Good) => v.as_f64(),
             _ => None,
         };
         let Some(v) = value else { return };
@@ -185,7 +185,7 @@ impl Transform for Alarms {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use airlock_model::TagId;
+    use airlock_model::{TagId, Value};
 
     fn alarms(c: AlarmConfig) -> Alarms {
         Alarms::new(

@@ -72,7 +72,7 @@ impl SwingingDoor {
 
 fn number(s: &Sample) -> Option<f64> {
     match &s.value {
-        Some(Value::Bool(_)) | Some(Value::Text(_)) | None => None,
+        Some(Value::Bool(_) | Value::Text(_) | Value::Waveform(_)) | None => None,
         Some(v) => v.as_f64().filter(|f| f.is_finite()),
     }
 }

@@ -14,8 +14,9 @@
 //! waveform, learns a baseline from the first waveforms, and raises an event when a defect's
 //! amplitude grows past `growth` times its baseline (clearing when it falls below half of that).
 //!
-//! Not wired yet: the Modbus driver reads scalar tags only, so no configured tag feeds a
-//! waveform here; the simulator does not serve one either. The analysis is complete and tested.
+//! A waveform is compared only at a steady shaft speed near the baseline's (see
+//! [`BearingWatch::on_waveform`]). The gateway feeds it a `waveform` tag with bearing keys
+//! (see `docs/config.md`), at the speed last read from the tag named by `shaft_speed_tag`.
 
 use std::sync::Arc;
 
@@ -107,6 +108,12 @@ impl Spectrum {
     }
 }
 
+/// A waveform is compared only at a steady shaft speed (within 2 % of the previous waveform's)
+/// and at the baseline's operating point (within 15 % of its mean speed): amplitudes change
+/// with speed and load, and a run-up smears the tones across bins.
+const STEADY_SPEED: f64 = 0.02;
+const SAME_SPEED: f64 = 0.15;
+
 /// Watches a bearing's defect frequencies in a machine's waveforms.
 pub struct BearingWatch {
     asset: AssetPath,
@@ -116,6 +123,12 @@ pub struct BearingWatch {
     baseline_count: usize,
     growth: f64,
     learned: Vec<[f64; 4]>,
+    /// The shaft speeds of the learned waveforms, and their mean once learned.
+    learned_rpm: Vec<f64>,
+    baseline_rpm: f64,
+    /// The shaft speed at the previous waveform: a waveform taken while the speed changes is
+    /// not compared.
+    last_rpm: f64,
     baseline: Option<[f64; 4]>,
     raised: [bool; 4],
     planner: RealFftPlanner<f64>,
@@ -130,6 +143,9 @@ impl BearingWatch {
             baseline_count: baseline_count.max(1),
             growth,
             learned: Vec::new(),
+            learned_rpm: Vec::new(),
+            baseline_rpm: 0.0,
+            last_rpm: 0.0,
             baseline: None,
             raised: [false; 4],
             planner: RealFftPlanner::new(),
@@ -146,15 +162,22 @@ impl BearingWatch {
         out: &mut Vec<Output>,
     ) {
         let shaft_hz = shaft_rpm / 60.0;
-        if shaft_hz <= 0.0 {
-            return; // standing still: no defect frequencies to look at
+        let steady = (shaft_rpm - self.last_rpm).abs() <= STEADY_SPEED * self.last_rpm;
+        self.last_rpm = shaft_rpm;
+        if shaft_hz <= 0.0 || !steady {
+            return; // standing still or changing speed: nothing to compare
+        }
+        if self.baseline.is_some() && (shaft_rpm - self.baseline_rpm).abs() > SAME_SPEED * self.baseline_rpm {
+            return; // another operating point than the baseline's: amplitudes differ anyway
         }
         let Some(spectrum) = Spectrum::of(samples, sample_rate_hz, &mut self.planner) else { return };
         let now = spectrum.defect_amplitudes(shaft_hz, self.orders);
         let Some(baseline) = self.baseline else {
             self.learned.push(now);
+            self.learned_rpm.push(shaft_rpm);
             if self.learned.len() >= self.baseline_count {
                 let n = self.learned.len() as f64;
+                self.baseline_rpm = self.learned_rpm.iter().sum::<f64>() / n;
                 self.baseline = Some([0, 1, 2, 3].map(|i| self.learned.iter().map(|a| a[i]).sum::<f64>() / n));
             }
             return;

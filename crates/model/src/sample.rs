@@ -17,6 +17,8 @@ pub enum Value {
     U64(u64),
     F64(f64),
     Text(Box<str>),
+    /// A block of samples taken at a known rate (a vibration waveform), in engineering units.
+    Waveform(std::sync::Arc<[f32]>),
 }
 
 impl Value {
@@ -27,7 +29,7 @@ impl Value {
             Value::I64(v) => Some(*v as f64),
             Value::U64(v) => Some(*v as f64),
             Value::F64(v) => Some(*v),
-            Value::Text(_) => None,
+            Value::Text(_) | Value::Waveform(_) => None,
         }
     }
 }
@@ -40,6 +42,7 @@ impl fmt::Display for Value {
             Value::U64(v) => write!(f, "{v}"),
             Value::F64(v) => write!(f, "{v:.3}"),
             Value::Text(v) => write!(f, "{v:?}"),
+            Value::Waveform(w) => write!(f, "[{} samples]", w.len()),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! | holding | 5 | u16 | `state`: 0 idle, 1 running, 2 fault |
 //! | holding | 6 | u16 | `shift`: shift number since start |
 //! | holding | 10 | string(16) | `model` |
+//! | holding | 1000 | waveform(512) | `bearing_accel`: bearing housing acceleration, milli-g, 512 Hz, refreshed every second |
 //! | input | 0 | f32 | `speed_rpm` |
 //! | input | 2 | f32 | `temperature_c` |
 //! | input | 4 | f32 | `power_kw` |
@@ -74,6 +75,7 @@ pub async fn start(opts: &SimOptions) -> io::Result<RunningSim> {
         let mut banks = Banks::default();
         fill_pattern(&mut banks);
         write_registers(m, &mut banks);
+        write_waveform(m, &mut banks, 0);
         let handle = server::serve(SocketAddr::new(opts.bind, port), Arc::new(Mutex::new(banks))).await?;
         servers.push((m.spec.name.to_owned(), handle));
     }
@@ -206,6 +208,19 @@ alarm_hysteresis = 0.2
 alarm_on_delay_ms = 30000
 alarm_rate_max_per_s = 5.0
 [[device.tag]]
+name = "bearing_accel"
+space = "holding_register"
+address = 1000
+type = "waveform"
+waveform_samples = 512
+sample_rate_hz = 512
+scale = 0.001
+unit = "g"
+bearing_balls = 9
+bearing_ball_diameter_mm = 7.94
+bearing_pitch_diameter_mm = 39.04
+shaft_speed_tag = "speed"
+[[device.tag]]
 name = "running"
 space = "coil"
 address = 0
@@ -227,14 +242,20 @@ impl Drop for RunningSim {
 async fn step_forever(plant: Arc<Mutex<Plant>>, banks: Vec<Arc<Mutex<Banks>>>, speed: f64) {
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    let mut tick = 0u64;
     loop {
         ticker.tick().await;
+        tick += 1;
         let t = started.elapsed().as_secs_f64() * speed;
         let Ok(mut plant) = plant.lock() else { return };
         plant.advance_to(t);
         for (m, b) in plant.machines.iter().zip(&banks) {
             if let Ok(mut b) = b.lock() {
                 write_registers(m, &mut b);
+                // A new waveform once a second, as a vibration sensor would record it.
+                if tick.is_multiple_of(50) {
+                    write_waveform(m, &mut b, tick);
+                }
             }
         }
     }
@@ -259,6 +280,21 @@ pub fn write_registers(m: &Machine, b: &mut Banks) {
     ir[20] = ((m.temperature_reading_c * 10.0).round() as i16) as u16;
     b.coils[0] = m.state == plant::MachineState::Running;
     b.discrete_inputs[0] = m.state == plant::MachineState::Fault;
+}
+
+/// Where the waveform starts, how many samples it has and their rate.
+pub const WAVEFORM_ADDRESS: usize = 1000;
+pub const WAVEFORM_SAMPLES: usize = 512;
+pub const WAVEFORM_RATE_HZ: u32 = 512;
+
+/// Records a new waveform of the machine's bearing into its registers, in milli-g.
+pub fn write_waveform(m: &Machine, b: &mut Banks, seed: u64) {
+    let mut wave = [0f32; WAVEFORM_SAMPLES];
+    m.waveform(&mut wave, f64::from(WAVEFORM_RATE_HZ), seed);
+    let registers = &mut b.holding_registers[WAVEFORM_ADDRESS..WAVEFORM_ADDRESS + WAVEFORM_SAMPLES];
+    for (r, g) in registers.iter_mut().zip(wave) {
+        *r = ((g * 1000.0).round().clamp(-32768.0, 32767.0) as i16) as u16;
+    }
 }
 
 /// Addresses outside the map hold a fixed pattern, so the benchmark reads real, varied data.

@@ -94,6 +94,8 @@ pub struct Machine {
     pub temperature_reading_c: f64,
     pub power_kw: f64,
     pub vibration_mm_s: f64,
+    /// The bearing's wear as vibration it adds, mm/s (ground truth; grows with time).
+    pub wear_mm_s: f64,
     cycle_progress: f64,
     state_until_s: f64,
     next_fault_s: f64,
@@ -148,6 +150,7 @@ impl Machine {
             temperature_reading_c: 24.0,
             power_kw: 0.0,
             vibration_mm_s: 0.0,
+            wear_mm_s: 0.0,
             cycle_progress: 0.0,
             state_until_s: CHANGEOVER_S.min(60.0),
             next_fault_s,
@@ -223,8 +226,32 @@ impl Machine {
         self.power_kw = idle_kw + 0.7 * self.spec.rated_power_kw * load * (1.0 + 0.02 * self.rng.normal());
         let days = t / 86_400.0;
         let wear = self.spec.wear_mm_s_per_day * days * (1.0 + days) / 2.0;
+        self.wear_mm_s = wear;
         let vibration = (self.spec.vibration_base_mm_s + wear) * load.max(0.05);
         self.vibration_mm_s = vibration * (1.0 + 0.03 * self.rng.normal());
+    }
+}
+
+/// The bearing's outer race: a 6205 deep-groove ball bearing (9 balls of 7.94 mm on a 39.04 mm
+/// pitch circle), whose outer-race defect tone (BPFO) is 3.585 times the shaft frequency.
+pub const BEARING_BPFO_ORDER: f64 = 3.585;
+
+impl Machine {
+    /// What an accelerometer on the bearing housing would record now, in g, at `rate_hz`: the
+    /// shaft's once-per-turn tone, the outer-race defect tone growing with wear, and noise.
+    /// `seed` varies the noise from one waveform to the next; the tones keep their phase, so a
+    /// waveform read in parts across a refresh still holds whole tones.
+    pub fn waveform(&self, samples: &mut [f32], rate_hz: f64, seed: u64) {
+        let shaft_hz = self.speed_rpm / 60.0;
+        let load = (self.speed_rpm / self.spec.nominal_rpm).max(0.0);
+        let shaft_g = 0.3 * load;
+        let defect_g = (0.01 + 0.5 * self.wear_mm_s) * load;
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        for (i, x) in samples.iter_mut().enumerate() {
+            let t = i as f64 / rate_hz;
+            let w = std::f64::consts::TAU * shaft_hz * t;
+            *x = (shaft_g * w.sin() + defect_g * (BEARING_BPFO_ORDER * w).sin() + 0.02 * rng.normal()) as f32;
+        }
     }
 }
 

@@ -20,6 +20,17 @@ pub fn decode_registers(tag: &ModbusTag, words: &[u16]) -> Result<Value, Reason>
     if let DataType::String { length_chars } = tag.data_type {
         return decode_string(words, tag.order, usize::from(length_chars));
     }
+    if let DataType::Waveform { .. } = tag.data_type {
+        let swap = tag.order.swaps_bytes();
+        let samples: Vec<f32> = words
+            .iter()
+            .map(|w| {
+                let w = if swap { w.swap_bytes() } else { *w };
+                (f64::from(w as i16) * tag.scale + tag.offset) as f32
+            })
+            .collect();
+        return Ok(Value::Waveform(samples.into()));
+    }
     let mut bytes = [0u8; 8];
     let n = width * 2;
     for (i, w) in ordered(words, tag.order).enumerate() {
@@ -63,7 +74,7 @@ fn number(ty: DataType, b: &[u8]) -> Result<Raw, Reason> {
         DataType::F32 => Raw::Float(f64::from(f32::from_be_bytes([b[0], b[1], b[2], b[3]]))),
         DataType::F64 => Raw::Float(f64::from_be_bytes(arr(8)?)),
         DataType::Bool => Raw::UInt(u64::from(u16::from_be_bytes([b[0], b[1]]) != 0)),
-        DataType::String { .. } => return Err(Reason::DecodeError),
+        DataType::String { .. } | DataType::Waveform { .. } => return Err(Reason::DecodeError),
     })
 }
 
@@ -200,6 +211,17 @@ mod tests {
         check(U32, Abcd, &[0x0001], Err(Reason::DecodeError));
         check(F64, Abcd, &[], Err(Reason::DecodeError));
         assert_eq!(decode_bit(&[]), Err(Reason::DecodeError));
+    }
+
+    #[test]
+    fn waveforms_are_signed_scaled_samples() {
+        let t = tag(Waveform { samples: 4, rate_hz: 1000 }, Abcd, 0.01, 0.0);
+        let Ok(Value::Waveform(w)) = decode_registers(&t, &[100, 0xff9c, 0, 32767]) else { panic!() };
+        assert_eq!(&w[..], &[1.0, -1.0, 0.0, 327.67]);
+        let t = tag(Waveform { samples: 2, rate_hz: 1000 }, Badc, 1.0, 0.0);
+        let Ok(Value::Waveform(w)) = decode_registers(&t, &[0x0100, 0xffff]) else { panic!() };
+        assert_eq!(&w[..], &[1.0, -1.0]);
+        assert_eq!(decode_registers(&t, &[1]), Err(Reason::DecodeError), "a short block is refused");
     }
 
     #[test]

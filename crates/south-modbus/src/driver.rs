@@ -184,6 +184,8 @@ impl DeviceTask {
         out: &mpsc::Sender<SampleBatch>,
     ) -> Option<Failure> {
         DeviceHealth::count(&self.health.polls, 1);
+        // The words of a tag read in parts (a waveform), gathered until its last part arrives.
+        let mut partial: Result<Vec<u16>, Reason> = Ok(Vec::new());
         for (i, req) in self.requests.iter().enumerate() {
             let mut samples = Vec::with_capacity(req.tags.len());
             pacer.wait().await;
@@ -193,13 +195,21 @@ impl DeviceTask {
             match answer {
                 Ok(Ok(Ok(data))) => {
                     self.exception_changed(i, 0, reported);
-                    self.decode(req, &data, now, &mut samples);
+                    self.decode(req, &data, now, &mut partial, &mut samples);
                 }
                 Ok(Ok(Err(code))) => {
                     DeviceHealth::count(&self.health.exceptions, 1);
                     self.exception_changed(i, u8::from(code), reported);
                     let reason = Reason::Exception(u8::from(code));
-                    samples.extend(req.tags.iter().map(|t| Sample::bad(self.tag_id(t.index), reason, now)));
+                    for t in &req.tags {
+                        if t.parts > 1 {
+                            partial = Err(reason);
+                            if t.part + 1 < t.parts {
+                                continue;
+                            }
+                        }
+                        samples.push(Sample::bad(self.tag_id(t.index), reason, now));
+                    }
                 }
                 Ok(Err(e)) => {
                     let error = e.to_string();
@@ -212,10 +222,39 @@ impl DeviceTask {
         None
     }
 
-    fn decode(&self, req: &ReadRequest, data: &Data, now: Timestamp, samples: &mut Vec<Sample>) {
+    fn decode(
+        &self,
+        req: &ReadRequest,
+        data: &Data,
+        now: Timestamp,
+        partial: &mut Result<Vec<u16>, Reason>,
+        samples: &mut Vec<Sample>,
+    ) {
         for planned in &req.tags {
             let tag = &self.modbus.tags[planned.index];
             let at = usize::from(planned.offset);
+            if planned.parts > 1 {
+                // A tag in parts: gather its words; decode once the last part is in.
+                if planned.part == 0 {
+                    *partial = Ok(Vec::with_capacity(usize::from(tag.width())));
+                }
+                if let (Ok(words), Data::Words(w)) = (partial.as_mut(), data) {
+                    words.extend_from_slice(w.get(at..).unwrap_or(&[]));
+                }
+                if planned.part + 1 < planned.parts {
+                    continue;
+                }
+                let value = match std::mem::replace(partial, Ok(Vec::new())) {
+                    Ok(words) => decode_registers(tag, &words),
+                    Err(reason) => Err(reason),
+                };
+                let id = self.tag_id(planned.index);
+                samples.push(match value {
+                    Ok(v) => Sample::good(id, v, now),
+                    Err(reason) => Sample::bad(id, reason, now),
+                });
+                continue;
+            }
             let value = match data {
                 Data::Words(w) => decode_registers(tag, w.get(at..).unwrap_or(&[])),
                 Data::Bits(b) => decode_bit(b.get(at..).unwrap_or(&[])),

@@ -28,11 +28,14 @@ pub struct ReadRequest {
 }
 
 /// A tag inside a request: its index in the device's tag list and where its data starts in the
-/// answer (in registers or bits).
+/// answer (in registers or bits). A tag longer than one request allows (a waveform) is read in
+/// `parts` requests; this is part `part` of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlannedTag {
     pub index: usize,
     pub offset: u16,
+    pub part: u16,
+    pub parts: u16,
 }
 
 impl ReadRequest {
@@ -48,11 +51,27 @@ pub fn plan(tags: &[ModbusTag], limits: PlanLimits) -> Vec<ReadRequest> {
     let mut requests: Vec<ReadRequest> = Vec::new();
     for i in order {
         let tag = &tags[i];
+        let max = tag.space.max_per_request();
+        if tag.width() > max {
+            // Too long for one request: its own requests, in parts, read back to back.
+            let parts = tag.width().div_ceil(max);
+            for part in 0..parts {
+                let start = tag.address + part * max;
+                let count = max.min(tag.width() - part * max);
+                requests.push(ReadRequest {
+                    space: tag.space,
+                    start,
+                    count,
+                    tags: vec![PlannedTag { index: i, offset: 0, part, parts }],
+                });
+            }
+            continue;
+        }
         let joined = match requests.last_mut() {
             Some(req) if limits.coalesce && can_join(req, tag, limits) => {
                 let end = req.end().max(u32::from(tag.address) + u32::from(tag.width()));
                 req.count = (end - u32::from(req.start)) as u16;
-                req.tags.push(PlannedTag { index: i, offset: tag.address - req.start });
+                req.tags.push(PlannedTag { index: i, offset: tag.address - req.start, part: 0, parts: 1 });
                 true
             }
             _ => false,
@@ -62,7 +81,7 @@ pub fn plan(tags: &[ModbusTag], limits: PlanLimits) -> Vec<ReadRequest> {
                 space: tag.space,
                 start: tag.address,
                 count: tag.width(),
-                tags: vec![PlannedTag { index: i, offset: 0 }],
+                tags: vec![PlannedTag { index: i, offset: 0, part: 0, parts: 1 }],
             });
         }
     }
@@ -113,6 +132,27 @@ mod tests {
 
     use DataType::*;
     use Space::*;
+
+    #[test]
+    fn a_waveform_wider_than_a_request_is_read_in_parts() {
+        let wave = DataType::Waveform { samples: 300, rate_hz: 4096 };
+        let tags = [tag(HoldingRegister, 0, U16), tag(HoldingRegister, 1, wave), tag(HoldingRegister, 301, U16)];
+        check(
+            &tags,
+            0,
+            &[
+                (HoldingRegister, 0, 1, &[0]),
+                (HoldingRegister, 1, 125, &[1]),
+                (HoldingRegister, 126, 125, &[1]),
+                // The last part is a request like any other: the next tag may join it.
+                (HoldingRegister, 251, 51, &[1, 2]),
+            ],
+        );
+        let limits = PlanLimits { max_gap_registers: 0, max_gap_bits: 0, coalesce: true };
+        let parts: Vec<(u16, u16)> =
+            plan(&tags, limits)[1..4].iter().map(|r| (r.tags[0].part, r.tags[0].parts)).collect();
+        assert_eq!(parts, [(0, 3), (1, 3), (2, 3)]);
+    }
 
     #[test]
     fn adjacent_tags_join() {

@@ -117,6 +117,33 @@ async fn values_served_are_values_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waveform_wider_than_a_request_arrives_whole() {
+    // 300 samples at holding register 100..400: three requests of 125, 125 and 50 registers,
+    // then one tag of 300 samples, in order, signed and scaled.
+    let mut banks = Banks::default();
+    for i in 0..300u16 {
+        banks.holding_registers[100 + usize::from(i)] = (i as i16 - 150) as u16;
+    }
+    let s = serve("127.0.0.1:0".parse().unwrap(), Arc::new(Mutex::new(banks))).await.unwrap();
+    let tags = "[[device.tag]]\nname = \"accel\"\nspace = \"holding_register\"\naddress = 100\ntype = \"waveform\"\n\
+                waveform_samples = 300\nsample_rate_hz = 1000\nscale = 0.5\n";
+    let config = parse(&device("d", s.addr, "poll_interval_ms = 50", tags), Path::new("t.toml")).unwrap();
+    let batches = run(&config, Duration::from_millis(400)).await;
+    let samples = samples_of(&batches, 0);
+    assert!(samples.len() >= 2, "{} waveforms", samples.len());
+    let expected: Vec<f32> = (0..300).map(|i| (i as f32 - 150.0) * 0.5).collect();
+    for sample in &samples {
+        assert!(sample.quality.is_good(), "{sample:?}");
+        let Some(Value::Waveform(w)) = &sample.value else { panic!("not a waveform: {sample:?}") };
+        assert_eq!(&w[..], &expected[..]);
+    }
+    // Exactly one sample per poll: the parts are joined, not sent one by one.
+    let polls: std::collections::BTreeSet<u64> = batches.iter().map(|(_, b)| b.poll).collect();
+    assert_eq!(samples.len(), polls.len());
+    assert_reads_only(&s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_that_closes_the_connection() {
     let (batches, healthy, faulty) = faulty_beside_healthy(Fault::CloseOnConnect).await;
     assert_healthy_cadence(&batches);

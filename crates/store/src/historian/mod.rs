@@ -385,7 +385,7 @@ impl Inner {
         for s in samples {
             let Some(&tag) = self.bound.get(s.tag.0 as usize) else { continue };
             let value = match &s.value {
-                Some(Value::Text(_)) => {
+                Some(Value::Text(_) | Value::Waveform(_)) => {
                     self.stats.text_samples_skipped += 1;
                     continue;
                 }
