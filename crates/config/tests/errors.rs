@@ -458,3 +458,56 @@ fn edge_settings_of_a_tag_and_their_mistakes() {
         ],
     );
 }
+
+const WAVEFORM: &str = r#"
+[[device.tag]]
+name = "accel"
+space = "holding_register"
+address = 1000
+type = "waveform"
+waveform_samples = 512
+sample_rate_hz = 512
+bearing_balls = 9
+bearing_ball_diameter_mm = 7.94
+bearing_pitch_diameter_mm = 39.04
+shaft_speed_tag = "speed"
+"#;
+
+#[test]
+fn a_waveform_with_a_bearing_validates() {
+    let text = with("", &format!("{TAG}{WAVEFORM}"));
+    let config = parse(&text, Path::new("plant.toml")).unwrap();
+    let Protocol::ModbusTcp(m) = &config.devices[0].protocol;
+    assert_eq!(m.tags[1].data_type, DataType::Waveform { samples: 512, rate_hz: 512 });
+    assert_eq!(m.tags[1].width(), 512);
+    let b = m.tags[1].edge.bearing.as_ref().unwrap();
+    assert_eq!((b.balls, b.shaft_speed_tag, b.contact_angle_deg), (9, 0, 0.0));
+    assert_eq!((b.ball_diameter_mm, b.pitch_diameter_mm), (7.94, 39.04));
+}
+
+#[test]
+fn bearing_and_waveform_keys_in_the_wrong_place() {
+    // The shaft speed names a tag the device does not have.
+    let text = with("", &format!("{TAG}{}", WAVEFORM.replace("\"speed\"", "\"rpm\"")));
+    check(&text, &[(line_of(&text, "\"rpm\""), "device[press1].tag[accel].shaft_speed_tag", "no tag \"rpm\"")]);
+    // Balls larger than the pitch circle.
+    let text = with("", &format!("{TAG}{}", WAVEFORM.replace("39.04", "5.0")));
+    check(
+        &text,
+        &[(line_of(&text, "= 5.0"), "device[press1].tag[accel].bearing_pitch_diameter_mm", "not larger than the ball")],
+    );
+    // A waveform needs its sample count; a scalar tag takes no waveform or bearing key.
+    let text = with("", &WAVEFORM.replace("waveform_samples = 512\n", "").replace("shaft_speed_tag = \"speed\"\n", ""));
+    let errors = parse(&text, Path::new("plant.toml")).unwrap_err().0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"device[press1].tag[accel].waveform_samples"), "{errors:?}");
+    assert!(keys.contains(&"device[press1].tag[accel].shaft_speed_tag"), "{errors:?}");
+    let text = with("", &TAG.replace("type = \"f32\"", "type = \"f32\"\nsample_rate_hz = 100\nbearing_balls = 9"));
+    check(
+        &text,
+        &[
+            (line_of(&text, "sample_rate_hz"), "device[press1].tag[speed].sample_rate_hz", "only for a waveform"),
+            (line_of(&text, "bearing_balls"), "device[press1].tag[speed].bearing_balls", "waveform tag only"),
+        ],
+    );
+}
