@@ -141,6 +141,15 @@ async fn a_waveform_wider_than_a_request_arrives_whole() {
     let polls: std::collections::BTreeSet<u64> = batches.iter().map(|(_, b)| b.poll).collect();
     assert_eq!(samples.len(), polls.len());
     assert_reads_only(&s);
+
+    // A device that answers its parts with exceptions: one bad sample per poll, saying why.
+    s.set_fault(Fault::Exception);
+    let batches = run(&config, Duration::from_millis(400)).await;
+    let bad = samples_of(&batches, 0);
+    assert!(bad.len() >= 2, "{} samples", bad.len());
+    assert_eq!(reasons(&bad), vec![Quality::Bad(Reason::Exception(4))]);
+    let polls: std::collections::BTreeSet<u64> = batches.iter().map(|(_, b)| b.poll).collect();
+    assert_eq!(bad.len(), polls.len(), "one sample per poll, not one per part");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
