@@ -13,6 +13,8 @@
 //! [`BearingWatch`] sums each defect's peaks (fundamental and second harmonic, within a bin) per
 //! waveform, learns a baseline from the first waveforms, and raises an event when a defect's
 //! amplitude grows past `growth` times its baseline (clearing when it falls below half of that).
+//! A baseline is held at least 8 times the spectrum's median amplitude, so that a defect with no
+//! tone of its own (its baseline is noise) does not raise on noise.
 //!
 //! A waveform is compared only at a steady shaft speed near the baseline's (see
 //! [`BearingWatch::on_waveform`]). The gateway feeds it a `waveform` tag with bearing keys
@@ -94,6 +96,13 @@ impl Spectrum {
         self.amplitudes[lo..=hi].iter().copied().fold(0.0, f64::max)
     }
 
+    /// The median amplitude: the noise floor of a spectrum made of a few tones and noise.
+    pub fn median(&self) -> f64 {
+        let mut a = self.amplitudes.clone();
+        a.sort_by(f64::total_cmp);
+        a.get(a.len() / 2).copied().unwrap_or(0.0)
+    }
+
     /// The energy (sum of squared amplitudes) between `lo_hz` and `hi_hz`.
     pub fn band_energy(&self, lo_hz: f64, hi_hz: f64) -> f64 {
         let lo = (lo_hz / self.resolution_hz).ceil().max(0.0) as usize;
@@ -113,6 +122,10 @@ impl Spectrum {
 /// with speed and load, and a run-up smears the tones across bins.
 const STEADY_SPEED: f64 = 0.02;
 const SAME_SPEED: f64 = 0.15;
+
+/// How far above the spectrum's median amplitude (its noise floor) a defect's baseline is held:
+/// a defect amplitude sums two peaks, each the largest of three bins.
+const NOISE_MARGIN: f64 = 8.0;
 
 /// Watches a bearing's defect frequencies in a machine's waveforms.
 pub struct BearingWatch {
@@ -182,8 +195,12 @@ impl BearingWatch {
             }
             return;
         };
+        // A defect with no tone of its own has noise for a baseline, and noise alone may double
+        // from one waveform to the next: compare against at least a margin over the noise floor.
+        let floor = NOISE_MARGIN * spectrum.median();
         for (i, ((code, part), order)) in DEFECTS.iter().zip(self.orders).enumerate() {
-            let ratio = now[i] / baseline[i].max(1e-9);
+            let reference = baseline[i].max(floor);
+            let ratio = now[i] / reference.max(1e-9);
             let up = if self.raised[i] { ratio >= self.growth / 2.0 } else { ratio >= self.growth };
             if up == self.raised[i] {
                 continue;
@@ -212,12 +229,7 @@ impl BearingWatch {
                 severity: Severity::Warning,
                 transition: if up { Transition::Raised } else { Transition::Cleared },
                 message,
-                body: vec![
-                    ("frequency_hz", hz),
-                    ("amplitude", now[i]),
-                    ("baseline", baseline[i]),
-                    ("defect", i as f64),
-                ],
+                body: vec![("frequency_hz", hz), ("amplitude", now[i]), ("baseline", reference), ("defect", i as f64)],
             }));
         }
     }
@@ -269,6 +281,20 @@ mod tests {
         let energy = s.band_energy(90.0, 110.0);
         assert!(energy > 3.0 && energy < 6.0, "{energy}");
         assert!(Spectrum::of(&[0.0; 4], 100.0, &mut planner).is_none());
+    }
+
+    #[test]
+    fn noise_alone_never_raises() {
+        // A healthy bearing: the shaft tone and noise, 500 waveforms of 512 samples.
+        let rpm = 1480.0;
+        let mut watch =
+            BearingWatch::new(AssetPath::parse("acme/line3/press1/motor").unwrap(), "press1", B6205, 10, 2.0);
+        let mut out = Vec::new();
+        for i in 0..500u64 {
+            let w = waveform(512, 512.0, &[(rpm / 60.0, 0.3)], i + 1);
+            watch.on_waveform(Timestamp::from_millis(i as i64 * 1000), &w, 512.0, rpm, &mut out);
+        }
+        assert!(out.is_empty(), "{out:#?}");
     }
 
     #[test]

@@ -249,12 +249,13 @@ async fn step_forever(plant: Arc<Mutex<Plant>>, banks: Vec<Arc<Mutex<Banks>>>, s
         let t = started.elapsed().as_secs_f64() * speed;
         let Ok(mut plant) = plant.lock() else { return };
         plant.advance_to(t);
-        for (m, b) in plant.machines.iter().zip(&banks) {
+        for (i, (m, b)) in plant.machines.iter().zip(&banks).enumerate() {
             if let Ok(mut b) = b.lock() {
                 write_registers(m, &mut b);
-                // A new waveform once a second, as a vibration sensor would record it.
+                // A new waveform once a second, as a vibration sensor would record it; each
+                // machine's noise its own.
                 if tick.is_multiple_of(50) {
-                    write_waveform(m, &mut b, tick);
+                    write_waveform(m, &mut b, tick * 16 + i as u64);
                 }
             }
         }
