@@ -6,6 +6,8 @@
 //!    register map and decoder, through the demo config's edge (the same `Condenser` the gateway
 //!    runs): bytes that would go upstream (JSON records with their message ids) against bytes
 //!    read (16 bytes a sample: an 8-byte time and an 8-byte value), in all and per kind of output.
+//! 3. The bearing watch: waveforms a second through `BearingWatch::on_waveform` (Hann window,
+//!    FFT, defect peaks, noise floor) against a bare real FFT of the same length, same run.
 //!
 //! Run: `cargo bench -p airlock --bench edge`.
 
@@ -170,7 +172,59 @@ fn reduction() {
     }
 }
 
+/// A waveform like the simulator's: shaft tone, BPFO tone, noise.
+fn bearing_waveform(n: usize, rate: f64, seed: u64) -> Vec<f32> {
+    let mut rng = seed | 1;
+    (0..n)
+        .map(|i| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let t = i as f64 / rate;
+            let w = std::f64::consts::TAU * 24.67 * t;
+            (0.3 * w.sin() + 0.02 * (3.585 * w).sin() + ((rng % 1000) as f64 / 1000.0 - 0.5) * 0.05) as f32
+        })
+        .collect()
+}
+
+fn bearing() {
+    use airlock_edge::spectrum::{BearingGeometry, BearingWatch};
+    let b6205 = BearingGeometry { balls: 9, ball_diameter_mm: 7.94, pitch_diameter_mm: 39.04, contact_angle_deg: 0.0 };
+    println!("\nbearing watch: waveforms through on_waveform vs a bare real FFT of the same length");
+    for (n, rate) in [(512usize, 512.0), (4096, 4096.0)] {
+        let waves: Vec<Vec<f32>> = (0..16).map(|i| bearing_waveform(n, rate, i + 1)).collect();
+        let rounds = 4_000_000 / n;
+        let mut watch = BearingWatch::new(AssetPath::parse("a/b/c").unwrap(), "m", b6205, 10, 2.0);
+        let mut out = Vec::new();
+        let started = Instant::now();
+        for i in 0..rounds {
+            watch.on_waveform(Timestamp::from_millis(i as i64), &waves[i % 16], rate, 1480.0, &mut out);
+            out.clear();
+        }
+        let ours = started.elapsed().as_secs_f64() / rounds as f64;
+        let mut planner = realfft::RealFftPlanner::<f64>::new();
+        let fft = planner.plan_fft_forward(n);
+        let mut output = fft.make_output_vec();
+        let mut sink = 0.0;
+        let started = Instant::now();
+        for i in 0..rounds {
+            let mut input: Vec<f64> = waves[i % 16].iter().map(|x| f64::from(*x)).collect();
+            fft.process(&mut input, &mut output).unwrap();
+            sink += output[1].re;
+        }
+        let bare = started.elapsed().as_secs_f64() / rounds as f64;
+        println!(
+            "  {n} samples: {:.1} us a waveform ({:.0} waveforms/s on one core); bare FFT {:.1} us: {:.2}x ({sink:.0})",
+            ours * 1e6,
+            1.0 / ours,
+            bare * 1e6,
+            ours / bare
+        );
+    }
+}
+
 fn main() {
     throughput();
     reduction();
+    bearing();
 }

@@ -99,8 +99,11 @@ impl Spectrum {
     /// The median amplitude: the noise floor of a spectrum made of a few tones and noise.
     pub fn median(&self) -> f64 {
         let mut a = self.amplitudes.clone();
-        a.sort_by(f64::total_cmp);
-        a.get(a.len() / 2).copied().unwrap_or(0.0)
+        let middle = a.len() / 2;
+        if a.is_empty() {
+            return 0.0;
+        }
+        *a.select_nth_unstable_by(middle, f64::total_cmp).1
     }
 
     /// The energy (sum of squared amplitudes) between `lo_hz` and `hi_hz`.
