@@ -61,30 +61,37 @@ pub struct Spectrum {
     pub amplitudes: Vec<f64>,
 }
 
-impl Spectrum {
+/// Makes spectra: the FFT plans and the Hann window of the last length, kept between waveforms.
+#[derive(Default)]
+pub struct Analyzer {
+    planner: RealFftPlanner<f64>,
+    window: Vec<f64>,
+    input: Vec<f64>,
+}
+
+impl Analyzer {
     /// The spectrum of `samples` taken at `sample_rate_hz`.
-    pub fn of(samples: &[f32], sample_rate_hz: f64, planner: &mut RealFftPlanner<f64>) -> Option<Self> {
+    pub fn spectrum(&mut self, samples: &[f32], sample_rate_hz: f64) -> Option<Spectrum> {
         let n = samples.len();
         if n < 8 || sample_rate_hz <= 0.0 {
             return None;
         }
-        let fft: Arc<dyn realfft::RealToComplex<f64>> = planner.plan_fft_forward(n);
-        let mut input: Vec<f64> = samples
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let hann = 0.5 - 0.5 * (std::f64::consts::TAU * i as f64 / n as f64).cos();
-                f64::from(*s) * hann
-            })
-            .collect();
+        if self.window.len() != n {
+            self.window = (0..n).map(|i| 0.5 - 0.5 * (std::f64::consts::TAU * i as f64 / n as f64).cos()).collect();
+        }
+        let fft: Arc<dyn realfft::RealToComplex<f64>> = self.planner.plan_fft_forward(n);
+        self.input.clear();
+        self.input.extend(samples.iter().zip(&self.window).map(|(s, w)| f64::from(*s) * w));
         let mut output = fft.make_output_vec();
-        fft.process(&mut input, &mut output).ok()?;
+        fft.process(&mut self.input, &mut output).ok()?;
         // One-sided amplitude, corrected for the Hann window's coherent gain of 1/2.
         let scale = 4.0 / n as f64;
         let amplitudes = output.iter().map(|c| c.norm() * scale).collect();
-        Some(Self { resolution_hz: sample_rate_hz / n as f64, amplitudes })
+        Some(Spectrum { resolution_hz: sample_rate_hz / n as f64, amplitudes })
     }
+}
 
+impl Spectrum {
     /// The highest amplitude within `bins` bins of `hz`.
     pub fn peak_near(&self, hz: f64, bins: usize) -> f64 {
         let k = (hz / self.resolution_hz).round() as usize;
@@ -147,7 +154,7 @@ pub struct BearingWatch {
     last_rpm: f64,
     baseline: Option<[f64; 4]>,
     raised: [bool; 4],
-    planner: RealFftPlanner<f64>,
+    analyzer: Analyzer,
 }
 
 impl BearingWatch {
@@ -164,7 +171,7 @@ impl BearingWatch {
             last_rpm: 0.0,
             baseline: None,
             raised: [false; 4],
-            planner: RealFftPlanner::new(),
+            analyzer: Analyzer::default(),
         }
     }
 
@@ -186,7 +193,7 @@ impl BearingWatch {
         if self.baseline.is_some() && (shaft_rpm - self.baseline_rpm).abs() > SAME_SPEED * self.baseline_rpm {
             return; // another operating point than the baseline's: amplitudes differ anyway
         }
-        let Some(spectrum) = Spectrum::of(samples, sample_rate_hz, &mut self.planner) else { return };
+        let Some(spectrum) = self.analyzer.spectrum(samples, sample_rate_hz) else { return };
         let now = spectrum.defect_amplitudes(shaft_hz, self.orders);
         let Some(baseline) = self.baseline else {
             self.learned.push(now);
@@ -275,15 +282,18 @@ mod tests {
 
     #[test]
     fn a_sine_shows_at_its_frequency_with_its_amplitude() {
-        let mut planner = RealFftPlanner::new();
-        let s = Spectrum::of(&waveform(4096, 4096.0, &[(100.0, 2.0), (300.0, 0.5)], 1), 4096.0, &mut planner).unwrap();
+        let mut analyzer = Analyzer::default();
+        let s = analyzer.spectrum(&waveform(4096, 4096.0, &[(100.0, 2.0), (300.0, 0.5)], 1), 4096.0).unwrap();
         assert_eq!(s.resolution_hz, 1.0);
         assert!((s.peak_near(100.0, 1) - 2.0).abs() < 0.05, "{}", s.peak_near(100.0, 1));
         assert!((s.peak_near(300.0, 1) - 0.5).abs() < 0.05);
         assert!(s.peak_near(200.0, 1) < 0.05);
         let energy = s.band_energy(90.0, 110.0);
         assert!(energy > 3.0 && energy < 6.0, "{energy}");
-        assert!(Spectrum::of(&[0.0; 4], 100.0, &mut planner).is_none());
+        assert!(analyzer.spectrum(&[0.0; 4], 100.0).is_none());
+        // Another length: the window is made anew for it.
+        let s = analyzer.spectrum(&waveform(1024, 1024.0, &[(100.0, 2.0)], 2), 1024.0).unwrap();
+        assert!((s.peak_near(100.0, 1) - 2.0).abs() < 0.05, "{}", s.peak_near(100.0, 1));
     }
 
     #[test]
