@@ -56,6 +56,18 @@ struct Bearing {
     shaft_speed: TagId,
 }
 
+impl Chain {
+    /// The steps that see every sample and every tick (the series condensing aside).
+    fn steps(&mut self) -> [Option<&mut dyn Transform>; 4] {
+        [
+            self.window.as_mut().map(|w| w as &mut dyn Transform),
+            self.alarms.as_mut().map(|a| a as &mut dyn Transform),
+            self.counter.as_mut().map(|c| c as &mut dyn Transform),
+            self.vibration.as_mut().map(|v| v as &mut dyn Transform),
+        ]
+    }
+}
+
 pub struct Condenser {
     tags: Arc<Vec<TagInfo>>,
     chains: Vec<Chain>,
@@ -104,13 +116,7 @@ impl Condenser {
                 }
                 None => outputs.extend(series),
             }
-            let steps = [
-                chain.window.as_mut().map(|w| w as &mut dyn Transform),
-                chain.alarms.as_mut().map(|a| a as &mut dyn Transform),
-                chain.counter.as_mut().map(|c| c as &mut dyn Transform),
-                chain.vibration.as_mut().map(|v| v as &mut dyn Transform),
-            ];
-            for step in steps.into_iter().flatten() {
+            for step in chain.steps().into_iter().flatten() {
                 step.on_sample(s, &mut outputs);
             }
             if let (Some(b), Some(Value::Waveform(w))) = (chain.bearing.as_mut(), s.value.as_ref())
@@ -136,14 +142,10 @@ impl Condenser {
         for i in 0..self.chains.len() {
             let chain = &mut self.chains[i];
             let class = chain.series_class;
-            let steps = [
-                chain.sdt.as_mut().map(|s| s as &mut dyn Transform),
-                chain.window.as_mut().map(|w| w as &mut dyn Transform),
-                chain.alarms.as_mut().map(|a| a as &mut dyn Transform),
-                chain.counter.as_mut().map(|c| c as &mut dyn Transform),
-                chain.vibration.as_mut().map(|v| v as &mut dyn Transform),
-            ];
-            for step in steps.into_iter().flatten() {
+            if let Some(sdt) = chain.sdt.as_mut() {
+                sdt.on_tick(now, &mut outputs);
+            }
+            for step in chain.steps().into_iter().flatten() {
                 step.on_tick(now, &mut outputs);
             }
             for o in outputs.drain(..) {
@@ -167,7 +169,9 @@ impl Condenser {
 /// The chain of `t`, the tag `id` of a device whose first tag is `first`.
 fn chain(config: &Config, id: TagId, tag: &TagInfo, t: &ModbusTag, first: usize) -> Chain {
     let e = &t.edge;
-    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    // The machine the tag belongs to: its asset path without the tag, and its name.
+    let device = tag.path.as_str().rsplit_once('/').map_or(tag.path.as_str(), |(d, _)| d);
+    let machine = device.rsplit('/').next().unwrap_or(device);
     let condensed = e.deadband.is_some() || e.swinging_door.is_some() || e.heartbeat.is_some();
     let waveform = matches!(t.data_type, DataType::Waveform { .. });
     let deadband = (!waveform && (condensed || e.production.is_none()))
@@ -186,11 +190,9 @@ fn chain(config: &Config, id: TagId, tag: &TagInfo, t: &ModbusTag, first: usize)
         Alarms::new(tag.path.clone(), c)
     });
     let counter = e.production.as_ref().map(|p| {
-        let device = tag.path.as_str().rsplit_once('/').map_or(tag.path.as_str(), |(d, _)| d);
-        let name = device.rsplit('/').next().unwrap_or(device).to_owned();
         Counter::new(CounterConfig {
             asset: airlock_model::AssetPath::parse(device).unwrap_or_else(|_| tag.path.clone()),
-            name,
+            name: machine.to_owned(),
             modulus: tag.counter_modulus,
             interval_ms: ms(config.edge.production_interval),
             shift_ms: ms(config.edge.shift),
@@ -199,10 +201,9 @@ fn chain(config: &Config, id: TagId, tag: &TagInfo, t: &ModbusTag, first: usize)
         })
     });
     let vibration = e.vibration.as_ref().map(|v| {
-        let device = tag.path.as_str().rsplit_once('/').map_or(tag.path.as_str(), |(d, _)| d);
         Vibration::new(VibrationConfig {
             asset: tag.path.clone(),
-            name: device.rsplit('/').next().unwrap_or(device).to_owned(),
+            name: machine.to_owned(),
             zones: iso_zones(v.group, v.rigid),
             advice_days: v.advice_days,
             trend_days: 7.0,
@@ -210,16 +211,20 @@ fn chain(config: &Config, id: TagId, tag: &TagInfo, t: &ModbusTag, first: usize)
     });
     let bearing = match (&e.bearing, t.data_type) {
         (Some(b), DataType::Waveform { rate_hz, .. }) => {
-            let device = tag.path.as_str().rsplit_once('/').map_or(tag.path.as_str(), |(d, _)| d);
             let geometry = BearingGeometry {
                 balls: b.balls,
                 ball_diameter_mm: b.ball_diameter_mm,
                 pitch_diameter_mm: b.pitch_diameter_mm,
                 contact_angle_deg: b.contact_angle_deg,
             };
-            let name = device.rsplit('/').next().unwrap_or(device);
             Some(Bearing {
-                watch: BearingWatch::new(tag.path.clone(), name, geometry, BEARING_BASELINE_WAVEFORMS, BEARING_GROWTH),
+                watch: BearingWatch::new(
+                    tag.path.clone(),
+                    machine,
+                    geometry,
+                    BEARING_BASELINE_WAVEFORMS,
+                    BEARING_GROWTH,
+                ),
                 sample_rate_hz: f64::from(rate_hz),
                 shaft_speed: TagId((first + b.shaft_speed_tag) as u32),
             })
@@ -238,8 +243,12 @@ fn chain(config: &Config, id: TagId, tag: &TagInfo, t: &ModbusTag, first: usize)
     }
 }
 
+/// A config duration as the edge's milliseconds.
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 fn oee_rule(config: &Config, d: &airlock_config::Device, o: &OeeSettings, first: usize, tags: &[TagInfo]) -> Oee {
-    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let tag = |i: usize| TagId((first + i) as u32);
     Oee::new(OeeConfig {
         asset: d.path.clone(),

@@ -195,21 +195,13 @@ impl DeviceTask {
             match answer {
                 Ok(Ok(Ok(data))) => {
                     self.exception_changed(i, 0, reported);
-                    self.decode(req, &data, now, &mut partial, &mut samples);
+                    self.decode(req, Ok(&data), now, &mut partial, &mut samples);
                 }
                 Ok(Ok(Err(code))) => {
                     DeviceHealth::count(&self.health.exceptions, 1);
                     self.exception_changed(i, u8::from(code), reported);
                     let reason = Reason::Exception(u8::from(code));
-                    for t in &req.tags {
-                        if t.parts > 1 {
-                            partial = Err(reason);
-                            if t.part + 1 < t.parts {
-                                continue;
-                            }
-                        }
-                        samples.push(Sample::bad(self.tag_id(t.index), reason, now));
-                    }
+                    self.decode(req, Err(reason), now, &mut partial, &mut samples);
                 }
                 Ok(Err(e)) => {
                     let error = e.to_string();
@@ -222,10 +214,11 @@ impl DeviceTask {
         None
     }
 
+    /// The samples of `req`'s tags from its answer: the data, or why the device refused it.
     fn decode(
         &self,
         req: &ReadRequest,
-        data: &Data,
+        answer: Result<&Data, Reason>,
         now: Timestamp,
         partial: &mut Result<Vec<u16>, Reason>,
         samples: &mut Vec<Sample>,
@@ -233,31 +226,28 @@ impl DeviceTask {
         for planned in &req.tags {
             let tag = &self.modbus.tags[planned.index];
             let at = usize::from(planned.offset);
-            if planned.parts > 1 {
+            let value = if planned.parts > 1 {
                 // A tag in parts: gather its words; decode once the last part is in.
                 if planned.part == 0 {
                     *partial = Ok(Vec::with_capacity(usize::from(tag.width())));
                 }
-                if let (Ok(words), Data::Words(w)) = (partial.as_mut(), data) {
-                    words.extend_from_slice(w.get(at..).unwrap_or(&[]));
+                match (answer, partial.as_mut()) {
+                    (Ok(Data::Words(w)), Ok(words)) => {
+                        let missing = usize::from(tag.width()).saturating_sub(words.len());
+                        words.extend(w.iter().skip(at).take(missing));
+                    }
+                    (Err(reason), _) => *partial = Err(reason),
+                    _ => {}
                 }
                 if planned.part + 1 < planned.parts {
                     continue;
                 }
-                let value = match std::mem::replace(partial, Ok(Vec::new())) {
-                    Ok(words) => decode_registers(tag, &words),
-                    Err(reason) => Err(reason),
-                };
-                let id = self.tag_id(planned.index);
-                samples.push(match value {
-                    Ok(v) => Sample::good(id, v, now),
-                    Err(reason) => Sample::bad(id, reason, now),
-                });
-                continue;
-            }
-            let value = match data {
-                Data::Words(w) => decode_registers(tag, w.get(at..).unwrap_or(&[])),
-                Data::Bits(b) => decode_bit(b.get(at..).unwrap_or(&[])),
+                std::mem::replace(partial, Ok(Vec::new())).and_then(|words| decode_registers(tag, &words))
+            } else {
+                answer.and_then(|data| match data {
+                    Data::Words(w) => decode_registers(tag, w.get(at..).unwrap_or(&[])),
+                    Data::Bits(b) => decode_bit(b.get(at..).unwrap_or(&[])),
+                })
             };
             let id = self.tag_id(planned.index);
             samples.push(match value {

@@ -118,19 +118,25 @@ async fn values_served_are_values_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waveform_wider_than_a_request_arrives_whole() {
-    // 300 samples at holding register 100..400: three requests of 125, 125 and 50 registers,
-    // then one tag of 300 samples, in order, signed and scaled.
+    // 300 samples at holding register 100..400: three requests of 125, 125 and 50 registers (the
+    // last joined by the tag right after it), then one tag of 300 samples, in order, signed and
+    // scaled.
     let mut banks = Banks::default();
     for i in 0..300u16 {
         banks.holding_registers[100 + usize::from(i)] = (i as i16 - 150) as u16;
     }
+    banks.holding_registers[400] = 4242;
     let s = serve("127.0.0.1:0".parse().unwrap(), Arc::new(Mutex::new(banks))).await.unwrap();
     let tags = "[[device.tag]]\nname = \"accel\"\nspace = \"holding_register\"\naddress = 100\ntype = \"waveform\"\n\
-                waveform_samples = 300\nsample_rate_hz = 1000\nscale = 0.5\n";
+                waveform_samples = 300\nsample_rate_hz = 1000\nscale = 0.5\n\
+                [[device.tag]]\nname = \"after\"\nspace = \"holding_register\"\naddress = 400\ntype = \"u16\"\n";
     let config = parse(&device("d", s.addr, "poll_interval_ms = 50", tags), Path::new("t.toml")).unwrap();
     let batches = run(&config, Duration::from_millis(400)).await;
-    let samples = samples_of(&batches, 0);
+    let all = samples_of(&batches, 0);
+    let (samples, after): (Vec<&Sample>, Vec<&Sample>) = all.iter().partition(|s| s.tag == TagId(0));
     assert!(samples.len() >= 2, "{} waveforms", samples.len());
+    assert!(after.iter().all(|s| s.value == Some(Value::U64(4242))), "{after:?}");
+    assert_eq!(after.len(), samples.len());
     let expected: Vec<f32> = (0..300).map(|i| (i as f32 - 150.0) * 0.5).collect();
     for sample in &samples {
         assert!(sample.quality.is_good(), "{sample:?}");
@@ -145,7 +151,7 @@ async fn a_waveform_wider_than_a_request_arrives_whole() {
     // A device that answers its parts with exceptions: one bad sample per poll, saying why.
     s.set_fault(Fault::Exception);
     let batches = run(&config, Duration::from_millis(400)).await;
-    let bad = samples_of(&batches, 0);
+    let bad: Vec<&Sample> = samples_of(&batches, 0).into_iter().filter(|s| s.tag == TagId(0)).collect();
     assert!(bad.len() >= 2, "{} samples", bad.len());
     assert_eq!(reasons(&bad), vec![Quality::Bad(Reason::Exception(4))]);
     let polls: std::collections::BTreeSet<u64> = batches.iter().map(|(_, b)| b.poll).collect();
