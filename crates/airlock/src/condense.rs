@@ -73,8 +73,10 @@ pub struct Condenser {
     chains: Vec<Chain>,
     /// Per device (by index), its OEE rule, fed the device's samples.
     oee: Vec<Option<Oee>>,
-    /// Each tag's last good numeric value (a bearing needs its shaft's speed).
-    latest: Vec<Option<f64>>,
+    /// Per tag, the last good value of a tag that is a bearing's shaft speed (rpm); `None` for
+    /// the others, which are not kept.
+    shaft_rpm: Vec<Option<f64>>,
+    is_shaft_speed: Vec<bool>,
     scratch: Vec<Output>,
 }
 
@@ -91,15 +93,21 @@ impl Condenser {
             }
             oee.push(d.oee.as_ref().map(|o| oee_rule(config, d, o, first, &tags)));
         }
-        let latest = vec![None; chains.len()];
-        Self { tags, chains, oee, latest, scratch: Vec::new() }
+        let mut is_shaft_speed = vec![false; chains.len()];
+        for b in chains.iter().filter_map(|c| c.bearing.as_ref()) {
+            is_shaft_speed[b.shaft_speed.0 as usize] = true;
+        }
+        let shaft_rpm = vec![None; chains.len()];
+        Self { tags, chains, oee, shaft_rpm, is_shaft_speed, scratch: Vec::new() }
     }
 
     pub fn on_samples(&mut self, samples: &[Sample], out: &mut Vec<Record>) {
         for s in samples {
             let Some(chain) = self.chains.get_mut(s.tag.0 as usize) else { continue };
-            if let Some(v) = s.value.as_ref().and_then(|v| v.as_f64()) {
-                self.latest[s.tag.0 as usize] = Some(v);
+            if self.is_shaft_speed[s.tag.0 as usize]
+                && let Some(rpm) = s.value.as_ref().and_then(|v| v.as_f64())
+            {
+                self.shaft_rpm[s.tag.0 as usize] = Some(rpm);
             }
             let mut series = Vec::new();
             if let Some(deadband) = chain.deadband.as_mut() {
@@ -120,7 +128,7 @@ impl Condenser {
                 step.on_sample(s, &mut outputs);
             }
             if let (Some(b), Some(Value::Waveform(w))) = (chain.bearing.as_mut(), s.value.as_ref())
-                && let Some(Some(rpm)) = self.latest.get(b.shaft_speed.0 as usize)
+                && let Some(Some(rpm)) = self.shaft_rpm.get(b.shaft_speed.0 as usize)
             {
                 b.watch.on_waveform(s.gateway_time, w, b.sample_rate_hz, *rpm, &mut outputs);
             }
