@@ -113,7 +113,7 @@ fn reduction() {
         let mut id = 0u32;
         for (i, m) in plant.machines.iter().enumerate() {
             airlock_sim::write_registers(m, &mut banks[i]);
-            let Protocol::ModbusTcp(device) = &config.devices[i].protocol;
+            let Protocol::ModbusTcp(device) = &config.devices[i].protocol else { continue };
             for tag in &device.tags {
                 if matches!(tag.data_type, airlock_config::DataType::Waveform { .. }) {
                     // Waveforms are left out: the reduction is over scalar samples; the bearing

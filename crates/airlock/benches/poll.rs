@@ -109,7 +109,7 @@ async fn run(config_text: &str, coalesce: bool, seconds: u64) -> Figures {
     let mut health = Vec::new();
     let mut first = 0;
     for (i, d) in config.devices.iter().enumerate() {
-        let task = DeviceTask::new(i, d, TagId(first), coalesce);
+        let task = modbus_task(i, d, TagId(first), coalesce);
         first += d.tag_count() as u32;
         health.push(task.health());
         tasks.spawn(task.run(tx.clone(), stop.clone()));
@@ -171,4 +171,12 @@ fn main() {
         coalesced.samples_per_s / single.samples_per_s
     );
     println!("  peak RSS of the gateway process: {:.1} MB", peak_rss_mb());
+}
+
+/// The device task of a Modbus device of the config.
+fn modbus_task(index: usize, device: &airlock_config::Device, first_tag: TagId, coalesce: bool) -> DeviceTask {
+    let airlock_config::Protocol::ModbusTcp(modbus) = &device.protocol else {
+        panic!("{} is not a Modbus device", device.name)
+    };
+    DeviceTask::new(index, device, modbus, first_tag, coalesce)
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use airlock_config::{Config, Protocol, SinkKind};
+use airlock_config::{Config, Payload, Protocol, ReadMode, Security, SinkKind};
 use airlock_model::TagId;
 use airlock_south_modbus::DeviceTask;
 
@@ -32,9 +32,40 @@ pub fn summary(config: &Config, file: &Path) -> String {
     );
     let mut total_requests = 0;
     for (i, d) in config.devices.iter().enumerate() {
-        let Protocol::ModbusTcp(m) = &d.protocol;
-        let coalesced = DeviceTask::new(i, d, TagId(0), true).requests().len();
-        let single = DeviceTask::new(i, d, TagId(0), false).requests().len();
+        let m = match &d.protocol {
+            Protocol::ModbusTcp(m) => m,
+            Protocol::OpcUa(o) => {
+                let how = match o.mode {
+                    ReadMode::Subscribe { publishing_interval } => {
+                        format!("subscription, published every {} ms", publishing_interval.as_millis())
+                    }
+                    ReadMode::Poll => format!("read every {} ms", d.poll_interval.as_millis()),
+                };
+                out += &format!(
+                    "  {:<12} opcua {} security {}: {} tags, {how}\n",
+                    d.name,
+                    o.endpoint,
+                    security_name(o.security),
+                    d.tags.len()
+                );
+                continue;
+            }
+            Protocol::Mqtt(m) => {
+                let payload = match &m.payload {
+                    Payload::Json => "JSON".to_owned(),
+                    Payload::SparkplugB { group_id, edge_node_id } => format!("Sparkplug B {group_id}/{edge_node_id}"),
+                };
+                out += &format!(
+                    "  {:<12} mqtt {} ({payload}, subscribe only): {} tags\n",
+                    d.name,
+                    m.address,
+                    d.tags.len()
+                );
+                continue;
+            }
+        };
+        let coalesced = DeviceTask::new(i, d, m, TagId(0), true).requests().len();
+        let single = DeviceTask::new(i, d, m, TagId(0), false).requests().len();
         total_requests += coalesced;
         out += &format!(
             "  {:<12} modbus_tcp {} unit {}: {} tags, {coalesced} requests per poll ({single} without coalescing), every {} ms, at most {} requests/s\n",
@@ -83,4 +114,8 @@ fn sink_summary(kind: &SinkKind) -> String {
             format!("{scheme}://{}:{} QoS {}, {profile}", m.host, m.port, m.qos)
         }
     }
+}
+
+fn security_name(s: Security) -> &'static str {
+    Security::ALL.iter().find(|(_, x)| *x == s).map_or("?", |(n, _)| n)
 }

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use airlock_config::{Config, DataType, ModbusTag, OeeSettings, Protocol};
+use airlock_config::{Config, DataType, OeeSettings, Tag};
 use airlock_edge::alarm::{AlarmConfig, Alarms};
 use airlock_edge::counter::{Counter, CounterConfig};
 use airlock_edge::deadband::Deadband;
@@ -85,9 +85,8 @@ impl Condenser {
         let mut chains = Vec::new();
         let mut oee = Vec::new();
         for d in &config.devices {
-            let Protocol::ModbusTcp(m) = &d.protocol;
             let first = chains.len();
-            for t in &m.tags {
+            for t in &d.tags {
                 let id = TagId(chains.len() as u32);
                 chains.push(chain(config, id, &tags[id.0 as usize], t, first));
             }
@@ -175,7 +174,7 @@ impl Condenser {
 }
 
 /// The chain of `t`, the tag `id` of a device whose first tag is `first`.
-fn chain(config: &Config, id: TagId, tag: &TagInfo, t: &ModbusTag, first: usize) -> Chain {
+fn chain(config: &Config, id: TagId, tag: &TagInfo, t: &Tag, first: usize) -> Chain {
     let e = &t.edge;
     // The machine the tag belongs to: its asset path without the tag, and its name.
     let device = tag.path.as_str().rsplit_once('/').map_or(tag.path.as_str(), |(d, _)| d);

@@ -55,8 +55,7 @@ pub struct TagInfo {
 pub fn tag_table(config: &Config) -> Vec<TagInfo> {
     let mut tags = Vec::new();
     for (device, d) in config.devices.iter().enumerate() {
-        let Protocol::ModbusTcp(m) = &d.protocol;
-        tags.extend(m.tags.iter().map(|t| TagInfo {
+        tags.extend(d.tags.iter().map(|t| TagInfo {
             name: t.name.clone(),
             path: t.path.clone(),
             unit: t.unit.clone(),
@@ -130,10 +129,16 @@ impl Gateway {
         let mut health = Vec::new();
         let mut first_tag = 0u32;
         for (i, d) in config.devices.iter().enumerate() {
-            let task = DeviceTask::new(i, d, TagId(first_tag), true);
+            let (tx, stop, first) = (tx.clone(), stop.clone(), TagId(first_tag));
             first_tag += d.tag_count() as u32;
-            health.push(task.health());
-            devices.spawn(task.run(tx.clone(), stop.clone()));
+            match &d.protocol {
+                Protocol::ModbusTcp(m) => {
+                    let task = DeviceTask::new(i, d, m, first, true);
+                    health.push(task.health());
+                    devices.spawn(task.run(tx, stop));
+                }
+                Protocol::OpcUa(_) | Protocol::Mqtt(_) => todo!(),
+            }
         }
 
         let collector_health = Arc::new(CollectorHealth::default());

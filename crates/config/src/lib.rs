@@ -8,6 +8,8 @@
 
 mod error;
 pub mod modbus;
+pub mod mqtt;
+pub mod opcua;
 mod raw;
 mod validate;
 
@@ -18,6 +20,8 @@ use airlock_model::AssetPath;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use modbus::{DataType, ModbusDevice, ModbusTag, Space, WordOrder};
+pub use mqtt::{MqttDevice, MqttSource, Payload};
+pub use opcua::{Identity, OpcUaDevice, OpcUaNode, ReadMode, Security};
 
 /// A validated configuration: every value in range, every name resolved.
 #[derive(Debug, Clone)]
@@ -230,22 +234,60 @@ pub struct Device {
     pub rate_max_per_s: f64,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// The device's tags, whatever the protocol; a tag's index here is its index in the
+    /// protocol's own list.
+    pub tags: Vec<Tag>,
     pub protocol: Protocol,
     pub oee: Option<OeeSettings>,
+}
+
+/// One value of a device, as the edge and the store see it, whatever protocol reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tag {
+    pub name: String,
+    /// The tag's place: the device path with the tag name appended.
+    pub path: AssetPath,
+    /// What kind of value it is (for OPC UA and MQTT tags, `f64` unless configured).
+    pub data_type: DataType,
+    /// Engineering unit, e.g. `mm/s`, `degC`, `parts`.
+    pub unit: Option<String>,
+    /// What the edge does with this tag's samples.
+    pub edge: TagEdge,
 }
 
 /// How a device is read. A closed set: one variant per southbound driver.
 #[derive(Debug, Clone)]
 pub enum Protocol {
     ModbusTcp(ModbusDevice),
+    OpcUa(OpcUaDevice),
+    /// An OT-side MQTT broker, subscribed to (never published to).
+    Mqtt(MqttDevice),
+}
+
+impl Protocol {
+    /// The name used in the config's `protocol` key.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Protocol::ModbusTcp(_) => "modbus_tcp",
+            Protocol::OpcUa(_) => "opcua",
+            Protocol::Mqtt(_) => "mqtt",
+        }
+    }
+
+    /// Where the device is: `host:port` or an `opc.tcp://` endpoint.
+    pub fn address(&self) -> &str {
+        match self {
+            Protocol::ModbusTcp(m) => &m.address,
+            Protocol::OpcUa(o) => &o.endpoint,
+            Protocol::Mqtt(m) => &m.address,
+        }
+    }
 }
 
 impl Device {
     /// The number of tags configured on this device.
     pub fn tag_count(&self) -> usize {
-        match &self.protocol {
-            Protocol::ModbusTcp(m) => m.tags.len(),
-        }
+        self.tags.len()
     }
 }
 

@@ -83,6 +83,11 @@ impl DataType {
         })
     }
 
+    /// Whether values of this type are single numbers (not bool, text or waveform).
+    pub fn is_number(self) -> bool {
+        !matches!(self, DataType::Bool | DataType::String { .. } | DataType::Waveform { .. })
+    }
+
     /// Registers this type takes (a bool in a register takes that one register).
     pub fn registers(self) -> u16 {
         match self {
@@ -138,7 +143,7 @@ pub struct ModbusDevice {
     pub tags: Vec<ModbusTag>,
 }
 
-/// One value read from a Modbus device.
+/// Where and how one tag is read from a Modbus device (its edge settings are on [`crate::Tag`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModbusTag {
     pub name: String,
@@ -154,10 +159,6 @@ pub struct ModbusTag {
     /// Engineering value = raw * scale + offset (numbers only).
     pub scale: f64,
     pub offset: f64,
-    /// Engineering unit, e.g. `mm/s`, `degC`, `parts`.
-    pub unit: Option<String>,
-    /// What the edge does with this tag's samples.
-    pub edge: crate::TagEdge,
 }
 
 impl ModbusTag {

@@ -57,7 +57,7 @@ fn a_good_config_validates_into_typed_values() {
     assert_eq!(d.path.as_str(), "acme/dortmund/pressing/line3/cell1/press1");
     assert_eq!(d.poll_interval.as_millis(), 250);
     assert_eq!(d.rate_max_per_s, 5.0);
-    let Protocol::ModbusTcp(m) = &d.protocol;
+    let Protocol::ModbusTcp(m) = &d.protocol else { panic!("not a Modbus device") };
     assert_eq!(m.tags[0].space, Space::InputRegister);
     assert_eq!(m.tags[0].data_type, DataType::F32);
     assert_eq!(m.tags[0].order, WordOrder::Abcd);
@@ -433,8 +433,7 @@ fn replay_modes() {
 fn edge_settings_of_a_tag_and_their_mistakes() {
     let tag = TAG.replace("type = \"f32\"", "type = \"f32\"\ndeadband_percent = 2\nspan_min = 0\nspan_max = 50\nswinging_door_dev = 0.5\nwindow_s = 60\nalarm_high = 80\nalarm_hysteresis = 2\nstale_s = 30");
     let config = parse(&with("", &tag), Path::new("plant.toml")).unwrap();
-    let Protocol::ModbusTcp(m) = &config.devices[0].protocol;
-    let e = &m.tags[0].edge;
+    let e = &config.devices[0].tags[0].edge;
     assert_eq!(e.deadband, Some(1.0));
     assert_eq!(e.swinging_door.map(|(d, max)| (d, max.as_secs())), Some((0.5, 3600)));
     assert_eq!(e.window.map(|w| w.as_secs()), Some(60));
@@ -477,10 +476,10 @@ shaft_speed_tag = "speed"
 fn a_waveform_with_a_bearing_validates() {
     let text = with("", &format!("{TAG}{WAVEFORM}"));
     let config = parse(&text, Path::new("plant.toml")).unwrap();
-    let Protocol::ModbusTcp(m) = &config.devices[0].protocol;
+    let Protocol::ModbusTcp(m) = &config.devices[0].protocol else { panic!("not a Modbus device") };
     assert_eq!(m.tags[1].data_type, DataType::Waveform { samples: 512, rate_hz: 512 });
     assert_eq!(m.tags[1].width(), 512);
-    let b = m.tags[1].edge.bearing.as_ref().unwrap();
+    let b = config.devices[0].tags[1].edge.bearing.as_ref().unwrap();
     assert_eq!((b.balls, b.shaft_speed_tag, b.contact_angle_deg), (9, 0, 0.0));
     assert_eq!((b.ball_diameter_mm, b.pitch_diameter_mm), (7.94, 39.04));
 }

@@ -15,5 +15,5 @@ mod time;
 pub use asset::{AssetPath, AssetPathError, check_segment};
 pub use event::{Event, Severity};
 pub use health::{DeviceHealth, LinkState};
-pub use sample::{Quality, Reason, Sample, TagId, Value};
+pub use sample::{Quality, Reason, Sample, SampleBatch, TagId, Value};
 pub use time::Timestamp;

@@ -62,6 +62,11 @@ pub enum Reason {
     CommsLost,
     /// No fresh value arrived for longer than the tag allows.
     Stale,
+    /// The source itself marked the value not good: an OPC UA StatusCode's high 16 bits
+    /// (e.g. `0x8034` BadNodeIdUnknown, `0x408f` UncertainLastUsableValue).
+    SourceStatus(u16),
+    /// The source announced that it went offline (a Sparkplug NDEATH or DDEATH).
+    SourceOffline,
 }
 
 impl fmt::Display for Reason {
@@ -73,6 +78,8 @@ impl fmt::Display for Reason {
             Reason::NotFinite => f.write_str("not a finite number"),
             Reason::CommsLost => f.write_str("comms lost"),
             Reason::Stale => f.write_str("stale"),
+            Reason::SourceStatus(code) => write!(f, "source status {code:#06x}"),
+            Reason::SourceOffline => f.write_str("source offline"),
         }
     }
 }
@@ -139,6 +146,18 @@ impl Sample {
     pub fn bad(tag: TagId, reason: Reason, gateway_time: Timestamp) -> Self {
         Self { tag, value: None, quality: Quality::Bad(reason), source_time: None, gateway_time }
     }
+}
+
+/// Samples of one device handed on together: a Modbus request's answer, an OPC UA publish, an
+/// MQTT message. Sent as soon as they are in, so no sample waits behind the rest of its poll.
+#[derive(Debug)]
+pub struct SampleBatch {
+    /// The device's index in the config.
+    pub device: usize,
+    /// The device's poll counter: batches of one poll share it (drivers without polls count
+    /// their batches).
+    pub poll: u64,
+    pub samples: Vec<Sample>,
 }
 
 #[cfg(test)]

@@ -1,5 +1,4 @@
-//! Sparkplug B, send-only: the payload types (written from the public `sparkplug_b.proto` of
-//! Eclipse Tahu as prost structs, so no `protoc` is needed) and the edge node's state: which
+//! Sparkplug B, send-only: the edge node's state (the payload types are in `airlock-sparkplug`): which
 //! metrics each device has, their aliases and types, `bdSeq` and the 0–255 message `seq`.
 //!
 //! What airlock publishes, for edge node `E` in group `G`:
@@ -27,79 +26,7 @@ use std::collections::BTreeMap;
 use airlock_model::Timestamp;
 use serde_json::Value;
 
-pub mod proto {
-    //! The Sparkplug B payload, as in `sparkplug_b.proto` (proto2), the parts airlock sends.
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Payload {
-        #[prost(uint64, optional, tag = "1")]
-        pub timestamp: Option<u64>,
-        #[prost(message, repeated, tag = "2")]
-        pub metrics: Vec<Metric>,
-        #[prost(uint64, optional, tag = "3")]
-        pub seq: Option<u64>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Metric {
-        #[prost(string, optional, tag = "1")]
-        pub name: Option<String>,
-        #[prost(uint64, optional, tag = "2")]
-        pub alias: Option<u64>,
-        #[prost(uint64, optional, tag = "3")]
-        pub timestamp: Option<u64>,
-        #[prost(uint32, optional, tag = "4")]
-        pub datatype: Option<u32>,
-        #[prost(bool, optional, tag = "5")]
-        pub is_historical: Option<bool>,
-        #[prost(bool, optional, tag = "7")]
-        pub is_null: Option<bool>,
-        #[prost(message, optional, tag = "9")]
-        pub properties: Option<PropertySet>,
-        #[prost(oneof = "MetricValue", tags = "10, 11, 13, 14, 15")]
-        pub value: Option<MetricValue>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum MetricValue {
-        #[prost(uint32, tag = "10")]
-        Int(u32),
-        #[prost(uint64, tag = "11")]
-        Long(u64),
-        #[prost(double, tag = "13")]
-        Double(f64),
-        #[prost(bool, tag = "14")]
-        Boolean(bool),
-        #[prost(string, tag = "15")]
-        String(String),
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PropertySet {
-        #[prost(string, repeated, tag = "1")]
-        pub keys: Vec<String>,
-        #[prost(message, repeated, tag = "2")]
-        pub values: Vec<PropertyValue>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PropertyValue {
-        #[prost(uint32, optional, tag = "1")]
-        pub r#type: Option<u32>,
-        #[prost(uint32, optional, tag = "3")]
-        pub int_value: Option<u32>,
-    }
-}
-
-/// Sparkplug B datatype codes.
-pub mod datatype {
-    pub const INT32: u32 = 3;
-    pub const INT64: u32 = 4;
-    pub const UINT64: u32 = 8;
-    pub const DOUBLE: u32 = 10;
-    pub const BOOLEAN: u32 = 11;
-    pub const STRING: u32 = 12;
-}
+pub use airlock_sparkplug::{datatype, proto};
 
 /// One message to publish.
 #[derive(Debug, Clone, PartialEq)]

@@ -127,8 +127,6 @@ mod tests {
             bit: None,
             scale,
             offset,
-            unit: None,
-            edge: Default::default(),
         }
     }
 

@@ -18,8 +18,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_config::{Device, ModbusDevice, Protocol, Space};
-use airlock_model::{DeviceHealth, LinkState, Reason, Sample, TagId, Timestamp};
+use airlock_config::{Device, ModbusDevice, Space};
+use airlock_model::{DeviceHealth, LinkState, Reason, Sample, SampleBatch, TagId, Timestamp};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{MissedTickBehavior, timeout};
@@ -30,17 +30,6 @@ use crate::decode::{decode_bit, decode_registers};
 use crate::guard::Guarded;
 use crate::pacer::{Backoff, Pacer};
 use crate::plan::{PlanLimits, ReadRequest, plan};
-
-/// The samples of one request of one poll of a device, sent as soon as its answer is in (so a
-/// slow rate cap delays no sample behind the rest of its poll).
-#[derive(Debug)]
-pub struct SampleBatch {
-    /// The device's index in the config.
-    pub device: usize,
-    /// The device's poll counter: batches of one poll share it.
-    pub poll: u64,
-    pub samples: Vec<Sample>,
-}
 
 /// Why a device is unreachable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,10 +79,10 @@ pub struct DeviceTask {
 }
 
 impl DeviceTask {
-    /// A task for config device `index`, whose tags get ids from `first_tag` on, in config order.
-    /// `coalesce: false` plans one request per tag (the benchmark's baseline).
-    pub fn new(index: usize, device: &Device, first_tag: TagId, coalesce: bool) -> Self {
-        let Protocol::ModbusTcp(modbus) = &device.protocol;
+    /// A task for config device `index` (a Modbus device: `modbus` is its protocol part), whose
+    /// tags get ids from `first_tag` on, in config order. `coalesce: false` plans one request
+    /// per tag (the benchmark's baseline).
+    pub fn new(index: usize, device: &Device, modbus: &ModbusDevice, first_tag: TagId, coalesce: bool) -> Self {
         let limits =
             PlanLimits { max_gap_registers: modbus.max_gap_registers, max_gap_bits: modbus.max_gap_bits, coalesce };
         Self {

@@ -13,5 +13,6 @@ pub mod guard;
 pub mod pacer;
 pub mod plan;
 
-pub use driver::{DeviceTask, SampleBatch};
+pub use airlock_model::SampleBatch;
+pub use driver::DeviceTask;
 pub use plan::{PlanLimits, PlannedTag, ReadRequest, plan};

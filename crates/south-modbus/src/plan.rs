@@ -113,8 +113,6 @@ mod tests {
             bit: None,
             scale: 1.0,
             offset: 0.0,
-            unit: None,
-            edge: Default::default(),
         }
     }
 

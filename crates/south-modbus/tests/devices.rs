@@ -43,7 +43,7 @@ async fn run(config: &Config, run_for: Duration) -> Vec<(Instant, SampleBatch)> 
     let mut tasks = tokio::task::JoinSet::new();
     let mut first = 0;
     for (i, d) in config.devices.iter().enumerate() {
-        tasks.spawn(DeviceTask::new(i, d, TagId(first), true).run(tx.clone(), stop.clone()));
+        tasks.spawn(modbus_task(i, d, TagId(first), true).run(tx.clone(), stop.clone()));
         first += d.tag_count() as u32;
     }
     drop(tx);
@@ -254,4 +254,12 @@ async fn the_rate_cap_holds_whatever_the_poll_interval() {
     }
     assert!(times.len() <= 81, "{} requests in 2 s under a 40/s cap", times.len());
     assert_reads_only(&s);
+}
+
+/// The device task of a Modbus device of the config.
+fn modbus_task(index: usize, device: &airlock_config::Device, first_tag: TagId, coalesce: bool) -> DeviceTask {
+    let airlock_config::Protocol::ModbusTcp(modbus) = &device.protocol else {
+        panic!("{} is not a Modbus device", device.name)
+    };
+    DeviceTask::new(index, device, modbus, first_tag, coalesce)
 }

@@ -137,7 +137,7 @@ async fn values_read_from_pymodbus_equal_values_served() {
         peer.port
     );
     let config = parse(&text, Path::new("pymodbus.toml")).unwrap();
-    let task = DeviceTask::new(0, &config.devices[0], TagId(0), true);
+    let task = modbus_task(0, &config.devices[0], TagId(0), true);
     assert!(task.requests().len() < specs.len() / 4, "{} requests for {} tags", task.requests().len(), specs.len());
     let (tx, mut rx) = mpsc::channel(64);
     let (stop_tx, stop) = watch::channel(false);
@@ -166,4 +166,12 @@ async fn values_read_from_pymodbus_equal_values_served() {
     let functions = peer.functions();
     assert!(!functions.is_empty());
     assert!(functions.iter().all(|f| (1..=4).contains(f)), "function codes received: {functions:?}");
+}
+
+/// The device task of a Modbus device of the config.
+fn modbus_task(index: usize, device: &airlock_config::Device, first_tag: TagId, coalesce: bool) -> DeviceTask {
+    let airlock_config::Protocol::ModbusTcp(modbus) = &device.protocol else {
+        panic!("{} is not a Modbus device", device.name)
+    };
+    DeviceTask::new(index, device, modbus, first_tag, coalesce)
 }

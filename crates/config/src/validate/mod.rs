@@ -8,12 +8,14 @@ use std::time::Duration;
 use airlock_model::{AssetPath, check_segment};
 use toml::Spanned;
 
+mod source;
+
 use crate::modbus::{DataType, ModbusDevice, ModbusTag, Space, WordOrder};
 use crate::raw::RawSink;
 use crate::raw::{RawConfig, RawDevice, RawTag};
 use crate::{
     BearingSettings, Config, ConfigError, ConfigErrors, Device, Edge, Gateway, HttpSink, MqttSink, OeeSettings,
-    Production, Protocol, Replay, Secret, Sink, SinkKind, Sparkplug, Store, TagAlarms, TagEdge, VibrationSettings,
+    Production, Protocol, Replay, Secret, Sink, SinkKind, Sparkplug, Store, Tag, TagAlarms, TagEdge, VibrationSettings,
 };
 
 /// Defaults, stated once (and in `docs/config.md`).
@@ -104,6 +106,16 @@ fn gateway(c: &mut Checker, raw: &RawConfig) -> Gateway {
     }
 }
 
+/// The southbound protocols a device may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Modbus,
+    OpcUa,
+    Mqtt,
+}
+
+const KINDS: [(&str, Kind); 3] = [("modbus_tcp", Kind::Modbus), ("opcua", Kind::OpcUa), ("mqtt", Kind::Mqtt)];
+
 fn device(c: &mut Checker, d: &RawDevice) -> Option<Device> {
     let k = |key: &str| format!("device[{}].{key}", d.name.get_ref());
     c.segment(&d.name, k("name"));
@@ -119,11 +131,19 @@ fn device(c: &mut Checker, d: &RawDevice) -> Option<Device> {
             None
         }
     };
-    if d.protocol.get_ref() != "modbus_tcp" {
-        let msg = format!("unknown protocol {:?}; expected \"modbus_tcp\"", d.protocol.get_ref());
+    let kind = KINDS.iter().find(|(n, _)| n == d.protocol.get_ref()).map(|(_, k)| *k);
+    if kind.is_none() {
+        let msg =
+            format!("unknown protocol {:?}; expected \"modbus_tcp\", \"opcua\" or \"mqtt\"", d.protocol.get_ref());
         c.err(d.protocol.span(), k("protocol"), msg);
     }
-    check_address(c, &d.address, k("address"));
+    if let Some(kind) = kind {
+        source::refuse_device_keys(c, d, kind);
+    }
+    match kind {
+        Some(Kind::OpcUa) => source::check_endpoint(c, &d.address, k("address")),
+        _ => check_address(c, &d.address, k("address")),
+    }
     let poll_ms = c.int(&d.poll_interval_ms, &k("poll_interval_ms"), 1, INTERVAL_MS_MAX, POLL_INTERVAL_MS_DEFAULT);
     let timeout_ms = c.int(&d.timeout_ms, &k("timeout_ms"), 1, INTERVAL_MS_MAX, TIMEOUT_MS_DEFAULT);
     let backoff_initial_ms =
@@ -136,32 +156,89 @@ fn device(c: &mut Checker, d: &RawDevice) -> Option<Device> {
         c.err(s.span(), k("backoff_max_ms"), msg);
     }
     let rate = rate_max_per_s(c, &d.rate_max_per_s, k("rate_max_per_s"));
-    let unit_id = c.int(&d.unit_id, &k("unit_id"), 0, 255, UNIT_ID_DEFAULT);
-    let max_gap_registers = c.int(&d.max_gap_registers, &k("max_gap_registers"), 0, 124, 0);
-    let max_gap_bits = c.int(&d.max_gap_bits, &k("max_gap_bits"), 0, 1999, 0);
     if d.tag.is_empty() {
         c.err(d.name.span(), k("tag"), "the device has no [[device.tag]]".into());
     }
-    let tags = tags(c, d, path.as_ref());
+    let poll_interval = Duration::from_millis(poll_ms.unsigned_abs());
+    let (tags, protocol) = match kind? {
+        Kind::Modbus => {
+            let (tags, modbus) = modbus_device(c, d, path.as_ref());
+            (tags, Protocol::ModbusTcp(modbus))
+        }
+        Kind::OpcUa => {
+            let (tags, opcua) = source::opcua_device(c, d, path.as_ref(), poll_interval);
+            (tags, Protocol::OpcUa(opcua?))
+        }
+        Kind::Mqtt => {
+            let (tags, mqtt) = source::mqtt_device(c, d, path.as_ref());
+            (tags, Protocol::Mqtt(mqtt?))
+        }
+    };
     let oee = oee(c, d);
     let path = path?;
     Some(Device {
         name: d.name.get_ref().clone(),
         path,
-        poll_interval: Duration::from_millis(poll_ms.unsigned_abs()),
+        poll_interval,
         timeout: Duration::from_millis(timeout_ms.unsigned_abs()),
         rate_max_per_s: rate,
         backoff_initial: Duration::from_millis(backoff_initial_ms.unsigned_abs()),
         backoff_max: Duration::from_millis(backoff_max_ms.unsigned_abs()),
         oee,
-        protocol: Protocol::ModbusTcp(ModbusDevice {
-            address: d.address.get_ref().clone(),
-            unit_id: u8::try_from(unit_id).unwrap_or(1),
-            max_gap_registers: u16::try_from(max_gap_registers).unwrap_or(0),
-            max_gap_bits: u16::try_from(max_gap_bits).unwrap_or(0),
-            tags,
-        }),
+        tags,
+        protocol,
     })
+}
+
+fn modbus_device(c: &mut Checker, d: &RawDevice, device_path: Option<&AssetPath>) -> (Vec<Tag>, ModbusDevice) {
+    let k = |key: &str| format!("device[{}].{key}", d.name.get_ref());
+    let unit_id = c.int(&d.unit_id, &k("unit_id"), 0, 255, UNIT_ID_DEFAULT);
+    let max_gap_registers = c.int(&d.max_gap_registers, &k("max_gap_registers"), 0, 124, 0);
+    let max_gap_bits = c.int(&d.max_gap_bits, &k("max_gap_bits"), 0, 1999, 0);
+    let mut placed = Vec::new();
+    let mut tags = Vec::new();
+    for_each_tag(c, d, device_path, Kind::Modbus, |c, t, key, tag| {
+        if let Some(m) = modbus_tag(c, t, key, tag.as_ref())
+            && let (Some(tag), Some(span)) = (tag, t.address.as_ref().map(|a| a.span()))
+        {
+            placed.push((m, span));
+            tags.push(tag);
+        }
+    });
+    check_overlaps(c, d, &placed);
+    let modbus = ModbusDevice {
+        address: d.address.get_ref().clone(),
+        unit_id: u8::try_from(unit_id).unwrap_or(1),
+        max_gap_registers: u16::try_from(max_gap_registers).unwrap_or(0),
+        max_gap_bits: u16::try_from(max_gap_bits).unwrap_or(0),
+        tags: placed.into_iter().map(|(t, _)| t).collect(),
+    };
+    (tags, modbus)
+}
+
+/// Walks a device's tags: names unique, the protocol-neutral part checked; `each` gets every
+/// tag (with its neutral part when that is valid) to check and keep its protocol part.
+fn for_each_tag(
+    c: &mut Checker,
+    d: &RawDevice,
+    device_path: Option<&AssetPath>,
+    kind: Kind,
+    mut each: impl FnMut(&mut Checker, &RawTag, &str, Option<Tag>),
+) {
+    let mut names: HashMap<&str, Range<usize>> = HashMap::new();
+    let siblings: Vec<&str> = d.tag.iter().map(|t| t.get_ref().name.get_ref().as_str()).collect();
+    for t in &d.tag {
+        let t = t.get_ref();
+        let key = format!("device[{}].tag[{}]", d.name.get_ref(), t.name.get_ref());
+        if let Some(first) = names.insert(t.name.get_ref(), t.name.span()) {
+            let (line, _) = line_of(c.text, first.start);
+            let msg = format!("tag name {:?} is already used on this device on line {line}", t.name.get_ref());
+            c.err(t.name.span(), format!("{key}.name"), msg);
+        }
+        source::refuse_tag_keys(c, t, &key, kind);
+        let tag = tag(c, t, &key, device_path, &siblings, kind);
+        each(c, t, &key, tag);
+    }
 }
 
 fn check_address(c: &mut Checker, address: &Spanned<String>, key: String) {
@@ -188,49 +265,70 @@ fn rate_max_per_s(c: &mut Checker, v: &Option<Spanned<f64>>, key: String) -> f64
     }
 }
 
-fn tags(c: &mut Checker, d: &RawDevice, device_path: Option<&AssetPath>) -> Vec<ModbusTag> {
-    let mut names: HashMap<&str, Range<usize>> = HashMap::new();
-    let mut out = Vec::new();
-    for t in &d.tag {
-        let t = t.get_ref();
-        let key = format!("device[{}].tag[{}]", d.name.get_ref(), t.name.get_ref());
-        if let Some(first) = names.insert(t.name.get_ref(), t.name.span()) {
-            let (line, _) = line_of(c.text, first.start);
-            let msg = format!("tag name {:?} is already used on this device on line {line}", t.name.get_ref());
-            c.err(t.name.span(), format!("{key}.name"), msg);
-        }
-        let siblings: Vec<&str> = d.tag.iter().map(|t| t.get_ref().name.get_ref().as_str()).collect();
-        if let Some(tag) = tag(c, t, &key, device_path, &siblings) {
-            out.push((tag, t.address.span()));
-        }
-    }
-    check_overlaps(c, d, &out);
-    out.into_iter().map(|(t, _)| t).collect()
+/// Where a tag's type is written, or its name when the type is not given.
+fn type_span(t: &RawTag) -> Range<usize> {
+    t.data_type.as_ref().map_or_else(|| t.name.span(), |d| d.span())
 }
 
+/// The protocol-neutral part of a tag: name, type, unit, edge settings.
 fn tag(
     c: &mut Checker,
     t: &RawTag,
     key: &str,
     device_path: Option<&AssetPath>,
     siblings: &[&str],
-) -> Option<ModbusTag> {
+    kind: Kind,
+) -> Option<Tag> {
+    c.segment(&t.name, format!("{key}.name"));
+    let data_type = match &t.data_type {
+        Some(name) => data_type(c, t, name, key, kind == Kind::Modbus),
+        None if kind == Kind::Modbus => {
+            let msg = format!("a Modbus tag needs type ({})", DataType::NAMES.join(", "));
+            c.err(t.name.span(), format!("{key}.type"), msg);
+            None
+        }
+        None => {
+            data_type_keys_only_for_their_type(c, t, key, "");
+            Some(DataType::F64)
+        }
+    };
+    let edge = tag_edge(c, t, key, data_type.unwrap_or(DataType::F64), siblings);
+    Some(Tag {
+        name: t.name.get_ref().clone(),
+        path: device_path?.child(t.name.get_ref()).ok()?,
+        data_type: data_type?,
+        unit: t.unit.as_ref().map(|u| u.get_ref().clone()),
+        edge,
+    })
+}
+
+/// The Modbus part of a tag: space, address, order, bit, scale.
+fn modbus_tag(c: &mut Checker, t: &RawTag, key: &str, tag: Option<&Tag>) -> Option<ModbusTag> {
     let k = |field: &str| format!("{key}.{field}");
-    c.segment(&t.name, k("name"));
-    let space = lookup(c, &t.space, &Space::ALL, k("space"));
+    let space = match &t.space {
+        Some(s) => lookup(c, s, &Space::ALL, k("space")),
+        None => {
+            c.err(t.name.span(), k("space"), "a Modbus tag needs space".into());
+            None
+        }
+    };
     let order = match &t.order {
         Some(o) => lookup(c, o, &WordOrder::ALL, k("order")),
         None => Some(WordOrder::Abcd),
     };
-    let data_type = data_type(c, t, key);
-    let address = c.int(&Some(t.address.clone()), &k("address"), 0, 65_535, 0);
+    let Some(raw_address) = &t.address else {
+        c.err(t.name.span(), k("address"), "a Modbus tag needs address".into());
+        return None;
+    };
+    let address = c.int(&Some(raw_address.clone()), &k("address"), 0, 65_535, 0);
     let bit = t.bit.as_ref().map(|b| c.int(&Some(b.clone()), &k("bit"), 0, 15, 0));
-    let (space, data_type, order) = (space?, data_type?, order?);
+    let (space, order, tag) = (space?, order?, tag?);
+    let data_type = tag.data_type;
     check_type_fits_space(c, t, key, space, data_type, bit.is_some());
     let width = if space.is_bit() { 1 } else { i64::from(data_type.registers()) };
     if address + width > 65_536 {
         let msg = format!("{address} + {width} runs past the last address 65535");
-        c.err(t.address.span(), k("address"), msg);
+        c.err(raw_address.span(), k("address"), msg);
     }
     let scale = finite(c, &t.scale, k("scale"), 1.0);
     let offset = finite(c, &t.offset, k("offset"), 0.0);
@@ -238,8 +336,8 @@ fn tag(
         c.err(t.scale.as_ref().map_or(0..0, |s| s.span()), k("scale"), "0 would erase every value".into());
     }
     Some(ModbusTag {
-        name: t.name.get_ref().clone(),
-        path: device_path?.child(t.name.get_ref()).ok()?,
+        name: tag.name.clone(),
+        path: tag.path.clone(),
         space,
         address: u16::try_from(address).ok()?,
         data_type,
@@ -247,8 +345,6 @@ fn tag(
         bit: bit.and_then(|b| u8::try_from(b).ok()),
         scale,
         offset,
-        unit: t.unit.as_ref().map(|u| u.get_ref().clone()),
-        edge: tag_edge(c, t, key, data_type, siblings),
     })
 }
 
@@ -351,7 +447,7 @@ fn bearing(c: &mut Checker, t: &RawTag, key: &str, data_type: DataType, siblings
         return None;
     }
     let missing = |c: &mut Checker, field: &str| {
-        c.err(t.data_type.span(), k(field), format!("a bearing needs {field}"));
+        c.err(type_span(t), k(field), format!("a bearing needs {field}"));
     };
     let balls = match &t.bearing_balls {
         Some(b) => c.int(&Some(b.clone()), &k("bearing_balls"), 3, 100, 9),
@@ -530,39 +626,33 @@ fn lookup<T: Copy>(c: &mut Checker, v: &Spanned<String>, table: &[(&str, T)], ke
     found
 }
 
-fn data_type(c: &mut Checker, t: &RawTag, key: &str) -> Option<DataType> {
-    let name = t.data_type.get_ref();
-    let length = match (&t.length_chars, name.as_str()) {
+/// A tag's type. A Modbus string needs its length (it sizes the read); elsewhere it is free.
+fn data_type(
+    c: &mut Checker,
+    t: &RawTag,
+    name: &Spanned<String>,
+    key: &str,
+    string_needs_length: bool,
+) -> Option<DataType> {
+    let span = name.span();
+    let name = name.get_ref().as_str();
+    let length = match (&t.length_chars, name) {
         (Some(l), "string") => c.int(&Some(l.clone()), &format!("{key}.length_chars"), 1, 250, 1),
-        (None, "string") => {
+        (None, "string") if string_needs_length => {
             let msg = "a string needs length_chars (1..=250 characters)".into();
-            c.err(t.data_type.span(), format!("{key}.length_chars"), msg);
+            c.err(span.clone(), format!("{key}.length_chars"), msg);
             1
         }
-        (Some(l), _) => {
-            c.err(l.span(), format!("{key}.length_chars"), "only a string has a length".into());
-            0
-        }
+        (None, "string") => 0,
+        (Some(_), _) => 0,
         (None, _) => 0,
     };
-    let waveform_keys = [
-        (t.waveform_samples.as_ref().map(|v| v.span()), "waveform_samples"),
-        (t.sample_rate_hz.as_ref().map(|v| v.span()), "sample_rate_hz"),
-    ];
-    if name != "waveform" {
-        for (span, field) in waveform_keys.into_iter().filter_map(|(s, f)| s.map(|s| (s, f))) {
-            c.err(span, format!("{key}.{field}"), "is only for a waveform".into());
-        }
-    }
+    data_type_keys_only_for_their_type(c, t, key, name);
     let found = if name == "waveform" {
         let need = |c: &mut Checker, v: &Option<Spanned<i64>>, field: &str, min: i64, max: i64| match v {
             Some(v) => c.int(&Some(v.clone()), &format!("{key}.{field}"), min, max, min),
             None => {
-                c.err(
-                    t.data_type.span(),
-                    format!("{key}.{field}"),
-                    format!("a waveform needs {field} ({min}..={max})"),
-                );
+                c.err(span.clone(), format!("{key}.{field}"), format!("a waveform needs {field} ({min}..={max})"));
                 min
             }
         };
@@ -574,15 +664,33 @@ fn data_type(c: &mut Checker, t: &RawTag, key: &str) -> Option<DataType> {
     };
     if found.is_none() {
         let msg = format!("unknown data type {name:?}; expected one of {}", DataType::NAMES.join(", "));
-        c.err(t.data_type.span(), format!("{key}.type"), msg);
+        c.err(span, format!("{key}.type"), msg);
     }
     found
+}
+
+/// `length_chars` belongs to a string, `waveform_samples` and `sample_rate_hz` to a waveform.
+fn data_type_keys_only_for_their_type(c: &mut Checker, t: &RawTag, key: &str, name: &str) {
+    if name != "string"
+        && let Some(l) = &t.length_chars
+    {
+        c.err(l.span(), format!("{key}.length_chars"), "only a string has a length".into());
+    }
+    let waveform_keys = [
+        (t.waveform_samples.as_ref().map(|v| v.span()), "waveform_samples"),
+        (t.sample_rate_hz.as_ref().map(|v| v.span()), "sample_rate_hz"),
+    ];
+    if name != "waveform" {
+        for (span, field) in waveform_keys.into_iter().filter_map(|(s, f)| s.map(|s| (s, f))) {
+            c.err(span, format!("{key}.{field}"), "is only for a waveform".into());
+        }
+    }
 }
 
 fn check_type_fits_space(c: &mut Checker, t: &RawTag, key: &str, space: Space, ty: DataType, has_bit: bool) {
     if space.is_bit() && ty != DataType::Bool {
         let msg = format!("a {} holds bits: its type must be bool", space.name());
-        c.err(t.data_type.span(), format!("{key}.type"), msg);
+        c.err(type_span(t), format!("{key}.type"), msg);
     }
     if has_bit && (space.is_bit() || ty != DataType::Bool) {
         let msg = "bit selects one bit of a register: only for type bool in a register space".into();
@@ -590,7 +698,7 @@ fn check_type_fits_space(c: &mut Checker, t: &RawTag, key: &str, space: Space, t
     }
     if !space.is_bit() && ty == DataType::Bool && !has_bit {
         let msg = "a bool in a register space needs bit (0..=15)".into();
-        c.err(t.data_type.span(), format!("{key}.bit"), msg);
+        c.err(type_span(t), format!("{key}.bit"), msg);
     }
 }
 
