@@ -23,6 +23,7 @@ use airlock_model::{AssetPath, DeviceHealth, Sample, TagId, Timestamp};
 use airlock_north::http::HttpSink;
 use airlock_north::{JsonlSink, SinkHealth};
 use airlock_south_modbus::{DeviceTask, SampleBatch};
+use airlock_south_mqtt::SubscriberTask;
 use airlock_store::{
     FsyncPolicy, HistorianConfig, HistorianWriter, OutboxConfig, OutboxReader, OutboxWriter, StoreError,
 };
@@ -137,7 +138,12 @@ impl Gateway {
                     health.push(task.health());
                     devices.spawn(task.run(tx, stop));
                 }
-                Protocol::OpcUa(_) | Protocol::Mqtt(_) => todo!(),
+                Protocol::Mqtt(m) => {
+                    let task = SubscriberTask::new(i, d, m, first);
+                    health.push(task.health());
+                    devices.spawn(task.run(tx, stop));
+                }
+                Protocol::OpcUa(_) => todo!(),
             }
         }
 

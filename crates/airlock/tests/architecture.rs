@@ -96,6 +96,8 @@ fn the_crate_graph_keeps_the_airlock_one_way() {
         "airlock-model",
         "airlock-config",
         "airlock-south-modbus",
+        "airlock-south-mqtt",
+        "airlock-sparkplug",
         "airlock-sim",
         "airlock-store",
         "airlock-north",
@@ -129,8 +131,10 @@ fn the_graph_check_catches_a_bad_edge() {
     );
 }
 
-/// Names that only a writer would use: tokio-modbus's `Writer` trait and its methods, the
-/// read-write call, the raw `call` that sends any request, and write request variants.
+/// Names that only a writer would use. Modbus (tokio-modbus): the `Writer` trait and its
+/// methods, the read-write call, the raw `call` that sends any request, write request variants.
+/// MQTT (rumqttc): every publish call, so the OT-side subscriber cannot send to the plant.
+/// OPC UA (async-opcua): Write, Call and the node-management and history-update services.
 const WRITE_SIDE: &[&str] = &[
     "Writer",
     "write_single_coil",
@@ -144,6 +148,21 @@ const WRITE_SIDE: &[&str] = &[
     "Request::MaskWrite",
     "Request::ReadWrite",
     "Request::Custom",
+    ".publish(",
+    "publish_bytes",
+    "try_publish",
+    ".write(",
+    "services::Write",
+    "WriteRequest",
+    "WriteValue",
+    "::Call",
+    ".call_one(",
+    "CallMethodRequest",
+    "add_nodes",
+    "delete_nodes",
+    "add_references",
+    "delete_references",
+    "history_update",
 ];
 
 /// `(file, line, name)` for every write-side name in the Rust sources under `dir`.
@@ -189,11 +208,11 @@ fn the_write_scan_finds_a_writer_import() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("bad.rs"),
-        "use tokio_modbus::client::Writer;\n// Writer in a comment is fine\nctx.call(req);\n",
+        "use tokio_modbus::client::Writer;\n// Writer in a comment is fine\nctx.call(req);\nclient.publish(t, q, r, p);\nsession.write(&nodes);\n",
     )
     .unwrap();
     let found = write_side_uses(&dir);
     std::fs::remove_dir_all(&dir).unwrap();
     let names: Vec<(usize, &str)> = found.iter().map(|(_, line, name)| (*line, *name)).collect();
-    assert_eq!(names, vec![(1, "Writer"), (3, ".call(")]);
+    assert_eq!(names, vec![(1, "Writer"), (3, ".call("), (4, ".publish("), (5, ".write(")]);
 }

@@ -27,7 +27,10 @@ fn span<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
     v.as_ref().map(|v| v.span())
 }
 
-fn refuse(c: &mut Checker, keys: &[(Option<Range<usize>>, &str, &[Kind])], kind: Kind, key: &dyn Fn(&str) -> String) {
+/// A key's place in the file (when set), its name, and the protocols that use it.
+type KeyUse<'a> = (Option<Range<usize>>, &'a str, &'a [Kind]);
+
+fn refuse(c: &mut Checker, keys: &[KeyUse], kind: Kind, key: &dyn Fn(&str) -> String) {
     for (span, name, kinds) in keys {
         if let Some(span) = span
             && !kinds.contains(&kind)

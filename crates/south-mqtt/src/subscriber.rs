@@ -1,0 +1,220 @@
+//! The subscriber task: one per device (one OT broker connection), subscribe-only.
+//!
+//! After every connect it subscribes again (clean session): to each JSON topic, or to the one
+//! filter that covers a Sparkplug B edge node. When the connection drops, every tag goes bad
+//! (comms lost) and the task reconnects after an exponential backoff with jitter. It never
+//! waits on the outgoing channel: a full channel drops the batch and counts it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airlock_config::{Device, MqttDevice, Payload, Secret};
+use airlock_model::pace::Backoff;
+use airlock_model::{DeviceHealth, LinkState, Reason, Sample, SampleBatch, TagId, Timestamp};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter};
+use tokio::sync::{mpsc, watch};
+
+use crate::json::{JsonTopics, Reading};
+use crate::sparkplug::EdgeNode;
+
+/// Largest message accepted from the broker (a long waveform in JSON fits).
+const MESSAGE_BYTES_MAX: usize = 1 << 20;
+/// A topic's bad payloads are logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// How the device's payloads are read.
+#[derive(Debug)]
+enum Decoder {
+    Json(JsonTopics),
+    Sparkplug(EdgeNode),
+}
+
+impl Decoder {
+    fn filters(&self) -> Vec<String> {
+        match self {
+            Decoder::Json(j) => j.topics(),
+            Decoder::Sparkplug(n) => vec![n.filter()],
+        }
+    }
+
+    fn decode(&mut self, topic: &str, payload: &[u8]) -> (Vec<Reading>, Option<String>) {
+        match self {
+            Decoder::Json(j) => j.decode(topic, payload),
+            Decoder::Sparkplug(n) => n.on_message(topic, payload),
+        }
+    }
+}
+
+/// One OT broker and the tags read from it.
+#[derive(Debug)]
+pub struct SubscriberTask {
+    index: usize,
+    device: Device,
+    mqtt: MqttDevice,
+    first_tag: TagId,
+    health: Arc<DeviceHealth>,
+}
+
+impl SubscriberTask {
+    /// A task for config device `index` (`mqtt` is its protocol part), whose tags get ids from
+    /// `first_tag` on.
+    pub fn new(index: usize, device: &Device, mqtt: &MqttDevice, first_tag: TagId) -> Self {
+        Self { index, device: device.clone(), mqtt: mqtt.clone(), first_tag, health: Arc::new(DeviceHealth::default()) }
+    }
+
+    pub fn health(&self) -> Arc<DeviceHealth> {
+        Arc::clone(&self.health)
+    }
+
+    /// Reads the broker until `shutdown` turns true or its sender is dropped.
+    pub async fn run(self, out: mpsc::Sender<SampleBatch>, mut shutdown: watch::Receiver<bool>) {
+        tokio::select! {
+            () = self.subscribe_forever(out) => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+    }
+
+    fn options(&self) -> Result<MqttOptions, String> {
+        let (host, port) = self
+            .mqtt
+            .address
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| format!("{:?} is not host:port", self.mqtt.address))?;
+        let mut o = MqttOptions::new(&self.mqtt.client_id, host, port);
+        o.set_keep_alive(Duration::from_secs(15));
+        o.set_clean_session(true);
+        o.set_max_packet_size(MESSAGE_BYTES_MAX, 64 * 1024);
+        if let Some(user) = &self.mqtt.username {
+            let password = match &self.mqtt.password {
+                None => String::new(),
+                Some(Secret::Env(var)) => {
+                    std::env::var(var).map_err(|_| format!("the environment variable {var} is not set"))?
+                }
+                Some(Secret::File(path)) => std::fs::read_to_string(path)
+                    .map(|p| p.trim_end_matches(['\r', '\n']).to_owned())
+                    .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?,
+            };
+            o.set_credentials(user, password);
+        }
+        Ok(o)
+    }
+
+    async fn subscribe_forever(self, out: mpsc::Sender<SampleBatch>) {
+        let name = self.device.name.clone();
+        let mut decoder = match &self.mqtt.payload {
+            Payload::Json => Decoder::Json(JsonTopics::new(&self.mqtt.sources, &self.device.tags)),
+            Payload::SparkplugB { group_id, edge_node_id } => {
+                Decoder::Sparkplug(EdgeNode::new(group_id, edge_node_id, &self.mqtt.sources))
+            }
+        };
+        let seed = Timestamp::now().as_nanos().unsigned_abs() ^ (self.index as u64) << 32;
+        let mut backoff = Backoff::new(self.device.backoff_initial, self.device.backoff_max, seed);
+        let options = match self.options() {
+            Ok(o) => o,
+            Err(e) => {
+                log::error!("device {name}: {e}; its tags stay bad");
+                self.health.set_last_error(e);
+                self.emit(&out, 0, self.all_bad(Reason::CommsLost));
+                return;
+            }
+        };
+        let (client, mut events): (AsyncClient, EventLoop) = AsyncClient::new(options, 16);
+        let mut batches = 0u64;
+        let mut last_logged: HashMap<String, Instant> = HashMap::new();
+        let mut down_reported = false;
+        self.health.set_state(LinkState::Connecting);
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    backoff.reset();
+                    self.health.set_state(LinkState::Up);
+                    if std::mem::take(&mut down_reported) {
+                        log::info!("device {name}: connected to {} again", self.mqtt.address);
+                    }
+                    let filters = decoder.filters().into_iter().map(|t| SubscribeFilter::new(t, QoS::AtMostOnce));
+                    if let Err(e) = client.try_subscribe_many(filters) {
+                        log::error!("device {name}: cannot subscribe: {e}");
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    let refused =
+                        ack.return_codes.iter().filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)).count();
+                    if refused > 0 {
+                        let e = format!("the broker refused {refused} of the subscriptions (check its ACL)");
+                        log::error!("device {name}: {e}");
+                        self.health.set_last_error(e);
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let topic = p.topic.clone();
+                    let (readings, problem) = decoder.decode(&topic, &p.payload);
+                    if let Some(why) = problem {
+                        DeviceHealth::count(&self.health.comm_errors, 1);
+                        let due = last_logged.get(&topic).is_none_or(|t| t.elapsed() >= LOG_EVERY);
+                        if due {
+                            log::warn!("device {name}: a message on {topic:?} does not decode: {why}");
+                            self.health.set_last_error(format!("{topic}: {why}"));
+                            last_logged.insert(topic, Instant::now());
+                        }
+                    }
+                    if !readings.is_empty() {
+                        batches += 1;
+                        DeviceHealth::count(&self.health.polls, 1);
+                        let now = Timestamp::now();
+                        let samples = readings.into_iter().map(|r| self.sample(r, now)).collect();
+                        self.emit(&out, batches, samples);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.health.set_state(LinkState::Backoff);
+                    DeviceHealth::count(&self.health.comm_errors, 1);
+                    let why = describe(&e);
+                    if !std::mem::replace(&mut down_reported, true) {
+                        log::warn!(
+                            "device {name}: broker {}: {why}; its tags are bad until it is back",
+                            self.mqtt.address
+                        );
+                        batches += 1;
+                        self.emit(&out, batches, self.all_bad(Reason::CommsLost));
+                    }
+                    self.health.set_last_error(why);
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    self.health.set_state(LinkState::Connecting);
+                }
+            }
+        }
+    }
+
+    fn sample(&self, r: Reading, now: Timestamp) -> Sample {
+        Sample {
+            tag: TagId(self.first_tag.0 + r.tag as u32),
+            value: r.value,
+            quality: r.quality,
+            source_time: r.source_time,
+            gateway_time: now,
+        }
+    }
+
+    fn all_bad(&self, reason: Reason) -> Vec<Sample> {
+        let now = Timestamp::now();
+        (0..self.device.tags.len()).map(|i| Sample::bad(TagId(self.first_tag.0 + i as u32), reason, now)).collect()
+    }
+
+    fn emit(&self, out: &mpsc::Sender<SampleBatch>, batch: u64, samples: Vec<Sample>) {
+        let n = samples.len() as u64;
+        match out.try_send(SampleBatch { device: self.index, poll: batch, samples }) {
+            Ok(()) => DeviceHealth::count(&self.health.samples, n),
+            Err(_) => DeviceHealth::count(&self.health.batches_dropped, 1),
+        }
+    }
+}
+
+fn describe(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(code) => format!("connection refused ({code:?})"),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,117 @@
+//! Test scaffolding shared by airlock's crates, a dev-dependency only: a mosquitto broker (the
+//! Debian package) on a free loopback port with persistence and a full log, stopped the way a
+//! service stop does; the Python of the test peers (`.venv`, made by `./scripts/test`); temp
+//! folders and free ports. Panics are its error handling: it runs only in tests.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("airlock-mqtt-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The Python that has the test peers (pymodbus, pysparkplug, asyncua): `AIRLOCK_PYTHON`, or
+/// the workspace's `.venv` that `./scripts/test` makes.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("AIRLOCK_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    assert!(venv.exists(), "no Python with the test peers: run ./scripts/test, which installs them into .venv");
+    venv
+}
+
+/// A script of `scripts/peers`.
+pub fn peer_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/peers").join(name)
+}
+
+pub fn mosquitto() -> PathBuf {
+    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("mosquitto is not installed: run ./scripts/test, which installs it")
+}
+
+/// A mosquitto broker on loopback, with persistence and a full log.
+pub struct Broker {
+    pub port: u16,
+    pub dir: PathBuf,
+    /// Extra lines for the listener (TLS settings).
+    pub listener: String,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, "")
+    }
+
+    /// A broker whose listener gets `listener` lines too (e.g. TLS files).
+    pub fn start_with(dir: &Path, listener: &str) -> Self {
+        let mut b = Self { port: free_port(), dir: dir.to_owned(), listener: listener.to_owned(), child: None };
+        b.restart();
+        b
+    }
+
+    pub fn restart(&mut self) {
+        let conf = self.dir.join("mosquitto.conf");
+        let text = format!(
+            // `user root`: started as root (CI), mosquitto would switch to its own user and lose
+            // access to this folder; started as anyone else, the line has no effect.
+            // `max_queued_messages`: the broker's default of 1000 per offline subscriber would drop
+            // the backlog the sink sends after an outage before mosquitto_sub is back.
+            "user root\nlistener {} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n\
+             persistence true\npersistence_location {}/\n\
+             log_dest file {}\nlog_type all\n",
+            self.port,
+            self.dir.display(),
+            self.log_path().display()
+        ) + &self.listener;
+        std::fs::write(&conf, text).unwrap();
+        let child =
+            Command::new(mosquitto()).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the broker the way a service stop does (SIGTERM: it saves its persistence).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("mosquitto.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
