@@ -24,6 +24,7 @@ use airlock_north::http::HttpSink;
 use airlock_north::{JsonlSink, SinkHealth};
 use airlock_south_modbus::{DeviceTask, SampleBatch};
 use airlock_south_mqtt::SubscriberTask;
+use airlock_south_opcua::OpcUaTask;
 use airlock_store::{
     FsyncPolicy, HistorianConfig, HistorianWriter, OutboxConfig, OutboxReader, OutboxWriter, StoreError,
 };
@@ -143,7 +144,11 @@ impl Gateway {
                     health.push(task.health());
                     devices.spawn(task.run(tx, stop));
                 }
-                Protocol::OpcUa(_) => todo!(),
+                Protocol::OpcUa(o) => {
+                    let task = OpcUaTask::new(i, d, o, first, &config.store.data_dir);
+                    health.push(task.health());
+                    devices.spawn(task.run(tx, stop));
+                }
             }
         }
 

@@ -1,7 +1,7 @@
 //! The `airlock` command: `demo` runs the built-in demo plant with no setup, `run` runs a
 //! config, `check` validates one, `sim` serves the simulated plant on its own.
 
-use airlock::{check, demo, gateway, logger, parse_duration, query};
+use airlock::{browse, check, demo, gateway, logger, parse_duration, query};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +41,8 @@ enum Command {
         /// The config file (TOML).
         file: PathBuf,
     },
+    /// Print an OPC UA server's address space as a tree, or (--toml) as tags for a config.
+    Browse(browse::BrowseArgs),
     /// Query the historian in a data folder: raw values, aggregates, interpolation, last values.
     Query(query::QueryArgs),
     /// Export the historian's samples in a time range to CSV.
@@ -91,6 +93,7 @@ fn run_async(command: Command) -> anyhow::Result<()> {
     runtime.block_on(async {
         match command {
             Command::Demo(args) => demo::run(args).await,
+            Command::Browse(args) => browse::run(args).await,
             Command::Run { file, out, duration } => run_config(file, out, duration).await,
             Command::Sim { base_port, seed, speed, print_config } => sim(base_port, seed, speed, print_config).await,
             Command::Check { .. } | Command::Query(_) | Command::Export(_) => Ok(()),

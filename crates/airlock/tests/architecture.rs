@@ -97,6 +97,7 @@ fn the_crate_graph_keeps_the_airlock_one_way() {
         "airlock-config",
         "airlock-south-modbus",
         "airlock-south-mqtt",
+        "airlock-south-opcua",
         "airlock-sparkplug",
         "airlock-sim",
         "airlock-store",

@@ -4,7 +4,7 @@
 //! overlaps, data types, intervals, rate caps) and either returns a [`Config`] whose types cannot
 //! be invalid (durations, resolved asset paths, typed register spaces) or *every* problem found,
 //! each naming the file, line, column and key. Nothing here does I/O except [`load`], which reads
-//! the file. Every key is documented in `docs/config.md`.
+//! the file, and [`Secret::read`]. Every key is documented in `docs/config.md`.
 
 mod error;
 pub mod modbus;
@@ -206,6 +206,18 @@ pub struct Sparkplug {
 pub enum Secret {
     Env(String),
     File(PathBuf),
+}
+
+impl Secret {
+    /// The secret's text (a file's trailing line break removed), or why it cannot be had.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            Secret::Env(name) => std::env::var(name).map_err(|_| format!("the password variable {name} is not set")),
+            Secret::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+                .map_err(|e| format!("read the password file {}: {e}", path.display())),
+        }
+    }
 }
 
 /// One named reader of the outbox.

@@ -499,15 +499,7 @@ fn topic_of(record: &OutboxRecord) -> String {
 }
 
 fn read_secret(secret: Option<&Secret>) -> Result<Option<String>, String> {
-    match secret {
-        None => Ok(None),
-        Some(Secret::Env(name)) => {
-            std::env::var(name).map(Some).map_err(|_| format!("the password variable {name} is not set"))
-        }
-        Some(Secret::File(path)) => std::fs::read_to_string(path)
-            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_owned()))
-            .map_err(|e| format!("read the password file {}: {e}", path.display())),
-    }
+    secret.map(Secret::read).transpose()
 }
 
 /// TLS with the broker's certificate verified against `ca_file` (or the Mozilla roots), and a

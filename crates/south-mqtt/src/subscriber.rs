@@ -87,15 +87,7 @@ impl SubscriberTask {
         o.set_clean_session(true);
         o.set_max_packet_size(MESSAGE_BYTES_MAX, 64 * 1024);
         if let Some(user) = &self.mqtt.username {
-            let password = match &self.mqtt.password {
-                None => String::new(),
-                Some(Secret::Env(var)) => {
-                    std::env::var(var).map_err(|_| format!("the environment variable {var} is not set"))?
-                }
-                Some(Secret::File(path)) => std::fs::read_to_string(path)
-                    .map(|p| p.trim_end_matches(['\r', '\n']).to_owned())
-                    .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?,
-            };
+            let password = self.mqtt.password.as_ref().map(Secret::read).transpose()?.unwrap_or_default();
             o.set_credentials(user, password);
         }
         Ok(o)

@@ -1,0 +1,450 @@
+//! The OPC UA device task: one client session per server.
+//!
+//! It connects (GetEndpoints, then the endpoint of the configured policy and mode), creates one
+//! subscription with a monitored item per tag, and hands values on as they are published. The
+//! session's own event loop (async-opcua) keeps the session alive, reconnects with exponential
+//! backoff after a loss and re-creates the subscription and its monitored items on a new
+//! session; while the server is unreachable every tag is bad (comms lost). A monitored item the
+//! server refuses (an unknown node id) makes that tag bad with the server's status code; a
+//! server that refuses subscriptions is read by polling reads instead, as is a device with
+//! `read_mode = "poll"`. A server certificate that is not trusted is named by its thumbprint.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_config::{Device, Identity, OpcUaDevice, ReadMode, Security};
+use airlock_model::pace::Backoff;
+use airlock_model::{DeviceHealth, LinkState, Quality, Reason, Sample, SampleBatch, TagId, Timestamp};
+use opcua::client::{
+    Client, ClientBuilder, DataChangeCallback, IdentityToken, Session, SessionConnectMode, SessionPollResult,
+};
+use opcua::crypto::{PrivateKey, SecurityPolicy};
+use opcua::types::{
+    AttributeId, DataChangeFilter, DataChangeTrigger, DataValue, DeadbandType, EndpointDescription, ExtensionObject,
+    MessageSecurityMode, MonitoredItemCreateRequest, NodeId, ReadValueId, StatusCode, TimestampsToReturn,
+    UserTokenPolicy,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::trust::{APPLICATION_URI, Pki, read_certificate};
+use crate::value::reading;
+
+/// Values waiting between the subscription callback and the task, at most.
+const VALUES_QUEUED_MAX: usize = 65_536;
+/// Nodes per Read request when polling.
+const READ_CHUNK: usize = 500;
+
+/// One OPC UA server and the tags read from it.
+#[derive(Debug)]
+pub struct OpcUaTask {
+    index: usize,
+    device: Device,
+    opcua: OpcUaDevice,
+    first_tag: TagId,
+    pki: Pki,
+    health: Arc<DeviceHealth>,
+}
+
+/// Aborts the session's event loop when the task ends or is dropped.
+struct EventLoopGuard(JoinHandle<()>);
+
+impl Drop for EventLoopGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How a session ended.
+enum End {
+    /// The event loop gave up (it retries for ever, so: a fatal error).
+    Stopped(String),
+}
+
+impl OpcUaTask {
+    /// A task for config device `index` (`opcua` is its protocol part), whose tags get ids from
+    /// `first_tag` on; its certificates live under `data_dir/opcua`.
+    pub fn new(index: usize, device: &Device, opcua: &OpcUaDevice, first_tag: TagId, data_dir: &Path) -> Self {
+        Self {
+            index,
+            device: device.clone(),
+            opcua: opcua.clone(),
+            first_tag,
+            pki: Pki::new(data_dir, &device.name),
+            health: Arc::new(DeviceHealth::default()),
+        }
+    }
+
+    pub fn health(&self) -> Arc<DeviceHealth> {
+        Arc::clone(&self.health)
+    }
+
+    /// Reads the server until `shutdown` turns true or its sender is dropped.
+    pub async fn run(self, out: mpsc::Sender<SampleBatch>, mut shutdown: watch::Receiver<bool>) {
+        tokio::select! {
+            () = self.connect_forever(out) => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+    }
+
+    fn client(&self) -> Result<Client, String> {
+        let d = &self.device;
+        let retry = Retry { limit: -1, initial: d.backoff_initial, max: d.backoff_max };
+        client(&self.pki, &d.name, retry, d.timeout)
+    }
+
+    async fn connect_forever(self, out: mpsc::Sender<SampleBatch>) {
+        let name = self.device.name.clone();
+        let fatal = |e: String| {
+            log::error!("device {name}: {e}; its tags stay bad");
+            self.health.set_last_error(e);
+            self.emit(&out, 0, self.all_bad(Reason::CommsLost));
+        };
+        if let Err(e) = self.pki.prepare(&self.opcua.trusted_server_certs) {
+            return fatal(e);
+        }
+        let identity = match identity_token(&self.opcua.identity) {
+            Ok(i) => i,
+            Err(e) => return fatal(e),
+        };
+        let seed = Timestamp::now().as_nanos().unsigned_abs() ^ (self.index as u64) << 32;
+        let mut backoff = Backoff::new(self.device.backoff_initial, self.device.backoff_max, seed);
+        let mut down_reported = false;
+        let mut batch = 0u64;
+        loop {
+            self.health.set_state(LinkState::Connecting);
+            let mut client = match self.client() {
+                Ok(c) => c,
+                Err(e) => return fatal(format!("cannot set up the OPC UA client: {e}")),
+            };
+            match client.connect_to_matching_endpoint(endpoint(&self.opcua), identity.clone()).await {
+                Ok((session, event_loop)) => {
+                    backoff.reset();
+                    let End::Stopped(why) = self.serve(session, event_loop, &out, &mut batch).await;
+                    log::warn!("device {name}: the session ended: {why}");
+                }
+                Err(e) => {
+                    let why = self.explain(e.status(), &e.to_string());
+                    DeviceHealth::count(&self.health.comm_errors, 1);
+                    self.health.set_last_error(why.clone());
+                    if !std::mem::replace(&mut down_reported, true) {
+                        log::warn!("device {name}: {why}; its tags are bad until it answers");
+                        batch += 1;
+                        self.emit(&out, batch, self.all_bad(Reason::CommsLost));
+                    }
+                }
+            }
+            self.health.set_state(LinkState::Backoff);
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// An error for people: an untrusted server certificate is named by its thumbprint.
+    fn explain(&self, status: StatusCode, error: &str) -> String {
+        let endpoint = &self.opcua.endpoint;
+        if matches!(status, StatusCode::BadCertificateUntrusted | StatusCode::BadSecurityChecksFailed)
+            && let Some((thumbprint, file)) = self.pki.rejected().into_iter().next()
+        {
+            return format!(
+                "the server certificate of {endpoint} (SHA-1 thumbprint {thumbprint}) is not trusted: \
+                 check it, then add its file to trusted_server_certs (a copy is at {})",
+                file.display()
+            );
+        }
+        format!("cannot connect to {endpoint}: {error}")
+    }
+
+    /// Runs one session until its event loop ends.
+    async fn serve(
+        &self,
+        session: Arc<Session>,
+        event_loop: opcua::client::SessionEventLoop<opcua::client::transport::TcpConnector>,
+        out: &mpsc::Sender<SampleBatch>,
+        batch: &mut u64,
+    ) -> End {
+        let name = &self.device.name;
+        let (events_tx, mut events) = mpsc::channel::<Result<SessionPollResult, StatusCode>>(64);
+        let _guard = EventLoopGuard(tokio::spawn(async move {
+            let mut stream = Box::pin(event_loop.enter());
+            while let Some(event) = next(&mut stream).await {
+                let last = event.is_err();
+                let wanted = matches!(
+                    event,
+                    Err(_)
+                        | Ok(SessionPollResult::ConnectionLost(_)
+                            | SessionPollResult::Reconnected(_)
+                            | SessionPollResult::ReconnectFailed(_))
+                );
+                if wanted && events_tx.send(event).await.is_err() || last {
+                    break;
+                }
+            }
+        }));
+        let tags_of = self.tags_by_node();
+        let (values_tx, mut values) = mpsc::channel::<(NodeId, DataValue)>(VALUES_QUEUED_MAX);
+        let mut poll = matches!(self.opcua.mode, ReadMode::Poll);
+        let mut subscription: Option<u32> = None;
+        let mut up = false;
+        let mut down_reported = false;
+        let mut ticker = tokio::time::interval(self.device.poll_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut buf = Vec::with_capacity(4096);
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    None | Some(Err(_)) => {
+                        let why = match event { Some(Err(code)) => code.to_string(), _ => "event loop ended".into() };
+                        return End::Stopped(why);
+                    }
+                    Some(Ok(SessionPollResult::Reconnected(mode))) => {
+                        up = true;
+                        down_reported = false;
+                        self.health.set_state(LinkState::Up);
+                        log::info!("device {name}: session open on {} ({mode:?})", self.opcua.endpoint);
+                        // A new session has none of the old one's subscriptions: make ours again
+                        // (async-opcua's own re-creation sends no Publish afterwards, seen with
+                        // asyncua 2.1). A reactivated session kept them.
+                        if matches!(mode, SessionConnectMode::NewSession(_)) && !poll {
+                            if let Some(old) = subscription.take() {
+                                let _ = session.delete_subscription(old).await;
+                            }
+                            match self.subscribe(&session, values_tx.clone(), out, batch).await {
+                                Ok(id) => subscription = Some(id),
+                                Err(e) => {
+                                    log::warn!("device {name}: no subscription ({e}); reading by polling instead");
+                                    poll = true;
+                                }
+                            }
+                        }
+                    }
+                    Some(Ok(SessionPollResult::ConnectionLost(code) | SessionPollResult::ReconnectFailed(code))) => {
+                        up = false;
+                        self.health.set_state(LinkState::Backoff);
+                        DeviceHealth::count(&self.health.comm_errors, 1);
+                        let why = self.explain(code, &code.to_string());
+                        self.health.set_last_error(why.clone());
+                        if !std::mem::replace(&mut down_reported, true) {
+                            log::warn!("device {name}: {why}; its tags are bad until it is back");
+                            *batch += 1;
+                            self.emit(out, *batch, self.all_bad(Reason::CommsLost));
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                },
+                n = values.recv_many(&mut buf, 4096) => {
+                    if n == 0 {
+                        continue;
+                    }
+                    let now = Timestamp::now();
+                    let mut samples = Vec::with_capacity(n);
+                    for (node, dv) in buf.drain(..) {
+                        for &t in tags_of.get(&node).map(Vec::as_slice).unwrap_or(&[]) {
+                            samples.push(self.sample(t, &dv, now));
+                        }
+                    }
+                    *batch += 1;
+                    DeviceHealth::count(&self.health.polls, 1);
+                    self.emit(out, *batch, samples);
+                }
+                _ = ticker.tick(), if poll && up => {
+                    *batch += 1;
+                    let samples = self.read_all(&session).await;
+                    DeviceHealth::count(&self.health.polls, 1);
+                    self.emit(out, *batch, samples);
+                }
+            }
+        }
+    }
+
+    /// Node id -> the tags that read it.
+    fn tags_by_node(&self) -> HashMap<NodeId, Vec<usize>> {
+        let mut map: HashMap<NodeId, Vec<usize>> = HashMap::new();
+        for (i, n) in self.opcua.nodes.iter().enumerate() {
+            if let Ok(id) = NodeId::from_str(&n.node_id) {
+                map.entry(id).or_default().push(i);
+            }
+        }
+        map
+    }
+
+    /// Creates the subscription and one monitored item per tag. A refused item makes its tag
+    /// bad with the server's status code.
+    async fn subscribe(
+        &self,
+        session: &Session,
+        values: mpsc::Sender<(NodeId, DataValue)>,
+        out: &mpsc::Sender<SampleBatch>,
+        batch: &mut u64,
+    ) -> Result<u32, String> {
+        let ReadMode::Subscribe { publishing_interval } = self.opcua.mode else {
+            return Err("the device reads by polling".into());
+        };
+        let health = Arc::clone(&self.health);
+        let callback = DataChangeCallback::new(move |dv, item| {
+            if values.try_send((item.item_to_monitor().node_id.clone(), dv)).is_err() {
+                DeviceHealth::count(&health.batches_dropped, 1);
+            }
+        });
+        let id = session
+            .create_subscription(publishing_interval, 30, 10, 0, 0, true, callback)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut requests = Vec::new();
+        let mut tags = Vec::new();
+        let now = Timestamp::now();
+        let mut refused = Vec::new();
+        for (i, n) in self.opcua.nodes.iter().enumerate() {
+            let Ok(node) = NodeId::from_str(&n.node_id) else {
+                refused.push(Sample::bad(self.tag_id(i), Reason::SourceStatus(0x8033), now));
+                continue;
+            };
+            let mut r: MonitoredItemCreateRequest = node.into();
+            r.requested_parameters.sampling_interval = n.sampling_interval.as_secs_f64() * 1000.0;
+            r.requested_parameters.queue_size = n.queue_size;
+            r.requested_parameters.discard_oldest = true;
+            if let Some(deadband) = n.server_deadband {
+                r.requested_parameters.filter = ExtensionObject::from_message(DataChangeFilter {
+                    trigger: DataChangeTrigger::StatusValue,
+                    deadband_type: DeadbandType::Absolute as u32,
+                    deadband_value: deadband,
+                });
+            }
+            requests.push(r);
+            tags.push(i);
+        }
+        let created =
+            session.create_monitored_items(id, TimestampsToReturn::Both, requests).await.map_err(|e| e.to_string())?;
+        for (item, &tag) in created.iter().zip(&tags) {
+            let status = item.result.status_code;
+            if status.is_bad() {
+                let n = &self.opcua.nodes[tag];
+                log::warn!(
+                    "device {}: tag {}: the server refused {:?}: {status}",
+                    self.device.name,
+                    self.device.tags[tag].name,
+                    n.node_id
+                );
+                refused.push(Sample::bad(self.tag_id(tag), Reason::SourceStatus((status.bits() >> 16) as u16), now));
+            }
+        }
+        if !refused.is_empty() {
+            *batch += 1;
+            self.emit(out, *batch, refused);
+        }
+        Ok(id)
+    }
+
+    /// One poll: every tag read, in chunks.
+    async fn read_all(&self, session: &Session) -> Vec<Sample> {
+        let now = Timestamp::now();
+        let mut samples = Vec::with_capacity(self.opcua.nodes.len());
+        let ids: Vec<(usize, Option<NodeId>)> =
+            self.opcua.nodes.iter().enumerate().map(|(i, n)| (i, NodeId::from_str(&n.node_id).ok())).collect();
+        for chunk in ids.chunks(READ_CHUNK) {
+            let reads: Vec<ReadValueId> = chunk
+                .iter()
+                .filter_map(|(_, id)| id.clone())
+                .map(|node_id| ReadValueId { node_id, attribute_id: AttributeId::Value as u32, ..Default::default() })
+                .collect();
+            let tags: Vec<usize> = chunk.iter().filter(|(_, id)| id.is_some()).map(|(i, _)| *i).collect();
+            DeviceHealth::count(&self.health.requests, 1);
+            match session.read(&reads, TimestampsToReturn::Both, 0.0).await {
+                Ok(values) => samples.extend(tags.iter().zip(&values).map(|(&t, dv)| self.sample(t, dv, now))),
+                Err(e) => {
+                    let reason = if e.status() == StatusCode::BadTimeout { Reason::Timeout } else { Reason::CommsLost };
+                    DeviceHealth::count(&self.health.comm_errors, 1);
+                    self.health.set_last_error(format!("read: {e}"));
+                    samples.extend(tags.iter().map(|&t| Sample::bad(self.tag_id(t), reason, now)));
+                }
+            }
+        }
+        samples
+    }
+
+    fn tag_id(&self, tag: usize) -> TagId {
+        TagId(self.first_tag.0 + tag as u32)
+    }
+
+    fn sample(&self, tag: usize, dv: &DataValue, now: Timestamp) -> Sample {
+        let (value, quality, source_time) = reading(dv, self.device.tags[tag].data_type);
+        if !matches!(quality, Quality::Good) {
+            DeviceHealth::count(&self.health.exceptions, 1);
+        }
+        Sample { tag: self.tag_id(tag), value, quality, source_time, gateway_time: now }
+    }
+
+    fn all_bad(&self, reason: Reason) -> Vec<Sample> {
+        let now = Timestamp::now();
+        (0..self.device.tags.len()).map(|i| Sample::bad(self.tag_id(i), reason, now)).collect()
+    }
+
+    fn emit(&self, out: &mpsc::Sender<SampleBatch>, batch: u64, samples: Vec<Sample>) {
+        let n = samples.len() as u64;
+        match out.try_send(SampleBatch { device: self.index, poll: batch, samples }) {
+            Ok(()) => DeviceHealth::count(&self.health.samples, n),
+            Err(_) => DeviceHealth::count(&self.health.batches_dropped, 1),
+        }
+    }
+}
+
+/// How a session retries after a loss: `limit` attempts (-1: for ever), waits doubling from
+/// `initial` up to `max`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retry {
+    pub limit: i32,
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+/// An async-opcua client with airlock's identity, the device's trust list and `retry`.
+pub(crate) fn client(pki: &Pki, name: &str, retry: Retry, timeout: Duration) -> Result<Client, String> {
+    ClientBuilder::new()
+        .application_name("airlock")
+        .application_uri(APPLICATION_URI)
+        .product_uri(APPLICATION_URI)
+        .pki_dir(&pki.dir)
+        .certificate_path(&pki.own_cert)
+        .private_key_path(&pki.own_key)
+        .create_sample_keypair(true)
+        .trust_server_certs(false)
+        .verify_server_certs(true)
+        .session_retry_limit(retry.limit)
+        .session_retry_initial(retry.initial)
+        .session_retry_max(retry.max)
+        .request_timeout(timeout.max(Duration::from_millis(100)))
+        .recreate_subscriptions(false)
+        .session_name(format!("airlock {name}"))
+        .client()
+        .map_err(|errors| errors.join("; "))
+}
+
+pub(crate) fn identity_token(identity: &Identity) -> Result<IdentityToken, String> {
+    Ok(match identity {
+        Identity::Anonymous => IdentityToken::Anonymous,
+        Identity::User { username, password } => IdentityToken::new_user_name(username, password.read()?),
+        Identity::Certificate { cert, key } => {
+            let cert = read_certificate(cert)?;
+            let key = PrivateKey::read_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+            IdentityToken::X509(Box::new(cert), Box::new(key))
+        }
+    })
+}
+
+/// The endpoint to match among the server's: its URL, policy and message mode.
+pub(crate) fn endpoint(opcua: &OpcUaDevice) -> EndpointDescription {
+    let (policy, mode) = match opcua.security {
+        Security::None => (SecurityPolicy::None, MessageSecurityMode::None),
+        Security::Sign => (SecurityPolicy::Basic256Sha256, MessageSecurityMode::Sign),
+        Security::SignAndEncrypt => (SecurityPolicy::Basic256Sha256, MessageSecurityMode::SignAndEncrypt),
+    };
+    (opcua.endpoint.as_str(), policy.to_uri(), mode, UserTokenPolicy::anonymous()).into()
+}
+
+/// The next item of a stream, without a futures crate.
+pub(crate) async fn next<S: futures_core::Stream + ?Sized>(stream: &mut Pin<Box<S>>) -> Option<S::Item> {
+    std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await
+}

@@ -1,0 +1,253 @@
+//! The OPC UA driver against asyncua (PyPI; a server we did not write), started by each test on
+//! a free loopback port: every scalar type and an array through a subscription with honest
+//! timestamps and status codes; an unknown node id; the server stopped and restarted and the
+//! subscription back; polling reads; Basic256Sha256 SignAndEncrypt with an explicit trust list
+//! (and the thumbprint named when the certificate is not trusted); and the server's own log of
+//! service requests proving that no Write or Call was ever sent. Every wait is bounded.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_config::{Config, Protocol, parse};
+use airlock_model::{DeviceHealth, Quality, Reason, Sample, SampleBatch, TagId, Timestamp, Value};
+use airlock_south_opcua::OpcUaTask;
+use airlock_testkit::{free_port, peer_script, python, temp};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, timeout};
+
+/// An asyncua server process.
+struct Server {
+    child: Child,
+
+    dir: PathBuf,
+    thumbprint: String,
+}
+
+impl Server {
+    fn start(dir: &Path, port: u16, security: &str) -> Self {
+        let mut child = Command::new(python())
+            .arg(peer_script("opcua_server.py"))
+            .arg(port.to_string())
+            .arg(dir)
+            .args(["--security", security])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        let thumbprint = ready["thumbprint"].as_str().unwrap().to_owned();
+        Self { child, dir: dir.to_owned(), thumbprint }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The service requests the server received, by type name.
+    fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("requests.log")).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+const SCALARS: [(&str, &str); 13] = [
+    ("Boolean", "bool"),
+    ("SByte", "i16"),
+    ("Byte", "u16"),
+    ("Int16", "i16"),
+    ("UInt16", "u16"),
+    ("Int32", "i32"),
+    ("UInt32", "u32"),
+    ("Int64", "i64"),
+    ("UInt64", "u64"),
+    ("Float", "f32"),
+    ("Double", "f64"),
+    ("String", "string"),
+    ("DateTime", "i64"),
+];
+
+/// A device reading every variable of the test server, plus one node that does not exist.
+fn config(port: u16, data: &Path, extra: &str) -> Config {
+    let mut text = format!(
+        "[store]\ndata_dir = \"{}\"\n[[device]]\nname = \"cell\"\nasset_path = \"acme/plant\"\nprotocol = \"opcua\"\n\
+         address = \"opc.tcp://127.0.0.1:{port}/\"\npoll_interval_ms = 100\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\n{extra}\n",
+        data.display()
+    );
+    for (name, ty) in SCALARS {
+        text += &format!("[[device.tag]]\nname = \"{name}\"\ntype = \"{ty}\"\nnode_id = \"ns=2;s=Plant.{name}\"\n");
+    }
+    text += "[[device.tag]]\nname = \"Waveform\"\ntype = \"waveform\"\nwaveform_samples = 64\nsample_rate_hz = 64\nnode_id = \"ns=2;s=Plant.Waveform\"\n";
+    text += "[[device.tag]]\nname = \"Counter\"\ntype = \"u32\"\nnode_id = \"ns=2;s=Plant.Counter\"\nsampling_interval_ms = 50\n";
+    text += "[[device.tag]]\nname = \"Uncertain\"\nnode_id = \"ns=2;s=Plant.Uncertain\"\n";
+    text += "[[device.tag]]\nname = \"Missing\"\nnode_id = \"ns=2;s=Plant.NoSuchThing\"\n";
+    parse(&text, Path::new("cell.toml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+const WAVEFORM: u32 = 13;
+const COUNTER: u32 = 14;
+const UNCERTAIN: u32 = 15;
+const MISSING: u32 = 16;
+
+fn start(config: &Config) -> (mpsc::Receiver<SampleBatch>, watch::Sender<bool>, Arc<DeviceHealth>) {
+    let d = &config.devices[0];
+    let Protocol::OpcUa(o) = &d.protocol else { panic!("not an OPC UA device") };
+    let (tx, rx) = mpsc::channel(4096);
+    let (stop_tx, stop) = watch::channel(false);
+    let task = OpcUaTask::new(0, d, o, TagId(0), &config.store.data_dir);
+    let health = task.health();
+    tokio::spawn(task.run(tx, stop));
+    (rx, stop_tx, health)
+}
+
+/// Collects samples until `done` says so, for `secs` at most.
+async fn until(
+    rx: &mut mpsc::Receiver<SampleBatch>,
+    secs: u64,
+    mut done: impl FnMut(&[Sample]) -> bool,
+) -> Vec<Sample> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut seen = Vec::new();
+    while !done(&seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, rx.recv()).await {
+            Ok(Some(b)) => seen.extend(b.samples),
+            _ => panic!("timed out; the last samples: {:#?}", &seen[seen.len().saturating_sub(20)..]),
+        }
+    }
+    seen
+}
+
+fn last(samples: &[Sample], tag: u32) -> Option<&Sample> {
+    samples.iter().rev().find(|s| s.tag == TagId(tag))
+}
+
+fn good_counter_after(samples: &[Sample], index: usize) -> bool {
+    samples[index..].iter().any(|s| s.tag == TagId(COUNTER) && s.quality.is_good())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_through_a_subscription_and_back_after_a_server_restart() {
+    let dir = temp("opcua-subscribe");
+    let port = free_port();
+    let mut server = Server::start(&dir.join("server"), port, "none");
+    let config = config(port, &dir.join("data"), "");
+    let (mut rx, _stop, health) = start(&config);
+
+    let all = |s: &[Sample]| (0..=MISSING).all(|t| last(s, t).is_some());
+    let s = until(&mut rx, 30, all).await;
+    let value = |t: u32| last(&s, t).unwrap().value.clone();
+    assert_eq!(value(0), Some(Value::Bool(true)));
+    assert_eq!(value(1), Some(Value::I64(-8)));
+    assert_eq!(value(2), Some(Value::U64(200)));
+    assert_eq!(value(3), Some(Value::I64(-300)));
+    assert_eq!(value(4), Some(Value::U64(60_000)));
+    assert_eq!(value(5), Some(Value::I64(-70_000)));
+    assert_eq!(value(6), Some(Value::U64(4_000_000_000)));
+    assert_eq!(value(7), Some(Value::I64(-5_000_000_000)));
+    assert_eq!(value(8), Some(Value::U64(10_000_000_000)));
+    assert_eq!(value(9), Some(Value::F64(1.5)));
+    assert_eq!(value(10), Some(Value::F64(-2.25)));
+    assert_eq!(value(11), Some(Value::Text("auto".into())));
+    let noon = Timestamp::parse_rfc3339("2026-11-28T12:00:00Z").unwrap();
+    assert_eq!(value(12), Some(Value::I64(noon.as_millis())));
+    let Some(Value::Waveform(w)) = value(WAVEFORM) else { panic!("no waveform: {:?}", value(WAVEFORM)) };
+    assert_eq!(w.len(), 64);
+    assert_eq!((w[0], w[7], w[8]), (-3.5, 3.5, -3.5));
+    for t in 0..=COUNTER {
+        assert_eq!(last(&s, t).unwrap().quality, Quality::Good, "tag {t}");
+    }
+    // Status codes and source timestamps come through as the server set them.
+    let u = last(&s, UNCERTAIN).unwrap();
+    assert_eq!(
+        (u.value.clone(), u.quality, u.source_time),
+        (Some(Value::F64(7.5)), Quality::Uncertain(Reason::SourceStatus(0x4090)), Some(noon))
+    );
+    assert_eq!(last(&s, MISSING).unwrap().quality, Quality::Bad(Reason::SourceStatus(0x8034)));
+    let c = last(&s, COUNTER).unwrap();
+    let lag = c.gateway_time.as_millis() - c.source_time.unwrap().as_millis();
+    assert!((0..2000).contains(&lag), "counter source time {lag} ms before arrival");
+    // The counter keeps coming (the subscription publishes changes).
+    let from = s.len();
+    let s = until(&mut rx, 10, |s| s.iter().filter(|x| x.tag == TagId(COUNTER)).count() >= 5).await;
+    assert!(from > 0 && s.iter().all(|x| x.tag == TagId(COUNTER) || x.tag == TagId(MISSING)));
+
+    // The server stops: every tag goes bad (comms lost). It comes back: the subscription is
+    // re-created and values flow again.
+    server.stop();
+    let s = until(&mut rx, 30, |s| s.iter().any(|x| x.quality == Quality::Bad(Reason::CommsLost))).await;
+    let lost = s.iter().filter(|x| x.quality == Quality::Bad(Reason::CommsLost)).count();
+    assert_eq!(lost, MISSING as usize + 1, "every tag bad once");
+    let mut server = Server::start(&dir.join("server"), port, "none");
+    let s = until(&mut rx, 60, |s| good_counter_after(s, 0)).await;
+    assert!(s.iter().any(|x| x.tag == TagId(COUNTER) && x.quality.is_good()));
+    assert!(DeviceHealth::get(&health.comm_errors) >= 1);
+
+    // The server's own log: subscriptions and monitored items created (again after the
+    // restart), and never a Write or a Call.
+    let requests = server.requests();
+    let count = |name: &str| requests.iter().filter(|r| *r == name).count();
+    assert!(count("CreateSubscriptionRequest") >= 2, "{requests:?}");
+    assert!(count("CreateMonitoredItemsRequest") >= 2, "{requests:?}");
+    for forbidden in ["WriteRequest", "CallRequest", "AddNodesRequest", "DeleteNodesRequest", "HistoryUpdateRequest"] {
+        assert_eq!(count(forbidden), 0, "{forbidden} sent: {requests:?}");
+    }
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_reads_for_servers_that_need_them() {
+    let dir = temp("opcua-poll");
+    let port = free_port();
+    let server = Server::start(&dir.join("server"), port, "none");
+    let config = config(port, &dir.join("data"), "read_mode = \"poll\"");
+    let (mut rx, _stop, _) = start(&config);
+    let s =
+        until(&mut rx, 30, |s| s.iter().filter(|x| x.tag == TagId(COUNTER) && x.quality.is_good()).count() >= 3).await;
+    assert_eq!(last(&s, 5).unwrap().value, Some(Value::I64(-70_000)));
+    assert_eq!(last(&s, MISSING).unwrap().quality, Quality::Bad(Reason::SourceStatus(0x8034)));
+    let requests = server.requests();
+    assert!(requests.iter().any(|r| r == "ReadRequest"), "{requests:?}");
+    assert!(!requests.iter().any(|r| r == "CreateSubscriptionRequest" || r == "WriteRequest" || r == "CallRequest"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_and_encrypt_with_an_explicit_trust_list() {
+    let dir = temp("opcua-secure");
+    let port = free_port();
+    let server = Server::start(&dir.join("server"), port, "sign_and_encrypt");
+
+    // Not trusted: no values, and the error names the server's thumbprint.
+    let config_untrusted = config(port, &dir.join("data"), "security = \"sign_and_encrypt\"");
+    let (mut rx, stop, health) = start(&config_untrusted);
+    let s = until(&mut rx, 30, |s| !s.is_empty()).await;
+    assert!(s.iter().all(|x| x.quality == Quality::Bad(Reason::CommsLost)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !health.last_error().to_lowercase().contains(&server.thumbprint) {
+        assert!(Instant::now() < deadline, "the error does not name {}: {:?}", server.thumbprint, health.last_error());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).unwrap();
+
+    // Trusted: values arrive over the encrypted channel.
+    let cert = dir.join("server").join("server_cert.der");
+    let extra = format!("security = \"sign_and_encrypt\"\ntrusted_server_certs = [\"{}\"]", cert.display());
+    let config = config(port, &dir.join("data"), &extra);
+    let (mut rx, _stop, _) = start(&config);
+    let s = until(&mut rx, 30, |s| last(s, COUNTER).is_some_and(|c| c.quality.is_good())).await;
+    assert_eq!(last(&s, 11).unwrap().value, Some(Value::Text("auto".into())));
+    // airlock's application certificate was made on first start and kept in the data folder.
+    assert!(dir.join("data/opcua/own/cert.der").exists());
+}
