@@ -151,8 +151,7 @@ async fn children(session: &Session, parent: &NodeId) -> Result<Vec<(NodeId, Str
     let mut results =
         session.browse(&[description], REFERENCES_PER_NODE, None).await.map_err(|e| format!("browse {parent}: {e}"))?;
     let mut out = Vec::new();
-    loop {
-        let Some(result) = results.pop() else { break };
+    while let Some(result) = results.pop() {
         for r in result.references.unwrap_or_default() {
             if r.node_id.server_index != 0 {
                 continue;
