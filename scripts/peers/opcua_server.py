@@ -86,7 +86,9 @@ async def main():
     for name, vtype, value in SCALARS:
         await plant.add_variable(ua.NodeId(f"Plant.{name}", ns), name, ua.Variant(value, vtype))
     wave = [float(i % 8) - 3.5 for i in range(64)]
-    await plant.add_variable(ua.NodeId("Plant.Waveform", ns), "Waveform", ua.Variant(wave, ua.VariantType.Float))
+    waveform = await plant.add_variable(ua.NodeId("Plant.Waveform", ns), "Waveform", ua.Variant(wave, ua.VariantType.Float))
+    await waveform.write_value_rank(1)
+    await waveform.write_array_dimensions([64])
     counter = await plant.add_variable(ua.NodeId("Plant.Counter", ns), "Counter", ua.Variant(0, ua.VariantType.UInt32))
     uncertain = await plant.add_variable(ua.NodeId("Plant.Uncertain", ns), "Uncertain", ua.Variant(0.0, ua.VariantType.Double))
     when = datetime.datetime(2026, 11, 28, 12, 0, 0, tzinfo=datetime.timezone.utc)
