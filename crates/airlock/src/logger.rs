@@ -14,7 +14,10 @@ struct Logger {
 
 impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= self.level
+        // The OPC UA library narrates every connection at info; its warnings and errors are
+        // kept, airlock's own lines say what matters.
+        let quiet = metadata.target().starts_with("opcua") || metadata.target() == "tracing::span";
+        metadata.level() <= if quiet { self.level.min(log::LevelFilter::Warn) } else { self.level }
     }
 
     fn log(&self, record: &log::Record) {

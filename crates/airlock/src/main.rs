@@ -47,7 +47,7 @@ enum Command {
     Query(query::QueryArgs),
     /// Export the historian's samples in a time range to CSV.
     Export(query::ExportArgs),
-    /// Serve the simulated press line over Modbus TCP until Ctrl-C.
+    /// Serve the simulated press line (Modbus TCP, and OPC UA for the line) until Ctrl-C.
     Sim {
         /// The first machine's port; the others follow (0 picks free ports).
         #[arg(long, default_value_t = 5020)]
@@ -132,6 +132,9 @@ async fn sim(base_port: u16, seed: u64, speed: f64, print_config: bool) -> anyho
     }
     for (name, s) in &sim.servers {
         eprintln!("{name:<8} Modbus TCP on {}", s.addr);
+    }
+    if let Some(o) = &sim.opcua {
+        eprintln!("line3    OPC UA on {}", o.endpoint);
     }
     eprintln!("simulated press line running at {speed}x (seed {seed}); Ctrl-C stops it");
     tokio::signal::ctrl_c().await.context("wait for Ctrl-C")?;

@@ -97,8 +97,13 @@ fn the_demo_runs_by_itself_and_writes_upstream_records() {
     }
     let tag_topics: Vec<&&str> = topics.iter().filter(|t| t.starts_with("acme/") && !t.contains('.')).collect();
     // Every tag of every machine reported, but the part counters (their production goes up
-    // instead) and the bearing waveforms (only a growing defect does).
-    assert_eq!(tag_topics.len(), 44, "{tag_topics:?}");
+    // instead) and the bearing waveforms (only a growing defect does); and the line
+    // controller's seven tags, read over OPC UA.
+    assert_eq!(tag_topics.len(), 44 + 7, "{tag_topics:?}");
+    for tag in ["output", "power", "all_running", "press2_speed"] {
+        let topic = format!("acme/dortmund/pressing/line3/{tag}");
+        assert!(topics.contains(topic.as_str()), "{topic} (OPC UA) missing");
+    }
     assert!(tag_topics.iter().all(|t| !t.ends_with("/parts_wrap") && !t.ends_with("/bearing_accel")));
     let model = records.iter().find(|r| r["topic"].as_str().unwrap().ends_with("press2/model")).unwrap();
     assert_eq!(model["value"], "PRESS2");
@@ -119,14 +124,14 @@ fn the_demo_runs_by_itself_and_writes_upstream_records() {
     // The config the demo wrote is one `check` accepts.
     let out = airlock(&["check", dir.join("demo.toml").to_str().unwrap()]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("4 devices, 52 tags"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("5 devices, 59 tags"));
 
     // What the demo read is in its historian, and `query` finds it.
     let data = dir.join("data");
     let data = data.to_str().unwrap();
     let out = airlock(&["query", "--data", data, "--tags"]);
     let tags = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(tags.lines().count(), 53, "a header and 52 tags (waveforms too, with no samples stored):\n{tags}");
+    assert_eq!(tags.lines().count(), 60, "a header and 59 tags (waveforms too, with no samples stored):\n{tags}");
     let out = airlock(&["query", "--data", data, "--tag", "press2/model", "--csv"]);
     assert!(out.status.success());
     let out = airlock(&["query", "--data", data, "--tag", "press1/running", "--from", "-1m", "--csv"]);

@@ -1,6 +1,7 @@
 //! A simulated press line for demos, tests and benchmarks: three presses and a stretch wrapper,
 //! each served as its own Modbus TCP server on loopback by a small server of our own
-//! ([`server`]) that answers reads only. The plant ([`plant`]) is deterministic from a seed and
+//! ([`server`]) that answers reads only, and the line's controller as an OPC UA server
+//! ([`opcua`], async-opcua) with line-level values. The plant ([`plant`]) is deterministic from a seed and
 //! its clock can run faster than real time. The register map of every machine is below and in
 //! `docs/simulator.md`; [`RunningSim::config_toml`] writes an airlock config that reads it.
 //!
@@ -24,6 +25,7 @@
 //! Addresses up to 4095 exist in every space; those not in the map hold a fixed pattern (for the
 //! benchmark), and reads past 4095 get exception 02.
 
+pub mod opcua;
 pub mod plant;
 pub mod server;
 
@@ -45,13 +47,15 @@ pub struct SimOptions {
     /// Simulated seconds per real second (1 = real time).
     pub speed: f64,
     pub bind: IpAddr,
-    /// The first machine's port; the others follow. 0 picks free ports.
+    /// The first machine's port; the others follow, then the OPC UA server. 0 picks free ports.
     pub base_port: u16,
+    /// Serve the line controller over OPC UA too.
+    pub opcua: bool,
 }
 
 impl Default for SimOptions {
     fn default() -> Self {
-        Self { seed: 1, speed: 1.0, bind: IpAddr::from([127, 0, 0, 1]), base_port: 0 }
+        Self { seed: 1, speed: 1.0, bind: IpAddr::from([127, 0, 0, 1]), base_port: 0, opcua: true }
     }
 }
 
@@ -59,6 +63,8 @@ impl Default for SimOptions {
 #[derive(Debug)]
 pub struct RunningSim {
     pub servers: Vec<(String, ServerHandle)>,
+    /// The line controller's OPC UA server, when served.
+    pub opcua: Option<Arc<opcua::OpcUaServer>>,
     pub plant: Arc<Mutex<Plant>>,
     /// Simulated seconds per real second.
     pub speed: f64,
@@ -79,10 +85,18 @@ pub async fn start(opts: &SimOptions) -> io::Result<RunningSim> {
         let handle = server::serve(SocketAddr::new(opts.bind, port), Arc::new(Mutex::new(banks))).await?;
         servers.push((m.spec.name.to_owned(), handle));
     }
+    let opcua = match opts.opcua {
+        true => {
+            let port = if opts.base_port == 0 { 0 } else { opts.base_port.saturating_add(servers.len() as u16) };
+            let pki = std::env::temp_dir().join(format!("airlock-sim-opcua-{}", std::process::id()));
+            Some(Arc::new(opcua::serve_line(opts.bind, port, &pki, &plant.machines).await?))
+        }
+        false => None,
+    };
     let plant = Arc::new(Mutex::new(plant));
     let banks = servers.iter().map(|(_, s)| Arc::clone(&s.banks)).collect();
-    let stepper = tokio::spawn(step_forever(Arc::clone(&plant), banks, opts.speed));
-    Ok(RunningSim { servers, plant, speed: opts.speed, stepper })
+    let stepper = tokio::spawn(step_forever(Arc::clone(&plant), banks, opcua.clone(), opts.speed));
+    Ok(RunningSim { servers, opcua, plant, speed: opts.speed, stepper })
 }
 
 impl RunningSim {
@@ -90,6 +104,9 @@ impl RunningSim {
         self.stepper.abort();
         for (_, s) in &self.servers {
             s.stop();
+        }
+        if let Some(o) = &self.opcua {
+            o.stop();
         }
     }
 
@@ -116,9 +133,41 @@ impl RunningSim {
             ));
             out.push_str(TAGS_TOML);
         }
+        if let Some(o) = &self.opcua {
+            out.push_str(&format!(
+                "\n# The line controller, over OPC UA (a subscription).\n[[device]]\nname = \"line3\"\n\
+                 asset_path = \"acme/dortmund/pressing\"\nprotocol = \"opcua\"\naddress = \"{}\"\n\
+                 publishing_interval_ms = {poll_interval_ms}\n",
+                o.endpoint
+            ));
+            out.push_str(LINE_TAGS_TOML);
+            for (name, _) in &self.servers {
+                out.push_str(&format!(
+                    "[[device.tag]]\nname = \"{name}_speed\"\nnode_id = \"ns=2;s=Line3.{name}.Speed\"\nunit = \"rpm\"\ndeadband = 100.0\n"
+                ));
+            }
+        }
         out
     }
 }
+
+const LINE_TAGS_TOML: &str = r#"[[device.tag]]
+name = "output"
+type = "u32"
+node_id = "ns=2;s=Line3.Output"
+unit = "parts"
+deadband = 100.0
+[[device.tag]]
+name = "power"
+node_id = "ns=2;s=Line3.Power"
+unit = "kW"
+deadband = 5.0
+window_s = 1800
+[[device.tag]]
+name = "all_running"
+type = "bool"
+node_id = "ns=2;s=Line3.AllRunning"
+"#;
 
 const TAGS_TOML: &str = r#"
 [[device.tag]]
@@ -239,7 +288,12 @@ impl Drop for RunningSim {
     }
 }
 
-async fn step_forever(plant: Arc<Mutex<Plant>>, banks: Vec<Arc<Mutex<Banks>>>, speed: f64) {
+async fn step_forever(
+    plant: Arc<Mutex<Plant>>,
+    banks: Vec<Arc<Mutex<Banks>>>,
+    opcua: Option<Arc<opcua::OpcUaServer>>,
+    speed: f64,
+) {
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     let mut tick = 0u64;
@@ -258,6 +312,12 @@ async fn step_forever(plant: Arc<Mutex<Plant>>, banks: Vec<Arc<Mutex<Banks>>>, s
                     write_waveform(m, &mut b, tick * 16 + i as u64);
                 }
             }
+        }
+        // The line controller publishes every 100 ms.
+        if let Some(o) = &opcua
+            && tick.is_multiple_of(5)
+        {
+            o.write_line(&plant.machines);
         }
     }
 }

@@ -48,7 +48,8 @@ pub async fn browse(
     let pki = Pki::new(data_dir, "browse");
     pki.prepare(&opcua.trusted_server_certs)?;
     let retry = Retry { limit: 0, initial: Duration::from_millis(200), max: Duration::from_secs(1) };
-    let mut client = client(&pki, "browse", retry, Duration::from_secs(5))?;
+    let secured = opcua.security != airlock_config::Security::None;
+    let mut client = client(&pki, "browse", retry, Duration::from_secs(5), secured)?;
     let identity = identity_token(&opcua.identity)?;
     let (session, event_loop) = client
         .connect_to_matching_endpoint(endpoint(opcua), identity)

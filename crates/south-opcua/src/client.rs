@@ -94,7 +94,7 @@ impl OpcUaTask {
     fn client(&self) -> Result<Client, String> {
         let d = &self.device;
         let retry = Retry { limit: -1, initial: d.backoff_initial, max: d.backoff_max };
-        client(&self.pki, &d.name, retry, d.timeout)
+        client(&self.pki, &d.name, retry, d.timeout, self.opcua.security != Security::None)
     }
 
     async fn connect_forever(self, out: mpsc::Sender<SampleBatch>) {
@@ -400,8 +400,9 @@ pub(crate) struct Retry {
     pub max: Duration,
 }
 
-/// An async-opcua client with airlock's identity, the device's trust list and `retry`.
-pub(crate) fn client(pki: &Pki, name: &str, retry: Retry, timeout: Duration) -> Result<Client, String> {
+/// An async-opcua client with airlock's identity, the device's trust list and `retry`. The
+/// application certificate is made (once, then kept) only when a secured channel needs it.
+pub(crate) fn client(pki: &Pki, name: &str, retry: Retry, timeout: Duration, secured: bool) -> Result<Client, String> {
     ClientBuilder::new()
         .application_name("airlock")
         .application_uri(APPLICATION_URI)
@@ -409,7 +410,7 @@ pub(crate) fn client(pki: &Pki, name: &str, retry: Retry, timeout: Duration) -> 
         .pki_dir(&pki.dir)
         .certificate_path(&pki.own_cert)
         .private_key_path(&pki.own_key)
-        .create_sample_keypair(true)
+        .create_sample_keypair(secured)
         .trust_server_certs(false)
         .verify_server_certs(true)
         .session_retry_limit(retry.limit)
