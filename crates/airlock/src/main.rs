@@ -61,6 +61,10 @@ enum Command {
         /// Print a config that reads the simulated plant, then serve.
         #[arg(long)]
         print_config: bool,
+        /// Serve only an OPC UA load server instead: this many Double nodes (ns=2;s=Load.<i>),
+        /// each changing every 100 ms (for the OPC UA benchmark).
+        #[arg(long)]
+        opcua_load: Option<usize>,
     },
 }
 
@@ -95,7 +99,10 @@ fn run_async(command: Command) -> anyhow::Result<()> {
             Command::Demo(args) => demo::run(args).await,
             Command::Browse(args) => browse::run(args).await,
             Command::Run { file, out, duration } => run_config(file, out, duration).await,
-            Command::Sim { base_port, seed, speed, print_config } => sim(base_port, seed, speed, print_config).await,
+            Command::Sim { base_port, opcua_load: Some(n), .. } => sim_opcua_load(base_port, n).await,
+            Command::Sim { base_port, seed, speed, print_config, opcua_load: None } => {
+                sim(base_port, seed, speed, print_config).await
+            }
             Command::Check { .. } | Command::Query(_) | Command::Export(_) => Ok(()),
         }
     })
@@ -119,6 +126,19 @@ async fn run_config(file: PathBuf, out: Option<PathBuf>, duration: Option<Durati
     demo::show_until(&gateway, header, duration).await;
     gateway.stop().await;
     log::info!("stopped");
+    Ok(())
+}
+
+async fn sim_opcua_load(port: u16, nodes: usize) -> anyhow::Result<()> {
+    logger::init(None);
+    let pki = std::env::temp_dir().join(format!("airlock-sim-opcua-load-{}", std::process::id()));
+    let every = Duration::from_millis(100);
+    let server = airlock_sim::opcua::serve_load([127, 0, 0, 1].into(), port, &pki, nodes, every)
+        .await
+        .context("start the OPC UA load server")?;
+    eprintln!("OPC UA load on {} ({nodes} nodes, each changing every 100 ms)", server.endpoint);
+    tokio::signal::ctrl_c().await.context("wait for Ctrl-C")?;
+    server.stop();
     Ok(())
 }
 

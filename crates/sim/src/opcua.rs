@@ -101,7 +101,10 @@ async fn start(
     build: impl FnOnce(&mut opcua::server::address_space::AddressSpace, u16),
 ) -> io::Result<OpcUaServer> {
     let port = if port == 0 { free_port(bind)? } else { port };
-    let (server, handle) = ServerBuilder::new_anonymous("airlock simulated line")
+    let mut builder = ServerBuilder::new_anonymous("airlock simulated line");
+    // Room for the load benchmark's tens of thousands of monitored items.
+    builder.limits_mut().subscriptions.max_monitored_items_per_sub = 0;
+    let (server, handle) = builder
         .application_uri("urn:airlock:sim:server")
         .product_uri("urn:airlock:sim:server")
         .host(bind.to_string())

@@ -36,6 +36,11 @@ use crate::value::reading;
 
 /// Values waiting between the subscription callback and the task, at most.
 const VALUES_QUEUED_MAX: usize = 65_536;
+/// Values per Publish response at most, so that a large subscription's responses stay within
+/// the message size a server allows (a server sends more responses instead).
+const NOTIFICATIONS_PER_PUBLISH: u32 = 1000;
+/// Monitored items per CreateMonitoredItems request.
+const ITEMS_PER_REQUEST: usize = 1000;
 /// Nodes per Read request when polling.
 const READ_CHUNK: usize = 500;
 
@@ -290,7 +295,7 @@ impl OpcUaTask {
             }
         });
         let id = session
-            .create_subscription(publishing_interval, 30, 10, 0, 0, true, callback)
+            .create_subscription(publishing_interval, 30, 10, NOTIFICATIONS_PER_PUBLISH, 0, true, callback)
             .await
             .map_err(|e| e.to_string())?;
         let mut requests = Vec::new();
@@ -316,19 +321,29 @@ impl OpcUaTask {
             requests.push(r);
             tags.push(i);
         }
-        let created =
-            session.create_monitored_items(id, TimestampsToReturn::Both, requests).await.map_err(|e| e.to_string())?;
-        for (item, &tag) in created.iter().zip(&tags) {
-            let status = item.result.status_code;
-            if status.is_bad() {
-                let n = &self.opcua.nodes[tag];
-                log::warn!(
-                    "device {}: tag {}: the server refused {:?}: {status}",
-                    self.device.name,
-                    self.device.tags[tag].name,
-                    n.node_id
-                );
-                refused.push(Sample::bad(self.tag_id(tag), Reason::SourceStatus((status.bits() >> 16) as u16), now));
+        // In requests of at most ITEMS_PER_REQUEST, so that a large tag list fits a server's
+        // message and operation limits.
+        for (chunk, tags) in requests.chunks(ITEMS_PER_REQUEST).zip(tags.chunks(ITEMS_PER_REQUEST)) {
+            let created = session
+                .create_monitored_items(id, TimestampsToReturn::Both, chunk.to_vec())
+                .await
+                .map_err(|e| e.to_string())?;
+            for (item, &tag) in created.iter().zip(tags) {
+                let status = item.result.status_code;
+                if status.is_bad() {
+                    let n = &self.opcua.nodes[tag];
+                    log::warn!(
+                        "device {}: tag {}: the server refused {:?}: {status}",
+                        self.device.name,
+                        self.device.tags[tag].name,
+                        n.node_id
+                    );
+                    refused.push(Sample::bad(
+                        self.tag_id(tag),
+                        Reason::SourceStatus((status.bits() >> 16) as u16),
+                        now,
+                    ));
+                }
             }
         }
         if !refused.is_empty() {
