@@ -2,14 +2,16 @@
 """An OPC UA server for tests: asyncua (PyPI; we did not write it) serving one variable of every
 scalar type plus an array, on loopback, and logging every service request it receives.
 
-Usage: opcua_server.py PORT DIR [--security none|sign_and_encrypt] [--nodes N]
+Usage: opcua_server.py PORT DIR [--security none|sign_and_encrypt] [--user NAME:PASSWORD] [--nodes N]
+- --user: only that user name and password may open a session (no anonymous sessions).
 - DIR holds the server's certificate (server_cert.der, made once, kept across restarts) and
   requests.log: one line per service request, the request's type name (ReadRequest,
   WriteRequest, CallRequest, ...), so a test can prove which services a client used.
 - Variables live in namespace "urn:airlock:test" (index 2) under Objects/Plant:
   ns=2;s=Plant.<Type> for Boolean, SByte, Byte, Int16, UInt16, Int32, UInt32, Int64, UInt64,
   Float, Double, String, DateTime; ns=2;s=Plant.Waveform (Float[64]); ns=2;s=Plant.Counter
-  (UInt32, +1 every 50 ms, source timestamp = the change); ns=2;s=Plant.Uncertain (Double 7.5
+  (UInt32, +1 every 50 ms, source timestamp = the change); ns=2;s=Plant.Steps (Double, every
+  50 ms: n + 100 * (n // 10), so +1 nine times, then +101); ns=2;s=Plant.Uncertain (Double 7.5
   with status UncertainLastUsableValue and source time 2026-11-28T12:00:00Z); with --nodes N,
   also ns=2;s=Load.<i> (Double, all changing every 100 ms) for load tests.
 Prints {"ready": true, "thumbprint": SHA-1 of its certificate, hex} when it listens. Runs until killed.
@@ -23,6 +25,8 @@ from pathlib import Path
 from asyncua import Server, ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.server import uaprocessor
+from asyncua.server.user_managers import UserManager
+from asyncua.crypto.permission_rules import User, UserRole
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -31,6 +35,7 @@ port, folder = int(sys.argv[1]), Path(sys.argv[2])
 args = sys.argv[3:]
 security = args[args.index("--security") + 1] if "--security" in args else "none"
 load_nodes = int(args[args.index("--nodes") + 1]) if "--nodes" in args else 0
+user = args[args.index("--user") + 1].split(":", 1) if "--user" in args else None
 folder.mkdir(parents=True, exist_ok=True)
 log = open(folder / "requests.log", "a", buffering=1)
 
@@ -62,8 +67,15 @@ SCALARS = [
 ]
 
 
+class OneUser(UserManager):
+    def get_user(self, iserver, username=None, password=None, certificate=None):
+        if user and [username, password] == user:
+            return User(role=UserRole.User)
+        return None
+
+
 async def main():
-    server = Server()
+    server = Server(user_manager=OneUser()) if user else Server()
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/")
     server.set_server_name("asyncua test plant")
@@ -81,6 +93,8 @@ async def main():
         server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
     else:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    if user:
+        server.set_security_IDs(["Username"])
     ns = await server.register_namespace("urn:airlock:test")
     plant = await server.nodes.objects.add_object(ua.NodeId("Plant", ns), "Plant")
     for name, vtype, value in SCALARS:
@@ -90,6 +104,7 @@ async def main():
     await waveform.write_value_rank(1)
     await waveform.write_array_dimensions([64])
     counter = await plant.add_variable(ua.NodeId("Plant.Counter", ns), "Counter", ua.Variant(0, ua.VariantType.UInt32))
+    steps = await plant.add_variable(ua.NodeId("Plant.Steps", ns), "Steps", ua.Variant(0.0, ua.VariantType.Double))
     uncertain = await plant.add_variable(ua.NodeId("Plant.Uncertain", ns), "Uncertain", ua.Variant(0.0, ua.VariantType.Double))
     when = datetime.datetime(2026, 11, 28, 12, 0, 0, tzinfo=datetime.timezone.utc)
     await uncertain.write_value(ua.DataValue(ua.Variant(7.5, ua.VariantType.Double),
@@ -108,6 +123,7 @@ async def main():
             await asyncio.sleep(0.05)
             n += 1
             await counter.write_value(ua.DataValue(ua.Variant(n, ua.VariantType.UInt32), SourceTimestamp=datetime.datetime.now(datetime.timezone.utc)))
+            await steps.write_value(float(n + 100 * (n // 10)))
             if load and n % 2 == 0:
                 tick += 1
                 for i, node in enumerate(load):

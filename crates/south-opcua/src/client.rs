@@ -9,7 +9,6 @@
 //! server that refuses subscriptions is read by polling reads instead, as is a device with
 //! `read_mode = "poll"`. A server certificate that is not trusted is named by its thumbprint.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::pin::Pin;
 use std::str::FromStr;
@@ -189,8 +188,7 @@ impl OpcUaTask {
                 }
             }
         }));
-        let tags_of = self.tags_by_node();
-        let (values_tx, mut values) = mpsc::channel::<(NodeId, DataValue)>(VALUES_QUEUED_MAX);
+        let (values_tx, mut values) = mpsc::channel::<(u32, DataValue)>(VALUES_QUEUED_MAX);
         let mut poll = matches!(self.opcua.mode, ReadMode::Poll);
         let mut subscription: Option<u32> = None;
         let mut up = false;
@@ -246,9 +244,10 @@ impl OpcUaTask {
                     }
                     let now = Timestamp::now();
                     let mut samples = Vec::with_capacity(n);
-                    for (node, dv) in buf.drain(..) {
-                        for &t in tags_of.get(&node).map(Vec::as_slice).unwrap_or(&[]) {
-                            samples.push(self.sample(t, &dv, now));
+                    for (handle, dv) in buf.drain(..) {
+                        // A monitored item's client handle is its tag's index + 1.
+                        if let Some(tag) = (handle as usize).checked_sub(1).filter(|t| *t < self.device.tags.len()) {
+                            samples.push(self.sample(tag, &dv, now));
                         }
                     }
                     *batch += 1;
@@ -265,23 +264,12 @@ impl OpcUaTask {
         }
     }
 
-    /// Node id -> the tags that read it.
-    fn tags_by_node(&self) -> HashMap<NodeId, Vec<usize>> {
-        let mut map: HashMap<NodeId, Vec<usize>> = HashMap::new();
-        for (i, n) in self.opcua.nodes.iter().enumerate() {
-            if let Ok(id) = NodeId::from_str(&n.node_id) {
-                map.entry(id).or_default().push(i);
-            }
-        }
-        map
-    }
-
     /// Creates the subscription and one monitored item per tag. A refused item makes its tag
     /// bad with the server's status code.
     async fn subscribe(
         &self,
         session: &Session,
-        values: mpsc::Sender<(NodeId, DataValue)>,
+        values: mpsc::Sender<(u32, DataValue)>,
         out: &mpsc::Sender<SampleBatch>,
         batch: &mut u64,
     ) -> Result<u32, String> {
@@ -290,7 +278,7 @@ impl OpcUaTask {
         };
         let health = Arc::clone(&self.health);
         let callback = DataChangeCallback::new(move |dv, item| {
-            if values.try_send((item.item_to_monitor().node_id.clone(), dv)).is_err() {
+            if values.try_send((item.client_handle(), dv)).is_err() {
                 DeviceHealth::count(&health.batches_dropped, 1);
             }
         });
@@ -308,6 +296,7 @@ impl OpcUaTask {
                 continue;
             };
             let mut r: MonitoredItemCreateRequest = node.into();
+            r.requested_parameters.client_handle = i as u32 + 1;
             r.requested_parameters.sampling_interval = n.sampling_interval.as_secs_f64() * 1000.0;
             r.requested_parameters.queue_size = n.queue_size;
             r.requested_parameters.discard_oldest = true;

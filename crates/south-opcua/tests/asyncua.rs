@@ -30,11 +30,15 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, port: u16, security: &str) -> Self {
+        Self::start_with(dir, port, &["--security", security])
+    }
+
+    fn start_with(dir: &Path, port: u16, args: &[&str]) -> Self {
         let mut child = Command::new(python())
             .arg(peer_script("opcua_server.py"))
             .arg(port.to_string())
             .arg(dir)
-            .args(["--security", security])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -250,4 +254,64 @@ async fn sign_and_encrypt_with_an_explicit_trust_list() {
     assert_eq!(last(&s, 11).unwrap().value, Some(Value::Text("auto".into())));
     // airlock's application certificate was made on first start and kept in the data folder.
     assert!(dir.join("data/opcua/own/cert.der").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_name_identity_opens_the_session_and_a_wrong_password_does_not() {
+    let dir = temp("opcua-user");
+    let port = free_port();
+    let _server = Server::start_with(&dir.join("server"), port, &["--user", "reader:s3cret"]);
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("good"), "s3cret\n").unwrap();
+    std::fs::write(secrets.join("bad"), "guess\n").unwrap();
+
+    let wrong = format!("username = \"reader\"\npassword_file = \"{}\"", secrets.join("bad").display());
+    let (mut rx, stop, health) = start(&config(port, &dir.join("data"), &wrong));
+    let s = until(&mut rx, 30, |s| !s.is_empty()).await;
+    assert!(s.iter().all(|x| x.quality == Quality::Bad(Reason::CommsLost)), "{s:#?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while health.last_error().is_empty() {
+        assert!(Instant::now() < deadline, "no error reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let error = health.last_error();
+    assert!(error.contains("BadUserAccessDenied") || error.contains("BadIdentityTokenRejected"), "{error}");
+    stop.send(true).unwrap();
+
+    let right = format!("username = \"reader\"\npassword_file = \"{}\"", secrets.join("good").display());
+    let (mut rx, _stop, _) = start(&config(port, &dir.join("data"), &right));
+    let s = until(&mut rx, 30, |s| last(s, COUNTER).is_some_and(|c| c.quality.is_good())).await;
+    assert_eq!(last(&s, 5).unwrap().value, Some(Value::I64(-70_000)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_deadband_thins_what_the_server_sends() {
+    let dir = temp("opcua-deadband");
+    let port = free_port();
+    let _server = Server::start(&dir.join("server"), port, "none");
+    // The Steps node (+1 nine times, then +101, every 50 ms) twice: once plain, once through a
+    // monitored item with an absolute deadband of 10, so only the jumps come.
+    let text = format!(
+        "[store]\ndata_dir = \"{}\"\n[[device]]\nname = \"cell\"\nasset_path = \"acme/plant\"\nprotocol = \"opcua\"\n\
+         address = \"opc.tcp://127.0.0.1:{port}/\"\npublishing_interval_ms = 50\n\
+         [[device.tag]]\nname = \"every\"\nnode_id = \"ns=2;s=Plant.Steps\"\nsampling_interval_ms = 50\n\
+         [[device.tag]]\nname = \"thinned\"\nnode_id = \"ns=2;s=Plant.Steps\"\nsampling_interval_ms = 50\nserver_deadband = 10\n",
+        dir.join("data").display()
+    );
+    let config = parse(&text, Path::new("cell.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let (mut rx, _stop, _) = start(&config);
+    let s = until(&mut rx, 30, |s| s.iter().filter(|x| x.tag == TagId(1)).count() >= 4).await;
+    let values = |tag: u32| -> Vec<f64> {
+        s.iter()
+            .filter(|x| x.tag == TagId(tag))
+            .filter_map(|x| match x.value {
+                Some(Value::F64(v)) => Some(v),
+                _ => None,
+            })
+            .collect()
+    };
+    let (every, thinned) = (values(0), values(1));
+    assert!(thinned.windows(2).all(|w| w[1] - w[0] > 10.0), "deadband 10 not applied: {thinned:?}");
+    assert!(every.len() > 2 * thinned.len(), "the item without deadband sees every change: {every:?} vs {thinned:?}");
 }
