@@ -2,9 +2,10 @@
 //!
 //! It connects (GetEndpoints, then the endpoint of the configured policy and mode), creates one
 //! subscription with a monitored item per tag, and hands values on as they are published. The
-//! session's own event loop (async-opcua) keeps the session alive, reconnects with exponential
-//! backoff after a loss and re-creates the subscription and its monitored items on a new
-//! session; while the server is unreachable every tag is bad (comms lost). A monitored item the
+//! session's own event loop (async-opcua) keeps the session alive and reconnects with
+//! exponential backoff after a loss; this task makes the subscription and its monitored items
+//! again on every new session (and when the server ends the subscription, e.g. a timeout);
+//! while the server is unreachable every tag is bad (comms lost). A monitored item the
 //! server refuses (an unknown node id) makes that tag bad with the server's status code; a
 //! server that refuses subscriptions is read by polling reads instead, as is a device with
 //! `read_mode = "poll"`. A server certificate that is not trusted is named by its thumbprint.
@@ -19,13 +20,14 @@ use airlock_config::{Device, Identity, OpcUaDevice, ReadMode, Security};
 use airlock_model::pace::Backoff;
 use airlock_model::{DeviceHealth, LinkState, Quality, Reason, Sample, SampleBatch, TagId, Timestamp};
 use opcua::client::{
-    Client, ClientBuilder, DataChangeCallback, IdentityToken, Session, SessionConnectMode, SessionPollResult,
+    Client, ClientBuilder, IdentityToken, MonitoredItem, OnSubscriptionNotification, Session, SessionConnectMode,
+    SessionPollResult,
 };
 use opcua::crypto::{PrivateKey, SecurityPolicy};
 use opcua::types::{
     AttributeId, DataChangeFilter, DataChangeTrigger, DataValue, DeadbandType, EndpointDescription, ExtensionObject,
-    MessageSecurityMode, MonitoredItemCreateRequest, NodeId, ReadValueId, StatusCode, TimestampsToReturn,
-    UserTokenPolicy,
+    MessageSecurityMode, MonitoredItemCreateRequest, NodeId, ReadValueId, StatusChangeNotification, StatusCode,
+    TimestampsToReturn, UserTokenPolicy,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -52,6 +54,35 @@ pub struct OpcUaTask {
     first_tag: TagId,
     pki: Pki,
     health: Arc<DeviceHealth>,
+}
+
+/// What the subscription's callback hands to the task.
+enum Notice {
+    /// A monitored item's value, by its client handle (the tag's index + 1).
+    Value(u32, DataValue),
+    /// The server changed the subscription's state (a bad status: it is gone, e.g. timed out).
+    Status(StatusCode),
+}
+
+/// The subscription's callbacks: values and status changes into the task's bounded channel;
+/// when it is full the value is dropped and counted.
+struct Notices {
+    tx: mpsc::Sender<Notice>,
+    health: Arc<DeviceHealth>,
+}
+
+impl OnSubscriptionNotification for Notices {
+    fn on_data_value(&mut self, dv: DataValue, item: &MonitoredItem) {
+        if self.tx.try_send(Notice::Value(item.client_handle(), dv)).is_err() {
+            DeviceHealth::count(&self.health.batches_dropped, 1);
+        }
+    }
+
+    fn on_subscription_status_change(&mut self, notification: StatusChangeNotification) {
+        if self.tx.try_send(Notice::Status(notification.status)).is_err() {
+            DeviceHealth::count(&self.health.batches_dropped, 1);
+        }
+    }
 }
 
 /// Aborts the session's event loop when the task ends or is dropped.
@@ -188,7 +219,7 @@ impl OpcUaTask {
                 }
             }
         }));
-        let (values_tx, mut values) = mpsc::channel::<(u32, DataValue)>(VALUES_QUEUED_MAX);
+        let (values_tx, mut values) = mpsc::channel::<Notice>(VALUES_QUEUED_MAX);
         let mut poll = matches!(self.opcua.mode, ReadMode::Poll);
         let mut subscription: Option<u32> = None;
         let mut up = false;
@@ -244,15 +275,38 @@ impl OpcUaTask {
                     }
                     let now = Timestamp::now();
                     let mut samples = Vec::with_capacity(n);
-                    for (handle, dv) in buf.drain(..) {
-                        // A monitored item's client handle is its tag's index + 1.
-                        if let Some(tag) = (handle as usize).checked_sub(1).filter(|t| *t < self.device.tags.len()) {
-                            samples.push(self.sample(tag, &dv, now));
+                    let mut lost = None;
+                    for notice in buf.drain(..) {
+                        match notice {
+                            // A monitored item's client handle is its tag's index + 1.
+                            Notice::Value(handle, dv) => {
+                                let tag = (handle as usize).checked_sub(1).filter(|t| *t < self.device.tags.len());
+                                if let Some(tag) = tag {
+                                    samples.push(self.sample(tag, &dv, now));
+                                }
+                            }
+                            Notice::Status(status) if status.is_bad() => lost = Some(status),
+                            Notice::Status(_) => {}
                         }
                     }
                     *batch += 1;
                     DeviceHealth::count(&self.health.polls, 1);
                     self.emit(out, *batch, samples);
+                    if let Some(status) = lost {
+                        // The server dropped the subscription (e.g. it timed out): the tags are
+                        // bad until a new one is made on the same session.
+                        log::warn!("device {name}: the server ended the subscription ({status}); making a new one");
+                        let code = (status.bits() >> 16) as u16;
+                        *batch += 1;
+                        self.emit(out, *batch, self.all_bad(Reason::SourceStatus(code)));
+                        if let Some(old) = subscription.take() {
+                            let _ = session.delete_subscription(old).await;
+                        }
+                        match self.subscribe(&session, values_tx.clone(), out, batch).await {
+                            Ok(id) => subscription = Some(id),
+                            Err(e) => log::warn!("device {name}: no new subscription yet ({e})"),
+                        }
+                    }
                 }
                 _ = ticker.tick(), if poll && up => {
                     *batch += 1;
@@ -269,19 +323,14 @@ impl OpcUaTask {
     async fn subscribe(
         &self,
         session: &Session,
-        values: mpsc::Sender<(u32, DataValue)>,
+        values: mpsc::Sender<Notice>,
         out: &mpsc::Sender<SampleBatch>,
         batch: &mut u64,
     ) -> Result<u32, String> {
         let ReadMode::Subscribe { publishing_interval } = self.opcua.mode else {
             return Err("the device reads by polling".into());
         };
-        let health = Arc::clone(&self.health);
-        let callback = DataChangeCallback::new(move |dv, item| {
-            if values.try_send((item.client_handle(), dv)).is_err() {
-                DeviceHealth::count(&health.batches_dropped, 1);
-            }
-        });
+        let callback = Notices { tx: values, health: Arc::clone(&self.health) };
         let id = session
             .create_subscription(publishing_interval, 30, 10, NOTIFICATIONS_PER_PUBLISH, 0, true, callback)
             .await
