@@ -86,7 +86,9 @@ pub fn summary(config: &Config, file: &Path) -> String {
             );
         }
     }
-    out += &format!("  {total_requests} requests per poll cycle in all\n");
+    if config.devices.iter().any(|d| matches!(d.protocol, Protocol::ModbusTcp(_))) {
+        out += &format!("  {total_requests} Modbus requests per poll cycle in all\n");
+    }
     out += &format!(
         "  store: {}, synced every {} ms\n",
         config.store.data_dir.display(),

@@ -5,39 +5,18 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use airlock_testkit::{Broker, free_port, peer_script, python, temp};
+use airlock_testkit::{Broker, OpcUaPeer, free_port, temp};
 
 fn airlock(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_airlock")).args(args).output().unwrap()
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn asyncua(dir: &Path, port: u16) -> Server {
-    let mut child = Command::new(python())
-        .arg(peer_script("opcua_server.py"))
-        .arg(port.to_string())
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.contains("ready"), "{line:?}");
-    Server(child)
+fn asyncua(dir: &Path, port: u16) -> OpcUaPeer {
+    OpcUaPeer::start(dir, port, &[])
 }
 
 #[test]

@@ -12,6 +12,7 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure is the run failing
 
+use airlock_testkit::peak_rss_mb;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -254,15 +255,6 @@ fn median_ms(mut f: impl FnMut()) -> f64 {
         .collect();
     times.sort_by(f64::total_cmp);
     times[4]
-}
-
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
-    kb.unwrap_or(0.0) / 1024.0
 }
 
 fn main() {

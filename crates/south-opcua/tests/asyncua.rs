@@ -7,65 +7,18 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_config::{Config, Protocol, parse};
 use airlock_model::{DeviceHealth, Quality, Reason, Sample, SampleBatch, TagId, Timestamp, Value};
 use airlock_south_opcua::OpcUaTask;
-use airlock_testkit::{free_port, peer_script, python, temp};
+use airlock_testkit::{OpcUaPeer, free_port, temp};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout};
 
-/// An asyncua server process.
-struct Server {
-    child: Child,
-
-    dir: PathBuf,
-    thumbprint: String,
-}
-
-impl Server {
-    fn start(dir: &Path, port: u16, security: &str) -> Self {
-        Self::start_with(dir, port, &["--security", security])
-    }
-
-    fn start_with(dir: &Path, port: u16, args: &[&str]) -> Self {
-        let mut child = Command::new(python())
-            .arg(peer_script("opcua_server.py"))
-            .arg(port.to_string())
-            .arg(dir)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-        let thumbprint = ready["thumbprint"].as_str().unwrap().to_owned();
-        Self { child, dir: dir.to_owned(), thumbprint }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// The service requests the server received, by type name.
-    fn requests(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("requests.log")).unwrap_or_default().lines().map(str::to_owned).collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+type Server = OpcUaPeer;
 
 const SCALARS: [(&str, &str); 13] = [
     ("Boolean", "bool"),
@@ -146,7 +99,7 @@ fn good_counter_after(samples: &[Sample], index: usize) -> bool {
 async fn every_type_through_a_subscription_and_back_after_a_server_restart() {
     let dir = temp("opcua-subscribe");
     let port = free_port();
-    let mut server = Server::start(&dir.join("server"), port, "none");
+    let mut server = Server::start(&dir.join("server"), port, &["--security", "none"]);
     let config = config(port, &dir.join("data"), "");
     let (mut rx, _stop, health) = start(&config);
 
@@ -194,7 +147,7 @@ async fn every_type_through_a_subscription_and_back_after_a_server_restart() {
     let s = until(&mut rx, 30, |s| s.iter().any(|x| x.quality == Quality::Bad(Reason::CommsLost))).await;
     let lost = s.iter().filter(|x| x.quality == Quality::Bad(Reason::CommsLost)).count();
     assert_eq!(lost, MISSING as usize + 1, "every tag bad once");
-    let mut server = Server::start(&dir.join("server"), port, "none");
+    let mut server = Server::start(&dir.join("server"), port, &["--security", "none"]);
     let s = until(&mut rx, 60, |s| good_counter_after(s, 0)).await;
     assert!(s.iter().any(|x| x.tag == TagId(COUNTER) && x.quality.is_good()));
     assert!(DeviceHealth::get(&health.comm_errors) >= 1);
@@ -215,7 +168,7 @@ async fn every_type_through_a_subscription_and_back_after_a_server_restart() {
 async fn polling_reads_for_servers_that_need_them() {
     let dir = temp("opcua-poll");
     let port = free_port();
-    let server = Server::start(&dir.join("server"), port, "none");
+    let server = Server::start(&dir.join("server"), port, &["--security", "none"]);
     let config = config(port, &dir.join("data"), "read_mode = \"poll\"");
     let (mut rx, _stop, _) = start(&config);
     let s =
@@ -231,7 +184,7 @@ async fn polling_reads_for_servers_that_need_them() {
 async fn sign_and_encrypt_with_an_explicit_trust_list() {
     let dir = temp("opcua-secure");
     let port = free_port();
-    let server = Server::start(&dir.join("server"), port, "sign_and_encrypt");
+    let server = Server::start(&dir.join("server"), port, &["--security", "sign_and_encrypt"]);
 
     // Not trusted: no values, and the error names the server's thumbprint.
     let config_untrusted = config(port, &dir.join("data"), "security = \"sign_and_encrypt\"");
@@ -260,7 +213,7 @@ async fn sign_and_encrypt_with_an_explicit_trust_list() {
 async fn a_user_name_identity_opens_the_session_and_a_wrong_password_does_not() {
     let dir = temp("opcua-user");
     let port = free_port();
-    let _server = Server::start_with(&dir.join("server"), port, &["--user", "reader:s3cret"]);
+    let _server = Server::start(&dir.join("server"), port, &["--user", "reader:s3cret"]);
     let secrets = dir.join("secrets");
     std::fs::create_dir_all(&secrets).unwrap();
     std::fs::write(secrets.join("good"), "s3cret\n").unwrap();
@@ -289,7 +242,7 @@ async fn a_user_name_identity_opens_the_session_and_a_wrong_password_does_not() 
 async fn a_server_deadband_thins_what_the_server_sends() {
     let dir = temp("opcua-deadband");
     let port = free_port();
-    let _server = Server::start(&dir.join("server"), port, "none");
+    let _server = Server::start(&dir.join("server"), port, &["--security", "none"]);
     // The Steps node (+1 nine times, then +101, every 50 ms) twice: once plain, once through a
     // monitored item with an absolute deadband of 10, so only the jumps come.
     let text = format!(

@@ -1,7 +1,9 @@
 //! Test scaffolding shared by airlock's crates, a dev-dependency only: a mosquitto broker (the
 //! Debian package) on a free loopback port with persistence and a full log, stopped the way a
-//! service stop does; the Python of the test peers (`.venv`, made by `./scripts/test`); temp
-//! folders and free ports. Panics are its error handling: it runs only in tests.
+//! service stop does; the asyncua OPC UA server of `scripts/peers`; the Python of the test peers
+//! (`.venv`, made by `./scripts/test`); temp folders and free ports; and the process figures
+//! benchmarks print (CPU seconds, peak RSS). Panics are its error handling: it runs only in
+//! tests and benchmarks.
 
 #![allow(clippy::unwrap_used)]
 
@@ -114,4 +116,71 @@ impl Drop for Broker {
             let _ = c.wait();
         }
     }
+}
+
+/// The asyncua test server (`scripts/peers/opcua_server.py PORT DIR ARGS`), killed when dropped.
+pub struct OpcUaPeer {
+    child: Child,
+    /// The SHA-1 thumbprint of its certificate, lowercase hex.
+    pub thumbprint: String,
+    pub dir: PathBuf,
+}
+
+impl OpcUaPeer {
+    /// Starts it and waits until it listens.
+    pub fn start(dir: &Path, port: u16, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(python())
+            .arg(peer_script("opcua_server.py"))
+            .arg(port.to_string())
+            .arg(dir)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let thumbprint = line
+            .split("\"thumbprint\": \"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("the OPC UA peer did not start: {line:?}"))
+            .to_owned();
+        Self { child, thumbprint, dir: dir.to_owned() }
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The service requests it received, by type name (`ReadRequest`, `WriteRequest`, ...).
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("requests.log")).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for OpcUaPeer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// User plus system CPU seconds of this process so far (Linux, `/proc`).
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The peak resident set size of this process, in MB (Linux, `/proc`).
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    kb.unwrap_or(0.0) / 1024.0
 }
