@@ -2,8 +2,10 @@
 """An OPC UA server for tests: asyncua (PyPI; we did not write it) serving one variable of every
 scalar type plus an array, on loopback, and logging every service request it receives.
 
-Usage: opcua_server.py PORT DIR [--security none|sign_and_encrypt] [--user NAME:PASSWORD] [--nodes N]
+Usage: opcua_server.py PORT DIR [--security none|sign|sign_and_encrypt] [--user NAME:PASSWORD]
+                         [--user-cert FILE.der] [--nodes N]
 - --user: only that user name and password may open a session (no anonymous sessions).
+- --user-cert: only a session with that X.509 user certificate (DER) may open (no anonymous).
 - DIR holds the server's certificate (server_cert.der, made once, kept across restarts) and
   requests.log: one line per service request, the request's type name (ReadRequest,
   WriteRequest, CallRequest, ...), so a test can prove which services a client used.
@@ -28,7 +30,7 @@ from asyncua.server import uaprocessor
 from asyncua.server.user_managers import UserManager
 from asyncua.crypto.permission_rules import User, UserRole
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 port, folder = int(sys.argv[1]), Path(sys.argv[2])
@@ -36,6 +38,7 @@ args = sys.argv[3:]
 security = args[args.index("--security") + 1] if "--security" in args else "none"
 load_nodes = int(args[args.index("--nodes") + 1]) if "--nodes" in args else 0
 user = args[args.index("--user") + 1].split(":", 1) if "--user" in args else None
+user_cert = Path(args[args.index("--user-cert") + 1]).read_bytes() if "--user-cert" in args else None
 folder.mkdir(parents=True, exist_ok=True)
 log = open(folder / "requests.log", "a", buffering=1)
 
@@ -71,11 +74,15 @@ class OneUser(UserManager):
     def get_user(self, iserver, username=None, password=None, certificate=None):
         if user and [username, password] == user:
             return User(role=UserRole.User)
+        if user_cert and certificate is not None:
+            der = certificate if isinstance(certificate, bytes) else certificate.public_bytes(serialization.Encoding.DER)
+            if der == user_cert:
+                return User(role=UserRole.User)
         return None
 
 
 async def main():
-    server = Server(user_manager=OneUser()) if user else Server()
+    server = Server(user_manager=OneUser()) if user or user_cert else Server()
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/")
     server.set_server_name("asyncua test plant")
@@ -91,10 +98,14 @@ async def main():
     await server.load_private_key(str(key))
     if security == "sign_and_encrypt":
         server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+    elif security == "sign":
+        server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_Sign])
     else:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
     if user:
-        server.set_security_IDs(["Username"])
+        server.set_identity_tokens([ua.UserNameIdentityToken])
+    if user_cert:
+        server.set_identity_tokens([ua.X509IdentityToken])
     ns = await server.register_namespace("urn:airlock:test")
     plant = await server.nodes.objects.add_object(ua.NodeId("Plant", ns), "Plant")
     for name, vtype, value in SCALARS:

@@ -268,3 +268,41 @@ async fn a_server_deadband_thins_what_the_server_sends() {
     assert!(thinned.windows(2).all(|w| w[1] - w[0] > 10.0), "deadband 10 not applied: {thinned:?}");
     assert!(every.len() > 2 * thinned.len(), "the item without deadband sees every change: {every:?} vs {thinned:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_only_with_an_x509_user_identity() {
+    let dir = temp("opcua-x509");
+    let port = free_port();
+    // A user certificate and key made by openssl (installed by ./scripts/test).
+    let (key, pem, der) = (dir.join("user.key"), dir.join("user.pem"), dir.join("user.der"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=airlock reader"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&pem)
+        .output()
+        .expect("openssl is not installed: run ./scripts/test, which installs it");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let converted = std::process::Command::new("openssl")
+        .args(["x509", "-outform", "der", "-in"])
+        .arg(&pem)
+        .arg("-out")
+        .arg(&der)
+        .status()
+        .unwrap();
+    assert!(converted.success());
+    let server =
+        Server::start(&dir.join("server"), port, &["--security", "sign", "--user-cert", der.to_str().unwrap()]);
+    let cert = dir.join("server").join("server_cert.der");
+    let extra = format!(
+        "security = \"sign\"\ntrusted_server_certs = [\"{}\"]\nuser_cert_file = \"{}\"\nuser_key_file = \"{}\"",
+        cert.display(),
+        pem.display(),
+        key.display()
+    );
+    let (mut rx, _stop, _) = start(&config(port, &dir.join("data"), &extra));
+    let s = until(&mut rx, 30, |s| last(s, COUNTER).is_some_and(|c| c.quality.is_good())).await;
+    assert_eq!(last(&s, 0).unwrap().value, Some(Value::Bool(true)));
+    assert!(server.requests().iter().any(|r| r == "ActivateSessionRequest"));
+}
