@@ -8,33 +8,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn mosquitto(dir: &Path) -> (Child, u16) {
-    let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].iter().map(PathBuf::from).find(|p| p.exists());
-    let exe = exe.expect("mosquitto is not installed: run ./scripts/test, which installs it");
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("user root\nlistener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n"),
-    )
-    .unwrap();
-    let child = Command::new(exe).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, port)
-}
+use airlock_testkit::Broker;
 
 /// `(topic, payload)` of every message received, in order.
 type Received = Arc<Mutex<Vec<(String, String)>>>;
@@ -74,7 +53,8 @@ fn nothing_is_lost_when_airlock_is_killed_mid_flight() {
     let dir = std::env::temp_dir().join(format!("airlock-uplink-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let (mut broker, port) = mosquitto(&dir);
+    let broker = Broker::start(&dir);
+    let port = broker.port;
     let (mut sub, received) = subscribe(port);
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
@@ -145,8 +125,7 @@ fn nothing_is_lost_when_airlock_is_killed_mid_flight() {
         assert!(times.windows(2).all(|w| w[0] <= w[1]), "{topic}: out of order");
     }
     let _ = sub.kill();
-    let _ = broker.kill();
     let _ = sub.wait();
-    let _ = broker.wait();
+    drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
