@@ -121,15 +121,15 @@ pub fn to_value(v: &Json, ty: DataType) -> Result<Value, String> {
             Json::Number(n) if n.as_u64() == Some(1) => Ok(Value::Bool(true)),
             _ => Err(wrong()),
         },
-        DataType::U16 | DataType::U32 | DataType::U64 => match v {
-            Json::Number(n) if n.as_u64().is_some() => Ok(Value::U64(n.as_u64().unwrap_or(0))),
+        DataType::U16 | DataType::U32 | DataType::U64 => match v.as_u64() {
+            Some(n) => Ok(Value::U64(n)),
             _ => number(v)
                 .filter(|x| *x >= 0.0 && x.fract() == 0.0 && *x < 1.9e19)
                 .map(|x| Value::U64(x as u64))
                 .ok_or_else(wrong),
         },
-        DataType::I16 | DataType::I32 | DataType::I64 => match v {
-            Json::Number(n) if n.as_i64().is_some() => Ok(Value::I64(n.as_i64().unwrap_or(0))),
+        DataType::I16 | DataType::I32 | DataType::I64 => match v.as_i64() {
+            Some(n) => Ok(Value::I64(n)),
             _ => number(v)
                 .filter(|x| x.fract() == 0.0 && x.abs() < 9.2e18)
                 .map(|x| Value::I64(x as i64))

@@ -186,6 +186,15 @@ impl EdgeNode {
     }
 }
 
+/// The `bdSeq` metric of a birth or death: which connection of the edge node it belongs to.
+fn bd_seq(payload: &Payload) -> Option<u64> {
+    payload.metrics.iter().find(|m| m.name.as_deref() == Some("bdSeq")).and_then(|m| match m.value {
+        Some(MetricValue::Long(v)) => Some(v),
+        Some(MetricValue::Int(v)) => Some(u64::from(v)),
+        _ => None,
+    })
+}
+
 /// A metric's value in our terms, read by its datatype. Signed integers travel as their two's
 /// complement in the unsigned fields; a null metric is bad with OPC UA's generic Bad.
 fn metric_value(m: &Metric, datatype: Option<u32>) -> Result<Value, Reason> {
