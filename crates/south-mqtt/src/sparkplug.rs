@@ -81,24 +81,13 @@ impl EdgeNode {
         match kind {
             Kind::NBirth => {
                 self.births.clear();
-                self.bd_seq =
-                    payload.metrics.iter().find(|m| m.name.as_deref() == Some("bdSeq")).and_then(|m| match m.value {
-                        Some(MetricValue::Long(v)) => Some(v),
-                        Some(MetricValue::Int(v)) => Some(u64::from(v)),
-                        _ => None,
-                    });
+                self.bd_seq = bd_seq(&payload);
                 self.birth(None, &payload)
             }
             Kind::DBirth => self.birth(device, &payload),
             Kind::NData | Kind::DData => self.data(device, &payload),
             Kind::NDeath => {
-                let bd_seq =
-                    payload.metrics.iter().find(|m| m.name.as_deref() == Some("bdSeq")).and_then(|m| match m.value {
-                        Some(MetricValue::Long(v)) => Some(v),
-                        Some(MetricValue::Int(v)) => Some(u64::from(v)),
-                        _ => None,
-                    });
-                if let (Some(theirs), Some(ours)) = (bd_seq, self.bd_seq)
+                if let (Some(theirs), Some(ours)) = (bd_seq(&payload), self.bd_seq)
                     && theirs != ours
                 {
                     return (Vec::new(), None);
