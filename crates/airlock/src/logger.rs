@@ -14,10 +14,14 @@ struct Logger {
 
 impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        // The OPC UA library narrates every connection at info; its warnings and errors are
-        // kept, airlock's own lines say what matters.
-        let quiet = metadata.target().starts_with("opcua") || metadata.target() == "tracing::span";
-        metadata.level() <= if quiet { self.level.min(log::LevelFilter::Warn) } else { self.level }
+        // The OPC UA library narrates every connection attempt, even at error level, once per
+        // retry; airlock's drivers log each change of state with its cause. Its lines show with
+        // AIRLOCK_LOG=debug.
+        let library = metadata.target().starts_with("opcua") || metadata.target() == "tracing::span";
+        if library {
+            return self.level >= log::LevelFilter::Debug && metadata.level() <= self.level;
+        }
+        metadata.level() <= self.level
     }
 
     fn log(&self, record: &log::Record) {

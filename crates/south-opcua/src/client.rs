@@ -156,14 +156,20 @@ impl OpcUaTask {
                 Ok(c) => c,
                 Err(e) => return fatal(format!("cannot set up the OPC UA client: {e}")),
             };
-            match client.connect_to_matching_endpoint(endpoint(&self.opcua), identity.clone()).await {
+            // GetEndpoints retries inside async-opcua; bound it, so that a server that is not
+            // there at start makes the tags bad like one that goes away later.
+            let connect = client.connect_to_matching_endpoint(endpoint(&self.opcua), identity.clone());
+            let connected = match tokio::time::timeout(self.connect_timeout(), connect).await {
+                Ok(result) => result.map_err(|e| self.explain(e.status(), &e.to_string())),
+                Err(_) => Err(format!("no answer from {} within {:?}", self.opcua.endpoint, self.connect_timeout())),
+            };
+            match connected {
                 Ok((session, event_loop)) => {
                     backoff.reset();
                     let End::Stopped(why) = self.serve(session, event_loop, &out, &mut batch).await;
                     log::warn!("device {name}: the session ended: {why}");
                 }
-                Err(e) => {
-                    let why = self.explain(e.status(), &e.to_string());
+                Err(why) => {
                     DeviceHealth::count(&self.health.comm_errors, 1);
                     self.health.set_last_error(why.clone());
                     if !std::mem::replace(&mut down_reported, true) {
@@ -176,6 +182,11 @@ impl OpcUaTask {
             self.health.set_state(LinkState::Backoff);
             tokio::time::sleep(backoff.next_delay()).await;
         }
+    }
+
+    /// How long the first contact (GetEndpoints and the session's set-up) may take.
+    fn connect_timeout(&self) -> Duration {
+        (self.device.timeout * 5).max(Duration::from_secs(5))
     }
 
     /// An error for people: an untrusted server certificate is named by its thumbprint.

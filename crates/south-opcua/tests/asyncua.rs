@@ -306,3 +306,18 @@ async fn sign_only_with_an_x509_user_identity() {
     assert_eq!(last(&s, 0).unwrap().value, Some(Value::Bool(true)));
     assert!(server.requests().iter().any(|r| r == "ActivateSessionRequest"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_absent_at_start_makes_the_tags_bad_until_it_comes() {
+    let dir = temp("opcua-absent");
+    let port = free_port();
+    let (mut rx, _stop, health) = start(&config(port, &dir.join("data"), "timeout_ms = 200"));
+    let s = until(&mut rx, 20, |s| !s.is_empty()).await;
+    assert_eq!(s.len(), MISSING as usize + 1);
+    assert!(s.iter().all(|x| x.quality == Quality::Bad(Reason::CommsLost)), "{s:#?}");
+    let error = health.last_error();
+    assert!(error.contains(&format!("opc.tcp://127.0.0.1:{port}/")), "{error}");
+    let _server = Server::start(&dir.join("server"), port, &["--security", "none"]);
+    let s = until(&mut rx, 30, |s| last(s, COUNTER).is_some_and(|c| c.quality.is_good())).await;
+    assert_eq!(last(&s, 11).unwrap().value, Some(Value::Text("auto".into())));
+}
