@@ -37,8 +37,6 @@ use crate::condense::{Condenser, Record};
 
 /// Poll batches that may wait between the device tasks and the collector.
 pub const CHANNEL_BATCHES: usize = 1024;
-/// How long the collector sleeps when no batch is waiting.
-const COLLECTOR_IDLE: Duration = Duration::from_millis(1);
 /// How often the collector reclaims and applies retention.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 
@@ -162,7 +160,11 @@ impl Gateway {
             health: Arc::clone(&collector_health),
             failing: None,
         };
-        let collector = std::thread::Builder::new().name("collector".into()).spawn(move || collector.run(rx))?;
+        // The collector waits for batches on a small runtime of its own (timers only), so an
+        // idle plant costs it a wake-up per edge tick, not a poll per millisecond.
+        let waits = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+        let collector =
+            std::thread::Builder::new().name("collector".into()).spawn(move || collector.run(rx, &waits))?;
 
         let sinks_stop = Arc::new(AtomicBool::new(false));
         let mut sinks = Vec::new();
@@ -241,8 +243,10 @@ struct Collector {
 const EDGE_TICK: Duration = Duration::from_millis(100);
 
 impl Collector {
-    /// Runs until every device task has dropped its sender, then syncs.
-    fn run(mut self, mut rx: mpsc::Receiver<SampleBatch>) {
+    /// Runs until every device task has dropped its sender, then syncs. When no batch waits it
+    /// commits, then sleeps until the next batch, the next edge tick, or the moment the outbox
+    /// may sync what it holds unsynced (records go upstream only once synced).
+    fn run(mut self, mut rx: mpsc::Receiver<SampleBatch>, waits: &tokio::runtime::Runtime) {
         let mut maintained = Instant::now();
         let mut ticked = Instant::now();
         loop {
@@ -253,13 +257,24 @@ impl Collector {
                 self.queue(&mut records);
                 self.records = records;
             }
-            match rx.try_recv() {
-                Ok(batch) => self.take(&batch.samples),
+            let batch = match rx.try_recv() {
+                Ok(batch) => Some(batch),
+                Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {
                     self.commit();
-                    std::thread::sleep(COLLECTOR_IDLE);
+                    let until_tick = EDGE_TICK.saturating_sub(ticked.elapsed());
+                    let sync_due = self.outbox.sync_due_in().ok().flatten();
+                    // At least a millisecond, so a sync that is due now is retried, not spun on.
+                    let wait = sync_due.map_or(until_tick, |d| d.max(Duration::from_millis(1)).min(until_tick));
+                    match waits.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+                        Ok(Some(batch)) => Some(batch),
+                        Ok(None) => break,
+                        Err(_) => None,
+                    }
                 }
-                Err(TryRecvError::Disconnected) => break,
+            };
+            if let Some(batch) = batch {
+                self.take(&batch.samples);
             }
             if maintained.elapsed() >= MAINTAIN_EVERY {
                 maintained = Instant::now();

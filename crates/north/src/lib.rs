@@ -72,8 +72,47 @@ pub struct SinkHealth {
 
 /// Records read per delivery.
 const BATCH_RECORDS: usize = 1000;
-/// How long a sink waits when the outbox has nothing new.
-const IDLE: Duration = Duration::from_millis(2);
+/// How long a sink waits at most when the outbox has nothing new (it is woken as soon as records
+/// become visible; this bounds how late it sees a stop).
+const IDLE: Duration = Duration::from_millis(100);
+
+/// A flag the outbox sets when records become visible, and a condition to sleep on until then.
+#[derive(Debug, Default)]
+pub struct NewRecords {
+    flag: std::sync::Mutex<bool>,
+    changed: std::sync::Condvar,
+}
+
+impl NewRecords {
+    /// Registers with `reader`: every commit that makes records visible sets the flag.
+    pub fn watch(reader: &OutboxReader) -> Result<Arc<Self>, StoreError> {
+        let this = Arc::new(Self::default());
+        let waker = Arc::clone(&this);
+        reader.on_new_records(move || waker.set())?;
+        Ok(this)
+    }
+
+    fn set(&self) {
+        if let Ok(mut f) = self.flag.lock() {
+            *f = true;
+            self.changed.notify_all();
+        }
+    }
+
+    /// Clears the flag: call before reading the outbox, so a commit after the read is not missed.
+    pub fn clear(&self) {
+        if let Ok(mut f) = self.flag.lock() {
+            *f = false;
+        }
+    }
+
+    /// Sleeps until the flag is set or `timeout` has passed.
+    pub fn wait(&self, timeout: Duration) {
+        if let Ok(f) = self.flag.lock() {
+            let _ = self.changed.wait_timeout_while(f, timeout, |set| !*set);
+        }
+    }
+}
 
 /// Runs `sink` on its own thread until `stop` is set; then it delivers what is left (one try
 /// if the sink is failing) and persists its cursor.
@@ -100,14 +139,16 @@ fn run(sink: &mut dyn Sink, reader: &OutboxReader, stop: &AtomicBool, health: &S
     let mut position = reader.position(sink.name())?;
     let mut backoff = Duration::from_millis(100);
     let mut failing = false;
+    let new_records = NewRecords::watch(reader)?;
     loop {
         let stopping = stop.load(Relaxed);
+        new_records.clear();
         let batch = reader.read(&position, sink.batch_max())?;
         if batch.is_empty() {
             if stopping {
                 return Ok(());
             }
-            std::thread::sleep(IDLE);
+            new_records.wait(IDLE);
             continue;
         }
         match sink.deliver(&batch) {

@@ -44,6 +44,8 @@ use crate::{SinkHealth, last_per_class, wire_json};
 const EVENTS_WAITING_MAX: usize = 1024;
 /// Records read from the outbox at a time.
 const READ_BATCH: usize = 256;
+/// The longest an idle sink sleeps before it looks again.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 /// Starts the MQTT sink `name` on its own thread.
 pub fn spawn(
@@ -63,6 +65,10 @@ pub fn spawn(
             death: None,
         },
     };
+    // Woken when records become visible, so that an idle sink sleeps instead of polling.
+    let new_records = Arc::new(tokio::sync::Notify::new());
+    let waker = Arc::clone(&new_records);
+    reader.on_new_records(move || waker.notify_one()).map_err(std::io::Error::other)?;
     let sink = MqttSinkTask {
         name: name.to_owned(),
         gateway: gateway.to_owned(),
@@ -71,6 +77,7 @@ pub fn spawn(
         stop,
         health: Arc::clone(&health),
         profile,
+        new_records,
     };
     let handle = std::thread::Builder::new().name(format!("sink-{name}")).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -90,6 +97,7 @@ struct MqttSinkTask {
     stop: Arc<AtomicBool>,
     health: Arc<SinkHealth>,
     profile: Profile,
+    new_records: Arc<tokio::sync::Notify>,
 }
 
 /// What the messages look like: the Unified Namespace in JSON, or Sparkplug B.
@@ -255,11 +263,16 @@ impl MqttSinkTask {
                 }
                 break Ended::Stopped;
             }
-            let wait = session
-                .next_ready(&pace)
-                .saturating_duration_since(Instant::now())
-                .clamp(Duration::from_millis(1), Duration::from_millis(2));
+            // Paced: until the next slot. Otherwise nothing can go now (no records, or the window
+            // is full): until new records, an acknowledgement, or IDLE_WAIT at most (which also
+            // bounds how late a stop or a due birth is seen).
+            let now = Instant::now();
+            let wait = match session.next_slot(&pace, now) {
+                Some(at) => (at - now).max(Duration::from_millis(1)),
+                None => IDLE_WAIT,
+            };
             tokio::select! {
+                () = self.new_records.notified() => {}
                 event = events.recv() => match event {
                     Some(Ok(e)) => {
                         if let Err(e) = self.handle(&client, &mut session, e) {
@@ -460,10 +473,11 @@ impl Session {
     }
 
     /// How long until some lane may send (for the wait between events).
-    fn next_ready(&self, pace: &RateCap) -> Instant {
-        let now = Instant::now();
-        let lanes = self.lanes.iter().filter_map(|l| l.pace.as_ref()).map(|p| p.ready_at(now)).min();
-        lanes.map_or(pace.ready_at(now), |l| l.min(pace.ready_at(now)))
+    /// The earliest rate-cap slot still ahead (the sink's or a lane's), if any: something may be
+    /// waiting for it. `None`: nothing is held back by a rate cap.
+    fn next_slot(&self, pace: &RateCap, now: Instant) -> Option<Instant> {
+        let lanes = self.lanes.iter().filter_map(|l| l.pace.as_ref()).map(|p| p.ready_at(now));
+        std::iter::once(pace.ready_at(now)).chain(lanes).filter(|at| *at > now).min()
     }
 }
 

@@ -168,6 +168,18 @@ struct Inner {
     synced_at: Instant,
     cursors: BTreeMap<String, Cursor>,
     stats: OutboxStats,
+    wakers: Wakers,
+}
+
+/// What the readers asked to be told when records become visible to sinks (called under the
+/// outbox's lock, so each must only wake someone: set a flag, notify a condition).
+#[derive(Default)]
+struct Wakers(Vec<Box<dyn Fn() + Send + Sync>>);
+
+impl std::fmt::Debug for Wakers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} wakers", self.0.len())
+    }
 }
 
 /// The OT side's handle: the only one that appends. Not `Clone`.
@@ -213,8 +225,17 @@ fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader)
         let acked = read_cursor(&cursor_path(dir, sink))?;
         cursors.insert(sink.clone(), Cursor { acked, written: acked, written_at: Instant::now() });
     }
-    let inner =
-        Inner { _lock: lock, dir: dir.to_owned(), config, logs, durable, synced_at: Instant::now(), cursors, stats };
+    let inner = Inner {
+        _lock: lock,
+        dir: dir.to_owned(),
+        config,
+        logs,
+        durable,
+        synced_at: Instant::now(),
+        cursors,
+        stats,
+        wakers: Wakers::default(),
+    };
     let inner = Arc::new(Mutex::new(inner));
     if stats.corrupt_records > 0 || stats.torn_bytes > 0 {
         let mut writer = OutboxWriter { inner: Arc::clone(&inner) };
@@ -248,6 +269,18 @@ impl OutboxWriter {
     pub fn commit(&mut self) -> Result<Position, StoreError> {
         let mut inner = lock(&self.inner)?;
         inner.commit(false)
+    }
+
+    /// How long until a commit will sync what is written but not synced yet (zero: the next
+    /// commit will); `None` when everything written is synced, or never will be by policy.
+    pub fn sync_due_in(&self) -> Result<Option<Duration>, StoreError> {
+        let inner = lock(&self.inner)?;
+        let written = [0, 1, 2, 3].map(|c| inner.logs[c].committed_seq());
+        Ok(match inner.config.fsync {
+            _ if written == inner.durable => None,
+            FsyncPolicy::Never => None,
+            FsyncPolicy::Interval(every) => Some(every.saturating_sub(inner.synced_at.elapsed())),
+        })
     }
 
     /// Syncs everything appended, whatever the policy (at shutdown).
@@ -310,6 +343,14 @@ impl OutboxReader {
         Ok(out)
     }
 
+    /// Calls `wake` whenever records become visible to sinks (after a commit that synced new
+    /// ones), so a sink can sleep instead of polling. `wake` runs under the outbox's lock: it
+    /// must only wake someone (set a flag, notify a condition), never read the outbox.
+    pub fn on_new_records(&self, wake: impl Fn() + Send + Sync + 'static) -> Result<(), StoreError> {
+        lock(&self.inner)?.wakers.0.push(Box::new(wake));
+        Ok(())
+    }
+
     /// The last persisted record of each class: where live data begins.
     pub fn end(&self) -> Result<Position, StoreError> {
         Ok(Position(lock(&self.inner)?.durable))
@@ -365,8 +406,12 @@ impl Inner {
             committed[c] = log.commit(sync)?;
         }
         if sync || self.config.fsync == FsyncPolicy::Never {
+            let grew = committed != self.durable;
             self.durable = committed;
             self.synced_at = Instant::now();
+            if grew {
+                self.wakers.0.iter().for_each(|wake| wake());
+            }
         }
         Ok(Position(self.durable))
     }

@@ -273,3 +273,31 @@ mod serde_like {
         Some(Gap { records, message })
     }
 }
+
+#[test]
+fn readers_are_woken_when_records_become_visible_and_only_then() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let dir = temp("wake");
+    let delayed = OutboxConfig { fsync: FsyncPolicy::Interval(Duration::from_millis(200)), ..config() };
+    let (mut writer, reader) = OutboxWriter::open(&dir, delayed).unwrap();
+    let woken = Arc::new(AtomicUsize::new(0));
+    let w = Arc::clone(&woken);
+    reader
+        .on_new_records(move || {
+            w.fetch_add(1, SeqCst);
+        })
+        .unwrap();
+    writer.commit().unwrap();
+    assert_eq!(woken.load(SeqCst), 0, "nothing new: no wake");
+    writer.append(Class::Event, Timestamp(1), b"e").unwrap();
+    writer.commit().unwrap();
+    assert_eq!(woken.load(SeqCst), 0, "written but not yet synced (interval not due): not visible, no wake");
+    std::thread::sleep(Duration::from_millis(250));
+    writer.commit().unwrap();
+    assert_eq!(woken.load(SeqCst), 1, "synced: visible, one wake");
+    assert_eq!(reader.read(&reader.position("mqtt").unwrap(), 10).unwrap().len(), 1);
+    writer.sync().unwrap();
+    assert_eq!(woken.load(SeqCst), 1, "a sync with nothing new wakes no one");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
