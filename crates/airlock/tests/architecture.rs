@@ -99,6 +99,7 @@ fn the_crate_graph_keeps_the_airlock_one_way() {
         "airlock-south-mqtt",
         "airlock-south-opcua",
         "airlock-sparkplug",
+        "airlock-tls",
         "airlock-sim",
         "airlock-store",
         "airlock-north",

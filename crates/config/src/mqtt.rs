@@ -1,6 +1,8 @@
 //! The validated shape of an OT-side MQTT broker that airlock subscribes to, read-only: topics
 //! carrying plain JSON or Sparkplug B. Nothing is ever published there.
 
+use std::path::PathBuf;
+
 use crate::Secret;
 
 /// A broker on the plant network and the values airlock takes from it.
@@ -8,6 +10,12 @@ use crate::Secret;
 pub struct MqttDevice {
     /// `host:port`.
     pub address: String,
+    /// `mqtts://` in the config: TLS, the broker's certificate verified against `ca_file` (or
+    /// the Mozilla roots).
+    pub tls: bool,
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for brokers that require one.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<Secret>,

@@ -188,3 +188,17 @@ fn mqtt_mistakes_name_line_and_key() {
     let text = MQTT_JSON.replace("\"mqtt\"", "\"profinet\"");
     assert_problems(&text, &[("profinet", "device[ot].protocol", "expected \"modbus_tcp\", \"opcua\" or \"mqtt\"")]);
 }
+
+#[test]
+fn an_ot_broker_over_tls() {
+    let text = MQTT_JSON.replace("\"10.0.0.9:1883\"", "\"mqtts://10.0.0.9:8883\"\nca_file = \"pki/ca.pem\"\nclient_cert_file = \"pki/me.pem\"\nclient_key_file = \"pki/me.key\"");
+    let config = parse(&text, Path::new("/etc/airlock/floor.toml")).unwrap();
+    let Protocol::Mqtt(m) = &config.devices[0].protocol else { panic!("not MQTT") };
+    assert_eq!((m.address.as_str(), m.tls), ("10.0.0.9:8883", true));
+    assert_eq!(m.ca_file.as_deref(), Some(Path::new("/etc/airlock/pki/ca.pem")));
+    assert_eq!(m.client_cert.as_ref().map(|(c, _)| c.as_path()), Some(Path::new("/etc/airlock/pki/me.pem")));
+    let plain_with_ca = MQTT_JSON.replace("\"10.0.0.9:1883\"", "\"10.0.0.9:1883\"\nca_file = \"ca.pem\"");
+    assert_problems(&plain_with_ca, &[("ca_file", "device[ot].ca_file", "is only for a TLS broker")]);
+    let bad = MQTT_JSON.replace("\"10.0.0.9:1883\"", "\"tcp://10.0.0.9:1883\"");
+    assert_problems(&bad, &[("tcp://", "device[ot].address", "is not host:port or mqtts://host:port")]);
+}

@@ -33,8 +33,6 @@ use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration,
     Transport,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::mpsc;
 
 use crate::sparkplug::{self, EdgeNode};
@@ -517,38 +515,8 @@ fn read_secret(secret: Option<&Secret>) -> Result<Option<String>, String> {
 }
 
 /// TLS with the broker's certificate verified against `ca_file` (or the Mozilla roots), and a
-/// client certificate when one is configured (mutual TLS). rustls with the ring provider.
+/// client certificate when one is configured (mutual TLS).
 fn tls_config(c: &MqttSink) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &c.ca_file {
-        Some(path) => {
-            let certs =
-                CertificateDer::pem_file_iter(path).map_err(|e| format!("read the CA file {}: {e}", path.display()))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("read the CA file {}: {e}", path.display()))?;
-                roots.add(cert).map_err(|e| format!("a certificate in {}: {e}", path.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("the CA file {} holds no certificate", path.display()));
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-    match &c.client_cert {
-        None => Ok(builder.with_no_client_auth()),
-        Some((cert, key)) => {
-            let read = |p: &std::path::Path, e: &dyn std::fmt::Display| format!("read {}: {e}", p.display());
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| read(cert, &e))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| read(cert, &e))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| read(key, &e))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| format!("the client certificate: {e}"))
-        }
-    }
+    let client = c.client_cert.as_ref().map(|(cert, key)| (cert.as_path(), key.as_path()));
+    airlock_tls::client_config(c.ca_file.as_deref(), client)
 }

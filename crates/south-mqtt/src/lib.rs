@@ -4,7 +4,8 @@
 //! tags bad). It subscribes and never publishes: nothing here can send a message to the plant
 //! (the crate names no publish call; `crates/airlock/tests/architecture.rs` checks it). The
 //! decoding ([`json`], [`sparkplug`]) is pure; [`subscriber`] holds the one connection per
-//! device, reconnecting with backoff. A payload that does not decode marks the tags it would
+//! device (plain or TLS, with a client certificate if the broker asks), reconnecting with
+//! backoff. A payload that does not decode marks the tags it would
 //! have fed bad, is counted, and is logged at most once per topic per minute.
 
 pub mod json;

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use airlock_config::{Device, MqttDevice, Payload, Secret};
 use airlock_model::pace::Backoff;
 use airlock_model::{DeviceHealth, LinkState, Reason, Sample, SampleBatch, TagId, Timestamp};
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter, TlsConfiguration,
+    Transport,
+};
 use tokio::sync::{mpsc, watch};
 
 use crate::json::{JsonTopics, Reading};
@@ -89,6 +92,11 @@ impl SubscriberTask {
         if let Some(user) = &self.mqtt.username {
             let password = self.mqtt.password.as_ref().map(Secret::read).transpose()?.unwrap_or_default();
             o.set_credentials(user, password);
+        }
+        if self.mqtt.tls {
+            let client = self.mqtt.client_cert.as_ref().map(|(cert, key)| (cert.as_path(), key.as_path()));
+            let tls = airlock_tls::client_config(self.mqtt.ca_file.as_deref(), client)?;
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
         }
         Ok(o)
     }

@@ -219,3 +219,50 @@ async fn sparkplug_births_data_by_alias_and_deaths_from_pysparkplug() {
     let s = until(&mut rx, |s| s.len() >= 4).await;
     assert!(s.iter().all(|s| s.quality == Quality::Bad(Reason::SourceOffline)), "{s:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_broker_that_requires_a_client_certificate() {
+    let dir = temp("ot-tls");
+    airlock_testkit::make_certificates(&dir);
+    let file = |f: &str| dir.join(f).display().to_string();
+    let listener = format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+        file("ca.pem"),
+        file("server.pem"),
+        file("server.key")
+    );
+    let broker = Broker::start_with(&dir, &listener);
+    let publish_tls = |payload: &str| {
+        let ok = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", "press1/parts", "-m", payload])
+            .args(["--cafile", &file("ca.pem"), "--cert", &file("client.pem"), "--key", &file("client.key")])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    let tag = "[[device.tag]]\nname = \"parts\"\ntype = \"u32\"\ntopic = \"press1/parts\"\n";
+    let tls = |extra: &str| {
+        let text = format!(
+            "[[device]]\nname = \"ot\"\nasset_path = \"acme/plant\"\nprotocol = \"mqtt\"\naddress = \"mqtts://127.0.0.1:{}\"\n\
+             backoff_initial_ms = 100\nbackoff_max_ms = 400\nca_file = \"{}\"\n{extra}{tag}",
+            broker.port,
+            file("ca.pem")
+        );
+        parse(&text, Path::new("ot.toml")).unwrap_or_else(|e| panic!("{e}"))
+    };
+
+    // Without the client certificate the broker refuses the connection: the tag is bad.
+    let (mut rx, stop) = start(&tls(""));
+    let s = until(&mut rx, |s| !s.is_empty()).await;
+    assert_eq!(s[0].quality, Quality::Bad(Reason::CommsLost));
+    stop.send(true).unwrap();
+
+    // With it, values arrive over TLS.
+    let with_cert =
+        format!("client_cert_file = \"{}\"\nclient_key_file = \"{}\"\n", file("client.pem"), file("client.key"));
+    let (mut rx, _stop) = start(&tls(&with_cert));
+    subscribed(&broker, "airlock-ot-ot", 1).await;
+    publish_tls("77");
+    let s = until(&mut rx, |s| last_of(s, 0).is_some_and(|x| x.quality.is_good())).await;
+    assert_eq!(last_of(&s, 0).unwrap().value, Some(Value::U64(77)));
+}

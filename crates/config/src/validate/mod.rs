@@ -142,6 +142,7 @@ fn device(c: &mut Checker, d: &RawDevice) -> Option<Device> {
     }
     match kind {
         Some(Kind::OpcUa) => source::check_endpoint(c, &d.address, k("address")),
+        Some(Kind::Mqtt) => source::check_broker(c, &d.address, k("address")),
         _ => check_address(c, &d.address, k("address")),
     }
     let poll_ms = c.int(&d.poll_interval_ms, &k("poll_interval_ms"), 1, INTERVAL_MS_MAX, POLL_INTERVAL_MS_DEFAULT);
@@ -242,14 +243,17 @@ fn for_each_tag(
 }
 
 fn check_address(c: &mut Checker, address: &Spanned<String>, key: String) {
-    let a = address.get_ref();
-    let ok = match a.rsplit_once(':') {
+    if !is_host_port(address.get_ref()) {
+        let msg = format!("{:?} is not host:port (e.g. \"192.168.10.21:502\")", address.get_ref());
+        c.err(address.span(), key, msg);
+    }
+}
+
+/// `host:port` with a port above 0.
+pub(super) fn is_host_port(a: &str) -> bool {
+    match a.rsplit_once(':') {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
         None => false,
-    };
-    if !ok {
-        let msg = format!("{a:?} is not host:port (e.g. \"192.168.10.21:502\")");
-        c.err(address.span(), key, msg);
     }
 }
 

@@ -59,6 +59,9 @@ pub(super) fn refuse_device_keys(c: &mut Checker, d: &RawDevice, kind: Kind) {
         (span(&d.payload), "payload", MQTT),
         (span(&d.group_id), "group_id", MQTT),
         (span(&d.edge_node_id), "edge_node_id", MQTT),
+        (span(&d.ca_file), "ca_file", MQTT),
+        (span(&d.client_cert_file), "client_cert_file", MQTT),
+        (span(&d.client_key_file), "client_key_file", MQTT),
     ];
     refuse(c, &keys, kind, &|k| format!("device[{}].{k}", d.name.get_ref()));
 }
@@ -83,6 +86,20 @@ pub(super) fn refuse_tag_keys(c: &mut Checker, t: &RawTag, key: &str, kind: Kind
         (span(&t.sparkplug_device), "sparkplug_device", MQTT),
     ];
     refuse(c, &keys, kind, &|k| format!("{key}.{k}"));
+}
+
+/// `host:port`, `mqtt://host:port` or `mqtts://host:port` (TLS).
+pub(super) fn check_broker(c: &mut Checker, address: &Spanned<String>, key: String) {
+    let a = address.get_ref();
+    let rest = match a.split_once("://") {
+        Some(("mqtt" | "mqtts", rest)) => rest,
+        Some(_) => "",
+        None => a.as_str(),
+    };
+    if !super::is_host_port(rest) {
+        let msg = format!("{a:?} is not host:port or mqtts://host:port (e.g. \"192.168.10.40:1883\")");
+        c.err(address.span(), key, msg);
+    }
 }
 
 /// `opc.tcp://host:port[/path]`.
@@ -307,10 +324,51 @@ pub(super) fn mqtt_device(
             sources.push(source);
         }
     });
+    let (tls, address) = match d.address.get_ref().split_once("://") {
+        Some(("mqtts", rest)) => (true, rest.to_owned()),
+        Some((_, rest)) => (false, rest.to_owned()),
+        None => (false, d.address.get_ref().clone()),
+    };
+    let file = |c: &Checker, v: &Option<Spanned<String>>| v.as_ref().map(|f| resolve(c, f.get_ref()));
+    let ca_file = file(c, &d.ca_file);
+    let client_cert = match (file(c, &d.client_cert_file), file(c, &d.client_key_file)) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => {
+            c.err(
+                span(&d.client_cert_file).unwrap_or_default(),
+                k("client_key_file"),
+                "a client certificate needs client_key_file".into(),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            c.err(
+                span(&d.client_key_file).unwrap_or_default(),
+                k("client_cert_file"),
+                "a client key needs client_cert_file".into(),
+            );
+            None
+        }
+    };
+    if !tls {
+        for (v, field) in [
+            (&d.ca_file, "ca_file"),
+            (&d.client_cert_file, "client_cert_file"),
+            (&d.client_key_file, "client_key_file"),
+        ] {
+            if let Some(v) = v {
+                c.err(v.span(), k(field), "is only for a TLS broker (address = \"mqtts://host:port\")".into());
+            }
+        }
+    }
     let client_id =
         d.client_id.as_ref().map_or_else(|| format!("airlock-ot-{}", d.name.get_ref()), |c| c.get_ref().clone());
     let device = payload.map(|payload| MqttDevice {
-        address: d.address.get_ref().clone(),
+        address,
+        tls,
+        ca_file,
+        client_cert,
         client_id,
         username: d.username.as_ref().map(|u| u.get_ref().clone()),
         password,
