@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_config::{Device, Identity, OpcUaDevice, ReadMode, Security};
-use airlock_model::pace::Backoff;
+use airlock_model::pace::{Backoff, RateCap};
 use airlock_model::{DeviceHealth, LinkState, Quality, Reason, Sample, SampleBatch, TagId, Timestamp};
 use opcua::client::{
     Client, ClientBuilder, IdentityToken, MonitoredItem, OnSubscriptionNotification, Session, SessionConnectMode,
@@ -94,12 +94,6 @@ impl Drop for EventLoopGuard {
     }
 }
 
-/// How a session ended.
-enum End {
-    /// The event loop gave up (it retries for ever, so: a fatal error).
-    Stopped(String),
-}
-
 impl OpcUaTask {
     /// A task for config device `index` (`opcua` is its protocol part), whose tags get ids from
     /// `first_tag` on; its certificates live under `data_dir/opcua`.
@@ -166,7 +160,7 @@ impl OpcUaTask {
             match connected {
                 Ok((session, event_loop)) => {
                     backoff.reset();
-                    let End::Stopped(why) = self.serve(session, event_loop, &out, &mut batch).await;
+                    let why = self.serve(session, event_loop, &out, &mut batch).await;
                     log::warn!("device {name}: the session ended: {why}");
                 }
                 Err(why) => {
@@ -204,14 +198,15 @@ impl OpcUaTask {
         format!("cannot connect to {endpoint}: {error}")
     }
 
-    /// Runs one session until its event loop ends.
+    /// Runs one session until its event loop ends (it retries for ever, so: a fatal error), and
+    /// says why it ended.
     async fn serve(
         &self,
         session: Arc<Session>,
         event_loop: opcua::client::SessionEventLoop<opcua::client::transport::TcpConnector>,
         out: &mpsc::Sender<SampleBatch>,
         batch: &mut u64,
-    ) -> End {
+    ) -> String {
         let name = &self.device.name;
         let (events_tx, mut events) = mpsc::channel::<Result<SessionPollResult, StatusCode>>(64);
         let _guard = EventLoopGuard(tokio::spawn(async move {
@@ -238,12 +233,13 @@ impl OpcUaTask {
         let mut ticker = tokio::time::interval(self.device.poll_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut buf = Vec::with_capacity(4096);
+        let plan = self.read_plan();
+        let mut pace = RateCap::new(self.device.rate_max_per_s);
         loop {
             tokio::select! {
                 event = events.recv() => match event {
                     None | Some(Err(_)) => {
-                        let why = match event { Some(Err(code)) => code.to_string(), _ => "event loop ended".into() };
-                        return End::Stopped(why);
+                        return match event { Some(Err(code)) => code.to_string(), _ => "event loop ended".into() };
                     }
                     Some(Ok(SessionPollResult::Reconnected(mode))) => {
                         up = true;
@@ -321,7 +317,7 @@ impl OpcUaTask {
                 }
                 _ = ticker.tick(), if poll && up => {
                     *batch += 1;
-                    let samples = self.read_all(&session).await;
+                    let samples = self.read_all(&session, &plan, &mut pace).await;
                     DeviceHealth::count(&self.health.polls, 1);
                     self.emit(out, *batch, samples);
                 }
@@ -402,21 +398,46 @@ impl OpcUaTask {
         Ok(id)
     }
 
-    /// One poll: every tag read, in chunks.
-    async fn read_all(&self, session: &Session) -> Vec<Sample> {
-        let now = Timestamp::now();
+    /// The Read requests of one poll: node ids parsed once, at most READ_CHUNK nodes each,
+    /// with the tags they feed.
+    fn read_plan(&self) -> Vec<(Vec<ReadValueId>, Vec<usize>)> {
+        let ids: Vec<(usize, NodeId)> = self
+            .opcua
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| NodeId::from_str(&n.node_id).ok().map(|id| (i, id)))
+            .collect();
+        ids.chunks(READ_CHUNK)
+            .map(|chunk| {
+                let reads = chunk
+                    .iter()
+                    .map(|(_, node_id)| ReadValueId {
+                        node_id: node_id.clone(),
+                        attribute_id: AttributeId::Value as u32,
+                        ..Default::default()
+                    })
+                    .collect();
+                (reads, chunk.iter().map(|(i, _)| *i).collect())
+            })
+            .collect()
+    }
+
+    /// One poll: every request of `plan`, each when the device's rate cap allows it.
+    async fn read_all(
+        &self,
+        session: &Session,
+        plan: &[(Vec<ReadValueId>, Vec<usize>)],
+        pace: &mut RateCap,
+    ) -> Vec<Sample> {
         let mut samples = Vec::with_capacity(self.opcua.nodes.len());
-        let ids: Vec<(usize, Option<NodeId>)> =
-            self.opcua.nodes.iter().enumerate().map(|(i, n)| (i, NodeId::from_str(&n.node_id).ok())).collect();
-        for chunk in ids.chunks(READ_CHUNK) {
-            let reads: Vec<ReadValueId> = chunk
-                .iter()
-                .filter_map(|(_, id)| id.clone())
-                .map(|node_id| ReadValueId { node_id, attribute_id: AttributeId::Value as u32, ..Default::default() })
-                .collect();
-            let tags: Vec<usize> = chunk.iter().filter(|(_, id)| id.is_some()).map(|(i, _)| *i).collect();
+        for (reads, tags) in plan {
+            let at = pace.reserve(std::time::Instant::now());
+            tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
             DeviceHealth::count(&self.health.requests, 1);
-            match session.read(&reads, TimestampsToReturn::Both, 0.0).await {
+            let result = session.read(reads, TimestampsToReturn::Both, 0.0).await;
+            let now = Timestamp::now();
+            match result {
                 Ok(values) => samples.extend(tags.iter().zip(&values).map(|(&t, dv)| self.sample(t, dv, now))),
                 Err(e) => {
                     let reason = if e.status() == StatusCode::BadTimeout { Reason::Timeout } else { Reason::CommsLost };
