@@ -321,3 +321,29 @@ async fn a_server_absent_at_start_makes_the_tags_bad_until_it_comes() {
     let s = until(&mut rx, 30, |s| last(s, COUNTER).is_some_and(|c| c.quality.is_good())).await;
     assert_eq!(last(&s, 11).unwrap().value, Some(Value::Text("auto".into())));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_reads_keep_to_the_rate_cap() {
+    let dir = temp("opcua-pace");
+    let port = free_port();
+    let _server = Server::start(&dir.join("server"), port, &["--security", "none"]);
+    // 1200 tags (the counter, again and again): three Read requests per poll, polled every
+    // 100 ms, but at most 4 requests a second.
+    let mut text = format!(
+        "[store]\ndata_dir = \"{}\"\n[[device]]\nname = \"cell\"\nasset_path = \"acme/plant\"\nprotocol = \"opcua\"\n\
+         address = \"opc.tcp://127.0.0.1:{port}/\"\nread_mode = \"poll\"\npoll_interval_ms = 100\nrate_max_per_s = 4\n",
+        dir.join("data").display()
+    );
+    for i in 0..1200 {
+        text += &format!("[[device.tag]]\nname = \"c{i}\"\ntype = \"u32\"\nnode_id = \"ns=2;s=Plant.Counter\"\n");
+    }
+    let config = parse(&text, Path::new("cell.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let (mut rx, _stop, health) = start(&config);
+    until(&mut rx, 30, |s| s.iter().any(|x| x.quality.is_good())).await;
+    let (r0, t0) = (DeviceHealth::get(&health.requests), Instant::now());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (r1, elapsed) = (DeviceHealth::get(&health.requests), t0.elapsed().as_secs_f64());
+    let rate = (r1 - r0) as f64 / elapsed;
+    assert!(rate <= 4.0 * 1.1 + 1.0 / elapsed, "{rate:.1} requests/s over a cap of 4");
+    assert!(rate >= 2.0, "{rate:.1} requests/s: polling stalled");
+}
