@@ -247,10 +247,12 @@ async fn the_rate_cap_holds_whatever_the_poll_interval() {
     let times = s.log.times();
     assert!(times.len() >= 60, "only {} requests", times.len());
     // No burst: any 11 consecutive requests span at least 10/40 s, measured where it matters,
-    // at the device (less 10 ms for the network and scheduling between sender and device).
+    // at the device (less 25 ms for the network and scheduling between sender and device on a
+    // busy 2-core machine: a request held up on its way lets the next ten arrive closer; a
+    // burst, without the cap, puts 11 requests within a few milliseconds).
     for w in times.windows(11) {
         let span = w[10] - w[0];
-        assert!(span >= Duration::from_millis(240), "11 requests within {span:?} under a 40/s cap");
+        assert!(span >= Duration::from_millis(225), "11 requests within {span:?} under a 40/s cap");
     }
     assert!(times.len() <= 81, "{} requests in 2 s under a 40/s cap", times.len());
     assert_reads_only(&s);
