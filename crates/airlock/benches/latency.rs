@@ -9,36 +9,20 @@
 #![allow(clippy::unwrap_used)] // a benchmark: a failure is the run failing
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use airlock_model::Timestamp;
+use airlock_testkit::Broker;
 
 fn main() {
     let seconds: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(10);
     let dir = std::env::temp_dir().join(format!("airlock-bench-latency-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("install mosquitto");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    std::fs::write(dir.join("m.conf"), format!("user root\nlistener {port} 127.0.0.1\nallow_anonymous true\n"))
-        .unwrap();
-    let mut broker = Command::new(exe)
-        .arg("-c")
-        .arg(dir.join("m.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let broker = Broker::start_quiet(&dir);
+    let port = broker.port;
     let mut sub = Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "lat/#", "-v", "-q", "1"])
         .stdout(Stdio::piped())
@@ -102,8 +86,7 @@ fn main() {
     }
     sim.stop();
     let _ = sub.kill();
-    let _ = broker.kill();
     let _ = sub.wait();
-    let _ = broker.wait();
+    drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,36 +7,16 @@
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use airlock_testkit::Broker;
-
-/// `(topic, payload)` of every message received, in order.
-type Received = Arc<Mutex<Vec<(String, String)>>>;
+use airlock_testkit::{Broker, Received, mosquitto_sub};
 
 fn subscribe(port: u16) -> (Child, Received) {
-    let mut child = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "plant/#", "-v", "-q", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto_sub (package mosquitto-clients) is not installed");
-    let stdout = child.stdout.take().unwrap();
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let r = Arc::clone(&received);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some((t, p)) = line.split_once(' ') {
-                r.lock().unwrap().push((t.to_owned(), p.to_owned()));
-            }
-        }
-    });
+    let subscriber = mosquitto_sub(&["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "plant/#", "-q", "1"]);
     std::thread::sleep(Duration::from_millis(300));
-    (child, received)
+    subscriber
 }
 
 fn run_airlock(config: &Path, duration: Option<&str>) -> Child {

@@ -8,8 +8,7 @@
 #![allow(clippy::unwrap_used)] // a benchmark: a failure is the run failing
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use std::time::{Duration, Instant};
 use airlock_config::MqttSink;
 use airlock_model::Timestamp;
 use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxWriter};
+use airlock_testkit::Broker;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
@@ -24,7 +24,8 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("airlock-bench-uplink-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let (mut broker, port) = mosquitto(&dir);
+    let broker = Broker::start_quiet(&dir);
+    let port = broker.port;
     let mut sub = Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "#", "-q", "1"])
         .stdout(Stdio::null())
@@ -91,28 +92,7 @@ fn main() {
     println!("  mosquitto_pub -l (baseline):                                {:>9.0} messages/s", n as f64 / theirs);
     println!("  ratio: {:.2}x the broker's own client", theirs / ours);
     let _ = sub.kill();
-    let _ = broker.kill();
     let _ = sub.wait();
-    let _ = broker.wait();
+    drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn mosquitto(dir: &std::path::Path) -> (Child, u16) {
-    let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("install mosquitto");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("user root\nlistener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 10000000\n"),
-    )
-    .unwrap();
-    let child = Command::new(exe).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, port)
 }

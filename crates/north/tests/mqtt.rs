@@ -8,57 +8,29 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_config::MqttSink;
 use airlock_model::Timestamp;
 use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxReader, OutboxWriter};
 use serde_json::Value;
-use support::{Broker, temp};
+use support::{Broker, Received, mosquitto_sub, temp};
 
 /// mosquitto_sub on every topic, QoS 1, persistent session: `(topic, payload)` as they come.
 struct Subscriber {
     child: Child,
-    received: Arc<Mutex<Vec<(String, String)>>>,
+    received: Received,
 }
 
 impl Subscriber {
     fn start(broker: &Broker) -> Self {
-        let mut child = Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &broker.port.to_string(),
-                "-t",
-                "#",
-                "-v",
-                "-q",
-                "1",
-                "-c",
-                "-i",
-                "it-side",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto_sub (package mosquitto-clients) is not installed");
-        let stdout = child.stdout.take().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let r = Arc::clone(&received);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Some((topic, payload)) = line.split_once(' ') {
-                    r.lock().unwrap().push((topic.to_owned(), payload.to_owned()));
-                }
-            }
-        });
+        let port = broker.port.to_string();
+        let args = ["-h", "127.0.0.1", "-p", &port, "-t", "#", "-q", "1", "-c", "-i", "it-side"];
+        let (child, received) = mosquitto_sub(&args);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !broker.log().contains("as it-side") {
             assert!(Instant::now() < deadline, "the subscriber did not connect");

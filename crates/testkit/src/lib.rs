@@ -52,6 +52,9 @@ pub struct Broker {
     pub dir: PathBuf,
     /// Extra lines for the listener (TLS settings).
     pub listener: String,
+    /// No persistence and no log: for benchmarks, where logging every message would weigh on
+    /// the figure.
+    quiet: bool,
     child: Option<Child>,
 }
 
@@ -62,25 +65,37 @@ impl Broker {
 
     /// A broker whose listener gets `listener` lines too (e.g. TLS files).
     pub fn start_with(dir: &Path, listener: &str) -> Self {
-        let mut b = Self { port: free_port(), dir: dir.to_owned(), listener: listener.to_owned(), child: None };
+        let mut b =
+            Self { port: free_port(), dir: dir.to_owned(), listener: listener.to_owned(), quiet: false, child: None };
+        b.restart();
+        b
+    }
+
+    /// A broker without persistence or log, for benchmarks.
+    pub fn start_quiet(dir: &Path) -> Self {
+        let mut b = Self { port: free_port(), dir: dir.to_owned(), listener: String::new(), quiet: true, child: None };
         b.restart();
         b
     }
 
     pub fn restart(&mut self) {
         let conf = self.dir.join("mosquitto.conf");
-        let text = format!(
-            // `user root`: started as root (CI), mosquitto would switch to its own user and lose
-            // access to this folder; started as anyone else, the line has no effect.
-            // `max_queued_messages`: the broker's default of 1000 per offline subscriber would drop
-            // the backlog the sink sends after an outage before mosquitto_sub is back.
-            "user root\nlistener {} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n\
-             persistence true\npersistence_location {}/\n\
-             log_dest file {}\nlog_type all\n",
-            self.port,
-            self.dir.display(),
-            self.log_path().display()
-        ) + &self.listener;
+        // `user root`: started as root (CI), mosquitto would switch to its own user and lose
+        // access to this folder; started as anyone else, the line has no effect.
+        // `max_queued_messages`: the broker's default of 1000 per offline subscriber would drop
+        // the backlog the sink sends after an outage before mosquitto_sub is back.
+        let mut text = format!(
+            "user root\nlistener {} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 10000000\n",
+            self.port
+        );
+        if !self.quiet {
+            text += &format!(
+                "persistence true\npersistence_location {}/\nlog_dest file {}\nlog_type all\n",
+                self.dir.display(),
+                self.log_path().display()
+            );
+        }
+        text += &self.listener;
         std::fs::write(&conf, text).unwrap();
         let child =
             Command::new(mosquitto()).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
@@ -116,6 +131,32 @@ impl Drop for Broker {
             let _ = c.wait();
         }
     }
+}
+
+/// Messages a subscriber received, `(topic, payload)`, in order of arrival.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// `mosquitto_sub -v ARGS`, its `topic payload` lines collected as they arrive (on a thread).
+pub fn mosquitto_sub(args: &[&str]) -> (Child, Received) {
+    use std::io::BufRead;
+    let mut child = Command::new("mosquitto_sub")
+        .arg("-v")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto_sub (package mosquitto-clients) is not installed");
+    let stdout = child.stdout.take().unwrap();
+    let received = Received::default();
+    let r = std::sync::Arc::clone(&received);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((topic, payload)) = line.split_once(' ') {
+                r.lock().unwrap().push((topic.to_owned(), payload.to_owned()));
+            }
+        }
+    });
+    (child, received)
 }
 
 /// The asyncua test server (`scripts/peers/opcua_server.py PORT DIR ARGS`), killed when dropped.
