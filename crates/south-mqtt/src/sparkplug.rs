@@ -28,8 +28,8 @@ struct Birth {
 pub struct EdgeNode {
     group: String,
     node: String,
-    /// (device, metric) -> tag indices; device `None` for the node's own metrics.
-    tags: HashMap<(Option<String>, String), Vec<usize>>,
+    /// device -> metric -> tag indices; device `None` for the node's own metrics.
+    tags: HashMap<Option<String>, HashMap<String, Vec<usize>>>,
     births: HashMap<Option<String>, Birth>,
     /// The `bdSeq` of the node's last NBIRTH: an NDEATH with another one is an old session's will.
     bd_seq: Option<u64>,
@@ -49,10 +49,10 @@ enum Kind {
 impl EdgeNode {
     /// `sources[i]` feeds tag `i`; JSON sources are ignored here.
     pub fn new(group: &str, node: &str, sources: &[MqttSource]) -> Self {
-        let mut tags: HashMap<(Option<String>, String), Vec<usize>> = HashMap::new();
+        let mut tags: HashMap<Option<String>, HashMap<String, Vec<usize>>> = HashMap::new();
         for (i, s) in sources.iter().enumerate() {
             if let MqttSource::Sparkplug { device, metric } = s {
-                tags.entry((device.clone(), metric.clone())).or_default().push(i);
+                tags.entry(device.clone()).or_default().entry(metric.clone()).or_default().push(i);
             }
         }
         Self { group: group.into(), node: node.into(), tags, births: HashMap::new(), bd_seq: None }
@@ -93,7 +93,13 @@ impl EdgeNode {
                     return (Vec::new(), None);
                 }
                 self.births.clear();
-                let all = self.tags.values().flatten().map(|&t| Reading::bad(t, Reason::SourceOffline)).collect();
+                let all = self
+                    .tags
+                    .values()
+                    .flat_map(HashMap::values)
+                    .flatten()
+                    .map(|&t| Reading::bad(t, Reason::SourceOffline))
+                    .collect();
                 (all, None)
             }
             Kind::DDeath => {
@@ -128,8 +134,8 @@ impl EdgeNode {
     fn tags_of(&self, device: Option<&str>, reason: Reason) -> Vec<Reading> {
         self.tags
             .iter()
-            .filter(|((d, _), _)| d.as_deref() == device)
-            .flat_map(|(_, tags)| tags.iter().map(|&t| Reading::bad(t, reason)))
+            .filter(|(d, _)| d.as_deref() == device)
+            .flat_map(|(_, metrics)| metrics.values().flatten().map(|&t| Reading::bad(t, reason)))
             .collect()
     }
 
@@ -148,12 +154,13 @@ impl EdgeNode {
 
     fn data(&self, device: Option<String>, payload: &Payload) -> (Vec<Reading>, Option<String>) {
         let birth = self.births.get(&device);
+        let ours = self.tags.get(&device);
         let mut problem = None;
         let mut readings = Vec::new();
         for m in &payload.metrics {
             let known = match (&m.name, m.alias) {
-                (Some(name), _) => Some((name.clone(), m.datatype.or_else(|| birth?.types.get(name).copied()))),
-                (None, Some(alias)) => birth.and_then(|b| b.aliases.get(&alias)).map(|(n, t)| (n.clone(), Some(*t))),
+                (Some(name), _) => Some((name.as_str(), m.datatype.or_else(|| birth?.types.get(name).copied()))),
+                (None, Some(alias)) => birth.and_then(|b| b.aliases.get(&alias)).map(|(n, t)| (n.as_str(), Some(*t))),
                 (None, None) => None,
             };
             let Some((name, datatype)) = known else {
@@ -163,7 +170,7 @@ impl EdgeNode {
                 });
                 continue;
             };
-            let Some(tags) = self.tags.get(&(device.clone(), name)) else { continue };
+            let Some(tags) = ours.and_then(|metrics| metrics.get(name)) else { continue };
             let time = m.timestamp.or(payload.timestamp).map(|t| Timestamp::from_millis(t as i64));
             let reading = |tag: usize| match metric_value(m, datatype) {
                 Ok(value) => Reading { tag, value: Some(value), quality: quality(m), source_time: time },

@@ -148,15 +148,15 @@ impl SubscriberTask {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let topic = p.topic.clone();
-                    let (readings, problem) = decoder.decode(&topic, &p.payload);
+                    let topic = p.topic.as_str();
+                    let (readings, problem) = decoder.decode(topic, &p.payload);
                     if let Some(why) = problem {
                         DeviceHealth::count(&self.health.comm_errors, 1);
-                        let due = last_logged.get(&topic).is_none_or(|t| t.elapsed() >= LOG_EVERY);
+                        let due = last_logged.get(topic).is_none_or(|t| t.elapsed() >= LOG_EVERY);
                         if due {
                             log::warn!("device {name}: a message on {topic:?} does not decode: {why}");
                             self.health.set_last_error(format!("{topic}: {why}"));
-                            last_logged.insert(topic, Instant::now());
+                            last_logged.insert(topic.to_owned(), Instant::now());
                         }
                     }
                     if !readings.is_empty() {
