@@ -17,6 +17,7 @@ pub mod spectrum;
 pub mod vibration;
 pub mod window;
 
+pub use airlock_model::Transition;
 use airlock_model::{AssetPath, Sample, Severity, TagId, Timestamp};
 
 /// What a transform emits.
@@ -59,15 +60,6 @@ pub struct Aggregate {
     pub last: Option<f64>,
     /// Time-weighted average, each value held until the next sample.
     pub twa: Option<f64>,
-}
-
-/// Whether an alarm-like event starts or ends a condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
-    /// A one-off conclusion (parts produced, advice).
-    Once,
-    Raised,
-    Cleared,
 }
 
 /// An event as the edge makes it; the outbox gives it its id.

@@ -13,7 +13,7 @@ mod sample;
 mod time;
 
 pub use asset::{AssetPath, AssetPathError, check_segment};
-pub use event::{Event, Severity};
+pub use event::{Event, Severity, Transition};
 pub use health::{DeviceHealth, LinkState};
-pub use sample::{Quality, Reason, Sample, SampleBatch, TagId, Value};
+pub use sample::{Quality, Reason, Sample, SampleBatch, TagId, Value, ValueType};
 pub use time::Timestamp;

@@ -47,6 +47,40 @@ impl fmt::Display for Value {
     }
 }
 
+/// The type of a tag's values as they go upstream: its configured data type, or `F64` for a
+/// scaled number. Fixed by the config, so a consumer's view of a tag never changes type while
+/// the config does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueType {
+    Bool,
+    U16,
+    I16,
+    U32,
+    I32,
+    U64,
+    I64,
+    F32,
+    F64,
+    Text,
+    Waveform,
+}
+
+impl ValueType {
+    pub const ALL: [ValueType; 11] = [
+        ValueType::Bool,
+        ValueType::U16,
+        ValueType::I16,
+        ValueType::U32,
+        ValueType::I32,
+        ValueType::U64,
+        ValueType::I64,
+        ValueType::F32,
+        ValueType::F64,
+        ValueType::Text,
+        ValueType::Waveform,
+    ];
+}
+
 /// Why a sample is not good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
