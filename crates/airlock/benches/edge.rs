@@ -17,8 +17,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use airlock::condense::Condenser;
-use airlock::gateway::tag_table;
 use airlock_config::{Protocol, Space};
 use airlock_edge::alarm::{AlarmConfig, Alarms};
 use airlock_edge::deadband::Deadband;
@@ -26,9 +24,11 @@ use airlock_edge::sdt::SwingingDoor;
 use airlock_edge::window::Window;
 use airlock_edge::{Output, Transform};
 use airlock_model::{AssetPath, Sample, TagId, Timestamp, Value};
+use airlock_pipeline::{Condenser, TagTable};
 use airlock_sim::plant::{Plant, press_line};
 use airlock_sim::server::Banks;
 use airlock_south_modbus::decode::{decode_bit, decode_registers};
+use airlock_upstream::Upstream;
 
 fn throughput() {
     let tags = 1000;
@@ -98,8 +98,7 @@ fn reduction() {
     sim.stop();
     drop(sim);
     let config = airlock_config::parse(&text, Path::new("demo.toml")).unwrap();
-    let tags = std::sync::Arc::new(tag_table(&config));
-    let mut condenser = Condenser::new(&config, std::sync::Arc::clone(&tags));
+    let mut condenser = Condenser::new(&config, TagTable::new(&config));
     let mut plant = Plant::new(1, press_line());
     let start = Timestamp::parse_rfc3339("2026-11-30T06:00:00Z").unwrap().as_millis();
     let mut banks: Vec<Banks> = plant.machines.iter().map(|_| Banks::default()).collect();
@@ -137,23 +136,19 @@ fn reduction() {
         if sec % 10 == 0 {
             condenser.on_tick(t, &mut records);
         }
-        for (class, _, payload) in records.drain(..) {
-            let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-            let topic = v["topic"].as_str().unwrap_or("");
-            let kind = if topic.starts_with("_airlock/events/") {
-                format!("event {}", v["kind"].as_str().unwrap_or(""))
-            } else if topic.ends_with(".window") {
-                "window aggregates".into()
-            } else if topic.ends_with("/parts.interval") {
-                "production per interval".into()
-            } else if topic.ends_with("/oee") {
-                "OEE".into()
-            } else {
-                format!("{} {}", class.name(), topic.rsplit('/').next().unwrap_or(""))
+        for (class, record) in records.drain(..) {
+            let kind = match &record {
+                Upstream::Aggregate(_) => "window aggregates".into(),
+                Upstream::Production(_) => "production per interval".into(),
+                Upstream::Oee(_) => "OEE".into(),
+                r if r.event_kind().is_some() => format!("event {}", r.event_kind().unwrap_or("")),
+                r => format!("{} {}", class.name(), r.topic().rsplit('/').next().unwrap_or("")),
             };
+            // As the JSON sinks send it (the id is `demo-s123456`).
+            let payload = airlock_upstream::json::to_vec("demo-s123456", &record);
             let e = upstream.entry(kind).or_default();
             e.0 += 1;
-            e.1 += payload.len() as u64 + 20; // `"id":"demo-s123456",` on the wire
+            e.1 += payload.len() as u64;
         }
     }
     let read_bytes = samples_read * 16;

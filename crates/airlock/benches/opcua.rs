@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use airlock_config::{Protocol, parse};
 use airlock_model::{DeviceHealth, TagId};
 use airlock_south_opcua::OpcUaTask;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 fn start_server(nodes: usize) -> (Child, String) {
     let exe = env!("CARGO_BIN_EXE_airlock");
@@ -75,12 +75,12 @@ async fn run(endpoint: &str, nodes: usize, seconds: u64, data: &Path) -> Figures
     let config = parse(&text, Path::new("bench.toml")).unwrap();
     let d = &config.devices[0];
     let Protocol::OpcUa(o) = &d.protocol else { unreachable!() };
-    let (tx, mut rx) = mpsc::channel(4096);
+    let (tx, mut rx) = airlock_pipeline::channel(4096);
     let (stop_tx, stop) = watch::channel(false);
     let started = Instant::now();
-    let task = OpcUaTask::new(0, d, o, TagId(0), data);
-    let health = task.health();
-    let driver = tokio::spawn(task.run(tx, stop));
+    let handle = airlock_pipeline::DeviceHandle::new(0, &d.name, TagId(0), d.tag_count(), tx);
+    let health = handle.health();
+    let driver = tokio::spawn(OpcUaTask::new(d, o, handle, data).run(stop));
     let consumer = tokio::spawn(async move {
         let mut n = 0u64;
         while let Some(b) = rx.recv().await {

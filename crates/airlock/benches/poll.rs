@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use airlock_config::parse;
 use airlock_model::{DeviceHealth, TagId};
 use airlock_south_modbus::DeviceTask;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 const CONNECTIONS_PER_MACHINE: usize = 2;
 
@@ -87,16 +87,16 @@ struct Figures {
 
 async fn run(config_text: &str, coalesce: bool, seconds: u64) -> Figures {
     let config = parse(config_text, Path::new("bench.toml")).unwrap();
-    let (tx, mut rx) = mpsc::channel(4096);
+    let (tx, mut rx) = airlock_pipeline::channel(4096);
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut health = Vec::new();
     let mut first = 0;
     for (i, d) in config.devices.iter().enumerate() {
-        let task = modbus_task(i, d, TagId(first), coalesce);
+        let task = modbus_task(i, d, TagId(first), coalesce, &tx);
         first += d.tag_count() as u32;
         health.push(task.health());
-        tasks.spawn(task.run(tx.clone(), stop.clone()));
+        tasks.spawn(task.run(stop.clone()));
     }
     drop(tx);
     let consumer = tokio::spawn(async move {
@@ -157,10 +157,17 @@ fn main() {
     println!("  peak RSS of the gateway process: {:.1} MB", peak_rss_mb());
 }
 
-/// The device task of a Modbus device of the config.
-fn modbus_task(index: usize, device: &airlock_config::Device, first_tag: TagId, coalesce: bool) -> DeviceTask {
+/// The device task of a Modbus device of the config, sending into `tx`.
+fn modbus_task(
+    index: usize,
+    device: &airlock_config::Device,
+    first_tag: TagId,
+    coalesce: bool,
+    tx: &airlock_pipeline::BatchSender,
+) -> DeviceTask {
     let airlock_config::Protocol::ModbusTcp(modbus) = &device.protocol else {
         panic!("{} is not a Modbus device", device.name)
     };
-    DeviceTask::new(index, device, modbus, first_tag, coalesce)
+    let handle = airlock_pipeline::DeviceHandle::new(index, &device.name, first_tag, device.tag_count(), tx.clone());
+    DeviceTask::new(device, modbus, handle, coalesce)
 }

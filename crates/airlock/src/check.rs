@@ -4,8 +4,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use airlock_config::{Config, Payload, Protocol, ReadMode, Security, SinkKind};
-use airlock_model::TagId;
-use airlock_south_modbus::DeviceTask;
 
 pub fn run(file: &Path) -> ExitCode {
     match airlock_config::load(file) {
@@ -31,7 +29,7 @@ pub fn summary(config: &Config, file: &Path) -> String {
         config.devices.len()
     );
     let mut total_requests = 0;
-    for (i, d) in config.devices.iter().enumerate() {
+    for d in &config.devices {
         let m = match &d.protocol {
             Protocol::ModbusTcp(m) => m,
             Protocol::OpcUa(o) => {
@@ -64,8 +62,8 @@ pub fn summary(config: &Config, file: &Path) -> String {
                 continue;
             }
         };
-        let coalesced = DeviceTask::new(i, d, m, TagId(0), true).requests().len();
-        let single = DeviceTask::new(i, d, m, TagId(0), false).requests().len();
+        let coalesced = airlock_south_modbus::requests(m, true).len();
+        let single = airlock_south_modbus::requests(m, false).len();
         total_requests += coalesced;
         out += &format!(
             "  {:<12} modbus_tcp {} unit {}: {} tags, {coalesced} requests per poll ({single} without coalescing), every {} ms, at most {} requests/s\n",

@@ -1,11 +1,10 @@
-//! The `airlock` gateway as a library: the running gateway (device tasks, the collector with
-//! the edge, the sinks), its live view, and the commands' work (`browse`, `check`, `demo`,
+//! The `airlock` gateway as a library: the assembly of the running gateway (device tasks, the
+//! pipeline, the sinks), its live view, and the commands' work (`browse`, `check`, `demo`,
 //! `query`, `export`). The `airlock` binary (`main.rs`) is the command line over it; benchmarks and tests
 //! use it directly.
 
 pub mod browse;
 pub mod check;
-pub mod condense;
 pub mod demo;
 pub mod gateway;
 pub mod logger;

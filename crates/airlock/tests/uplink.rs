@@ -66,7 +66,7 @@ fn nothing_is_lost_when_airlock_is_killed_mid_flight() {
         airlock_store::OutboxWriter::open(&outbox_dir, airlock_store::OutboxConfig::default()).unwrap();
     let mut given_out = Vec::new();
     for class in airlock_store::Class::ALL {
-        let next = writer.append(class, airlock_model::Timestamp(0), b"{}").unwrap();
+        let next = writer.append_encoded(class, airlock_model::Timestamp(0), b"{}").unwrap();
         let letter = next.to_string().chars().next().unwrap();
         given_out.push((letter, next.seq - 1));
     }

@@ -16,12 +16,13 @@ use airlock_testkit::peak_rss_mb;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use airlock_model::{Sample, TagId, Timestamp, Value};
+use airlock_model::{AssetPath, Quality, Sample, TagId, Timestamp, Value, ValueType};
 use airlock_sim::plant::{MachineState, Plant, press_line};
 use airlock_store::historian::Codec;
 use airlock_store::{
     Class, FsyncPolicy, HistorianConfig, HistorianReader, HistorianWriter, OutboxConfig, OutboxWriter, Position,
 };
+use airlock_upstream::{SampleRecord, Upstream};
 
 /// One poll's samples, all tags at one time.
 type Poll = Vec<Sample>;
@@ -214,15 +215,30 @@ fn sqlite(name: &str, polls: &[Poll]) -> (f64, u64) {
     (rate, bytes)
 }
 
-fn outbox(records: u64) -> (f64, f64, f64) {
+/// The record every outbox figure uses: a condensed sample of the demo's press speed.
+fn speed_sample() -> Upstream {
+    Upstream::Sample(SampleRecord {
+        path: AssetPath::parse("acme/dortmund/pressing/line3/cell1/press1/speed").unwrap(),
+        value_type: ValueType::F64,
+        unit: Some("rpm".into()),
+        value: Some(Value::F64(1479.9998779296875)),
+        quality: Quality::Good,
+        source_time: None,
+        gateway_time: Timestamp::parse_rfc3339("2026-11-28T12:32:45.538Z").unwrap(),
+    })
+}
+
+/// Appends and reads typed records; also the bytes one record takes in the outbox, binary and
+/// as the JSON the outbox held before the typed records.
+fn outbox(records: u64) -> (f64, f64, f64, f64) {
     let dir = temp("outbox");
     let config = OutboxConfig { sinks: vec!["bench".into()], ..OutboxConfig::default() };
     assert_eq!(config.fsync, FsyncPolicy::Interval(Duration::from_millis(10)));
     let (mut w, r) = OutboxWriter::open(&dir, config).unwrap();
-    let payload = br#"{"gateway_time":"2026-11-28T12:32:45.538Z","quality":"good","topic":"acme/dortmund/pressing/line3/cell1/press1/speed","unit":"rpm","value":1479.9998779296875}"#;
+    let record = speed_sample();
     let started = Instant::now();
     for i in 0..records {
-        w.append(Class::Raw, Timestamp(i as i64), payload).unwrap();
+        w.append(Class::Raw, &record).unwrap();
         if i % 1000 == 999 {
             w.commit().unwrap();
         }
@@ -242,7 +258,11 @@ fn outbox(records: u64) -> (f64, f64, f64) {
     assert_eq!(read, records);
     let read_rate = records as f64 / started.elapsed().as_secs_f64();
     std::fs::remove_dir_all(&dir).unwrap();
-    (append_rate, read_rate, payload.len() as f64)
+    let mut binary = Vec::new();
+    airlock_upstream::encode(&record, &mut binary);
+    // Before: the record's JSON without its message id, as the collector wrote it.
+    let json = airlock_upstream::json::to_vec("", &record).len() - r#""id":"","#.len();
+    (append_rate, read_rate, binary.len() as f64, json as f64)
 }
 
 fn median_ms(mut f: impl FnMut()) -> f64 {
@@ -302,8 +322,16 @@ fn main() {
     }
 
     let records = if quick { 200_000 } else { 1_000_000 };
-    let (append, read, bytes) = outbox(records);
-    println!("\noutbox, {records} records of {bytes:.0} bytes, default fsync policy (10 ms group commit):");
+    let (append, read, bytes, json) = outbox(records);
+    let framed = 24.0; // the log's own header per record (length, CRC, sequence, time)
+    println!("\noutbox record of a condensed sample: {bytes:.0} bytes typed (binary) vs {json:.0} bytes as JSON");
+    println!(
+        "  with the log's {framed:.0}-byte frame: {:.0} vs {:.0} bytes = {:.2}x smaller",
+        bytes + framed,
+        json + framed,
+        (json + framed) / (bytes + framed)
+    );
+    println!("\noutbox, {records} typed records of {bytes:.0} bytes, default fsync policy (10 ms group commit):");
     println!("  append {append:>10.0} records/s {:>7.1} MB/s", append * bytes / 1e6);
     println!("  read+ack {read:>8.0} records/s {:>7.1} MB/s", read * bytes / 1e6);
     println!("\npeak RSS of the benchmark process: {:.1} MB", peak_rss_mb());

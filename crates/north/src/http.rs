@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use airlock_config::HttpSink as HttpConfig;
 use airlock_store::{Class, OutboxRecord};
 
-use crate::{Sink, SinkError, SinkHealth, wire_json};
+use crate::{Sink, SinkError, SinkHealth, message_id, wire_json};
 
 pub struct HttpSink {
     name: String,
@@ -69,7 +69,7 @@ impl HttpSink {
             if i > 0 {
                 body.push(b',');
             }
-            body.extend_from_slice(&wire_json(&self.gateway, r));
+            wire_json(&self.gateway, r, &mut body);
         }
         body.push(b']');
         body
@@ -82,14 +82,20 @@ impl HttpSink {
             std::fs::create_dir_all(dir).map_err(|e| io("create", e))?;
         }
         let mut f = OpenOptions::new().create(true).append(true).open(&self.dead_letters).map_err(|e| io("open", e))?;
-        let line = serde_json::json!({
+        // One JSON object per line; the records as the body that was refused, not parsed again.
+        let head = serde_json::json!({
             "status": status,
             "answer": answer,
-            "first_id": format!("{}-{}", self.gateway, records[0].id),
-            "last_id": format!("{}-{}", self.gateway, records[records.len() - 1].id),
-            "records": serde_json::from_slice::<serde_json::Value>(&self.body(records)).unwrap_or_default(),
-        });
-        writeln!(f, "{line}").and_then(|()| f.sync_data()).map_err(|e| io("append to", e))
+            "first_id": message_id(&self.gateway, records[0]),
+            "last_id": message_id(&self.gateway, records[records.len() - 1]),
+        })
+        .to_string();
+        let mut line = head.into_bytes();
+        line.pop(); // the closing brace: the records follow
+        line.extend_from_slice(b",\"records\":");
+        line.extend_from_slice(&self.body(records));
+        line.extend_from_slice(b"}\n");
+        f.write_all(&line).and_then(|()| f.sync_data()).map_err(|e| io("append to", e))
     }
 }
 

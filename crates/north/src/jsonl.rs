@@ -30,9 +30,13 @@ impl JsonlSink {
             self.file = Some(BufWriter::new(f));
         }
         let Some(file) = self.file.as_mut() else { return Ok(()) };
+        let mut line = Vec::with_capacity(256);
         let mut result = Ok(());
         for r in records {
-            result = file.write_all(&wire_json(&self.gateway, r)).and_then(|()| file.write_all(b"\n"));
+            line.clear();
+            wire_json(&self.gateway, r, &mut line);
+            line.push(b'\n');
+            result = file.write_all(&line);
             if result.is_err() {
                 break;
             }

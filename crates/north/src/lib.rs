@@ -48,17 +48,14 @@ pub trait Sink: Send {
     }
 }
 
-/// A record as it goes on the wire: its JSON payload with the message id put first.
-pub fn wire_json(gateway: &str, record: &OutboxRecord) -> Vec<u8> {
-    let id = format!("{{\"id\":\"{gateway}-{}\"", record.id);
-    let body = record.payload.strip_prefix(b"{").unwrap_or(&record.payload);
-    let mut out = Vec::with_capacity(id.len() + body.len() + 1);
-    out.extend_from_slice(id.as_bytes());
-    if body != b"}" {
-        out.push(b',');
-    }
-    out.extend_from_slice(body);
-    out
+/// A record's message id on the wire: `<gateway>-<record id>`, stable across restarts.
+pub fn message_id(gateway: &str, record: &OutboxRecord) -> String {
+    format!("{gateway}-{}", record.id)
+}
+
+/// Appends a record as it goes on the wire in JSON: its fields with the message id first.
+pub fn wire_json(gateway: &str, record: &OutboxRecord, out: &mut Vec<u8>) {
+    airlock_upstream::json::render(&message_id(gateway, record), &record.record, out);
 }
 
 /// Counters of a running sink.
@@ -194,16 +191,14 @@ mod tests {
     use super::*;
     use airlock_model::Timestamp;
     use airlock_store::{Class, RecordId};
-
-    fn check(payload: &str, expected: &str) {
-        let r =
-            OutboxRecord { id: RecordId { class: Class::Raw, seq: 42 }, time: Timestamp(0), payload: payload.into() };
-        assert_eq!(String::from_utf8(wire_json("plant7", &r)).unwrap(), expected);
-    }
+    use airlock_upstream::{RecoveryRecord, Upstream};
 
     #[test]
     fn the_message_id_goes_first() {
-        check("{\"value\":1}", "{\"id\":\"plant7-r42\",\"value\":1}");
-        check("{}", "{\"id\":\"plant7-r42\"}");
+        let record = Upstream::Recovered(RecoveryRecord { time: Timestamp(0), corrupt_records: 0, torn_bytes: 3 });
+        let r = OutboxRecord { id: RecordId { class: Class::Event, seq: 42 }, time: Timestamp(0), record };
+        let mut out = Vec::new();
+        wire_json("plant7", &r, &mut out);
+        assert!(String::from_utf8(out).unwrap().starts_with("{\"id\":\"plant7-e42\",\"corrupt_records\":0,"));
     }
 }

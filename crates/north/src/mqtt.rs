@@ -36,7 +36,7 @@ use rumqttc::{
 use tokio::sync::mpsc;
 
 use crate::sparkplug::{self, EdgeNode};
-use crate::{SinkHealth, last_per_class, wire_json};
+use crate::{SinkHealth, last_per_class, message_id, wire_json};
 
 /// Events the connection driver hands to the sink loop, at most this many waiting.
 const EVENTS_WAITING_MAX: usize = 1024;
@@ -227,9 +227,14 @@ impl MqttSinkTask {
     fn message_for(&mut self, record: &OutboxRecord, s: &Session) -> Option<(String, Vec<u8>)> {
         match &mut self.profile {
             Profile::Uns => {
-                Some((format!("{}{}", self.config.topic_prefix, topic_of(record)), wire_json(&self.gateway, record)))
+                let mut payload = Vec::with_capacity(256);
+                wire_json(&self.gateway, record, &mut payload);
+                Some((format!("{}{}", self.config.topic_prefix, record.record.topic()), payload))
             }
-            Profile::Sparkplug { node, .. } => node.record(&record.payload, s.started_ms).map(|m| (m.topic, m.payload)),
+            Profile::Sparkplug { node, .. } => {
+                let id = message_id(&self.gateway, record);
+                node.record(&id, &record.record, s.started_ms).map(|m| (m.topic, m.payload))
+            }
         }
     }
 
@@ -499,15 +504,6 @@ async fn wait_outgoing(events: &mut mpsc::Receiver<Result<Event, String>>) {
             return;
         }
     }
-}
-
-/// The record's topic: its JSON `topic` field (the asset path).
-fn topic_of(record: &OutboxRecord) -> String {
-    #[derive(serde::Deserialize)]
-    struct Topic {
-        topic: String,
-    }
-    serde_json::from_slice::<Topic>(&record.payload).map(|t| t.topic).unwrap_or_else(|_| "_airlock/unparsed".into())
 }
 
 fn read_secret(secret: Option<&Secret>) -> Result<Option<String>, String> {

@@ -9,7 +9,17 @@
 //! - `spBv1.0/G/DDATA/E/D` with one metric by alias per record; a record for a metric its device
 //!   has not announced (or whose type changed) is sent as a new DBIRTH of that device instead;
 //! - `spBv1.0/G/NDATA/E` with airlock's own events: the node metric `airlock/event` (String,
-//!   announced in every NBIRTH) holding the event's JSON.
+//!   announced in every NBIRTH) holding the event's JSON (as the JSON sinks send it, id first).
+//!
+//! A sample's metric is the last segment of its tag's asset path, its device the segment before;
+//! its datatype is the tag's configured type (bool → Boolean, u16 → UInt16, i16 → Int16, u32 →
+//! UInt32, i32 → Int32, u64 → UInt64, i64 → Int64, f32 → Float, f64 and scaled numbers → Double,
+//! string → String), so a metric's datatype never changes while the config does not, and a
+//! value's sign never causes a birth. Signed 8- to 32-bit values travel in `int_value` as two's
+//! complement of their own width (-5 as Int16 is 65531), as the specification's reference
+//! implementations do. Aggregates are `<tag>.window` (Double, the average), production
+//! `parts.interval` (UInt64) and OEE `oee` (Double), each under its machine. A value that does
+//! not fit its tag's type (it cannot happen with a config-typed tag) goes as null.
 //!
 //! Records older than the connection are marked `is_historical` (a backlog replayed after an
 //! outage). Each metric carries the sample's quality as the property `Quality` (Int32, OPC UA
@@ -23,8 +33,8 @@
 
 use std::collections::BTreeMap;
 
-use airlock_model::Timestamp;
-use serde_json::Value;
+use airlock_model::{Quality, Timestamp, Value, ValueType};
+use airlock_upstream::Upstream;
 
 pub use airlock_sparkplug::{datatype, proto};
 
@@ -63,7 +73,7 @@ pub struct EdgeNode {
 /// The node metric that carries airlock's own events.
 pub const EVENT_METRIC: &str = "airlock/event";
 
-/// What a record says, read from its JSON.
+/// What a record says, as a metric.
 struct Reading {
     device: Option<String>,
     metric: String,
@@ -144,10 +154,11 @@ impl EdgeNode {
         Message { topic: self.topic(kind, device), payload: encode(&payload) }
     }
 
-    /// The message carrying one outbox record: a DDATA (or NDATA for airlock's events), or a
-    /// DBIRTH when the record brings a metric its device has not announced.
-    pub fn record(&mut self, json: &[u8], historical_before_ms: u64) -> Option<Message> {
-        let r = reading(json)?;
+    /// The message carrying one outbox record (message id `id`): a DDATA (or NDATA for events),
+    /// or a DBIRTH when the record brings a metric its device has not announced. `None` for a
+    /// record Sparkplug cannot carry (a waveform, or a legacy JSON record that is not an event).
+    pub fn record(&mut self, id: &str, record: &Upstream, historical_before_ms: u64) -> Option<Message> {
+        let r = reading(id, record)?;
         let historical = r.time_ms < historical_before_ms;
         let metrics = match &r.device {
             Some(d) => self.devices.entry(d.clone()).or_default(),
@@ -215,41 +226,108 @@ fn now_ms() -> u64 {
     Timestamp::now().as_millis().max(0) as u64
 }
 
-/// Device, metric, time, value and quality of an upstream record's JSON.
-fn reading(json: &[u8]) -> Option<Reading> {
-    let v: Value = serde_json::from_slice(json).ok()?;
-    let topic = v["topic"].as_str()?;
-    let time_ms = v["gateway_time"]
-        .as_str()
-        .and_then(Timestamp::parse_rfc3339)
-        .map_or_else(now_ms, |t| t.as_millis().max(0) as u64);
-    if topic.starts_with("_airlock/events/") {
+/// Device, metric, time, value, datatype and quality of an upstream record.
+fn reading(id: &str, record: &Upstream) -> Option<Reading> {
+    let time_ms = record.time().as_millis().max(0) as u64;
+    if record.event_kind().is_some() {
+        let json = airlock_upstream::json::to_vec(id, record);
         return Some(Reading {
             device: None,
             metric: EVENT_METRIC.to_owned(),
             time_ms,
-            value: Some(proto::MetricValue::String(String::from_utf8_lossy(json).into_owned())),
+            value: Some(proto::MetricValue::String(String::from_utf8_lossy(&json).into_owned())),
             datatype: datatype::STRING,
             quality: 192,
         });
     }
-    let mut segments = topic.rsplitn(3, '/');
+    let figure = |path: &str, suffix: &str, value: Option<proto::MetricValue>, datatype, quality| {
+        let (device, metric) = device_and_metric(path)?;
+        Some(Reading { device: Some(device), metric: format!("{metric}{suffix}"), time_ms, value, datatype, quality })
+    };
+    match record {
+        Upstream::Sample(s) => {
+            let datatype = datatype_of(s.value_type)?;
+            let value = s.value.as_ref().and_then(|v| metric_value(v, s.value_type));
+            figure(s.path.as_str(), "", value, datatype, quality_code(s.quality))
+        }
+        Upstream::Aggregate(a) => {
+            let quality = if a.count > 0 { 192 } else { 0 };
+            figure(a.path.as_str(), ".window", a.avg.map(proto::MetricValue::Double), datatype::DOUBLE, quality)
+        }
+        Upstream::Production(p) => {
+            let value = Some(proto::MetricValue::Long(p.parts));
+            figure(&format!("{}/parts.interval", p.asset), "", value, datatype::UINT64, 192)
+        }
+        Upstream::Oee(o) => {
+            let value = Some(proto::MetricValue::Double(o.oee));
+            figure(&format!("{}/oee", o.asset), "", value, datatype::DOUBLE, 192)
+        }
+        _ => None,
+    }
+}
+
+/// The device (the segment before the last) and the metric (the last segment) of a path.
+fn device_and_metric(path: &str) -> Option<(String, String)> {
+    let mut segments = path.rsplitn(3, '/');
     let metric = segments.next()?.to_owned();
     let device = segments.next()?.to_owned();
-    let quality = match v["quality"].as_str() {
-        Some("good") => 192,
-        Some("uncertain") => 64,
-        _ => 0,
+    Some((device, metric))
+}
+
+/// The Sparkplug datatype of a tag's configured type; `None` for a waveform (not sent).
+fn datatype_of(t: ValueType) -> Option<u32> {
+    Some(match t {
+        ValueType::Bool => datatype::BOOLEAN,
+        ValueType::U16 => datatype::UINT16,
+        ValueType::I16 => datatype::INT16,
+        ValueType::U32 => datatype::UINT32,
+        ValueType::I32 => datatype::INT32,
+        ValueType::U64 => datatype::UINT64,
+        ValueType::I64 => datatype::INT64,
+        ValueType::F32 => datatype::FLOAT,
+        ValueType::F64 => datatype::DOUBLE,
+        ValueType::Text => datatype::STRING,
+        ValueType::Waveform => return None,
+    })
+}
+
+/// `v` as a metric value of type `t`; `None` when it does not fit.
+fn metric_value(v: &Value, t: ValueType) -> Option<proto::MetricValue> {
+    use proto::MetricValue as M;
+    let int = || match v {
+        Value::I64(i) => Some(i128::from(*i)),
+        Value::U64(u) => Some(i128::from(*u)),
+        Value::Bool(b) => Some(i128::from(*b)),
+        _ => None,
     };
-    let (value, datatype) = match &v["value"] {
-        Value::Bool(b) => (Some(proto::MetricValue::Boolean(*b)), datatype::BOOLEAN),
-        Value::Number(n) if n.is_u64() => (n.as_u64().map(proto::MetricValue::Long), datatype::UINT64),
-        Value::Number(n) if n.is_i64() => (n.as_i64().map(|i| proto::MetricValue::Long(i as u64)), datatype::INT64),
-        Value::Number(n) => (n.as_f64().map(proto::MetricValue::Double), datatype::DOUBLE),
-        Value::String(s) => (Some(proto::MetricValue::String(s.clone())), datatype::STRING),
-        _ => (None, datatype::DOUBLE),
-    };
-    Some(Reading { device: Some(device), metric, time_ms, value, datatype, quality })
+    Some(match t {
+        ValueType::Bool => match v {
+            Value::Bool(b) => M::Boolean(*b),
+            _ => M::Boolean(int()? != 0),
+        },
+        ValueType::U16 => M::Int(u32::from(u16::try_from(int()?).ok()?)),
+        ValueType::I16 => M::Int(u32::from(i16::try_from(int()?).ok()? as u16)),
+        ValueType::U32 => M::Int(u32::try_from(int()?).ok()?),
+        ValueType::I32 => M::Int(i32::try_from(int()?).ok()? as u32),
+        ValueType::U64 => M::Long(u64::try_from(int()?).ok()?),
+        ValueType::I64 => M::Long(i64::try_from(int()?).ok()? as u64),
+        ValueType::F32 => M::Float(v.as_f64()? as f32),
+        ValueType::F64 => M::Double(v.as_f64()?),
+        ValueType::Text => match v {
+            Value::Text(t) => M::String(t.to_string()),
+            other => M::String(other.to_string()),
+        },
+        ValueType::Waveform => return None,
+    })
+}
+
+/// OPC UA style: 192 good, 64 uncertain, 0 bad.
+fn quality_code(q: Quality) -> u32 {
+    match q {
+        Quality::Good => 192,
+        Quality::Uncertain(_) => 64,
+        Quality::Bad(_) => 0,
+    }
 }
 
 #[cfg(test)]
@@ -259,6 +337,18 @@ mod tests {
 
     fn decode(m: &Message) -> proto::Payload {
         proto::Payload::decode(&m.payload[..]).unwrap()
+    }
+
+    fn sample(path: &str, value_type: ValueType, value: Option<Value>, quality: Quality) -> Upstream {
+        Upstream::Sample(airlock_upstream::SampleRecord {
+            path: airlock_model::AssetPath::parse(path).unwrap(),
+            value_type,
+            unit: None,
+            value,
+            quality,
+            source_time: None,
+            gateway_time: Timestamp::parse_rfc3339("2026-11-28T12:00:00.000Z").unwrap(),
+        })
     }
 
     #[test]
@@ -277,15 +367,15 @@ mod tests {
         let nbirth = node.births();
         assert_eq!(nbirth.len(), 1);
         assert_eq!(decode(&nbirth[0]).seq, Some(0));
-        let record = br#"{"topic":"acme/s/a/l/c/press1/speed","value":1480.5,"quality":"good","gateway_time":"2026-11-28T12:00:00.000Z"}"#;
-        let first = node.record(record, 0).unwrap();
+        let record = sample("acme/s/a/l/c/press1/speed", ValueType::F64, Some(Value::F64(1480.5)), Quality::Good);
+        let first = node.record("gw-r1", &record, 0).unwrap();
         assert_eq!(first.topic, "spBv1.0/plant/DBIRTH/line3/press1");
         let birth = decode(&first);
         assert_eq!(birth.seq, Some(1));
         assert_eq!(birth.metrics[0].name.as_deref(), Some("speed"));
         assert_eq!(birth.metrics[0].datatype, Some(datatype::DOUBLE));
         let alias = birth.metrics[0].alias;
-        let again = node.record(record, 0).unwrap();
+        let again = node.record("gw-r2", &record, 0).unwrap();
         assert_eq!(again.topic, "spBv1.0/plant/DDATA/line3/press1");
         let data = decode(&again);
         assert_eq!((data.seq, data.metrics[0].alias, data.metrics[0].name.clone()), (Some(2), alias, None));
@@ -299,14 +389,56 @@ mod tests {
     fn seq_wraps_and_history_is_marked() {
         let mut node = EdgeNode::new("g", "n");
         node.births();
-        let record = br#"{"topic":"a/d/t","value":1,"quality":"bad","gateway_time":"2026-11-28T12:00:00.000Z"}"#;
+        let record = sample("a/d/t", ValueType::U64, Some(Value::U64(1)), Quality::Bad(airlock_model::Reason::Stale));
         let mut seqs = Vec::new();
         for _ in 0..300 {
-            seqs.push(decode(&node.record(record, u64::MAX).unwrap()).seq.unwrap());
+            seqs.push(decode(&node.record("gw-r1", &record, u64::MAX).unwrap()).seq.unwrap());
         }
         assert_eq!(seqs[254..258], [255, 0, 1, 2]);
-        let m = &decode(&node.record(record, u64::MAX).unwrap()).metrics[0];
+        let m = &decode(&node.record("gw-r1", &record, u64::MAX).unwrap()).metrics[0];
         assert_eq!(m.is_historical, Some(true));
         assert_eq!(m.properties.as_ref().unwrap().values[0].int_value, Some(0));
+    }
+
+    #[test]
+    fn a_signed_tag_keeps_its_datatype_when_its_sign_changes() {
+        let mut node = EdgeNode::new("g", "n");
+        node.births();
+        let mut births = 0;
+        for i in 0..100i64 {
+            let v = if i % 2 == 0 { -i } else { i };
+            let r = sample("a/press1/offset", ValueType::I16, Some(Value::I64(v)), Quality::Good);
+            let m = node.record("gw-r1", &r, 0).unwrap();
+            if m.topic.contains("DBIRTH") {
+                births += 1;
+                assert_eq!(decode(&m).metrics[0].datatype, Some(datatype::INT16));
+            }
+            let value = decode(&m).metrics[0].value.clone();
+            assert_eq!(value, Some(proto::MetricValue::Int(u32::from(v as i16 as u16))), "{v} as Int16");
+        }
+        assert_eq!(births, 1, "born once, at its first value");
+    }
+
+    #[test]
+    fn configured_types_map_to_sparkplug_datatypes() {
+        use proto::MetricValue as M;
+        let cases = [
+            (ValueType::Bool, Value::Bool(true), datatype::BOOLEAN, Some(M::Boolean(true))),
+            (ValueType::U16, Value::U64(65535), datatype::UINT16, Some(M::Int(65535))),
+            (ValueType::U16, Value::U64(65536), datatype::UINT16, None),
+            (ValueType::I16, Value::I64(-1), datatype::INT16, Some(M::Int(0xffff))),
+            (ValueType::U32, Value::U64(7), datatype::UINT32, Some(M::Int(7))),
+            (ValueType::I32, Value::I64(-2), datatype::INT32, Some(M::Int(0xffff_fffe))),
+            (ValueType::U64, Value::U64(u64::MAX), datatype::UINT64, Some(M::Long(u64::MAX))),
+            (ValueType::I64, Value::I64(-1), datatype::INT64, Some(M::Long(u64::MAX))),
+            (ValueType::F32, Value::F64(1.5), datatype::FLOAT, Some(M::Float(1.5))),
+            (ValueType::F64, Value::F64(1.5), datatype::DOUBLE, Some(M::Double(1.5))),
+            (ValueType::Text, Value::Text("x".into()), datatype::STRING, Some(M::String("x".into()))),
+        ];
+        for (t, v, dt, expected) in cases {
+            assert_eq!(datatype_of(t), Some(dt), "{t:?}");
+            assert_eq!(metric_value(&v, t), expected, "{t:?} {v:?}");
+        }
+        assert_eq!(datatype_of(ValueType::Waveform), None);
     }
 }

@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_config::HttpSink as HttpConfig;
-use airlock_model::Timestamp;
+use airlock_model::{Timestamp, Value as TagValue, ValueType};
 use airlock_north::SinkHealth;
 use airlock_north::http::HttpSink;
 use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxWriter};
+use airlock_testkit::records;
 use serde_json::Value;
 
 /// The receiver, and every request it got: `{"status", "headers", "body"}`.
@@ -74,13 +75,10 @@ fn run_sink(
     };
     let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), config).unwrap();
     for i in 1..=250u64 {
-        let event = format!(
-            "{{\"topic\":\"_airlock/events/parts\",\"kind\":\"parts_produced\",\"message\":\"press1 produced {i} parts\"}}"
-        );
-        writer.append(Class::Event, Timestamp(i as i64), event.as_bytes()).unwrap();
-        writer
-            .append(Class::Raw, Timestamp(i as i64), format!("{{\"topic\":\"a/b\",\"value\":{i}}}").as_bytes())
-            .unwrap();
+        let time = Timestamp(i as i64);
+        let event = records::event("parts_produced", &format!("press1 produced {i} parts"), i as f64, time);
+        writer.append(Class::Event, &event).unwrap();
+        writer.append(Class::Raw, &records::sample("a/b", ValueType::U64, TagValue::U64(i), time)).unwrap();
     }
     writer.sync().unwrap();
     let http = HttpConfig {

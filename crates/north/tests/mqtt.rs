@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use airlock_config::MqttSink;
-use airlock_model::Timestamp;
+use airlock_model::{Timestamp, Value as TagValue, ValueType};
 use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxReader, OutboxWriter};
+use airlock_upstream::Upstream;
 use serde_json::Value;
-use support::{Broker, Received, mosquitto_sub, temp};
+use support::{Broker, Received, mosquitto_sub, records, temp};
 
 /// mosquitto_sub on every topic, QoS 1, persistent session: `(topic, payload)` as they come.
 struct Subscriber {
@@ -93,21 +94,21 @@ fn outbox(dir: &Path) -> (OutboxWriter, OutboxReader) {
     OutboxWriter::open(&dir.join("outbox"), config).unwrap()
 }
 
-fn record(i: u64) -> (Class, String) {
+/// Record `i`: every hundredth an event (its number in the body as `n`), the others samples
+/// whose value is `i`.
+fn record(i: u64) -> (Class, Upstream) {
+    let time = Timestamp(i as i64);
     if i.is_multiple_of(100) {
-        (
-            Class::Event,
-            format!("{{\"topic\":\"_airlock/events/test\",\"kind\":\"test\",\"message\":\"event {i}\",\"n\":{i}}}"),
-        )
+        (Class::Event, records::event("test", &format!("event {i}"), i as f64, time))
     } else {
-        (
-            Class::Raw,
-            format!(
-                "{{\"topic\":\"acme/site/area/line3/cell1/press{}/speed\",\"value\":{i},\"quality\":\"good\",\"n\":{i}}}",
-                i % 4
-            ),
-        )
+        let path = format!("acme/site/area/line3/cell1/press{}/speed", i % 4);
+        (Class::Raw, records::sample(&path, ValueType::U64, TagValue::U64(i), time))
     }
+}
+
+/// The number of a record as it arrived.
+fn number(v: &Value) -> u64 {
+    v.get("n").unwrap_or(&v["value"]).as_f64().unwrap() as u64
 }
 
 /// Every message of a data topic, checked: the payload is the record's JSON with the id first,
@@ -120,10 +121,9 @@ fn check_messages(got: &[(String, String)], expected: u64) {
         assert!(payload.starts_with("{\"id\":\"plant7-"), "{payload}");
         let v: Value = serde_json::from_str(payload).unwrap();
         let id = v["id"].as_str().unwrap().to_owned();
-        let n = v["n"].as_u64().unwrap();
+        let n = number(&v);
         let (class, body) = record(n);
-        let expected_topic =
-            format!("uns/{}", serde_json::from_str::<Value>(&body).unwrap()["topic"].as_str().unwrap());
+        let expected_topic = format!("uns/{}", body.topic());
         assert_eq!(topic, &expected_topic);
         assert_eq!(id.chars().nth(7), Some(if class == Class::Event { 'e' } else { 'r' }), "{id}");
         match by_id.get(&id) {
@@ -138,7 +138,7 @@ fn check_messages(got: &[(String, String)], expected: u64) {
     }
     if by_id.len() as u64 != expected {
         let seen: std::collections::BTreeSet<u64> =
-            by_id.values().map(|p| serde_json::from_str::<Value>(p).unwrap()["n"].as_u64().unwrap()).collect();
+            by_id.values().map(|p| number(&serde_json::from_str::<Value>(p).unwrap())).collect();
         let missing: Vec<u64> = (1..=expected).filter(|n| !seen.contains(n)).collect();
         panic!("{} of {expected} records arrived; missing: {:?}...", by_id.len(), &missing[..missing.len().min(40)]);
     }
@@ -153,7 +153,7 @@ fn every_record_arrives_and_the_sink_never_subscribes() {
     let n = 2000;
     for i in 1..=n {
         let (class, body) = record(i);
-        writer.append(class, Timestamp(i as i64), body.as_bytes()).unwrap();
+        writer.append(class, &body).unwrap();
     }
     writer.sync().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -211,7 +211,7 @@ fn a_broker_outage_under_steady_load_loses_nothing() {
         let mut writer = writer;
         for i in 1..=n {
             let (class, body) = record(i);
-            writer.append(class, Timestamp(i as i64), body.as_bytes()).unwrap();
+            writer.append(class, &body).unwrap();
             writer.commit().unwrap();
             std::thread::sleep(Duration::from_micros(1500)); // ~650 records/s for ~4.5 s
         }
@@ -243,7 +243,7 @@ fn live_first_replay_sends_new_records_before_a_paced_backlog() {
     let backlog = 400u64;
     for i in 1..=backlog {
         writer
-            .append(Class::Raw, Timestamp(i as i64), format!("{{\"topic\":\"acme/old\",\"n\":{i}}}").as_bytes())
+            .append(Class::Raw, &records::sample("acme/old", ValueType::U64, TagValue::U64(i), Timestamp(0)))
             .unwrap();
     }
     writer.sync().unwrap();
@@ -254,7 +254,9 @@ fn live_first_replay_sends_new_records_before_a_paced_backlog() {
         airlock_north::mqtt::spawn("uns", "plant7", &config, reader.clone(), Arc::clone(&stop)).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     for i in 1..=20u64 {
-        writer.append(Class::Raw, Timestamp(0), format!("{{\"topic\":\"acme/live\",\"n\":{i}}}").as_bytes()).unwrap();
+        writer
+            .append(Class::Raw, &records::sample("acme/live", ValueType::U64, TagValue::U64(i), Timestamp(0)))
+            .unwrap();
     }
     writer.sync().unwrap();
     let got = sub.wait_for((backlog + 20) as usize, Duration::from_secs(30));
@@ -293,7 +295,7 @@ fn the_password_comes_from_a_file_and_a_wrong_one_is_refused() {
         let (mut writer, reader) = outbox(&dir.join(name));
         for i in 1..=50u64 {
             let (class, body) = record(i);
-            writer.append(class, Timestamp(0), body.as_bytes()).unwrap();
+            writer.append(class, &body).unwrap();
         }
         writer.sync().unwrap();
         let mut config = sink_config(broker.port);

@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_config::{MqttSink, Sparkplug};
-use airlock_model::Timestamp;
+use airlock_model::{Timestamp, Value as TagValue, ValueType};
 use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxWriter};
-use serde_json::{Value, json};
-use support::{Broker, temp};
+use airlock_upstream::Upstream;
+use serde_json::Value;
+use support::{Broker, records, temp};
 
 /// pysparkplug on spBv1.0/#, and every message it decoded.
 struct Host {
@@ -97,9 +98,14 @@ fn config(port: u16) -> MqttSink {
     }
 }
 
-fn record(device: &str, tag: &str, value: Value, quality: &str, time: &str) -> Vec<u8> {
-    let topic = format!("acme/dortmund/pressing/line3/cell1/{device}/{tag}");
-    json!({"topic": topic, "value": value, "quality": quality, "gateway_time": time}).to_string().into_bytes()
+/// A sample of `tag` on `device`, of the tag's configured type; `None`: a bad sample.
+fn record(device: &str, tag: &str, value_type: ValueType, value: Option<TagValue>, time: &str) -> Upstream {
+    let path = format!("acme/dortmund/pressing/line3/cell1/{device}/{tag}");
+    let time = Timestamp::parse_rfc3339(time).unwrap();
+    match value {
+        Some(v) => records::sample(&path, value_type, v, time),
+        None => records::bad_sample(&path, value_type, time),
+    }
 }
 
 fn of_type<'a>(got: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -129,19 +135,18 @@ fn an_independent_decoder_reads_births_data_and_deaths_across_a_reconnect() {
     // A backlog from before the connection (history), for two devices.
     let old = "2026-01-01T00:00:00.000Z";
     let backlog = [
-        record("press1", "speed", json!(1480.5), "good", old),
-        record("press1", "parts", json!(42), "good", old),
-        record("press1", "running", json!(true), "good", old),
-        record("press2", "model", json!("HP-400"), "good", old),
-        record("press1", "speed", json!(1479.25), "good", old),
-        record("press1", "speed", Value::Null, "bad", old),
+        record("press1", "speed", ValueType::F64, Some(TagValue::F64(1480.5)), old),
+        record("press1", "parts", ValueType::U64, Some(TagValue::U64(42)), old),
+        record("press1", "running", ValueType::Bool, Some(TagValue::Bool(true)), old),
+        record("press2", "model", ValueType::Text, Some(TagValue::Text("HP-400".into())), old),
+        record("press1", "speed", ValueType::F64, Some(TagValue::F64(1479.25)), old),
+        record("press1", "speed", ValueType::F64, None, old),
     ];
     for r in &backlog {
-        writer.append(Class::Raw, Timestamp(0), r).unwrap();
+        writer.append(Class::Raw, r).unwrap();
     }
-    let event =
-        json!({"topic": "_airlock/events/outbox_gap", "kind": "outbox_gap", "message": "dropped 3 raw records"});
-    writer.append(Class::Event, Timestamp(0), event.to_string().as_bytes()).unwrap();
+    let event = records::event("outbox_gap", "dropped 3 raw records", 3.0, Timestamp::parse_rfc3339(old).unwrap());
+    writer.append(Class::Event, &event).unwrap();
     writer.sync().unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -191,7 +196,7 @@ fn an_independent_decoder_reads_births_data_and_deaths_across_a_reconnect() {
     broker.restart();
     host.wait_until("the rebirth", |g| g.iter().any(|m| m["type"] == "NBIRTH" && metric(m, "bdSeq")["value"] == 1));
     let now = Timestamp::now().to_string();
-    writer.append(Class::Raw, Timestamp(0), &record("press1", "speed", json!(1400.0), "good", &now)).unwrap();
+    writer.append(Class::Raw, &record("press1", "speed", ValueType::F64, Some(TagValue::F64(1400.0)), &now)).unwrap();
     writer.sync().unwrap();
     let got =
         host.wait_until("live data", |g| g.iter().any(|m| m["type"] == "DDATA" && m["metrics"][0]["value"] == 1400.0));
@@ -226,6 +231,68 @@ fn an_independent_decoder_reads_births_data_and_deaths_across_a_reconnect() {
     assert_eq!(death["topic"], "spBv1.0/plant/NDEATH/line3", "the death matches the birth of its connection");
     assert_eq!(health.delivered.load(Relaxed), 8, "every record acknowledged on PUBACK");
     assert!(!broker.log().contains("Received SUBSCRIBE from airlock-sparkplug"), "the edge node never subscribes");
+    drop(host);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The configured type of each tag is what every DBIRTH announces, and a value that changes
+/// sign (an i16 offset swinging around zero) never causes a birth: a device is born again only
+/// when a metric is new to it (its first value), at connect, and every `birth_interval`.
+#[test]
+fn births_announce_the_configured_datatypes_and_a_sign_change_causes_none() {
+    let dir = temp("sparkplug-types");
+    let broker = Broker::start(&dir);
+    let host = Host::start(broker.port);
+    let outbox = OutboxConfig {
+        fsync: FsyncPolicy::Interval(Duration::ZERO),
+        sinks: vec!["sp".into()],
+        ..OutboxConfig::default()
+    };
+    let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), outbox).unwrap();
+    let now = Timestamp::now().to_string();
+    let tags = [
+        ("count", ValueType::U16, TagValue::U64(65_535)),
+        ("temperature", ValueType::F32, TagValue::F64(21.5)),
+        ("running", ValueType::Bool, TagValue::Bool(true)),
+    ];
+    for (tag, ty, value) in &tags {
+        writer.append(Class::Raw, &record("press1", tag, *ty, Some(value.clone()), &now)).unwrap();
+    }
+    let offsets: Vec<i64> = (0..200).map(|i| if i % 2 == 0 { -(i % 7) - 1 } else { i % 5 + 1 }).collect();
+    for v in &offsets {
+        writer.append(Class::Raw, &record("press1", "offset", ValueType::I16, Some(TagValue::I64(*v)), &now)).unwrap();
+    }
+    writer.sync().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (handle, _health) =
+        airlock_north::mqtt::spawn("sp", "line3", &config(broker.port), reader, Arc::clone(&stop)).unwrap();
+    let done = |g: &[Value]| g.iter().filter(|m| m["type"] == "DDATA").count() >= offsets.len() - 1;
+    let got = host.wait_until("every offset", done);
+    stop.store(true, Relaxed);
+    handle.join().unwrap();
+
+    assert!(got.iter().all(|m| m.get("error").is_none()), "pysparkplug refused a message: {got:#?}");
+    let expected = [("count", 6), ("temperature", 9), ("running", 11), ("offset", 2)];
+    let dbirths = of_type(&got, "DBIRTH");
+    assert_eq!(dbirths.len(), 4, "one birth per new metric, none for a sign change: {dbirths:#?}");
+    for birth in &dbirths {
+        for m in birth["metrics"].as_array().unwrap() {
+            let name = m["name"].as_str().unwrap();
+            let (_, datatype) = expected.iter().find(|(n, _)| *n == name).unwrap();
+            assert_eq!(m["datatype"], *datatype, "{name} in {birth}");
+        }
+    }
+    let last = dbirths.last().unwrap();
+    assert_eq!(metric(last, "count")["value"], 65_535, "UInt16 to its top");
+    assert_eq!(metric(last, "temperature")["value"], 21.5);
+    // pysparkplug decodes each Int16 as the independent decoder it is: the values, signs and all.
+    let ddata: Vec<i64> = of_type(&got, "DDATA")
+        .iter()
+        .flat_map(|m| m["metrics"].as_array().unwrap().iter().map(|x| x["value"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(metric(last, "offset")["value"], offsets[0]);
+    assert_eq!(ddata, offsets[1..], "every offset arrives with its sign");
     drop(host);
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);

@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_config::MqttSink;
-use airlock_model::Timestamp;
+use airlock_model::{Timestamp, ValueType};
 use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxWriter};
-use support::{Broker, make_certificates, temp};
+use support::{Broker, make_certificates, records, temp};
 
 fn sink(port: u16, ca: &Path, client: Option<(PathBuf, PathBuf)>) -> MqttSink {
     MqttSink {
@@ -48,13 +48,9 @@ fn deliver(dir: &Path, config: &MqttSink, n: u64, within: Duration, name: &str) 
     };
     let (mut writer, reader) = OutboxWriter::open(&dir.join(name), outbox).unwrap();
     for i in 1..=n {
-        writer
-            .append(
-                Class::Raw,
-                Timestamp(0),
-                format!("{{\"topic\":\"acme/line/press1/count\",\"value\":{i}}}").as_bytes(),
-            )
-            .unwrap();
+        let record =
+            records::sample("acme/line/press1/count", ValueType::U64, airlock_model::Value::U64(i), Timestamp(0));
+        writer.append(Class::Raw, &record).unwrap();
     }
     writer.sync().unwrap();
     let stop = Arc::new(AtomicBool::new(false));

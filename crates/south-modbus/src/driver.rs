@@ -10,18 +10,19 @@
 //!   connection is dropped, and the task reconnects after an exponential backoff with jitter.
 //!
 //! Problems are logged once per change of state, never once per poll. A device task shares
-//! nothing with other device tasks but the outgoing channel, which it never waits on: when the
-//! channel is full the batch is dropped and counted, so a slow consumer slows no device and a
-//! slow device slows no other.
+//! nothing with other device tasks but the pipeline's channel, reached through its
+//! `DeviceHandle`, which never waits: a full channel drops the batch and counts it, so a slow
+//! consumer slows no device and a slow device slows no other.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_config::{Device, ModbusDevice, Space};
-use airlock_model::{DeviceHealth, LinkState, Reason, Sample, SampleBatch, TagId, Timestamp};
+use airlock_model::{DeviceHealth, LinkState, Reason, Sample, Timestamp};
+use airlock_pipeline::{DeviceHandle, Source};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{MissedTickBehavior, timeout};
 use tokio_modbus::Slave;
 use tokio_modbus::client::{Context, Reader, tcp};
@@ -64,34 +65,29 @@ struct Reported {
     failure: Option<Failure>,
     /// The last exception code seen per request (0 for none).
     exceptions: Vec<u8>,
-    channel_full: bool,
 }
 
 /// One Modbus TCP device and everything needed to read it.
 #[derive(Debug)]
 pub struct DeviceTask {
-    index: usize,
     device: Device,
     modbus: ModbusDevice,
-    first_tag: TagId,
     requests: Vec<ReadRequest>,
+    /// The pipeline's handle: tag ids, and where samples go.
+    out: DeviceHandle,
     health: Arc<DeviceHealth>,
 }
 
 impl DeviceTask {
-    /// A task for config device `index` (a Modbus device: `modbus` is its protocol part), whose
-    /// tags get ids from `first_tag` on, in config order. `coalesce: false` plans one request
-    /// per tag (the benchmark's baseline).
-    pub fn new(index: usize, device: &Device, modbus: &ModbusDevice, first_tag: TagId, coalesce: bool) -> Self {
-        let limits =
-            PlanLimits { max_gap_registers: modbus.max_gap_registers, max_gap_bits: modbus.max_gap_bits, coalesce };
+    /// A task for `device` (a Modbus device: `modbus` is its protocol part), reading into
+    /// `out`. `coalesce: false` plans one request per tag (the benchmark's baseline).
+    pub fn new(device: &Device, modbus: &ModbusDevice, out: DeviceHandle, coalesce: bool) -> Self {
         Self {
-            index,
             device: device.clone(),
             modbus: modbus.clone(),
-            first_tag,
-            requests: plan(&modbus.tags, limits),
-            health: Arc::new(DeviceHealth::default()),
+            requests: requests(modbus, coalesce),
+            health: out.health(),
+            out,
         }
     }
 
@@ -104,17 +100,17 @@ impl DeviceTask {
     }
 
     /// Polls the device until `shutdown` turns true or its sender is dropped.
-    pub async fn run(self, out: mpsc::Sender<SampleBatch>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
-            () = self.poll_forever(out) => {}
+            () = self.poll_forever() => {}
             _ = shutdown.wait_for(|stop| *stop) => {}
         }
     }
 
-    async fn poll_forever(self, out: mpsc::Sender<SampleBatch>) {
+    async fn poll_forever(self) {
         self.warn_if_rate_cap_binds();
         let mut pacer = Pacer::new(self.device.rate_max_per_s);
-        let seed = Timestamp::now().as_nanos().unsigned_abs() ^ (self.index as u64) << 32;
+        let seed = Timestamp::now().as_nanos().unsigned_abs() ^ (self.out.device() as u64) << 32;
         let mut backoff = Backoff::new(self.device.backoff_initial, self.device.backoff_max, seed);
         let mut ticker = tokio::time::interval(self.device.poll_interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -128,14 +124,14 @@ impl DeviceTask {
                 None => match self.connect().await {
                     Ok(ctx) => link.insert(ctx),
                     Err(failure) => {
-                        self.went_down(failure, &mut reported, &out);
+                        self.went_down(failure, &mut reported);
                         tokio::time::sleep(backoff.next_delay()).await;
                         continue;
                     }
                 },
             };
             poll += 1;
-            let failure = self.poll(ctx, poll, &mut pacer, &mut reported, &out).await;
+            let failure = self.poll(ctx, poll, &mut pacer, &mut reported).await;
             match failure {
                 None => {
                     backoff.reset();
@@ -143,7 +139,7 @@ impl DeviceTask {
                 }
                 Some(failure) => {
                     link = None;
-                    self.went_down(failure, &mut reported, &out);
+                    self.went_down(failure, &mut reported);
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
@@ -164,14 +160,7 @@ impl DeviceTask {
 
     /// One poll: every planned request in turn, each answer's samples sent at once. Returns why
     /// the link failed, if it did.
-    async fn poll(
-        &self,
-        ctx: &mut Context,
-        poll: u64,
-        pacer: &mut Pacer,
-        reported: &mut Reported,
-        out: &mpsc::Sender<SampleBatch>,
-    ) -> Option<Failure> {
+    async fn poll(&self, ctx: &mut Context, poll: u64, pacer: &mut Pacer, reported: &mut Reported) -> Option<Failure> {
         DeviceHealth::count(&self.health.polls, 1);
         // The words of a tag read in parts (a waveform), gathered until its last part arrives.
         let mut partial: Result<Vec<u16>, Reason> = Ok(Vec::new());
@@ -198,7 +187,7 @@ impl DeviceTask {
                 }
                 Err(_) => return Some(Failure::Timeout { request: self.describe(req) }),
             }
-            self.send(poll, samples, reported, out);
+            self.out.emit(poll, samples);
         }
         None
     }
@@ -238,16 +227,12 @@ impl DeviceTask {
                     Data::Bits(b) => decode_bit(b.get(at..).unwrap_or(&[])),
                 })
             };
-            let id = self.tag_id(planned.index);
+            let id = self.out.tag_id(planned.index);
             samples.push(match value {
                 Ok(v) => Sample::good(id, v, now),
                 Err(reason) => Sample::bad(id, reason, now),
             });
         }
-    }
-
-    fn tag_id(&self, index: usize) -> TagId {
-        TagId(self.first_tag.0 + index as u32)
     }
 
     /// "read holding_register 100..120 from press1", for logs.
@@ -272,7 +257,7 @@ impl DeviceTask {
         *last = code;
     }
 
-    fn went_down(&self, failure: Failure, reported: &mut Reported, out: &mpsc::Sender<SampleBatch>) {
+    fn went_down(&self, failure: Failure, reported: &mut Reported) {
         DeviceHealth::count(&self.health.comm_errors, 1);
         self.health.set_state(LinkState::Backoff);
         // Once per kind of failure: the text of an OS error may differ from one attempt to the next.
@@ -282,10 +267,7 @@ impl DeviceTask {
         }
         log::warn!("device {}: {failure}; its tags are bad, reconnecting with backoff", self.device.name);
         self.health.set_last_error(failure.to_string());
-        let now = Timestamp::now();
-        let reason = failure.reason();
-        let samples = (0..self.modbus.tags.len()).map(|i| Sample::bad(self.tag_id(i), reason, now)).collect();
-        self.send(0, samples, reported, out);
+        self.out.emit(0, self.out.all_bad(failure.reason()));
         reported.failure = Some(failure);
     }
 
@@ -293,30 +275,6 @@ impl DeviceTask {
         self.health.set_state(LinkState::Up);
         if reported.failure.take().is_some() {
             log::info!("device {}: reading again", self.device.name);
-        }
-    }
-
-    fn send(&self, poll: u64, samples: Vec<Sample>, reported: &mut Reported, out: &mpsc::Sender<SampleBatch>) {
-        if samples.is_empty() {
-            return;
-        }
-        let n = samples.len() as u64;
-        match out.try_send(SampleBatch { device: self.index, poll, samples }) {
-            Ok(()) => {
-                DeviceHealth::count(&self.health.samples, n);
-                if std::mem::take(&mut reported.channel_full) {
-                    log::info!("device {}: the sample channel has room again", self.device.name);
-                }
-            }
-            Err(_) => {
-                DeviceHealth::count(&self.health.batches_dropped, 1);
-                if !std::mem::replace(&mut reported.channel_full, true) {
-                    log::warn!(
-                        "device {}: the sample channel is full; dropping polls until it drains",
-                        self.device.name
-                    );
-                }
-            }
         }
     }
 
@@ -333,6 +291,23 @@ impl DeviceTask {
             );
         }
     }
+}
+
+impl Source for DeviceTask {
+    fn run(
+        self: Box<Self>,
+        stop: watch::Receiver<bool>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin((*self).run(stop))
+    }
+}
+
+/// The read requests of a device's tags, as the planner coalesces them (`coalesce: false`:
+/// one per tag).
+pub fn requests(modbus: &ModbusDevice, coalesce: bool) -> Vec<ReadRequest> {
+    let limits =
+        PlanLimits { max_gap_registers: modbus.max_gap_registers, max_gap_bits: modbus.max_gap_bits, coalesce };
+    plan(&modbus.tags, limits)
 }
 
 /// A read answer: registers or bits.

@@ -14,5 +14,5 @@ pub mod pacer;
 pub mod plan;
 
 pub use airlock_model::SampleBatch;
-pub use driver::DeviceTask;
+pub use driver::{DeviceTask, requests};
 pub use plan::{PlanLimits, PlannedTag, ReadRequest, plan};

@@ -13,7 +13,7 @@ use airlock_config::{Config, parse};
 use airlock_model::{Quality, Reason, Sample, TagId, Value};
 use airlock_sim::server::{Banks, Fault, ServerHandle, serve};
 use airlock_south_modbus::{DeviceTask, SampleBatch};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// A device section reading `tags` from `addr`.
 fn device(name: &str, addr: SocketAddr, extra: &str, tags: &str) -> String {
@@ -38,12 +38,12 @@ async fn server() -> ServerHandle {
 
 /// Runs every device of `config` for `run_for`, returns each batch with the instant it arrived.
 async fn run(config: &Config, run_for: Duration) -> Vec<(Instant, SampleBatch)> {
-    let (tx, mut rx) = mpsc::channel(10_000);
+    let (tx, mut rx) = airlock_pipeline::channel(10_000);
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut first = 0;
     for (i, d) in config.devices.iter().enumerate() {
-        tasks.spawn(modbus_task(i, d, TagId(first), true).run(tx.clone(), stop.clone()));
+        tasks.spawn(modbus_task(i, d, TagId(first), true, &tx).run(stop.clone()));
         first += d.tag_count() as u32;
     }
     drop(tx);
@@ -258,10 +258,17 @@ async fn the_rate_cap_holds_whatever_the_poll_interval() {
     assert_reads_only(&s);
 }
 
-/// The device task of a Modbus device of the config.
-fn modbus_task(index: usize, device: &airlock_config::Device, first_tag: TagId, coalesce: bool) -> DeviceTask {
+/// The device task of a Modbus device of the config, sending into `tx`.
+fn modbus_task(
+    index: usize,
+    device: &airlock_config::Device,
+    first_tag: TagId,
+    coalesce: bool,
+    tx: &airlock_pipeline::BatchSender,
+) -> DeviceTask {
     let airlock_config::Protocol::ModbusTcp(modbus) = &device.protocol else {
         panic!("{} is not a Modbus device", device.name)
     };
-    DeviceTask::new(index, device, modbus, first_tag, coalesce)
+    let handle = airlock_pipeline::DeviceHandle::new(index, &device.name, first_tag, device.tag_count(), tx.clone());
+    DeviceTask::new(device, modbus, handle, coalesce)
 }

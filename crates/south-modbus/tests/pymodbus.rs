@@ -15,7 +15,7 @@ use airlock_config::parse;
 use airlock_model::{Sample, TagId, Value};
 use airlock_south_modbus::DeviceTask;
 use serde_json::{Value as Json, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 fn python() -> PathBuf {
     if let Ok(p) = std::env::var("AIRLOCK_PYTHON") {
@@ -137,11 +137,12 @@ async fn values_read_from_pymodbus_equal_values_served() {
         peer.port
     );
     let config = parse(&text, Path::new("pymodbus.toml")).unwrap();
-    let task = modbus_task(0, &config.devices[0], TagId(0), true);
+    let (tx, mut rx) = airlock_pipeline::channel(64);
+    let task = modbus_task(0, &config.devices[0], TagId(0), true, &tx);
+    drop(tx);
     assert!(task.requests().len() < specs.len() / 4, "{} requests for {} tags", task.requests().len(), specs.len());
-    let (tx, mut rx) = mpsc::channel(64);
     let (stop_tx, stop) = watch::channel(false);
-    let running = tokio::spawn(task.run(tx, stop));
+    let running = tokio::spawn(task.run(stop));
     // One batch per request: gather the first poll's batches until every tag has its sample.
     let mut first: Vec<Option<Sample>> = vec![None; specs.len()];
     while first.iter().any(Option::is_none) {
@@ -168,10 +169,17 @@ async fn values_read_from_pymodbus_equal_values_served() {
     assert!(functions.iter().all(|f| (1..=4).contains(f)), "function codes received: {functions:?}");
 }
 
-/// The device task of a Modbus device of the config.
-fn modbus_task(index: usize, device: &airlock_config::Device, first_tag: TagId, coalesce: bool) -> DeviceTask {
+/// The device task of a Modbus device of the config, sending into `tx`.
+fn modbus_task(
+    index: usize,
+    device: &airlock_config::Device,
+    first_tag: TagId,
+    coalesce: bool,
+    tx: &airlock_pipeline::BatchSender,
+) -> DeviceTask {
     let airlock_config::Protocol::ModbusTcp(modbus) = &device.protocol else {
         panic!("{} is not a Modbus device", device.name)
     };
-    DeviceTask::new(index, device, modbus, first_tag, coalesce)
+    let handle = airlock_pipeline::DeviceHandle::new(index, &device.name, first_tag, device.tag_count(), tx.clone());
+    DeviceTask::new(device, modbus, handle, coalesce)
 }

@@ -2,8 +2,9 @@
 //!
 //! After every connect it subscribes again (clean session): to each JSON topic, or to the one
 //! filter that covers a Sparkplug B edge node. When the connection drops, every tag goes bad
-//! (comms lost) and the task reconnects after an exponential backoff with jitter. It never
-//! waits on the outgoing channel: a full channel drops the batch and counts it.
+//! (comms lost) and the task reconnects after an exponential backoff with jitter. It hands
+//! samples on through its `DeviceHandle`, which never waits: a full channel drops the batch
+//! and counts it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use airlock_config::{Device, MqttDevice, Payload, Secret};
 use airlock_model::pace::Backoff;
-use airlock_model::{DeviceHealth, LinkState, Reason, Sample, SampleBatch, TagId, Timestamp};
+use airlock_model::{DeviceHealth, LinkState, Reason, Sample, Timestamp};
+use airlock_pipeline::{DeviceHandle, Source};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter, TlsConfiguration,
     Transport,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::json::{JsonTopics, Reading};
 use crate::sparkplug::EdgeNode;
@@ -52,18 +54,17 @@ impl Decoder {
 /// One OT broker and the tags read from it.
 #[derive(Debug)]
 pub struct SubscriberTask {
-    index: usize,
     device: Device,
     mqtt: MqttDevice,
-    first_tag: TagId,
+    /// The pipeline's handle: tag ids, and where samples go.
+    out: DeviceHandle,
     health: Arc<DeviceHealth>,
 }
 
 impl SubscriberTask {
-    /// A task for config device `index` (`mqtt` is its protocol part), whose tags get ids from
-    /// `first_tag` on.
-    pub fn new(index: usize, device: &Device, mqtt: &MqttDevice, first_tag: TagId) -> Self {
-        Self { index, device: device.clone(), mqtt: mqtt.clone(), first_tag, health: Arc::new(DeviceHealth::default()) }
+    /// A task for `device` (`mqtt` is its protocol part), reading into `out`.
+    pub fn new(device: &Device, mqtt: &MqttDevice, out: DeviceHandle) -> Self {
+        Self { device: device.clone(), mqtt: mqtt.clone(), health: out.health(), out }
     }
 
     pub fn health(&self) -> Arc<DeviceHealth> {
@@ -71,9 +72,9 @@ impl SubscriberTask {
     }
 
     /// Reads the broker until `shutdown` turns true or its sender is dropped.
-    pub async fn run(self, out: mpsc::Sender<SampleBatch>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
-            () = self.subscribe_forever(out) => {}
+            () = self.subscribe_forever() => {}
             _ = shutdown.wait_for(|stop| *stop) => {}
         }
     }
@@ -101,7 +102,7 @@ impl SubscriberTask {
         Ok(o)
     }
 
-    async fn subscribe_forever(self, out: mpsc::Sender<SampleBatch>) {
+    async fn subscribe_forever(self) {
         let name = self.device.name.clone();
         let mut decoder = match &self.mqtt.payload {
             Payload::Json => Decoder::Json(JsonTopics::new(&self.mqtt.sources, &self.device.tags)),
@@ -109,14 +110,14 @@ impl SubscriberTask {
                 Decoder::Sparkplug(EdgeNode::new(group_id, edge_node_id, &self.mqtt.sources))
             }
         };
-        let seed = Timestamp::now().as_nanos().unsigned_abs() ^ (self.index as u64) << 32;
+        let seed = Timestamp::now().as_nanos().unsigned_abs() ^ (self.out.device() as u64) << 32;
         let mut backoff = Backoff::new(self.device.backoff_initial, self.device.backoff_max, seed);
         let options = match self.options() {
             Ok(o) => o,
             Err(e) => {
                 log::error!("device {name}: {e}; its tags stay bad");
                 self.health.set_last_error(e);
-                self.emit(&out, 0, self.all_bad(Reason::CommsLost));
+                self.out.emit(0, self.out.all_bad(Reason::CommsLost));
                 return;
             }
         };
@@ -164,7 +165,7 @@ impl SubscriberTask {
                         DeviceHealth::count(&self.health.polls, 1);
                         let now = Timestamp::now();
                         let samples = readings.into_iter().map(|r| self.sample(r, now)).collect();
-                        self.emit(&out, batches, samples);
+                        self.out.emit(batches, samples);
                     }
                 }
                 Ok(_) => {}
@@ -178,7 +179,7 @@ impl SubscriberTask {
                             self.mqtt.address
                         );
                         batches += 1;
-                        self.emit(&out, batches, self.all_bad(Reason::CommsLost));
+                        self.out.emit(batches, self.out.all_bad(Reason::CommsLost));
                     }
                     self.health.set_last_error(why);
                     tokio::time::sleep(backoff.next_delay()).await;
@@ -189,26 +190,16 @@ impl SubscriberTask {
     }
 
     fn sample(&self, r: Reading, now: Timestamp) -> Sample {
-        Sample {
-            tag: TagId(self.first_tag.0 + r.tag as u32),
-            value: r.value,
-            quality: r.quality,
-            source_time: r.source_time,
-            gateway_time: now,
-        }
+        self.out.sample(r.tag, r.value, r.quality, r.source_time, now)
     }
+}
 
-    fn all_bad(&self, reason: Reason) -> Vec<Sample> {
-        let now = Timestamp::now();
-        (0..self.device.tags.len()).map(|i| Sample::bad(TagId(self.first_tag.0 + i as u32), reason, now)).collect()
-    }
-
-    fn emit(&self, out: &mpsc::Sender<SampleBatch>, batch: u64, samples: Vec<Sample>) {
-        let n = samples.len() as u64;
-        match out.try_send(SampleBatch { device: self.index, poll: batch, samples }) {
-            Ok(()) => DeviceHealth::count(&self.health.samples, n),
-            Err(_) => DeviceHealth::count(&self.health.batches_dropped, 1),
-        }
+impl Source for SubscriberTask {
+    fn run(
+        self: Box<Self>,
+        stop: watch::Receiver<bool>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin((*self).run(stop))
     }
 }
 

@@ -30,9 +30,10 @@ fn config(port: u16, device: &str) -> Config {
 fn start(config: &Config) -> (mpsc::Receiver<SampleBatch>, watch::Sender<bool>) {
     let d = &config.devices[0];
     let Protocol::Mqtt(m) = &d.protocol else { panic!("not an MQTT device") };
-    let (tx, rx) = mpsc::channel(1024);
+    let (tx, rx) = airlock_pipeline::channel(1024);
     let (stop_tx, stop) = watch::channel(false);
-    tokio::spawn(SubscriberTask::new(0, d, m, TagId(0)).run(tx, stop));
+    let handle = airlock_pipeline::DeviceHandle::new(0, &d.name, TagId(0), d.tag_count(), tx);
+    tokio::spawn(SubscriberTask::new(d, m, handle).run(stop));
     (rx, stop_tx)
 }
 

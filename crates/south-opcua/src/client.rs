@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use airlock_config::{Device, Identity, OpcUaDevice, ReadMode, Security};
 use airlock_model::pace::{Backoff, RateCap};
-use airlock_model::{DeviceHealth, LinkState, Quality, Reason, Sample, SampleBatch, TagId, Timestamp};
+use airlock_model::{DeviceHealth, LinkState, Quality, Reason, Sample, TagId, Timestamp};
+use airlock_pipeline::{DeviceHandle, Source};
 use opcua::client::{
     Client, ClientBuilder, IdentityToken, MonitoredItem, OnSubscriptionNotification, Session, SessionConnectMode,
     SessionPollResult,
@@ -48,10 +49,10 @@ const READ_CHUNK: usize = 500;
 /// One OPC UA server and the tags read from it.
 #[derive(Debug)]
 pub struct OpcUaTask {
-    index: usize,
     device: Device,
     opcua: OpcUaDevice,
-    first_tag: TagId,
+    /// The pipeline's handle: tag ids, and where samples go.
+    out: DeviceHandle,
     pki: Pki,
     health: Arc<DeviceHealth>,
 }
@@ -95,27 +96,22 @@ impl Drop for EventLoopGuard {
 }
 
 impl OpcUaTask {
-    /// A task for config device `index` (`opcua` is its protocol part), whose tags get ids from
-    /// `first_tag` on; its certificates live under `data_dir/opcua`.
-    pub fn new(index: usize, device: &Device, opcua: &OpcUaDevice, first_tag: TagId, data_dir: &Path) -> Self {
+    /// A task for `device` (`opcua` is its protocol part), reading into `out`; its
+    /// certificates live under `data_dir/opcua`.
+    pub fn new(device: &Device, opcua: &OpcUaDevice, out: DeviceHandle, data_dir: &Path) -> Self {
         Self {
-            index,
             device: device.clone(),
             opcua: opcua.clone(),
-            first_tag,
             pki: Pki::new(data_dir, &device.name),
-            health: Arc::new(DeviceHealth::default()),
+            health: out.health(),
+            out,
         }
     }
 
-    pub fn health(&self) -> Arc<DeviceHealth> {
-        Arc::clone(&self.health)
-    }
-
     /// Reads the server until `shutdown` turns true or its sender is dropped.
-    pub async fn run(self, out: mpsc::Sender<SampleBatch>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
-            () = self.connect_forever(out) => {}
+            () = self.connect_forever() => {}
             _ = shutdown.wait_for(|stop| *stop) => {}
         }
     }
@@ -126,12 +122,12 @@ impl OpcUaTask {
         client(&self.pki, &d.name, retry, d.timeout, self.opcua.security != Security::None)
     }
 
-    async fn connect_forever(self, out: mpsc::Sender<SampleBatch>) {
+    async fn connect_forever(self) {
         let name = self.device.name.clone();
         let fatal = |e: String| {
             log::error!("device {name}: {e}; its tags stay bad");
             self.health.set_last_error(e);
-            self.emit(&out, 0, self.all_bad(Reason::CommsLost));
+            self.out.emit(0, self.out.all_bad(Reason::CommsLost));
         };
         if let Err(e) = self.pki.prepare(&self.opcua.trusted_server_certs) {
             return fatal(e);
@@ -140,7 +136,7 @@ impl OpcUaTask {
             Ok(i) => i,
             Err(e) => return fatal(e),
         };
-        let seed = Timestamp::now().as_nanos().unsigned_abs() ^ (self.index as u64) << 32;
+        let seed = Timestamp::now().as_nanos().unsigned_abs() ^ (self.out.device() as u64) << 32;
         let mut backoff = Backoff::new(self.device.backoff_initial, self.device.backoff_max, seed);
         let mut down_reported = false;
         let mut batch = 0u64;
@@ -160,7 +156,7 @@ impl OpcUaTask {
             match connected {
                 Ok((session, event_loop)) => {
                     backoff.reset();
-                    let why = self.serve(session, event_loop, &out, &mut batch).await;
+                    let why = self.serve(session, event_loop, &mut batch).await;
                     log::warn!("device {name}: the session ended: {why}");
                 }
                 Err(why) => {
@@ -169,7 +165,7 @@ impl OpcUaTask {
                     if !std::mem::replace(&mut down_reported, true) {
                         log::warn!("device {name}: {why}; its tags are bad until it answers");
                         batch += 1;
-                        self.emit(&out, batch, self.all_bad(Reason::CommsLost));
+                        self.out.emit(batch, self.out.all_bad(Reason::CommsLost));
                     }
                 }
             }
@@ -204,7 +200,6 @@ impl OpcUaTask {
         &self,
         session: Arc<Session>,
         event_loop: opcua::client::SessionEventLoop<opcua::client::transport::TcpConnector>,
-        out: &mpsc::Sender<SampleBatch>,
         batch: &mut u64,
     ) -> String {
         let name = &self.device.name;
@@ -253,7 +248,7 @@ impl OpcUaTask {
                             if let Some(old) = subscription.take() {
                                 let _ = session.delete_subscription(old).await;
                             }
-                            match self.subscribe(&session, values_tx.clone(), out, batch).await {
+                            match self.subscribe(&session, values_tx.clone(), batch).await {
                                 Ok(id) => subscription = Some(id),
                                 Err(e) => {
                                     log::warn!("device {name}: no subscription ({e}); reading by polling instead");
@@ -271,7 +266,7 @@ impl OpcUaTask {
                         if !std::mem::replace(&mut down_reported, true) {
                             log::warn!("device {name}: {why}; its tags are bad until it is back");
                             *batch += 1;
-                            self.emit(out, *batch, self.all_bad(Reason::CommsLost));
+                            self.out.emit(*batch, self.out.all_bad(Reason::CommsLost));
                         }
                     }
                     Some(Ok(_)) => {}
@@ -298,18 +293,18 @@ impl OpcUaTask {
                     }
                     *batch += 1;
                     DeviceHealth::count(&self.health.polls, 1);
-                    self.emit(out, *batch, samples);
+                    self.out.emit(*batch, samples);
                     if let Some(status) = lost {
                         // The server dropped the subscription (e.g. it timed out): the tags are
                         // bad until a new one is made on the same session.
                         log::warn!("device {name}: the server ended the subscription ({status}); making a new one");
                         let code = (status.bits() >> 16) as u16;
                         *batch += 1;
-                        self.emit(out, *batch, self.all_bad(Reason::SourceStatus(code)));
+                        self.out.emit(*batch, self.out.all_bad(Reason::SourceStatus(code)));
                         if let Some(old) = subscription.take() {
                             let _ = session.delete_subscription(old).await;
                         }
-                        match self.subscribe(&session, values_tx.clone(), out, batch).await {
+                        match self.subscribe(&session, values_tx.clone(), batch).await {
                             Ok(id) => subscription = Some(id),
                             Err(e) => log::warn!("device {name}: no new subscription yet ({e})"),
                         }
@@ -319,7 +314,7 @@ impl OpcUaTask {
                     *batch += 1;
                     let samples = self.read_all(&session, &plan, &mut pace).await;
                     DeviceHealth::count(&self.health.polls, 1);
-                    self.emit(out, *batch, samples);
+                    self.out.emit(*batch, samples);
                 }
             }
         }
@@ -327,13 +322,7 @@ impl OpcUaTask {
 
     /// Creates the subscription and one monitored item per tag. A refused item makes its tag
     /// bad with the server's status code.
-    async fn subscribe(
-        &self,
-        session: &Session,
-        values: mpsc::Sender<Notice>,
-        out: &mpsc::Sender<SampleBatch>,
-        batch: &mut u64,
-    ) -> Result<u32, String> {
+    async fn subscribe(&self, session: &Session, values: mpsc::Sender<Notice>, batch: &mut u64) -> Result<u32, String> {
         let ReadMode::Subscribe { publishing_interval } = self.opcua.mode else {
             return Err("the device reads by polling".into());
         };
@@ -393,7 +382,7 @@ impl OpcUaTask {
         }
         if !refused.is_empty() {
             *batch += 1;
-            self.emit(out, *batch, refused);
+            self.out.emit(*batch, refused);
         }
         Ok(id)
     }
@@ -451,7 +440,7 @@ impl OpcUaTask {
     }
 
     fn tag_id(&self, tag: usize) -> TagId {
-        TagId(self.first_tag.0 + tag as u32)
+        self.out.tag_id(tag)
     }
 
     fn sample(&self, tag: usize, dv: &DataValue, now: Timestamp) -> Sample {
@@ -459,20 +448,16 @@ impl OpcUaTask {
         if !matches!(quality, Quality::Good) {
             DeviceHealth::count(&self.health.exceptions, 1);
         }
-        Sample { tag: self.tag_id(tag), value, quality, source_time, gateway_time: now }
+        self.out.sample(tag, value, quality, source_time, now)
     }
+}
 
-    fn all_bad(&self, reason: Reason) -> Vec<Sample> {
-        let now = Timestamp::now();
-        (0..self.device.tags.len()).map(|i| Sample::bad(self.tag_id(i), reason, now)).collect()
-    }
-
-    fn emit(&self, out: &mpsc::Sender<SampleBatch>, batch: u64, samples: Vec<Sample>) {
-        let n = samples.len() as u64;
-        match out.try_send(SampleBatch { device: self.index, poll: batch, samples }) {
-            Ok(()) => DeviceHealth::count(&self.health.samples, n),
-            Err(_) => DeviceHealth::count(&self.health.batches_dropped, 1),
-        }
+impl Source for OpcUaTask {
+    fn run(
+        self: Box<Self>,
+        stop: watch::Receiver<bool>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin((*self).run(stop))
     }
 }
 

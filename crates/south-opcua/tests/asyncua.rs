@@ -61,11 +61,11 @@ const MISSING: u32 = 16;
 fn start(config: &Config) -> (mpsc::Receiver<SampleBatch>, watch::Sender<bool>, Arc<DeviceHealth>) {
     let d = &config.devices[0];
     let Protocol::OpcUa(o) = &d.protocol else { panic!("not an OPC UA device") };
-    let (tx, rx) = mpsc::channel(4096);
+    let (tx, rx) = airlock_pipeline::channel(4096);
     let (stop_tx, stop) = watch::channel(false);
-    let task = OpcUaTask::new(0, d, o, TagId(0), &config.store.data_dir);
-    let health = task.health();
-    tokio::spawn(task.run(tx, stop));
+    let handle = airlock_pipeline::DeviceHandle::new(0, &d.name, TagId(0), d.tag_count(), tx);
+    let health = handle.health();
+    tokio::spawn(OpcUaTask::new(d, o, handle, &config.store.data_dir).run(stop));
     (rx, stop_tx, health)
 }
 

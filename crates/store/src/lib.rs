@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 
 pub use historian::{Bucket, Codec, HistorianConfig, HistorianReader, HistorianStats, HistorianWriter, StoredSample};
 pub use outbox::{
-    Class, FsyncPolicy, OutboxConfig, OutboxReader, OutboxRecord, OutboxStats, OutboxWriter, Position, RecordId,
+    Class, EncodedRecord, FsyncPolicy, OutboxConfig, OutboxReader, OutboxRecord, OutboxStats, OutboxWriter, Position,
+    RecordId,
 };
 
 /// A storage failure, with what was being done and to which file.

@@ -5,6 +5,10 @@
 //! number acknowledged per class, then a CRC-32 of those 32 bytes; replaced atomically by
 //! write, fsync, rename).
 //!
+//! - **Records.** Each record is an [`Upstream`] in its compact versioned encoding
+//!   (`airlock_upstream::codec`); readers get it typed. Bytes this version cannot decode (from a
+//!   newer version, or corrupt under a valid checksum) reach a sink as an `outbox_undecodable`
+//!   event under the record's own id: counted, logged, and the sink goes on.
 //! - **Ids.** A record's id is its class letter and its sequence number in that class
 //!   (`e17`, `r1048576`). Sequence numbers only grow, across restarts too (a class's newest
 //!   segment is never deleted), so an id never names two different records. Sinks put
@@ -35,6 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use airlock_model::Timestamp;
+use airlock_upstream::{GapCause, GapRecord, RecoveryRecord, UndecodableRecord, Upstream};
 
 use crate::StoreError;
 use crate::log::{HEADER_BYTES, Log, SegmentInfo};
@@ -83,12 +88,21 @@ impl fmt::Display for RecordId {
     }
 }
 
-/// One record as a sink reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One record as a sink reads it: typed. A record this version cannot decode comes as
+/// [`Upstream::Undecodable`] under its own id, so the sink reports it and goes on.
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRecord {
     pub id: RecordId,
     pub time: Timestamp,
-    pub payload: Vec<u8>,
+    pub record: Upstream,
+}
+
+/// One record as stored: its bytes in the upstream encoding (`airlock_upstream::codec`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedRecord {
+    pub id: RecordId,
+    pub time: Timestamp,
+    pub bytes: Vec<u8>,
 }
 
 /// Where a sink stands: the last sequence number it has acknowledged (or read) per class.
@@ -143,6 +157,9 @@ pub struct OutboxStats {
     pub gap_events: u64,
     /// Records found corrupt when the outbox was opened, and skipped.
     pub corrupt_records: u64,
+    /// Reads of a record this version could not decode (each read counts; a sink gets an
+    /// `outbox_undecodable` event in its place).
+    pub undecodable_reads: u64,
     /// Bytes of torn writes cut off when the outbox was opened.
     pub torn_bytes: u64,
     pub bytes: u64,
@@ -169,6 +186,8 @@ struct Inner {
     cursors: BTreeMap<String, Cursor>,
     stats: OutboxStats,
     wakers: Wakers,
+    /// Reused for encoding each appended record.
+    scratch: Vec<u8>,
 }
 
 /// What the readers asked to be told when records become visible to sinks (called under the
@@ -235,32 +254,41 @@ fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader)
         cursors,
         stats,
         wakers: Wakers::default(),
+        scratch: Vec::new(),
     };
     let inner = Arc::new(Mutex::new(inner));
     if stats.corrupt_records > 0 || stats.torn_bytes > 0 {
         let mut writer = OutboxWriter { inner: Arc::clone(&inner) };
-        let message = format!(
-            "outbox opened after a crash: {} corrupt records skipped, {} bytes of torn writes cut off",
-            stats.corrupt_records, stats.torn_bytes
-        );
-        writer.append(
-            Class::Event,
-            Timestamp::now(),
-            event_json("outbox_recovered", "warning", &message, "").as_bytes(),
-        )?;
+        let recovered = RecoveryRecord {
+            time: Timestamp::now(),
+            corrupt_records: stats.corrupt_records,
+            torn_bytes: stats.torn_bytes,
+        };
+        log::warn!("outbox: {}", recovered.message());
+        writer.append(Class::Event, &Upstream::Recovered(recovered))?;
         writer.commit()?;
     }
     Ok((OutboxWriter { inner: Arc::clone(&inner) }, OutboxReader { inner }))
 }
 
 impl OutboxWriter {
-    /// Appends one record, first making room by the drop policy if the outbox is full.
-    /// It counts as persisted once a [`commit`](Self::commit) has synced it.
-    pub fn append(&mut self, class: Class, time: Timestamp, payload: &[u8]) -> Result<RecordId, StoreError> {
+    /// Appends one record in `class`, first making room by the drop policy if the outbox is
+    /// full. It counts as persisted once a [`commit`](Self::commit) has synced it.
+    pub fn append(&mut self, class: Class, record: &Upstream) -> Result<RecordId, StoreError> {
         let mut inner = lock(&self.inner)?;
-        inner.make_room((HEADER_BYTES + payload.len()) as u64)?;
-        let seq = inner.logs[class as usize].append(time, payload)?;
-        Ok(RecordId { class, seq })
+        let mut bytes = std::mem::take(&mut inner.scratch);
+        bytes.clear();
+        airlock_upstream::encode(record, &mut bytes);
+        let appended = inner.append(class, record.time(), &bytes);
+        inner.scratch = bytes;
+        appended
+    }
+
+    /// Appends bytes already in the upstream encoding (a record received whole, or a test's
+    /// deliberately foreign bytes). They are not checked here; a reader that cannot decode them
+    /// reports them as undecodable.
+    pub fn append_encoded(&mut self, class: Class, time: Timestamp, bytes: &[u8]) -> Result<RecordId, StoreError> {
+        lock(&self.inner)?.append(class, time, bytes)
     }
 
     /// Writes what was appended and syncs it if the policy says so. Returns, per class, the last
@@ -321,6 +349,40 @@ impl OutboxReader {
         through: &Position,
         max_records: usize,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let encoded = self.read_encoded_through(after, through, max_records)?;
+        let mut undecodable = 0;
+        let records = encoded
+            .into_iter()
+            .map(|r| {
+                let record = airlock_upstream::decode(&r.bytes, r.time).unwrap_or_else(|e| {
+                    undecodable += 1;
+                    log::warn!("outbox: record {} cannot be read by this version ({e}); skipped", r.id);
+                    Upstream::Undecodable(UndecodableRecord {
+                        time: r.time,
+                        record_id: r.id.to_string().into(),
+                        why: e.to_string().into(),
+                    })
+                });
+                OutboxRecord { id: r.id, time: r.time, record }
+            })
+            .collect();
+        if undecodable > 0 {
+            lock(&self.inner)?.stats.undecodable_reads += undecodable;
+        }
+        Ok(records)
+    }
+
+    /// As [`OutboxReader::read`], the records' bytes as stored.
+    pub fn read_encoded(&self, after: &Position, max_records: usize) -> Result<Vec<EncodedRecord>, StoreError> {
+        self.read_encoded_through(after, &Position([u64::MAX; 4]), max_records)
+    }
+
+    fn read_encoded_through(
+        &self,
+        after: &Position,
+        through: &Position,
+        max_records: usize,
+    ) -> Result<Vec<EncodedRecord>, StoreError> {
         let inner = lock(&self.inner)?;
         let mut out = Vec::new();
         for class in Class::ALL {
@@ -334,10 +396,10 @@ impl OutboxReader {
                 continue;
             }
             let records = inner.logs[c].read_through(after.0[c] + 1, last, left, 4 << 20)?;
-            out.extend(records.into_iter().map(|r| OutboxRecord {
+            out.extend(records.into_iter().map(|r| EncodedRecord {
                 id: RecordId { class, seq: r.seq },
                 time: r.time,
-                payload: r.payload,
+                bytes: r.payload,
             }));
         }
         Ok(out)
@@ -384,6 +446,12 @@ impl OutboxReader {
 }
 
 impl Inner {
+    fn append(&mut self, class: Class, time: Timestamp, bytes: &[u8]) -> Result<RecordId, StoreError> {
+        self.make_room((HEADER_BYTES + bytes.len()) as u64)?;
+        let seq = self.logs[class as usize].append(time, bytes)?;
+        Ok(RecordId { class, seq })
+    }
+
     fn stats(&self) -> OutboxStats {
         OutboxStats { bytes: self.bytes(), ..self.stats }
     }
@@ -429,7 +497,7 @@ impl Inner {
             };
             let sync = self.sync_on_disk();
             let Some(dropped) = self.logs[class as usize].drop_oldest(sync)? else { return Ok(()) };
-            self.report_gap(class, &dropped, "outbox full")?;
+            self.report_gap(class, &dropped, GapCause::Full)?;
         }
         Ok(())
     }
@@ -457,7 +525,7 @@ impl Inner {
                     break;
                 }
                 let Some(dropped) = self.logs[c].drop_oldest(sync)? else { break };
-                self.report_gap(class, &dropped, "older than the outbox keeps")?;
+                self.report_gap(class, &dropped, GapCause::Age)?;
             }
         }
         Ok(())
@@ -465,43 +533,35 @@ impl Inner {
 
     /// Counts what a dropped segment held that some sink had not acknowledged, and says so in a
     /// gap event (written to the events class without making room: it is small).
-    fn report_gap(&mut self, class: Class, dropped: &SegmentInfo, why: &str) -> Result<(), StoreError> {
+    fn report_gap(&mut self, class: Class, dropped: &SegmentInfo, cause: GapCause) -> Result<(), StoreError> {
         let acked = self.acked_by_all(class);
         let first_unacked = dropped.first_seq.max(acked + 1);
         if first_unacked > dropped.last_seq {
             return Ok(());
         }
         let count = dropped.last_seq - first_unacked + 1;
-        let counter = if why == "outbox full" { &mut self.stats.dropped_full } else { &mut self.stats.dropped_age };
+        let counter = match cause {
+            GapCause::Full => &mut self.stats.dropped_full,
+            GapCause::Age => &mut self.stats.dropped_age,
+        };
         counter[class as usize] += count;
         self.stats.gap_events += 1;
-        let first = RecordId { class, seq: first_unacked };
-        let last = RecordId { class, seq: dropped.last_seq };
-        let message = format!(
-            "dropped {count} {} records ({first} to {last}) between {} and {}: {why}",
-            class.name(),
-            dropped.first_time,
-            dropped.last_time
-        );
-        log::warn!("outbox: {message}");
-        let body = format!(
-            ",\"class\":\"{}\",\"records\":{count},\"first_id\":\"{first}\",\"last_id\":\"{last}\",\"from\":\"{}\",\"to\":\"{}\"",
-            class.name(),
-            dropped.first_time,
-            dropped.last_time
-        );
-        let payload = event_json("outbox_gap", "warning", &message, &body);
-        self.logs[Class::Event as usize].append(Timestamp::now(), payload.as_bytes())?;
+        let gap = GapRecord {
+            time: Timestamp::now(),
+            class: class.name().into(),
+            records: count,
+            first_id: RecordId { class, seq: first_unacked }.to_string().into(),
+            last_id: RecordId { class, seq: dropped.last_seq }.to_string().into(),
+            from: dropped.first_time,
+            to: dropped.last_time,
+            cause,
+        };
+        log::warn!("outbox: {}", gap.message());
+        let mut bytes = Vec::new();
+        airlock_upstream::encode(&Upstream::Gap(gap), &mut bytes);
+        self.logs[Class::Event as usize].append(Timestamp::now(), &bytes)?;
         Ok(())
     }
-}
-
-/// An event in the upstream JSON shape; `extra` is appended inside the object (`,"k":v...`).
-fn event_json(kind: &str, severity: &str, message: &str, extra: &str) -> String {
-    format!(
-        "{{\"topic\":\"_airlock/events/{kind}\",\"kind\":\"{kind}\",\"severity\":\"{severity}\",\"message\":\"{}\"{extra}}}",
-        message.replace('\\', "\\\\").replace('"', "\\\"")
-    )
 }
 
 fn cursor_path(dir: &Path, sink: &str) -> PathBuf {

@@ -73,7 +73,7 @@ fn the_outbox_survives_a_full_disk_and_resumes() {
     let mut committed = 0u64;
     let mut failure = None;
     for i in 0..10_000 {
-        writer.append(Class::Raw, Timestamp(i), &payload).unwrap();
+        writer.append_encoded(Class::Raw, Timestamp(i), &payload).unwrap();
         match writer.commit() {
             Ok(p) => committed = p.0[Class::Raw as usize],
             Err(e) => {
@@ -86,14 +86,14 @@ fn the_outbox_survives_a_full_disk_and_resumes() {
     assert_clear(&failure, &dir);
     // It keeps failing cleanly while full; nothing piles up in memory.
     for i in 0..200 {
-        writer.append(Class::Raw, Timestamp(i), &payload).unwrap();
+        writer.append_encoded(Class::Raw, Timestamp(i), &payload).unwrap();
         assert!(writer.commit().is_err());
     }
     let held = reader.read(&Position::default(), usize::MAX).unwrap();
     assert_eq!(held.len() as u64, committed, "what was committed before the disk filled is all there");
     std::fs::remove_file(ballast).unwrap();
     for i in 0..100 {
-        writer.append(Class::Raw, Timestamp(i), &payload).unwrap();
+        writer.append_encoded(Class::Raw, Timestamp(i), &payload).unwrap();
         writer.commit().unwrap();
     }
     let held = reader.read(&Position::default(), usize::MAX).unwrap();

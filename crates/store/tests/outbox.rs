@@ -9,8 +9,9 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use airlock_model::Timestamp;
-use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxReader, OutboxRecord, OutboxWriter, Position};
+use airlock_model::{AssetPath, Quality, Severity, Timestamp, Transition, Value, ValueType};
+use airlock_store::{Class, EncodedRecord, FsyncPolicy, OutboxConfig, OutboxReader, OutboxWriter, Position};
+use airlock_upstream::{EventRecord, GapCause, GapRecord, SampleRecord, Upstream};
 
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("airlock-outbox-{name}-{}", std::process::id()));
@@ -66,7 +67,7 @@ impl Model {
 
 fn actual(reader: &OutboxReader, sink: &str) -> Vec<(Class, u64, Vec<u8>)> {
     let position = reader.position(sink).unwrap();
-    reader.read(&position, usize::MAX).unwrap().into_iter().map(|r| (r.id.class, r.id.seq, r.payload)).collect()
+    reader.read_encoded(&position, usize::MAX).unwrap().into_iter().map(|r| (r.id.class, r.id.seq, r.bytes)).collect()
 }
 
 fn run_sequence(seed: u64, dir: &Path) {
@@ -83,7 +84,7 @@ fn run_sequence(seed: u64, dir: &Path) {
                 let class = Class::ALL[rng.below(4) as usize];
                 counter += 1;
                 let payload = format!("{seed}-{counter}").into_bytes();
-                let id = writer.append(class, Timestamp(counter as i64), &payload).unwrap();
+                let id = writer.append_encoded(class, Timestamp(counter as i64), &payload).unwrap();
                 model.pending.push((class, id.seq, payload));
             }
             45..=59 => {
@@ -98,11 +99,11 @@ fn run_sequence(seed: u64, dir: &Path) {
                 let sink = rng.below(2) as usize;
                 let n = rng.below(6) as usize;
                 let position = reader.position(SINKS[sink]).unwrap();
-                let batch: Vec<OutboxRecord> = reader.read(&position, n).unwrap();
+                let batch: Vec<EncodedRecord> = reader.read_encoded(&position, n).unwrap();
                 for r in &batch {
                     reader.ack(SINKS[sink], r.id).unwrap();
                     let front = model.unacked[sink][r.id.class as usize].pop_front().unwrap();
-                    assert_eq!((front.0, &front.1), (r.id.seq, &r.payload), "{context}");
+                    assert_eq!((front.0, &front.1), (r.id.seq, &r.bytes), "{context}");
                 }
             }
             80..=87 => writer.maintain(Timestamp(counter as i64)).unwrap(),
@@ -173,7 +174,7 @@ fn ids_keep_growing_across_restarts_and_reclaim() {
     for round in 0..5 {
         let (mut writer, reader) = OutboxWriter::open(&dir, config()).unwrap();
         for i in 0..50 {
-            seen.push(writer.append(Class::Raw, Timestamp(i), format!("{round}-{i}").as_bytes()).unwrap().seq);
+            seen.push(writer.append_encoded(Class::Raw, Timestamp(i), format!("{round}-{i}").as_bytes()).unwrap().seq);
         }
         writer.commit().unwrap();
         for sink in SINKS {
@@ -196,10 +197,9 @@ fn a_full_outbox_drops_raw_first_and_reports_every_gap() {
     let mut events = Vec::new();
     let mut last_raw = 0;
     for i in 0..5000i64 {
-        let payload = format!("{{\"raw\":{i},\"pad\":\"................................\"}}");
-        last_raw = writer.append(Class::Raw, Timestamp(i), payload.as_bytes()).unwrap().seq;
+        last_raw = writer.append(Class::Raw, &sample(i)).unwrap().seq;
         if i % 100 == 0 {
-            events.push(writer.append(Class::Event, Timestamp(i), format!("event {i}").as_bytes()).unwrap().seq);
+            events.push(writer.append(Class::Event, &event(i)).unwrap().seq);
         }
         if i % 50 == 0 {
             writer.commit().unwrap();
@@ -222,12 +222,19 @@ fn a_full_outbox_drops_raw_first_and_reports_every_gap() {
     assert_eq!(raw.last(), Some(&last_raw));
     assert!(raw.windows(2).all(|w| w[1] == w[0] + 1));
     // Gap events account for every dropped record.
-    let gaps: Vec<serde_like::Gap> = all.iter().filter_map(|r| serde_like::gap(&r.payload)).collect();
+    let gaps: Vec<&GapRecord> = all
+        .iter()
+        .filter_map(|r| match &r.record {
+            Upstream::Gap(g) => Some(g),
+            _ => None,
+        })
+        .collect();
     assert_eq!(gaps.len() as u64, stats.gap_events);
     assert_eq!(gaps.iter().map(|g| g.records).sum::<u64>(), stats.dropped_full[Class::Raw as usize]);
     assert_eq!(raw.first().map(|f| f - 1), Some(stats.dropped_full[Class::Raw as usize]));
-    assert!(gaps[0].message.starts_with("dropped "), "{}", gaps[0].message);
-    assert!(gaps[0].message.contains("raw records (r1 to r"), "{}", gaps[0].message);
+    assert_eq!((&*gaps[0].class, &*gaps[0].first_id, gaps[0].cause), ("raw", "r1", GapCause::Full));
+    assert!(gaps[0].message().starts_with("dropped "), "{}", gaps[0].message());
+    assert_eq!(stats.undecodable_reads, 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -238,40 +245,72 @@ fn records_past_their_age_are_dropped_with_a_gap_event() {
     let (mut writer, reader) = OutboxWriter::open(&dir, config).unwrap();
     let second = 1_000_000_000i64;
     for i in 0..2000i64 {
-        writer.append(Class::Series, Timestamp(i * second / 10), b"0123456789012345678901234567890123456789").unwrap();
+        let time = Timestamp(i * second / 10);
+        writer.append_encoded(Class::Series, time, b"0123456789012345678901234567890123456789").unwrap();
         writer.commit().unwrap();
     }
     writer.maintain(Timestamp(200 * second)).unwrap();
     writer.commit().unwrap();
-    let all = reader.read(&Position::default(), usize::MAX).unwrap();
+    let all = reader.read_encoded(&Position::default(), usize::MAX).unwrap();
     let oldest_series = all.iter().filter(|r| r.id.class == Class::Series).map(|r| r.time).min().unwrap();
     assert!(oldest_series.0 >= 80 * second, "records older than 60 s remain: {oldest_series:?}");
     let stats = writer.stats();
     assert!(stats.dropped_age[Class::Series as usize] > 1000);
-    assert!(
-        all.iter().any(|r| r.id.class == Class::Event
-            && String::from_utf8_lossy(&r.payload).contains("older than the outbox keeps"))
-    );
+    let events = reader.read_through(&Position::default(), &Position([u64::MAX, 0, 0, 0]), usize::MAX).unwrap();
+    assert!(events.iter().any(|r| matches!(&r.record, Upstream::Gap(g) if g.cause == GapCause::Age)));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Just enough JSON reading for the gap events, without a JSON crate in this crate's tests.
-mod serde_like {
-    pub struct Gap {
-        pub records: u64,
-        pub message: String,
-    }
+fn sample(i: i64) -> Upstream {
+    Upstream::Sample(SampleRecord {
+        path: AssetPath::parse("acme/dortmund/pressing/line3/cell1/press1/speed").unwrap(),
+        value_type: ValueType::F64,
+        unit: Some("rpm".into()),
+        value: Some(Value::F64(i as f64)),
+        quality: Quality::Good,
+        source_time: None,
+        gateway_time: Timestamp(i),
+    })
+}
 
-    pub fn gap(payload: &[u8]) -> Option<Gap> {
-        let text = std::str::from_utf8(payload).ok()?;
-        if !text.contains("\"kind\":\"outbox_gap\"") {
-            return None;
+fn event(i: i64) -> Upstream {
+    Upstream::Event(EventRecord {
+        time: Timestamp(i),
+        asset: AssetPath::parse("acme/dortmund/pressing/line3/cell1/press1").unwrap(),
+        kind: "parts_produced".into(),
+        severity: Severity::Info,
+        state: Transition::Once,
+        message: format!("event {i}").into(),
+        body: vec![("parts".into(), i as f64)],
+    })
+}
+
+#[test]
+fn records_are_read_back_typed_and_foreign_bytes_come_as_an_undecodable_event() {
+    let dir = temp("typed");
+    let (mut writer, reader) = OutboxWriter::open(&dir, config()).unwrap();
+    writer.append(Class::Raw, &sample(1)).unwrap();
+    // A record from a future version (format 9), and one from before the typed records (JSON).
+    let future = writer.append_encoded(Class::Raw, Timestamp(2), &[9, 1, 2, 3]).unwrap();
+    let legacy = br#"{"gateway_time":"2026-11-28T12:00:00.000Z","quality":"good","topic":"acme/a/b","value":2}"#;
+    writer.append_encoded(Class::Raw, Timestamp(3), legacy).unwrap();
+    writer.append(Class::Raw, &sample(4)).unwrap();
+    writer.sync().unwrap();
+    let read = reader.read(&Position::default(), 10).unwrap();
+    assert_eq!(read.len(), 4, "the sink goes on past the bad record");
+    assert_eq!(read[0].record, sample(1));
+    match &read[1].record {
+        Upstream::Undecodable(u) => {
+            assert_eq!((read[1].id, &*u.record_id), (future, "r2"), "it stands under its own id and names it");
+            assert!(u.why.contains("format version 9"), "{}", u.why);
+            assert!(u.message().contains("r2"), "{}", u.message());
         }
-        let field = |name: &str| text.split(&format!("\"{name}\":")).nth(1);
-        let records = field("records")?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
-        let message = field("message")?.trim_start_matches('"').split('"').next()?.to_owned();
-        Some(Gap { records, message })
+        other => panic!("expected an undecodable record, got {other:?}"),
     }
+    assert_eq!(read[2].record.topic(), "acme/a/b", "a legacy JSON record is read after an upgrade");
+    assert_eq!(read[3].record, sample(4));
+    assert_eq!(reader.stats().undecodable_reads, 1, "counted");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -290,7 +329,7 @@ fn readers_are_woken_when_records_become_visible_and_only_then() {
         .unwrap();
     writer.commit().unwrap();
     assert_eq!(woken.load(SeqCst), 0, "nothing new: no wake");
-    writer.append(Class::Event, Timestamp(1), b"e").unwrap();
+    writer.append(Class::Event, &event(1)).unwrap();
     writer.commit().unwrap();
     assert_eq!(woken.load(SeqCst), 0, "written but not yet synced (interval not due): not visible, no wake");
     std::thread::sleep(Duration::from_millis(250));

@@ -290,3 +290,48 @@ pub fn make_certificates(dir: &Path) {
         );
     }
 }
+
+/// Upstream records for tests that feed an outbox by hand.
+pub mod records {
+    use airlock_model::{AssetPath, Quality, Severity, Timestamp, Transition, Value, ValueType};
+    use airlock_upstream::{EventRecord, SampleRecord, Upstream};
+
+    /// A good sample of the tag at `path` (an asset path), of `value_type`, at `time`.
+    pub fn sample(path: &str, value_type: ValueType, value: Value, time: Timestamp) -> Upstream {
+        Upstream::Sample(SampleRecord {
+            path: AssetPath::parse(path).expect("a test's asset path"),
+            value_type,
+            unit: None,
+            value: Some(value),
+            quality: Quality::Good,
+            source_time: None,
+            gateway_time: time,
+        })
+    }
+
+    /// A bad sample, no value known.
+    pub fn bad_sample(path: &str, value_type: ValueType, time: Timestamp) -> Upstream {
+        Upstream::Sample(SampleRecord {
+            path: AssetPath::parse(path).expect("a test's asset path"),
+            value_type,
+            unit: None,
+            value: None,
+            quality: Quality::Bad(airlock_model::Reason::CommsLost),
+            source_time: None,
+            gateway_time: time,
+        })
+    }
+
+    /// A one-off event of `kind` with `message` and the number `n` in its body.
+    pub fn event(kind: &str, message: &str, n: f64, time: Timestamp) -> Upstream {
+        Upstream::Event(EventRecord {
+            time,
+            asset: AssetPath::parse("acme/dortmund/pressing/line3/cell1/press1").expect("a valid path"),
+            kind: kind.into(),
+            severity: Severity::Info,
+            state: Transition::Once,
+            message: message.into(),
+            body: vec![("n".into(), n)],
+        })
+    }
+}

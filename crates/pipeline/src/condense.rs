@@ -10,8 +10,6 @@
 //! the bearing's defect frequencies (at the shaft speed last read from its speed tag), and only a
 //! defect that grows goes upstream.
 
-use std::sync::Arc;
-
 use airlock_config::{Config, DataType, OeeSettings, Tag};
 use airlock_edge::alarm::{AlarmConfig, Alarms};
 use airlock_edge::counter::{Counter, CounterConfig};
@@ -21,15 +19,15 @@ use airlock_edge::sdt::SwingingDoor;
 use airlock_edge::spectrum::{BearingGeometry, BearingWatch};
 use airlock_edge::vibration::{Vibration, VibrationConfig, iso_zones};
 use airlock_edge::window::Window;
-use airlock_edge::{Aggregate, EdgeEvent, Output, Production, Transform, Transition};
-use airlock_model::{Sample, Severity, TagId, Timestamp, Value};
+use airlock_edge::{Aggregate, EdgeEvent, Output, Production, Transform};
+use airlock_model::{Sample, TagId, Timestamp, Value};
 use airlock_store::Class;
-use serde_json::{Map, Value as Json, json};
+use airlock_upstream::{AggregateRecord, EventRecord, OeeRecord, ProductionRecord, SampleRecord, Upstream};
 
-use crate::gateway::TagInfo;
+use crate::tags::{TagInfo, TagTable};
 
-/// One upstream record: its class, its time and its JSON payload.
-pub type Record = (Class, Timestamp, Vec<u8>);
+/// One upstream record and the outbox class it goes in.
+pub type Record = (Class, Upstream);
 
 /// A tag's transforms.
 struct Chain {
@@ -68,8 +66,10 @@ impl Chain {
     }
 }
 
+/// Every tag's chain and every machine's OEE rule, fed the samples; what comes out is typed
+/// upstream records.
 pub struct Condenser {
-    tags: Arc<Vec<TagInfo>>,
+    tags: TagTable,
     chains: Vec<Chain>,
     /// Per device (by index), its OEE rule, fed the device's samples.
     oee: Vec<Option<Oee>>,
@@ -81,16 +81,17 @@ pub struct Condenser {
 }
 
 impl Condenser {
-    pub fn new(config: &Config, tags: Arc<Vec<TagInfo>>) -> Self {
+    pub fn new(config: &Config, tags: TagTable) -> Self {
         let mut chains = Vec::new();
         let mut oee = Vec::new();
+        let all: Vec<&TagInfo> = tags.iter().collect();
         for d in &config.devices {
             let first = chains.len();
             for t in &d.tags {
                 let id = TagId(chains.len() as u32);
-                chains.push(chain(config, id, &tags[id.0 as usize], t, first));
+                chains.push(chain(config, id, all[id.0 as usize], t, first));
             }
-            oee.push(d.oee.as_ref().map(|o| oee_rule(config, d, o, first, &tags)));
+            oee.push(d.oee.as_ref().map(|o| oee_rule(config, d, o, first, &all)));
         }
         let mut is_shaft_speed = vec![false; chains.len()];
         for b in chains.iter().filter_map(|c| c.bearing.as_ref()) {
@@ -131,14 +132,12 @@ impl Condenser {
             {
                 b.watch.on_waveform(s.gateway_time, w, b.sample_rate_hz, *rpm, &mut outputs);
             }
-            let device = self.tags[s.tag.0 as usize].device;
+            let device = self.tags.get(s.tag).map_or(usize::MAX, |t| t.device);
             if let Some(Some(rule)) = self.oee.get_mut(device) {
                 rule.on_sample(s, &mut outputs);
             }
             let class = chain.series_class;
-            for o in outputs.drain(..) {
-                out.push(self.record(o, class));
-            }
+            out.extend(outputs.drain(..).filter_map(|o| self.record(o, class)));
             self.scratch = outputs;
         }
     }
@@ -155,22 +154,38 @@ impl Condenser {
             for step in chain.steps().into_iter().flatten() {
                 step.on_tick(now, &mut outputs);
             }
-            for o in outputs.drain(..) {
-                out.push(self.record(o, class));
-            }
+            let tags = &self.tags;
+            out.extend(outputs.drain(..).filter_map(|o| record(tags, o, class)));
         }
         self.scratch = outputs;
     }
 
-    fn record(&self, o: Output, series_class: Class) -> Record {
-        match o {
-            Output::Sample(s) => (series_class, s.gateway_time, sample_json(&self.tags[s.tag.0 as usize], &s)),
-            Output::Aggregate(a) => (Class::Aggregate, a.end, aggregate_json(&self.tags[a.tag.0 as usize], &a)),
-            Output::Production(p) => (Class::Aggregate, p.end, production_json(&p)),
-            Output::Event(e) => (Class::Event, e.time, event_json(&e)),
-            Output::Oee(f) => (Class::Aggregate, f.time, oee_json(&f)),
-        }
+    fn record(&self, o: Output, series_class: Class) -> Option<Record> {
+        record(&self.tags, o, series_class)
     }
+}
+
+/// An edge output as an upstream record in its class (`None` for a tag not in the table).
+fn record(tags: &TagTable, o: Output, series_class: Class) -> Option<Record> {
+    Some(match o {
+        Output::Sample(s) => {
+            let tag = tags.get(s.tag)?;
+            let record = SampleRecord {
+                path: tag.path.clone(),
+                value_type: tag.value_type,
+                unit: tag.unit.clone(),
+                value: s.value,
+                quality: s.quality,
+                source_time: s.source_time,
+                gateway_time: s.gateway_time,
+            };
+            (series_class, Upstream::Sample(record))
+        }
+        Output::Aggregate(a) => (Class::Aggregate, Upstream::Aggregate(aggregate(tags.get(a.tag)?, &a))),
+        Output::Production(p) => (Class::Aggregate, Upstream::Production(production(p))),
+        Output::Event(e) => (Class::Event, Upstream::Event(event(e))),
+        Output::Oee(f) => (Class::Aggregate, Upstream::Oee(oee(f))),
+    })
 }
 
 /// The chain of `t`, the tag `id` of a device whose first tag is `first`.
@@ -192,7 +207,7 @@ fn chain(config: &Config, id: TagId, tag: &TagInfo, t: &Tag, first: usize) -> Ch
             off_delay_ms: ms(a.off_delay),
             rate_max: a.rate_max_per_s,
             stale_ms: a.stale.map(ms),
-            unit: tag.unit.clone(),
+            unit: tag.unit.as_deref().map(str::to_owned),
         };
         Alarms::new(tag.path.clone(), c)
     });
@@ -255,7 +270,7 @@ fn ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn oee_rule(config: &Config, d: &airlock_config::Device, o: &OeeSettings, first: usize, tags: &[TagInfo]) -> Oee {
+fn oee_rule(config: &Config, d: &airlock_config::Device, o: &OeeSettings, first: usize, tags: &[&TagInfo]) -> Oee {
     let tag = |i: usize| TagId((first + i) as u32);
     Oee::new(OeeConfig {
         asset: d.path.clone(),
@@ -276,119 +291,50 @@ fn oee_rule(config: &Config, d: &airlock_config::Device, o: &OeeSettings, first:
     })
 }
 
-/// A machine's OEE so far in its shift, on `<machine path>/oee` (value: OEE as a fraction).
-fn oee_json(f: &OeeFigures) -> Vec<u8> {
-    let r = json!({
-        "topic": format!("{}/oee", f.asset),
-        "value": f.oee,
-        "quality": "good",
-        "availability": f.availability,
-        "performance": f.performance,
-        "quality_rate": f.quality,
-        "parts": f.parts,
-        "rejects": f.rejects,
-        "running_s": f.running_s,
-        "shift_start": f.shift_start.to_string(),
-        "gateway_time": f.time.to_string(),
-    });
-    serde_json::to_vec(&r).unwrap_or_default()
+fn oee(f: OeeFigures) -> OeeRecord {
+    OeeRecord {
+        asset: f.asset,
+        time: f.time,
+        shift_start: f.shift_start,
+        availability: f.availability,
+        performance: f.performance,
+        quality: f.quality,
+        oee: f.oee,
+        parts: f.parts,
+        rejects: f.rejects,
+        running_s: f.running_s,
+    }
 }
 
-/// `{"topic","value","quality","reason"?,"unit"?,"source_time"?,"gateway_time"}`
-fn sample_json(tag: &TagInfo, s: &Sample) -> Vec<u8> {
-    let mut r = Map::new();
-    r.insert("topic".into(), json!(tag.path.as_str()));
-    r.insert("value".into(), s.value.as_ref().map_or(Json::Null, value_json));
-    r.insert("quality".into(), json!(s.quality.word()));
-    if let Some(reason) = s.quality.reason() {
-        r.insert("reason".into(), json!(reason.to_string()));
+fn aggregate(tag: &TagInfo, a: &Aggregate) -> AggregateRecord {
+    AggregateRecord {
+        path: tag.path.clone(),
+        unit: tag.unit.clone(),
+        start: a.start,
+        end: a.end,
+        count: a.count,
+        min: a.min,
+        max: a.max,
+        avg: a.avg,
+        stddev: a.stddev,
+        first: a.first,
+        last: a.last,
+        twa: a.twa,
     }
-    if let Some(unit) = &tag.unit {
-        r.insert("unit".into(), json!(unit));
-    }
-    if let Some(t) = s.source_time {
-        r.insert("source_time".into(), json!(t.to_string()));
-    }
-    r.insert("gateway_time".into(), json!(s.gateway_time.to_string()));
-    serde_json::to_vec(&Json::Object(r)).unwrap_or_default()
 }
 
-/// A window's aggregates, on the topic `<tag path>.window`, with `value` the average; the
-/// window ends at `gateway_time`.
-fn aggregate_json(tag: &TagInfo, a: &Aggregate) -> Vec<u8> {
-    let mut r = Map::new();
-    r.insert("topic".into(), json!(format!("{}.window", tag.path)));
-    r.insert("value".into(), json!(a.avg));
-    r.insert("quality".into(), json!(if a.count > 0 { "good" } else { "bad" }));
-    for (k, v) in [
-        ("min", a.min),
-        ("max", a.max),
-        ("avg", a.avg),
-        ("stddev", a.stddev),
-        ("first", a.first),
-        ("last", a.last),
-        ("twa", a.twa),
-    ] {
-        r.insert(k.into(), json!(v));
-    }
-    r.insert("count".into(), json!(a.count));
-    r.insert("start".into(), json!(a.start.to_string()));
-    if let Some(unit) = &tag.unit {
-        r.insert("unit".into(), json!(unit));
-    }
-    r.insert("gateway_time".into(), json!(a.end.to_string()));
-    serde_json::to_vec(&Json::Object(r)).unwrap_or_default()
+fn production(p: Production) -> ProductionRecord {
+    ProductionRecord { asset: p.asset, start: p.start, end: p.end, parts: p.parts, shift_parts: p.shift_parts }
 }
 
-/// Parts in an interval, on the topic `<machine path>/parts.interval`.
-fn production_json(p: &Production) -> Vec<u8> {
-    let r = json!({
-        "topic": format!("{}/parts.interval", p.asset),
-        "value": p.parts,
-        "quality": "good",
-        "unit": "parts",
-        "shift_parts": p.shift_parts,
-        "start": p.start.to_string(),
-        "end": p.end.to_string(),
-        "gateway_time": p.end.to_string(),
-    });
-    serde_json::to_vec(&r).unwrap_or_default()
-}
-
-/// An event, on `_airlock/events/<kind>`, with its asset, severity, state and numbers.
-fn event_json(e: &EdgeEvent) -> Vec<u8> {
-    let mut r = Map::new();
-    r.insert("topic".into(), json!(format!("_airlock/events/{}", e.kind)));
-    r.insert("kind".into(), json!(e.kind));
-    r.insert("asset".into(), json!(e.asset.as_str()));
-    let severity = match e.severity {
-        Severity::Info => "info",
-        Severity::Warning => "warning",
-        Severity::Alarm => "alarm",
-    };
-    r.insert("severity".into(), json!(severity));
-    let state = match e.transition {
-        Transition::Once => "once",
-        Transition::Raised => "raised",
-        Transition::Cleared => "cleared",
-    };
-    r.insert("state".into(), json!(state));
-    r.insert("message".into(), json!(e.message));
-    for (k, v) in &e.body {
-        r.insert((*k).into(), json!(v));
-    }
-    r.insert("gateway_time".into(), json!(e.time.to_string()));
-    serde_json::to_vec(&Json::Object(r)).unwrap_or_default()
-}
-
-fn value_json(v: &Value) -> Json {
-    match v {
-        Value::Bool(b) => json!(b),
-        Value::I64(i) => json!(i),
-        Value::U64(u) => json!(u),
-        Value::F64(f) => json!(f),
-        Value::Text(t) => json!(t.as_ref()),
-        // A waveform never goes upstream whole; what it shows does (bearing events).
-        Value::Waveform(w) => json!({ "samples": w.len() }),
+fn event(e: EdgeEvent) -> EventRecord {
+    EventRecord {
+        time: e.time,
+        asset: e.asset,
+        kind: e.kind.into(),
+        severity: e.severity,
+        state: e.transition,
+        message: e.message.into(),
+        body: e.body.into_iter().map(|(k, v)| (k.into(), v)).collect(),
     }
 }

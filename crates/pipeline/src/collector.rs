@@ -1,0 +1,175 @@
+//! The collector: the OT chamber's only writer to the store. It takes the drivers' batches from
+//! the bounded channel, appends every sample to the historian, runs it through the condenser,
+//! and puts the typed records that come out into the outbox by class, group-committing both.
+//! When the disk refuses writes it logs once, counts, and goes on (the store discards what it
+//! could not write and keeps its memory bounded).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use airlock_model::{Sample, SampleBatch, Timestamp};
+use airlock_store::{HistorianWriter, OutboxWriter, StoreError};
+use tokio::sync::mpsc::{self, error::TryRecvError};
+
+use crate::condense::{Condenser, Record};
+
+/// Batches that may wait between the device tasks and the collector.
+pub const CHANNEL_BATCHES: usize = 1024;
+/// How often the collector reclaims and applies retention.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
+
+/// The latest sample of every tag, shared with the live view.
+pub type Latest = Arc<Mutex<Vec<Option<Sample>>>>;
+
+/// Counters of the collector, for the view.
+#[derive(Debug, Default)]
+pub struct CollectorHealth {
+    pub samples_stored: AtomicU64,
+    pub records_queued: AtomicU64,
+    pub store_errors: AtomicU64,
+}
+
+/// The collector: the OT chamber's only writer to the store.
+pub struct Collector {
+    outbox: OutboxWriter,
+    historian: HistorianWriter,
+    condenser: Condenser,
+    /// Upstream records of the current batch (reused).
+    records: Vec<Record>,
+    latest: Latest,
+    health: Arc<CollectorHealth>,
+    /// The store error being reported, so that it is logged once per change.
+    failing: Option<String>,
+}
+
+/// How often the edge's time-driven steps run (windows closing, stale alarms).
+const EDGE_TICK: Duration = Duration::from_millis(100);
+
+impl Collector {
+    pub fn new(
+        outbox: OutboxWriter,
+        historian: HistorianWriter,
+        condenser: Condenser,
+        latest: Latest,
+        health: Arc<CollectorHealth>,
+    ) -> Self {
+        Self { outbox, historian, condenser, records: Vec::new(), latest, health, failing: None }
+    }
+
+    /// Runs the collector on a thread of its own until every sender of `rx` is dropped. It
+    /// waits for batches on a small runtime of its own (timers only), so an idle plant costs it
+    /// a wake-up per edge tick, not a poll per millisecond.
+    pub fn spawn(self, rx: mpsc::Receiver<SampleBatch>) -> std::io::Result<JoinHandle<()>> {
+        let waits = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+        std::thread::Builder::new().name("collector".into()).spawn(move || self.run(rx, &waits))
+    }
+
+    /// Runs until every device task has dropped its sender, then syncs. When no batch waits it
+    /// commits, then sleeps until the next batch, the next edge tick, or the moment the outbox
+    /// may sync what it holds unsynced (records go upstream only once synced).
+    fn run(mut self, mut rx: mpsc::Receiver<SampleBatch>, waits: &tokio::runtime::Runtime) {
+        let mut maintained = Instant::now();
+        let mut ticked = Instant::now();
+        loop {
+            if ticked.elapsed() >= EDGE_TICK {
+                ticked = Instant::now();
+                let mut records = std::mem::take(&mut self.records);
+                self.condenser.on_tick(Timestamp::now(), &mut records);
+                self.queue(&mut records);
+                self.records = records;
+            }
+            let batch = match rx.try_recv() {
+                Ok(batch) => Some(batch),
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    self.commit();
+                    let until_tick = EDGE_TICK.saturating_sub(ticked.elapsed());
+                    let sync_due = self.outbox.sync_due_in().ok().flatten();
+                    // At least a millisecond, so a sync that is due now is retried, not spun on.
+                    let wait = sync_due.map_or(until_tick, |d| d.max(Duration::from_millis(1)).min(until_tick));
+                    match waits.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+                        Ok(Some(batch)) => Some(batch),
+                        Ok(None) => break,
+                        Err(_) => None,
+                    }
+                }
+            };
+            if let Some(batch) = batch {
+                self.take(&batch.samples);
+            }
+            if maintained.elapsed() >= MAINTAIN_EVERY {
+                maintained = Instant::now();
+                let now = Timestamp::now();
+                let result = self.outbox.maintain(now).and_then(|()| self.historian.maintain(now));
+                self.report(result);
+            }
+        }
+        let result = self.outbox.sync().map(|_| ()).and_then(|()| self.historian.sync());
+        self.report(result);
+    }
+
+    fn take(&mut self, samples: &[Sample]) {
+        if let Ok(mut l) = self.latest.lock() {
+            for s in samples {
+                if let Some(slot) = l.get_mut(s.tag.0 as usize) {
+                    *slot = Some(s.clone());
+                }
+            }
+        }
+        let stored = self.historian.append(samples);
+        if stored.is_ok() {
+            self.health.samples_stored.fetch_add(samples.len() as u64, Relaxed);
+        }
+        self.report(stored);
+        let mut records = std::mem::take(&mut self.records);
+        self.condenser.on_samples(samples, &mut records);
+        self.queue(&mut records);
+        self.records = records;
+        self.commit();
+    }
+
+    /// Puts the edge's records into the outbox, each in its class.
+    fn queue(&mut self, records: &mut Vec<Record>) {
+        let mut queued = 0;
+        let mut result = Ok(());
+        for (class, record) in records.drain(..) {
+            if result.is_ok() {
+                result = self.outbox.append(class, &record).map(|_| ());
+                queued += u64::from(result.is_ok());
+            }
+        }
+        self.health.records_queued.fetch_add(queued, Relaxed);
+        self.report(result);
+    }
+
+    /// Group commit: the store syncs as its policy says.
+    fn commit(&mut self) {
+        let result = self.outbox.commit().map(|_| ()).and_then(|()| self.historian.commit().map(|_| ()));
+        self.report(result);
+    }
+
+    fn report(&mut self, result: Result<(), StoreError>) {
+        match result {
+            Ok(()) => {
+                if self.failing.take().is_some() {
+                    log::info!("store: writing again");
+                }
+            }
+            Err(e) => {
+                self.health.store_errors.fetch_add(1, Relaxed);
+                let text = e.to_string();
+                if self.failing.as_deref() != Some(text.as_str()) {
+                    let hint = if e.is_disk_full() {
+                        " (disk full: collection goes on, unwritten data is dropped and counted)"
+                    } else {
+                        ""
+                    };
+                    log::error!("store: {text}{hint}");
+                    self.failing = Some(text);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The middle of the gateway, between the drivers and the store. It owns the [`TagTable`] (the
+//! one place tag ids are given), the [`DeviceHandle`] every driver reads into (its tag ids, the
+//! sample helpers, the one bounded batch channel that a driver never waits on), the
+//! [`Collector`] (the OT chamber's only store writer: every sample into the historian, what the
+//! edge lets through into the outbox) and the [`Condenser`] (each tag's edge chain from the
+//! config, each machine's OEE rule, the bearing watch), which turns samples into typed
+//! [`Upstream`](airlock_upstream::Upstream) records. A driver is a [`Source`]; the binary only
+//! assembles sources, this pipeline and the sinks. This crate knows no protocol: drivers
+//! depend on it, never the other way round.
+
+mod collector;
+mod condense;
+mod handle;
+mod tags;
+
+pub use collector::{CHANNEL_BATCHES, Collector, CollectorHealth, Latest};
+pub use condense::Condenser;
+pub use handle::{BatchSender, DeviceHandle, Source, channel};
+pub use tags::{TagInfo, TagTable};
