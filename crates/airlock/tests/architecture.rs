@@ -1,6 +1,8 @@
 //! The architecture invariants of ARCHITECTURE.md, checked:
-//! 1. no IT-side crate (north, web) depends on a southbound crate, directly or not;
-//! 2. the model, edge, config and store crates do not depend on tokio;
+//! 1. no IT-side crate (north, web) depends on a southbound crate or on the pipeline, directly
+//!    or not; the pipeline depends on no southbound and no IT-side crate (drivers depend on it);
+//!    the upstream record crate depends on no airlock crate but the model;
+//! 2. the model, upstream, edge, config and store crates do not depend on tokio;
 //! 3. no southbound crate names a write call of its protocol library.
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
@@ -79,8 +81,21 @@ fn violations(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
             for south in deps.iter().filter(|d| is_south(d)) {
                 out.push(format!("IT-side crate {name} depends on southbound crate {south}"));
             }
+            if deps.contains("airlock-pipeline") {
+                out.push(format!("IT-side crate {name} depends on the pipeline (it gets the outbox's reader only)"));
+            }
         }
-        let pure = ["airlock-model", "airlock-edge", "airlock-config", "airlock-store"];
+        if name == "airlock-pipeline" {
+            for d in deps.iter().filter(|d| is_south(d) || is_it_side(d)) {
+                out.push(format!("the pipeline depends on {d}; drivers and sinks meet it through model types"));
+            }
+        }
+        if name == "airlock-upstream" {
+            for d in deps.iter().filter(|d| d.starts_with("airlock-") && *d != "airlock-model") {
+                out.push(format!("the upstream record crate depends on {d}; it may depend on the model only"));
+            }
+        }
+        let pure = ["airlock-model", "airlock-upstream", "airlock-edge", "airlock-config", "airlock-store"];
         if pure.contains(&name.as_str()) && deps.contains("tokio") {
             out.push(format!("{name} depends on tokio; it must stay free of I/O runtimes"));
         }
@@ -104,6 +119,8 @@ fn the_crate_graph_keeps_the_airlock_one_way() {
         "airlock-store",
         "airlock-north",
         "airlock-edge",
+        "airlock-pipeline",
+        "airlock-upstream",
     ];
     for expected in crates {
         assert!(graph.contains_key(expected), "{expected} missing from the workspace");
@@ -124,11 +141,18 @@ fn the_graph_check_catches_a_bad_edge() {
     edge(&mut graph, "airlock-model", "thiserror");
     edge(&mut graph, "airlock-edge", "mio-wrapper");
     edge(&mut graph, "mio-wrapper", "tokio");
+    edge(&mut graph, "airlock-pipeline", "airlock-south-opcua");
+    edge(&mut graph, "airlock-north-kafka", "airlock-pipeline");
+    edge(&mut graph, "airlock-upstream", "airlock-config");
     assert_eq!(
         violations(&graph),
         vec![
             "airlock-edge depends on tokio; it must stay free of I/O runtimes".to_owned(),
             "IT-side crate airlock-north depends on southbound crate airlock-south-modbus".to_owned(),
+            "IT-side crate airlock-north-kafka depends on southbound crate airlock-south-opcua".to_owned(),
+            "IT-side crate airlock-north-kafka depends on the pipeline (it gets the outbox's reader only)".to_owned(),
+            "the pipeline depends on airlock-south-opcua; drivers and sinks meet it through model types".to_owned(),
+            "the upstream record crate depends on airlock-config; it may depend on the model only".to_owned(),
         ]
     );
 }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use airlock_model::pace::Backoff;
 use airlock_store::{OutboxReader, OutboxRecord, StoreError};
 
 pub use jsonl::JsonlSink;
@@ -134,7 +135,7 @@ pub fn spawn(
 
 fn run(sink: &mut dyn Sink, reader: &OutboxReader, stop: &AtomicBool, health: &SinkHealth) -> Result<(), StoreError> {
     let mut position = reader.position(sink.name())?;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = sink_backoff(sink.name());
     let mut failing = false;
     let new_records = NewRecords::watch(reader)?;
     loop {
@@ -160,7 +161,7 @@ fn run(sink: &mut dyn Sink, reader: &OutboxReader, stop: &AtomicBool, health: &S
                 if std::mem::take(&mut failing) {
                     log::info!("sink {}: delivering again", sink.name());
                 }
-                backoff = Duration::from_millis(100);
+                backoff.reset();
             }
             Err(e) => {
                 health.failures.fetch_add(1, Relaxed);
@@ -170,11 +171,18 @@ fn run(sink: &mut dyn Sink, reader: &OutboxReader, stop: &AtomicBool, health: &S
                 if stopping {
                     return Ok(());
                 }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                std::thread::sleep(backoff.next_delay());
             }
         }
     }
+}
+
+/// A sink's reconnect and retry backoff: 100 ms doubling to 30 s, with jitter (the model's one
+/// backoff, as every driver uses), seeded from the sink's name and the clock.
+pub(crate) fn sink_backoff(name: &str) -> Backoff {
+    let seed =
+        name.bytes().fold(airlock_model::Timestamp::now().as_nanos() as u64, |h, b| h.rotate_left(5) ^ u64::from(b));
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(30), seed)
 }
 
 /// The last id of each class among `ids`: what a cumulative acknowledgement per class names.

@@ -12,7 +12,7 @@
 //!   `inflight_max` records are unacknowledged at a time. With QoS 0 a record counts as
 //!   delivered once written to the connection.
 //! - **Reconnect**: when the connection fails, the client and its state are dropped; after a
-//!   backoff (100 ms doubling to 30 s) a new connection resends everything unacknowledged, from
+//!   backoff (the model's `Backoff`: 100 ms doubling to 30 s, with jitter) a new connection resends everything unacknowledged, from
 //!   the outbox, with the same message ids.
 //! - **One way**: the client never subscribes to anything, so nothing can come back down
 //!   through it; packets the broker sends are only ever read for acknowledgements.
@@ -126,7 +126,7 @@ impl MqttSinkTask {
             Ok(t) => t.map(Arc::new),
             Err(e) => return log::error!("sink {}: {e}; the sink does not start", self.name),
         };
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = crate::sink_backoff(&self.name);
         let mut reported: Option<String> = None;
         loop {
             let started = Instant::now();
@@ -144,10 +144,9 @@ impl MqttSinkTask {
                 break;
             }
             if started.elapsed() > Duration::from_secs(10) {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            tokio::time::sleep(backoff.next_delay()).await;
         }
         if let Err(e) = self.reader.persist_cursors() {
             log::error!("sink {}: save its position: {e}", self.name);
