@@ -78,7 +78,7 @@ async fn run(endpoint: &str, nodes: usize, seconds: u64, data: &Path) -> Figures
     let (tx, mut rx) = airlock_pipeline::channel(4096);
     let (stop_tx, stop) = watch::channel(false);
     let started = Instant::now();
-    let handle = airlock_pipeline::DeviceHandle::new(0, &d.name, TagId(0), d.tag_count(), tx);
+    let handle = airlock_pipeline::DeviceHandle::new(0, d, TagId(0), tx);
     let health = handle.health();
     let driver = tokio::spawn(OpcUaTask::new(d, o, handle, data).run(stop));
     let consumer = tokio::spawn(async move {

@@ -168,6 +168,6 @@ fn modbus_task(
     let airlock_config::Protocol::ModbusTcp(modbus) = &device.protocol else {
         panic!("{} is not a Modbus device", device.name)
     };
-    let handle = airlock_pipeline::DeviceHandle::new(index, &device.name, first_tag, device.tag_count(), tx.clone());
+    let handle = airlock_pipeline::DeviceHandle::new(index, device, first_tag, tx.clone());
     DeviceTask::new(device, modbus, handle, coalesce)
 }

@@ -87,7 +87,7 @@ impl Gateway {
         let mut devices = JoinSet::new();
         let mut health = Vec::new();
         for (i, d) in config.devices.iter().enumerate() {
-            let handle = DeviceHandle::new(i, &d.name, tags.first_tag(i), d.tag_count(), tx.clone());
+            let handle = DeviceHandle::new(i, d, tags.first_tag(i), tx.clone());
             health.push(handle.health());
             devices.spawn(source(d, handle, &config.store.data_dir).run(stop.clone()));
         }

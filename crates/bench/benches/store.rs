@@ -16,13 +16,12 @@ use airlock_testkit::peak_rss_mb;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use airlock_model::{AssetPath, Quality, Sample, TagId, Timestamp, Value, ValueType};
+use airlock_model::{Sample, TagId, Timestamp, Value};
 use airlock_sim::plant::{MachineState, Plant, press_line};
 use airlock_store::historian::Codec;
 use airlock_store::{
     Class, FsyncPolicy, HistorianConfig, HistorianReader, HistorianWriter, OutboxConfig, OutboxWriter, Position,
 };
-use airlock_upstream::{SampleRecord, Upstream};
 
 /// One poll's samples, all tags at one time.
 type Poll = Vec<Sample>;
@@ -215,19 +214,6 @@ fn sqlite(name: &str, polls: &[Poll]) -> (f64, u64) {
     (rate, bytes)
 }
 
-/// The record every outbox figure uses: a condensed sample of the demo's press speed.
-fn speed_sample() -> Upstream {
-    Upstream::Sample(SampleRecord {
-        path: AssetPath::parse("acme/dortmund/pressing/line3/cell1/press1/speed").unwrap(),
-        value_type: ValueType::F64,
-        unit: Some("rpm".into()),
-        value: Some(Value::F64(1479.9998779296875)),
-        quality: Quality::Good,
-        source_time: None,
-        gateway_time: Timestamp::parse_rfc3339("2026-11-28T12:32:45.538Z").unwrap(),
-    })
-}
-
 /// Appends and reads typed records; also the bytes one record takes in the outbox, binary and
 /// as the JSON the outbox held before the typed records.
 fn outbox(records: u64) -> (f64, f64, f64, f64) {
@@ -235,7 +221,7 @@ fn outbox(records: u64) -> (f64, f64, f64, f64) {
     let config = OutboxConfig { sinks: vec!["bench".into()], ..OutboxConfig::default() };
     assert_eq!(config.fsync, FsyncPolicy::Interval(Duration::from_millis(10)));
     let (mut w, r) = OutboxWriter::open(&dir, config).unwrap();
-    let record = speed_sample();
+    let record = airlock_testkit::records::press_speed();
     let started = Instant::now();
     for i in 0..records {
         w.append(Class::Raw, &record).unwrap();

@@ -14,10 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use airlock_config::MqttSink;
-use airlock_model::{AssetPath, Quality, Timestamp, Value, ValueType};
 use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxWriter};
 use airlock_testkit::Broker;
-use airlock_upstream::{SampleRecord, Upstream};
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
@@ -34,15 +32,7 @@ fn main() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
 
-    let record = Upstream::Sample(SampleRecord {
-        path: AssetPath::parse("acme/dortmund/pressing/line3/cell1/press1/speed").unwrap(),
-        value_type: ValueType::F64,
-        unit: Some("rpm".into()),
-        value: Some(Value::F64(1479.9998779296875)),
-        quality: Quality::Good,
-        source_time: None,
-        gateway_time: Timestamp::parse_rfc3339("2026-11-28T12:32:45.538Z").unwrap(),
-    });
+    let record = airlock_testkit::records::press_speed();
     // The baseline publishes the same JSON the sink renders.
     let payload = &airlock_upstream::json::to_vec("bench-r1", &record)[..];
     let config = OutboxConfig { fsync: FsyncPolicy::Never, sinks: vec!["uns".into()], ..OutboxConfig::default() };

@@ -16,7 +16,7 @@
 
 use airlock_model::{AssetPath, Sample, Severity, Timestamp};
 
-use crate::{EdgeEvent, Output, Production, Transform, Transition};
+use crate::{EdgeEvent, Output, ProductionRecord, Transform, Transition};
 
 /// How a counter is read and reported.
 #[derive(Debug, Clone)]
@@ -80,7 +80,7 @@ impl Counter {
         if let Some(start) = self.interval_start_ms
             && t >= start + self.c.interval_ms
         {
-            out.push(Output::Production(Production {
+            out.push(Output::Production(ProductionRecord {
                 asset: self.c.asset.clone(),
                 start: Timestamp::from_millis(start),
                 end: Timestamp::from_millis(start + self.c.interval_ms),

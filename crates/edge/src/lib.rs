@@ -19,6 +19,7 @@ pub mod window;
 
 pub use airlock_model::Transition;
 use airlock_model::{AssetPath, Sample, Severity, TagId, Timestamp};
+pub use airlock_upstream::{OeeRecord, ProductionRecord};
 
 /// What a transform emits.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,20 +30,10 @@ pub enum Output {
     Aggregate(Aggregate),
     /// A conclusion for people and machines.
     Event(EdgeEvent),
-    /// Parts made by a machine in an interval.
-    Production(Production),
-    /// A machine's OEE so far in its shift.
-    Oee(oee::OeeFigures),
-}
-
-/// Parts a machine made in `[start, end)`, and in its shift so far.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Production {
-    pub asset: AssetPath,
-    pub start: Timestamp,
-    pub end: Timestamp,
-    pub parts: u64,
-    pub shift_parts: u64,
+    /// Parts made by a machine in an interval (already the upstream record: nothing to add).
+    Production(ProductionRecord),
+    /// A machine's OEE so far in its shift (already the upstream record).
+    Oee(OeeRecord),
 }
 
 /// The aggregates of one tag over one window `[start, end)`; values of good samples only.

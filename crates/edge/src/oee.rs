@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use airlock_model::{AssetPath, Sample, Severity, TagId, Timestamp};
 
 use crate::counter::Counter;
-use crate::{EdgeEvent, Output, Transform, Transition};
+use crate::{EdgeEvent, OeeRecord, Output, Transform, Transition};
 
 /// How a machine's OEE is computed.
 #[derive(Debug, Clone)]
@@ -38,21 +38,6 @@ pub struct OeeConfig {
     pub baseline_ms: i64,
     pub compare_ms: i64,
     pub drop_percent: f64,
-}
-
-/// The OEE figures of a machine at a moment of its shift (fractions, 1.0 = 100 %).
-#[derive(Debug, Clone, PartialEq)]
-pub struct OeeFigures {
-    pub asset: AssetPath,
-    pub time: Timestamp,
-    pub shift_start: Timestamp,
-    pub availability: f64,
-    pub performance: f64,
-    pub quality: f64,
-    pub oee: f64,
-    pub parts: u64,
-    pub rejects: u64,
-    pub running_s: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -111,7 +96,8 @@ impl Oee {
         }
     }
 
-    pub fn figures(&self, t: i64) -> OeeFigures {
+    /// The OEE figures of the machine at `t` (ms) in its shift (fractions, 1.0 = 100 %).
+    pub fn figures(&self, t: i64) -> OeeRecord {
         let start = self.shift_start_ms.unwrap_or(t);
         let elapsed = (t - self.observed_from_ms.unwrap_or(start).max(start)).max(1) as f64;
         let run = self.running_ms as f64;
@@ -119,7 +105,7 @@ impl Oee {
         let performance = if run > 0.0 { self.c.ideal_cycle_s * 1000.0 * self.parts as f64 / run } else { 0.0 };
         let quality =
             if self.parts > 0 { (self.parts.saturating_sub(self.rejects)) as f64 / self.parts as f64 } else { 1.0 };
-        OeeFigures {
+        OeeRecord {
             asset: self.c.asset.clone(),
             time: Timestamp::from_millis(t),
             shift_start: Timestamp::from_millis(start),

@@ -240,30 +240,22 @@ fn reading(id: &str, record: &Upstream) -> Option<Reading> {
             quality: 192,
         });
     }
-    let figure = |path: &str, suffix: &str, value: Option<proto::MetricValue>, datatype, quality| {
-        let (device, metric) = device_and_metric(path)?;
-        Some(Reading { device: Some(device), metric: format!("{metric}{suffix}"), time_ms, value, datatype, quality })
-    };
-    match record {
+    // Device and metric from the record's topic: `<device path>/<tag>`, `<tag path>.window`,
+    // `<machine path>/parts.interval`, `<machine path>/oee`.
+    let (device, metric) = device_and_metric(&record.topic())?;
+    let (value, datatype, quality) = match record {
         Upstream::Sample(s) => {
-            let datatype = datatype_of(s.value_type)?;
             let value = s.value.as_ref().and_then(|v| metric_value(v, s.value_type));
-            figure(s.path.as_str(), "", value, datatype, quality_code(s.quality))
+            (value, datatype_of(s.value_type)?, quality_code(s.quality))
         }
         Upstream::Aggregate(a) => {
-            let quality = if a.count > 0 { 192 } else { 0 };
-            figure(a.path.as_str(), ".window", a.avg.map(proto::MetricValue::Double), datatype::DOUBLE, quality)
+            (a.avg.map(proto::MetricValue::Double), datatype::DOUBLE, if a.count > 0 { 192 } else { 0 })
         }
-        Upstream::Production(p) => {
-            let value = Some(proto::MetricValue::Long(p.parts));
-            figure(&format!("{}/parts.interval", p.asset), "", value, datatype::UINT64, 192)
-        }
-        Upstream::Oee(o) => {
-            let value = Some(proto::MetricValue::Double(o.oee));
-            figure(&format!("{}/oee", o.asset), "", value, datatype::DOUBLE, 192)
-        }
-        _ => None,
-    }
+        Upstream::Production(p) => (Some(proto::MetricValue::Long(p.parts)), datatype::UINT64, 192),
+        Upstream::Oee(o) => (Some(proto::MetricValue::Double(o.oee)), datatype::DOUBLE, 192),
+        _ => return None,
+    };
+    Some(Reading { device: Some(device), metric, time_ms, value, datatype, quality })
 }
 
 /// The device (the segment before the last) and the metric (the last segment) of a path.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use airlock_config::{MqttSink, Sparkplug};
 use airlock_model::{Timestamp, Value as TagValue, ValueType};
-use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxWriter};
+use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxReader, OutboxWriter};
 use airlock_upstream::Upstream;
 use serde_json::Value;
 use support::{Broker, records, temp};
@@ -108,6 +108,16 @@ fn record(device: &str, tag: &str, value_type: ValueType, value: Option<TagValue
     }
 }
 
+/// An outbox in `dir` read by the sink `sp`, syncing at every commit.
+fn outbox(dir: &Path) -> (OutboxWriter, OutboxReader) {
+    let config = OutboxConfig {
+        fsync: FsyncPolicy::Interval(Duration::ZERO),
+        sinks: vec!["sp".into()],
+        ..OutboxConfig::default()
+    };
+    OutboxWriter::open(&dir.join("outbox"), config).unwrap()
+}
+
 fn of_type<'a>(got: &'a [Value], kind: &str) -> Vec<&'a Value> {
     got.iter().filter(|m| m["type"] == kind).collect()
 }
@@ -126,12 +136,7 @@ fn an_independent_decoder_reads_births_data_and_deaths_across_a_reconnect() {
     let dir = temp("sparkplug");
     let mut broker = Broker::start(&dir);
     let host = Host::start(broker.port);
-    let outbox = OutboxConfig {
-        fsync: FsyncPolicy::Interval(Duration::ZERO),
-        sinks: vec!["sp".into()],
-        ..OutboxConfig::default()
-    };
-    let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), outbox).unwrap();
+    let (mut writer, reader) = outbox(&dir);
     // A backlog from before the connection (history), for two devices.
     let old = "2026-01-01T00:00:00.000Z";
     let backlog = [
@@ -244,12 +249,7 @@ fn births_announce_the_configured_datatypes_and_a_sign_change_causes_none() {
     let dir = temp("sparkplug-types");
     let broker = Broker::start(&dir);
     let host = Host::start(broker.port);
-    let outbox = OutboxConfig {
-        fsync: FsyncPolicy::Interval(Duration::ZERO),
-        sinks: vec!["sp".into()],
-        ..OutboxConfig::default()
-    };
-    let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), outbox).unwrap();
+    let (mut writer, reader) = outbox(&dir);
     let now = Timestamp::now().to_string();
     let tags = [
         ("count", ValueType::U16, TagValue::U64(65_535)),

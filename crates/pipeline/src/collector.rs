@@ -15,8 +15,6 @@ use tokio::sync::mpsc::{self, error::TryRecvError};
 
 use crate::condense::{Condenser, Record};
 
-/// Batches that may wait between the device tasks and the collector.
-pub const CHANNEL_BATCHES: usize = 1024;
 /// How often the collector reclaims and applies retention.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 

@@ -14,15 +14,15 @@ use airlock_config::{Config, DataType, OeeSettings, Tag};
 use airlock_edge::alarm::{AlarmConfig, Alarms};
 use airlock_edge::counter::{Counter, CounterConfig};
 use airlock_edge::deadband::Deadband;
-use airlock_edge::oee::{Oee, OeeConfig, OeeFigures};
+use airlock_edge::oee::{Oee, OeeConfig};
 use airlock_edge::sdt::SwingingDoor;
 use airlock_edge::spectrum::{BearingGeometry, BearingWatch};
 use airlock_edge::vibration::{Vibration, VibrationConfig, iso_zones};
 use airlock_edge::window::Window;
-use airlock_edge::{Aggregate, EdgeEvent, Output, Production, Transform};
+use airlock_edge::{Aggregate, EdgeEvent, Output, Transform};
 use airlock_model::{Sample, TagId, Timestamp, Value};
 use airlock_store::Class;
-use airlock_upstream::{AggregateRecord, EventRecord, OeeRecord, ProductionRecord, SampleRecord, Upstream};
+use airlock_upstream::{AggregateRecord, EventRecord, SampleRecord, Upstream};
 
 use crate::tags::{TagInfo, TagTable};
 
@@ -84,14 +84,14 @@ impl Condenser {
     pub fn new(config: &Config, tags: TagTable) -> Self {
         let mut chains = Vec::new();
         let mut oee = Vec::new();
-        let all: Vec<&TagInfo> = tags.iter().collect();
+        let all = tags.as_slice();
         for d in &config.devices {
             let first = chains.len();
             for t in &d.tags {
                 let id = TagId(chains.len() as u32);
-                chains.push(chain(config, id, all[id.0 as usize], t, first));
+                chains.push(chain(config, id, &all[id.0 as usize], t, first));
             }
-            oee.push(d.oee.as_ref().map(|o| oee_rule(config, d, o, first, &all)));
+            oee.push(d.oee.as_ref().map(|o| oee_rule(config, d, o, first, all)));
         }
         let mut is_shaft_speed = vec![false; chains.len()];
         for b in chains.iter().filter_map(|c| c.bearing.as_ref()) {
@@ -182,9 +182,9 @@ fn record(tags: &TagTable, o: Output, series_class: Class) -> Option<Record> {
             (series_class, Upstream::Sample(record))
         }
         Output::Aggregate(a) => (Class::Aggregate, Upstream::Aggregate(aggregate(tags.get(a.tag)?, &a))),
-        Output::Production(p) => (Class::Aggregate, Upstream::Production(production(p))),
+        Output::Production(p) => (Class::Aggregate, Upstream::Production(p)),
         Output::Event(e) => (Class::Event, Upstream::Event(event(e))),
-        Output::Oee(f) => (Class::Aggregate, Upstream::Oee(oee(f))),
+        Output::Oee(f) => (Class::Aggregate, Upstream::Oee(f)),
     })
 }
 
@@ -270,7 +270,7 @@ fn ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn oee_rule(config: &Config, d: &airlock_config::Device, o: &OeeSettings, first: usize, tags: &[&TagInfo]) -> Oee {
+fn oee_rule(config: &Config, d: &airlock_config::Device, o: &OeeSettings, first: usize, tags: &[TagInfo]) -> Oee {
     let tag = |i: usize| TagId((first + i) as u32);
     Oee::new(OeeConfig {
         asset: d.path.clone(),
@@ -291,21 +291,6 @@ fn oee_rule(config: &Config, d: &airlock_config::Device, o: &OeeSettings, first:
     })
 }
 
-fn oee(f: OeeFigures) -> OeeRecord {
-    OeeRecord {
-        asset: f.asset,
-        time: f.time,
-        shift_start: f.shift_start,
-        availability: f.availability,
-        performance: f.performance,
-        quality: f.quality,
-        oee: f.oee,
-        parts: f.parts,
-        rejects: f.rejects,
-        running_s: f.running_s,
-    }
-}
-
 fn aggregate(tag: &TagInfo, a: &Aggregate) -> AggregateRecord {
     AggregateRecord {
         path: tag.path.clone(),
@@ -321,10 +306,6 @@ fn aggregate(tag: &TagInfo, a: &Aggregate) -> AggregateRecord {
         last: a.last,
         twa: a.twa,
     }
-}
-
-fn production(p: Production) -> ProductionRecord {
-    ProductionRecord { asset: p.asset, start: p.start, end: p.end, parts: p.parts, shift_parts: p.shift_parts }
 }
 
 fn event(e: EdgeEvent) -> EventRecord {

@@ -9,14 +9,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
+use airlock_config::Device;
 use airlock_model::{DeviceHealth, Quality, Reason, Sample, SampleBatch, TagId, Timestamp, Value};
 use tokio::sync::{mpsc, watch};
+
+/// Batches that may wait between the device tasks and the collector.
+pub const CHANNEL_BATCHES: usize = 1024;
 
 /// A southbound driver: a device task that reads until told to stop.
 pub trait Source: Send {
     /// Reads the device, handing samples to its handle, until `stop` turns true.
-    fn run(self: Box<Self>, stop: watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    fn run(self: Box<Self>, stop: watch::Receiver<bool>) -> Running;
 }
+
+/// A running source, as the gateway spawns it.
+pub type Running = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The sending end of the batch channel (cloned per device).
 #[derive(Debug, Clone)]
@@ -43,13 +50,13 @@ pub struct DeviceHandle {
 }
 
 impl DeviceHandle {
-    /// The handle of device `device` (`name`), whose `tags` tags have ids from `first_tag` on.
-    pub fn new(device: usize, name: &str, first_tag: TagId, tags: usize, out: BatchSender) -> Self {
+    /// The handle of config device `index` (`device`), whose tags have ids from `first_tag` on.
+    pub fn new(index: usize, device: &Device, first_tag: TagId, out: BatchSender) -> Self {
         Self {
-            device,
-            name: name.to_owned(),
+            device: index,
+            name: device.name.clone(),
             first_tag,
-            tags,
+            tags: device.tag_count(),
             health: Arc::new(DeviceHealth::default()),
             out,
             full: AtomicBool::new(false),

@@ -13,7 +13,7 @@ mod condense;
 mod handle;
 mod tags;
 
-pub use collector::{CHANNEL_BATCHES, Collector, CollectorHealth, Latest};
+pub use collector::{Collector, CollectorHealth, Latest};
 pub use condense::Condenser;
-pub use handle::{BatchSender, DeviceHandle, Source, channel};
+pub use handle::{BatchSender, CHANNEL_BATCHES, DeviceHandle, Running, Source, channel};
 pub use tags::{TagInfo, TagTable};

@@ -64,6 +64,11 @@ impl TagTable {
         self.tags.iter()
     }
 
+    /// Every tag, a tag's id being its index.
+    pub fn as_slice(&self) -> &[TagInfo] {
+        &self.tags
+    }
+
     /// The id of device `device`'s first tag.
     pub fn first_tag(&self, device: usize) -> TagId {
         self.first.get(device).copied().unwrap_or(TagId(self.tags.len() as u32))

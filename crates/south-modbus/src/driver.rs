@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use airlock_config::{Device, ModbusDevice, Space};
 use airlock_model::{DeviceHealth, LinkState, Reason, Sample, Timestamp};
-use airlock_pipeline::{DeviceHandle, Source};
+use airlock_pipeline::{DeviceHandle, Running, Source};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{MissedTickBehavior, timeout};
@@ -294,10 +294,7 @@ impl DeviceTask {
 }
 
 impl Source for DeviceTask {
-    fn run(
-        self: Box<Self>,
-        stop: watch::Receiver<bool>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    fn run(self: Box<Self>, stop: watch::Receiver<bool>) -> Running {
         Box::pin((*self).run(stop))
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use airlock_config::{Device, MqttDevice, Payload, Secret};
 use airlock_model::pace::Backoff;
 use airlock_model::{DeviceHealth, LinkState, Reason, Sample, Timestamp};
-use airlock_pipeline::{DeviceHandle, Source};
+use airlock_pipeline::{DeviceHandle, Running, Source};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter, TlsConfiguration,
     Transport,
@@ -195,10 +195,7 @@ impl SubscriberTask {
 }
 
 impl Source for SubscriberTask {
-    fn run(
-        self: Box<Self>,
-        stop: watch::Receiver<bool>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    fn run(self: Box<Self>, stop: watch::Receiver<bool>) -> Running {
         Box::pin((*self).run(stop))
     }
 }

@@ -32,7 +32,7 @@ fn start(config: &Config) -> (mpsc::Receiver<SampleBatch>, watch::Sender<bool>) 
     let Protocol::Mqtt(m) = &d.protocol else { panic!("not an MQTT device") };
     let (tx, rx) = airlock_pipeline::channel(1024);
     let (stop_tx, stop) = watch::channel(false);
-    let handle = airlock_pipeline::DeviceHandle::new(0, &d.name, TagId(0), d.tag_count(), tx);
+    let handle = airlock_pipeline::DeviceHandle::new(0, d, TagId(0), tx);
     tokio::spawn(SubscriberTask::new(d, m, handle).run(stop));
     (rx, stop_tx)
 }

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use airlock_config::{Device, Identity, OpcUaDevice, ReadMode, Security};
 use airlock_model::pace::{Backoff, RateCap};
-use airlock_model::{DeviceHealth, LinkState, Quality, Reason, Sample, TagId, Timestamp};
-use airlock_pipeline::{DeviceHandle, Source};
+use airlock_model::{DeviceHealth, LinkState, Quality, Reason, Sample, Timestamp};
+use airlock_pipeline::{DeviceHandle, Running, Source};
 use opcua::client::{
     Client, ClientBuilder, IdentityToken, MonitoredItem, OnSubscriptionNotification, Session, SessionConnectMode,
     SessionPollResult,
@@ -337,7 +337,7 @@ impl OpcUaTask {
         let mut refused = Vec::new();
         for (i, n) in self.opcua.nodes.iter().enumerate() {
             let Ok(node) = NodeId::from_str(&n.node_id) else {
-                refused.push(Sample::bad(self.tag_id(i), Reason::SourceStatus(0x8033), now));
+                refused.push(Sample::bad(self.out.tag_id(i), Reason::SourceStatus(0x8033), now));
                 continue;
             };
             let mut r: MonitoredItemCreateRequest = node.into();
@@ -373,7 +373,7 @@ impl OpcUaTask {
                         n.node_id
                     );
                     refused.push(Sample::bad(
-                        self.tag_id(tag),
+                        self.out.tag_id(tag),
                         Reason::SourceStatus((status.bits() >> 16) as u16),
                         now,
                     ));
@@ -432,15 +432,11 @@ impl OpcUaTask {
                     let reason = if e.status() == StatusCode::BadTimeout { Reason::Timeout } else { Reason::CommsLost };
                     DeviceHealth::count(&self.health.comm_errors, 1);
                     self.health.set_last_error(format!("read: {e}"));
-                    samples.extend(tags.iter().map(|&t| Sample::bad(self.tag_id(t), reason, now)));
+                    samples.extend(tags.iter().map(|&t| Sample::bad(self.out.tag_id(t), reason, now)));
                 }
             }
         }
         samples
-    }
-
-    fn tag_id(&self, tag: usize) -> TagId {
-        self.out.tag_id(tag)
     }
 
     fn sample(&self, tag: usize, dv: &DataValue, now: Timestamp) -> Sample {
@@ -453,10 +449,7 @@ impl OpcUaTask {
 }
 
 impl Source for OpcUaTask {
-    fn run(
-        self: Box<Self>,
-        stop: watch::Receiver<bool>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    fn run(self: Box<Self>, stop: watch::Receiver<bool>) -> Running {
         Box::pin((*self).run(stop))
     }
 }

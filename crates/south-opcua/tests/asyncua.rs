@@ -63,7 +63,7 @@ fn start(config: &Config) -> (mpsc::Receiver<SampleBatch>, watch::Sender<bool>, 
     let Protocol::OpcUa(o) = &d.protocol else { panic!("not an OPC UA device") };
     let (tx, rx) = airlock_pipeline::channel(4096);
     let (stop_tx, stop) = watch::channel(false);
-    let handle = airlock_pipeline::DeviceHandle::new(0, &d.name, TagId(0), d.tag_count(), tx);
+    let handle = airlock_pipeline::DeviceHandle::new(0, d, TagId(0), tx);
     let health = handle.health();
     tokio::spawn(OpcUaTask::new(d, o, handle, &config.store.data_dir).run(stop));
     (rx, stop_tx, health)

@@ -309,6 +309,17 @@ pub mod records {
         })
     }
 
+    /// The typical upstream record the benchmarks use: a condensed sample of the demo's press
+    /// speed (a 47-character asset path, unit, f64 value), 158 bytes as the JSON it used to be.
+    pub fn press_speed() -> Upstream {
+        let time = Timestamp::parse_rfc3339("2026-11-28T12:32:45.538Z").expect("a valid time");
+        let path = "acme/dortmund/pressing/line3/cell1/press1/speed";
+        match sample(path, ValueType::F64, Value::F64(1479.9998779296875), time) {
+            Upstream::Sample(s) => Upstream::Sample(SampleRecord { unit: Some("rpm".into()), ..s }),
+            other => other,
+        }
+    }
+
     /// A bad sample, no value known.
     pub fn bad_sample(path: &str, value_type: ValueType, time: Timestamp) -> Upstream {
         Upstream::Sample(SampleRecord {

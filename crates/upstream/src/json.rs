@@ -5,10 +5,11 @@
 //! reads back the same; NaN and infinities as `null`), strings escaped as serde_json escapes them.
 
 use std::borrow::Cow;
+use std::io::Write as _;
 
 use airlock_model::{Quality, Timestamp, Value};
 
-use crate::{EVENT_TOPIC_PREFIX, Upstream};
+use crate::Upstream;
 
 /// One field's value.
 enum Field<'a> {
@@ -25,7 +26,9 @@ pub fn render(id: &str, record: &Upstream, out: &mut Vec<u8>) {
     if let Upstream::Legacy(l) = record {
         return legacy(id, &l.json, out);
     }
+    let topic = record.topic();
     let mut fields = fields(record);
+    fields.insert(0, ("topic", Field::Str(topic.into())));
     // Name order, as the records were always written; a later field of the same name wins.
     fields.sort_by(|a, b| a.0.cmp(b.0));
     fields.dedup_by(|later, earlier| {
@@ -59,7 +62,6 @@ fn fields(record: &Upstream) -> Vec<(&str, Field<'_>)> {
     match record {
         Upstream::Sample(s) => {
             let mut f = vec![
-                ("topic", Str(s.path.as_str().into())),
                 ("value", Value(s.value.as_ref())),
                 ("quality", Str(s.quality.word().into())),
                 ("gateway_time", time(s.gateway_time)),
@@ -75,7 +77,6 @@ fn fields(record: &Upstream) -> Vec<(&str, Field<'_>)> {
         }
         Upstream::Aggregate(a) => {
             let mut f = vec![
-                ("topic", Str(format!("{}.window", a.path).into())),
                 ("value", OptF64(a.avg)),
                 ("quality", Str(if a.count > 0 { "good" } else { "bad" }.into())),
                 ("min", OptF64(a.min)),
@@ -95,7 +96,6 @@ fn fields(record: &Upstream) -> Vec<(&str, Field<'_>)> {
             f
         }
         Upstream::Production(p) => vec![
-            ("topic", Str(format!("{}/parts.interval", p.asset).into())),
             ("value", U64(p.parts)),
             ("quality", Str("good".into())),
             ("unit", Str("parts".into())),
@@ -105,7 +105,6 @@ fn fields(record: &Upstream) -> Vec<(&str, Field<'_>)> {
             ("gateway_time", time(p.end)),
         ],
         Upstream::Oee(o) => vec![
-            ("topic", Str(format!("{}/oee", o.asset).into())),
             ("value", F64(o.oee)),
             ("quality", Str("good".into())),
             ("availability", F64(o.availability)),
@@ -158,7 +157,6 @@ fn fields(record: &Upstream) -> Vec<(&str, Field<'_>)> {
 /// The fields every event has (its time goes last: it wins over a body number of its name).
 fn event<'a>(kind: &'a str, severity: &'a str, state: &'a str, message: Cow<'a, str>) -> Vec<(&'a str, Field<'a>)> {
     vec![
-        ("topic", Field::Str(format!("{EVENT_TOPIC_PREFIX}{kind}").into())),
         ("kind", Field::Str(kind.into())),
         ("severity", Field::Str(severity.into())),
         ("state", Field::Str(state.into())),
@@ -175,11 +173,16 @@ fn quality_reason<'a>(q: Quality, f: &mut Vec<(&'a str, Field<'a>)>) {
 fn field(f: &Field<'_>, out: &mut Vec<u8>) {
     match f {
         Field::Str(s) => string(s, out),
-        Field::Time(t) => string(&t.to_string(), out),
+        // RFC 3339 needs no escaping.
+        Field::Time(t) => {
+            let _ = write!(out, "\"{t}\"");
+        }
         Field::F64(v) => number(*v, out),
         Field::OptF64(None) => out.extend_from_slice(b"null"),
         Field::OptF64(Some(v)) => number(*v, out),
-        Field::U64(v) => out.extend_from_slice(v.to_string().as_bytes()),
+        Field::U64(v) => {
+            let _ = write!(out, "{v}");
+        }
         Field::Value(v) => value(*v, out),
     }
 }
@@ -188,15 +191,17 @@ fn value(v: Option<&Value>, out: &mut Vec<u8>) {
     match v {
         None => out.extend_from_slice(b"null"),
         Some(Value::Bool(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Some(Value::I64(i)) => out.extend_from_slice(i.to_string().as_bytes()),
-        Some(Value::U64(u)) => out.extend_from_slice(u.to_string().as_bytes()),
+        Some(Value::I64(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        Some(Value::U64(u)) => {
+            let _ = write!(out, "{u}");
+        }
         Some(Value::F64(f)) => number(*f, out),
         Some(Value::Text(t)) => string(t, out),
         // A waveform never goes upstream whole; what it shows does (bearing events).
         Some(Value::Waveform(w)) => {
-            out.extend_from_slice(b"{\"samples\":");
-            out.extend_from_slice(w.len().to_string().as_bytes());
-            out.push(b'}');
+            let _ = write!(out, "{{\"samples\":{}}}", w.len());
         }
     }
 }

@@ -205,18 +205,17 @@ impl Upstream {
     }
 
     /// The record's topic in a Unified Namespace (before any sink's prefix): the asset path of
-    /// what it is about, or `_airlock/events/<kind>`.
+    /// what it is about, or `_airlock/events/<kind>`. Every sink takes it from here.
     pub fn topic(&self) -> String {
-        if let Some(kind) = self.event_kind() {
-            return format!("{EVENT_TOPIC_PREFIX}{kind}");
-        }
         match self {
             Upstream::Sample(s) => s.path.as_str().to_owned(),
             Upstream::Aggregate(a) => format!("{}.window", a.path),
             Upstream::Production(p) => format!("{}/parts.interval", p.asset),
             Upstream::Oee(o) => format!("{}/oee", o.asset),
             Upstream::Legacy(l) => l.topic.to_string(),
-            Upstream::Event(_) | Upstream::Gap(_) | Upstream::Recovered(_) | Upstream::Undecodable(_) => String::new(),
+            Upstream::Event(_) | Upstream::Gap(_) | Upstream::Recovered(_) | Upstream::Undecodable(_) => {
+                format!("{EVENT_TOPIC_PREFIX}{}", self.event_kind().unwrap_or_default())
+            }
         }
     }
 }
