@@ -113,14 +113,14 @@ impl Gateway {
             let (handle, h) = match &s.kind {
                 SinkKind::Jsonl { path } => {
                     let h = Arc::new(SinkHealth::default());
-                    let sink = Box::new(JsonlSink::new(&s.name, gateway, path));
+                    let sink = JsonlSink::new(&s.name, gateway, path);
                     (airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?, h)
                 }
                 SinkKind::Http(http) => {
                     let h = Arc::new(SinkHealth::default());
                     let sink = HttpSink::new(&s.name, gateway, http, &config.store.data_dir, Arc::clone(&h))
                         .map_err(|e| anyhow::anyhow!("sink {}: {e}", s.name))?;
-                    (airlock_north::spawn(Box::new(sink), outbox.clone(), stop, Arc::clone(&h))?, h)
+                    (airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?, h)
                 }
                 SinkKind::Mqtt(m) => airlock_north::mqtt::spawn(&s.name, gateway, m, outbox.clone(), stop)?,
             };

@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use airlock_config::HttpSink as HttpConfig;
 use airlock_store::{Class, OutboxRecord};
 
-use crate::{Sink, SinkError, SinkHealth, message_id, wire_json};
+use crate::{Limits, Sent, Sink, SinkError, SinkHealth, message_id, wire_json};
 
 pub struct HttpSink {
     name: String,
@@ -104,11 +104,20 @@ impl Sink for HttpSink {
         &self.name
     }
 
-    fn batch_max(&self) -> usize {
-        self.config.batch_records_max
+    fn limits(&self) -> Limits {
+        let batch = self.config.batch_records_max;
+        Limits { batch_max: batch, window: batch, ..Limits::default() }
     }
 
-    fn deliver(&mut self, records: &[OutboxRecord]) -> Result<(), SinkError> {
+    async fn send(&mut self, records: &[OutboxRecord]) -> Result<Sent, SinkError> {
+        self.post(records).map(|()| Sent::Delivered)
+    }
+}
+
+impl HttpSink {
+    /// POSTs the records of the wanted classes as one batch; `Ok` once the receiver took it
+    /// or refused it for good (then it is parked as dead letters).
+    fn post(&mut self, records: &[OutboxRecord]) -> Result<(), SinkError> {
         let wanted: Vec<&OutboxRecord> = records.iter().filter(|r| self.classes.contains(&r.id.class)).collect();
         let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else { return Ok(()) };
         let key = format!("{}-{}..{}", self.gateway, first.id, last.id);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use airlock_store::OutboxRecord;
 
-use crate::{Sink, SinkError, wire_json};
+use crate::{Sent, Sink, SinkError, wire_json};
 
 pub struct JsonlSink {
     name: String,
@@ -50,11 +50,12 @@ impl Sink for JsonlSink {
         &self.name
     }
 
-    fn deliver(&mut self, records: &[OutboxRecord]) -> Result<(), SinkError> {
-        let result = self.write(records);
-        if result.is_err() {
-            self.file = None; // reopen next time; a partly written batch is written again
-        }
-        result
+    async fn open(&mut self) -> Result<(), SinkError> {
+        self.file = None; // reopened at the next write; a partly written batch is written again
+        Ok(())
+    }
+
+    async fn send(&mut self, records: &[OutboxRecord]) -> Result<Sent, SinkError> {
+        self.write(records).map(|()| Sent::Delivered)
     }
 }

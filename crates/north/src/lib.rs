@@ -1,25 +1,26 @@
 //! The IT chamber: sinks that carry what the outbox holds up to IT. A sink only ever holds an
 //! [`OutboxReader`] (read and acknowledge; it cannot append, delete, or reach a device: this
 //! crate does not depend on any southbound crate, and `tests/architecture.rs` checks it).
-//! Each sink runs on its own thread ([`spawn`]): it reads a batch after its position, delivers
-//! it, and acknowledges it only once delivered, so delivery is at-least-once and in order per
-//! class. Records go on the wire with the message id `<gateway>-<record id>`, stable across
+//! Every sink runs on the one runner ([`spawn`], its own thread): it reads records after the
+//! sink's position, sends them, and acknowledges them in the outbox only once the receiver has
+//! taken them, so delivery is at-least-once and in order per class. Records go on the wire with the message id `<gateway>-<record id>`, stable across
 //! restarts, by which a consumer drops duplicates.
 
 pub mod http;
 mod jsonl;
 pub mod mqtt;
+mod runner;
 pub mod sparkplug;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::thread::JoinHandle;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use airlock_config::Replay;
 use airlock_model::pace::Backoff;
-use airlock_store::{OutboxReader, OutboxRecord, StoreError};
+use airlock_store::{OutboxRecord, RecordId, StoreError};
 
 pub use jsonl::JsonlSink;
+pub use runner::spawn;
 
 /// Why a delivery failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,20 +34,75 @@ pub enum SinkError {
     },
     #[error("{target}: {what}")]
     Rejected { target: String, what: String },
+    #[error("the outbox: {0}")]
+    Store(#[from] StoreError),
 }
 
-/// Somewhere upstream records go.
+/// What became of records handed to a sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Every one of them is delivered (or deliberately not sent, such as a class the sink does
+    /// not carry): acknowledge them now.
+    Delivered,
+    /// On their way: the receiver's acknowledgements come through [`Sink::acknowledged`].
+    InFlight,
+}
+
+/// How the runner feeds a sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Records handed over in one [`Sink::send`] at most.
+    pub batch_max: usize,
+    /// Records sent and not yet acknowledged, at most.
+    pub window: usize,
+    /// Records per second at most, so that a backlog does not choke the IT network.
+    pub rate_max_per_s: Option<f64>,
+    /// How a backlog (after an outage) is sent.
+    pub replay: Replay,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { batch_max: BATCH_RECORDS, window: BATCH_RECORDS, rate_max_per_s: None, replay: Replay::InOrder }
+    }
+}
+
+/// Somewhere upstream records go. The runner ([`spawn`]) calls these methods from one thread;
+/// a sink that blocks blocks only itself.
+// The runner drives each sink on its own single-threaded runtime, so the futures need no `Send`.
+#[allow(async_fn_in_trait)]
 pub trait Sink: Send {
     /// The sink's name; its cursor in the outbox is kept under it.
     fn name(&self) -> &str;
 
-    /// Delivers `records` in order; `Ok` means every one of them is delivered.
-    fn deliver(&mut self, records: &[OutboxRecord]) -> Result<(), SinkError>;
-
-    /// The most records one delivery carries.
-    fn batch_max(&self) -> usize {
-        BATCH_RECORDS
+    /// How many records at a time, how many in flight, how fast.
+    fn limits(&self) -> Limits {
+        Limits::default()
     }
+
+    /// Begins a session (connects, opens a file); called first and again after every failure,
+    /// after a backoff. Whatever was in flight is sent again in the new session.
+    async fn open(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Sends `records`, in order.
+    async fn send(&mut self, records: &[OutboxRecord]) -> Result<Sent, SinkError>;
+
+    /// Waits for the receiver to acknowledge records sent [`Sent::InFlight`] and returns their
+    /// ids. It must lose nothing when dropped before it returns (the runner also waits for new
+    /// records meanwhile). A sink that delivers synchronously never returns.
+    async fn acknowledged(&mut self) -> Result<Vec<RecordId>, SinkError> {
+        std::future::pending().await
+    }
+
+    /// Called on every turn of the runner, for work on a clock (Sparkplug births when due).
+    async fn tick(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// A clean stop with nothing left in flight: say goodbye (an offline status, an NDEATH).
+    async fn close(&mut self) {}
 }
 
 /// A record's message id on the wire: `<gateway>-<record id>`, stable across restarts.
@@ -70,112 +126,6 @@ pub struct SinkHealth {
 
 /// Records read per delivery.
 const BATCH_RECORDS: usize = 1000;
-/// How long a sink waits at most when the outbox has nothing new (it is woken as soon as records
-/// become visible; this bounds how late it sees a stop).
-const IDLE: Duration = Duration::from_millis(100);
-
-/// A flag the outbox sets when records become visible, and a condition to sleep on until then.
-#[derive(Debug, Default)]
-pub struct NewRecords {
-    flag: std::sync::Mutex<bool>,
-    changed: std::sync::Condvar,
-}
-
-impl NewRecords {
-    /// Registers with `reader`: every commit that makes records visible sets the flag.
-    pub fn watch(reader: &OutboxReader) -> Result<Arc<Self>, StoreError> {
-        let this = Arc::new(Self::default());
-        let waker = Arc::clone(&this);
-        reader.on_new_records(move || waker.set())?;
-        Ok(this)
-    }
-
-    fn set(&self) {
-        if let Ok(mut f) = self.flag.lock() {
-            *f = true;
-            self.changed.notify_all();
-        }
-    }
-
-    /// Clears the flag: call before reading the outbox, so a commit after the read is not missed.
-    pub fn clear(&self) {
-        if let Ok(mut f) = self.flag.lock() {
-            *f = false;
-        }
-    }
-
-    /// Sleeps until the flag is set or `timeout` has passed.
-    pub fn wait(&self, timeout: Duration) {
-        if let Ok(f) = self.flag.lock() {
-            let _ = self.changed.wait_timeout_while(f, timeout, |set| !*set);
-        }
-    }
-}
-
-/// Runs `sink` on its own thread until `stop` is set; then it delivers what is left (one try
-/// if the sink is failing) and persists its cursor.
-pub fn spawn(
-    mut sink: Box<dyn Sink>,
-    reader: OutboxReader,
-    stop: Arc<AtomicBool>,
-    health: Arc<SinkHealth>,
-) -> std::io::Result<JoinHandle<()>> {
-    let h = health;
-    let name = format!("sink-{}", sink.name());
-    let handle = std::thread::Builder::new().name(name).spawn(move || {
-        if let Err(e) = run(sink.as_mut(), &reader, &stop, &h) {
-            log::error!("sink {}: stopped: {e}", sink.name());
-        }
-        if let Err(e) = reader.persist_cursors() {
-            log::error!("sink {}: save its position: {e}", sink.name());
-        }
-    })?;
-    Ok(handle)
-}
-
-fn run(sink: &mut dyn Sink, reader: &OutboxReader, stop: &AtomicBool, health: &SinkHealth) -> Result<(), StoreError> {
-    let mut position = reader.position(sink.name())?;
-    let mut backoff = sink_backoff(sink.name());
-    let mut failing = false;
-    let new_records = NewRecords::watch(reader)?;
-    loop {
-        let stopping = stop.load(Relaxed);
-        new_records.clear();
-        let batch = reader.read(&position, sink.batch_max())?;
-        if batch.is_empty() {
-            if stopping {
-                return Ok(());
-            }
-            new_records.wait(IDLE);
-            continue;
-        }
-        match sink.deliver(&batch) {
-            Ok(()) => {
-                for r in &batch {
-                    position.advance(r.id);
-                }
-                for id in last_per_class(batch.iter().map(|r| r.id)) {
-                    reader.ack(sink.name(), id)?;
-                }
-                health.delivered.fetch_add(batch.len() as u64, Relaxed);
-                if std::mem::take(&mut failing) {
-                    log::info!("sink {}: delivering again", sink.name());
-                }
-                backoff.reset();
-            }
-            Err(e) => {
-                health.failures.fetch_add(1, Relaxed);
-                if !std::mem::replace(&mut failing, true) {
-                    log::warn!("sink {}: {e}; the records wait in the outbox, retrying with backoff", sink.name());
-                }
-                if stopping {
-                    return Ok(());
-                }
-                std::thread::sleep(backoff.next_delay());
-            }
-        }
-    }
-}
 
 /// A sink's reconnect and retry backoff: 100 ms doubling to 30 s, with jitter (the model's one
 /// backoff, as every driver uses), seeded from the sink's name and the clock.
@@ -186,8 +136,8 @@ pub(crate) fn sink_backoff(name: &str) -> Backoff {
 }
 
 /// The last id of each class among `ids`: what a cumulative acknowledgement per class names.
-fn last_per_class(ids: impl IntoIterator<Item = airlock_store::RecordId>) -> Vec<airlock_store::RecordId> {
-    let mut last: [Option<airlock_store::RecordId>; 4] = [None; 4];
+fn last_per_class(ids: impl IntoIterator<Item = RecordId>) -> Vec<RecordId> {
+    let mut last: [Option<RecordId>; 4] = [None; 4];
     for id in ids {
         last[id.class as usize] = Some(id);
     }

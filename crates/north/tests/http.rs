@@ -91,7 +91,7 @@ fn run_sink(
     let health = Arc::new(SinkHealth::default());
     let sink = HttpSink::new("erp", "plant7", &http, dir, Arc::clone(&health)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let handle = airlock_north::spawn(Box::new(sink), reader, Arc::clone(&stop), Arc::clone(&health)).unwrap();
+    let handle = airlock_north::spawn(sink, reader, Arc::clone(&stop), Arc::clone(&health)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !until(&health, &requests.lock().unwrap()) {
         assert!(Instant::now() < deadline, "the sink did not get there in 30 s");

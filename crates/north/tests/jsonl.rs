@@ -34,7 +34,7 @@ fn an_undecodable_record_is_reported_by_id_and_the_sink_goes_on() {
     let out = dir.join("upstream.jsonl");
     let health = Arc::new(SinkHealth::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let sink = Box::new(JsonlSink::new("file", "plant7", &out));
+    let sink = JsonlSink::new("file", "plant7", &out);
     let handle = airlock_north::spawn(sink, reader.clone(), Arc::clone(&stop), Arc::clone(&health)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while health.delivered.load(Relaxed) < 3 {

@@ -1,0 +1,137 @@
+//! The shared runner with a sink that pipelines, as MQTT does: records go out in order within
+//! the window, acknowledgements come back out of order, the outbox cursor never passes a record
+//! still in flight, and after a failed session everything unacknowledged is sent again.
+//! (The MQTT, Sparkplug, HTTP and JSON Lines sinks run on this runner against real peers in
+//! their own tests; this one checks the runner's bookkeeping where it is hardest to see.)
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_model::Timestamp;
+use airlock_north::{Limits, Sent, Sink, SinkError, SinkHealth};
+use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxReader, OutboxRecord, OutboxWriter, RecordId};
+use airlock_testkit::{records, temp};
+
+const WINDOW: usize = 8;
+const RECORDS: u64 = 100;
+
+#[derive(Default)]
+struct Seen {
+    opens: usize,
+    sends: usize,
+    /// Every record id handed over, resends included, in order.
+    sent: Vec<u64>,
+    pending: VecDeque<RecordId>,
+    violations: Vec<String>,
+}
+
+struct Pipelined {
+    reader: OutboxReader,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Sink for Pipelined {
+    fn name(&self) -> &str {
+        "pipe"
+    }
+
+    fn limits(&self) -> Limits {
+        Limits { batch_max: 3, window: WINDOW, ..Limits::default() }
+    }
+
+    async fn open(&mut self) -> Result<(), SinkError> {
+        let mut seen = self.seen.lock().unwrap();
+        seen.opens += 1;
+        seen.pending.clear(); // a new session: what was in flight is lost with the old one
+        Ok(())
+    }
+
+    async fn send(&mut self, records: &[OutboxRecord]) -> Result<Sent, SinkError> {
+        let mut seen = self.seen.lock().unwrap();
+        seen.sends += 1;
+        if seen.sends == 7 {
+            return Err(SinkError::Rejected { target: "pipe".into(), what: "the line dropped".into() });
+        }
+        if records.is_empty() || records.len() > 3 {
+            seen.violations.push(format!("a send of {} records", records.len()));
+        }
+        for r in records {
+            seen.sent.push(r.id.seq);
+            seen.pending.push_back(r.id);
+        }
+        if seen.pending.len() > WINDOW {
+            let n = seen.pending.len();
+            seen.violations.push(format!("{n} records in flight, window {WINDOW}"));
+        }
+        Ok(Sent::InFlight)
+    }
+
+    /// Acknowledges everything in flight but the oldest, newest first; the oldest next time.
+    async fn acknowledged(&mut self) -> Result<Vec<RecordId>, SinkError> {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let mut seen = self.seen.lock().unwrap();
+        let acked = self.reader.position("pipe").unwrap().0[Class::Event as usize];
+        if let Some(oldest) = seen.pending.front().copied()
+            && acked >= oldest.seq
+        {
+            seen.violations.push(format!("the cursor at {acked} passed {oldest}, still in flight"));
+        }
+        let ids: Vec<RecordId> = if seen.pending.len() > 1 {
+            let oldest = seen.pending.pop_front().unwrap();
+            let mut rest: Vec<RecordId> = seen.pending.drain(..).rev().collect();
+            seen.pending.push_back(oldest);
+            rest.truncate(WINDOW);
+            rest
+        } else {
+            seen.pending.drain(..).collect()
+        };
+        Ok(ids)
+    }
+}
+
+#[test]
+fn acknowledgements_out_of_order_never_move_the_cursor_past_a_record_in_flight() {
+    let dir = temp("runner-pipelined");
+    let config = OutboxConfig {
+        fsync: FsyncPolicy::Interval(Duration::ZERO),
+        sinks: vec!["pipe".into()],
+        ..OutboxConfig::default()
+    };
+    let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), config).unwrap();
+    let time = Timestamp::parse_rfc3339("2026-11-28T12:00:00Z").unwrap();
+    for i in 0..RECORDS {
+        writer.append(Class::Event, &records::event("parts", "a part", i as f64, time)).unwrap();
+    }
+    writer.sync().unwrap();
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let sink = Pipelined { reader: reader.clone(), seen: Arc::clone(&seen) };
+    let health = Arc::new(SinkHealth::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = airlock_north::spawn(sink, reader.clone(), Arc::clone(&stop), Arc::clone(&health)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reader.position("pipe").unwrap().0[Class::Event as usize] < RECORDS {
+        assert!(Instant::now() < deadline, "the cursor did not reach {RECORDS} in 20 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Relaxed);
+    handle.join().unwrap();
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.violations, Vec::<String>::new());
+    assert_eq!(seen.opens, 2, "one failed session, then a new one");
+    assert_eq!(health.failures.load(Relaxed), 1);
+    let distinct: BTreeSet<u64> = seen.sent.iter().copied().collect();
+    assert_eq!(distinct, (1..=RECORDS).collect::<BTreeSet<u64>>(), "every record was sent");
+    // The failed session's unacknowledged records were sent again: some id appears twice, and
+    // the second session started at or before the first one's oldest unacknowledged record.
+    assert!(seen.sent.len() > RECORDS as usize, "nothing was sent again after the failure");
+    // Within each session the records went out in order: ids only fall where a session began.
+    let falls = seen.sent.windows(2).filter(|w| w[1] <= w[0]).count();
+    assert_eq!(falls, 1, "records out of order: {:?}", seen.sent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
