@@ -161,9 +161,9 @@ fn zero_poll_interval_and_timeout() {
 #[test]
 fn zero_or_negative_rate_caps() {
     let text = with("rate_max_per_s = 0\n", TAG);
-    check(&text, &[(line_of(&text, "rate_max"), "device[press1].rate_max_per_s", "must be above 0")]);
+    check(&text, &[(line_of(&text, "rate_max"), "device[press1].rate_max_per_s", "must be at least 0.001")]);
     let text = with("rate_max_per_s = -3.5\n", TAG);
-    check(&text, &[(line_of(&text, "rate_max"), "device[press1].rate_max_per_s", "must be above 0")]);
+    check(&text, &[(line_of(&text, "rate_max"), "device[press1].rate_max_per_s", "must be at least 0.001")]);
 }
 
 #[test]
@@ -507,6 +507,34 @@ fn bearing_and_waveform_keys_in_the_wrong_place() {
         &[
             (line_of(&text, "sample_rate_hz"), "device[press1].tag[speed].sample_rate_hz", "only for a waveform"),
             (line_of(&text, "bearing_balls"), "device[press1].tag[speed].bearing_balls", "waveform tag only"),
+        ],
+    );
+}
+
+#[test]
+fn numbers_outside_a_sane_range_are_refused() {
+    // A rate of 1e-30 used to pass and panic the device task (a poll every 10^30 s).
+    let text = with("rate_max_per_s = 1e-30\n", TAG);
+    check(&text, &[(line_of(&text, "rate_max"), "device[press1].rate_max_per_s", "at least 0.001")]);
+    let text = with("rate_max_per_s = 1e9\n", TAG);
+    check(&text, &[(line_of(&text, "rate_max"), "device[press1].rate_max_per_s", "at most 100000")]);
+    let sinks = format!(
+        "[[sink]]\nname = \"a\"\ntype = \"mqtt\"\nurl = \"mqtt://b\"\nrate_max_per_s = 1e-30\nreplay = \"live-first\"\n\
+         replay_rate_max_per_s = 1e-300\n{DEVICE}{TAG}"
+    );
+    check(
+        &sinks,
+        &[(5, "sink[a].rate_max_per_s", "at least 0.001"), (7, "sink[a].replay_rate_max_per_s", "at least 0.001")],
+    );
+    let oee = with(
+        "oee = { state_tag = \"speed\", parts_tag = \"speed\", ideal_cycle_s = 1e-300, performance_drop_percent = 500 }\n",
+        TAG,
+    );
+    check(
+        &oee,
+        &[
+            (line_of(&oee, "oee"), "device[press1].oee.ideal_cycle_s", "at least 0.001"),
+            (line_of(&oee, "oee"), "device[press1].oee.performance_drop_percent", "at most 100"),
         ],
     );
 }

@@ -62,11 +62,12 @@ impl Counter {
         }
     }
 
-    /// The parts between readings `last` and `now` of a counter of range `modulus`.
+    /// The parts between readings `last` and `now` of a counter of range `modulus` (both
+    /// readings below it: `on_sample` skips any other).
     pub fn delta(last: u64, now: u64, modulus: Option<u64>, after_outage: bool) -> u64 {
         match modulus {
             _ if now >= last => now - last,
-            Some(m) if !after_outage && last - now > m / 2 => now + (m - last),
+            Some(m) if !after_outage && last - now > m / 2 => now.saturating_add(m.saturating_sub(last)),
             _ => now,
         }
     }
@@ -116,8 +117,15 @@ impl Transform for Counter {
         let shift_start = self.shift_start(t);
         self.shift_start_ms.get_or_insert(shift_start);
         self.roll(t, out);
-        let Some(now) =
-            s.value.as_ref().filter(|_| s.quality.is_good()).and_then(|v| v.as_f64()).map(|f| f.max(0.0) as u64)
+        // A reading outside the counter's range (which the drivers refuse, but a counter must
+        // not trust them) counts as bad: it would otherwise underflow into phantom parts.
+        let Some(now) = s
+            .value
+            .as_ref()
+            .filter(|_| s.quality.is_good())
+            .and_then(|v| v.as_f64())
+            .map(|f| f.max(0.0) as u64)
+            .filter(|&v| self.c.modulus.is_none_or(|m| v < m))
         else {
             self.outage = true;
             return;
@@ -125,10 +133,10 @@ impl Transform for Counter {
         let parts = self.last.map_or(0, |last| Self::delta(last, now, self.c.modulus, self.outage));
         self.last = Some(now);
         self.outage = false;
-        self.total += parts;
-        self.interval_parts += parts;
+        self.total = self.total.saturating_add(parts);
+        self.interval_parts = self.interval_parts.saturating_add(parts);
         let before = self.shift_parts;
-        self.shift_parts += parts;
+        self.shift_parts = self.shift_parts.saturating_add(parts);
         if let Some(n) = self.c.every_parts.filter(|n| *n > 0)
             && self.shift_parts / n > before / n
         {
@@ -184,6 +192,20 @@ mod tests {
         check(Some(65_536), &[500, 510, 7], 17);
         check(None, &[u64::MAX - 5, 2], 2);
         check(Some(1 << 32), &[4_294_967_290, 4], 10);
+    }
+
+    #[test]
+    fn a_reading_outside_the_counters_range_counts_no_parts() {
+        // A u16 counter read as 70,000 (a driver that did not check the type): before, the next
+        // reading of 5 underflowed into 18 quintillion parts. It is skipped like a bad reading.
+        check(Some(65_536), &[100, 70_000, 5], 5);
+        check(Some(65_536), &[100, 70_000, 110], 10);
+        check(Some(65_536), &[70_000, 100, 110], 10);
+        let mut c = Counter::new(config(Some(65_536), None));
+        let mut out = Vec::new();
+        c.on_sample(&Sample::good(TagId(0), Value::F64(1e300), Timestamp::from_millis(0)), &mut out);
+        c.on_sample(&Sample::good(TagId(0), Value::U64(3), Timestamp::from_millis(1000)), &mut out);
+        assert_eq!(c.total, 0);
     }
 
     #[test]

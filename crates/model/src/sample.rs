@@ -79,6 +79,36 @@ impl ValueType {
         ValueType::Text,
         ValueType::Waveform,
     ];
+
+    /// Whether `value` fits this type: an integer within its range (a float only if it is a
+    /// whole number within it), a float within `f32`'s range for `F32`, any number for `F64`,
+    /// text or a waveform only for their own types. Not-a-number is left to `NotFinite`.
+    pub fn admits(self, value: &Value) -> bool {
+        let range = |min: i128, max: i128| match value {
+            Value::Bool(_) => true,
+            Value::I64(v) => (min..=max).contains(&i128::from(*v)),
+            Value::U64(v) => (min..=max).contains(&i128::from(*v)),
+            Value::F64(v) => !v.is_finite() || (v.fract() == 0.0 && *v >= min as f64 && *v <= max as f64),
+            Value::Text(_) | Value::Waveform(_) => false,
+        };
+        match self {
+            ValueType::Bool => matches!(value, Value::Bool(_)) || range(0, 1),
+            ValueType::U16 => range(0, i128::from(u16::MAX)),
+            ValueType::I16 => range(i128::from(i16::MIN), i128::from(i16::MAX)),
+            ValueType::U32 => range(0, i128::from(u32::MAX)),
+            ValueType::I32 => range(i128::from(i32::MIN), i128::from(i32::MAX)),
+            ValueType::U64 => range(0, i128::from(u64::MAX)),
+            ValueType::I64 => range(i128::from(i64::MIN), i128::from(i64::MAX)),
+            ValueType::F32 => match value {
+                Value::F64(v) => !v.is_finite() || v.abs() <= f64::from(f32::MAX),
+                Value::Text(_) | Value::Waveform(_) => false,
+                _ => true,
+            },
+            ValueType::F64 => !matches!(value, Value::Text(_) | Value::Waveform(_)),
+            ValueType::Text => !matches!(value, Value::Waveform(_)),
+            ValueType::Waveform => matches!(value, Value::Waveform(_)),
+        }
+    }
 }
 
 /// Why a sample is not good.
@@ -101,6 +131,8 @@ pub enum Reason {
     SourceStatus(u16),
     /// The source announced that it went offline (a Sparkplug NDEATH or DDEATH).
     SourceOffline,
+    /// The value does not fit the tag's configured type (70,000 for a u16, -1 for a u32).
+    OutOfRange,
 }
 
 impl fmt::Display for Reason {
@@ -114,6 +146,7 @@ impl fmt::Display for Reason {
             Reason::Stale => f.write_str("stale"),
             Reason::SourceStatus(code) => write!(f, "source status {code:#06x}"),
             Reason::SourceOffline => f.write_str("source offline"),
+            Reason::OutOfRange => f.write_str("out of range"),
         }
     }
 }
@@ -197,6 +230,53 @@ pub struct SampleBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_fits_its_type_or_is_out_of_range() {
+        use ValueType as T;
+        let fits = [
+            (T::U16, Value::U64(65_535)),
+            (T::U16, Value::I64(0)),
+            (T::I16, Value::I64(-32_768)),
+            (T::U32, Value::F64(4_294_967_295.0)),
+            (T::I32, Value::U64(2_147_483_647)),
+            (T::U64, Value::U64(u64::MAX)),
+            (T::I64, Value::I64(i64::MIN)),
+            (T::Bool, Value::Bool(true)),
+            (T::Bool, Value::U64(1)),
+            (T::F32, Value::F64(3.4e38)),
+            (T::F64, Value::I64(-5)),
+            (T::F64, Value::F64(f64::MAX)),
+            (T::Text, Value::Text("ok".into())),
+            (T::Text, Value::F64(1.5)),
+            (T::U16, Value::F64(f64::NAN)),
+        ];
+        for (t, v) in fits {
+            assert!(t.admits(&v), "{t:?} refused {v:?}");
+        }
+        let outside = [
+            (T::U16, Value::U64(70_000)),
+            (T::U16, Value::I64(-1)),
+            (T::I16, Value::I64(-32_769)),
+            (T::I16, Value::U64(40_000)),
+            (T::U32, Value::I64(-1)),
+            (T::U32, Value::F64(4_294_967_296.0)),
+            (T::I32, Value::F64(1.5)),
+            (T::U64, Value::I64(-1)),
+            (T::I64, Value::U64(u64::MAX)),
+            (T::U64, Value::F64(1e300)),
+            (T::Bool, Value::U64(2)),
+            (T::F32, Value::F64(1e39)),
+            (T::F64, Value::Text("1.5".into())),
+            (T::U16, Value::Text("7".into())),
+            (T::Waveform, Value::F64(1.0)),
+            (T::Text, Value::Waveform(std::sync::Arc::from(vec![1.0f32]))),
+        ];
+        for (t, v) in outside {
+            assert!(!t.admits(&v), "{t:?} took {v:?}");
+        }
+        assert_eq!(Reason::OutOfRange.to_string(), "out of range");
+    }
 
     #[test]
     fn quality_reads_as_words() {

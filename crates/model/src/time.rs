@@ -53,42 +53,80 @@ impl fmt::Display for Timestamp {
 }
 
 impl Timestamp {
-    /// Parses RFC 3339 in UTC (`2026-11-28T12:00:00Z`, with optional fractional seconds up to
-    /// nanoseconds, `z` or `+00:00` accepted) or a plain date (`2026-11-28`, midnight UTC).
+    /// Parses RFC 3339 (`2026-11-28T12:00:00Z`, with optional fractional seconds up to
+    /// nanoseconds, `z`, or an offset such as `+02:00`) or a plain date (`2026-11-28`, midnight
+    /// UTC). Refuses what is not a real time: fields of the wrong width or with a sign, a day
+    /// the month does not have, an hour past 23, and anything outside what a `Timestamp` holds
+    /// (the years 1677 to 2262). Never panics, whatever the text.
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
         let (date, time) = match s.split_once(['T', 't', ' ']) {
             Some((d, t)) => (d, Some(t)),
             None => (s, None),
         };
-        let mut parts = date.splitn(3, '-');
-        let y: i64 = parts.next()?.parse().ok()?;
-        let m: u32 = parts.next()?.parse().ok()?;
-        let d: u32 = parts.next()?.parse().ok()?;
-        if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        let b = date.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
             return None;
         }
-        let days = days_from_civil(y, m, d);
-        let nanos_of_day = match time {
+        let (y, m, d) = (digits(&date[..4])?, digits(&date[5..7])?, digits(&date[8..])?);
+        if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
+            return None;
+        }
+        let days = days_from_civil(y, m as u32, d as u32);
+        let nanos = match time {
             None => 0,
             Some(t) => parse_time_of_day(t)?,
         };
-        days.checked_mul(86_400_000_000_000)?.checked_add(nanos_of_day).map(Self)
+        days.checked_mul(86_400_000_000_000)?.checked_add(nanos).map(Self)
     }
 }
 
-/// `HH:MM:SS[.fff…](Z|+00:00)` to nanoseconds since midnight.
-fn parse_time_of_day(t: &str) -> Option<i64> {
-    let t = t.strip_suffix(['Z', 'z']).or_else(|| t.strip_suffix("+00:00"))?;
-    let (hms, frac) = t.split_once('.').unwrap_or((t, ""));
-    let mut parts = hms.splitn(3, ':');
-    let h: i64 = parts.next()?.parse().ok()?;
-    let m: i64 = parts.next()?.parse().ok()?;
-    let s: i64 = parts.next()?.parse().ok()?;
-    if h > 23 || m > 59 || s > 60 || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+/// A field of ASCII digits only (no sign, no space) as a number; at most 18 digits.
+fn digits(s: &str) -> Option<i64> {
+    if s.is_empty() || s.len() > 18 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let frac_nanos = if frac.is_empty() { 0 } else { frac.parse::<i64>().ok()? * 10i64.pow(9 - frac.len() as u32) };
-    Some(((h * 60 + m) * 60 + s) * 1_000_000_000 + frac_nanos)
+    s.parse().ok()
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// `HH:MM:SS[.fff…]` and `Z` or `±HH:MM` to nanoseconds since midnight UTC (negative, or a
+/// day or more, when an offset moves it across midnight).
+fn parse_time_of_day(t: &str) -> Option<i64> {
+    let (t, offset_minutes) = if let Some(t) = t.strip_suffix(['Z', 'z']) {
+        (t, 0)
+    } else {
+        let at = t.len().checked_sub(6)?;
+        let (t, zone) = (t.get(..at)?, t.get(at..)?);
+        let sign = match zone.as_bytes()[0] {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let (h, m) = (digits(zone.get(1..3)?)?, digits(zone.get(4..6)?)?);
+        if zone.as_bytes()[3] != b':' || h > 23 || m > 59 {
+            return None;
+        }
+        (t, sign * (h * 60 + m))
+    };
+    let (hms, frac) = t.split_once('.').unwrap_or((t, ""));
+    let b = hms.as_bytes();
+    if b.len() != 8 || b[2] != b':' || b[5] != b':' || frac.len() > 9 || (t.contains('.') && frac.is_empty()) {
+        return None;
+    }
+    let (h, m, s) = (digits(&hms[..2])?, digits(&hms[3..5])?, digits(&hms[6..])?);
+    if h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    let frac_nanos = if frac.is_empty() { 0 } else { digits(frac)? * 10i64.pow(9 - frac.len() as u32) };
+    Some(((h * 60 + m - offset_minutes) * 60 + s) * 1_000_000_000 + frac_nanos)
 }
 
 /// A proleptic Gregorian date to days since the epoch (Howard Hinnant's algorithm).
@@ -140,6 +178,60 @@ mod tests {
             ["", "2026-13-01", "2026-11-28T25:00:00Z", "2026-11-28T12:00:00", "yesterday", "2026-11-28T12:00:00.x1Z"]
         {
             assert_eq!(Timestamp::parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_real_time_and_never_panics() {
+        for bad in [
+            "99999999999999-01-01T00:00:00Z",
+            "9223372036854775807-01-01",
+            "9999-12-31T23:59:59Z",
+            "0000-01-01T00:00:00Z",
+            "2026-11-28T-1:00:00Z",
+            "2026-11-28T+1:00:00Z",
+            "2026-11-28T-01:00:00Z",
+            "+2026-11-28",
+            "-2026-11-28",
+            "2026-1-1",
+            "2026-02-29",
+            "2026-02-31T00:00:00Z",
+            "2026-04-31",
+            "2026-11-28T12:00:00.Z",
+            "2026-11-28T12:00:00.1234567890Z",
+            "2026-11-28T12:00:00+24:00",
+            "2026-11-28T12:00:00+02:60",
+            "2026-11-28T12:00:00+0200",
+            "2026-11-28T12:00:00 +02:00",
+            "2026-11-28T1:00:00Z",
+            "2026-11-28T12:0:00Z",
+            "2026-11-28T12:00:61Z",
+            "2026-11-28T12:00:00+\u{e9}:00",
+            "2026-11-28T\u{e9}\u{e9}:00:00Z",
+            "\u{e9}\u{e9}\u{e9}\u{e9}-11-28",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(bad), None, "{bad}");
+        }
+        // A leap day, and offsets, including one that moves the time across midnight.
+        assert!(Timestamp::parse_rfc3339("2024-02-29").is_some());
+        let noon = Timestamp::parse_rfc3339("2026-11-28T12:00:00Z");
+        assert_eq!(Timestamp::parse_rfc3339("2026-11-28T14:00:00+02:00"), noon);
+        assert_eq!(Timestamp::parse_rfc3339("2026-11-28T06:30:00-05:30"), noon);
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-29T01:00:00+02:00"),
+            Timestamp::parse_rfc3339("2026-11-28T23:00:00Z")
+        );
+        // Every byte string near a real time: nothing panics.
+        let base = b"2026-11-28T12:00:00.125+02:00";
+        for i in 0..base.len() {
+            for byte in [b'0', b'9', b'-', b'+', b':', b'.', b'T', b'Z', 0xff, b' '] {
+                let mut v = base.to_vec();
+                v[i] = byte;
+                if let Ok(text) = std::str::from_utf8(&v) {
+                    let _ = Timestamp::parse_rfc3339(text);
+                }
+                let _ = Timestamp::parse_rfc3339(std::str::from_utf8(&base[..i]).unwrap_or(""));
+            }
         }
     }
 

@@ -1,6 +1,8 @@
 //! The shell every driver shares: a [`DeviceHandle`] names the device's tag ids, makes its
 //! samples, marks all its tags bad at once, and hands batches on through the one bounded
-//! channel ([`channel`]). A driver never waits on that channel: when it is full the batch is
+//! channel ([`channel`]). A value that does not fit its tag's configured type (70,000 for a
+//! u16, from a JSON payload or an OPC UA variant of another type) becomes a bad sample with the
+//! reason `out of range`, logged once per device until a value fits again. A driver never waits on that channel: when it is full the batch is
 //! dropped, counted in the device's health, and logged once until there is room again, so a
 //! slow disk never slows a poll and one device never slows another.
 
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use airlock_config::Device;
-use airlock_model::{DeviceHealth, Quality, Reason, Sample, SampleBatch, TagId, Timestamp, Value};
+use airlock_model::{DeviceHealth, Quality, Reason, Sample, SampleBatch, TagId, Timestamp, Value, ValueType};
 use tokio::sync::{mpsc, watch};
 
 /// Batches that may wait between the device tasks and the collector.
@@ -43,6 +45,10 @@ pub struct DeviceHandle {
     name: String,
     first_tag: TagId,
     tags: usize,
+    /// Each tag's configured type (what its values must fit) and name (for the log).
+    types: Box<[(ValueType, Box<str>)]>,
+    /// Whether a value out of its type's range was logged and none has fitted since.
+    out_of_range: AtomicBool,
     health: Arc<DeviceHealth>,
     out: BatchSender,
     /// Whether the channel was full at the last try (so it is logged once per episode).
@@ -57,6 +63,10 @@ impl DeviceHandle {
             name: device.name.clone(),
             first_tag,
             tags: device.tag_count(),
+            types: (0..device.tag_count())
+                .map(|i| (crate::tags::value_type(device, i), device.tags[i].name.as_str().into()))
+                .collect(),
+            out_of_range: AtomicBool::new(false),
             health: Arc::new(DeviceHealth::default()),
             out,
             full: AtomicBool::new(false),
@@ -76,7 +86,8 @@ impl DeviceHandle {
         TagId(self.first_tag.0 + index as u32)
     }
 
-    /// A sample of tag `index`.
+    /// A sample of tag `index`; bad (`out of range`, no value) if the value does not fit the
+    /// tag's configured type.
     pub fn sample(
         &self,
         index: usize,
@@ -85,7 +96,28 @@ impl DeviceHandle {
         source_time: Option<Timestamp>,
         gateway_time: Timestamp,
     ) -> Sample {
-        Sample { tag: self.tag_id(index), value, quality, source_time, gateway_time }
+        let tag = self.tag_id(index);
+        if let (Some(v), Some((t, name))) = (&value, self.types.get(index)) {
+            if !t.admits(v) {
+                if !self.out_of_range.swap(true, Relaxed) {
+                    log::warn!(
+                        "device {}: tag {name} read {v}, which does not fit its type {t:?}; marked bad (out of range)",
+                        self.name
+                    );
+                }
+                return Sample {
+                    tag,
+                    value: None,
+                    quality: Quality::Bad(Reason::OutOfRange),
+                    source_time,
+                    gateway_time,
+                };
+            }
+            if quality.is_good() && self.out_of_range.load(Relaxed) {
+                self.out_of_range.store(false, Relaxed);
+            }
+        }
+        Sample { tag, value, quality, source_time, gateway_time }
     }
 
     /// Every tag of the device, bad for `reason`, now.
@@ -114,6 +146,63 @@ impl DeviceHandle {
                     log::warn!("device {}: the sample channel is full; dropping batches until it drains", self.name);
                 }
                 false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device() -> Device {
+        let toml = r#"
+            [[device]]
+            name = "press1"
+            asset_path = "acme/plant"
+            protocol = "mqtt"
+            address = "127.0.0.1:1883"
+            [[device.tag]]
+            name = "count"
+            topic = "press1/status"
+            value_pointer = "/count"
+            type = "u16"
+            [[device.tag]]
+            name = "offset"
+            topic = "press1/status"
+            value_pointer = "/offset"
+            type = "i16"
+            [[device.tag]]
+            name = "speed"
+            topic = "press1/status"
+            value_pointer = "/speed"
+            type = "f64"
+        "#;
+        let config = airlock_config::parse(toml, std::path::Path::new("test.toml")).expect("a valid config");
+        config.devices[0].clone()
+    }
+
+    #[test]
+    fn a_value_outside_its_tags_type_is_a_bad_sample_out_of_range() {
+        let (tx, _rx) = channel(1);
+        let h = DeviceHandle::new(0, &device(), TagId(10), tx);
+        let now = Timestamp::from_millis(0);
+        let cases = [
+            (0, Value::U64(70_000), false),
+            (0, Value::I64(-1), false),
+            (0, Value::U64(65_535), true),
+            (1, Value::I64(-32_769), false),
+            (1, Value::I64(-5), true),
+            (2, Value::I64(-5), true),
+            (2, Value::Text("fast".into()), false),
+        ];
+        for (tag, value, fits) in cases {
+            let s = h.sample(tag, Some(value.clone()), Quality::Good, None, now);
+            assert_eq!(s.tag, TagId(10 + tag as u32));
+            if fits {
+                assert_eq!((s.value, s.quality), (Some(value), Quality::Good));
+            } else {
+                assert_eq!((s.value, s.quality), (None, Quality::Bad(Reason::OutOfRange)), "{value:?}");
             }
         }
     }

@@ -37,7 +37,7 @@ impl TagTable {
                 path: t.path.clone(),
                 unit: t.unit.as_deref().map(Into::into),
                 device,
-                value_type: value_type(d, i, t.data_type),
+                value_type: value_type(d, i),
                 counter_modulus: match t.data_type {
                     DataType::U16 | DataType::I16 => Some(1 << 16),
                     DataType::U32 | DataType::I32 => Some(1 << 32),
@@ -76,7 +76,8 @@ impl TagTable {
 }
 
 /// The upstream type of tag `index` of device `d`: a scaled Modbus number is an `F64`.
-fn value_type(d: &Device, index: usize, data_type: DataType) -> ValueType {
+pub(crate) fn value_type(d: &Device, index: usize) -> ValueType {
+    let Some(data_type) = d.tags.get(index).map(|t| t.data_type) else { return ValueType::F64 };
     if let Protocol::ModbusTcp(m) = &d.protocol
         && m.tags.get(index).is_some_and(|t| t.is_scaled())
         && !matches!(data_type, DataType::Waveform { .. } | DataType::String { .. } | DataType::Bool)

@@ -282,7 +282,7 @@ impl DeviceTask {
         let per_poll = self.requests.len() as f64;
         let needed = per_poll / self.device.poll_interval.as_secs_f64();
         if needed > self.device.rate_max_per_s {
-            let effective = Duration::from_secs_f64(per_poll / self.device.rate_max_per_s);
+            let effective = Duration::try_from_secs_f64(per_poll / self.device.rate_max_per_s).unwrap_or(Duration::MAX);
             log::warn!(
                 "device {}: {per_poll} requests per poll at {:?} need {needed:.1} requests/s, above rate_max_per_s {}; polls will come every {effective:?}",
                 self.device.name,

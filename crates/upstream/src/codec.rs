@@ -15,7 +15,9 @@
 //!                        aggregate: unit and the seven figures)
 //!            quality     0 good, 1 uncertain, 2 bad; then for 1 and 2 a reason byte: 0 timeout,
 //!                        1 exception (+ u8 code), 2 decode error, 3 not finite, 4 comms lost,
-//!                        5 stale, 6 source status (+ u16 LE), 7 source offline
+//!                        5 stale, 6 source status (+ u16 LE), 7 source offline, 8 out of
+//!                        range (added later in version 1: an older reader reports such a
+//!                        record as undecodable, by its id)
 //!            value       0 none, 1 bool (+ u8), 2 i64, 3 u64, 4 f64, 5 text, 6 waveform
 //!                        (varint count + f32s)
 //! ```
@@ -234,6 +236,7 @@ impl Writer<'_> {
                 self.0.extend_from_slice(&code.to_le_bytes());
             }
             Reason::SourceOffline => self.u8(7),
+            Reason::OutOfRange => self.u8(8),
         }
     }
 
@@ -438,7 +441,7 @@ impl<'a> Reader<'a> {
         if word == 0 {
             return Ok(Quality::Good);
         }
-        let reason = match self.code("reason", 7)? {
+        let reason = match self.code("reason", 8)? {
             0 => Reason::Timeout,
             1 => Reason::Exception(self.u8("exception code")?),
             2 => Reason::DecodeError,
@@ -446,7 +449,8 @@ impl<'a> Reader<'a> {
             4 => Reason::CommsLost,
             5 => Reason::Stale,
             6 => Reason::SourceStatus(u16::from_le_bytes(self.array("source status")?)),
-            _ => Reason::SourceOffline,
+            7 => Reason::SourceOffline,
+            _ => Reason::OutOfRange,
         };
         Ok(if word == 1 { Quality::Uncertain(reason) } else { Quality::Bad(reason) })
     }

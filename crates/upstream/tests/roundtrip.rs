@@ -46,7 +46,7 @@ impl Rng {
         if self.coin() { Some(f(self)) } else { None }
     }
     fn reason(&mut self) -> Reason {
-        match self.below(8) {
+        match self.below(9) {
             0 => Reason::Timeout,
             1 => Reason::Exception(self.next() as u8),
             2 => Reason::DecodeError,
@@ -54,7 +54,8 @@ impl Rng {
             4 => Reason::CommsLost,
             5 => Reason::Stale,
             6 => Reason::SourceStatus(self.next() as u16),
-            _ => Reason::SourceOffline,
+            7 => Reason::SourceOffline,
+            _ => Reason::OutOfRange,
         }
     }
     fn quality(&mut self) -> Quality {

@@ -257,16 +257,23 @@ pub(super) fn is_host_port(a: &str) -> bool {
     }
 }
 
+/// The slowest rate anything may be capped at: one every 1,000 s. Below it a pace becomes a
+/// wait of ages (1e-30 per second once passed and panicked a device task).
+const RATE_MIN_PER_S: f64 = 0.001;
+
 fn rate_max_per_s(c: &mut Checker, v: &Option<Spanned<f64>>, key: String) -> f64 {
-    match v {
-        None => RATE_MAX_PER_S_DEFAULT,
-        Some(s) if s.get_ref().is_finite() && *s.get_ref() > 0.0 && *s.get_ref() <= 100_000.0 => *s.get_ref(),
-        Some(s) => {
-            let msg = format!("{} must be above 0 and at most 100000 requests per second", s.get_ref());
-            c.err(s.span(), key, msg);
-            RATE_MAX_PER_S_DEFAULT
-        }
+    ranged(c, v, key, RATE_MIN_PER_S, 100_000.0, "per second").unwrap_or(RATE_MAX_PER_S_DEFAULT)
+}
+
+/// A finite number from `min` to `max` (both included), or `None` and an error naming the range.
+fn ranged(c: &mut Checker, v: &Option<Spanned<f64>>, key: String, min: f64, max: f64, unit: &str) -> Option<f64> {
+    let s = v.as_ref()?;
+    let x = *s.get_ref();
+    if x.is_finite() && (min..=max).contains(&x) {
+        return Some(x);
     }
+    c.err(s.span(), key, format!("{x} is out of range: it must be at least {min} and at most {max} {unit}"));
+    None
 }
 
 /// Where a tag's type is written, or its name when the type is not given.
@@ -460,8 +467,8 @@ fn bearing(c: &mut Checker, t: &RawTag, key: &str, data_type: DataType, siblings
             9
         }
     };
-    let ball = positive(c, &t.bearing_ball_diameter_mm, k("bearing_ball_diameter_mm"), false);
-    let pitch = positive(c, &t.bearing_pitch_diameter_mm, k("bearing_pitch_diameter_mm"), false);
+    let ball = ranged(c, &t.bearing_ball_diameter_mm, k("bearing_ball_diameter_mm"), 0.1, 10_000.0, "mm");
+    let pitch = ranged(c, &t.bearing_pitch_diameter_mm, k("bearing_pitch_diameter_mm"), 0.1, 10_000.0, "mm");
     if ball.is_none() && t.bearing_ball_diameter_mm.is_none() {
         missing(c, "bearing_ball_diameter_mm");
     }
@@ -525,7 +532,8 @@ fn vibration(c: &mut Checker, t: &RawTag, key: &str, numeric: bool) -> Option<Vi
             true
         }
     };
-    let advice_days = positive(c, &t.vibration_advice_days, k("vibration_advice_days"), false).unwrap_or(14.0);
+    let advice_days = ranged(c, &t.vibration_advice_days, k("vibration_advice_days"), 0.01, 3650.0, "days");
+    let advice_days = advice_days.unwrap_or(14.0);
     Some(VibrationSettings { group: g as u8, rigid, advice_days })
 }
 
@@ -543,8 +551,9 @@ fn oee(c: &mut Checker, d: &RawDevice) -> Option<OeeSettings> {
     let state = find(c, &o.state_tag, "state_tag");
     let parts = find(c, &o.parts_tag, "parts_tag");
     let rejects = o.rejects_tag.as_ref().map(|r| find(c, r, "rejects_tag"));
-    let cycle = positive(c, &Some(o.ideal_cycle_s.clone()), k("ideal_cycle_s"), false);
-    let drop = positive(c, &o.performance_drop_percent, k("performance_drop_percent"), false).unwrap_or(5.0);
+    let cycle = ranged(c, &Some(o.ideal_cycle_s.clone()), k("ideal_cycle_s"), 0.001, 86_400.0, "seconds");
+    let drop = ranged(c, &o.performance_drop_percent, k("performance_drop_percent"), 0.1, 100.0, "percent");
+    let drop = drop.unwrap_or(5.0);
     let minutes = |c: &mut Checker, v: &Option<Spanned<i64>>, f: &str, default: i64| {
         Duration::from_secs(c.int(v, &k(f), 1, 24 * 60, default).unsigned_abs() * 60)
     };

@@ -610,7 +610,7 @@ fn read_dictionary(path: &Path) -> Result<Vec<String>, StoreError> {
 
 /// Quality as a 16-bit code: kind in the high byte (0 good, 1 uncertain, 2 bad), reason in the
 /// low byte (0 none, 1 timeout, 2 decode error, 3 not finite, 4 comms lost, 5 stale,
-/// 6 source status, 7 source offline, 0x80 | code for a protocol exception). A source status
+/// 6 source status, 7 source offline, 8 out of range, 0x80 | code for a protocol exception). A source status
 /// keeps only that it was one: its 16-bit code does not fit (the upstream record has it whole).
 pub fn quality_code(q: Quality) -> u16 {
     let reason = |r: Reason| -> u16 {
@@ -622,6 +622,7 @@ pub fn quality_code(q: Quality) -> u16 {
             Reason::Stale => 5,
             Reason::SourceStatus(_) => 6,
             Reason::SourceOffline => 7,
+            Reason::OutOfRange => 8,
             Reason::Exception(code) => 0x80 | u16::from(code & 0x7f),
         }
     };
@@ -640,6 +641,7 @@ pub fn quality_from_code(code: u16) -> Quality {
         5 => Reason::Stale,
         6 => Reason::SourceStatus(0),
         7 => Reason::SourceOffline,
+        8 => Reason::OutOfRange,
         c if c & 0x80 != 0 => Reason::Exception((c & 0x7f) as u8),
         _ => Reason::CommsLost,
     };
