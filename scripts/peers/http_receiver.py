@@ -7,6 +7,8 @@ Modes (first argument):
   fail-first N   answer 500 to the first N requests, then 200
   reject         answer 400 to every request
   ok             answer 200
+  redirect-first N URL
+                 answer 302 with Location: URL to the first N requests, then 200
 """
 import json
 import sys
@@ -14,7 +16,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 mode = sys.argv[1]
-fail_first = int(sys.argv[2]) if mode == "fail-first" else 0
+fail_first = int(sys.argv[2]) if mode in ("fail-first", "redirect-first") else 0
+location = sys.argv[3] if mode == "redirect-first" else None
 count = 0
 lock = threading.Lock()
 
@@ -30,7 +33,7 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "reject":
             status = 400
         elif n <= fail_first:
-            status = 500
+            status = 302 if location else 500
         else:
             status = 200
         try:
@@ -41,9 +44,16 @@ class Handler(BaseHTTPRequestHandler):
         answer = b'{"error":"unknown plant"}' if status == 400 else b"{}"
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        if status == 302:
+            self.send_header("Location", location)
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
         self.wfile.write(answer)
+
+    # Any method is recorded, so a test sees a request that should never have come (a redirect
+    # followed with GET).
+    do_GET = do_POST
+    do_PUT = do_POST
 
     def log_message(self, *args):
         pass

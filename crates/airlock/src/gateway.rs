@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use airlock_config::{Config, Device, Protocol, SinkKind};
-use airlock_model::DeviceHealth;
+use airlock_model::{AssetPath, DeviceHealth, Problems};
 use airlock_north::http::HttpSink;
+use airlock_north::mqtt::MqttPublisher;
 use airlock_north::{JsonlSink, SinkHealth};
 use airlock_pipeline::{
     CHANNEL_BATCHES, Collector, CollectorHealth, Condenser, DeviceHandle, Latest, Source, TagTable, channel,
@@ -94,6 +95,10 @@ impl Gateway {
         drop(tx);
 
         let collector_health = Arc::new(CollectorHealth::default());
+        // The gateway's own problems (a sink that cannot deliver), sent upstream as events.
+        let problems = Arc::new(Problems::default());
+        let gateway_asset = AssetPath::parse(&config.gateway.name)
+            .map_err(|e| anyhow::anyhow!("the gateway name {:?}: {e}", config.gateway.name))?;
         let condenser = Condenser::new(&config, TagTable::clone(&tags));
         let collector = Collector::new(
             outbox_writer,
@@ -102,6 +107,7 @@ impl Gateway {
             Arc::clone(&latest),
             Arc::clone(&collector_health),
         )
+        .reporting(Arc::clone(&problems), gateway_asset)
         .spawn(rx)?;
 
         let sinks_stop = Arc::new(AtomicBool::new(false));
@@ -112,17 +118,21 @@ impl Gateway {
             let stop = Arc::clone(&sinks_stop);
             let (handle, h) = match &s.kind {
                 SinkKind::Jsonl { path } => {
-                    let h = Arc::new(SinkHealth::default());
+                    let h = Arc::new(SinkHealth::reporting_to(Arc::clone(&problems)));
                     let sink = JsonlSink::new(&s.name, gateway, path);
                     (airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?, h)
                 }
                 SinkKind::Http(http) => {
-                    let h = Arc::new(SinkHealth::default());
+                    let h = Arc::new(SinkHealth::reporting_to(Arc::clone(&problems)));
                     let sink = HttpSink::new(&s.name, gateway, http, &config.store.data_dir, Arc::clone(&h))
                         .map_err(|e| anyhow::anyhow!("sink {}: {e}", s.name))?;
                     (airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?, h)
                 }
-                SinkKind::Mqtt(m) => airlock_north::mqtt::spawn(&s.name, gateway, m, outbox.clone(), stop)?,
+                SinkKind::Mqtt(m) => {
+                    let h = Arc::new(SinkHealth::reporting_to(Arc::clone(&problems)));
+                    let sink = MqttPublisher::new(&s.name, gateway, m);
+                    (airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?, h)
+                }
             };
             sinks.push(handle);
             sink_health.push((s.name.clone(), h));

@@ -123,6 +123,12 @@ fn store_line(gateway: &Gateway) -> String {
         if dead > 0 {
             let _ = write!(line, ", {dead} dead letters");
         }
+        let problem = h.problem();
+        if !problem.is_empty() {
+            // The problem's text came from IT (an answer, a Location): no control characters.
+            let problem: String = problem.chars().filter(|c| !c.is_control()).take(120).collect();
+            let _ = write!(line, ", FAILING: {problem}");
+        }
     }
     let errors = c.store_errors.load(Relaxed);
     if errors > 0 {

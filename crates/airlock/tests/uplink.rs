@@ -109,3 +109,55 @@ fn nothing_is_lost_when_airlock_is_killed_mid_flight() {
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An ERP web hook that answers every POST with a redirect (Python's standard library, in
+/// `scripts/peers/http_receiver.py`): the gateway never follows it, and says so upstream.
+#[test]
+fn a_sink_that_cannot_deliver_is_reported_upstream_as_an_event() {
+    use std::io::{BufRead, BufReader};
+    let dir = std::env::temp_dir().join(format!("airlock-uplink-problem-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let python = std::env::var("AIRLOCK_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/peers/http_receiver.py");
+    let mut receiver = Command::new(python)
+        .arg(script)
+        .args(["redirect-first", "1000000", "http://127.0.0.1:9/elsewhere"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(receiver.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
+    let port = serde_json::from_str::<serde_json::Value>(&first).unwrap()["port"].as_u64().unwrap();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let opts = airlock_sim::SimOptions { speed: 600.0, ..Default::default() };
+    let sim = runtime.block_on(airlock_sim::start(&opts)).unwrap();
+    let config = dir.join("plant.toml");
+    let mut text = sim.config_toml(100).replace("[gateway]\nname = \"demo\"", "[gateway]\nname = \"line3\"");
+    text += &format!(
+        "\n[store]\ndata_dir = \"data\"\n\n[[sink]]\nname = \"file\"\ntype = \"jsonl\"\npath = \"up.jsonl\"\n\n\
+         [[sink]]\nname = \"erp\"\ntype = \"http\"\nurl = \"http://127.0.0.1:{port}/hook\"\nclasses = [\"raw\", \"series\"]\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    let status = run_airlock(&config, Some("3s")).wait().unwrap();
+    sim.stop();
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    assert!(status.success());
+
+    let lines = std::fs::read_to_string(dir.join("up.jsonl")).unwrap();
+    let events: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["topic"] == "_airlock/events/sink_failing")
+        .collect();
+    assert_eq!(events.len(), 1, "one problem, raised once: {events:#?}");
+    let e = &events[0];
+    assert_eq!((&e["asset"], &e["state"], &e["severity"]), (&"line3".into(), &"raised".into(), &"warning".into()));
+    let message = e["message"].as_str().unwrap();
+    assert!(message.starts_with("sink erp cannot deliver"), "{message}");
+    assert!(message.contains("302") && message.contains("http://127.0.0.1:9/elsewhere"), "{message}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

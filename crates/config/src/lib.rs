@@ -149,6 +149,8 @@ pub struct HttpSink {
     pub timeout: Duration,
     /// The environment variable holding a bearer token, read when the sink starts.
     pub bearer_token_env: Option<String>,
+    /// The dead-letter files' budget: beyond it the oldest dead letters are removed (counted).
+    pub dead_letters_max_bytes: u64,
 }
 
 /// An MQTT broker airlock publishes to. It never subscribes.

@@ -58,6 +58,7 @@ pub struct RawSink {
     pub batch_records_max: Option<S<i64>>,
     pub timeout_ms: Option<S<i64>>,
     pub bearer_token_env: Option<S<String>>,
+    pub dead_letters_max_mb: Option<S<i64>>,
     pub group_id: Option<S<String>>,
     pub edge_node_id: Option<S<String>>,
     pub birth_interval_s: Option<S<i64>>,

@@ -1,7 +1,11 @@
-//! Live counters of one device, written by its driver task and read by views and metrics.
+//! Live counters of one device, written by its driver task and read by views and metrics; and
+//! the board on which any part of the gateway reports a problem that should go upstream.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+
+use crate::{Severity, Timestamp, Transition};
 
 /// Where a device's connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,5 +63,67 @@ impl DeviceHealth {
 
     pub fn last_error(&self) -> String {
         self.last_error.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
+/// A problem of the gateway itself (a sink whose receiver redirects, a task restarted), raised
+/// and later cleared, for the collector to send upstream as an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub time: Timestamp,
+    /// Machine-readable kind, e.g. `sink_failing`.
+    pub kind: &'static str,
+    pub severity: Severity,
+    pub state: Transition,
+    /// One line for a person: what failed and why.
+    pub message: String,
+}
+
+/// Problems waiting to go upstream. Bounded: beyond [`Problems::WAITING_MAX`] the newest are
+/// dropped and counted, so a component failing in a loop cannot fill memory.
+#[derive(Debug, Default)]
+pub struct Problems {
+    waiting: Mutex<VecDeque<Problem>>,
+    pub dropped: AtomicU64,
+}
+
+impl Problems {
+    pub const WAITING_MAX: usize = 256;
+
+    pub fn report(&self, problem: Problem) {
+        match self.waiting.lock() {
+            Ok(mut w) if w.len() < Self::WAITING_MAX => w.push_back(problem),
+            _ => {
+                self.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Everything waiting, oldest first.
+    pub fn take(&self) -> Vec<Problem> {
+        self.waiting.lock().map(|mut w| w.drain(..).collect()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_board_is_bounded_and_counts_what_it_drops() {
+        let board = Problems::default();
+        let p = Problem {
+            time: Timestamp(0),
+            kind: "sink_failing",
+            severity: Severity::Warning,
+            state: Transition::Raised,
+            message: "x".into(),
+        };
+        for _ in 0..Problems::WAITING_MAX + 5 {
+            board.report(p.clone());
+        }
+        assert_eq!(board.take().len(), Problems::WAITING_MAX);
+        assert_eq!(board.dropped.load(Relaxed), 5);
+        assert!(board.take().is_empty());
     }
 }

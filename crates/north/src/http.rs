@@ -6,9 +6,17 @@
 //! - a 2xx answer acknowledges the batch;
 //! - a 5xx, 408 or 429 answer, a timeout or a connection failure is retried with backoff
 //!   (the batch stays in the outbox, nothing is lost);
+//! - a 3xx is a misconfigured URL, never followed: airlock does not let IT decide where the
+//!   gateway connects, and counting a redirect as delivered would lose the batch. The batch
+//!   stays in the outbox and is retried with backoff; the sink's health and an upstream event
+//!   (`sink_failing`) name the status and the `Location` (which is not connected to);
 //! - any other 4xx means the receiver will never take this batch: it is parked as a dead letter
 //!   (appended to `<data_dir>/deadletter/<sink>.jsonl` with the status and the answer's first
-//!   kilobyte), counted and logged, and the sink moves on. Nothing is retried forever.
+//!   kilobyte), counted and logged, and the sink moves on. Nothing is retried forever. The
+//!   dead-letter files keep to `dead_letters_max_mb`: the oldest half is removed, counted.
+//!
+//! An answer's body is read up to a kilobyte, never more. No proxy is taken from the
+//! environment: the sink connects to the configured URL's host only.
 //!
 //! Only the configured classes are sent (events by default); the sink acknowledges the others
 //! without sending them.
@@ -48,8 +56,12 @@ impl HttpSink {
             Some(var) => Some(std::env::var(var).map_err(|_| format!("the token variable {var} is not set"))?),
             None => None,
         };
-        let agent_config =
-            ureq::Agent::config_builder().timeout_global(Some(config.timeout)).http_status_as_error(false).build();
+        let agent_config = ureq::Agent::config_builder()
+            .timeout_global(Some(config.timeout))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .proxy(None)
+            .build();
         let classes = Class::ALL.into_iter().filter(|c| config.classes.iter().any(|n| n == c.name())).collect();
         Ok(Self {
             name: name.to_owned(),
@@ -81,6 +93,7 @@ impl HttpSink {
         if let Some(dir) = self.dead_letters.parent() {
             std::fs::create_dir_all(dir).map_err(|e| io("create", e))?;
         }
+        self.keep_to_budget().map_err(|e| io("rotate", e))?;
         let mut f = OpenOptions::new().create(true).append(true).open(&self.dead_letters).map_err(|e| io("open", e))?;
         // One JSON object per line; the records as the body that was refused, not parsed again.
         let head = serde_json::json!({
@@ -97,6 +110,46 @@ impl HttpSink {
         line.extend_from_slice(b"}\n");
         f.write_all(&line).and_then(|()| f.sync_data()).map_err(|e| io("append to", e))
     }
+}
+
+impl HttpSink {
+    /// When the dead-letter file has reached half the budget, it replaces the older file (whose
+    /// records are counted as dropped), so both together stay within the budget.
+    fn keep_to_budget(&self) -> std::io::Result<()> {
+        let size = match std::fs::metadata(&self.dead_letters) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if size < self.config.dead_letters_max_bytes / 2 {
+            return Ok(());
+        }
+        let older = self.dead_letters.with_extension("jsonl.1");
+        let dropped = match std::fs::read_to_string(&older) {
+            Ok(text) => text.lines().map(records_in_letter).sum(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        std::fs::rename(&self.dead_letters, &older)?;
+        if dropped > 0 {
+            self.health.dead_letters_dropped.fetch_add(dropped, Relaxed);
+            log::warn!(
+                "sink {}: {dropped} dead letters removed to keep {} within {} bytes",
+                self.name,
+                self.dead_letters.display(),
+                self.config.dead_letters_max_bytes
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The number of records in one dead-letter line (0 if it is not one).
+fn records_in_letter(line: &str) -> u64 {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v.get("records").and_then(|r| r.as_array()).map(|r| r.len() as u64))
+        .unwrap_or(0)
 }
 
 impl Sink for HttpSink {
@@ -136,6 +189,13 @@ impl HttpSink {
         let _ = response.body_mut().as_reader().take(1024).read_to_string(&mut answer);
         match status {
             200..=299 => Ok(()),
+            300..=399 => {
+                let location = response.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or("nowhere");
+                let location: String = location.chars().filter(|c| !c.is_control()).take(200).collect();
+                Err(failed(format!(
+                    "answered {status} redirecting to {location:?}; airlock never follows a redirect: set the sink's url"
+                )))
+            }
             408 | 429 | 500..=599 => Err(failed(format!("answered {status}"))),
             _ => {
                 self.park(&wanted, status, &answer)?;

@@ -13,10 +13,12 @@ mod runner;
 pub mod sparkplug;
 
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use airlock_config::Replay;
 use airlock_model::pace::Backoff;
+use airlock_model::{Problem, Problems, Severity, Timestamp, Transition};
 use airlock_store::{OutboxRecord, RecordId, StoreError};
 
 pub use jsonl::JsonlSink;
@@ -115,13 +117,58 @@ pub fn wire_json(gateway: &str, record: &OutboxRecord, out: &mut Vec<u8>) {
     airlock_upstream::json::render(&message_id(gateway, record), &record.record, out);
 }
 
-/// Counters of a running sink.
+/// Counters of a running sink, and the problem it has now.
 #[derive(Debug, Default)]
 pub struct SinkHealth {
     pub delivered: AtomicU64,
     pub failures: AtomicU64,
     /// Records a receiver refused for good, parked as dead letters.
     pub dead_lettered: AtomicU64,
+    /// Dead letters removed to keep the dead-letter files within their budget.
+    pub dead_letters_dropped: AtomicU64,
+    /// Why the sink cannot deliver now; empty while it delivers.
+    problem: Mutex<String>,
+    /// Where the sink's problems go upstream as events (none where nobody sends them).
+    board: Option<Arc<Problems>>,
+}
+
+impl SinkHealth {
+    /// Health whose problems are reported on `board` (raised, and cleared when delivering again).
+    pub fn reporting_to(board: Arc<Problems>) -> Self {
+        Self { board: Some(board), ..Self::default() }
+    }
+
+    /// Why the sink cannot deliver now; empty while it delivers.
+    pub fn problem(&self) -> String {
+        self.problem.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// The sink cannot deliver: `what` (reported upstream when it is a new problem).
+    pub(crate) fn raise(&self, sink: &str, what: &str) {
+        let Ok(mut p) = self.problem.lock() else { return };
+        if *p == what {
+            return;
+        }
+        what.clone_into(&mut p);
+        self.report(Transition::Raised, format!("sink {sink} cannot deliver: {what}; the records wait in the outbox"));
+    }
+
+    /// The sink delivers again.
+    pub(crate) fn clear(&self, sink: &str) {
+        let Ok(mut p) = self.problem.lock() else { return };
+        if p.is_empty() {
+            return;
+        }
+        p.clear();
+        self.report(Transition::Cleared, format!("sink {sink} delivers again"));
+    }
+
+    fn report(&self, state: Transition, message: String) {
+        if let Some(board) = &self.board {
+            let severity = if state == Transition::Raised { Severity::Warning } else { Severity::Info };
+            board.report(Problem { time: Timestamp::now(), kind: "sink_failing", severity, state, message });
+        }
+    }
 }
 
 /// Records read per delivery.

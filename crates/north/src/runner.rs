@@ -49,7 +49,7 @@ pub fn spawn<S: Sink + 'static>(
             Ok(r) => r,
             Err(e) => return log::error!("sink {}: start its runtime: {e}", sink.name()),
         };
-        let mut runner = Runner { sink, reader, stop, health, new_records, failing: false };
+        let mut runner = Runner { sink, reader, stop, health, new_records, failing: None };
         runtime.block_on(runner.run());
         if let Err(e) = runner.reader.persist_cursors() {
             log::error!("sink {}: save its position: {e}", runner.sink.name());
@@ -63,8 +63,8 @@ struct Runner<S> {
     stop: Arc<AtomicBool>,
     health: Arc<SinkHealth>,
     new_records: Arc<Notify>,
-    /// The last session failed and nothing has been delivered since.
-    failing: bool,
+    /// Why the last session failed, while nothing has been delivered since.
+    failing: Option<String>,
 }
 
 /// How a session ended.
@@ -76,21 +76,20 @@ enum Ended {
 impl<S: Sink> Runner<S> {
     async fn run(&mut self) {
         let mut backoff = crate::sink_backoff(self.sink.name());
-        let mut reported: Option<String> = None;
         loop {
             let started = Instant::now();
             match self.session().await {
                 Ended::Stopped => return,
                 Ended::Failed(e) => {
-                    self.failing = true;
                     self.health.failures.fetch_add(1, Relaxed);
                     let e = e.to_string();
-                    if reported.as_deref() != Some(e.as_str()) {
+                    if self.failing.as_deref() != Some(e.as_str()) {
                         log::warn!(
                             "sink {}: {e}; the records wait in the outbox, retrying with backoff",
                             self.sink.name()
                         );
-                        reported = Some(e);
+                        self.health.raise(self.sink.name(), &e);
+                        self.failing = Some(e);
                     }
                 }
             }
@@ -190,8 +189,9 @@ impl<S: Sink> Runner<S> {
     /// Marks `ids` delivered. The outbox cursor moves over every delivered record at the front
     /// of the first lane; a live lane's records are acknowledged once the backlog before them is.
     fn acknowledged(&mut self, s: &mut Session, ids: &[RecordId]) -> Result<(), SinkError> {
-        if !ids.is_empty() && std::mem::take(&mut self.failing) {
+        if !ids.is_empty() && self.failing.take().is_some() {
             log::info!("sink {}: delivering again", self.sink.name());
+            self.health.clear(self.sink.name());
         }
         for &id in ids {
             for lane in &mut s.lanes {

@@ -1,7 +1,9 @@
 //! The HTTP sink against a web hook we did not write (Python's standard-library HTTP server, in
 //! `scripts/peers/http_receiver.py`): a receiver that fails the first requests with 500 gets
 //! everything once it answers 200, nothing lost; a receiver that answers 400 gets each batch
-//! once, and the batches are parked as dead letters rather than retried forever.
+//! once, and the batches are parked as dead letters rather than retried forever, within their
+//! budget; a receiver that redirects is never followed, its batch is sent again, and the
+//! problem is reported upstream.
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
@@ -14,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_config::HttpSink as HttpConfig;
-use airlock_model::{Timestamp, Value as TagValue, ValueType};
+use airlock_model::{Problems, Timestamp, Transition, Value as TagValue, ValueType};
 use airlock_north::SinkHealth;
 use airlock_north::http::HttpSink;
 use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxWriter};
@@ -68,6 +70,17 @@ fn run_sink(
     until: impl Fn(&SinkHealth, &[Value]) -> bool,
     requests: &Mutex<Vec<Value>>,
 ) -> Arc<SinkHealth> {
+    run_sink_with(dir, port, 64 << 20, Arc::new(SinkHealth::default()), until, requests)
+}
+
+fn run_sink_with(
+    dir: &Path,
+    port: u16,
+    dead_letters_max_bytes: u64,
+    health: Arc<SinkHealth>,
+    until: impl Fn(&SinkHealth, &[Value]) -> bool,
+    requests: &Mutex<Vec<Value>>,
+) -> Arc<SinkHealth> {
     let config = OutboxConfig {
         fsync: FsyncPolicy::Interval(Duration::ZERO),
         sinks: vec!["erp".into()],
@@ -87,8 +100,8 @@ fn run_sink(
         batch_records_max: 100,
         timeout: Duration::from_secs(5),
         bearer_token_env: None,
+        dead_letters_max_bytes,
     };
-    let health = Arc::new(SinkHealth::default());
     let sink = HttpSink::new("erp", "plant7", &http, dir, Arc::clone(&health)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let handle = airlock_north::spawn(sink, reader, Arc::clone(&stop), Arc::clone(&health)).unwrap();
@@ -160,5 +173,56 @@ fn a_receiver_that_refuses_gets_each_batch_once_and_they_are_parked() {
     assert_eq!(letters[0]["first_id"], "plant7-e1");
     let kept: usize = letters.iter().map(|l| l["records"].as_array().unwrap().len()).sum();
     assert_eq!(kept, 250, "every refused record is kept");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_redirect_is_never_followed_nor_counted_as_delivered_and_is_reported() {
+    let dir = temp("redirect");
+    // Where the redirect points: it must never be connected to.
+    let elsewhere = Receiver::start(&["ok"]);
+    let target = format!("http://127.0.0.1:{}/x", elsewhere.port);
+    let receiver = Receiver::start(&["redirect-first", "3", &target]);
+    let board = Arc::new(Problems::default());
+    let health = Arc::new(SinkHealth::reporting_to(Arc::clone(&board)));
+    let all_delivered = |_: &SinkHealth, reqs: &[Value]| {
+        reqs.iter().filter(|r| r["status"] == 200).flat_map(ids).collect::<BTreeSet<String>>().len() == 250
+    };
+    let health = run_sink_with(&dir, receiver.port, 64 << 20, health, all_delivered, &receiver.requests);
+    assert!(elsewhere.requests.lock().unwrap().is_empty(), "the gateway followed the redirect");
+    let requests = receiver.requests.lock().unwrap().clone();
+    let statuses: Vec<u64> = requests.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [302, 302, 302, 200, 200, 200], "the redirected batch was sent again, not skipped");
+    assert_eq!(ids(&requests[0]), ids(&requests[3]));
+    let delivered: Vec<String> = requests.iter().filter(|r| r["status"] == 200).flat_map(ids).collect();
+    assert_eq!(delivered, (1..=250).map(|i| format!("plant7-e{i}")).collect::<Vec<_>>());
+    // Reported upstream: raised naming the status and the Location, then cleared.
+    let problems = board.take();
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert_eq!((problems[0].kind, problems[0].state), ("sink_failing", Transition::Raised));
+    assert!(problems[0].message.contains("302") && problems[0].message.contains(&target), "{}", problems[0].message);
+    assert_eq!(problems[1].state, Transition::Cleared);
+    assert_eq!(health.problem(), "", "delivering again");
+    assert_eq!(health.failures.load(Relaxed), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn dead_letters_keep_to_their_budget_dropping_the_oldest_counted() {
+    let dir = temp("budget");
+    let receiver = Receiver::start(&["reject"]);
+    let parked = |h: &SinkHealth, _: &[Value]| h.dead_lettered.load(Relaxed) == 250;
+    // Each refused batch of 100 events is about 25 kB: a 30 kB budget holds two files of one.
+    let health = Arc::new(SinkHealth::default());
+    let health = run_sink_with(&dir, receiver.port, 30_000, health, parked, &receiver.requests);
+    let letters = |name: &str| -> Vec<Value> {
+        let text = std::fs::read_to_string(dir.join("deadletter").join(name)).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (newest, older) = (letters("erp.jsonl"), letters("erp.jsonl.1"));
+    assert_eq!((newest.len(), older.len()), (1, 1));
+    assert_eq!(newest[0]["first_id"], "plant7-e201");
+    assert_eq!(older[0]["first_id"], "plant7-e101");
+    assert_eq!(health.dead_letters_dropped.load(Relaxed), 100, "the first batch was removed, and counted");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,15 +2,18 @@
 //! the bounded channel, appends every sample to the historian, runs it through the condenser,
 //! and puts the typed records that come out into the outbox by class, group-committing both.
 //! When the disk refuses writes it logs once, counts, and goes on (the store discards what it
-//! could not write and keeps its memory bounded).
+//! could not write and keeps its memory bounded). Problems the gateway reports about itself
+//! (a sink that cannot deliver, and later its recovery) are taken from the [`Problems`] board
+//! on every edge tick and queued as events of the gateway's own asset.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use airlock_model::{Sample, SampleBatch, Timestamp};
-use airlock_store::{HistorianWriter, OutboxWriter, StoreError};
+use airlock_model::{AssetPath, Problems, Sample, SampleBatch, Timestamp};
+use airlock_store::{Class, HistorianWriter, OutboxWriter, StoreError};
+use airlock_upstream::{EventRecord, Upstream};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
 use crate::condense::{Condenser, Record};
@@ -40,6 +43,9 @@ pub struct Collector {
     health: Arc<CollectorHealth>,
     /// The store error being reported, so that it is logged once per change.
     failing: Option<String>,
+    /// Problems of the gateway itself, to send upstream, and the asset they are reported under.
+    problems: Arc<Problems>,
+    gateway: Option<AssetPath>,
 }
 
 /// How often the edge's time-driven steps run (windows closing, stale alarms).
@@ -53,7 +59,26 @@ impl Collector {
         latest: Latest,
         health: Arc<CollectorHealth>,
     ) -> Self {
-        Self { outbox, historian, condenser, records: Vec::new(), latest, health, failing: None }
+        let problems = Arc::new(Problems::default());
+        Self {
+            outbox,
+            historian,
+            condenser,
+            records: Vec::new(),
+            latest,
+            health,
+            failing: None,
+            problems,
+            gateway: None,
+        }
+    }
+
+    /// Takes the gateway's own problems from `board` and sends them upstream as events of
+    /// `gateway` (the gateway's asset path: its name).
+    pub fn reporting(mut self, board: Arc<Problems>, gateway: AssetPath) -> Self {
+        self.problems = board;
+        self.gateway = Some(gateway);
+        self
     }
 
     /// Runs the collector on a thread of its own until every sender of `rx` is dropped. It
@@ -75,6 +100,7 @@ impl Collector {
                 ticked = Instant::now();
                 let mut records = std::mem::take(&mut self.records);
                 self.condenser.on_tick(Timestamp::now(), &mut records);
+                self.problems_to(&mut records);
                 self.queue(&mut records);
                 self.records = records;
             }
@@ -126,6 +152,23 @@ impl Collector {
         self.queue(&mut records);
         self.records = records;
         self.commit();
+    }
+
+    /// The gateway's own problems, as events of its asset.
+    fn problems_to(&self, records: &mut Vec<Record>) {
+        let Some(gateway) = &self.gateway else { return };
+        for p in self.problems.take() {
+            let event = EventRecord {
+                time: p.time,
+                asset: gateway.clone(),
+                kind: p.kind.into(),
+                severity: p.severity,
+                state: p.state,
+                message: p.message.into(),
+                body: Vec::new(),
+            };
+            records.push((Class::Event, Upstream::Event(event)));
+        }
     }
 
     /// Puts the edge's records into the outbox, each in its class.

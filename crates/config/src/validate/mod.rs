@@ -850,6 +850,7 @@ fn refuse_keys_of_other_types(c: &mut Checker, s: &RawSink, kind: &str, key: &im
         spans(s.batch_records_max.as_ref().map(|v| v.span()), "batch_records_max", &["http"]),
         spans(s.timeout_ms.as_ref().map(|v| v.span()), "timeout_ms", &["http"]),
         spans(s.bearer_token_env.as_ref().map(|v| v.span()), "bearer_token_env", &["http"]),
+        spans(s.dead_letters_max_mb.as_ref().map(|v| v.span()), "dead_letters_max_mb", &["http"]),
         spans(s.group_id.as_ref().map(|v| v.span()), "group_id", &["sparkplug"]),
         spans(s.edge_node_id.as_ref().map(|v| v.span()), "edge_node_id", &["sparkplug"]),
         spans(s.birth_interval_s.as_ref().map(|v| v.span()), "birth_interval_s", &["sparkplug"]),
@@ -1033,11 +1034,13 @@ fn http_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Opt
     };
     let batch = c.int(&s.batch_records_max, &key("batch_records_max"), 1, 10_000, 100);
     let timeout = c.int(&s.timeout_ms, &key("timeout_ms"), 1, 600_000, 10_000);
+    let dead_letters_mb = c.int(&s.dead_letters_max_mb, &key("dead_letters_max_mb"), 1, 100_000, 64);
     ok.then(|| HttpSink {
         url: u.clone(),
         classes,
         batch_records_max: batch.unsigned_abs() as usize,
         timeout: Duration::from_millis(timeout.unsigned_abs()),
         bearer_token_env: s.bearer_token_env.as_ref().map(|v| v.get_ref().clone()),
+        dead_letters_max_bytes: dead_letters_mb.unsigned_abs() << 20,
     })
 }
