@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use airlock_model::{AssetPath, Problems, Sample, SampleBatch, Timestamp};
+use airlock_model::{AssetPath, Problem, Problems, Sample, SampleBatch, Severity, Timestamp, Transition};
 use airlock_store::{Class, HistorianWriter, OutboxWriter, StoreError};
 use airlock_upstream::{EventRecord, Upstream};
 use tokio::sync::mpsc::{self, error::TryRecvError};
@@ -176,9 +176,28 @@ impl Collector {
         let mut queued = 0;
         let mut result = Ok(());
         for (class, record) in records.drain(..) {
-            if result.is_ok() {
-                result = self.outbox.append(class, &record).map(|_| ());
-                queued += u64::from(result.is_ok());
+            if result.is_err() {
+                continue;
+            }
+            match self.outbox.append(class, &record) {
+                Ok(_) => queued += 1,
+                // One record too large for the outbox is refused alone, and said so upstream.
+                Err(StoreError::TooLarge { bytes, max }) => {
+                    let message = format!(
+                        "the outbox refused a {} record of {bytes} bytes ({}): one record may take at most {max} bytes",
+                        class.name(),
+                        record.topic()
+                    );
+                    log::warn!("{message}");
+                    self.problems.report(Problem {
+                        time: Timestamp::now(),
+                        kind: "outbox_refused",
+                        severity: Severity::Warning,
+                        state: Transition::Once,
+                        message,
+                    });
+                }
+                Err(e) => result = Err(e),
             }
         }
         self.health.records_queued.fetch_add(queued, Relaxed);

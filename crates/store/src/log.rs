@@ -106,7 +106,35 @@ pub struct Log {
     committed: Committed,
     segment_bytes_max: u64,
     pub recovery: Recovery,
+    /// The times of the records appended since the last commit (first, last).
+    uncommitted_times: Option<(Timestamp, Timestamp)>,
+    /// Records given a sequence number whose write failed, not yet taken by [`Log::take_lost`].
+    lost: Vec<Lost>,
+    /// A write failed: the next append starts a new segment at `next_seq`, so that sequence
+    /// numbers are never given twice and a segment never has a hole.
+    roll_needed: bool,
+    /// Segments sealed by a commit that did not sync: their tails are synced, and the folder
+    /// with their successors' names, at the next commit that syncs.
+    sealed_unsynced: Vec<File>,
+    dir_unsynced: bool,
 }
+
+/// Records that were given sequence numbers but never reached the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lost {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// How many (fewer than the range when two ranges were merged).
+    pub records: u64,
+    pub from: Timestamp,
+    pub to: Timestamp,
+}
+
+/// Sealed segments waiting for the next syncing commit, at most (beyond, the oldest is synced).
+const SEALED_UNSYNCED_MAX: usize = 16;
+
+/// Lost ranges kept at most; beyond, the oldest two are merged (the count stays exact).
+const LOST_RANGES_MAX: usize = 64;
 
 impl Log {
     /// Opens (or creates) the log in `dir`, checking every record.
@@ -172,15 +200,28 @@ impl Log {
             next_seq,
             segment_bytes_max,
             recovery,
+            uncommitted_times: None,
+            lost: Vec::new(),
+            roll_needed: false,
+            sealed_unsynced: Vec::new(),
+            dir_unsynced: false,
         })
     }
 
     /// Buffers one record and returns its sequence number. Visible after the next commit.
+    /// A number is never given twice: if the write of a record fails, its number stays used
+    /// (and is reported by [`Log::take_lost`]).
     pub fn append(&mut self, time: Timestamp, payload: &[u8]) -> Result<u64, StoreError> {
         if payload.len() > PAYLOAD_BYTES_MAX {
             return Err(StoreError::TooLarge { bytes: payload.len(), max: PAYLOAD_BYTES_MAX });
         }
+        if self.roll_needed {
+            self.roll(false)?;
+            self.roll_needed = false;
+        }
         let seq = self.next_seq;
+        let (from, _) = self.uncommitted_times.unwrap_or((time, time));
+        self.uncommitted_times = Some((from, time));
         let offset = self.written_bytes + self.pending.len() as u64;
         encode(&mut self.pending, seq, time, payload);
         self.next_seq += 1;
@@ -212,8 +253,10 @@ impl Log {
                 self.roll_back();
                 return Err(StoreError::io("sync", &path, e));
             }
+            self.sync_sealed()?;
         }
         self.committed = Committed { segment: self.active_segment()?.clone(), next_seq: self.next_seq };
+        self.uncommitted_times = None;
         if self.written_bytes >= self.segment_bytes_max {
             self.roll(sync)?;
         }
@@ -241,12 +284,18 @@ impl Log {
         }
     }
 
-    /// Cuts the active segment back to the last commit and forgets what came after it.
+    /// Cuts the active segment back to the last commit and forgets what came after it; their
+    /// sequence numbers stay used, noted as lost.
     fn roll_back(&mut self) {
         self.pending.clear();
         let committed = self.committed.clone();
         self.written_bytes = committed.segment.info.bytes;
-        self.next_seq = committed.next_seq;
+        if self.next_seq > committed.next_seq {
+            let (from, to) = self.uncommitted_times.take().unwrap_or_default();
+            let (first_seq, last_seq) = (committed.next_seq, self.next_seq - 1);
+            self.note_lost(Lost { first_seq, last_seq, records: last_seq - first_seq + 1, from, to });
+            self.roll_needed = true;
+        }
         let cut = self.active.as_ref().map(|f| f.set_len(committed.segment.info.bytes));
         if let Some(Err(e)) = cut {
             log::error!("cut {} back to its last commit: {e}", committed.segment.path.display());
@@ -254,15 +303,66 @@ impl Log {
         self.segments.insert(committed.segment.info.first_seq, committed.segment);
     }
 
-    /// Seals the active segment and starts a new one.
+    fn note_lost(&mut self, lost: Lost) {
+        match self.lost.last_mut() {
+            Some(last) if last.last_seq + 1 == lost.first_seq => {
+                last.last_seq = lost.last_seq;
+                last.records += lost.records;
+                last.to = lost.to;
+            }
+            _ => self.lost.push(lost),
+        }
+        if self.lost.len() > LOST_RANGES_MAX {
+            let second = self.lost.remove(1);
+            self.lost[0].last_seq = second.last_seq;
+            self.lost[0].records += second.records;
+            self.lost[0].to = second.to;
+        }
+    }
+
+    /// Records whose write failed since the last call: numbers given, never on disk.
+    pub fn take_lost(&mut self) -> Vec<Lost> {
+        std::mem::take(&mut self.lost)
+    }
+
+    /// What earlier commits that did not sync left: sealed segments' tails, and the folder
+    /// (new segments' names). A sync is only a promise if these are on disk too.
+    fn sync_sealed(&mut self) -> Result<(), StoreError> {
+        while let Some(f) = self.sealed_unsynced.last() {
+            f.sync_data().map_err(|e| StoreError::io("sync a sealed segment in", &self.dir, e))?;
+            self.sealed_unsynced.pop();
+        }
+        if std::mem::take(&mut self.dir_unsynced)
+            && let Err(e) = sync_dir(&self.dir)
+        {
+            self.dir_unsynced = true;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one. Without `sync`, the sealed segment and
+    /// the folder are synced at the next commit that syncs.
     fn roll(&mut self, sync: bool) -> Result<(), StoreError> {
         let time = self.active_segment()?.info.last_time;
         let segment = create_segment(&self.dir, self.next_seq, time)?;
         if sync {
             sync_dir(&self.dir)?;
+        } else {
+            self.dir_unsynced = true;
         }
         let file = OpenOptions::new().append(true).open(&segment.path);
-        self.active = Some(file.map_err(|e| StoreError::io("open", &segment.path, e))?);
+        let file = file.map_err(|e| StoreError::io("open", &segment.path, e))?;
+        if let Some(sealed) = self.active.replace(file)
+            && !sync
+        {
+            // Bounded: a log that is never synced (policy `never`) holds no file open for ever.
+            if self.sealed_unsynced.len() >= SEALED_UNSYNCED_MAX {
+                let oldest = self.sealed_unsynced.remove(0);
+                oldest.sync_data().map_err(|e| StoreError::io("sync a sealed segment in", &self.dir, e))?;
+            }
+            self.sealed_unsynced.push(sealed);
+        }
         self.written_bytes = segment.info.bytes;
         self.committed = Committed { segment: segment.clone(), next_seq: self.next_seq };
         self.segments.insert(self.next_seq, segment);
@@ -436,6 +536,8 @@ impl Log {
         fs::remove_file(&segment.path).map_err(|e| StoreError::io("remove", &segment.path, e))?;
         if sync {
             sync_dir(&self.dir)?;
+        } else {
+            self.dir_unsynced = true;
         }
         Ok(Some(segment.info))
     }

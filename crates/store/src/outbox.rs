@@ -42,7 +42,7 @@ use airlock_model::Timestamp;
 use airlock_upstream::{GapCause, GapRecord, RecoveryRecord, UndecodableRecord, Upstream};
 
 use crate::StoreError;
-use crate::log::{HEADER_BYTES, Log, SegmentInfo};
+use crate::log::{HEADER_BYTES, Log, Lost, SegmentInfo};
 
 /// Priority classes, most important first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -162,6 +162,10 @@ pub struct OutboxStats {
     pub undecodable_reads: u64,
     /// Bytes of torn writes cut off when the outbox was opened.
     pub torn_bytes: u64,
+    /// Records accepted but lost because writing them failed (a full disk), per class.
+    pub dropped_write: [u64; 4],
+    /// Records refused because one alone would take more than a sixteenth of the budget.
+    pub refused_too_large: u64,
     pub bytes: u64,
 }
 
@@ -188,6 +192,8 @@ struct Inner {
     wakers: Wakers,
     /// Reused for encoding each appended record.
     scratch: Vec<u8>,
+    /// Records whose write failed, by class, to report in gap events at the next commit.
+    lost: Vec<(Class, Lost)>,
 }
 
 /// What the readers asked to be told when records become visible to sinks (called under the
@@ -255,6 +261,7 @@ fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader)
         stats,
         wakers: Wakers::default(),
         scratch: Vec::new(),
+        lost: Vec::new(),
     };
     let inner = Arc::new(Mutex::new(inner));
     if stats.corrupt_records > 0 || stats.torn_bytes > 0 {
@@ -446,7 +453,44 @@ impl OutboxReader {
 }
 
 impl Inner {
+    /// Takes every log's lost records into `lost`, counted as dropped.
+    fn collect_lost(&mut self) {
+        for class in Class::ALL {
+            for lost in self.logs[class as usize].take_lost() {
+                self.stats.dropped_write[class as usize] += lost.records;
+                self.lost.push((class, lost));
+            }
+        }
+    }
+
+    /// A gap event for records lost to a failed write.
+    fn append_lost_gap(&mut self, class: Class, lost: Lost) -> Result<(), StoreError> {
+        let gap = GapRecord {
+            time: Timestamp::now(),
+            class: class.name().into(),
+            records: lost.records,
+            first_id: RecordId { class, seq: lost.first_seq }.to_string().into(),
+            last_id: RecordId { class, seq: lost.last_seq }.to_string().into(),
+            from: lost.from,
+            to: lost.to,
+            cause: GapCause::WriteFailed,
+        };
+        log::warn!("outbox: {}", gap.message());
+        let mut bytes = Vec::new();
+        airlock_upstream::encode(&Upstream::Gap(gap), &mut bytes);
+        self.logs[Class::Event as usize].append(Timestamp::now(), &bytes)?;
+        self.stats.gap_events += 1;
+        Ok(())
+    }
+
     fn append(&mut self, class: Class, time: Timestamp, bytes: &[u8]) -> Result<RecordId, StoreError> {
+        // One record may take at most a sixteenth of the budget: a larger one would push out
+        // everything else (and, before this check, loop for ever dropping its own gap events).
+        let max = usize::try_from(self.config.bytes_max / 16).unwrap_or(usize::MAX).min(crate::log::PAYLOAD_BYTES_MAX);
+        if HEADER_BYTES + bytes.len() > max {
+            self.stats.refused_too_large += 1;
+            return Err(StoreError::TooLarge { bytes: HEADER_BYTES + bytes.len(), max });
+        }
         self.make_room((HEADER_BYTES + bytes.len()) as u64)?;
         let seq = self.logs[class as usize].append(time, bytes)?;
         Ok(RecordId { class, seq })
@@ -469,10 +513,32 @@ impl Inner {
             FsyncPolicy::Never => false,
             FsyncPolicy::Interval(every) => force_sync || self.synced_at.elapsed() >= every,
         };
+        // Records lost to a failed write are reported in this commit: the gap events go in
+        // with it, and are forgotten only once it succeeds.
+        self.collect_lost();
+        let reported = self.lost.len();
+        let mut result = Ok(());
+        for i in 0..reported {
+            let (class, lost) = self.lost[i];
+            result = self.append_lost_gap(class, lost);
+            if result.is_err() {
+                break;
+            }
+        }
         let mut committed = [0; 4];
         for (c, log) in self.logs.iter_mut().enumerate() {
-            committed[c] = log.commit(sync)?;
+            if result.is_ok() {
+                match log.commit(sync) {
+                    Ok(n) => committed[c] = n,
+                    Err(e) => result = Err(e),
+                }
+            }
         }
+        if let Err(e) = result {
+            self.collect_lost();
+            return Err(e);
+        }
+        self.lost.drain(..reported);
         if sync || self.config.fsync == FsyncPolicy::Never {
             let grew = committed != self.durable;
             self.durable = committed;
@@ -489,15 +555,20 @@ impl Inner {
         self.cursors.values().map(|c| c.acked.0[class as usize]).min().unwrap_or(0)
     }
 
-    /// Drops the oldest segments of the lowest classes until `need` more bytes fit.
+    /// Drops the oldest segments of the lowest classes until `need` more bytes fit. Bounded:
+    /// it stops when a drop frees nothing (the gap event it wrote took what it freed).
     fn make_room(&mut self, need: u64) -> Result<(), StoreError> {
         while self.bytes() + need > self.config.bytes_max {
+            let before = self.bytes();
             let Some(class) = Class::ALL.into_iter().rev().find(|c| !self.logs[*c as usize].is_empty()) else {
                 return Ok(()); // nothing left to drop: only empty segments remain
             };
             let sync = self.sync_on_disk();
             let Some(dropped) = self.logs[class as usize].drop_oldest(sync)? else { return Ok(()) };
             self.report_gap(class, &dropped, GapCause::Full)?;
+            if self.bytes() >= before {
+                return Ok(());
+            }
         }
         Ok(())
     }
@@ -543,6 +614,7 @@ impl Inner {
         let counter = match cause {
             GapCause::Full => &mut self.stats.dropped_full,
             GapCause::Age => &mut self.stats.dropped_age,
+            GapCause::WriteFailed => &mut self.stats.dropped_write,
         };
         counter[class as usize] += count;
         self.stats.gap_events += 1;
@@ -597,7 +669,9 @@ fn write_cursor(dir: &Path, sink: &str, cursor: &mut Cursor) -> Result<(), Store
         let mut f = fs::File::create(&tmp)?;
         std::io::Write::write_all(&mut f, &bytes)?;
         f.sync_data()?;
-        fs::rename(&tmp, &path)
+        fs::rename(&tmp, &path)?;
+        // The rename itself is durable only once the folder is synced.
+        path.parent().map_or(Ok(()), |d| fs::File::open(d).and_then(|d| d.sync_all()))
     };
     write().map_err(|e| StoreError::io("write cursor", &path, e))?;
     cursor.written = cursor.acked;

@@ -1,7 +1,8 @@
 //! A full disk: the outbox and the historian run on a 4 MiB tmpfs the test mounts, until writes
 //! fail. The error is clear (names the file, says the disk is full), nothing panics, memory
 //! stays bounded (what could not be written is discarded and counted), what was committed
-//! before stays readable, and writing resumes once space frees.
+//! before stays readable, and writing resumes once space frees. The outbox never gives an id
+//! twice, and reports every record lost to the full disk in a gap event once space is back.
 //!
 //! Mounting needs root (or CAP_SYS_ADMIN), which the CI machine and the test command have.
 
@@ -15,6 +16,7 @@ use airlock_model::{Sample, TagId, Timestamp, Value};
 use airlock_store::{
     Class, FsyncPolicy, HistorianConfig, HistorianWriter, OutboxConfig, OutboxWriter, Position, StoreError,
 };
+use airlock_upstream::{GapCause, GapRecord, Upstream};
 
 /// A tmpfs mounted for one test, unmounted when dropped.
 struct SmallDisk(PathBuf);
@@ -84,21 +86,55 @@ fn the_outbox_survives_a_full_disk_and_resumes() {
     }
     let failure = failure.expect("a 4 MiB disk with 2 MiB of ballast never filled");
     assert_clear(&failure, &dir);
-    // It keeps failing cleanly while full; nothing piles up in memory.
+    // It keeps failing cleanly while full, three records a commit; nothing piles up in memory.
+    // Every record that got an id counts: none of them may vanish unreported.
+    // (An append refused outright gives no id; a commit may still succeed now and then: the
+    // small gap event fits where a record of a kilobyte does not.)
+    let mut given = Vec::new();
+    let mut refused = 0;
     for i in 0..200 {
-        writer.append_encoded(Class::Raw, Timestamp(i), &payload).unwrap();
-        assert!(writer.commit().is_err());
+        for _ in 0..3 {
+            match writer.append_encoded(Class::Raw, Timestamp(i), &payload) {
+                Ok(id) => given.push(id.seq),
+                Err(e) => {
+                    assert_clear(&e, &dir);
+                    refused += 1;
+                }
+            }
+        }
+        refused += usize::from(writer.commit().is_err());
     }
+    assert!(refused > 300, "only {refused} appends and commits of 800 failed on a full disk");
     let held = reader.read(&Position::default(), usize::MAX).unwrap();
-    assert_eq!(held.len() as u64, committed, "what was committed before the disk filled is all there");
+    let raw_held = held.iter().filter(|r| r.id.class == Class::Raw).count() as u64;
+    assert_eq!(raw_held, committed, "what was committed before the disk filled is all there");
     std::fs::remove_file(ballast).unwrap();
     for i in 0..100 {
         writer.append_encoded(Class::Raw, Timestamp(i), &payload).unwrap();
         writer.commit().unwrap();
     }
     let held = reader.read(&Position::default(), usize::MAX).unwrap();
-    assert_eq!(held.len() as u64, committed + 100);
-    assert!(held.windows(2).all(|w| w[1].id.seq == w[0].id.seq + 1), "no hole and no reused id after the failures");
+    let raw: Vec<u64> = held.iter().filter(|r| r.id.class == Class::Raw).map(|r| r.id.seq).collect();
+    assert_eq!(raw.len() as u64, committed + 100);
+    assert!(raw.windows(2).all(|w| w[1] > w[0]), "ids only grow");
+    // Before, an id given to a record lost with its commit was given again to the next record.
+    for seq in &given {
+        assert!(!raw.contains(seq), "id r{seq} was given to a lost record and again to a stored one");
+    }
+    // Every lost record is accounted for by gap events, once space is back.
+    let gaps: Vec<&GapRecord> = held
+        .iter()
+        .filter_map(|r| match &r.record {
+            Upstream::Gap(g) if g.cause == GapCause::WriteFailed => Some(g),
+            _ => None,
+        })
+        .collect();
+    let stats = writer.stats();
+    let lost_raw: u64 = gaps.iter().filter(|g| &*g.class == "raw").map(|g| g.records).sum();
+    assert_eq!(lost_raw, stats.dropped_write[Class::Raw as usize]);
+    assert!(lost_raw >= given.len() as u64, "{lost_raw} lost reported, {} ids given while full", given.len());
+    let missing = raw.last().unwrap() - committed - 100;
+    assert_eq!(lost_raw, missing, "the holes in the ids are exactly the records reported lost");
 }
 
 /// Incompressible values, so that the disk fills.

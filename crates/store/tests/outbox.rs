@@ -340,3 +340,45 @@ fn readers_are_woken_when_records_become_visible_and_only_then() {
     assert_eq!(woken.load(SeqCst), 1, "a sync with nothing new wakes no one");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_record_too_large_for_the_budget_is_refused_up_front_and_nothing_is_dropped() {
+    let dir = temp("oversized");
+    let bytes_max = 64 << 10;
+    let config = OutboxConfig { bytes_max, sinks: vec!["slow".into()], ..config() };
+    let (mut writer, reader) = OutboxWriter::open(&dir, config).unwrap();
+    for i in 0..10 {
+        writer.append(Class::Event, &event(i)).unwrap();
+    }
+    writer.commit().unwrap();
+    // Before, a record larger than the budget made the outbox drop everything and then loop
+    // for ever (each drop writing a gap event to drop), holding its lock. Run it on a thread
+    // so that a regression fails the test instead of hanging it.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let huge = Upstream::Sample(SampleRecord {
+            path: AssetPath::parse("acme/line3/press1/log").unwrap(),
+            value_type: ValueType::Text,
+            unit: None,
+            value: Some(Value::Text("x".repeat(100 << 10).into())),
+            quality: Quality::Good,
+            source_time: None,
+            gateway_time: Timestamp(0),
+        });
+        let refused = writer.append(Class::Raw, &huge);
+        let small = writer.append(Class::Raw, &sample(1)).map(|_| ());
+        let committed = writer.commit().map(|_| ());
+        done_tx.send(()).unwrap();
+        (refused, small, committed, writer.stats())
+    });
+    assert!(done_rx.recv_timeout(Duration::from_secs(10)).is_ok(), "the append did not return in 10 s");
+    let (refused, small, committed, stats) = worker.join().unwrap();
+    let e = refused.unwrap_err();
+    assert!(e.to_string().contains("larger than"), "{e}");
+    assert!((small.is_ok(), committed.is_ok()) == (true, true), "the outbox goes on after refusing");
+    assert_eq!(stats.dropped_full, [0; 4], "nothing was dropped to make room for it");
+    assert_eq!(stats.refused_too_large, 1);
+    let all = reader.read(&Position::default(), usize::MAX).unwrap();
+    assert_eq!(all.len(), 11, "the ten events and the small record");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

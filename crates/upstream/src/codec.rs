@@ -22,8 +22,9 @@
 //!                        (varint count + f32s)
 //! ```
 //!
-//! **Compatibility.** Version 1 is frozen: a later version adds kinds or a new version byte, and
-//! keeps reading version 1 (`tests/compat.rs` holds bytes written by version 1 and reads them).
+//! **Compatibility.** What version 1 bytes mean is frozen: a later version only adds codes (a
+//! reason, a gap cause: `8 out of range` and gap cause `2 write failed` came so), kinds or a new
+//! version byte, and keeps reading version 1 (`tests/compat.rs` holds bytes written by version 1 and reads them).
 //! Decoding never panics and never allocates more than the record's own length: every length
 //! is checked against the bytes that remain, and trailing bytes are an error.
 
@@ -341,6 +342,7 @@ impl Writer<'_> {
         self.u8(match g.cause {
             GapCause::Full => 0,
             GapCause::Age => 1,
+            GapCause::WriteFailed => 2,
         });
     }
 }
@@ -530,7 +532,7 @@ impl<'a> Reader<'a> {
             last_id: self.string("last id")?,
             from: self.time("from")?,
             to: self.time("to")?,
-            cause: [GapCause::Full, GapCause::Age][usize::from(self.code("gap cause", 1)?)],
+            cause: [GapCause::Full, GapCause::Age, GapCause::WriteFailed][usize::from(self.code("gap cause", 2)?)],
         })
     }
 }

@@ -121,6 +121,8 @@ pub enum GapCause {
     Full,
     /// They were older than the outbox keeps.
     Age,
+    /// They were accepted, but writing them failed (a full disk): they never reached it.
+    WriteFailed,
 }
 
 impl GapCause {
@@ -128,6 +130,7 @@ impl GapCause {
         match self {
             GapCause::Full => "outbox full",
             GapCause::Age => "older than the outbox keeps",
+            GapCause::WriteFailed => "the disk refused to write them (full, or failing)",
         }
     }
 }

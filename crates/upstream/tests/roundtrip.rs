@@ -136,7 +136,7 @@ impl Rng {
                 last_id: self.text(),
                 from: self.time(),
                 to: self.time(),
-                cause: if self.coin() { GapCause::Full } else { GapCause::Age },
+                cause: [GapCause::Full, GapCause::Age, GapCause::WriteFailed][self.below(3) as usize],
             }),
             6 => Upstream::Recovered(RecoveryRecord {
                 time: self.time(),
