@@ -22,7 +22,7 @@ use airlock_north::http::HttpSink;
 use airlock_north::mqtt::MqttPublisher;
 use airlock_north::{JsonlSink, SinkHealth};
 use airlock_pipeline::{
-    CHANNEL_BATCHES, Collector, CollectorHealth, Condenser, DeviceHandle, Latest, Source, TagTable, channel,
+    CHANNEL_BATCHES, Collector, CollectorHealth, Condenser, DeviceHandle, Latest, Source, TagTable, channel, supervise,
 };
 use airlock_south_modbus::DeviceTask;
 use airlock_south_mqtt::SubscriberTask;
@@ -82,6 +82,9 @@ impl Gateway {
         let paths: Vec<&str> = tags.iter().map(|t| t.path.as_str()).collect();
         historian_writer.bind_tags(&paths).context("add the tags to the historian")?;
 
+        // The gateway's own problems (a sink that cannot deliver, a task restarted), sent
+        // upstream as events.
+        let problems = Arc::new(Problems::default());
         let latest: Latest = Arc::new(Mutex::new(vec![None; tags.len()]));
         let (tx, rx) = channel(CHANNEL_BATCHES);
         let (shutdown, stop) = watch::channel(false);
@@ -90,13 +93,13 @@ impl Gateway {
         for (i, d) in config.devices.iter().enumerate() {
             let handle = DeviceHandle::new(i, d, tags.first_tag(i), tx.clone());
             health.push(handle.health());
-            devices.spawn(source(d, handle, &config.store.data_dir).run(stop.clone()));
+            let (device, data_dir) = (d.clone(), config.store.data_dir.clone());
+            let make = move |handle| source(&device, handle, &data_dir);
+            devices.spawn(supervise(handle, make, stop.clone(), Arc::clone(&problems)));
         }
         drop(tx);
 
         let collector_health = Arc::new(CollectorHealth::default());
-        // The gateway's own problems (a sink that cannot deliver), sent upstream as events.
-        let problems = Arc::new(Problems::default());
         let gateway_asset = AssetPath::parse(&config.gateway.name)
             .map_err(|e| anyhow::anyhow!("the gateway name {:?}: {e}", config.gateway.name))?;
         let condenser = Condenser::new(&config, TagTable::clone(&tags));

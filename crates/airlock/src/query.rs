@@ -88,17 +88,23 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
     match args.every {
         None => {
             table.header(&["time", "value", "quality"]);
-            for s in historian.raw(&tag, from, to)? {
-                table.row(vec![s.time.to_string(), value_text(&s), s.quality.to_string()]);
-            }
+            for_each_raw(&historian, &tag, from, to, |s| {
+                table.row(vec![s.time.to_string(), value_text(s), s.quality.to_string()]);
+                Ok(())
+            })?;
         }
         Some(every) if args.interpolate => {
             let step = i64::try_from(every.as_nanos()).unwrap_or(i64::MAX).max(1);
-            let times: Vec<Timestamp> = (0..)
-                .map(|i| Timestamp(from.0.saturating_add(i * step)))
-                .take_while(|t| *t < to)
-                .take(1_000_000)
-                .collect();
+            let steps = u64::try_from(to.0.saturating_sub(from.0)).unwrap_or(0).div_ceil(step.unsigned_abs());
+            if steps > airlock_store::historian::BUCKETS_MAX {
+                bail!(
+                    "--every {every:?} from {from} to {to} is {steps} points; at most {} in one query: choose a longer \
+                     --every or a shorter range",
+                    airlock_store::historian::BUCKETS_MAX
+                );
+            }
+            let times: Vec<Timestamp> =
+                (0..).map(|i| Timestamp(from.0.saturating_add(i * step))).take_while(|t| *t < to).collect();
             table.header(&["time", "interpolated"]);
             for (t, v) in times.iter().zip(historian.interpolate(&tag, &times)?) {
                 table.row(vec![t.to_string(), number(v)]);
@@ -129,15 +135,47 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     let mut progress = Progress::new(tags.len());
     let mut rows = 0u64;
     for (i, tag) in tags.iter().enumerate() {
-        for s in historian.raw(tag, from, to)? {
-            writeln!(out, "{},{},{},{}", s.time, tag, value_text(&s), s.quality.word())?;
+        for_each_raw(&historian, tag, from, to, |s| {
+            writeln!(out, "{},{},{},{}", s.time, tag, value_text(s), s.quality.word())?;
             rows += 1;
-        }
+            Ok(())
+        })?;
         progress.show(i + 1, rows);
     }
     out.flush().with_context(|| format!("write {}", args.out.display()))?;
     progress.done();
     eprintln!("exported {rows} rows of {} tags to {}", tags.len(), args.out.display());
+    Ok(())
+}
+
+/// Calls `f` on every stored sample of `tag` in `[from, to)`, in time order, reading a window at
+/// a time (an hour to start with, halved while a window holds more than `WINDOW_ROWS` rows,
+/// doubled while it holds less than a tenth of that), so memory holds one window, whatever the
+/// range.
+fn for_each_raw(
+    historian: &HistorianReader,
+    tag: &str,
+    from: Timestamp,
+    to: Timestamp,
+    mut f: impl FnMut(&StoredSample) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    const WINDOW_ROWS: usize = 200_000;
+    let (min, max) = (1_000_000_000i64, 86_400_000_000_000i64);
+    let mut window = 3_600_000_000_000i64;
+    let mut at = from;
+    while at < to {
+        let end = Timestamp(at.0.saturating_add(window).min(to.0));
+        let rows = historian.raw(tag, at, end)?;
+        for s in &rows {
+            f(s)?;
+        }
+        if rows.len() > WINDOW_ROWS {
+            window = (window / 2).max(min);
+        } else if rows.len() < WINDOW_ROWS / 10 {
+            window = window.saturating_mul(2).min(max);
+        }
+        at = end;
+    }
     Ok(())
 }
 
@@ -195,19 +233,34 @@ fn number(v: Option<f64>) -> String {
 struct Table {
     csv: bool,
     rows: Vec<Vec<String>>,
+    left_out: u64,
 }
 
 impl Table {
     fn new(csv: bool) -> Self {
-        Self { csv, rows: Vec::new() }
+        Self { csv, rows: Vec::new(), left_out: 0 }
     }
 
     fn header(&mut self, cells: &[&str]) {
-        self.rows.insert(0, cells.iter().map(|c| c.to_string()).collect());
+        if self.csv {
+            let _ = writeln!(std::io::stdout().lock(), "{}", cells.join(","));
+        } else {
+            self.rows.insert(0, cells.iter().map(|c| c.to_string()).collect());
+        }
     }
 
+    /// A row: printed at once as CSV; kept to align the columns otherwise, at most
+    /// `ALIGNED_ROWS_MAX` (then counted, and `--csv` named for the rest).
     fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        if self.csv {
+            let mut line = cells.join(",");
+            line.push('\n');
+            let _ = std::io::stdout().lock().write_all(line.as_bytes());
+        } else if self.rows.len() <= ALIGNED_ROWS_MAX {
+            self.rows.push(cells);
+        } else {
+            self.left_out += 1;
+        }
     }
 
     fn print(&self) -> anyhow::Result<()> {
@@ -226,9 +279,15 @@ impl Table {
             }
             out.push('\n');
         }
+        if self.left_out > 0 {
+            let _ = writeln!(out, "... and {} more rows: use --csv to have them all", self.left_out);
+        }
         std::io::stdout().lock().write_all(out.as_bytes()).context("print")
     }
 }
+
+/// Rows kept for an aligned table at most.
+const ALIGNED_ROWS_MAX: usize = 10_000;
 
 /// A progress bar on standard error, when it is a terminal.
 struct Progress {

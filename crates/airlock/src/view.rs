@@ -64,8 +64,12 @@ impl View {
                 state_word(h.state()),
                 rate(now.samples, self.last[i].samples),
                 rate(now.requests, self.last[i].requests),
-                h.last_error()
+                printable(&h.last_error(), 160)
             );
+            let restarts = DeviceHealth::get(&h.restarts);
+            if restarts > 0 {
+                let _ = writeln!(out, "    task restarted {restarts} times (see the log)");
+            }
             if self.terminal {
                 let _ = writeln!(out, "    {}", latest_values(gateway, i));
             }
@@ -76,6 +80,12 @@ impl View {
         let _ = stdout.write_all(out.as_bytes());
         let _ = stdout.flush();
     }
+}
+
+/// Text that came from the network, fit for a terminal: control characters (an escape sequence
+/// could rewrite the screen) shown as `?`, at most `max` characters.
+fn printable(text: &str, max: usize) -> String {
+    text.chars().take(max).map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 fn state_word(s: LinkState) -> &'static str {
@@ -119,6 +129,10 @@ fn store_line(gateway: &Gateway) -> String {
     );
     for (name, h) in &gateway.sink_health {
         let _ = write!(line, " | sink {name}: {} delivered", h.delivered.load(Relaxed));
+        let restarts = h.restarts.load(Relaxed);
+        if restarts > 0 {
+            let _ = write!(line, ", restarted {restarts} times");
+        }
         let dead = h.dead_lettered.load(Relaxed);
         if dead > 0 {
             let _ = write!(line, ", {dead} dead letters");
@@ -126,13 +140,27 @@ fn store_line(gateway: &Gateway) -> String {
         let problem = h.problem();
         if !problem.is_empty() {
             // The problem's text came from IT (an answer, a Location): no control characters.
-            let problem: String = problem.chars().filter(|c| !c.is_control()).take(120).collect();
-            let _ = write!(line, ", FAILING: {problem}");
+            let _ = write!(line, ", FAILING: {}", printable(&problem, 120));
         }
     }
     let errors = c.store_errors.load(Relaxed);
     if errors > 0 {
         let _ = write!(line, " | store errors: {errors}");
     }
+    let restarts = c.restarts.load(Relaxed);
+    if restarts > 0 {
+        let _ = write!(line, " | collector restarted {restarts} times");
+    }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_from_the_network_cannot_drive_the_terminal() {
+        assert_eq!(printable("refused\x1b[2J\x1b[Hgot you\r\n", 100), "refused?[2J?[Hgot you??");
+        assert_eq!(printable("abcdef", 3), "abc");
+    }
 }

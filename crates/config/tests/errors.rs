@@ -304,7 +304,7 @@ fn bad_store_and_sink_settings() {
 fn an_mqtt_sink_with_its_defaults() {
     let text = format!(
         "[[sink]]\nname = \"uns\"\ntype = \"mqtt\"\nurl = \"mqtt://broker.plant:8884\"\nusername = \"airlock\"\n\
-         password_file = \"secret/mqtt.pass\"\ntopic_prefix = \"uns/\"\n{DEVICE}{TAG}"
+         password_file = \"secret/mqtt.pass\"\nallow_plain_credentials = true\ntopic_prefix = \"uns/\"\n{DEVICE}{TAG}"
     );
     let config = parse(&text, Path::new("/etc/airlock/plant.toml")).unwrap();
     let airlock_config::SinkKind::Mqtt(m) = &config.sinks[0].kind else { panic!() };
@@ -533,8 +533,37 @@ fn numbers_outside_a_sane_range_are_refused() {
     check(
         &oee,
         &[
-            (line_of(&oee, "oee"), "device[press1].oee.ideal_cycle_s", "at least 0.001"),
+            (line_of(&oee, "oee"), "device[press1].oee.ideal_cycle_s", "at least 0.000001"),
             (line_of(&oee, "oee"), "device[press1].oee.performance_drop_percent", "at most 100"),
         ],
     );
+}
+
+#[test]
+fn credentials_over_a_plain_transport_are_refused_unless_accepted() {
+    let sink = |url: &str, extra: &str| {
+        format!(
+            "[[sink]]\nname = \"uns\"\ntype = \"mqtt\"\nurl = \"{url}\"\nusername = \"airlock\"\n\
+             password_env = \"P\"\n{extra}{DEVICE}{TAG}"
+        )
+    };
+    let text = sink("mqtt://broker.plant", "");
+    check(&text, &[(6, "sink[uns].password_env", "a password over mqtt:// to broker.plant crosses the network")]);
+    for fine in [sink("mqtts://broker.plant", ""), sink("mqtt://127.0.0.1", ""), sink("mqtt://localhost:1884", "")] {
+        parse(&fine, Path::new("plant.toml")).unwrap();
+    }
+    parse(&sink("mqtt://broker.plant", "allow_plain_credentials = true\n"), Path::new("plant.toml")).unwrap();
+
+    let http = |url: &str| {
+        format!("[[sink]]\nname = \"erp\"\ntype = \"http\"\nurl = \"{url}\"\nbearer_token_env = \"T\"\n{DEVICE}{TAG}")
+    };
+    let text = http("http://user@erp.example:8080/hook");
+    check(&text, &[(5, "sink[erp].bearer_token_env", "a bearer token over http:// to erp.example")]);
+    parse(&http("https://erp.example/hook"), Path::new("plant.toml")).unwrap();
+    parse(&http("http://[::1]:8080/hook"), Path::new("plant.toml")).unwrap();
+
+    let jsonl = format!(
+        "[[sink]]\nname = \"f\"\ntype = \"jsonl\"\npath = \"x\"\nallow_plain_credentials = true\n{DEVICE}{TAG}"
+    );
+    check(&jsonl, &[(5, "sink[f].allow_plain_credentials", "is only for a sink of type mqtt or sparkplug or http")]);
 }

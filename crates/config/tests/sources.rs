@@ -202,3 +202,32 @@ fn an_ot_broker_over_tls() {
     let bad = MQTT_JSON.replace("\"10.0.0.9:1883\"", "\"tcp://10.0.0.9:1883\"");
     assert_problems(&bad, &[("tcp://", "device[ot].address", "is not host:port or mqtts://host:port")]);
 }
+
+#[test]
+fn device_credentials_over_a_plain_transport_are_refused_unless_accepted() {
+    let opcua = r#"
+[[device]]
+name = "cell"
+asset_path = "acme/plant"
+protocol = "opcua"
+address = "opc.tcp://10.0.0.5:4840/ua"
+username = "reader"
+password_env = "CELL_PASSWORD"
+
+[[device.tag]]
+name = "speed"
+node_id = "ns=3;i=1001"
+type = "f64"
+"#;
+    assert_problems(opcua, &[("username", "device[cell].username", "over security \"none\" to 10.0.0.5")]);
+    let accepted = opcua.replace("username =", "allow_plain_credentials = true\nusername =");
+    assert_problems(&accepted, &[]);
+    assert_problems(&opcua.replace("10.0.0.5", "127.0.0.1"), &[]);
+    let encrypted = opcua.replace("username =", "security = \"sign_and_encrypt\"\nusername =");
+    assert_problems(&encrypted, &[]);
+
+    let mqtt = MQTT_JSON
+        .replace("address = \"10.0.0.9:1883\"", "address = \"10.0.0.9:1883\"\nusername = \"u\"\npassword_env = \"P\"");
+    assert_problems(&mqtt, &[("username", "device[ot].username", "a password over plain MQTT to 10.0.0.9")]);
+    assert_problems(&mqtt.replace("10.0.0.9:1883", "mqtts://10.0.0.9:8883"), &[]);
+}

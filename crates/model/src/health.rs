@@ -30,6 +30,8 @@ pub struct DeviceHealth {
     pub comm_errors: AtomicU64,
     /// Batches the driver could not hand on because the next stage was full.
     pub batches_dropped: AtomicU64,
+    /// Times the device's task died (a panic) or ended unasked, and was started again.
+    pub restarts: AtomicU64,
     /// The last problem, for people; held only while it is being replaced or read.
     last_error: Mutex<String>,
 }
@@ -102,6 +104,14 @@ impl Problems {
     /// Everything waiting, oldest first.
     pub fn take(&self) -> Vec<Problem> {
         self.waiting.lock().map(|mut w| w.drain(..).collect()).unwrap_or_default()
+    }
+}
+
+/// The message a panic carried, if it was text (for logs and events about a restarted task).
+pub fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => payload.downcast::<&str>().map_or_else(|_| "(no message)".to_owned(), |s| (*s).to_owned()),
     }
 }
 

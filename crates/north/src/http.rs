@@ -144,6 +144,16 @@ impl HttpSink {
     }
 }
 
+/// `url` fit for a log: user and password (`https://user:secret@host/`) replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
 /// The number of records in one dead-letter line (0 if it is not one).
 fn records_in_letter(line: &str) -> u64 {
     serde_json::from_str::<serde_json::Value>(line)
@@ -182,7 +192,7 @@ impl HttpSink {
         if let Some(token) = &self.token {
             request = request.header("Authorization", &format!("Bearer {token}"));
         }
-        let failed = |what: String| SinkError::Rejected { target: self.config.url.clone(), what };
+        let failed = |what: String| SinkError::Rejected { target: redacted(&self.config.url), what };
         let mut response = request.send(&self.body(&wanted)[..]).map_err(|e| failed(e.to_string()))?;
         let status = response.status().as_u16();
         let mut answer = String::new();
@@ -203,12 +213,24 @@ impl HttpSink {
                 log::warn!(
                     "sink {}: {} refused {} records with {status}; parked as dead letters in {}",
                     self.name,
-                    self.config.url,
+                    redacted(&self.config.url),
                     wanted.len(),
                     self.dead_letters.display()
                 );
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn credentials_in_a_url_never_reach_a_log() {
+        assert_eq!(redacted("https://erp:s3cret@erp.example/hook?x=1"), "https://***@erp.example/hook?x=1");
+        assert_eq!(redacted("http://erp.example/a@b"), "http://erp.example/a@b");
+        assert_eq!(redacted("https://erp.example"), "https://erp.example");
     }
 }

@@ -25,7 +25,7 @@ impl JsonlSink {
         SinkError::Io { action, target: self.path.display().to_string(), source }
     }
 
-    fn write(&mut self, records: &[OutboxRecord]) -> Result<(), SinkError> {
+    fn append_lines(&mut self, records: &[OutboxRecord]) -> Result<(), SinkError> {
         if self.file.is_none() {
             let f = OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| self.io("open", e))?;
             self.file = Some(BufWriter::new(f));
@@ -61,6 +61,6 @@ impl Sink for JsonlSink {
     }
 
     async fn send(&mut self, records: &[OutboxRecord]) -> Result<Sent, SinkError> {
-        self.write(records).map(|()| Sent::Delivered)
+        self.append_lines(records).map(|()| Sent::Delivered)
     }
 }

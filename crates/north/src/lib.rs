@@ -126,6 +126,8 @@ pub struct SinkHealth {
     pub dead_lettered: AtomicU64,
     /// Dead letters removed to keep the dead-letter files within their budget.
     pub dead_letters_dropped: AtomicU64,
+    /// Times the sink's thread panicked and its runner started again.
+    pub restarts: AtomicU64,
     /// Why the sink cannot deliver now; empty while it delivers.
     problem: Mutex<String>,
     /// Where the sink's problems go upstream as events (none where nobody sends them).

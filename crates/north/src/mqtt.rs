@@ -122,6 +122,7 @@ impl MqttPublisher {
         format!("{}_airlock/{}/status", self.config.topic_prefix, self.gateway)
     }
 
+    #[expect(clippy::disallowed_methods, reason = "the IT-side sink: publishing to the IT broker is its job")]
     fn options(&mut self, password: Option<&str>, tls: Option<Arc<rustls::ClientConfig>>) -> MqttOptions {
         let will = self.last_will();
         let c = &self.config;
@@ -159,6 +160,7 @@ impl MqttPublisher {
 
     /// Right after connecting, and when Sparkplug births are due: the online status, or the
     /// Sparkplug births.
+    #[expect(clippy::disallowed_methods, reason = "the IT-side sink: publishing to the IT broker is its job")]
     fn announce(&mut self) -> Result<(), SinkError> {
         let messages = match &mut self.profile {
             Profile::Uns => vec![(self.status_topic(), b"online".to_vec(), true)],
@@ -292,6 +294,7 @@ impl Sink for MqttPublisher {
         Ok(())
     }
 
+    #[expect(clippy::disallowed_methods, reason = "the IT-side sink: publishing to the IT broker is its job")]
     async fn send(&mut self, records: &[OutboxRecord]) -> Result<Sent, SinkError> {
         let qos = self.qos();
         let target = format!("{}:{}", self.config.host, self.config.port);
@@ -346,6 +349,7 @@ impl Sink for MqttPublisher {
         if due && self.connection.is_some() { self.announce() } else { Ok(()) }
     }
 
+    #[expect(clippy::disallowed_methods, reason = "the IT-side sink: publishing to the IT broker is its job")]
     async fn close(&mut self) {
         let (topic, payload, retain) = self.farewell();
         let Some(mut c) = self.connection.take() else { return };

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use airlock_config::Replay;
 use airlock_model::pace::RateCap;
+use airlock_model::panic_text;
 use airlock_store::{OutboxReader, OutboxRecord, Position, RecordId};
 use tokio::sync::Notify;
 
@@ -50,7 +51,27 @@ pub fn spawn<S: Sink + 'static>(
             Err(e) => return log::error!("sink {}: start its runtime: {e}", sink.name()),
         };
         let mut runner = Runner { sink, reader, stop, health, new_records, failing: None };
-        runtime.block_on(runner.run());
+        // Supervised: a panic in the sink (a bug meeting an answer nobody foresaw) ends only
+        // this turn; the runner starts again after a backoff, from the outbox cursor.
+        let mut backoff = crate::sink_backoff(runner.sink.name());
+        loop {
+            let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(runner.run())));
+            let Err(payload) = turn else { break };
+            let delay = backoff.next_delay();
+            let why =
+                format!("its thread panicked: {}; restarted in {:.1} s", panic_text(payload), delay.as_secs_f64());
+            log::error!("sink {}: {why}", runner.sink.name());
+            runner.health.restarts.fetch_add(1, Relaxed);
+            runner.health.raise(runner.sink.name(), &why);
+            runner.failing = Some(why);
+            let until = Instant::now() + delay;
+            while Instant::now() < until && !runner.stop.load(Relaxed) {
+                std::thread::sleep(IDLE);
+            }
+            if runner.stop.load(Relaxed) {
+                break;
+            }
+        }
         if let Err(e) = runner.reader.persist_cursors() {
             log::error!("sink {}: save its position: {e}", runner.sink.name());
         }

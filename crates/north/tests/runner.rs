@@ -135,3 +135,61 @@ fn acknowledgements_out_of_order_never_move_the_cursor_past_a_record_in_flight()
     assert_eq!(falls, 1, "records out of order: {:?}", seen.sent);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Delivers synchronously, but panics on its first send (a bug meeting an answer nobody
+/// foresaw).
+struct PanicsOnce {
+    sends: usize,
+    delivered: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Sink for PanicsOnce {
+    fn name(&self) -> &str {
+        "pipe"
+    }
+
+    async fn send(&mut self, records: &[OutboxRecord]) -> Result<Sent, SinkError> {
+        self.sends += 1;
+        if self.sends == 1 {
+            panic!("an answer nobody foresaw");
+        }
+        self.delivered.lock().unwrap().extend(records.iter().map(|r| r.id.seq));
+        Ok(Sent::Delivered)
+    }
+}
+
+#[test]
+fn a_sink_that_panics_is_restarted_and_delivers_everything() {
+    let dir = temp("runner-panic");
+    let config = OutboxConfig {
+        fsync: FsyncPolicy::Interval(Duration::ZERO),
+        sinks: vec!["pipe".into()],
+        ..OutboxConfig::default()
+    };
+    let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), config).unwrap();
+    let time = Timestamp::parse_rfc3339("2026-11-28T12:00:00Z").unwrap();
+    for i in 0..RECORDS {
+        writer.append(Class::Event, &records::event("parts", "a part", i as f64, time)).unwrap();
+    }
+    writer.sync().unwrap();
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let board = Arc::new(airlock_model::Problems::default());
+    let health = Arc::new(SinkHealth::reporting_to(Arc::clone(&board)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sink = PanicsOnce { sends: 0, delivered: Arc::clone(&delivered) };
+    let handle = airlock_north::spawn(sink, reader.clone(), Arc::clone(&stop), Arc::clone(&health)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reader.position("pipe").unwrap().0[Class::Event as usize] < RECORDS {
+        assert!(Instant::now() < deadline, "the sink did not deliver everything in 20 s after its panic");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Relaxed);
+    handle.join().expect("the sink's thread survives its panic");
+    assert_eq!(*delivered.lock().unwrap(), (1..=RECORDS).collect::<Vec<u64>>());
+    assert_eq!(health.restarts.load(Relaxed), 1);
+    let problems = board.take();
+    assert_eq!(problems.len(), 2, "raised, then cleared: {problems:#?}");
+    assert!(problems[0].message.contains("panicked: an answer nobody foresaw"), "{}", problems[0].message);
+    assert_eq!(problems[1].state, airlock_model::Transition::Cleared);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use airlock_model::{AssetPath, Problem, Problems, Sample, SampleBatch, Severity, Timestamp, Transition};
+use airlock_model::{AssetPath, Problem, Problems, Sample, SampleBatch, Severity, Timestamp, Transition, panic_text};
 use airlock_store::{Class, HistorianWriter, OutboxWriter, StoreError};
 use airlock_upstream::{EventRecord, Upstream};
 use tokio::sync::mpsc::{self, error::TryRecvError};
@@ -30,6 +30,8 @@ pub struct CollectorHealth {
     pub samples_stored: AtomicU64,
     pub records_queued: AtomicU64,
     pub store_errors: AtomicU64,
+    /// Times the collector panicked and went on.
+    pub restarts: AtomicU64,
 }
 
 /// The collector: the OT chamber's only writer to the store.
@@ -46,6 +48,8 @@ pub struct Collector {
     /// Problems of the gateway itself, to send upstream, and the asset they are reported under.
     problems: Arc<Problems>,
     gateway: Option<AssetPath>,
+    /// The outbox's corrupt-read and corrupt-cursor counts already reported.
+    corrupt_seen: (u64, u64),
 }
 
 /// How often the edge's time-driven steps run (windows closing, stale alarms).
@@ -70,6 +74,7 @@ impl Collector {
             failing: None,
             problems,
             gateway: None,
+            corrupt_seen: (0, 0),
         }
     }
 
@@ -84,15 +89,34 @@ impl Collector {
     /// Runs the collector on a thread of its own until every sender of `rx` is dropped. It
     /// waits for batches on a small runtime of its own (timers only), so an idle plant costs it
     /// a wake-up per edge tick, not a poll per millisecond.
-    pub fn spawn(self, rx: mpsc::Receiver<SampleBatch>) -> std::io::Result<JoinHandle<()>> {
+    /// Supervised: a panic (a bug meeting a sample nobody foresaw) loses only the batch being
+    /// handled; it is counted, logged, reported upstream as a `task_restarted` event, and the
+    /// collector goes on after a second with its store and edge state as they are.
+    pub fn spawn(mut self, mut rx: mpsc::Receiver<SampleBatch>) -> std::io::Result<JoinHandle<()>> {
         let waits = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
-        std::thread::Builder::new().name("collector".into()).spawn(move || self.run(rx, &waits))
+        std::thread::Builder::new().name("collector".into()).spawn(move || {
+            loop {
+                let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&mut rx, &waits)));
+                let Err(payload) = turn else { return };
+                let message = format!("the collector panicked: {}; it goes on in 1 s", panic_text(payload));
+                log::error!("{message}");
+                self.health.restarts.fetch_add(1, Relaxed);
+                self.problems.report(Problem {
+                    time: Timestamp::now(),
+                    kind: "task_restarted",
+                    severity: Severity::Alarm,
+                    state: Transition::Once,
+                    message,
+                });
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
     }
 
     /// Runs until every device task has dropped its sender, then syncs. When no batch waits it
     /// commits, then sleeps until the next batch, the next edge tick, or the moment the outbox
     /// may sync what it holds unsynced (records go upstream only once synced).
-    fn run(mut self, mut rx: mpsc::Receiver<SampleBatch>, waits: &tokio::runtime::Runtime) {
+    fn run(&mut self, rx: &mut mpsc::Receiver<SampleBatch>, waits: &tokio::runtime::Runtime) {
         let mut maintained = Instant::now();
         let mut ticked = Instant::now();
         loop {
@@ -128,6 +152,7 @@ impl Collector {
                 let now = Timestamp::now();
                 let result = self.outbox.maintain(now).and_then(|()| self.historian.maintain(now));
                 self.report(result);
+                self.report_corruption();
             }
         }
         let result = self.outbox.sync().map(|_| ()).and_then(|()| self.historian.sync());
@@ -152,6 +177,35 @@ impl Collector {
         self.queue(&mut records);
         self.records = records;
         self.commit();
+    }
+
+    /// Corrupt bytes the store found and skipped since the last look, said upstream (through the
+    /// problems board, so they go out as events of the gateway's asset).
+    fn report_corruption(&mut self) {
+        let stats = self.outbox.stats();
+        let historian = self.historian.stats();
+        let (reads, cursors) = (stats.corrupt_reads + historian.corrupt_reads, stats.corrupt_cursors);
+        let (seen_reads, seen_cursors) = std::mem::replace(&mut self.corrupt_seen, (reads, cursors));
+        let say = |message: String| {
+            log::warn!("{message}");
+            self.problems.report(Problem {
+                time: Timestamp::now(),
+                kind: "store_corrupt",
+                severity: Severity::Warning,
+                state: Transition::Once,
+                message,
+            });
+        };
+        if reads > seen_reads {
+            say(format!("store: {} records found corrupt on disk were skipped", reads - seen_reads));
+        }
+        if cursors > seen_cursors {
+            say(format!(
+                "outbox: {} sink positions were corrupt on disk: those sinks send again from the oldest record held \
+                 (duplicates by id, nothing lost)",
+                cursors - seen_cursors
+            ));
+        }
     }
 
     /// The gateway's own problems, as events of its asset.

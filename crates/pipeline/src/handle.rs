@@ -46,13 +46,30 @@ pub struct DeviceHandle {
     first_tag: TagId,
     tags: usize,
     /// Each tag's configured type (what its values must fit) and name (for the log).
-    types: Box<[(ValueType, Box<str>)]>,
+    types: Arc<[(ValueType, Box<str>)]>,
     /// Whether a value out of its type's range was logged and none has fitted since.
     out_of_range: AtomicBool,
     health: Arc<DeviceHealth>,
     out: BatchSender,
     /// Whether the channel was full at the last try (so it is logged once per episode).
     full: AtomicBool,
+}
+
+/// A second handle of the same device, sharing its health (a restarted task gets one).
+impl Clone for DeviceHandle {
+    fn clone(&self) -> Self {
+        Self {
+            device: self.device,
+            name: self.name.clone(),
+            first_tag: self.first_tag,
+            tags: self.tags,
+            types: Arc::clone(&self.types),
+            out_of_range: AtomicBool::new(false),
+            health: Arc::clone(&self.health),
+            out: self.out.clone(),
+            full: AtomicBool::new(false),
+        }
+    }
 }
 
 impl DeviceHandle {
@@ -75,6 +92,11 @@ impl DeviceHandle {
 
     pub fn device(&self) -> usize {
         self.device
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn health(&self) -> Arc<DeviceHealth> {

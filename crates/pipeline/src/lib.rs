@@ -11,9 +11,11 @@
 mod collector;
 mod condense;
 mod handle;
+mod supervise;
 mod tags;
 
 pub use collector::{Collector, CollectorHealth, Latest};
 pub use condense::Condenser;
 pub use handle::{BatchSender, CHANNEL_BATCHES, DeviceHandle, Running, Source, channel};
+pub use supervise::supervise;
 pub use tags::{TagInfo, TagTable};

@@ -136,11 +136,18 @@ pub fn to_value(v: &Json, ty: DataType) -> Result<Value, String> {
                 .ok_or_else(wrong),
         },
         DataType::F32 | DataType::F64 => number(v).filter(|x| x.is_finite()).map(Value::F64).ok_or_else(wrong),
-        DataType::String { .. } => match v {
-            Json::String(s) => Ok(Value::Text(s.as_str().into())),
-            Json::Number(_) | Json::Bool(_) => Ok(Value::Text(v.to_string().into())),
-            _ => Err(wrong()),
-        },
+        DataType::String { length_chars } => {
+            let text = match v {
+                Json::String(s) => s.clone(),
+                Json::Number(_) | Json::Bool(_) => v.to_string(),
+                _ => return Err(wrong()),
+            };
+            let n = text.chars().count();
+            if length_chars > 0 && n > usize::from(length_chars) {
+                return Err(format!("a text of {n} characters, longer than the tag's length_chars {length_chars}"));
+            }
+            Ok(Value::Text(text.into()))
+        }
         DataType::Waveform { samples, .. } => {
             let Json::Array(items) = v else { return Err(wrong()) };
             if items.len() != usize::from(samples) {
@@ -242,6 +249,10 @@ mod tests {
         assert!(to_value(&Json::from(-1), DataType::U16).is_err());
         assert_eq!(to_value(&Json::from(-1), DataType::I16), Ok(Value::I64(-1)));
         assert_eq!(to_value(&Json::from("ok"), DataType::String { length_chars: 0 }), Ok(Value::Text("ok".into())));
+        // A text longer than the tag's length_chars is refused, not carried (it was ignored).
+        assert_eq!(to_value(&Json::from("ok"), DataType::String { length_chars: 2 }), Ok(Value::Text("ok".into())));
+        let long = to_value(&Json::from("x".repeat(5000)), DataType::String { length_chars: 16 }).unwrap_err();
+        assert!(long.contains("5000 characters") && long.contains("length_chars 16"), "{long}");
         let w = DataType::Waveform { samples: 3, rate_hz: 100 };
         assert_eq!(to_value(&serde_json::json!([1, 2.5, -3]), w), Ok(Value::Waveform(vec![1.0, 2.5, -3.0].into())));
         assert!(to_value(&serde_json::json!([1, 2]), w).unwrap_err().contains("expected 3"));

@@ -139,10 +139,16 @@ impl EdgeNode {
             .collect()
     }
 
+    /// A birth teaches aliases and datatypes; only those of configured devices and metrics are
+    /// kept, so what a publisher announces cannot grow memory past the config.
     fn birth(&mut self, device: Option<String>, payload: &Payload) -> (Vec<Reading>, Option<String>) {
+        let Some(ours) = self.tags.get(&device) else { return (Vec::new(), None) };
         let mut birth = Birth::default();
         for m in &payload.metrics {
             let (Some(name), Some(datatype)) = (&m.name, m.datatype) else { continue };
+            if !ours.contains_key(name) {
+                continue;
+            }
             if let Some(alias) = m.alias {
                 birth.aliases.insert(alias, (name.clone(), datatype));
             }
@@ -248,6 +254,27 @@ mod tests {
 
     fn sp(device: Option<&str>, metric: &str) -> MqttSource {
         MqttSource::Sparkplug { device: device.map(Into::into), metric: metric.into() }
+    }
+
+    #[test]
+    fn births_of_devices_and_metrics_not_configured_are_not_kept() {
+        // A hostile publisher announcing a million devices must not grow memory: before, every
+        // DBIRTH was kept, whatever its device.
+        let mut node = EdgeNode::new("plant", "edge1", &[sp(Some("press1"), "Speed")]);
+        for i in 0..1000 {
+            let birth = bytes(vec![metric(Some("Speed"), Some(1), Some(dt::FLOAT), MetricValue::Float(1.0))]);
+            let (readings, problem) = node.on_message(&format!("spBv1.0/plant/DBIRTH/edge1/stranger{i}"), &birth);
+            assert!(readings.is_empty() && problem.is_none());
+        }
+        let many: Vec<Metric> = (0..5000)
+            .map(|i| metric(Some(&format!("m{i}")), Some(i), Some(dt::FLOAT), MetricValue::Float(1.0)))
+            .chain([metric(Some("Speed"), Some(99_999), Some(dt::FLOAT), MetricValue::Float(2.0))])
+            .collect();
+        let (readings, _) = node.on_message("spBv1.0/plant/DBIRTH/edge1/press1", &bytes(many));
+        assert_eq!(readings.len(), 1, "the configured metric is read");
+        assert_eq!(node.births.len(), 1, "only the configured device's birth is kept");
+        let kept = &node.births[&Some("press1".to_owned())];
+        assert_eq!((kept.aliases.len(), kept.types.len()), (1, 1), "only the configured metric is kept");
     }
 
     #[test]

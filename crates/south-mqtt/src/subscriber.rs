@@ -27,6 +27,8 @@ use crate::sparkplug::EdgeNode;
 const MESSAGE_BYTES_MAX: usize = 1 << 20;
 /// A topic's bad payloads are logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
+/// Topics whose decode failures are remembered for log pacing, at most (then forgotten at once).
+const LOGGED_TOPICS_MAX: usize = 1024;
 
 /// How the device's payloads are read.
 #[derive(Debug)]
@@ -155,6 +157,10 @@ impl SubscriberTask {
                         DeviceHealth::count(&self.health.comm_errors, 1);
                         let due = last_logged.get(topic).is_none_or(|t| t.elapsed() >= LOG_EVERY);
                         if due {
+                            // Bounded: topics under a Sparkplug filter are the publisher's to choose.
+                            if last_logged.len() >= LOGGED_TOPICS_MAX {
+                                last_logged.clear();
+                            }
                             log::warn!("device {name}: a message on {topic:?} does not decode: {why}");
                             self.health.set_last_error(format!("{topic}: {why}"));
                             last_logged.insert(topic.to_owned(), Instant::now());

@@ -275,18 +275,27 @@ pub fn tree(nodes: &[Node]) -> String {
 /// numbers become waveform tags when their length is fixed (the sample rate is unknown to the
 /// server and must be set: 1 Hz is written, with a comment). Others are listed as comments.
 pub fn toml(nodes: &[Node], endpoint: &str, device: &str) -> String {
+    // Everything the server names goes in escaped: a browse name or node id holding a line
+    // break or a quote must not add a line of its own to the config (a sink, say).
     let mut out = format!(
-        "# Written by `airlock browse {endpoint} --toml`: check the names, units and the edge settings.\n\
-         [[device]]\nname = \"{device}\"\nasset_path = \"site/area\"\nprotocol = \"opcua\"\naddress = \"{endpoint}\"\n"
+        "# Written by `airlock browse {} --toml`: check the names, units and the edge settings.\n\
+         [[device]]\nname = {}\nasset_path = \"site/area\"\nprotocol = \"opcua\"\naddress = {}\n",
+        comment(endpoint),
+        quoted(device),
+        quoted(endpoint)
     );
     let mut names = HashSet::new();
     for n in nodes.iter().filter(|n| n.class == NodeClass::Variable) {
         let Some(ty) = n.data_type.as_deref() else {
-            out += &format!("# {} ({}): not a built-in type a tag can read\n", n.browse_name, n.node_id);
+            out += &format!(
+                "# {} ({}): not a built-in type a tag can read\n",
+                comment(&n.browse_name),
+                comment(&n.node_id)
+            );
             continue;
         };
         if !n.readable {
-            out += &format!("# {} ({}): its value is not readable\n", n.browse_name, n.node_id);
+            out += &format!("# {} ({}): its value is not readable\n", comment(&n.browse_name), comment(&n.node_id));
             continue;
         }
         let mut name = segment(&n.browse_name);
@@ -296,21 +305,46 @@ pub fn toml(nodes: &[Node], endpoint: &str, device: &str) -> String {
             name = format!("{base}_{k}");
             k += 1;
         }
-        let node_id = n.node_id.replace('\\', "\\\\").replace('"', "\\\"");
+        let node_id = quoted(&n.node_id);
         match (n.array_length, tag_type(ty)) {
             (None, Some(t)) => {
-                out += &format!("\n[[device.tag]]\nname = \"{name}\"\nnode_id = \"{node_id}\"\ntype = \"{t}\"\n")
+                out += &format!("\n[[device.tag]]\nname = \"{name}\"\nnode_id = {node_id}\ntype = \"{t}\"\n")
             }
             (Some(len), Some(t)) if (16..=4096).contains(&len) && !matches!(t, "bool" | "string") => {
                 out += &format!(
-                    "\n[[device.tag]]\nname = \"{name}\"\nnode_id = \"{node_id}\"\ntype = \"waveform\"\nwaveform_samples = {len}\n\
+                    "\n[[device.tag]]\nname = \"{name}\"\nnode_id = {node_id}\ntype = \"waveform\"\nwaveform_samples = {len}\n\
                      sample_rate_hz = 1 # the server does not say: set the real rate\n"
                 )
             }
-            _ => out += &format!("# {} ({}): an array airlock cannot read as a tag\n", n.browse_name, n.node_id),
+            _ => {
+                let (name, id) = (comment(&n.browse_name), comment(&n.node_id));
+                out += &format!("# {name} ({id}): an array airlock cannot read as a tag\n");
+            }
         }
     }
     out
+}
+
+/// `text` as a TOML basic string: quotes, backslashes and control characters escaped.
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `text` fit for a TOML comment: control characters (a line break would end the comment and
+/// start a line of config) shown as `?`.
+fn comment(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 /// A browse name as a tag name: letters, digits, `_` and `-` kept, the rest `_`.
@@ -318,4 +352,39 @@ fn segment(name: &str) -> String {
     let s: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
     if s.is_empty() { "tag".into() } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variable(browse_name: &str, node_id: &str, data_type: Option<&str>, readable: bool) -> Node {
+        Node {
+            depth: 1,
+            node_id: node_id.into(),
+            browse_name: browse_name.into(),
+            class: NodeClass::Variable,
+            data_type: data_type.map(Into::into),
+            array_length: None,
+            readable,
+        }
+    }
+
+    #[test]
+    fn names_from_the_server_cannot_inject_config() {
+        let inject = "\n[[sink]]\nname = \"leak\"\ntype = \"jsonl\"\npath = \"/tmp/leak\"\n";
+        let nodes = [
+            variable(&format!("speed{inject}"), &format!("ns=2;s=a\"b\\c{inject}"), Some("Double"), true),
+            variable(&format!("locked{inject}"), &format!("ns=2;s=l{inject}"), Some("Double"), false),
+            variable(&format!("odd{inject}"), "ns=2;s=o\r\n", None, true),
+        ];
+        let text = toml(&nodes, "opc.tcp://127.0.0.1:4840", "cell");
+        let config = airlock_config::parse(&text, std::path::Path::new("browsed.toml"))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(config.sinks.is_empty(), "a sink was injected:\n{text}");
+        let tags = &config.devices[0].tags;
+        assert_eq!(tags.len(), 1, "{text}");
+        let airlock_config::Protocol::OpcUa(o) = &config.devices[0].protocol else { panic!("an OPC UA device") };
+        assert_eq!(o.nodes[0].node_id, format!("ns=2;s=a\"b\\c{inject}"), "the node id survives, escaped");
+    }
 }

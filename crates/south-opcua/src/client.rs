@@ -14,6 +14,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use airlock_config::{Device, Identity, OpcUaDevice, ReadMode, Security};
@@ -28,7 +29,7 @@ use opcua::crypto::{PrivateKey, SecurityPolicy};
 use opcua::types::{
     AttributeId, DataChangeFilter, DataChangeTrigger, DataValue, DeadbandType, EndpointDescription, ExtensionObject,
     MessageSecurityMode, MonitoredItemCreateRequest, NodeId, ReadValueId, StatusChangeNotification, StatusCode,
-    TimestampsToReturn, UserTokenPolicy,
+    TimestampsToReturn, UserTokenPolicy, Variant,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -38,6 +39,9 @@ use crate::value::reading;
 
 /// Values waiting between the subscription callback and the task, at most.
 const VALUES_QUEUED_MAX: usize = 65_536;
+/// And their bytes at most (a server may send strings and arrays of any size): beyond, a value
+/// is dropped and counted, as when the queue is full.
+const VALUES_QUEUED_BYTES_MAX: usize = 64 << 20;
 /// Values per Publish response at most, so that a large subscription's responses stay within
 /// the message size a server allows (a server sends more responses instead).
 const NOTIFICATIONS_PER_PUBLISH: u32 = 1000;
@@ -55,12 +59,14 @@ pub struct OpcUaTask {
     out: DeviceHandle,
     pki: Pki,
     health: Arc<DeviceHealth>,
+    /// The bytes of the values waiting in the queue (about).
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 /// What the subscription's callback hands to the task.
 enum Notice {
-    /// A monitored item's value, by its client handle (the tag's index + 1).
-    Value(u32, DataValue),
+    /// A monitored item's value, by its client handle (the tag's index + 1), and its size.
+    Value(u32, DataValue, usize),
     /// The server changed the subscription's state (a bad status: it is gone, e.g. timed out).
     Status(StatusCode),
 }
@@ -70,11 +76,19 @@ enum Notice {
 struct Notices {
     tx: mpsc::Sender<Notice>,
     health: Arc<DeviceHealth>,
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 impl OnSubscriptionNotification for Notices {
     fn on_data_value(&mut self, dv: DataValue, item: &MonitoredItem) {
-        if self.tx.try_send(Notice::Value(item.client_handle(), dv)).is_err() {
+        let bytes = dv.value.as_ref().map_or(0, approx_bytes) + 64;
+        if self.queued_bytes.load(Relaxed) + bytes > VALUES_QUEUED_BYTES_MAX {
+            DeviceHealth::count(&self.health.batches_dropped, 1);
+            return;
+        }
+        self.queued_bytes.fetch_add(bytes, Relaxed);
+        if self.tx.try_send(Notice::Value(item.client_handle(), dv, bytes)).is_err() {
+            self.queued_bytes.fetch_sub(bytes, Relaxed);
             DeviceHealth::count(&self.health.batches_dropped, 1);
         }
     }
@@ -83,6 +97,19 @@ impl OnSubscriptionNotification for Notices {
         if self.tx.try_send(Notice::Status(notification.status)).is_err() {
             DeviceHealth::count(&self.health.batches_dropped, 1);
         }
+    }
+}
+
+/// About how many bytes a value holds: its strings, byte strings and array elements.
+fn approx_bytes(v: &Variant) -> usize {
+    match v {
+        Variant::String(s) => s.len().max(0).unsigned_abs(),
+        Variant::ByteString(b) => b.len(),
+        Variant::LocalizedText(t) => t.text.len().max(0).unsigned_abs() + t.locale.len().max(0).unsigned_abs(),
+        Variant::Array(a) => a.values.iter().map(|e| 16 + approx_bytes(e)).sum(),
+        Variant::Variant(inner) => approx_bytes(inner),
+        Variant::DataValue(dv) => dv.value.as_ref().map_or(0, approx_bytes),
+        _ => 16,
     }
 }
 
@@ -105,6 +132,7 @@ impl OpcUaTask {
             pki: Pki::new(data_dir, &device.name),
             health: out.health(),
             out,
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -281,7 +309,8 @@ impl OpcUaTask {
                     for notice in buf.drain(..) {
                         match notice {
                             // A monitored item's client handle is its tag's index + 1.
-                            Notice::Value(handle, dv) => {
+                            Notice::Value(handle, dv, bytes) => {
+                                self.queued_bytes.fetch_sub(bytes, Relaxed);
                                 let tag = (handle as usize).checked_sub(1).filter(|t| *t < self.device.tags.len());
                                 if let Some(tag) = tag {
                                     samples.push(self.sample(tag, &dv, now));
@@ -326,7 +355,8 @@ impl OpcUaTask {
         let ReadMode::Subscribe { publishing_interval } = self.opcua.mode else {
             return Err("the device reads by polling".into());
         };
-        let callback = Notices { tx: values, health: Arc::clone(&self.health) };
+        let callback =
+            Notices { tx: values, health: Arc::clone(&self.health), queued_bytes: Arc::clone(&self.queued_bytes) };
         let id = session
             .create_subscription(publishing_interval, 30, 10, NOTIFICATIONS_PER_PUBLISH, 0, true, callback)
             .await

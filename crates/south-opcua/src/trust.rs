@@ -5,6 +5,12 @@
 //! - `opcua/<device>/trusted/`: exactly the server certificates the config trusts for that
 //!   device, written afresh at every start; `opcua/<device>/rejected/`: where a server
 //!   certificate that is not trusted is put, so its thumbprint can be named in the error.
+//!
+//! The private key is the gateway's: `opcua/` and `opcua/own/` are made readable by airlock's
+//! user only (0700) before the key is generated in them, and the key file itself 0600. The
+//! paths are absolute, so one key serves every device whatever the working directory (with a
+//! relative `data_dir`, the OPC UA library resolved the key's path against each device's
+//! folder and made a key per device).
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +30,7 @@ pub struct Pki {
 
 impl Pki {
     pub fn new(data_dir: &Path, device: &str) -> Self {
+        let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
         let opcua = data_dir.join("opcua");
         Self {
             dir: opcua.join(device),
@@ -45,6 +52,12 @@ impl Pki {
         }
         if let Some(own) = self.own_cert.parent() {
             std::fs::create_dir_all(own).map_err(|e| io(own, e))?;
+            for private in [Some(own), own.parent()].into_iter().flatten() {
+                set_mode(private, 0o700).map_err(|e| io(private, e))?;
+            }
+            if self.own_key.exists() {
+                set_mode(&self.own_key, 0o600).map_err(|e| io(&self.own_key, e))?;
+            }
         }
         for path in trusted {
             let cert = read_certificate(path)?;
@@ -68,9 +81,48 @@ impl Pki {
     }
 }
 
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_: &Path, _: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// A certificate file, DER or PEM.
 pub fn read_certificate(path: &Path) -> Result<X509, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read the certificate {}: {e}", path.display()))?;
     let cert = if bytes.starts_with(b"-----BEGIN") { X509::from_pem(&bytes) } else { X509::from_der(&bytes) };
     cert.map_err(|e| format!("{} is not an X.509 certificate (DER or PEM): {e}", path.display()))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_private_key_is_the_gateways_alone_and_one_for_every_device() {
+        let dir = std::env::temp_dir().join(format!("airlock-pki-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temp folder");
+        let (press, cell) = (Pki::new(&dir, "press1"), Pki::new(&dir, "cell2"));
+        assert_eq!(press.own_key, cell.own_key, "one key per gateway");
+        let relative = Pki::new(Path::new("data"), "press1");
+        assert!(relative.own_key.is_absolute() && relative.dir.is_absolute(), "{relative:?}");
+        // A key left world-readable (as the library writes it) is closed on the next start.
+        press.prepare(&[]).expect("prepare");
+        std::fs::write(&press.own_key, "-----BEGIN PRIVATE KEY-----").expect("a key file");
+        std::fs::set_permissions(&press.own_key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        press.prepare(&[]).expect("prepare again");
+        let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode(&press.own_key), 0o600);
+        assert_eq!(mode(press.own_key.parent().expect("own")), 0o700);
+        assert_eq!(mode(&dir.join("opcua")), 0o700);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -43,6 +43,8 @@ pub enum StoreError {
     Corrupt { path: PathBuf, what: String },
     #[error("a record of {bytes} bytes is larger than the {max} allowed")]
     TooLarge { bytes: usize, max: usize },
+    #[error("{buckets} intervals asked for; at most {max} in one query: choose a longer interval or a shorter range")]
+    TooManyBuckets { buckets: u64, max: u64 },
     #[error("unknown sink {0:?}: sinks are named when the outbox is opened")]
     UnknownSink(String),
     #[error("{} is in use by another airlock process (its LOCK file is held)", .0.display())]

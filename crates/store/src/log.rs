@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 
 use airlock_model::Timestamp;
 
@@ -117,6 +118,8 @@ pub struct Log {
     /// with their successors' names, at the next commit that syncs.
     sealed_unsynced: Vec<File>,
     dir_unsynced: bool,
+    /// Records found corrupt on read (since opening), skipped.
+    pub corrupt_reads: AtomicU64,
 }
 
 /// Records that were given sequence numbers but never reached the disk.
@@ -205,6 +208,7 @@ impl Log {
             roll_needed: false,
             sealed_unsynced: Vec::new(),
             dir_unsynced: false,
+            corrupt_reads: AtomicU64::new(0),
         })
     }
 
@@ -432,7 +436,8 @@ impl Log {
         while seq <= last && out.len() < max_records && bytes < max_bytes {
             let Some(segment) = self.segment_holding(seq) else { break };
             let before = out.len();
-            read_segment(segment, seq, last, max_records - out.len(), max_bytes - bytes, &mut out)?;
+            let (records, room) = (max_records - out.len(), max_bytes - bytes);
+            read_segment(segment, seq, last, records, room, &mut out, &self.corrupt_reads)?;
             bytes += out[before..].iter().map(|r| r.payload.len()).sum::<usize>();
             match out.last() {
                 Some(r) if out.len() > before => seq = r.seq + 1,
@@ -458,41 +463,23 @@ impl Log {
     }
 
     /// Calls `f(seq, time, prefix)` for every committed record, in order, with at most
-    /// `prefix_bytes` of its payload: an index can be rebuilt without reading whole payloads.
+    /// `prefix_bytes` of its payload, to rebuild an index. Every record is checked (length,
+    /// checksum, order) as [`Log::read`] does: a corrupt one is skipped and counted, never
+    /// handed on as garbage.
     pub fn scan_prefixes(
         &self,
         prefix_bytes: usize,
         mut f: impl FnMut(u64, Timestamp, &[u8]),
     ) -> Result<(), StoreError> {
-        let last = self.committed_seq();
-        for segment in self.segments.values() {
-            let path = &segment.path;
-            let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
-            let mut reader = io::BufReader::with_capacity(64 << 10, file);
-            reader.seek(SeekFrom::Start(MAGIC.len() as u64)).map_err(|e| StoreError::io("seek", path, e))?;
-            let mut header = [0u8; HEADER_BYTES];
-            let mut prefix = vec![0u8; prefix_bytes];
-            loop {
-                match reader.read_exact(&mut header) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-                    Err(e) => return Err(StoreError::io("read", path, e)),
-                }
-                let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-                let seq = u64::from_le_bytes(header[8..16].try_into().map_err(|_| StoreError::Invariant("header"))?);
-                let time = Timestamp(i64::from_le_bytes(
-                    header[16..24].try_into().map_err(|_| StoreError::Invariant("header"))?,
-                ));
-                if seq > last || len > PAYLOAD_BYTES_MAX {
-                    break;
-                }
-                let n = len.min(prefix_bytes);
-                reader.read_exact(&mut prefix[..n]).map_err(|e| StoreError::io("read", path, e))?;
-                reader.seek_relative((len - n) as i64).map_err(|e| StoreError::io("seek", path, e))?;
-                f(seq, time, &prefix[..n]);
+        let mut from = 0;
+        loop {
+            let records = self.read(from, 1024, 16 << 20)?;
+            let Some(last) = records.last().map(|r| r.seq) else { return Ok(()) };
+            for r in &records {
+                f(r.seq, r.time, &r.payload[..r.payload.len().min(prefix_bytes)]);
             }
+            from = last + 1;
         }
-        Ok(())
     }
 
     /// Reads the one committed record `seq`, if it is still held.
@@ -663,7 +650,10 @@ fn resync(bytes: &[u8], from: usize, last_seq: u64) -> Option<(usize, Record)> {
         .find_map(|at| decode(bytes, at).filter(|r| r.seq > last_seq).map(|r| (at, r)))
 }
 
-/// Appends to `out` the records of `segment` from `from_seq` to at most `last_seq`.
+/// Reads the records of `segment` from `from_seq` through `last_seq`. Every record is checked
+/// again (length, checksum, order): one that went bad on disk since it was written is skipped,
+/// counted in `corrupt`, and reading re-synchronises on the next valid record, as opening does,
+/// so one bad record never hides the records after it nor stops a reader.
 fn read_segment(
     segment: &Segment,
     from_seq: u64,
@@ -671,50 +661,57 @@ fn read_segment(
     max_records: usize,
     max_bytes: usize,
     out: &mut Vec<Record>,
+    corrupt: &AtomicU64,
 ) -> Result<(), StoreError> {
-    let start = segment.index.iter().rev().find(|(s, _)| *s <= from_seq).map_or(MAGIC.len() as u64, |(_, o)| *o);
+    let indexed = segment.index.iter().rev().find(|(s, _)| *s <= from_seq).copied();
+    let (start, mut floor) = indexed
+        .map_or((MAGIC.len() as u64, segment.info.first_seq.saturating_sub(1)), |(s, o)| (o, s.saturating_sub(1)));
     let path = &segment.path;
-    let mut file = match File::open(path) {
+    let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(StoreError::io("open", path, e)),
     };
-    file.seek(SeekFrom::Start(start)).map_err(|e| StoreError::io("seek", path, e))?;
     let mut reader = io::BufReader::with_capacity(64 << 10, file);
+    let mut at = start;
+    reader.seek(SeekFrom::Start(at)).map_err(|e| StoreError::io("seek", path, e))?;
     let mut bytes = 0;
-    let mut header = [0u8; HEADER_BYTES];
+    let mut frame = Vec::new();
     while out.len() < max_records && bytes < max_bytes {
-        match reader.read_exact(&mut header) {
+        frame.resize(HEADER_BYTES, 0);
+        match reader.read_exact(&mut frame) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(StoreError::io("read", path, e)),
         }
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        if len > PAYLOAD_BYTES_MAX {
-            return Err(StoreError::Corrupt { path: path.clone(), what: format!("record length {len}") });
+        let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        let mut record = None;
+        if len <= PAYLOAD_BYTES_MAX {
+            frame.resize(HEADER_BYTES + len, 0);
+            match reader.read_exact(&mut frame[HEADER_BYTES..]) {
+                Ok(()) => record = decode(&frame, 0).filter(|r| r.seq > floor),
+                // The end of what is written (a record being appended): nothing more yet.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(StoreError::io("read", path, e)),
+            }
         }
-        let seq = u64::from_le_bytes([
-            header[8], header[9], header[10], header[11], header[12], header[13], header[14], header[15],
-        ]);
-        if seq < from_seq {
-            reader.seek_relative(len as i64).map_err(|e| StoreError::io("seek", path, e))?;
-            continue;
-        }
-        let mut frame = header.to_vec();
-        frame.resize(HEADER_BYTES + len, 0);
-        match reader.read_exact(&mut frame[HEADER_BYTES..]) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(StoreError::io("read", path, e)),
-        }
-        let Some(record) = decode(&frame, 0) else {
-            // Checked again on read: a record that went bad since it was written is skipped.
-            log::error!("{}: a record failed its checksum on read; skipped", path.display());
+        let Some(record) = record else {
+            // A bad length, checksum or order: skip to the next valid record after this one.
+            corrupt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            log::error!("{}: a corrupt record at byte {at} on read; skipped", path.display());
+            let mut rest = Vec::new();
+            reader.seek(SeekFrom::Start(at + 1)).map_err(|e| StoreError::io("seek", path, e))?;
+            reader.read_to_end(&mut rest).map_err(|e| StoreError::io("read", path, e))?;
+            let Some((offset, _)) = resync(&rest, 0, floor) else { return Ok(()) };
+            at += 1 + offset as u64;
+            reader.seek(SeekFrom::Start(at)).map_err(|e| StoreError::io("seek", path, e))?;
             continue;
         };
+        at += frame.len() as u64;
         if record.seq > last_seq {
             return Ok(());
         }
+        floor = record.seq;
         if record.seq >= from_seq {
             bytes += record.payload.len();
             out.push(record);

@@ -164,6 +164,10 @@ pub struct OutboxStats {
     pub torn_bytes: u64,
     /// Records accepted but lost because writing them failed (a full disk), per class.
     pub dropped_write: [u64; 4],
+    /// Records found corrupt when read (gone bad on disk since written), skipped.
+    pub corrupt_reads: u64,
+    /// Sink cursor files found corrupt when the outbox was opened (those sinks resend).
+    pub corrupt_cursors: u64,
     /// Records refused because one alone would take more than a sixteenth of the budget.
     pub refused_too_large: u64,
     pub bytes: u64,
@@ -247,7 +251,18 @@ fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader)
     fs::create_dir_all(&cursor_dir).map_err(|e| StoreError::io("create", &cursor_dir, e))?;
     let mut cursors = BTreeMap::new();
     for sink in &config.sinks {
-        let acked = read_cursor(&cursor_path(dir, sink))?;
+        let path = cursor_path(dir, sink);
+        let acked = match read_cursor(&path) {
+            Ok(acked) => acked,
+            // A corrupt position falls back to the oldest safe one: everything still held is
+            // sent again (duplicates, which ids let a consumer drop), nothing is skipped.
+            Err(e @ StoreError::Corrupt { .. }) => {
+                log::error!("outbox: {e}; sink {sink} starts again from the oldest record held");
+                stats.corrupt_cursors += 1;
+                Position::default()
+            }
+            Err(e) => return Err(e),
+        };
         cursors.insert(sink.clone(), Cursor { acked, written: acked, written_at: Instant::now() });
     }
     let inner = Inner {
@@ -497,7 +512,8 @@ impl Inner {
     }
 
     fn stats(&self) -> OutboxStats {
-        OutboxStats { bytes: self.bytes(), ..self.stats }
+        let corrupt_reads = self.logs.iter().map(|l| l.corrupt_reads.load(std::sync::atomic::Ordering::Relaxed)).sum();
+        OutboxStats { bytes: self.bytes(), corrupt_reads, ..self.stats }
     }
 
     fn bytes(&self) -> u64 {

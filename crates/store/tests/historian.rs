@@ -175,7 +175,23 @@ fn series(dir: &Path) -> (HistorianReader, Vec<(i64, f64, bool)>) {
 fn aggregates_match_an_independent_computation() {
     let dir = temp("aggregates");
     let (reader, truth) = series(&dir);
-    let (from, to, every) = (1_100_000i64, 1_400_000i64, 7_000i64);
+    check_aggregates(&reader, &truth, 1_100_000, 1_400_000, 7_000);
+    // Over more than one read slice (about ten minutes of intervals are read at a time).
+    check_aggregates(&reader, &truth, 1_000_000, 1_650_000, 7_000);
+    check_aggregates(&reader, &truth, 1_003_000, 1_650_000, 1_000);
+    // --every 1ms over three years: refused with a clear error, not a bucket per millisecond.
+    let years = reader.aggregate(
+        PATHS[0],
+        Timestamp::from_millis(0),
+        Timestamp::from_millis(3 * 365 * 86_400_000),
+        Duration::from_millis(1),
+    );
+    let e = years.unwrap_err().to_string();
+    assert!(e.contains("94608000000 intervals") && e.contains("at most 1000000"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn check_aggregates(reader: &HistorianReader, truth: &[(i64, f64, bool)], from: i64, to: i64, every: i64) {
     let buckets = reader
         .aggregate(
             PATHS[0],
@@ -210,7 +226,7 @@ fn aggregates_match_an_independent_computation() {
             if ms >= to {
                 break;
             }
-            let held = truth.iter().rev().find(|(t, _, _)| *t <= ms);
+            let held = truth.partition_point(|(t, _, _)| *t <= ms).checked_sub(1).map(|i| truth[i]);
             if let Some((_, v, true)) = held {
                 sum += v;
                 n += 1;
@@ -219,7 +235,6 @@ fn aggregates_match_an_independent_computation() {
         let twa = (n > 0).then(|| sum / n as f64);
         assert!(close(b.twa, twa), "bucket {} twa {:?} vs {twa:?} ({start}..{end})", b.start_ms, b.twa);
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

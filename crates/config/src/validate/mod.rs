@@ -257,6 +257,45 @@ pub(super) fn is_host_port(a: &str) -> bool {
     }
 }
 
+/// A credential sent where anyone on the path can read it (a password over `mqtt://`, a token
+/// over `http://`, an OPC UA user over security `none`) to a host other than this machine is
+/// refused, unless the config accepts it with `allow_plain_credentials = true`.
+fn plain_credential(
+    c: &mut Checker,
+    allow: &Option<Spanned<bool>>,
+    host: &str,
+    span: Range<usize>,
+    key: String,
+    what: &str,
+    fix: &str,
+) {
+    if is_loopback(host) || allow.as_ref().is_some_and(|a| *a.get_ref()) {
+        return;
+    }
+    let msg = format!(
+        "{what} to {host} crosses the network readable by anyone on the path: use {fix}, or set \
+         allow_plain_credentials = true to accept that"
+    );
+    c.err(span, key, msg);
+}
+
+/// Whether `host` is this machine, so that what is sent to it crosses no network.
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host of `scheme://[user@]host[:port][/path]` (or of `host:port`).
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = host_port.strip_prefix('[') {
+        return v6.split_once(']').map(|(h, _)| h);
+    }
+    Some(host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)).filter(|h| !h.is_empty())
+}
+
 /// The slowest rate anything may be capped at: one every 1,000 s. Below it a pace becomes a
 /// wait of ages (1e-30 per second once passed and panicked a device task).
 const RATE_MIN_PER_S: f64 = 0.001;
@@ -551,7 +590,7 @@ fn oee(c: &mut Checker, d: &RawDevice) -> Option<OeeSettings> {
     let state = find(c, &o.state_tag, "state_tag");
     let parts = find(c, &o.parts_tag, "parts_tag");
     let rejects = o.rejects_tag.as_ref().map(|r| find(c, r, "rejects_tag"));
-    let cycle = ranged(c, &Some(o.ideal_cycle_s.clone()), k("ideal_cycle_s"), 0.001, 86_400.0, "seconds");
+    let cycle = ranged(c, &Some(o.ideal_cycle_s.clone()), k("ideal_cycle_s"), 0.000_001, 86_400.0, "seconds");
     let drop = ranged(c, &o.performance_drop_percent, k("performance_drop_percent"), 0.1, 100.0, "percent");
     let drop = drop.unwrap_or(5.0);
     let minutes = |c: &mut Checker, v: &Option<Spanned<i64>>, f: &str, default: i64| {
@@ -851,6 +890,11 @@ fn refuse_keys_of_other_types(c: &mut Checker, s: &RawSink, kind: &str, key: &im
         spans(s.timeout_ms.as_ref().map(|v| v.span()), "timeout_ms", &["http"]),
         spans(s.bearer_token_env.as_ref().map(|v| v.span()), "bearer_token_env", &["http"]),
         spans(s.dead_letters_max_mb.as_ref().map(|v| v.span()), "dead_letters_max_mb", &["http"]),
+        spans(
+            s.allow_plain_credentials.as_ref().map(|v| v.span()),
+            "allow_plain_credentials",
+            &["mqtt", "sparkplug", "http"],
+        ),
         spans(s.group_id.as_ref().map(|v| v.span()), "group_id", &["sparkplug"]),
         spans(s.edge_node_id.as_ref().map(|v| v.span()), "edge_node_id", &["sparkplug"]),
         spans(s.birth_interval_s.as_ref().map(|v| v.span()), "birth_interval_s", &["sparkplug"]),
@@ -903,6 +947,18 @@ fn mqtt_sink(
     if password.is_some() && s.username.is_none() {
         let span = s.password_env.as_ref().or(s.password_file.as_ref()).map_or(0..0, |v| v.span());
         c.err(span, key("username"), "a password needs a username".into());
+    }
+    if let (Some((false, host, _)), Some(secret)) = (&parsed, s.password_env.as_ref().or(s.password_file.as_ref())) {
+        let field = if s.password_env.is_some() { "password_env" } else { "password_file" };
+        plain_credential(
+            c,
+            &s.allow_plain_credentials,
+            host,
+            secret.span(),
+            key(field),
+            "a password over mqtt://",
+            "mqtts://",
+        );
     }
     let tls_files =
         [(&s.ca_file, "ca_file"), (&s.client_cert_file, "client_cert_file"), (&s.client_key_file, "client_key_file")];
@@ -1018,6 +1074,17 @@ fn http_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Opt
         (u.starts_with("http://") || u.starts_with("https://")) && u.split("://").nth(1).is_some_and(|r| !r.is_empty());
     if !ok {
         c.err(url.span(), key("url"), format!("{u:?} is not an http:// or https:// URL"));
+    }
+    if let (true, Some(token), Some(host)) = (u.starts_with("http://"), &s.bearer_token_env, url_host(u)) {
+        plain_credential(
+            c,
+            &s.allow_plain_credentials,
+            host,
+            token.span(),
+            key("bearer_token_env"),
+            "a bearer token over http://",
+            "https://",
+        );
     }
     let classes: Vec<String> = match &s.classes {
         None => vec!["events".to_owned()],

@@ -55,6 +55,7 @@ pub(super) fn refuse_device_keys(c: &mut Checker, d: &RawDevice, kind: Kind) {
         (span(&d.username), "username", OPCUA_MQTT),
         (span(&d.password_env), "password_env", OPCUA_MQTT),
         (span(&d.password_file), "password_file", OPCUA_MQTT),
+        (span(&d.allow_plain_credentials), "allow_plain_credentials", OPCUA_MQTT),
         (span(&d.client_id), "client_id", MQTT),
         (span(&d.payload), "payload", MQTT),
         (span(&d.group_id), "group_id", MQTT),
@@ -170,6 +171,13 @@ pub(super) fn opcua_device(
             None
         }
     };
+    if let (Some(Security::None), Some(Identity::User { .. }), Some(user), Some(host)) =
+        (security, &identity, &d.username, super::url_host(d.address.get_ref()))
+    {
+        let what = "a user name and password over security \"none\"";
+        let (allow, key) = (&d.allow_plain_credentials, k("username"));
+        super::plain_credential(c, allow, host, user.span(), key, what, "security = \"sign_and_encrypt\"");
+    }
     let trusted = d
         .trusted_server_certs
         .as_ref()
@@ -313,6 +321,13 @@ pub(super) fn mqtt_device(
     let password = password(c, d);
     if password.is_some() && d.username.is_none() {
         c.err(d.name.span(), k("username"), "a password needs a username".into());
+    }
+    let plain = !d.address.get_ref().starts_with("mqtts://");
+    if let (true, Some(user), Some(host)) = (plain, &d.username, super::url_host(d.address.get_ref()))
+        && password.is_some()
+    {
+        let (allow, key) = (&d.allow_plain_credentials, k("username"));
+        super::plain_credential(c, allow, host, user.span(), key, "a password over plain MQTT", "mqtts://");
     }
     let mut tags = Vec::new();
     let mut sources = Vec::new();

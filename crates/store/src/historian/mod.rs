@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -76,7 +77,14 @@ pub struct HistorianStats {
     pub checkpoints: u64,
     pub bytes: u64,
     pub recovery: Recovery,
+    /// Records (chunks, WAL records) found corrupt when read, skipped.
+    pub corrupt_reads: u64,
 }
+
+/// The most intervals one aggregate query returns.
+pub const BUCKETS_MAX: u64 = 1_000_000;
+/// Aggregate queries read samples about this many milliseconds at a time.
+const SLICE_MS: i64 = 600_000;
 
 /// One stored sample as a query returns it: a value only if it is good.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -215,7 +223,10 @@ impl HistorianReader {
         Ok(columns.into_iter().map(StoredSample::from_row).collect())
     }
 
-    /// Aggregates of `path` per `every`, over `[from, to)` (see [`query`] for definitions).
+    /// Aggregates of `path` per `every`, over `[from, to)` (see [`query`] for definitions). At
+    /// most [`BUCKETS_MAX`] intervals (`--every 1ms` over years is refused with a clear error,
+    /// not a bucket per millisecond); the samples are read a slice of intervals at a time (about
+    /// ten minutes' worth, or one interval when it is longer), so memory holds one slice.
     pub fn aggregate(
         &self,
         path: &str,
@@ -226,8 +237,20 @@ impl HistorianReader {
         let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX).max(1);
         let (from_ms, to_ms) = (from.as_millis(), to.as_millis());
         let start = from_ms.div_euclid(every_ms) * every_ms;
-        let points = self.points(path, start, to_ms, true)?;
-        Ok(query::aggregate(&points, from_ms, to_ms, every_ms))
+        let buckets = u64::try_from(to_ms.saturating_sub(start)).unwrap_or(0).div_ceil(every_ms.unsigned_abs());
+        if buckets > BUCKETS_MAX {
+            return Err(StoreError::TooManyBuckets { buckets, max: BUCKETS_MAX });
+        }
+        let slice_ms = every_ms.saturating_mul((SLICE_MS / every_ms).max(1));
+        let mut out = Vec::new();
+        let mut at = start;
+        while at < to_ms {
+            let end = at.saturating_add(slice_ms).min(to_ms);
+            let points = self.points(path, at, end, true)?;
+            out.extend(query::aggregate(&points, from_ms.max(at), end, every_ms));
+            at = end;
+        }
+        Ok(out)
     }
 
     /// The value of `path` at each of `times`, interpolated linearly between good samples.
@@ -322,6 +345,11 @@ impl Inner {
             None => {}
         })?;
         for (tag, c) in complete {
+            // Only tags of the dictionary: a number from bad bytes must not size the tables.
+            if tag as usize >= self.paths.len() {
+                self.stats.recovery.corrupt_records += 1;
+                continue;
+            }
             self.ensure_tag(tag);
             self.index[tag as usize].push(c);
             self.stats.chunks += 1;
@@ -340,6 +368,10 @@ impl Inner {
                     let time = i64::from_le_bytes(s[4..12].try_into().map_err(|_| StoreError::Invariant("wal"))?);
                     let value = f64::from_le_bytes(s[12..20].try_into().map_err(|_| StoreError::Invariant("wal"))?);
                     let quality = u16::from_le_bytes([s[20], s[21]]);
+                    if tag as usize >= self.paths.len() {
+                        self.stats.recovery.corrupt_records += 1;
+                        continue;
+                    }
                     self.ensure_tag(tag);
                     self.heads[tag as usize].push(time, value, quality);
                     self.head_samples += 1;
@@ -554,7 +586,8 @@ impl Inner {
     }
 
     fn stats(&self) -> HistorianStats {
-        HistorianStats { bytes: self.chunks.bytes() + self.wal.bytes(), ..self.stats }
+        let corrupt_reads = [&self.chunks, &self.wal].map(|l| l.corrupt_reads.load(Relaxed)).iter().sum();
+        HistorianStats { bytes: self.chunks.bytes() + self.wal.bytes(), corrupt_reads, ..self.stats }
     }
 }
 

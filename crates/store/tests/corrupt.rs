@@ -1,0 +1,161 @@
+//! Corrupt bytes in real store files, flipped by the test while the store runs or before it
+//! opens: a record whose length, checksum or sequence number went bad is skipped and counted,
+//! the reader re-synchronises on the next valid record (before, a bad length hid every record
+//! after it, or stopped the reader with an error for good); a corrupt cursor file no longer
+//! stops the outbox from opening: that sink starts again from the oldest record held.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use airlock_model::Timestamp;
+use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxWriter, Position};
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("airlock-corrupt-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn config() -> OutboxConfig {
+    OutboxConfig { fsync: FsyncPolicy::Interval(Duration::ZERO), sinks: vec!["s".into()], ..OutboxConfig::default() }
+}
+
+const PAYLOAD: usize = 40;
+const FRAME: usize = 24 + PAYLOAD;
+const MAGIC: usize = 8;
+
+/// The raw class's only segment file.
+fn segment(dir: &Path) -> PathBuf {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir.join("raw")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
+    files.retain(|p| p.extension().is_some_and(|e| e == "seg"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    files.remove(0)
+}
+
+/// Overwrites bytes `at..` of `file` with `bytes`.
+fn poke(file: &Path, at: usize, bytes: &[u8]) {
+    let mut content = std::fs::read(file).unwrap();
+    content[at..at + bytes.len()].copy_from_slice(bytes);
+    std::fs::write(file, content).unwrap();
+}
+
+/// 100 raw records of 40 bytes, committed; the seq numbers of what a fresh reader reads.
+fn seqs_read(reader: &airlock_store::OutboxReader) -> Vec<u64> {
+    reader.read_encoded(&Position::default(), usize::MAX).unwrap().iter().map(|r| r.id.seq).collect()
+}
+
+#[test]
+fn a_record_gone_bad_on_disk_is_skipped_and_reading_goes_on_past_it() {
+    // (field, offset in the frame, bytes): a length within bounds but wrong, a length past any
+    // bound, a flipped checksum, a sequence number from far ahead.
+    let cases: [(&str, usize, &[u8]); 4] = [
+        ("length", 0, &(PAYLOAD as u32 + 7).to_le_bytes()),
+        ("huge length", 0, &u32::MAX.to_le_bytes()),
+        ("checksum", 4, &[0xde, 0xad, 0xbe, 0xef]),
+        ("sequence", 8, &(1u64 << 60).to_le_bytes()),
+    ];
+    for (what, field, bytes) in cases {
+        let dir = temp(&format!("read-{}", what.replace(' ', "-")));
+        let (mut writer, reader) = OutboxWriter::open(&dir, config()).unwrap();
+        for i in 0..100 {
+            writer.append_encoded(Class::Raw, Timestamp(i), &[i as u8; PAYLOAD]).unwrap();
+        }
+        writer.commit().unwrap();
+        assert_eq!(seqs_read(&reader).len(), 100);
+        // Record 31 (the 31st, seq 31) goes bad under the running outbox.
+        poke(&segment(&dir), MAGIC + 30 * FRAME + field, bytes);
+        let read = seqs_read(&reader);
+        let expected: Vec<u64> = (1..=100).filter(|s| *s != 31).collect();
+        assert_eq!(read, expected, "{what}: every record but the bad one is read");
+        assert_eq!(reader.stats().corrupt_reads, 1, "{what}");
+        // A reader starting past it, and one starting just at it, read on too.
+        let from_40: Vec<u64> =
+            reader.read_encoded(&Position([0, 0, 0, 39]), 10).unwrap().iter().map(|r| r.id.seq).collect();
+        assert_eq!(from_40, (40..50).collect::<Vec<u64>>(), "{what}");
+        let from_31: Vec<u64> =
+            reader.read_encoded(&Position([0, 0, 0, 30]), 3).unwrap().iter().map(|r| r.id.seq).collect();
+        assert_eq!(from_31, [32, 33, 34], "{what}");
+        drop((writer, reader));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn a_corrupt_cursor_file_falls_back_to_the_oldest_record_held() {
+    let dir = temp("cursor");
+    {
+        let (mut writer, reader) = OutboxWriter::open(&dir, config()).unwrap();
+        for i in 0..20 {
+            writer.append_encoded(Class::Raw, Timestamp(i), &[1; PAYLOAD]).unwrap();
+        }
+        writer.commit().unwrap();
+        reader.ack("s", airlock_store::RecordId { class: Class::Raw, seq: 15 }).unwrap();
+        reader.persist_cursors().unwrap();
+    }
+    let cursor = dir.join("cursors/s.cursor");
+    for (at, bytes) in [(0usize, &[0xffu8; 3][..]), (33, &[0x00][..])] {
+        poke(&cursor, at, bytes);
+        let (_writer, reader) = OutboxWriter::open(&dir, config()).unwrap();
+        assert_eq!(reader.stats().corrupt_cursors, 1);
+        assert_eq!(reader.position("s").unwrap(), Position::default(), "duplicates, never loss");
+        assert_eq!(reader.read_encoded(&reader.position("s").unwrap(), usize::MAX).unwrap().len(), 20);
+    }
+    // A cursor file cut short (a torn write) too.
+    std::fs::write(&cursor, [1, 2, 3]).unwrap();
+    let (_writer, reader) = OutboxWriter::open(&dir, config()).unwrap();
+    assert_eq!(reader.stats().corrupt_cursors, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The segment files of `log` (`chunks` or `wal`) of a historian, oldest first.
+fn segments_of(dir: &Path, log: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(log))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_historian_with_a_corrupt_chunk_and_wal_record_opens_and_keeps_the_rest() {
+    use airlock_model::{Sample, TagId, Value};
+    use airlock_store::{HistorianConfig, HistorianWriter};
+    let dir = temp("historian");
+    let config = || HistorianConfig { fsync: FsyncPolicy::Interval(Duration::ZERO), ..HistorianConfig::default() };
+    {
+        let (mut writer, _reader) = HistorianWriter::open(&dir, config()).unwrap();
+        writer.bind_tags(&["acme/line3/press1/speed"]).unwrap();
+        for part in 0..3i64 {
+            let samples: Vec<Sample> = (0..100)
+                .map(|i| Sample::good(TagId(0), Value::F64(i as f64), Timestamp::from_millis(part * 1000 + i)))
+                .collect();
+            writer.append(&samples).unwrap();
+            writer.commit().unwrap();
+            if part < 2 {
+                writer.checkpoint().unwrap();
+            }
+        }
+    }
+    // The first chunk's tag number becomes 0xfffffff0. Before, opening trusted it (no checksum
+    // was checked on that path) and sized the tag tables to four billion entries.
+    let chunks = segments_of(&dir, "chunks");
+    poke(&chunks[0], MAGIC + 24 + 1, &0xffff_fff0u32.to_le_bytes());
+    let (_writer, reader) = HistorianWriter::open(&dir, config()).unwrap();
+    let kept = reader.raw("acme/line3/press1/speed", Timestamp(0), Timestamp::from_millis(10_000)).unwrap();
+    let times: Vec<i64> = kept.iter().map(|s| s.time.as_millis()).collect();
+    assert_eq!(times, (1000..1100).chain(2000..2100).collect::<Vec<i64>>(), "all but the corrupt chunk");
+    drop((_writer, reader));
+
+    // A WAL record whose length went bad: the historian still opens.
+    let wal = segments_of(&dir, "wal");
+    let last = wal.last().unwrap();
+    poke(last, MAGIC, &u32::MAX.to_le_bytes());
+    let (writer, _reader) = HistorianWriter::open(&dir, config()).unwrap();
+    assert!(writer.stats().recovery.corrupt_records + writer.stats().corrupt_reads >= 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
