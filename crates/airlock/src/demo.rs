@@ -32,7 +32,15 @@ pub struct DemoArgs {
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.speed.is_finite() && args.speed > 0.0, "--speed must be above 0");
     std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
-    // Every demo starts afresh: no store or upstream file from an earlier run.
+    // Every demo starts afresh: no store or upstream file from an earlier run; but never the
+    // store of a gateway that is running on it.
+    for store in ["outbox", "historian"].map(|s| args.dir.join("data").join(s)) {
+        anyhow::ensure!(
+            !airlock_store::is_in_use(&store),
+            "{} is in use by a running airlock (its LOCK is held); stop it, or give the demo another --dir",
+            store.display()
+        );
+    }
     let upstream_path = args.dir.join("upstream.jsonl");
     for stale in [args.dir.join("data"), upstream_path.clone()] {
         let _ = std::fs::remove_dir_all(&stale).or_else(|_| std::fs::remove_file(&stale));

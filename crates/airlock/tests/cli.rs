@@ -152,3 +152,21 @@ fn the_demo_runs_by_itself_and_writes_upstream_records() {
     assert!(exported.lines().count() > 44 * 3, "{} rows", exported.lines().count());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_demo_leaves_the_store_of_a_running_gateway_alone() {
+    let dir = temp_dir("demo-locked");
+    let outbox = dir.join("data/outbox");
+    // This test process holds the outbox, as a running gateway would.
+    let (mut writer, _reader) =
+        airlock_store::OutboxWriter::open(&outbox, airlock_store::OutboxConfig::default()).unwrap();
+    writer.append_encoded(airlock_store::Class::Event, airlock_model::Timestamp(0), b"kept").unwrap();
+    writer.sync().unwrap();
+    let out = airlock(&["demo", "--dir", dir.to_str().unwrap(), "--duration", "1s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is in use by a running airlock"), "{stderr}");
+    assert!(outbox.join("LOCK").exists() && outbox.join("events").exists(), "the running gateway's store is untouched");
+    drop(writer);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -53,6 +53,13 @@ pub enum StoreError {
     Invariant(&'static str),
 }
 
+/// Whether a running airlock holds the store in `dir` (its `LOCK` file is locked), without
+/// taking or changing anything.
+pub fn is_in_use(dir: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(dir.join("LOCK")) else { return false };
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
 /// Takes the writer's lock on `dir` (the file `LOCK`), so that two processes never write the
 /// same store. The lock lasts as long as the returned file is open.
 pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {

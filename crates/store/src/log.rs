@@ -37,6 +37,8 @@ pub const MAGIC: &[u8; 8] = b"ALOGv1\0\0";
 pub const HEADER_BYTES: usize = 24;
 /// The largest payload a record may carry.
 pub const PAYLOAD_BYTES_MAX: usize = 16 << 20;
+/// Sequence numbers stay below this; a record claiming more is corrupt.
+pub const SEQ_MAX: u64 = 1 << 62;
 /// Buffered bytes that trigger a write before the commit.
 const PENDING_BYTES_MAX: usize = 1 << 20;
 /// Every this many records, a segment remembers the offset of one, to find a record fast.
@@ -63,7 +65,7 @@ pub struct SegmentInfo {
 
 impl SegmentInfo {
     pub fn records(&self) -> u64 {
-        self.last_seq + 1 - self.first_seq
+        if self.last_seq < self.first_seq { 0 } else { self.last_seq - self.first_seq + 1 }
     }
 }
 
@@ -555,7 +557,10 @@ fn decode(bytes: &[u8], at: usize) -> Option<Record> {
         return None;
     }
     let payload = body.get(16..)?.to_vec();
-    Some(Record { seq: long(8)?, time: Timestamp(long(16)? as i64), payload })
+    // No log gives out 2^62 sequence numbers: one that big came from bad bytes (with a checksum
+    // that happens to match), and would overflow the next number.
+    let seq = long(8).filter(|s| *s < SEQ_MAX)?;
+    Some(Record { seq, time: Timestamp(long(16)? as i64), payload })
 }
 
 /// Segment files in `dir`, by first sequence number.
@@ -564,7 +569,10 @@ fn segment_files(dir: &Path) -> Result<BTreeMap<u64, PathBuf>, StoreError> {
     for entry in fs::read_dir(dir).map_err(|e| StoreError::io("list", dir, e))? {
         let path = entry.map_err(|e| StoreError::io("list", dir, e))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if let Some(first) = name.strip_suffix(".seg").and_then(|n| n.parse::<u64>().ok()) {
+        // Sequence numbers start at 1: a `0.seg` is not one of ours.
+        if let Some(first) =
+            name.strip_suffix(".seg").and_then(|n| n.parse::<u64>().ok()).filter(|f| *f > 0 && *f < SEQ_MAX)
+        {
             out.insert(first, path);
         }
     }
@@ -589,6 +597,49 @@ fn create_segment(dir: &Path, first_seq: u64, time: Timestamp) -> Result<Segment
 /// `repair`: cut a torn tail off (the writer's last segment); otherwise only skip it.
 fn scan(path: &Path, first_seq: u64, repair: bool, recovery: &mut Recovery) -> Result<Segment, StoreError> {
     let bytes = fs::read(path).map_err(|e| StoreError::io("read", path, e))?;
+    let checked = check_segment(&bytes, first_seq);
+    let Checked { info, index, magic, valid_end, corrupt_records } = checked;
+    if !magic {
+        // A segment cut before its magic was written: start it afresh.
+        recovery.torn_bytes += bytes.len() as u64;
+        if repair {
+            fs::write(path, MAGIC).map_err(|e| StoreError::io("rewrite", path, e))?;
+        }
+        return Ok(Segment { info, path: path.to_owned(), index });
+    }
+    recovery.corrupt_records += corrupt_records;
+    if valid_end < bytes.len() {
+        if repair {
+            recovery.torn_bytes += (bytes.len() - valid_end) as u64;
+            let f = OpenOptions::new().write(true).open(path).map_err(|e| StoreError::io("open", path, e))?;
+            f.set_len(valid_end as u64).map_err(|e| StoreError::io("truncate", path, e))?;
+            f.sync_all().map_err(|e| StoreError::io("sync", path, e))?;
+        } else {
+            recovery.corrupt_records += 1;
+        }
+    }
+    Ok(Segment { info, path: path.to_owned(), index })
+}
+
+/// What checking a segment file's bytes found.
+#[derive(Debug)]
+pub struct Checked {
+    pub info: SegmentInfo,
+    /// Every `INDEX_EVERY`th record's sequence number and offset.
+    pub index: Vec<(u64, u64)>,
+    /// Whether the file starts with the segment magic (if not, it holds nothing).
+    pub magic: bool,
+    /// Where the last valid record ends: what follows is a torn or corrupt tail.
+    pub valid_end: usize,
+    /// Records skipped as corrupt between valid ones.
+    pub corrupt_records: u64,
+}
+
+/// Checks every record of a segment file's `bytes` (length, checksum, order), skipping and
+/// counting corrupt ones by re-synchronising on the next valid record. Pure, and never panics
+/// whatever the bytes (`fuzz/` runs it on arbitrary input).
+pub fn check_segment(bytes: &[u8], first_seq: u64) -> Checked {
+    let first_seq = first_seq.clamp(1, SEQ_MAX);
     let mut info = SegmentInfo {
         first_seq,
         last_seq: first_seq - 1,
@@ -598,22 +649,18 @@ fn scan(path: &Path, first_seq: u64, repair: bool, recovery: &mut Recovery) -> R
     };
     let mut index = Vec::new();
     if bytes.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
-        // A segment cut before its magic was written: start it afresh.
-        recovery.torn_bytes += bytes.len() as u64;
-        if repair {
-            fs::write(path, MAGIC).map_err(|e| StoreError::io("rewrite", path, e))?;
-        }
-        return Ok(Segment { info, path: path.to_owned(), index });
+        return Checked { info, index, magic: false, valid_end: 0, corrupt_records: 0 };
     }
+    let mut corrupt_records = 0;
     let mut at = MAGIC.len();
     let mut valid_end = at;
     while at < bytes.len() {
-        let found = decode(&bytes, at).filter(|r| r.seq > info.last_seq).map(|r| (at, r));
+        let found = decode(bytes, at).filter(|r| r.seq > info.last_seq).map(|r| (at, r));
         let (start, record) = match found {
             Some(f) => f,
-            None => match resync(&bytes, at + 1, info.last_seq) {
+            None => match resync(bytes, at + 1, info.last_seq) {
                 Some(f) => {
-                    recovery.corrupt_records += 1;
+                    corrupt_records += 1;
                     f
                 }
                 None => break,
@@ -631,17 +678,7 @@ fn scan(path: &Path, first_seq: u64, repair: bool, recovery: &mut Recovery) -> R
         valid_end = at;
     }
     info.bytes = valid_end as u64;
-    if valid_end < bytes.len() {
-        if repair {
-            recovery.torn_bytes += (bytes.len() - valid_end) as u64;
-            let f = OpenOptions::new().write(true).open(path).map_err(|e| StoreError::io("open", path, e))?;
-            f.set_len(valid_end as u64).map_err(|e| StoreError::io("truncate", path, e))?;
-            f.sync_all().map_err(|e| StoreError::io("sync", path, e))?;
-        } else {
-            recovery.corrupt_records += 1;
-        }
-    }
-    Ok(Segment { info, path: path.to_owned(), index })
+    Checked { info, index, magic: true, valid_end, corrupt_records }
 }
 
 /// The next valid record at or after `from` whose sequence number is above `last_seq`.

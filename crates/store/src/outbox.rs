@@ -662,15 +662,21 @@ fn read_cursor(path: &Path) -> Result<Position, StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Position::default()),
         Err(e) => return Err(StoreError::io("read", path, e)),
     };
-    let corrupt = || StoreError::Corrupt { path: path.to_owned(), what: "cursor length or checksum".into() };
+    decode_cursor(&bytes)
+        .ok_or_else(|| StoreError::Corrupt { path: path.to_owned(), what: "cursor length or checksum".into() })
+}
+
+/// A cursor file's bytes (four little-endian u64 and their CRC-32) as a position; `None` if
+/// they are not one. Pure, never panics (`fuzz/` runs it on arbitrary input).
+pub fn decode_cursor(bytes: &[u8]) -> Option<Position> {
     if bytes.len() != 36 || crc32fast::hash(&bytes[..32]).to_le_bytes() != bytes[32..36] {
-        return Err(corrupt());
+        return None;
     }
     let mut p = Position::default();
     for (c, chunk) in bytes[..32].chunks_exact(8).enumerate() {
-        p.0[c] = u64::from_le_bytes(chunk.try_into().map_err(|_| corrupt())?);
+        p.0[c] = u64::from_le_bytes(chunk.try_into().ok()?);
     }
-    Ok(p)
+    Some(p)
 }
 
 fn write_cursor(dir: &Path, sink: &str, cursor: &mut Cursor) -> Result<(), StoreError> {

@@ -188,11 +188,13 @@ fn encode_runs(out: &mut Vec<u8>, quality: &[u16]) {
 
 fn decode_runs(bytes: &[u8], at: &mut usize, count: usize) -> Result<Vec<u16>, String> {
     let runs = get_varint(bytes, at)?;
-    let mut out = Vec::with_capacity(count);
+    // The count comes from the chunk's header: allocate for it only as it is met (fuzzing found
+    // a header asking for four billion samples, and a run length that overflowed the sum).
+    let mut out = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..runs {
         let q = u16::try_from(get_varint(bytes, at)?).map_err(|_| "quality code out of range")?;
-        let n = get_varint(bytes, at)? as usize;
-        if out.len() + n > count {
+        let n = usize::try_from(get_varint(bytes, at)?).unwrap_or(usize::MAX);
+        if n > count - out.len() {
             return Err("more quality codes than samples".into());
         }
         out.extend(std::iter::repeat_n(q, n));

@@ -1,0 +1,16 @@
+//! A historian chunk (pco or Gorilla) and its index entry with any bytes, and the Gorilla bit
+//! streams alone: columns or an error, never a panic, never memory beyond the input's size.
+#![no_main]
+
+use airlock_store::historian::chunk;
+use airlock_store::historian::gorilla::{BitReader, decode_times, decode_values};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|bytes: &[u8]| {
+    let _ = chunk::entry(bytes);
+    let _ = chunk::decode(bytes, |_| Ok((0..64).collect()));
+    let count = usize::from(bytes.first().copied().unwrap_or(0)) * 8;
+    let rest = bytes.get(1..).unwrap_or_default();
+    let _ = decode_times(&mut BitReader::new(rest), count);
+    let _ = decode_values(&mut BitReader::new(rest), count);
+});
