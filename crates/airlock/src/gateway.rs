@@ -27,6 +27,7 @@ use airlock_pipeline::{
 use airlock_south_modbus::DeviceTask;
 use airlock_south_mqtt::SubscriberTask;
 use airlock_south_opcua::OpcUaTask;
+use airlock_store::space::FreeSpace;
 use airlock_store::{FsyncPolicy, HistorianConfig, HistorianWriter, OutboxConfig, OutboxReader, OutboxWriter};
 use anyhow::Context as _;
 use tokio::sync::watch;
@@ -65,8 +66,15 @@ impl Gateway {
         let store = &config.store;
         let fsync = FsyncPolicy::Interval(store.fsync_interval);
         let sink_names = config.sinks.iter().map(|s| s.name.clone()).collect();
-        let outbox_config =
-            OutboxConfig { bytes_max: store.outbox_bytes_max, age_max: store.outbox_age_max, fsync, sinks: sink_names };
+        // One free-space reserve on the data folder's file system, kept by everything that writes.
+        let space = Arc::new(FreeSpace::new(&store.data_dir, store.free_space_reserve));
+        let outbox_config = OutboxConfig {
+            bytes_max: store.outbox_bytes_max,
+            age_max: store.outbox_age_max,
+            fsync,
+            sinks: sink_names,
+            space: Some(Arc::clone(&space)),
+        };
         let outbox_dir = store.data_dir.join("outbox");
         let (outbox_writer, outbox) = OutboxWriter::open(&outbox_dir, outbox_config)
             .with_context(|| format!("open the outbox in {}", outbox_dir.display()))?;
@@ -74,6 +82,7 @@ impl Gateway {
             bytes_max: store.historian_bytes_max,
             age_max: store.historian_age_max,
             fsync,
+            space: Some(Arc::clone(&space)),
             ..HistorianConfig::default()
         };
         let historian_dir = store.data_dir.join("historian");
@@ -122,13 +131,14 @@ impl Gateway {
             let (handle, h) = match &s.kind {
                 SinkKind::Jsonl { path } => {
                     let h = Arc::new(SinkHealth::reporting_to(Arc::clone(&problems)));
-                    let sink = JsonlSink::new(&s.name, gateway, path);
+                    let sink = JsonlSink::new(&s.name, gateway, path).keeping(Arc::clone(&space));
                     (airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?, h)
                 }
                 SinkKind::Http(http) => {
                     let h = Arc::new(SinkHealth::reporting_to(Arc::clone(&problems)));
                     let sink = HttpSink::new(&s.name, gateway, http, &config.store.data_dir, Arc::clone(&h))
-                        .map_err(|e| anyhow::anyhow!("sink {}: {e}", s.name))?;
+                        .map_err(|e| anyhow::anyhow!("sink {}: {e}", s.name))?
+                        .keeping(Arc::clone(&space));
                     (airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?, h)
                 }
                 SinkKind::Mqtt(m) => {

@@ -126,6 +126,8 @@ pub struct Store {
     pub outbox_age_max: Duration,
     pub historian_bytes_max: u64,
     pub historian_age_max: Duration,
+    /// Bytes the file system holding `data_dir` keeps free, whatever the budgets (0: none).
+    pub free_space_reserve: u64,
 }
 
 /// Where upstream records go. A closed set: one variant per northbound sink.

@@ -35,6 +35,7 @@ pub struct RawStore {
     pub outbox_age_max_hours: Option<S<i64>>,
     pub historian_bytes_max: Option<S<i64>>,
     pub historian_age_max_days: Option<S<i64>>,
+    pub free_space_reserve_mb: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

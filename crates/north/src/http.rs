@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use airlock_config::HttpSink as HttpConfig;
+use airlock_store::space::FreeSpace;
 use airlock_store::{Class, OutboxRecord};
 
 use crate::{Limits, Sent, Sink, SinkError, SinkHealth, message_id, wire_json};
@@ -41,6 +42,7 @@ pub struct HttpSink {
     token: Option<String>,
     dead_letters: PathBuf,
     health: Arc<SinkHealth>,
+    space: Option<Arc<FreeSpace>>,
 }
 
 impl HttpSink {
@@ -72,6 +74,7 @@ impl HttpSink {
             token,
             dead_letters: data_dir.join("deadletter").join(format!("{name}.jsonl")),
             health,
+            space: None,
         })
     }
 
@@ -89,6 +92,16 @@ impl HttpSink {
 
     /// Appends the refused batch to the dead-letter file.
     fn park(&self, records: &[&OutboxRecord], status: u16, answer: &str) -> Result<(), SinkError> {
+        if let Some(space) = self.space.as_ref().filter(|s| !s.has_room()) {
+            self.health.dead_letters_dropped.fetch_add(records.len() as u64, Relaxed);
+            log::warn!(
+                "sink {}: {} refused records not parked: the disk's free-space reserve ({} bytes) is reached",
+                self.name,
+                records.len(),
+                space.reserve()
+            );
+            return Ok(());
+        }
         let io = |action, source| SinkError::Io { action, target: self.dead_letters.display().to_string(), source };
         if let Some(dir) = self.dead_letters.parent() {
             std::fs::create_dir_all(dir).map_err(|e| io("create", e))?;
@@ -113,6 +126,13 @@ impl HttpSink {
 }
 
 impl HttpSink {
+    /// Keeps to the file system's free-space reserve: past it, refused records are counted as
+    /// dropped dead letters instead of written.
+    pub fn keeping(mut self, space: Arc<FreeSpace>) -> Self {
+        self.space = Some(space);
+        self
+    }
+
     /// When the dead-letter file has reached half the budget, it replaces the older file (whose
     /// records are counted as dropped), so both together stay within the budget.
     fn keep_to_budget(&self) -> std::io::Result<()> {

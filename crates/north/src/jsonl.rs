@@ -4,6 +4,9 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use airlock_store::space::FreeSpace;
 
 use airlock_store::OutboxRecord;
 
@@ -14,11 +17,19 @@ pub struct JsonlSink {
     gateway: String,
     path: PathBuf,
     file: Option<BufWriter<File>>,
+    space: Option<Arc<FreeSpace>>,
 }
 
 impl JsonlSink {
     pub fn new(name: &str, gateway: &str, path: &Path) -> Self {
-        Self { name: name.to_owned(), gateway: gateway.to_owned(), path: path.to_owned(), file: None }
+        Self { name: name.to_owned(), gateway: gateway.to_owned(), path: path.to_owned(), file: None, space: None }
+    }
+
+    /// Keeps to the file system's free-space reserve: past it, nothing is written (the records
+    /// wait in the outbox, the sink retries with backoff).
+    pub fn keeping(mut self, space: Arc<FreeSpace>) -> Self {
+        self.space = Some(space);
+        self
     }
 
     fn io(&self, action: &'static str, source: std::io::Error) -> SinkError {
@@ -26,6 +37,10 @@ impl JsonlSink {
     }
 
     fn append_lines(&mut self, records: &[OutboxRecord]) -> Result<(), SinkError> {
+        if let Some(space) = self.space.as_ref().filter(|s| !s.has_room()) {
+            let what = format!("the disk's free-space reserve ({} bytes) is reached", space.reserve());
+            return Err(SinkError::Rejected { target: self.path.display().to_string(), what });
+        }
         if self.file.is_none() {
             let f = OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| self.io("open", e))?;
             self.file = Some(BufWriter::new(f));

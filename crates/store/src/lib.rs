@@ -20,6 +20,7 @@
 pub mod historian;
 pub mod log;
 pub mod outbox;
+pub mod space;
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +44,8 @@ pub enum StoreError {
     Corrupt { path: PathBuf, what: String },
     #[error("a record of {bytes} bytes is larger than the {max} allowed")]
     TooLarge { bytes: usize, max: usize },
+    #[error("the free-space reserve ({reserve} bytes) of the disk holding {} is reached", dir.display())]
+    ReserveReached { dir: PathBuf, reserve: u64 },
     #[error("{buckets} intervals asked for; at most {max} in one query: choose a longer interval or a shorter range")]
     TooManyBuckets { buckets: u64, max: u64 },
     #[error("unknown sink {0:?}: sinks are named when the outbox is opened")]
@@ -84,6 +87,7 @@ impl StoreError {
             StoreError::Io { source, .. } => {
                 matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::FileTooLarge)
             }
+            StoreError::ReserveReached { .. } => true,
             _ => false,
         }
     }

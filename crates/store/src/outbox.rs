@@ -43,6 +43,7 @@ use airlock_upstream::{GapCause, GapRecord, RecoveryRecord, UndecodableRecord, U
 
 use crate::StoreError;
 use crate::log::{HEADER_BYTES, Log, Lost, SegmentInfo};
+use crate::space::FreeSpace;
 
 /// Priority classes, most important first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -134,6 +135,8 @@ pub struct OutboxConfig {
     pub fsync: FsyncPolicy,
     /// The sinks that read this outbox; records are reclaimed once all have acknowledged them.
     pub sinks: Vec<String>,
+    /// The file system's free-space reserve: past it the outbox stops growing.
+    pub space: Option<Arc<FreeSpace>>,
 }
 
 impl Default for OutboxConfig {
@@ -143,6 +146,7 @@ impl Default for OutboxConfig {
             age_max: Duration::from_secs(7 * 86_400),
             fsync: FsyncPolicy::Interval(Duration::from_millis(10)),
             sinks: Vec::new(),
+            space: None,
         }
     }
 }
@@ -198,6 +202,8 @@ struct Inner {
     scratch: Vec<u8>,
     /// Records whose write failed, by class, to report in gap events at the next commit.
     lost: Vec<(Class, Lost)>,
+    /// The outbox's size when the file system's free-space reserve was reached, while it is.
+    reserve_cap: Option<u64>,
 }
 
 /// What the readers asked to be told when records become visible to sinks (called under the
@@ -277,6 +283,7 @@ fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader)
         wakers: Wakers::default(),
         scratch: Vec::new(),
         lost: Vec::new(),
+        reserve_cap: None,
     };
     let inner = Arc::new(Mutex::new(inner));
     if stats.corrupt_records > 0 || stats.torn_bytes > 0 {
@@ -506,7 +513,15 @@ impl Inner {
             self.stats.refused_too_large += 1;
             return Err(StoreError::TooLarge { bytes: HEADER_BYTES + bytes.len(), max });
         }
-        self.make_room((HEADER_BYTES + bytes.len()) as u64)?;
+        // Past the file system's reserve the outbox keeps the size it had when the reserve was
+        // reached, and grows no more (new records push out the oldest of the lowest class).
+        let room = self.config.space.as_ref().is_none_or(|space| space.has_room());
+        let cap = if room { None } else { Some(*self.reserve_cap.get_or_insert(self.bytes())) };
+        if room {
+            self.reserve_cap = None;
+        }
+        let budget = cap.map_or(self.config.bytes_max, |c| c.min(self.config.bytes_max));
+        self.make_room((HEADER_BYTES + bytes.len()) as u64, budget)?;
         let seq = self.logs[class as usize].append(time, bytes)?;
         Ok(RecordId { class, seq })
     }
@@ -573,8 +588,8 @@ impl Inner {
 
     /// Drops the oldest segments of the lowest classes until `need` more bytes fit. Bounded:
     /// it stops when a drop frees nothing (the gap event it wrote took what it freed).
-    fn make_room(&mut self, need: u64) -> Result<(), StoreError> {
-        while self.bytes() + need > self.config.bytes_max {
+    fn make_room(&mut self, need: u64, budget: u64) -> Result<(), StoreError> {
+        while self.bytes() + need > budget {
             let before = self.bytes();
             let Some(class) = Class::ALL.into_iter().rev().find(|c| !self.logs[*c as usize].is_empty()) else {
                 return Ok(()); // nothing left to drop: only empty segments remain

@@ -201,3 +201,39 @@ fn the_historian_survives_a_full_disk_within_its_memory_bound() {
         "samples from before the failure stay"
     );
 }
+
+#[test]
+fn the_outbox_keeps_the_file_systems_free_space_reserve() {
+    use airlock_store::space::{FreeSpace, free_bytes};
+    use std::sync::Arc;
+    let disk = SmallDisk::mount("reserve", "4m");
+    let _ballast = disk.ballast(2 << 20);
+    let dir = disk.0.join("outbox");
+    let reserve = 1 << 20;
+    let config = OutboxConfig {
+        bytes_max: 2 << 20,
+        fsync: FsyncPolicy::Interval(Duration::ZERO),
+        sinks: vec!["s".into()],
+        space: Some(Arc::new(FreeSpace::new(&dir, reserve))),
+        ..OutboxConfig::default()
+    };
+    let (mut writer, reader) = OutboxWriter::open(&dir, config).unwrap();
+    let payload = vec![b'x'; 1000];
+    let mut lowest_free = u64::MAX;
+    // 2.4 MB in bursts: the disk has 2 MB free, of which 1 MB is the reserve.
+    for burst in 0..40 {
+        for i in 0..60 {
+            writer.append_encoded(Class::Raw, Timestamp(burst * 60 + i), &payload).unwrap();
+        }
+        writer.commit().expect("no write fails: the reserve is kept before the disk fills");
+        lowest_free = lowest_free.min(free_bytes(&disk.0).unwrap());
+        std::thread::sleep(Duration::from_millis(110));
+    }
+    let stats = writer.stats();
+    assert!(stats.dropped_full[Class::Raw as usize] > 0, "the oldest raw records made room: {stats:?}");
+    assert!(lowest_free > reserve / 2, "only {lowest_free} bytes were left free");
+    let held = reader.read(&Position::default(), usize::MAX).unwrap();
+    assert!(held.iter().any(|r| matches!(&r.record, Upstream::Gap(_))), "the drops are reported");
+    let newest = held.iter().filter(|r| r.id.class == Class::Raw).map(|r| r.id.seq).max();
+    assert_eq!(newest, Some(2400), "the newest records are kept");
+}

@@ -811,6 +811,7 @@ fn store(c: &mut Checker, raw: &RawConfig) -> Store {
     let historian_bytes =
         c.int(&get(|s| &s.historian_bytes_max), "store.historian_bytes_max", 16 * MIB, i64::MAX, 10 << 30);
     let historian_days = c.int(&get(|s| &s.historian_age_max_days), "store.historian_age_max_days", 1, 36_500, 365);
+    let reserve_mb = c.int(&get(|s| &s.free_space_reserve_mb), "store.free_space_reserve_mb", 0, 1_000_000, 256);
     Store {
         data_dir: resolve(c, data_dir),
         fsync_interval: Duration::from_millis(fsync_ms.unsigned_abs()),
@@ -818,6 +819,7 @@ fn store(c: &mut Checker, raw: &RawConfig) -> Store {
         outbox_age_max: Duration::from_millis(outbox_hours.unsigned_abs() * 3_600_000),
         historian_bytes_max: historian_bytes.unsigned_abs(),
         historian_age_max: Duration::from_millis(historian_days.unsigned_abs() * DAY_MS),
+        free_space_reserve: reserve_mb.unsigned_abs() << 20,
     }
 }
 

@@ -51,6 +51,8 @@ pub struct HistorianConfig {
     /// Samples held in memory (heads) that trigger a checkpoint; the memory bound.
     pub head_samples_max: usize,
     pub codec: Codec,
+    /// The file system's free-space reserve: past it the historian takes no more samples.
+    pub space: Option<Arc<crate::space::FreeSpace>>,
 }
 
 impl Default for HistorianConfig {
@@ -62,6 +64,7 @@ impl Default for HistorianConfig {
             wal_bytes_max: 16 << 20,
             head_samples_max: 1 << 20,
             codec: Codec::Pco,
+            space: None,
         }
     }
 }
@@ -170,7 +173,14 @@ impl HistorianWriter {
     /// Appends samples (to the WAL and the heads). They count as persisted once a
     /// [`commit`](Self::commit) has synced them.
     pub fn append(&mut self, samples: &[Sample]) -> Result<(), StoreError> {
-        lock(&self.inner)?.append(samples)
+        let mut inner = lock(&self.inner)?;
+        if let Some(space) = inner.config.space.clone()
+            && !space.has_room()
+        {
+            inner.stats.samples_lost += samples.len() as u64;
+            return Err(StoreError::ReserveReached { dir: inner.dir.clone(), reserve: space.reserve() });
+        }
+        inner.append(samples)
     }
 
     /// Writes the WAL, syncs it if the policy says so, checkpoints if it is time; returns
