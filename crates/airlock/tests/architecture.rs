@@ -335,3 +335,57 @@ fn the_write_scan_finds_a_writer_import() {
         ]
     );
 }
+
+/// The protocol libraries' full-power handles (which could write, publish or call). In a
+/// southbound crate only `src/link.rs` may name them: it wraps each in a type that can only
+/// read or subscribe (`ReadLink`, `SubscribeOnly`, `ReadSession`) and never hands it out.
+const RAW_HANDLES: &[&str] =
+    &["AsyncClient", "EventLoop", "Session", "connect_to_matching_endpoint", "attach_slave", "client::Context"];
+
+/// Whether `code` has `name` as a whole word.
+fn has_word(code: &str, name: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    code.match_indices(name).any(|(at, _)| !code[..at].ends_with(ident) && !code[at + name.len()..].starts_with(ident))
+}
+
+#[test]
+fn only_each_southbound_crates_link_names_a_protocol_handle() {
+    let crates = workspace_root().join("crates");
+    let mut links = 0;
+    for entry in std::fs::read_dir(&crates).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.file_name().unwrap().to_string_lossy().starts_with("south-") {
+            continue;
+        }
+        let src = dir.join("src");
+        links += usize::from(src.join("link.rs").exists());
+        let mut todo = vec![src];
+        while let Some(d) = todo.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    todo.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") || path.file_name().is_some_and(|n| n == "link.rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (i, line) in text.lines().enumerate() {
+                    if let Some(name) = RAW_HANDLES.iter().find(|n| has_word(code_of(line), n)) {
+                        panic!("{}:{}: names {name}; only link.rs may hold the raw handle", path.display(), i + 1);
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(links, 3, "each southbound crate has its link.rs");
+}
+
+#[test]
+fn the_handle_scan_sees_whole_words_only() {
+    assert!(has_word("let s: Arc<Session> = x;", "Session"));
+    assert!(!has_word("SessionPollResult::Reconnected", "Session"));
+    assert!(!has_word("ReadSession::connect", "Session"));
+    assert!(has_word("use tokio_modbus::client::Context;", "client::Context"));
+}

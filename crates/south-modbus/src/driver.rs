@@ -18,17 +18,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_config::{Device, ModbusDevice, Space};
+use airlock_config::{Device, ModbusDevice};
 use airlock_model::{DeviceHealth, LinkState, Reason, Sample, Timestamp};
 use airlock_pipeline::{DeviceHandle, Running, Source};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{MissedTickBehavior, timeout};
-use tokio_modbus::Slave;
-use tokio_modbus::client::{Context, Reader, tcp};
 
 use crate::decode::{decode_bit, decode_registers};
-use crate::guard::Guarded;
+use crate::link::{Data, ReadLink};
 use crate::pacer::{Backoff, Pacer};
 use crate::plan::{PlanLimits, ReadRequest, plan};
 
@@ -115,7 +113,7 @@ impl DeviceTask {
         let mut ticker = tokio::time::interval(self.device.poll_interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut reported = Reported { exceptions: vec![0; self.requests.len()], ..Reported::default() };
-        let mut link: Option<Context> = None;
+        let mut link: Option<ReadLink> = None;
         let mut poll = 0u64;
         loop {
             ticker.tick().await;
@@ -146,7 +144,7 @@ impl DeviceTask {
         }
     }
 
-    async fn connect(&self) -> Result<Context, Failure> {
+    async fn connect(&self) -> Result<ReadLink, Failure> {
         self.health.set_state(LinkState::Connecting);
         let address = self.modbus.address.as_str();
         let stream = match timeout(self.device.timeout, TcpStream::connect(address)).await {
@@ -155,12 +153,12 @@ impl DeviceTask {
             Err(_) => return Err(Failure::Connect(format!("{address}: no answer within the timeout"))),
         };
         stream.set_nodelay(true).map_err(|e| Failure::Connect(format!("set TCP_NODELAY: {e}")))?;
-        Ok(tcp::attach_slave(Guarded::new(stream), Slave(self.modbus.unit_id)))
+        Ok(ReadLink::attach(stream, self.modbus.unit_id))
     }
 
     /// One poll: every planned request in turn, each answer's samples sent at once. Returns why
     /// the link failed, if it did.
-    async fn poll(&self, ctx: &mut Context, poll: u64, pacer: &mut Pacer, reported: &mut Reported) -> Option<Failure> {
+    async fn poll(&self, ctx: &mut ReadLink, poll: u64, pacer: &mut Pacer, reported: &mut Reported) -> Option<Failure> {
         DeviceHealth::count(&self.health.polls, 1);
         // The words of a tag read in parts (a waveform), gathered until its last part arrives.
         let mut partial: Result<Vec<u16>, Reason> = Ok(Vec::new());
@@ -168,7 +166,7 @@ impl DeviceTask {
             let mut samples = Vec::with_capacity(req.tags.len());
             pacer.wait().await;
             DeviceHealth::count(&self.health.requests, 1);
-            let answer = timeout(self.device.timeout, read(ctx, req)).await;
+            let answer = timeout(self.device.timeout, ctx.read(req)).await;
             let now = Timestamp::now();
             match answer {
                 Ok(Ok(Ok(data))) => {
@@ -305,24 +303,6 @@ pub fn requests(modbus: &ModbusDevice, coalesce: bool) -> Vec<ReadRequest> {
     let limits =
         PlanLimits { max_gap_registers: modbus.max_gap_registers, max_gap_bits: modbus.max_gap_bits, coalesce };
     plan(&modbus.tags, limits)
-}
-
-/// A read answer: registers or bits.
-enum Data {
-    Words(Vec<u16>),
-    Bits(Vec<bool>),
-}
-
-/// Sends one read request. The four plain reads (function codes 1 to 4) are the only calls into
-/// tokio-modbus in the product.
-async fn read(ctx: &mut Context, req: &ReadRequest) -> tokio_modbus::Result<Data> {
-    let (start, count) = (req.start, req.count);
-    Ok(match req.space {
-        Space::Coil => ctx.read_coils(start, count).await?.map(Data::Bits),
-        Space::DiscreteInput => ctx.read_discrete_inputs(start, count).await?.map(Data::Bits),
-        Space::InputRegister => ctx.read_input_registers(start, count).await?.map(Data::Words),
-        Space::HoldingRegister => ctx.read_holding_registers(start, count).await?.map(Data::Words),
-    })
 }
 
 fn exception_name(code: u8) -> &'static str {

@@ -10,6 +10,7 @@
 pub mod decode;
 pub mod driver;
 pub mod guard;
+pub mod link;
 pub mod pacer;
 pub mod plan;
 

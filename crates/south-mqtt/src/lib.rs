@@ -9,6 +9,7 @@
 //! have fed bad, is counted, and is logged at most once per topic per minute.
 
 pub mod json;
+pub mod link;
 pub mod sparkplug;
 pub mod subscriber;
 

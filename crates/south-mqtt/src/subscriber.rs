@@ -14,13 +14,11 @@ use airlock_config::{Device, MqttDevice, Payload, Secret};
 use airlock_model::pace::Backoff;
 use airlock_model::{DeviceHealth, LinkState, Reason, Sample, Timestamp};
 use airlock_pipeline::{DeviceHandle, Running, Source};
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter, TlsConfiguration,
-    Transport,
-};
+use rumqttc::{ConnectionError, Event, MqttOptions, Packet, QoS, SubscribeFilter, TlsConfiguration, Transport};
 use tokio::sync::watch;
 
 use crate::json::{JsonTopics, Reading};
+use crate::link::SubscribeOnly;
 use crate::sparkplug::EdgeNode;
 
 /// Largest message accepted from the broker (a long waveform in JSON fits).
@@ -123,13 +121,13 @@ impl SubscriberTask {
                 return;
             }
         };
-        let (client, mut events): (AsyncClient, EventLoop) = AsyncClient::new(options, 16);
+        let mut link = SubscribeOnly::new(options);
         let mut batches = 0u64;
         let mut last_logged: HashMap<String, Instant> = HashMap::new();
         let mut down_reported = false;
         self.health.set_state(LinkState::Connecting);
         loop {
-            match events.poll().await {
+            match link.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff.reset();
                     self.health.set_state(LinkState::Up);
@@ -137,7 +135,7 @@ impl SubscriberTask {
                         log::info!("device {name}: connected to {} again", self.mqtt.address);
                     }
                     let filters = decoder.filters().into_iter().map(|t| SubscribeFilter::new(t, QoS::AtMostOnce));
-                    if let Err(e) = client.try_subscribe_many(filters) {
+                    if let Err(e) = link.subscribe(filters) {
                         log::error!("device {name}: cannot subscribe: {e}");
                     }
                 }

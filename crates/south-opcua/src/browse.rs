@@ -5,17 +5,17 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_config::OpcUaDevice;
-use opcua::client::{Session, SessionPollResult};
+use opcua::client::SessionPollResult;
 use opcua::types::{
     AttributeId, BrowseDescription, BrowseDirection, BrowseResultMask, NodeClass, NodeId, ReadValueId, ReferenceTypeId,
     TimestampsToReturn, Variant,
 };
 
 use crate::client::{Retry, client, endpoint, identity_token, next};
+use crate::link::ReadSession;
 use crate::trust::Pki;
 
 /// References asked for per node and request.
@@ -51,8 +51,7 @@ pub async fn browse(
     let secured = opcua.security != airlock_config::Security::None;
     let mut client = client(&pki, "browse", retry, Duration::from_secs(5), secured)?;
     let identity = identity_token(&opcua.identity)?;
-    let (session, event_loop) = client
-        .connect_to_matching_endpoint(endpoint(opcua), identity)
+    let (session, event_loop) = ReadSession::connect(&mut client, endpoint(opcua), identity)
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", opcua.endpoint))?;
     let (ready_tx, mut ready) = tokio::sync::mpsc::channel::<Result<(), String>>(1);
@@ -87,7 +86,7 @@ pub async fn browse(
     result
 }
 
-async fn walk(session: &Arc<Session>, under: Option<&str>, depth: usize) -> Result<Vec<Node>, String> {
+async fn walk(session: &ReadSession, under: Option<&str>, depth: usize) -> Result<Vec<Node>, String> {
     let root = match under {
         Some(text) => NodeId::from_str(text).map_err(|_| format!("{text:?} is not a node id"))?,
         None => NodeId::objects_folder_id(),
@@ -114,7 +113,7 @@ async fn walk(session: &Arc<Session>, under: Option<&str>, depth: usize) -> Resu
 
 /// The new children of `parent` as nodes at `level`, with their variable details.
 async fn nodes_under(
-    session: &Session,
+    session: &ReadSession,
     parent: &NodeId,
     level: usize,
     seen: &mut HashSet<NodeId>,
@@ -140,7 +139,7 @@ async fn nodes_under(
 }
 
 /// The hierarchical children of a node: (id, browse name, class).
-async fn children(session: &Session, parent: &NodeId) -> Result<Vec<(NodeId, String, NodeClass)>, String> {
+async fn children(session: &ReadSession, parent: &NodeId) -> Result<Vec<(NodeId, String, NodeClass)>, String> {
     let description = BrowseDescription {
         node_id: parent.clone(),
         browse_direction: BrowseDirection::Forward,
@@ -150,7 +149,7 @@ async fn children(session: &Session, parent: &NodeId) -> Result<Vec<(NodeId, Str
         result_mask: BrowseResultMask::All as u32,
     };
     let mut results =
-        session.browse(&[description], REFERENCES_PER_NODE, None).await.map_err(|e| format!("browse {parent}: {e}"))?;
+        session.browse(&[description], REFERENCES_PER_NODE).await.map_err(|e| format!("browse {parent}: {e}"))?;
     let mut out = Vec::new();
     while let Some(result) = results.pop() {
         for r in result.references.unwrap_or_default() {
@@ -163,7 +162,7 @@ async fn children(session: &Session, parent: &NodeId) -> Result<Vec<(NodeId, Str
             break;
         }
         results = session
-            .browse_next(false, &[result.continuation_point])
+            .browse_next(&[result.continuation_point])
             .await
             .map_err(|e| format!("browse next {parent}: {e}"))?;
     }
@@ -172,7 +171,7 @@ async fn children(session: &Session, parent: &NodeId) -> Result<Vec<(NodeId, Str
 
 /// Per variable: its built-in type name, array length and whether its value is readable.
 async fn variable_details(
-    session: &Session,
+    session: &ReadSession,
     variables: &[NodeId],
 ) -> Result<Vec<(NodeId, Option<String>, Option<u32>, bool)>, String> {
     let attributes =
@@ -189,10 +188,8 @@ async fn variable_details(
                 })
             })
             .collect();
-        let values = session
-            .read(&reads, TimestampsToReturn::Neither, 0.0)
-            .await
-            .map_err(|e| format!("read attributes: {e}"))?;
+        let values =
+            session.read(&reads, TimestampsToReturn::Neither).await.map_err(|e| format!("read attributes: {e}"))?;
         for (id, v) in chunk.iter().zip(values.chunks(attributes.len())) {
             let value = |i: usize| v.get(i).and_then(|dv| dv.value.clone());
             let data_type = match value(0) {

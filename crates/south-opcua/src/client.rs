@@ -22,7 +22,7 @@ use airlock_model::pace::{Backoff, RateCap};
 use airlock_model::{DeviceHealth, LinkState, Quality, Reason, Sample, Timestamp};
 use airlock_pipeline::{DeviceHandle, Running, Source};
 use opcua::client::{
-    Client, ClientBuilder, IdentityToken, MonitoredItem, OnSubscriptionNotification, Session, SessionConnectMode,
+    Client, ClientBuilder, IdentityToken, MonitoredItem, OnSubscriptionNotification, SessionConnectMode,
     SessionPollResult,
 };
 use opcua::crypto::{PrivateKey, SecurityPolicy};
@@ -34,6 +34,7 @@ use opcua::types::{
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::link::ReadSession;
 use crate::trust::{APPLICATION_URI, Pki, read_certificate};
 use crate::value::reading;
 
@@ -176,7 +177,7 @@ impl OpcUaTask {
             };
             // GetEndpoints retries inside async-opcua; bound it, so that a server that is not
             // there at start makes the tags bad like one that goes away later.
-            let connect = client.connect_to_matching_endpoint(endpoint(&self.opcua), identity.clone());
+            let connect = ReadSession::connect(&mut client, endpoint(&self.opcua), identity.clone());
             let connected = match tokio::time::timeout(self.connect_timeout(), connect).await {
                 Ok(result) => result.map_err(|e| self.explain(e.status(), &e.to_string())),
                 Err(_) => Err(format!("no answer from {} within {:?}", self.opcua.endpoint, self.connect_timeout())),
@@ -226,7 +227,7 @@ impl OpcUaTask {
     /// says why it ended.
     async fn serve(
         &self,
-        session: Arc<Session>,
+        session: ReadSession,
         event_loop: opcua::client::SessionEventLoop<opcua::client::transport::TcpConnector>,
         batch: &mut u64,
     ) -> String {
@@ -351,14 +352,19 @@ impl OpcUaTask {
 
     /// Creates the subscription and one monitored item per tag. A refused item makes its tag
     /// bad with the server's status code.
-    async fn subscribe(&self, session: &Session, values: mpsc::Sender<Notice>, batch: &mut u64) -> Result<u32, String> {
+    async fn subscribe(
+        &self,
+        session: &ReadSession,
+        values: mpsc::Sender<Notice>,
+        batch: &mut u64,
+    ) -> Result<u32, String> {
         let ReadMode::Subscribe { publishing_interval } = self.opcua.mode else {
             return Err("the device reads by polling".into());
         };
         let callback =
             Notices { tx: values, health: Arc::clone(&self.health), queued_bytes: Arc::clone(&self.queued_bytes) };
         let id = session
-            .create_subscription(publishing_interval, 30, 10, NOTIFICATIONS_PER_PUBLISH, 0, true, callback)
+            .create_subscription(publishing_interval, 30, 10, NOTIFICATIONS_PER_PUBLISH, callback)
             .await
             .map_err(|e| e.to_string())?;
         let mut requests = Vec::new();
@@ -393,7 +399,7 @@ impl OpcUaTask {
                 .await
                 .map_err(|e| e.to_string())?;
             for (item, &tag) in created.iter().zip(tags) {
-                let status = item.result.status_code;
+                let status = item.status_code;
                 if status.is_bad() {
                     let n = &self.opcua.nodes[tag];
                     log::warn!(
@@ -445,7 +451,7 @@ impl OpcUaTask {
     /// One poll: every request of `plan`, each when the device's rate cap allows it.
     async fn read_all(
         &self,
-        session: &Session,
+        session: &ReadSession,
         plan: &[(Vec<ReadValueId>, Vec<usize>)],
         pace: &mut RateCap,
     ) -> Vec<Sample> {
@@ -454,7 +460,7 @@ impl OpcUaTask {
             let at = pace.reserve(std::time::Instant::now());
             tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
             DeviceHealth::count(&self.health.requests, 1);
-            let result = session.read(reads, TimestampsToReturn::Both, 0.0).await;
+            let result = session.read(reads, TimestampsToReturn::Both).await;
             let now = Timestamp::now();
             match result {
                 Ok(values) => samples.extend(tags.iter().zip(&values).map(|(&t, dv)| self.sample(t, dv, now))),

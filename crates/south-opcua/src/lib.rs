@@ -12,6 +12,7 @@
 
 pub mod browse;
 pub mod client;
+pub mod link;
 pub mod trust;
 pub mod value;
 
