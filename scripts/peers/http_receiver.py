@@ -23,6 +23,8 @@ lock = threading.Lock()
 
 
 class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
     def do_POST(self):
         global count
         length = int(self.headers.get("Content-Length", "0"))
@@ -40,7 +42,8 @@ class Handler(BaseHTTPRequestHandler):
             parsed = json.loads(body)
         except ValueError:
             parsed = None
-        print(json.dumps({"status": status, "headers": dict(self.headers), "body": parsed}), flush=True)
+        print(json.dumps({"status": status, "method": self.command, "path": self.path,
+                          "headers": dict(self.headers), "body": parsed}), flush=True)
         answer = b'{"error":"unknown plant"}' if status == 400 else b"{}"
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -54,6 +57,15 @@ class Handler(BaseHTTPRequestHandler):
     # followed with GET).
     do_GET = do_POST
     do_PUT = do_POST
+
+    # As an HTTP proxy: a CONNECT is recorded and answered 200, and the requests then sent
+    # through the tunnel are served here as if this were the target.
+    def do_CONNECT(self):
+        print(json.dumps({"status": 200, "method": "CONNECT", "path": self.path,
+                          "headers": dict(self.headers), "body": None}), flush=True)
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        self.close_connection = False
 
     def log_message(self, *args):
         pass

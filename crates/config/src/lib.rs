@@ -153,6 +153,8 @@ pub struct HttpSink {
     pub bearer_token_env: Option<String>,
     /// The dead-letter files' budget: beyond it the oldest dead letters are removed (counted).
     pub dead_letters_max_bytes: u64,
+    /// An HTTP proxy to go through (`http://host:port`); none is taken from the environment.
+    pub proxy: Option<String>,
 }
 
 /// An MQTT broker airlock publishes to. It never subscribes.

@@ -61,6 +61,7 @@ pub struct RawSink {
     pub bearer_token_env: Option<S<String>>,
     pub allow_plain_credentials: Option<S<bool>>,
     pub dead_letters_max_mb: Option<S<i64>>,
+    pub proxy: Option<S<String>>,
     pub group_id: Option<S<String>>,
     pub edge_node_id: Option<S<String>>,
     pub birth_interval_s: Option<S<i64>>,

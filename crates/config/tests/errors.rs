@@ -567,3 +567,19 @@ fn credentials_over_a_plain_transport_are_refused_unless_accepted() {
     );
     check(&jsonl, &[(5, "sink[f].allow_plain_credentials", "is only for a sink of type mqtt or sparkplug or http")]);
 }
+
+#[test]
+fn an_http_proxy_is_only_what_the_config_names() {
+    let http = |proxy: &str| {
+        format!(
+            "[[sink]]\nname = \"erp\"\ntype = \"http\"\nurl = \"https://erp.example/hook\"\nproxy = \"{proxy}\"\n{DEVICE}{TAG}"
+        )
+    };
+    let config = parse(&http("http://proxy.plant:3128"), Path::new("plant.toml")).unwrap();
+    let airlock_config::SinkKind::Http(h) = &config.sinks[0].kind else { panic!() };
+    assert_eq!(h.proxy.as_deref(), Some("http://proxy.plant:3128"));
+    check(&http("socks5://proxy:1080"), &[(5, "sink[erp].proxy", "is not an http://host:port proxy")]);
+    let mqtt =
+        format!("[[sink]]\nname = \"a\"\ntype = \"mqtt\"\nurl = \"mqtt://b\"\nproxy = \"http://p:1\"\n{DEVICE}{TAG}");
+    check(&mqtt, &[(5, "sink[a].proxy", "is only for a sink of type http")]);
+}

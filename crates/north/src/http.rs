@@ -16,7 +16,7 @@
 //!   dead-letter files keep to `dead_letters_max_mb`: the oldest half is removed, counted.
 //!
 //! An answer's body is read up to a kilobyte, never more. No proxy is taken from the
-//! environment: the sink connects to the configured URL's host only.
+//! environment: the sink connects to the configured URL's host, or to the configured `proxy`.
 //!
 //! Only the configured classes are sent (events by default); the sink acknowledges the others
 //! without sending them.
@@ -58,11 +58,16 @@ impl HttpSink {
             Some(var) => Some(std::env::var(var).map_err(|_| format!("the token variable {var} is not set"))?),
             None => None,
         };
+        // Only the configured proxy, never one from the environment.
+        let proxy = match &config.proxy {
+            Some(p) => Some(ureq::Proxy::new(p).map_err(|e| format!("the proxy {p:?}: {e}"))?),
+            None => None,
+        };
         let agent_config = ureq::Agent::config_builder()
             .timeout_global(Some(config.timeout))
             .http_status_as_error(false)
             .max_redirects(0)
-            .proxy(None)
+            .proxy(proxy)
             .build();
         let classes = Class::ALL.into_iter().filter(|c| config.classes.iter().any(|n| n == c.name())).collect();
         Ok(Self {

@@ -70,7 +70,7 @@ fn run_sink(
     until: impl Fn(&SinkHealth, &[Value]) -> bool,
     requests: &Mutex<Vec<Value>>,
 ) -> Arc<SinkHealth> {
-    run_sink_with(dir, port, 64 << 20, Arc::new(SinkHealth::default()), until, requests)
+    run_sink_with(dir, port, 64 << 20, Arc::new(SinkHealth::default()), until, requests, &|_| {})
 }
 
 fn run_sink_with(
@@ -80,6 +80,7 @@ fn run_sink_with(
     health: Arc<SinkHealth>,
     until: impl Fn(&SinkHealth, &[Value]) -> bool,
     requests: &Mutex<Vec<Value>>,
+    tweak: &dyn Fn(&mut HttpConfig),
 ) -> Arc<SinkHealth> {
     let config = OutboxConfig {
         fsync: FsyncPolicy::Interval(Duration::ZERO),
@@ -94,14 +95,16 @@ fn run_sink_with(
         writer.append(Class::Raw, &records::sample("a/b", ValueType::U64, TagValue::U64(i), time)).unwrap();
     }
     writer.sync().unwrap();
-    let http = HttpConfig {
+    let mut http = HttpConfig {
         url: format!("http://127.0.0.1:{port}/hook"),
         classes: vec!["events".into()],
         batch_records_max: 100,
         timeout: Duration::from_secs(5),
         bearer_token_env: None,
         dead_letters_max_bytes,
+        proxy: None,
     };
+    tweak(&mut http);
     let sink = HttpSink::new("erp", "plant7", &http, dir, Arc::clone(&health)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let handle = airlock_north::spawn(sink, reader, Arc::clone(&stop), Arc::clone(&health)).unwrap();
@@ -188,7 +191,7 @@ fn a_redirect_is_never_followed_nor_counted_as_delivered_and_is_reported() {
     let all_delivered = |_: &SinkHealth, reqs: &[Value]| {
         reqs.iter().filter(|r| r["status"] == 200).flat_map(ids).collect::<BTreeSet<String>>().len() == 250
     };
-    let health = run_sink_with(&dir, receiver.port, 64 << 20, health, all_delivered, &receiver.requests);
+    let health = run_sink_with(&dir, receiver.port, 64 << 20, health, all_delivered, &receiver.requests, &|_| {});
     assert!(elsewhere.requests.lock().unwrap().is_empty(), "the gateway followed the redirect");
     let requests = receiver.requests.lock().unwrap().clone();
     let statuses: Vec<u64> = requests.iter().map(|r| r["status"].as_u64().unwrap()).collect();
@@ -214,7 +217,7 @@ fn dead_letters_keep_to_their_budget_dropping_the_oldest_counted() {
     let parked = |h: &SinkHealth, _: &[Value]| h.dead_lettered.load(Relaxed) == 250;
     // Each refused batch of 100 events is about 25 kB: a 30 kB budget holds two files of one.
     let health = Arc::new(SinkHealth::default());
-    let health = run_sink_with(&dir, receiver.port, 30_000, health, parked, &receiver.requests);
+    let health = run_sink_with(&dir, receiver.port, 30_000, health, parked, &receiver.requests, &|_| {});
     let letters = |name: &str| -> Vec<Value> {
         let text = std::fs::read_to_string(dir.join("deadletter").join(name)).unwrap();
         text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -224,5 +227,31 @@ fn dead_letters_keep_to_their_budget_dropping_the_oldest_counted() {
     assert_eq!(newest[0]["first_id"], "plant7-e201");
     assert_eq!(older[0]["first_id"], "plant7-e101");
     assert_eq!(health.dead_letters_dropped.load(Relaxed), 100, "the first batch was removed, and counted");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_configured_proxy_carries_the_batches() {
+    let dir = temp("proxy");
+    // The receiver stands in for the proxy: a proxied request names the whole URL.
+    let proxy = Receiver::start(&["ok"]);
+    let port = proxy.port;
+    let all_delivered = |_: &SinkHealth, reqs: &[Value]| {
+        let posts = reqs.iter().filter(|r| r["method"] == "POST" && r["status"] == 200);
+        posts.flat_map(ids).collect::<BTreeSet<String>>().len() == 250
+    };
+    let health = Arc::new(SinkHealth::default());
+    let via_proxy = move |h: &mut HttpConfig| {
+        h.url = "http://erp.invalid:8080/hook".into();
+        h.proxy = Some(format!("http://127.0.0.1:{port}"));
+    };
+    run_sink_with(&dir, 1, 64 << 20, health, all_delivered, &proxy.requests, &via_proxy);
+    let requests = proxy.requests.lock().unwrap().clone();
+    // Through the proxy: a CONNECT to the web hook's host (which does not even resolve here),
+    // then the three batches through the tunnel.
+    let connects: Vec<&Value> = requests.iter().filter(|r| r["method"] == "CONNECT").collect();
+    assert!(!connects.is_empty(), "{requests:#?}");
+    assert!(connects.iter().all(|r| r["path"] == "erp.invalid:8080"), "{connects:#?}");
+    assert_eq!(requests.iter().filter(|r| r["method"] == "POST").count(), 3);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -892,6 +892,7 @@ fn refuse_keys_of_other_types(c: &mut Checker, s: &RawSink, kind: &str, key: &im
         spans(s.timeout_ms.as_ref().map(|v| v.span()), "timeout_ms", &["http"]),
         spans(s.bearer_token_env.as_ref().map(|v| v.span()), "bearer_token_env", &["http"]),
         spans(s.dead_letters_max_mb.as_ref().map(|v| v.span()), "dead_letters_max_mb", &["http"]),
+        spans(s.proxy.as_ref().map(|v| v.span()), "proxy", &["http"]),
         spans(
             s.allow_plain_credentials.as_ref().map(|v| v.span()),
             "allow_plain_credentials",
@@ -1104,6 +1105,11 @@ fn http_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Opt
     let batch = c.int(&s.batch_records_max, &key("batch_records_max"), 1, 10_000, 100);
     let timeout = c.int(&s.timeout_ms, &key("timeout_ms"), 1, 600_000, 10_000);
     let dead_letters_mb = c.int(&s.dead_letters_max_mb, &key("dead_letters_max_mb"), 1, 100_000, 64);
+    if let Some(p) = &s.proxy
+        && !(p.get_ref().starts_with("http://") && url_host(p.get_ref()).is_some())
+    {
+        c.err(p.span(), key("proxy"), format!("{:?} is not an http://host:port proxy", p.get_ref()));
+    }
     ok.then(|| HttpSink {
         url: u.clone(),
         classes,
@@ -1111,5 +1117,6 @@ fn http_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Opt
         timeout: Duration::from_millis(timeout.unsigned_abs()),
         bearer_token_env: s.bearer_token_env.as_ref().map(|v| v.get_ref().clone()),
         dead_letters_max_bytes: dead_letters_mb.unsigned_abs() << 20,
+        proxy: s.proxy.as_ref().map(|p| p.get_ref().clone()),
     })
 }
