@@ -23,7 +23,9 @@ const TYPES: [DataType; 12] = [
 ];
 
 fuzz_target!(|bytes: &[u8]| {
-    let context = ContextOwned::default();
+    // The loaders a gateway session has: async-opcua's, after airlock's refusal of Arguments.
+    let mut context = ContextOwned::default();
+    airlock_south_opcua::link::refuse_arguments_first(context.loaders_mut());
     let mut stream = std::io::Cursor::new(bytes);
     let Ok(dv) = DataValue::decode(&mut stream, &context.context()) else { return };
     for ty in TYPES {

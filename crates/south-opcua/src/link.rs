@@ -5,6 +5,12 @@
 //! out; clippy's `disallowed-methods` forbids the write-side services anyway, and
 //! `crates/airlock/tests/architecture.rs` checks that no other file of a southbound crate names
 //! the session type.
+//!
+//! Every session also gets [`RefuseArguments`], a type loader consulted before async-opcua's
+//! own: async-opcua 0.19 decodes an `Argument` by padding its array dimensions to a value rank
+//! read from the wire, without bound, so a 100-byte value made it allocate 1.75 GB (found by
+//! `fuzz/`, input in `fuzz/known/`). airlock reads process values; it refuses the `Argument`
+//! structures instead of decoding them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +18,51 @@ use std::time::Duration;
 use opcua::client::transport::TcpConnector;
 use opcua::client::{Client, IdentityToken, OnSubscriptionNotificationCore, Session, SessionEventLoop};
 use opcua::types::{
-    BrowseDescription, BrowseResult, ByteString, DataValue, EndpointDescription, Error, MonitoredItemCreateRequest,
-    MonitoredItemCreateResult, ReadValueId, StatusCode, TimestampsToReturn,
+    BrowseDescription, BrowseResult, ByteString, Context, DataValue, DynEncodable, EncodingResult, EndpointDescription,
+    Error, MonitoredItemCreateRequest, MonitoredItemCreateResult, NodeId, ReadValueId, StatusCode, TimestampsToReturn,
+    TypeLoader, TypeLoaderCollection, TypeLoaderPriority,
 };
+
+/// `Argument` and the only structures that hold Arguments (`ProgramDiagnosticDataType`,
+/// `ProgramDiagnostic2DataType`), in namespace 0: their data type ids and binary encoding ids
+/// (async-opcua decodes an ExtensionObject under either).
+const ARGUMENT_ENCODINGS: [u32; 6] = [296, 298, 894, 896, 24_033, 24_034];
+
+/// A type loader that refuses the structures async-opcua 0.19 cannot decode within bounded
+/// memory, before its generated loader sees them.
+#[derive(Debug)]
+pub struct RefuseArguments;
+
+impl TypeLoader for RefuseArguments {
+    fn load_from_binary(
+        &self,
+        node_id: &NodeId,
+        _stream: &mut dyn std::io::Read,
+        _ctx: &Context<'_>,
+        _length: Option<usize>,
+    ) -> Option<EncodingResult<Box<dyn DynEncodable>>> {
+        let id = node_id.as_u32().filter(|id| node_id.namespace == 0 && ARGUMENT_ENCODINGS.contains(id))?;
+        Some(Err(Error::decoding(format!(
+            "airlock does not decode Argument structures (encoding i={id}): their decoder's memory is unbounded"
+        ))))
+    }
+
+    fn priority(&self) -> TypeLoaderPriority {
+        TypeLoaderPriority::Core
+    }
+}
+
+/// Puts [`RefuseArguments`] before every type loader in `loaders`. (async-opcua's generated
+/// loader already has the highest priority there is, so adding ours the usual way would put it
+/// after, where it is never asked.)
+pub fn refuse_arguments_first(loaders: &mut TypeLoaderCollection) {
+    let mut first = TypeLoaderCollection::new_empty();
+    first.add(Arc::new(RefuseArguments));
+    for loader in loaders.iter() {
+        first.add(Arc::clone(loader));
+    }
+    *loaders = first;
+}
 
 /// A session that can only read.
 #[derive(Clone)]
@@ -28,6 +76,7 @@ impl ReadSession {
         identity: IdentityToken,
     ) -> Result<(Self, SessionEventLoop<TcpConnector>), Error> {
         let (session, event_loop) = client.connect_to_matching_endpoint(endpoint, identity).await?;
+        refuse_arguments_first(session.encoding_context().write().loaders_mut());
         Ok((Self(session), event_loop))
     }
 
@@ -89,5 +138,24 @@ impl ReadSession {
     /// Closes the session.
     pub async fn disconnect(&self) -> Result<(), Error> {
         self.0.disconnect().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opcua::types::{BinaryDecodable, ContextOwned, DataValue};
+
+    use super::refuse_arguments_first;
+
+    #[test]
+    fn the_value_that_took_async_opcua_gigabytes_is_refused_before_decoding() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/known/opcua_value-oom-1754mb");
+        let bytes = std::fs::read(&path).expect("the known input");
+        let mut context = ContextOwned::default();
+        refuse_arguments_first(context.loaders_mut());
+        let mut stream = std::io::Cursor::new(&bytes[..]);
+        let decoded = DataValue::decode(&mut stream, &context.context());
+        let error = decoded.expect_err("an Argument structure is refused").to_string();
+        assert!(error.contains("does not decode Argument structures"), "{error}");
     }
 }
