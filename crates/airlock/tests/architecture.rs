@@ -302,6 +302,12 @@ fn no_product_crate_names_a_write_call_and_only_the_it_side_publishes() {
             // its own address space, and calls no client service.
             uses.retain(|(_, _, name)| *name != ".write(");
         }
+        if crate_name == "south-opcua" {
+            // link.rs takes the write lock of the session's decoding context once, to put its
+            // type loader first (`encoding_context().write()`): a lock, not the Write service,
+            // which clippy forbids and `ReadSession` does not offer.
+            uses.retain(|(file, _, name)| !(file.ends_with("link.rs") && *name == ".write("));
+        }
         assert_eq!(uses, vec![], "write-side names in {}", dir.display());
     }
 }
