@@ -28,6 +28,8 @@ use crate::{Sent, Sink, SinkError, SinkHealth, last_per_class};
 /// The longest the runner waits when nothing can be sent (it is woken by new records and
 /// acknowledgements); this bounds how late it sees a stop or a due birth.
 const IDLE: Duration = Duration::from_millis(100);
+/// At a stop, how long the sink is given to deliver what it has read.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 /// At a stop, how long a sink that has to open a new session is given for it.
 const LAST_TRY_OPEN: Duration = Duration::from_secs(2);
 /// A session that lasted this long was healthy: the next failure starts the backoff afresh.
@@ -50,7 +52,7 @@ pub fn spawn<S: Sink + 'static>(
             Ok(r) => r,
             Err(e) => return log::error!("sink {}: start its runtime: {e}", sink.name()),
         };
-        let mut runner = Runner { sink, reader, stop, health, new_records, failing: None };
+        let mut runner = Runner { sink, reader, stop, health, new_records, failing: None, stop_seen: None };
         // Supervised: a panic in the sink (a bug meeting an answer nobody foresaw) ends only
         // this turn; the runner starts again after a backoff, from the outbox cursor.
         let mut backoff = crate::sink_backoff(runner.sink.name());
@@ -86,6 +88,8 @@ struct Runner<S> {
     new_records: Arc<Notify>,
     /// Why the last session failed, while nothing has been delivered since.
     failing: Option<String>,
+    /// When this runner first saw the stop.
+    stop_seen: Option<Instant>,
 }
 
 /// How a session ended.
@@ -153,7 +157,13 @@ impl<S: Sink> Runner<S> {
         loop {
             let stopping = self.stop.load(Relaxed);
             // Send what the window and the paces allow: the live lane first.
+            if stopping {
+                self.stop_seen.get_or_insert_with(Instant::now);
+            }
             while s.in_flight() < limits.window {
+                if self.stop_seen.is_some_and(|t| t.elapsed() > STOP_GRACE) {
+                    break;
+                }
                 let now = Instant::now();
                 let room = limits.window - s.in_flight();
                 let Some((lane, n)) = (match s.next_lane(&self.reader, room.min(limits.batch_max), pace.as_mut(), now) {
@@ -183,8 +193,17 @@ impl<S: Sink> Runner<S> {
             if let Err(e) = self.sink.tick().await {
                 return Ended::Failed(e);
             }
+            // A backlog lane read to its end retires here too, not only on an acknowledgement.
+            if let Err(e) = self.acknowledged(&mut s, &[]) {
+                return Ended::Failed(e);
+            }
             if stopping && s.drained() {
                 self.sink.close().await;
+                return Ended::Stopped;
+            }
+            // Stopping is bounded: what is not delivered by then waits in the outbox.
+            if self.stop_seen.is_some_and(|t| t.elapsed() > STOP_GRACE) {
+                log::warn!("sink {}: stopping with records not delivered; they wait in the outbox", self.sink.name());
                 return Ended::Stopped;
             }
             // Nothing more can go now: wait for new records, an acknowledgement, the next slot
@@ -304,12 +323,16 @@ impl Session {
         Ok(Self { lanes, batch_max: limits.batch_max })
     }
 
+    /// Records sent and not yet acknowledged by the receiver. (A live lane's acknowledged
+    /// records wait in its window for the backlog, without counting: counting them stalled a
+    /// replay for good once more live records than the window had come.)
     fn in_flight(&self) -> usize {
-        self.lanes.iter().map(|l| l.window.len()).sum()
+        self.lanes.iter().map(|l| l.window.iter().filter(|(_, done)| !done).count()).sum()
     }
 
+    /// Nothing read but unsent, nothing sent but unacknowledged.
     fn drained(&self) -> bool {
-        self.lanes.iter().all(|l| l.window.is_empty() && l.batch.is_empty())
+        self.lanes.iter().all(|l| l.batch.is_empty() && l.window.iter().all(|(_, done)| *done))
     }
 
     /// The lane whose records may go now (the live lane before the backlog) and how many of

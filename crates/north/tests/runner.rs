@@ -193,3 +193,77 @@ fn a_sink_that_panics_is_restarted_and_delivers_everything() {
     assert_eq!(problems[1].state, airlock_model::Transition::Cleared);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Acknowledges everything at once, in order, and counts it.
+struct Prompt {
+    delivered: Arc<Mutex<Vec<RecordId>>>,
+    pending: Vec<RecordId>,
+}
+
+impl Sink for Prompt {
+    fn name(&self) -> &str {
+        "pipe"
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            batch_max: 2,
+            window: 4,
+            replay: airlock_config::Replay::LiveFirst { rate_max_per_s: 50.0 },
+            ..Limits::default()
+        }
+    }
+
+    async fn send(&mut self, records: &[OutboxRecord]) -> Result<Sent, SinkError> {
+        self.pending.extend(records.iter().map(|r| r.id));
+        Ok(Sent::InFlight)
+    }
+
+    async fn acknowledged(&mut self) -> Result<Vec<RecordId>, SinkError> {
+        if self.pending.is_empty() {
+            return std::future::pending().await;
+        }
+        let ids = std::mem::take(&mut self.pending);
+        self.delivered.lock().unwrap().extend(ids.iter().copied());
+        Ok(ids)
+    }
+}
+
+#[test]
+fn live_records_beyond_the_window_during_a_replay_do_not_stall_it() {
+    // Before, acknowledged live records stayed counted in the window until the backlog was
+    // through: more live records than the window during a replay stopped everything for good.
+    let dir = temp("runner-live-first");
+    let config = OutboxConfig {
+        fsync: FsyncPolicy::Interval(Duration::ZERO),
+        sinks: vec!["pipe".into()],
+        ..OutboxConfig::default()
+    };
+    let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), config).unwrap();
+    let time = Timestamp::parse_rfc3339("2026-11-28T12:00:00Z").unwrap();
+    for i in 0..30 {
+        writer.append(Class::Event, &records::event("backlog", "old", f64::from(i), time)).unwrap();
+    }
+    writer.sync().unwrap();
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let sink = Prompt { delivered: Arc::clone(&delivered), pending: Vec::new() };
+    let health = Arc::new(SinkHealth::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = airlock_north::spawn(sink, reader.clone(), Arc::clone(&stop), Arc::clone(&health)).unwrap();
+    // Live records, more than the window of 4, while the backlog goes out at 50/s.
+    for i in 0..20 {
+        writer.append(Class::Event, &records::event("live", "new", f64::from(i), time)).unwrap();
+        writer.sync().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reader.position("pipe").unwrap().0[Class::Event as usize] < 50 {
+        assert!(Instant::now() < deadline, "stalled: {} delivered", delivered.lock().unwrap().len());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Relaxed);
+    handle.join().unwrap();
+    let got: BTreeSet<u64> = delivered.lock().unwrap().iter().map(|id| id.seq).collect();
+    assert_eq!(got, (1..=50).collect::<BTreeSet<u64>>());
+    let _ = std::fs::remove_dir_all(&dir);
+}

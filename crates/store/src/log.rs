@@ -443,7 +443,9 @@ impl Log {
             bytes += out[before..].iter().map(|r| r.payload.len()).sum::<usize>();
             match out.last() {
                 Some(r) if out.len() > before => seq = r.seq + 1,
-                _ => seq = segment.info.last_seq + 1,
+                // Nothing read there (an empty segment, left by a write that failed after a
+                // roll, or only corrupt records): on past it. `seq` always grows, so this ends.
+                _ => seq = segment.info.last_seq.saturating_add(1).max(seq.saturating_add(1)),
             }
         }
         Ok(out)
@@ -727,8 +729,14 @@ fn read_segment(
             frame.resize(HEADER_BYTES + len, 0);
             match reader.read_exact(&mut frame[HEADER_BYTES..]) {
                 Ok(()) => record = decode(&frame, 0).filter(|r| r.seq > floor),
-                // The end of what is written (a record being appended): nothing more yet.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                // The end of the file. If every committed record of the segment has been read,
+                // this is just where writing stands; if not, a length went bad (it points past
+                // the end) and the records after it are found by re-synchronising below.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    if floor >= last_seq.min(segment.info.last_seq) {
+                        return Ok(());
+                    }
+                }
                 Err(e) => return Err(StoreError::io("read", path, e)),
             }
         }

@@ -557,19 +557,28 @@ impl Inner {
             }
         }
         let mut committed = [0; 4];
+        let mut gaps_committed = false;
         for (c, log) in self.logs.iter_mut().enumerate() {
             if result.is_ok() {
                 match log.commit(sync) {
-                    Ok(n) => committed[c] = n,
+                    Ok(n) => {
+                        committed[c] = n;
+                        // The events log holds the gap events: once it is committed they are
+                        // written, whatever happens to the other classes' commits (else the
+                        // same loss would be reported twice).
+                        gaps_committed |= c == Class::Event as usize;
+                    }
                     Err(e) => result = Err(e),
                 }
             }
+        }
+        if gaps_committed {
+            self.lost.drain(..reported);
         }
         if let Err(e) = result {
             self.collect_lost();
             return Err(e);
         }
-        self.lost.drain(..reported);
         if sync || self.config.fsync == FsyncPolicy::Never {
             let grew = committed != self.durable;
             self.durable = committed;
@@ -637,7 +646,7 @@ impl Inner {
     /// gap event (written to the events class without making room: it is small).
     fn report_gap(&mut self, class: Class, dropped: &SegmentInfo, cause: GapCause) -> Result<(), StoreError> {
         let acked = self.acked_by_all(class);
-        let first_unacked = dropped.first_seq.max(acked + 1);
+        let first_unacked = dropped.first_seq.max(acked.saturating_add(1));
         if first_unacked > dropped.last_seq {
             return Ok(());
         }

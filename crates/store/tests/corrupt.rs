@@ -51,8 +51,10 @@ fn seqs_read(reader: &airlock_store::OutboxReader) -> Vec<u64> {
 fn a_record_gone_bad_on_disk_is_skipped_and_reading_goes_on_past_it() {
     // (field, offset in the frame, bytes): a length within bounds but wrong, a length past any
     // bound, a flipped checksum, a sequence number from far ahead.
-    let cases: [(&str, usize, &[u8]); 4] = [
+    let cases: [(&str, usize, &[u8]); 5] = [
         ("length", 0, &(PAYLOAD as u32 + 7).to_le_bytes()),
+        // Within the allowed length but past the end of the file: the read meets the end.
+        ("length past the end", 0, &(1u32 << 20).to_le_bytes()),
         ("huge length", 0, &u32::MAX.to_le_bytes()),
         ("checksum", 4, &[0xde, 0xad, 0xbe, 0xef]),
         ("sequence", 8, &(1u64 << 60).to_le_bytes()),
@@ -158,4 +160,37 @@ fn a_historian_with_a_corrupt_chunk_and_wal_record_opens_and_keeps_the_rest() {
     let (writer, _reader) = HistorianWriter::open(&dir, config()).unwrap();
     assert!(writer.stats().recovery.corrupt_records + writer.stats().corrupt_reads >= 1);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_empty_segment_between_two_others_is_read_past() {
+    // A write that failed right after a roll leaves an empty segment behind a later one (the
+    // next append starts a new segment past the lost numbers). Before, a read that started in
+    // the empty one never moved on, holding the outbox's lock for ever.
+    use airlock_store::log::Log;
+    let source = temp("segments-source");
+    let dir = temp("segments-gap");
+    {
+        let mut log = Log::open(&source, 1).unwrap(); // every commit rolls: a segment per record
+        for i in 0..12 {
+            log.append(Timestamp(i), &[i as u8; 8]).unwrap();
+            log.commit(false).unwrap();
+        }
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    for seq in [1, 2, 3, 10, 11, 12] {
+        let name = format!("{seq:020}.seg");
+        std::fs::copy(source.join(&name), dir.join(&name)).unwrap();
+    }
+    std::fs::write(dir.join(format!("{:020}.seg", 4)), airlock_store::log::MAGIC).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let log = Log::open_read_only(&dir).unwrap();
+        let seqs: Vec<u64> = log.read(4, 100, 1 << 20).unwrap().iter().map(|r| r.seq).collect();
+        done_tx.send(()).unwrap();
+        seqs
+    });
+    assert!(done_rx.recv_timeout(Duration::from_secs(10)).is_ok(), "the read did not return in 10 s");
+    assert_eq!(reader.join().unwrap(), [10, 11, 12]);
+    let _ = std::fs::remove_dir_all(&source);
 }
