@@ -143,7 +143,7 @@ impl Gateway {
                 }
                 SinkKind::Mqtt(m) => {
                     let h = Arc::new(SinkHealth::reporting_to(Arc::clone(&problems)));
-                    let sink = MqttPublisher::new(&s.name, gateway, m);
+                    let sink = MqttPublisher::new(&s.name, gateway, m).counting(Arc::clone(&h));
                     (airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?, h)
                 }
             };

@@ -41,6 +41,8 @@ use crate::{Limits, Sent, Sink, SinkError, SinkHealth, message_id, wire_json};
 const EVENTS_WAITING_MAX: usize = 1024;
 /// Records handed to the client at a time.
 const SEND_BATCH: usize = 256;
+/// The largest MQTT packet sent or taken.
+const PACKET_BYTES_MAX: usize = 1 << 20;
 /// How long a new connection may take to be accepted (CONNACK).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -53,7 +55,8 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<(JoinHandle<()>, Arc<SinkHealth>)> {
     let health = Arc::new(SinkHealth::default());
-    let handle = crate::spawn(MqttPublisher::new(name, gateway, config), reader, stop, Arc::clone(&health))?;
+    let publisher = MqttPublisher::new(name, gateway, config).counting(Arc::clone(&health));
+    let handle = crate::spawn(publisher, reader, stop, Arc::clone(&health))?;
     Ok((handle, health))
 }
 
@@ -64,6 +67,8 @@ pub struct MqttPublisher {
     config: MqttSink,
     profile: Profile,
     connection: Option<Connection>,
+    /// Where records too big for a packet are counted (as dead letters).
+    health: Option<Arc<SinkHealth>>,
 }
 
 /// What the messages look like: the Unified Namespace in JSON, or Sparkplug B.
@@ -111,7 +116,20 @@ impl MqttPublisher {
                 death: None,
             },
         };
-        Self { name: name.to_owned(), gateway: gateway.to_owned(), config: config.clone(), profile, connection: None }
+        Self {
+            name: name.to_owned(),
+            gateway: gateway.to_owned(),
+            config: config.clone(),
+            profile,
+            connection: None,
+            health: None,
+        }
+    }
+
+    /// Counts the records too big for an MQTT packet in `health` (as dead letters).
+    pub fn counting(mut self, health: Arc<SinkHealth>) -> Self {
+        self.health = Some(health);
+        self
     }
 
     fn failed(&self, what: impl Into<String>) -> SinkError {
@@ -132,7 +150,7 @@ impl MqttPublisher {
         // The runner's window bounds what is in flight; rumqttc's is only a backstop above it
         // (births and status messages are not counted in the window).
         o.set_inflight(c.inflight_max.saturating_add(1024));
-        o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_max_packet_size(PACKET_BYTES_MAX, PACKET_BYTES_MAX);
         o.set_last_will(will);
         if let Some(tls) = tls {
             o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
@@ -313,6 +331,21 @@ impl Sink for MqttPublisher {
                 c.acked.push(record.id);
                 continue;
             };
+            // A packet is at most PACKET_BYTES_MAX: a bigger record would fail every session for
+            // good, so it is skipped, counted and logged (it stays in the historian).
+            if topic.len() + payload.len() + 64 > PACKET_BYTES_MAX {
+                log::warn!(
+                    "sink {}: record {} is {} bytes, more than an MQTT packet carries here ({PACKET_BYTES_MAX}); skipped",
+                    self.name,
+                    record.id,
+                    payload.len()
+                );
+                if let Some(h) = &self.health {
+                    h.dead_lettered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                c.acked.push(record.id);
+                continue;
+            }
             // The queue holds inflight_max + 1024 requests and the window keeps it far from full.
             if let Err(e) = c.client.try_publish(topic, qos, false, payload) {
                 return Err(SinkError::Rejected { target, what: format!("queue a publish: {e}") });

@@ -319,3 +319,53 @@ fn the_password_comes_from_a_file_and_a_wrong_one_is_refused() {
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_record_too_big_for_an_mqtt_packet_is_skipped_and_the_rest_goes_on() {
+    // The outbox takes records up to a sixteenth of its budget (64 MiB by default); an MQTT
+    // packet here is at most 1 MiB. Before, such a record failed every session for good.
+    let dir = temp("too-big");
+    let broker = Broker::start(&dir);
+    let sub = Subscriber::start(&broker);
+    let (mut writer, reader) = outbox(&dir);
+    let time = Timestamp(1);
+    let big = records::sample(
+        "acme/site/area/line3/cell1/press1/log",
+        ValueType::Text,
+        TagValue::Text("x".repeat(2 << 20).into()),
+        time,
+    );
+    writer
+        .append(
+            Class::Raw,
+            &records::sample("acme/site/area/line3/cell1/press1/speed", ValueType::U64, TagValue::U64(1), time),
+        )
+        .unwrap();
+    writer.append(Class::Raw, &big).unwrap();
+    writer
+        .append(
+            Class::Raw,
+            &records::sample("acme/site/area/line3/cell1/press1/speed", ValueType::U64, TagValue::U64(3), time),
+        )
+        .unwrap();
+    writer.sync().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (handle, health) =
+        airlock_north::mqtt::spawn("uns", "plant7", &sink_config(broker.port), reader.clone(), Arc::clone(&stop))
+            .unwrap();
+    let got = sub.wait_for(2, Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reader.position("uns").unwrap().0[Class::Raw as usize] < 3 {
+        assert!(Instant::now() < deadline, "the cursor did not pass the big record");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Relaxed);
+    handle.join().unwrap();
+    let ids: Vec<String> = got.iter().filter_map(|(_, p)| id_of(p)).collect();
+    assert!(ids.contains(&"plant7-r1".to_owned()) && ids.contains(&"plant7-r3".to_owned()), "{ids:?}");
+    assert!(!ids.contains(&"plant7-r2".to_owned()));
+    assert_eq!(health.dead_lettered.load(Relaxed), 1, "the skipped record is counted");
+    drop(sub);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
