@@ -315,9 +315,9 @@ impl Sink for MqttPublisher {
     #[expect(clippy::disallowed_methods, reason = "the IT-side sink: publishing to the IT broker is its job")]
     async fn send(&mut self, records: &[OutboxRecord]) -> Result<Sent, SinkError> {
         let qos = self.qos();
-        let target = format!("{}:{}", self.config.host, self.config.port);
+        let target = || format!("{}:{}", self.config.host, self.config.port);
         let Some(c) = self.connection.as_mut() else {
-            return Err(SinkError::Rejected { target, what: "not connected".into() });
+            return Err(SinkError::Rejected { target: target(), what: "not connected".into() });
         };
         for record in records {
             let Some((topic, payload)) =
@@ -348,7 +348,7 @@ impl Sink for MqttPublisher {
             }
             // The queue holds inflight_max + 1024 requests and the window keeps it far from full.
             if let Err(e) = c.client.try_publish(topic, qos, false, payload) {
-                return Err(SinkError::Rejected { target, what: format!("queue a publish: {e}") });
+                return Err(SinkError::Rejected { target: target(), what: format!("queue a publish: {e}") });
             }
             c.requested.push_back(Some(record.id));
         }

@@ -93,20 +93,29 @@ impl Sink for Pipelined {
     }
 }
 
-#[test]
-fn acknowledgements_out_of_order_never_move_the_cursor_past_a_record_in_flight() {
-    let dir = temp("runner-pipelined");
+/// An outbox read by the sink `pipe`, holding `n` synced events.
+fn outbox_of_events(name: &str, n: u64) -> (std::path::PathBuf, OutboxWriter, OutboxReader) {
+    let dir = temp(name);
     let config = OutboxConfig {
         fsync: FsyncPolicy::Interval(Duration::ZERO),
         sinks: vec!["pipe".into()],
         ..OutboxConfig::default()
     };
     let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), config).unwrap();
-    let time = Timestamp::parse_rfc3339("2026-11-28T12:00:00Z").unwrap();
-    for i in 0..RECORDS {
-        writer.append(Class::Event, &records::event("parts", "a part", i as f64, time)).unwrap();
+    for i in 0..n {
+        writer.append(Class::Event, &records::event("parts", "a part", i as f64, event_time())).unwrap();
     }
     writer.sync().unwrap();
+    (dir, writer, reader)
+}
+
+fn event_time() -> Timestamp {
+    Timestamp::parse_rfc3339("2026-11-28T12:00:00Z").unwrap()
+}
+
+#[test]
+fn acknowledgements_out_of_order_never_move_the_cursor_past_a_record_in_flight() {
+    let (dir, _writer, reader) = outbox_of_events("runner-pipelined", RECORDS);
 
     let seen = Arc::new(Mutex::new(Seen::default()));
     let sink = Pipelined { reader: reader.clone(), seen: Arc::clone(&seen) };
@@ -160,18 +169,7 @@ impl Sink for PanicsOnce {
 
 #[test]
 fn a_sink_that_panics_is_restarted_and_delivers_everything() {
-    let dir = temp("runner-panic");
-    let config = OutboxConfig {
-        fsync: FsyncPolicy::Interval(Duration::ZERO),
-        sinks: vec!["pipe".into()],
-        ..OutboxConfig::default()
-    };
-    let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), config).unwrap();
-    let time = Timestamp::parse_rfc3339("2026-11-28T12:00:00Z").unwrap();
-    for i in 0..RECORDS {
-        writer.append(Class::Event, &records::event("parts", "a part", i as f64, time)).unwrap();
-    }
-    writer.sync().unwrap();
+    let (dir, _writer, reader) = outbox_of_events("runner-panic", RECORDS);
     let delivered = Arc::new(Mutex::new(Vec::new()));
     let board = Arc::new(airlock_model::Problems::default());
     let health = Arc::new(SinkHealth::reporting_to(Arc::clone(&board)));
@@ -233,18 +231,7 @@ impl Sink for Prompt {
 fn live_records_beyond_the_window_during_a_replay_do_not_stall_it() {
     // Before, acknowledged live records stayed counted in the window until the backlog was
     // through: more live records than the window during a replay stopped everything for good.
-    let dir = temp("runner-live-first");
-    let config = OutboxConfig {
-        fsync: FsyncPolicy::Interval(Duration::ZERO),
-        sinks: vec!["pipe".into()],
-        ..OutboxConfig::default()
-    };
-    let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), config).unwrap();
-    let time = Timestamp::parse_rfc3339("2026-11-28T12:00:00Z").unwrap();
-    for i in 0..30 {
-        writer.append(Class::Event, &records::event("backlog", "old", f64::from(i), time)).unwrap();
-    }
-    writer.sync().unwrap();
+    let (dir, mut writer, reader) = outbox_of_events("runner-live-first", 30);
     let delivered = Arc::new(Mutex::new(Vec::new()));
     let sink = Prompt { delivered: Arc::clone(&delivered), pending: Vec::new() };
     let health = Arc::new(SinkHealth::default());
@@ -252,7 +239,7 @@ fn live_records_beyond_the_window_during_a_replay_do_not_stall_it() {
     let handle = airlock_north::spawn(sink, reader.clone(), Arc::clone(&stop), Arc::clone(&health)).unwrap();
     // Live records, more than the window of 4, while the backlog goes out at 50/s.
     for i in 0..20 {
-        writer.append(Class::Event, &records::event("live", "new", f64::from(i), time)).unwrap();
+        writer.append(Class::Event, &records::event("live", "new", f64::from(i), event_time())).unwrap();
         writer.sync().unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }

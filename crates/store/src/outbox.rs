@@ -202,7 +202,8 @@ struct Inner {
     scratch: Vec<u8>,
     /// Records whose write failed, by class, to report in gap events at the next commit.
     lost: Vec<(Class, Lost)>,
-    /// The outbox's size when the file system's free-space reserve was reached, while it is.
+    /// The outbox's size when the file system's free-space reserve was reached, while it is
+    /// (looked at in each commit).
     reserve_cap: Option<u64>,
 }
 
@@ -513,14 +514,10 @@ impl Inner {
             self.stats.refused_too_large += 1;
             return Err(StoreError::TooLarge { bytes: HEADER_BYTES + bytes.len(), max });
         }
-        // Past the file system's reserve the outbox keeps the size it had when the reserve was
-        // reached, and grows no more (new records push out the oldest of the lowest class).
-        let room = self.config.space.as_ref().is_none_or(|space| space.has_room());
-        let cap = if room { None } else { Some(*self.reserve_cap.get_or_insert(self.bytes())) };
-        if room {
-            self.reserve_cap = None;
-        }
-        let budget = cap.map_or(self.config.bytes_max, |c| c.min(self.config.bytes_max));
+        // Past the file system's reserve (looked at once per commit, not per record) the outbox
+        // keeps the size it had when the reserve was reached, and grows no more: new records
+        // push out the oldest of the lowest class.
+        let budget = self.reserve_cap.map_or(self.config.bytes_max, |c| c.min(self.config.bytes_max));
         self.make_room((HEADER_BYTES + bytes.len()) as u64, budget)?;
         let seq = self.logs[class as usize].append(time, bytes)?;
         Ok(RecordId { class, seq })
@@ -540,6 +537,8 @@ impl Inner {
     }
 
     fn commit(&mut self, force_sync: bool) -> Result<Position, StoreError> {
+        let room = self.config.space.as_ref().is_none_or(|space| space.has_room());
+        self.reserve_cap = if room { None } else { Some(self.reserve_cap.unwrap_or_else(|| self.bytes())) };
         let sync = match self.config.fsync {
             FsyncPolicy::Never => false,
             FsyncPolicy::Interval(every) => force_sync || self.synced_at.elapsed() >= every,
