@@ -326,9 +326,23 @@ impl Log {
         }
     }
 
-    /// Records whose write failed since the last call: numbers given, never on disk.
-    pub fn take_lost(&mut self) -> Vec<Lost> {
-        std::mem::take(&mut self.lost)
+    /// Records whose write failed since the last call: numbers given, never on disk. Before
+    /// they are handed out (to be reported), the next segment is made, named past them, and
+    /// the folder synced: a restart then never gives their numbers again. If that fails (the
+    /// disk is still full), they stay here, to be taken later.
+    pub fn take_lost(&mut self) -> Result<Vec<Lost>, StoreError> {
+        if self.lost.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.roll_needed {
+            self.roll(false)?;
+            self.roll_needed = false;
+        }
+        if self.dir_unsynced {
+            sync_dir(&self.dir)?;
+            self.dir_unsynced = false;
+        }
+        Ok(std::mem::take(&mut self.lost))
     }
 
     /// What earlier commits that did not sync left: sealed segments' tails, and the folder
@@ -349,24 +363,26 @@ impl Log {
 
     /// Seals the active segment and starts a new one. Without `sync`, the sealed segment and
     /// the folder are synced at the next commit that syncs.
+    /// Every step that can fail comes before the log's state changes: a failed roll leaves
+    /// the log as it was (at most an empty segment file, made again by the next roll).
     fn roll(&mut self, sync: bool) -> Result<(), StoreError> {
+        // Bounded: a log that is never synced (policy `never`) holds no file open for ever.
+        if !sync && self.sealed_unsynced.len() >= SEALED_UNSYNCED_MAX {
+            let oldest = &self.sealed_unsynced[0];
+            oldest.sync_data().map_err(|e| StoreError::io("sync a sealed segment in", &self.dir, e))?;
+            self.sealed_unsynced.remove(0);
+        }
         let time = self.active_segment()?.info.last_time;
         let segment = create_segment(&self.dir, self.next_seq, time)?;
         if sync {
             sync_dir(&self.dir)?;
-        } else {
-            self.dir_unsynced = true;
         }
         let file = OpenOptions::new().append(true).open(&segment.path);
         let file = file.map_err(|e| StoreError::io("open", &segment.path, e))?;
+        self.dir_unsynced |= !sync;
         if let Some(sealed) = self.active.replace(file)
             && !sync
         {
-            // Bounded: a log that is never synced (policy `never`) holds no file open for ever.
-            if self.sealed_unsynced.len() >= SEALED_UNSYNCED_MAX {
-                let oldest = self.sealed_unsynced.remove(0);
-                oldest.sync_data().map_err(|e| StoreError::io("sync a sealed segment in", &self.dir, e))?;
-            }
             self.sealed_unsynced.push(sealed);
         }
         self.written_bytes = segment.info.bytes;

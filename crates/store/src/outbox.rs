@@ -479,7 +479,11 @@ impl Inner {
     /// Takes every log's lost records into `lost`, counted as dropped.
     fn collect_lost(&mut self) {
         for class in Class::ALL {
-            for lost in self.logs[class as usize].take_lost() {
+            let lost = self.logs[class as usize].take_lost().unwrap_or_else(|e| {
+                log::debug!("records lost to a failed write are reported once the disk takes a new segment: {e}");
+                Vec::new()
+            });
+            for lost in lost {
                 self.stats.dropped_write[class as usize] += lost.records;
                 self.lost.push((class, lost));
             }

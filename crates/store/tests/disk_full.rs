@@ -237,3 +237,44 @@ fn the_outbox_keeps_the_file_systems_free_space_reserve() {
     let newest = held.iter().filter(|r| r.id.class == Class::Raw).map(|r| r.id.seq).max();
     assert_eq!(newest, Some(2400), "the newest records are kept");
 }
+
+/// Ids lost to a full disk, reported in a gap event, are never given again, not even after a
+/// restart that comes before the next record (the log starts its next segment past them).
+#[test]
+fn ids_lost_to_a_full_disk_stay_used_across_a_restart() {
+    let disk = SmallDisk::mount("restart", "4m");
+    let ballast = disk.ballast(2 << 20);
+    let dir = disk.0.join("outbox");
+    let config = || OutboxConfig {
+        fsync: FsyncPolicy::Interval(Duration::ZERO),
+        sinks: vec!["s".into()],
+        ..OutboxConfig::default()
+    };
+    let (mut writer, _reader) = OutboxWriter::open(&dir, config()).unwrap();
+    let payload = vec![b'x'; 1000];
+    let mut lost = Vec::new();
+    for i in 0..10_000 {
+        let id = writer.append_encoded(Class::Raw, Timestamp(i), &payload).unwrap();
+        if writer.commit().is_err() {
+            lost.push(id.seq);
+            break;
+        }
+    }
+    assert_eq!(lost.len(), 1, "a 4 MiB disk with 2 MiB of ballast never filled");
+    std::fs::remove_file(ballast).unwrap();
+    // Space is back: this commit writes the gap event naming the lost id. Then a restart.
+    writer.commit().unwrap();
+    drop(writer);
+    drop(_reader);
+    let (mut writer, reader) = OutboxWriter::open(&dir, config()).unwrap();
+    let next = writer.append_encoded(Class::Raw, Timestamp(20_000), &payload).unwrap();
+    writer.commit().unwrap();
+    assert!(next.seq > lost[0], "id r{} was reported lost and given again after a restart", next.seq);
+    let held = reader.read(&Position::default(), usize::MAX).unwrap();
+    let gap = held.iter().find_map(|r| match &r.record {
+        Upstream::Gap(g) if g.cause == GapCause::WriteFailed => Some(g.clone()),
+        _ => None,
+    });
+    let gap = gap.expect("the gap event was committed");
+    assert_eq!(&*gap.first_id, format!("r{}", lost[0]), "{gap:?}");
+}
