@@ -74,6 +74,7 @@ impl Gateway {
             fsync,
             sinks: sink_names,
             space: Some(Arc::clone(&space)),
+            mirror: false,
         };
         let outbox_dir = store.data_dir.join("outbox");
         let (outbox_writer, outbox) = OutboxWriter::open(&outbox_dir, outbox_config)

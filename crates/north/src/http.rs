@@ -208,7 +208,7 @@ impl HttpSink {
     fn post(&mut self, records: &[OutboxRecord]) -> Result<(), SinkError> {
         let wanted: Vec<&OutboxRecord> = records.iter().filter(|r| self.classes.contains(&r.id.class)).collect();
         let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else { return Ok(()) };
-        let key = format!("{}-{}..{}", self.gateway, first.id, last.id);
+        let key = format!("{}-{}..{}", self.gateway, first.wire_id(), last.wire_id());
         let mut request = self
             .agent
             .post(&self.config.url)

@@ -107,9 +107,10 @@ pub trait Sink: Send {
     async fn close(&mut self) {}
 }
 
-/// A record's message id on the wire: `<gateway>-<record id>`, stable across restarts.
+/// A record's message id on the wire: `<gateway>-<record id>`, stable across restarts (for a
+/// record received through a diode, its id on the sending side: [`OutboxRecord::wire_id`]).
 pub fn message_id(gateway: &str, record: &OutboxRecord) -> String {
-    format!("{gateway}-{}", record.id)
+    format!("{gateway}-{}", record.wire_id())
 }
 
 /// Appends a record as it goes on the wire in JSON: its fields with the message id first.
@@ -197,13 +198,18 @@ fn last_per_class(ids: impl IntoIterator<Item = RecordId>) -> Vec<RecordId> {
 mod tests {
     use super::*;
     use airlock_model::Timestamp;
-    use airlock_store::{Class, RecordId};
+    use airlock_store::{Class, Origin, RecordId};
     use airlock_upstream::{RecoveryRecord, Upstream};
 
     #[test]
     fn the_message_id_goes_first() {
         let record = Upstream::Recovered(RecoveryRecord { time: Timestamp(0), corrupt_records: 0, torn_bytes: 3 });
-        let r = OutboxRecord { id: RecordId { class: Class::Event, seq: 42 }, time: Timestamp(0), record };
+        let r = OutboxRecord {
+            id: RecordId { class: Class::Event, seq: 42 },
+            origin: Origin::Here,
+            time: Timestamp(0),
+            record,
+        };
         let mut out = Vec::new();
         wire_json("plant7", &r, &mut out);
         assert!(String::from_utf8(out).unwrap().starts_with("{\"id\":\"plant7-e42\",\"corrupt_records\":0,"));

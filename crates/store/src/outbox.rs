@@ -89,21 +89,89 @@ impl fmt::Display for RecordId {
     }
 }
 
+/// Where a record was made, which decides the id it carries on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// By this gateway: on the wire under its own id.
+    #[default]
+    Here,
+    /// By the gateway on the other side of a diode, received whole: on the wire under the id it
+    /// had there (its class and sequence number), so the IT side says exactly what the OT
+    /// side would have said.
+    Mirrored(RecordId),
+    /// By the receiving half of a diode itself (a `diode_gap` event, its own outbox's gap
+    /// events): on the wire as `diode-<id>`, never to be taken for a mirrored one.
+    Receiver,
+}
+
 /// One record as a sink reads it: typed. A record this version cannot decode comes as
 /// [`Upstream::Undecodable`] under its own id, so the sink reports it and goes on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRecord {
+    /// Its id in this outbox: what a sink acknowledges.
     pub id: RecordId,
+    pub origin: Origin,
     pub time: Timestamp,
     pub record: Upstream,
+}
+
+impl OutboxRecord {
+    /// The id it carries on the wire (after `<gateway>-`): `e17`, or for a record made by a
+    /// diode's receiver, `diode-e17`.
+    pub fn wire_id(&self) -> WireId {
+        WireId { id: self.id, origin: self.origin }
+    }
+}
+
+/// A record's id as it goes on the wire (see [`OutboxRecord::wire_id`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireId {
+    id: RecordId,
+    origin: Origin,
+}
+
+impl fmt::Display for WireId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.origin {
+            Origin::Here => self.id.fmt(f),
+            Origin::Mirrored(id) => id.fmt(f),
+            Origin::Receiver => write!(f, "diode-{}", self.id),
+        }
+    }
 }
 
 /// One record as stored: its bytes in the upstream encoding (`airlock_upstream::codec`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedRecord {
     pub id: RecordId,
+    pub origin: Origin,
     pub time: Timestamp,
     pub bytes: Vec<u8>,
+}
+
+/// A mirrored record is stored as this byte, its origin's class (u8) and sequence number
+/// (u64 LE), then its upstream bytes. The upstream encoding never starts with it (its first
+/// byte is a format version, or `{`).
+const MIRRORED: u8 = 0xD1;
+const MIRRORED_HEADER: usize = 10;
+
+fn split_origin(mut bytes: Vec<u8>, mirror: bool) -> (Origin, Vec<u8>) {
+    let origin = match bytes.get(..MIRRORED_HEADER) {
+        Some([MIRRORED, class, seq @ ..]) => {
+            let class = Class::ALL.get(usize::from(*class)).copied();
+            let seq = <[u8; 8]>::try_from(seq).map(u64::from_le_bytes).ok();
+            class.zip(seq).map(|(class, seq)| Origin::Mirrored(RecordId { class, seq }))
+        }
+        _ => None,
+    };
+    match origin {
+        Some(origin) => {
+            bytes.drain(..MIRRORED_HEADER);
+            (origin, bytes)
+        }
+        None if mirror => (Origin::Receiver, bytes),
+        None => (Origin::Here, bytes),
+    }
 }
 
 /// Where a sink stands: the last sequence number it has acknowledged (or read) per class.
@@ -137,6 +205,9 @@ pub struct OutboxConfig {
     pub sinks: Vec<String>,
     /// The file system's free-space reserve: past it the outbox stops growing.
     pub space: Option<Arc<FreeSpace>>,
+    /// The outbox of a diode's receiving half: it holds mirrored records
+    /// ([`OutboxWriter::append_mirrored`]), and its own records are [`Origin::Receiver`].
+    pub mirror: bool,
 }
 
 impl Default for OutboxConfig {
@@ -147,6 +218,7 @@ impl Default for OutboxConfig {
             fsync: FsyncPolicy::Interval(Duration::from_millis(10)),
             sinks: Vec::new(),
             space: None,
+            mirror: false,
         }
     }
 }
@@ -321,6 +393,22 @@ impl OutboxWriter {
         lock(&self.inner)?.append(class, time, bytes)
     }
 
+    /// Appends a record received whole from the gateway on the other side of a diode, under
+    /// its id there: sinks put that id on the wire ([`Origin::Mirrored`]). Its bytes are in
+    /// the upstream encoding, not checked here (as [`OutboxWriter::append_encoded`]).
+    pub fn append_mirrored(&mut self, origin: RecordId, time: Timestamp, bytes: &[u8]) -> Result<RecordId, StoreError> {
+        let mut inner = lock(&self.inner)?;
+        let mut framed = std::mem::take(&mut inner.scratch);
+        framed.clear();
+        framed.push(MIRRORED);
+        framed.push(origin.class as u8);
+        framed.extend_from_slice(&origin.seq.to_le_bytes());
+        framed.extend_from_slice(bytes);
+        let appended = inner.append(origin.class, time, &framed);
+        inner.scratch = framed;
+        appended
+    }
+
     /// Writes what was appended and syncs it if the policy says so. Returns, per class, the last
     /// record now persisted. On error, records appended since the last commit are lost (and the
     /// error says why); the outbox stays usable.
@@ -393,7 +481,7 @@ impl OutboxReader {
                         why: e.to_string().into(),
                     })
                 });
-                OutboxRecord { id: r.id, time: r.time, record }
+                OutboxRecord { id: r.id, origin: r.origin, time: r.time, record }
             })
             .collect();
         if undecodable > 0 {
@@ -426,10 +514,10 @@ impl OutboxReader {
                 continue;
             }
             let records = inner.logs[c].read_through(after.0[c] + 1, last, left, 4 << 20)?;
-            out.extend(records.into_iter().map(|r| EncodedRecord {
-                id: RecordId { class, seq: r.seq },
-                time: r.time,
-                bytes: r.payload,
+            let mirror = inner.config.mirror;
+            out.extend(records.into_iter().map(|r| {
+                let (origin, bytes) = split_origin(r.payload, mirror);
+                EncodedRecord { id: RecordId { class, seq: r.seq }, origin, time: r.time, bytes }
             }));
         }
         Ok(out)

@@ -382,3 +382,30 @@ fn a_record_too_large_for_the_budget_is_refused_up_front_and_nothing_is_dropped(
     assert_eq!(all.len(), 11, "the ten events and the small record");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A diode receiver's outbox: records received whole keep the id they had on the sending side
+/// (on the wire and across a reopen), its own records are told apart as `diode-<id>`, and
+/// the sinks acknowledge by the local id as for any record.
+#[test]
+fn a_mirror_outbox_keeps_the_senders_ids() {
+    use airlock_store::{Origin, RecordId};
+    let dir = temp("mirror");
+    let mirror = || OutboxConfig { mirror: true, ..config() };
+    let (mut writer, reader) = OutboxWriter::open(&dir, mirror()).unwrap();
+    let mut bytes = Vec::new();
+    airlock_upstream::encode(&sample(7), &mut bytes);
+    let far = RecordId { class: Class::Raw, seq: 1_000_007 };
+    let local = writer.append_mirrored(far, Timestamp(7), &bytes).unwrap();
+    let own = writer.append(Class::Event, &event(8)).unwrap();
+    writer.commit().unwrap();
+    drop((writer, reader));
+    let (_writer, reader) = OutboxWriter::open(&dir, mirror()).unwrap();
+    let held = reader.read(&Position::default(), 10).unwrap();
+    assert_eq!(held.len(), 2);
+    assert_eq!((held[0].id, held[0].origin, held[0].wire_id().to_string()), (own, Origin::Receiver, "diode-e1".into()));
+    assert_eq!(held[0].record, event(8));
+    assert_eq!((held[1].id, held[1].origin), (local, Origin::Mirrored(far)));
+    assert_eq!(held[1].wire_id().to_string(), "r1000007");
+    assert_eq!(held[1].record, sample(7));
+    let _ = std::fs::remove_dir_all(&dir);
+}
