@@ -3,9 +3,22 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use airlock_config::{Config, Payload, Protocol, ReadMode, Security, SinkKind};
+use airlock_config::{Config, Payload, Protocol, ReadMode, ReceiveConfig, Security, SinkKind};
 
 pub fn run(file: &Path) -> ExitCode {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    if text.lines().any(|l| l.trim() == "[receive]") {
+        return match airlock_config::load_receive(file) {
+            Ok(config) => {
+                print!("{}", receive_summary(&config, file));
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprint!("{errors}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match airlock_config::load(file) {
         Ok(config) => {
             print!("{}", summary(&config, file));
@@ -101,8 +114,33 @@ pub fn summary(config: &Config, file: &Path) -> String {
     out
 }
 
+/// The receiving half's summary: where it listens, whom it takes, where it sends.
+pub fn receive_summary(config: &ReceiveConfig, file: &Path) -> String {
+    let r = &config.receive;
+    let mut out = format!(
+        "{}: ok: the receiving half of a diode, listening on {} for {:?} (a missing block waited for {} ms)\n",
+        file.display(),
+        r.listen,
+        r.sender,
+        r.reorder.as_millis()
+    );
+    out += &format!("  store: {}\n", config.store.data_dir.display());
+    for s in &config.sinks {
+        out += &format!("  sink {:<10} {}\n", s.name, sink_summary(&s.kind));
+    }
+    out
+}
+
 fn sink_summary(kind: &SinkKind) -> String {
     match kind {
+        SinkKind::Diode(d) => format!(
+            "diode to {} (MTU {}, {} % repair, at most {} bytes/s{})",
+            d.address,
+            d.mtu_bytes,
+            d.repair_percent,
+            d.rate_max_bytes_per_s,
+            d.repeat.map_or(String::new(), |r| format!(", each block again after {} ms", r.as_millis()))
+        ),
         SinkKind::Jsonl { path } => format!("jsonl {}", path.display()),
         SinkKind::Http(h) => format!("http {} ({})", h.url, h.classes.join(", ")),
         SinkKind::Mqtt(m) => {

@@ -124,33 +124,17 @@ impl Gateway {
         .spawn(rx)?;
 
         let sinks_stop = Arc::new(AtomicBool::new(false));
-        let mut sinks = Vec::new();
-        let mut sink_health = Vec::new();
-        for s in &config.sinks {
-            let gateway = &config.gateway.name;
-            let stop = Arc::clone(&sinks_stop);
-            let (handle, h) = match &s.kind {
-                SinkKind::Jsonl { path } => {
-                    let h = Arc::new(SinkHealth::reporting_to(Arc::clone(&problems)));
-                    let sink = JsonlSink::new(&s.name, gateway, path).keeping(Arc::clone(&space));
-                    (airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?, h)
-                }
-                SinkKind::Http(http) => {
-                    let h = Arc::new(SinkHealth::reporting_to(Arc::clone(&problems)));
-                    let sink = HttpSink::new(&s.name, gateway, http, &config.store.data_dir, Arc::clone(&h))
-                        .map_err(|e| anyhow::anyhow!("sink {}: {e}", s.name))?
-                        .keeping(Arc::clone(&space));
-                    (airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?, h)
-                }
-                SinkKind::Mqtt(m) => {
-                    let h = Arc::new(SinkHealth::reporting_to(Arc::clone(&problems)));
-                    let sink = MqttPublisher::new(&s.name, gateway, m).counting(Arc::clone(&h));
-                    (airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?, h)
-                }
-            };
-            sinks.push(handle);
-            sink_health.push((s.name.clone(), h));
-        }
+        let plant = PlantState { devices: health.clone(), collector: Arc::clone(&collector_health) };
+        let (sinks, sink_health) = start_sinks(
+            &config.sinks,
+            &config.gateway.name,
+            &outbox,
+            &config.store.data_dir,
+            &space,
+            &problems,
+            &sinks_stop,
+            Some(&plant),
+        )?;
         Ok(Self {
             config,
             tags,
@@ -186,4 +170,86 @@ impl Gateway {
         });
         let _ = joined.await;
     }
+}
+
+/// What the plant side of a diode says about itself in each heartbeat, read from the devices'
+/// and the collector's health.
+pub struct PlantState {
+    pub devices: Vec<Arc<DeviceHealth>>,
+    pub collector: Arc<CollectorHealth>,
+}
+
+impl PlantState {
+    fn probe(&self, outbox: OutboxReader, sink: String) -> airlock_diode::send::StateProbe {
+        let devices = self.devices.clone();
+        let collector = Arc::clone(&self.collector);
+        let seen_errors = Mutex::new(collector.store_errors.load(Relaxed));
+        Box::new(move || {
+            let up = devices.iter().filter(|d| d.state() == airlock_model::LinkState::Up).count();
+            let errors = collector.store_errors.load(Relaxed);
+            let store_failing = seen_errors.lock().map(|mut seen| errors > std::mem::replace(&mut *seen, errors));
+            let queued = match (outbox.end(), outbox.position(&sink)) {
+                (Ok(end), Ok(at)) => end.0.iter().zip(at.0).map(|(e, a)| e.saturating_sub(a)).sum(),
+                _ => 0,
+            };
+            airlock_diode::send::OtState {
+                devices_up: u16::try_from(up).unwrap_or(u16::MAX),
+                devices_down: u16::try_from(devices.len() - up).unwrap_or(u16::MAX),
+                queued,
+                store_failing: store_failing.unwrap_or(false),
+            }
+        })
+    }
+}
+
+/// Each sink's name and health.
+pub type SinkHealths = Vec<(String, Arc<SinkHealth>)>;
+
+/// Starts one thread per sink, each reading `outbox`. `plant`: what a diode sink's heartbeat
+/// reports (none on the receiving half, which has no diode sink).
+#[allow(clippy::too_many_arguments)]
+pub fn start_sinks(
+    sinks: &[airlock_config::Sink],
+    gateway: &str,
+    outbox: &OutboxReader,
+    data_dir: &Path,
+    space: &Arc<FreeSpace>,
+    problems: &Arc<Problems>,
+    stop: &Arc<AtomicBool>,
+    plant: Option<&PlantState>,
+) -> anyhow::Result<(Vec<JoinHandle<()>>, SinkHealths)> {
+    let mut handles = Vec::new();
+    let mut healths = Vec::new();
+    for s in sinks {
+        let stop = Arc::clone(stop);
+        let h = Arc::new(SinkHealth::reporting_to(Arc::clone(problems)));
+        let handle = match &s.kind {
+            SinkKind::Jsonl { path } => {
+                let sink = JsonlSink::new(&s.name, gateway, path).keeping(Arc::clone(space));
+                airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?
+            }
+            SinkKind::Http(http) => {
+                let sink = HttpSink::new(&s.name, gateway, http, data_dir, Arc::clone(&h))
+                    .map_err(|e| anyhow::anyhow!("sink {}: {e}", s.name))?
+                    .keeping(Arc::clone(space));
+                airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?
+            }
+            SinkKind::Mqtt(m) => {
+                let sink = MqttPublisher::new(&s.name, gateway, m).counting(Arc::clone(&h));
+                airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?
+            }
+            SinkKind::Diode(d) => {
+                let Some(plant) = plant else {
+                    anyhow::bail!("sink {}: a diode sink on the receiving half", s.name);
+                };
+                let sent = outbox.position(&s.name).map(|p| p.0).unwrap_or_default();
+                let probe = plant.probe(outbox.clone(), s.name.clone());
+                let sink = airlock_diode::send::DiodeSender::new(&s.name, gateway, d.clone(), sent, probe);
+                airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?
+            }
+        };
+        handles.push(handle);
+        healths.push((s.name.clone(), h));
+    }
+    Ok((handles, healths))
 }

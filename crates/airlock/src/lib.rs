@@ -9,6 +9,7 @@ pub mod demo;
 pub mod gateway;
 pub mod logger;
 pub mod query;
+pub mod receive;
 pub mod view;
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The `airlock` command: `demo` runs the built-in demo plant with no setup, `run` runs a
 //! config, `check` validates one, `sim` serves the simulated plant on its own.
 
-use airlock::{browse, check, demo, gateway, logger, parse_duration, query};
+use airlock::{browse, check, demo, gateway, logger, parse_duration, query, receive};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +32,15 @@ enum Command {
         /// Write what would go upstream to this JSON Lines file.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Stop after this long (e.g. 30s, 5m); runs until Ctrl-C by default.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+    },
+    /// Run the IT half of a diode: receive what a gateway's diode sink sends, keep it in this
+    /// side's own outbox and send it on through this side's sinks.
+    Receive {
+        /// The receiving half's config file (TOML: [receive], [store], [[sink]]).
+        file: PathBuf,
         /// Stop after this long (e.g. 30s, 5m); runs until Ctrl-C by default.
         #[arg(long, value_parser = parse_duration)]
         duration: Option<Duration>,
@@ -99,6 +108,7 @@ fn run_async(command: Command) -> anyhow::Result<()> {
             Command::Demo(args) => demo::run(args).await,
             Command::Browse(args) => browse::run(args).await,
             Command::Run { file, out, duration } => run_config(file, out, duration).await,
+            Command::Receive { file, duration } => receive::run(&file, duration).await,
             Command::Sim { base_port, opcua_load: Some(n), .. } => sim_opcua_load(base_port, n).await,
             Command::Sim { base_port, seed, speed, print_config, opcua_load: None } => {
                 sim(base_port, seed, speed, print_config).await

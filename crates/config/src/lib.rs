@@ -139,6 +139,49 @@ pub enum SinkKind {
     Mqtt(Box<MqttSink>),
     /// An HTTP endpoint (an ERP web hook) receiving batches of records.
     Http(HttpSink),
+    /// The OT half of a data diode: one-way UDP datagrams with forward error correction.
+    Diode(DiodeSink),
+}
+
+/// The sending half of a diode (`type = "diode"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiodeSink {
+    /// The receiving half's address (an IP address: a name would need an answer from IT).
+    pub address: std::net::SocketAddr,
+    /// The local address to send from (default: any).
+    pub bind: Option<std::net::SocketAddr>,
+    /// The link's MTU: each datagram is at most this minus 28 bytes (IPv4 and UDP headers).
+    pub mtu_bytes: usize,
+    /// Repair symbols per block, in percent of its source symbols (at least one).
+    pub repair_percent: f64,
+    /// Bytes per second on the wire at most, headers included.
+    pub rate_max_bytes_per_s: u64,
+    pub heartbeat: Duration,
+    /// Send each block again this long after the first time (a burst longer than the repair
+    /// covers then costs nothing), or never.
+    pub repeat: Option<Duration>,
+    /// Bytes of records in one block at most (a larger record gets a block of its own).
+    pub block_bytes: usize,
+}
+
+/// `airlock receive`'s configuration: the IT half of a diode.
+#[derive(Debug, Clone)]
+pub struct ReceiveConfig {
+    pub receive: Receive,
+    pub store: Store,
+    pub sinks: Vec<Sink>,
+}
+
+/// How the IT half of a diode listens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Receive {
+    pub listen: std::net::SocketAddr,
+    /// The sending gateway's name: only its datagrams are taken, and its name goes on every
+    /// record the sinks send.
+    pub sender: String,
+    pub reorder: Duration,
+    pub silent_after: Duration,
+    pub receive_buffer_bytes: usize,
 }
 
 /// An HTTP(S) web hook: JSON batches POSTed, acknowledged on 2xx.
@@ -317,6 +360,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Validates config `text`; `file` is only used to name the file in errors.
+/// Reads and validates the receiving half's config file (`airlock receive`).
+pub fn load_receive(path: &Path) -> Result<ReceiveConfig, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::one(ConfigError::whole_file(path, format!("cannot read the file: {e}"))))?;
+    parse_receive(&text, path)
+}
+
+/// Validates the receiving half's config text; `file` is only used in messages.
+pub fn parse_receive(text: &str, file: &Path) -> Result<ReceiveConfig, ConfigErrors> {
+    let raw: raw::RawConfig =
+        toml::from_str(text).map_err(|e| ConfigErrors::one(ConfigError::from_toml(file, text, &e)))?;
+    validate::validate_receive(&raw, text, file)
+}
+
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
     let raw: raw::RawConfig =
         toml::from_str(text).map_err(|e| ConfigErrors::one(ConfigError::from_toml(file, text, &e)))?;

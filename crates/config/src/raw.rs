@@ -16,6 +16,17 @@ pub struct RawConfig {
     pub device: Vec<S<RawDevice>>,
     #[serde(default)]
     pub sink: Vec<S<RawSink>>,
+    pub receive: Option<S<RawReceive>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReceive {
+    pub listen: S<String>,
+    pub sender: S<String>,
+    pub reorder_ms: Option<S<i64>>,
+    pub silent_after_s: Option<S<i64>>,
+    pub receive_buffer_bytes: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +81,14 @@ pub struct RawSink {
     pub client_key_file: Option<S<String>>,
     pub replay: Option<S<String>>,
     pub replay_rate_max_per_s: Option<S<f64>>,
+    pub address: Option<S<String>>,
+    pub bind: Option<S<String>>,
+    pub mtu_bytes: Option<S<i64>>,
+    pub repair_percent: Option<S<f64>>,
+    pub rate_max_bytes_per_s: Option<S<i64>>,
+    pub heartbeat_s: Option<S<i64>>,
+    pub repeat_after_ms: Option<S<i64>>,
+    pub block_bytes: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -745,7 +745,8 @@ impl Inner {
         let counter = match cause {
             GapCause::Full => &mut self.stats.dropped_full,
             GapCause::Age => &mut self.stats.dropped_age,
-            GapCause::WriteFailed => &mut self.stats.dropped_write,
+            // (The diode causes are the receiver's, never the outbox's own.)
+            GapCause::WriteFailed | GapCause::DiodeLost | GapCause::DiodeDown => &mut self.stats.dropped_write,
         };
         counter[class as usize] += count;
         self.stats.gap_events += 1;

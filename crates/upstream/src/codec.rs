@@ -23,7 +23,7 @@
 //! ```
 //!
 //! **Compatibility.** What version 1 bytes mean is frozen: a later version only adds codes (a
-//! reason, a gap cause: `8 out of range` and gap cause `2 write failed` came so), kinds or a new
+//! reason, a gap cause: `8 out of range` and gap causes `2 write failed`, `3 diode lost`, `4 diode down` came so), kinds or a new
 //! version byte, and keeps reading version 1 (`tests/compat.rs` holds bytes written by version 1 and reads them).
 //! Decoding never panics and never allocates more than the record's own length: every length
 //! is checked against the bytes that remain, and trailing bytes are an error.
@@ -343,6 +343,8 @@ impl Writer<'_> {
             GapCause::Full => 0,
             GapCause::Age => 1,
             GapCause::WriteFailed => 2,
+            GapCause::DiodeLost => 3,
+            GapCause::DiodeDown => 4,
         });
     }
 }
@@ -532,7 +534,8 @@ impl<'a> Reader<'a> {
             last_id: self.string("last id")?,
             from: self.time("from")?,
             to: self.time("to")?,
-            cause: [GapCause::Full, GapCause::Age, GapCause::WriteFailed][usize::from(self.code("gap cause", 2)?)],
+            cause: [GapCause::Full, GapCause::Age, GapCause::WriteFailed, GapCause::DiodeLost, GapCause::DiodeDown]
+                [usize::from(self.code("gap cause", 4)?)],
         })
     }
 }

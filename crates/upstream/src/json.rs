@@ -124,7 +124,7 @@ fn fields(record: &Upstream) -> Vec<(&str, Field<'_>)> {
             f
         }
         Upstream::Gap(g) => {
-            let mut f = event("outbox_gap", "warning", "once", g.message().into());
+            let mut f = event(g.cause.kind(), "warning", "once", g.message().into());
             f.extend([
                 ("class", Str(g.class.as_ref().into())),
                 ("records", U64(g.records)),

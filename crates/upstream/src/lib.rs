@@ -123,6 +123,12 @@ pub enum GapCause {
     Age,
     /// They were accepted, but writing them failed (a full disk): they never reached it.
     WriteFailed,
+    /// Sent through a diode, never received whole: the blocks that held them could not be
+    /// decoded (more loss than the repair covers, or the receiver's buffer overflowed).
+    DiodeLost,
+    /// Sent through a diode while its receiver was down, or before the sender restarted and
+    /// sent them again too late to be put back in order.
+    DiodeDown,
 }
 
 impl GapCause {
@@ -131,6 +137,17 @@ impl GapCause {
             GapCause::Full => "outbox full",
             GapCause::Age => "older than the outbox keeps",
             GapCause::WriteFailed => "the disk refused to write them (full, or failing)",
+            GapCause::DiodeLost => "lost on the diode (blocks that could not be decoded)",
+            GapCause::DiodeDown => "sent while the diode's receiver was not listening",
+        }
+    }
+
+    /// The event kind it goes upstream as: `outbox_gap`, or `diode_gap` for records lost
+    /// between the two halves of a diode.
+    pub fn kind(self) -> &'static str {
+        match self {
+            GapCause::Full | GapCause::Age | GapCause::WriteFailed => "outbox_gap",
+            GapCause::DiodeLost | GapCause::DiodeDown => "diode_gap",
         }
     }
 }
@@ -199,7 +216,7 @@ impl Upstream {
     pub fn event_kind(&self) -> Option<&str> {
         match self {
             Upstream::Event(e) => Some(&e.kind),
-            Upstream::Gap(_) => Some("outbox_gap"),
+            Upstream::Gap(g) => Some(g.cause.kind()),
             Upstream::Recovered(_) => Some("outbox_recovered"),
             Upstream::Undecodable(_) => Some("outbox_undecodable"),
             Upstream::Legacy(l) => l.topic.strip_prefix(EVENT_TOPIC_PREFIX),
@@ -230,7 +247,8 @@ impl GapRecord {
     /// The one line for a person.
     pub fn message(&self) -> String {
         format!(
-            "dropped {} {} records ({} to {}) between {} and {}: {}",
+            "{} {} {} records ({} to {}) between {} and {}: {}",
+            if self.cause.kind() == "diode_gap" { "missing" } else { "dropped" },
             self.records,
             self.class,
             self.first_id,

@@ -14,8 +14,9 @@ use crate::modbus::{DataType, ModbusDevice, ModbusTag, Space, WordOrder};
 use crate::raw::RawSink;
 use crate::raw::{RawConfig, RawDevice, RawTag};
 use crate::{
-    BearingSettings, Config, ConfigError, ConfigErrors, Device, Edge, Gateway, HttpSink, MqttSink, OeeSettings,
-    Production, Protocol, Replay, Secret, Sink, SinkKind, Sparkplug, Store, Tag, TagAlarms, TagEdge, VibrationSettings,
+    BearingSettings, Config, ConfigError, ConfigErrors, Device, DiodeSink, Edge, Gateway, HttpSink, MqttSink,
+    OeeSettings, Production, Protocol, Receive, ReceiveConfig, Replay, Secret, Sink, SinkKind, Sparkplug, Store, Tag,
+    TagAlarms, TagEdge, VibrationSettings,
 };
 
 /// Defaults, stated once (and in `docs/config.md`).
@@ -82,12 +83,127 @@ pub fn validate(raw: &RawConfig, text: &str, file: &Path) -> Result<Config, Conf
     let store = store(&mut c, raw);
     let edge = edge(&mut c, raw);
     let sinks = sinks(&mut c, raw);
+    if let Some(r) = &raw.receive {
+        let msg = "[receive] belongs in the receiving half's config (`airlock receive FILE`), not a gateway's".into();
+        c.err(r.span(), "receive".into(), msg);
+    }
     if c.errors.is_empty() {
         Ok(Config { gateway, edge, store, devices, sinks })
     } else {
         c.errors.sort_by_key(|e| (e.line, e.column));
         Err(ConfigErrors(c.errors))
     }
+}
+
+/// The receiving half of a diode: `[receive]`, its own `[store]` and `[[sink]]`s; no devices.
+pub fn validate_receive(raw: &RawConfig, text: &str, file: &Path) -> Result<ReceiveConfig, ConfigErrors> {
+    let mut c = Checker { file, text, errors: Vec::new() };
+    for d in &raw.device {
+        let msg = "a receiving half reads no devices: it takes what the sending half sends".into();
+        c.err(d.span(), "device".into(), msg);
+    }
+    if let Some(g) = &raw.gateway {
+        let msg = "the receiving half sends under the sender's name ([receive] sender), not its own".into();
+        c.err(g.span(), "gateway".into(), msg);
+    }
+    if raw.store.is_none() {
+        let msg = "the receiving half needs a [store] (data_dir): it keeps what it received in its own outbox".into();
+        c.errors.push(ConfigError::whole_file(file, msg));
+    }
+    if raw.sink.is_empty() {
+        let msg = "the receiving half needs at least one [[sink]] to send what it receives to".into();
+        c.errors.push(ConfigError::whole_file(file, msg));
+    }
+    let receive = match &raw.receive {
+        None => {
+            c.errors.push(ConfigError::whole_file(file, "no [receive] section (listen, sender)".into()));
+            None
+        }
+        Some(r) => receive(&mut c, r.get_ref()),
+    };
+    let store = store(&mut c, raw);
+    let sinks = sinks(&mut c, raw);
+    for (s, raw_sink) in sinks.iter().zip(&raw.sink) {
+        if matches!(s.kind, SinkKind::Diode(_)) {
+            let msg = "a receiving half cannot send on through another diode".into();
+            c.err(raw_sink.get_ref().kind.span(), format!("sink[{}].type", s.name), msg);
+        }
+    }
+    match receive {
+        Some(receive) if c.errors.is_empty() => Ok(ReceiveConfig { receive, store, sinks }),
+        _ => {
+            c.errors.sort_by_key(|e| (e.line, e.column));
+            Err(ConfigErrors(c.errors))
+        }
+    }
+}
+
+fn receive(c: &mut Checker, r: &crate::raw::RawReceive) -> Option<Receive> {
+    let listen = socket_address(c, &r.listen, "receive.listen".into());
+    c.segment(&r.sender, "receive.sender".into());
+    let reorder = c.int(&r.reorder_ms, "receive.reorder_ms", 10, 600_000, 1000);
+    let silent = c.int(&r.silent_after_s, "receive.silent_after_s", 1, 3600, 5);
+    let buffer = c.int(&r.receive_buffer_bytes, "receive.receive_buffer_bytes", 65_536, 1 << 30, 8 << 20);
+    Some(Receive {
+        listen: listen?,
+        sender: r.sender.get_ref().clone(),
+        reorder: Duration::from_millis(reorder.unsigned_abs()),
+        silent_after: Duration::from_secs(silent.unsigned_abs()),
+        receive_buffer_bytes: buffer.unsigned_abs() as usize,
+    })
+}
+
+/// An `ip:port` (no host name: resolving one would need an answer from the network).
+fn socket_address(c: &mut Checker, v: &Spanned<String>, key: String) -> Option<std::net::SocketAddr> {
+    match v.get_ref().parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            let msg = format!(
+                "{:?} is not ip:port (a diode side takes an IP address, not a host name: resolving a name needs an answer from the network)",
+                v.get_ref()
+            );
+            c.err(v.span(), key, msg);
+            None
+        }
+    }
+}
+
+/// The smallest link MTU a diode takes: one datagram must hold its headers and a symbol.
+pub const DIODE_MTU_MIN: i64 = 128;
+
+fn diode_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Option<DiodeSink> {
+    let Some(address) = &s.address else {
+        c.err(s.kind.span(), key("address"), "a diode sink needs address (the receiving half's ip:port)".into());
+        return None;
+    };
+    let address = socket_address(c, address, key("address"));
+    let bind = s.bind.as_ref().map(|b| socket_address(c, b, key("bind")));
+    let mtu = match &s.mtu_bytes {
+        Some(m) if *m.get_ref() < DIODE_MTU_MIN => {
+            let msg = format!(
+                "{} is below {DIODE_MTU_MIN}: a datagram needs 28 bytes of IP and UDP headers, 38 of its own and a symbol of at least 16",
+                m.get_ref()
+            );
+            c.err(m.span(), key("mtu_bytes"), msg);
+            1500
+        }
+        _ => c.int(&s.mtu_bytes, &key("mtu_bytes"), DIODE_MTU_MIN, 65_535, 1500),
+    };
+    let repair = ranged(c, &s.repair_percent, key("repair_percent"), 0.0, 400.0, "percent").unwrap_or(5.0);
+    let rate = c.int(&s.rate_max_bytes_per_s, &key("rate_max_bytes_per_s"), 10_000, 10_000_000_000, 10_000_000);
+    let heartbeat = c.int(&s.heartbeat_s, &key("heartbeat_s"), 1, 3600, 1);
+    let repeat = s.repeat_after_ms.as_ref().map(|_| c.int(&s.repeat_after_ms, &key("repeat_after_ms"), 10, 600_000, 0));
+    let block = c.int(&s.block_bytes, &key("block_bytes"), 1024, 16 << 20, 65_536);
+    Some(DiodeSink {
+        address: address?,
+        bind: bind.flatten(),
+        mtu_bytes: mtu.unsigned_abs() as usize,
+        repair_percent: repair,
+        rate_max_bytes_per_s: rate.unsigned_abs(),
+        heartbeat: Duration::from_secs(heartbeat.unsigned_abs()),
+        repeat: repeat.map(|ms| Duration::from_millis(ms.unsigned_abs())),
+        block_bytes: block.unsigned_abs() as usize,
+    })
 }
 
 fn line_of(text: &str, offset: usize) -> (usize, usize) {
@@ -861,11 +977,14 @@ fn sink(c: &mut Checker, s: &RawSink, key: impl Fn(&str) -> String) -> Option<Si
             mqtt_sink(c, s, &key, sp).map(|m| Sink { name, kind: SinkKind::Mqtt(Box::new(m)) })
         }
         "http" => http_sink(c, s, &key).map(|h| Sink { name, kind: SinkKind::Http(h) }),
+        "diode" => diode_sink(c, s, &key).map(|d| Sink { name, kind: SinkKind::Diode(d) }),
         other => {
             c.err(
                 s.kind.span(),
                 key("type"),
-                format!("unknown sink type {other:?}; expected \"jsonl\", \"mqtt\", \"sparkplug\" or \"http\""),
+                format!(
+                    "unknown sink type {other:?}; expected \"jsonl\", \"mqtt\", \"sparkplug\", \"http\" or \"diode\""
+                ),
             );
             None
         }
@@ -906,8 +1025,16 @@ fn refuse_keys_of_other_types(c: &mut Checker, s: &RawSink, kind: &str, key: &im
         spans(s.replay_rate_max_per_s.as_ref().map(|v| v.span()), "replay_rate_max_per_s", &["mqtt", "sparkplug"]),
         spans(s.client_cert_file.as_ref().map(|v| v.span()), "client_cert_file", &["mqtt", "sparkplug"]),
         spans(s.client_key_file.as_ref().map(|v| v.span()), "client_key_file", &["mqtt", "sparkplug"]),
+        spans(s.address.as_ref().map(|v| v.span()), "address", &["diode"]),
+        spans(s.bind.as_ref().map(|v| v.span()), "bind", &["diode"]),
+        spans(s.mtu_bytes.as_ref().map(|v| v.span()), "mtu_bytes", &["diode"]),
+        spans(s.repair_percent.as_ref().map(|v| v.span()), "repair_percent", &["diode"]),
+        spans(s.rate_max_bytes_per_s.as_ref().map(|v| v.span()), "rate_max_bytes_per_s", &["diode"]),
+        spans(s.heartbeat_s.as_ref().map(|v| v.span()), "heartbeat_s", &["diode"]),
+        spans(s.repeat_after_ms.as_ref().map(|v| v.span()), "repeat_after_ms", &["diode"]),
+        spans(s.block_bytes.as_ref().map(|v| v.span()), "block_bytes", &["diode"]),
     ];
-    let known = ["jsonl", "mqtt", "sparkplug", "http"].contains(&kind);
+    let known = ["jsonl", "mqtt", "sparkplug", "http", "diode"].contains(&kind);
     for (span, name, types) in keys {
         if let Some(span) = span
             && known

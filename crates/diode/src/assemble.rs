@@ -1,0 +1,380 @@
+//! The IT half's logic, without I/O: datagrams in; records, gaps and the sender's state out.
+//!
+//! Blocks are decoded as their symbols come, then handed on strictly in block order. A block
+//! that has not decoded while a later one has waited `reorder` is given up: the ids it held
+//! are named missing when the next block (whose header says what the sender had sent before
+//! it) or a heartbeat (what the sender has sent in all) shows them. A record whose id is not
+//! above the newest one handed on for its class is a duplicate (a repeat, a resend after a
+//! restart) and dropped. Everything held is bounded: blocks being decoded (count and bytes).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use raptorq::{EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder};
+
+use crate::wire::{self, Block, BlockRecord, Datagram, Heartbeat, Symbol, WireError};
+
+/// Blocks being decoded at once, at most; beyond, the lowest-numbered is given up.
+pub const PARTIAL_BLOCKS_MAX: usize = 256;
+/// Bytes of blocks being decoded or waiting for their turn, at most.
+pub const HELD_BYTES_MAX: usize = 256 << 20;
+
+/// What the assembler hands on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// A record received whole, in order for its class.
+    Record(BlockRecord),
+    /// Ids `first..=last` of `class` were sent and will never arrive.
+    Missing { class: u8, first: u64, last: u64, cause: MissingCause },
+    /// The sender's heartbeat (its state, what it has sent).
+    Heartbeat(Heartbeat),
+    /// The sender started again (a new session).
+    SenderRestarted,
+}
+
+/// Why ids are missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingCause {
+    /// Blocks that could not be decoded (more loss than the repair covers, a full buffer).
+    BlocksLost,
+    /// Sent while this receiver was not running (found at its first block after a start).
+    ReceiverDown,
+}
+
+/// Counters, for the live view and the benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AssembleStats {
+    pub datagrams: u64,
+    pub malformed: u64,
+    pub foreign: u64,
+    /// Datagrams of an older session (a replay, or from before the sender restarted).
+    pub stale: u64,
+    pub blocks_decoded: u64,
+    /// Blocks given up (not decoded in time, or pushed out by the bounds).
+    pub blocks_lost: u64,
+    /// Symbols of blocks already decoded or given up (repeats, surplus repair).
+    pub late_symbols: u64,
+    pub records: u64,
+    pub duplicates: u64,
+    pub missing: u64,
+}
+
+struct Partial {
+    first_seen: Instant,
+    block_bytes: u32,
+    symbol_bytes: u16,
+    decoder: SourceBlockDecoder,
+    held: usize,
+}
+
+/// The receiving half's state for one expected sender.
+pub struct Assembler {
+    sender: String,
+    sender_hash: u32,
+    reorder: Duration,
+    session: Option<u64>,
+    /// The next block to hand on; `None` until the first block of a session is seen.
+    next_block: Option<u64>,
+    partial: BTreeMap<u64, Partial>,
+    /// Decoded blocks waiting for their turn: when first seen, bytes held, the block.
+    decoded: BTreeMap<u64, (Instant, usize, Block)>,
+    held_bytes: usize,
+    /// Per class, the newest id handed on (0: none).
+    last: [u64; 4],
+    /// No id handed on yet in this process: the first block says where the sender stands.
+    fresh: bool,
+    /// The newest heartbeat's promise, to name a tail lost: (next block, sent per class).
+    promised: Option<(u64, [u64; 4])>,
+    promised_at: Option<Instant>,
+    repeat: Duration,
+    partial_first_seen: Option<Instant>,
+    pub stats: AssembleStats,
+}
+
+impl Assembler {
+    /// `last`: per class, the newest id this receiver already holds (from its state file),
+    /// or `None` if it has never received anything: then it starts at the first heartbeat it
+    /// hears (what the sender had sent before is not named missing).
+    pub fn new(sender: &str, reorder: Duration, last: Option<[u64; 4]>) -> Self {
+        Self {
+            sender: sender.to_owned(),
+            sender_hash: wire::sender_hash(sender),
+            reorder,
+            session: None,
+            next_block: None,
+            partial: BTreeMap::new(),
+            decoded: BTreeMap::new(),
+            held_bytes: 0,
+            last: last.unwrap_or_default(),
+            fresh: last.is_none(),
+            promised: None,
+            promised_at: None,
+            repeat: Duration::ZERO,
+            partial_first_seen: None,
+            stats: AssembleStats::default(),
+        }
+    }
+
+    /// Per class, the newest id handed on.
+    pub fn last(&self) -> [u64; 4] {
+        self.last
+    }
+
+    /// How long a missing block is waited for: the configured reorder time, or longer if the
+    /// sender repeats blocks later than that.
+    fn wait(&self) -> Duration {
+        self.reorder.max(self.repeat + self.reorder)
+    }
+
+    /// Takes one datagram; appends what it completes to `out`.
+    pub fn datagram(&mut self, bytes: &[u8], now: Instant, out: &mut Vec<Output>) -> Result<(), WireError> {
+        self.stats.datagrams += 1;
+        let datagram = match wire::decode(bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                self.stats.malformed += 1;
+                return Err(e);
+            }
+        };
+        let header = match &datagram {
+            Datagram::Symbol(h, _) | Datagram::Heartbeat(h, _) => *h,
+        };
+        if header.sender != self.sender_hash {
+            self.stats.foreign += 1;
+            return Err(WireError::Bad("from another sender"));
+        }
+        if let Datagram::Heartbeat(_, beat) = &datagram
+            && beat.name != self.sender
+        {
+            self.stats.foreign += 1;
+            return Err(WireError::Bad("a heartbeat from another sender"));
+        }
+        match self.session {
+            Some(s) if header.session < s => {
+                self.stats.stale += 1;
+                return Err(WireError::Bad("from an older session of the sender"));
+            }
+            Some(s) if header.session > s => {
+                // The sender restarted: what the old session had decoded goes on first.
+                self.finish_session(out);
+                out.push(Output::SenderRestarted);
+                self.session = Some(header.session);
+                self.next_block = Some(0);
+            }
+            Some(_) => {}
+            None => self.session = Some(header.session),
+        }
+        match datagram {
+            Datagram::Heartbeat(_, beat) => {
+                if self.fresh {
+                    // A receiver that never received anything starts where the sender stands.
+                    self.last = beat.sent;
+                    self.next_block = Some(beat.next_block);
+                    self.fresh = false;
+                }
+                self.repeat = Duration::from_millis(u64::from(beat.repeat_ms));
+                self.promised = Some((beat.next_block, beat.sent));
+                self.promised_at = Some(now);
+                if self.next_block.is_none() && self.partial.is_empty() && self.decoded.is_empty() {
+                    // Nothing in flight: the next block is the first this receiver sees.
+                    self.next_block = Some(beat.next_block);
+                }
+                out.push(Output::Heartbeat(beat));
+            }
+            // Until its first heartbeat, a receiver that never received anything does not know
+            // where the sender stands: symbols before it are not taken.
+            Datagram::Symbol(..) if self.fresh => self.stats.late_symbols += 1,
+            Datagram::Symbol(_, symbol) => self.symbol(symbol, now, out)?,
+        }
+        self.advance(now, out);
+        Ok(())
+    }
+
+    fn symbol(&mut self, s: Symbol<'_>, now: Instant, out: &mut Vec<Output>) -> Result<(), WireError> {
+        self.partial_first_seen = None;
+        let next = *self.next_block.get_or_insert(s.block);
+        if s.block < next || self.decoded.contains_key(&s.block) {
+            self.stats.late_symbols += 1;
+            return Ok(());
+        }
+        if !self.partial.contains_key(&s.block) {
+            let held = usize::try_from(s.block_bytes).unwrap_or(usize::MAX);
+            while self.partial.len() >= PARTIAL_BLOCKS_MAX || self.held_bytes + held > HELD_BYTES_MAX {
+                if !self.give_up_lowest(out) {
+                    break;
+                }
+            }
+            let padded = (s.block_bytes as u64).div_ceil(u64::from(s.symbol_bytes)) * u64::from(s.symbol_bytes);
+            let oti = ObjectTransmissionInformation::new(padded, s.symbol_bytes, 1, 1, 8);
+            let decoder = SourceBlockDecoder::new(0, &oti, padded);
+            let partial =
+                Partial { first_seen: now, block_bytes: s.block_bytes, symbol_bytes: s.symbol_bytes, decoder, held };
+            self.held_bytes += held;
+            self.partial.insert(s.block, partial);
+        }
+        let Some(p) = self.partial.get_mut(&s.block) else { return Ok(()) };
+        if (p.block_bytes, p.symbol_bytes) != (s.block_bytes, s.symbol_bytes) {
+            self.stats.malformed += 1;
+            return Err(WireError::Bad("a symbol whose block shape differs from its block's first"));
+        }
+        let packet = EncodingPacket::new(PayloadId::new(0, s.esi), s.data.to_vec());
+        let Some(mut bytes) = p.decoder.decode(std::iter::once(packet)) else { return Ok(()) };
+        let held = p.held;
+        self.partial_first_seen = Some(p.first_seen);
+        self.partial.remove(&s.block);
+        self.held_bytes -= held;
+        bytes.truncate(s.block_bytes as usize);
+        match wire::decode_block(&bytes) {
+            Ok(block) if block.name == self.sender => {
+                self.stats.blocks_decoded += 1;
+                self.held_bytes += held;
+                let first_seen = self.partial_first_seen.take().unwrap_or(now);
+                self.decoded.insert(s.block, (first_seen, held, block));
+                Ok(())
+            }
+            Ok(_) => {
+                self.stats.foreign += 1;
+                Err(WireError::Bad("a block from another sender"))
+            }
+            Err(e) => {
+                self.stats.malformed += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives up the lowest-numbered block being decoded; false if there is none.
+    fn give_up_lowest(&mut self, out: &mut Vec<Output>) -> bool {
+        let Some((&block, _)) = self.partial.iter().next() else { return false };
+        if let Some(p) = self.partial.remove(&block) {
+            self.held_bytes -= p.held;
+        }
+        self.stats.blocks_lost += 1;
+        // Everything before it can go now, in order.
+        if self.next_block.is_some_and(|n| n <= block) {
+            self.next_block = Some(block + 1);
+            self.hand_on_ready(out);
+        }
+        true
+    }
+
+    /// Hands on blocks in order; gives up a block that a later one has waited too long for;
+    /// names a tail lost once a heartbeat promised it and the wait is over.
+    pub fn advance(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.hand_on_ready(out);
+        loop {
+            let Some(next) = self.next_block else { return };
+            let oldest_later = self
+                .decoded
+                .range(next + 1..)
+                .map(|(_, (at, _, _))| *at)
+                .chain(self.partial.range(next + 1..).map(|(_, p)| p.first_seen))
+                .min();
+            let stuck = oldest_later.is_some_and(|at| now.duration_since(at) >= self.wait());
+            if !stuck {
+                break;
+            }
+            if let Some(p) = self.partial.remove(&next) {
+                self.held_bytes -= p.held;
+            }
+            self.stats.blocks_lost += 1;
+            self.next_block = Some(next + 1);
+            self.hand_on_ready(out);
+        }
+        // The tail: the heartbeat says blocks up to `promised` were sent; none of them is
+        // still coming once the wait is over.
+        if let (Some(next), Some((promised, sent))) = (self.next_block, self.promised)
+            && self.partial.is_empty()
+            && self.decoded.is_empty()
+        {
+            if promised > next {
+                // Blocks announced that never came at all: only a heartbeat newer than the
+                // wait can say so, so wait for the next one to confirm (a block may be in the air).
+                return;
+            }
+            self.name_missing(sent, MissingCause::BlocksLost, out);
+        }
+    }
+
+    /// Gives up blocks a heartbeat has announced that have not decoded (or not come at all)
+    /// once the wait has passed since that heartbeat. The receiver calls it on a timer.
+    pub fn expire(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let wait = self.wait();
+        let (Some((promised, _)), Some(at)) = (self.promised, self.promised_at) else { return };
+        if now.duration_since(at) < wait {
+            return;
+        }
+        while let Some(next) = self.next_block
+            && next < promised
+        {
+            if self.decoded.contains_key(&next) {
+                self.hand_on_ready(out);
+                continue;
+            }
+            if let Some(p) = self.partial.get(&next) {
+                if now.duration_since(p.first_seen) < wait {
+                    break;
+                }
+                let held = p.held;
+                self.partial.remove(&next);
+                self.held_bytes -= held;
+            }
+            self.stats.blocks_lost += 1;
+            self.next_block = Some(next + 1);
+        }
+        self.advance(now, out);
+    }
+
+    fn hand_on_ready(&mut self, out: &mut Vec<Output>) {
+        while let Some(next) = self.next_block {
+            let Some((_, held, block)) = self.decoded.remove(&next) else { break };
+            self.held_bytes = self.held_bytes.saturating_sub(held);
+            self.hand_on(block, out);
+            self.next_block = Some(next + 1);
+        }
+    }
+
+    fn hand_on(&mut self, block: Block, out: &mut Vec<Output>) {
+        let cause = if self.stats.records == 0 { MissingCause::ReceiverDown } else { MissingCause::BlocksLost };
+        self.name_missing(block.before, cause, out);
+        for r in block.records {
+            let c = usize::from(r.class);
+            if r.seq <= self.last[c] {
+                self.stats.duplicates += 1;
+                continue;
+            }
+            // Ids skipped inside a block are the sender's own gaps, reported by its own gap
+            // events: not named here.
+            self.last[c] = r.seq;
+            self.stats.records += 1;
+            out.push(Output::Record(r));
+        }
+    }
+
+    /// Names ids up to `sent` (per class) that were never handed on.
+    fn name_missing(&mut self, sent: [u64; 4], cause: MissingCause, out: &mut Vec<Output>) {
+        if self.fresh {
+            return;
+        }
+        for (c, sent) in sent.into_iter().enumerate() {
+            if sent > self.last[c] {
+                let (first, last) = (self.last[c] + 1, sent);
+                self.stats.missing += last - first + 1;
+                out.push(Output::Missing { class: c as u8, first, last, cause });
+                self.last[c] = sent;
+            }
+        }
+    }
+
+    /// At a session's end (the sender restarted), hands on what was decoded and gives up the rest.
+    fn finish_session(&mut self, out: &mut Vec<Output>) {
+        let decoded = std::mem::take(&mut self.decoded);
+        self.stats.blocks_lost += self.partial.len() as u64;
+        self.partial.clear();
+        self.held_bytes = 0;
+        for (_, (_, _, block)) in decoded {
+            self.hand_on(block, out);
+        }
+        self.promised = None;
+    }
+}

@@ -1,0 +1,362 @@
+//! The IT half's loop: datagrams from one UDP socket into the assembler, what it hands on into
+//! this side's own outbox (mirrored records under the sender's ids; `diode_gap` and
+//! `diode_silent` events under the receiver's own), whose sinks carry on as on a single box.
+//!
+//! It never sends: its one socket is only ever received from (`tests/architecture.rs` checks
+//! this file has no send call). Where it stands (the newest id per class it has handed on) is
+//! written to `diode.state` after each sync of the outbox, so a restart drops what it already
+//! has and names what it missed.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_model::{AssetPath, Problems, Severity, Timestamp, Transition};
+use airlock_store::{Class, OutboxWriter, RecordId, StoreError};
+use airlock_upstream::{EventRecord, GapCause, GapRecord, Upstream};
+
+use crate::assemble::{AssembleStats, Assembler, MissingCause, Output};
+use crate::wire::Heartbeat;
+
+/// How the receiving half listens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiveSettings {
+    pub listen: SocketAddr,
+    /// The sending gateway's name: datagrams of any other are counted and ignored.
+    pub sender: String,
+    /// How long a missing block is waited for before its records are named missing.
+    pub reorder: Duration,
+    /// No heartbeat for this long: the link is reported silent.
+    pub silent_after: Duration,
+    /// The socket's receive buffer (the kernel may cap it at `net.core.rmem_max`).
+    pub receive_buffer_bytes: usize,
+}
+
+/// What the receiving half shows: its counters and the OT side's last heartbeat.
+#[derive(Debug, Default)]
+pub struct ReceiveStatus {
+    pub stats: Mutex<AssembleStats>,
+    pub heartbeat: Mutex<Option<(Instant, Heartbeat)>>,
+    pub silent: AtomicBool,
+    /// Datagrams the kernel dropped because the socket's buffer was full.
+    pub kernel_drops: AtomicU64,
+    pub store_errors: AtomicU64,
+}
+
+/// Why the receiving half could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    #[error("listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the sender name {0:?} is not a valid asset path segment")]
+    Sender(String),
+}
+
+/// The state file beside the outbox: four u64 (newest id per class) and a CRC-32.
+pub fn state_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("diode.state")
+}
+
+/// Reads where the receiver stood; `None` if it never received anything (or the file is corrupt,
+/// said in the log: then the first block sets where it starts).
+pub fn read_state(path: &Path) -> Option<[u64; 4]> {
+    let bytes = std::fs::read(path).ok()?;
+    let ok = bytes.len() == 36 && crc32fast::hash(&bytes[..32]).to_le_bytes() == bytes[32..36];
+    if !ok {
+        log::warn!("{}: corrupt; the receiver starts where the sender stands", path.display());
+        return None;
+    }
+    let mut last = [0u64; 4];
+    for (c, chunk) in bytes[..32].chunks_exact(8).enumerate() {
+        last[c] = chunk.try_into().map(u64::from_le_bytes).unwrap_or(0);
+    }
+    Some(last)
+}
+
+fn write_state(path: &Path, last: [u64; 4]) -> std::io::Result<()> {
+    let mut bytes = Vec::with_capacity(36);
+    for l in last {
+        bytes.extend_from_slice(&l.to_le_bytes());
+    }
+    bytes.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+    let tmp = path.with_extension("state.tmp");
+    std::fs::write(&tmp, &bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The receiving half's running state.
+pub struct Receiver {
+    settings: ReceiveSettings,
+    socket: UdpSocket,
+    assembler: Assembler,
+    outbox: OutboxWriter,
+    state: PathBuf,
+    asset: AssetPath,
+    status: Arc<ReceiveStatus>,
+    last_heartbeat: Option<Instant>,
+    started: Instant,
+    kernel_drops_seen: u64,
+    synced_at: Instant,
+    unsynced: bool,
+    problems: Option<Arc<Problems>>,
+}
+
+/// How often the outbox is synced and the state written while records come in.
+const SYNC_EVERY: Duration = Duration::from_millis(100);
+
+impl Receiver {
+    /// Binds the socket and reads where this side stood.
+    pub fn new(
+        settings: ReceiveSettings,
+        outbox: OutboxWriter,
+        data_dir: &Path,
+        status: Arc<ReceiveStatus>,
+    ) -> Result<Self, ReceiveError> {
+        let asset = AssetPath::parse(&settings.sender).map_err(|_| ReceiveError::Sender(settings.sender.clone()))?;
+        let socket = bind(settings.listen, settings.receive_buffer_bytes)
+            .map_err(|source| ReceiveError::Listen { address: settings.listen, source })?;
+        let state = state_path(data_dir);
+        let last = read_state(&state);
+        let assembler = Assembler::new(&settings.sender, settings.reorder, last);
+        Ok(Self {
+            settings,
+            socket,
+            assembler,
+            outbox,
+            state,
+            asset,
+            status,
+            last_heartbeat: None,
+            started: Instant::now(),
+            kernel_drops_seen: 0,
+            synced_at: Instant::now(),
+            unsynced: false,
+            problems: None,
+        })
+    }
+
+    /// Sends this side's own problems (a sink that cannot deliver) upstream as events.
+    pub fn reporting(mut self, problems: Arc<Problems>) -> Self {
+        self.problems = Some(problems);
+        self
+    }
+
+    fn report_problems(&mut self) {
+        let Some(problems) = self.problems.clone() else { return };
+        let taken = problems.take();
+        if taken.is_empty() {
+            return;
+        }
+        let mut result = Ok(());
+        for p in taken {
+            result = result.and(self.event(p.kind, p.severity, p.state, p.message));
+        }
+        match result.and_then(|()| self.outbox.commit().map(|_| ())) {
+            Ok(()) => self.unsynced = true,
+            Err(e) => log::error!("diode: the outbox: {e}"),
+        }
+    }
+
+    /// The address it listens on (the port, when 0 was asked for).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Receives until `stop` is set; then syncs the outbox and the state.
+    pub fn run(mut self, stop: &AtomicBool) {
+        let mut buf = vec![0u8; 65_536];
+        let mut out = Vec::new();
+        let mut last_check = Instant::now();
+        while !stop.load(Relaxed) {
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, _from)) => {
+                    let now = Instant::now();
+                    if let Err(e) = self.assembler.datagram(&buf[..n], now, &mut out) {
+                        log::debug!("diode: a datagram refused: {e}");
+                    }
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => {
+                    log::warn!("diode: receive: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            if last_check.elapsed() >= Duration::from_millis(50) {
+                last_check = Instant::now();
+                self.assembler.expire(Instant::now(), &mut out);
+                self.watch_silence();
+                self.watch_kernel_drops();
+                self.report_problems();
+            }
+            if !out.is_empty() {
+                self.store(&mut out);
+            }
+            if self.unsynced && self.synced_at.elapsed() >= SYNC_EVERY {
+                self.sync();
+            }
+            if let Ok(mut s) = self.status.stats.lock() {
+                *s = self.assembler.stats;
+            }
+        }
+        self.sync();
+    }
+
+    fn store(&mut self, out: &mut Vec<Output>) {
+        let mut result: Result<(), StoreError> = Ok(());
+        for o in out.drain(..) {
+            let appended = match o {
+                Output::Record(r) => {
+                    let class = Class::ALL[usize::from(r.class.min(3))];
+                    let origin = RecordId { class, seq: r.seq };
+                    self.outbox.append_mirrored(origin, Timestamp(r.time), &r.bytes).map(|_| ())
+                }
+                Output::Missing { class, first, last, cause } => {
+                    let class = Class::ALL[usize::from(class.min(3))];
+                    let gap = GapRecord {
+                        time: Timestamp::now(),
+                        class: class.name().into(),
+                        records: last - first + 1,
+                        first_id: RecordId { class, seq: first }.to_string().into(),
+                        last_id: RecordId { class, seq: last }.to_string().into(),
+                        from: Timestamp(0),
+                        to: Timestamp(0),
+                        cause: match cause {
+                            MissingCause::BlocksLost => GapCause::DiodeLost,
+                            MissingCause::ReceiverDown => GapCause::DiodeDown,
+                        },
+                    };
+                    log::warn!("diode: {}", gap.message());
+                    self.outbox.append(Class::Event, &Upstream::Gap(gap)).map(|_| ())
+                }
+                Output::Heartbeat(beat) => {
+                    let now = Instant::now();
+                    self.last_heartbeat = Some(now);
+                    if self.status.silent.swap(false, Relaxed) {
+                        let message = format!("heartbeats from {} arrive again", self.settings.sender);
+                        log::info!("diode: {message}");
+                        self.event("diode_silent", Severity::Warning, Transition::Cleared, message)
+                    } else {
+                        Ok(())
+                    }
+                    .map(|()| {
+                        if let Ok(mut h) = self.status.heartbeat.lock() {
+                            *h = Some((now, beat));
+                        }
+                    })
+                }
+                Output::SenderRestarted => {
+                    log::info!("diode: {} started again (a new session)", self.settings.sender);
+                    Ok(())
+                }
+            };
+            if let Err(e) = appended {
+                result = Err(e);
+            }
+        }
+        let committed = result.and_then(|()| self.outbox.commit().map(|_| ()));
+        match committed {
+            Ok(()) => self.unsynced = true,
+            Err(e) => {
+                self.status.store_errors.fetch_add(1, Relaxed);
+                log::error!("diode: the outbox: {e}");
+            }
+        }
+    }
+
+    fn event(&mut self, kind: &str, severity: Severity, state: Transition, message: String) -> Result<(), StoreError> {
+        let event = EventRecord {
+            time: Timestamp::now(),
+            asset: self.asset.clone(),
+            kind: kind.into(),
+            severity,
+            state,
+            message: message.into(),
+            body: Vec::new(),
+        };
+        self.outbox.append(Class::Event, &Upstream::Event(event)).map(|_| ())
+    }
+
+    /// Syncs the outbox, then writes where the receiver stands: never ahead of what is on disk.
+    fn sync(&mut self) {
+        let last = self.assembler.last();
+        match self.outbox.sync() {
+            Ok(_) => {
+                if let Err(e) = write_state(&self.state, last) {
+                    log::error!("diode: write {}: {e}", self.state.display());
+                }
+                self.unsynced = false;
+            }
+            Err(e) => {
+                self.status.store_errors.fetch_add(1, Relaxed);
+                log::error!("diode: sync the outbox: {e}");
+            }
+        }
+        self.synced_at = Instant::now();
+    }
+
+    fn watch_silence(&mut self) {
+        let since = self.last_heartbeat.unwrap_or(self.started);
+        if since.elapsed() < self.settings.silent_after || self.status.silent.load(Relaxed) {
+            return;
+        }
+        self.status.silent.store(true, Relaxed);
+        let message = format!(
+            "no heartbeat from {} for {:.0} s: the link or the sending half is down",
+            self.settings.sender,
+            since.elapsed().as_secs_f64()
+        );
+        log::warn!("diode: {message}");
+        let appended = self.event("diode_silent", Severity::Alarm, Transition::Raised, message);
+        match appended.and_then(|()| self.outbox.commit().map(|_| ())) {
+            Ok(()) => self.unsynced = true,
+            Err(e) => log::error!("diode: the outbox: {e}"),
+        }
+    }
+
+    fn watch_kernel_drops(&mut self) {
+        let Ok(port) = self.socket.local_addr().map(|a| a.port()) else { return };
+        let Some(drops) = kernel_drops(port) else { return };
+        self.status.kernel_drops.store(drops, Relaxed);
+        if drops > self.kernel_drops_seen {
+            log::warn!(
+                "diode: the kernel dropped {} datagrams: the receive buffer overflowed (raise receive_buffer_bytes and net.core.rmem_max, or lower the sender's rate)",
+                drops - self.kernel_drops_seen
+            );
+            self.kernel_drops_seen = drops;
+        }
+    }
+}
+
+fn bind(address: SocketAddr, buffer: usize) -> std::io::Result<UdpSocket> {
+    let domain = socket2::Domain::for_address(address);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(buffer) {
+        log::warn!("diode: set the receive buffer to {buffer} bytes: {e}");
+    }
+    socket.bind(&address.into())?;
+    let socket: UdpSocket = socket.into();
+    socket.set_read_timeout(Some(Duration::from_millis(20)))?;
+    Ok(socket)
+}
+
+/// The kernel's drop count for the UDP socket on `port` (`/proc/net/udp`, `/proc/net/udp6`).
+fn kernel_drops(port: u16) -> Option<u64> {
+    let suffix = format!(":{port:04X}");
+    ["/proc/net/udp", "/proc/net/udp6"].iter().find_map(|file| {
+        let text = std::fs::read_to_string(file).ok()?;
+        text.lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local = fields.get(1)?;
+            if !local.ends_with(&suffix) {
+                return None;
+            }
+            fields.last()?.parse().ok()
+        })
+    })
+}

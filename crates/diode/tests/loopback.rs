@@ -1,0 +1,323 @@
+//! Both halves of a diode on loopback, with real UDP sockets: the sending half (a sink on the
+//! one runner, reading a real outbox) and the receiving half (into its own mirror outbox). A
+//! relay between them plays the link: it forwards datagrams one way and drops some (seeded
+//! random loss, or a burst where everything is dropped), as a lossy fibre would.
+//!
+//! What must hold: with enough repair every record arrives, once, with its id and bytes; with
+//! too little, the `diode_gap` events name exactly the ids that did not arrive (checked against
+//! what the sender sent: nothing invented, nothing unnamed); a repeat covers a burst.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use airlock_config::DiodeSink;
+use airlock_diode::receive::{ReceiveSettings, ReceiveStatus, Receiver};
+use airlock_diode::send::{DiodeSender, OtState};
+use airlock_model::{AssetPath, Quality, Timestamp, Value, ValueType};
+use airlock_north::SinkHealth;
+use airlock_store::{Class, FsyncPolicy, Origin, OutboxConfig, OutboxReader, OutboxWriter, Position};
+use airlock_upstream::{GapCause, SampleRecord, Upstream};
+
+fn temp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("airlock-diode-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn sample(i: u64) -> Upstream {
+    Upstream::Sample(SampleRecord {
+        path: AssetPath::parse("acme/plant/press/line1/press1/speed").unwrap(),
+        value_type: ValueType::F64,
+        value: Some(Value::F64(i as f64 * 0.5)),
+        unit: Some("rpm".into()),
+        quality: Quality::Good,
+        source_time: None,
+        gateway_time: Timestamp(1_700_000_000_000_000_000 + i as i64 * 1_000_000),
+    })
+}
+
+/// The OT side's outbox with `n` raw records.
+fn ot_outbox(dir: &Path, n: u64) -> OutboxReader {
+    let config = OutboxConfig { fsync: FsyncPolicy::Never, sinks: vec!["diode".into()], ..OutboxConfig::default() };
+    let (mut writer, reader) = OutboxWriter::open(dir, config).unwrap();
+    for i in 1..=n {
+        writer.append(Class::Raw, &sample(i)).unwrap();
+        if i % 1000 == 0 {
+            writer.commit().unwrap();
+        }
+    }
+    writer.commit().unwrap();
+    reader
+}
+
+/// The link: forwards from its own port to `to`, dropping datagrams as `drop` says.
+struct Relay {
+    address: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<u64>>,
+}
+
+impl Relay {
+    fn start(to: SocketAddr, mut drop: impl FnMut(u64) -> bool + Send + 'static) -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let address = socket.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let out = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut buf = vec![0u8; 65_536];
+            let (mut n, mut dropped) = (0u64, 0u64);
+            while !flag.load(Relaxed) {
+                let Ok((len, _)) = socket.recv_from(&mut buf) else { continue };
+                n += 1;
+                if drop(n) {
+                    dropped += 1;
+                    continue;
+                }
+                out.send_to(&buf[..len], to).unwrap();
+            }
+            dropped
+        });
+        Self { address, stop, thread: Some(thread) }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// xorshift64*, seeded: the loss pattern is the same on every run.
+fn rng(seed: u64) -> impl FnMut() -> f64 {
+    let mut x = seed;
+    move || {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+struct It {
+    reader: OutboxReader,
+    status: Arc<ReceiveStatus>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    address: SocketAddr,
+}
+
+fn receiver(dir: &Path, reorder: Duration) -> It {
+    let config = OutboxConfig {
+        fsync: FsyncPolicy::Never,
+        sinks: vec!["jsonl".into()],
+        mirror: true,
+        ..OutboxConfig::default()
+    };
+    let (writer, reader) = OutboxWriter::open(&dir.join("outbox"), config).unwrap();
+    let settings = ReceiveSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        sender: "press-gw".into(),
+        reorder,
+        silent_after: Duration::from_secs(30),
+        receive_buffer_bytes: 8 << 20,
+    };
+    let status = Arc::new(ReceiveStatus::default());
+    let r = Receiver::new(settings, writer, dir, Arc::clone(&status)).unwrap();
+    let address = r.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let thread = std::thread::spawn(move || r.run(&flag));
+    It { reader, status, stop, thread: Some(thread), address }
+}
+
+impl It {
+    fn stop(mut self) -> OutboxReader {
+        self.stop.store(true, Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        self.reader
+    }
+}
+
+fn settings(to: SocketAddr, repair_percent: f64, repeat: Option<Duration>) -> DiodeSink {
+    DiodeSink {
+        address: to,
+        bind: None,
+        mtu_bytes: 1500,
+        repair_percent,
+        rate_max_bytes_per_s: 50_000_000,
+        heartbeat: Duration::from_millis(200),
+        repeat,
+        block_bytes: 16_384,
+    }
+}
+
+/// Runs the sending half until the OT outbox is sent, and `settle` more (heartbeats, repeats).
+fn send_all(reader: &OutboxReader, settings: DiodeSink, settle: Duration) {
+    let probe = Box::new(|| OtState { devices_up: 3, devices_down: 1, queued: 0, store_failing: false });
+    let sink = DiodeSender::new("diode", "press-gw", settings, [0; 4], probe);
+    let stop = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(SinkHealth::default());
+    let thread = airlock_north::spawn(sink, reader.clone(), Arc::clone(&stop), health).unwrap();
+    let end = reader.end().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reader.position("diode").unwrap() != end {
+        assert!(Instant::now() < deadline, "the sending half did not send everything in 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(settle);
+    stop.store(true, Relaxed);
+    thread.join().unwrap();
+}
+
+/// What the receiving side holds: mirrored raw ids (in order), and the raw ids named missing.
+fn received(reader: &OutboxReader) -> (Vec<u64>, BTreeSet<u64>, Vec<Upstream>) {
+    let mut ids = Vec::new();
+    let mut missing = BTreeSet::new();
+    let mut records = Vec::new();
+    let mut at = Position::default();
+    loop {
+        let batch = reader.read(&at, 10_000).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for r in batch {
+            at.advance(r.id);
+            match (&r.origin, &r.record) {
+                (Origin::Mirrored(id), _) => {
+                    assert_eq!(id.class, Class::Raw);
+                    ids.push(id.seq);
+                    records.push(r.record.clone());
+                }
+                (Origin::Receiver, Upstream::Gap(g)) => {
+                    assert_eq!(&*g.class, "raw");
+                    assert!(matches!(g.cause, GapCause::DiodeLost | GapCause::DiodeDown), "{g:?}");
+                    let first: u64 = g.first_id[1..].parse().unwrap();
+                    let last: u64 = g.last_id[1..].parse().unwrap();
+                    assert_eq!(g.records, last - first + 1);
+                    for id in first..=last {
+                        assert!(missing.insert(id), "r{id} named missing twice");
+                    }
+                }
+                other => panic!("unexpected record on the receiving side: {other:?}"),
+            }
+        }
+    }
+    (ids, missing, records)
+}
+
+#[test]
+fn every_record_arrives_once_with_its_id_through_light_loss() {
+    let dir = temp("light");
+    const N: u64 = 20_000;
+    let ot = ot_outbox(&dir.join("ot"), N);
+    let it = receiver(&dir.join("it"), Duration::from_millis(500));
+    let mut random = rng(7);
+    // The first datagram (the sender's first heartbeat) passes: a new receiver starts there.
+    let relay = Relay::start(it.address, move |n| n > 1 && random() < 0.01);
+    send_all(&ot, settings(relay.address, 20.0, None), Duration::from_millis(1500));
+    let dropped = relay.stop();
+    let status = Arc::clone(&it.status);
+    let (ids, missing, records) = received(&it.stop());
+    assert!(dropped > 10, "the link dropped only {dropped} datagrams");
+    assert!(ids.iter().copied().eq(1..=N), "not every id once in order: {} ids, {} missing", ids.len(), missing.len());
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r, &sample(i as u64 + 1), "record r{} arrived changed", i + 1);
+    }
+    let stats = *status.stats.lock().unwrap();
+    assert_eq!((stats.records, stats.blocks_lost, stats.malformed), (N, 0, 0), "{stats:?}");
+    let beat = status.heartbeat.lock().unwrap().clone().unwrap().1;
+    assert_eq!((beat.devices_up, beat.devices_down, beat.sent[3]), (3, 1, N), "{beat:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn heavy_loss_names_exactly_the_missing_ids() {
+    let dir = temp("heavy");
+    const N: u64 = 10_000;
+    let ot = ot_outbox(&dir.join("ot"), N);
+    let it = receiver(&dir.join("it"), Duration::from_millis(300));
+    let mut random = rng(11);
+    let relay = Relay::start(it.address, move |n| n > 1 && random() < 0.20);
+    send_all(&ot, settings(relay.address, 2.0, None), Duration::from_millis(1500));
+    relay.stop();
+    let (ids, missing, _) = received(&it.stop());
+    assert!(!missing.is_empty(), "20 % loss with 2 % repair lost nothing");
+    assert!(ids.len() > 100, "only {} arrived", ids.len());
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order, no duplicates");
+    // Nothing invented, nothing unnamed: what arrived and what is named missing are apart and
+    // together exactly what was sent.
+    let arrived: BTreeSet<u64> = ids.iter().copied().collect();
+    assert!(arrived.is_disjoint(&missing), "an id both arrived and was named missing");
+    let all: BTreeSet<u64> = arrived.union(&missing).copied().collect();
+    let unaccounted: Vec<u64> = (1..=N).filter(|id| !all.contains(id)).take(10).collect();
+    assert!(all.iter().copied().eq(1..=N), "arrived + named missing = sent; unaccounted: {unaccounted:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_repeat_covers_a_burst_and_without_it_the_burst_is_named() {
+    for repeat in [Some(Duration::from_millis(700)), None] {
+        let dir = temp(if repeat.is_some() { "burst-repeat" } else { "burst" });
+        const N: u64 = 6_000;
+        let ot = ot_outbox(&dir.join("ot"), N);
+        let it = receiver(&dir.join("it"), Duration::from_millis(300));
+        // Datagrams 100 to 249 are dropped: a burst far longer than any repair.
+        let relay = Relay::start(it.address, |n| (100..250).contains(&n));
+        let mut s = settings(relay.address, 5.0, repeat);
+        s.rate_max_bytes_per_s = 2_000_000;
+        send_all(&ot, s, Duration::from_millis(2500));
+        assert_eq!(relay.stop(), 150);
+        let (ids, missing, _) = received(&it.stop());
+        let arrived: BTreeSet<u64> = ids.iter().copied().collect();
+        let all: BTreeSet<u64> = arrived.union(&missing).copied().collect();
+        assert!(all.iter().copied().eq(1..=N), "arrived + named missing = sent");
+        match repeat {
+            Some(_) => assert!(missing.is_empty(), "with a repeat, {} ids missing", missing.len()),
+            None => assert!(!missing.is_empty(), "a 300-datagram burst lost nothing without a repeat"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn foreign_and_malformed_datagrams_are_counted_and_ignored() {
+    let dir = temp("foreign");
+    let it = receiver(&dir.join("it"), Duration::from_millis(300));
+    let noise = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut random = rng(3);
+    for i in 0..2000 {
+        let len = (random() * 1500.0) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| (random() * 256.0) as u8).collect();
+        if i % 2 == 0 && bytes.len() > 4 {
+            bytes[..3].copy_from_slice(b"AD\x01"); // looks like ours, checksum wrong
+        }
+        noise.send_to(&bytes, it.address).unwrap();
+    }
+    // A well-formed heartbeat from another gateway.
+    let mut beat = Vec::new();
+    let other = airlock_diode::wire::Heartbeat { name: "other-gw".into(), ..Default::default() };
+    let header = airlock_diode::wire::Header { sender: airlock_diode::wire::sender_hash("other-gw"), session: 1 };
+    airlock_diode::wire::encode_heartbeat(&mut beat, header, &other);
+    noise.send_to(&beat, it.address).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = *it.status.stats.lock().unwrap();
+        if stats.datagrams == 2001 {
+            assert_eq!((stats.malformed, stats.foreign, stats.records), (2000, 1, 0), "{stats:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (ids, missing, _) = received(&it.stop());
+    assert!(ids.is_empty() && missing.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
