@@ -67,7 +67,7 @@ fn reachable(graph: &BTreeMap<String, BTreeSet<String>>, name: &str) -> BTreeSet
 }
 
 fn is_it_side(name: &str) -> bool {
-    name.starts_with("airlock-north") || name.starts_with("airlock-web")
+    name.starts_with("airlock-north") || name.starts_with("airlock-web") || name == "airlock-diode"
 }
 
 fn is_south(name: &str) -> bool {
@@ -394,4 +394,41 @@ fn the_handle_scan_sees_whole_words_only() {
     assert!(!has_word("SessionPollResult::Reconnected", "Session"));
     assert!(!has_word("ReadSession::connect", "Session"));
     assert!(has_word("use tokio_modbus::client::Context;", "client::Context"));
+}
+
+/// Calls that take something from the network: the diode's sending half has none.
+const RECEIVE_CALLS: &[&str] =
+    &["recv", "peek", "accept", "listen", "read_from", "poll_recv", "TcpStream", "TcpListener"];
+/// Calls that put something on the network: the diode's receiving half has none.
+const SEND_CALLS: &[&str] =
+    &["send_to", ".send(", "sendmsg", "sendmmsg", "try_send", "poll_send", ".connect(", "TcpStream", "write_to"];
+
+/// `(line, name)` of every use of `calls` in `text`, comments aside.
+fn calls_in(text: &str, calls: &[&'static str]) -> Vec<(usize, &'static str)> {
+    let mut found = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let code = code_of(line).to_lowercase();
+        for call in calls.iter().filter(|c| code.contains(&c.to_lowercase())) {
+            found.push((i + 1, *call));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_diodes_sending_half_never_receives_and_its_receiving_half_never_sends() {
+    let src = workspace_root().join("crates/diode/src");
+    let send = std::fs::read_to_string(src.join("send.rs")).unwrap();
+    assert!(send.contains("send_to("), "the scan looks at the sending half");
+    assert_eq!(calls_in(&send, RECEIVE_CALLS), vec![], "the sending half (send.rs) names a receive call");
+    for file in ["receive.rs", "assemble.rs"] {
+        let text = std::fs::read_to_string(src.join(file)).unwrap();
+        assert_eq!(calls_in(&text, SEND_CALLS), vec![], "the receiving half ({file}) names a send call");
+    }
+    let receive = std::fs::read_to_string(src.join("receive.rs")).unwrap();
+    assert!(receive.contains("recv_from("), "the scan looks at the receiving half");
+    // The scan sees what it must: a receive call slipped into the sender, a send into the receiver.
+    assert_eq!(calls_in("let n = socket.recv_from(&mut buf)?; // ok", RECEIVE_CALLS), vec![(1, "recv")]);
+    assert_eq!(calls_in("socket.send_to(b, peer)?;", SEND_CALLS), vec![(1, "send_to")]);
+    assert_eq!(calls_in("// socket.send_to(b, peer)", SEND_CALLS), vec![]);
 }

@@ -25,7 +25,9 @@ pub enum Output {
     /// A record received whole, in order for its class.
     Record(BlockRecord),
     /// Ids `first..=last` of `class` were sent and will never arrive.
-    Missing { class: u8, first: u64, last: u64, cause: MissingCause },
+    /// `from`: the time of the newest record handed on before them, `to`: of the first after
+    /// them (0: not known).
+    Missing { class: u8, first: u64, last: u64, from: i64, to: i64, cause: MissingCause },
     /// The sender's heartbeat (its state, what it has sent).
     Heartbeat(Heartbeat),
     /// The sender started again (a new session).
@@ -79,8 +81,9 @@ pub struct Assembler {
     /// Decoded blocks waiting for their turn: when first seen, bytes held, the block.
     decoded: BTreeMap<u64, (Instant, usize, Block)>,
     held_bytes: usize,
-    /// Per class, the newest id handed on (0: none).
+    /// Per class, the newest id handed on (0: none), and its time.
     last: [u64; 4],
+    last_time: [i64; 4],
     /// No id handed on yet in this process: the first block says where the sender stands.
     fresh: bool,
     /// The newest heartbeat's promise, to name a tail lost: (next block, sent per class).
@@ -106,6 +109,7 @@ impl Assembler {
             decoded: BTreeMap::new(),
             held_bytes: 0,
             last: last.unwrap_or_default(),
+            last_time: [0; 4],
             fresh: last.is_none(),
             promised: None,
             promised_at: None,
@@ -292,7 +296,7 @@ impl Assembler {
                 // wait can say so, so wait for the next one to confirm (a block may be in the air).
                 return;
             }
-            self.name_missing(sent, MissingCause::BlocksLost, out);
+            self.name_missing(sent, &[], out);
         }
     }
 
@@ -335,8 +339,7 @@ impl Assembler {
     }
 
     fn hand_on(&mut self, block: Block, out: &mut Vec<Output>) {
-        let cause = if self.stats.records == 0 { MissingCause::ReceiverDown } else { MissingCause::BlocksLost };
-        self.name_missing(block.before, cause, out);
+        self.name_missing(block.before, &block.records, out);
         for r in block.records {
             let c = usize::from(r.class);
             if r.seq <= self.last[c] {
@@ -346,21 +349,27 @@ impl Assembler {
             // Ids skipped inside a block are the sender's own gaps, reported by its own gap
             // events: not named here.
             self.last[c] = r.seq;
+            self.last_time[c] = r.time;
             self.stats.records += 1;
             out.push(Output::Record(r));
         }
     }
 
-    /// Names ids up to `sent` (per class) that were never handed on.
-    fn name_missing(&mut self, sent: [u64; 4], cause: MissingCause, out: &mut Vec<Output>) {
+    /// Names ids up to `sent` (per class) that were never handed on; `next`: the records that
+    /// come after them, for the time they end.
+    fn name_missing(&mut self, sent: [u64; 4], next: &[BlockRecord], out: &mut Vec<Output>) {
         if self.fresh {
             return;
         }
+        // Nothing handed on since this receiver started: what is missing was sent while it
+        // was down.
+        let cause = if self.stats.records == 0 { MissingCause::ReceiverDown } else { MissingCause::BlocksLost };
         for (c, sent) in sent.into_iter().enumerate() {
             if sent > self.last[c] {
                 let (first, last) = (self.last[c] + 1, sent);
+                let to = next.iter().find(|r| usize::from(r.class) == c).map_or(0, |r| r.time);
                 self.stats.missing += last - first + 1;
-                out.push(Output::Missing { class: c as u8, first, last, cause });
+                out.push(Output::Missing { class: c as u8, first, last, from: self.last_time[c], to, cause });
                 self.last[c] = sent;
             }
         }

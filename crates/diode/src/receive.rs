@@ -216,7 +216,7 @@ impl Receiver {
                     let origin = RecordId { class, seq: r.seq };
                     self.outbox.append_mirrored(origin, Timestamp(r.time), &r.bytes).map(|_| ())
                 }
-                Output::Missing { class, first, last, cause } => {
+                Output::Missing { class, first, last, from, to, cause } => {
                     let class = Class::ALL[usize::from(class.min(3))];
                     let gap = GapRecord {
                         time: Timestamp::now(),
@@ -224,8 +224,8 @@ impl Receiver {
                         records: last - first + 1,
                         first_id: RecordId { class, seq: first }.to_string().into(),
                         last_id: RecordId { class, seq: last }.to_string().into(),
-                        from: Timestamp(0),
-                        to: Timestamp(0),
+                        from: Timestamp(from),
+                        to: Timestamp(to),
                         cause: match cause {
                             MissingCause::BlocksLost => GapCause::DiodeLost,
                             MissingCause::ReceiverDown => GapCause::DiodeDown,

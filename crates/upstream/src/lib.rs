@@ -246,9 +246,21 @@ pub const EVENT_TOPIC_PREFIX: &str = "_airlock/events/";
 impl GapRecord {
     /// The one line for a person.
     pub fn message(&self) -> String {
+        if self.cause.kind() == "diode_gap" {
+            let known = |t: Timestamp| if t.0 == 0 { "?".to_owned() } else { t.to_string() };
+            return format!(
+                "missing {} {} records ({} to {}), sent between {} and {}: {}",
+                self.records,
+                self.class,
+                self.first_id,
+                self.last_id,
+                known(self.from),
+                known(self.to),
+                self.cause.words()
+            );
+        }
         format!(
-            "{} {} {} records ({} to {}) between {} and {}: {}",
-            if self.cause.kind() == "diode_gap" { "missing" } else { "dropped" },
+            "dropped {} {} records ({} to {}) between {} and {}: {}",
             self.records,
             self.class,
             self.first_id,

@@ -1,0 +1,419 @@
+//! Diode mode across a real link: two network namespaces made here (an OT side and an IT side)
+//! joined by a veth pair, IPv6 off, ARP off with static neighbour entries, a firewall in the OT
+//! namespace that drops every packet arriving from the IT side, and 1 % random loss at the IT
+//! side's input (iptables `statistic`; this kernel has no netem). `airlock run` with a diode
+//! sink runs in the OT namespace on an outbox holding 50,000 records; `airlock receive`
+//! runs in the IT namespace with a JSON Lines sink and an MQTT sink to a mosquitto there.
+//!
+//! Every record id arrives in both IT sinks; nothing sent from the IT side reaches the OT
+//! half's socket (the firewall's counter grows, the socket's queue stays empty). Then the
+//! receiver is killed -9 and started again while the sender goes on, and the sender is
+//! restarted: duplicates are dropped, and any id that did not arrive is named in a `diode_gap`.
+//!
+//! Needs root (CI runs as root) and `ip`, `iptables`, `mosquitto` (installed by ./scripts/test).
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_model::{AssetPath, Quality, Timestamp, Value, ValueType};
+use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxWriter};
+use airlock_upstream::{SampleRecord, Upstream};
+
+const OT_ADDRESS: &str = "10.77.0.1";
+const IT_ADDRESS: &str = "10.77.0.2";
+const RECORDS: u64 = 50_000;
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed (this test needs root, ip and iptables): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The two namespaces and the link, removed when dropped.
+struct Link {
+    ot: String,
+    it: String,
+}
+
+impl Link {
+    fn make() -> Self {
+        let id = std::process::id() % 100_000;
+        let link = Self { ot: format!("alot{id}"), it: format!("alit{id}") };
+        let (vot, vit) = (format!("vot{id}"), format!("vit{id}"));
+        for ns in [&link.ot, &link.it] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            run(&["ip", "netns", "add", ns]);
+            // No IPv6: neighbour discovery would otherwise cross the link both ways.
+            for key in ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"] {
+                run(&["ip", "netns", "exec", ns, "sysctl", "-qw", key]);
+            }
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        run(&["ip", "link", "add", &vot, "type", "veth", "peer", "name", &vit]);
+        run(&["ip", "link", "set", &vot, "netns", &link.ot]);
+        run(&["ip", "link", "set", &vit, "netns", &link.it]);
+        for (ns, dev, address) in [(&link.ot, &vot, OT_ADDRESS), (&link.it, &vit, IT_ADDRESS)] {
+            run(&["ip", "-n", ns, "addr", "add", &format!("{address}/24"), "dev", dev]);
+            // No ARP either way: the neighbours are written down below.
+            run(&["ip", "-n", ns, "link", "set", dev, "arp", "off", "up"]);
+        }
+        let mac = |ns: &str, dev: &str| {
+            let text = run(&["ip", "-n", ns, "-o", "link", "show", dev]);
+            text.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).unwrap().to_owned()
+        };
+        let (mac_ot, mac_it) = (mac(&link.ot, &vot), mac(&link.it, &vit));
+        run(&[
+            "ip",
+            "-n",
+            &link.ot,
+            "neigh",
+            "replace",
+            IT_ADDRESS,
+            "lladdr",
+            &mac_it,
+            "dev",
+            &vot,
+            "nud",
+            "permanent",
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &link.it,
+            "neigh",
+            "replace",
+            OT_ADDRESS,
+            "lladdr",
+            &mac_ot,
+            "dev",
+            &vit,
+            "nud",
+            "permanent",
+        ]);
+        // The OT side takes nothing from the IT side.
+        run(&["ip", "netns", "exec", &link.ot, "iptables", "-A", "INPUT", "-i", &vot, "-j", "DROP"]);
+        // 1 % loss on the way in to the IT side.
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &link.it,
+            "iptables",
+            "-A",
+            "INPUT",
+            "-i",
+            &vit,
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            "0.01",
+            "-j",
+            "DROP",
+        ]);
+        link
+    }
+
+    fn exec(&self, ns: &str, program: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).arg(program).args(args);
+        c
+    }
+
+    /// Packets the OT side's firewall dropped.
+    fn ot_dropped(&self) -> u64 {
+        let text = run(&["ip", "netns", "exec", &self.ot, "iptables", "-L", "INPUT", "-v", "-n", "-x"]);
+        text.lines()
+            .filter(|l| l.contains("DROP"))
+            .map(|l| l.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    }
+
+    /// The OT namespace's UDP sockets: (local port, receive queue bytes, drops).
+    fn ot_udp_sockets(&self) -> Vec<(u16, u64, u64)> {
+        let text = run(&["ip", "netns", "exec", &self.ot, "cat", "/proc/net/udp"]);
+        text.lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let port = u16::from_str_radix(f[1].rsplit(':').next().unwrap(), 16).unwrap();
+                let rx_queue = u64::from_str_radix(f[4].rsplit(':').next().unwrap(), 16).unwrap();
+                (port, rx_queue, f.last().unwrap().parse().unwrap())
+            })
+            .collect()
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for ns in [&self.ot, &self.it] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn sample(i: u64) -> Upstream {
+    Upstream::Sample(SampleRecord {
+        path: AssetPath::parse("acme/plant/press/line1/press1/speed").unwrap(),
+        value_type: ValueType::F64,
+        value: Some(Value::F64(i as f64)),
+        unit: None,
+        quality: Quality::Good,
+        source_time: None,
+        gateway_time: Timestamp(1_700_000_000_000_000_000 + i as i64 * 1_000_000),
+    })
+}
+
+/// The OT side's outbox, holding records r1 to r`n` for the diode sink.
+fn fill_ot_outbox(data: &Path, n: u64) {
+    let config = OutboxConfig { fsync: FsyncPolicy::Never, sinks: vec!["diode".into()], ..OutboxConfig::default() };
+    let (mut writer, _) = OutboxWriter::open(&data.join("outbox"), config).unwrap();
+    for i in 1..=n {
+        writer.append(Class::Raw, &sample(i)).unwrap();
+    }
+    writer.sync().unwrap();
+}
+
+fn airlock() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_airlock"))
+}
+
+/// `mosquitto_sub` in the IT namespace: the ids of the messages it got.
+fn subscribe(link: &Link) -> (Child, Arc<Mutex<Vec<String>>>) {
+    let sub = PathBuf::from("mosquitto_sub");
+    let mut child = link
+        .exec(&link.it, &sub, &["-h", "127.0.0.1", "-p", "1883", "-t", "it/#", "-q", "1", "-i", "check", "-c"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let into = Arc::clone(&ids);
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(id) = v["id"].as_str()
+            {
+                into.lock().unwrap().push(id.to_owned());
+            }
+        }
+    });
+    (child, ids)
+}
+
+/// The ids in a JSON Lines file, and its `diode_gap` events' raw ranges.
+fn jsonl(path: &Path) -> (Vec<String>, Vec<(u64, u64)>) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut ids = Vec::new();
+    let mut gaps = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+        if v["kind"] == "diode_gap" && v["class"] == "raw" {
+            let seq = |k: &str| v[k].as_str().unwrap()[1..].parse::<u64>().unwrap();
+            gaps.push((seq("first_id"), seq("last_id")));
+        }
+    }
+    (ids, gaps)
+}
+
+fn raw_ids(ids: &[String]) -> BTreeSet<u64> {
+    ids.iter().filter_map(|id| id.strip_prefix("press-gw-r")).filter_map(|s| s.parse().ok()).collect()
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn records_cross_a_one_way_link_with_loss_and_nothing_comes_back() {
+    let dir = std::env::temp_dir().join(format!("airlock-diode-netns-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = Link::make();
+
+    let broker_conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &broker_conf,
+        "user root\nlistener 1883 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n",
+    )
+    .unwrap();
+    let _broker = Killed(
+        link.exec(&link.it, &airlock_testkit::mosquitto(), &["-c", broker_conf.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (sub, from_broker) = subscribe(&link);
+    let _sub = Killed(sub);
+
+    let it_config = dir.join("it.toml");
+    std::fs::write(
+        &it_config,
+        format!(
+            "[receive]\nlisten = \"{IT_ADDRESS}:7000\"\nsender = \"press-gw\"\nreorder_ms = 500\nsilent_after_s = 3\n\n\
+             [store]\ndata_dir = \"it-data\"\n\n\
+             [[sink]]\nname = \"file\"\ntype = \"jsonl\"\npath = \"it.jsonl\"\n\n\
+             [[sink]]\nname = \"uns\"\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"\ntopic_prefix = \"it/\"\ninflight_max = 200\n"
+        ),
+    )
+    .unwrap();
+    // The OT side reads airlock's simulated press line, served in the OT namespace.
+    let (sim, plant) = simulate(&link, &dir);
+    let _sim = Killed(sim);
+    let ot_config = dir.join("ot.toml");
+    let mut text = plant.replace("[gateway]\nname = \"demo\"", "[gateway]\nname = \"press-gw\"");
+    text += &format!(
+        "\n[store]\ndata_dir = \"ot-data\"\n\n\
+         [[sink]]\nname = \"diode\"\ntype = \"diode\"\naddress = \"{IT_ADDRESS}:7000\"\nrepair_percent = 10\nheartbeat_s = 1\n"
+    );
+    std::fs::write(&ot_config, text).unwrap();
+    for config in [&it_config, &ot_config] {
+        let out = Command::new(airlock()).arg("check").arg(config).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    fill_ot_outbox(&dir.join("ot-data"), RECORDS);
+
+    let receive = |log: &str| {
+        let log = std::fs::File::create(dir.join(log)).unwrap();
+        Killed(link.exec(&link.it, &airlock(), &["receive", it_config.to_str().unwrap()]).stderr(log).spawn().unwrap())
+    };
+    let send = |log: &str| {
+        let log = std::fs::File::create(dir.join(log)).unwrap();
+        Killed(
+            link.exec(&link.ot, &airlock(), &["run", ot_config.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut receiver = receive("receive-1.log");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut sender = send("run-1.log");
+
+    // 1 % loss, 10 % repair: every one of the 50,000 records arrives in both sinks.
+    let file = dir.join("it.jsonl");
+    wait_for("every record in the JSON Lines file", Duration::from_secs(120), || {
+        raw_ids(&jsonl(&file).0).range(1..=RECORDS).count() as u64 == RECORDS
+    });
+    wait_for("every record through mosquitto", Duration::from_secs(120), || {
+        raw_ids(&from_broker.lock().unwrap()).range(1..=RECORDS).count() as u64 == RECORDS
+    });
+    let (ids, gaps) = jsonl(&file);
+    assert!(gaps.is_empty(), "records named missing at 1 % loss with 10 % repair: {gaps:?}");
+    let distinct: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "a record was written twice by the receiving side");
+
+    // Nothing from the IT side reaches the OT half: send it datagrams, they are dropped at
+    // the OT side's input, and the OT half's socket holds none.
+    let sockets = link.ot_udp_sockets();
+    assert_eq!(sockets.len(), 1, "the OT half has one UDP socket (for sending): {sockets:?}");
+    let port = sockets[0].0;
+    let before = link.ot_dropped();
+    let flood = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         [s.sendto(b'from IT', ('{OT_ADDRESS}', {port})) for _ in range(200)]"
+    );
+    run(&["ip", "netns", "exec", &link.it, "python3", "-c", &flood]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(link.ot_dropped() >= before + 200, "the OT side's firewall did not see the datagrams from IT");
+    let sockets = link.ot_udp_sockets();
+    assert_eq!((sockets[0].1, sockets[0].2), (0, 0), "a datagram from IT reached the OT half's socket: {sockets:?}");
+
+    let log = std::fs::read_to_string(dir.join("receive-1.log")).unwrap();
+    assert!(log.contains("sender press-gw: 5 devices up"), "the OT side's health in the receiver's log:\n{log}");
+
+    // The receiver killed -9 while records flow, and started again; then the sender killed -9
+    // and started again; then both stopped cleanly (the sender first).
+    let flowing = raw_ids(&jsonl(&file).0).len();
+    drop(receiver);
+    std::thread::sleep(Duration::from_secs(2));
+    receiver = receive("receive-2.log");
+    std::thread::sleep(Duration::from_secs(3));
+    drop(sender);
+    sender = send("run-2.log");
+    std::thread::sleep(Duration::from_secs(4));
+    interrupt(sender);
+    std::thread::sleep(Duration::from_secs(2));
+    interrupt(receiver);
+    let (ids, gaps) = jsonl(&file);
+    assert!(
+        raw_ids(&ids).len() > flowing + 10,
+        "records kept flowing: {flowing} before, {} after",
+        raw_ids(&ids).len()
+    );
+    let arrived = raw_ids(&ids);
+    let mut missing = BTreeSet::new();
+    for (first, last) in &gaps {
+        for id in *first..=*last {
+            assert!(missing.insert(id), "r{id} named missing twice");
+        }
+    }
+    assert!(arrived.is_disjoint(&missing), "an id arrived and was named missing");
+    let newest = *arrived.iter().chain(missing.iter()).max().unwrap();
+    let unaccounted: Vec<u64> =
+        (1..=newest).filter(|i| !arrived.contains(i) && !missing.contains(i)).take(10).collect();
+    assert!(unaccounted.is_empty(), "ids neither arrived nor named missing: {unaccounted:?}");
+    if std::env::var_os("AIRLOCK_TEST_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Stops a process the way Ctrl-C does, and waits for it to end by itself.
+fn interrupt(mut child: Killed) {
+    run(&["kill", "-INT", &child.0.id().to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "did not stop within 20 s of Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `airlock sim` in the OT namespace (4 Modbus presses from port 5020, and the line's OPC UA
+/// server), and the config it prints for reading it.
+fn simulate(link: &Link, dir: &Path) -> (Child, String) {
+    let printed = dir.join("sim.toml");
+    let mut child = link
+        .exec(&link.ot, &airlock(), &["sim", "--base-port", "5020", "--speed", "60", "--print-config"])
+        .stdout(std::fs::File::create(&printed).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    // The config is printed first; then a line on stderr says the plant is served.
+    while err.read_line(&mut line).unwrap() > 0 && !line.contains("running") {
+        line.clear();
+    }
+    std::thread::spawn(move || while err.read_line(&mut String::new()).is_ok_and(|n| n > 0) {});
+    (child, std::fs::read_to_string(&printed).unwrap())
+}
