@@ -75,6 +75,9 @@ impl Gateway {
             sinks: sink_names,
             space: Some(Arc::clone(&space)),
             mirror: false,
+            // A diode's sending half cannot learn of loss: what it sent stays for its retention,
+            // so that an operator can send a range again (`airlock diode resend`).
+            retain: config.sinks.iter().any(|s| matches!(s.kind, SinkKind::Diode(_))),
         };
         let outbox_dir = store.data_dir.join("outbox");
         let (outbox_writer, outbox) = OutboxWriter::open(&outbox_dir, outbox_config)

@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod logger;
 pub mod query;
 pub mod receive;
+pub mod resend;
 pub mod view;
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The `airlock` command: `demo` runs the built-in demo plant with no setup, `run` runs a
 //! config, `check` validates one, `sim` serves the simulated plant on its own.
 
-use airlock::{browse, check, demo, gateway, logger, parse_duration, query, receive};
+use airlock::{browse, check, demo, gateway, logger, parse_duration, query, receive, resend};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +45,11 @@ enum Command {
         #[arg(long, value_parser = parse_duration)]
         duration: Option<Duration>,
     },
+    /// Diode mode, on the OT side.
+    Diode {
+        #[command(subcommand)]
+        action: DiodeAction,
+    },
     /// Validate a config file and print what it would read; exit 1 on any problem.
     Check {
         /// The config file (TOML).
@@ -77,10 +82,29 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum DiodeAction {
+    /// Send again from a record or a time (what the OT outbox still holds), for a range the
+    /// IT side reported missing. Local: it writes a request into the data folder.
+    Resend {
+        /// The gateway's config file (TOML).
+        file: PathBuf,
+        /// A record id (r1200, e17) or an RFC 3339 time (2026-11-29T10:00:00Z).
+        #[arg(long)]
+        from: String,
+        /// The sink, if the config has more than one diode sink.
+        #[arg(long)]
+        sink: Option<String>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { file } => check::run(&file),
+        Command::Diode { action: DiodeAction::Resend { file, from, sink } } => {
+            report(resend::run(&file, &from, sink.as_deref()))
+        }
         Command::Query(args) => report(query::query(args)),
         Command::Export(args) => report(query::export(args)),
         command => report(run_async(command)),
@@ -113,7 +137,7 @@ fn run_async(command: Command) -> anyhow::Result<()> {
             Command::Sim { base_port, seed, speed, print_config, opcua_load: None } => {
                 sim(base_port, seed, speed, print_config).await
             }
-            Command::Check { .. } | Command::Query(_) | Command::Export(_) => Ok(()),
+            Command::Check { .. } | Command::Query(_) | Command::Export(_) | Command::Diode { .. } => Ok(()),
         }
     })
 }

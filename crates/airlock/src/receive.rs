@@ -34,6 +34,7 @@ impl Receiving {
             sinks: config.sinks.iter().map(|s| s.name.clone()).collect(),
             space: Some(Arc::clone(&space)),
             mirror: true,
+            retain: false,
         };
         let dir = store.data_dir.join("outbox");
         let (writer, reader) =

@@ -14,6 +14,17 @@ use raptorq::{EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBl
 
 use crate::wire::{self, Block, BlockRecord, Datagram, Heartbeat, Symbol, WireError};
 
+/// Ranges named missing that are remembered (to take them if sent again), at most.
+pub const MISSING_RANGES_MAX: usize = 10_000;
+
+/// What a receiver keeps across a restart: the newest id handed on per class, and the ranges
+/// named missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    pub last: [u64; 4],
+    pub missing: BTreeMap<(u8, u64), u64>,
+}
+
 /// Blocks being decoded at once, at most; beyond, the lowest-numbered is given up.
 pub const PARTIAL_BLOCKS_MAX: usize = 256;
 /// Bytes of blocks being decoded or waiting for their turn, at most.
@@ -57,6 +68,8 @@ pub struct AssembleStats {
     /// Symbols of blocks already decoded or given up (repeats, surplus repair).
     pub late_symbols: u64,
     pub records: u64,
+    /// Records named missing earlier that came after all (sent again by hand).
+    pub recovered: u64,
     pub duplicates: u64,
     pub missing: u64,
 }
@@ -81,6 +94,8 @@ pub struct Assembler {
     /// Decoded blocks waiting for their turn: when first seen, bytes held, the block.
     decoded: BTreeMap<u64, (Instant, usize, Block)>,
     held_bytes: usize,
+    /// Ranges named missing, kept to take them if sent again by hand (bounded, oldest out).
+    missing: BTreeMap<(u8, u64), u64>,
     /// Per class, the newest id handed on (0: none), and its time.
     last: [u64; 4],
     last_time: [i64; 4],
@@ -98,7 +113,11 @@ impl Assembler {
     /// `last`: per class, the newest id this receiver already holds (from its state file),
     /// or `None` if it has never received anything: then it starts at the first heartbeat it
     /// hears (what the sender had sent before is not named missing).
-    pub fn new(sender: &str, reorder: Duration, last: Option<[u64; 4]>) -> Self {
+    pub fn new(sender: &str, reorder: Duration, state: Option<State>) -> Self {
+        let (last, missing) = match state {
+            Some(s) => (Some(s.last), s.missing),
+            None => (None, BTreeMap::new()),
+        };
         Self {
             sender: sender.to_owned(),
             sender_hash: wire::sender_hash(sender),
@@ -110,6 +129,7 @@ impl Assembler {
             held_bytes: 0,
             last: last.unwrap_or_default(),
             last_time: [0; 4],
+            missing,
             fresh: last.is_none(),
             promised: None,
             promised_at: None,
@@ -119,9 +139,9 @@ impl Assembler {
         }
     }
 
-    /// Per class, the newest id handed on.
-    pub fn last(&self) -> [u64; 4] {
-        self.last
+    /// Where it stands, to be kept across a restart.
+    pub fn state(&self) -> State {
+        State { last: self.last, missing: self.missing.clone() }
     }
 
     /// How long a missing block is waited for: the configured reorder time, or longer if the
@@ -343,7 +363,14 @@ impl Assembler {
         for r in block.records {
             let c = usize::from(r.class);
             if r.seq <= self.last[c] {
-                self.stats.duplicates += 1;
+                // Below the newest: a duplicate, unless it was named missing (then it is sent
+                // again by hand on the OT side, and welcome late).
+                if self.take_missing(r.class, r.seq) {
+                    self.stats.recovered += 1;
+                    out.push(Output::Record(r));
+                } else {
+                    self.stats.duplicates += 1;
+                }
                 continue;
             }
             // Ids skipped inside a block are the sender's own gaps, reported by its own gap
@@ -369,10 +396,39 @@ impl Assembler {
                 let (first, last) = (self.last[c] + 1, sent);
                 let to = next.iter().find(|r| usize::from(r.class) == c).map_or(0, |r| r.time);
                 self.stats.missing += last - first + 1;
+                self.remember_missing(c as u8, first, last);
                 out.push(Output::Missing { class: c as u8, first, last, from: self.last_time[c], to, cause });
                 self.last[c] = sent;
             }
         }
+    }
+
+    /// Ranges named missing, to take them if they are sent again: (class, first) -> last.
+    pub fn missing(&self) -> &BTreeMap<(u8, u64), u64> {
+        &self.missing
+    }
+
+    fn remember_missing(&mut self, class: u8, first: u64, last: u64) {
+        self.missing.insert((class, first), last);
+        while self.missing.len() > MISSING_RANGES_MAX {
+            self.missing.pop_first();
+        }
+    }
+
+    /// Whether `seq` of `class` was named missing; if so it is no longer.
+    fn take_missing(&mut self, class: u8, seq: u64) -> bool {
+        let Some((&(c, first), &last)) = self.missing.range(..=(class, seq)).next_back() else { return false };
+        if c != class || seq > last {
+            return false;
+        }
+        self.missing.remove(&(c, first));
+        if first < seq {
+            self.missing.insert((c, first), seq - 1);
+        }
+        if seq < last {
+            self.missing.insert((c, seq + 1), last);
+        }
+        true
     }
 
     /// At a session's end (the sender restarted), hands on what was decoded and gives up the rest.

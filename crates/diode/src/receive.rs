@@ -17,7 +17,7 @@ use airlock_model::{AssetPath, Problems, Severity, Timestamp, Transition};
 use airlock_store::{Class, OutboxWriter, RecordId, StoreError};
 use airlock_upstream::{EventRecord, GapCause, GapRecord, Upstream};
 
-use crate::assemble::{AssembleStats, Assembler, MissingCause, Output};
+use crate::assemble::{AssembleStats, Assembler, MISSING_RANGES_MAX, MissingCause, Output, State};
 use crate::wire::Heartbeat;
 
 /// How the receiving half listens.
@@ -58,35 +58,70 @@ pub enum ReceiveError {
     Sender(String),
 }
 
-/// The state file beside the outbox: four u64 (newest id per class) and a CRC-32.
+/// The state file in the data folder: where the receiver stands (see [`encode_state`]).
 pub fn state_path(data_dir: &Path) -> PathBuf {
     data_dir.join("diode.state")
 }
 
-/// Reads where the receiver stood; `None` if it never received anything (or the file is corrupt,
-/// said in the log: then the first block sets where it starts).
-pub fn read_state(path: &Path) -> Option<[u64; 4]> {
-    let bytes = std::fs::read(path).ok()?;
-    let ok = bytes.len() == 36 && crc32fast::hash(&bytes[..32]).to_le_bytes() == bytes[32..36];
-    if !ok {
-        log::warn!("{}: corrupt; the receiver starts where the sender stands", path.display());
-        return None;
-    }
-    let mut last = [0u64; 4];
-    for (c, chunk) in bytes[..32].chunks_exact(8).enumerate() {
-        last[c] = chunk.try_into().map(u64::from_le_bytes).unwrap_or(0);
-    }
-    Some(last)
-}
-
-fn write_state(path: &Path, last: [u64; 4]) -> std::io::Result<()> {
-    let mut bytes = Vec::with_capacity(36);
-    for l in last {
+/// The state file's bytes: the newest id per class (four u64), the count of ranges named
+/// missing (u32) and each (class u8, first u64, last u64), then a CRC-32 of all before it;
+/// little-endian.
+pub fn encode_state(state: &State) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(40 + 17 * state.missing.len());
+    for l in state.last {
         bytes.extend_from_slice(&l.to_le_bytes());
     }
+    bytes.extend_from_slice(&(state.missing.len() as u32).to_le_bytes());
+    for (&(class, first), &last) in &state.missing {
+        bytes.push(class);
+        bytes.extend_from_slice(&first.to_le_bytes());
+        bytes.extend_from_slice(&last.to_le_bytes());
+    }
     bytes.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+    bytes
+}
+
+/// Reads a state file's bytes; `None` if they are not one. Pure, never panics.
+pub fn decode_state(bytes: &[u8]) -> Option<State> {
+    let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        return None;
+    }
+    let u64_at = |at: usize| body.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    let mut state = State::default();
+    for c in 0..4 {
+        state.last[c] = u64_at(c * 8)?;
+    }
+    let count = body.get(32..36).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes)? as usize;
+    if body.len() != 36 + count.checked_mul(17)? || count > MISSING_RANGES_MAX {
+        return None;
+    }
+    for i in 0..count {
+        let at = 36 + i * 17;
+        let class = *body.get(at)?;
+        let (first, last) = (u64_at(at + 1)?, u64_at(at + 9)?);
+        if class > 3 || first > last {
+            return None;
+        }
+        state.missing.insert((class, first), last);
+    }
+    Some(state)
+}
+
+/// Reads where the receiver stood; `None` if it never received anything (or the file is
+/// corrupt, said in the log: then it starts where the sender stands at its next heartbeat).
+pub fn read_state(path: &Path) -> Option<State> {
+    let bytes = std::fs::read(path).ok()?;
+    let state = decode_state(&bytes);
+    if state.is_none() {
+        log::error!("{}: corrupt; the receiver starts where the sender stands at its next heartbeat", path.display());
+    }
+    state
+}
+
+fn write_state(path: &Path, state: &State) -> std::io::Result<()> {
     let tmp = path.with_extension("state.tmp");
-    std::fs::write(&tmp, &bytes)?;
+    std::fs::write(&tmp, encode_state(state))?;
     std::fs::rename(&tmp, path)
 }
 
@@ -284,10 +319,10 @@ impl Receiver {
 
     /// Syncs the outbox, then writes where the receiver stands: never ahead of what is on disk.
     fn sync(&mut self) {
-        let last = self.assembler.last();
+        let state = self.assembler.state();
         match self.outbox.sync() {
             Ok(_) => {
-                if let Err(e) = write_state(&self.state, last) {
+                if let Err(e) = write_state(&self.state, &state) {
                     log::error!("diode: write {}: {e}", self.state.display());
                 }
                 self.unsynced = false;

@@ -96,7 +96,12 @@ struct Runner<S> {
 enum Ended {
     Stopped,
     Failed(SinkError),
+    /// An operator asked to send again from an earlier record: a new session at once.
+    Rewound,
 }
+
+/// How often the runner looks for an operator's request to send again.
+const REWIND_CHECK: Duration = Duration::from_secs(1);
 
 impl<S: Sink> Runner<S> {
     async fn run(&mut self) {
@@ -105,6 +110,7 @@ impl<S: Sink> Runner<S> {
             let started = Instant::now();
             match self.session().await {
                 Ended::Stopped => return,
+                Ended::Rewound => continue,
                 Ended::Failed(e) => {
                     self.health.failures.fetch_add(1, Relaxed);
                     let e = e.to_string();
@@ -148,6 +154,10 @@ impl<S: Sink> Runner<S> {
             return Ended::Failed(e);
         }
         let limits = self.sink.limits();
+        if let Err(e) = self.reader.take_rewind(self.sink.name()) {
+            return Ended::Failed(e.into());
+        }
+        let mut rewind_checked = Instant::now();
         let mut s = match Session::new(&self.reader, self.sink.name(), &limits) {
             Ok(s) => s,
             Err(e) => return Ended::Failed(e.into()),
@@ -192,6 +202,14 @@ impl<S: Sink> Runner<S> {
             }
             if let Err(e) = self.sink.tick().await {
                 return Ended::Failed(e);
+            }
+            if rewind_checked.elapsed() >= REWIND_CHECK {
+                rewind_checked = Instant::now();
+                match self.reader.take_rewind(self.sink.name()) {
+                    Ok(Some(_)) => return Ended::Rewound,
+                    Ok(None) => {}
+                    Err(e) => return Ended::Failed(e.into()),
+                }
             }
             // A backlog lane read to its end retires here too, not only on an acknowledgement.
             if let Err(e) = self.acknowledged(&mut s, &[]) {

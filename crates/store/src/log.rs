@@ -502,6 +502,26 @@ impl Log {
         }
     }
 
+    /// The sequence number of the first committed record written at or after `time` (records
+    /// are in time order within a log, as they were appended); past the last one if none is.
+    pub fn first_seq_from(&self, time: Timestamp) -> Result<u64, StoreError> {
+        let Some(segment) = self.segments.values().find(|s| s.info.records() > 0 && s.info.last_time >= time) else {
+            return Ok(self.committed_seq() + 1);
+        };
+        if segment.info.first_time >= time {
+            return Ok(segment.info.first_seq);
+        }
+        let mut from = segment.info.first_seq;
+        loop {
+            let records = self.read_through(from, segment.info.last_seq, 1024, 16 << 20)?;
+            let Some(last) = records.last().map(|r| r.seq) else { return Ok(segment.info.last_seq + 1) };
+            if let Some(r) = records.iter().find(|r| r.time >= time) {
+                return Ok(r.seq);
+            }
+            from = last + 1;
+        }
+    }
+
     /// Reads the one committed record `seq`, if it is still held.
     pub fn get(&self, seq: u64) -> Result<Option<Record>, StoreError> {
         Ok(self.read_through(seq, seq, 1, usize::MAX)?.into_iter().find(|r| r.seq == seq))

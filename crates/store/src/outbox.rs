@@ -66,7 +66,7 @@ impl Class {
         }
     }
 
-    fn letter(self) -> char {
+    pub fn letter(self) -> char {
         match self {
             Class::Event => 'e',
             Class::Aggregate => 'a',
@@ -208,6 +208,58 @@ pub struct OutboxConfig {
     /// The outbox of a diode's receiving half: it holds mirrored records
     /// ([`OutboxWriter::append_mirrored`]), and its own records are [`Origin::Receiver`].
     pub mirror: bool,
+    /// Keep records every sink has acknowledged until `age_max` or the budget pushes them out,
+    /// instead of reclaiming them at once: a diode's sending half, which cannot learn of loss,
+    /// keeps them so that an operator can send a range again ([`request_rewind`]).
+    pub retain: bool,
+}
+
+/// Where an operator wants a sink to start again from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewindFrom {
+    /// This record and every later one of its class.
+    Id(RecordId),
+    /// Every record of every class written at or after this time.
+    Time(Timestamp),
+}
+
+impl RewindFrom {
+    /// `r1200`, `e7` or an RFC 3339 time.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        let class = Class::ALL.into_iter().find(|c| text.starts_with(c.letter()));
+        if let Some(class) = class
+            && let Ok(seq) = text[1..].parse::<u64>()
+            && seq > 0
+        {
+            return Some(RewindFrom::Id(RecordId { class, seq }));
+        }
+        Timestamp::parse_rfc3339(text).map(RewindFrom::Time)
+    }
+}
+
+impl fmt::Display for RewindFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RewindFrom::Id(id) => id.fmt(f),
+            RewindFrom::Time(t) => t.fmt(f),
+        }
+    }
+}
+
+fn rewind_path(dir: &Path, sink: &str) -> PathBuf {
+    dir.join("cursors").join(format!("{sink}.rewind"))
+}
+
+/// Asks `sink` of the outbox in `dir` to send again from `from` (what the outbox still
+/// holds). A request file beside the sink's cursor, taken by the running gateway within a
+/// second ([`OutboxReader::take_rewind`]), or at its next start; works whether or not the
+/// gateway runs, and changes nothing else.
+pub fn request_rewind(dir: &Path, sink: &str, from: RewindFrom) -> Result<(), StoreError> {
+    let path = rewind_path(dir, sink);
+    let tmp = path.with_extension("rewind.tmp");
+    fs::write(&tmp, format!("{from}\n")).map_err(|e| StoreError::io("write", &tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename", &path, e))
 }
 
 impl Default for OutboxConfig {
@@ -219,6 +271,7 @@ impl Default for OutboxConfig {
             sinks: Vec::new(),
             space: None,
             mirror: false,
+            retain: false,
         }
     }
 }
@@ -548,6 +601,44 @@ impl OutboxReader {
         Ok(())
     }
 
+    /// Takes an operator's request that `sink` send again from some record or time
+    /// ([`request_rewind`]): moves its cursor back to just before it (never forward; only
+    /// over what the outbox still holds), writes the cursor, and returns where it now stands.
+    /// `None` when there is no request. A request that cannot be read is removed and logged.
+    pub fn take_rewind(&self, sink: &str) -> Result<Option<Position>, StoreError> {
+        let mut inner = lock(&self.inner)?;
+        let dir = inner.dir.clone();
+        let path = rewind_path(&dir, sink);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("read", &path, e)),
+        };
+        fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
+        let Some(from) = RewindFrom::parse(&text) else {
+            log::error!("outbox: {}: {:?} is neither a record id nor a time; ignored", path.display(), text.trim());
+            return Ok(None);
+        };
+        let mut to = inner.cursors.get(sink).ok_or_else(|| StoreError::UnknownSink(sink.to_owned()))?.acked;
+        match from {
+            RewindFrom::Id(id) => {
+                let c = id.class as usize;
+                to.0[c] = to.0[c].min(id.seq - 1);
+            }
+            RewindFrom::Time(t) => {
+                for c in 0..4 {
+                    let first = inner.logs[c].first_seq_from(t)?;
+                    to.0[c] = to.0[c].min(first.saturating_sub(1));
+                }
+            }
+        }
+        let cursor = inner.cursors.get_mut(sink).ok_or_else(|| StoreError::UnknownSink(sink.to_owned()))?;
+        cursor.acked = to;
+        write_cursor(&dir, sink, cursor)?;
+        log::info!("outbox: sink {sink} sends again from {from} (what the outbox still holds)");
+        Ok(Some(to))
+    }
+
     /// Writes every sink's cursor file that is behind (at shutdown).
     pub fn persist_cursors(&self) -> Result<(), StoreError> {
         let mut inner = lock(&self.inner)?;
@@ -705,7 +796,7 @@ impl Inner {
     }
 
     fn reclaim(&mut self) -> Result<(), StoreError> {
-        if self.cursors.is_empty() {
+        if self.cursors.is_empty() || self.config.retain {
             return Ok(());
         }
         let sync = self.sync_on_disk();
