@@ -27,6 +27,11 @@ pub struct DemoArgs {
     /// Also publish upstream to this MQTT broker (`mqtt://host:1883`), under `airlock-demo/`.
     #[arg(long)]
     mqtt: Option<String>,
+    /// Run in diode mode: the gateway's one sink is a diode (one-way UDP with forward error
+    /// correction) to a receiving half in this process, on loopback, which writes the
+    /// upstream file (and publishes to --mqtt).
+    #[arg(long)]
+    diode: bool,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -34,7 +39,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
     // Every demo starts afresh: no store or upstream file from an earlier run; but never the
     // store of a gateway that is running on it.
-    for store in ["outbox", "historian"].map(|s| args.dir.join("data").join(s)) {
+    for store in [("data", "outbox"), ("data", "historian"), ("it-data", "outbox")].map(|(d, s)| args.dir.join(d).join(s)) {
         anyhow::ensure!(
             !airlock_store::is_in_use(&store),
             "{} is in use by a running airlock (its LOCK is held); stop it, or give the demo another --dir",
@@ -42,7 +47,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     let upstream_path = args.dir.join("upstream.jsonl");
-    for stale in [args.dir.join("data"), upstream_path.clone()] {
+    for stale in [args.dir.join("data"), args.dir.join("it-data"), upstream_path.clone()] {
         let _ = std::fs::remove_dir_all(&stale).or_else(|_| std::fs::remove_file(&stale));
     }
     let log_path = args.dir.join("airlock.log");
@@ -51,10 +56,37 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let opts = airlock_sim::SimOptions { seed: args.seed, speed: args.speed, ..Default::default() };
     let sim = airlock_sim::start(&opts).await.context("start the simulated plant")?;
     let config_path = args.dir.join("demo.toml");
-    let mut text = format!("{}{DEMO_STORE_AND_SINK}", sim.config_toml(500));
-    if let Some(url) = &args.mqtt {
-        text +=
-            &format!("\n[[sink]]\nname = \"uns\"\ntype = \"mqtt\"\nurl = {url:?}\ntopic_prefix = \"airlock-demo/\"\n");
+    let mqtt_sink = args.mqtt.as_ref().map(|url| {
+        format!("\n[[sink]]\nname = \"uns\"\ntype = \"mqtt\"\nurl = {url:?}\ntopic_prefix = \"airlock-demo/\"\n")
+    });
+    // Diode mode: the IT half first (it takes what the OT half sends from its first heartbeat on).
+    let receiving = if args.diode {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).context("a free UDP port")?.port();
+        let it_path = args.dir.join("receive.toml");
+        let it_text = format!(
+            "[receive]\nlisten = \"127.0.0.1:{port}\"\nsender = \"demo\"\n\n[store]\ndata_dir = \"it-data\"\n\n\
+             [[sink]]\nname = \"upstream-file\"\ntype = \"jsonl\"\npath = \"upstream.jsonl\"\n{}",
+            mqtt_sink.clone().unwrap_or_default()
+        );
+        std::fs::write(&it_path, it_text).with_context(|| format!("write {}", it_path.display()))?;
+        let it_config =
+            airlock_config::load_receive(&it_path).map_err(|e| anyhow::anyhow!("the built-in receive config: {e}"))?;
+        Some((crate::receive::Receiving::start(&it_config).context("start the receiving half")?, port))
+    } else {
+        None
+    };
+    let mut text = sim.config_toml(500);
+    match &receiving {
+        Some((_, port)) => {
+            text += &format!(
+                "\n[store]\ndata_dir = \"data\"\nfsync_interval_ms = 10\n\n\
+                 [[sink]]\nname = \"diode\"\ntype = \"diode\"\naddress = \"127.0.0.1:{port}\"\nrepair_percent = 5\nheartbeat_s = 1\n"
+            );
+        }
+        None => {
+            text += DEMO_STORE_AND_SINK;
+            text += &mqtt_sink.unwrap_or_default();
+        }
     }
     std::fs::write(&config_path, text).with_context(|| format!("write {}", config_path.display()))?;
     let config = airlock_config::load(&config_path).map_err(|e| anyhow::anyhow!("the built-in config: {e}"))?;
@@ -71,12 +103,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.speed,
         upstream_path.display()
     );
-    show_until(&gateway, header, args.duration).await;
+    let mut view = crate::view::View::new(&gateway, header);
+    if let Some((r, _)) = &receiving {
+        println!("diode mode: the gateway sends one way over UDP to a receiving half on 127.0.0.1 (its data in it-data)");
+        let (status, sinks) = (std::sync::Arc::clone(&r.status), r.sink_health.clone());
+        view = view.with_extra(move || it_line(&status, &sinks));
+    }
+    show_view_until(view, &gateway, args.duration).await;
     let health = gateway.health.clone();
     let sinks = gateway.sink_health.clone();
     let data_dir = gateway.config.store.data_dir.clone();
     gateway.stop().await;
     sim.stop();
+    if let Some((r, _)) = receiving {
+        // What the OT half sent on its way out has a moment to arrive.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        println!("{}", it_line(&r.status, &r.sink_health));
+        tokio::task::spawn_blocking(move || r.stop()).await.context("stop the receiving half")?;
+    }
     let samples: u64 = health.iter().map(|h| airlock_model::DeviceHealth::get(&h.samples)).sum();
     println!("read {samples} samples into the historian in {}", data_dir.display());
     for (name, h) in &sinks {
@@ -84,6 +128,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     println!("query it: airlock query --data {} --tag press1/speed --from -1h --every 10s", data_dir.display());
     Ok(())
+}
+
+/// The IT half's line in the live view: what came through the diode, and what its sinks sent.
+fn it_line(status: &airlock_diode::receive::ReceiveStatus, sinks: &crate::gateway::SinkHealths) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = status.stats.lock().map(|s| *s).unwrap_or_default();
+    let delivered: Vec<String> =
+        sinks.iter().map(|(name, h)| format!("{name} {}", h.delivered.load(Relaxed))).collect();
+    format!(
+        "IT half (receive): {} records through the diode, {} missing, {} duplicates; {} datagrams, {} blocks{}; delivered: {}",
+        s.records,
+        s.missing,
+        s.duplicates,
+        s.datagrams,
+        s.blocks_decoded,
+        if status.silent.load(Relaxed) { "; SILENT" } else { "" },
+        delivered.join(", ")
+    )
 }
 
 /// The demo's store (beside its config) and its one sink, the upstream file.
@@ -100,7 +162,11 @@ path = "upstream.jsonl"
 
 /// Redraws the live view until `duration` has passed or Ctrl-C is pressed.
 pub async fn show_until(gateway: &Gateway, header: String, duration: Option<Duration>) {
-    let mut view = crate::view::View::new(gateway, header);
+    show_view_until(crate::view::View::new(gateway, header), gateway, duration).await;
+}
+
+/// As [`show_until`], with a view of the caller's.
+pub async fn show_view_until(mut view: crate::view::View, gateway: &Gateway, duration: Option<Duration>) {
     let deadline = duration.map(|d| Instant::now() + d);
     let mut ticker = tokio::time::interval(view.period());
     ticker.tick().await;

@@ -21,6 +21,7 @@ pub struct Receiving {
     receiver: Option<std::thread::JoinHandle<()>>,
     sinks: Vec<std::thread::JoinHandle<()>>,
     sinks_stop: Arc<AtomicBool>,
+    pub sink_health: crate::gateway::SinkHealths,
 }
 
 impl Receiving {
@@ -53,7 +54,7 @@ impl Receiving {
             Receiver::new(settings, writer, &store.data_dir, Arc::clone(&status))?.reporting(Arc::clone(&problems));
         let listening = receiver.local_addr().context("the receiving socket's address")?;
         let sinks_stop = Arc::new(AtomicBool::new(false));
-        let (sinks, _) = crate::gateway::start_sinks(
+        let (sinks, sink_health) = crate::gateway::start_sinks(
             &config.sinks,
             &r.sender,
             &reader,
@@ -69,7 +70,7 @@ impl Receiving {
             .name("diode-receive".into())
             .spawn(move || receiver.run(&receiver_stop))
             .context("start the receiving thread")?;
-        Ok(Self { status, listening, stop, receiver: Some(receiver), sinks, sinks_stop })
+        Ok(Self { status, listening, stop, receiver: Some(receiver), sinks, sinks_stop, sink_health })
     }
 
     /// One line on what came through and how the other side is.

@@ -21,6 +21,8 @@ struct Totals {
 pub struct View {
     terminal: bool,
     header: String,
+    /// More lines under the store's (the IT half of `demo --diode`).
+    extra: Option<Box<dyn Fn() -> String>>,
     last: Vec<Totals>,
     last_at: Instant,
 }
@@ -30,9 +32,16 @@ impl View {
         Self {
             terminal: std::io::stdout().is_terminal(),
             header,
+            extra: None,
             last: vec![Totals::default(); gateway.health.len()],
             last_at: Instant::now(),
         }
+    }
+
+    /// Draws `extra()` under the store's line too.
+    pub fn with_extra(mut self, extra: impl Fn() -> String + 'static) -> Self {
+        self.extra = Some(Box::new(extra));
+        self
     }
 
     /// How often `draw` should be called.
@@ -76,6 +85,9 @@ impl View {
             self.last[i] = now;
         }
         let _ = writeln!(out, "{}", store_line(gateway));
+        if let Some(extra) = &self.extra {
+            let _ = writeln!(out, "{}", extra());
+        }
         let mut stdout = std::io::stdout().lock();
         let _ = stdout.write_all(out.as_bytes());
         let _ = stdout.flush();
