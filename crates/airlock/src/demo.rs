@@ -39,7 +39,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
     // Every demo starts afresh: no store or upstream file from an earlier run; but never the
     // store of a gateway that is running on it.
-    for store in [("data", "outbox"), ("data", "historian"), ("it-data", "outbox")].map(|(d, s)| args.dir.join(d).join(s)) {
+    for store in
+        [("data", "outbox"), ("data", "historian"), ("it-data", "outbox")].map(|(d, s)| args.dir.join(d).join(s))
+    {
         anyhow::ensure!(
             !airlock_store::is_in_use(&store),
             "{} is in use by a running airlock (its LOCK is held); stop it, or give the demo another --dir",
@@ -61,7 +63,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     });
     // Diode mode: the IT half first (it takes what the OT half sends from its first heartbeat on).
     let receiving = if args.diode {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).context("a free UDP port")?.port();
+        let port =
+            std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).context("a free UDP port")?.port();
         let it_path = args.dir.join("receive.toml");
         let it_text = format!(
             "[receive]\nlisten = \"127.0.0.1:{port}\"\nsender = \"demo\"\n\n[store]\ndata_dir = \"it-data\"\n\n\
@@ -105,7 +108,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let mut view = crate::view::View::new(&gateway, header);
     if let Some((r, _)) = &receiving {
-        println!("diode mode: the gateway sends one way over UDP to a receiving half on 127.0.0.1 (its data in it-data)");
+        println!(
+            "diode mode: the gateway sends one way over UDP to a receiving half on 127.0.0.1 (its data in it-data)"
+        );
         let (status, sinks) = (std::sync::Arc::clone(&r.status), r.sink_health.clone());
         view = view.with_extra(move || it_line(&status, &sinks));
     }

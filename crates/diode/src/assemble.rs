@@ -273,10 +273,13 @@ impl Assembler {
         if let Some(p) = self.partial.remove(&block) {
             self.held_bytes -= p.held;
         }
-        self.stats.blocks_lost += 1;
+        self.stats.blocks_lost = self.stats.blocks_lost.saturating_add(1);
         // Everything before it can go now, in order.
-        if self.next_block.is_some_and(|n| n <= block) {
-            self.next_block = Some(block + 1);
+        if let Some(next) = self.next_block
+            && next <= block
+        {
+            self.stats.blocks_lost = self.stats.blocks_lost.saturating_add(block - next);
+            self.next_block = Some(block.saturating_add(1));
             self.hand_on_ready(out);
         }
         true
@@ -286,13 +289,17 @@ impl Assembler {
     /// names a tail lost once a heartbeat promised it and the wait is over.
     pub fn advance(&mut self, now: Instant, out: &mut Vec<Output>) {
         self.hand_on_ready(out);
+        // Each turn gives up at least one block and jumps to the next block held, so this
+        // ends after at most as many turns as blocks are held (block numbers are not walked
+        // one by one: a hostile number far ahead costs nothing).
         loop {
             let Some(next) = self.next_block else { return };
+            let later = next.saturating_add(1)..;
             let oldest_later = self
                 .decoded
-                .range(next + 1..)
+                .range(later.clone())
                 .map(|(_, (at, _, _))| *at)
-                .chain(self.partial.range(next + 1..).map(|(_, p)| p.first_seen))
+                .chain(self.partial.range(later.clone()).map(|(_, p)| p.first_seen))
                 .min();
             let stuck = oldest_later.is_some_and(|at| now.duration_since(at) >= self.wait());
             if !stuck {
@@ -301,8 +308,10 @@ impl Assembler {
             if let Some(p) = self.partial.remove(&next) {
                 self.held_bytes -= p.held;
             }
-            self.stats.blocks_lost += 1;
-            self.next_block = Some(next + 1);
+            let Some(lowest_later) = self.lowest_held(next.saturating_add(1)) else { break };
+            // `next` and every block between it and the next one held (never seen) are lost.
+            self.stats.blocks_lost = self.stats.blocks_lost.saturating_add(lowest_later - next);
+            self.next_block = Some(lowest_later);
             self.hand_on_ready(out);
         }
         // The tail: the heartbeat says blocks up to `promised` were sent; none of them is
@@ -328,6 +337,7 @@ impl Assembler {
         if now.duration_since(at) < wait {
             return;
         }
+        // Bounded like `advance`: blocks never seen are jumped over, not walked.
         while let Some(next) = self.next_block
             && next < promised
         {
@@ -335,18 +345,27 @@ impl Assembler {
                 self.hand_on_ready(out);
                 continue;
             }
-            if let Some(p) = self.partial.get(&next) {
-                if now.duration_since(p.first_seen) < wait {
-                    break;
+            let to = match self.partial.get(&next) {
+                Some(p) if now.duration_since(p.first_seen) < wait => break,
+                Some(p) => {
+                    let held = p.held;
+                    self.partial.remove(&next);
+                    self.held_bytes -= held;
+                    next.saturating_add(1)
                 }
-                let held = p.held;
-                self.partial.remove(&next);
-                self.held_bytes -= held;
-            }
-            self.stats.blocks_lost += 1;
-            self.next_block = Some(next + 1);
+                None => self.lowest_held(next).map_or(promised, |held| held.min(promised)),
+            };
+            self.stats.blocks_lost = self.stats.blocks_lost.saturating_add(to - next);
+            self.next_block = Some(to);
         }
         self.advance(now, out);
+    }
+
+    /// The lowest block number at or after `from` that is decoded or being decoded.
+    fn lowest_held(&self, from: u64) -> Option<u64> {
+        let decoded = self.decoded.range(from..).next().map(|(b, _)| *b);
+        let partial = self.partial.range(from..).next().map(|(b, _)| *b);
+        decoded.into_iter().chain(partial).min()
     }
 
     fn hand_on_ready(&mut self, out: &mut Vec<Output>) {
@@ -354,7 +373,7 @@ impl Assembler {
             let Some((_, held, block)) = self.decoded.remove(&next) else { break };
             self.held_bytes = self.held_bytes.saturating_sub(held);
             self.hand_on(block, out);
-            self.next_block = Some(next + 1);
+            self.next_block = Some(next.saturating_add(1));
         }
     }
 
@@ -395,7 +414,7 @@ impl Assembler {
             if sent > self.last[c] {
                 let (first, last) = (self.last[c] + 1, sent);
                 let to = next.iter().find(|r| usize::from(r.class) == c).map_or(0, |r| r.time);
-                self.stats.missing += last - first + 1;
+                self.stats.missing = self.stats.missing.saturating_add(last - first + 1);
                 self.remember_missing(c as u8, first, last);
                 out.push(Output::Missing { class: c as u8, first, last, from: self.last_time[c], to, cause });
                 self.last[c] = sent;
@@ -434,7 +453,7 @@ impl Assembler {
     /// At a session's end (the sender restarted), hands on what was decoded and gives up the rest.
     fn finish_session(&mut self, out: &mut Vec<Output>) {
         let decoded = std::mem::take(&mut self.decoded);
-        self.stats.blocks_lost += self.partial.len() as u64;
+        self.stats.blocks_lost = self.stats.blocks_lost.saturating_add(self.partial.len() as u64);
         self.partial.clear();
         self.held_bytes = 0;
         for (_, (_, _, block)) in decoded {

@@ -12,6 +12,8 @@
 //! the receiving code no send call (`tests/architecture.rs`).
 
 pub mod assemble;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod receive;
 pub mod send;
 pub mod wire;

@@ -158,29 +158,8 @@ impl DiodeSender {
 
     /// The datagrams of one block: every source symbol, then the repair symbols.
     fn datagrams(&self, block: &[u8]) -> Result<Vec<Vec<u8>>, SinkError> {
-        let symbol = self.symbol_bytes;
-        let rejected = |what: &str| SinkError::Rejected { target: self.name.clone(), what: what.to_owned() };
-        wire::check_block_shape(block.len(), symbol).map_err(|e| rejected(&format!("a block: {e}")))?;
-        let (Ok(block_bytes), Ok(symbol_u16)) = (u32::try_from(block.len()), u16::try_from(symbol)) else {
-            return Err(rejected("a block too large"));
-        };
-        let mut padded = block.to_vec();
-        padded.resize(block.len().div_ceil(symbol) * symbol, 0);
-        let oti = ObjectTransmissionInformation::new(padded.len() as u64, symbol_u16, 1, 1, 8);
-        let encoder = SourceBlockEncoder::new(0, &oti, &padded);
-        let source = padded.len() / symbol;
-        let repair = repair_symbols(source, self.settings.repair_percent);
-        let packets = encoder.source_packets().into_iter().chain(encoder.repair_packets(0, repair as u32));
-        let mut out = Vec::with_capacity(source + repair);
-        for p in packets {
-            let p: EncodingPacket = p;
-            let esi = p.payload_id().encoding_symbol_id();
-            let s = Symbol { block: self.next_block, block_bytes, symbol_bytes: symbol_u16, esi, data: p.data() };
-            let mut d = Vec::with_capacity(symbol + 64);
-            wire::encode_symbol(&mut d, self.header, &s);
-            out.push(d);
-        }
-        Ok(out)
+        block_datagrams(self.header, self.next_block, block, self.symbol_bytes, self.settings.repair_percent)
+            .map_err(|e| SinkError::Rejected { target: self.name.clone(), what: format!("a block: {e}") })
     }
 
     async fn heartbeat_if_due(&mut self) -> Result<(), SinkError> {
@@ -221,10 +200,48 @@ impl DiodeSender {
     }
 }
 
+/// The datagrams of block number `number`: its bytes RaptorQ-encoded in symbols of
+/// `symbol_bytes`, every source symbol, then `repair_percent` of repair symbols (at least one).
+pub fn block_datagrams(
+    header: Header,
+    number: u64,
+    block: &[u8],
+    symbol_bytes: usize,
+    repair_percent: f64,
+) -> Result<Vec<Vec<u8>>, wire::WireError> {
+    wire::check_block_shape(block.len(), symbol_bytes)?;
+    let (Ok(block_bytes), Ok(symbol_u16)) = (u32::try_from(block.len()), u16::try_from(symbol_bytes)) else {
+        return Err(wire::WireError::Bad("block size out of range"));
+    };
+    let mut padded = block.to_vec();
+    padded.resize(block.len().div_ceil(symbol_bytes) * symbol_bytes, 0);
+    let oti = ObjectTransmissionInformation::new(padded.len() as u64, symbol_u16, 1, 1, 8);
+    let encoder = SourceBlockEncoder::new(0, &oti, &padded);
+    let source = padded.len() / symbol_bytes;
+    let repair = repair_symbols(source, repair_percent);
+    let packets = encoder.source_packets().into_iter().chain(encoder.repair_packets(0, repair as u32));
+    let mut out = Vec::with_capacity(source + repair);
+    for p in packets {
+        let p: EncodingPacket = p;
+        let s = Symbol {
+            block: number,
+            block_bytes,
+            symbol_bytes: symbol_u16,
+            esi: p.payload_id().encoding_symbol_id(),
+            data: p.data(),
+        };
+        let mut d = Vec::with_capacity(symbol_bytes + 64);
+        wire::encode_symbol(&mut d, header, &s);
+        out.push(d);
+    }
+    Ok(out)
+}
+
 /// Repair symbols for a block of `source` symbols: the configured share, at least one.
 pub fn repair_symbols(source: usize, percent: f64) -> usize {
     let share = (source as f64 * percent / 100.0).ceil();
-    (share as usize).max(1)
+    // The receiver refuses symbol ids past this (its decoding work grows with them).
+    (share as usize).clamp(1, wire::SOURCE_SYMBOLS_MAX - 1)
 }
 
 impl Sink for DiodeSender {
