@@ -107,11 +107,39 @@ pub fn summary(config: &Config, file: &Path) -> String {
     );
     for s in &config.sinks {
         out += &format!("  sink {:<10} {}\n", s.name, sink_summary(&s.kind));
+        if let SinkKind::Diode(d) = &s.kind {
+            out += &diode_rate_warning(config, &s.name, d);
+        }
     }
     if config.sinks.is_empty() {
         out += "  no sink: records wait in the outbox (bounded) until one is configured\n";
     }
     out
+}
+
+/// A warning if a diode sink's rate cap is below what the devices would send if every tag
+/// changed at every poll (each record about its encoding plus the block's framing, then the
+/// repair and the datagram headers on top); empty if it is not.
+fn diode_rate_warning(config: &Config, sink: &str, d: &airlock_config::DiodeSink) -> String {
+    let mut bytes_per_s = 0.0;
+    for device in &config.devices {
+        let per_poll: f64 = device.tags.iter().map(|t| (45 + t.path.as_str().len() + 21) as f64).sum();
+        bytes_per_s += per_poll / device.poll_interval.as_secs_f64().max(1e-3);
+    }
+    let symbol = d.mtu_bytes.saturating_sub(28 + 38).max(1) as f64;
+    let wire = bytes_per_s
+        * (1.0 + d.repair_percent / 100.0)
+        * (d.mtu_bytes.max(1) as f64 / symbol)
+        * if d.repeat.is_some() { 2.0 } else { 1.0 };
+    if wire <= d.rate_max_bytes_per_s as f64 {
+        return String::new();
+    }
+    format!(
+        "  warning: sink {sink}: if every tag changed at every poll, the devices would send about {:.0} bytes/s through the diode (with repair and headers{}), above its rate_max_bytes_per_s = {}: records would queue in the outbox (deadbands and condensing usually send far less)\n",
+        wire,
+        if d.repeat.is_some() { ", each block twice" } else { "" },
+        d.rate_max_bytes_per_s
+    )
 }
 
 /// The receiving half's summary: where it listens, whom it takes, where it sends.

@@ -170,3 +170,120 @@ fn the_demo_leaves_the_store_of_a_running_gateway_alone() {
     drop(writer);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+const DEVICE: &str = r#"
+[[device]]
+name = "press1"
+asset_path = "acme/site/area/line/cell"
+protocol = "modbus_tcp"
+address = "127.0.0.1:1"
+poll_interval_ms = 10
+
+[[device.tag]]
+name = "speed"
+space = "input_register"
+address = 0
+type = "u16"
+"#;
+
+/// Diode mode's bad input: each refused by `check` with file, line and key, saying why; a rate
+/// cap too low for the devices warned.
+#[test]
+fn check_refuses_a_bad_diode_or_receive_config_and_warns_of_a_slow_diode() {
+    let dir = temp_dir("diode-check");
+    let cases: [(&str, String, &[&str]); 5] = [
+        (
+            "tiny-mtu",
+            format!(
+                "{DEVICE}\n[[sink]]\nname = \"d\"\ntype = \"diode\"\naddress = \"10.0.0.2:7000\"\nmtu_bytes = 100\n"
+            ),
+            &[":19:13: key `sink[d].mtu_bytes`: 100 is below 128: a datagram needs 28 bytes of IP and UDP headers"],
+        ),
+        (
+            "host-name",
+            format!("{DEVICE}\n[[sink]]\nname = \"d\"\ntype = \"diode\"\naddress = \"it-host:7000\"\n"),
+            &[":18:11: key `sink[d].address`: \"it-host:7000\" is not ip:port (a diode side takes an IP address"],
+        ),
+        (
+            "no-store-no-sink",
+            "[receive]\nlisten = \"0.0.0.0:7000\"\nsender = \"press-gw\"\n".into(),
+            &["needs a [store]", "needs at least one [[sink]]"],
+        ),
+        (
+            "receive-with-device-and-diode",
+            format!(
+                "[receive]\nlisten = \"0.0.0.0:7000\"\nsender = \"press-gw\"\n[store]\ndata_dir = \"d\"\n{DEVICE}\n\
+                 [[sink]]\nname = \"d\"\ntype = \"diode\"\naddress = \"10.0.0.2:7000\"\n"
+            ),
+            &["key `device`: a receiving half reads no devices", "key `sink[d].type`: a receiving half cannot send on"],
+        ),
+        (
+            "receive-in-gateway",
+            format!("{DEVICE}\n[receive]\nlisten = \"0.0.0.0:7000\"\nsender = \"x\"\n"),
+            &["key `receive`: [receive] belongs in the receiving half's config"],
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let file = dir.join(format!("{name}.toml"));
+        std::fs::write(&file, text).unwrap();
+        // `check` takes a file with [receive] as a receiving half's; `run` takes any as a gateway's.
+        let command = if name == "receive-in-gateway" { "run" } else { "check" };
+        let out =
+            airlock(&[command, file.to_str().unwrap(), "--duration", "1s"][..if command == "run" { 4 } else { 2 }]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        for e in expected {
+            assert!(stderr.contains(e), "{name}: expected {e:?} in:\n{stderr}");
+        }
+    }
+    // Valid, but 100 polls a second cannot go through a diode capped at 10 kB/s.
+    let slow = dir.join("slow.toml");
+    let text = format!(
+        "[gateway]\nname = \"press-gw\"\n{DEVICE}\n[[sink]]\nname = \"d\"\ntype = \"diode\"\naddress = \"10.0.0.2:7000\"\nrate_max_bytes_per_s = 10000\n"
+    );
+    std::fs::write(&slow, &text).unwrap();
+    let out = airlock(&["check", slow.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("warning: sink d: if every tag changed at every poll"), "{stdout}");
+    std::fs::write(&slow, text.replace("rate_max_bytes_per_s = 10000", "rate_max_bytes_per_s = 1000000")).unwrap();
+    let out = airlock(&["check", slow.to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("warning: sink d"));
+    // A good receiving half's file.
+    let good = dir.join("receive.toml");
+    std::fs::write(
+        &good,
+        "[receive]\nlisten = \"0.0.0.0:7000\"\nsender = \"press-gw\"\n[store]\ndata_dir = \"d\"\n\
+         [[sink]]\nname = \"f\"\ntype = \"jsonl\"\npath = \"up.jsonl\"\n",
+    )
+    .unwrap();
+    let out = airlock(&["check", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the receiving half of a diode, listening on 0.0.0.0:7000"));
+    // `diode resend` writes its request beside the sink's cursor, and refuses what is not an id
+    // or a time.
+    let out = airlock(&["diode", "resend", slow.to_str().unwrap(), "--from", "r12"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let request = std::fs::read_to_string(dir.join("airlock-data/outbox/cursors/d.rewind")).unwrap();
+    assert_eq!(request.trim(), "r12");
+    let out = airlock(&["diode", "resend", slow.to_str().unwrap(), "--from", "yesterday"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither a record id"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_diode_demo_carries_the_records_through_the_receiving_half() {
+    let dir = temp_dir("demo-diode");
+    let out = airlock(&["demo", "--diode", "--duration", "3s", "--speed", "3000", "--dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("IT half (receive):"), "{stdout}");
+    let text = std::fs::read_to_string(dir.join("upstream.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(records.len() >= 48, "only {} records through the diode", records.len());
+    // Under the OT gateway's name and ids, as without a diode.
+    assert!(records.iter().all(|r| r["id"].as_str().unwrap().starts_with("demo-")), "{records:?}");
+    assert!(!records.iter().any(|r| r["kind"] == "diode_gap"), "nothing is lost on loopback");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -257,6 +257,9 @@ fn rewind_path(dir: &Path, sink: &str) -> PathBuf {
 /// gateway runs, and changes nothing else.
 pub fn request_rewind(dir: &Path, sink: &str, from: RewindFrom) -> Result<(), StoreError> {
     let path = rewind_path(dir, sink);
+    if let Some(cursors) = path.parent() {
+        fs::create_dir_all(cursors).map_err(|e| StoreError::io("create", cursors, e))?;
+    }
     let tmp = path.with_extension("rewind.tmp");
     fs::write(&tmp, format!("{from}\n")).map_err(|e| StoreError::io("write", &tmp, e))?;
     fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename", &path, e))
