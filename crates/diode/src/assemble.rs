@@ -94,6 +94,9 @@ pub struct Assembler {
     /// Decoded blocks waiting for their turn: when first seen, bytes held, the block.
     decoded: BTreeMap<u64, (Instant, usize, Block)>,
     held_bytes: usize,
+    /// Started from a state file, and no heartbeat or block of the sender taken yet: what is
+    /// found missing now was sent while this receiver was down.
+    before_contact: bool,
     /// Ranges named missing, kept to take them if sent again by hand (bounded, oldest out).
     missing: BTreeMap<(u8, u64), u64>,
     /// Per class, the newest id handed on (0: none), and its time.
@@ -130,6 +133,7 @@ impl Assembler {
             last: last.unwrap_or_default(),
             last_time: [0; 4],
             missing,
+            before_contact: last.is_some(),
             fresh: last.is_none(),
             promised: None,
             promised_at: None,
@@ -211,6 +215,9 @@ impl Assembler {
             Datagram::Symbol(_, symbol) => self.symbol(symbol, now, out)?,
         }
         self.advance(now, out);
+        if self.promised.is_some() || self.stats.blocks_decoded > 0 {
+            self.before_contact = false;
+        }
         Ok(())
     }
 
@@ -407,9 +414,8 @@ impl Assembler {
         if self.fresh {
             return;
         }
-        // Nothing handed on since this receiver started: what is missing was sent while it
-        // was down.
-        let cause = if self.stats.records == 0 { MissingCause::ReceiverDown } else { MissingCause::BlocksLost };
+        // Found at the first contact after a restart: sent while this receiver was down.
+        let cause = if self.before_contact { MissingCause::ReceiverDown } else { MissingCause::BlocksLost };
         for (c, sent) in sent.into_iter().enumerate() {
             if sent > self.last[c] {
                 let (first, last) = (self.last[c] + 1, sent);
