@@ -25,154 +25,8 @@ use airlock_model::{AssetPath, Quality, Timestamp, Value, ValueType};
 use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxWriter};
 use airlock_upstream::{SampleRecord, Upstream};
 
-const OT_ADDRESS: &str = "10.77.0.1";
-const IT_ADDRESS: &str = "10.77.0.2";
+use airlock_testkit::netns::{IT_ADDRESS, Killed, Link, OT_ADDRESS, interrupt, run};
 const RECORDS: u64 = 50_000;
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} failed (this test needs root, ip and iptables): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The two namespaces and the link, removed when dropped.
-struct Link {
-    ot: String,
-    it: String,
-    it_dev: String,
-}
-
-impl Link {
-    /// `tag`: one letter, so that tests running at once have links of their own.
-    fn make(tag: char, loss: f64) -> Self {
-        let id = std::process::id() % 100_000;
-        let link = Self { ot: format!("alot{tag}{id}"), it: format!("alit{tag}{id}"), it_dev: format!("vit{tag}{id}") };
-        let (vot, vit) = (format!("vot{tag}{id}"), format!("vit{tag}{id}"));
-        for ns in [&link.ot, &link.it] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-            run(&["ip", "netns", "add", ns]);
-            // No IPv6: neighbour discovery would otherwise cross the link both ways.
-            for key in ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"] {
-                run(&["ip", "netns", "exec", ns, "sysctl", "-qw", key]);
-            }
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        run(&["ip", "link", "add", &vot, "type", "veth", "peer", "name", &vit]);
-        run(&["ip", "link", "set", &vot, "netns", &link.ot]);
-        run(&["ip", "link", "set", &vit, "netns", &link.it]);
-        for (ns, dev, address) in [(&link.ot, &vot, OT_ADDRESS), (&link.it, &vit, IT_ADDRESS)] {
-            run(&["ip", "-n", ns, "addr", "add", &format!("{address}/24"), "dev", dev]);
-            // No ARP either way: the neighbours are written down below.
-            run(&["ip", "-n", ns, "link", "set", dev, "arp", "off", "up"]);
-        }
-        let mac = |ns: &str, dev: &str| {
-            let text = run(&["ip", "-n", ns, "-o", "link", "show", dev]);
-            text.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).unwrap().to_owned()
-        };
-        let (mac_ot, mac_it) = (mac(&link.ot, &vot), mac(&link.it, &vit));
-        run(&[
-            "ip",
-            "-n",
-            &link.ot,
-            "neigh",
-            "replace",
-            IT_ADDRESS,
-            "lladdr",
-            &mac_it,
-            "dev",
-            &vot,
-            "nud",
-            "permanent",
-        ]);
-        run(&[
-            "ip",
-            "-n",
-            &link.it,
-            "neigh",
-            "replace",
-            OT_ADDRESS,
-            "lladdr",
-            &mac_ot,
-            "dev",
-            &vit,
-            "nud",
-            "permanent",
-        ]);
-        // The OT side takes nothing from the IT side.
-        run(&["ip", "netns", "exec", &link.ot, "iptables", "-A", "INPUT", "-i", &vot, "-j", "DROP"]);
-        // Random loss on the way in to the IT side.
-        if loss > 0.0 {
-            let loss = loss.to_string();
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                &link.it,
-                "iptables",
-                "-A",
-                "INPUT",
-                "-i",
-                &vit,
-                "-m",
-                "statistic",
-                "--mode",
-                "random",
-                "--probability",
-                &loss,
-                "-j",
-                "DROP",
-            ]);
-        }
-        link
-    }
-
-    /// Every packet into the IT side dropped (`true`), or not any more.
-    fn cut(&self, cut: bool) {
-        let action = if cut { "-I" } else { "-D" };
-        run(&["ip", "netns", "exec", &self.it, "iptables", action, "INPUT", "-i", &self.it_dev, "-j", "DROP"]);
-    }
-
-    fn exec(&self, ns: &str, program: &Path, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns]).arg(program).args(args);
-        c
-    }
-
-    /// Packets the OT side's firewall dropped.
-    fn ot_dropped(&self) -> u64 {
-        let text = run(&["ip", "netns", "exec", &self.ot, "iptables", "-L", "INPUT", "-v", "-n", "-x"]);
-        text.lines()
-            .filter(|l| l.contains("DROP"))
-            .map(|l| l.split_whitespace().next().unwrap().parse::<u64>().unwrap())
-            .sum()
-    }
-
-    /// The OT namespace's UDP sockets: (local port, receive queue bytes, drops).
-    fn ot_udp_sockets(&self) -> Vec<(u16, u64, u64)> {
-        let text = run(&["ip", "netns", "exec", &self.ot, "cat", "/proc/net/udp"]);
-        text.lines()
-            .skip(1)
-            .map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                let port = u16::from_str_radix(f[1].rsplit(':').next().unwrap(), 16).unwrap();
-                let rx_queue = u64::from_str_radix(f[4].rsplit(':').next().unwrap(), 16).unwrap();
-                (port, rx_queue, f.last().unwrap().parse().unwrap())
-            })
-            .collect()
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        for ns in [&self.ot, &self.it] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
 
 fn sample(i: u64) -> Upstream {
     Upstream::Sample(SampleRecord {
@@ -250,15 +104,6 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
         std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -396,16 +241,6 @@ fn records_cross_a_one_way_link_with_loss_and_nothing_comes_back() {
     assert!(unaccounted.is_empty(), "ids neither arrived nor named missing: {unaccounted:?}");
     if std::env::var_os("AIRLOCK_TEST_KEEP").is_none() {
         let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
-/// Stops a process the way Ctrl-C does, and waits for it to end by itself.
-fn interrupt(mut child: Killed) {
-    run(&["kill", "-INT", &child.0.id().to_string()]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "did not stop within 20 s of Ctrl-C");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

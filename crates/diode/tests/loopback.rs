@@ -310,7 +310,7 @@ fn a_repeat_covers_a_burst_and_without_it_the_burst_is_named() {
 }
 
 #[test]
-fn foreign_and_malformed_datagrams_are_counted_and_ignored() {
+fn foreign_malformed_and_replayed_datagrams_are_counted_and_ignored() {
     let dir = temp("foreign");
     let it = receiver(&dir.join("it"), Duration::from_millis(300));
     let noise = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -329,11 +329,18 @@ fn foreign_and_malformed_datagrams_are_counted_and_ignored() {
     let header = airlock_diode::wire::Header { sender: airlock_diode::wire::sender_hash("other-gw"), session: 1 };
     airlock_diode::wire::encode_heartbeat(&mut beat, header, &other);
     noise.send_to(&beat, it.address).unwrap();
+    // The expected sender's heartbeat from session 5, then a replay of one from session 4.
+    let ours = airlock_diode::wire::Heartbeat { name: "press-gw".into(), ..Default::default() };
+    for session in [5, 4] {
+        let header = airlock_diode::wire::Header { sender: airlock_diode::wire::sender_hash("press-gw"), session };
+        airlock_diode::wire::encode_heartbeat(&mut beat, header, &ours);
+        noise.send_to(&beat, it.address).unwrap();
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let stats = *it.status.stats.lock().unwrap();
-        if stats.datagrams == 2001 {
-            assert_eq!((stats.malformed, stats.foreign, stats.records), (2000, 1, 0), "{stats:?}");
+        if stats.datagrams == 2003 {
+            assert_eq!((stats.malformed, stats.foreign, stats.stale, stats.records), (2000, 1, 1, 0), "{stats:?}");
             break;
         }
         assert!(Instant::now() < deadline, "{stats:?}");

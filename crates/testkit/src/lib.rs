@@ -210,7 +210,16 @@ impl Drop for OpcUaPeer {
 
 /// User plus system CPU seconds of this process so far (Linux, `/proc`).
 pub fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_seconds_at("/proc/self/stat")
+}
+
+/// The CPU time (user + system) another process has used so far, in seconds (Linux, `/proc`).
+pub fn cpu_seconds_of(pid: u32) -> f64 {
+    cpu_seconds_at(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_seconds_at(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
@@ -292,6 +301,8 @@ pub fn make_certificates(dir: &Path) {
 }
 
 /// Upstream records for tests that feed an outbox by hand.
+pub mod netns;
+
 pub mod records {
     use airlock_model::{AssetPath, Quality, Severity, Timestamp, Transition, Value, ValueType};
     use airlock_upstream::{EventRecord, SampleRecord, Upstream};
