@@ -140,7 +140,13 @@ pub struct Receiver {
     synced_at: Instant,
     unsynced: bool,
     problems: Option<Arc<Problems>>,
+    overflow_reported_at: Option<Instant>,
+    overflow_unreported: u64,
+    kernel_drops_baseline: Option<u64>,
 }
+
+/// How often a growing kernel drop count is said upstream (`diode_overflow`), at most.
+const OVERFLOW_EVERY: Duration = Duration::from_secs(10);
 
 /// How often the outbox is synced and the state written while records come in.
 const SYNC_EVERY: Duration = Duration::from_millis(100);
@@ -173,6 +179,9 @@ impl Receiver {
             synced_at: Instant::now(),
             unsynced: false,
             problems: None,
+            overflow_reported_at: None,
+            overflow_unreported: 0,
+            kernel_drops_baseline: None,
         })
     }
 
@@ -357,13 +366,40 @@ impl Receiver {
     fn watch_kernel_drops(&mut self) {
         let Ok(port) = self.socket.local_addr().map(|a| a.port()) else { return };
         let Some(drops) = kernel_drops(port) else { return };
+        // The count is the socket's since it was made: the first reading is where it starts.
+        if self.kernel_drops_baseline.is_none() {
+            self.kernel_drops_baseline = Some(drops);
+        }
+        let drops = drops.saturating_sub(self.kernel_drops_baseline.unwrap_or(0));
         self.status.kernel_drops.store(drops, Relaxed);
-        if drops > self.kernel_drops_seen {
-            log::warn!(
-                "diode: the kernel dropped {} datagrams: the receive buffer overflowed (raise receive_buffer_bytes and net.core.rmem_max, or lower the sender's rate)",
-                drops - self.kernel_drops_seen
-            );
-            self.kernel_drops_seen = drops;
+        if drops <= self.kernel_drops_seen {
+            return;
+        }
+        self.overflow_unreported += drops - self.kernel_drops_seen;
+        self.kernel_drops_seen = drops;
+        // Said upstream at most every OVERFLOW_EVERY, with the count since the last time.
+        if self.overflow_reported_at.is_some_and(|at| at.elapsed() < OVERFLOW_EVERY) {
+            return;
+        }
+        let dropped = std::mem::take(&mut self.overflow_unreported);
+        self.overflow_reported_at = Some(Instant::now());
+        let message = format!(
+            "the kernel dropped {dropped} datagrams from {}: the receive buffer overflowed (raise receive_buffer_bytes and net.core.rmem_max on this host, or lower the sender's rate_max_bytes_per_s); blocks they belonged to are named in diode_gap if the repair did not cover them",
+            self.settings.sender
+        );
+        log::warn!("diode: {message}");
+        let event = EventRecord {
+            time: Timestamp::now(),
+            asset: self.asset.clone(),
+            kind: "diode_overflow".into(),
+            severity: Severity::Warning,
+            state: Transition::Once,
+            message: message.into(),
+            body: vec![("datagrams".into(), dropped as f64)],
+        };
+        match self.outbox.append(Class::Event, &Upstream::Event(event)).and_then(|_| self.outbox.commit()) {
+            Ok(_) => self.unsynced = true,
+            Err(e) => log::error!("diode: the outbox: {e}"),
         }
     }
 }
@@ -394,4 +430,29 @@ fn kernel_drops(port: u16) -> Option<u64> {
             fields.last()?.parse().ok()
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The kernel's count of datagrams a full receive buffer dropped is read back for the
+    /// socket's port (what `diode_overflow` reports).
+    #[test]
+    fn a_full_receive_buffer_is_counted_by_the_kernel_and_read_back() {
+        let socket = bind("127.0.0.1:0".parse().unwrap(), 65_536).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        assert_eq!(kernel_drops(port), Some(0));
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let payload = [7u8; 1200];
+        // Never read: the buffer fills and the kernel drops the rest (bounded: 20 MB at most).
+        for _ in 0..16_000 {
+            sender.send_to(&payload, ("127.0.0.1", port)).unwrap();
+            if kernel_drops(port).is_some_and(|d| d > 0) {
+                break;
+            }
+        }
+        assert!(kernel_drops(port).unwrap() > 0, "no drop counted after 20 MB into a 64 KiB buffer");
+    }
 }
