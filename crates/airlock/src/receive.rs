@@ -105,6 +105,25 @@ impl Receiving {
         )
     }
 
+    /// One line on this side's sinks: delivered, failures, the problem now.
+    pub fn sinks_line(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sinks: Vec<String> = self
+            .sink_health
+            .iter()
+            .map(|(name, h)| {
+                let problem = h.problem();
+                let problem = if problem.is_empty() { String::new() } else { format!(" ({problem})") };
+                format!(
+                    "{name}: {} delivered, {} failures{problem}",
+                    h.delivered.load(Relaxed),
+                    h.failures.load(Relaxed)
+                )
+            })
+            .collect();
+        format!("sinks: {}", sinks.join("; "))
+    }
+
     /// Stops receiving (syncing what came), then lets the sinks deliver what the outbox holds.
     pub fn stop(mut self) {
         self.stop.store(true, Relaxed);
@@ -129,11 +148,25 @@ pub async fn run(file: &Path, duration: Option<Duration>) -> anyhow::Result<()> 
         config.store.data_dir.display()
     );
     let until = duration.map(|d| Instant::now() + d);
-    let mut every = tokio::time::interval(Duration::from_secs(5));
+    // On a terminal, a view redrawn every second; else a line in the log every 5 s.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut every = tokio::time::interval(Duration::from_secs(if terminal { 1 } else { 5 }));
+    let header = format!(
+        "airlock receive {}  |  for {:?} on {}  |  Ctrl-C stops",
+        file.display(),
+        config.receive.sender,
+        receiving.listening
+    );
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
-            _ = every.tick() => log::info!("{}", receiving.summary()),
+            _ = every.tick() => {
+                if terminal {
+                    print!("\x1b[H\x1b[2J{header}\n\n{}\n{}\n", receiving.summary(), receiving.sinks_line());
+                } else {
+                    log::info!("{}; {}", receiving.summary(), receiving.sinks_line());
+                }
+            }
         }
         if until.is_some_and(|u| Instant::now() >= u) {
             break;
