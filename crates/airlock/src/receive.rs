@@ -50,8 +50,8 @@ impl Receiving {
         };
         let status = Arc::new(ReceiveStatus::default());
         let problems = Arc::new(Problems::default());
-        let receiver =
-            Receiver::new(settings, writer, &store.data_dir, Arc::clone(&status))?.reporting(Arc::clone(&problems));
+        let receiver = Receiver::new(settings, writer, &reader, &store.data_dir, Arc::clone(&status))?
+            .reporting(Arc::clone(&problems));
         let listening = receiver.local_addr().context("the receiving socket's address")?;
         let sinks_stop = Arc::new(AtomicBool::new(false));
         let (sinks, sink_health) = crate::gateway::start_sinks(

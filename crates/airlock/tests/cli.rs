@@ -191,7 +191,14 @@ type = "u16"
 #[test]
 fn check_refuses_a_bad_diode_or_receive_config_and_warns_of_a_slow_diode() {
     let dir = temp_dir("diode-check");
-    let cases: [(&str, String, &[&str]); 5] = [
+    let cases: [(&str, String, &[&str]); 6] = [
+        (
+            "huge-block",
+            format!(
+                "{DEVICE}\n[[sink]]\nname = \"d\"\ntype = \"diode\"\naddress = \"10.0.0.2:7000\"\nmtu_bytes = 128\nblock_bytes = 16777216\n"
+            ),
+            &["key `sink[d].block_bytes`: 16777216 is more than one block can hold at mtu_bytes = 128"],
+        ),
         (
             "tiny-mtu",
             format!(

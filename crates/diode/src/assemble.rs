@@ -14,6 +14,10 @@ use raptorq::{EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBl
 
 use crate::wire::{self, Block, BlockRecord, Datagram, Heartbeat, Symbol, WireError};
 
+/// A sender whose session has been silent this long may come back with a lower session
+/// number (restarted with its clock set back); before, a lower session is a replay.
+pub const SESSION_TAKEOVER: Duration = Duration::from_secs(10);
+
 /// Ranges named missing that are remembered (to take them if sent again), at most.
 pub const MISSING_RANGES_MAX: usize = 10_000;
 
@@ -107,6 +111,8 @@ pub struct Assembler {
     /// The newest heartbeat's promise, to name a tail lost: (next block, sent per class).
     promised: Option<(u64, [u64; 4])>,
     promised_at: Option<Instant>,
+    /// When a datagram of the current session last came.
+    session_seen_at: Option<Instant>,
     repeat: Duration,
     partial_first_seen: Option<Instant>,
     pub stats: AssembleStats,
@@ -137,6 +143,7 @@ impl Assembler {
             fresh: last.is_none(),
             promised: None,
             promised_at: None,
+            session_seen_at: None,
             repeat: Duration::ZERO,
             partial_first_seen: None,
             stats: AssembleStats::default(),
@@ -177,12 +184,15 @@ impl Assembler {
             self.stats.foreign += 1;
             return Err(WireError::Bad("a heartbeat from another sender"));
         }
+        // A lower session is a replay, unless the current one has been silent a while: then it
+        // is the sender restarted with its clock set back (no NTP, an RTC reset).
+        let taken_over = self.session_seen_at.is_some_and(|at| now.duration_since(at) >= SESSION_TAKEOVER);
         match self.session {
-            Some(s) if header.session < s => {
+            Some(s) if header.session < s && !taken_over => {
                 self.stats.stale += 1;
                 return Err(WireError::Bad("from an older session of the sender"));
             }
-            Some(s) if header.session > s => {
+            Some(s) if header.session != s => {
                 // The sender restarted: what the old session had decoded goes on first.
                 self.finish_session(out);
                 out.push(Output::SenderRestarted);
@@ -192,6 +202,7 @@ impl Assembler {
             Some(_) => {}
             None => self.session = Some(header.session),
         }
+        self.session_seen_at = Some(now);
         match datagram {
             Datagram::Heartbeat(_, beat) => {
                 if self.fresh {
@@ -201,8 +212,11 @@ impl Assembler {
                     self.fresh = false;
                 }
                 self.repeat = Duration::from_millis(u64::from(beat.repeat_ms));
-                self.promised = Some((beat.next_block, beat.sent));
-                self.promised_at = Some(now);
+                // The wait for what a heartbeat promises runs from the first that promised it.
+                if self.promised != Some((beat.next_block, beat.sent)) {
+                    self.promised = Some((beat.next_block, beat.sent));
+                    self.promised_at = Some(now);
+                }
                 if self.next_block.is_none() && self.partial.is_empty() && self.decoded.is_empty() {
                     // Nothing in flight: the next block is the first this receiver sees.
                     self.next_block = Some(beat.next_block);
@@ -281,11 +295,9 @@ impl Assembler {
             self.held_bytes -= p.held;
         }
         self.stats.blocks_lost = self.stats.blocks_lost.saturating_add(1);
-        // Everything before it can go now, in order.
-        if let Some(next) = self.next_block
-            && next <= block
-        {
-            self.stats.blocks_lost = self.stats.blocks_lost.saturating_add(block - next);
+        // Only if it is the next one does the order move on; blocks decoded before it stay
+        // and go on in their turn (`advance`, `expire`).
+        if self.next_block == Some(block) {
             self.next_block = Some(block.saturating_add(1));
             self.hand_on_ready(out);
         }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_model::{AssetPath, Problems, Severity, Timestamp, Transition};
-use airlock_store::{Class, OutboxWriter, RecordId, StoreError};
+use airlock_store::{Class, Origin, OutboxReader, OutboxWriter, RecordId, StoreError};
 use airlock_upstream::{EventRecord, GapCause, GapRecord, Upstream};
 
 use crate::assemble::{AssembleStats, Assembler, MISSING_RANGES_MAX, MissingCause, Output, State};
@@ -119,10 +119,44 @@ pub fn read_state(path: &Path) -> Option<State> {
     state
 }
 
+/// Written whole (a temporary file, synced, renamed, the folder synced), so that a power
+/// loss leaves the old state or the new, never a torn or empty file.
 fn write_state(path: &Path, state: &State) -> std::io::Result<()> {
     let tmp = path.with_extension("state.tmp");
-    std::fs::write(&tmp, encode_state(state))?;
-    std::fs::rename(&tmp, path)
+    let mut f = std::fs::File::create(&tmp)?;
+    std::io::Write::write_all(&mut f, &encode_state(state))?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Records of each class looked at, from the newest back, to find the newest mirrored id.
+const TAIL_RECORDS: u64 = 65_536;
+
+/// The newest mirrored (sender's) id per class the outbox holds, among its last records;
+/// `None` if it holds none.
+pub fn newest_mirrored(reader: &OutboxReader) -> Option<[u64; 4]> {
+    let end = reader.end().ok()?;
+    let mut newest = [0u64; 4];
+    for class in Class::ALL {
+        let c = class as usize;
+        let mut after = end;
+        after.0[c] = end.0[c].saturating_sub(TAIL_RECORDS);
+        while after.0[c] < end.0[c] {
+            let Ok(records) = reader.read_encoded(&after, 4096) else { break };
+            let Some(last) = records.last() else { break };
+            for r in &records {
+                if let Origin::Mirrored(id) = r.origin {
+                    newest[c] = newest[c].max(id.seq);
+                }
+            }
+            after.0[c] = last.id.seq;
+        }
+    }
+    newest.iter().any(|n| *n > 0).then_some(newest)
 }
 
 /// The receiving half's running state.
@@ -153,9 +187,11 @@ const SYNC_EVERY: Duration = Duration::from_millis(100);
 
 impl Receiver {
     /// Binds the socket and reads where this side stood.
+    /// `reader`: the same outbox's reader, to see what it already holds.
     pub fn new(
         settings: ReceiveSettings,
         outbox: OutboxWriter,
+        reader: &OutboxReader,
         data_dir: &Path,
         status: Arc<ReceiveStatus>,
     ) -> Result<Self, ReceiveError> {
@@ -163,8 +199,24 @@ impl Receiver {
         let socket = bind(settings.listen, settings.receive_buffer_bytes)
             .map_err(|source| ReceiveError::Listen { address: settings.listen, source })?;
         let state = state_path(data_dir);
-        let last = read_state(&state);
-        let assembler = Assembler::new(&settings.sender, settings.reorder, last);
+        // The state file is written after the outbox syncs, so it may lag what the outbox holds
+        // (a kill between the two), or be gone: the outbox's newest mirrored ids win.
+        let held = newest_mirrored(reader);
+        let start = match (read_state(&state), held) {
+            (Some(mut s), Some(held)) => {
+                for (last, held) in s.last.iter_mut().zip(held) {
+                    *last = (*last).max(held);
+                }
+                Some(s)
+            }
+            (Some(s), None) => Some(s),
+            (None, Some(held)) => {
+                log::warn!("diode: no readable {}; starting after what the outbox holds", state.display());
+                Some(State { last: held, ..State::default() })
+            }
+            (None, None) => None,
+        };
+        let assembler = Assembler::new(&settings.sender, settings.reorder, start);
         Ok(Self {
             settings,
             socket,

@@ -255,6 +255,11 @@ impl Sink for DiodeSender {
     }
 
     async fn open(&mut self) -> Result<(), SinkError> {
+        // A new session keeps the socket: binding a fixed local address again would fail while
+        // the old socket holds it. Nothing is ever read from it, so nothing is stale in it.
+        if self.socket.is_some() {
+            return self.heartbeat_if_due().await;
+        }
         let any: SocketAddr = match self.settings.address {
             SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
             SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
@@ -278,6 +283,9 @@ impl Sink for DiodeSender {
                 self.send_block(&block).await?;
                 block.clear();
                 bytes = 0;
+                // A long batch (a backlog, paced) must not hold up heartbeats or repeats.
+                self.repeat_due().await?;
+                self.heartbeat_if_due().await?;
             }
             block.push((r.id.class as u8, r.id.seq, r.time.0, encoded));
             bytes += size;

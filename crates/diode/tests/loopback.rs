@@ -130,7 +130,7 @@ fn receiver(dir: &Path, reorder: Duration) -> It {
         receive_buffer_bytes: 8 << 20,
     };
     let status = Arc::new(ReceiveStatus::default());
-    let r = Receiver::new(settings, writer, dir, Arc::clone(&status)).unwrap();
+    let r = Receiver::new(settings, writer, &reader, dir, Arc::clone(&status)).unwrap();
     let address = r.local_addr().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
@@ -348,5 +348,87 @@ fn foreign_malformed_and_replayed_datagrams_are_counted_and_ignored() {
     }
     let (ids, missing, _) = received(&it.stop());
     assert!(ids.is_empty() && missing.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With a fixed local address (`bind`), a new session (after a resend asked by hand, or a
+/// failure) binds it again: the old socket is reused, not bound twice.
+#[test]
+fn a_sender_with_a_fixed_local_address_survives_a_new_session() {
+    let dir = temp("bind");
+    const N: u64 = 2_000;
+    let ot = ot_outbox(&dir.join("ot"), N);
+    let it = receiver(&dir.join("it"), Duration::from_millis(300));
+    let local = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut s = settings(it.address, 10.0, None);
+    s.bind = Some(local);
+    let probe = Box::new(OtState::default);
+    let sink = DiodeSender::new("diode", "press-gw", s, [0; 4], probe);
+    let stop = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(SinkHealth::default());
+    let thread = airlock_north::spawn(sink, ot.clone(), Arc::clone(&stop), Arc::clone(&health)).unwrap();
+    let delivered = |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while health.delivered.load(Relaxed) < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} delivered, {} failures",
+                health.delivered.load(Relaxed),
+                health.failures.load(Relaxed)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    delivered(N);
+    let first = airlock_store::RecordId { class: Class::Raw, seq: 1 };
+    airlock_store::request_rewind(&dir.join("ot"), "diode", airlock_store::RewindFrom::Id(first)).unwrap();
+    delivered(2 * N);
+    assert_eq!(health.failures.load(Relaxed), 0);
+    stop.store(true, Relaxed);
+    thread.join().unwrap();
+    let status = Arc::clone(&it.status);
+    it.stop();
+    let stats = *status.stats.lock().unwrap();
+    assert_eq!((stats.records, stats.duplicates), (N, N), "{stats:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A receiver killed between writing records into its outbox and writing `diode.state` starts
+/// again from what its outbox holds (the newest id per class it has), not from the older state
+/// file: nothing it has is named missing. So does one whose state file is gone.
+#[test]
+fn a_receiver_starts_from_what_its_outbox_holds_when_its_state_file_lags() {
+    let dir = temp("lag");
+    const N: u64 = 3_000;
+    let ot = ot_outbox(&dir.join("ot"), N);
+    let it = receiver(&dir.join("it"), Duration::from_millis(300));
+    send_all(&ot, settings(it.address, 10.0, None), Duration::from_millis(500));
+    drop(it.stop());
+    let state = airlock_diode::receive::state_path(&dir.join("it"));
+    for lagging in [Some(N / 2), None] {
+        match lagging {
+            Some(seq) => {
+                let old = airlock_diode::assemble::State { last: [0, 0, 0, seq], ..Default::default() };
+                std::fs::write(&state, airlock_diode::receive::encode_state(&old)).unwrap();
+            }
+            None => std::fs::remove_file(&state).unwrap(),
+        }
+        let it = receiver(&dir.join("it"), Duration::from_millis(300));
+        let beat = airlock_diode::wire::Heartbeat {
+            next_block: 1_000,
+            sent: [0, 0, 0, N],
+            name: "press-gw".into(),
+            ..Default::default()
+        };
+        let mut d = Vec::new();
+        let header = airlock_diode::wire::Header { sender: airlock_diode::wire::sender_hash("press-gw"), session: 2 };
+        airlock_diode::wire::encode_heartbeat(&mut d, header, &beat);
+        UdpSocket::bind("127.0.0.1:0").unwrap().send_to(&d, it.address).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let status = Arc::clone(&it.status);
+        let (ids, missing, _) = received(&it.stop());
+        assert_eq!(status.stats.lock().unwrap().missing, 0, "{lagging:?}: ids it holds named missing");
+        assert!(missing.is_empty() && ids.len() as u64 == N, "{lagging:?}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

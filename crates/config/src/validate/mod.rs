@@ -194,6 +194,17 @@ fn diode_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Op
     let heartbeat = c.int(&s.heartbeat_s, &key("heartbeat_s"), 1, 3600, 1);
     let repeat = s.repeat_after_ms.as_ref().map(|_| c.int(&s.repeat_after_ms, &key("repeat_after_ms"), 10, 600_000, 0));
     let block = c.int(&s.block_bytes, &key("block_bytes"), 1024, 16 << 20, 65_536);
+    // RaptorQ encodes at most 56,403 symbols in one block; a symbol is what a datagram holds.
+    let symbol = ((mtu - 28 - 38).max(0) / 8) * 8;
+    if let Some(b) = &s.block_bytes
+        && block > 56_403 * symbol
+    {
+        let msg = format!(
+            "{block} is more than one block can hold at mtu_bytes = {mtu}: 56,403 symbols of {symbol} bytes ({} bytes)",
+            56_403 * symbol
+        );
+        c.err(b.span(), key("block_bytes"), msg);
+    }
     Some(DiodeSink {
         address: address?,
         bind: bind.flatten(),
