@@ -310,7 +310,28 @@ impl Receiver {
                 Output::Record(r) => {
                     let class = Class::ALL[usize::from(r.class.min(3))];
                     let origin = RecordId { class, seq: r.seq };
-                    self.outbox.append_mirrored(origin, Timestamp(r.time), &r.bytes).map(|_| ())
+                    match self.outbox.append_mirrored(origin, Timestamp(r.time), &r.bytes) {
+                        Ok(_) => Ok(()),
+                        // Too large for this side's outbox (its budget is smaller than the
+                        // sender's): named, as lost, never dropped in silence.
+                        Err(StoreError::TooLarge { bytes, max }) => {
+                            log::warn!(
+                                "diode: record {origin} of {bytes} bytes is larger than this outbox takes ({max})"
+                            );
+                            let gap = GapRecord {
+                                time: Timestamp::now(),
+                                class: class.name().into(),
+                                records: 1,
+                                first_id: origin.to_string().into(),
+                                last_id: origin.to_string().into(),
+                                from: Timestamp(r.time),
+                                to: Timestamp(r.time),
+                                cause: GapCause::DiodeLost,
+                            };
+                            self.outbox.append(Class::Event, &Upstream::Gap(gap)).map(|_| ())
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
                 Output::Missing { class, first, last, from, to, cause } => {
                     let class = Class::ALL[usize::from(class.min(3))];

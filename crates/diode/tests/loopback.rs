@@ -115,7 +115,12 @@ struct It {
 }
 
 fn receiver(dir: &Path, reorder: Duration) -> It {
+    receiver_with(dir, reorder, OutboxConfig::default().bytes_max)
+}
+
+fn receiver_with(dir: &Path, reorder: Duration, bytes_max: u64) -> It {
     let config = OutboxConfig {
+        bytes_max,
         fsync: FsyncPolicy::Never,
         sinks: vec!["jsonl".into()],
         mirror: true,
@@ -431,4 +436,47 @@ fn a_receiver_starts_from_what_its_outbox_holds_when_its_state_file_lags() {
         assert!(missing.is_empty() && ids.len() as u64 == N, "{lagging:?}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A record larger than the receiving side's outbox takes is named missing, not dropped in
+/// silence; the records around it arrive.
+#[test]
+fn a_record_too_large_for_the_receiving_outbox_is_named() {
+    let dir = temp("large");
+    let config = OutboxConfig { fsync: FsyncPolicy::Never, sinks: vec!["diode".into()], ..OutboxConfig::default() };
+    let (mut writer, ot) = OutboxWriter::open(&dir.join("ot"), config).unwrap();
+    writer.append(Class::Event, &airlock_testkit_like_event(1)).unwrap();
+    let big = airlock_upstream::EventRecord { message: "x".repeat(100_000).into(), ..event_record(2) };
+    writer.append(Class::Event, &Upstream::Event(big)).unwrap();
+    writer.append(Class::Event, &airlock_testkit_like_event(3)).unwrap();
+    writer.sync().unwrap();
+    // This side's outbox takes records of at most 1 MiB / 16 = 64 KiB.
+    let it = receiver_with(&dir.join("it"), Duration::from_millis(300), 1 << 20);
+    send_all(&ot, settings(it.address, 10.0, None), Duration::from_millis(500));
+    let reader = it.stop();
+    let held = reader.read(&Position::default(), 100).unwrap();
+    let mirrored: Vec<u64> =
+        held.iter().filter_map(|r| if let Origin::Mirrored(id) = r.origin { Some(id.seq) } else { None }).collect();
+    assert_eq!(mirrored, vec![1, 3]);
+    let gaps: Vec<&airlock_upstream::GapRecord> =
+        held.iter().filter_map(|r| if let Upstream::Gap(g) = &r.record { Some(g) } else { None }).collect();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!((&*gaps[0].first_id, &*gaps[0].last_id, gaps[0].cause), ("e2", "e2", GapCause::DiodeLost));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn event_record(i: i64) -> airlock_upstream::EventRecord {
+    airlock_upstream::EventRecord {
+        time: Timestamp(1_700_000_000_000_000_000 + i),
+        asset: AssetPath::parse("acme/plant/press/line1/press1").unwrap(),
+        kind: "parts_produced".into(),
+        severity: airlock_model::Severity::Info,
+        state: airlock_model::Transition::Once,
+        message: format!("event {i}").into(),
+        body: Vec::new(),
+    }
+}
+
+fn airlock_testkit_like_event(i: i64) -> Upstream {
+    Upstream::Event(event_record(i))
 }
