@@ -502,8 +502,10 @@ impl Log {
         }
     }
 
-    /// The sequence number of the first committed record written at or after `time` (records
-    /// are in time order within a log, as they were appended); past the last one if none is.
+    /// The sequence number of the first committed record written at or after `time`; past the
+    /// last one if none is. It takes records to be in time order within a log, as they mostly
+    /// are (appended as they come); a record whose time went backwards (a clock step) can be
+    /// passed over, so a rewind by time is approximate where a rewind by id is exact.
     pub fn first_seq_from(&self, time: Timestamp) -> Result<u64, StoreError> {
         let Some(segment) = self.segments.values().find(|s| s.info.records() > 0 && s.info.last_time >= time) else {
             return Ok(self.committed_seq() + 1);
