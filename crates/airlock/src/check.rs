@@ -126,7 +126,7 @@ fn diode_rate_warning(config: &Config, sink: &str, d: &airlock_config::DiodeSink
         let per_poll: f64 = device.tags.iter().map(|t| (45 + t.path.as_str().len() + 21) as f64).sum();
         bytes_per_s += per_poll / device.poll_interval.as_secs_f64().max(1e-3);
     }
-    let symbol = d.mtu_bytes.saturating_sub(28 + 38).max(1) as f64;
+    let symbol = airlock_diode::wire::symbol_bytes(d.mtu_bytes).max(1) as f64;
     let wire = bytes_per_s
         * (1.0 + d.repair_percent / 100.0)
         * (d.mtu_bytes.max(1) as f64 / symbol)

@@ -21,23 +21,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use airlock_model::{AssetPath, Quality, Timestamp, Value, ValueType};
+use airlock_model::{Timestamp, Value, ValueType};
 use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxWriter};
-use airlock_upstream::{SampleRecord, Upstream};
+use airlock_upstream::Upstream;
 
 use airlock_testkit::netns::{IT_ADDRESS, Killed, Link, OT_ADDRESS, interrupt, run};
 const RECORDS: u64 = 50_000;
 
 fn sample(i: u64) -> Upstream {
-    Upstream::Sample(SampleRecord {
-        path: AssetPath::parse("acme/plant/press/line1/press1/speed").unwrap(),
-        value_type: ValueType::F64,
-        value: Some(Value::F64(i as f64)),
-        unit: None,
-        quality: Quality::Good,
-        source_time: None,
-        gateway_time: Timestamp(1_700_000_000_000_000_000 + i as i64 * 1_000_000),
-    })
+    let time = Timestamp(1_700_000_000_000_000_000 + i as i64 * 1_000_000);
+    airlock_testkit::records::sample("acme/plant/press/line1/press1/speed", ValueType::F64, Value::F64(i as f64), time)
 }
 
 /// The OT side's outbox, holding records r1 to r`n` for the diode sink.
@@ -84,7 +77,8 @@ fn jsonl(path: &Path) -> (Vec<String>, Vec<(u64, u64)>) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut ids = Vec::new();
     let mut gaps = Vec::new();
-    for line in text.lines() {
+    // Read while the sink appends: only whole lines (a last one may be half written).
+    for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         ids.push(v["id"].as_str().unwrap().to_owned());
         if v["kind"] == "diode_gap" && v["class"] == "raw" {

@@ -387,6 +387,17 @@ impl Receiver {
     }
 
     fn event(&mut self, kind: &str, severity: Severity, state: Transition, message: String) -> Result<(), StoreError> {
+        self.event_with(kind, severity, state, message, Vec::new())
+    }
+
+    fn event_with(
+        &mut self,
+        kind: &str,
+        severity: Severity,
+        state: Transition,
+        message: String,
+        body: Vec<(Box<str>, f64)>,
+    ) -> Result<(), StoreError> {
         let event = EventRecord {
             time: Timestamp::now(),
             asset: self.asset.clone(),
@@ -394,7 +405,7 @@ impl Receiver {
             severity,
             state,
             message: message.into(),
-            body: Vec::new(),
+            body,
         };
         self.outbox.append(Class::Event, &Upstream::Event(event)).map(|_| ())
     }
@@ -461,16 +472,9 @@ impl Receiver {
             self.settings.sender
         );
         log::warn!("diode: {message}");
-        let event = EventRecord {
-            time: Timestamp::now(),
-            asset: self.asset.clone(),
-            kind: "diode_overflow".into(),
-            severity: Severity::Warning,
-            state: Transition::Once,
-            message: message.into(),
-            body: vec![("datagrams".into(), dropped as f64)],
-        };
-        match self.outbox.append(Class::Event, &Upstream::Event(event)).and_then(|_| self.outbox.commit()) {
+        let body = vec![("datagrams".into(), dropped as f64)];
+        let appended = self.event_with("diode_overflow", Severity::Warning, Transition::Once, message, body);
+        match appended.and_then(|()| self.outbox.commit()) {
             Ok(_) => self.unsynced = true,
             Err(e) => log::error!("diode: the outbox: {e}"),
         }

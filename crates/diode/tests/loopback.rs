@@ -445,10 +445,10 @@ fn a_record_too_large_for_the_receiving_outbox_is_named() {
     let dir = temp("large");
     let config = OutboxConfig { fsync: FsyncPolicy::Never, sinks: vec!["diode".into()], ..OutboxConfig::default() };
     let (mut writer, ot) = OutboxWriter::open(&dir.join("ot"), config).unwrap();
-    writer.append(Class::Event, &airlock_testkit_like_event(1)).unwrap();
+    writer.append(Class::Event, &event(1)).unwrap();
     let big = airlock_upstream::EventRecord { message: "x".repeat(100_000).into(), ..event_record(2) };
     writer.append(Class::Event, &Upstream::Event(big)).unwrap();
-    writer.append(Class::Event, &airlock_testkit_like_event(3)).unwrap();
+    writer.append(Class::Event, &event(3)).unwrap();
     writer.sync().unwrap();
     // This side's outbox takes records of at most 1 MiB / 16 = 64 KiB.
     let it = receiver_with(&dir.join("it"), Duration::from_millis(300), 1 << 20);
@@ -477,6 +477,6 @@ fn event_record(i: i64) -> airlock_upstream::EventRecord {
     }
 }
 
-fn airlock_testkit_like_event(i: i64) -> Upstream {
+fn event(i: i64) -> Upstream {
     Upstream::Event(event_record(i))
 }
