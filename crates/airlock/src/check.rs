@@ -41,6 +41,13 @@ pub fn summary(config: &Config, file: &Path) -> String {
         config.gateway.name,
         config.devices.len()
     );
+    if config.gateway.clock_speed != 1.0 || config.gateway.clock_start.is_some() {
+        out += &format!(
+            "  warning: the gateway's clock runs at {}x from {}: for a simulated plant only; sample times, edge windows and upstream times follow it, not the wall clock\n",
+            config.gateway.clock_speed,
+            config.gateway.clock_start.map_or("its start".to_owned(), |t| t.to_string())
+        );
+    }
     let mut total_requests = 0;
     for d in &config.devices {
         let m = match &d.protocol {

@@ -18,8 +18,9 @@ pub struct DemoArgs {
     /// Where the demo writes its config, log and upstream file.
     #[arg(long, default_value = "airlock-demo")]
     dir: PathBuf,
-    /// Simulated seconds per real second: at 60, an hour of plant passes in a minute.
-    #[arg(long, default_value_t = 60.0)]
+    /// Simulated seconds per real second: at 600, an hour of plant passes in 6 seconds, and the
+    /// gateway's clock runs as fast (its edge windows, shifts and trends are the plant's).
+    #[arg(long, default_value_t = 600.0)]
     speed: f64,
     /// The seed of the simulated plant.
     #[arg(long, default_value_t = 1)]
@@ -55,7 +56,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let log_path = args.dir.join("airlock.log");
     logger::init(Some(std::fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?));
 
-    let opts = airlock_sim::SimOptions { seed: args.seed, speed: args.speed, ..Default::default() };
+    // The line's bearings have run two days: press2's, which wears fastest, is on its way to
+    // zone D, so that its maintenance advice comes within the demo's first minute and a half.
+    let opts = airlock_sim::SimOptions {
+        seed: args.seed,
+        speed: args.speed,
+        bearing_age_days: DEMO_BEARING_AGE_DAYS,
+        ..Default::default()
+    };
     let sim = airlock_sim::start(&opts).await.context("start the simulated plant")?;
     let config_path = args.dir.join("demo.toml");
     let mqtt_sink = args.mqtt.as_ref().map(|url| {
@@ -78,7 +86,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let mut text = sim.config_toml(500);
+    // The plant's first shift began at the top of this hour; the gateway's clock shows that
+    // time when it starts and runs as fast as the plant.
+    let plant_start = airlock_model::Timestamp::from_millis(
+        airlock_model::Timestamp::now().as_millis().div_euclid(3_600_000) * 3_600_000,
+    );
+    let mut text = sim.config_toml_on_plant_clock(200, plant_start);
     match &receiving {
         Some((_, port)) => {
             text += &format!(
@@ -118,6 +131,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let health = gateway.health.clone();
     let sinks = gateway.sink_health.clone();
     let data_dir = gateway.config.store.data_dir.clone();
+    let plant_now = gateway.clock.now();
     gateway.stop().await;
     sim.stop();
     if let Some((r, _)) = receiving {
@@ -131,7 +145,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for (name, h) in &sinks {
         println!("sink {name}: delivered {} upstream records", h.delivered.load(std::sync::atomic::Ordering::Relaxed));
     }
-    println!("query it: airlock query --data {} --tag press1/speed --from -1h --every 10s", data_dir.display());
+    // The historian holds the plant's time, from the hour its first shift began.
+    println!(
+        "query it: airlock query --data {} --tag press1/speed --from {plant_start} --to {plant_now} --every 1h",
+        data_dir.display()
+    );
     Ok(())
 }
 
@@ -152,6 +170,9 @@ fn it_line(status: &airlock_diode::receive::ReceiveStatus, sinks: &crate::gatewa
         delivered.join(", ")
     )
 }
+
+/// How long the demo line's bearings have run when it starts.
+pub const DEMO_BEARING_AGE_DAYS: f64 = 2.0;
 
 /// The demo's store (beside its config) and its one sink, the upstream file.
 const DEMO_STORE_AND_SINK: &str = r#"

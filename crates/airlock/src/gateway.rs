@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use airlock_config::{Config, Device, Protocol, SinkKind};
-use airlock_model::{AssetPath, DeviceHealth, Problems};
+use airlock_model::{AssetPath, Clock, DeviceHealth, Problems, Timestamp};
 use airlock_north::http::HttpSink;
 use airlock_north::mqtt::MqttPublisher;
 use airlock_north::{JsonlSink, SinkHealth};
@@ -51,6 +51,8 @@ pub struct Gateway {
     pub collector_health: Arc<CollectorHealth>,
     pub sink_health: Vec<(String, Arc<SinkHealth>)>,
     pub outbox: OutboxReader,
+    /// The gateway's clock (the wall clock, unless a simulated plant's runs faster).
+    pub clock: Clock,
     devices: JoinSet<()>,
     shutdown: watch::Sender<bool>,
     collector: Option<JoinHandle<()>>,
@@ -63,6 +65,10 @@ impl Gateway {
     /// thread and one thread per configured sink.
     pub fn start(config: Config) -> anyhow::Result<Self> {
         let tags = Arc::new(TagTable::new(&config));
+        let clock = match (config.gateway.clock_speed, config.gateway.clock_start) {
+            (speed, None) if speed == 1.0 => Clock::wall(),
+            (speed, start) => Clock::simulated(start.unwrap_or_else(Timestamp::now), speed),
+        };
         let store = &config.store;
         let fsync = FsyncPolicy::Interval(store.fsync_interval);
         let sink_names = config.sinks.iter().map(|s| s.name.clone()).collect();
@@ -124,6 +130,7 @@ impl Gateway {
             Arc::clone(&collector_health),
         )
         .reporting(Arc::clone(&problems), gateway_asset)
+        .on_clock(clock)
         .spawn(rx)?;
 
         let sinks_stop = Arc::new(AtomicBool::new(false));
@@ -146,6 +153,7 @@ impl Gateway {
             collector_health,
             sink_health,
             outbox,
+            clock,
             devices,
             shutdown,
             collector: Some(collector),

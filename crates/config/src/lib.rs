@@ -281,6 +281,10 @@ pub struct Sink {
 pub struct Gateway {
     /// The instance name, unique in the plant; it goes on every upstream message.
     pub name: String,
+    /// For a simulated plant only: the gateway's clock runs this many times faster than the
+    /// wall clock (1 for a real plant), starting at `clock_start` (default: when it starts).
+    pub clock_speed: f64,
+    pub clock_start: Option<airlock_model::Timestamp>,
 }
 
 /// One machine or controller that airlock reads.

@@ -95,6 +95,8 @@ pub struct RawSink {
 #[serde(deny_unknown_fields)]
 pub struct RawGateway {
     pub name: Option<S<String>>,
+    pub clock_speed: Option<S<f64>>,
+    pub clock_start: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -583,3 +583,21 @@ fn an_http_proxy_is_only_what_the_config_names() {
         format!("[[sink]]\nname = \"a\"\ntype = \"mqtt\"\nurl = \"mqtt://b\"\nproxy = \"http://p:1\"\n{DEVICE}{TAG}");
     check(&mqtt, &[(5, "sink[a].proxy", "is only for a sink of type http")]);
 }
+
+#[test]
+fn a_simulated_clock_names_a_bad_speed_or_start() {
+    let text = format!("[gateway]\nclock_speed = 0\nclock_start = \"yesterday\"\n{DEVICE}{TAG}");
+    check(
+        &text,
+        &[
+            (2, "gateway.clock_speed", "at least 0.001"),
+            (3, "gateway.clock_start", "not a time like 2026-11-29T06:00:00Z"),
+        ],
+    );
+    let text = format!("[gateway]\nclock_speed = 600\nclock_start = \"2026-11-29T06:00:00Z\"\n{DEVICE}{TAG}");
+    let config = parse(&text, Path::new("plant.toml")).unwrap();
+    assert_eq!(config.gateway.clock_speed, 600.0);
+    assert_eq!(config.gateway.clock_start.map(|t| t.to_string()).as_deref(), Some("2026-11-29T06:00:00.000Z"));
+    let plain = parse(&format!("{DEVICE}{TAG}"), Path::new("plant.toml")).unwrap();
+    assert_eq!((plain.gateway.clock_speed, plain.gateway.clock_start), (1.0, None));
+}

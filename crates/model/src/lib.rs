@@ -16,4 +16,4 @@ pub use asset::{AssetPath, AssetPathError, check_segment};
 pub use event::{Event, Severity, Transition};
 pub use health::{DeviceHealth, LinkState, Problem, Problems, panic_text};
 pub use sample::{Quality, Reason, Sample, SampleBatch, TagId, Value, ValueType};
-pub use time::Timestamp;
+pub use time::{Clock, Timestamp};

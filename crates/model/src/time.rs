@@ -32,6 +32,59 @@ impl Timestamp {
     }
 }
 
+/// The gateway's clock: the wall clock, or, for a simulated plant only, a clock that starts at
+/// a stated time and runs `speed` times faster than the wall clock (`[gateway] clock_speed`), so
+/// that a simulator's hours are hours to the edge's windows, the historian and upstream too.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clock {
+    /// The wall-clock time the clock was started, and the time it showed then.
+    wall_start: Timestamp,
+    start: Timestamp,
+    speed: f64,
+}
+
+impl Clock {
+    /// The wall clock itself.
+    pub fn wall() -> Self {
+        let now = Timestamp::now();
+        Self { wall_start: now, start: now, speed: 1.0 }
+    }
+
+    /// A clock that shows `start` now and runs `speed` times faster than the wall clock (a
+    /// speed that is not finite and above zero counts as 1).
+    pub fn simulated(start: Timestamp, speed: f64) -> Self {
+        let speed = if speed.is_finite() && speed > 0.0 { speed } else { 1.0 };
+        Self { wall_start: Timestamp::now(), start, speed }
+    }
+
+    pub fn is_wall(&self) -> bool {
+        self.speed == 1.0 && self.start == self.wall_start
+    }
+
+    pub fn speed(&self) -> f64 {
+        self.speed
+    }
+
+    /// The time this clock shows now.
+    pub fn now(&self) -> Timestamp {
+        if self.is_wall() { Timestamp::now() } else { self.at(Timestamp::now()) }
+    }
+
+    /// The time this clock showed (or will show) when the wall clock showed `wall`.
+    pub fn at(&self, wall: Timestamp) -> Timestamp {
+        if self.is_wall() {
+            return wall;
+        }
+        let elapsed = wall.0.saturating_sub(self.wall_start.0) as f64 * self.speed;
+        Self::clamp(self.start.0 as f64 + elapsed)
+    }
+
+    fn clamp(nanos: f64) -> Timestamp {
+        // `as` saturates a float at the integer's bounds (and makes NaN 0).
+        Timestamp(nanos as i64)
+    }
+}
+
 impl From<SystemTime> for Timestamp {
     fn from(t: SystemTime) -> Self {
         match t.duration_since(UNIX_EPOCH) {
@@ -160,6 +213,21 @@ mod tests {
 
     fn check(ms: i64, expected: &str) {
         assert_eq!(Timestamp::from_millis(ms).to_string(), expected);
+    }
+
+    #[test]
+    fn a_simulated_clock_starts_where_told_and_runs_at_its_speed() {
+        let start = Timestamp::from_millis(1_795_867_200_000);
+        let clock = Clock::simulated(start, 600.0);
+        assert!(!clock.is_wall());
+        let wall = clock.wall_start;
+        assert_eq!(clock.at(wall), start);
+        assert_eq!(clock.at(wall.plus(Duration::from_secs(6))), start.plus(Duration::from_secs(3600)));
+        assert!(clock.now() >= start);
+        assert!(Clock::wall().is_wall());
+        assert_eq!(Clock::simulated(start, f64::NAN).speed(), 1.0);
+        let far = Timestamp(i64::MAX - 10);
+        assert_eq!(Clock::simulated(far, 1e9).at(wall.plus(Duration::from_secs(3600))), Timestamp(i64::MAX));
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use airlock_model::{AssetPath, Problem, Problems, Sample, SampleBatch, Severity, Timestamp, Transition, panic_text};
+use airlock_model::{
+    AssetPath, Clock, Problem, Problems, Sample, SampleBatch, Severity, Timestamp, Transition, panic_text,
+};
 use airlock_store::{Class, HistorianWriter, OutboxWriter, StoreError};
 use airlock_upstream::{EventRecord, Upstream};
 use tokio::sync::mpsc::{self, error::TryRecvError};
@@ -50,6 +52,8 @@ pub struct Collector {
     gateway: Option<AssetPath>,
     /// The outbox's corrupt-read and corrupt-cursor counts already reported.
     corrupt_seen: (u64, u64),
+    /// The gateway's clock: the wall clock, or a simulated plant's.
+    clock: Clock,
 }
 
 /// How often the edge's time-driven steps run (windows closing, stale alarms).
@@ -75,7 +79,16 @@ impl Collector {
             problems,
             gateway: None,
             corrupt_seen: (0, 0),
+            clock: Clock::wall(),
         }
+    }
+
+    /// Runs on `clock` instead of the wall clock: samples' times (as read by the drivers, on
+    /// the wall clock) are moved onto it before anything stores or condenses them, and the
+    /// edge's ticks and the store's upkeep read it (a simulated plant only: `clock_speed`).
+    pub fn on_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Takes the gateway's own problems from `board` and sends them upstream as events of
@@ -123,7 +136,7 @@ impl Collector {
             if ticked.elapsed() >= EDGE_TICK {
                 ticked = Instant::now();
                 let mut records = std::mem::take(&mut self.records);
-                self.condenser.on_tick(Timestamp::now(), &mut records);
+                self.condenser.on_tick(self.clock.now(), &mut records);
                 self.problems_to(&mut records);
                 self.queue(&mut records);
                 self.records = records;
@@ -144,12 +157,18 @@ impl Collector {
                     }
                 }
             };
-            if let Some(batch) = batch {
+            if let Some(mut batch) = batch {
+                if !self.clock.is_wall() {
+                    for s in &mut batch.samples {
+                        s.gateway_time = self.clock.at(s.gateway_time);
+                        s.source_time = s.source_time.map(|t| self.clock.at(t));
+                    }
+                }
                 self.take(&batch.samples);
             }
             if maintained.elapsed() >= MAINTAIN_EVERY {
                 maintained = Instant::now();
-                let now = Timestamp::now();
+                let now = self.clock.now();
                 let result = self.outbox.maintain(now).and_then(|()| self.historian.maintain(now));
                 self.report(result);
                 self.report_corruption();
@@ -213,7 +232,7 @@ impl Collector {
         let Some(gateway) = &self.gateway else { return };
         for p in self.problems.take() {
             let event = EventRecord {
-                time: p.time,
+                time: self.clock.at(p.time),
                 asset: gateway.clone(),
                 kind: p.kind.into(),
                 severity: p.severity,

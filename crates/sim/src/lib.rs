@@ -51,11 +51,21 @@ pub struct SimOptions {
     pub base_port: u16,
     /// Serve the line controller over OPC UA too.
     pub opcua: bool,
+    /// How long every machine's bearing had run when the simulation starts (days): a worn one
+    /// (press2's) is nearer its end.
+    pub bearing_age_days: f64,
 }
 
 impl Default for SimOptions {
     fn default() -> Self {
-        Self { seed: 1, speed: 1.0, bind: IpAddr::from([127, 0, 0, 1]), base_port: 0, opcua: true }
+        Self {
+            seed: 1,
+            speed: 1.0,
+            bind: IpAddr::from([127, 0, 0, 1]),
+            base_port: 0,
+            opcua: true,
+            bearing_age_days: 0.0,
+        }
     }
 }
 
@@ -74,7 +84,10 @@ pub struct RunningSim {
 /// Starts the press line: one server per machine, and a task that advances the plant every
 /// 20 ms of real time and copies each machine into its registers.
 pub async fn start(opts: &SimOptions) -> io::Result<RunningSim> {
-    let plant = Plant::new(opts.seed, plant::press_line());
+    let mut plant = Plant::new(opts.seed, plant::press_line());
+    for m in &mut plant.machines {
+        m.bearing_age_days = opts.bearing_age_days;
+    }
     let mut servers = Vec::new();
     for (i, m) in plant.machines.iter().enumerate() {
         let port = if opts.base_port == 0 { 0 } else { opts.base_port.saturating_add(i as u16) };
@@ -114,24 +127,60 @@ impl RunningSim {
     /// accelerated time through a real clock, so the ideal cycle times are scaled by the speed,
     /// and OEE compares performance over minutes.
     pub fn config_toml(&self, poll_interval_ms: u64) -> String {
+        self.config_toml_on(poll_interval_ms, None)
+    }
+
+    /// As [`RunningSim::config_toml`], with the gateway on the plant's clock: it shows
+    /// `plant_start` when the gateway starts (the hour the plant's first shift began) and runs at
+    /// the simulator's speed, so the edge's windows, shifts, OEE baselines and vibration hours
+    /// pass as fast as the plant's do (what `airlock demo` runs).
+    pub fn config_toml_on_plant_clock(&self, poll_interval_ms: u64, plant_start: airlock_model::Timestamp) -> String {
+        self.config_toml_on(poll_interval_ms, Some(plant_start))
+    }
+
+    fn config_toml_on(&self, poll_interval_ms: u64, plant_clock: Option<airlock_model::Timestamp>) -> String {
         let mut out = String::from("# The built-in demo plant: a press line of airlock's simulator.\n");
-        out.push_str("[gateway]\nname = \"demo\"\n\n[edge]\nproduction_interval_s = 1800\n");
+        out.push_str("[gateway]\nname = \"demo\"\n");
+        // On the plant's clock the machines' cycle times are the plant's; on the wall clock they
+        // are as fast as the plant runs, and the OEE windows are demo-sized.
+        let (cycle_divisor, oee_windows) = match plant_clock {
+            Some(start) => {
+                let hour = start.as_millis().div_euclid(3_600_000).rem_euclid(24);
+                out.push_str(&format!(
+                    "# The simulated plant runs {speed}x: so does the gateway's clock, from the hour the\n\
+                     # plant's first shift began (a simulated plant only; never for a real one).\n\
+                     clock_speed = {speed}\nclock_start = \"{start}\"\n\n[edge]\nproduction_interval_s = 1800\n\
+                     shift_start_hour = {}\n",
+                    hour % 8,
+                    speed = self.speed,
+                ));
+                (1.0, "baseline_minutes = 30, compare_minutes = 10")
+            }
+            None => {
+                out.push_str("\n[edge]\nproduction_interval_s = 1800\n");
+                (self.speed, "baseline_minutes = 1, compare_minutes = 1")
+            }
+        };
         let plant = self
             .plant
             .lock()
             .map(|p| p.machines.iter().map(|m| m.spec.ideal_cycle_s).collect::<Vec<f64>>())
             .unwrap_or_default();
         for (i, (name, s)) in self.servers.iter().enumerate() {
-            let cycle = plant.get(i).copied().unwrap_or(2.0) / self.speed;
+            let cycle = plant.get(i).copied().unwrap_or(2.0) / cycle_divisor;
             out.push_str(&format!(
                 "\n[[device]]\nname = \"{name}\"\nasset_path = \"acme/dortmund/pressing/line3/cell1\"\n\
                  protocol = \"modbus_tcp\"\naddress = \"{}\"\nunit_id = 1\npoll_interval_ms = {poll_interval_ms}\n\
                  timeout_ms = 500\nrate_max_per_s = 50\nmax_gap_registers = 8\n\
                  oee = {{ state_tag = \"state\", running_value = 1, parts_tag = \"parts_wrap\", rejects_tag = \"rejects_shift\", \
-                 ideal_cycle_s = {cycle}, performance_drop_percent = 5, baseline_minutes = 1, compare_minutes = 1 }}\n",
+                 ideal_cycle_s = {cycle}, performance_drop_percent = 5, {oee_windows} }}\n",
                 s.addr
             ));
-            out.push_str(TAGS_TOML);
+            match plant_clock {
+                // Ten plant minutes: a poll comes every few plant minutes at demo speeds.
+                Some(_) => out.push_str(&TAGS_TOML.replace("stale_s = 10\n", "stale_s = 600\n")),
+                None => out.push_str(TAGS_TOML),
+            }
         }
         if let Some(o) = &self.opcua {
             out.push_str(&format!(

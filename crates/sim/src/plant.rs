@@ -96,6 +96,8 @@ pub struct Machine {
     pub vibration_mm_s: f64,
     /// The bearing's wear as vibration it adds, mm/s (ground truth; grows with time).
     pub wear_mm_s: f64,
+    /// How long the bearing had run when the simulation started (days).
+    pub bearing_age_days: f64,
     cycle_progress: f64,
     state_until_s: f64,
     next_fault_s: f64,
@@ -151,6 +153,7 @@ impl Machine {
             power_kw: 0.0,
             vibration_mm_s: 0.0,
             wear_mm_s: 0.0,
+            bearing_age_days: 0.0,
             cycle_progress: 0.0,
             state_until_s: CHANGEOVER_S.min(60.0),
             next_fault_s,
@@ -224,7 +227,7 @@ impl Machine {
         self.temperature_reading_c = self.temperature_c + 0.08 * self.rng.normal();
         let idle_kw = 0.04 * self.spec.rated_power_kw;
         self.power_kw = idle_kw + 0.7 * self.spec.rated_power_kw * load * (1.0 + 0.02 * self.rng.normal());
-        let days = t / 86_400.0;
+        let days = self.bearing_age_days + t / 86_400.0;
         let wear = self.spec.wear_mm_s_per_day * days * (1.0 + days) / 2.0;
         self.wear_mm_s = wear;
         let vibration = (self.spec.vibration_base_mm_s + wear) * load.max(0.05);

@@ -222,15 +222,30 @@ fn line_of(text: &str, offset: usize) -> (usize, usize) {
     (e.line, e.column)
 }
 
+/// The fastest a simulated plant's clock may run: a year in about five minutes.
+const CLOCK_SPEED_MAX: f64 = 100_000.0;
+
 fn gateway(c: &mut Checker, raw: &RawConfig) -> Gateway {
-    let name = raw.gateway.as_ref().and_then(|g| g.get_ref().name.as_ref());
-    match name {
+    let g = raw.gateway.as_ref().map(|g| g.get_ref());
+    let name = match g.and_then(|g| g.name.as_ref()) {
         Some(n) => {
             c.segment(n, "gateway.name".into());
-            Gateway { name: n.get_ref().clone() }
+            n.get_ref().clone()
         }
-        None => Gateway { name: "airlock".into() },
-    }
+        None => "airlock".into(),
+    };
+    let clock_speed =
+        ranged(c, &g.and_then(|g| g.clock_speed.clone()), "gateway.clock_speed".into(), 0.001, CLOCK_SPEED_MAX, "")
+            .unwrap_or(1.0);
+    let clock_start = g.and_then(|g| g.clock_start.as_ref()).and_then(|s| {
+        let t = airlock_model::Timestamp::parse_rfc3339(s.get_ref());
+        if t.is_none() {
+            let msg = format!("{:?} is not a time like 2026-11-29T06:00:00Z", s.get_ref());
+            c.err(s.span(), "gateway.clock_start".into(), msg);
+        }
+        t
+    });
+    Gateway { name, clock_speed, clock_start }
 }
 
 /// The southbound protocols a device may name.
