@@ -66,7 +66,7 @@ impl Gateway {
     pub fn start(config: Config) -> anyhow::Result<Self> {
         let tags = Arc::new(TagTable::new(&config));
         let clock = match (config.gateway.clock_speed, config.gateway.clock_start) {
-            (speed, None) if speed == 1.0 => Clock::wall(),
+            (1.0, None) => Clock::wall(),
             (speed, start) => Clock::simulated(start.unwrap_or_else(Timestamp::now), speed),
         };
         let store = &config.store;
