@@ -25,7 +25,12 @@ pub struct View {
     extra: Option<Box<dyn Fn() -> String>>,
     last: Vec<Totals>,
     last_at: Instant,
+    /// The newest event shown so far.
+    last_event: Option<String>,
 }
+
+/// Events the live view shows at most.
+const EVENTS_SHOWN: usize = 8;
 
 impl View {
     pub fn new(gateway: &Gateway, header: String) -> Self {
@@ -35,6 +40,7 @@ impl View {
             extra: None,
             last: vec![Totals::default(); gateway.health.len()],
             last_at: Instant::now(),
+            last_event: None,
         }
     }
 
@@ -56,12 +62,15 @@ impl View {
         if self.terminal {
             out.push_str("\x1b[H\x1b[2J");
             let _ = writeln!(out, "{}\n", self.header);
-            let _ = writeln!(
-                out,
-                "{:<10} {:<10} {:>9} {:>7} {:>7}  last error",
-                "device", "state", "samples/s", "req/s", "errors"
-            );
+        } else {
+            // In a log: say when and what, so each block of lines stands on its own.
+            let _ = writeln!(out, "--- {} {}", gateway.clock.now(), self.header);
         }
+        let _ = writeln!(
+            out,
+            "{:<10} {:<10} {:>9} {:>7} {:>7}  last error",
+            "device", "state", "samples/s", "req/s", "errors"
+        );
         for (i, h) in gateway.health.iter().enumerate() {
             let now = Totals { samples: DeviceHealth::get(&h.samples), requests: DeviceHealth::get(&h.requests) };
             let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / seconds;
@@ -88,6 +97,25 @@ impl View {
         if let Some(extra) = &self.extra {
             let _ = writeln!(out, "{}", extra());
         }
+        // The last events (terminal), or those since the last draw (a log).
+        let events = gateway.collector_health.events.last(EVENTS_SHOWN);
+        let new: Vec<_> = events.iter().take_while(|e| Some(&e.id) != self.last_event.as_ref()).collect();
+        let shown = if self.terminal { events.iter().collect() } else { new };
+        if !shown.is_empty() {
+            let _ = writeln!(out, "last events:");
+        }
+        for e in shown.iter().rev() {
+            let _ = writeln!(
+                out,
+                "  {} {:<7} {:<8} {}: {}",
+                e.time,
+                e.severity.word(),
+                e.state.word(),
+                printable(&e.asset, 80),
+                printable(&e.message, 160)
+            );
+        }
+        self.last_event = events.first().map(|e| e.id.clone());
         let mut stdout = std::io::stdout().lock();
         let _ = stdout.write_all(out.as_bytes());
         let _ = stdout.flush();

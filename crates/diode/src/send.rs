@@ -9,10 +9,12 @@
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airlock_config::DiodeSink;
-use airlock_north::{Limits, Sent, Sink, SinkError};
+use airlock_model::Timestamp;
+use airlock_north::{Ledger, Limits, Sent, Sink, SinkError};
 use airlock_store::OutboxRecord;
 use raptorq::{EncodingPacket, ObjectTransmissionInformation, SourceBlockEncoder};
 
@@ -57,6 +59,7 @@ pub struct DiodeSender {
     repeat_bytes: usize,
     probe: StateProbe,
     scratch: Vec<u8>,
+    ledger: Arc<Ledger>,
     pub stats: SendStats,
 }
 
@@ -95,6 +98,7 @@ impl DiodeSender {
             repeat_bytes: 0,
             probe,
             scratch: Vec::new(),
+            ledger: Arc::default(),
             stats: SendStats::default(),
         }
     }
@@ -127,7 +131,8 @@ impl DiodeSender {
     }
 
     /// Encodes one block of records and sends its datagrams.
-    async fn send_block(&mut self, encoded: &[Encoded]) -> Result<(), SinkError> {
+    /// Sends one block; returns its bytes on the wire (every datagram).
+    async fn send_block(&mut self, encoded: &[Encoded]) -> Result<usize, SinkError> {
         let refs: Vec<(u8, u64, i64, &[u8])> = encoded.iter().map(|(c, s, t, b)| (*c, *s, *t, b.as_slice())).collect();
         let mut block = std::mem::take(&mut self.scratch);
         wire::encode_block(&mut block, &self.gateway, self.sent, &refs);
@@ -152,8 +157,15 @@ impl DiodeSender {
             }
             self.repeat_bytes += bytes;
             self.repeats.push_back((Instant::now() + after, datagrams));
+            return Ok(bytes);
         }
-        Ok(())
+        Ok(datagrams.iter().map(Vec::len).sum())
+    }
+
+    /// Writes the block just sent (in `scratch`) of `records` into the egress ledger.
+    fn to_ledger(&self, records: &[OutboxRecord], wire_bytes: usize) {
+        let topic = format!("udp://{} block {}", self.settings.address, self.next_block.saturating_sub(1));
+        self.ledger.sent_as(Timestamp::now(), &topic, records, &self.scratch, wire_bytes);
     }
 
     /// The datagrams of one block: every source symbol, then the repair symbols.
@@ -249,6 +261,10 @@ impl Sink for DiodeSender {
         &self.name
     }
 
+    fn ledger(&mut self, ledger: Arc<Ledger>) {
+        self.ledger = ledger;
+    }
+
     fn limits(&self) -> Limits {
         // No rate in records: the byte pacer is the cap. Everything read is sent at once.
         Limits { batch_max: 4096, window: 4096, rate_max_per_s: None, ..Limits::default() }
@@ -275,12 +291,15 @@ impl Sink for DiodeSender {
         let room = self.settings.block_bytes.saturating_sub(wire::block_overhead(&self.gateway));
         let mut block: Vec<Encoded> = Vec::new();
         let mut bytes = 0;
-        for r in records {
+        let mut block_start = 0;
+        for (i, r) in records.iter().enumerate() {
             let mut encoded = Vec::new();
             airlock_upstream::encode(&r.record, &mut encoded);
             let size = wire::record_bytes(encoded.len());
             if !block.is_empty() && bytes + size > room {
-                self.send_block(&block).await?;
+                let wire_bytes = self.send_block(&block).await?;
+                self.to_ledger(&records[block_start..i], wire_bytes);
+                block_start = i;
                 block.clear();
                 bytes = 0;
                 // A long batch (a backlog, paced) must not hold up heartbeats or repeats.
@@ -291,7 +310,8 @@ impl Sink for DiodeSender {
             bytes += size;
         }
         if !block.is_empty() {
-            self.send_block(&block).await?;
+            let wire_bytes = self.send_block(&block).await?;
+            self.to_ledger(&records[block_start..], wire_bytes);
         }
         self.repeat_due().await?;
         self.heartbeat_if_due().await?;

@@ -32,8 +32,37 @@ pub struct DeviceHealth {
     pub batches_dropped: AtomicU64,
     /// Times the device's task died (a panic) or ended unasked, and was started again.
     pub restarts: AtomicU64,
+    /// How long each request took to be answered (or to fail).
+    pub latency: Latency,
     /// The last problem, for people; held only while it is being replaced or read.
     last_error: Mutex<String>,
+}
+
+/// A histogram of request latencies in fixed buckets (upper bounds in [`Latency::BOUNDS_MS`]),
+/// lock-free: a driver records, the dashboard and `/metrics` read.
+#[derive(Debug, Default)]
+pub struct Latency {
+    /// Requests at or under each bound, not cumulative; the last slot is above every bound.
+    buckets: [AtomicU64; Latency::BOUNDS_MS.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Latency {
+    /// The buckets' upper bounds in milliseconds.
+    pub const BOUNDS_MS: [f64; 12] = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0];
+
+    pub fn record(&self, took: std::time::Duration) {
+        let ms = took.as_secs_f64() * 1000.0;
+        let slot = Self::BOUNDS_MS.iter().position(|b| ms <= *b).unwrap_or(Self::BOUNDS_MS.len());
+        self.buckets[slot].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// Per bucket the count (not cumulative, the last above every bound), and the sum in seconds.
+    pub fn read(&self) -> ([u64; Latency::BOUNDS_MS.len() + 1], f64) {
+        let counts = std::array::from_fn(|i| self.buckets[i].load(Relaxed));
+        (counts, self.sum_us.load(Relaxed) as f64 / 1e6)
+    }
 }
 
 impl DeviceHealth {
@@ -112,6 +141,27 @@ pub fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
     match payload.downcast::<String>() {
         Ok(s) => *s,
         Err(payload) => payload.downcast::<&str>().map_or_else(|_| "(no message)".to_owned(), |s| (*s).to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod latency_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn latencies_fall_in_their_buckets() {
+        let l = Latency::default();
+        l.record(Duration::from_micros(900));
+        l.record(Duration::from_millis(1));
+        l.record(Duration::from_millis(7));
+        l.record(Duration::from_secs(60));
+        let (counts, sum) = l.read();
+        assert_eq!(counts[0], 2);
+        assert_eq!(counts[3], 1, "7 ms is in the 10 ms bucket");
+        assert_eq!(counts[12], 1, "a minute is above every bound");
+        assert_eq!(counts.iter().sum::<u64>(), 4);
+        assert!((sum - 60.0089).abs() < 1e-6, "{sum}");
     }
 }
 

@@ -31,7 +31,9 @@ use airlock_config::HttpSink as HttpConfig;
 use airlock_store::space::FreeSpace;
 use airlock_store::{Class, OutboxRecord};
 
-use crate::{Limits, Sent, Sink, SinkError, SinkHealth, message_id, wire_json};
+use airlock_model::Timestamp;
+
+use crate::{Ledger, Limits, Sent, Sink, SinkError, SinkHealth, message_id, wire_json};
 
 pub struct HttpSink {
     name: String,
@@ -42,6 +44,7 @@ pub struct HttpSink {
     token: Option<String>,
     dead_letters: PathBuf,
     health: Arc<SinkHealth>,
+    ledger: Arc<Ledger>,
     space: Option<Arc<FreeSpace>>,
 }
 
@@ -79,6 +82,7 @@ impl HttpSink {
             token,
             dead_letters: data_dir.join("deadletter").join(format!("{name}.jsonl")),
             health,
+            ledger: Arc::default(),
             space: None,
         })
     }
@@ -192,6 +196,10 @@ impl Sink for HttpSink {
         &self.name
     }
 
+    fn ledger(&mut self, ledger: Arc<Ledger>) {
+        self.ledger = ledger;
+    }
+
     fn limits(&self) -> Limits {
         let batch = self.config.batch_records_max;
         Limits { batch_max: batch, window: batch, ..Limits::default() }
@@ -218,7 +226,9 @@ impl HttpSink {
             request = request.header("Authorization", &format!("Bearer {token}"));
         }
         let failed = |what: String| SinkError::Rejected { target: redacted(&self.config.url), what };
-        let mut response = request.send(&self.body(&wanted)[..]).map_err(|e| failed(e.to_string()))?;
+        let body = self.body(&wanted);
+        self.ledger.sent(Timestamp::now(), &redacted(&self.config.url), wanted.iter().copied(), &body);
+        let mut response = request.send(&body[..]).map_err(|e| failed(e.to_string()))?;
         let status = response.status().as_u16();
         let mut answer = String::new();
         let _ = response.body_mut().as_reader().take(1024).read_to_string(&mut answer);

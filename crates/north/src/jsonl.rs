@@ -10,7 +10,9 @@ use airlock_store::space::FreeSpace;
 
 use airlock_store::OutboxRecord;
 
-use crate::{Sent, Sink, SinkError, wire_json};
+use airlock_model::Timestamp;
+
+use crate::{Ledger, Sent, Sink, SinkError, wire_json};
 
 pub struct JsonlSink {
     name: String,
@@ -18,11 +20,12 @@ pub struct JsonlSink {
     path: PathBuf,
     file: Option<BufWriter<File>>,
     space: Option<Arc<FreeSpace>>,
+    ledger: Arc<Ledger>,
 }
 
 impl JsonlSink {
     pub fn new(name: &str, gateway: &str, path: &Path) -> Self {
-        Self { name: name.to_owned(), gateway: gateway.to_owned(), path: path.to_owned(), file: None, space: None }
+        Self { name: name.to_owned(), gateway: gateway.to_owned(), path: path.to_owned(), file: None, space: None, ledger: Arc::default() }
     }
 
     /// Keeps to the file system's free-space reserve: past it, nothing is written (the records
@@ -53,6 +56,7 @@ impl JsonlSink {
             wire_json(&self.gateway, r, &mut line);
             line.push(b'\n');
             result = file.write_all(&line);
+            self.ledger.sent(Timestamp::now(), &r.record.topic(), std::slice::from_ref(r), &line);
             if result.is_err() {
                 break;
             }
@@ -68,6 +72,10 @@ impl JsonlSink {
 impl Sink for JsonlSink {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn ledger(&mut self, ledger: Arc<Ledger>) {
+        self.ledger = ledger;
     }
 
     async fn open(&mut self) -> Result<(), SinkError> {

@@ -8,6 +8,7 @@
 
 pub mod http;
 mod jsonl;
+pub mod ledger;
 pub mod mqtt;
 mod runner;
 pub mod sparkplug;
@@ -22,6 +23,7 @@ use airlock_model::{Problem, Problems, Severity, Timestamp, Transition};
 use airlock_store::{OutboxRecord, RecordId, StoreError};
 
 pub use jsonl::JsonlSink;
+pub use ledger::Ledger;
 pub use runner::spawn;
 
 /// Why a delivery failed.
@@ -77,6 +79,10 @@ pub trait Sink: Send {
     /// The sink's name; its cursor in the outbox is kept under it.
     fn name(&self) -> &str;
 
+    /// Where the sink writes each message it puts on its wire, as it put it there (the runner
+    /// hands it over before anything is sent): the egress ledger an auditor reads.
+    fn ledger(&mut self, ledger: Arc<Ledger>);
+
     /// How many records at a time, how many in flight, how fast.
     fn limits(&self) -> Limits {
         Limits::default()
@@ -129,6 +135,8 @@ pub struct SinkHealth {
     pub dead_letters_dropped: AtomicU64,
     /// Times the sink's thread panicked and its runner started again.
     pub restarts: AtomicU64,
+    /// What the sink put on its wire (see [`Ledger`]).
+    pub ledger: Arc<Ledger>,
     /// Why the sink cannot deliver now; empty while it delivers.
     problem: Mutex<String>,
     /// Where the sink's problems go upstream as events (none where nobody sends them).

@@ -35,7 +35,7 @@ use rumqttc::{
 use tokio::sync::mpsc;
 
 use crate::sparkplug::{self, EdgeNode};
-use crate::{Limits, Sent, Sink, SinkError, SinkHealth, message_id, wire_json};
+use crate::{Ledger, Limits, Sent, Sink, SinkError, SinkHealth, message_id, wire_json};
 
 /// Events the connection driver hands to the sink, at most this many waiting.
 const EVENTS_WAITING_MAX: usize = 1024;
@@ -69,6 +69,7 @@ pub struct MqttPublisher {
     connection: Option<Connection>,
     /// Where records too big for a packet are counted (as dead letters).
     health: Option<Arc<SinkHealth>>,
+    ledger: Arc<Ledger>,
 }
 
 /// What the messages look like: the Unified Namespace in JSON, or Sparkplug B.
@@ -123,6 +124,7 @@ impl MqttPublisher {
             profile,
             connection: None,
             health: None,
+            ledger: Arc::default(),
         }
     }
 
@@ -259,6 +261,10 @@ impl Sink for MqttPublisher {
         &self.name
     }
 
+    fn ledger(&mut self, ledger: Arc<Ledger>) {
+        self.ledger = ledger;
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             batch_max: SEND_BATCH,
@@ -346,6 +352,7 @@ impl Sink for MqttPublisher {
                 c.acked.push(record.id);
                 continue;
             }
+            self.ledger.sent(Timestamp::now(), &topic, std::slice::from_ref(record), &payload);
             // The queue holds inflight_max + 1024 requests and the window keeps it far from full.
             if let Err(e) = c.client.try_publish(topic, qos, false, payload) {
                 return Err(SinkError::Rejected { target: target(), what: format!("queue a publish: {e}") });

@@ -43,6 +43,8 @@ pub fn spawn<S: Sink + 'static>(
     stop: Arc<AtomicBool>,
     health: Arc<SinkHealth>,
 ) -> std::io::Result<JoinHandle<()>> {
+    let mut sink = sink;
+    sink.ledger(Arc::clone(&health.ledger));
     let new_records = Arc::new(Notify::new());
     let waker = Arc::clone(&new_records);
     reader.on_new_records(move || waker.notify_one()).map_err(std::io::Error::other)?;
@@ -256,6 +258,7 @@ impl<S: Sink> Runner<S> {
                 if let Some(slot) = lane.window.iter_mut().find(|(w, done)| *w == id && !*done) {
                     slot.1 = true;
                     self.health.delivered.fetch_add(1, Relaxed);
+                    self.health.ledger.delivered(id);
                     break;
                 }
             }

@@ -39,6 +39,8 @@ impl Sink for Pipelined {
         "pipe"
     }
 
+    fn ledger(&mut self, _: Arc<airlock_north::Ledger>) {}
+
     fn limits(&self) -> Limits {
         Limits { batch_max: 3, window: WINDOW, ..Limits::default() }
     }
@@ -157,6 +159,8 @@ impl Sink for PanicsOnce {
         "pipe"
     }
 
+    fn ledger(&mut self, _: Arc<airlock_north::Ledger>) {}
+
     async fn send(&mut self, records: &[OutboxRecord]) -> Result<Sent, SinkError> {
         self.sends += 1;
         if self.sends == 1 {
@@ -202,6 +206,8 @@ impl Sink for Prompt {
     fn name(&self) -> &str {
         "pipe"
     }
+
+    fn ledger(&mut self, _: Arc<airlock_north::Ledger>) {}
 
     fn limits(&self) -> Limits {
         Limits {

@@ -6,6 +6,7 @@
 //! (a sink that cannot deliver, and later its recovery) are taken from the [`Problems`] board
 //! on every edge tick and queued as events of the gateway's own asset.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use airlock_model::{
     AssetPath, Clock, Problem, Problems, Sample, SampleBatch, Severity, Timestamp, Transition, panic_text,
 };
-use airlock_store::{Class, HistorianWriter, OutboxWriter, StoreError};
+use airlock_store::{Class, HistorianWriter, OutboxWriter, RecordId, StoreError};
 use airlock_upstream::{EventRecord, Upstream};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
@@ -34,6 +35,66 @@ pub struct CollectorHealth {
     pub store_errors: AtomicU64,
     /// Times the collector panicked and went on.
     pub restarts: AtomicU64,
+    /// The last events put into the outbox, for the live view and the dashboard.
+    pub events: EventFeed,
+}
+
+/// One event as a person reads it in a feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedEvent {
+    /// Its id in the outbox (`e17`).
+    pub id: String,
+    pub time: Timestamp,
+    pub asset: String,
+    pub kind: String,
+    pub severity: Severity,
+    pub state: Transition,
+    pub message: String,
+}
+
+/// The last [`EventFeed::KEPT`] events queued upstream, newest last.
+#[derive(Debug, Default)]
+pub struct EventFeed {
+    events: Mutex<VecDeque<FeedEvent>>,
+    /// Events queued since the start, per kind.
+    by_kind: Mutex<BTreeMap<String, u64>>,
+}
+
+impl EventFeed {
+    pub const KEPT: usize = 500;
+
+    fn push(&self, id: RecordId, record: &Upstream, gateway: &str) {
+        let (asset, kind, severity, state, message) = match record {
+            Upstream::Event(e) => (e.asset.to_string(), e.kind.to_string(), e.severity, e.state, e.message.to_string()),
+            Upstream::Gap(g) => (gateway.to_owned(), g.cause.kind().to_owned(), Severity::Warning, Transition::Once, g.message()),
+            Upstream::Recovered(r) => {
+                (gateway.to_owned(), "outbox_recovered".into(), Severity::Warning, Transition::Once, r.message())
+            }
+            Upstream::Undecodable(u) => {
+                (gateway.to_owned(), "outbox_undecodable".into(), Severity::Warning, Transition::Once, u.message())
+            }
+            _ => return,
+        };
+        if let Ok(mut k) = self.by_kind.lock() {
+            *k.entry(kind.clone()).or_default() += 1;
+        }
+        let Ok(mut events) = self.events.lock() else { return };
+        let id = id.to_string();
+        events.push_back(FeedEvent { id, time: record.time(), asset, kind, severity, state, message });
+        while events.len() > Self::KEPT {
+            events.pop_front();
+        }
+    }
+
+    /// The last `n` events, newest first.
+    pub fn last(&self, n: usize) -> Vec<FeedEvent> {
+        self.events.lock().map(|e| e.iter().rev().take(n).cloned().collect()).unwrap_or_default()
+    }
+
+    /// Events queued since the start, per kind.
+    pub fn counts(&self) -> Vec<(String, u64)> {
+        self.by_kind.lock().map(|k| k.iter().map(|(k, n)| (k.clone(), *n)).collect()).unwrap_or_default()
+    }
 }
 
 /// The collector: the OT chamber's only writer to the store.
@@ -253,7 +314,13 @@ impl Collector {
                 continue;
             }
             match self.outbox.append(class, &record) {
-                Ok(_) => queued += 1,
+                Ok(id) => {
+                    queued += 1;
+                    if class == Class::Event {
+                        let gateway = self.gateway.as_ref().map_or("", |g| g.as_str());
+                        self.health.events.push(id, &record, gateway);
+                    }
+                }
                 // One record too large for the outbox is refused alone, and said so upstream.
                 Err(StoreError::TooLarge { bytes, max }) => {
                     let message = format!(

@@ -14,7 +14,7 @@ mod handle;
 mod supervise;
 mod tags;
 
-pub use collector::{Collector, CollectorHealth, Latest};
+pub use collector::{Collector, CollectorHealth, EventFeed, FeedEvent, Latest};
 pub use condense::Condenser;
 pub use handle::{BatchSender, CHANNEL_BATCHES, DeviceHandle, Running, Source, channel};
 pub use supervise::supervise;

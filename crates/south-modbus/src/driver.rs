@@ -166,7 +166,9 @@ impl DeviceTask {
             let mut samples = Vec::with_capacity(req.tags.len());
             pacer.wait().await;
             DeviceHealth::count(&self.health.requests, 1);
+            let asked = std::time::Instant::now();
             let answer = timeout(self.device.timeout, ctx.read(req)).await;
+            self.health.latency.record(asked.elapsed());
             let now = Timestamp::now();
             match answer {
                 Ok(Ok(Ok(data))) => {

@@ -460,7 +460,9 @@ impl OpcUaTask {
             let at = pace.reserve(std::time::Instant::now());
             tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
             DeviceHealth::count(&self.health.requests, 1);
+            let asked = std::time::Instant::now();
             let result = session.read(reads, TimestampsToReturn::Both).await;
+            self.health.latency.record(asked.elapsed());
             let now = Timestamp::now();
             match result {
                 Ok(values) => samples.extend(tags.iter().zip(&values).map(|(&t, dv)| self.sample(t, dv, now))),
