@@ -33,6 +33,10 @@ pub struct DemoArgs {
     /// upstream file (and publishes to --mqtt).
     #[arg(long)]
     diode: bool,
+    /// Where the read-only web dashboard listens (loopback: no token needed). If the port is
+    /// taken, a free one is used and printed.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    web: std::net::SocketAddr,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -104,12 +108,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             text += &mqtt_sink.unwrap_or_default();
         }
     }
+    let web = free_or_any(args.web)?;
+    text += &format!("\n# The read-only dashboard.\n[web]\nlisten = \"{web}\"\n");
     std::fs::write(&config_path, text).with_context(|| format!("write {}", config_path.display()))?;
     let config = airlock_config::load(&config_path).map_err(|e| anyhow::anyhow!("the built-in config: {e}"))?;
 
     let gateway = Gateway::start(config).context("start the gateway")?;
     println!("airlock demo: simulated press line at {}x, config {}", args.speed, config_path.display());
     println!("upstream records: {}   log: {}", upstream_path.display(), log_path.display());
+    if let Some(w) = &gateway.web {
+        println!("dashboard: http://{}/  (read-only; JSON API under /api/v1/, Prometheus at /metrics)", w.address);
+    }
     if let Some(url) = &args.mqtt {
         println!("publishing to {url} under airlock-demo/ (see them: mosquitto_sub -h HOST -t 'airlock-demo/#' -v)");
     }
@@ -169,6 +178,16 @@ fn it_line(status: &airlock_diode::receive::ReceiveStatus, sinks: &crate::gatewa
         if status.silent.load(Relaxed) { "; SILENT" } else { "" },
         delivered.join(", ")
     )
+}
+
+/// `wanted` if it is free, else the same address with a port the system picks.
+fn free_or_any(wanted: std::net::SocketAddr) -> anyhow::Result<std::net::SocketAddr> {
+    if std::net::TcpListener::bind(wanted).is_ok() {
+        return Ok(wanted);
+    }
+    let any = std::net::SocketAddr::new(wanted.ip(), 0);
+    let free = std::net::TcpListener::bind(any).and_then(|l| l.local_addr());
+    free.with_context(|| format!("{wanted} is taken and no free port was found on {}", wanted.ip()))
 }
 
 /// How long the demo line's bearings have run when it starts.

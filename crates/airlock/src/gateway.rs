@@ -28,7 +28,9 @@ use airlock_south_modbus::DeviceTask;
 use airlock_south_mqtt::SubscriberTask;
 use airlock_south_opcua::OpcUaTask;
 use airlock_store::space::FreeSpace;
-use airlock_store::{FsyncPolicy, HistorianConfig, HistorianWriter, OutboxConfig, OutboxReader, OutboxWriter};
+use airlock_store::{
+    FsyncPolicy, HistorianConfig, HistorianReader, HistorianWriter, OutboxConfig, OutboxReader, OutboxWriter,
+};
 use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -53,6 +55,9 @@ pub struct Gateway {
     pub outbox: OutboxReader,
     /// The gateway's clock (the wall clock, unless a simulated plant's runs faster).
     pub clock: Clock,
+    pub historian: HistorianReader,
+    /// The read-only web dashboard, when `[web]` is configured.
+    pub web: Option<airlock_web::RunningWeb>,
     devices: JoinSet<()>,
     shutdown: watch::Sender<bool>,
     collector: Option<JoinHandle<()>>,
@@ -96,7 +101,7 @@ impl Gateway {
             ..HistorianConfig::default()
         };
         let historian_dir = store.data_dir.join("historian");
-        let (mut historian_writer, _) = HistorianWriter::open(&historian_dir, historian_config)
+        let (mut historian_writer, historian) = HistorianWriter::open(&historian_dir, historian_config)
             .with_context(|| format!("open the historian in {}", historian_dir.display()))?;
         let paths: Vec<&str> = tags.iter().map(|t| t.path.as_str()).collect();
         historian_writer.bind_tags(&paths).context("add the tags to the historian")?;
@@ -145,7 +150,8 @@ impl Gateway {
             &sinks_stop,
             Some(&plant),
         )?;
-        Ok(Self {
+        let started = std::time::Instant::now();
+        let mut gateway = Self {
             config,
             tags,
             health,
@@ -154,17 +160,77 @@ impl Gateway {
             sink_health,
             outbox,
             clock,
+            historian,
+            web: None,
             devices,
             shutdown,
             collector: Some(collector),
             sinks,
             sinks_stop,
-        })
+        };
+        if let Some(web) = gateway.config.web.clone() {
+            let running = airlock_web::start(&web, gateway.dashboard(started)).context("start the web dashboard")?;
+            gateway.web = Some(running);
+        }
+        Ok(gateway)
+    }
+
+    /// Read-only handles of this gateway, for the web dashboard.
+    pub fn dashboard(&self, started: std::time::Instant) -> airlock_web::Dashboard {
+        let devices = self
+            .config
+            .devices
+            .iter()
+            .zip(&self.health)
+            .map(|(d, h)| {
+                let (protocol, address) = match &d.protocol {
+                    Protocol::ModbusTcp(m) => ("modbus_tcp", m.address.clone()),
+                    Protocol::OpcUa(o) => ("opcua", o.endpoint.clone()),
+                    Protocol::Mqtt(m) => ("mqtt", m.address.clone()),
+                };
+                airlock_web::DeviceView { name: d.name.clone(), protocol, address, health: Arc::clone(h) }
+            })
+            .collect();
+        let sinks = self
+            .config
+            .sinks
+            .iter()
+            .zip(&self.sink_health)
+            .map(|(s, (_, h))| {
+                let kind = match &s.kind {
+                    SinkKind::Jsonl { .. } => "jsonl",
+                    SinkKind::Http(_) => "http",
+                    SinkKind::Mqtt(m) if m.sparkplug.is_some() => "sparkplug",
+                    SinkKind::Mqtt(_) => "mqtt",
+                    SinkKind::Diode(_) => "diode",
+                };
+                airlock_web::SinkView { name: s.name.clone(), kind, health: Arc::clone(h) }
+            })
+            .collect();
+        airlock_web::Dashboard {
+            gateway: self.config.gateway.name.clone(),
+            clock: self.clock,
+            devices,
+            tags: Arc::clone(&self.tags),
+            latest: Arc::clone(&self.latest),
+            collector: Arc::clone(&self.collector_health),
+            sinks,
+            outbox: self.outbox.view(),
+            historian: self.historian.clone(),
+            budgets: airlock_web::Budgets {
+                outbox_bytes_max: self.config.store.outbox_bytes_max,
+                historian_bytes_max: self.config.store.historian_bytes_max,
+            },
+            started,
+        }
     }
 
     /// Stops the device tasks, lets the collector write what they read and sync it, then lets
     /// the sinks deliver what the outbox holds, and returns when all are done.
     pub async fn stop(mut self) {
+        if let Some(web) = self.web.take() {
+            web.stop().await;
+        }
         let _ = self.shutdown.send(true);
         while self.devices.join_next().await.is_some() {}
         let collector = self.collector.take();

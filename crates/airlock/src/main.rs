@@ -156,6 +156,14 @@ async fn run_config(file: PathBuf, out: Option<PathBuf>, duration: Option<Durati
         config.store.data_dir.display()
     );
     let gateway = gateway::Gateway::start(config).context("start the gateway")?;
+    if let Some(w) = &gateway.web {
+        match &w.login_url {
+            Some(link) => {
+                eprintln!("dashboard: {link}  (a one-time login link; scripts send the token as a bearer header)")
+            }
+            None => eprintln!("dashboard: http://{}/", w.address),
+        }
+    }
     let header = format!("airlock run {}", file.display());
     demo::show_until(&gateway, header, duration).await;
     gateway.stop().await;

@@ -31,6 +31,18 @@ pub struct Config {
     pub store: Store,
     pub devices: Vec<Device>,
     pub sinks: Vec<Sink>,
+    /// The read-only dashboard, when `[web]` is set.
+    pub web: Option<Web>,
+}
+
+/// The read-only web dashboard, JSON API and `/metrics` (`[web]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Web {
+    pub listen: std::net::SocketAddr,
+    /// The environment variable holding the access token, if access needs one.
+    pub token_env: Option<String>,
+    /// The server's certificate chain and key (PEM), for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Plant-wide settings of the edge.

@@ -17,6 +17,17 @@ pub struct RawConfig {
     #[serde(default)]
     pub sink: Vec<S<RawSink>>,
     pub receive: Option<S<RawReceive>>,
+    pub web: Option<S<RawWeb>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeb {
+    pub listen: S<String>,
+    pub token_env: Option<S<String>>,
+    pub cert_file: Option<S<String>>,
+    pub key_file: Option<S<String>>,
+    pub allow_plain_http: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

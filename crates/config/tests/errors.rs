@@ -601,3 +601,25 @@ fn a_simulated_clock_names_a_bad_speed_or_start() {
     let plain = parse(&format!("{DEVICE}{TAG}"), Path::new("plant.toml")).unwrap();
     assert_eq!((plain.gateway.clock_speed, plain.gateway.clock_start), (1.0, None));
 }
+
+#[test]
+fn a_dashboard_reachable_from_the_network_needs_a_token_and_tls() {
+    let open = format!("[web]\nlisten = \"0.0.0.0:8080\"\n{DEVICE}{TAG}");
+    check(&open, &[(2, "web.listen", "set token_env"), (2, "web.listen", "set cert_file and key_file")]);
+    let plain = format!(
+        "[web]\nlisten = \"0.0.0.0:8080\"\ntoken_env = \"AIRLOCK_WEB_TOKEN\"\nallow_plain_http = true\n{DEVICE}{TAG}"
+    );
+    let web = parse(&plain, Path::new("/etc/airlock/plant.toml")).unwrap().web.unwrap();
+    assert_eq!((web.listen.port(), web.token_env.as_deref(), web.tls), (8080, Some("AIRLOCK_WEB_TOKEN"), None));
+    let tls = format!(
+        "[web]\nlisten = \"10.0.0.5:8443\"\ntoken_env = \"T\"\ncert_file = \"web.pem\"\nkey_file = \"web.key\"\n{DEVICE}{TAG}"
+    );
+    let web = parse(&tls, Path::new("/etc/airlock/plant.toml")).unwrap().web.unwrap();
+    assert_eq!(web.tls.unwrap().0, Path::new("/etc/airlock/web.pem"));
+    let half = format!("[web]\nlisten = \"10.0.0.5:8443\"\ntoken_env = \"T\"\ncert_file = \"web.pem\"\n{DEVICE}{TAG}");
+    check(&half, &[(4, "web.cert_file", "come together")]);
+    let bad = format!("[web]\nlisten = \"localhost:80\"\n{DEVICE}{TAG}");
+    check(&bad, &[(2, "web.listen", "not ip:port")]);
+    let loopback = format!("[web]\nlisten = \"127.0.0.1:8080\"\n{DEVICE}{TAG}");
+    assert!(parse(&loopback, Path::new("plant.toml")).unwrap().web.unwrap().token_env.is_none());
+}

@@ -25,7 +25,14 @@ pub struct JsonlSink {
 
 impl JsonlSink {
     pub fn new(name: &str, gateway: &str, path: &Path) -> Self {
-        Self { name: name.to_owned(), gateway: gateway.to_owned(), path: path.to_owned(), file: None, space: None, ledger: Arc::default() }
+        Self {
+            name: name.to_owned(),
+            gateway: gateway.to_owned(),
+            path: path.to_owned(),
+            file: None,
+            space: None,
+            ledger: Arc::default(),
+        }
     }
 
     /// Keeps to the file system's free-space reserve: past it, nothing is written (the records

@@ -66,7 +66,9 @@ impl EventFeed {
     fn push(&self, id: RecordId, record: &Upstream, gateway: &str) {
         let (asset, kind, severity, state, message) = match record {
             Upstream::Event(e) => (e.asset.to_string(), e.kind.to_string(), e.severity, e.state, e.message.to_string()),
-            Upstream::Gap(g) => (gateway.to_owned(), g.cause.kind().to_owned(), Severity::Warning, Transition::Once, g.message()),
+            Upstream::Gap(g) => {
+                (gateway.to_owned(), g.cause.kind().to_owned(), Severity::Warning, Transition::Once, g.message())
+            }
             Upstream::Recovered(r) => {
                 (gateway.to_owned(), "outbox_recovered".into(), Severity::Warning, Transition::Once, r.message())
             }

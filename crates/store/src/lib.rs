@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 
 pub use historian::{Bucket, Codec, HistorianConfig, HistorianReader, HistorianStats, HistorianWriter, StoredSample};
 pub use outbox::{
-    Class, EncodedRecord, FsyncPolicy, Origin, OutboxConfig, OutboxReader, OutboxRecord, OutboxStats, OutboxWriter,
-    Position, RecordId, RewindFrom, WireId, request_rewind,
+    Class, EncodedRecord, FsyncPolicy, Origin, OutboxConfig, OutboxReader, OutboxRecord, OutboxStats, OutboxView,
+    OutboxWriter, Position, RecordId, RewindFrom, WireId, request_rewind,
 };
 
 /// A storage failure, with what was being done and to which file.

@@ -358,6 +358,46 @@ pub struct OutboxReader {
     inner: Arc<Mutex<Inner>>,
 }
 
+/// A look at the outbox for a dashboard: counters, positions and records, and nothing that
+/// appends, acknowledges or moves a cursor.
+#[derive(Debug, Clone)]
+pub struct OutboxView {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl OutboxView {
+    pub fn stats(&self) -> OutboxStats {
+        lock(&self.inner).map(|i| i.stats()).unwrap_or_default()
+    }
+
+    /// The last persisted record of each class.
+    pub fn end(&self) -> Result<Position, StoreError> {
+        Ok(Position(lock(&self.inner)?.durable))
+    }
+
+    /// Where `sink` stands: what it has acknowledged.
+    pub fn position(&self, sink: &str) -> Result<Position, StoreError> {
+        let inner = lock(&self.inner)?;
+        inner.cursors.get(sink).map(|c| c.acked).ok_or_else(|| StoreError::UnknownSink(sink.to_owned()))
+    }
+
+    /// The time of the oldest record `sink` has not acknowledged (`None` when it has them all).
+    pub fn oldest_waiting(&self, sink: &str) -> Result<Option<Timestamp>, StoreError> {
+        let reader = OutboxReader { inner: Arc::clone(&self.inner) };
+        let after = self.position(sink)?;
+        let mut oldest: Option<Timestamp> = None;
+        // Each class's first waiting record: a read gives events before older raw records.
+        for class in Class::ALL {
+            let mut through = after;
+            through.0[class as usize] = u64::MAX;
+            if let Some(r) = reader.read_through(&after, &through, 1)?.first() {
+                oldest = Some(oldest.map_or(r.time, |o| o.min(r.time)));
+            }
+        }
+        Ok(oldest)
+    }
+}
+
 const CURSOR_WRITE_INTERVAL: Duration = Duration::from_millis(100);
 
 fn lock(inner: &Mutex<Inner>) -> Result<MutexGuard<'_, Inner>, StoreError> {
@@ -504,6 +544,11 @@ impl OutboxWriter {
 }
 
 impl OutboxReader {
+    /// A view that can only look ([`OutboxView`]), for a dashboard.
+    pub fn view(&self) -> OutboxView {
+        OutboxView { inner: Arc::clone(&self.inner) }
+    }
+
     /// Where `sink` stands: what it has acknowledged.
     pub fn position(&self, sink: &str) -> Result<Position, StoreError> {
         let inner = lock(&self.inner)?;

@@ -1,14 +1,43 @@
-//! TLS client settings for airlock's MQTT connections, shared by the IT-side sink (to a
-//! business broker) and the OT-side subscriber (to a plant broker): rustls with the ring
-//! provider, the server's certificate verified against a configured CA file (PEM) or, when none
-//! is given, the Mozilla roots, and an optional client certificate for brokers that require one
-//! (mutual TLS). It reads the named files and nothing else; errors name the file.
+//! TLS settings, rustls with the ring provider. Client side, for airlock's MQTT connections
+//! (the IT-side sink to a business broker, the OT-side subscriber to a plant broker): the
+//! server's certificate verified against a configured CA file (PEM) or, when none is given, the
+//! Mozilla roots, and an optional client certificate for brokers that require one (mutual
+//! TLS). Server side, for the web dashboard: its certificate chain and key. It reads the named
+//! files and nothing else; errors name the file.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A server configuration presenting `cert` (the chain, PEM) with `key` (PEM); HTTP/1.1 only.
+pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, String> {
+    let (chain, key) = read_identity(cert, key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("the certificate {} with the key: {e}", cert.display()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A certificate chain and its private key, from PEM files.
+fn read_identity(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let read = |p: &Path, e: &dyn std::fmt::Display| format!("read {}: {e}", p.display());
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| read(cert, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| read(cert, &e))?;
+    if chain.is_empty() {
+        return Err(format!("{} holds no certificate", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| read(key, &e))?;
+    Ok((chain, key))
+}
 
 /// A client configuration trusting `ca_file` (or the Mozilla roots), presenting
 /// `client_cert` (certificate chain and key, PEM) when given.
@@ -39,12 +68,7 @@ pub fn client_config(
     match client_cert {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
-            let read = |p: &Path, e: &dyn std::fmt::Display| format!("read {}: {e}", p.display());
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| read(cert, &e))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| read(cert, &e))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| read(key, &e))?;
+            let (chain, key) = read_identity(cert, key)?;
             builder.with_client_auth_cert(chain, key).map_err(|e| format!("the client certificate: {e}"))
         }
     }

@@ -83,12 +83,13 @@ pub fn validate(raw: &RawConfig, text: &str, file: &Path) -> Result<Config, Conf
     let store = store(&mut c, raw);
     let edge = edge(&mut c, raw);
     let sinks = sinks(&mut c, raw);
+    let web = raw.web.as_ref().and_then(|w| web(&mut c, w));
     if let Some(r) = &raw.receive {
         let msg = "[receive] belongs in the receiving half's config (`airlock receive FILE`), not a gateway's".into();
         c.err(r.span(), "receive".into(), msg);
     }
     if c.errors.is_empty() {
-        Ok(Config { gateway, edge, store, devices, sinks })
+        Ok(Config { gateway, edge, store, devices, sinks, web })
     } else {
         c.errors.sort_by_key(|e| (e.line, e.column));
         Err(ConfigErrors(c.errors))
@@ -105,6 +106,11 @@ pub fn validate_receive(raw: &RawConfig, text: &str, file: &Path) -> Result<Rece
     if let Some(g) = &raw.gateway {
         let msg = "the receiving half sends under the sender's name ([receive] sender), not its own".into();
         c.err(g.span(), "gateway".into(), msg);
+    }
+    if let Some(w) = &raw.web {
+        let msg =
+            "the dashboard ([web]) is served by a gateway (airlock run, airlock demo), not by a receiving half".into();
+        c.err(w.span(), "web".into(), msg);
     }
     if raw.store.is_none() {
         let msg = "the receiving half needs a [store] (data_dir): it keeps what it received in its own outbox".into();
@@ -151,6 +157,44 @@ fn receive(c: &mut Checker, r: &crate::raw::RawReceive) -> Option<Receive> {
         silent_after: Duration::from_secs(silent.unsigned_abs()),
         receive_buffer_bytes: buffer.unsigned_abs() as usize,
     })
+}
+
+/// `[web]`: loopback is open to whoever is on the box; any other address needs a token and
+/// TLS (or an explicit `allow_plain_http = true`).
+fn web(c: &mut Checker, w: &Spanned<crate::raw::RawWeb>) -> Option<crate::Web> {
+    let w = w.get_ref();
+    let listen = socket_address(c, &w.listen, "web.listen".into())?;
+    let tls = match (&w.cert_file, &w.key_file) {
+        (Some(cert), Some(key)) => Some((resolve(c, cert.get_ref()), resolve(c, key.get_ref()))),
+        (None, None) => None,
+        (Some(s), None) | (None, Some(s)) => {
+            let msg = "cert_file and key_file come together (the certificate chain and its private key, PEM)".into();
+            c.err(s.span(), if w.cert_file.is_some() { "web.cert_file" } else { "web.key_file" }.into(), msg);
+            None
+        }
+    };
+    let token_env = w.token_env.as_ref().map(|t| t.get_ref().clone());
+    if let Some(t) = &w.token_env
+        && (t.get_ref().is_empty() || !t.get_ref().chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_'))
+    {
+        c.err(t.span(), "web.token_env".into(), format!("{:?} is not an environment variable's name", t.get_ref()));
+    }
+    if !listen.ip().is_loopback() {
+        if token_env.is_none() {
+            let msg = format!(
+                "{listen} is reachable from the network: set token_env (the environment variable holding the access token), or listen on 127.0.0.1"
+            );
+            c.err(w.listen.span(), "web.listen".into(), msg);
+        }
+        let plain = w.allow_plain_http.as_ref().is_some_and(|p| *p.get_ref());
+        if tls.is_none() && !plain && w.cert_file.is_none() && w.key_file.is_none() {
+            let msg = format!(
+                "{listen} is reachable from the network: set cert_file and key_file for HTTPS, or allow_plain_http = true to send the token and the plant's data unencrypted"
+            );
+            c.err(w.listen.span(), "web.listen".into(), msg);
+        }
+    }
+    Some(crate::Web { listen, token_env, tls })
 }
 
 /// An `ip:port` (no host name: resolving one would need an answer from the network).

@@ -220,6 +220,11 @@ impl HistorianReader {
         Ok(Self { inner: Arc::new(Mutex::new(inner)) })
     }
 
+    /// The historian's counters and size (as the writer's).
+    pub fn stats(&self) -> HistorianStats {
+        lock(&self.inner).map(|i| i.stats()).unwrap_or_default()
+    }
+
     /// Every tag's asset path.
     pub fn tags(&self) -> Result<Vec<String>, StoreError> {
         Ok(lock(&self.inner)?.paths.clone())

@@ -1,0 +1,556 @@
+//! The JSON API under `/api/v1/`, and the figures the pages draw from: devices, sinks, the
+//! store, tags and their latest values, history from the historian, events, the egress ledger.
+//! Every query parameter is checked and bounded; a bad one is a 400 that says why.
+
+use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use airlock_model::{DeviceHealth, LinkState, Timestamp, Value};
+use airlock_store::{Bucket, Class, StoredSample};
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::Dashboard;
+use crate::serve::{App, bad_request, typed};
+
+/// Buckets a history answer holds at most, and raw samples.
+pub const BUCKETS_MAX: i64 = 5000;
+pub const RAW_SAMPLES_MAX: usize = 100_000;
+/// Rows a CSV download holds at most.
+pub const CSV_ROWS_MAX: usize = 1_000_000;
+
+#[derive(Serialize)]
+pub struct DeviceRow {
+    pub name: String,
+    pub protocol: &'static str,
+    pub address: String,
+    pub state: &'static str,
+    pub last_error: String,
+    pub samples_per_s: f64,
+    pub requests_per_s: f64,
+    pub polls: u64,
+    pub requests: u64,
+    pub samples: u64,
+    pub exceptions: u64,
+    pub comm_errors: u64,
+    pub batches_dropped: u64,
+    pub restarts: u64,
+}
+
+#[derive(Serialize)]
+pub struct SinkRow {
+    pub name: String,
+    pub kind: &'static str,
+    pub queued: u64,
+    pub delivered: u64,
+    pub failures: u64,
+    pub dead_lettered: u64,
+    pub restarts: u64,
+    /// Seconds since the oldest record the sink has not delivered was made (0 when none waits).
+    pub lag_s: f64,
+    pub last_sent: Option<String>,
+    pub problem: String,
+}
+
+#[derive(Serialize)]
+pub struct StoreRow {
+    pub samples_stored: u64,
+    pub records_queued: u64,
+    pub store_errors: u64,
+    pub outbox_bytes: u64,
+    pub outbox_bytes_max: u64,
+    pub outbox_dropped: u64,
+    pub historian_bytes: u64,
+    pub historian_bytes_max: u64,
+    pub historian_samples_lost: u64,
+}
+
+#[derive(Serialize)]
+pub struct TagRow {
+    pub path: String,
+    pub name: String,
+    pub device: String,
+    pub unit: Option<String>,
+    #[serde(rename = "type")]
+    pub value_type: String,
+    pub value: Option<serde_json::Value>,
+    pub quality: Option<String>,
+    pub age_s: Option<f64>,
+}
+
+pub fn state_word(s: LinkState) -> &'static str {
+    match s {
+        LinkState::Connecting => "connecting",
+        LinkState::Up => "up",
+        LinkState::Backoff => "down",
+    }
+}
+
+/// Samples and requests per second per device, over the last few seconds: totals are kept
+/// at most every [`Rates::WINDOW`], so any number of dashboards share one window.
+#[derive(Default)]
+pub struct Rates {
+    kept: Mutex<Option<Kept>>,
+}
+
+/// When the totals were kept, the totals (samples, requests) then, and the rates last computed.
+type Kept = (Instant, Vec<(u64, u64)>, Vec<(f64, f64)>);
+
+impl Rates {
+    const WINDOW: Duration = Duration::from_secs(5);
+
+    fn get(&self, d: &Dashboard) -> Vec<(f64, f64)> {
+        let totals: Vec<(u64, u64)> = d
+            .devices
+            .iter()
+            .map(|v| (DeviceHealth::get(&v.health.samples), DeviceHealth::get(&v.health.requests)))
+            .collect();
+        let Ok(mut kept) = self.kept.lock() else { return vec![(0.0, 0.0); totals.len()] };
+        let since_start = d.started.elapsed().as_secs_f64().max(1e-3);
+        match kept.as_mut() {
+            None => {
+                let rates = totals.iter().map(|(s, r)| (*s as f64 / since_start, *r as f64 / since_start)).collect();
+                *kept = Some((Instant::now(), totals, rates));
+            }
+            Some((at, before, rates)) if at.elapsed() >= Self::WINDOW => {
+                let dt = at.elapsed().as_secs_f64();
+                *rates = totals
+                    .iter()
+                    .zip(before.iter())
+                    .map(|(n, b)| (n.0.saturating_sub(b.0) as f64 / dt, n.1.saturating_sub(b.1) as f64 / dt))
+                    .collect();
+                *at = Instant::now();
+                *before = totals;
+            }
+            Some(_) => {}
+        }
+        kept.as_ref().map(|k| k.2.clone()).unwrap_or_default()
+    }
+}
+
+pub fn device_rows(d: &Dashboard, rates: &Rates) -> Vec<DeviceRow> {
+    let rates = rates.get(d);
+    d.devices
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let h = &v.health;
+            let (samples_per_s, requests_per_s) = rates.get(i).copied().unwrap_or_default();
+            DeviceRow {
+                name: v.name.clone(),
+                protocol: v.protocol,
+                address: v.address.clone(),
+                state: state_word(h.state()),
+                last_error: h.last_error(),
+                samples_per_s,
+                requests_per_s,
+                polls: DeviceHealth::get(&h.polls),
+                requests: DeviceHealth::get(&h.requests),
+                samples: DeviceHealth::get(&h.samples),
+                exceptions: DeviceHealth::get(&h.exceptions),
+                comm_errors: DeviceHealth::get(&h.comm_errors),
+                batches_dropped: DeviceHealth::get(&h.batches_dropped),
+                restarts: DeviceHealth::get(&h.restarts),
+            }
+        })
+        .collect()
+}
+
+pub fn sink_rows(d: &Dashboard) -> Vec<SinkRow> {
+    let end = d.outbox.end().ok();
+    d.sinks
+        .iter()
+        .map(|s| {
+            let h = &s.health;
+            let queued = match (&end, d.outbox.position(&s.name)) {
+                (Some(end), Ok(at)) => end.0.iter().zip(at.0).map(|(e, a)| e.saturating_sub(a)).sum(),
+                _ => 0,
+            };
+            // Record times are the gateway's clock; lag is against it.
+            let lag_s = match d.outbox.oldest_waiting(&s.name) {
+                Ok(Some(t)) => ((d.now().0 - t.0) as f64 / 1e9).max(0.0),
+                _ => 0.0,
+            };
+            let ledger = h.ledger.view();
+            SinkRow {
+                name: s.name.clone(),
+                kind: s.kind,
+                queued,
+                delivered: h.delivered.load(Relaxed),
+                failures: h.failures.load(Relaxed),
+                dead_lettered: h.dead_lettered.load(Relaxed),
+                restarts: h.restarts.load(Relaxed),
+                lag_s,
+                last_sent: ledger.last_sent_at.map(|t| t.to_string()),
+                problem: h.problem(),
+            }
+        })
+        .collect()
+}
+
+pub fn store_row(d: &Dashboard) -> StoreRow {
+    let outbox = d.outbox.stats();
+    let historian = d.historian.stats();
+    let c = &d.collector;
+    StoreRow {
+        samples_stored: c.samples_stored.load(Relaxed),
+        records_queued: c.records_queued.load(Relaxed),
+        store_errors: c.store_errors.load(Relaxed),
+        outbox_bytes: outbox.bytes,
+        outbox_bytes_max: d.budgets.outbox_bytes_max,
+        outbox_dropped: (0..4).map(|i| outbox.dropped_full[i] + outbox.dropped_age[i] + outbox.dropped_write[i]).sum(),
+        historian_bytes: historian.bytes,
+        historian_bytes_max: d.budgets.historian_bytes_max,
+        historian_samples_lost: historian.samples_lost,
+    }
+}
+
+fn value_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Bool(b) => json!(b),
+        Value::I64(i) => json!(i),
+        Value::U64(u) => json!(u),
+        Value::F64(f) if f.is_finite() => json!(f),
+        Value::F64(_) => serde_json::Value::Null,
+        Value::Text(t) => json!(t),
+        Value::Waveform(w) => json!(format!("[{} samples]", w.len())),
+    }
+}
+
+pub fn tag_rows(d: &Dashboard, filter: &str) -> Vec<TagRow> {
+    let latest = d.latest.lock().map(|l| l.clone()).unwrap_or_default();
+    d.tags
+        .iter()
+        .zip(latest.iter().chain(std::iter::repeat(&None)))
+        .filter(|(t, _)| t.path.as_str().contains(filter))
+        .map(|(t, s)| TagRow {
+            path: t.path.to_string(),
+            name: t.name.clone(),
+            device: d.devices.get(t.device).map(|v| v.name.clone()).unwrap_or_default(),
+            unit: t.unit.as_deref().map(str::to_owned),
+            value_type: format!("{:?}", t.value_type).to_lowercase(),
+            value: s.as_ref().and_then(|s| s.value.as_ref()).map(value_json),
+            quality: s.as_ref().map(|s| s.quality.to_string()),
+            // The latest sample's time is the wall clock's (read by the driver): against the
+            // wall clock.
+            age_s: s.as_ref().map(|s| ((Timestamp::now().0 - s.gateway_time.0) as f64 / 1e9).max(0.0)),
+        })
+        .collect()
+}
+
+/// A time in a query: `now`, `-15m` / `-2h` / `-7d` (before the gateway's now), RFC 3339, or
+/// epoch milliseconds.
+pub fn parse_time(text: &str, now: Timestamp) -> Result<Timestamp, String> {
+    let text = text.trim();
+    if text == "now" {
+        return Ok(now);
+    }
+    if let Some(ago) = text.strip_prefix('-') {
+        let d = parse_span(ago)?;
+        return Ok(Timestamp(now.0.saturating_sub(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))));
+    }
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(Timestamp::from_millis(ms));
+    }
+    Timestamp::parse_rfc3339(text)
+        .ok_or_else(|| format!("{text:?} is not a time (now, -1h, 2026-11-29T10:00:00Z or epoch ms)"))
+}
+
+/// `15m`, `1h`, `7d`, `30s`, `500ms`.
+pub fn parse_span(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{text:?} is not a span like 15m, 1h or 7d"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" | "" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
+    };
+    let ms = n.checked_mul(ms).filter(|ms| *ms <= 3650 * 86_400_000).ok_or_else(|| format!("{text:?} is too long"))?;
+    Ok(Duration::from_millis(ms))
+}
+
+/// The one tag `name` names: its full path, or the end of exactly one path.
+pub fn find_tag(d: &Dashboard, name: &str) -> Result<String, String> {
+    let name = name.trim_matches('/');
+    if name.is_empty() {
+        return Err("name a tag: tag=press1/speed or its full asset path".into());
+    }
+    let paths: Vec<&str> = d.tags.iter().map(|t| t.path.as_str()).collect();
+    if let Some(p) = paths.iter().find(|p| **p == name) {
+        return Ok((*p).to_owned());
+    }
+    let suffix = format!("/{name}");
+    let matching: Vec<&&str> = paths.iter().filter(|p| p.ends_with(&suffix)).collect();
+    match matching.as_slice() {
+        [one] => Ok((**one).to_owned()),
+        [] => Err(format!("no tag {name:?}")),
+        many => Err(format!("{name:?} matches {} tags; give more of the path", many.len())),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    pub tag: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub every: Option<String>,
+}
+
+/// What a history request asks for, checked.
+pub struct HistoryAsk {
+    pub path: String,
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub every: Option<Duration>,
+}
+
+pub fn history_ask(d: &Dashboard, q: &HistoryQuery, default_from: &str) -> Result<HistoryAsk, String> {
+    let path = find_tag(d, q.tag.as_deref().unwrap_or(""))?;
+    let now = d.now();
+    let from = parse_time(q.from.as_deref().unwrap_or(default_from), now)?;
+    let to = parse_time(q.to.as_deref().unwrap_or("now"), now)?;
+    if to <= from {
+        return Err("to must come after from".into());
+    }
+    let every = q.every.as_deref().map(parse_span).transpose()?;
+    if let Some(every) = every {
+        let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX).max(1);
+        if (to.as_millis() - from.as_millis()) / every_ms > BUCKETS_MAX {
+            return Err(format!("at most {BUCKETS_MAX} intervals: make every longer or the range shorter"));
+        }
+    }
+    Ok(HistoryAsk { path, from, to, every })
+}
+
+fn bucket_json(b: &Bucket) -> serde_json::Value {
+    json!({
+        "start": Timestamp::from_millis(b.start_ms).to_string(),
+        "count": b.count, "min": b.min, "max": b.max, "avg": b.avg,
+        "first": b.first, "last": b.last, "twa": b.twa,
+    })
+}
+
+fn sample_json(s: &StoredSample) -> serde_json::Value {
+    json!({ "time": s.time.to_string(), "value": s.value, "quality": s.quality.to_string() })
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Response> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| bad_request(format!("the query failed: {e}")))
+}
+
+pub async fn history(State(app): State<App>, Query(q): Query<HistoryQuery>) -> Response {
+    let d = &app.dashboard;
+    let ask = match history_ask(d, &q, "-1h") {
+        Ok(a) => a,
+        Err(e) => return bad_request(e),
+    };
+    let historian = d.historian.clone();
+    let answer = blocking(move || match ask.every {
+        Some(every) => historian.aggregate(&ask.path, ask.from, ask.to, every).map(|b| {
+            json!({ "tag": ask.path, "every_ms": every.as_millis() as u64,
+                    "buckets": b.iter().map(bucket_json).collect::<Vec<_>>() })
+        }),
+        None => historian.raw(&ask.path, ask.from, ask.to).map(|s| {
+            if s.len() > RAW_SAMPLES_MAX {
+                json!({ "error": format!("{} samples: more than {RAW_SAMPLES_MAX}; give every=1m", s.len()) })
+            } else {
+                json!({ "tag": ask.path, "samples": s.iter().map(sample_json).collect::<Vec<_>>() })
+            }
+        }),
+    })
+    .await;
+    match answer {
+        Ok(Ok(v)) if v.get("error").is_some() => bad_request(v["error"].as_str().unwrap_or_default()),
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => bad_request(e.to_string()),
+        Err(r) => r,
+    }
+}
+
+pub async fn history_csv(State(app): State<App>, Query(q): Query<HistoryQuery>) -> Response {
+    let d = &app.dashboard;
+    let ask = match history_ask(d, &q, "-1h") {
+        Ok(a) => a,
+        Err(e) => return bad_request(e),
+    };
+    let historian = d.historian.clone();
+    let path = ask.path.clone();
+    let rows = blocking(move || historian.raw(&ask.path, ask.from, ask.to)).await;
+    let samples = match rows {
+        Ok(Ok(s)) if s.len() > CSV_ROWS_MAX => {
+            return bad_request(format!("{} samples: more than {CSV_ROWS_MAX}; take a shorter range", s.len()));
+        }
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return bad_request(e.to_string()),
+        Err(r) => return r,
+    };
+    let mut csv = String::from("time,value,quality\n");
+    for s in &samples {
+        let value = s.value.map(|v| v.to_string()).unwrap_or_default();
+        let quality = s.quality.to_string().replace(',', ";");
+        csv.push_str(&format!("{},{value},{quality}\n", s.time));
+    }
+    let mut r = typed("text/csv; charset=utf-8", csv);
+    let file: String = path.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("attachment; filename=\"{file}.csv\"")) {
+        r.headers_mut().insert(axum::http::header::CONTENT_DISPOSITION, v);
+    }
+    r
+}
+
+pub async fn overview(State(app): State<App>) -> Response {
+    let d = &app.dashboard;
+    Json(json!({
+        "gateway": d.gateway,
+        "now": d.now().to_string(),
+        "clock_speed": d.clock.speed(),
+        "devices": device_rows(d, &app.rates),
+        "sinks": sink_rows(d),
+        "store": store_row(d),
+    }))
+    .into_response()
+}
+
+pub async fn devices(State(app): State<App>) -> Response {
+    Json(device_rows(&app.dashboard, &app.rates)).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct TagQuery {
+    pub path: Option<String>,
+}
+
+pub async fn tags(State(app): State<App>, Query(q): Query<TagQuery>) -> Response {
+    let rows = tag_rows(&app.dashboard, q.path.as_deref().unwrap_or(""));
+    let paths: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|t| json!({"path": t.path, "device": t.device, "unit": t.unit, "type": t.value_type}))
+        .collect();
+    Json(paths).into_response()
+}
+
+pub async fn values(State(app): State<App>, Query(q): Query<TagQuery>) -> Response {
+    Json(tag_rows(&app.dashboard, q.path.as_deref().unwrap_or(""))).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct Limit {
+    pub limit: Option<usize>,
+}
+
+pub async fn events(State(app): State<App>, Query(q): Query<Limit>) -> Response {
+    let events = app.dashboard.collector.events.last(q.limit.unwrap_or(100).min(airlock_pipeline::EventFeed::KEPT));
+    let rows: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id, "time": e.time.to_string(), "asset": e.asset, "kind": e.kind,
+                "severity": e.severity.word(), "state": e.state.word(), "message": e.message,
+            })
+        })
+        .collect();
+    Json(rows).into_response()
+}
+
+pub async fn sinks(State(app): State<App>) -> Response {
+    Json(sink_rows(&app.dashboard)).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct LedgerQuery {
+    pub sink: Option<String>,
+    pub topic: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// One sink's ledger as JSON: per class totals, per hour counts, and the last messages.
+pub fn ledger_json(d: &Dashboard, sink: &crate::SinkView, topic: &str, limit: usize) -> serde_json::Value {
+    let v = sink.health.ledger.view();
+    let id = |i: Option<airlock_store::RecordId>| i.map(|i| format!("{}-{i}", d.gateway));
+    let classes: Vec<serde_json::Value> = Class::ALL
+        .iter()
+        .map(|c| {
+            let i = *c as usize;
+            json!({ "class": c.name(), "records": v.records[i], "bytes": v.bytes[i],
+                    "last_sent": id(v.last_sent[i]), "last_delivered": id(v.last_delivered[i]) })
+        })
+        .collect();
+    let hours: Vec<serde_json::Value> = v
+        .hours
+        .iter()
+        .map(|h| {
+            json!({ "hour": Timestamp::from_millis(h.hour_start_ms).to_string(),
+                    "records": h.records.iter().sum::<u64>(), "bytes": h.bytes.iter().sum::<u64>(),
+                    "per_class": Class::ALL.iter().map(|c| json!({"class": c.name(),
+                        "records": h.records[*c as usize], "bytes": h.bytes[*c as usize]})).collect::<Vec<_>>() })
+        })
+        .collect();
+    let messages: Vec<serde_json::Value> = sink
+        .health
+        .ledger
+        .messages(topic, limit)
+        .iter()
+        .map(|m| {
+            let mut one = json!({
+                "time": m.time.to_string(), "topic": m.topic, "records": m.records,
+                "first_id": format!("{}-{}", d.gateway, m.first_id), "last_id": format!("{}-{}", d.gateway, m.last_id),
+                "bytes": m.bytes, "cut": m.payload.len() < m.bytes,
+            });
+            match std::str::from_utf8(&m.payload) {
+                Ok(text) => one["payload"] = json!(text),
+                Err(_) => one["payload_hex"] = json!(m.payload.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+            }
+            one
+        })
+        .collect();
+    json!({ "sink": sink.name, "kind": sink.kind, "classes": classes, "hours": hours, "messages": messages })
+}
+
+pub async fn ledger(State(app): State<App>, Query(q): Query<LedgerQuery>) -> Response {
+    let d = &app.dashboard;
+    let limit = q.limit.unwrap_or(50).min(airlock_north::ledger::MESSAGES_KEPT);
+    let topic = q.topic.as_deref().unwrap_or("");
+    let all: Vec<serde_json::Value> = d
+        .sinks
+        .iter()
+        .filter(|s| q.sink.as_deref().is_none_or(|n| n == s.name))
+        .map(|s| ledger_json(d, s, topic, limit))
+        .collect();
+    if all.is_empty() && q.sink.is_some() {
+        return bad_request("no such sink");
+    }
+    Json(all).into_response()
+}
+
+const OPENAPI: &str = include_str!("../assets/openapi.json");
+
+pub async fn openapi() -> Response {
+    typed("application/json", OPENAPI)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_spans_parse_and_refuse() {
+        let now = Timestamp::from_millis(10_000_000);
+        assert_eq!(parse_time("now", now), Ok(now));
+        assert_eq!(parse_time("-1h", now), Ok(Timestamp::from_millis(10_000_000 - 3_600_000)));
+        assert_eq!(parse_time("1000", now), Ok(Timestamp::from_millis(1000)));
+        assert!(parse_time("2026-11-29T10:00:00Z", now).is_ok());
+        assert!(parse_time("yesterday", now).is_err());
+        assert_eq!(parse_span("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_span("99999999999999d").is_err());
+        assert!(parse_span("1w").is_err());
+        assert!(parse_span("").is_err());
+    }
+}
