@@ -442,14 +442,18 @@ pub async fn values(State(app): State<App>, Query(q): Query<TagQuery>) -> Respon
 }
 
 #[derive(Deserialize)]
-pub struct Limit {
+pub struct EventQuery {
     pub limit: Option<usize>,
+    pub kind: Option<String>,
 }
 
-pub async fn events(State(app): State<App>, Query(q): Query<Limit>) -> Response {
-    let events = app.dashboard.collector.events.last(q.limit.unwrap_or(100).min(airlock_pipeline::EventFeed::KEPT));
+pub async fn events(State(app): State<App>, Query(q): Query<EventQuery>) -> Response {
+    let events = app.dashboard.collector.events.last(airlock_pipeline::EventFeed::KEPT);
+    let limit = q.limit.unwrap_or(100);
     let rows: Vec<serde_json::Value> = events
         .iter()
+        .filter(|e| q.kind.as_deref().is_none_or(|k| k == e.kind))
+        .take(limit)
         .map(|e| {
             json!({
                 "id": e.id, "time": e.time.to_string(), "asset": e.asset, "kind": e.kind,

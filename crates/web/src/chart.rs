@@ -86,10 +86,12 @@ pub fn svg(buckets: &[Bucket], from_ms: i64, to_ms: i64, every_ms: i64, unit: &s
         );
     }
     let _ = write!(out, "<text x=\"{LEFT}\" y=\"{}\" fill=\"#555\">{}</text>", TOP - 2.0 + 10.0, escape(unit));
-    // The band (min to max) and the average, each a run of buckets with a value; a bucket
-    // without one breaks the line rather than bridging a gap in the data.
+    // The band (min to max) and the average, each a run of buckets with a value. An interval
+    // with no sample at all is passed over (the line joins its neighbours, as between any two
+    // samples); one whose samples were all bad breaks the line: the value was not known.
     let half = (every_ms as f64 / span * plot_w / 2.0).max(0.0);
-    for run in buckets.split(|b| b.min.is_none() || b.max.is_none() || b.avg.is_none()).filter(|r| !r.is_empty()) {
+    let read: Vec<Bucket> = buckets.iter().filter(|b| b.count > 0).copied().collect();
+    for run in read.split(|b| b.min.is_none() || b.max.is_none() || b.avg.is_none()).filter(|r| !r.is_empty()) {
         let mid = |b: &Bucket| x(b.start_ms) + half;
         let mut band = String::new();
         for b in run {
@@ -133,9 +135,17 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_breaks_the_line_and_text_is_escaped() {
-        let b = [bucket(0, Some(1.0)), bucket(10, Some(2.0)), bucket(20, None), bucket(30, Some(3.0))];
-        let svg = svg(&b, 0, 40, 10, "<script>");
+    fn bad_values_break_the_line_empty_intervals_do_not_and_text_is_escaped() {
+        let empty = Bucket { start_ms: 20, ..Bucket::default() };
+        let b = [
+            bucket(0, Some(1.0)),
+            bucket(10, Some(2.0)),
+            empty,
+            bucket(30, Some(3.0)),
+            bucket(40, None),
+            bucket(50, Some(1.0)),
+        ];
+        let svg = svg(&b, 0, 60, 10, "<script>");
         assert_eq!(svg.matches("class=\"avg\"").count(), 2, "{svg}");
         assert!(svg.contains("&lt;script&gt;") && !svg.contains("<script>"));
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));

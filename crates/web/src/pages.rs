@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::api::{self, HistoryQuery};
+use crate::api;
 use crate::chart::{self, escape};
 use crate::serve::{App, bad_request, typed};
 
@@ -240,15 +240,17 @@ pub(crate) async fn trend(State(app): State<App>, Query(q): Query<TrendQuery>) -
         let class = if r == range { " class=\"on\"" } else { "" };
         let _ = write!(b, "<a{class} href=\"/trend?tag={tag}&amp;range={r}\">{r}</a> ");
     }
-    let at = d.now().as_millis();
+    let _ = write!(b, "<a class=\"csv\" href=\"/api/v1/history.csv?tag={tag}&amp;from=-{range}\">CSV</a></p>");
+    match chart_of(d, &path, range, None).await {
+        Ok(svg) => {
+            let _ = write!(b, "<figure id=\"trend\">{svg}</figure>");
+        }
+        Err(e) => return bad_request(e),
+    }
     let _ = write!(
         b,
-        "<a class=\"csv\" href=\"/api/v1/history.csv?tag={tag}&amp;from=-{range}\">CSV</a></p>\
-         <img id=\"trend\" alt=\"trend of {}\" width=\"{}\" height=\"{}\" src=\"/trend.svg?tag={tag}&amp;range={range}&amp;at={at}\">\
-         <p class=\"note\">band: minimum to maximum per interval; line: average. Updates every {refresh} s.</p>",
-        escape(&path),
-        chart::WIDTH,
-        chart::HEIGHT
+        "<p class=\"note\">band: minimum to maximum per interval; line: average. Updates every {refresh} s. \
+         The same chart alone: <a href=\"/trend.svg?tag={tag}&amp;range={range}\">SVG</a>.</p>"
     );
     page(&app, "Trend", refresh, &b)
 }
@@ -260,41 +262,38 @@ pub(crate) struct SvgQuery {
     at: Option<i64>,
 }
 
+/// The SVG trend of `path` over the `range` that ends at `at` (epoch ms; the gateway's now
+/// when `None`).
+async fn chart_of(d: &crate::Dashboard, path: &str, range: &str, at: Option<i64>) -> Result<String, String> {
+    let (_, every, _) = range_of(Some(range)).ok_or("range is one of 15m, 1h, 1d, 7d")?;
+    let span = api::parse_span(range)?;
+    let to = at.map_or_else(|| d.now(), airlock_model::Timestamp::from_millis);
+    let from = airlock_model::Timestamp(to.0.saturating_sub(i64::try_from(span.as_nanos()).unwrap_or(i64::MAX)));
+    let every = api::parse_span(every)?;
+    let unit = d.tags.iter().find(|t| t.path.as_str() == path).and_then(|t| t.unit.as_deref().map(str::to_owned));
+    let historian = d.historian.clone();
+    let owned = path.to_owned();
+    let buckets = tokio::task::spawn_blocking(move || historian.aggregate(&owned, from, to, every))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let every_ms = i64::try_from(every.as_millis()).unwrap_or(1);
+    Ok(chart::svg(&buckets, from.as_millis(), to.as_millis(), every_ms, unit.as_deref().unwrap_or("")))
+}
+
 pub(crate) async fn trend_svg(State(app): State<App>, Query(q): Query<SvgQuery>) -> Response {
     let d = &app.dashboard;
-    let Some((range, every, _)) = range_of(q.range.as_deref()) else {
+    let Some((range, ..)) = range_of(q.range.as_deref()) else {
         return bad_request("range is one of 15m, 1h, 1d, 7d");
     };
-    let query = HistoryQuery {
-        tag: q.tag.clone(),
-        from: Some(match q.at {
-            Some(at) => format!("{}", at - api::parse_span(range).map_or(0, |s| s.as_millis() as i64)),
-            None => format!("-{range}"),
-        }),
-        to: q.at.map(|at| at.to_string()),
-        every: Some(every.to_owned()),
-    };
-    let ask = match api::history_ask(d, &query, "-1h") {
-        Ok(a) => a,
+    let path = match api::find_tag(d, q.tag.as_deref().unwrap_or("")) {
+        Ok(p) => p,
         Err(e) => return bad_request(e),
     };
-    let unit = d
-        .tags
-        .iter()
-        .find(|t| t.path.as_str() == ask.path)
-        .and_then(|t| t.unit.as_deref().map(str::to_owned))
-        .unwrap_or_default();
-    let historian = d.historian.clone();
-    let every_d = ask.every.unwrap_or_default();
-    let (path, from, to) = (ask.path.clone(), ask.from, ask.to);
-    let buckets = tokio::task::spawn_blocking(move || historian.aggregate(&path, from, to, every_d)).await;
-    let buckets = match buckets {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return bad_request(e.to_string()),
-        Err(e) => return bad_request(e.to_string()),
+    let svg = match chart_of(d, &path, range, q.at).await {
+        Ok(svg) => svg,
+        Err(e) => return bad_request(e),
     };
-    let every_ms = i64::try_from(every_d.as_millis()).unwrap_or(1);
-    let svg = chart::svg(&buckets, from.as_millis(), to.as_millis(), every_ms, &unit);
     let mut r = typed("image/svg+xml", svg);
     // A chart of a past `at` never changes.
     if q.at.is_some() {
@@ -303,9 +302,24 @@ pub(crate) async fn trend_svg(State(app): State<App>, Query(q): Query<SvgQuery>)
     r
 }
 
-pub(crate) async fn events(State(app): State<App>) -> Response {
-    let events = app.dashboard.collector.events.last(200);
-    page(&app, "Events", 2, &events_table(&events))
+#[derive(Deserialize)]
+pub(crate) struct EventsQuery {
+    kind: Option<String>,
+}
+
+pub(crate) async fn events(State(app): State<App>, Query(q): Query<EventsQuery>) -> Response {
+    let kind = q.kind.unwrap_or_default();
+    let all = app.dashboard.collector.events.last(airlock_pipeline::EventFeed::KEPT);
+    let events: Vec<_> = all.into_iter().filter(|e| kind.is_empty() || e.kind == kind).take(200).collect();
+    let mut b = String::from("<p class=\"kinds\">");
+    let kinds = app.dashboard.collector.events.counts();
+    let _ = write!(b, "<a href=\"/events\">all</a> ");
+    for (k, n) in &kinds {
+        let _ = write!(b, "<a href=\"/events?kind={}\">{} ({n})</a> ", url_encode(k), escape(k));
+    }
+    b.push_str("</p>");
+    b.push_str(&events_table(&events));
+    page(&app, "Events", 2, &b)
 }
 
 #[derive(Deserialize)]
