@@ -211,7 +211,17 @@ impl Gateway {
             gateway: self.config.gateway.name.clone(),
             clock: self.clock,
             devices,
-            tags: Arc::clone(&self.tags),
+            tags: self
+                .tags
+                .iter()
+                .map(|t| airlock_web::TagView {
+                    path: t.path.to_string(),
+                    name: t.name.clone(),
+                    unit: t.unit.as_deref().map(str::to_owned),
+                    device: t.device,
+                    value_type: t.value_type,
+                })
+                .collect(),
             latest: Arc::clone(&self.latest),
             collector: Arc::clone(&self.collector_health),
             sinks,

@@ -123,13 +123,40 @@ fn the_crate_graph_keeps_the_airlock_one_way() {
         "airlock-edge",
         "airlock-pipeline",
         "airlock-upstream",
+        "airlock-web",
+        "airlock-diode",
     ];
     for expected in crates {
         assert!(graph.contains_key(expected), "{expected} missing from the workspace");
     }
     assert!(reachable(&graph, "airlock-south-modbus").contains("tokio-modbus"));
     assert!(reachable(&graph, "airlock-north").contains("airlock-store"), "the north side reads the outbox");
+    assert!(reachable(&graph, "airlock-web").contains("axum"), "the dashboard is checked too");
     assert_eq!(violations(&graph), Vec::<String>::new());
+}
+
+/// The dashboard holds a view of the outbox that cannot acknowledge, and only answers GET and
+/// HEAD: its code names neither the reader that acknowledges nor a route of another method.
+#[test]
+fn the_dashboard_cannot_acknowledge_or_take_a_write_method() {
+    let dir = workspace_root().join("crates/web/src");
+    let mut found = Vec::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        files += 1;
+        for (i, line) in text.lines().enumerate() {
+            let code = code_of(line);
+            for bad in ["OutboxReader", "OutboxWriter", "HistorianWriter", ".ack(", "post(", "put(", "delete(", "patch("] {
+                if code.contains(bad) {
+                    found.push(format!("{}:{}: {bad}", path.display(), i + 1));
+                }
+            }
+        }
+    }
+    assert!(files >= 5, "the web crate's sources were read");
+    assert_eq!(found, Vec::<String>::new());
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Live counters of one device, written by its driver task and read by views and metrics; and
 //! the board on which any part of the gateway reports a problem that should go upstream.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 
@@ -141,6 +141,66 @@ pub fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
     match payload.downcast::<String>() {
         Ok(s) => *s,
         Err(payload) => payload.downcast::<&str>().map_or_else(|_| "(no message)".to_owned(), |s| (*s).to_owned()),
+    }
+}
+
+/// Counters of the collector (the OT chamber's store writer), for the live view and the
+/// dashboard.
+#[derive(Debug, Default)]
+pub struct CollectorHealth {
+    pub samples_stored: AtomicU64,
+    pub records_queued: AtomicU64,
+    pub store_errors: AtomicU64,
+    /// Times the collector panicked and went on.
+    pub restarts: AtomicU64,
+    /// The last events put into the outbox, for the live view and the dashboard.
+    pub events: EventFeed,
+}
+
+/// One event as a person reads it in a feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedEvent {
+    /// Its id in the outbox (`e17`).
+    pub id: String,
+    pub time: Timestamp,
+    pub asset: String,
+    pub kind: String,
+    pub severity: Severity,
+    pub state: Transition,
+    pub message: String,
+}
+
+/// The last [`EventFeed::KEPT`] events queued upstream, newest last.
+#[derive(Debug, Default)]
+pub struct EventFeed {
+    events: Mutex<VecDeque<FeedEvent>>,
+    /// Events queued since the start, per kind.
+    by_kind: Mutex<BTreeMap<String, u64>>,
+}
+
+impl EventFeed {
+    pub const KEPT: usize = 500;
+
+    /// One more event queued upstream.
+    pub fn push(&self, event: FeedEvent) {
+        if let Ok(mut k) = self.by_kind.lock() {
+            *k.entry(event.kind.clone()).or_default() += 1;
+        }
+        let Ok(mut events) = self.events.lock() else { return };
+        events.push_back(event);
+        while events.len() > Self::KEPT {
+            events.pop_front();
+        }
+    }
+
+    /// The last `n` events, newest first.
+    pub fn last(&self, n: usize) -> Vec<FeedEvent> {
+        self.events.lock().map(|e| e.iter().rev().take(n).cloned().collect()).unwrap_or_default()
+    }
+
+    /// Events queued since the start, per kind.
+    pub fn counts(&self) -> Vec<(String, u64)> {
+        self.by_kind.lock().map(|k| k.iter().map(|(k, n)| (k.clone(), *n)).collect()).unwrap_or_default()
     }
 }
 

@@ -14,6 +14,8 @@ mod time;
 
 pub use asset::{AssetPath, AssetPathError, check_segment};
 pub use event::{Event, Severity, Transition};
-pub use health::{DeviceHealth, Latency, LinkState, Problem, Problems, panic_text};
+pub use health::{
+    CollectorHealth, DeviceHealth, EventFeed, FeedEvent, Latency, LinkState, Problem, Problems, panic_text,
+};
 pub use sample::{Quality, Reason, Sample, SampleBatch, TagId, Value, ValueType};
 pub use time::{Clock, Timestamp};

@@ -6,14 +6,14 @@
 //! (a sink that cannot deliver, and later its recovery) are taken from the [`Problems`] board
 //! on every edge tick and queued as events of the gateway's own asset.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use airlock_model::{
-    AssetPath, Clock, Problem, Problems, Sample, SampleBatch, Severity, Timestamp, Transition, panic_text,
+    AssetPath, Clock, CollectorHealth, FeedEvent, Problem, Problems, Sample, SampleBatch, Severity, Timestamp,
+    Transition, panic_text,
 };
 use airlock_store::{Class, HistorianWriter, OutboxWriter, RecordId, StoreError};
 use airlock_upstream::{EventRecord, Upstream};
@@ -27,76 +27,22 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 /// The latest sample of every tag, shared with the live view.
 pub type Latest = Arc<Mutex<Vec<Option<Sample>>>>;
 
-/// Counters of the collector, for the view.
-#[derive(Debug, Default)]
-pub struct CollectorHealth {
-    pub samples_stored: AtomicU64,
-    pub records_queued: AtomicU64,
-    pub store_errors: AtomicU64,
-    /// Times the collector panicked and went on.
-    pub restarts: AtomicU64,
-    /// The last events put into the outbox, for the live view and the dashboard.
-    pub events: EventFeed,
-}
-
-/// One event as a person reads it in a feed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FeedEvent {
-    /// Its id in the outbox (`e17`).
-    pub id: String,
-    pub time: Timestamp,
-    pub asset: String,
-    pub kind: String,
-    pub severity: Severity,
-    pub state: Transition,
-    pub message: String,
-}
-
-/// The last [`EventFeed::KEPT`] events queued upstream, newest last.
-#[derive(Debug, Default)]
-pub struct EventFeed {
-    events: Mutex<VecDeque<FeedEvent>>,
-    /// Events queued since the start, per kind.
-    by_kind: Mutex<BTreeMap<String, u64>>,
-}
-
-impl EventFeed {
-    pub const KEPT: usize = 500;
-
-    fn push(&self, id: RecordId, record: &Upstream, gateway: &str) {
-        let (asset, kind, severity, state, message) = match record {
-            Upstream::Event(e) => (e.asset.to_string(), e.kind.to_string(), e.severity, e.state, e.message.to_string()),
-            Upstream::Gap(g) => {
-                (gateway.to_owned(), g.cause.kind().to_owned(), Severity::Warning, Transition::Once, g.message())
-            }
-            Upstream::Recovered(r) => {
-                (gateway.to_owned(), "outbox_recovered".into(), Severity::Warning, Transition::Once, r.message())
-            }
-            Upstream::Undecodable(u) => {
-                (gateway.to_owned(), "outbox_undecodable".into(), Severity::Warning, Transition::Once, u.message())
-            }
-            _ => return,
-        };
-        if let Ok(mut k) = self.by_kind.lock() {
-            *k.entry(kind.clone()).or_default() += 1;
+/// An event record as the feed shows it (`None` for a record that is no event).
+fn feed_event(id: RecordId, record: &Upstream, gateway: &str) -> Option<FeedEvent> {
+    let (asset, kind, severity, state, message) = match record {
+        Upstream::Event(e) => (e.asset.to_string(), e.kind.to_string(), e.severity, e.state, e.message.to_string()),
+        Upstream::Gap(g) => {
+            (gateway.to_owned(), g.cause.kind().to_owned(), Severity::Warning, Transition::Once, g.message())
         }
-        let Ok(mut events) = self.events.lock() else { return };
-        let id = id.to_string();
-        events.push_back(FeedEvent { id, time: record.time(), asset, kind, severity, state, message });
-        while events.len() > Self::KEPT {
-            events.pop_front();
+        Upstream::Recovered(r) => {
+            (gateway.to_owned(), "outbox_recovered".into(), Severity::Warning, Transition::Once, r.message())
         }
-    }
-
-    /// The last `n` events, newest first.
-    pub fn last(&self, n: usize) -> Vec<FeedEvent> {
-        self.events.lock().map(|e| e.iter().rev().take(n).cloned().collect()).unwrap_or_default()
-    }
-
-    /// Events queued since the start, per kind.
-    pub fn counts(&self) -> Vec<(String, u64)> {
-        self.by_kind.lock().map(|k| k.iter().map(|(k, n)| (k.clone(), *n)).collect()).unwrap_or_default()
-    }
+        Upstream::Undecodable(u) => {
+            (gateway.to_owned(), "outbox_undecodable".into(), Severity::Warning, Transition::Once, u.message())
+        }
+        _ => return None,
+    };
+    Some(FeedEvent { id: id.to_string(), time: record.time(), asset, kind, severity, state, message })
 }
 
 /// The collector: the OT chamber's only writer to the store.
@@ -320,7 +266,9 @@ impl Collector {
                     queued += 1;
                     if class == Class::Event {
                         let gateway = self.gateway.as_ref().map_or("", |g| g.as_str());
-                        self.health.events.push(id, &record, gateway);
+                        if let Some(event) = feed_event(id, &record, gateway) {
+                            self.health.events.push(event);
+                        }
                     }
                 }
                 // One record too large for the outbox is refused alone, and said so upstream.

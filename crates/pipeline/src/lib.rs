@@ -14,7 +14,8 @@ mod handle;
 mod supervise;
 mod tags;
 
-pub use collector::{Collector, CollectorHealth, EventFeed, FeedEvent, Latest};
+pub use airlock_model::{CollectorHealth, EventFeed, FeedEvent};
+pub use collector::{Collector, Latest};
 pub use condense::Condenser;
 pub use handle::{BatchSender, CHANNEL_BATCHES, DeviceHandle, Running, Source, channel};
 pub use supervise::supervise;

@@ -226,7 +226,7 @@ pub fn tag_rows(d: &Dashboard, filter: &str) -> Vec<TagRow> {
     d.tags
         .iter()
         .zip(latest.iter().chain(std::iter::repeat(&None)))
-        .filter(|(t, _)| t.path.as_str().contains(filter))
+        .filter(|(t, _)| t.path.contains(filter))
         .map(|(t, s)| TagRow {
             path: t.path.to_string(),
             name: t.name.clone(),
@@ -448,7 +448,7 @@ pub struct EventQuery {
 }
 
 pub async fn events(State(app): State<App>, Query(q): Query<EventQuery>) -> Response {
-    let events = app.dashboard.collector.events.last(airlock_pipeline::EventFeed::KEPT);
+    let events = app.dashboard.collector.events.last(airlock_model::EventFeed::KEPT);
     let limit = q.limit.unwrap_or(100);
     let rows: Vec<serde_json::Value> = events
         .iter()

@@ -20,9 +20,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use airlock_model::{Clock, DeviceHealth, Timestamp};
+use std::sync::Mutex;
+
+use airlock_model::{Clock, CollectorHealth, DeviceHealth, Sample, Timestamp, ValueType};
 use airlock_north::SinkHealth;
-use airlock_pipeline::{CollectorHealth, Latest, TagTable};
 use airlock_store::{HistorianReader, OutboxView};
 
 pub use serve::{RunningWeb, start};
@@ -59,6 +60,20 @@ pub struct SinkView {
     pub health: Arc<SinkHealth>,
 }
 
+/// One tag as the dashboard sees it.
+pub struct TagView {
+    /// Its asset path (`enterprise/site/area/line/cell/device/tag`).
+    pub path: String,
+    pub name: String,
+    pub unit: Option<String>,
+    /// Its device, an index into [`Dashboard::devices`].
+    pub device: usize,
+    pub value_type: ValueType,
+}
+
+/// The latest sample of each tag, by tag id (what the collector keeps for the live view).
+pub type Latest = Arc<Mutex<Vec<Option<Sample>>>>;
+
 /// The store's budgets, to show usage against.
 #[derive(Debug, Clone, Copy)]
 pub struct Budgets {
@@ -72,7 +87,8 @@ pub struct Dashboard {
     /// The gateway's clock: trends end at its now.
     pub clock: Clock,
     pub devices: Vec<DeviceView>,
-    pub tags: Arc<TagTable>,
+    /// Every tag, in tag id order (as [`Dashboard::latest`]).
+    pub tags: Vec<TagView>,
     pub latest: Latest,
     pub collector: Arc<CollectorHealth>,
     pub sinks: Vec<SinkView>,

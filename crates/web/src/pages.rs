@@ -54,7 +54,7 @@ fn bytes(n: u64) -> String {
     }
 }
 
-fn events_table(events: &[airlock_pipeline::FeedEvent]) -> String {
+fn events_table(events: &[airlock_model::FeedEvent]) -> String {
     let mut t = String::from(
         "<table class=\"events\"><thead><tr><th>time</th><th>severity</th><th>state</th><th>asset</th><th>message</th></tr></thead><tbody>",
     );
@@ -220,12 +220,7 @@ pub(crate) async fn trend(State(app): State<App>, Query(q): Query<TrendQuery>) -
             .iter()
             .filter(|t| !matches!(t.value_type, airlock_model::ValueType::Text | airlock_model::ValueType::Waveform))
         {
-            let _ = write!(
-                b,
-                "<li><a href=\"/trend?tag={}\">{}</a></li>",
-                url_encode(t.path.as_str()),
-                escape(t.path.as_str())
-            );
+            let _ = write!(b, "<li><a href=\"/trend?tag={}\">{}</a></li>", url_encode(&t.path), escape(&t.path));
         }
         b.push_str("</ul>");
         return page(&app, "Trend", 3600, &b);
@@ -270,7 +265,7 @@ async fn chart_of(d: &crate::Dashboard, path: &str, range: &str, at: Option<i64>
     let to = at.map_or_else(|| d.now(), airlock_model::Timestamp::from_millis);
     let from = airlock_model::Timestamp(to.0.saturating_sub(i64::try_from(span.as_nanos()).unwrap_or(i64::MAX)));
     let every = api::parse_span(every)?;
-    let unit = d.tags.iter().find(|t| t.path.as_str() == path).and_then(|t| t.unit.as_deref().map(str::to_owned));
+    let unit = d.tags.iter().find(|t| t.path == path).and_then(|t| t.unit.as_deref().map(str::to_owned));
     let historian = d.historian.clone();
     let owned = path.to_owned();
     let buckets = tokio::task::spawn_blocking(move || historian.aggregate(&owned, from, to, every))
@@ -309,7 +304,7 @@ pub(crate) struct EventsQuery {
 
 pub(crate) async fn events(State(app): State<App>, Query(q): Query<EventsQuery>) -> Response {
     let kind = q.kind.unwrap_or_default();
-    let all = app.dashboard.collector.events.last(airlock_pipeline::EventFeed::KEPT);
+    let all = app.dashboard.collector.events.last(airlock_model::EventFeed::KEPT);
     let events: Vec<_> = all.into_iter().filter(|e| kind.is_empty() || e.kind == kind).take(200).collect();
     let mut b = String::from("<p class=\"kinds\">");
     let kinds = app.dashboard.collector.events.counts();
