@@ -148,7 +148,9 @@ fn the_dashboard_cannot_acknowledge_or_take_a_write_method() {
         files += 1;
         for (i, line) in text.lines().enumerate() {
             let code = code_of(line);
-            for bad in ["OutboxReader", "OutboxWriter", "HistorianWriter", ".ack(", "post(", "put(", "delete(", "patch("] {
+            for bad in
+                ["OutboxReader", "OutboxWriter", "HistorianWriter", ".ack(", "post(", "put(", "delete(", "patch("]
+            {
                 if code.contains(bad) {
                     found.push(format!("{}:{}: {bad}", path.display(), i + 1));
                 }

@@ -38,6 +38,9 @@ pub struct Columns {
     pub times: Vec<i64>,
     pub values: Vec<f64>,
     pub quality: Vec<u16>,
+    /// Whether a time is earlier than one before it (a clock set back): then a time range is
+    /// found by a scan, otherwise by binary search.
+    pub unsorted: bool,
 }
 
 impl Columns {
@@ -49,7 +52,34 @@ impl Columns {
         self.times.is_empty()
     }
 
+    /// Columns of these times, values and qualities (of equal length).
+    pub fn from_parts(times: Vec<i64>, values: Vec<f64>, quality: Vec<u16>) -> Self {
+        let unsorted = !times.is_sorted();
+        Self { times, values, quality, unsorted }
+    }
+
+    /// The indices of the samples with `from_ms <= time < to_ms`, in order.
+    pub fn range(&self, from_ms: i64, to_ms: i64) -> Box<dyn Iterator<Item = usize> + '_> {
+        if self.unsorted {
+            return Box::new((0..self.len()).filter(move |i| (from_ms..to_ms).contains(&self.times[*i])));
+        }
+        let lo = self.times.partition_point(|t| *t < from_ms);
+        let hi = self.times.partition_point(|t| *t < to_ms).max(lo);
+        Box::new(lo..hi)
+    }
+
+    /// The index of the newest sample before `before_ms` (the last of equal times).
+    pub fn last_before(&self, before_ms: i64) -> Option<usize> {
+        if self.unsorted {
+            return (0..self.len()).filter(|i| self.times[*i] < before_ms).max_by_key(|i| self.times[*i]);
+        }
+        self.times.partition_point(|t| *t < before_ms).checked_sub(1)
+    }
+
     pub fn push(&mut self, time: i64, value: f64, quality: u16) {
+        if self.times.last().is_some_and(|last| *last > time) {
+            self.unsorted = true;
+        }
         self.times.push(time);
         self.values.push(value);
         self.quality.push(quality);
@@ -155,7 +185,7 @@ pub fn decode(bytes: &[u8], shared_times: impl FnOnce(u64) -> Result<Vec<i64>, S
     if times.len() != count || values.len() != count {
         return Err(format!("{} times and {} values for {count} samples", times.len(), values.len()));
     }
-    Ok(Columns { times, values, quality })
+    Ok(Columns::from_parts(times, values, quality))
 }
 
 fn put_block(out: &mut Vec<u8>, block: &[u8]) {
@@ -229,6 +259,29 @@ pub fn get_varint(bytes: &[u8], at: &mut usize) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_are_found_alike_whether_times_are_in_order_or_not() {
+        let sorted = columns();
+        let mut unsorted = columns();
+        // The clock was set back by a minute at sample 300.
+        unsorted.times[300..].iter_mut().for_each(|t| *t -= 60_000);
+        unsorted = Columns::from_parts(unsorted.times, unsorted.values, unsorted.quality);
+        assert!(!sorted.unsorted && unsorted.unsorted);
+        for c in [&sorted, &unsorted] {
+            for (from, to) in [(0, i64::MAX), (1_700_000_050_000, 1_700_000_120_000), (5, 6), (i64::MAX - 1, i64::MAX)]
+            {
+                let scan: Vec<usize> = (0..c.len()).filter(|i| (from..to).contains(&c.times[*i])).collect();
+                assert_eq!(c.range(from, to).collect::<Vec<_>>(), scan, "{from}..{to}");
+                let newest = (0..c.len()).filter(|i| c.times[*i] < to).max_by_key(|i| c.times[*i]);
+                assert_eq!(c.last_before(to), newest, "before {to}");
+            }
+        }
+        let mut pushed = Columns::default();
+        pushed.push(10, 1.0, 0);
+        pushed.push(5, 1.0, 0);
+        assert!(pushed.unsorted, "a push back in time is noticed");
+    }
 
     fn columns() -> Columns {
         let mut c = Columns::default();

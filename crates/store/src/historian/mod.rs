@@ -568,10 +568,10 @@ impl Inner {
     fn last_before(&self, tag: u32, before_ms: i64) -> Result<Option<(i64, f64, u16)>, StoreError> {
         let mut best: Option<(i64, f64, u16)> = None;
         let mut consider = |c: &chunk::Columns| {
-            for i in 0..c.len() {
-                if c.times[i] < before_ms && best.is_none_or(|b| c.times[i] >= b.0) {
-                    best = Some((c.times[i], c.values[i], c.quality[i]));
-                }
+            if let Some(i) = c.last_before(before_ms)
+                && best.is_none_or(|b| c.times[i] >= b.0)
+            {
+                best = Some((c.times[i], c.values[i], c.quality[i]));
             }
         };
         if let Some(head) = self.heads.get(tag as usize) {
@@ -607,11 +607,7 @@ impl Inner {
 }
 
 fn push_range(c: &chunk::Columns, from_ms: i64, to_ms: i64, out: &mut Vec<(i64, f64, u16)>) {
-    for i in 0..c.len() {
-        if (from_ms..to_ms).contains(&c.times[i]) {
-            out.push((c.times[i], c.values[i], c.quality[i]));
-        }
-    }
+    out.extend(c.range(from_ms, to_ms).map(|i| (c.times[i], c.values[i], c.quality[i])));
 }
 
 fn minmax(times: &[i64]) -> (i64, i64) {
@@ -629,11 +625,11 @@ fn split(head: &chunk::Columns, n: usize) -> Vec<chunk::Columns> {
         .step_by(n)
         .map(|start| {
             let end = (start + n).min(head.len());
-            chunk::Columns {
-                times: head.times[start..end].to_vec(),
-                values: head.values[start..end].to_vec(),
-                quality: head.quality[start..end].to_vec(),
-            }
+            chunk::Columns::from_parts(
+                head.times[start..end].to_vec(),
+                head.values[start..end].to_vec(),
+                head.quality[start..end].to_vec(),
+            )
         })
         .collect()
 }
