@@ -168,6 +168,8 @@ fn main() {
         writer.commit().unwrap();
     }
     writer.sync().unwrap();
+    // A week of samples is in compressed chunks on disk, as in a running gateway.
+    writer.checkpoint().unwrap();
     println!("  a week of 1 Hz samples ({week_s}) written in {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (_outbox, outbox) = OutboxWriter::open(&data.join("outbox"), OutboxConfig::default()).unwrap();

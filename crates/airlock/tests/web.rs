@@ -333,3 +333,41 @@ fn chromium_sees_the_demo_and_prometheus_scrapes_it() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn over_tls_with_the_right_trust_only() {
+    let dir = temp_dir("tls");
+    airlock_testkit::make_certificates(&dir);
+    let file = dir.join("plant.toml");
+    let config = ONE_DEVICE.replace(
+        "token_env = \"AIRLOCK_TEST_WEB_TOKEN\"\n",
+        "token_env = \"AIRLOCK_TEST_WEB_TOKEN\"\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\n",
+    );
+    std::fs::write(&file, config).unwrap();
+    let token = "a-long-secret-token-0123456789";
+    let run = Running::start(&["run", file.to_str().unwrap(), "--duration", "60s"], &[("AIRLOCK_TEST_WEB_TOKEN", token)]);
+    let line = run.line_with("dashboard: https://");
+    let address = address_in(&line);
+    // Python's ssl module as an independent client: it verifies the chain and the name.
+    let fetch = |ca: &str, auth: &str| {
+        let code = "import ssl, sys, urllib.request\n\
+                    ctx = ssl.create_default_context(cafile=sys.argv[2])\n\
+                    req = urllib.request.Request(sys.argv[1], headers={'Authorization': sys.argv[3]})\n\
+                    try:\n    r = urllib.request.urlopen(req, context=ctx, timeout=10); print(r.status, r.read()[:40])\n\
+                    except urllib.error.HTTPError as e:\n    print(e.code)\n\
+                    except Exception as e:\n    print('refused', type(e).__name__, e)\n";
+        let out = Command::new(python())
+            .args(["-c", code, &format!("https://{address}/api/v1/devices"), dir.join(ca).to_str().unwrap(), auth])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let bearer = format!("Bearer {token}");
+    assert!(fetch("ca.pem", &bearer).starts_with("200 "), "{}", fetch("ca.pem", &bearer));
+    assert_eq!(fetch("ca.pem", "Bearer wrong"), "401");
+    assert!(fetch("other-ca.pem", &bearer).starts_with("refused"), "a client that does not trust the CA");
+    // Plain HTTP on the TLS port gets no page.
+    let (status, _, body) = http(&address, "GET", "/api/v1/devices", &[("Authorization", &bearer)]);
+    assert_ne!(status, 200, "{body}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
