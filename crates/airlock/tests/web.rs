@@ -345,7 +345,8 @@ fn over_tls_with_the_right_trust_only() {
     );
     std::fs::write(&file, config).unwrap();
     let token = "a-long-secret-token-0123456789";
-    let run = Running::start(&["run", file.to_str().unwrap(), "--duration", "60s"], &[("AIRLOCK_TEST_WEB_TOKEN", token)]);
+    let run =
+        Running::start(&["run", file.to_str().unwrap(), "--duration", "60s"], &[("AIRLOCK_TEST_WEB_TOKEN", token)]);
     let line = run.line_with("dashboard: https://");
     let address = address_in(&line);
     // Python's ssl module as an independent client: it verifies the chain and the name.

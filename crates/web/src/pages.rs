@@ -344,15 +344,22 @@ pub(crate) async fn ledger(State(app): State<App>, Query(q): Query<LedgerQuery>)
                 escape(c["last_delivered"].as_str().unwrap_or("-"))
             );
         }
-        b.push_str("</tbody></table><table class=\"hours\"><thead><tr><th>hour (UTC)</th><th>records</th><th>bytes</th></tr></thead><tbody>");
+        b.push_str(
+            "</tbody></table><table class=\"hours\"><thead><tr><th>hour (UTC, wall clock)</th><th>records</th><th>bytes</th>\
+             <th>events</th><th>aggregates</th><th>series</th><th>raw</th></tr></thead><tbody>",
+        );
         for h in v["hours"].as_array().into_iter().flatten().rev().take(24) {
             let _ = write!(
                 b,
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td>",
                 h["hour"].as_str().unwrap_or(""),
                 h["records"],
                 bytes(h["bytes"].as_u64().unwrap_or(0))
             );
+            for c in h["per_class"].as_array().into_iter().flatten() {
+                let _ = write!(b, "<td>{} ({})</td>", c["records"], bytes(c["bytes"].as_u64().unwrap_or(0)));
+            }
+            b.push_str("</tr>");
         }
         let _ = write!(
             b,
