@@ -24,7 +24,10 @@ fn temp_dir(name: &str) -> PathBuf {
 fn http(address: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, String) {
     let mut s = TcpStream::connect(address).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut request = format!("{method} {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {target} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request += &format!("Host: {address}\r\n");
+    }
     for (k, v) in headers {
         request += &format!("{k}: {v}\r\n");
     }
@@ -184,9 +187,23 @@ fn the_dashboard_is_read_only_and_answers_only_for_itself() {
         "/api/v1/ledger?sink=nope",
         "/api/v1/events?limit=-1",
         "/login?code=guess",
+        // A range or an interval that would hold the historian's lock for long.
+        "/api/v1/history?tag=press1/speed&from=-3650d",
+        "/api/v1/history.csv?tag=press1/speed&from=0",
+        "/api/v1/history?tag=press1/speed&from=-300d&every=3650d",
+        "/api/v1/history?tag=press1/speed&every=0s",
     ] {
         let (status, _, body) = http(&address, "GET", target, &[]);
         assert!((400..500).contains(&status), "{target}: {status} {body}");
+    }
+    // Without a token, only requests for this box by address or as localhost are answered: a
+    // page elsewhere cannot rebind its own name to 127.0.0.1 and read the dashboard.
+    let port = address.rsplit(':').next().unwrap();
+    for host in ["evil.example", &format!("evil.example:{port}"), "127.0.0.1.evil.example"] {
+        assert_eq!(http(&address, "GET", "/api/v1/devices", &[("Host", host)]).0, 421, "Host: {host}");
+    }
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}"), "[::1]".to_owned()] {
+        assert_eq!(http(&address, "GET", "/api/v1/devices", &[("Host", &host)]).0, 200, "Host: {host}");
     }
     // The API answers what the pages show: five devices, a tag's history, the ledger.
     let (_, _, devices) = http(&address, "GET", "/api/v1/devices", &[]);
@@ -208,6 +225,16 @@ fn the_dashboard_is_read_only_and_answers_only_for_itself() {
     assert_eq!(status, 200);
     assert!(header(&headers, "content-disposition").unwrap().contains("attachment"));
     assert!(csv.starts_with("time,value,quality\n") && csv.lines().count() > 2, "{csv}");
+    // A client that sends half a request and then nothing is cut off after the header timeout
+    // (10 s): it cannot hold one of the 64 connections for long.
+    let started = Instant::now();
+    let mut slow = TcpStream::connect(&address).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(9) && took < Duration::from_secs(19), "cut off after {took:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -267,6 +294,34 @@ fn with_a_token_nothing_is_shown_without_it() {
     assert_eq!(http(&address, "GET", "/", &[("Cookie", session)]).0, 200);
     assert_eq!(http(&address, "GET", "/", &[("Cookie", "airlock_session=guess")]).0, 401);
     assert_eq!(http(&address, "GET", login, &[]).0, 401, "a login link works once");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_slow_client_holds_up_no_stop() {
+    let dir = temp_dir("slow");
+    let file = dir.join("plant.toml");
+    std::fs::write(&file, ONE_DEVICE.replace("token_env = \"AIRLOCK_TEST_WEB_TOKEN\"\n", "")).unwrap();
+    let started = Instant::now();
+    let mut run = Running::start(&["run", file.to_str().unwrap(), "--duration", "8s"], &[]);
+    let address = address_in(&run.line_with("dashboard: http://"));
+    // Half a request, and a connection that sends nothing: the gateway's stop does not wait
+    // for them.
+    let mut slow = TcpStream::connect(&address).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n").unwrap();
+    let idle = TcpStream::connect(&address).unwrap();
+    let status = loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(25), "the gateway did not stop with a slow client connected");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(status.success(), "{status}");
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    drop(idle);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

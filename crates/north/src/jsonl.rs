@@ -63,7 +63,9 @@ impl JsonlSink {
             wire_json(&self.gateway, r, &mut line);
             line.push(b'\n');
             result = file.write_all(&line);
-            self.ledger.sent(Timestamp::now(), &r.record.topic(), std::slice::from_ref(r), &line);
+            if result.is_ok() {
+                self.ledger.sent(Timestamp::now(), &r.record.topic(), std::slice::from_ref(r), &line);
+            }
             if result.is_err() {
                 break;
             }

@@ -114,17 +114,27 @@ impl Ledger {
             }
         }
         let hour_start_ms = time.as_millis().div_euclid(HOUR_MS) * HOUR_MS;
-        if l.hours.back().is_none_or(|h| h.hour_start_ms != hour_start_ms) {
-            l.hours.push_back(HourCounts { hour_start_ms, ..HourCounts::default() });
-            while l.hours.len() > HOURS_KEPT {
-                l.hours.pop_front();
+        // The hour's row (the wall clock may have stepped back into an hour already kept).
+        let row = match l.hours.iter().rposition(|h| h.hour_start_ms == hour_start_ms) {
+            Some(row) => row,
+            None => {
+                l.hours.push_back(HourCounts { hour_start_ms, ..HourCounts::default() });
+                while l.hours.len() > HOURS_KEPT {
+                    l.hours.pop_front();
+                }
+                l.hours.len() - 1
             }
-        }
+        };
+        // Bytes shared out in proportion to the records of each class; what the division
+        // leaves goes to the last class, so that every byte is counted once.
+        let mut left = wire_bytes as u64;
+        let last_class = per_class.iter().rposition(|n| *n > 0).unwrap_or(0);
         for (class, n) in per_class.into_iter().enumerate().filter(|(_, n)| *n > 0) {
-            let bytes = wire_bytes as u64 * n / total;
+            let bytes = if class == last_class { left } else { wire_bytes as u64 * n / total };
+            left -= bytes;
             l.records[class] += n;
             l.bytes[class] += bytes;
-            if let Some(h) = l.hours.back_mut() {
+            if let Some(h) = l.hours.get_mut(row) {
                 h.records[class] += n;
                 h.bytes[class] += bytes;
             }
@@ -188,14 +198,24 @@ mod tests {
     fn it_counts_per_class_and_hour_and_keeps_the_last_messages_bounded() {
         let ledger = Ledger::default();
         let t = Timestamp::from_millis(7 * HOUR_MS + 5);
-        ledger.sent(t, "plant/a", &[record(Class::Event, 1), record(Class::Raw, 9)], b"0123456789");
+        ledger.sent(
+            t,
+            "plant/a",
+            &[record(Class::Event, 1), record(Class::Raw, 9), record(Class::Raw, 8)],
+            b"0123456789",
+        );
         ledger.sent(Timestamp::from_millis(8 * HOUR_MS), "plant/b", &[record(Class::Raw, 10)], &[7u8; 5000]);
         let v = ledger.view();
-        assert_eq!(v.records, [1, 0, 0, 2]);
-        assert_eq!(v.bytes, [5, 0, 0, 5005]);
+        assert_eq!(v.records, [1, 0, 0, 3]);
+        assert_eq!(v.bytes, [3, 0, 0, 5007], "every byte counted once: 10 shared 3 and 7");
         assert_eq!(v.hours.len(), 2);
-        assert_eq!((v.hours[0].hour_start_ms, v.hours[0].records), (7 * HOUR_MS, [1, 0, 0, 1]));
+        assert_eq!((v.hours[0].hour_start_ms, v.hours[0].records), (7 * HOUR_MS, [1, 0, 0, 2]));
         assert_eq!(v.last_sent[3], Some(RecordId { class: Class::Raw, seq: 10 }));
+        // The clock stepped back into hour 7: its row, not a second one.
+        ledger.sent(t, "plant/a", &[record(Class::Event, 2)], b"xy");
+        let v = ledger.view();
+        assert_eq!(v.hours.len(), 2);
+        assert_eq!(v.hours[0].records, [2, 0, 0, 2]);
         assert_eq!(v.last_delivered, [None; 4]);
         ledger.delivered(RecordId { class: Class::Raw, seq: 9 });
         ledger.delivered(RecordId { class: Class::Raw, seq: 3 });
@@ -203,7 +223,7 @@ mod tests {
         let found = ledger.messages("plant/b", 10);
         assert_eq!(found.len(), 1);
         assert_eq!((found[0].bytes, found[0].payload.len()), (5000, PAYLOAD_KEPT));
-        assert_eq!(ledger.messages("", 10)[1].payload, b"0123456789");
+        assert_eq!(ledger.messages("", 10)[2].payload, b"0123456789");
         for i in 0..(MESSAGES_KEPT as u64 + 50) {
             ledger.sent(t, "x", &[record(Class::Series, i)], b"{}");
         }

@@ -455,7 +455,7 @@ impl Log {
             let Some(segment) = self.segment_holding(seq) else { break };
             let before = out.len();
             let (records, room) = (max_records - out.len(), max_bytes - bytes);
-            read_segment(segment, seq, last, records, room, &mut out, &self.corrupt_reads)?;
+            read_segment(segment, seq, last, records, room, &mut out, Some(&self.corrupt_reads))?;
             bytes += out[before..].iter().map(|r| r.payload.len()).sum::<usize>();
             match out.last() {
                 Some(r) if out.len() > before => seq = r.seq + 1,
@@ -522,6 +522,20 @@ impl Log {
             }
             from = last + 1;
         }
+    }
+
+    /// The time of the first committed record from `seq` on, read without counting or logging
+    /// a corrupt record it passes (for a look that must change nothing: a dashboard's).
+    pub fn peek_time(&self, seq: u64) -> Result<Option<Timestamp>, StoreError> {
+        let last = self.committed_seq();
+        let seq = seq.max(self.first_seq());
+        if seq > last {
+            return Ok(None);
+        }
+        let Some(segment) = self.segment_holding(seq) else { return Ok(None) };
+        let mut out = Vec::new();
+        read_segment(segment, seq, last, 1, usize::MAX, &mut out, None)?;
+        Ok(out.first().map(|r| r.time))
     }
 
     /// Reads the one committed record `seq`, if it is still held.
@@ -738,7 +752,7 @@ fn read_segment(
     max_records: usize,
     max_bytes: usize,
     out: &mut Vec<Record>,
-    corrupt: &AtomicU64,
+    corrupt: Option<&AtomicU64>,
 ) -> Result<(), StoreError> {
     let indexed = segment.index.iter().rev().find(|(s, _)| *s <= from_seq).copied();
     let (start, mut floor) = indexed
@@ -780,8 +794,10 @@ fn read_segment(
         }
         let Some(record) = record else {
             // A bad length, checksum or order: skip to the next valid record after this one.
-            corrupt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            log::error!("{}: a corrupt record at byte {at} on read; skipped", path.display());
+            if let Some(corrupt) = corrupt {
+                corrupt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                log::error!("{}: a corrupt record at byte {at} on read; skipped", path.display());
+            }
             let mut rest = Vec::new();
             reader.seek(SeekFrom::Start(at + 1)).map_err(|e| StoreError::io("seek", path, e))?;
             reader.read_to_end(&mut rest).map_err(|e| StoreError::io("read", path, e))?;

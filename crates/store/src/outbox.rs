@@ -382,16 +382,17 @@ impl OutboxView {
     }
 
     /// The time of the oldest record `sink` has not acknowledged (`None` when it has them all).
+    /// A look only: nothing is counted or logged, even if a corrupt record is passed.
     pub fn oldest_waiting(&self, sink: &str) -> Result<Option<Timestamp>, StoreError> {
-        let reader = OutboxReader { inner: Arc::clone(&self.inner) };
         let after = self.position(sink)?;
+        let inner = lock(&self.inner)?;
         let mut oldest: Option<Timestamp> = None;
-        // Each class's first waiting record: a read gives events before older raw records.
-        for class in Class::ALL {
-            let mut through = after;
-            through.0[class as usize] = u64::MAX;
-            if let Some(r) = reader.read_through(&after, &through, 1)?.first() {
-                oldest = Some(oldest.map_or(r.time, |o| o.min(r.time)));
+        for c in 0..4 {
+            if after.0[c] >= inner.durable[c] {
+                continue;
+            }
+            if let Some(t) = inner.logs[c].peek_time(after.0[c] + 1)? {
+                oldest = Some(oldest.map_or(t, |o| o.min(t)));
             }
         }
         Ok(oldest)

@@ -194,3 +194,29 @@ fn an_empty_segment_between_two_others_is_read_past() {
     assert_eq!(reader.join().unwrap(), [10, 11, 12]);
     let _ = std::fs::remove_dir_all(&source);
 }
+
+#[test]
+fn a_dashboards_look_at_the_lag_counts_and_changes_nothing() {
+    // Found by review: the dashboard's lag read (every 2 s) re-counted a corrupt record next
+    // to a stalled sink as a new corrupt read each time, and so sent store_corrupt events.
+    let dir = temp("view");
+    let (mut writer, reader) = OutboxWriter::open(&dir, config()).unwrap();
+    for i in 0..100 {
+        writer.append_encoded(Class::Raw, Timestamp(1000 + i), &[i as u8; PAYLOAD]).unwrap();
+    }
+    writer.commit().unwrap();
+    let view = reader.view();
+    assert_eq!(view.oldest_waiting("s").unwrap(), Some(Timestamp(1000)));
+    reader.ack("s", airlock_store::RecordId { class: Class::Raw, seq: 30 }).unwrap();
+    assert_eq!(view.oldest_waiting("s").unwrap(), Some(Timestamp(1030)));
+    // Record 31, the next the sink waits for, goes bad: the look passes it quietly.
+    poke(&segment(&dir), MAGIC + 30 * FRAME + 4, &[0xde, 0xad, 0xbe, 0xef]);
+    for _ in 0..5 {
+        assert_eq!(view.oldest_waiting("s").unwrap(), Some(Timestamp(1031)));
+    }
+    assert_eq!(reader.stats().corrupt_reads, 0, "a look counts nothing");
+    reader.ack("s", airlock_store::RecordId { class: Class::Raw, seq: 100 }).unwrap();
+    assert_eq!(view.oldest_waiting("s").unwrap(), None);
+    drop((writer, reader));
+    let _ = std::fs::remove_dir_all(&dir);
+}

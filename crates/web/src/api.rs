@@ -21,7 +21,13 @@ use crate::serve::{App, bad_request, typed};
 pub const BUCKETS_MAX: i64 = 5000;
 pub const RAW_SAMPLES_MAX: usize = 100_000;
 /// Rows a CSV download holds at most.
-pub const CSV_ROWS_MAX: usize = 1_000_000;
+pub const CSV_ROWS_MAX: usize = 500_000;
+/// The longest range a history request may ask for, and the longest interval.
+pub const RANGE_MAX: Duration = Duration::from_secs(400 * 86_400);
+pub const EVERY_MAX: Duration = Duration::from_secs(86_400);
+/// Raw samples are read a day at a time: the historian's lock, shared with the writer the
+/// plant's data goes through, is held for one day of one tag at most.
+const RAW_SLICE: Duration = Duration::from_secs(86_400);
 
 #[derive(Serialize)]
 pub struct DeviceRow {
@@ -172,7 +178,7 @@ pub fn sink_rows(d: &Dashboard) -> Vec<SinkRow> {
             };
             // Record times are the gateway's clock; lag is against it.
             let lag_s = match d.outbox.oldest_waiting(&s.name) {
-                Ok(Some(t)) => ((d.now().0 - t.0) as f64 / 1e9).max(0.0),
+                Ok(Some(t)) => (d.now().0.saturating_sub(t.0) as f64 / 1e9).max(0.0),
                 _ => 0.0,
             };
             let ledger = h.ledger.view();
@@ -223,6 +229,7 @@ fn value_json(v: &Value) -> serde_json::Value {
 
 pub fn tag_rows(d: &Dashboard, filter: &str) -> Vec<TagRow> {
     let latest = d.latest.lock().map(|l| l.clone()).unwrap_or_default();
+    let now = d.now();
     d.tags
         .iter()
         .zip(latest.iter().chain(std::iter::repeat(&None)))
@@ -235,9 +242,8 @@ pub fn tag_rows(d: &Dashboard, filter: &str) -> Vec<TagRow> {
             value_type: format!("{:?}", t.value_type).to_lowercase(),
             value: s.as_ref().and_then(|s| s.value.as_ref()).map(value_json),
             quality: s.as_ref().map(|s| s.quality.to_string()),
-            // The latest sample's time is the wall clock's (read by the driver): against the
-            // wall clock.
-            age_s: s.as_ref().map(|s| ((Timestamp::now().0 - s.gateway_time.0) as f64 / 1e9).max(0.0)),
+            // The collector keeps the latest samples on the gateway's clock.
+            age_s: s.as_ref().map(|s| (now.0.saturating_sub(s.gateway_time.0) as f64 / 1e9).max(0.0)),
         })
         .collect()
 }
@@ -320,7 +326,13 @@ pub fn history_ask(d: &Dashboard, q: &HistoryQuery, default_from: &str) -> Resul
     if to <= from {
         return Err("to must come after from".into());
     }
+    if to.0.saturating_sub(from.0) > RANGE_MAX.as_nanos() as i64 {
+        return Err(format!("a range may be {} days at most", RANGE_MAX.as_secs() / 86_400));
+    }
     let every = q.every.as_deref().map(parse_span).transpose()?;
+    if every.is_some_and(|e| e.is_zero() || e > EVERY_MAX) {
+        return Err("every is from 1ms to 1d".into());
+    }
     if let Some(every) = every {
         let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX).max(1);
         if (to.as_millis() - from.as_millis()) / every_ms > BUCKETS_MAX {
@@ -342,8 +354,38 @@ fn sample_json(s: &StoredSample) -> serde_json::Value {
     json!({ "time": s.time.to_string(), "value": s.value, "quality": s.quality.to_string() })
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Response> {
+/// Runs `f` off the runtime's threads (the device drivers run there), for anything that takes
+/// a store's lock or reads a file.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Response> {
     tokio::task::spawn_blocking(f).await.map_err(|e| bad_request(format!("the query failed: {e}")))
+}
+
+/// As [`blocking`], for a historian query: at most [`crate::serve::QUERIES_AT_ONCE`] at once.
+pub async fn query<T: Send + 'static>(app: &App, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Response> {
+    let _permit = app.queries.acquire().await.map_err(|_| bad_request("the server is stopping"))?;
+    blocking(f).await
+}
+
+/// The raw samples of `path` in `[from, to)`, read a day at a time; `Err` with the count read
+/// once more than `max` are found.
+pub fn raw_bounded(
+    historian: &airlock_store::HistorianReader,
+    path: &str,
+    from: Timestamp,
+    to: Timestamp,
+    max: usize,
+) -> Result<Result<Vec<StoredSample>, usize>, airlock_store::StoreError> {
+    let mut out = Vec::new();
+    let mut at = from;
+    while at < to {
+        let end = at.plus(RAW_SLICE).min(to);
+        out.extend(historian.raw(path, at, end)?);
+        if out.len() > max {
+            return Ok(Err(out.len()));
+        }
+        at = end;
+    }
+    Ok(Ok(out))
 }
 
 pub async fn history(State(app): State<App>, Query(q): Query<HistoryQuery>) -> Response {
@@ -353,23 +395,22 @@ pub async fn history(State(app): State<App>, Query(q): Query<HistoryQuery>) -> R
         Err(e) => return bad_request(e),
     };
     let historian = d.historian.clone();
-    let answer = blocking(move || match ask.every {
+    let answer = query(&app, move || match ask.every {
         Some(every) => historian.aggregate(&ask.path, ask.from, ask.to, every).map(|b| {
-            json!({ "tag": ask.path, "every_ms": every.as_millis() as u64,
-                    "buckets": b.iter().map(bucket_json).collect::<Vec<_>>() })
+            Ok(json!({ "tag": ask.path, "every_ms": every.as_millis() as u64,
+                    "buckets": b.iter().map(bucket_json).collect::<Vec<_>>() }))
         }),
-        None => historian.raw(&ask.path, ask.from, ask.to).map(|s| {
-            if s.len() > RAW_SAMPLES_MAX {
-                json!({ "error": format!("{} samples: more than {RAW_SAMPLES_MAX}; give every=1m", s.len()) })
-            } else {
-                json!({ "tag": ask.path, "samples": s.iter().map(sample_json).collect::<Vec<_>>() })
+        None => raw_bounded(&historian, &ask.path, ask.from, ask.to, RAW_SAMPLES_MAX).map(|s| match s {
+            Ok(s) => Ok(json!({ "tag": ask.path, "samples": s.iter().map(sample_json).collect::<Vec<_>>() })),
+            Err(n) => {
+                Err(format!("more than {RAW_SAMPLES_MAX} samples ({n} read so far): give every=1m or a shorter range"))
             }
         }),
     })
     .await;
     match answer {
-        Ok(Ok(v)) if v.get("error").is_some() => bad_request(v["error"].as_str().unwrap_or_default()),
-        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Ok(Ok(v))) => Json(v).into_response(),
+        Ok(Ok(Err(too_many))) => bad_request(too_many),
         Ok(Err(e)) => bad_request(e.to_string()),
         Err(r) => r,
     }
@@ -383,21 +424,28 @@ pub async fn history_csv(State(app): State<App>, Query(q): Query<HistoryQuery>) 
     };
     let historian = d.historian.clone();
     let path = ask.path.clone();
-    let rows = blocking(move || historian.raw(&ask.path, ask.from, ask.to)).await;
-    let samples = match rows {
-        Ok(Ok(s)) if s.len() > CSV_ROWS_MAX => {
-            return bad_request(format!("{} samples: more than {CSV_ROWS_MAX}; take a shorter range", s.len()));
+    let csv = query(&app, move || {
+        let samples = match raw_bounded(&historian, &ask.path, ask.from, ask.to, CSV_ROWS_MAX) {
+            Ok(Ok(s)) => s,
+            Ok(Err(n)) => {
+                return Err(format!("more than {CSV_ROWS_MAX} samples ({n} read so far): take a shorter range"));
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut csv = String::from("time,value,quality\n");
+        for s in &samples {
+            let value = s.value.map(|v| v.to_string()).unwrap_or_default();
+            let quality = s.quality.to_string().replace(',', ";");
+            csv.push_str(&format!("{},{value},{quality}\n", s.time));
         }
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return bad_request(e.to_string()),
+        Ok(csv)
+    })
+    .await;
+    let csv = match csv {
+        Ok(Ok(csv)) => csv,
+        Ok(Err(e)) => return bad_request(e),
         Err(r) => return r,
     };
-    let mut csv = String::from("time,value,quality\n");
-    for s in &samples {
-        let value = s.value.map(|v| v.to_string()).unwrap_or_default();
-        let quality = s.quality.to_string().replace(',', ";");
-        csv.push_str(&format!("{},{value},{quality}\n", s.time));
-    }
     let mut r = typed("text/csv; charset=utf-8", csv);
     let file: String = path.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!("attachment; filename=\"{file}.csv\"")) {
@@ -406,15 +454,29 @@ pub async fn history_csv(State(app): State<App>, Query(q): Query<HistoryQuery>) 
     r
 }
 
+/// Devices, sinks and the store, read off the runtime's threads (the store's locks).
+pub async fn rows(app: &App) -> Result<(Vec<DeviceRow>, Vec<SinkRow>, StoreRow), Response> {
+    let app = app.clone();
+    blocking(move || {
+        let d = &app.dashboard;
+        (device_rows(d, &app.rates), sink_rows(d), store_row(d))
+    })
+    .await
+}
+
 pub async fn overview(State(app): State<App>) -> Response {
+    let (devices, sinks, store) = match rows(&app).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     let d = &app.dashboard;
     Json(json!({
         "gateway": d.gateway,
         "now": d.now().to_string(),
         "clock_speed": d.clock.speed(),
-        "devices": device_rows(d, &app.rates),
-        "sinks": sink_rows(d),
-        "store": store_row(d),
+        "devices": devices,
+        "sinks": sinks,
+        "store": store,
     }))
     .into_response()
 }
@@ -465,7 +527,10 @@ pub async fn events(State(app): State<App>, Query(q): Query<EventQuery>) -> Resp
 }
 
 pub async fn sinks(State(app): State<App>) -> Response {
-    Json(sink_rows(&app.dashboard)).into_response()
+    match rows(&app).await {
+        Ok((_, sinks, _)) => Json(sinks).into_response(),
+        Err(r) => r,
+    }
 }
 
 #[derive(Deserialize)]

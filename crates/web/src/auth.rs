@@ -52,6 +52,11 @@ impl Access {
         self.login_code.lock().ok().and_then(|c| c.clone())
     }
 
+    /// Whether requests need the token (one is configured).
+    pub fn needs_token(&self) -> bool {
+        self.token.is_some()
+    }
+
     pub fn allows(&self, headers: &HeaderMap) -> bool {
         let Some(token) = &self.token else { return true };
         let bearer = headers

@@ -86,12 +86,25 @@ pub fn svg(buckets: &[Bucket], from_ms: i64, to_ms: i64, every_ms: i64, unit: &s
         );
     }
     let _ = write!(out, "<text x=\"{LEFT}\" y=\"{}\" fill=\"#555\">{}</text>", TOP - 2.0 + 10.0, escape(unit));
-    // The band (min to max) and the average, each a run of buckets with a value. An interval
-    // with no sample at all is passed over (the line joins its neighbours, as between any two
-    // samples); one whose samples were all bad breaks the line: the value was not known.
+    // The band (min to max) and the average, over the intervals that hold good values (an
+    // interval's figures count good samples only). The line joins them as it joins any two
+    // samples, and breaks where the next good value comes more than three times later than
+    // they usually follow each other: an outage, or values that were bad, is not drawn over.
     let half = (every_ms as f64 / span * plot_w / 2.0).max(0.0);
-    let read: Vec<Bucket> = buckets.iter().filter(|b| b.count > 0).copied().collect();
-    for run in read.split(|b| b.min.is_none() || b.max.is_none() || b.avg.is_none()).filter(|r| !r.is_empty()) {
+    let read: Vec<Bucket> =
+        buckets.iter().filter(|b| b.min.is_some() && b.max.is_some() && b.avg.is_some()).copied().collect();
+    let mut gaps: Vec<i64> = read.windows(2).map(|w| w[1].start_ms - w[0].start_ms).collect();
+    gaps.sort_unstable();
+    let usual = gaps.get(gaps.len() / 2).copied().unwrap_or(every_ms).max(every_ms);
+    let mut runs: Vec<&[Bucket]> = Vec::new();
+    let mut start = 0;
+    for i in 1..=read.len() {
+        if i == read.len() || read[i].start_ms - read[i - 1].start_ms > usual.saturating_mul(3) {
+            runs.push(&read[start..i]);
+            start = i;
+        }
+    }
+    for run in runs.into_iter().filter(|r| !r.is_empty()) {
         let mid = |b: &Bucket| x(b.start_ms) + half;
         let mut band = String::new();
         for b in run {
@@ -135,17 +148,11 @@ mod tests {
     }
 
     #[test]
-    fn bad_values_break_the_line_empty_intervals_do_not_and_text_is_escaped() {
-        let empty = Bucket { start_ms: 20, ..Bucket::default() };
-        let b = [
-            bucket(0, Some(1.0)),
-            bucket(10, Some(2.0)),
-            empty,
-            bucket(30, Some(3.0)),
-            bucket(40, None),
-            bucket(50, Some(1.0)),
-        ];
-        let svg = svg(&b, 0, 60, 10, "<script>");
+    fn a_long_gap_breaks_the_line_a_usual_one_does_not_and_text_is_escaped() {
+        // A good value every 3 intervals (a slow tag), then none for 10 intervals: two lines.
+        let b: Vec<Bucket> =
+            (0..30).map(|i| bucket(i * 10, (i % 3 == 0 && !(12..22).contains(&i)).then_some(1.0 + i as f64))).collect();
+        let svg = svg(&b, 0, 300, 10, "<script>");
         assert_eq!(svg.matches("class=\"avg\"").count(), 2, "{svg}");
         assert!(svg.contains("&lt;script&gt;") && !svg.contains("<script>"));
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));

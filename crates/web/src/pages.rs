@@ -77,12 +77,16 @@ fn events_table(events: &[airlock_model::FeedEvent]) -> String {
 }
 
 pub(crate) async fn overview(State(app): State<App>) -> Response {
+    let (devices, sinks, st) = match api::rows(&app).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     let d = &app.dashboard;
     let mut b = String::from(
         "<h2>Devices</h2><table id=\"devices\"><thead><tr><th>device</th><th>protocol</th><th>address</th><th>state</th>\
          <th>samples/s</th><th>requests/s</th><th>errors</th><th>restarts</th><th>last error</th></tr></thead><tbody>",
     );
-    for r in api::device_rows(d, &app.rates) {
+    for r in devices {
         let _ = write!(
             b,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"state {state}\">{state}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -98,7 +102,7 @@ pub(crate) async fn overview(State(app): State<App>) -> Response {
         );
     }
     b.push_str("</tbody></table><h2>Sinks</h2><table id=\"sinks\"><thead><tr><th>sink</th><th>type</th><th>queued</th><th>delivered</th><th>lag</th><th>retries</th><th>dead letters</th><th>last sent</th><th>problem</th></tr></thead><tbody>");
-    for s in api::sink_rows(d) {
+    for s in sinks {
         let _ = write!(
             b,
             "<tr><td><a href=\"/ledger?sink={}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td><td>{}</td><td>{}</td><td>{}</td><td class=\"problem\">{}</td></tr>",
@@ -117,7 +121,6 @@ pub(crate) async fn overview(State(app): State<App>) -> Response {
     if d.sinks.is_empty() {
         b.push_str("<tr><td colspan=\"9\">no sink: records wait in the outbox</td></tr>");
     }
-    let st = api::store_row(d);
     let pct = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 * 100.0 / b as f64 };
     let _ = write!(
         b,
@@ -236,7 +239,7 @@ pub(crate) async fn trend(State(app): State<App>, Query(q): Query<TrendQuery>) -
         let _ = write!(b, "<a{class} href=\"/trend?tag={tag}&amp;range={r}\">{r}</a> ");
     }
     let _ = write!(b, "<a class=\"csv\" href=\"/api/v1/history.csv?tag={tag}&amp;from=-{range}\">CSV</a></p>");
-    match chart_of(d, &path, range, None).await {
+    match chart_of(&app, &path, range, None).await {
         Ok(svg) => {
             let _ = write!(b, "<figure id=\"trend\">{svg}</figure>");
         }
@@ -259,7 +262,8 @@ pub(crate) struct SvgQuery {
 
 /// The SVG trend of `path` over the `range` that ends at `at` (epoch ms; the gateway's now
 /// when `None`).
-async fn chart_of(d: &crate::Dashboard, path: &str, range: &str, at: Option<i64>) -> Result<String, String> {
+async fn chart_of(app: &App, path: &str, range: &str, at: Option<i64>) -> Result<String, String> {
+    let d = &app.dashboard;
     let (_, every, _) = range_of(Some(range)).ok_or("range is one of 15m, 1h, 1d, 7d")?;
     let span = api::parse_span(range)?;
     let to = at.map_or_else(|| d.now(), airlock_model::Timestamp::from_millis);
@@ -268,9 +272,9 @@ async fn chart_of(d: &crate::Dashboard, path: &str, range: &str, at: Option<i64>
     let unit = d.tags.iter().find(|t| t.path == path).and_then(|t| t.unit.as_deref().map(str::to_owned));
     let historian = d.historian.clone();
     let owned = path.to_owned();
-    let buckets = tokio::task::spawn_blocking(move || historian.aggregate(&owned, from, to, every))
+    let buckets = api::query(app, move || historian.aggregate(&owned, from, to, every))
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|_| "the query failed".to_owned())?
         .map_err(|e| e.to_string())?;
     let every_ms = i64::try_from(every.as_millis()).unwrap_or(1);
     Ok(chart::svg(&buckets, from.as_millis(), to.as_millis(), every_ms, unit.as_deref().unwrap_or("")))
@@ -285,7 +289,7 @@ pub(crate) async fn trend_svg(State(app): State<App>, Query(q): Query<SvgQuery>)
         Ok(p) => p,
         Err(e) => return bad_request(e),
     };
-    let svg = match chart_of(d, &path, range, q.at).await {
+    let svg = match chart_of(&app, &path, range, q.at).await {
         Ok(svg) => svg,
         Err(e) => return bad_request(e),
     };

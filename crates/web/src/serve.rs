@@ -2,6 +2,7 @@
 //! router, and the guards every request passes before a handler sees it: GET or HEAD only,
 //! a bounded URI, the access token, and the security headers on every answer.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -34,7 +35,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
                    base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// A running web server. Dropping it does not stop it: call [`RunningWeb::stop`].
+/// A running web server: [`RunningWeb::stop`] stops it (dropping it stops it too, at once).
 pub struct RunningWeb {
     pub address: SocketAddr,
     /// The one-time login link (when access needs a token), to print at start.
@@ -55,6 +56,8 @@ pub(crate) struct App {
     pub dashboard: Arc<Dashboard>,
     pub access: Arc<Access>,
     pub rates: Arc<api::Rates>,
+    /// Permits for historian queries ([`QUERIES_AT_ONCE`]).
+    pub queries: Arc<Semaphore>,
 }
 
 /// Starts the web server of `config` over `dashboard` on the current tokio runtime (call it
@@ -78,20 +81,53 @@ pub fn start(config: &airlock_config::Web, dashboard: Dashboard) -> Result<Runni
     let address = listener.local_addr().map_err(|source| WebError::Listen { address: config.listen, source })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let login_url = access.login_code().map(|code| format!("{scheme}://{address}/login?code={code}"));
-    let app = App { dashboard: Arc::new(dashboard), access, rates: Arc::default() };
+    let queries = Arc::new(Semaphore::new(QUERIES_AT_ONCE));
+    let app = App { dashboard: Arc::new(dashboard), access, rates: Arc::default(), queries };
     let router = router(app);
-    let (stop, mut stopped) = watch::channel(false);
+    let (stop, stopped) = watch::channel(false);
     let accepting = Accepting::start(listener, tls, stopped.clone());
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(accepting, router).with_graceful_shutdown(shutdown).await {
-            log::error!("web: the server stopped: {e}");
-        }
-    });
+    let task = tokio::spawn(serve(accepting, router, stopped));
     log::info!("web: dashboard on {scheme}://{address}/");
     Ok(RunningWeb { address, login_url, stop, task })
+}
+
+/// Historian queries run at once, at most: the historian's lock is shared with the writer the
+/// plant's data goes through.
+pub(crate) const QUERIES_AT_ONCE: usize = 2;
+/// A request's headers must arrive within this (a client that trickles them is cut off).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection with no byte read for this long is closed (idle keep-alive included).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// When stopping, open connections get this long to finish their answer.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves each connection on a task of its own (hyper's HTTP/1.1, header timeout), until
+/// `stopped`; then gives open connections [`STOP_GRACE`] and cuts the rest.
+async fn serve(mut accepting: Accepting, router: Router, mut stopped: watch::Receiver<bool>) {
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let connection = tokio::select! {
+            c = accepting.ready.recv() => c,
+            _ = stopped.wait_for(|s| *s) => None,
+        };
+        let Some((io, _peer)) = connection else { break };
+        let service = service.clone();
+        connections.spawn(async move {
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+                .await;
+            if let Err(e) = served {
+                log::debug!("web: a connection ended: {e}");
+            }
+        });
+        // Reap finished connections as we go, so the set stays as small as what is open.
+        while connections.try_join_next().is_some() {}
+    }
+    let _ = tokio::time::timeout(STOP_GRACE, async { while connections.join_next().await.is_some() {} }).await;
+    connections.abort_all();
 }
 
 pub(crate) fn router(app: App) -> Router {
@@ -136,6 +172,11 @@ async fn guard(State(app): State<App>, request: Request, next: Next) -> Response
     } else if request.uri().to_string().len() > URI_BYTES_MAX {
         (StatusCode::URI_TOO_LONG, format!("the request's path and query may be {URI_BYTES_MAX} bytes at most\n"))
             .into_response()
+    } else if !app.access.needs_token() && !host_is_local(request.headers()) {
+        // Without a token, only a browser that asked for this box by address or as localhost
+        // is answered: a page elsewhere cannot rebind a name of its own to 127.0.0.1 and read.
+        (StatusCode::MISDIRECTED_REQUEST, "ask for this dashboard by its address (127.0.0.1) or as localhost\n")
+            .into_response()
     } else if request.uri().path() != "/login" && !app.access.allows(request.headers()) {
         let mut r =
             (StatusCode::UNAUTHORIZED, "a token is needed: the bearer header, or the login link\n").into_response();
@@ -156,6 +197,18 @@ async fn guard(State(app): State<App>, request: Request, next: Next) -> Response
     response
 }
 
+/// Whether the request's Host is an IP address or `localhost` (any port; none given is fine).
+fn host_is_local(headers: &axum::http::HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return true };
+    let name = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':')
+            .map_or(host, |(name, port)| if port.chars().all(|c| c.is_ascii_digit()) { name } else { host })
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// An answer of `content_type` (for handlers).
 pub(crate) fn typed(content_type: &'static str, body: impl Into<Body>) -> Response {
     let mut r = Response::new(body.into());
@@ -168,10 +221,18 @@ pub(crate) fn bad_request(what: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, format!("{}\n", what.into())).into_response()
 }
 
-/// A connection the server reads, counted against [`CONNECTIONS_MAX`] until it closes.
+/// A connection the server reads, counted against [`CONNECTIONS_MAX`] until it closes, and
+/// closed when nothing has been read from it for [`IDLE_TIMEOUT`].
 pub(crate) struct Connection {
     io: Pin<Box<dyn ReadWrite>>,
     _permit: OwnedSemaphorePermit,
+    idle: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Connection {
+    fn new(io: Pin<Box<dyn ReadWrite>>, permit: OwnedSemaphorePermit) -> Self {
+        Self { io, _permit: permit, idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)) }
+    }
 }
 
 trait ReadWrite: AsyncRead + AsyncWrite + Send {}
@@ -179,7 +240,17 @@ impl<T: AsyncRead + AsyncWrite + Send> ReadWrite for T {}
 
 impl AsyncRead for Connection {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        self.io.as_mut().poll_read(cx, buf)
+        match self.io.as_mut().poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                let next = tokio::time::Instant::now() + IDLE_TIMEOUT;
+                self.idle.as_mut().reset(next);
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle for too long"))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 }
 
@@ -200,12 +271,10 @@ impl AsyncWrite for Connection {
 /// slow or hostile client holds up nobody else.
 struct Accepting {
     ready: mpsc::Receiver<(Connection, SocketAddr)>,
-    address: SocketAddr,
 }
 
 impl Accepting {
     fn start(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, mut stop: watch::Receiver<bool>) -> Self {
-        let address = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, ready) = mpsc::channel(8);
         let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
         tokio::spawn(async move {
@@ -231,7 +300,7 @@ impl Accepting {
                 let _ = stream.set_nodelay(true);
                 match &tls {
                     None => {
-                        let connection = Connection { io: Box::pin(stream), _permit: permit };
+                        let connection = Connection::new(Box::pin(stream), permit);
                         if tx.send((connection, peer)).await.is_err() {
                             return;
                         }
@@ -241,7 +310,7 @@ impl Accepting {
                         tokio::spawn(async move {
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                                 Ok(Ok(tls)) => {
-                                    let _ = tx.send((Connection { io: Box::pin(tls), _permit: permit }, peer)).await;
+                                    let _ = tx.send((Connection::new(Box::pin(tls), permit), peer)).await;
                                 }
                                 Ok(Err(e)) => log::debug!("web: TLS handshake with {peer}: {e}"),
                                 Err(_) => log::debug!("web: TLS handshake with {peer} took too long"),
@@ -251,23 +320,6 @@ impl Accepting {
                 }
             }
         });
-        Self { ready, address }
-    }
-}
-
-impl axum::serve::Listener for Accepting {
-    type Io = Connection;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(c) => c,
-            // The accepting task ended (stopping): wait for the graceful shutdown.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.address)
+        Self { ready }
     }
 }
