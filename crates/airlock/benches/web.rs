@@ -223,8 +223,8 @@ fn main() {
         server / raw
     );
     // Chromium: from navigation to the page drawn, with the chart in it.
-    let python = std::env::var("AIRLOCK_PYTHON").unwrap_or_else(|_| ".venv/bin/python".into());
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/peers/trend_timing.py");
+    let python = airlock_testkit::python();
+    let script = airlock_testkit::peer_script("trend_timing.py");
     match Command::new(&python).arg(&script).arg(format!("http://{address}{target}")).arg("7").output() {
         Ok(out) if out.status.success() => {
             print!("  {}", String::from_utf8_lossy(&out.stdout));
@@ -232,7 +232,7 @@ fn main() {
         Ok(out) => {
             println!("  Chromium timing failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""))
         }
-        Err(e) => println!("  Chromium timing skipped: {python}: {e}"),
+        Err(e) => println!("  Chromium timing skipped: {}: {e}", python.display()),
     }
     runtime.block_on(web.stop());
     let _ = std::fs::remove_dir_all(&dir);

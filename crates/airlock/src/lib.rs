@@ -8,6 +8,7 @@ pub mod check;
 pub mod demo;
 pub mod gateway;
 pub mod logger;
+pub mod parquet_export;
 pub mod query;
 pub mod receive;
 pub mod resend;

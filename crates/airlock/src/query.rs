@@ -57,9 +57,20 @@ pub struct ExportArgs {
     /// End (exclusive), as for `query`.
     #[arg(long, default_value = "now", allow_hyphen_values = true)]
     to: String,
-    /// The CSV file to write (`time,tag,value,quality`).
+    /// The file to write.
     #[arg(long)]
     out: PathBuf,
+    /// `csv` (`time,tag,value,quality`) or `parquet` (time, tag, value, text, quality, reason);
+    /// by default from the file's extension (`.parquet`), else CSV.
+    #[arg(long)]
+    format: Option<Format>,
+}
+
+/// What `export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Csv,
+    Parquet,
 }
 
 pub fn query(args: QueryArgs) -> anyhow::Result<()> {
@@ -129,20 +140,41 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     let (from, to) = (parse_time(&args.from, now)?, parse_time(&args.to, now)?);
     let filter = args.tag.as_deref().unwrap_or("");
     let tags: Vec<String> = historian.tags()?.into_iter().filter(|t| t.contains(filter)).collect();
-    let file = std::fs::File::create(&args.out).with_context(|| format!("create {}", args.out.display()))?;
-    let mut out = std::io::BufWriter::new(file);
-    writeln!(out, "time,tag,value,quality")?;
+    let format = args.format.unwrap_or(if args.out.extension().is_some_and(|e| e == "parquet") {
+        Format::Parquet
+    } else {
+        Format::Csv
+    });
     let mut progress = Progress::new(tags.len());
     let mut rows = 0u64;
-    for (i, tag) in tags.iter().enumerate() {
-        for_each_raw(&historian, tag, from, to, |s| {
-            writeln!(out, "{},{},{},{}", s.time, tag, value_text(s), s.quality.word())?;
-            rows += 1;
-            Ok(())
-        })?;
-        progress.show(i + 1, rows);
+    match format {
+        Format::Csv => {
+            let file = std::fs::File::create(&args.out).with_context(|| format!("create {}", args.out.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            writeln!(out, "time,tag,value,quality")?;
+            for (i, tag) in tags.iter().enumerate() {
+                for_each_raw(&historian, tag, from, to, |s| {
+                    writeln!(out, "{},{},{},{}", s.time, tag, value_text(s), s.quality.word())?;
+                    rows += 1;
+                    Ok(())
+                })?;
+                progress.show(i + 1, rows);
+            }
+            out.flush().with_context(|| format!("write {}", args.out.display()))?;
+        }
+        Format::Parquet => {
+            let mut out = crate::parquet_export::ParquetOut::create(&args.out)?;
+            for (i, tag) in tags.iter().enumerate() {
+                let name = crate::parquet_export::tag_bytes(tag);
+                for_each_raw(&historian, tag, from, to, |s| {
+                    rows += 1;
+                    out.push(&name, s)
+                })?;
+                progress.show(i + 1, rows);
+            }
+            out.finish().with_context(|| format!("write {}", args.out.display()))?;
+        }
     }
-    out.flush().with_context(|| format!("write {}", args.out.display()))?;
     progress.done();
     eprintln!("exported {rows} rows of {} tags to {}", tags.len(), args.out.display());
     Ok(())

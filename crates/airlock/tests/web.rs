@@ -346,11 +346,6 @@ fn check_refuses_a_dashboard_open_to_the_network() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The Python of the test setup's virtual environment (`scripts/test` makes it).
-fn python() -> String {
-    std::env::var("AIRLOCK_PYTHON").unwrap_or_else(|_| ".venv/bin/python".into())
-}
-
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -366,8 +361,8 @@ fn chromium_sees_the_demo_and_prometheus_scrapes_it() {
     let address = address_in(&demo.line_with("dashboard: http://"));
     let shots = repo().join("target/dashboard");
     std::fs::create_dir_all(&shots).unwrap();
-    let out = Command::new(python())
-        .arg(repo().join("scripts/peers/dashboard.py"))
+    let out = Command::new(airlock_testkit::python())
+        .arg(airlock_testkit::peer_script("dashboard.py"))
         .args([&format!("http://{address}"), shots.to_str().unwrap(), dir.to_str().unwrap()])
         .output()
         .unwrap();
@@ -412,7 +407,7 @@ fn over_tls_with_the_right_trust_only() {
                     try:\n    r = urllib.request.urlopen(req, context=ctx, timeout=10); print(r.status, r.read()[:40])\n\
                     except urllib.error.HTTPError as e:\n    print(e.code)\n\
                     except Exception as e:\n    print('refused', type(e).__name__, e)\n";
-        let out = Command::new(python())
+        let out = Command::new(airlock_testkit::python())
             .args(["-c", code, &format!("https://{address}/api/v1/devices"), dir.join(ca).to_str().unwrap(), auth])
             .output()
             .unwrap();
