@@ -108,12 +108,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             text += &mqtt_sink.unwrap_or_default();
         }
     }
-    let web = free_or_any(args.web)?;
+    // Bound here and handed over, so that no other program takes the port in between.
+    let web_listener = free_or_any(args.web)?;
+    let web = web_listener.local_addr().context("the dashboard's address")?;
     text += &format!("\n# The read-only dashboard.\n[web]\nlisten = \"{web}\"\n");
     std::fs::write(&config_path, text).with_context(|| format!("write {}", config_path.display()))?;
     let config = airlock_config::load(&config_path).map_err(|e| anyhow::anyhow!("the built-in config: {e}"))?;
 
-    let gateway = Gateway::start(config).context("start the gateway")?;
+    let gateway = Gateway::start_with(config, Some(web_listener)).context("start the gateway")?;
     println!("airlock demo: simulated press line at {}x, config {}", args.speed, config_path.display());
     println!("upstream records: {}   log: {}", upstream_path.display(), log_path.display());
     if let Some(w) = &gateway.web {
@@ -180,14 +182,14 @@ fn it_line(status: &airlock_diode::receive::ReceiveStatus, sinks: &crate::gatewa
     )
 }
 
-/// `wanted` if it is free, else the same address with a port the system picks.
-fn free_or_any(wanted: std::net::SocketAddr) -> anyhow::Result<std::net::SocketAddr> {
-    if std::net::TcpListener::bind(wanted).is_ok() {
-        return Ok(wanted);
+/// A listener on `wanted` if it is free, else on the same address with a port the system picks.
+fn free_or_any(wanted: std::net::SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    if let Ok(listener) = std::net::TcpListener::bind(wanted) {
+        return Ok(listener);
     }
     let any = std::net::SocketAddr::new(wanted.ip(), 0);
-    let free = std::net::TcpListener::bind(any).and_then(|l| l.local_addr());
-    free.with_context(|| format!("{wanted} is taken and no free port was found on {}", wanted.ip()))
+    std::net::TcpListener::bind(any)
+        .with_context(|| format!("{wanted} is taken and no free port was found on {}", wanted.ip()))
 }
 
 /// How long the demo line's bearings have run when it starts.

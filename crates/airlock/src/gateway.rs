@@ -67,8 +67,14 @@ pub struct Gateway {
 
 impl Gateway {
     /// Opens the store, starts one task per device on the current tokio runtime, the collector
-    /// thread and one thread per configured sink.
+    /// thread and one thread per configured sink (and the web dashboard, if configured).
     pub fn start(config: Config) -> anyhow::Result<Self> {
+        Self::start_with(config, None)
+    }
+
+    /// As [`Gateway::start`], with the dashboard on `web_listener`, bound already, instead of
+    /// binding `[web] listen`.
+    pub fn start_with(config: Config, web_listener: Option<std::net::TcpListener>) -> anyhow::Result<Self> {
         let tags = Arc::new(TagTable::new(&config));
         let clock = match (config.gateway.clock_speed, config.gateway.clock_start) {
             (1.0, None) => Clock::wall(),
@@ -169,8 +175,12 @@ impl Gateway {
             sinks_stop,
         };
         if let Some(web) = gateway.config.web.clone() {
-            let running = airlock_web::start(&web, gateway.dashboard(started)).context("start the web dashboard")?;
-            gateway.web = Some(running);
+            let dashboard = gateway.dashboard(started);
+            let running = match web_listener {
+                Some(listener) => airlock_web::start_on(listener, &web, dashboard),
+                None => airlock_web::start(&web, dashboard),
+            };
+            gateway.web = Some(running.context("start the web dashboard")?);
         }
         Ok(gateway)
     }

@@ -324,3 +324,33 @@ fn the_default_demo_reaches_the_three_conclusions_within_90_seconds() {
     assert!(raised("maintenance_advice", "/press2/vibration", "order a bearing within"), "no maintenance advice");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn two_demos_at_once_each_get_a_dashboard() {
+    // Found by CI: demos started together each saw port 8080 free, and the later one failed to
+    // start. The demo now binds its dashboard's port itself (8080, or a free one) and keeps it.
+    let dirs = [temp_dir("twin-a"), temp_dir("twin-b"), temp_dir("twin-c")];
+    let children: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            Command::new(env!("CARGO_BIN_EXE_airlock"))
+                .args(["demo", "--duration", "3s", "--speed", "3000", "--dir", d.to_str().unwrap()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut urls = std::collections::BTreeSet::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let url = stdout.lines().find(|l| l.starts_with("dashboard: http://")).unwrap().to_owned();
+        urls.insert(url);
+    }
+    assert_eq!(urls.len(), 3, "{urls:?}");
+    for d in dirs {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

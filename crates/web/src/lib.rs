@@ -26,7 +26,7 @@ use airlock_model::{Clock, CollectorHealth, DeviceHealth, Sample, Timestamp, Val
 use airlock_north::SinkHealth;
 use airlock_store::{HistorianReader, OutboxView};
 
-pub use serve::{RunningWeb, start};
+pub use serve::{RunningWeb, start, start_on};
 
 /// Why the web server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -63,6 +63,18 @@ pub(crate) struct App {
 /// Starts the web server of `config` over `dashboard` on the current tokio runtime (call it
 /// from within the runtime).
 pub fn start(config: &airlock_config::Web, dashboard: Dashboard) -> Result<RunningWeb, WebError> {
+    let listen = |source| WebError::Listen { address: config.listen, source };
+    let listener = std::net::TcpListener::bind(config.listen).map_err(listen)?;
+    start_on(listener, config, dashboard)
+}
+
+/// As [`start`], on a listener bound already (the demo binds its own, falling back to a free
+/// port); `config.listen` is then only what it was asked for.
+pub fn start_on(
+    listener: std::net::TcpListener,
+    config: &airlock_config::Web,
+    dashboard: Dashboard,
+) -> Result<RunningWeb, WebError> {
     let tls = match &config.tls {
         Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
             airlock_tls::server_config(cert, key).map_err(WebError::Tls)?,
@@ -75,7 +87,6 @@ pub fn start(config: &airlock_config::Web, dashboard: Dashboard) -> Result<Runni
     };
     let access = Arc::new(Access::new(token, tls.is_some()).map_err(WebError::Token)?);
     let listen = |source| WebError::Listen { address: config.listen, source };
-    let listener = std::net::TcpListener::bind(config.listen).map_err(listen)?;
     listener.set_nonblocking(true).map_err(listen)?;
     let listener = TcpListener::from_std(listener).map_err(listen)?;
     let address = listener.local_addr().map_err(|source| WebError::Listen { address: config.listen, source })?;
