@@ -197,7 +197,16 @@ type = "u16"
 #[test]
 fn check_refuses_a_bad_diode_or_receive_config_and_warns_of_a_slow_diode() {
     let dir = temp_dir("diode-check");
-    let cases: [(&str, String, &[&str]); 6] = [
+    let cases: [(&str, String, &[&str]); 7] = [
+        (
+            "heartbeat-above-the-mtu",
+            format!(
+                "[gateway]\nname = \"dortmund-pressing-line3-cell1-gateway-a\"\n{DEVICE}\n[[sink]]\nname = \"d\"\ntype = \"diode\"\naddress = \"10.0.0.2:7000\"\nmtu_bytes = 128\n"
+            ),
+            &[
+                "key `sink[d].mtu_bytes`: 128 is too small for a heartbeat of gateway \"dortmund-pressing-line3-cell1-gateway-a\": it needs 149 bytes",
+            ],
+        ),
         (
             "huge-block",
             format!(

@@ -22,6 +22,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use modbus::{DataType, ModbusDevice, ModbusTag, Space, WordOrder};
 pub use mqtt::{MqttDevice, MqttSource, Payload};
 pub use opcua::{Identity, OpcUaDevice, OpcUaNode, ReadMode, Security};
+pub use validate::DIODE_HEARTBEAT_BYTES;
 
 /// A validated configuration: every value in range, every name resolved.
 #[derive(Debug, Clone)]

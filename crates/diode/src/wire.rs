@@ -388,6 +388,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_configs_heartbeat_size_is_what_a_heartbeat_takes_on_the_link() {
+        // `check` refuses an MTU too small for a heartbeat from this figure (the config crate
+        // cannot depend on this one).
+        for name in ["", "press-gw", &"x".repeat(255)] {
+            let beat = Heartbeat {
+                next_block: 1,
+                sent: [1; 4],
+                repeat_ms: 0,
+                heartbeat_ms: 1000,
+                devices_up: 1,
+                devices_down: 0,
+                queued: 0,
+                store_failing: false,
+                name: name.to_owned(),
+            };
+            let mut out = Vec::new();
+            encode_heartbeat(&mut out, Header { sender: 1, session: 1 }, &beat);
+            let on_link = IP_UDP_BYTES + out.len();
+            assert_eq!(on_link as i64, airlock_config::DIODE_HEARTBEAT_BYTES + name.len() as i64, "{name:?}");
+        }
+    }
+
+    #[test]
     fn datagrams_and_blocks_read_back_and_refuse_any_flipped_byte() {
         let h = Header { sender: sender_hash("press-gw"), session: 7 };
         let mut out = Vec::new();

@@ -215,7 +215,12 @@ fn socket_address(c: &mut Checker, v: &Spanned<String>, key: String) -> Option<s
 /// The smallest link MTU a diode takes: one datagram must hold its headers and a symbol.
 pub const DIODE_MTU_MIN: i64 = 128;
 
-fn diode_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Option<DiodeSink> {
+/// The bytes of a diode heartbeat datagram on the link without the gateway's name: IP and UDP
+/// headers (28), the datagram header (16), the heartbeat's fields (62) and checksum (4).
+/// `airlock-diode`'s wire tests check it against what `encode_heartbeat` writes.
+pub const DIODE_HEARTBEAT_BYTES: i64 = 28 + 16 + 62 + 4;
+
+fn diode_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String, gateway_name: &str) -> Option<DiodeSink> {
     let Some(address) = &s.address else {
         c.err(s.kind.span(), key("address"), "a diode sink needs address (the receiving half's ip:port)".into());
         return None;
@@ -233,6 +238,18 @@ fn diode_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Op
         }
         _ => c.int(&s.mtu_bytes, &key("mtu_bytes"), DIODE_MTU_MIN, 65_535, 1500),
     };
+    // A heartbeat carries the gateway's name whole (up to 255 bytes): it must fit one datagram.
+    let heartbeat_bytes = DIODE_HEARTBEAT_BYTES + gateway_name.len().min(255) as i64;
+    if let Some(m) = &s.mtu_bytes
+        && (DIODE_MTU_MIN..heartbeat_bytes).contains(m.get_ref())
+    {
+        let msg = format!(
+            "{} is too small for a heartbeat of gateway {gateway_name:?}: it needs {heartbeat_bytes} bytes (28 of IP and UDP headers, 82 of its own, the name's {})",
+            m.get_ref(),
+            gateway_name.len()
+        );
+        c.err(m.span(), key("mtu_bytes"), msg);
+    }
     let repair = ranged(c, &s.repair_percent, key("repair_percent"), 0.0, 400.0, "percent").unwrap_or(5.0);
     let rate = c.int(&s.rate_max_bytes_per_s, &key("rate_max_bytes_per_s"), 10_000, 10_000_000_000, 10_000_000);
     let heartbeat = c.int(&s.heartbeat_s, &key("heartbeat_s"), 1, 3600, 1);
@@ -1010,6 +1027,7 @@ fn store(c: &mut Checker, raw: &RawConfig) -> Store {
 }
 
 fn sinks(c: &mut Checker, raw: &RawConfig) -> Vec<Sink> {
+    let gateway_name = raw.gateway.as_ref().and_then(|g| g.get_ref().name.as_ref()).map_or("airlock", |n| n.get_ref());
     let mut names: HashMap<&str, Range<usize>> = HashMap::new();
     let mut out = Vec::new();
     for s in &raw.sink {
@@ -1024,12 +1042,12 @@ fn sinks(c: &mut Checker, raw: &RawConfig) -> Vec<Sink> {
                 format!("sink name {:?} is already used on line {line}", s.name.get_ref()),
             );
         }
-        out.extend(sink(c, s, key));
+        out.extend(sink(c, s, key, gateway_name));
     }
     out
 }
 
-fn sink(c: &mut Checker, s: &RawSink, key: impl Fn(&str) -> String) -> Option<Sink> {
+fn sink(c: &mut Checker, s: &RawSink, key: impl Fn(&str) -> String, gateway_name: &str) -> Option<Sink> {
     let kind = s.kind.get_ref().as_str();
     refuse_keys_of_other_types(c, s, kind, &key);
     let name = s.name.get_ref().clone();
@@ -1047,7 +1065,7 @@ fn sink(c: &mut Checker, s: &RawSink, key: impl Fn(&str) -> String) -> Option<Si
             mqtt_sink(c, s, &key, sp).map(|m| Sink { name, kind: SinkKind::Mqtt(Box::new(m)) })
         }
         "http" => http_sink(c, s, &key).map(|h| Sink { name, kind: SinkKind::Http(h) }),
-        "diode" => diode_sink(c, s, &key).map(|d| Sink { name, kind: SinkKind::Diode(d) }),
+        "diode" => diode_sink(c, s, &key, gateway_name).map(|d| Sink { name, kind: SinkKind::Diode(d) }),
         other => {
             c.err(
                 s.kind.span(),
