@@ -177,6 +177,14 @@ fn sink_summary(kind: &SinkKind) -> String {
             d.repeat.map_or(String::new(), |r| format!(", each block again after {} ms", r.as_millis()))
         ),
         SinkKind::Jsonl { path } => format!("jsonl {}", path.display()),
+        SinkKind::Kafka(k) => format!(
+            "kafka {} topic {:?}{}{}{}",
+            k.brokers.join(","),
+            k.topic,
+            if k.lz4 { ", LZ4" } else { "" },
+            if k.tls { ", TLS" } else { "" },
+            k.sasl.as_ref().map_or(String::new(), |(m, u, _)| format!(", SASL {m:?} as {u}"))
+        ),
         SinkKind::Http(h) => format!("http {} ({})", h.url, h.classes.join(", ")),
         SinkKind::Mqtt(m) => {
             let scheme = if m.tls { "mqtts" } else { "mqtt" };

@@ -213,6 +213,7 @@ impl Gateway {
                     SinkKind::Mqtt(m) if m.sparkplug.is_some() => "sparkplug",
                     SinkKind::Mqtt(_) => "mqtt",
                     SinkKind::Diode(_) => "diode",
+                    SinkKind::Kafka(_) => "kafka",
                 };
                 airlock_web::SinkView { name: s.name.clone(), kind, health: Arc::clone(h) }
             })
@@ -333,6 +334,10 @@ pub fn start_sinks(
             }
             SinkKind::Mqtt(m) => {
                 let sink = MqttPublisher::new(&s.name, gateway, m).counting(Arc::clone(&h));
+                airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?
+            }
+            SinkKind::Kafka(k) => {
+                let sink = airlock_north::kafka::KafkaSink::new(&s.name, gateway, k);
                 airlock_north::spawn(sink, outbox.clone(), stop, Arc::clone(&h))?
             }
             SinkKind::Diode(d) => {

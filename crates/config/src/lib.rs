@@ -154,6 +154,34 @@ pub enum SinkKind {
     Http(HttpSink),
     /// The OT half of a data diode: one-way UDP datagrams with forward error correction.
     Diode(DiodeSink),
+    /// A Kafka cluster (`type = "kafka"`).
+    Kafka(KafkaSink),
+}
+
+/// A Kafka sink: records produced to a topic per class, keyed by asset path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSink {
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    /// The topic; `{class}` is replaced by the record's class (events, aggregates, series, raw).
+    pub topic: String,
+    /// Compress each batch with LZ4.
+    pub lz4: bool,
+    /// TLS (rustls), trusting `ca_file` or the Mozilla roots; a client certificate if given.
+    pub tls: bool,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// SASL: the mechanism, the user name and where the password is read from.
+    pub sasl: Option<(Sasl, String, Secret)>,
+    pub rate_max_per_s: f64,
+}
+
+/// A SASL mechanism of a Kafka sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sasl {
+    Plain,
+    ScramSha256,
+    ScramSha512,
 }
 
 /// The sending half of a diode (`type = "diode"`).

@@ -623,3 +623,27 @@ fn a_dashboard_reachable_from_the_network_needs_a_token_and_tls() {
     let loopback = format!("[web]\nlisten = \"127.0.0.1:8080\"\n{DEVICE}{TAG}");
     assert!(parse(&loopback, Path::new("plant.toml")).unwrap().web.unwrap().token_env.is_none());
 }
+
+#[test]
+fn a_kafka_sink_names_its_bad_keys() {
+    let good = format!("{DEVICE}{TAG}\n[[sink]]\nname = \"k\"\ntype = \"kafka\"\nbrokers = [\"10.0.0.9:9092\"]\n");
+    let config = parse(&good, Path::new("plant.toml")).unwrap();
+    let airlock_config::SinkKind::Kafka(k) = &config.sinks[0].kind else { panic!("a kafka sink") };
+    assert_eq!((k.topic.as_str(), k.lz4, k.tls, k.sasl.is_none()), ("airlock.{class}", true, false, true));
+    let bad = format!(
+        "{DEVICE}{TAG}\n[[sink]]\nname = \"k\"\ntype = \"kafka\"\nbrokers = [\"nohost\"]\ntopic = \"plant/{{class}}\"\n\
+         compression = \"gzip\"\nsasl = \"plain\"\nusername = \"u\"\npassword_env = \"P\"\nqos = 1\n"
+    );
+    check(
+        &bad,
+        &[
+            (17, "sink[k].brokers", "is not host:port"),
+            (18, "sink[k].topic", "is not a Kafka topic name"),
+            (19, "sink[k].compression", "compression is \"lz4\" or \"none\""),
+            (20, "sink[k].sasl", "SASL PLAIN without tls = true"),
+            (23, "sink[k].qos", "is only for a sink of type mqtt"),
+        ],
+    );
+    let none = format!("{DEVICE}{TAG}\n[[sink]]\nname = \"k\"\ntype = \"kafka\"\n");
+    check(&none, &[(16, "sink[k].brokers", "a kafka sink needs brokers")]);
+}

@@ -8,6 +8,7 @@
 
 pub mod http;
 mod jsonl;
+pub mod kafka;
 pub mod ledger;
 pub mod mqtt;
 mod runner;

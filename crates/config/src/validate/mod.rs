@@ -159,6 +159,108 @@ fn receive(c: &mut Checker, r: &crate::raw::RawReceive) -> Option<Receive> {
     })
 }
 
+/// `type = "kafka"`: brokers, a topic (template), compression, TLS, SASL.
+fn kafka_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Option<crate::KafkaSink> {
+    let Some(brokers) = &s.brokers else {
+        c.err(s.kind.span(), key("brokers"), "a kafka sink needs brokers = [\"host:9092\", ...]".into());
+        return None;
+    };
+    if brokers.get_ref().is_empty() {
+        c.err(brokers.span(), key("brokers"), "name at least one broker (host:port)".into());
+    }
+    for b in brokers.get_ref() {
+        let ok =
+            b.get_ref().rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            c.err(b.span(), key("brokers"), format!("{:?} is not host:port", b.get_ref()));
+        }
+    }
+    let topic = s.topic.as_ref().map_or("airlock.{class}".to_owned(), |t| t.get_ref().clone());
+    // Kafka's topic names: letters, digits, `.`, `_`, `-`, at most 249.
+    let filled = topic.replace("{class}", "aggregates");
+    if filled.is_empty()
+        || filled.len() > 249
+        || !filled.chars().all(|ch| ch.is_ascii_alphanumeric() || ".-_".contains(ch))
+    {
+        let span = s.topic.as_ref().map_or(s.kind.span(), |t| t.span());
+        let msg =
+            format!("{topic:?} is not a Kafka topic name (letters, digits, `.`, `_`, `-`; `{{class}}` for the class)");
+        c.err(span, key("topic"), msg);
+    }
+    let lz4 = match s.compression.as_ref().map(|v| v.get_ref().as_str()) {
+        None | Some("lz4") => true,
+        Some("none") => false,
+        Some(other) => {
+            let span = s.compression.as_ref().map_or(0..0, |v| v.span());
+            c.err(span, key("compression"), format!("{other:?}: compression is \"lz4\" or \"none\""));
+            true
+        }
+    };
+    let sasl = match s.sasl.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+        None => None,
+        Some((mechanism, span)) => {
+            let m = match mechanism {
+                "plain" => Some(crate::Sasl::Plain),
+                "scram-sha-256" => Some(crate::Sasl::ScramSha256),
+                "scram-sha-512" => Some(crate::Sasl::ScramSha512),
+                other => {
+                    let msg = format!("{other:?}: sasl is \"plain\", \"scram-sha-256\" or \"scram-sha-512\"");
+                    c.err(span.clone(), key("sasl"), msg);
+                    None
+                }
+            };
+            let password = match (&s.password_env, &s.password_file) {
+                (Some(e), None) => Some(Secret::Env(e.get_ref().clone())),
+                (None, Some(f)) => Some(Secret::File(resolve(c, f.get_ref()))),
+                _ => {
+                    c.err(
+                        span.clone(),
+                        key("sasl"),
+                        "SASL needs username and one of password_env, password_file".into(),
+                    );
+                    None
+                }
+            };
+            if s.username.is_none() {
+                c.err(span, key("username"), "SASL needs username".into());
+            }
+            match (m, password, &s.username) {
+                (Some(m), Some(p), Some(u)) => Some((m, u.get_ref().clone(), p)),
+                _ => None,
+            }
+        }
+    };
+    let tls = s.tls.as_ref().is_some_and(|t| *t.get_ref());
+    if let Some(crate::Sasl::Plain) = sasl.as_ref().map(|s| s.0)
+        && !tls
+        && !s.allow_plain_credentials.as_ref().is_some_and(|a| *a.get_ref())
+    {
+        let span = s.sasl.as_ref().map_or(0..0, |v| v.span());
+        let msg = "SASL PLAIN without tls = true sends the password in the clear: set tls = true, or allow_plain_credentials = true".into();
+        c.err(span, key("sasl"), msg);
+    }
+    let client_cert = match (&s.client_cert_file, &s.client_key_file) {
+        (Some(cert), Some(k)) => Some((resolve(c, cert.get_ref()), resolve(c, k.get_ref()))),
+        (None, None) => None,
+        (Some(v), None) | (None, Some(v)) => {
+            c.err(v.span(), key("client_cert_file"), "client_cert_file and client_key_file come together".into());
+            None
+        }
+    };
+    let rate = rate_max_per_s(c, &s.rate_max_per_s, key("rate_max_per_s"));
+    let rate = if s.rate_max_per_s.is_some() { rate } else { 50_000.0 };
+    Some(crate::KafkaSink {
+        brokers: brokers.get_ref().iter().map(|b| b.get_ref().clone()).collect(),
+        topic,
+        lz4,
+        tls,
+        ca_file: s.ca_file.as_ref().map(|f| resolve(c, f.get_ref())),
+        client_cert,
+        sasl,
+        rate_max_per_s: rate,
+    })
+}
+
 /// `[web]`: loopback is open to whoever is on the box; any other address needs a token and
 /// TLS (or an explicit `allow_plain_http = true`).
 fn web(c: &mut Checker, w: &Spanned<crate::raw::RawWeb>) -> Option<crate::Web> {
@@ -1066,12 +1168,13 @@ fn sink(c: &mut Checker, s: &RawSink, key: impl Fn(&str) -> String, gateway_name
         }
         "http" => http_sink(c, s, &key).map(|h| Sink { name, kind: SinkKind::Http(h) }),
         "diode" => diode_sink(c, s, &key, gateway_name).map(|d| Sink { name, kind: SinkKind::Diode(d) }),
+        "kafka" => kafka_sink(c, s, &key).map(|k| Sink { name, kind: SinkKind::Kafka(k) }),
         other => {
             c.err(
                 s.kind.span(),
                 key("type"),
                 format!(
-                    "unknown sink type {other:?}; expected \"jsonl\", \"mqtt\", \"sparkplug\", \"http\" or \"diode\""
+                    "unknown sink type {other:?}; expected \"jsonl\", \"mqtt\", \"sparkplug\", \"http\", \"kafka\" or \"diode\""
                 ),
             );
             None
@@ -1088,11 +1191,11 @@ fn refuse_keys_of_other_types(c: &mut Checker, s: &RawSink, kind: &str, key: &im
         spans(s.topic_prefix.as_ref().map(|v| v.span()), "topic_prefix", &["mqtt"]),
         spans(s.client_id.as_ref().map(|v| v.span()), "client_id", &["mqtt", "sparkplug"]),
         spans(s.qos.as_ref().map(|v| v.span()), "qos", &["mqtt"]),
-        spans(s.username.as_ref().map(|v| v.span()), "username", &["mqtt", "sparkplug"]),
-        spans(s.password_env.as_ref().map(|v| v.span()), "password_env", &["mqtt", "sparkplug"]),
-        spans(s.password_file.as_ref().map(|v| v.span()), "password_file", &["mqtt", "sparkplug"]),
+        spans(s.username.as_ref().map(|v| v.span()), "username", &["mqtt", "sparkplug", "kafka"]),
+        spans(s.password_env.as_ref().map(|v| v.span()), "password_env", &["mqtt", "sparkplug", "kafka"]),
+        spans(s.password_file.as_ref().map(|v| v.span()), "password_file", &["mqtt", "sparkplug", "kafka"]),
         spans(s.inflight_max.as_ref().map(|v| v.span()), "inflight_max", &["mqtt", "sparkplug"]),
-        spans(s.rate_max_per_s.as_ref().map(|v| v.span()), "rate_max_per_s", &["mqtt", "sparkplug"]),
+        spans(s.rate_max_per_s.as_ref().map(|v| v.span()), "rate_max_per_s", &["mqtt", "sparkplug", "kafka"]),
         spans(s.keep_alive_s.as_ref().map(|v| v.span()), "keep_alive_s", &["mqtt", "sparkplug"]),
         spans(s.classes.as_ref().map(|v| v.span()), "classes", &["http"]),
         spans(s.batch_records_max.as_ref().map(|v| v.span()), "batch_records_max", &["http"]),
@@ -1103,16 +1206,21 @@ fn refuse_keys_of_other_types(c: &mut Checker, s: &RawSink, kind: &str, key: &im
         spans(
             s.allow_plain_credentials.as_ref().map(|v| v.span()),
             "allow_plain_credentials",
-            &["mqtt", "sparkplug", "http"],
+            &["mqtt", "sparkplug", "http", "kafka"],
         ),
         spans(s.group_id.as_ref().map(|v| v.span()), "group_id", &["sparkplug"]),
         spans(s.edge_node_id.as_ref().map(|v| v.span()), "edge_node_id", &["sparkplug"]),
         spans(s.birth_interval_s.as_ref().map(|v| v.span()), "birth_interval_s", &["sparkplug"]),
-        spans(s.ca_file.as_ref().map(|v| v.span()), "ca_file", &["mqtt", "sparkplug"]),
+        spans(s.ca_file.as_ref().map(|v| v.span()), "ca_file", &["mqtt", "sparkplug", "kafka"]),
         spans(s.replay.as_ref().map(|v| v.span()), "replay", &["mqtt", "sparkplug"]),
         spans(s.replay_rate_max_per_s.as_ref().map(|v| v.span()), "replay_rate_max_per_s", &["mqtt", "sparkplug"]),
-        spans(s.client_cert_file.as_ref().map(|v| v.span()), "client_cert_file", &["mqtt", "sparkplug"]),
-        spans(s.client_key_file.as_ref().map(|v| v.span()), "client_key_file", &["mqtt", "sparkplug"]),
+        spans(s.client_cert_file.as_ref().map(|v| v.span()), "client_cert_file", &["mqtt", "sparkplug", "kafka"]),
+        spans(s.client_key_file.as_ref().map(|v| v.span()), "client_key_file", &["mqtt", "sparkplug", "kafka"]),
+        spans(s.brokers.as_ref().map(|v| v.span()), "brokers", &["kafka"]),
+        spans(s.topic.as_ref().map(|v| v.span()), "topic", &["kafka"]),
+        spans(s.compression.as_ref().map(|v| v.span()), "compression", &["kafka"]),
+        spans(s.sasl.as_ref().map(|v| v.span()), "sasl", &["kafka"]),
+        spans(s.tls.as_ref().map(|v| v.span()), "tls", &["kafka"]),
         spans(s.address.as_ref().map(|v| v.span()), "address", &["diode"]),
         spans(s.bind.as_ref().map(|v| v.span()), "bind", &["diode"]),
         spans(s.mtu_bytes.as_ref().map(|v| v.span()), "mtu_bytes", &["diode"]),
@@ -1122,7 +1230,7 @@ fn refuse_keys_of_other_types(c: &mut Checker, s: &RawSink, kind: &str, key: &im
         spans(s.repeat_after_ms.as_ref().map(|v| v.span()), "repeat_after_ms", &["diode"]),
         spans(s.block_bytes.as_ref().map(|v| v.span()), "block_bytes", &["diode"]),
     ];
-    let known = ["jsonl", "mqtt", "sparkplug", "http", "diode"].contains(&kind);
+    let known = ["jsonl", "mqtt", "sparkplug", "http", "diode", "kafka"].contains(&kind);
     for (span, name, types) in keys {
         if let Some(span) = span
             && known

@@ -1,0 +1,31 @@
+"""Reads every message of a topic from the beginning with kafka-python (an independent Kafka
+client from PyPI) and prints one JSON object per message: partition, offset, key, headers and
+the value's id. Stops once `expected` messages are read or after `seconds` (bounded).
+
+usage: kafka_consume.py BOOTSTRAP TOPIC EXPECTED [SECONDS]
+"""
+
+import json
+import sys
+import time
+
+from kafka import KafkaConsumer, TopicPartition
+
+bootstrap, topic, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
+seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 60.0
+consumer = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False, api_version_auto_timeout_ms=10000)
+partitions = consumer.partitions_for_topic(topic) or set()
+assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+consumer.assign(assigned)
+consumer.seek_to_beginning(*assigned)
+seen = 0
+deadline = time.monotonic() + seconds
+while seen < expected and time.monotonic() < deadline:
+    for tp, messages in consumer.poll(timeout_ms=500).items():
+        for m in messages:
+            value = json.loads(m.value)
+            headers = {k: v.decode() for k, v in (m.headers or [])}
+            print(json.dumps({"partition": tp.partition, "offset": m.offset, "key": m.key.decode(),
+                              "headers": headers, "id": value["id"]}), flush=True)
+            seen += 1
+consumer.close()
