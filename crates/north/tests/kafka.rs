@@ -30,7 +30,12 @@ struct Broker {
 
 impl Broker {
     fn start(topics: &[(&str, u32)]) -> Self {
-        let address = format!("127.0.0.1:{}", free_port());
+        Self::start_on(&format!("127.0.0.1:{}", free_port()), topics)
+    }
+
+    /// A broker on `address` (its memory storage starts empty), with `topics` created.
+    fn start_on(address: &str, topics: &[(&str, u32)]) -> Self {
+        let address = address.to_owned();
         let url = format!("tcp://{address}");
         let child = Command::new(tansu())
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
@@ -62,16 +67,177 @@ impl Drop for Broker {
     }
 }
 
+fn config(address: &str) -> KafkaConfig {
+    KafkaConfig {
+        brokers: vec![address.to_owned()],
+        topic: "plant.{class}".into(),
+        lz4: true,
+        tls: false,
+        ca_file: None,
+        client_cert: None,
+        sasl: None,
+        rate_max_per_s: 100_000.0,
+    }
+}
+
+/// Every message of `topic`, read by kafka-python: (partition, key, gateway header, id).
+fn consume(address: &str, topic: &str, expected: usize) -> Vec<(u64, String, String, String)> {
+    let out = Command::new(airlock_testkit::python())
+        .arg(airlock_testkit::peer_script("kafka_consume.py"))
+        .args([address, topic, &expected.to_string(), "60"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let m: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(m["headers"]["id"], m["id"], "{m}");
+            let s = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+            (m["partition"].as_u64().unwrap(), s(&m["key"]), s(&m["headers"]["gateway"]), s(&m["id"]))
+        })
+        .collect()
+}
+
 #[test]
-fn every_record_arrives_keyed_in_order_per_key_with_its_headers() {
-    let broker = Broker::start(&[("plant.series", 3), ("plant.events", 1)]);
-    let dir = temp("kafka-every");
-    let config = OutboxConfig {
+fn the_broker_restarted_under_load_loses_nothing_airlock_had_not_handed_over() {
+    // tansu's memory storage forgets everything when it stops, so what the first broker had
+    // acknowledged is gone with it; what matters here is airlock's side: every record it had
+    // not seen acknowledged when the broker died arrives at the new one, none is skipped.
+    let broker = Broker::start(&[("plant.series", 2)]);
+    let address = broker.address.clone();
+    let dir = temp("kafka-restart");
+    let outbox = OutboxConfig {
         fsync: FsyncPolicy::Interval(Duration::ZERO),
         sinks: vec!["k".into()],
         ..OutboxConfig::default()
     };
-    let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), config).unwrap();
+    let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), outbox).unwrap();
+    let time = Timestamp::parse_rfc3339("2026-11-29T12:00:00Z").unwrap();
+    let mut kafka = config(&address);
+    kafka.rate_max_per_s = 1000.0;
+    let health = Arc::new(SinkHealth::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = airlock_north::spawn(
+        KafkaSink::new("k", "plant7", &kafka),
+        reader.clone(),
+        Arc::clone(&stop),
+        Arc::clone(&health),
+    )
+    .unwrap();
+    const N: u64 = 3000;
+    let path = |i: u64| format!("acme/dortmund/pressing/line3/cell1/press{}/speed", i % 4);
+    // Records keep coming while the broker dies and comes back.
+    let mut broker = Some(broker);
+    let mut acked_at_death = None;
+    let mut restarted = None;
+    for i in 1..=N {
+        writer
+            .append(Class::Series, &records::sample(&path(i), ValueType::F64, TagValue::F64(i as f64), time))
+            .unwrap();
+        if i % 50 == 0 {
+            writer.sync().unwrap();
+            std::thread::sleep(Duration::from_millis(40));
+        }
+        if i == 1000 {
+            drop(broker.take()); // killed
+            acked_at_death = Some(health.delivered.load(Relaxed));
+        }
+        if i == 1500 {
+            restarted = Some(Broker::start_on(&address, &[("plant.series", 2)]));
+        }
+    }
+    writer.sync().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while health.delivered.load(Relaxed) < N {
+        assert!(Instant::now() < deadline, "{} of {N} delivered: {}", health.delivered.load(Relaxed), health.problem());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A short outage is carried over by rskafka's own retries (within the sink's 10 s
+    // deadline); a longer one fails the session and the runner reconnects after a backoff.
+    assert!(health.problem().is_empty(), "the sink delivers again: {}", health.problem());
+    stop.store(true, Relaxed);
+    handle.join().unwrap();
+    let acked_at_death = acked_at_death.unwrap();
+    assert!((1..N).contains(&acked_at_death), "the broker died under load ({acked_at_death} acknowledged)");
+    let arrived = consume(&address, "plant.series", (N - acked_at_death) as usize);
+    let ids: std::collections::BTreeSet<u64> =
+        arrived.iter().map(|(_, _, _, id)| id.strip_prefix("plant7-s").unwrap().parse().unwrap()).collect();
+    let missing: Vec<u64> = (acked_at_death + 1..=N).filter(|i| !ids.contains(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} records airlock had not handed over never arrived: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn three_gateways_into_one_topic_keep_their_records_apart_by_key() {
+    let broker = Broker::start(&[("plant.series", 3)]);
+    let time = Timestamp::parse_rfc3339("2026-11-29T12:00:00Z").unwrap();
+    const N: u64 = 300;
+    let mut runs = Vec::new();
+    for line in 1..=3 {
+        let dir = temp(&format!("kafka-gw{line}"));
+        let outbox = OutboxConfig {
+            fsync: FsyncPolicy::Interval(Duration::ZERO),
+            sinks: vec!["k".into()],
+            ..OutboxConfig::default()
+        };
+        let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), outbox).unwrap();
+        for i in 0..N {
+            let path = format!("acme/dortmund/pressing/line{line}/cell1/press{}/speed", i % 2);
+            writer
+                .append(Class::Series, &records::sample(&path, ValueType::F64, TagValue::F64(i as f64), time))
+                .unwrap();
+        }
+        writer.sync().unwrap();
+        let health = Arc::new(SinkHealth::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let sink = KafkaSink::new("k", &format!("line{line}-gw"), &config(&broker.address));
+        let handle = airlock_north::spawn(sink, reader, Arc::clone(&stop), Arc::clone(&health)).unwrap();
+        runs.push((dir, writer, health, stop, handle));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while runs.iter().any(|r| r.2.delivered.load(Relaxed) < N) {
+        assert!(Instant::now() < deadline, "the three gateways did not deliver in 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let arrived = consume(&broker.address, "plant.series", 3 * N as usize);
+    assert_eq!(arrived.len(), 3 * N as usize);
+    let mut per_key: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    for (_, key, gateway, id) in &arrived {
+        let seq: u64 = id.rsplit_once("-s").unwrap().1.parse().unwrap();
+        assert!(id.starts_with(&format!("{gateway}-")), "{id} under the gateway {gateway}");
+        per_key.entry(key.clone()).or_default().push((gateway.clone(), seq));
+    }
+    assert_eq!(per_key.len(), 6, "two machines on each of three lines");
+    for (key, records) in &per_key {
+        let line = &key["acme/dortmund/pressing/".len().."acme/dortmund/pressing/".len() + 5];
+        assert!(records.iter().all(|(g, _)| g == &format!("{line}-gw")), "{key}: one gateway's records only");
+        assert!(records.windows(2).all(|w| w[0].1 < w[1].1), "{key}: in order");
+        assert_eq!(records.len() as u64, N / 2);
+    }
+    for (dir, _writer, _health, stop, handle) in runs {
+        stop.store(true, Relaxed);
+        handle.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn every_record_arrives_keyed_in_order_per_key_with_its_headers() {
+    let broker = Broker::start(&[("plant.series", 3), ("plant.events", 1)]);
+    let dir = temp("kafka-every");
+    let outbox = OutboxConfig {
+        fsync: FsyncPolicy::Interval(Duration::ZERO),
+        sinks: vec!["k".into()],
+        ..OutboxConfig::default()
+    };
+    let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), outbox).unwrap();
     let time = Timestamp::parse_rfc3339("2026-11-29T12:00:00Z").unwrap();
     let machines = ["press1", "press2", "press3", "press4", "wrapper"];
     const N: usize = 2000;
@@ -81,16 +247,7 @@ fn every_record_arrives_keyed_in_order_per_key_with_its_headers() {
         writer.append(Class::Series, &record).unwrap();
     }
     writer.sync().unwrap();
-    let kafka = KafkaConfig {
-        brokers: vec![broker.address.clone()],
-        topic: "plant.{class}".into(),
-        lz4: true,
-        tls: false,
-        ca_file: None,
-        client_cert: None,
-        sasl: None,
-        rate_max_per_s: 100_000.0,
-    };
+    let kafka = config(&broker.address);
     let health = Arc::new(SinkHealth::default());
     let stop = Arc::new(AtomicBool::new(false));
     let sink = KafkaSink::new("k", "plant7", &kafka);
