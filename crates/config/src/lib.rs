@@ -174,6 +174,8 @@ pub struct KafkaSink {
     /// SASL: the mechanism, the user name and where the password is read from.
     pub sasl: Option<(Sasl, String, Secret)>,
     pub rate_max_per_s: f64,
+    /// How a backlog (after an outage) is sent.
+    pub replay: Replay,
 }
 
 /// A SASL mechanism of a Kafka sink.

@@ -285,7 +285,7 @@ fn store_and_sinks_resolve_paths_against_the_config_folder() {
 fn bad_store_and_sink_settings() {
     let text = format!(
         "[store]\nfsync_interval_ms = -1\noutbox_bytes_max = 1000\n\n\
-         [[sink]]\nname = \"a\"\ntype = \"kafka\"\n\n\
+         [[sink]]\nname = \"a\"\ntype = \"amqp\"\n\n\
          [[sink]]\nname = \"a\"\ntype = \"jsonl\"\n{DEVICE}{TAG}"
     );
     check(
@@ -293,7 +293,7 @@ fn bad_store_and_sink_settings() {
         &[
             (2, "store.fsync_interval_ms", "out of range 0..=60000"),
             (3, "store.outbox_bytes_max", "out of range 1048576"),
-            (7, "sink[a].type", "unknown sink type \"kafka\""),
+            (7, "sink[a].type", "unknown sink type \"amqp\""),
             (10, "sink[a].name", "already used on line 6"),
             (11, "sink[a].path", "needs path"),
         ],

@@ -68,6 +68,7 @@ fn main() {
         client_cert: None,
         sasl: None,
         rate_max_per_s: 1e9,
+        replay: airlock_config::Replay::InOrder,
     };
     let health = Arc::new(SinkHealth::default());
     let stop = Arc::new(AtomicBool::new(false));

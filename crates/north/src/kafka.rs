@@ -128,7 +128,12 @@ impl Sink for KafkaSink {
     }
 
     fn limits(&self) -> Limits {
-        Limits { batch_max: 1000, window: 1000, rate_max_per_s: Some(self.config.rate_max_per_s), ..Limits::default() }
+        Limits {
+            batch_max: 1000,
+            window: 1000,
+            rate_max_per_s: Some(self.config.rate_max_per_s),
+            replay: self.config.replay,
+        }
     }
 
     async fn open(&mut self) -> Result<(), SinkError> {

@@ -77,6 +77,7 @@ fn config(address: &str) -> KafkaConfig {
         client_cert: None,
         sasl: None,
         rate_max_per_s: 100_000.0,
+        replay: airlock_config::Replay::InOrder,
     }
 }
 

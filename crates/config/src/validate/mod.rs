@@ -159,6 +159,30 @@ fn receive(c: &mut Checker, r: &crate::raw::RawReceive) -> Option<Receive> {
     })
 }
 
+/// How a sink sends a backlog: `replay` (`in-order` or `live-first`) and its rate cap.
+fn replay(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Replay {
+    let replay_rate = rate_max_per_s(c, &s.replay_rate_max_per_s, key("replay_rate_max_per_s"));
+    match s.replay.as_ref().map(|r| (r, r.get_ref().as_str())) {
+        None | Some((_, "in-order")) => {
+            if let Some(r) = &s.replay_rate_max_per_s {
+                c.err(r.span(), key("replay_rate_max_per_s"), "is only for replay = \"live-first\"".into());
+            }
+            Replay::InOrder
+        }
+        Some((_, "live-first")) => {
+            Replay::LiveFirst { rate_max_per_s: if s.replay_rate_max_per_s.is_some() { replay_rate } else { 1000.0 } }
+        }
+        Some((r, other)) => {
+            c.err(
+                r.span(),
+                key("replay"),
+                format!("unknown replay {other:?}; expected \"in-order\" or \"live-first\""),
+            );
+            Replay::InOrder
+        }
+    }
+}
+
 /// `type = "kafka"`: brokers, a topic (template), compression, TLS, SASL.
 fn kafka_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Option<crate::KafkaSink> {
     let Some(brokers) = &s.brokers else {
@@ -249,6 +273,7 @@ fn kafka_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Op
     };
     let rate = rate_max_per_s(c, &s.rate_max_per_s, key("rate_max_per_s"));
     let rate = if s.rate_max_per_s.is_some() { rate } else { 50_000.0 };
+    let replay = replay(c, s, key);
     Some(crate::KafkaSink {
         brokers: brokers.get_ref().iter().map(|b| b.get_ref().clone()).collect(),
         topic,
@@ -258,6 +283,7 @@ fn kafka_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Op
         client_cert,
         sasl,
         rate_max_per_s: rate,
+        replay,
     })
 }
 
@@ -1212,8 +1238,12 @@ fn refuse_keys_of_other_types(c: &mut Checker, s: &RawSink, kind: &str, key: &im
         spans(s.edge_node_id.as_ref().map(|v| v.span()), "edge_node_id", &["sparkplug"]),
         spans(s.birth_interval_s.as_ref().map(|v| v.span()), "birth_interval_s", &["sparkplug"]),
         spans(s.ca_file.as_ref().map(|v| v.span()), "ca_file", &["mqtt", "sparkplug", "kafka"]),
-        spans(s.replay.as_ref().map(|v| v.span()), "replay", &["mqtt", "sparkplug"]),
-        spans(s.replay_rate_max_per_s.as_ref().map(|v| v.span()), "replay_rate_max_per_s", &["mqtt", "sparkplug"]),
+        spans(s.replay.as_ref().map(|v| v.span()), "replay", &["mqtt", "sparkplug", "kafka"]),
+        spans(
+            s.replay_rate_max_per_s.as_ref().map(|v| v.span()),
+            "replay_rate_max_per_s",
+            &["mqtt", "sparkplug", "kafka"],
+        ),
         spans(s.client_cert_file.as_ref().map(|v| v.span()), "client_cert_file", &["mqtt", "sparkplug", "kafka"]),
         spans(s.client_key_file.as_ref().map(|v| v.span()), "client_key_file", &["mqtt", "sparkplug", "kafka"]),
         spans(s.brokers.as_ref().map(|v| v.span()), "brokers", &["kafka"]),
@@ -1306,26 +1336,7 @@ fn mqtt_sink(
         (None, None) => None,
     };
     let ca_file = s.ca_file.as_ref().map(|f| resolve(c, f.get_ref()));
-    let replay_rate = rate_max_per_s(c, &s.replay_rate_max_per_s, key("replay_rate_max_per_s"));
-    let replay = match s.replay.as_ref().map(|r| (r, r.get_ref().as_str())) {
-        None | Some((_, "in-order")) => {
-            if let Some(r) = &s.replay_rate_max_per_s {
-                c.err(r.span(), key("replay_rate_max_per_s"), "is only for replay = \"live-first\"".into());
-            }
-            Replay::InOrder
-        }
-        Some((_, "live-first")) => {
-            Replay::LiveFirst { rate_max_per_s: if s.replay_rate_max_per_s.is_some() { replay_rate } else { 1000.0 } }
-        }
-        Some((r, other)) => {
-            c.err(
-                r.span(),
-                key("replay"),
-                format!("unknown replay {other:?}; expected \"in-order\" or \"live-first\""),
-            );
-            Replay::InOrder
-        }
-    };
+    let replay = replay(c, s, key);
     let (tls, host, port) = parsed?;
     let client_id =
         s.client_id.as_ref().map_or_else(|| format!("airlock-{}", s.name.get_ref()), |v| v.get_ref().clone());
