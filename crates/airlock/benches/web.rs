@@ -34,20 +34,7 @@ fn get(address: &str, target: &str) -> (u16, Vec<u8>) {
 
 /// CPU seconds (user + system) and resident bytes of process `pid`.
 fn usage(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
-    let cpu = (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss_kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap();
-    (cpu, rss_kb * 1024.0)
+    (airlock_testkit::cpu_seconds_of(pid), airlock_testkit::rss_mb_of(pid) * 1024.0 * 1024.0)
 }
 
 fn main() {

@@ -121,6 +121,11 @@ pub fn summary(config: &Config, file: &Path) -> String {
     if config.sinks.is_empty() {
         out += "  no sink: records wait in the outbox (bounded) until one is configured\n";
     }
+    if let Some(w) = &config.web {
+        let scheme = if w.tls.is_some() { "https" } else { "http" };
+        let access = w.token_env.as_ref().map_or("no token (loopback)".to_owned(), |v| format!("token from ${v}"));
+        out += &format!("  web: read-only dashboard on {scheme}://{}/, {access}\n", w.listen);
+    }
     out
 }
 

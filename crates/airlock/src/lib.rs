@@ -14,27 +14,14 @@ pub mod receive;
 pub mod resend;
 pub mod view;
 
-use std::time::Duration;
-
-/// Parses `500ms`, `30s`, `5m`, `2h`, or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 500ms"))?;
-    let seconds = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}; use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
-}
+/// Parses `500ms`, `30s`, `5m`, `2h`, `7d`, or a plain number of seconds (the model's parser,
+/// for the command line's arguments).
+pub use airlock_model::parse_duration;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn durations_parse_with_units() {

@@ -219,16 +219,13 @@ fn open(dir: &Path) -> anyhow::Result<HistorianReader> {
 /// The one tag whose path is `pattern` or ends with `/pattern`.
 fn resolve_tag(historian: &HistorianReader, pattern: &str) -> anyhow::Result<String> {
     let tags = historian.tags()?;
-    if tags.iter().any(|t| t == pattern) {
-        return Ok(pattern.to_owned());
-    }
-    let suffix = format!("/{pattern}");
-    let matches: Vec<&String> = tags.iter().filter(|t| t.ends_with(&suffix)).collect();
-    match matches.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => bail!("no tag is {pattern:?} or ends with {suffix:?}; `airlock query --data DIR --tags` lists them"),
-        many => {
-            let list: Vec<&str> = many.iter().take(10).map(|s| s.as_str()).collect();
+    match airlock_model::find_path(tags.iter().map(String::as_str), pattern) {
+        Ok(one) => Ok(one.to_owned()),
+        Err(none) if none.is_empty() => {
+            bail!("no tag is {pattern:?} or ends with \"/{pattern}\"; `airlock query --data DIR --tags` lists them")
+        }
+        Err(many) => {
+            let list: Vec<&str> = many.iter().take(10).copied().collect();
             bail!("{pattern:?} matches {} tags, say which: {}", many.len(), list.join(", "))
         }
     }
@@ -236,21 +233,7 @@ fn resolve_tag(historian: &HistorianReader, pattern: &str) -> anyhow::Result<Str
 
 /// `now`, `-1h` (relative to now), RFC 3339, a date, or epoch milliseconds.
 pub fn parse_time(s: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
-    if s == "now" {
-        return Ok(now);
-    }
-    if let Some(ago) = s.strip_prefix('-')
-        && let Ok(d) = parse_duration(ago)
-    {
-        return Ok(Timestamp(now.0.saturating_sub(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))));
-    }
-    if let Some(t) = Timestamp::parse_rfc3339(s) {
-        return Ok(t);
-    }
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(Timestamp::from_millis(ms));
-    }
-    bail!("{s:?} is not a time: use now, -1h, 2026-11-28T12:00:00Z, 2026-11-28 or epoch milliseconds")
+    Timestamp::parse_at(s, now).map_err(|e| anyhow::anyhow!(e))
 }
 
 fn value_text(s: &StoredSample) -> String {

@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use airlock_model::{DeviceHealth, LinkState, Quality};
+use airlock_model::{DeviceHealth, Quality};
 
 use crate::gateway::Gateway;
 
@@ -79,7 +79,7 @@ impl View {
             let _ = writeln!(
                 out,
                 "{name:<10} {:<10} {:>9.1} {:>7.1} {errors:>7}  {}",
-                state_word(h.state()),
+                h.state().word(),
                 rate(now.samples, self.last[i].samples),
                 rate(now.requests, self.last[i].requests),
                 printable(&h.last_error(), 160)
@@ -126,14 +126,6 @@ impl View {
 /// could rewrite the screen) shown as `?`, at most `max` characters.
 fn printable(text: &str, max: usize) -> String {
     text.chars().take(max).map(|c| if c.is_control() { '?' } else { c }).collect()
-}
-
-fn state_word(s: LinkState) -> &'static str {
-    match s {
-        LinkState::Connecting => "connecting",
-        LinkState::Up => "up",
-        LinkState::Backoff => "down",
-    }
 }
 
 /// `name=value unit` for each tag of device `device`, bad ones marked, cut to 160 characters.

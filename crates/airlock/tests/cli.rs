@@ -127,7 +127,9 @@ fn the_demo_runs_by_itself_and_writes_upstream_records() {
     // The config the demo wrote is one `check` accepts.
     let out = airlock(&["check", dir.join("demo.toml").to_str().unwrap()]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("5 devices, 59 tags"));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("5 devices, 59 tags"), "{summary}");
+    assert!(summary.contains("web: read-only dashboard on http://127.0.0.1:"), "{summary}");
 
     // What the demo read is in its historian, and `query` finds it.
     let data = dir.join("data");

@@ -73,6 +73,20 @@ impl fmt::Display for AssetPath {
     }
 }
 
+/// The one path among `paths` that is `name` or ends with `/name` (`press1/speed`), for a
+/// person naming a tag briefly. `Err` holds every path that ends so (none, or more than one).
+pub fn find_path<'a>(paths: impl IntoIterator<Item = &'a str> + Clone, name: &str) -> Result<&'a str, Vec<&'a str>> {
+    if let Some(exact) = paths.clone().into_iter().find(|p| *p == name) {
+        return Ok(exact);
+    }
+    let suffix = format!("/{name}");
+    let matching: Vec<&str> = paths.into_iter().filter(|p| p.ends_with(&suffix)).collect();
+    match matching.as_slice() {
+        [one] => Ok(one),
+        _ => Err(matching),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

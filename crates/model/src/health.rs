@@ -65,6 +65,17 @@ impl Latency {
     }
 }
 
+impl LinkState {
+    /// `connecting`, `up` or `down` (waiting to reconnect): the word people read.
+    pub fn word(self) -> &'static str {
+        match self {
+            LinkState::Connecting => "connecting",
+            LinkState::Up => "up",
+            LinkState::Backoff => "down",
+        }
+    }
+}
+
 impl DeviceHealth {
     pub fn state(&self) -> LinkState {
         match self.state.load(Relaxed) {

@@ -12,10 +12,10 @@ pub mod pace;
 mod sample;
 mod time;
 
-pub use asset::{AssetPath, AssetPathError, check_segment};
+pub use asset::{AssetPath, AssetPathError, check_segment, find_path};
 pub use event::{Event, Severity, Transition};
 pub use health::{
     CollectorHealth, DeviceHealth, EventFeed, FeedEvent, Latency, LinkState, Problem, Problems, panic_text,
 };
 pub use sample::{Quality, Reason, Sample, SampleBatch, TagId, Value, ValueType};
-pub use time::{Clock, Timestamp};
+pub use time::{Clock, Timestamp, parse_duration};

@@ -85,6 +85,47 @@ impl Clock {
     }
 }
 
+/// Parses a span: `500ms`, `30s`, `5m` (or `5min`), `2h`, `7d`, decimals (`1.5h`), or a plain
+/// number of seconds. Refuses other units, negative or unrepresentable spans.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 500ms"))?;
+    let seconds = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86_400.0,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}; use ms, s, m, h or d")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+}
+
+impl Timestamp {
+    /// A time as a person writes it in a query: `now`, `-1h` (a [`parse_duration`] span before
+    /// `now`), RFC 3339 or a date (see [`Timestamp::parse_rfc3339`]), or epoch milliseconds.
+    pub fn parse_at(s: &str, now: Timestamp) -> Result<Timestamp, String> {
+        let s = s.trim();
+        if s == "now" {
+            return Ok(now);
+        }
+        if let Some(ago) = s.strip_prefix('-')
+            && let Ok(d) = parse_duration(ago)
+        {
+            return Ok(Timestamp(now.0.saturating_sub(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))));
+        }
+        if let Some(t) = Timestamp::parse_rfc3339(s) {
+            return Ok(t);
+        }
+        if let Ok(ms) = s.parse::<i64>() {
+            return Ok(Timestamp::from_millis(ms));
+        }
+        Err(format!("{s:?} is not a time: use now, -1h, 2026-11-28T12:00:00Z, 2026-11-28 or epoch milliseconds"))
+    }
+}
+
 impl From<SystemTime> for Timestamp {
     fn from(t: SystemTime) -> Self {
         match t.duration_since(UNIX_EPOCH) {

@@ -169,19 +169,18 @@ impl Sink for KafkaSink {
 
     async fn send(&mut self, records: &[OutboxRecord]) -> Result<Sent, SinkError> {
         // Per topic and partition, in the order the records came: one produce request each.
-        let mut groups: Vec<(String, usize, Vec<&OutboxRecord>)> = Vec::new();
+        let mut groups: Vec<(String, usize, Arc<PartitionClient>, Vec<&OutboxRecord>)> = Vec::new();
         for r in records {
             let topic = self.topic_of(r);
-            let partitions = self.partitions_of(&topic).await?.len();
-            let partition = partition_of(&key_of(&r.record, &self.gateway), partitions);
-            match groups.iter_mut().find(|(t, p, _)| *t == topic && *p == partition) {
-                Some((_, _, group)) => group.push(r),
-                None => groups.push((topic, partition, vec![r])),
+            let partitions = self.partitions_of(&topic).await?;
+            let partition = partition_of(&key_of(&r.record, &self.gateway), partitions.len());
+            match groups.iter_mut().find(|(t, p, ..)| *t == topic && *p == partition) {
+                Some((.., group)) => group.push(r),
+                None => groups.push((topic, partition, Arc::clone(&partitions[partition]), vec![r])),
             }
         }
         let compression = if self.config.lz4 { Compression::Lz4 } else { Compression::NoCompression };
-        for (topic, partition, group) in groups {
-            let client = Arc::clone(&self.partitions_of(&topic).await?[partition]);
+        for (topic, partition, client, group) in groups {
             let mut batch = Vec::with_capacity(group.len());
             let mut bytes = 0;
             for r in &group {
@@ -197,6 +196,8 @@ impl Sink for KafkaSink {
                 let timestamp = Utc.timestamp_millis_opt(r.time.as_millis()).single().unwrap_or_default();
                 batch.push(Record { key: Some(key), value: Some(value), headers, timestamp });
             }
+            // The ledger keeps the first record's value as the message's sample payload.
+            let first = batch.first().and_then(|r| r.value.clone()).unwrap_or_default();
             let produced = tokio::time::timeout(PRODUCE_TIMEOUT, client.produce(batch, compression))
                 .await
                 .map_err(|_| self.failed(format!("no answer to a produce request to {topic}/{partition}")))?
@@ -205,11 +206,6 @@ impl Sink for KafkaSink {
                 return Err(self.failed(format!("{} offsets for {} records", produced.len(), group.len())));
             }
             let label = format!("{topic}/{partition}");
-            // The ledger keeps the first record's value as the message's sample payload.
-            let mut first = Vec::new();
-            if let Some(r) = group.first() {
-                wire_json(&self.gateway, r, &mut first);
-            }
             self.ledger.sent_as(Timestamp::now(), &label, group.iter().copied(), &first, bytes);
         }
         Ok(Sent::Delivered)

@@ -14,7 +14,7 @@ use airlock_config::KafkaSink as KafkaConfig;
 use airlock_model::{Timestamp, Value as TagValue, ValueType};
 use airlock_north::SinkHealth;
 use airlock_north::kafka::KafkaSink;
-use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxWriter};
+use airlock_store::{Class, FsyncPolicy, OutboxConfig, OutboxReader, OutboxWriter};
 use airlock_testkit::{free_port, records, temp};
 
 /// tansu, as `scripts/test` installs it (`cargo install tansu@0.6.0 --locked --features dynostore`).
@@ -67,6 +67,16 @@ impl Drop for Broker {
     }
 }
 
+/// An outbox in `dir` with the one sink `k`, synced at every commit.
+fn outbox(dir: &std::path::Path) -> (OutboxWriter, OutboxReader) {
+    let config = OutboxConfig {
+        fsync: FsyncPolicy::Interval(Duration::ZERO),
+        sinks: vec!["k".into()],
+        ..OutboxConfig::default()
+    };
+    OutboxWriter::open(&dir.join("outbox"), config).unwrap()
+}
+
 fn config(address: &str) -> KafkaConfig {
     KafkaConfig {
         brokers: vec![address.to_owned()],
@@ -108,12 +118,7 @@ fn the_broker_restarted_under_load_loses_nothing_airlock_had_not_handed_over() {
     let broker = Broker::start(&[("plant.series", 2)]);
     let address = broker.address.clone();
     let dir = temp("kafka-restart");
-    let outbox = OutboxConfig {
-        fsync: FsyncPolicy::Interval(Duration::ZERO),
-        sinks: vec!["k".into()],
-        ..OutboxConfig::default()
-    };
-    let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), outbox).unwrap();
+    let (mut writer, reader) = outbox(&dir);
     let time = Timestamp::parse_rfc3339("2026-11-29T12:00:00Z").unwrap();
     let mut kafka = config(&address);
     kafka.rate_max_per_s = 1000.0;
@@ -183,12 +188,7 @@ fn three_gateways_into_one_topic_keep_their_records_apart_by_key() {
     let mut runs = Vec::new();
     for line in 1..=3 {
         let dir = temp(&format!("kafka-gw{line}"));
-        let outbox = OutboxConfig {
-            fsync: FsyncPolicy::Interval(Duration::ZERO),
-            sinks: vec!["k".into()],
-            ..OutboxConfig::default()
-        };
-        let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), outbox).unwrap();
+        let (mut writer, reader) = outbox(&dir);
         for i in 0..N {
             let path = format!("acme/dortmund/pressing/line{line}/cell1/press{}/speed", i % 2);
             writer
@@ -233,12 +233,7 @@ fn three_gateways_into_one_topic_keep_their_records_apart_by_key() {
 fn every_record_arrives_keyed_in_order_per_key_with_its_headers() {
     let broker = Broker::start(&[("plant.series", 3), ("plant.events", 1)]);
     let dir = temp("kafka-every");
-    let outbox = OutboxConfig {
-        fsync: FsyncPolicy::Interval(Duration::ZERO),
-        sinks: vec!["k".into()],
-        ..OutboxConfig::default()
-    };
-    let (mut writer, reader) = OutboxWriter::open(&dir.join("outbox"), outbox).unwrap();
+    let (mut writer, reader) = outbox(&dir);
     let time = Timestamp::parse_rfc3339("2026-11-29T12:00:00Z").unwrap();
     let machines = ["press1", "press2", "press3", "press4", "wrapper"];
     const N: usize = 2000;

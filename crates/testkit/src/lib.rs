@@ -227,16 +227,26 @@ fn cpu_seconds_at(path: &str) -> f64 {
 
 /// The peak resident set size of this process, in MB (Linux, `/proc`).
 pub fn peak_rss_mb() -> f64 {
-    status_mb("VmHWM:")
+    status_mb("/proc/self/status", "VmHWM:")
 }
 
 /// The resident set size of this process now, in MB (Linux, `/proc`).
 pub fn rss_mb() -> f64 {
-    status_mb("VmRSS:")
+    status_mb("/proc/self/status", "VmRSS:")
 }
 
-fn status_mb(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// The peak resident set size of process `pid` so far, in MB (0 once it has gone).
+pub fn peak_rss_mb_of(pid: u32) -> f64 {
+    status_mb(&format!("/proc/{pid}/status"), "VmHWM:")
+}
+
+/// The resident set size of process `pid` now, in MB.
+pub fn rss_mb_of(pid: u32) -> f64 {
+    status_mb(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+fn status_mb(path: &str, field: &str) -> f64 {
+    let status = std::fs::read_to_string(path).unwrap_or_default();
     let kb = status
         .lines()
         .find_map(|l| l.strip_prefix(field))

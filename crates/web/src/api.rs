@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use airlock_model::{DeviceHealth, LinkState, Timestamp, Value};
+use airlock_model::{DeviceHealth, Timestamp, Value};
 use airlock_store::{Bucket, Class, StoredSample};
 use axum::Json;
 use axum::extract::{Query, State};
@@ -88,14 +88,6 @@ pub struct TagRow {
     pub age_s: Option<f64>,
 }
 
-pub fn state_word(s: LinkState) -> &'static str {
-    match s {
-        LinkState::Connecting => "connecting",
-        LinkState::Up => "up",
-        LinkState::Backoff => "down",
-    }
-}
-
 /// Samples and requests per second per device, over the last few seconds: totals are kept
 /// at most every [`Rates::WINDOW`], so any number of dashboards share one window.
 #[derive(Default)]
@@ -150,7 +142,7 @@ pub fn device_rows(d: &Dashboard, rates: &Rates) -> Vec<DeviceRow> {
                 name: v.name.clone(),
                 protocol: v.protocol,
                 address: v.address.clone(),
-                state: state_word(h.state()),
+                state: h.state().word(),
                 last_error: h.last_error(),
                 samples_per_s,
                 requests_per_s,
@@ -248,39 +240,18 @@ pub fn tag_rows(d: &Dashboard, filter: &str) -> Vec<TagRow> {
         .collect()
 }
 
-/// A time in a query: `now`, `-15m` / `-2h` / `-7d` (before the gateway's now), RFC 3339, or
-/// epoch milliseconds.
+/// A time in a query: the model's `now`, `-1h`, RFC 3339 or epoch milliseconds.
 pub fn parse_time(text: &str, now: Timestamp) -> Result<Timestamp, String> {
-    let text = text.trim();
-    if text == "now" {
-        return Ok(now);
-    }
-    if let Some(ago) = text.strip_prefix('-') {
-        let d = parse_span(ago)?;
-        return Ok(Timestamp(now.0.saturating_sub(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))));
-    }
-    if let Ok(ms) = text.parse::<i64>() {
-        return Ok(Timestamp::from_millis(ms));
-    }
-    Timestamp::parse_rfc3339(text)
-        .ok_or_else(|| format!("{text:?} is not a time (now, -1h, 2026-11-29T10:00:00Z or epoch ms)"))
+    Timestamp::parse_at(text, now)
 }
 
-/// `15m`, `1h`, `7d`, `30s`, `500ms`.
+/// A span in a query (`15m`, `1h`, `7d`: the model's parser), at most ten years.
 pub fn parse_span(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (n, unit) = text.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{text:?} is not a span like 15m, 1h or 7d"))?;
-    let ms = match unit {
-        "ms" => 1,
-        "s" | "" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
-    };
-    let ms = n.checked_mul(ms).filter(|ms| *ms <= 3650 * 86_400_000).ok_or_else(|| format!("{text:?} is too long"))?;
-    Ok(Duration::from_millis(ms))
+    let d = airlock_model::parse_duration(text)?;
+    if d > Duration::from_secs(3650 * 86_400) {
+        return Err(format!("{text:?} is too long"));
+    }
+    Ok(d)
 }
 
 /// The one tag `name` names: its full path, or the end of exactly one path.
@@ -289,16 +260,10 @@ pub fn find_tag(d: &Dashboard, name: &str) -> Result<String, String> {
     if name.is_empty() {
         return Err("name a tag: tag=press1/speed or its full asset path".into());
     }
-    let paths: Vec<&str> = d.tags.iter().map(|t| t.path.as_str()).collect();
-    if let Some(p) = paths.iter().find(|p| **p == name) {
-        return Ok((*p).to_owned());
-    }
-    let suffix = format!("/{name}");
-    let matching: Vec<&&str> = paths.iter().filter(|p| p.ends_with(&suffix)).collect();
-    match matching.as_slice() {
-        [one] => Ok((**one).to_owned()),
-        [] => Err(format!("no tag {name:?}")),
-        many => Err(format!("{name:?} matches {} tags; give more of the path", many.len())),
+    match airlock_model::find_path(d.tags.iter().map(|t| t.path.as_str()), name) {
+        Ok(path) => Ok(path.to_owned()),
+        Err(none) if none.is_empty() => Err(format!("no tag {name:?}")),
+        Err(many) => Err(format!("{name:?} matches {} tags; give more of the path", many.len())),
     }
 }
 
