@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::time::Instant;
 
 use crate::gateway::Gateway;
 use crate::{logger, parse_duration};
@@ -138,7 +137,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let (status, sinks) = (std::sync::Arc::clone(&r.status), r.sink_health.clone());
         view = view.with_extra(move || it_line(&status, &sinks));
     }
-    show_view_until(view, &gateway, args.duration).await;
+    crate::view::show_view_until(view, &gateway, args.duration).await;
     let health = gateway.health.clone();
     let sinks = gateway.sink_health.clone();
     let data_dir = gateway.config.store.data_dir.clone();
@@ -206,29 +205,3 @@ name = "upstream-file"
 type = "jsonl"
 path = "upstream.jsonl"
 "#;
-
-/// Redraws the live view until `duration` has passed or Ctrl-C is pressed.
-pub async fn show_until(gateway: &Gateway, header: String, duration: Option<Duration>) {
-    show_view_until(crate::view::View::new(gateway, header), gateway, duration).await;
-}
-
-/// As [`show_until`], with a view of the caller's.
-pub async fn show_view_until(mut view: crate::view::View, gateway: &Gateway, duration: Option<Duration>) {
-    let deadline = duration.map(|d| Instant::now() + d);
-    let mut ticker = tokio::time::interval(view.period());
-    ticker.tick().await;
-    loop {
-        let until_deadline = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = ticker.tick() => view.draw(gateway),
-            () = until_deadline => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
-    }
-    view.draw(gateway);
-}

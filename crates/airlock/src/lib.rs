@@ -5,6 +5,7 @@
 
 pub mod browse;
 pub mod check;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod gateway;
 pub mod logger;

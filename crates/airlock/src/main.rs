@@ -1,7 +1,9 @@
 //! The `airlock` command: `demo` runs the built-in demo plant with no setup, `run` runs a
 //! config, `check` validates one, `sim` serves the simulated plant on its own.
 
-use airlock::{browse, check, demo, gateway, logger, parse_duration, query, receive, resend};
+#[cfg(feature = "sim")]
+use airlock::demo;
+use airlock::{browse, check, gateway, logger, parse_duration, query, receive, resend, view};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,7 +26,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the simulated press line and a gateway reading it, with a live view.
+    #[cfg(feature = "sim")]
     Demo(demo::DemoArgs),
+    /// (Not in this build: it was built without the simulator.)
+    #[cfg(not(feature = "sim"))]
+    #[command(hide = true)]
+    Demo {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run the gateway with a config file.
     Run {
         /// The config file (TOML).
@@ -62,6 +72,7 @@ enum Command {
     /// Export the historian's samples in a time range to CSV.
     Export(query::ExportArgs),
     /// Serve the simulated press line (Modbus TCP, and OPC UA for the line) until Ctrl-C.
+    #[cfg(feature = "sim")]
     Sim {
         /// The first machine's port; the others follow (0 picks free ports).
         #[arg(long, default_value_t = 5020)]
@@ -129,11 +140,19 @@ fn run_async(command: Command) -> anyhow::Result<()> {
         .context("start the runtime")?;
     runtime.block_on(async {
         match command {
+            #[cfg(feature = "sim")]
             Command::Demo(args) => demo::run(args).await,
+            #[cfg(not(feature = "sim"))]
+            Command::Demo { .. } => Err(anyhow::anyhow!(
+                "this airlock was built without the simulated plant (cargo build --no-default-features), \
+                 so it has no demo; the default build has it"
+            )),
             Command::Browse(args) => browse::run(args).await,
             Command::Run { file, out, duration } => run_config(file, out, duration).await,
             Command::Receive { file, duration } => receive::run(&file, duration).await,
+            #[cfg(feature = "sim")]
             Command::Sim { base_port, opcua_load: Some(n), .. } => sim_opcua_load(base_port, n).await,
+            #[cfg(feature = "sim")]
             Command::Sim { base_port, seed, speed, print_config, opcua_load: None } => {
                 sim(base_port, seed, speed, print_config).await
             }
@@ -165,12 +184,13 @@ async fn run_config(file: PathBuf, out: Option<PathBuf>, duration: Option<Durati
         }
     }
     let header = format!("airlock run {}", file.display());
-    demo::show_until(&gateway, header, duration).await;
+    view::show_until(&gateway, header, duration).await;
     gateway.stop().await;
     log::info!("stopped");
     Ok(())
 }
 
+#[cfg(feature = "sim")]
 async fn sim_opcua_load(port: u16, nodes: usize) -> anyhow::Result<()> {
     logger::init(None);
     let pki = std::env::temp_dir().join(format!("airlock-sim-opcua-load-{}", std::process::id()));
@@ -184,6 +204,7 @@ async fn sim_opcua_load(port: u16, nodes: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "sim")]
 async fn sim(base_port: u16, seed: u64, speed: f64, print_config: bool) -> anyhow::Result<()> {
     logger::init(None);
     anyhow::ensure!(speed.is_finite() && speed > 0.0, "--speed must be above 0");

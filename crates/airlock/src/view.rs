@@ -186,6 +186,32 @@ fn store_line(gateway: &Gateway) -> String {
     line
 }
 
+/// Redraws the live view until `duration` has passed or Ctrl-C is pressed.
+pub async fn show_until(gateway: &Gateway, header: String, duration: Option<Duration>) {
+    show_view_until(View::new(gateway, header), gateway, duration).await;
+}
+
+/// As [`show_until`], with a view of the caller's.
+pub async fn show_view_until(mut view: View, gateway: &Gateway, duration: Option<Duration>) {
+    let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+    let mut ticker = tokio::time::interval(view.period());
+    ticker.tick().await;
+    loop {
+        let until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = ticker.tick() => view.draw(gateway),
+            () = until_deadline => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    view.draw(gateway);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

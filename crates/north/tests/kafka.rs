@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use airlock_config::KafkaSink as KafkaConfig;
+use airlock_config::{KafkaSink as KafkaConfig, Sasl, Secret};
 use airlock_model::{Timestamp, Value as TagValue, ValueType};
 use airlock_north::SinkHealth;
 use airlock_north::kafka::KafkaSink;
@@ -35,20 +35,38 @@ impl Broker {
 
     /// A broker on `address` (its memory storage starts empty), with `topics` created.
     fn start_on(address: &str, topics: &[(&str, u32)]) -> Self {
+        let broker = Self::launch(address, address, "memory://tansu/", false, &std::env::temp_dir());
+        broker.create_topics(topics);
+        broker
+    }
+
+    /// tansu listening on `address`, telling clients it is at `advertised`, keeping its data in
+    /// `storage` (a `sqlite://` file is found from `dir`), asking every client to authenticate
+    /// (SCRAM) if `authentication`.
+    fn launch(address: &str, advertised: &str, storage: &str, authentication: bool, dir: &std::path::Path) -> Self {
         let address = address.to_owned();
         let url = format!("tcp://{address}");
-        let child = Command::new(tansu())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
+        let mut command = Command::new(tansu());
+        command
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &format!("tcp://{advertised}")])
+            .args(["--storage-engine", storage])
+            .current_dir(dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu is not installed: run ./scripts/test, which installs it");
+            .stderr(Stdio::null());
+        if authentication {
+            command.arg("--authentication");
+        }
+        let child = command.spawn().expect("tansu is not installed: run ./scripts/test, which installs it");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(&address).is_err() {
             assert!(Instant::now() < deadline, "tansu did not listen on {address}");
             std::thread::sleep(Duration::from_millis(100));
         }
+        Self { child, address }
+    }
+
+    fn create_topics(&self, topics: &[(&str, u32)]) {
+        let url = format!("tcp://{}", self.address);
         for (topic, partitions) in topics {
             let out = Command::new(tansu())
                 .args(["topic", "create", topic, "--partitions", &partitions.to_string(), "--broker", &url])
@@ -56,7 +74,6 @@ impl Broker {
                 .unwrap();
             assert!(out.status.success(), "create {topic}: {}", String::from_utf8_lossy(&out.stderr));
         }
-        Self { child, address }
     }
 }
 
@@ -93,9 +110,20 @@ fn config(address: &str) -> KafkaConfig {
 
 /// Every message of `topic`, read by kafka-python: (partition, key, gateway header, id).
 fn consume(address: &str, topic: &str, expected: usize) -> Vec<(u64, String, String, String)> {
+    consume_with(address, topic, expected, &[])
+}
+
+/// As `consume`, with `security` in kafka_consume.py's environment (TLS and SASL settings).
+fn consume_with(
+    address: &str,
+    topic: &str,
+    expected: usize,
+    security: &[(&str, String)],
+) -> Vec<(u64, String, String, String)> {
     let out = Command::new(airlock_testkit::python())
         .arg(airlock_testkit::peer_script("kafka_consume.py"))
         .args([address, topic, &expected.to_string(), "60"])
+        .envs(security.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -292,5 +320,143 @@ fn every_record_arrives_keyed_in_order_per_key_with_its_headers() {
     assert_eq!(all, (1..=N as u64).collect::<Vec<_>>(), "every id once");
     let partitions: std::collections::BTreeSet<u64> = partition_of_key.values().copied().collect();
     assert!(partitions.len() > 1, "the keys spread over the partitions: {partitions:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// socat's OpenSSL listener on `address` in front of the broker at `broker`: it presents the
+/// server certificate made for 127.0.0.1 and asks every client for a certificate signed by the
+/// test CA (tansu 0.6 takes `--cert` but serves plain TCP only).
+struct TlsFront(Child);
+
+impl TlsFront {
+    fn start(address: &str, broker: &str, dir: &std::path::Path) -> Self {
+        let file = |f: &str| dir.join(f).display().to_string();
+        let (host, port) = address.rsplit_once(':').unwrap();
+        let listen = format!(
+            "OPENSSL-LISTEN:{port},bind={host},reuseaddr,fork,cert={},key={},cafile={},verify=1",
+            file("server.pem"),
+            file("server.key"),
+            file("ca.pem")
+        );
+        let child = Command::new("socat")
+            .args([listen, format!("TCP:{broker}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat is not installed: run ./scripts/test, which installs it");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(address).is_err() {
+            assert!(Instant::now() < deadline, "socat did not listen on {address}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self(child)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs a sink with `kafka` on a fresh outbox (`name` in `dir`) of `n` records until they are
+/// delivered or `within` has passed; returns how many were delivered and the sink's problem.
+fn deliver(dir: &std::path::Path, name: &str, kafka: &KafkaConfig, n: u64, within: Duration) -> (u64, String) {
+    let (mut writer, reader) = outbox(&dir.join(name));
+    let time = Timestamp::parse_rfc3339("2026-11-29T12:00:00Z").unwrap();
+    for i in 1..=n {
+        let path = format!("acme/dortmund/pressing/line3/cell1/press{}/speed", i % 2);
+        writer.append(Class::Series, &records::sample(&path, ValueType::F64, TagValue::F64(i as f64), time)).unwrap();
+    }
+    writer.sync().unwrap();
+    let health = Arc::new(SinkHealth::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sink = KafkaSink::new("k", name, kafka);
+    let handle = airlock_north::spawn(sink, reader, Arc::clone(&stop), Arc::clone(&health)).unwrap();
+    let deadline = Instant::now() + within;
+    while health.delivered.load(Relaxed) < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let problem = health.problem();
+    stop.store(true, Relaxed);
+    handle.join().unwrap();
+    (health.delivered.load(Relaxed), problem)
+}
+
+#[test]
+fn mutual_tls_and_scram_deliver_and_a_wrong_password_trust_or_missing_certificate_do_not() {
+    let dir = temp("kafka-secured");
+    airlock_testkit::make_certificates(&dir);
+    let file = |f: &str| dir.join(f);
+    let plain = format!("127.0.0.1:{}", free_port());
+    let secured = format!("127.0.0.1:{}", free_port());
+    // tansu's own `user create` cannot authenticate, so the users and the topic are made first
+    // on a broker that asks for nothing; the broker then starts again on the same SQLite file
+    // asking every client to authenticate, and clients are told to come through TLS.
+    let storage = "sqlite://tansu.db";
+    {
+        let setup = Broker::launch(&plain, &secured, storage, false, &dir);
+        setup.create_topics(&[("plant.series", 2)]);
+        for mechanism in ["scram256", "scram512"] {
+            let out = Command::new(tansu())
+                .args(["user", "create", "alice", "s3cret", "--mechanism", mechanism])
+                .args(["--broker", &format!("tcp://{plain}")])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "user create: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    let _broker = Broker::launch(&plain, &secured, storage, true, &dir);
+    let _front = TlsFront::start(&secured, &plain, &dir);
+    std::fs::write(file("password"), "s3cret\n").unwrap();
+    std::fs::write(file("wrong"), "secret\n").unwrap();
+    let good = KafkaConfig {
+        tls: true,
+        ca_file: Some(file("ca.pem")),
+        client_cert: Some((file("client.pem"), file("client.key"))),
+        sasl: Some((Sasl::ScramSha512, "alice".into(), Secret::File(file("password")))),
+        ..config(&secured)
+    };
+    const N: u64 = 200;
+    let (delivered, problem) = deliver(&dir, "scram512", &good, N, Duration::from_secs(60));
+    assert_eq!(delivered, N, "mutual TLS and SCRAM-SHA-512 deliver: {problem}");
+    let sha256 =
+        KafkaConfig { sasl: Some((Sasl::ScramSha256, "alice".into(), Secret::File(file("password")))), ..good.clone() };
+    let (delivered, problem) = deliver(&dir, "scram256", &sha256, N, Duration::from_secs(60));
+    assert_eq!(delivered, N, "mutual TLS and SCRAM-SHA-256 deliver: {problem}");
+
+    // An independent client, through the same TLS front and SCRAM, reads both gateways' records.
+    let security = [
+        ("KAFKA_CAFILE", file("ca.pem").display().to_string()),
+        ("KAFKA_CERTFILE", file("client.pem").display().to_string()),
+        ("KAFKA_KEYFILE", file("client.key").display().to_string()),
+        ("KAFKA_SASL", "SCRAM-SHA-512".to_owned()),
+        ("KAFKA_USER", "alice".to_owned()),
+        ("KAFKA_PASSWORD", "s3cret".to_owned()),
+    ];
+    let arrived = consume_with(&secured, "plant.series", 2 * N as usize, &security);
+    for gateway in ["scram512", "scram256"] {
+        let mut ids: Vec<u64> = arrived
+            .iter()
+            .filter(|(_, _, g, _)| g == gateway)
+            .map(|(_, _, _, id)| id.rsplit_once("-s").unwrap().1.parse().unwrap())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=N).collect::<Vec<_>>(), "{gateway}: every record arrives");
+    }
+
+    // A wrong password, a CA that did not sign the broker's certificate, and no client
+    // certificate: nothing is delivered, the records stay, and the sink says why.
+    let wrong_password =
+        KafkaConfig { sasl: Some((Sasl::ScramSha512, "alice".into(), Secret::File(file("wrong")))), ..good.clone() };
+    let wrong_trust = KafkaConfig { ca_file: Some(file("other-ca.pem")), ..good.clone() };
+    let no_certificate = KafkaConfig { client_cert: None, ..good.clone() };
+    for (name, kafka) in [("password", wrong_password), ("trust", wrong_trust), ("certificate", no_certificate)] {
+        let (delivered, problem) = deliver(&dir, name, &kafka, 10, Duration::from_secs(4));
+        assert_eq!(delivered, 0, "with a wrong {name} nothing is delivered");
+        assert!(!problem.is_empty(), "with a wrong {name} the sink says why");
+        eprintln!("wrong {name}: {problem}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
