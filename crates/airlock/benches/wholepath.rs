@@ -1,0 +1,204 @@
+//! The whole path against bare libmodbus: registers per CPU-second, every sample stored.
+//!
+//! A libmodbus TCP server of our own (`benches/c/modbus_server.c`: 10,000 holding registers,
+//! one client at a time, every read moving the registers it read on by one) runs pinned to
+//! core 1. The baseline is libmodbus's own client (`benches/c/modbus_client.c`), pinned to
+//! core 0, reading all 10,000 registers again and again, 125 a request, one request in flight,
+//! into a buffer. Then `airlock run`, pinned to core 0, reads the same server with 10,000 `u16`
+//! tags at `poll_interval_ms = 1` (one request in flight, as always), every sample into the
+//! historian, the default store settings. Both figures are registers read per CPU-second of the
+//! reading process; the gateway's must count no dropped poll and every sample stored.
+//!
+//! Both C programs are built here with `cc` against libmodbus (`libmodbus-dev`, installed by
+//! `./scripts/test`). Run: `cargo bench -p airlock --bench wholepath` (add `-- 20` for 20-second
+//! runs).
+
+#![allow(clippy::unwrap_used)] // a benchmark: a failure is the run failing
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use airlock_testkit::{cpu_seconds_of, free_port, peak_rss_mb_of, rss_mb_of, temp};
+
+const REGISTERS: usize = 10_000;
+
+/// Builds `benches/c/NAME.c` against libmodbus into `dir`; returns the program's path.
+fn build_c(name: &str, dir: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/c").join(format!("{name}.c"));
+    let out = dir.join(name);
+    let flags = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "libmodbus"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .unwrap_or_else(|| vec!["-I/usr/include/modbus".into(), "-lmodbus".into()]);
+    let made = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .args(&flags)
+        .output()
+        .expect("cc is not installed");
+    assert!(
+        made.status.success(),
+        "build {name}.c (libmodbus-dev is needed: ./scripts/test installs it): {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    out
+}
+
+fn pinned(core: usize, program: &Path) -> Command {
+    if Command::new("taskset").arg("-V").output().is_ok() && cores() >= 2 {
+        let mut c = Command::new("taskset");
+        c.arg("-c").arg(core.to_string()).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(program: &Path, port: u16) -> Server {
+    let mut child =
+        pinned(1, program).args([port.to_string(), REGISTERS.to_string()]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "listening");
+    Server(child)
+}
+
+/// (registers per second, CPU cores used) of libmodbus's client.
+fn baseline(program: &Path, port: u16, seconds: u64) -> (f64, f64) {
+    let out = pinned(0, program).args([port.to_string(), REGISTERS.to_string(), seconds.to_string()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let (registers, elapsed, cpu): (f64, f64, f64) =
+        (words[1].parse().unwrap(), words[3].parse().unwrap(), words[5].parse().unwrap());
+    (registers / elapsed, cpu / elapsed)
+}
+
+fn config(port: u16, web: u16, data: &Path) -> String {
+    let mut text = format!(
+        "[gateway]\nname = \"bench\"\n\n[store]\ndata_dir = \"{}\"\n\n[web]\nlisten = \"127.0.0.1:{web}\"\n\n\
+         [[device]]\nname = \"plc\"\nasset_path = \"bench/line\"\nprotocol = \"modbus_tcp\"\n\
+         address = \"127.0.0.1:{port}\"\npoll_interval_ms = 1\ntimeout_ms = 2000\nrate_max_per_s = 100000\n",
+        data.display()
+    );
+    for i in 0..REGISTERS {
+        text +=
+            &format!("[[device.tag]]\nname = \"r{i}\"\nspace = \"holding_register\"\naddress = {i}\ntype = \"u16\"\n");
+    }
+    text
+}
+
+/// The gateway's overview, from its JSON API.
+fn overview(web: u16) -> serde_json::Value {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", web)).unwrap();
+    write!(stream, "GET /api/v1/overview HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    serde_json::from_str(body).unwrap()
+}
+
+struct Gateway {
+    registers_per_s: f64,
+    cores: f64,
+    dropped: u64,
+    read: u64,
+    stored: u64,
+    rss_mb: f64,
+    peak_rss_mb: f64,
+}
+
+fn gateway(port: u16, seconds: u64) -> Gateway {
+    let dir = temp("wholepath");
+    let web = free_port();
+    let path = dir.join("wholepath.toml");
+    std::fs::write(&path, config(port, web, &dir.join("data"))).unwrap();
+    let mut child = pinned(0, Path::new(env!("CARGO_BIN_EXE_airlock")))
+        .arg("run")
+        .arg(&path)
+        .args(["--duration", &format!("{}s", seconds + 30)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", web)).is_err() {
+        assert!(Instant::now() < deadline, "the gateway did not serve its API");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2)); // connected and polling
+    let samples = |o: &serde_json::Value| o["devices"][0]["samples"].as_u64().unwrap();
+    let (first, cpu0, t0) = (overview(web), cpu_seconds_of(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (last, cpu1, elapsed) = (overview(web), cpu_seconds_of(pid), t0.elapsed().as_secs_f64());
+    let rss_mb = rss_mb_of(pid);
+    let peak_rss_mb = peak_rss_mb_of(pid);
+    let _ = Command::new("kill").args(["-INT", &pid.to_string()]).status();
+    let stopped = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() && Instant::now() < stopped {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    Gateway {
+        registers_per_s: (samples(&last) - samples(&first)) as f64 / elapsed,
+        cores: (cpu1 - cpu0) / elapsed,
+        dropped: last["devices"][0]["batches_dropped"].as_u64().unwrap(),
+        read: samples(&last),
+        stored: last["store"]["samples_stored"].as_u64().unwrap(),
+        rss_mb,
+        peak_rss_mb,
+    }
+}
+
+fn main() {
+    let seconds: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(10);
+    let dir = temp("wholepath-c");
+    let (server, client) = (build_c("modbus_server", &dir), build_c("modbus_client", &dir));
+    let port = free_port();
+    let _server = start_server(&server, port);
+    println!("whole path: {REGISTERS} holding registers, libmodbus server pinned to core 1, readers pinned to core 0");
+    let (c_rate, c_cores) = baseline(&client, port, seconds);
+    let c_per_cpu = c_rate / c_cores;
+    println!(
+        "libmodbus client (baseline): {:>10.0} registers/s at {:.2} cores = {:.2} M registers per CPU-second",
+        c_rate,
+        c_cores,
+        c_per_cpu / 1e6
+    );
+    let g = gateway(port, seconds);
+    let g_per_cpu = g.registers_per_s / g.cores;
+    println!(
+        "airlock run (every sample stored): {:>10.0} registers/s at {:.2} cores = {:.2} M registers per CPU-second",
+        g.registers_per_s,
+        g.cores,
+        g_per_cpu / 1e6
+    );
+    println!(
+        "  polls dropped: {}; samples read {} / stored {} (stored lags by at most one commit); RSS {:.1} MB, peak {:.1} MB",
+        g.dropped, g.read, g.stored, g.rss_mb, g.peak_rss_mb
+    );
+    println!("ratio (registers per CPU-second, airlock / libmodbus): {:.2}x", g_per_cpu / c_per_cpu);
+    let _ = std::fs::remove_dir_all(&dir);
+}
