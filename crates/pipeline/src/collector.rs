@@ -65,6 +65,10 @@ pub struct Collector {
     clock: Clock,
 }
 
+/// The longest a busy collector (a batch always waiting) goes between commits; an idle one
+/// commits as soon as the channel is empty.
+const COMMIT_EVERY_BUSY: Duration = Duration::from_millis(5);
+
 /// How often the edge's time-driven steps run (windows closing, stale alarms).
 const EDGE_TICK: Duration = Duration::from_millis(100);
 
@@ -135,12 +139,13 @@ impl Collector {
         })
     }
 
-    /// Runs until every device task has dropped its sender, then syncs. When no batch waits it
-    /// commits, then sleeps until the next batch, the next edge tick, or the moment the outbox
+    /// Runs until every device task has dropped its sender, then syncs. Batches that wait are
+    /// taken one after another and committed together; when no batch waits it commits, then sleeps until the next batch, the next edge tick, or the moment the outbox
     /// may sync what it holds unsynced (records go upstream only once synced).
     fn run(&mut self, rx: &mut mpsc::Receiver<SampleBatch>, waits: &tokio::runtime::Runtime) {
         let mut maintained = Instant::now();
         let mut ticked = Instant::now();
+        let mut committed = Instant::now();
         loop {
             if ticked.elapsed() >= EDGE_TICK {
                 ticked = Instant::now();
@@ -155,6 +160,7 @@ impl Collector {
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {
                     self.commit();
+                    committed = Instant::now();
                     let until_tick = EDGE_TICK.saturating_sub(ticked.elapsed());
                     let sync_due = self.outbox.sync_due_in().ok().flatten();
                     // At least a millisecond, so a sync that is due now is retried, not spun on.
@@ -174,6 +180,11 @@ impl Collector {
                     }
                 }
                 self.take(&batch.samples);
+                // Batches that keep coming are committed together, but at least this often.
+                if committed.elapsed() >= COMMIT_EVERY_BUSY {
+                    self.commit();
+                    committed = Instant::now();
+                }
             }
             if maintained.elapsed() >= MAINTAIN_EVERY {
                 maintained = Instant::now();
@@ -204,7 +215,6 @@ impl Collector {
         self.condenser.on_samples(samples, &mut records);
         self.queue(&mut records);
         self.records = records;
-        self.commit();
     }
 
     /// Corrupt bytes the store found and skipped since the last look, said upstream (through the

@@ -18,6 +18,13 @@ use tokio::sync::{mpsc, watch};
 /// Batches that may wait between the device tasks and the collector.
 pub const CHANNEL_BATCHES: usize = 1024;
 
+/// A driver that reads many tags in one poll gathers its answers' samples and hands them on
+/// once they are this many, once the oldest has waited [`BATCH_WAIT`], and at the poll's end:
+/// each hand-over wakes the collector's thread, which costs more than the samples themselves
+/// when a batch holds only one request's answer.
+pub const BATCH_SAMPLES: usize = 1024;
+pub const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// A southbound driver: a device task that reads until told to stop.
 pub trait Source: Send {
     /// Reads the device, handing samples to its handle, until `stop` turns true.

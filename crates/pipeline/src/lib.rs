@@ -17,6 +17,6 @@ mod tags;
 pub use airlock_model::{CollectorHealth, EventFeed, FeedEvent};
 pub use collector::{Collector, Latest};
 pub use condense::Condenser;
-pub use handle::{BatchSender, CHANNEL_BATCHES, DeviceHandle, Running, Source, channel};
+pub use handle::{BATCH_SAMPLES, BATCH_WAIT, BatchSender, CHANNEL_BATCHES, DeviceHandle, Running, Source, channel};
 pub use supervise::supervise;
 pub use tags::{TagInfo, TagTable};

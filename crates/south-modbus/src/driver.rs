@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use airlock_config::{Device, ModbusDevice};
 use airlock_model::{DeviceHealth, LinkState, Reason, Sample, Timestamp};
-use airlock_pipeline::{DeviceHandle, Running, Source};
+use airlock_pipeline::{BATCH_SAMPLES, BATCH_WAIT, DeviceHandle, Running, Source};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{MissedTickBehavior, timeout};
@@ -156,20 +156,27 @@ impl DeviceTask {
         Ok(ReadLink::attach(stream, self.modbus.unit_id))
     }
 
-    /// One poll: every planned request in turn, each answer's samples sent at once. Returns why
-    /// the link failed, if it did.
+    /// One poll: every planned request in turn. Answers' samples are gathered and handed on
+    /// together once they are [`BATCH_SAMPLES`] or the oldest has waited [`BATCH_WAIT`], and at
+    /// the poll's end: one hand-over (and one wake-up of the collector) per thousand samples,
+    /// not per request. Returns why the link failed, if it did (what was read is handed on).
     async fn poll(&self, ctx: &mut ReadLink, poll: u64, pacer: &mut Pacer, reported: &mut Reported) -> Option<Failure> {
         DeviceHealth::count(&self.health.polls, 1);
         // The words of a tag read in parts (a waveform), gathered until its last part arrives.
         let mut partial: Result<Vec<u16>, Reason> = Ok(Vec::new());
+        let mut samples: Vec<Sample> = Vec::new();
+        let mut first_read = std::time::Instant::now();
         for (i, req) in self.requests.iter().enumerate() {
-            let mut samples = Vec::with_capacity(req.tags.len());
             pacer.wait().await;
             DeviceHealth::count(&self.health.requests, 1);
             let asked = std::time::Instant::now();
             let answer = timeout(self.device.timeout, ctx.read(req)).await;
             self.health.latency.record(asked.elapsed());
             let now = Timestamp::now();
+            if samples.is_empty() {
+                samples.reserve(BATCH_SAMPLES.min(self.device.tag_count()));
+                first_read = asked;
+            }
             match answer {
                 Ok(Ok(Ok(data))) => {
                     self.exception_changed(i, 0, reported);
@@ -182,13 +189,20 @@ impl DeviceTask {
                     self.decode(req, Err(reason), now, &mut partial, &mut samples);
                 }
                 Ok(Err(e)) => {
+                    self.out.emit(poll, samples);
                     let error = e.to_string();
                     return Some(Failure::Transport { request: self.describe(req), error });
                 }
-                Err(_) => return Some(Failure::Timeout { request: self.describe(req) }),
+                Err(_) => {
+                    self.out.emit(poll, samples);
+                    return Some(Failure::Timeout { request: self.describe(req) });
+                }
             }
-            self.out.emit(poll, samples);
+            if samples.len() >= BATCH_SAMPLES || first_read.elapsed() >= BATCH_WAIT {
+                self.out.emit(poll, std::mem::take(&mut samples));
+            }
         }
+        self.out.emit(poll, samples);
         None
     }
 
