@@ -7,7 +7,9 @@
 //! into a buffer. Then `airlock run`, pinned to core 0, reads the same server with 10,000 `u16`
 //! tags at `poll_interval_ms = 1` (one request in flight, as always), every sample into the
 //! historian, the default store settings. Both figures are registers read per CPU-second of the
-//! reading process; the gateway's must count no dropped poll and every sample stored.
+//! reading process; the gateway's must count no dropped poll and every sample stored. Last, the
+//! footprint: the same 10,000 tags read once a second, the gateway's RSS (now and peak, the
+//! config's parse included) and CPU.
 //!
 //! Both C programs are built here with `cc` against libmodbus (`libmodbus-dev`, installed by
 //! `./scripts/test`). Run: `cargo bench -p airlock --bench wholepath` (add `-- 20` for 20-second
@@ -93,11 +95,11 @@ fn baseline(program: &Path, port: u16, seconds: u64) -> (f64, f64) {
     (registers / elapsed, cpu / elapsed)
 }
 
-fn config(port: u16, web: u16, data: &Path) -> String {
+fn config(port: u16, web: u16, data: &Path, poll_interval_ms: u64) -> String {
     let mut text = format!(
         "[gateway]\nname = \"bench\"\n\n[store]\ndata_dir = \"{}\"\n\n[web]\nlisten = \"127.0.0.1:{web}\"\n\n\
          [[device]]\nname = \"plc\"\nasset_path = \"bench/line\"\nprotocol = \"modbus_tcp\"\n\
-         address = \"127.0.0.1:{port}\"\npoll_interval_ms = 1\ntimeout_ms = 2000\nrate_max_per_s = 100000\n",
+         address = \"127.0.0.1:{port}\"\npoll_interval_ms = {poll_interval_ms}\ntimeout_ms = 2000\nrate_max_per_s = 100000\n",
         data.display()
     );
     for i in 0..REGISTERS {
@@ -127,11 +129,11 @@ struct Gateway {
     peak_rss_mb: f64,
 }
 
-fn gateway(port: u16, seconds: u64) -> Gateway {
+fn gateway(port: u16, seconds: u64, poll_interval_ms: u64) -> Gateway {
     let dir = temp("wholepath");
     let web = free_port();
     let path = dir.join("wholepath.toml");
-    std::fs::write(&path, config(port, web, &dir.join("data"))).unwrap();
+    std::fs::write(&path, config(port, web, &dir.join("data"), poll_interval_ms)).unwrap();
     let mut child = pinned(0, Path::new(env!("CARGO_BIN_EXE_airlock")))
         .arg("run")
         .arg(&path)
@@ -187,7 +189,7 @@ fn main() {
         c_cores,
         c_per_cpu / 1e6
     );
-    let g = gateway(port, seconds);
+    let g = gateway(port, seconds, 1);
     let g_per_cpu = g.registers_per_s / g.cores;
     println!(
         "airlock run (every sample stored): {:>10.0} registers/s at {:.2} cores = {:.2} M registers per CPU-second",
@@ -200,5 +202,15 @@ fn main() {
         g.dropped, g.read, g.stored, g.rss_mb, g.peak_rss_mb
     );
     println!("ratio (registers per CPU-second, airlock / libmodbus): {:.2}x", g_per_cpu / c_per_cpu);
+    // The footprint: the same 10,000 tags read once a second, as a plant would (issue 15's
+    // memory goal), for three times as long.
+    let f = gateway(port, 3 * seconds, 1000);
+    println!(
+        "footprint, {REGISTERS} tags at 1 Hz: {:.0} samples/s, RSS {:.1} MB, peak {:.1} MB, {:.2} % of a core",
+        f.registers_per_s,
+        f.rss_mb,
+        f.peak_rss_mb,
+        100.0 * f.cores
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -20,6 +20,15 @@ impl Deadband {
         Self { band: band.abs(), heartbeat_ms, last: None }
     }
 
+    /// Whether `s` passes; if it does, it becomes the one the next are measured from.
+    pub fn admit(&mut self, s: &Sample) -> bool {
+        let passes = self.passes(s);
+        if passes {
+            self.last = Some((s.value.clone(), s.quality, s.gateway_time));
+        }
+        passes
+    }
+
     fn passes(&self, s: &Sample) -> bool {
         let Some((value, quality, time)) = &self.last else { return true };
         if *quality != s.quality || self.heartbeat_ms.is_some_and(|hb| ms_between(*time, s.gateway_time) >= hb) {
@@ -34,8 +43,7 @@ impl Deadband {
 
 impl Transform for Deadband {
     fn on_sample(&mut self, s: &Sample, out: &mut Vec<Output>) {
-        if self.passes(s) {
-            self.last = Some((s.value.clone(), s.quality, s.gateway_time));
+        if self.admit(s) {
             out.push(Output::Sample(s.clone()));
         }
     }

@@ -77,6 +77,10 @@ pub struct Condenser {
     /// the others, which are not kept.
     shaft_rpm: Vec<Option<f64>>,
     is_shaft_speed: Vec<bool>,
+    /// Per tag, whether its chain is a deadband (or change filter) and nothing else: no swinging
+    /// door, window, alarm, counter, vibration or bearing, no OEE rule on its device, and no
+    /// bearing reading it as its shaft speed. Most tags are; their samples take a short way.
+    plain: Vec<bool>,
     scratch: Vec<Output>,
 }
 
@@ -98,12 +102,37 @@ impl Condenser {
             is_shaft_speed[b.shaft_speed.0 as usize] = true;
         }
         let shaft_rpm = vec![None; chains.len()];
-        Self { tags, chains, oee, shaft_rpm, is_shaft_speed, scratch: Vec::new() }
+        let plain = chains
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let device = tags.get(TagId(i as u32)).map_or(usize::MAX, |t| t.device);
+                c.deadband.is_some()
+                    && c.sdt.is_none()
+                    && c.window.is_none()
+                    && c.alarms.is_none()
+                    && c.counter.is_none()
+                    && c.vibration.is_none()
+                    && c.bearing.is_none()
+                    && !is_shaft_speed[i]
+                    && oee.get(device).is_none_or(Option::is_none)
+            })
+            .collect();
+        Self { tags, chains, oee, shaft_rpm, is_shaft_speed, plain, scratch: Vec::new() }
     }
 
     pub fn on_samples(&mut self, samples: &[Sample], out: &mut Vec<Record>) {
         for s in samples {
             let Some(chain) = self.chains.get_mut(s.tag.0 as usize) else { continue };
+            if self.plain[s.tag.0 as usize] {
+                if let Some(deadband) = chain.deadband.as_mut()
+                    && deadband.admit(s)
+                    && let Some(r) = record(&self.tags, Output::Sample(s.clone()), chain.series_class)
+                {
+                    out.push(r);
+                }
+                continue;
+            }
             if self.is_shaft_speed[s.tag.0 as usize]
                 && let Some(rpm) = s.value.as_ref().and_then(|v| v.as_f64())
             {

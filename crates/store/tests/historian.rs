@@ -361,3 +361,36 @@ fn tags_read_together_share_their_times_through_restarts_and_retention() {
     assert!(spread <= 20_000_000, "{firsts:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn tags_keep_their_numbers_when_tags_are_added_repeated_and_reordered_across_restarts() {
+    let dir = temp("dictionary");
+    let at = |i: i64| Timestamp::from_millis(1_000 * i);
+    {
+        let (mut w, _r) = HistorianWriter::open(&dir, config(Codec::Pco)).unwrap();
+        // One path twice in one binding: one number, one dictionary line.
+        w.bind_tags(&[PATHS[0], PATHS[1], PATHS[0]]).unwrap();
+        w.append(&[Sample::good(TagId(0), Value::F64(1.0), at(1)), Sample::good(TagId(1), Value::F64(2.0), at(1))])
+            .unwrap();
+        w.sync().unwrap();
+    }
+    let (mut w, r) = HistorianWriter::open(&dir, config(Codec::Pco)).unwrap();
+    // A new tag first, the known ones after it, in another order.
+    w.bind_tags(&[PATHS[2], PATHS[1], PATHS[0]]).unwrap();
+    w.append(&[
+        Sample::good(TagId(0), Value::F64(30.0), at(2)),
+        Sample::good(TagId(1), Value::F64(20.0), at(2)),
+        Sample::good(TagId(2), Value::F64(10.0), at(2)),
+    ])
+    .unwrap();
+    w.sync().unwrap();
+    let values =
+        |path: &str| -> Vec<Option<f64>> { r.raw(path, at(0), at(3)).unwrap().into_iter().map(|s| s.value).collect() };
+    assert_eq!(values(PATHS[0]), [Some(1.0), Some(10.0)]);
+    assert_eq!(values(PATHS[1]), [Some(2.0), Some(20.0)]);
+    assert_eq!(values(PATHS[2]), [Some(30.0)]);
+    let dictionary = std::fs::read_to_string(dir.join("tags.txt")).unwrap();
+    assert_eq!(dictionary, format!("0\t{}\n1\t{}\n2\t{}\n", PATHS[0], PATHS[1], PATHS[2]));
+    drop((w, r));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -53,6 +53,11 @@ impl Columns {
     }
 
     /// Columns of these times, values and qualities (of equal length).
+    /// Empty, with room for `n` samples.
+    pub fn with_capacity(n: usize) -> Self {
+        Self::from_parts(Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n))
+    }
+
     pub fn from_parts(times: Vec<i64>, values: Vec<f64>, quality: Vec<u16>) -> Self {
         let unsorted = !times.is_sorted();
         Self { times, values, quality, unsorted }

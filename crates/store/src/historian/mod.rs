@@ -40,6 +40,9 @@ use crate::{FsyncPolicy, StoreError};
 pub use chunk::Codec;
 pub use query::{Bucket, Point};
 
+/// Samples of one tag a chunk holds at most (a longer head is written as several chunks).
+const CHUNK_SAMPLES_MAX: usize = 8192;
+
 /// Bounds and policies of a historian.
 #[derive(Debug, Clone)]
 pub struct HistorianConfig {
@@ -165,8 +168,7 @@ impl HistorianWriter {
     /// adding new tags to the dictionary.
     pub fn bind_tags(&mut self, paths: &[&str]) -> Result<(), StoreError> {
         let mut inner = lock(&self.inner)?;
-        let bound = paths.iter().map(|p| inner.number_of(p)).collect::<Result<Vec<u32>, StoreError>>()?;
-        inner.bound = bound;
+        inner.bound = inner.numbers_of(paths)?;
         Ok(())
     }
 
@@ -405,22 +407,45 @@ impl Inner {
         }
     }
 
-    fn number_of(&mut self, path: &str) -> Result<u32, StoreError> {
-        if let Some(n) = self.numbers.get(path) {
-            return Ok(*n);
+    /// The numbers of `paths`; new ones are given the next numbers and written to the
+    /// dictionary together, with one sync (a first start with 10,000 tags syncs once, not
+    /// 10,000 times).
+    fn numbers_of(&mut self, paths: &[&str]) -> Result<Vec<u32>, StoreError> {
+        let mut numbers = Vec::with_capacity(paths.len());
+        let mut added = String::new();
+        let mut new: Vec<&str> = Vec::new();
+        let mut new_numbers: HashMap<&str, u32> = HashMap::new();
+        for path in paths {
+            let known = self.numbers.get(*path).or_else(|| new_numbers.get(path)).copied();
+            let n = match known {
+                Some(n) => n,
+                None => {
+                    let n = (self.paths.len() + new.len()) as u32;
+                    added += &format!("{n}\t{path}\n");
+                    new.push(path);
+                    new_numbers.insert(path, n);
+                    n
+                }
+            };
+            numbers.push(n);
         }
-        let n = self.paths.len() as u32;
+        if new.is_empty() {
+            return Ok(numbers);
+        }
         let file = self.dir.join("tags.txt");
         let write = || -> std::io::Result<()> {
             let mut f = OpenOptions::new().create(true).append(true).open(&file)?;
-            writeln!(f, "{n}\t{path}")?;
+            f.write_all(added.as_bytes())?;
             f.sync_data()
         };
-        write().map_err(|e| StoreError::io("add a tag to", &file, e))?;
-        self.paths.push(path.to_owned());
-        self.numbers.insert(path.to_owned(), n);
-        self.ensure_tag(n);
-        Ok(n)
+        write().map_err(|e| StoreError::io("add tags to", &file, e))?;
+        for path in new {
+            let n = self.paths.len() as u32;
+            self.paths.push(path.to_owned());
+            self.numbers.insert(path.to_owned(), n);
+            self.ensure_tag(n);
+        }
+        Ok(numbers)
     }
 
     /// One WAL record per call, and each sample into its tag's head. A sample whose WAL
@@ -494,26 +519,12 @@ impl Inner {
         let sync = self.config.fsync != FsyncPolicy::Never;
         let wal_seq = self.wal.seal(sync)?;
         let first_chunk_seq = self.chunks.next_seq();
-        let mut added = Vec::new();
-        // Tags read by one request have the very same times: store them once per checkpoint.
-        let mut time_columns: HashMap<u64, Vec<(u64, Vec<i64>)>> = HashMap::new();
-        for (tag, head) in self.heads.iter().enumerate() {
-            for part in split(head, 8192) {
-                let key = hash_times(&part.times);
-                let same =
-                    time_columns.get(&key).and_then(|v| v.iter().find(|(_, t)| *t == part.times)).map(|(s, _)| *s);
-                let bytes = chunk::encode(self.config.codec, tag as u32, &part, same)
-                    .map_err(|what| StoreError::Corrupt { path: self.dir.clone(), what })?;
-                let time = Timestamp::from_millis(part.times.iter().copied().max().unwrap_or(0));
-                let seq = self.chunks.append(time, &bytes)?;
-                let (time_min, time_max) = minmax(&part.times);
-                let times_from = same.filter(|_| self.config.codec == chunk::Codec::Pco);
-                if times_from.is_none() {
-                    time_columns.entry(key).or_default().push((seq, part.times));
-                }
-                added.push((tag, ChunkRef { seq, time_min, time_max, times_from }));
-            }
-        }
+        // The heads are encoded where they lie (a head longer than a chunk is encoded in parts),
+        // and put back whatever happens: if the checkpoint fails they still hold the samples.
+        let heads = std::mem::take(&mut self.heads);
+        let encoded = self.encode_heads(&heads);
+        self.heads = heads;
+        let added = encoded?;
         // Stamped with the newest data time, so that retention by age sees data time only.
         let newest = added.iter().map(|(_, c)| c.time_max).max().unwrap_or(0);
         self.chunks.append(Timestamp::from_millis(newest), &chunk::encode_checkpoint(wal_seq, first_chunk_seq))?;
@@ -523,10 +534,57 @@ impl Inner {
         for (tag, c) in added {
             self.index[tag].push(c);
         }
-        self.heads.iter_mut().for_each(|h| *h = chunk::Columns::default());
+        // Each head starts again with room for as many samples as it held: a tag's rate is
+        // steady, so it grows without copying itself, and without the slack of doubling.
+        for h in &mut self.heads {
+            let n = h.len();
+            *h = chunk::Columns::with_capacity(n);
+        }
         self.head_samples = 0;
         self.wal.drop_through(wal_seq, sync)?;
         Ok(())
+    }
+
+    /// Every head's samples as chunks appended to the chunk log (not committed): per chunk, its
+    /// tag and reference.
+    fn encode_heads(&mut self, heads: &[chunk::Columns]) -> Result<Vec<(usize, ChunkRef)>, StoreError> {
+        let mut added = Vec::new();
+        // Tags read by one request have the very same times: store them once per checkpoint.
+        // By the hash of the times: the chunks that hold them (sequence, and where in which head).
+        let mut time_columns: HashMap<u64, Vec<(u64, usize, std::ops::Range<usize>)>> = HashMap::new();
+        for (tag, head) in heads.iter().enumerate() {
+            for range in (0..head.len()).step_by(CHUNK_SAMPLES_MAX).map(|s| s..(s + CHUNK_SAMPLES_MAX).min(head.len()))
+            {
+                let times = &head.times[range.clone()];
+                let whole = range.len() == head.len();
+                let copied;
+                let part = if whole {
+                    head
+                } else {
+                    copied = chunk::Columns::from_parts(
+                        times.to_vec(),
+                        head.values[range.clone()].to_vec(),
+                        head.quality[range.clone()].to_vec(),
+                    );
+                    &copied
+                };
+                let key = hash_times(times);
+                let same = time_columns
+                    .get(&key)
+                    .and_then(|v| v.iter().find(|(_, t, r)| heads[*t].times[r.clone()] == *times))
+                    .map(|(s, _, _)| *s);
+                let bytes = chunk::encode(self.config.codec, tag as u32, part, same)
+                    .map_err(|what| StoreError::Corrupt { path: self.dir.clone(), what })?;
+                let (time_min, time_max) = minmax(times);
+                let seq = self.chunks.append(Timestamp::from_millis(time_max), &bytes)?;
+                let times_from = same.filter(|_| self.config.codec == chunk::Codec::Pco);
+                if times_from.is_none() {
+                    time_columns.entry(key).or_default().push((seq, tag, range));
+                }
+                added.push((tag, ChunkRef { seq, time_min, time_max, times_from }));
+            }
+        }
+        Ok(added)
     }
 
     fn retain(&mut self, now: Timestamp) -> Result<(), StoreError> {
@@ -617,21 +675,6 @@ fn minmax(times: &[i64]) -> (i64, i64) {
 /// A hash of a time column, to find another column with the same times.
 fn hash_times(times: &[i64]) -> u64 {
     times.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, t| (h ^ *t as u64).wrapping_mul(0x0100_0000_01b3))
-}
-
-/// `head` in parts of at most `n` samples.
-fn split(head: &chunk::Columns, n: usize) -> Vec<chunk::Columns> {
-    (0..head.len())
-        .step_by(n)
-        .map(|start| {
-            let end = (start + n).min(head.len());
-            chunk::Columns::from_parts(
-                head.times[start..end].to_vec(),
-                head.values[start..end].to_vec(),
-                head.quality[start..end].to_vec(),
-            )
-        })
-        .collect()
 }
 
 fn read_dictionary(path: &Path) -> Result<Vec<String>, StoreError> {
