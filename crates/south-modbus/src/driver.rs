@@ -157,8 +157,8 @@ impl DeviceTask {
     }
 
     /// One poll: every planned request in turn. Answers' samples are gathered and handed on
-    /// together once they are [`BATCH_SAMPLES`] or the oldest has waited [`BATCH_WAIT`], and at
-    /// the poll's end: one hand-over (and one wake-up of the collector) per thousand samples,
+    /// together once they are [`BATCH_SAMPLES`], once the oldest has waited [`BATCH_WAIT`] or
+    /// would wait longer for the rate cap's next slot, and at the poll's end: one hand-over (and one wake-up of the collector) per thousand samples,
     /// not per request. Returns why the link failed, if it did (what was read is handed on).
     async fn poll(&self, ctx: &mut ReadLink, poll: u64, pacer: &mut Pacer, reported: &mut Reported) -> Option<Failure> {
         DeviceHealth::count(&self.health.polls, 1);
@@ -167,7 +167,14 @@ impl DeviceTask {
         let mut samples: Vec<Sample> = Vec::new();
         let mut first_read = std::time::Instant::now();
         for (i, req) in self.requests.iter().enumerate() {
-            pacer.wait().await;
+            let slot = pacer.reserve();
+            // What has been read goes on now if the rate cap would keep it past BATCH_WAIT.
+            if !samples.is_empty() && slot.into_std() > first_read + BATCH_WAIT {
+                self.out.emit(poll, std::mem::take(&mut samples));
+            }
+            if slot > tokio::time::Instant::now() {
+                tokio::time::sleep_until(slot).await;
+            }
             DeviceHealth::count(&self.health.requests, 1);
             let asked = std::time::Instant::now();
             let answer = timeout(self.device.timeout, ctx.read(req)).await;

@@ -18,10 +18,14 @@ impl Pacer {
 
     /// Waits for the next request slot.
     pub async fn wait(&mut self) {
-        let now = Instant::now();
-        let at = Instant::from_std(self.cap.reserve(now.into_std()));
-        if at > now {
+        let at = self.reserve();
+        if at > Instant::now() {
             tokio::time::sleep_until(at).await;
         }
+    }
+
+    /// Takes the next request slot: when it comes (now, or later if the cap says so).
+    pub fn reserve(&mut self) -> Instant {
+        Instant::from_std(self.cap.reserve(Instant::now().into_std()))
     }
 }

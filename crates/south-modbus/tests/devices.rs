@@ -272,3 +272,26 @@ fn modbus_task(
     let handle = airlock_pipeline::DeviceHandle::new(index, device, first_tag, tx.clone());
     DeviceTask::new(device, modbus, handle, coalesce)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polls_answers_go_on_together_but_never_wait_for_the_rate_cap() {
+    // Two requests a poll (a holding and an input register). Unpaced, one batch per poll holds
+    // both answers; capped at 4 requests/s, the first answer goes on before the task waits a
+    // quarter of a second for the second request's slot.
+    let s = server().await;
+    let fast =
+        parse(&device("d", s.addr, "poll_interval_ms = 20\nrate_max_per_s = 1000", TWO_TAGS), Path::new("t.toml"))
+            .unwrap();
+    let batches = run(&fast, Duration::from_millis(400)).await;
+    assert!(batches.len() >= 5, "{} batches", batches.len());
+    assert!(batches.iter().all(|(_, b)| b.samples.len() == 2), "one batch per poll, both answers in it");
+
+    let slow = parse(&device("d", s.addr, "poll_interval_ms = 20\nrate_max_per_s = 4", TWO_TAGS), Path::new("t.toml"))
+        .unwrap();
+    let batches = run(&slow, Duration::from_millis(1600)).await;
+    assert!(batches.len() >= 4, "{} batches", batches.len());
+    assert!(batches.iter().all(|(_, b)| b.samples.len() == 1), "each answer goes on before the wait for the cap");
+    let gaps: Vec<Duration> = batches.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(gaps.iter().all(|g| *g >= Duration::from_millis(200)), "the cap holds between requests: {gaps:?}");
+    assert_reads_only(&s);
+}
