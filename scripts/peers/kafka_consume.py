@@ -6,7 +6,8 @@ usage: kafka_consume.py BOOTSTRAP TOPIC EXPECTED [SECONDS]
 
 A secured broker is reached with these in the environment: KAFKA_CAFILE (TLS, trusting that CA),
 KAFKA_CERTFILE and KAFKA_KEYFILE (a client certificate), KAFKA_SASL (PLAIN, SCRAM-SHA-256 or
-SCRAM-SHA-512) with KAFKA_USER and KAFKA_PASSWORD.
+SCRAM-SHA-512) with KAFKA_USER and KAFKA_PASSWORD. With KAFKA_DISTINCT=1 EXPECTED counts distinct
+ids (a record produced twice, as at-least-once allows, counts once).
 """
 
 import json
@@ -34,6 +35,8 @@ assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
 consumer.assign(assigned)
 consumer.seek_to_beginning(*assigned)
 seen = 0
+distinct = os.environ.get("KAFKA_DISTINCT") == "1"
+ids = set()
 deadline = time.monotonic() + seconds
 while seen < expected and time.monotonic() < deadline:
     for tp, messages in consumer.poll(timeout_ms=500).items():
@@ -42,5 +45,6 @@ while seen < expected and time.monotonic() < deadline:
             headers = {k: v.decode() for k, v in (m.headers or [])}
             print(json.dumps({"partition": tp.partition, "offset": m.offset, "key": m.key.decode(),
                               "headers": headers, "id": value["id"]}), flush=True)
-            seen += 1
+            ids.add(value["id"])
+            seen = len(ids) if distinct else seen + 1
 consumer.close()

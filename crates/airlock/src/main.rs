@@ -71,6 +71,13 @@ enum Command {
     Query(query::QueryArgs),
     /// Export the historian's samples in a time range to CSV.
     Export(query::ExportArgs),
+    /// (Not in this build: it was built without the simulator.)
+    #[cfg(not(feature = "sim"))]
+    #[command(hide = true)]
+    Sim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Serve the simulated press line (Modbus TCP, and OPC UA for the line) until Ctrl-C.
     #[cfg(feature = "sim")]
     Sim {
@@ -143,9 +150,9 @@ fn run_async(command: Command) -> anyhow::Result<()> {
             #[cfg(feature = "sim")]
             Command::Demo(args) => demo::run(args).await,
             #[cfg(not(feature = "sim"))]
-            Command::Demo { .. } => Err(anyhow::anyhow!(
+            Command::Demo { .. } | Command::Sim { .. } => Err(anyhow::anyhow!(
                 "this airlock was built without the simulated plant (cargo build --no-default-features), \
-                 so it has no demo; the default build has it"
+                 so it has no demo and no sim; the default build has them"
             )),
             Command::Browse(args) => browse::run(args).await,
             Command::Run { file, out, duration } => run_config(file, out, duration).await,

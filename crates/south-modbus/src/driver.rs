@@ -158,18 +158,24 @@ impl DeviceTask {
 
     /// One poll: every planned request in turn. Answers' samples are gathered and handed on
     /// together once they are [`BATCH_SAMPLES`], once the oldest has waited [`BATCH_WAIT`] or
-    /// would wait longer for the rate cap's next slot, and at the poll's end: one hand-over (and one wake-up of the collector) per thousand samples,
-    /// not per request. Returns why the link failed, if it did (what was read is handed on).
+    /// would wait longer for the rate cap's next slot and the next answer (at the last one's
+    /// pace), and at the poll's end: one hand-over (and one wake-up of the collector) per
+    /// thousand samples from a fast device, not one per request. Samples read but not yet
+    /// handed on when the gateway stops are not kept (they were never in the store). Returns
+    /// why the link failed, if it did (what was read is handed on).
     async fn poll(&self, ctx: &mut ReadLink, poll: u64, pacer: &mut Pacer, reported: &mut Reported) -> Option<Failure> {
         DeviceHealth::count(&self.health.polls, 1);
         // The words of a tag read in parts (a waveform), gathered until its last part arrives.
         let mut partial: Result<Vec<u16>, Reason> = Ok(Vec::new());
         let mut samples: Vec<Sample> = Vec::new();
         let mut first_read = std::time::Instant::now();
+        // The last answer's round trip: a device slower than BATCH_WAIT gets no batching.
+        let mut round_trip = std::time::Duration::ZERO;
         for (i, req) in self.requests.iter().enumerate() {
             let slot = pacer.reserve();
-            // What has been read goes on now if the rate cap would keep it past BATCH_WAIT.
-            if !samples.is_empty() && slot.into_std() > first_read + BATCH_WAIT {
+            // What has been read goes on now if the rate cap or the device's pace (its last
+            // round trip) would keep it past BATCH_WAIT.
+            if !samples.is_empty() && (slot.into_std() + round_trip > first_read + BATCH_WAIT) {
                 self.out.emit(poll, std::mem::take(&mut samples));
             }
             if slot > tokio::time::Instant::now() {
@@ -178,7 +184,8 @@ impl DeviceTask {
             DeviceHealth::count(&self.health.requests, 1);
             let asked = std::time::Instant::now();
             let answer = timeout(self.device.timeout, ctx.read(req)).await;
-            self.health.latency.record(asked.elapsed());
+            round_trip = asked.elapsed();
+            self.health.latency.record(round_trip);
             let now = Timestamp::now();
             if samples.is_empty() {
                 samples.reserve(BATCH_SAMPLES.min(self.device.tag_count()));

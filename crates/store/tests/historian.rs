@@ -394,3 +394,44 @@ fn tags_keep_their_numbers_when_tags_are_added_repeated_and_reordered_across_res
     drop((w, r));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_torn_last_dictionary_line_is_not_a_tag_and_the_next_tags_are_added_after_it() {
+    // A crash (or a full disk) while tags were being added left half a line at the end of the
+    // dictionary: "1<TAB>acme/a/pre" with no line break.
+    let dir = temp("torn-dictionary");
+    {
+        let (mut w, _r) = HistorianWriter::open(&dir, config(Codec::Pco)).unwrap();
+        w.bind_tags(&PATHS[..1]).unwrap();
+        w.sync().unwrap();
+    }
+    let file = dir.join("tags.txt");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text += "1\tacme/a/pre";
+    std::fs::write(&file, &text).unwrap();
+    for round in 0..2 {
+        let (mut w, r) = HistorianWriter::open(&dir, config(Codec::Pco)).unwrap();
+        w.bind_tags(&PATHS).unwrap();
+        w.append(&[
+            Sample::good(TagId(0), Value::F64(1.0), Timestamp::from_millis(1000 + round)),
+            Sample::good(TagId(2), Value::F64(3.0), Timestamp::from_millis(1000 + round)),
+        ])
+        .unwrap();
+        w.sync().unwrap();
+        assert_eq!(
+            r.raw(PATHS[0], Timestamp(0), Timestamp::from_millis(10_000)).unwrap().len() as i64,
+            round + 1,
+            "round {round}"
+        );
+        assert_eq!(
+            r.raw(PATHS[2], Timestamp(0), Timestamp::from_millis(10_000)).unwrap().len() as i64,
+            round + 1,
+            "round {round}"
+        );
+        assert!(r.raw("acme/a/pre", Timestamp(0), Timestamp::from_millis(10_000)).unwrap().is_empty());
+    }
+    let dictionary = std::fs::read_to_string(&file).unwrap();
+    let tags: Vec<&str> = dictionary.lines().filter_map(|l| l.split_once('\t').map(|(_, p)| p)).collect();
+    assert!(tags.ends_with(&PATHS), "the tags follow the torn line on a line of their own: {dictionary:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -434,9 +434,21 @@ impl Inner {
         }
         let file = self.dir.join("tags.txt");
         let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new().create(true).append(true).open(&file)?;
-            f.write_all(added.as_bytes())?;
-            f.sync_data()
+            let mut f = OpenOptions::new().create(true).read(true).append(true).open(&file)?;
+            // A torn last line (a crash, a full disk) is cut off first: it is not a tag
+            // (`read_dictionary`), and the new lines must not join it.
+            let mut whole = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut whole)?;
+            let length = whole.iter().rposition(|b| *b == b'\n').map_or(0, |i| i as u64 + 1);
+            if length != whole.len() as u64 {
+                f.set_len(length)?;
+            }
+            let written = f.write_all(added.as_bytes()).and_then(|()| f.sync_data());
+            if written.is_err() {
+                // Half the lines written: cut them off again, so that no later start reads them.
+                let _ = f.set_len(length);
+            }
+            written
         };
         write().map_err(|e| StoreError::io("add tags to", &file, e))?;
         for path in new {
@@ -684,8 +696,9 @@ fn read_dictionary(path: &Path) -> Result<Vec<String>, StoreError> {
         Err(e) => return Err(StoreError::io("read", path, e)),
     };
     let mut paths = Vec::new();
-    for line in text.lines() {
-        // A torn last line (a crash while adding a tag) is ignored; its tag is added again.
+    // Only whole lines: a torn last line (a crash while adding tags) is not a tag; it is cut
+    // off when tags are next added, and its tag is added again.
+    for line in text.split_inclusive('\n').filter_map(|l| l.strip_suffix('\n')) {
         let Some((n, p)) = line.split_once('\t') else { continue };
         if n.parse::<usize>().ok() != Some(paths.len()) {
             continue;
