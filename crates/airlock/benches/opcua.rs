@@ -26,17 +26,7 @@ use airlock_south_opcua::OpcUaTask;
 use tokio::sync::watch;
 
 fn start_server(nodes: usize) -> (Child, String) {
-    let exe = env!("CARGO_BIN_EXE_airlock");
-    let pinned = Command::new("taskset").arg("-V").output().is_ok()
-        && std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
-    let mut cmd = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "1", exe]);
-        c
-    } else {
-        Command::new(exe)
-    };
-    let mut child = cmd
+    let mut child = airlock_testkit::pinned(1, env!("CARGO_BIN_EXE_airlock"))
         .args(["sim", "--base-port", "0", "--opcua-load", &nodes.to_string()])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

@@ -13,7 +13,7 @@
 use airlock_testkit::{cpu_seconds, peak_rss_mb};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use airlock_config::parse;
@@ -24,16 +24,12 @@ use tokio::sync::watch;
 const CONNECTIONS_PER_MACHINE: usize = 2;
 
 fn start_sim() -> (Child, Vec<String>) {
-    let exe = env!("CARGO_BIN_EXE_airlock");
-    let pinned = Command::new("taskset").arg("-V").output().is_ok() && num_cpus() >= 2;
-    let mut cmd = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "1", exe]);
-        c
-    } else {
-        Command::new(exe)
-    };
-    let mut child = cmd.args(["sim", "--base-port", "0"]).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = airlock_testkit::pinned(1, env!("CARGO_BIN_EXE_airlock"))
+        .args(["sim", "--base-port", "0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut addrs = Vec::new();
     for line in lines.by_ref() {
@@ -47,10 +43,6 @@ fn start_sim() -> (Child, Vec<String>) {
     }
     std::thread::spawn(move || lines.for_each(drop));
     (child, addrs)
-}
-
-fn num_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn tags() -> String {

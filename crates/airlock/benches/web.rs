@@ -11,8 +11,7 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure is the run failing
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -20,17 +19,7 @@ use std::time::{Duration, Instant};
 
 use airlock_model::{Clock, CollectorHealth, Quality, Sample, TagId, Timestamp, Value, ValueType};
 use airlock_store::{HistorianConfig, HistorianWriter, OutboxConfig, OutboxWriter};
-
-fn get(address: &str, target: &str) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(address).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(s, "GET {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).unwrap();
-    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let status = String::from_utf8_lossy(&answer[..split]).split(' ').nth(1).unwrap().parse().unwrap();
-    (status, answer[split + 4..].to_vec())
-}
+use airlock_testkit::http_get as get;
 
 /// CPU seconds (user + system) and resident bytes of process `pid`.
 fn usage(pid: u32) -> (f64, f64) {

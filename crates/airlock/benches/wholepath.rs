@@ -17,12 +17,12 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure is the run failing
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use airlock_testkit::{cpu_seconds_of, free_port, peak_rss_mb_of, rss_mb_of, temp};
+use airlock_testkit::{cpu_seconds_of, free_port, http_get, peak_rss_mb_of, pinned, rss_mb_of, temp};
 
 const REGISTERS: usize = 10_000;
 
@@ -50,20 +50,6 @@ fn build_c(name: &str, dir: &Path) -> PathBuf {
         String::from_utf8_lossy(&made.stderr)
     );
     out
-}
-
-fn pinned(core: usize, program: &Path) -> Command {
-    if Command::new("taskset").arg("-V").output().is_ok() && cores() >= 2 {
-        let mut c = Command::new("taskset");
-        c.arg("-c").arg(core.to_string()).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 struct Server(Child);
@@ -111,12 +97,9 @@ fn config(port: u16, web: u16, data: &Path, poll_interval_ms: u64) -> String {
 
 /// The gateway's overview, from its JSON API.
 fn overview(web: u16) -> serde_json::Value {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", web)).unwrap();
-    write!(stream, "GET /api/v1/overview HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let body = answer.split_once("\r\n\r\n").unwrap().1;
-    serde_json::from_str(body).unwrap()
+    let (status, body) = http_get(&format!("127.0.0.1:{web}"), "/api/v1/overview");
+    assert_eq!(status, 200);
+    serde_json::from_slice(&body).unwrap()
 }
 
 struct Gateway {

@@ -16,14 +16,6 @@ impl Pacer {
         Self { cap: RateCap::new(rate_max_per_s) }
     }
 
-    /// Waits for the next request slot.
-    pub async fn wait(&mut self) {
-        let at = self.reserve();
-        if at > Instant::now() {
-            tokio::time::sleep_until(at).await;
-        }
-    }
-
     /// Takes the next request slot: when it comes (now, or later if the cap says so).
     pub fn reserve(&mut self) -> Instant {
         Instant::from_std(self.cap.reserve(Instant::now().into_std()))

@@ -2,7 +2,7 @@
 //!
 //! Layout under its folder:
 //! - `tags.txt`: the tag dictionary, one `number<TAB>asset path` line per tag, appended and
-//!   synced when a tag is first seen. Numbers are stable across restarts and config changes.
+//!   synced (once for all the tags new to one binding) when a tag is first seen. Numbers are stable across restarts and config changes.
 //! - `wal/`: a [`Log`] of sample batches as they arrive (per sample: tag u32, time i64 ms,
 //!   value f64, quality u16; little-endian), group-committed like the outbox. This is what makes
 //!   an acknowledged sample survive a crash.
@@ -319,7 +319,10 @@ impl Inner {
         } else {
             (Log::open_read_only(&dir.join("chunks"))?, Log::open_read_only(&dir.join("wal"))?)
         };
-        let paths = read_dictionary(&dir.join("tags.txt"))?;
+        let (paths, whole) = read_dictionary(&dir.join("tags.txt"))?;
+        if write {
+            cut_torn_line(&dir.join("tags.txt"), whole)?;
+        }
         let numbers = paths.iter().enumerate().map(|(i, p)| (p.clone(), i as u32)).collect();
         let mut stats = HistorianStats::default();
         stats.recovery.corrupt_records = chunks.recovery.corrupt_records + wal.recovery.corrupt_records;
@@ -434,15 +437,8 @@ impl Inner {
         }
         let file = self.dir.join("tags.txt");
         let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new().create(true).read(true).append(true).open(&file)?;
-            // A torn last line (a crash, a full disk) is cut off first: it is not a tag
-            // (`read_dictionary`), and the new lines must not join it.
-            let mut whole = Vec::new();
-            std::io::Read::read_to_end(&mut f, &mut whole)?;
-            let length = whole.iter().rposition(|b| *b == b'\n').map_or(0, |i| i as u64 + 1);
-            if length != whole.len() as u64 {
-                f.set_len(length)?;
-            }
+            let mut f = OpenOptions::new().create(true).append(true).open(&file)?;
+            let length = f.metadata()?.len();
             let written = f.write_all(added.as_bytes()).and_then(|()| f.sync_data());
             if written.is_err() {
                 // Half the lines written: cut them off again, so that no later start reads them.
@@ -689,23 +685,41 @@ fn hash_times(times: &[i64]) -> u64 {
     times.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, t| (h ^ *t as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
-fn read_dictionary(path: &Path) -> Result<Vec<String>, StoreError> {
+/// The dictionary's tags, and the length of its whole lines: a torn last line (a crash while
+/// adding tags) is not a tag; the writer cuts it off when it opens ([`cut_torn_line`]), and its
+/// tag is added again.
+fn read_dictionary(path: &Path) -> Result<(Vec<String>, u64), StoreError> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(e) => return Err(StoreError::io("read", path, e)),
     };
+    let whole = text.rfind('\n').map_or(0, |i| i + 1);
     let mut paths = Vec::new();
-    // Only whole lines: a torn last line (a crash while adding tags) is not a tag; it is cut
-    // off when tags are next added, and its tag is added again.
-    for line in text.split_inclusive('\n').filter_map(|l| l.strip_suffix('\n')) {
+    for line in text[..whole].lines() {
         let Some((n, p)) = line.split_once('\t') else { continue };
         if n.parse::<usize>().ok() != Some(paths.len()) {
             continue;
         }
         paths.push(p.to_owned());
     }
-    Ok(paths)
+    Ok((paths, whole as u64))
+}
+
+/// Cuts the dictionary at `whole` bytes if a torn line follows, so that new lines do not join it.
+fn cut_torn_line(path: &Path, whole: u64) -> Result<(), StoreError> {
+    let cut = || -> std::io::Result<()> {
+        let f = OpenOptions::new().write(true).open(path)?;
+        if f.metadata()?.len() > whole {
+            f.set_len(whole)?;
+            f.sync_data()?;
+        }
+        Ok(())
+    };
+    match cut() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(|e| StoreError::io("repair", path, e)),
+    }
 }
 
 /// Quality as a 16-bit code: kind in the high byte (0 good, 1 uncertain, 2 bad), reason in the
