@@ -2,7 +2,8 @@
 //! 1. no IT-side crate (north, web) depends on a southbound crate or on the pipeline, directly
 //!    or not; the pipeline depends on no southbound and no IT-side crate (drivers depend on it);
 //!    the upstream record crate depends on no airlock crate but the model;
-//! 2. the model, upstream, edge, config and store crates do not depend on tokio;
+//! 2. the model, upstream, edge, config and store crates do not depend on tokio; no southbound
+//!    crate depends on rumqttc (the OT-side MQTT client is our own, subscribe-only);
 //! 3. no product crate names a write call of a device protocol library (matched as written, and
 //!    the long names whatever their case), and only the IT side names MQTT publishing; clippy's
 //!    `disallowed-methods` (clippy.toml) holds the same line at compile time.
@@ -86,6 +87,9 @@ fn violations(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
             if deps.contains("airlock-pipeline") {
                 out.push(format!("IT-side crate {name} depends on the pipeline (it gets the outbox's reader only)"));
             }
+        }
+        if is_south(name) && deps.contains("rumqttc") {
+            out.push(format!("southbound crate {name} depends on rumqttc, a client that can publish"));
         }
         if name == "airlock-pipeline" {
             for d in deps.iter().filter(|d| is_south(d) || is_it_side(d)) {
@@ -175,6 +179,7 @@ fn the_graph_check_catches_a_bad_edge() {
     edge(&mut graph, "airlock-pipeline", "airlock-south-opcua");
     edge(&mut graph, "airlock-north-kafka", "airlock-pipeline");
     edge(&mut graph, "airlock-upstream", "airlock-config");
+    edge(&mut graph, "airlock-south-mqtt", "rumqttc");
     assert_eq!(
         violations(&graph),
         vec![
@@ -183,6 +188,7 @@ fn the_graph_check_catches_a_bad_edge() {
             "IT-side crate airlock-north-kafka depends on southbound crate airlock-south-opcua".to_owned(),
             "IT-side crate airlock-north-kafka depends on the pipeline (it gets the outbox's reader only)".to_owned(),
             "the pipeline depends on airlock-south-opcua; drivers and sinks meet it through model types".to_owned(),
+            "southbound crate airlock-south-mqtt depends on rumqttc, a client that can publish".to_owned(),
             "the upstream record crate depends on airlock-config; it may depend on the model only".to_owned(),
         ]
     );
@@ -292,8 +298,8 @@ fn write_side_uses(dir: &Path) -> Vec<(PathBuf, usize, &'static str)> {
 /// The libraries that can talk to a device (or publish to a broker).
 const PROTOCOL_LIBRARIES: &[&str] = &["tokio-modbus", "async-opcua", "async-opcua-client", "rumqttc"];
 
-/// Every product crate (not the benches or test helpers) that depends on a protocol library
-/// itself: only these can name a write call at all (any other crate would have to go through
+/// Every southbound crate, and every other product crate (not the benches or test helpers)
+/// that depends on a protocol library itself: only these can name a write call at all (any other crate would have to go through
 /// one of them, and the crate graph test says which may reach which).
 fn product_crates() -> Vec<PathBuf> {
     let graph = normal_dependency_graph();
@@ -307,7 +313,7 @@ fn product_crates() -> Vec<PathBuf> {
             let direct = graph.get(&package).cloned().unwrap_or_default();
             d.join("src").is_dir()
                 && !["bench", "testkit"].contains(&dir.as_str())
-                && direct.iter().any(|dep| PROTOCOL_LIBRARIES.contains(&dep.as_str()))
+                && (dir.starts_with("south-") || direct.iter().any(|dep| PROTOCOL_LIBRARIES.contains(&dep.as_str())))
         })
         .collect();
     out.sort();

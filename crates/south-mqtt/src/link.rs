@@ -1,33 +1,382 @@
-//! The only handle on the OT broker the subscriber holds: a [`SubscribeOnly`] connection can
-//! subscribe and take what the broker sends, and nothing else. rumqttc's `AsyncClient` (which
-//! can publish) and `EventLoop` (whose public request queue and network could be used to send)
-//! are made and kept inside this module and never handed out; clippy forbids rumqttc's publish
-//! calls outside the IT sink, and `crates/airlock/tests/architecture.rs` checks that no other
-//! file of a southbound crate names these types.
+//! The only connection to an OT broker the subscriber holds: a small MQTT 3.1.1 client of our
+//! own that can connect, subscribe, ping, and take what the broker sends. It has no PUBLISH
+//! encoder and no last will, so the OT side cannot send data to the plant's broker by any call
+//! (the architecture test checks that no southbound file names a publish). It reads the byte
+//! stream itself, so a message larger than the bound is read past in pieces, counted and
+//! reported, while the connection stays up: a retained oversized message no longer makes a
+//! reconnect loop. Reads are cancel-safe (bytes go into the session's buffer before they are
+//! parsed), and a ping every half keep-alive with an answer due within the keep-alive tells a
+//! dead link from a quiet one.
 
-use rumqttc::{AsyncClient, ClientError, ConnectionError, Event, EventLoop, MqttOptions, SubscribeFilter};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// A connection to an OT broker that can only subscribe and receive.
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// How to reach the broker and what to ask of it.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    /// Sent in CONNECT; the client pings every half of it.
+    pub keep_alive: Duration,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// TLS settings, or plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// A PUBLISH whose packet is larger than this is read past and reported, not kept.
+    pub message_bytes_max: usize,
+}
+
+/// What the broker sent, as the subscriber sees it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// The answer to the subscription: how many filters the broker refused.
+    Subscribed { refused: usize },
+    /// A message on a subscribed topic.
+    Message { topic: String, payload: Vec<u8> },
+    /// A message over the bound, read past: its topic (when it was readable) and size.
+    Oversized { topic: Option<String>, bytes: usize },
+}
+
+/// Why the connection failed; the subscriber backs off and connects again.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("connect to {0} timed out")]
+    ConnectTimeout(String),
+    #[error("the broker closed the connection")]
+    Closed,
+    #[error("the broker refused the connection ({0})")]
+    Refused(&'static str),
+    #[error("the broker stopped answering pings")]
+    PingTimeout,
+    #[error("the broker broke the protocol: {0}")]
+    Protocol(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// Either a TCP stream or TLS over one.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+const CONNECT: u8 = 1;
+const CONNACK: u8 = 2;
+const PUBLISH: u8 = 3;
+const PUBACK: u8 = 4;
+const SUBSCRIBE: u8 = 8;
+const SUBACK: u8 = 9;
+const PINGREQ: u8 = 12;
+const PINGRESP: u8 = 13;
+
+/// Time allowed to open the connection and get the CONNACK.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A connected session that can subscribe and receive, and nothing else.
 pub struct SubscribeOnly {
-    client: AsyncClient,
-    events: EventLoop,
+    stream: Box<dyn Stream>,
+    /// Bytes read and not yet parsed.
+    buf: Vec<u8>,
+    /// Where the socket reads into before the bytes join `buf`.
+    chunk: Box<[u8]>,
+    /// An oversized message being read past: bytes still to skip, its topic, its size.
+    skipping: Option<(usize, Option<String>, usize)>,
+    keep_alive: Duration,
+    message_bytes_max: usize,
+    last_sent: Instant,
+    ping_sent: Option<Instant>,
 }
 
 impl SubscribeOnly {
-    /// A connection with `options`; it connects on the first [`poll`](Self::poll).
-    pub fn new(options: MqttOptions) -> Self {
-        let (client, events) = AsyncClient::new(options, 16);
-        Self { client, events }
+    /// Connects, logs in and subscribes to `filters` at QoS 0. The SUBACK comes as
+    /// [`Incoming::Subscribed`] from [`next`](Self::next).
+    pub async fn connect(o: &Options, filters: &[String]) -> Result<Self, LinkError> {
+        let address = format!("{}:{}", o.host, o.port);
+        let opened = async {
+            let tcp = TcpStream::connect((o.host.as_str(), o.port)).await?;
+            tcp.set_nodelay(true)?;
+            let stream: Box<dyn Stream> = match &o.tls {
+                None => Box::new(tcp),
+                Some(config) => {
+                    let name = rustls::pki_types::ServerName::try_from(o.host.clone())
+                        .map_err(|e| LinkError::Tls(format!("{:?} as a server name: {e}", o.host)))?;
+                    let tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| LinkError::Tls(e.to_string()))?;
+                    Box::new(tls)
+                }
+            };
+            let mut link = Self {
+                stream,
+                buf: Vec::with_capacity(READ_CHUNK),
+                chunk: vec![0; READ_CHUNK].into_boxed_slice(),
+                skipping: None,
+                keep_alive: o.keep_alive,
+                message_bytes_max: o.message_bytes_max,
+                last_sent: Instant::now(),
+                ping_sent: None,
+            };
+            link.send(&connect_packet(o)?).await?;
+            link.connack().await?;
+            Ok::<_, LinkError>(link)
+        };
+        let mut link =
+            tokio::time::timeout(CONNECT_TIMEOUT, opened).await.map_err(|_| LinkError::ConnectTimeout(address))??;
+        link.send(&subscribe_packet(filters)?).await?;
+        Ok(link)
     }
 
-    /// The next thing the broker sent (or the connection did), reconnecting when called after a
-    /// failure.
-    pub async fn poll(&mut self) -> Result<Event, ConnectionError> {
-        self.events.poll().await
+    /// Waits for the CONNACK and reads its answer.
+    async fn connack(&mut self) -> Result<(), LinkError> {
+        loop {
+            if let Some((kind, _, body)) = self.frame()? {
+                if kind != CONNACK || body.len() != 2 {
+                    return Err(LinkError::Protocol(format!("a packet of type {kind} before the CONNACK")));
+                }
+                return match body[1] {
+                    0 => Ok(()),
+                    1 => Err(LinkError::Refused("unacceptable protocol version")),
+                    2 => Err(LinkError::Refused("client identifier rejected")),
+                    3 => Err(LinkError::Refused("server unavailable")),
+                    4 => Err(LinkError::Refused("bad user name or password")),
+                    5 => Err(LinkError::Refused("not authorized")),
+                    _ => Err(LinkError::Refused("an unknown return code")),
+                };
+            }
+            self.fill().await?;
+        }
     }
 
-    /// Asks for `filters`, without waiting.
-    pub fn subscribe(&self, filters: impl IntoIterator<Item = SubscribeFilter>) -> Result<(), ClientError> {
-        self.client.try_subscribe_many(filters)
+    /// The next thing the broker sent. Pings it when due; an error ends the session.
+    pub async fn next(&mut self) -> Result<Incoming, LinkError> {
+        loop {
+            if let Some(incoming) = self.parse().await? {
+                return Ok(incoming);
+            }
+            let ping_due = self.last_sent + self.keep_alive / 2;
+            let answer_due = self.ping_sent.map(|t| t + self.keep_alive);
+            let wake = answer_due.map_or(ping_due, |a| a.min(ping_due));
+            tokio::select! {
+                read = self.fill() => read?,
+                () = tokio::time::sleep_until(wake) => {
+                    if answer_due.is_some_and(|a| Instant::now() >= a) {
+                        return Err(LinkError::PingTimeout);
+                    }
+                    if Instant::now() >= ping_due {
+                        self.send(&[PINGREQ << 4, 0]).await?;
+                        self.ping_sent.get_or_insert_with(Instant::now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads what the socket has into the buffer (cancel-safe: nothing is lost if dropped).
+    async fn fill(&mut self) -> Result<(), LinkError> {
+        let n = self.stream.read(&mut self.chunk[..]).await?;
+        if n == 0 {
+            return Err(LinkError::Closed);
+        }
+        self.buf.extend_from_slice(&self.chunk[..n]);
+        Ok(())
+    }
+
+    async fn send(&mut self, packet: &[u8]) -> Result<(), LinkError> {
+        self.stream.write_all(packet).await?;
+        self.stream.flush().await?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    /// One whole packet from the buffer: its type, flags and body, or `None` until more bytes
+    /// come. A PUBLISH over the bound is not returned; see [`parse`](Self::parse).
+    fn frame(&mut self) -> Result<Option<(u8, u8, Vec<u8>)>, LinkError> {
+        let Some((header, length)) = fixed_header(&self.buf)? else { return Ok(None) };
+        if self.buf.len() < header + length {
+            return Ok(None);
+        }
+        let kind = self.buf[0] >> 4;
+        let flags = self.buf[0] & 0x0f;
+        let body = self.buf[header..header + length].to_vec();
+        self.buf.drain(..header + length);
+        Ok(Some((kind, flags, body)))
+    }
+
+    /// The next event from the buffer, answering what the protocol asks (a QoS 1 PUBACK).
+    async fn parse(&mut self) -> Result<Option<Incoming>, LinkError> {
+        loop {
+            if let Some((left, topic, bytes)) = self.skipping.take() {
+                let n = left.min(self.buf.len());
+                self.buf.drain(..n);
+                if n < left {
+                    self.skipping = Some((left - n, topic, bytes));
+                    return Ok(None);
+                }
+                return Ok(Some(Incoming::Oversized { topic, bytes }));
+            }
+            let Some((header, length)) = fixed_header(&self.buf)? else { return Ok(None) };
+            if self.buf[0] >> 4 == PUBLISH && length > self.message_bytes_max {
+                // Wait for the topic (at most 64 KiB in) to name it, then skip the rest.
+                let topic = match topic_of(&self.buf[header..]) {
+                    Some(t) => Some(t),
+                    None if self.buf.len() < header + 2 + usize::from(u16::MAX) => return Ok(None),
+                    None => None,
+                };
+                let have = (self.buf.len() - header).min(length);
+                self.buf.drain(..header + have);
+                self.skipping = Some((length - have, topic, length));
+                continue;
+            }
+            let Some((kind, flags, body)) = self.frame()? else { return Ok(None) };
+            match kind {
+                PUBLISH => {
+                    let qos = (flags >> 1) & 3;
+                    let (topic, rest) = split_topic(&body)?;
+                    let payload = match qos {
+                        0 => rest.to_vec(),
+                        1 if rest.len() >= 2 => {
+                            // The broker should not send QoS 1 on a QoS 0 subscription; if it
+                            // does, the acknowledgement it waits for carries no data.
+                            self.send(&[PUBACK << 4, 2, rest[0], rest[1]]).await?;
+                            rest[2..].to_vec()
+                        }
+                        _ => {
+                            return Err(LinkError::Protocol(format!("a PUBLISH at QoS {qos} on a QoS 0 subscription")));
+                        }
+                    };
+                    return Ok(Some(Incoming::Message { topic, payload }));
+                }
+                SUBACK => {
+                    let codes = body.get(2..).unwrap_or_default();
+                    let refused = codes.iter().filter(|c| **c == 0x80).count();
+                    return Ok(Some(Incoming::Subscribed { refused }));
+                }
+                PINGRESP => self.ping_sent = None,
+                other => return Err(LinkError::Protocol(format!("an unexpected packet of type {other}"))),
+            }
+        }
+    }
+}
+
+/// The fixed header's size and the remaining length, or `None` until more bytes come.
+fn fixed_header(buf: &[u8]) -> Result<Option<(usize, usize)>, LinkError> {
+    let mut length = 0usize;
+    for i in 0..4 {
+        let Some(&b) = buf.get(1 + i) else { return Ok(None) };
+        length |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(Some((2 + i, length)));
+        }
+    }
+    Err(LinkError::Protocol("a remaining length longer than four bytes".to_owned()))
+}
+
+/// The topic at the start of a PUBLISH body, if it is all there.
+fn topic_of(body: &[u8]) -> Option<String> {
+    split_topic(body).ok().map(|(t, _)| t)
+}
+
+/// A PUBLISH body's topic and what follows it.
+fn split_topic(body: &[u8]) -> Result<(String, &[u8]), LinkError> {
+    let short = || LinkError::Protocol("a PUBLISH shorter than its topic".to_owned());
+    let len = usize::from(u16::from_be_bytes([*body.first().ok_or_else(short)?, *body.get(1).ok_or_else(short)?]));
+    let topic = body.get(2..2 + len).ok_or_else(short)?;
+    // A topic that is not UTF-8 matches no configured topic; keep it readable for the log.
+    Ok((String::from_utf8_lossy(topic).into_owned(), &body[2 + len..]))
+}
+
+/// A UTF-8 string field: its length, then its bytes.
+fn put_string(out: &mut Vec<u8>, s: &[u8]) -> Result<(), LinkError> {
+    let len = u16::try_from(s.len()).map_err(|_| LinkError::Protocol(format!("a field of {} bytes", s.len())))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s);
+    Ok(())
+}
+
+/// A packet: its first byte, the remaining length, the body.
+fn packet(first: u8, body: &[u8]) -> Result<Vec<u8>, LinkError> {
+    if body.len() > 268_435_455 {
+        return Err(LinkError::Protocol("a packet too large for MQTT".to_owned()));
+    }
+    let mut out = vec![first];
+    let mut n = body.len();
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
+fn connect_packet(o: &Options) -> Result<Vec<u8>, LinkError> {
+    let mut body = Vec::new();
+    put_string(&mut body, b"MQTT")?;
+    body.push(4); // protocol level 3.1.1
+    let mut flags = 0x02; // clean session
+    if o.username.is_some() {
+        flags |= 0x80;
+        if o.password.is_some() {
+            flags |= 0x40;
+        }
+    }
+    body.push(flags);
+    let keep_alive = u16::try_from(o.keep_alive.as_secs()).unwrap_or(u16::MAX);
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    put_string(&mut body, o.client_id.as_bytes())?;
+    if let Some(user) = &o.username {
+        put_string(&mut body, user.as_bytes())?;
+        if let Some(password) = &o.password {
+            put_string(&mut body, password.as_bytes())?;
+        }
+    }
+    packet(CONNECT << 4, &body)
+}
+
+fn subscribe_packet(filters: &[String]) -> Result<Vec<u8>, LinkError> {
+    let mut body = vec![0, 1]; // packet id 1: one subscription per session
+    for f in filters {
+        put_string(&mut body, f.as_bytes())?;
+        body.push(0); // QoS 0
+    }
+    packet((SUBSCRIBE << 4) | 0x02, &body)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remaining_lengths_are_read_as_the_spec_writes_them() {
+        assert_eq!(fixed_header(&[0x30, 0]).unwrap(), Some((2, 0)));
+        assert_eq!(fixed_header(&[0x30, 0x7f]).unwrap(), Some((2, 127)));
+        assert_eq!(fixed_header(&[0x30, 0x80, 0x01]).unwrap(), Some((3, 128)));
+        assert_eq!(fixed_header(&[0x30, 0xff, 0xff, 0xff, 0x7f]).unwrap(), Some((5, 268_435_455)));
+        assert_eq!(fixed_header(&[0x30, 0x80]).unwrap(), None);
+        assert!(fixed_header(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]).is_err());
+        let p = packet(0x30, &[7; 300]).unwrap();
+        assert_eq!(fixed_header(&p).unwrap(), Some((3, 300)));
+    }
+
+    #[test]
+    fn a_short_publish_is_a_protocol_error_not_a_panic() {
+        assert!(split_topic(&[]).is_err());
+        assert!(split_topic(&[0, 5, b'a']).is_err());
+        assert_eq!(split_topic(&[0, 1, b'a', 9]).unwrap(), ("a".to_owned(), &[9u8][..]));
     }
 }

@@ -14,14 +14,14 @@ use airlock_config::{Device, MqttDevice, Payload, Secret};
 use airlock_model::pace::Backoff;
 use airlock_model::{DeviceHealth, LinkState, Reason, Sample, Timestamp};
 use airlock_pipeline::{DeviceHandle, Running, Source};
-use rumqttc::{ConnectionError, Event, MqttOptions, Packet, QoS, SubscribeFilter, TlsConfiguration, Transport};
 use tokio::sync::watch;
 
 use crate::json::{JsonTopics, Reading};
-use crate::link::SubscribeOnly;
+use crate::link::{Incoming, LinkError, Options, SubscribeOnly};
 use crate::sparkplug::EdgeNode;
 
-/// Largest message accepted from the broker (a long waveform in JSON fits).
+/// Largest message accepted from the broker (a long waveform in JSON fits); a larger one is
+/// read past, counted and logged, and the connection stays up.
 const MESSAGE_BYTES_MAX: usize = 1 << 20;
 /// A topic's bad payloads are logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -79,27 +79,32 @@ impl SubscriberTask {
         }
     }
 
-    fn options(&self) -> Result<MqttOptions, String> {
+    fn options(&self) -> Result<Options, String> {
         let (host, port) = self
             .mqtt
             .address
             .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+            .and_then(|(h, p)| {
+                Some((h.trim_start_matches('[').trim_end_matches(']').to_owned(), p.parse::<u16>().ok()?))
+            })
             .ok_or_else(|| format!("{:?} is not host:port", self.mqtt.address))?;
-        let mut o = MqttOptions::new(&self.mqtt.client_id, host, port);
-        o.set_keep_alive(Duration::from_secs(15));
-        o.set_clean_session(true);
-        o.set_max_packet_size(MESSAGE_BYTES_MAX, 64 * 1024);
-        if let Some(user) = &self.mqtt.username {
-            let password = self.mqtt.password.as_ref().map(Secret::read).transpose()?.unwrap_or_default();
-            o.set_credentials(user, password);
-        }
-        if self.mqtt.tls {
+        let password = self.mqtt.password.as_ref().map(Secret::read).transpose()?;
+        let tls = if self.mqtt.tls {
             let client = self.mqtt.client_cert.as_ref().map(|(cert, key)| (cert.as_path(), key.as_path()));
-            let tls = airlock_tls::client_config(self.mqtt.ca_file.as_deref(), client)?;
-            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
-        }
-        Ok(o)
+            Some(Arc::new(airlock_tls::client_config(self.mqtt.ca_file.as_deref(), client)?))
+        } else {
+            None
+        };
+        Ok(Options {
+            host,
+            port,
+            client_id: self.mqtt.client_id.clone(),
+            keep_alive: Duration::from_secs(15),
+            username: self.mqtt.username.clone(),
+            password: self.mqtt.username.as_ref().map(|_| password.unwrap_or_default()),
+            tls,
+            message_bytes_max: MESSAGE_BYTES_MAX,
+        })
     }
 
     async fn subscribe_forever(self) {
@@ -121,73 +126,82 @@ impl SubscriberTask {
                 return;
             }
         };
-        let mut link = SubscribeOnly::new(options);
+        let filters = decoder.filters();
         let mut batches = 0u64;
         let mut last_logged: HashMap<String, Instant> = HashMap::new();
         let mut down_reported = false;
         self.health.set_state(LinkState::Connecting);
         loop {
-            match link.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            let failed = match SubscribeOnly::connect(&options, &filters).await {
+                Ok(mut link) => {
                     backoff.reset();
                     self.health.set_state(LinkState::Up);
                     if std::mem::take(&mut down_reported) {
                         log::info!("device {name}: connected to {} again", self.mqtt.address);
                     }
-                    let filters = decoder.filters().into_iter().map(|t| SubscribeFilter::new(t, QoS::AtMostOnce));
-                    if let Err(e) = link.subscribe(filters) {
-                        log::error!("device {name}: cannot subscribe: {e}");
-                    }
-                }
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    let refused =
-                        ack.return_codes.iter().filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)).count();
-                    if refused > 0 {
-                        let e = format!("the broker refused {refused} of the subscriptions (check its ACL)");
-                        log::error!("device {name}: {e}");
-                        self.health.set_last_error(e);
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let topic = p.topic.as_str();
-                    let (readings, problem) = decoder.decode(topic, &p.payload);
-                    if let Some(why) = problem {
-                        DeviceHealth::count(&self.health.comm_errors, 1);
-                        let due = last_logged.get(topic).is_none_or(|t| t.elapsed() >= LOG_EVERY);
-                        if due {
-                            // Bounded: topics under a Sparkplug filter are the publisher's to choose.
-                            if last_logged.len() >= LOGGED_TOPICS_MAX {
-                                last_logged.clear();
-                            }
-                            log::warn!("device {name}: a message on {topic:?} does not decode: {why}");
-                            self.health.set_last_error(format!("{topic}: {why}"));
-                            last_logged.insert(topic.to_owned(), Instant::now());
+                    loop {
+                        match link.next().await {
+                            Ok(incoming) => self.on_incoming(incoming, &mut decoder, &mut batches, &mut last_logged),
+                            Err(e) => break e,
                         }
                     }
-                    if !readings.is_empty() {
-                        batches += 1;
-                        DeviceHealth::count(&self.health.polls, 1);
-                        let now = Timestamp::now();
-                        let samples = readings.into_iter().map(|r| self.sample(r, now)).collect();
-                        self.out.emit(batches, samples);
+                }
+                Err(e) => e,
+            };
+            self.health.set_state(LinkState::Backoff);
+            DeviceHealth::count(&self.health.comm_errors, 1);
+            let why = describe(&failed);
+            if !std::mem::replace(&mut down_reported, true) {
+                log::warn!("device {name}: broker {}: {why}; its tags are bad until it is back", self.mqtt.address);
+                batches += 1;
+                self.out.emit(batches, self.out.all_bad(Reason::CommsLost));
+            }
+            self.health.set_last_error(why);
+            tokio::time::sleep(backoff.next_delay()).await;
+            self.health.set_state(LinkState::Connecting);
+        }
+    }
+
+    /// What one thing the broker sent does: samples, a refused subscription, a dropped message.
+    fn on_incoming(
+        &self,
+        incoming: Incoming,
+        decoder: &mut Decoder,
+        batches: &mut u64,
+        last_logged: &mut HashMap<String, Instant>,
+    ) {
+        let name = &self.device.name;
+        match incoming {
+            Incoming::Subscribed { refused: 0 } => {}
+            Incoming::Subscribed { refused } => {
+                let e = format!("the broker refused {refused} of the subscriptions (check its ACL)");
+                log::error!("device {name}: {e}");
+                self.health.set_last_error(e);
+            }
+            Incoming::Oversized { topic, bytes } => {
+                DeviceHealth::count(&self.health.comm_errors, 1);
+                let topic = topic.unwrap_or_else(|| "(unreadable topic)".to_owned());
+                let why = format!("a message of {bytes} bytes is over the {MESSAGE_BYTES_MAX}-byte bound; dropped");
+                if pace_log(last_logged, &topic) {
+                    log::warn!("device {name}: {topic:?}: {why}");
+                    self.health.set_last_error(format!("{topic}: {why}"));
+                }
+            }
+            Incoming::Message { topic, payload } => {
+                let (readings, problem) = decoder.decode(&topic, &payload);
+                if let Some(why) = problem {
+                    DeviceHealth::count(&self.health.comm_errors, 1);
+                    if pace_log(last_logged, &topic) {
+                        log::warn!("device {name}: a message on {topic:?} does not decode: {why}");
+                        self.health.set_last_error(format!("{topic}: {why}"));
                     }
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    self.health.set_state(LinkState::Backoff);
-                    DeviceHealth::count(&self.health.comm_errors, 1);
-                    let why = describe(&e);
-                    if !std::mem::replace(&mut down_reported, true) {
-                        log::warn!(
-                            "device {name}: broker {}: {why}; its tags are bad until it is back",
-                            self.mqtt.address
-                        );
-                        batches += 1;
-                        self.out.emit(batches, self.out.all_bad(Reason::CommsLost));
-                    }
-                    self.health.set_last_error(why);
-                    tokio::time::sleep(backoff.next_delay()).await;
-                    self.health.set_state(LinkState::Connecting);
+                if !readings.is_empty() {
+                    *batches += 1;
+                    DeviceHealth::count(&self.health.polls, 1);
+                    let now = Timestamp::now();
+                    let samples = readings.into_iter().map(|r| self.sample(r, now)).collect();
+                    self.out.emit(*batches, samples);
                 }
             }
         }
@@ -204,9 +218,19 @@ impl Source for SubscriberTask {
     }
 }
 
-fn describe(e: &ConnectionError) -> String {
-    match e {
-        ConnectionError::ConnectionRefused(code) => format!("connection refused ({code:?})"),
-        other => other.to_string(),
+fn describe(e: &LinkError) -> String {
+    e.to_string()
+}
+
+/// Whether a problem on `topic` is due to be logged (at most once per [`LOG_EVERY`]); the map
+/// is bounded, since topics under a Sparkplug filter are the publisher's to choose.
+fn pace_log(last_logged: &mut HashMap<String, Instant>, topic: &str) -> bool {
+    let due = last_logged.get(topic).is_none_or(|t| t.elapsed() >= LOG_EVERY);
+    if due {
+        if last_logged.len() >= LOGGED_TOPICS_MAX {
+            last_logged.clear();
+        }
+        last_logged.insert(topic.to_owned(), Instant::now());
     }
+    due
 }

@@ -267,3 +267,52 @@ async fn a_tls_broker_that_requires_a_client_certificate() {
     let s = until(&mut rx, |s| last_of(s, 0).is_some_and(|x| x.quality.is_good())).await;
     assert_eq!(last_of(&s, 0).unwrap().value, Some(Value::U64(77)));
 }
+
+/// A retained message over the 1 MiB bound on a subscribed topic is read past and counted; the
+/// connection stays up (before, the client dropped it at every resend: a reconnect loop that
+/// kept every tag of the broker bad), and the next good message arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_message_over_the_bound_is_dropped_and_the_connection_stays() {
+    let dir = temp("ot-oversized");
+    let broker = Broker::start(&dir);
+    // 2 MiB of JSON, retained, on the topic the tag reads.
+    let big = dir.join("big.json");
+    std::fs::write(&big, format!("{{\"pad\": \"{}\", \"speed\": 1}}", "x".repeat(2 << 20))).unwrap();
+    let ok = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-r", "-t", "press1/status", "-f"])
+        .arg(&big)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+
+    let config = config(
+        broker.port,
+        "[[device.tag]]\nname = \"speed\"\ntopic = \"press1/status\"\nvalue_pointer = \"/speed\"\n",
+    );
+    let d = &config.devices[0];
+    let Protocol::Mqtt(m) = &d.protocol else { panic!("not an MQTT device") };
+    let (tx, mut rx) = airlock_pipeline::channel(1024);
+    let (_stop, stop) = watch::channel(false);
+    let task = SubscriberTask::new(d, m, airlock_pipeline::DeviceHandle::new(0, d, TagId(0), tx));
+    let health = task.health();
+    tokio::spawn(task.run(stop));
+    subscribed(&broker, "airlock-ot-ot", 1).await;
+
+    // The oversized message is counted and named, and the link stays up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while health.comm_errors.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "the oversized message was not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(health.last_error().contains("over the 1048576-byte bound"), "{}", health.last_error());
+    publish(broker.port, "press1/status", r#"{"speed": 1480}"#);
+    let s = until(&mut rx, |s| last_of(s, 0).is_some()).await;
+    assert!(s.iter().all(|s| s.quality.is_good()), "{s:#?}");
+    assert_eq!(last_of(&s, 0).unwrap().value, Some(Value::F64(1480.0)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(health.comm_errors.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(health.state(), airlock_model::LinkState::Up);
+    let connects =
+        broker.log().lines().filter(|l| l.contains("New client connected") && l.contains("airlock-ot-ot")).count();
+    assert_eq!(connects, 1, "{}", broker.log());
+}
