@@ -63,6 +63,9 @@ pub struct Collector {
     corrupt_seen: (u64, u64),
     /// The gateway's clock: the wall clock, or a simulated plant's.
     clock: Clock,
+    /// Tests only: a sample of this tag makes the collector panic (a bug meeting it).
+    #[cfg(test)]
+    panic_on: Option<airlock_model::TagId>,
 }
 
 /// The longest a busy collector (a batch always waiting) goes between commits; an idle one
@@ -93,6 +96,8 @@ impl Collector {
             gateway: None,
             corrupt_seen: (0, 0),
             clock: Clock::wall(),
+            #[cfg(test)]
+            panic_on: None,
         }
     }
 
@@ -194,11 +199,21 @@ impl Collector {
                 self.report_corruption();
             }
         }
+        // The gateway's own problems still on the board go out with the last commit.
+        let mut records = std::mem::take(&mut self.records);
+        self.problems_to(&mut records);
+        self.queue(&mut records);
+        self.records = records;
+        self.commit();
         let result = self.outbox.sync().map(|_| ()).and_then(|()| self.historian.sync());
         self.report(result);
     }
 
     fn take(&mut self, samples: &[Sample]) {
+        #[cfg(test)]
+        if let Some(tag) = self.panic_on.filter(|t| samples.iter().any(|s| s.tag == *t)) {
+            panic!("a sample of tag {} that nobody foresaw", tag.0);
+        }
         if let Ok(mut l) = self.latest.lock() {
             for s in samples {
                 if let Some(slot) = l.get_mut(s.tag.0 as usize) {
@@ -331,5 +346,81 @@ impl Collector {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
+
+    use airlock_model::{TagId, Value};
+    use airlock_store::{HistorianConfig, OutboxConfig, Position};
+
+    use super::*;
+    use crate::tags::TagTable;
+
+    /// A panic while handling one batch loses that batch only: the collector is counted as
+    /// restarted, says so upstream (a `task_restarted` event in the outbox), and stores the
+    /// batches that come after it.
+    #[test]
+    fn a_panicking_collector_goes_on_with_the_next_batch_and_says_so_upstream() {
+        let dir = std::env::temp_dir().join(format!("airlock-collector-panic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let text = "[gateway]\nname = \"line1\"\n[[device]]\nname = \"press1\"\nasset_path = \"acme/press1\"\nprotocol = \"modbus_tcp\"\n\
+                    address = \"127.0.0.1:502\"\n\
+                    [[device.tag]]\nname = \"speed\"\naddress = 0\ntype = \"u16\"\nspace = \"holding_register\"\n\
+                    [[device.tag]]\nname = \"poison\"\naddress = 1\ntype = \"u16\"\nspace = \"holding_register\"\n";
+        let config = airlock_config::parse(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let tags = TagTable::new(&config);
+        let (outbox, reader) = OutboxWriter::open(&dir.join("outbox"), OutboxConfig::default()).unwrap();
+        let (mut historian, _) = HistorianWriter::open(&dir.join("historian"), HistorianConfig::default()).unwrap();
+        let paths: Vec<&str> = tags.iter().map(|t| t.path.as_str()).collect();
+        historian.bind_tags(&paths).unwrap();
+        let health = Arc::new(CollectorHealth::default());
+        let latest: Latest = Arc::new(Mutex::new(vec![None; tags.len()]));
+        let mut collector =
+            Collector::new(outbox, historian, Condenser::new(&config, tags), latest, Arc::clone(&health))
+                .reporting(Arc::new(Problems::default()), AssetPath::parse("line1").unwrap());
+        collector.panic_on = Some(TagId(1));
+        let (tx, rx) = mpsc::channel(16);
+        let thread = collector.spawn(rx).unwrap();
+
+        let batch = |tag: u32, n: usize| SampleBatch {
+            device: 0,
+            poll: 0,
+            samples: (0..n)
+                .map(|i| {
+                    Sample::good(TagId(tag), Value::U64(i as u64), Timestamp::from_millis(1_800_000_000_000 + i as i64))
+                })
+                .collect(),
+        };
+        tx.try_send(batch(1, 3)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while health.restarts.load(Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "the collector did not restart");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        tx.try_send(batch(0, 5)).unwrap();
+        while health.samples_stored.load(Relaxed) < 5 {
+            assert!(Instant::now() < deadline, "the batch after the panic was not stored");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(tx);
+        thread.join().expect("the collector's thread ends cleanly when its senders are gone");
+
+        assert_eq!(health.restarts.load(Relaxed), 1);
+        assert_eq!(health.samples_stored.load(Relaxed), 5, "the poisoned batch is lost, nothing else");
+        let held = reader.read(&Position::default(), usize::MAX).unwrap();
+        let restarted: Vec<String> = held
+            .iter()
+            .filter_map(|r| match &r.record {
+                Upstream::Event(e) if e.kind.as_ref() == "task_restarted" => Some(e.message.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(restarted.len(), 1, "{held:#?}");
+        assert!(restarted[0].contains("the collector panicked: a sample of tag 1"), "{restarted:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

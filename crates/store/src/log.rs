@@ -838,6 +838,53 @@ mod tests {
         records.into_iter().map(|r| (r.seq, String::from_utf8(r.payload).unwrap())).collect()
     }
 
+    /// An empty segment between two others (made when the records after a failed write were
+    /// reported lost, then left empty because the disk refused its writes too) is read past: a
+    /// read that started at its first number once spun there for ever.
+    #[test]
+    fn a_read_moves_past_an_empty_segment_between_two_others() {
+        let dir = temp("empty-middle");
+        let mut log = Log::open(&dir, 1 << 20).unwrap();
+        // The disk refuses the active segment's writes: its handle is made read-only.
+        let refuse = |log: &mut Log| {
+            let path = log.active_segment().unwrap().path.clone();
+            log.active = Some(File::open(path).unwrap());
+        };
+        for i in 0..3 {
+            log.append(Timestamp(i), b"before").unwrap();
+        }
+        log.commit(true).unwrap();
+        refuse(&mut log);
+        for i in 3..9 {
+            log.append(Timestamp(i), b"lost").unwrap();
+        }
+        assert!(log.commit(true).is_err());
+        assert_eq!(log.take_lost().unwrap().len(), 1, "4 to 9 lost; segment 10 made past them");
+        refuse(&mut log);
+        for i in 9..14 {
+            log.append(Timestamp(i), b"lost").unwrap();
+        }
+        assert!(log.commit(true).is_err());
+        assert_eq!(log.take_lost().unwrap().len(), 1, "10 to 14 lost; segment 15 made past them");
+        for i in 14..16 {
+            log.append(Timestamp(i), b"after").unwrap();
+        }
+        log.commit(true).unwrap();
+        let firsts: Vec<(u64, u64)> = log.segments().map(|s| (s.first_seq, s.records())).collect();
+        assert_eq!(firsts, vec![(1, 3), (10, 0), (15, 2)]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let read = |from| log.read(from, usize::MAX, usize::MAX).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>();
+            let _ = tx.send((read(1), read(4), read(10), read(12)));
+        });
+        let (all, lost, empty, past) = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("a read never ended");
+        assert_eq!(all, vec![1, 2, 3, 15, 16]);
+        assert_eq!(lost, vec![15, 16]);
+        assert_eq!(empty, vec![15, 16]);
+        assert_eq!(past, vec![15, 16]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn records_survive_reopen_and_roll_into_segments() {
         let dir = temp("reopen");
