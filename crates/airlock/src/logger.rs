@@ -1,5 +1,8 @@
-//! A minimal logger: one line per record, `time level target: message`, to standard error or to
-//! a file. The level comes from `AIRLOCK_LOG` (error, warn, info, debug, trace; default info).
+//! A minimal logger: one line per record to standard error or to a file, either as text
+//! (`time level target: message`) or, with `--log-format json` or `AIRLOCK_LOG_FORMAT=json`, as
+//! one JSON object per line: `time`, `level`, `target`, `message`, and `device` or `sink` when
+//! the message is about one (airlock's messages start `device NAME: ` or `sink NAME: `). The
+//! level comes from `AIRLOCK_LOG` (error, warn, info, debug, trace; default info).
 
 use std::fs::File;
 use std::io::Write;
@@ -7,8 +10,39 @@ use std::sync::Mutex;
 
 use airlock_model::Timestamp;
 
+/// How each line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// `time level target: message`
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Format {
+    /// The format from `AIRLOCK_LOG_FORMAT` (`text` or `json`), text when unset or unknown.
+    pub fn from_env() -> Self {
+        match std::env::var("AIRLOCK_LOG_FORMAT").as_deref() {
+            Ok("json") => Format::Json,
+            _ => Format::Text,
+        }
+    }
+}
+
+/// The format chosen by `--log-format` (set once at start; text until then).
+static FORMAT: Mutex<Option<Format>> = Mutex::new(None);
+
+/// Sets the format the next [`init`] uses (the command line's `--log-format`).
+pub fn set_format(format: Format) {
+    if let Ok(mut f) = FORMAT.lock() {
+        *f = Some(format);
+    }
+}
+
 struct Logger {
     level: log::LevelFilter,
+    format: Format,
     file: Option<Mutex<File>>,
 }
 
@@ -28,7 +62,12 @@ impl log::Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = format!("{} {:<5} {}: {}\n", Timestamp::now(), record.level(), record.target(), record.args());
+        let line = match self.format {
+            Format::Text => {
+                format!("{} {:<5} {}: {}\n", Timestamp::now(), record.level(), record.target(), record.args())
+            }
+            Format::Json => json_line(Timestamp::now(), record.level(), record.target(), &record.args().to_string()),
+        };
         match &self.file {
             Some(f) => {
                 if let Ok(mut f) = f.lock() {
@@ -44,11 +83,60 @@ impl log::Log for Logger {
     fn flush(&self) {}
 }
 
+/// One record as a JSON line; a message about a device or a sink names it in a field too.
+fn json_line(time: Timestamp, level: log::Level, target: &str, message: &str) -> String {
+    let mut object = serde_json::Map::new();
+    object.insert("time".into(), time.to_string().into());
+    object.insert("level".into(), level.as_str().to_ascii_lowercase().into());
+    object.insert("target".into(), target.into());
+    object.insert("message".into(), message.into());
+    for field in ["device", "sink"] {
+        let name = message
+            .strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|rest| rest.split_once(": ").or_else(|| rest.split_once(':')))
+            .map(|(name, _)| name)
+            .filter(|name| !name.is_empty() && !name.contains(' '));
+        if let Some(name) = name {
+            object.insert(field.into(), name.into());
+        }
+    }
+    let mut line = serde_json::Value::Object(object).to_string();
+    line.push('\n');
+    line
+}
+
 /// Installs the logger; `file` sends lines there instead of standard error.
 pub fn init(file: Option<File>) {
     let level = std::env::var("AIRLOCK_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(log::LevelFilter::Info);
-    let logger = Logger { level, file: file.map(Mutex::new) };
+    let format = FORMAT.lock().ok().and_then(|f| *f).unwrap_or_else(Format::from_env);
+    let logger = Logger { level, format, file: file.map(Mutex::new) };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_line_is_one_object_with_the_device_or_sink_named() {
+        let t = Timestamp::from_millis(1_800_000_000_000);
+        let line = json_line(t, log::Level::Warn, "airlock_south_mqtt", "device press1: broker down \"x\"\nnext");
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1, "{line:?}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["level"], "warn");
+        assert_eq!(v["target"], "airlock_south_mqtt");
+        assert_eq!(v["device"], "press1");
+        assert_eq!(v["message"], "device press1: broker down \"x\"\nnext");
+        assert_eq!(v["time"], t.to_string());
+        assert!(v.get("sink").is_none());
+        let v: serde_json::Value =
+            serde_json::from_str(&json_line(t, log::Level::Info, "n", "sink erp: 3 delivered")).unwrap();
+        assert_eq!((v["sink"].as_str(), v.get("device")), (Some("erp"), None));
+        let v: serde_json::Value = serde_json::from_str(&json_line(t, log::Level::Info, "n", "devices up: 3")).unwrap();
+        assert!(v.get("device").is_none(), "{v}");
     }
 }

@@ -19,6 +19,9 @@ use clap::{Parser, Subcommand};
     about = "The one-way airlock between a plant's machines (OT) and its business systems (IT)."
 )]
 struct Cli {
+    /// How log lines are written: text, or one JSON object per line (also AIRLOCK_LOG_FORMAT).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<logger::Format>,
     #[command(subcommand)]
     command: Command,
 }
@@ -118,6 +121,9 @@ enum DiodeAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(format) = cli.log_format {
+        logger::set_format(format);
+    }
     match cli.command {
         Command::Check { file } => check::run(&file),
         Command::Diode { action: DiodeAction::Resend { file, from, sink } } => {

@@ -365,3 +365,36 @@ fn two_demos_at_once_each_get_a_dashboard() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+#[test]
+fn json_logs_are_one_object_a_line_naming_the_device() {
+    let dir = temp_dir("json-log");
+    let file = dir.join("plant.toml");
+    let config = format!(
+        "[store]\ndata_dir = \"{}\"\n\n[[device]]\nname = \"press1\"\nasset_path = \"acme/press1\"\nprotocol = \"modbus_tcp\"\n\
+         address = \"127.0.0.1:1\"\n\n[[device.tag]]\nname = \"speed\"\nspace = \"input_register\"\naddress = 0\ntype = \"u16\"\n",
+        dir.join("data").display()
+    );
+    std::fs::write(&file, config).unwrap();
+    let by_flag = airlock(&["--log-format", "json", "run", file.to_str().unwrap(), "--duration", "2s"]);
+    let by_env = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["run", file.to_str().unwrap(), "--duration", "2s"])
+        .env("AIRLOCK_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    for out in [by_flag, by_env] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let lines: Vec<serde_json::Value> = stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+            .collect();
+        assert!(lines.iter().all(|l| l["time"].is_string() && l["level"].is_string() && l["message"].is_string()));
+        assert!(
+            lines.iter().any(|l| l["device"] == "press1" && l["level"] == "warn"),
+            "no warning naming the device: {stderr}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
