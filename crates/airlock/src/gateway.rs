@@ -63,6 +63,52 @@ pub struct Gateway {
     collector: Option<JoinHandle<()>>,
     sinks: Vec<JoinHandle<()>>,
     sinks_stop: Arc<AtomicBool>,
+    /// The thread writing `<data_dir>/status.json` every second, and its stop flag.
+    status: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+}
+
+/// The status file's name in the data folder (`airlock status --data DIR` reads it).
+pub const STATUS_FILE: &str = "status.json";
+/// How often the status file is written.
+pub const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Writes `snapshot` to `path` whole or not at all: a temporary file renamed over it.
+fn write_status(path: &Path, snapshot: &serde_json::Value) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, format!("{snapshot:#}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Starts the thread that writes the status file every [`STATUS_EVERY`] until `stop`, then
+/// once more with `running: false`.
+fn spawn_status(
+    dashboard: airlock_web::Dashboard,
+    path: std::path::PathBuf,
+) -> std::io::Result<(JoinHandle<()>, Arc<AtomicBool>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let thread = std::thread::Builder::new().name("status".into()).spawn(move || {
+        let status = airlock_web::Status::default();
+        let mut failing = false;
+        loop {
+            let running = !flag.load(Relaxed);
+            match write_status(&path, &status.snapshot(&dashboard, running)) {
+                Ok(()) => failing = false,
+                Err(e) if !std::mem::replace(&mut failing, true) => {
+                    log::warn!("write the status file {}: {e}", path.display());
+                }
+                Err(_) => {}
+            }
+            if !running {
+                return;
+            }
+            let next = std::time::Instant::now() + STATUS_EVERY;
+            while std::time::Instant::now() < next && !flag.load(Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    })?;
+    Ok((thread, stop))
 }
 
 impl Gateway {
@@ -173,7 +219,10 @@ impl Gateway {
             collector: Some(collector),
             sinks,
             sinks_stop,
+            status: None,
         };
+        let status_path = gateway.config.store.data_dir.join(STATUS_FILE);
+        gateway.status = Some(spawn_status(gateway.dashboard(started), status_path)?);
         if let Some(web) = gateway.config.web.clone() {
             let dashboard = gateway.dashboard(started);
             let running = match web_listener {
@@ -257,6 +306,7 @@ impl Gateway {
         let collector = self.collector.take();
         let sinks = std::mem::take(&mut self.sinks);
         let stop = Arc::clone(&self.sinks_stop);
+        let status = self.status.take();
         let joined = tokio::task::spawn_blocking(move || {
             if let Some(c) = collector {
                 let _ = c.join();
@@ -264,6 +314,10 @@ impl Gateway {
             stop.store(true, Relaxed);
             for s in sinks {
                 let _ = s.join();
+            }
+            if let Some((thread, stop)) = status {
+                stop.store(true, Relaxed);
+                let _ = thread.join();
             }
         });
         let _ = joined.await;

@@ -1,6 +1,6 @@
 //! The `airlock` gateway as a library: the assembly of the running gateway (device tasks, the
 //! pipeline, the sinks), its live view, and the commands' work (`browse`, `check`, `demo`,
-//! `query`, `export`). The `airlock` binary (`main.rs`) is the command line over it; benchmarks and tests
+//! `query`, `export`, `status`). The `airlock` binary (`main.rs`) is the command line over it; benchmarks and tests
 //! use it directly.
 
 pub mod browse;
@@ -13,6 +13,7 @@ pub mod parquet_export;
 pub mod query;
 pub mod receive;
 pub mod resend;
+pub mod status;
 pub mod view;
 
 /// Parses `500ms`, `30s`, `5m`, `2h`, `7d`, or a plain number of seconds (the model's parser,

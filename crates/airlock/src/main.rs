@@ -3,7 +3,7 @@
 
 #[cfg(feature = "sim")]
 use airlock::demo;
-use airlock::{browse, check, gateway, logger, parse_duration, query, receive, resend, view};
+use airlock::{browse, check, gateway, logger, parse_duration, query, receive, resend, status, view};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +74,8 @@ enum Command {
     Query(query::QueryArgs),
     /// Export the historian's samples in a time range to CSV.
     Export(query::ExportArgs),
+    /// The health of a running gateway, from the status file in its data folder (no port).
+    Status(status::StatusArgs),
     /// (Not in this build: it was built without the simulator.)
     #[cfg(not(feature = "sim"))]
     #[command(hide = true)]
@@ -131,6 +133,7 @@ fn main() -> ExitCode {
         }
         Command::Query(args) => report(query::query(args)),
         Command::Export(args) => report(query::export(args)),
+        Command::Status(args) => status::run(&args),
         command => report(run_async(command)),
     }
 }
@@ -169,7 +172,11 @@ fn run_async(command: Command) -> anyhow::Result<()> {
             Command::Sim { base_port, seed, speed, print_config, opcua_load: None } => {
                 sim(base_port, seed, speed, print_config).await
             }
-            Command::Check { .. } | Command::Query(_) | Command::Export(_) | Command::Diode { .. } => Ok(()),
+            Command::Check { .. }
+            | Command::Query(_)
+            | Command::Export(_)
+            | Command::Status(_)
+            | Command::Diode { .. } => Ok(()),
         }
     })
 }

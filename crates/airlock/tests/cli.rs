@@ -398,3 +398,67 @@ fn json_logs_are_one_object_a_line_naming_the_device() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn status_reads_a_running_gateway_from_its_data_folder_and_knows_when_it_stopped() {
+    let dir = temp_dir("status");
+    let data = dir.join("data");
+    let file = dir.join("plant.toml");
+    let config = format!(
+        "[gateway]\nname = \"line1\"\n\n[store]\ndata_dir = \"{}\"\n\n[[sink]]\nname = \"file\"\ntype = \"jsonl\"\npath = \"{}\"\n\n\
+         [[device]]\nname = \"press1\"\nasset_path = \"acme/press1\"\nprotocol = \"modbus_tcp\"\naddress = \"127.0.0.1:1\"\n\n\
+         [[device.tag]]\nname = \"speed\"\nspace = \"input_register\"\naddress = 0\ntype = \"u16\"\n",
+        data.display(),
+        dir.join("up.jsonl").display()
+    );
+    std::fs::write(&file, config).unwrap();
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["run", file.to_str().unwrap(), "--duration", "8s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let data_arg = data.to_str().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let running = loop {
+        let out = airlock(&["status", "--data", data_arg]);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && stdout.contains("press1") {
+            break stdout;
+        }
+        assert!(std::time::Instant::now() < deadline, "no running status: {stdout}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(running.starts_with("gateway line1: running (pid "), "{running}");
+    assert!(running.contains("press1"), "{running}");
+    assert!(running.contains("file ") && running.contains("jsonl"), "{running}");
+    let json = airlock(&["status", "--data", data_arg, "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(status["devices"][0]["name"], "press1");
+    assert_ne!(status["devices"][0]["state"], "up", "nothing listens on port 1");
+    assert_eq!(status["sinks"][0]["name"], "file");
+    assert!(status["store"]["outbox_bytes_max"].as_u64().unwrap() > 0);
+
+    // The gateway stops: its last word says so, and status exits 1.
+    assert!(gateway.wait().unwrap().success());
+    let out = airlock(&["status", "--data", data_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("line1: stopped at "), "{out:?}");
+    assert!(!data.join("status.json.tmp").exists());
+
+    // A gateway killed without a word leaves a file that grows old: not running.
+    let path = data.join("status.json");
+    let mut old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    old["running"] = true.into();
+    old["written_unix_ms"] = (old["written_unix_ms"].as_i64().unwrap() - 60_000).into();
+    std::fs::write(&path, old.to_string()).unwrap();
+    let out = airlock(&["status", "--data", data_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NOT RUNNING"), "{out:?}");
+
+    // No gateway ever ran here: a clear error.
+    let out = airlock(&["status", "--data", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("status.json"), "{out:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

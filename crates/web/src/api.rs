@@ -588,3 +588,28 @@ mod tests {
         assert!(parse_span("").is_err());
     }
 }
+
+/// The gateway's health as one JSON object: what `airlock status` reads from the status file
+/// (devices, sinks and store as the dashboard's API shows them, and when it was written).
+#[derive(Default)]
+pub struct Status {
+    rates: Rates,
+}
+
+impl Status {
+    /// A snapshot; `running` is false in the last one a gateway writes as it stops.
+    pub fn snapshot(&self, d: &Dashboard, running: bool) -> serde_json::Value {
+        let written = Timestamp::now();
+        serde_json::json!({
+            "gateway": d.gateway,
+            "running": running,
+            "pid": std::process::id(),
+            "written": written.to_string(),
+            "written_unix_ms": written.0 / 1_000_000,
+            "uptime_s": d.started.elapsed().as_secs(),
+            "devices": device_rows(d, &self.rates),
+            "sinks": sink_rows(d),
+            "store": store_row(d),
+        })
+    }
+}

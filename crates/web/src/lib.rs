@@ -26,6 +26,7 @@ use airlock_model::{Clock, CollectorHealth, DeviceHealth, Sample, Timestamp, Val
 use airlock_north::SinkHealth;
 use airlock_store::{HistorianReader, OutboxView};
 
+pub use api::Status;
 pub use serve::{RunningWeb, start, start_on};
 
 /// Why the web server could not start.
