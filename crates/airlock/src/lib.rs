@@ -8,6 +8,7 @@ pub mod check;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod gateway;
+pub mod import;
 pub mod logger;
 pub mod parquet_export;
 pub mod query;

@@ -3,7 +3,7 @@
 
 #[cfg(feature = "sim")]
 use airlock::demo;
-use airlock::{browse, check, gateway, logger, parse_duration, query, receive, resend, status, view};
+use airlock::{browse, check, gateway, import, logger, parse_duration, query, receive, resend, status, view};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +74,11 @@ enum Command {
     Query(query::QueryArgs),
     /// Export the historian's samples in a time range to CSV.
     Export(query::ExportArgs),
+    /// Make config from what plant people already keep (a Modbus register list in CSV).
+    Import {
+        #[command(subcommand)]
+        what: ImportWhat,
+    },
     /// The health of a running gateway, from the status file in its data folder (no port).
     Status(status::StatusArgs),
     /// (Not in this build: it was built without the simulator.)
@@ -106,6 +111,13 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ImportWhat {
+    /// Print a [[device]] from a Modbus register list (CSV: name, address, type, order, scale,
+    /// unit; 40001-style addresses, or 0-based ones with a space column).
+    ModbusCsv(import::ModbusCsvArgs),
+}
+
+#[derive(Subcommand)]
 enum DiodeAction {
     /// Send again from a record or a time (what the OT outbox still holds), for a range the
     /// IT side reported missing. Local: it writes a request into the data folder.
@@ -134,6 +146,7 @@ fn main() -> ExitCode {
         Command::Query(args) => report(query::query(args)),
         Command::Export(args) => report(query::export(args)),
         Command::Status(args) => status::run(&args),
+        Command::Import { what: ImportWhat::ModbusCsv(args) } => report(import::modbus_csv(&args)),
         command => report(run_async(command)),
     }
 }
@@ -176,6 +189,7 @@ fn run_async(command: Command) -> anyhow::Result<()> {
             | Command::Query(_)
             | Command::Export(_)
             | Command::Status(_)
+            | Command::Import { .. }
             | Command::Diode { .. } => Ok(()),
         }
     })

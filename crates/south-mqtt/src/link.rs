@@ -79,17 +79,129 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// What the broker's byte stream holds, packet by packet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// The answer to CONNECT: its return code (0 is accepted).
+    ConnAck {
+        code: u8,
+    },
+    /// A message; `ack` is the packet id of a QoS 1 message, which wants a PUBACK.
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+        ack: Option<[u8; 2]>,
+    },
+    /// The answer to SUBSCRIBE: how many filters were refused.
+    SubAck {
+        refused: usize,
+    },
+    PingResp,
+    /// A message over the bound, read past: its topic (when it was readable) and size.
+    Oversized {
+        topic: Option<String>,
+        bytes: usize,
+    },
+}
+
+/// The broker's byte stream cut into frames, holding at most one message under the bound plus
+/// what one read brings: bytes go in with [`push`](Self::push), frames come out of
+/// [`next_frame`](Self::next_frame). Pure (no I/O), so that it can be fuzzed.
+#[derive(Debug)]
+pub struct Frames {
+    /// Bytes read and not yet parsed.
+    buf: Vec<u8>,
+    /// An oversized message being read past: bytes still to skip, its topic, its size.
+    skipping: Option<(usize, Option<String>, usize)>,
+    message_bytes_max: usize,
+}
+
+impl Frames {
+    pub fn new(message_bytes_max: usize) -> Self {
+        Self { buf: Vec::with_capacity(READ_CHUNK), skipping: None, message_bytes_max }
+    }
+
+    /// Bytes from the broker.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes held, not yet parsed (bounded by the message bound, a topic and one read).
+    pub fn held(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next whole frame, `None` until more bytes come, or an error for bytes that break
+    /// the protocol (the session then ends).
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, LinkError> {
+        loop {
+            if let Some((left, topic, bytes)) = self.skipping.take() {
+                let n = left.min(self.buf.len());
+                self.buf.drain(..n);
+                if n < left {
+                    self.skipping = Some((left - n, topic, bytes));
+                    return Ok(None);
+                }
+                return Ok(Some(Frame::Oversized { topic, bytes }));
+            }
+            let Some((header, length)) = fixed_header(&self.buf)? else { return Ok(None) };
+            if self.buf[0] >> 4 == PUBLISH && length > self.message_bytes_max {
+                // Wait for the topic (at most 64 KiB in) to name it, then skip the rest.
+                let topic = match topic_of(&self.buf[header..]) {
+                    Some(t) => Some(t),
+                    None if self.buf.len() < header + 2 + usize::from(u16::MAX) => return Ok(None),
+                    None => None,
+                };
+                let have = (self.buf.len() - header).min(length);
+                self.buf.drain(..header + have);
+                self.skipping = Some((length - have, topic, length));
+                continue;
+            }
+            if self.buf.len() < header + length {
+                return Ok(None);
+            }
+            let kind = self.buf[0] >> 4;
+            let flags = self.buf[0] & 0x0f;
+            let frame = {
+                let body = &self.buf[header..header + length];
+                match kind {
+                    CONNACK if body.len() == 2 => Frame::ConnAck { code: body[1] },
+                    PUBLISH => {
+                        let qos = (flags >> 1) & 3;
+                        let (topic, rest) = split_topic(body)?;
+                        match qos {
+                            0 => Frame::Publish { topic, payload: rest.to_vec(), ack: None },
+                            1 if rest.len() >= 2 => {
+                                Frame::Publish { topic, payload: rest[2..].to_vec(), ack: Some([rest[0], rest[1]]) }
+                            }
+                            _ => {
+                                return Err(LinkError::Protocol(format!(
+                                    "a PUBLISH at QoS {qos} on a QoS 0 subscription"
+                                )));
+                            }
+                        }
+                    }
+                    SUBACK => {
+                        let codes = body.get(2..).unwrap_or_default();
+                        Frame::SubAck { refused: codes.iter().filter(|c| **c == 0x80).count() }
+                    }
+                    PINGRESP => Frame::PingResp,
+                    other => return Err(LinkError::Protocol(format!("an unexpected packet of type {other}"))),
+                }
+            };
+            self.buf.drain(..header + length);
+            return Ok(Some(frame));
+        }
+    }
+}
+
 /// A connected session that can subscribe and receive, and nothing else.
 pub struct SubscribeOnly {
     stream: Box<dyn Stream>,
-    /// Bytes read and not yet parsed.
-    buf: Vec<u8>,
-    /// Where the socket reads into before the bytes join `buf`.
+    frames: Frames,
+    /// Where the socket reads into before the bytes join the frames.
     chunk: Box<[u8]>,
-    /// An oversized message being read past: bytes still to skip, its topic, its size.
-    skipping: Option<(usize, Option<String>, usize)>,
     keep_alive: Duration,
-    message_bytes_max: usize,
     last_sent: Instant,
     ping_sent: Option<Instant>,
 }
@@ -116,11 +228,9 @@ impl SubscribeOnly {
             };
             let mut link = Self {
                 stream,
-                buf: Vec::with_capacity(READ_CHUNK),
+                frames: Frames::new(o.message_bytes_max),
                 chunk: vec![0; READ_CHUNK].into_boxed_slice(),
-                skipping: None,
                 keep_alive: o.keep_alive,
-                message_bytes_max: o.message_bytes_max,
                 last_sent: Instant::now(),
                 ping_sent: None,
             };
@@ -137,21 +247,21 @@ impl SubscribeOnly {
     /// Waits for the CONNACK and reads its answer.
     async fn connack(&mut self) -> Result<(), LinkError> {
         loop {
-            if let Some((kind, _, body)) = self.frame()? {
-                if kind != CONNACK || body.len() != 2 {
-                    return Err(LinkError::Protocol(format!("a packet of type {kind} before the CONNACK")));
+            match self.frames.next_frame()? {
+                Some(Frame::ConnAck { code }) => {
+                    return match code {
+                        0 => Ok(()),
+                        1 => Err(LinkError::Refused("unacceptable protocol version")),
+                        2 => Err(LinkError::Refused("client identifier rejected")),
+                        3 => Err(LinkError::Refused("server unavailable")),
+                        4 => Err(LinkError::Refused("bad user name or password")),
+                        5 => Err(LinkError::Refused("not authorized")),
+                        _ => Err(LinkError::Refused("an unknown return code")),
+                    };
                 }
-                return match body[1] {
-                    0 => Ok(()),
-                    1 => Err(LinkError::Refused("unacceptable protocol version")),
-                    2 => Err(LinkError::Refused("client identifier rejected")),
-                    3 => Err(LinkError::Refused("server unavailable")),
-                    4 => Err(LinkError::Refused("bad user name or password")),
-                    5 => Err(LinkError::Refused("not authorized")),
-                    _ => Err(LinkError::Refused("an unknown return code")),
-                };
+                Some(other) => return Err(LinkError::Protocol(format!("{other:?} before the CONNACK"))),
+                None => self.fill().await?,
             }
-            self.fill().await?;
         }
     }
 
@@ -185,7 +295,7 @@ impl SubscribeOnly {
         if n == 0 {
             return Err(LinkError::Closed);
         }
-        self.buf.extend_from_slice(&self.chunk[..n]);
+        self.frames.push(&self.chunk[..n]);
         Ok(())
     }
 
@@ -196,72 +306,28 @@ impl SubscribeOnly {
         Ok(())
     }
 
-    /// One whole packet from the buffer: its type, flags and body, or `None` until more bytes
-    /// come. A PUBLISH over the bound is not returned; see [`parse`](Self::parse).
-    fn frame(&mut self) -> Result<Option<(u8, u8, Vec<u8>)>, LinkError> {
-        let Some((header, length)) = fixed_header(&self.buf)? else { return Ok(None) };
-        if self.buf.len() < header + length {
-            return Ok(None);
-        }
-        let kind = self.buf[0] >> 4;
-        let flags = self.buf[0] & 0x0f;
-        let body = self.buf[header..header + length].to_vec();
-        self.buf.drain(..header + length);
-        Ok(Some((kind, flags, body)))
-    }
-
-    /// The next event from the buffer, answering what the protocol asks (a QoS 1 PUBACK).
+    /// The next event from the frames held, answering what the protocol asks (a QoS 1 PUBACK).
     async fn parse(&mut self) -> Result<Option<Incoming>, LinkError> {
         loop {
-            if let Some((left, topic, bytes)) = self.skipping.take() {
-                let n = left.min(self.buf.len());
-                self.buf.drain(..n);
-                if n < left {
-                    self.skipping = Some((left - n, topic, bytes));
-                    return Ok(None);
+            let incoming = match self.frames.next_frame()? {
+                None => return Ok(None),
+                Some(Frame::Publish { topic, payload, ack }) => {
+                    if let Some([a, b]) = ack {
+                        // The broker should not send QoS 1 on a QoS 0 subscription; if it
+                        // does, the acknowledgement it waits for carries no data.
+                        self.send(&[PUBACK << 4, 2, a, b]).await?;
+                    }
+                    Incoming::Message { topic, payload }
                 }
-                return Ok(Some(Incoming::Oversized { topic, bytes }));
-            }
-            let Some((header, length)) = fixed_header(&self.buf)? else { return Ok(None) };
-            if self.buf[0] >> 4 == PUBLISH && length > self.message_bytes_max {
-                // Wait for the topic (at most 64 KiB in) to name it, then skip the rest.
-                let topic = match topic_of(&self.buf[header..]) {
-                    Some(t) => Some(t),
-                    None if self.buf.len() < header + 2 + usize::from(u16::MAX) => return Ok(None),
-                    None => None,
-                };
-                let have = (self.buf.len() - header).min(length);
-                self.buf.drain(..header + have);
-                self.skipping = Some((length - have, topic, length));
-                continue;
-            }
-            let Some((kind, flags, body)) = self.frame()? else { return Ok(None) };
-            match kind {
-                PUBLISH => {
-                    let qos = (flags >> 1) & 3;
-                    let (topic, rest) = split_topic(&body)?;
-                    let payload = match qos {
-                        0 => rest.to_vec(),
-                        1 if rest.len() >= 2 => {
-                            // The broker should not send QoS 1 on a QoS 0 subscription; if it
-                            // does, the acknowledgement it waits for carries no data.
-                            self.send(&[PUBACK << 4, 2, rest[0], rest[1]]).await?;
-                            rest[2..].to_vec()
-                        }
-                        _ => {
-                            return Err(LinkError::Protocol(format!("a PUBLISH at QoS {qos} on a QoS 0 subscription")));
-                        }
-                    };
-                    return Ok(Some(Incoming::Message { topic, payload }));
+                Some(Frame::SubAck { refused }) => Incoming::Subscribed { refused },
+                Some(Frame::Oversized { topic, bytes }) => Incoming::Oversized { topic, bytes },
+                Some(Frame::PingResp) => {
+                    self.ping_sent = None;
+                    continue;
                 }
-                SUBACK => {
-                    let codes = body.get(2..).unwrap_or_default();
-                    let refused = codes.iter().filter(|c| **c == 0x80).count();
-                    return Ok(Some(Incoming::Subscribed { refused }));
-                }
-                PINGRESP => self.ping_sent = None,
-                other => return Err(LinkError::Protocol(format!("an unexpected packet of type {other}"))),
-            }
+                Some(Frame::ConnAck { .. }) => return Err(LinkError::Protocol("a second CONNACK".to_owned())),
+            };
+            return Ok(Some(incoming));
         }
     }
 }
@@ -371,6 +437,51 @@ mod tests {
         assert!(fixed_header(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]).is_err());
         let p = packet(0x30, &[7; 300]).unwrap();
         assert_eq!(fixed_header(&p).unwrap(), Some((3, 300)));
+    }
+
+    #[test]
+    fn frames_come_whole_whatever_the_reads_and_an_oversized_message_is_read_past() {
+        let publish = |topic: &str, payload: &[u8]| {
+            let mut body = Vec::new();
+            put_string(&mut body, topic.as_bytes()).unwrap();
+            body.extend_from_slice(payload);
+            packet(PUBLISH << 4, &body).unwrap()
+        };
+        let mut stream = vec![0x20, 2, 0, 0];
+        stream.extend(packet(SUBACK << 4, &[0, 1, 0, 0x80]).unwrap());
+        stream.extend(publish("a", b"1"));
+        stream.extend(publish("big", &[7; 300]));
+        stream.extend(publish("b", b"2"));
+        stream.extend([PINGRESP << 4, 0]);
+        for piece in [1, 3, 7, 64, 4096] {
+            let mut frames = Frames::new(100);
+            let mut out = Vec::new();
+            for bytes in stream.chunks(piece) {
+                frames.push(bytes);
+                while let Some(f) = frames.next_frame().unwrap() {
+                    out.push(f);
+                }
+                assert!(frames.held() <= 100 + 5 + piece, "held {}", frames.held());
+            }
+            assert_eq!(
+                out,
+                vec![
+                    Frame::ConnAck { code: 0 },
+                    Frame::SubAck { refused: 1 },
+                    Frame::Publish { topic: "a".into(), payload: b"1".to_vec(), ack: None },
+                    Frame::Oversized { topic: Some("big".into()), bytes: 305 },
+                    Frame::Publish { topic: "b".into(), payload: b"2".to_vec(), ack: None },
+                    Frame::PingResp,
+                ],
+                "read {piece} bytes at a time"
+            );
+        }
+        let mut frames = Frames::new(100);
+        frames.push(&[PUBLISH << 4 | 0b0100, 3, 0, 1, b'a']);
+        assert!(frames.next_frame().is_err(), "QoS 2 on a QoS 0 subscription");
+        let mut frames = Frames::new(100);
+        frames.push(&[0xf0, 0]);
+        assert!(frames.next_frame().is_err(), "a packet a client never gets");
     }
 
     #[test]
