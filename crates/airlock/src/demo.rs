@@ -114,7 +114,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::write(&config_path, text).with_context(|| format!("write {}", config_path.display()))?;
     let config = airlock_config::load(&config_path).map_err(|e| anyhow::anyhow!("the built-in config: {e}"))?;
 
-    let gateway = Gateway::start_with(config, Some(web_listener)).context("start the gateway")?;
+    let mut gateway = Gateway::start_with(config, Some(web_listener)).context("start the gateway")?;
     println!("airlock demo: simulated press line at {}x, config {}", args.speed, config_path.display());
     println!("upstream records: {}   log: {}", upstream_path.display(), log_path.display());
     if let Some(w) = &gateway.web {
@@ -137,7 +137,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let (status, sinks) = (std::sync::Arc::clone(&r.status), r.sink_health.clone());
         view = view.with_extra(move || it_line(&status, &sinks));
     }
-    crate::view::show_view_until(view, &gateway, args.duration).await;
+    crate::view::show_view_until(view, &mut gateway, args.duration, None).await;
     let health = gateway.health.clone();
     let sinks = gateway.sink_health.clone();
     let data_dir = gateway.config.store.data_dir.clone();

@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use airlock_config::{Config, Device, Protocol, SinkKind};
-use airlock_model::{AssetPath, Clock, DeviceHealth, Problems, Timestamp};
+use airlock_model::{AssetPath, Clock, DeviceHealth, Problem, Problems, Severity, TagId, Timestamp, Transition};
 use airlock_north::http::HttpSink;
 use airlock_north::mqtt::MqttPublisher;
 use airlock_north::{JsonlSink, SinkHealth};
 use airlock_pipeline::{
-    CHANNEL_BATCHES, Collector, CollectorHealth, Condenser, DeviceHandle, Latest, Source, TagTable, channel, supervise,
+    BatchSender, CHANNEL_BATCHES, Collector, CollectorHealth, Condenser, DeviceHandle, Latest, Reload, Source,
+    TagTable, channel, supervise,
 };
 use airlock_south_modbus::DeviceTask;
 use airlock_south_mqtt::SubscriberTask;
@@ -33,7 +34,6 @@ use airlock_store::{
 };
 use anyhow::Context as _;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 /// The driver of device `d`: one line per protocol.
 fn source(d: &Device, handle: DeviceHandle, data_dir: &Path) -> Box<dyn Source> {
@@ -58,13 +58,68 @@ pub struct Gateway {
     pub historian: HistorianReader,
     /// The read-only web dashboard, when `[web]` is configured.
     pub web: Option<airlock_web::RunningWeb>,
-    devices: JoinSet<()>,
-    shutdown: watch::Sender<bool>,
+    /// The device tasks, in config order.
+    devices: Vec<RunningDevice>,
+    /// The batch channel's next slot (a device task's `DeviceHandle` index; never reused).
+    next_slot: usize,
+    /// The batch channel, for tasks a reload starts (dropped at stop, so the collector ends).
+    tx: Option<BatchSender>,
+    reloads: std::sync::mpsc::Sender<Reload>,
+    problems: Arc<Problems>,
+    space: Arc<FreeSpace>,
     collector: Option<JoinHandle<()>>,
-    sinks: Vec<JoinHandle<()>>,
-    sinks_stop: Arc<AtomicBool>,
+    sinks: Vec<RunningSink>,
     /// The thread writing `<data_dir>/status.json` every second, and its stop flag.
     status: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+    started: std::time::Instant,
+}
+
+/// A device task: its config (to tell what a reload changes), its slot, its stop switch.
+struct RunningDevice {
+    config: Device,
+    slot: usize,
+    first: TagId,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A sink's thread and its own stop flag (a reload stops one sink and not the others).
+struct RunningSink {
+    config: airlock_config::Sink,
+    thread: JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Starts device `d`'s supervised task on `slot`, its tags from `first` on.
+fn start_device(
+    d: &Device,
+    slot: usize,
+    first: TagId,
+    tx: &BatchSender,
+    data_dir: &Path,
+    problems: &Arc<Problems>,
+) -> (RunningDevice, Arc<DeviceHealth>) {
+    let handle = DeviceHandle::new(slot, d, first, tx.clone());
+    let health = handle.health();
+    let (stop_tx, stop) = watch::channel(false);
+    let (device, data_dir) = (d.clone(), data_dir.to_owned());
+    let make = move |handle| source(&device, handle, &data_dir);
+    let task = tokio::spawn(supervise(handle, make, stop, Arc::clone(problems)));
+    (RunningDevice { config: d.clone(), slot, first, stop: stop_tx, task }, health)
+}
+
+/// Stops device tasks and waits for them (10 s each at most, then they are aborted).
+async fn stop_devices(devices: Vec<RunningDevice>) {
+    for d in &devices {
+        let _ = d.stop.send(true);
+    }
+    for d in devices {
+        let abort = d.task.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(10), d.task).await.is_err() {
+            log::warn!("device {}: its task did not stop within 10 s; aborted", d.config.name);
+            abort.abort();
+        }
+    }
 }
 
 /// The status file's name in the data folder (`airlock status --data DIR` reads it).
@@ -163,17 +218,14 @@ impl Gateway {
         let problems = Arc::new(Problems::default());
         let latest: Latest = Arc::new(Mutex::new(vec![None; tags.len()]));
         let (tx, rx) = channel(CHANNEL_BATCHES);
-        let (shutdown, stop) = watch::channel(false);
-        let mut devices = JoinSet::new();
+        let mut devices = Vec::new();
         let mut health = Vec::new();
         for (i, d) in config.devices.iter().enumerate() {
-            let handle = DeviceHandle::new(i, d, tags.first_tag(i), tx.clone());
-            health.push(handle.health());
-            let (device, data_dir) = (d.clone(), config.store.data_dir.clone());
-            let make = move |handle| source(&device, handle, &data_dir);
-            devices.spawn(supervise(handle, make, stop.clone(), Arc::clone(&problems)));
+            let (running, h) = start_device(d, i, tags.first_tag(i), &tx, &config.store.data_dir, &problems);
+            devices.push(running);
+            health.push(h);
         }
-        drop(tx);
+        let (reloads, reloads_rx) = std::sync::mpsc::channel();
 
         let collector_health = Arc::new(CollectorHealth::default());
         let gateway_asset = AssetPath::parse(&config.gateway.name)
@@ -188,20 +240,17 @@ impl Gateway {
         )
         .reporting(Arc::clone(&problems), gateway_asset)
         .on_clock(clock)
+        .reloading(reloads_rx)
         .spawn(rx)?;
 
-        let sinks_stop = Arc::new(AtomicBool::new(false));
         let plant = PlantState { devices: health.clone(), collector: Arc::clone(&collector_health) };
-        let (sinks, sink_health) = start_sinks(
-            &config.sinks,
-            &config.gateway.name,
-            &outbox,
-            &config.store.data_dir,
-            &space,
-            &problems,
-            &sinks_stop,
-            Some(&plant),
-        )?;
+        let mut sinks = Vec::new();
+        let mut sink_health = Vec::new();
+        for sink in &config.sinks {
+            let (running, h) = start_sink(sink, &config, &outbox, &space, &problems, &plant)?;
+            sinks.push(running);
+            sink_health.push(h);
+        }
         let started = std::time::Instant::now();
         let mut gateway = Self {
             config,
@@ -214,12 +263,16 @@ impl Gateway {
             clock,
             historian,
             web: None,
+            next_slot: devices.len(),
             devices,
-            shutdown,
+            tx: Some(tx),
+            reloads,
+            problems,
+            space,
             collector: Some(collector),
             sinks,
-            sinks_stop,
             status: None,
+            started,
         };
         let status_path = gateway.config.store.data_dir.join(STATUS_FILE);
         gateway.status = Some(spawn_status(gateway.dashboard(started), status_path)?);
@@ -301,19 +354,20 @@ impl Gateway {
         if let Some(web) = self.web.take() {
             web.stop().await;
         }
-        let _ = self.shutdown.send(true);
-        while self.devices.join_next().await.is_some() {}
+        stop_devices(std::mem::take(&mut self.devices)).await;
+        drop(self.tx.take());
         let collector = self.collector.take();
         let sinks = std::mem::take(&mut self.sinks);
-        let stop = Arc::clone(&self.sinks_stop);
         let status = self.status.take();
         let joined = tokio::task::spawn_blocking(move || {
             if let Some(c) = collector {
                 let _ = c.join();
             }
-            stop.store(true, Relaxed);
+            for s in &sinks {
+                s.stop.store(true, Relaxed);
+            }
             for s in sinks {
-                let _ = s.join();
+                let _ = s.thread.join();
             }
             if let Some((thread, stop)) = status {
                 stop.store(true, Relaxed);
@@ -321,6 +375,265 @@ impl Gateway {
             }
         });
         let _ = joined.await;
+    }
+
+    /// Reads `file` again and applies it (`airlock run` on SIGHUP). A config with problems, or
+    /// one that changes what needs a restart, changes nothing: each problem is logged (file,
+    /// line and key) and sent upstream as a `config_reload_refused` event. Otherwise devices
+    /// added, removed or changed are started, stopped or restarted, unchanged devices keep
+    /// polling without a gap, changed sinks restart from their cursor, and a `config_reloaded`
+    /// event says what changed.
+    pub async fn reload_from(&mut self, file: &Path) -> bool {
+        match airlock_config::load(file) {
+            Ok(config) => self.reload(config).await.is_ok(),
+            Err(e) => {
+                self.say_reload(&Err(e.to_string()));
+                false
+            }
+        }
+    }
+
+    /// Applies `new` (see [`Gateway::reload_from`]) and says so in the log and upstream; the
+    /// summary of what changed, or why nothing did.
+    pub async fn reload(&mut self, new: Config) -> Result<String, String> {
+        let result = self.apply(new).await;
+        self.say_reload(&result);
+        result
+    }
+
+    fn say_reload(&self, result: &Result<String, String>) {
+        let (kind, severity, message) = match result {
+            Ok(summary) => {
+                log::info!("config reloaded: {summary}");
+                ("config_reloaded", Severity::Info, format!("config reloaded: {summary}"))
+            }
+            Err(why) => {
+                for line in why.lines() {
+                    log::error!("config reload refused: {}", line.trim());
+                }
+                (
+                    "config_reload_refused",
+                    Severity::Warning,
+                    format!("config reload refused; the running config stays: {why}"),
+                )
+            }
+        };
+        self.problems.report(Problem { time: Timestamp::now(), kind, severity, state: Transition::Once, message });
+    }
+
+    async fn apply(&mut self, mut new: Config) -> Result<String, String> {
+        let old = &self.config;
+        let mut refused = Vec::new();
+        if format!("{:?}", old.gateway) != format!("{:?}", new.gateway) {
+            refused.push("[gateway] changed (name, clock): that needs a restart");
+        }
+        if format!("{:?}", old.store) != format!("{:?}", new.store) {
+            refused.push("[store] changed (data folder, budgets, fsync): that needs a restart");
+        }
+        if old.edge != new.edge {
+            refused.push("[edge] changed (shifts, production interval): that needs a restart");
+        }
+        let names = |c: &Config| c.sinks.iter().map(|s| s.name.clone()).collect::<std::collections::BTreeSet<_>>();
+        // `run --out` adds a sink of its own; it stays.
+        if let Some(out) = old.sinks.iter().find(|s| s.name == "cli-out")
+            && !new.sinks.iter().any(|s| s.name == "cli-out")
+        {
+            new.sinks.push(out.clone());
+        }
+        if names(old) != names(&new) {
+            refused.push("a sink was added or removed (its place in the outbox): that needs a restart");
+        }
+        if !refused.is_empty() {
+            return Err(refused.join("; "));
+        }
+
+        // What became of each device, by name.
+        let tags = Arc::new(TagTable::new(&new));
+        let running: Vec<RunningDevice> = std::mem::take(&mut self.devices);
+        let mut keep: Vec<Option<RunningDevice>> = Vec::new();
+        let mut stopping = Vec::new();
+        let mut unchanged = Vec::new();
+        let (mut added, mut restarted, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+        let mut old_health: std::collections::HashMap<String, Arc<DeviceHealth>> =
+            old.devices.iter().map(|d| d.name.clone()).zip(self.health.iter().cloned()).collect();
+        let mut by_name: std::collections::HashMap<String, (usize, RunningDevice)> =
+            running.into_iter().enumerate().map(|(i, r)| (r.config.name.clone(), (i, r))).collect();
+        for (i, d) in new.devices.iter().enumerate() {
+            match by_name.remove(&d.name) {
+                Some((old_index, r)) if format!("{:?}", r.config) == format!("{d:?}") => {
+                    unchanged.push((i, old_index, r));
+                }
+                Some((_, r)) => {
+                    restarted.push(d.name.clone());
+                    stopping.push(r);
+                    keep.push(None);
+                    continue;
+                }
+                None => added.push(d.name.clone()),
+            }
+            keep.push(None);
+        }
+        for (_, (_, r)) in by_name {
+            removed.push(r.config.name.clone());
+            stopping.push(r);
+        }
+        // A changed device is stopped before its new task starts: never two tasks on one device.
+        stop_devices(stopping).await;
+
+        let mut routes = vec![None; self.next_slot];
+        let mut moved = Vec::new();
+        let mut health: Vec<Option<Arc<DeviceHealth>>> = vec![None; new.devices.len()];
+        for (i, old_index, r) in unchanged {
+            let first = tags.first_tag(i);
+            routes[r.slot] = Some(i64::from(first.0) - i64::from(r.first.0));
+            moved.push(airlock_pipeline::Moved {
+                old_first: r.first,
+                first,
+                count: r.config.tag_count(),
+                old_device: old_index,
+                device: i,
+            });
+            health[i] = old_health.remove(&r.config.name);
+            keep[i] = Some(RunningDevice { first, ..r });
+        }
+        let kept = moved.len();
+        let slots: Vec<usize> = (0..new.devices.len()).filter(|i| keep[*i].is_none()).collect();
+        for _ in &slots {
+            routes.push(Some(0));
+        }
+        let (done, answer) = std::sync::mpsc::channel();
+        let reload = Reload {
+            condenser: Condenser::new(&new, TagTable::clone(&tags)),
+            paths: tags.iter().map(|t| t.path.to_string()).collect(),
+            unchanged: moved,
+            routes,
+            done,
+        };
+        let sent = self.reloads.send(reload).is_ok();
+        let answer = tokio::task::spawn_blocking(move || answer.recv_timeout(std::time::Duration::from_secs(10)));
+        let applied = match (sent, answer.await) {
+            (true, Ok(Ok(Ok(())))) => Ok(()),
+            (true, Ok(Ok(Err(e)))) => Err(e),
+            _ => Err("the collector did not take the new config within 10 s".to_owned()),
+        };
+        let Some(tx) = self.tx.clone() else { return Err("the gateway is stopping".to_owned()) };
+        // New and changed devices start on slots of their own, with the new table's ids.
+        for i in slots {
+            let d = &new.devices[i];
+            let slot = self.next_slot;
+            self.next_slot += 1;
+            let (r, h) = start_device(d, slot, tags.first_tag(i), &tx, &new.store.data_dir, &self.problems);
+            keep[i] = Some(r);
+            health[i] = Some(h);
+        }
+        self.devices = keep.into_iter().flatten().collect();
+        self.health = health.into_iter().map(|h| h.unwrap_or_default()).collect();
+        self.tags = tags;
+        if let Err(e) = applied {
+            // The devices run on the new config; the edge and historian did not switch.
+            log::error!("reload: {e}");
+        }
+
+        // Sinks whose settings changed restart from their cursor; so do diode sinks when the
+        // devices changed (their heartbeat counts the devices).
+        let devices_changed = !(added.is_empty() && removed.is_empty() && restarted.is_empty());
+        let mut sinks_restarted = Vec::new();
+        for i in 0..self.sinks.len() {
+            let name = self.sinks[i].config.name.clone();
+            let Some(sink) = new.sinks.iter().find(|s| s.name == name) else { continue };
+            let diode = matches!(sink.kind, SinkKind::Diode(_));
+            if self.sinks[i].config == *sink && !(diode && devices_changed) {
+                continue;
+            }
+            let plant = PlantState { devices: self.health.clone(), collector: Arc::clone(&self.collector_health) };
+            let (running, h) = match start_sink(sink, &new, &self.outbox, &self.space, &self.problems, &plant) {
+                Ok(started) => started,
+                Err(e) => {
+                    log::error!("reload: sink {name}: {e:#}; it keeps its old settings");
+                    continue;
+                }
+            };
+            let old = std::mem::replace(&mut self.sinks[i], running);
+            old.stop.store(true, Relaxed);
+            let _ = tokio::task::spawn_blocking(move || old.thread.join()).await;
+            if let Some(slot) = self.sink_health.iter_mut().find(|(n, _)| *n == name) {
+                slot.1 = h.1;
+            }
+            sinks_restarted.push(name);
+        }
+        let web_changed = self.config.web != new.web;
+        self.config = new;
+        self.refresh_views(web_changed).await;
+
+        let list = |what: &str, names: &[String]| {
+            if names.is_empty() { String::new() } else { format!("{what} {}; ", names.join(", ")) }
+        };
+        Ok(format!(
+            "{}{}{}{}{kept} devices unchanged",
+            list("devices added:", &added),
+            list("devices restarted:", &restarted),
+            list("devices removed:", &removed),
+            list("sinks restarted:", &sinks_restarted),
+        ))
+    }
+
+    /// The status file and the dashboard show the devices and tags they started with: after a
+    /// reload both start again on the new ones (the dashboard on the address it had, unless
+    /// `[web]` changed).
+    async fn refresh_views(&mut self, web_changed: bool) {
+        if let Some((thread, stop)) = self.status.take() {
+            stop.store(true, Relaxed);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        let path = self.config.store.data_dir.join(STATUS_FILE);
+        match spawn_status(self.dashboard(self.started), path) {
+            Ok(status) => self.status = Some(status),
+            Err(e) => log::error!("reload: start the status file's writer: {e}"),
+        }
+        let address = match self.web.take() {
+            Some(web) => {
+                let address = web.address;
+                web.stop().await;
+                Some(address)
+            }
+            None => None,
+        };
+        let Some(web) = self.config.web.clone() else { return };
+        let dashboard = self.dashboard(self.started);
+        let running = match address.filter(|_| !web_changed).map(std::net::TcpListener::bind) {
+            Some(Ok(listener)) => airlock_web::start_on(listener, &web, dashboard),
+            _ => airlock_web::start(&web, dashboard),
+        };
+        match running {
+            Ok(w) => self.web = Some(w),
+            Err(e) => log::error!("reload: the web dashboard did not start again: {e}"),
+        }
+    }
+}
+
+/// Starts sink `s` of `config` on a thread of its own, with its own stop flag.
+fn start_sink(
+    s: &airlock_config::Sink,
+    config: &Config,
+    outbox: &OutboxReader,
+    space: &Arc<FreeSpace>,
+    problems: &Arc<Problems>,
+    plant: &PlantState,
+) -> anyhow::Result<(RunningSink, (String, Arc<SinkHealth>))> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (mut threads, mut healths) = start_sinks(
+        std::slice::from_ref(s),
+        &config.gateway.name,
+        outbox,
+        &config.store.data_dir,
+        space,
+        problems,
+        &stop,
+        Some(plant),
+    )?;
+    match (threads.pop(), healths.pop()) {
+        (Some(thread), Some(health)) => Ok((RunningSink { config: s.clone(), thread, stop }, health)),
+        _ => anyhow::bail!("sink {}: not started", s.name),
     }
 }
 

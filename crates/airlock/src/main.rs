@@ -208,7 +208,7 @@ async fn run_config(file: PathBuf, out: Option<PathBuf>, duration: Option<Durati
         file.display(),
         config.store.data_dir.display()
     );
-    let gateway = gateway::Gateway::start(config).context("start the gateway")?;
+    let mut gateway = gateway::Gateway::start(config).context("start the gateway")?;
     if let Some(w) = &gateway.web {
         match &w.login_url {
             Some(link) => {
@@ -218,7 +218,8 @@ async fn run_config(file: PathBuf, out: Option<PathBuf>, duration: Option<Durati
         }
     }
     let header = format!("airlock run {}", file.display());
-    view::show_until(&gateway, header, duration).await;
+    let view = view::View::new(&gateway, header);
+    view::show_view_until(view, &mut gateway, duration, Some(&file)).await;
     gateway.stop().await;
     log::info!("stopped");
     Ok(())

@@ -56,6 +56,8 @@ impl View {
     }
 
     pub fn draw(&mut self, gateway: &Gateway) {
+        // A reload may have changed the devices.
+        self.last.resize(gateway.health.len(), Totals::default());
         let seconds = self.last_at.elapsed().as_secs_f64().max(1e-3);
         self.last_at = Instant::now();
         let mut out = String::new();
@@ -186,16 +188,24 @@ fn store_line(gateway: &Gateway) -> String {
     line
 }
 
-/// Redraws the live view until `duration` has passed or Ctrl-C is pressed.
-pub async fn show_until(gateway: &Gateway, header: String, duration: Option<Duration>) {
-    show_view_until(View::new(gateway, header), gateway, duration).await;
+/// Redraws the live view until `duration` has passed or Ctrl-C (or SIGTERM) comes.
+pub async fn show_until(gateway: &mut Gateway, header: String, duration: Option<Duration>) {
+    show_view_until(View::new(gateway, header), gateway, duration, None).await;
 }
 
-/// As [`show_until`], with a view of the caller's.
-pub async fn show_view_until(mut view: View, gateway: &Gateway, duration: Option<Duration>) {
+/// As [`show_until`], with a view of the caller's; with `reload`, a SIGHUP reloads the gateway's
+/// config from that file (see [`Gateway::reload_from`]).
+pub async fn show_view_until(
+    mut view: View,
+    gateway: &mut Gateway,
+    duration: Option<Duration>,
+    reload: Option<&std::path::Path>,
+) {
     let deadline = duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(view.period());
     ticker.tick().await;
+    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup());
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate());
     loop {
         let until_deadline = async {
             match deadline {
@@ -207,9 +217,31 @@ pub async fn show_view_until(mut view: View, gateway: &Gateway, duration: Option
             _ = ticker.tick() => view.draw(gateway),
             () = until_deadline => break,
             _ = tokio::signal::ctrl_c() => break,
+            _ = received(&mut terminate) => break,
+            _ = received(&mut hangup) => match reload {
+                Some(file) => {
+                    log::info!("SIGHUP: reloading {}", file.display());
+                    gateway.reload_from(file).await;
+                }
+                None => log::warn!("SIGHUP: nothing to reload here"),
+            },
         }
     }
     view.draw(gateway);
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).map_err(|e| log::warn!("cannot listen for a signal: {e}")).ok()
+}
+
+/// The next delivery of `signal`; never, without one.
+async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

@@ -462,3 +462,51 @@ fn status_reads_a_running_gateway_from_its_data_folder_and_knows_when_it_stopped
     assert!(String::from_utf8_lossy(&out.stderr).contains("status.json"), "{out:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn run_reloads_on_sighup_refuses_a_bad_config_and_stops_on_sigterm() {
+    let dir = temp_dir("sighup");
+    let file = dir.join("plant.toml");
+    let device = |name: &str| {
+        format!(
+            "\n[[device]]\nname = \"{name}\"\nasset_path = \"acme/{name}\"\nprotocol = \"modbus_tcp\"\naddress = \"127.0.0.1:1\"\n\n\
+             [[device.tag]]\nname = \"speed\"\nspace = \"input_register\"\naddress = 0\ntype = \"u16\"\n"
+        )
+    };
+    let head = format!("[store]\ndata_dir = \"{}\"\n", dir.join("data").display());
+    std::fs::write(&file, format!("{head}{}", device("press1"))).unwrap();
+    let log = dir.join("airlock.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["run", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let signal = |name: &str| {
+        assert!(Command::new("kill").args([name, &child.id().to_string()]).status().unwrap().success());
+    };
+    let wait_for = |text: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let seen = std::fs::read_to_string(&log).unwrap_or_default();
+            if seen.contains(text) {
+                return seen;
+            }
+            assert!(std::time::Instant::now() < deadline, "no {text:?} in the log:\n{seen}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait_for("running 1 devices");
+    std::fs::write(&file, format!("{head}{}{}", device("press1"), device("press2"))).unwrap();
+    signal("-HUP");
+    wait_for("config reloaded: devices added: press2; 1 devices unchanged");
+    std::fs::write(&file, format!("{head}{}poll_interval_ms = 0\n", device("press1"))).unwrap();
+    signal("-HUP");
+    let seen = wait_for("config reload refused");
+    assert!(seen.contains("plant.toml:") && seen.contains("poll_interval_ms"), "{seen}");
+    signal("-TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    wait_for("stopped");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -19,7 +19,7 @@ use airlock_store::{Class, HistorianWriter, OutboxWriter, RecordId, StoreError};
 use airlock_upstream::{EventRecord, Upstream};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
-use crate::condense::{Condenser, Record};
+use crate::condense::{Condenser, Moved, Record};
 
 /// How often the collector reclaims and applies retention.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
@@ -45,6 +45,22 @@ fn feed_event(id: RecordId, record: &Upstream, gateway: &str) -> Option<FeedEven
     Some(FeedEvent { id: id.to_string(), time: record.time(), asset, kind, severity, state, message })
 }
 
+/// A new config's middle, handed to the running collector (`airlock run` on SIGHUP): the
+/// condenser of the new tag table, which takes over the edge state of unchanged devices, the
+/// new table's tag paths for the historian, and per batch-channel slot (a running device task's
+/// `DeviceHandle` index) how far its tag ids move, or `None` for a task that is stopping.
+/// The collector switches between two batches, then answers on `done`.
+pub struct Reload {
+    pub condenser: Condenser,
+    /// The tag paths of the new table, in tag id order.
+    pub paths: Vec<String>,
+    /// Devices unchanged by the reload: where their tags were and are.
+    pub unchanged: Vec<Moved>,
+    /// Per slot: how much to add to a tag id of its batches, or `None` to drop them.
+    pub routes: Vec<Option<i64>>,
+    pub done: std::sync::mpsc::Sender<Result<(), String>>,
+}
+
 /// The collector: the OT chamber's only writer to the store.
 pub struct Collector {
     outbox: OutboxWriter,
@@ -63,6 +79,10 @@ pub struct Collector {
     corrupt_seen: (u64, u64),
     /// The gateway's clock: the wall clock, or a simulated plant's.
     clock: Clock,
+    /// Where reloads come from, and the routes of the last one (`None`: every slot's ids as
+    /// they are, as at start).
+    reloads: Option<std::sync::mpsc::Receiver<Reload>>,
+    routes: Option<Vec<Option<i64>>>,
     /// Tests only: a sample of this tag makes the collector panic (a bug meeting it).
     #[cfg(test)]
     panic_on: Option<airlock_model::TagId>,
@@ -96,6 +116,8 @@ impl Collector {
             gateway: None,
             corrupt_seen: (0, 0),
             clock: Clock::wall(),
+            reloads: None,
+            routes: None,
             #[cfg(test)]
             panic_on: None,
         }
@@ -106,6 +128,12 @@ impl Collector {
     /// edge's ticks and the store's upkeep read it (a simulated plant only: `clock_speed`).
     pub fn on_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Takes new configs' middles from `reloads` (see [`Reload`]).
+    pub fn reloading(mut self, reloads: std::sync::mpsc::Receiver<Reload>) -> Self {
+        self.reloads = Some(reloads);
         self
     }
 
@@ -152,6 +180,9 @@ impl Collector {
         let mut ticked = Instant::now();
         let mut committed = Instant::now();
         loop {
+            if let Some(reload) = self.reloads.as_ref().and_then(|r| r.try_recv().ok()) {
+                self.reload(reload);
+            }
             if ticked.elapsed() >= EDGE_TICK {
                 ticked = Instant::now();
                 let mut records = std::mem::take(&mut self.records);
@@ -178,6 +209,19 @@ impl Collector {
                 }
             };
             if let Some(mut batch) = batch {
+                if let Some(routes) = &self.routes {
+                    match routes.get(batch.device).copied().flatten() {
+                        // A task stopped by a reload: what it read last goes nowhere.
+                        None => continue,
+                        Some(0) => {}
+                        Some(delta) => {
+                            for s in &mut batch.samples {
+                                s.tag =
+                                    airlock_model::TagId(u32::try_from(i64::from(s.tag.0) + delta).unwrap_or(u32::MAX));
+                            }
+                        }
+                    }
+                }
                 if !self.clock.is_wall() {
                     for s in &mut batch.samples {
                         s.gateway_time = self.clock.at(s.gateway_time);
@@ -207,6 +251,48 @@ impl Collector {
         self.commit();
         let result = self.outbox.sync().map(|_| ()).and_then(|()| self.historian.sync());
         self.report(result);
+    }
+
+    /// Switches to a new config's middle (between two batches): the historian learns the new
+    /// tags, the new condenser takes over unchanged devices' edge state, the latest values of
+    /// unchanged devices move to their new ids, and the routes apply from the next batch.
+    fn reload(&mut self, mut r: Reload) {
+        self.commit();
+        let paths: Vec<&str> = r.paths.iter().map(String::as_str).collect();
+        if let Err(e) = self.historian.bind_tags(&paths) {
+            let _ = r.done.send(Err(format!("the historian cannot take the new tags: {e}")));
+            return;
+        }
+        let mut fresh = Vec::new();
+        for moved in &r.unchanged {
+            if !r.condenser.adopt(&mut self.condenser, moved) {
+                fresh.push(moved.device);
+            }
+        }
+        if !fresh.is_empty() {
+            log::info!(
+                "reload: {} unchanged devices moved to other tag ids; their edge state starts afresh",
+                fresh.len()
+            );
+        }
+        self.condenser = r.condenser;
+        if let Ok(mut latest) = self.latest.lock() {
+            let mut next = vec![None; paths.len()];
+            for m in &r.unchanged {
+                for i in 0..m.count {
+                    let (from, to) = (m.old_first.0 as usize + i, m.first.0 as usize + i);
+                    if let (Some(slot), Some(old)) = (next.get_mut(to), latest.get_mut(from)) {
+                        *slot = old.take().map(|mut s: Sample| {
+                            s.tag = airlock_model::TagId(to as u32);
+                            s
+                        });
+                    }
+                }
+            }
+            *latest = next;
+        }
+        self.routes = Some(r.routes);
+        let _ = r.done.send(Ok(()));
     }
 
     fn take(&mut self, samples: &[Sample]) {

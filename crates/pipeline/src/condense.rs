@@ -68,6 +68,16 @@ impl Chain {
     }
 }
 
+/// Where a device unchanged by a reload had its tags and where it has them now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    pub old_first: TagId,
+    pub first: TagId,
+    pub count: usize,
+    pub old_device: usize,
+    pub device: usize,
+}
+
 /// Every tag's chain and every machine's OEE rule, fed the samples; what comes out is typed
 /// upstream records.
 pub struct Condenser {
@@ -121,6 +131,26 @@ impl Condenser {
             })
             .collect();
         Self { tags, chains, oee, shaft_rpm, is_shaft_speed, plain, scratch: Vec::new() }
+    }
+
+    /// Takes over `old`'s edge state (deadbands, windows, alarms, counters, vibration and
+    /// bearing watches, the OEE rule) of a device unchanged by a reload: its `count` tags, from
+    /// `old_first` in `old` and `first` here, device `old_device` there and `device` here.
+    /// Only where the tag ids are the same (state holds tag ids): returns false, keeping this
+    /// condenser's fresh state, when they moved.
+    pub fn adopt(&mut self, old: &mut Condenser, moved: &Moved) -> bool {
+        let (from, to, n) = (moved.old_first.0 as usize, moved.first.0 as usize, moved.count);
+        if from != to || from + n > old.chains.len() || to + n > self.chains.len() {
+            return false;
+        }
+        for i in 0..n {
+            std::mem::swap(&mut self.chains[to + i], &mut old.chains[from + i]);
+            self.shaft_rpm[to + i] = old.shaft_rpm[from + i];
+        }
+        if let (Some(slot), Some(rule)) = (self.oee.get_mut(moved.device), old.oee.get_mut(moved.old_device)) {
+            *slot = rule.take();
+        }
+        true
     }
 
     pub fn on_samples(&mut self, samples: &[Sample], out: &mut Vec<Record>) {

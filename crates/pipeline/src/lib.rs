@@ -15,8 +15,8 @@ mod supervise;
 mod tags;
 
 pub use airlock_model::{CollectorHealth, EventFeed, FeedEvent};
-pub use collector::{Collector, Latest};
-pub use condense::Condenser;
+pub use collector::{Collector, Latest, Reload};
+pub use condense::{Condenser, Moved};
 pub use handle::{BATCH_SAMPLES, BATCH_WAIT, BatchSender, CHANNEL_BATCHES, DeviceHandle, Running, Source, channel};
 pub use supervise::supervise;
 pub use tags::{TagInfo, TagTable};

