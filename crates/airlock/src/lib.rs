@@ -14,6 +14,7 @@ pub mod parquet_export;
 pub mod query;
 pub mod receive;
 pub mod resend;
+pub mod service;
 pub mod status;
 pub mod view;
 

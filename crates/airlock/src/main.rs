@@ -3,7 +3,7 @@
 
 #[cfg(feature = "sim")]
 use airlock::demo;
-use airlock::{browse, check, gateway, import, logger, parse_duration, query, receive, resend, status, view};
+use airlock::{browse, check, gateway, import, logger, parse_duration, query, receive, resend, service, status, view};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -218,8 +218,10 @@ async fn run_config(file: PathBuf, out: Option<PathBuf>, duration: Option<Durati
         }
     }
     let header = format!("airlock run {}", file.display());
+    service::ready(&format!("running {} devices", gateway.config.devices.len()));
     let view = view::View::new(&gateway, header);
     view::show_view_until(view, &mut gateway, duration, Some(&file)).await;
+    service::stopping();
     gateway.stop().await;
     log::info!("stopped");
     Ok(())

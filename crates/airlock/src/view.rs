@@ -204,6 +204,9 @@ pub async fn show_view_until(
     let deadline = duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(view.period());
     ticker.tick().await;
+    let mut watchdog = crate::service::Watchdog::from_env();
+    let mut pings = tokio::time::interval(watchdog.period().unwrap_or(Duration::from_secs(3600)));
+    pings.tick().await;
     let mut hangup = signal(tokio::signal::unix::SignalKind::hangup());
     let mut terminate = signal(tokio::signal::unix::SignalKind::terminate());
     loop {
@@ -215,13 +218,18 @@ pub async fn show_view_until(
         };
         tokio::select! {
             _ = ticker.tick() => view.draw(gateway),
+            _ = pings.tick() => {
+                watchdog.ping(&gateway.collector_health);
+            }
             () = until_deadline => break,
             _ = tokio::signal::ctrl_c() => break,
             _ = received(&mut terminate) => break,
             _ = received(&mut hangup) => match reload {
                 Some(file) => {
                     log::info!("SIGHUP: reloading {}", file.display());
+                    crate::service::reloading();
                     gateway.reload_from(file).await;
+                    crate::service::ready("running (reloaded)");
                 }
                 None => log::warn!("SIGHUP: nothing to reload here"),
             },

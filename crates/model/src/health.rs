@@ -164,6 +164,8 @@ pub struct CollectorHealth {
     pub store_errors: AtomicU64,
     /// Times the collector panicked and went on.
     pub restarts: AtomicU64,
+    /// The collector's edge ticks (ten a second while it runs): a watchdog sees it alive.
+    pub ticks: AtomicU64,
     /// The last events put into the outbox, for the live view and the dashboard.
     pub events: EventFeed,
 }

@@ -185,6 +185,7 @@ impl Collector {
             }
             if ticked.elapsed() >= EDGE_TICK {
                 ticked = Instant::now();
+                self.health.ticks.fetch_add(1, Relaxed);
                 let mut records = std::mem::take(&mut self.records);
                 self.condenser.on_tick(self.clock.now(), &mut records);
                 self.problems_to(&mut records);
