@@ -161,7 +161,7 @@ fn sparkplug_and_http_sinks_behind_the_receiver_carry_every_record() {
                 .collect();
             (1..=RECORDS).all(|i| values.contains(&i))
         },
-        &logs,
+        logs,
     );
     // The web hook gets every record id, as the sender numbered it.
     wait_for(
@@ -174,7 +174,7 @@ fn sparkplug_and_http_sinks_behind_the_receiver_carry_every_record() {
             }
             (1..=RECORDS).all(|i| ids.contains(&i))
         },
-        &logs,
+        logs,
     );
     let births = decoded.lock().unwrap().iter().filter(|m| m["type"] == "DBIRTH" || m["type"] == "NBIRTH").count();
     assert!(births >= 1, "no birth before the data");
