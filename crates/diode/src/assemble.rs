@@ -31,6 +31,10 @@ pub struct State {
 
 /// Blocks being decoded at once, at most; beyond, the lowest-numbered is given up.
 pub const PARTIAL_BLOCKS_MAX: usize = 256;
+/// Blocks older than the next one in order (repeats) being decoded at once for records named
+/// missing, at most; beyond, the lowest-numbered is given up. Also the number of such blocks
+/// remembered as done (so that a third copy is not decoded again).
+pub const LATE_BLOCKS_MAX: usize = 64;
 /// Bytes of blocks being decoded or waiting for their turn, at most.
 pub const HELD_BYTES_MAX: usize = 256 << 20;
 
@@ -115,6 +119,10 @@ pub struct Assembler {
     session_seen_at: Option<Instant>,
     repeat: Duration,
     partial_first_seen: Option<Instant>,
+    /// Blocks older than `next_block` (repeats of blocks sent while this receiver was down, or
+    /// given up too early) decoded for the records named missing; and those already done.
+    late: BTreeMap<u64, Partial>,
+    late_done: std::collections::BTreeSet<u64>,
     pub stats: AssembleStats,
 }
 
@@ -146,6 +154,8 @@ impl Assembler {
             session_seen_at: None,
             repeat: Duration::ZERO,
             partial_first_seen: None,
+            late: BTreeMap::new(),
+            late_done: std::collections::BTreeSet::new(),
             stats: AssembleStats::default(),
         }
     }
@@ -238,6 +248,9 @@ impl Assembler {
     fn symbol(&mut self, s: Symbol<'_>, now: Instant, out: &mut Vec<Output>) -> Result<(), WireError> {
         self.partial_first_seen = None;
         let next = *self.next_block.get_or_insert(s.block);
+        if s.block < next && !self.missing.is_empty() && !self.late_done.contains(&s.block) {
+            return self.late_symbol(s, now, out);
+        }
         if s.block < next || self.decoded.contains_key(&s.block) {
             self.stats.late_symbols += 1;
             return Ok(());
@@ -275,6 +288,66 @@ impl Assembler {
                 self.held_bytes += held;
                 let first_seen = self.partial_first_seen.take().unwrap_or(now);
                 self.decoded.insert(s.block, (first_seen, held, block));
+                Ok(())
+            }
+            Ok(_) => {
+                self.stats.foreign += 1;
+                Err(WireError::Bad("a block from another sender"))
+            }
+            Err(e) => {
+                self.stats.malformed += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// A symbol of a block older than the next in order, while ids are named missing: the block
+    /// is decoded on the side (bounded), and its records that were named missing are handed on
+    /// (recovered); the others are duplicates.
+    fn late_symbol(&mut self, s: Symbol<'_>, now: Instant, out: &mut Vec<Output>) -> Result<(), WireError> {
+        if !self.late.contains_key(&s.block) {
+            let held = usize::try_from(s.block_bytes).unwrap_or(usize::MAX);
+            while self.late.len() >= LATE_BLOCKS_MAX || self.held_bytes + held > HELD_BYTES_MAX {
+                let Some((_, p)) = self.late.pop_first() else { break };
+                self.held_bytes -= p.held;
+            }
+            if self.held_bytes + held > HELD_BYTES_MAX {
+                self.stats.late_symbols += 1;
+                return Ok(());
+            }
+            let padded = (s.block_bytes as u64).div_ceil(u64::from(s.symbol_bytes)) * u64::from(s.symbol_bytes);
+            let oti = ObjectTransmissionInformation::new(padded, s.symbol_bytes, 1, 1, 8);
+            let decoder = SourceBlockDecoder::new(0, &oti, padded);
+            let partial =
+                Partial { first_seen: now, block_bytes: s.block_bytes, symbol_bytes: s.symbol_bytes, decoder, held };
+            self.held_bytes += held;
+            self.late.insert(s.block, partial);
+        }
+        let Some(p) = self.late.get_mut(&s.block) else { return Ok(()) };
+        if (p.block_bytes, p.symbol_bytes) != (s.block_bytes, s.symbol_bytes) {
+            self.stats.malformed += 1;
+            return Err(WireError::Bad("a symbol whose block shape differs from its block's first"));
+        }
+        let packet = EncodingPacket::new(PayloadId::new(0, s.esi), s.data.to_vec());
+        let Some(mut bytes) = p.decoder.decode(std::iter::once(packet)) else { return Ok(()) };
+        let held = p.held;
+        self.late.remove(&s.block);
+        self.held_bytes -= held;
+        self.late_done.insert(s.block);
+        while self.late_done.len() > LATE_BLOCKS_MAX {
+            self.late_done.pop_first();
+        }
+        bytes.truncate(s.block_bytes as usize);
+        match wire::decode_block(&bytes) {
+            Ok(block) if block.name == self.sender => {
+                for r in block.records {
+                    if self.take_missing(r.class, r.seq) {
+                        self.stats.recovered += 1;
+                        out.push(Output::Record(r));
+                    } else {
+                        self.stats.duplicates += 1;
+                    }
+                }
                 Ok(())
             }
             Ok(_) => {
@@ -473,6 +546,8 @@ impl Assembler {
         let decoded = std::mem::take(&mut self.decoded);
         self.stats.blocks_lost = self.stats.blocks_lost.saturating_add(self.partial.len() as u64);
         self.partial.clear();
+        self.late.clear();
+        self.late_done.clear();
         self.held_bytes = 0;
         for (_, (_, _, block)) in decoded {
             self.hand_on(block, out);

@@ -117,3 +117,39 @@ fn a_sender_whose_clock_went_back_is_taken_after_a_silence() {
     assert_eq!(raw_ids(&out), (1..=10).collect::<Vec<_>>());
     assert!(out.iter().any(|o| matches!(o, Output::SenderRestarted)));
 }
+
+/// A receiver restarted while the sender repeats its blocks (`repeat_after_ms`): the first
+/// block it sees after the restart names what it missed (sent while it was down), and the
+/// repeats of those older blocks, arriving after it, are decoded and hand the missing records
+/// on after all (recovered), each once. Before, they were dropped as late symbols.
+#[test]
+fn repeats_of_blocks_sent_while_the_receiver_was_down_are_taken_late() {
+    // The receiver held r1..=r10 when it stopped.
+    let state = State { last: [0, 0, 0, 10], ..State::default() };
+    let mut a = Assembler::new(SENDER, Duration::from_millis(500), Some(state));
+    let (t, mut out) = (Instant::now(), Vec::new());
+    // Blocks 1 (r11..=r15) and 2 (r16..=r20) went while it was down; block 3 (r21..=r25) is the
+    // first it sees, then the repeats of 1 and 2 come.
+    for d in block(1, 3, 20, 21, 25) {
+        a.datagram(&d, t, &mut out).unwrap();
+    }
+    a.advance(t, &mut out);
+    assert_eq!(missing(&out), vec![(11, 20)]);
+    assert_eq!(raw_ids(&out), (21..=25).collect::<Vec<_>>());
+    out.clear();
+    let later = t + Duration::from_millis(200);
+    for n in [1, 2] {
+        let first = 11 + (n - 1) * 5;
+        for d in block(1, n, first - 1, first, first + 4) {
+            a.datagram(&d, later, &mut out).unwrap();
+        }
+    }
+    // A second repeat of block 1 brings nothing new.
+    for d in block(1, 1, 10, 11, 15) {
+        a.datagram(&d, later, &mut out).unwrap();
+    }
+    a.advance(later, &mut out);
+    assert_eq!(raw_ids(&out), (11..=20).collect::<Vec<_>>(), "the repeats hand the missing records on");
+    assert!(a.missing().is_empty(), "still named missing: {:?}", a.missing());
+    assert_eq!(a.stats.recovered, 10);
+}
