@@ -835,8 +835,9 @@ impl Inner {
                 return Ok(()); // nothing left to drop: only empty segments remain
             };
             let sync = self.sync_on_disk();
+            let origins = self.oldest_origins(class);
             let Some(dropped) = self.logs[class as usize].drop_oldest(sync)? else { return Ok(()) };
-            self.report_gap(class, &dropped, GapCause::Full)?;
+            self.report_gap(class, &dropped, GapCause::Full, origins)?;
             if self.bytes() >= before {
                 return Ok(());
             }
@@ -866,22 +867,61 @@ impl Inner {
                 if oldest_last_time.is_none_or(|t| t >= cutoff) {
                     break;
                 }
+                let origins = self.oldest_origins(class);
                 let Some(dropped) = self.logs[c].drop_oldest(sync)? else { break };
-                self.report_gap(class, &dropped, GapCause::Age)?;
+                self.report_gap(class, &dropped, GapCause::Age, origins)?;
             }
         }
         Ok(())
     }
 
+    /// In a diode receiver's outbox, the ids on the sending side of the first unacknowledged and
+    /// the last committed record of `class`'s oldest segment (about to be dropped), and the
+    /// latter's local number, so that its gap event names what a consumer knows; `None`
+    /// elsewhere, or when they cannot be read (then the local ids are named).
+    fn oldest_origins(&self, class: Class) -> Option<(RecordId, RecordId, u64)> {
+        if !self.config.mirror {
+            return None;
+        }
+        let log = &self.logs[class as usize];
+        let info = log.segments().find(|s| s.records() > 0)?;
+        let first = info.first_seq.max(self.acked_by_all(class).saturating_add(1));
+        let last = info.last_seq.min(log.committed_seq());
+        let origin = |seq: u64| {
+            let r = log.read(seq, 1, 1).ok()?.into_iter().next().filter(|r| r.seq == seq)?;
+            match split_origin(r.payload, true).0 {
+                Origin::Mirrored(id) => Some(id),
+                _ => None,
+            }
+        };
+        (first <= last).then(|| Some((origin(first)?, origin(last)?, last))).flatten()
+    }
+
     /// Counts what a dropped segment held that some sink had not acknowledged, and says so in a
-    /// gap event (written to the events class without making room: it is small).
-    fn report_gap(&mut self, class: Class, dropped: &SegmentInfo, cause: GapCause) -> Result<(), StoreError> {
+    /// gap event (written to the events class without making room: it is small). `origins`: in
+    /// a diode receiver's outbox, the sender's ids of the first unacknowledged and last records.
+    fn report_gap(
+        &mut self,
+        class: Class,
+        dropped: &SegmentInfo,
+        cause: GapCause,
+        origins: Option<(RecordId, RecordId, u64)>,
+    ) -> Result<(), StoreError> {
         let acked = self.acked_by_all(class);
         let first_unacked = dropped.first_seq.max(acked.saturating_add(1));
         if first_unacked > dropped.last_seq {
             return Ok(());
         }
         let count = dropped.last_seq - first_unacked + 1;
+        // The sender's ids where they are known. Records committed by the drop itself (the
+        // oldest segment was the one being written) are taken to follow the last one read.
+        let (first_id, last_id) = match origins {
+            Some((first, last, local_last)) => {
+                let more = dropped.last_seq.saturating_sub(local_last);
+                (first, RecordId { class: last.class, seq: last.seq.saturating_add(more) })
+            }
+            None => (RecordId { class, seq: first_unacked }, RecordId { class, seq: dropped.last_seq }),
+        };
         let counter = match cause {
             GapCause::Full => &mut self.stats.dropped_full,
             GapCause::Age => &mut self.stats.dropped_age,
@@ -894,8 +934,8 @@ impl Inner {
             time: Timestamp::now(),
             class: class.name().into(),
             records: count,
-            first_id: RecordId { class, seq: first_unacked }.to_string().into(),
-            last_id: RecordId { class, seq: dropped.last_seq }.to_string().into(),
+            first_id: first_id.to_string().into(),
+            last_id: last_id.to_string().into(),
             from: dropped.first_time,
             to: dropped.last_time,
             cause,

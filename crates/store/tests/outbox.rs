@@ -409,3 +409,44 @@ fn a_mirror_outbox_keeps_the_senders_ids() {
     assert_eq!(held[1].record, sample(7));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A diode receiver's outbox that fills up names what it dropped by the ids the records had on
+/// the sending side (what its sinks carry and a consumer knows), not by its own local numbers.
+#[test]
+fn a_full_mirror_outbox_names_the_senders_ids_in_its_gap_events() {
+    use airlock_store::RecordId;
+    let dir = temp("mirror-full");
+    let config = OutboxConfig { bytes_max: 64 << 10, sinks: vec!["slow".into()], mirror: true, ..config() };
+    let (mut writer, reader) = OutboxWriter::open(&dir, config).unwrap();
+    // The sender's ids start at r500001; the receiver's own numbering at r1.
+    for i in 0..5000i64 {
+        let mut bytes = Vec::new();
+        airlock_upstream::encode(&sample(i), &mut bytes);
+        let origin = RecordId { class: Class::Raw, seq: 500_001 + i as u64 };
+        writer.append_mirrored(origin, Timestamp(i), &bytes).unwrap();
+        if i % 50 == 0 {
+            writer.commit().unwrap();
+        }
+    }
+    writer.commit().unwrap();
+    let all = reader.read(&Position::default(), usize::MAX).unwrap();
+    let gaps: Vec<&GapRecord> = all
+        .iter()
+        .filter_map(|r| match &r.record {
+            Upstream::Gap(g) => Some(g),
+            _ => None,
+        })
+        .collect();
+    assert!(!gaps.is_empty());
+    assert_eq!(&*gaps[0].first_id, "r500001", "{:?}", gaps[0]);
+    // Each gap's ids follow the last one's, in the sender's numbering.
+    let seq = |id: &str| id[1..].parse::<u64>().unwrap();
+    for g in &gaps {
+        assert!(seq(&g.first_id) > 500_000 && seq(&g.last_id) >= seq(&g.first_id), "{g:?}");
+        assert_eq!(seq(&g.last_id) - seq(&g.first_id) + 1, g.records, "{g:?}");
+    }
+    for w in gaps.windows(2) {
+        assert_eq!(seq(&w[1].first_id), seq(&w[0].last_id) + 1);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
