@@ -107,6 +107,9 @@ pub struct Assembler {
     before_contact: bool,
     /// Ranges named missing, kept to take them if sent again by hand (bounded, oldest out).
     missing: BTreeMap<(u8, u64), u64>,
+    /// When each range was named (a counter), so that the oldest goes first past the bound.
+    missing_age: BTreeMap<(u8, u64), u64>,
+    named: u64,
     /// Per class, the newest id handed on (0: none), and its time.
     last: [u64; 4],
     last_time: [i64; 4],
@@ -146,6 +149,8 @@ impl Assembler {
             held_bytes: 0,
             last: last.unwrap_or_default(),
             last_time: [0; 4],
+            missing_age: missing.keys().enumerate().map(|(i, k)| (*k, i as u64)).collect(),
+            named: missing.len() as u64,
             missing,
             before_contact: last.is_some(),
             fresh: last.is_none(),
@@ -519,9 +524,14 @@ impl Assembler {
     }
 
     fn remember_missing(&mut self, class: u8, first: u64, last: u64) {
+        self.named += 1;
         self.missing.insert((class, first), last);
+        self.missing_age.insert((class, first), self.named);
+        // Past the bound the oldest goes (a scan, only then: ranges are named once per loss).
         while self.missing.len() > MISSING_RANGES_MAX {
-            self.missing.pop_first();
+            let Some(oldest) = self.missing_age.iter().min_by_key(|(_, age)| **age).map(|(k, _)| *k) else { break };
+            self.missing.remove(&oldest);
+            self.missing_age.remove(&oldest);
         }
     }
 
@@ -532,11 +542,14 @@ impl Assembler {
             return false;
         }
         self.missing.remove(&(c, first));
+        let age = self.missing_age.remove(&(c, first)).unwrap_or(0);
         if first < seq {
             self.missing.insert((c, first), seq - 1);
+            self.missing_age.insert((c, first), age);
         }
         if seq < last {
             self.missing.insert((c, seq + 1), last);
+            self.missing_age.insert((c, seq + 1), age);
         }
         true
     }
@@ -553,5 +566,31 @@ impl Assembler {
             self.hand_on(block, out);
         }
         self.promised = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Past the bound, the oldest range named missing goes, whatever its class: a new range of
+    /// events (class 0, the lowest key) once went at once, ahead of old raw ranges.
+    #[test]
+    fn the_oldest_missing_range_goes_first_not_the_lowest_key() {
+        let mut a = Assembler::new("press-gw", Duration::from_millis(500), Some(State::default()));
+        for i in 0..MISSING_RANGES_MAX as u64 {
+            a.remember_missing(3, 10 * i + 1, 10 * i + 2);
+        }
+        a.remember_missing(0, 5, 6);
+        assert_eq!(a.missing.len(), MISSING_RANGES_MAX);
+        assert_eq!(a.missing.get(&(0, 5)), Some(&6), "the newest range was evicted");
+        assert!(!a.missing.contains_key(&(3, 1)), "the oldest range was kept");
+        // A range split by a record taken late keeps its age: both halves are older than a
+        // range named after it.
+        assert!(a.take_missing(3, 11));
+        a.remember_missing(2, 7, 8);
+        assert!(!a.missing.contains_key(&(3, 12)), "the rest of the oldest range went");
+        assert!(a.missing.contains_key(&(3, 21)));
+        assert!(a.missing.contains_key(&(2, 7)) && a.missing.contains_key(&(0, 5)));
     }
 }
