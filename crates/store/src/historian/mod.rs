@@ -261,10 +261,25 @@ impl HistorianReader {
         let slice_ms = every_ms.saturating_mul((SLICE_MS / every_ms).max(1));
         let mut out = Vec::new();
         let mut at = start;
+        // The last sample before the slice (for the time-weighted average): looked up in the
+        // store for the first slice, carried from the slice before for the others.
+        let mut carried: Option<Point> = None;
         while at < to_ms {
-            let end = at.saturating_add(slice_ms).min(to_ms);
-            let points = self.points(path, at, end, true)?;
+            // A slice reaches at least to the end of the chunk it starts in (whole intervals), so
+            // that each chunk is decoded about once: memory holds one chunk's samples, or ten
+            // minutes' worth, whichever is more.
+            let chunk_end = self.chunk_end(path, at)?.unwrap_or(at);
+            let whole = chunk_end.saturating_sub(at).saturating_add(every_ms - 1) / every_ms * every_ms;
+            let end = at.saturating_add(slice_ms.max(whole)).min(to_ms);
+            let points = if at == start {
+                self.points(path, at, end, true)?
+            } else {
+                let mut points: Vec<Point> = carried.into_iter().collect();
+                points.extend(self.points(path, at, end, false)?);
+                points
+            };
             out.extend(query::aggregate(&points, from_ms.max(at), end, every_ms));
+            carried = points.last().copied();
             at = end;
         }
         Ok(out)
@@ -292,6 +307,18 @@ impl HistorianReader {
     }
 
     /// Points of `path` in `[from_ms, to_ms)`, plus (if `carry`) the last one before `from_ms`.
+    /// The end (exclusive, ms) of the stored chunk of `path` that holds `at_ms`, if one does.
+    fn chunk_end(&self, path: &str, at_ms: i64) -> Result<Option<i64>, StoreError> {
+        let inner = lock(&self.inner)?;
+        let Some(&tag) = inner.numbers.get(path) else { return Ok(None) };
+        let refs = inner.index.get(tag as usize).map(Vec::as_slice).unwrap_or(&[]);
+        Ok(refs
+            .iter()
+            .filter(|c| c.time_min <= at_ms && c.time_max >= at_ms)
+            .map(|c| c.time_max.saturating_add(1))
+            .max())
+    }
+
     fn points(&self, path: &str, from_ms: i64, to_ms: i64, carry: bool) -> Result<Vec<Point>, StoreError> {
         let inner = lock(&self.inner)?;
         let Some(&tag) = inner.numbers.get(path) else { return Ok(Vec::new()) };
