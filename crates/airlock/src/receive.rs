@@ -47,6 +47,7 @@ impl Receiving {
             reorder: r.reorder,
             silent_after: r.silent_after,
             receive_buffer_bytes: r.receive_buffer_bytes,
+            key_file: r.key_file.clone(),
         };
         let status = Arc::new(ReceiveStatus::default());
         let problems = Arc::new(Problems::default());
@@ -90,7 +91,7 @@ impl Receiving {
             None => "no heartbeat yet".into(),
         };
         format!(
-            "diode: {} records, {} missing, {} duplicates dropped; blocks {} decoded, {} lost; {} datagrams ({} malformed, {} foreign, {} stale, {} dropped by the kernel){}; {other}",
+            "diode: {} records, {} missing, {} duplicates dropped; blocks {} decoded, {} lost; {} datagrams ({} malformed, {} foreign, {} unauthenticated, {} stale, {} dropped by the kernel){}; {other}",
             s.records,
             s.missing,
             s.duplicates,
@@ -99,6 +100,7 @@ impl Receiving {
             s.datagrams,
             s.malformed,
             s.foreign,
+            s.unauthenticated,
             s.stale,
             self.status.kernel_drops.load(Relaxed),
             if self.status.silent.load(Relaxed) { "; SILENT" } else { "" },

@@ -199,7 +199,25 @@ type = "u16"
 #[test]
 fn check_refuses_a_bad_diode_or_receive_config_and_warns_of_a_slow_diode() {
     let dir = temp_dir("diode-check");
-    let cases: [(&str, String, &[&str]); 7] = [
+    std::fs::write(dir.join("short.key"), b"too short").unwrap();
+    let cases: [(&str, String, &[&str]); 10] = [
+        (
+            "short-key",
+            format!("{DEVICE}\n[[sink]]\nname = \"d\"\ntype = \"diode\"\naddress = \"10.0.0.2:7000\"\nkey_file = \"short.key\"\n"),
+            &[":19:12: key `sink[d].key_file`:", "short.key holds 9 bytes; a diode key needs at least 16"],
+        ),
+        (
+            "missing-key",
+            "[receive]\nlisten = \"0.0.0.0:7000\"\nsender = \"press-gw\"\nkey_file = \"nowhere.key\"\n[store]\ndata_dir = \"d\"\n\
+             [[sink]]\nname = \"f\"\ntype = \"jsonl\"\npath = \"f.jsonl\"\n"
+                .into(),
+            &[":4:12: key `receive.key_file`: cannot read", "nowhere.key"],
+        ),
+        (
+            "key-on-mqtt",
+            format!("{DEVICE}\n[[sink]]\nname = \"m\"\ntype = \"mqtt\"\nurl = \"mqtt://broker\"\nkey_file = \"short.key\"\n"),
+            &["key `sink[m].key_file`"],
+        ),
         (
             "heartbeat-above-the-mtu",
             format!(

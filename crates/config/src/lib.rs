@@ -205,6 +205,9 @@ pub struct DiodeSink {
     pub repeat: Option<Duration>,
     /// Bytes of records in one block at most (a larger record gets a block of its own).
     pub block_bytes: usize,
+    /// A secret shared with the receiving half: every datagram then carries an HMAC-SHA256
+    /// tag made with it, and the receiver takes no datagram without a right one.
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// `airlock receive`'s configuration: the IT half of a diode.
@@ -225,6 +228,9 @@ pub struct Receive {
     pub reorder: Duration,
     pub silent_after: Duration,
     pub receive_buffer_bytes: usize,
+    /// The secret the sending half's diode sink has (`key_file` there too): only datagrams
+    /// whose HMAC-SHA256 tag it makes are taken.
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// An HTTP(S) web hook: JSON batches POSTed, acknowledged on 2xx.

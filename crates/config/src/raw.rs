@@ -38,6 +38,7 @@ pub struct RawReceive {
     pub reorder_ms: Option<S<i64>>,
     pub silent_after_s: Option<S<i64>>,
     pub receive_buffer_bytes: Option<S<i64>>,
+    pub key_file: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +106,7 @@ pub struct RawSink {
     pub heartbeat_s: Option<S<i64>>,
     pub repeat_after_ms: Option<S<i64>>,
     pub block_bytes: Option<S<i64>>,
+    pub key_file: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -67,6 +67,9 @@ pub enum MissingCause {
 pub struct AssembleStats {
     pub datagrams: u64,
     pub malformed: u64,
+    /// Datagrams not sealed with this receiver's key (forged, another key, or none when it
+    /// has one; sealed when it has none).
+    pub unauthenticated: u64,
     pub foreign: u64,
     /// Datagrams of an older session (a replay, or from before the sender restarted).
     pub stale: u64,
@@ -126,6 +129,8 @@ pub struct Assembler {
     /// given up too early) decoded for the records named missing; and those already done.
     late: BTreeMap<u64, Partial>,
     late_done: std::collections::BTreeSet<u64>,
+    /// The key shared with the sender, if the halves have one.
+    key: Option<wire::Key>,
     pub stats: AssembleStats,
 }
 
@@ -161,6 +166,7 @@ impl Assembler {
             partial_first_seen: None,
             late: BTreeMap::new(),
             late_done: std::collections::BTreeSet::new(),
+            key: None,
             stats: AssembleStats::default(),
         }
     }
@@ -176,11 +182,21 @@ impl Assembler {
         self.reorder.max(self.repeat + self.reorder)
     }
 
+    /// Takes only datagrams sealed with `key` (the sender's `key_file`).
+    pub fn with_key(mut self, key: Option<wire::Key>) -> Self {
+        self.key = key;
+        self
+    }
+
     /// Takes one datagram; appends what it completes to `out`.
     pub fn datagram(&mut self, bytes: &[u8], now: Instant, out: &mut Vec<Output>) -> Result<(), WireError> {
         self.stats.datagrams += 1;
-        let datagram = match wire::decode(bytes) {
+        let datagram = match wire::decode_sealed(bytes, self.key.as_ref()) {
             Ok(d) => d,
+            Err(e @ WireError::Unauthenticated(_)) => {
+                self.stats.unauthenticated += 1;
+                return Err(e);
+            }
             Err(e) => {
                 self.stats.malformed += 1;
                 return Err(e);

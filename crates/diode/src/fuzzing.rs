@@ -41,6 +41,7 @@ pub fn run(bytes: &[u8]) {
             let mut d = r[2..2 + len].to_vec();
             r = &r[2 + len..];
             let _ = a.datagram(&d, now, &mut out);
+            let _ = wire::decode_sealed(&d, Some(&wire::Key::new(b"a diode key of the fuzz target")));
             reseal(&mut d);
             let _ = a.datagram(&d, now, &mut out);
             now += Duration::from_millis(3);

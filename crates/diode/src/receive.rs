@@ -32,6 +32,8 @@ pub struct ReceiveSettings {
     pub silent_after: Duration,
     /// The socket's receive buffer (the kernel may cap it at `net.core.rmem_max`).
     pub receive_buffer_bytes: usize,
+    /// The key shared with the sender (`key_file`): only datagrams sealed with it are taken.
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// What the receiving half shows: its counters and the OT side's last heartbeat.
@@ -56,6 +58,8 @@ pub enum ReceiveError {
     },
     #[error("the sender name {0:?} is not a valid asset path segment")]
     Sender(String),
+    #[error("{0}")]
+    Key(String),
 }
 
 /// The state file in the data folder: where the receiver stands (see [`encode_state`]).
@@ -216,7 +220,9 @@ impl Receiver {
             }
             (None, None) => None,
         };
-        let assembler = Assembler::new(&settings.sender, settings.reorder, start);
+        let key =
+            settings.key_file.as_deref().map(crate::wire::Key::from_file).transpose().map_err(ReceiveError::Key)?;
+        let assembler = Assembler::new(&settings.sender, settings.reorder, start).with_key(key);
         Ok(Self {
             settings,
             socket,

@@ -53,6 +53,8 @@ pub struct DiodeSender {
     /// Per class, the newest id sent.
     sent: [u64; 4],
     symbol_bytes: usize,
+    /// The key shared with the receiver (`key_file`), read when the sink opens.
+    key: Option<wire::Key>,
     pace: Pace,
     last_heartbeat: Option<Instant>,
     repeats: VecDeque<(Instant, Vec<Vec<u8>>)>,
@@ -82,7 +84,7 @@ impl DiodeSender {
         let session = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let symbol_bytes = wire::symbol_bytes(settings.mtu_bytes);
+        let symbol_bytes = wire::symbol_bytes_sealed(settings.mtu_bytes, settings.key_file.is_some());
         Self {
             name: name.to_owned(),
             gateway: gateway.to_owned(),
@@ -93,6 +95,7 @@ impl DiodeSender {
             next_block: 0,
             sent,
             symbol_bytes,
+            key: None,
             last_heartbeat: None,
             repeats: VecDeque::new(),
             repeat_bytes: 0,
@@ -170,7 +173,8 @@ impl DiodeSender {
 
     /// The datagrams of one block: every source symbol, then the repair symbols.
     fn datagrams(&self, block: &[u8]) -> Result<Vec<Vec<u8>>, SinkError> {
-        block_datagrams(self.header, self.next_block, block, self.symbol_bytes, self.settings.repair_percent)
+        let (number, symbol, repair) = (self.next_block, self.symbol_bytes, self.settings.repair_percent);
+        block_datagrams_sealed(self.header, number, block, symbol, repair, self.key.as_ref())
             .map_err(|e| SinkError::Rejected { target: self.name.clone(), what: format!("a block: {e}") })
     }
 
@@ -192,7 +196,7 @@ impl DiodeSender {
             name: self.gateway.clone(),
         };
         let mut d = Vec::new();
-        wire::encode_heartbeat(&mut d, self.header, &beat);
+        wire::encode_heartbeat_sealed(&mut d, self.header, &beat, self.key.as_ref());
         self.put(&d).await?;
         self.last_heartbeat = Some(Instant::now());
         self.stats.heartbeats += 1;
@@ -221,6 +225,18 @@ pub fn block_datagrams(
     symbol_bytes: usize,
     repair_percent: f64,
 ) -> Result<Vec<Vec<u8>>, wire::WireError> {
+    block_datagrams_sealed(header, number, block, symbol_bytes, repair_percent, None)
+}
+
+/// As [`block_datagrams`], each datagram sealed with `key` when there is one.
+pub fn block_datagrams_sealed(
+    header: Header,
+    number: u64,
+    block: &[u8],
+    symbol_bytes: usize,
+    repair_percent: f64,
+    key: Option<&wire::Key>,
+) -> Result<Vec<Vec<u8>>, wire::WireError> {
     wire::check_block_shape(block.len(), symbol_bytes)?;
     let (Ok(block_bytes), Ok(symbol_u16)) = (u32::try_from(block.len()), u16::try_from(symbol_bytes)) else {
         return Err(wire::WireError::Bad("block size out of range"));
@@ -243,7 +259,7 @@ pub fn block_datagrams(
             data: p.data(),
         };
         let mut d = Vec::with_capacity(symbol_bytes + 64);
-        wire::encode_symbol(&mut d, header, &s);
+        wire::encode_symbol_sealed(&mut d, header, &s, key);
         out.push(d);
     }
     Ok(out)
@@ -275,6 +291,11 @@ impl Sink for DiodeSender {
         // the old socket holds it. Nothing is ever read from it, so nothing is stale in it.
         if self.socket.is_some() {
             return self.heartbeat_if_due().await;
+        }
+        if let Some(path) = &self.settings.key_file {
+            let key =
+                wire::Key::from_file(path).map_err(|what| SinkError::Rejected { target: self.name.clone(), what })?;
+            self.key = Some(key);
         }
         let any: SocketAddr = match self.settings.address {
             SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),

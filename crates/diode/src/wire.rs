@@ -13,6 +13,10 @@
 //!  session = when the sending half started (ns since the epoch): a restart is a new session
 //!  crc32   = CRC-32 (IEEE) of every byte before it
 //!
+//!  With a shared key (`key_file` on both halves) the version is 2 and the last 4 bytes are
+//!  16: the first 16 bytes of the HMAC-SHA256 of every byte before them. A receiver with a
+//!  key takes only version 2 datagrams whose tag it makes itself; one without, only version 1.
+//!
 //!  kind 1, a symbol:   block u64 | block_bytes u32 | symbol_bytes u16 | esi u32 | symbol
 //!  kind 2, heartbeat:  next_block u64 | sent u64 × 4 (newest id sent per class: events,
 //!                      aggregates, series, raw) | repeat_ms u32 | heartbeat_ms u32 |
@@ -47,6 +51,8 @@ pub const SOURCE_SYMBOLS_MAX: usize = 56_403;
 pub const HEADER_BYTES: usize = 16;
 pub const SYMBOL_HEADER_BYTES: usize = 18;
 pub const CRC_BYTES: usize = 4;
+/// The authentication tag that replaces the checksum when the halves share a key.
+pub const TAG_BYTES: usize = 16;
 /// IPv4 and UDP headers: a datagram in a link of `mtu` bytes carries `mtu - 28`.
 pub const IP_UDP_BYTES: usize = 28;
 /// The smallest link MTU a diode can use (one symbol of `SYMBOL_BYTES_MIN` must fit).
@@ -54,6 +60,7 @@ pub const MTU_MIN: usize = IP_UDP_BYTES + HEADER_BYTES + SYMBOL_HEADER_BYTES + S
 
 const MAGIC: &[u8; 2] = b"AD";
 const VERSION: u8 = 1;
+const VERSION_KEYED: u8 = 2;
 const SYMBOL: u8 = 1;
 const HEARTBEAT: u8 = 2;
 const BLOCK_VERSION: u8 = 1;
@@ -61,8 +68,55 @@ const BLOCK_VERSION: u8 = 1;
 /// The symbol size for a link MTU: what is left of a datagram after the headers, rounded down
 /// to a multiple of 8.
 pub fn symbol_bytes(mtu: usize) -> usize {
-    let room = mtu.saturating_sub(IP_UDP_BYTES + HEADER_BYTES + SYMBOL_HEADER_BYTES + CRC_BYTES);
+    symbol_bytes_sealed(mtu, false)
+}
+
+/// As [`symbol_bytes`], for datagrams sealed with a key (`keyed`: a longer trailer).
+pub fn symbol_bytes_sealed(mtu: usize, keyed: bool) -> usize {
+    let trailer = if keyed { TAG_BYTES } else { CRC_BYTES };
+    let room = mtu.saturating_sub(IP_UDP_BYTES + HEADER_BYTES + SYMBOL_HEADER_BYTES + trailer);
     (room.min(SYMBOL_BYTES_MAX) / 8) * 8
+}
+
+/// A secret both halves hold (`key_file`): datagrams sealed with it carry an HMAC-SHA256 tag.
+#[derive(Clone)]
+pub struct Key(ring::hmac::Key);
+
+impl Key {
+    pub fn new(secret: &[u8]) -> Self {
+        Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret))
+    }
+
+    /// The key in `path` (its bytes, whatever they are; at least 16 of them).
+    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
+        let secret = std::fs::read(path).map_err(|e| format!("read the diode key {}: {e}", path.display()))?;
+        if secret.len() < 16 {
+            return Err(format!(
+                "the diode key {} holds {} bytes; at least 16 are needed",
+                path.display(),
+                secret.len()
+            ));
+        }
+        Ok(Self::new(&secret))
+    }
+
+    fn tag(&self, bytes: &[u8]) -> [u8; TAG_BYTES] {
+        let full = ring::hmac::sign(&self.0, bytes);
+        let mut tag = [0; TAG_BYTES];
+        tag.copy_from_slice(&full.as_ref()[..TAG_BYTES]);
+        tag
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
+
+/// Whether two tags are equal, taking the same time whatever their bytes.
+fn same_tag(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// FNV-1a of a gateway name: the datagram's quick sender filter.
@@ -79,6 +133,10 @@ pub enum WireError {
     Foreign,
     #[error("checksum mismatch")]
     Checksum,
+    /// A datagram not sealed with this receiver's key (a forgery, or a sender with another
+    /// key or none), or a sealed one at a receiver without a key.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(&'static str),
     #[error("unknown kind {0}")]
     Kind(u8),
     #[error("{0}")]
@@ -137,13 +195,27 @@ fn header(out: &mut Vec<u8>, kind: u8, h: Header) {
     out.extend_from_slice(&h.session.to_le_bytes());
 }
 
-fn seal(out: &mut Vec<u8>) {
-    let crc = crc32fast::hash(out);
-    out.extend_from_slice(&crc.to_le_bytes());
+fn seal(out: &mut Vec<u8>, key: Option<&Key>) {
+    match key {
+        None => {
+            let crc = crc32fast::hash(out);
+            out.extend_from_slice(&crc.to_le_bytes());
+        }
+        Some(key) => {
+            out[2] = VERSION_KEYED;
+            let tag = key.tag(out);
+            out.extend_from_slice(&tag);
+        }
+    }
 }
 
 /// Writes a symbol datagram into `out` (cleared first).
 pub fn encode_symbol(out: &mut Vec<u8>, h: Header, s: &Symbol<'_>) {
+    encode_symbol_sealed(out, h, s, None);
+}
+
+/// As [`encode_symbol`], sealed with `key` when there is one.
+pub fn encode_symbol_sealed(out: &mut Vec<u8>, h: Header, s: &Symbol<'_>, key: Option<&Key>) {
     out.clear();
     header(out, SYMBOL, h);
     out.extend_from_slice(&s.block.to_le_bytes());
@@ -151,11 +223,16 @@ pub fn encode_symbol(out: &mut Vec<u8>, h: Header, s: &Symbol<'_>) {
     out.extend_from_slice(&s.symbol_bytes.to_le_bytes());
     out.extend_from_slice(&s.esi.to_le_bytes());
     out.extend_from_slice(s.data);
-    seal(out);
+    seal(out, key);
 }
 
 /// Writes a heartbeat datagram into `out` (cleared first).
 pub fn encode_heartbeat(out: &mut Vec<u8>, h: Header, b: &Heartbeat) {
+    encode_heartbeat_sealed(out, h, b, None);
+}
+
+/// As [`encode_heartbeat`], sealed with `key` when there is one.
+pub fn encode_heartbeat_sealed(out: &mut Vec<u8>, h: Header, b: &Heartbeat, key: Option<&Key>) {
     out.clear();
     header(out, HEARTBEAT, h);
     out.extend_from_slice(&b.next_block.to_le_bytes());
@@ -169,7 +246,7 @@ pub fn encode_heartbeat(out: &mut Vec<u8>, h: Header, b: &Heartbeat) {
     out.extend_from_slice(&b.queued.to_le_bytes());
     out.push(u8::from(b.store_failing));
     name(out, &b.name);
-    seal(out);
+    seal(out, key);
 }
 
 fn name(out: &mut Vec<u8>, name: &str) {
@@ -180,17 +257,39 @@ fn name(out: &mut Vec<u8>, name: &str) {
 
 /// Reads one datagram, checking everything.
 pub fn decode(bytes: &[u8]) -> Result<Datagram<'_>, WireError> {
+    decode_sealed(bytes, None)
+}
+
+/// As [`decode`], at a receiver holding `key` (or none): a datagram must be sealed the same way.
+pub fn decode_sealed<'a>(bytes: &'a [u8], key: Option<&Key>) -> Result<Datagram<'a>, WireError> {
     if bytes.len() < HEADER_BYTES + CRC_BYTES {
         return Err(WireError::Short(bytes.len()));
     }
-    if &bytes[..2] != MAGIC || bytes[2] != VERSION {
+    if &bytes[..2] != MAGIC || !matches!(bytes[2], VERSION | VERSION_KEYED) {
         return Err(WireError::Foreign);
     }
-    let (body, crc) = bytes.split_at(bytes.len() - CRC_BYTES);
+    let body = match (bytes[2], key) {
+        (VERSION, None) => {
+            let (body, crc) = bytes.split_at(bytes.len() - CRC_BYTES);
+            if crc32fast::hash(body) != r_u32(crc)? {
+                return Err(WireError::Checksum);
+            }
+            body
+        }
+        (VERSION, Some(_)) => return Err(WireError::Unauthenticated("no tag, and this receiver has a key")),
+        (_, None) => return Err(WireError::Unauthenticated("a sealed datagram, and this receiver has no key")),
+        (_, Some(key)) => {
+            if bytes.len() < HEADER_BYTES + TAG_BYTES {
+                return Err(WireError::Short(bytes.len()));
+            }
+            let (body, tag) = bytes.split_at(bytes.len() - TAG_BYTES);
+            if !same_tag(&key.tag(body), tag) {
+                return Err(WireError::Unauthenticated("the tag is not this receiver's key's"));
+            }
+            body
+        }
+    };
     let mut r = Reader(body);
-    if crc32fast::hash(body) != r_u32(crc)? {
-        return Err(WireError::Checksum);
-    }
     r.take(3)?;
     let kind = r.u8()?;
     let h = Header { sender: r.u32()?, session: r.u64()? };
@@ -294,7 +393,7 @@ pub fn encode_block(out: &mut Vec<u8>, name_: &str, before: [u64; 4], records: &
         out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         out.extend_from_slice(bytes);
     }
-    seal(out);
+    seal(out, None);
 }
 
 /// Reads a decoded block, checking everything.
@@ -442,5 +541,29 @@ mod tests {
         assert_eq!(symbol_bytes(1500), 1432);
         assert!(symbol_bytes(1500) + 28 + HEADER_BYTES + SYMBOL_HEADER_BYTES + CRC_BYTES <= 1500);
         assert_eq!(symbol_bytes(MTU_MIN), SYMBOL_BYTES_MIN);
+    }
+
+    #[test]
+    fn a_sealed_datagram_opens_only_with_its_key() {
+        let (key, other) = (Key::new(b"0123456789abcdef"), Key::new(b"0123456789abcdeF"));
+        let h = Header { sender: sender_hash("press-gw"), session: 7 };
+        let beat = Heartbeat { next_block: 3, name: "press-gw".into(), ..Heartbeat::default() };
+        let mut sealed = Vec::new();
+        encode_heartbeat_sealed(&mut sealed, h, &beat, Some(&key));
+        let mut plain = Vec::new();
+        encode_heartbeat(&mut plain, h, &beat);
+        assert_eq!(sealed.len(), plain.len() - CRC_BYTES + TAG_BYTES);
+        assert_eq!(decode_sealed(&sealed, Some(&key)).unwrap(), Datagram::Heartbeat(h, beat.clone()));
+        let refused =
+            |bytes: &[u8], key: Option<&Key>| matches!(decode_sealed(bytes, key), Err(WireError::Unauthenticated(_)));
+        assert!(refused(&sealed, Some(&other)), "another key");
+        assert!(refused(&sealed, None), "a receiver without a key");
+        assert!(refused(&plain, Some(&key)), "an unsealed datagram at a receiver with a key");
+        for at in [0usize, 3, 20, sealed.len() - 1] {
+            let mut forged = sealed.clone();
+            forged[at] ^= 1;
+            assert!(decode_sealed(&forged, Some(&key)).is_err(), "a byte changed at {at}");
+        }
+        assert_eq!(symbol_bytes_sealed(1500, true), symbol_bytes(1500) - 16);
     }
 }

@@ -119,6 +119,10 @@ fn receiver(dir: &Path, reorder: Duration) -> It {
 }
 
 fn receiver_with(dir: &Path, reorder: Duration, bytes_max: u64) -> It {
+    receiver_keyed(dir, reorder, bytes_max, None)
+}
+
+fn receiver_keyed(dir: &Path, reorder: Duration, bytes_max: u64, key_file: Option<std::path::PathBuf>) -> It {
     let config = OutboxConfig {
         bytes_max,
         fsync: FsyncPolicy::Never,
@@ -133,6 +137,7 @@ fn receiver_with(dir: &Path, reorder: Duration, bytes_max: u64) -> It {
         reorder,
         silent_after: Duration::from_secs(30),
         receive_buffer_bytes: 8 << 20,
+        key_file,
     };
     let status = Arc::new(ReceiveStatus::default());
     let r = Receiver::new(settings, writer, &reader, dir, Arc::clone(&status)).unwrap();
@@ -161,6 +166,7 @@ fn settings(to: SocketAddr, repair_percent: f64, repeat: Option<Duration>) -> Di
         heartbeat: Duration::from_millis(200),
         repeat,
         block_bytes: 16_384,
+        key_file: None,
     }
 }
 
@@ -479,4 +485,47 @@ fn event_record(i: i64) -> airlock_upstream::EventRecord {
 
 fn event(i: i64) -> Upstream {
     Upstream::Event(event_record(i))
+}
+
+/// With a key shared by the two halves (`key_file`), every datagram carries an HMAC-SHA256 tag:
+/// the receiver holding the same key takes every record; one holding another key, or none,
+/// takes nothing and counts every datagram as unauthenticated; a sender without the key is
+/// refused by a receiver that has one. So a device on the IT side's segment cannot forge records.
+#[test]
+fn only_datagrams_sealed_with_the_shared_key_are_taken() {
+    let dir = temp("keyed");
+    const N: u64 = 2_000;
+    let ot = ot_outbox(&dir.join("ot"), N);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, other) = (dir.join("diode.key"), dir.join("other.key"));
+    std::fs::write(&key, b"0123456789abcdef0123456789abcdef").unwrap();
+    std::fs::write(&other, b"fedcba9876543210fedcba9876543210").unwrap();
+    let keyed = |to: SocketAddr| DiodeSink { key_file: Some(key.clone()), ..settings(to, 10.0, None) };
+    let bytes_max = OutboxConfig::default().bytes_max;
+
+    // The same key on both halves: every record, in order, unchanged.
+    let it = receiver_keyed(&dir.join("it-same"), Duration::from_millis(300), bytes_max, Some(key.clone()));
+    send_all(&ot, keyed(it.address), Duration::from_millis(600));
+    let status = Arc::clone(&it.status);
+    let (ids, missing, _) = received(&it.stop());
+    assert!(ids.iter().copied().eq(1..=N) && missing.is_empty(), "{} ids, {} missing", ids.len(), missing.len());
+    assert_eq!(status.stats.lock().unwrap().unauthenticated, 0);
+
+    // Another key at the receiver, no key at the receiver, no key at the sender: nothing taken.
+    let cases: [(&str, Option<std::path::PathBuf>, bool); 3] =
+        [("it-other", Some(other.clone()), true), ("it-none", None, true), ("it-keyed", Some(key.clone()), false)];
+    for (name, receiver_key, sender_keyed) in cases {
+        let fresh = ot_outbox(&dir.join(format!("ot-{name}")), N);
+        let it = receiver_keyed(&dir.join(name), Duration::from_millis(300), bytes_max, receiver_key);
+        let to = it.address;
+        let sink = if sender_keyed { keyed(to) } else { settings(to, 10.0, None) };
+        send_all(&fresh, sink, Duration::from_millis(600));
+        let status = Arc::clone(&it.status);
+        let (ids, missing, _) = received(&it.stop());
+        let stats = *status.stats.lock().unwrap();
+        assert!(ids.is_empty() && missing.is_empty(), "{name}: {} records taken", ids.len());
+        assert!(stats.unauthenticated > 0 && stats.unauthenticated == stats.datagrams, "{name}: {stats:?}");
+        assert_eq!(stats.malformed, 0, "{name}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -150,13 +150,38 @@ fn receive(c: &mut Checker, r: &crate::raw::RawReceive) -> Option<Receive> {
     let reorder = c.int(&r.reorder_ms, "receive.reorder_ms", 10, 600_000, 1000);
     let silent = c.int(&r.silent_after_s, "receive.silent_after_s", 1, 3600, 5);
     let buffer = c.int(&r.receive_buffer_bytes, "receive.receive_buffer_bytes", 65_536, 1 << 30, 8 << 20);
+    let key_file = diode_key(c, &r.key_file, "receive.key_file".into());
     Some(Receive {
         listen: listen?,
         sender: r.sender.get_ref().clone(),
         reorder: Duration::from_millis(reorder.unsigned_abs()),
         silent_after: Duration::from_secs(silent.unsigned_abs()),
         receive_buffer_bytes: buffer.unsigned_abs() as usize,
+        key_file,
     })
+}
+
+/// The smallest diode key.
+pub const DIODE_KEY_BYTES_MIN: u64 = 16;
+
+/// A diode's shared key file: it must be readable and hold at least 16 bytes (its bytes are
+/// the key, whatever they are).
+fn diode_key(c: &mut Checker, file: &Option<Spanned<String>>, key: String) -> Option<PathBuf> {
+    let file = file.as_ref()?;
+    let path = resolve(c, file.get_ref());
+    let problem = match std::fs::metadata(&path) {
+        Err(e) => Some(format!("cannot read {}: {e}", path.display())),
+        Ok(m) if m.len() < DIODE_KEY_BYTES_MIN => Some(format!(
+            "{} holds {} bytes; a diode key needs at least {DIODE_KEY_BYTES_MIN} (make one with `head -c 32 /dev/urandom > diode.key` and copy it to both halves)",
+            path.display(),
+            m.len()
+        )),
+        Ok(_) => None,
+    };
+    if let Some(msg) = problem {
+        c.err(file.span(), key, msg);
+    }
+    Some(path)
 }
 
 /// How a sink sends a backlog: `replay` (`in-order` or `live-first`) and its rate cap.
@@ -394,7 +419,9 @@ fn diode_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String, gatew
         );
         c.err(b.span(), key("block_bytes"), msg);
     }
+    let key_file = diode_key(c, &s.key_file, key("key_file"));
     Some(DiodeSink {
+        key_file,
         address: address?,
         bind: bind.flatten(),
         mtu_bytes: mtu.unsigned_abs() as usize,
@@ -1259,6 +1286,7 @@ fn refuse_keys_of_other_types(c: &mut Checker, s: &RawSink, kind: &str, key: &im
         spans(s.heartbeat_s.as_ref().map(|v| v.span()), "heartbeat_s", &["diode"]),
         spans(s.repeat_after_ms.as_ref().map(|v| v.span()), "repeat_after_ms", &["diode"]),
         spans(s.block_bytes.as_ref().map(|v| v.span()), "block_bytes", &["diode"]),
+        spans(s.key_file.as_ref().map(|v| v.span()), "key_file", &["diode"]),
     ];
     let known = ["jsonl", "mqtt", "sparkplug", "http", "diode", "kafka"].contains(&kind);
     for (span, name, types) in keys {
