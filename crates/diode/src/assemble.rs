@@ -93,6 +93,28 @@ struct Partial {
     held: usize,
 }
 
+impl Partial {
+    /// A decoder for the block of symbol `s`, first seen `now`, counted as `held` bytes.
+    fn new(s: &Symbol<'_>, now: Instant, held: usize) -> Self {
+        let padded = (s.block_bytes as u64).div_ceil(u64::from(s.symbol_bytes)) * u64::from(s.symbol_bytes);
+        let oti = ObjectTransmissionInformation::new(padded, s.symbol_bytes, 1, 1, 8);
+        let decoder = SourceBlockDecoder::new(0, &oti, padded);
+        Self { first_seen: now, block_bytes: s.block_bytes, symbol_bytes: s.symbol_bytes, decoder, held }
+    }
+
+    /// Takes one symbol; the block's bytes once it decodes.
+    fn take(&mut self, s: &Symbol<'_>) -> Result<Option<Vec<u8>>, WireError> {
+        if (self.block_bytes, self.symbol_bytes) != (s.block_bytes, s.symbol_bytes) {
+            return Err(WireError::Bad("a symbol whose block shape differs from its block's first"));
+        }
+        let packet = EncodingPacket::new(PayloadId::new(0, s.esi), s.data.to_vec());
+        Ok(self.decoder.decode(std::iter::once(packet)).map(|mut bytes| {
+            bytes.truncate(s.block_bytes as usize);
+            bytes
+        }))
+    }
+}
+
 /// The receiving half's state for one expected sender.
 pub struct Assembler {
     sender: String,
@@ -124,7 +146,6 @@ pub struct Assembler {
     /// When a datagram of the current session last came.
     session_seen_at: Option<Instant>,
     repeat: Duration,
-    partial_first_seen: Option<Instant>,
     /// Blocks older than `next_block` (repeats of blocks sent while this receiver was down, or
     /// given up too early) decoded for the records named missing; and those already done.
     late: BTreeMap<u64, Partial>,
@@ -163,7 +184,6 @@ impl Assembler {
             promised_at: None,
             session_seen_at: None,
             repeat: Duration::ZERO,
-            partial_first_seen: None,
             late: BTreeMap::new(),
             late_done: std::collections::BTreeSet::new(),
             key: None,
@@ -267,7 +287,6 @@ impl Assembler {
     }
 
     fn symbol(&mut self, s: Symbol<'_>, now: Instant, out: &mut Vec<Output>) -> Result<(), WireError> {
-        self.partial_first_seen = None;
         let next = *self.next_block.get_or_insert(s.block);
         if s.block < next && !self.missing.is_empty() && !self.late_done.contains(&s.block) {
             return self.late_symbol(s, now, out);
@@ -283,34 +302,26 @@ impl Assembler {
                     break;
                 }
             }
-            let padded = (s.block_bytes as u64).div_ceil(u64::from(s.symbol_bytes)) * u64::from(s.symbol_bytes);
-            let oti = ObjectTransmissionInformation::new(padded, s.symbol_bytes, 1, 1, 8);
-            let decoder = SourceBlockDecoder::new(0, &oti, padded);
-            let partial =
-                Partial { first_seen: now, block_bytes: s.block_bytes, symbol_bytes: s.symbol_bytes, decoder, held };
             self.held_bytes += held;
-            self.partial.insert(s.block, partial);
+            self.partial.insert(s.block, Partial::new(&s, now, held));
         }
         let Some(p) = self.partial.get_mut(&s.block) else { return Ok(()) };
-        if (p.block_bytes, p.symbol_bytes) != (s.block_bytes, s.symbol_bytes) {
-            self.stats.malformed += 1;
-            return Err(WireError::Bad("a symbol whose block shape differs from its block's first"));
-        }
-        let packet = EncodingPacket::new(PayloadId::new(0, s.esi), s.data.to_vec());
-        let Some(mut bytes) = p.decoder.decode(std::iter::once(packet)) else { return Ok(()) };
-        let held = p.held;
-        self.partial_first_seen = Some(p.first_seen);
+        let Some(bytes) = p.take(&s).inspect_err(|_| self.stats.malformed += 1)? else { return Ok(()) };
+        let (held, first_seen) = (p.held, p.first_seen);
         self.partial.remove(&s.block);
+        let block = self.open_block(&bytes);
         self.held_bytes -= held;
-        bytes.truncate(s.block_bytes as usize);
-        match wire::decode_block(&bytes) {
-            Ok(block) if block.name == self.sender => {
-                self.stats.blocks_decoded += 1;
-                self.held_bytes += held;
-                let first_seen = self.partial_first_seen.take().unwrap_or(now);
-                self.decoded.insert(s.block, (first_seen, held, block));
-                Ok(())
-            }
+        let block = block?;
+        self.stats.blocks_decoded += 1;
+        self.held_bytes += held;
+        self.decoded.insert(s.block, (first_seen, held, block));
+        Ok(())
+    }
+
+    /// A decoded block's bytes, read and checked to be this sender's.
+    fn open_block(&mut self, bytes: &[u8]) -> Result<Block, WireError> {
+        match wire::decode_block(bytes) {
+            Ok(block) if block.name == self.sender => Ok(block),
             Ok(_) => {
                 self.stats.foreign += 1;
                 Err(WireError::Bad("a block from another sender"))
@@ -336,21 +347,11 @@ impl Assembler {
                 self.stats.late_symbols += 1;
                 return Ok(());
             }
-            let padded = (s.block_bytes as u64).div_ceil(u64::from(s.symbol_bytes)) * u64::from(s.symbol_bytes);
-            let oti = ObjectTransmissionInformation::new(padded, s.symbol_bytes, 1, 1, 8);
-            let decoder = SourceBlockDecoder::new(0, &oti, padded);
-            let partial =
-                Partial { first_seen: now, block_bytes: s.block_bytes, symbol_bytes: s.symbol_bytes, decoder, held };
             self.held_bytes += held;
-            self.late.insert(s.block, partial);
+            self.late.insert(s.block, Partial::new(&s, now, held));
         }
         let Some(p) = self.late.get_mut(&s.block) else { return Ok(()) };
-        if (p.block_bytes, p.symbol_bytes) != (s.block_bytes, s.symbol_bytes) {
-            self.stats.malformed += 1;
-            return Err(WireError::Bad("a symbol whose block shape differs from its block's first"));
-        }
-        let packet = EncodingPacket::new(PayloadId::new(0, s.esi), s.data.to_vec());
-        let Some(mut bytes) = p.decoder.decode(std::iter::once(packet)) else { return Ok(()) };
+        let Some(bytes) = p.take(&s).inspect_err(|_| self.stats.malformed += 1)? else { return Ok(()) };
         let held = p.held;
         self.late.remove(&s.block);
         self.held_bytes -= held;
@@ -358,28 +359,15 @@ impl Assembler {
         while self.late_done.len() > LATE_BLOCKS_MAX {
             self.late_done.pop_first();
         }
-        bytes.truncate(s.block_bytes as usize);
-        match wire::decode_block(&bytes) {
-            Ok(block) if block.name == self.sender => {
-                for r in block.records {
-                    if self.take_missing(r.class, r.seq) {
-                        self.stats.recovered += 1;
-                        out.push(Output::Record(r));
-                    } else {
-                        self.stats.duplicates += 1;
-                    }
-                }
-                Ok(())
-            }
-            Ok(_) => {
-                self.stats.foreign += 1;
-                Err(WireError::Bad("a block from another sender"))
-            }
-            Err(e) => {
-                self.stats.malformed += 1;
-                Err(e)
+        for r in self.open_block(&bytes)?.records {
+            if self.take_missing(r.class, r.seq) {
+                self.stats.recovered += 1;
+                out.push(Output::Record(r));
+            } else {
+                self.stats.duplicates += 1;
             }
         }
+        Ok(())
     }
 
     /// Gives up the lowest-numbered block being decoded; false if there is none.
