@@ -70,7 +70,7 @@ pub struct Gateway {
     collector: Option<JoinHandle<()>>,
     sinks: Vec<RunningSink>,
     /// The thread writing `<data_dir>/status.json` every second, and its stop flag.
-    status: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+    status: Option<(JoinHandle<()>, Arc<std::sync::atomic::AtomicU8>)>,
     started: std::time::Instant,
 }
 
@@ -78,6 +78,9 @@ pub struct Gateway {
 struct RunningDevice {
     config: Device,
     slot: usize,
+    /// The tag id its task's handle gives its first tag (fixed for the task's life).
+    emits_from: TagId,
+    /// Where its tags are in the current table (moves when a reload moves them).
     first: TagId,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -86,7 +89,8 @@ struct RunningDevice {
 /// A sink's thread and its own stop flag (a reload stops one sink and not the others).
 struct RunningSink {
     config: airlock_config::Sink,
-    thread: JoinHandle<()>,
+    /// `None` once joined.
+    thread: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -105,7 +109,7 @@ fn start_device(
     let (device, data_dir) = (d.clone(), data_dir.to_owned());
     let make = move |handle| source(&device, handle, &data_dir);
     let task = tokio::spawn(supervise(handle, make, stop, Arc::clone(problems)));
-    (RunningDevice { config: d.clone(), slot, first, stop: stop_tx, task }, health)
+    (RunningDevice { config: d.clone(), slot, emits_from: first, first, stop: stop_tx, task }, health)
 }
 
 /// Stops device tasks and waits for them (10 s each at most, then they are aborted).
@@ -134,19 +138,29 @@ fn write_status(path: &Path, snapshot: &serde_json::Value) -> std::io::Result<()
     std::fs::rename(&tmp, path)
 }
 
-/// Starts the thread that writes the status file every [`STATUS_EVERY`] until `stop`, then
-/// once more with `running: false`.
+/// What the status thread is told: go on, stop saying the gateway stopped, stop quietly (a
+/// reload starts another).
+const STATUS_RUN: u8 = 0;
+const STATUS_FINAL: u8 = 1;
+const STATUS_QUIET: u8 = 2;
+
+/// Starts the thread that writes the status file every [`STATUS_EVERY`] until told to stop
+/// (then, unless quietly, once more with `running: false`).
 fn spawn_status(
     dashboard: airlock_web::Dashboard,
     path: std::path::PathBuf,
-) -> std::io::Result<(JoinHandle<()>, Arc<AtomicBool>)> {
-    let stop = Arc::new(AtomicBool::new(false));
+) -> std::io::Result<(JoinHandle<()>, Arc<std::sync::atomic::AtomicU8>)> {
+    let stop = Arc::new(std::sync::atomic::AtomicU8::new(STATUS_RUN));
     let flag = Arc::clone(&stop);
     let thread = std::thread::Builder::new().name("status".into()).spawn(move || {
         let status = airlock_web::Status::default();
         let mut failing = false;
         loop {
-            let running = !flag.load(Relaxed);
+            let told = flag.load(Relaxed);
+            if told == STATUS_QUIET {
+                return;
+            }
+            let running = told == STATUS_RUN;
             match write_status(&path, &status.snapshot(&dashboard, running)) {
                 Ok(()) => failing = false,
                 Err(e) if !std::mem::replace(&mut failing, true) => {
@@ -158,7 +172,7 @@ fn spawn_status(
                 return;
             }
             let next = std::time::Instant::now() + STATUS_EVERY;
-            while std::time::Instant::now() < next && !flag.load(Relaxed) {
+            while std::time::Instant::now() < next && flag.load(Relaxed) == STATUS_RUN {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
         }
@@ -240,7 +254,7 @@ impl Gateway {
         )
         .reporting(Arc::clone(&problems), gateway_asset)
         .on_clock(clock)
-        .reloading(reloads_rx)
+        .reloading(reloads_rx, config.devices.len())
         .spawn(rx)?;
 
         let plant = PlantState { devices: health.clone(), collector: Arc::clone(&collector_health) };
@@ -307,8 +321,8 @@ impl Gateway {
             .config
             .sinks
             .iter()
-            .zip(&self.sink_health)
-            .map(|(s, (_, h))| {
+            .filter_map(|s| Some((s, &self.sink_health.iter().find(|(name, _)| *name == s.name)?.1)))
+            .map(|(s, h)| {
                 let kind = match &s.kind {
                     SinkKind::Jsonl { .. } => "jsonl",
                     SinkKind::Http(_) => "http",
@@ -367,10 +381,12 @@ impl Gateway {
                 s.stop.store(true, Relaxed);
             }
             for s in sinks {
-                let _ = s.thread.join();
+                if let Some(thread) = s.thread {
+                    let _ = thread.join();
+                }
             }
             if let Some((thread, stop)) = status {
-                stop.store(true, Relaxed);
+                stop.store(STATUS_FINAL, Relaxed);
                 let _ = thread.join();
             }
         });
@@ -485,7 +501,8 @@ impl Gateway {
         let mut health: Vec<Option<Arc<DeviceHealth>>> = vec![None; new.devices.len()];
         for (i, old_index, r) in unchanged {
             let first = tags.first_tag(i);
-            routes[r.slot] = Some(i64::from(first.0) - i64::from(r.first.0));
+            // The task still emits the ids it started with: the route is from those.
+            routes[r.slot] = Some(i64::from(first.0) - i64::from(r.emits_from.0));
             moved.push(airlock_pipeline::Moved {
                 old_first: r.first,
                 first,
@@ -514,7 +531,7 @@ impl Gateway {
         let applied = match (sent, answer.await) {
             (true, Ok(Ok(Ok(())))) => Ok(()),
             (true, Ok(Ok(Err(e)))) => Err(e),
-            _ => Err("the collector did not take the new config within 10 s".to_owned()),
+            _ => Err("the collector did not take the new config within 10 s: it will when it runs again; the new devices' samples wait for it (dropped until then)".to_owned()),
         };
         let Some(tx) = self.tx.clone() else { return Err("the gateway is stopping".to_owned()) };
         // New and changed devices start on slots of their own, with the new table's ids.
@@ -545,17 +562,31 @@ impl Gateway {
             if self.sinks[i].config == *sink && !(diode && devices_changed) {
                 continue;
             }
+            // The old one stops first: two threads on one cursor would each acknowledge what
+            // the other sent (and two MQTT sessions with one client id push each other out).
+            self.sinks[i].stop.store(true, Relaxed);
+            if let Some(thread) = self.sinks[i].thread.take() {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+            let old_config = self.sinks[i].config.clone();
             let plant = PlantState { devices: self.health.clone(), collector: Arc::clone(&self.collector_health) };
             let (running, h) = match start_sink(sink, &new, &self.outbox, &self.space, &self.problems, &plant) {
                 Ok(started) => started,
                 Err(e) => {
-                    log::error!("reload: sink {name}: {e:#}; it keeps its old settings");
+                    log::error!("reload: sink {name}: {e:#}; it goes on with its old settings");
+                    match start_sink(&old_config, &self.config, &self.outbox, &self.space, &self.problems, &plant) {
+                        Ok((running, h)) => {
+                            self.sinks[i] = running;
+                            if let Some(slot) = self.sink_health.iter_mut().find(|(n, _)| *n == name) {
+                                slot.1 = h.1;
+                            }
+                        }
+                        Err(e) => log::error!("reload: sink {name} did not start again: {e:#}"),
+                    }
                     continue;
                 }
             };
-            let old = std::mem::replace(&mut self.sinks[i], running);
-            old.stop.store(true, Relaxed);
-            let _ = tokio::task::spawn_blocking(move || old.thread.join()).await;
+            self.sinks[i] = running;
             if let Some(slot) = self.sink_health.iter_mut().find(|(n, _)| *n == name) {
                 slot.1 = h.1;
             }
@@ -582,7 +613,7 @@ impl Gateway {
     /// `[web]` changed).
     async fn refresh_views(&mut self, web_changed: bool) {
         if let Some((thread, stop)) = self.status.take() {
-            stop.store(true, Relaxed);
+            stop.store(STATUS_QUIET, Relaxed);
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         let path = self.config.store.data_dir.join(STATUS_FILE);
@@ -632,7 +663,7 @@ fn start_sink(
         Some(plant),
     )?;
     match (threads.pop(), healths.pop()) {
-        (Some(thread), Some(health)) => Ok((RunningSink { config: s.clone(), thread, stop }, health)),
+        (Some(thread), Some(health)) => Ok((RunningSink { config: s.clone(), thread: Some(thread), stop }, health)),
         _ => anyhow::bail!("sink {}: not started", s.name),
     }
 }

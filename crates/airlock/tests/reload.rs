@@ -139,3 +139,51 @@ fn a_reload_adds_a_device_changes_a_deadband_and_the_others_poll_on_without_a_ga
     sim.stop();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Two reloads in a row: the first removes the device before press2 (its tag ids move down), the
+/// second adds press3 after it. press2's task, started under the first config, keeps emitting
+/// the ids it started with; both reloads must route them to press2's tags (a route computed from
+/// its position after the first reload sent them to press3's).
+#[test]
+fn a_device_kept_through_two_reloads_keeps_its_own_tags() {
+    let dir = std::env::temp_dir().join(format!("airlock-reload-twice-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let opts = airlock_sim::SimOptions { speed: 600.0, opcua: false, ..Default::default() };
+    let sim = runtime.block_on(airlock_sim::start(&opts)).unwrap();
+    let addr = |i: usize| sim.servers[i].1.addr.to_string();
+    let head = format!("[gateway]\nname = \"line3\"\n\n[store]\ndata_dir = \"{}\"\n", dir.join("data").display());
+    let parse = |text: &str| airlock_config::parse(text, Path::new("plant.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let first = format!("{head}{}{}", device("press1", &addr(0), ""), device("press2", &addr(1), ""));
+    let second = format!("{head}{}", device("press2", &addr(1), ""));
+    let third = format!("{head}{}{}", device("press2", &addr(1), ""), device("press3", &addr(2), ""));
+    runtime.block_on(async {
+        let mut gateway = Gateway::start(parse(&first)).unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(gateway.reload(parse(&second)).await.unwrap(), "devices removed: press1; 1 devices unchanged");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let press2 = std::sync::Arc::clone(&gateway.health[0]);
+        assert_eq!(gateway.reload(parse(&third)).await.unwrap(), "devices added: press3; 1 devices unchanged");
+        assert!(std::sync::Arc::ptr_eq(&press2, &gateway.health[0]), "press2 kept its task");
+        let settled = Timestamp::now();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let end = Timestamp::now();
+        let historian = gateway.historian.clone();
+        let latest = gateway.latest.lock().unwrap().clone();
+        gateway.stop().await;
+        let press2_samples = historian.raw("acme/line3/press2/power", settled, end).unwrap();
+        assert!(press2_samples.len() > 10, "press2's samples after the second reload: {}", press2_samples.len());
+        // press3 holds press3's samples only: as many as press2's, not twice as many.
+        let press3_samples = historian.raw("acme/line3/press3/power", settled, end).unwrap();
+        assert!(
+            press3_samples.len() < press2_samples.len() * 3 / 2,
+            "{} vs {}",
+            press3_samples.len(),
+            press2_samples.len()
+        );
+        assert!(latest.iter().all(Option::is_some), "every tag of the new table has a latest value: {latest:?}");
+    });
+    sim.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -150,6 +150,8 @@ pub struct Assembler {
     /// given up too early) decoded for the records named missing; and those already done.
     late: BTreeMap<u64, Partial>,
     late_done: std::collections::BTreeSet<u64>,
+    /// The blocks handed on in order lately: their repeats bring nothing new (bounded).
+    handed: std::collections::BTreeSet<u64>,
     /// The key shared with the sender, if the halves have one.
     key: Option<wire::Key>,
     pub stats: AssembleStats,
@@ -186,6 +188,7 @@ impl Assembler {
             repeat: Duration::ZERO,
             late: BTreeMap::new(),
             late_done: std::collections::BTreeSet::new(),
+            handed: std::collections::BTreeSet::new(),
             key: None,
             stats: AssembleStats::default(),
         }
@@ -288,7 +291,10 @@ impl Assembler {
 
     fn symbol(&mut self, s: Symbol<'_>, now: Instant, out: &mut Vec<Output>) -> Result<(), WireError> {
         let next = *self.next_block.get_or_insert(s.block);
-        if s.block < next && !self.missing.is_empty() && !self.late_done.contains(&s.block) {
+        // A block before the next in order that was never handed on (sent while this receiver
+        // was down, or given up too early) may bring ids named missing: decoded on the side.
+        let never_handed = !self.late_done.contains(&s.block) && !self.handed.contains(&s.block);
+        if s.block < next && !self.missing.is_empty() && never_handed {
             return self.late_symbol(s, now, out);
         }
         if s.block < next || self.decoded.contains_key(&s.block) {
@@ -298,6 +304,11 @@ impl Assembler {
         if !self.partial.contains_key(&s.block) {
             let held = usize::try_from(s.block_bytes).unwrap_or(usize::MAX);
             while self.partial.len() >= PARTIAL_BLOCKS_MAX || self.held_bytes + held > HELD_BYTES_MAX {
+                // Late blocks go first: the blocks in order are what comes now.
+                if let Some((_, p)) = self.late.pop_first() {
+                    self.held_bytes -= p.held;
+                    continue;
+                }
                 if !self.give_up_lowest(out) {
                     break;
                 }
@@ -434,6 +445,14 @@ impl Assembler {
     /// once the wait has passed since that heartbeat. The receiver calls it on a timer.
     pub fn expire(&mut self, now: Instant, out: &mut Vec<Output>) {
         let wait = self.wait();
+        // Late blocks that did not decode within the wait never will (their repeat is over).
+        let stale: Vec<u64> =
+            self.late.iter().filter(|(_, p)| now.duration_since(p.first_seen) >= wait).map(|(b, _)| *b).collect();
+        for block in stale {
+            if let Some(p) = self.late.remove(&block) {
+                self.held_bytes -= p.held;
+            }
+        }
         let (Some((promised, _)), Some(at)) = (self.promised, self.promised_at) else { return };
         if now.duration_since(at) < wait {
             return;
@@ -472,6 +491,10 @@ impl Assembler {
     fn hand_on_ready(&mut self, out: &mut Vec<Output>) {
         while let Some(next) = self.next_block {
             let Some((_, held, block)) = self.decoded.remove(&next) else { break };
+            self.handed.insert(next);
+            while self.handed.len() > 16 * LATE_BLOCKS_MAX {
+                self.handed.pop_first();
+            }
             self.held_bytes = self.held_bytes.saturating_sub(held);
             self.hand_on(block, out);
             self.next_block = Some(next.saturating_add(1));
@@ -525,6 +548,12 @@ impl Assembler {
     /// Ranges named missing, to take them if they are sent again: (class, first) -> last.
     pub fn missing(&self) -> &BTreeMap<(u8, u64), u64> {
         &self.missing
+    }
+
+    /// Names ids missing as if a block had been lost (for tests of what follows).
+    #[doc(hidden)]
+    pub fn remember_missing_for_test(&mut self, class: u8, first: u64, last: u64) {
+        self.remember_missing(class, first, last);
     }
 
     fn remember_missing(&mut self, class: u8, first: u64, last: u64) {

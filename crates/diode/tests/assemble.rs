@@ -152,4 +152,16 @@ fn repeats_of_blocks_sent_while_the_receiver_was_down_are_taken_late() {
     assert_eq!(raw_ids(&out), (11..=20).collect::<Vec<_>>(), "the repeats hand the missing records on");
     assert!(a.missing().is_empty(), "still named missing: {:?}", a.missing());
     assert_eq!(a.stats.recovered, 10);
+    // Once something is named missing again, the repeat of a block handed on in order (3) is
+    // not decoded a second time: it cannot hold a missing id.
+    for d in block(1, 4, 25, 26, 30) {
+        a.datagram(&d, later, &mut out).unwrap();
+    }
+    a.remember_missing_for_test(3, 100, 110);
+    let (duplicates, late) = (a.stats.duplicates, a.stats.late_symbols);
+    for d in block(1, 3, 20, 21, 25) {
+        a.datagram(&d, later, &mut out).unwrap();
+    }
+    assert_eq!(a.stats.duplicates, duplicates, "block 3 was decoded again");
+    assert!(a.stats.late_symbols > late);
 }

@@ -83,6 +83,12 @@ pub struct Collector {
     /// they are, as at start).
     reloads: Option<std::sync::mpsc::Receiver<Reload>>,
     routes: Option<Vec<Option<i64>>>,
+    /// Slots below this are the devices started with the gateway (their ids as they are until
+    /// a reload routes them); a batch from another before its reload is applied is dropped.
+    first_slots: usize,
+    /// Tag paths the historian could not take at a reload (a full disk): tried again every
+    /// second; until then samples are not put in the historian (they would go under old paths).
+    rebind: Option<Vec<String>>,
     /// Tests only: a sample of this tag makes the collector panic (a bug meeting it).
     #[cfg(test)]
     panic_on: Option<airlock_model::TagId>,
@@ -118,6 +124,8 @@ impl Collector {
             clock: Clock::wall(),
             reloads: None,
             routes: None,
+            first_slots: usize::MAX,
+            rebind: None,
             #[cfg(test)]
             panic_on: None,
         }
@@ -131,9 +139,11 @@ impl Collector {
         self
     }
 
-    /// Takes new configs' middles from `reloads` (see [`Reload`]).
-    pub fn reloading(mut self, reloads: std::sync::mpsc::Receiver<Reload>) -> Self {
+    /// Takes new configs' middles from `reloads` (see [`Reload`]); `devices`: how many device
+    /// tasks start with the gateway (slots `0..devices`).
+    pub fn reloading(mut self, reloads: std::sync::mpsc::Receiver<Reload>, devices: usize) -> Self {
         self.reloads = Some(reloads);
+        self.first_slots = devices;
         self
     }
 
@@ -210,16 +220,18 @@ impl Collector {
                 }
             };
             if let Some(mut batch) = batch {
-                if let Some(routes) = &self.routes {
-                    match routes.get(batch.device).copied().flatten() {
-                        // A task stopped by a reload: what it read last goes nowhere.
-                        None => continue,
-                        Some(0) => {}
-                        Some(delta) => {
-                            for s in &mut batch.samples {
-                                s.tag =
-                                    airlock_model::TagId(u32::try_from(i64::from(s.tag.0) + delta).unwrap_or(u32::MAX));
-                            }
+                let route = match &self.routes {
+                    Some(routes) => routes.get(batch.device).copied().flatten(),
+                    None => (batch.device < self.first_slots).then_some(0),
+                };
+                match route {
+                    // A task stopped by a reload (what it read last goes nowhere), or one started
+                    // by a reload not applied yet.
+                    None => continue,
+                    Some(0) => {}
+                    Some(delta) => {
+                        for s in &mut batch.samples {
+                            s.tag = airlock_model::TagId(u32::try_from(i64::from(s.tag.0) + delta).unwrap_or(u32::MAX));
                         }
                     }
                 }
@@ -238,6 +250,13 @@ impl Collector {
             }
             if maintained.elapsed() >= MAINTAIN_EVERY {
                 maintained = Instant::now();
+                if let Some(paths) = self.rebind.take() {
+                    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+                    match self.historian.bind_tags(&refs) {
+                        Ok(()) => log::info!("the historian took the new tags; samples go into it again"),
+                        Err(_) => self.rebind = Some(paths),
+                    }
+                }
                 let now = self.clock.now();
                 let result = self.outbox.maintain(now).and_then(|()| self.historian.maintain(now));
                 self.report(result);
@@ -260,9 +279,12 @@ impl Collector {
     fn reload(&mut self, mut r: Reload) {
         self.commit();
         let paths: Vec<&str> = r.paths.iter().map(String::as_str).collect();
+        self.rebind = None;
         if let Err(e) = self.historian.bind_tags(&paths) {
-            let _ = r.done.send(Err(format!("the historian cannot take the new tags: {e}")));
-            return;
+            log::error!(
+                "reload: the historian cannot take the new tags ({e}); samples stay out of it until it can (tried every second)"
+            );
+            self.rebind = Some(r.paths.clone());
         }
         let mut fresh = Vec::new();
         for moved in &r.unchanged {
@@ -308,8 +330,9 @@ impl Collector {
                 }
             }
         }
-        let stored = self.historian.append(samples);
-        if stored.is_ok() {
+        // After a reload the historian could not follow, nothing goes in under old paths.
+        let stored = if self.rebind.is_some() { Ok(()) } else { self.historian.append(samples) };
+        if stored.is_ok() && self.rebind.is_none() {
             self.health.samples_stored.fetch_add(samples.len() as u64, Relaxed);
         }
         self.report(stored);

@@ -14,6 +14,15 @@ use tokio::sync::watch;
 
 use crate::{DeviceHandle, Source};
 
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs the source `make` builds until `stop` turns true, building and starting it again
 /// after every panic or unexpected end.
 pub async fn supervise(
@@ -28,8 +37,10 @@ pub async fn supervise(
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60), seed);
     loop {
         let started = Instant::now();
-        let task = tokio::spawn(make(handle.clone()).run(stop.clone()));
-        let ended = task.await;
+        // Aborted with the supervisor: a driver that ignores its stop is not left running.
+        let mut task = AbortOnDrop(tokio::spawn(make(handle.clone()).run(stop.clone())));
+        let ended = (&mut task.0).await;
+        drop(task);
         if *stop.borrow() {
             return;
         }

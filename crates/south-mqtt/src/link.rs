@@ -78,6 +78,8 @@ const PINGRESP: u8 = 13;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
+/// Topic filters in one subscription at most (a SUBACK has a code for each).
+const SUBSCRIPTIONS_MAX: usize = 65_535;
 
 /// What the broker's byte stream holds, packet by packet.
 #[derive(Debug, PartialEq, Eq)]
@@ -104,8 +106,8 @@ pub enum Frame {
     },
 }
 
-/// The broker's byte stream cut into frames, holding at most one message under the bound plus
-/// what one read brings: bytes go in with [`push`](Self::push), frames come out of
+/// The broker's byte stream cut into frames, holding at most one message under the bound (or a
+/// SUBACK of at most 65,537 bytes) plus what one read brings: bytes go in with [`push`](Self::push), frames come out of
 /// [`next_frame`](Self::next_frame). Pure (no I/O), so that it can be fuzzed.
 #[derive(Debug)]
 pub struct Frames {
@@ -145,6 +147,19 @@ impl Frames {
                 return Ok(Some(Frame::Oversized { topic, bytes }));
             }
             let Some((header, length)) = fixed_header(&self.buf)? else { return Ok(None) };
+            // What a subscriber can be sent, and how long each may be: anything else, or longer,
+            // is refused as soon as its header is read (not buffered first).
+            let longest = match self.buf[0] >> 4 {
+                PUBLISH => usize::MAX,
+                CONNACK => 2,
+                SUBACK => 2 + SUBSCRIPTIONS_MAX,
+                PINGRESP => 0,
+                other => return Err(LinkError::Protocol(format!("an unexpected packet of type {other}"))),
+            };
+            if length > longest {
+                let kind = self.buf[0] >> 4;
+                return Err(LinkError::Protocol(format!("a packet of type {kind} of {length} bytes")));
+            }
             if self.buf[0] >> 4 == PUBLISH && length > self.message_bytes_max {
                 // Wait for the topic (at most 64 KiB in) to name it, then skip the rest.
                 let topic = match topic_of(&self.buf[header..]) {
@@ -482,6 +497,13 @@ mod tests {
         let mut frames = Frames::new(100);
         frames.push(&[0xf0, 0]);
         assert!(frames.next_frame().is_err(), "a packet a client never gets");
+        // A hostile broker's SUBACK claiming 200 MB is refused at its header, not buffered.
+        let mut frames = Frames::new(100);
+        frames.push(&[SUBACK << 4, 0x80, 0x80, 0x80, 0x60]);
+        assert!(frames.next_frame().is_err());
+        let mut frames = Frames::new(100);
+        frames.push(&[PINGRESP << 4, 5]);
+        assert!(frames.next_frame().is_err(), "a PINGRESP with a body");
     }
 
     #[test]

@@ -875,9 +875,9 @@ impl Inner {
         Ok(())
     }
 
-    /// In a diode receiver's outbox, the ids on the sending side of the first unacknowledged and
-    /// the last committed record of `class`'s oldest segment (about to be dropped), and the
-    /// latter's local number, so that its gap event names what a consumer knows; `None`
+    /// In a diode receiver's outbox, the lowest and highest ids on the sending side of the
+    /// unacknowledged committed records of `class`'s oldest segment (about to be dropped), and
+    /// the last one's local number, so that its gap event names what a consumer knows; `None`
     /// elsewhere, or when they cannot be read (then the local ids are named).
     fn oldest_origins(&self, class: Class) -> Option<(RecordId, RecordId, u64)> {
         if !self.config.mirror {
@@ -887,14 +887,21 @@ impl Inner {
         let info = log.segments().find(|s| s.records() > 0)?;
         let first = info.first_seq.max(self.acked_by_all(class).saturating_add(1));
         let last = info.last_seq.min(log.committed_seq());
-        let origin = |seq: u64| {
-            let r = log.read(seq, 1, 1).ok()?.into_iter().next().filter(|r| r.seq == seq)?;
-            match split_origin(r.payload, true).0 {
-                Origin::Mirrored(id) => Some(id),
-                _ => None,
-            }
-        };
-        (first <= last).then(|| Some((origin(first)?, origin(last)?, last))).flatten()
+        if first > last {
+            return None;
+        }
+        // Their ids there are not in order, nor without holes (records recovered late come
+        // after newer ones; lost blocks leave holes): the lowest and the highest of them.
+        let records = log.read_through(first, last, usize::MAX, usize::MAX).ok()?;
+        let origins = records.into_iter().filter_map(|r| match split_origin(r.payload, true).0 {
+            Origin::Mirrored(id) => Some(id),
+            _ => None,
+        });
+        let (lowest, highest) = origins.fold(None, |range: Option<(RecordId, RecordId)>, id| match range {
+            None => Some((id, id)),
+            Some((lo, hi)) => Some((if id.seq < lo.seq { id } else { lo }, if id.seq > hi.seq { id } else { hi })),
+        })?;
+        Some((lowest, highest, last))
     }
 
     /// Counts what a dropped segment held that some sink had not acknowledged, and says so in a
@@ -914,7 +921,7 @@ impl Inner {
         }
         let count = dropped.last_seq - first_unacked + 1;
         // The sender's ids where they are known. Records committed by the drop itself (the
-        // oldest segment was the one being written) are taken to follow the last one read.
+        // oldest segment was the one being written) are taken to follow the highest one read.
         let (first_id, last_id) = match origins {
             Some((first, last, local_last)) => {
                 let more = dropped.last_seq.saturating_sub(local_last);
