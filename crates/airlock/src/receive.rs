@@ -159,9 +159,12 @@ pub async fn run(file: &Path, duration: Option<Duration>) -> anyhow::Result<()> 
         config.receive.sender,
         receiving.listening
     );
+    // SIGTERM (systemd, docker stop) stops it as Ctrl-C does: its outbox synced, its sinks drained.
+    let mut terminate = crate::view::signal(tokio::signal::unix::SignalKind::terminate());
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            _ = crate::view::received(&mut terminate) => break,
             _ = every.tick() => {
                 if terminal {
                     print!("\x1b[H\x1b[2J{header}\n\n{}\n{}\n", receiving.summary(), receiving.sinks_line());

@@ -238,12 +238,12 @@ pub async fn show_view_until(
     view.draw(gateway);
 }
 
-fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {
+pub(crate) fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {
     tokio::signal::unix::signal(kind).map_err(|e| log::warn!("cannot listen for a signal: {e}")).ok()
 }
 
 /// The next delivery of `signal`; never, without one.
-async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
+pub(crate) async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
     match signal {
         Some(s) => {
             s.recv().await;

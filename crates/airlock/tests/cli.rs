@@ -528,3 +528,31 @@ fn run_reloads_on_sighup_refuses_a_bad_config_and_stops_on_sigterm() {
     wait_for("stopped");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn receive_stops_cleanly_on_sigterm() {
+    let dir = temp_dir("receive-term");
+    let file = dir.join("it.toml");
+    std::fs::write(
+        &file,
+        "[receive]\nlisten = \"127.0.0.1:0\"\nsender = \"press-gw\"\n\n[store]\ndata_dir = \"it-data\"\n\n\
+         [[sink]]\nname = \"file\"\ntype = \"jsonl\"\npath = \"it.jsonl\"\n",
+    )
+    .unwrap();
+    let log = dir.join("receive.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["receive", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("receiving for") {
+        assert!(std::time::Instant::now() < deadline, "the receiver did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {}", std::fs::read_to_string(&log).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
