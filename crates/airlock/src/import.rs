@@ -199,9 +199,9 @@ pub fn device_toml(text: &str, file: &Path, args: &ModbusCsvArgs) -> anyhow::Res
          protocol = \"modbus_tcp\"\naddress = {}\nunit_id = {}\npoll_interval_ms = {}\n",
         file.display().to_string().replace(['\n', '\r'], " "),
         parsed.len(),
-        quoted(&args.device),
-        quoted(&asset_path),
-        quoted(&args.address),
+        airlock_config::toml_quoted(&args.device),
+        airlock_config::toml_quoted(&asset_path),
+        airlock_config::toml_quoted(&args.address),
         args.unit_id,
         args.poll_interval_ms
     );
@@ -215,7 +215,7 @@ pub fn device_toml(text: &str, file: &Path, args: &ModbusCsvArgs) -> anyhow::Res
         let _ = write!(
             out,
             "[[device.tag]]\nname = {}\nspace = \"{}\"\naddress = {}\ntype = \"{}\"\n",
-            quoted(&r.name),
+            airlock_config::toml_quoted(&r.name),
             r.space,
             r.address,
             r.data_type
@@ -236,7 +236,7 @@ pub fn device_toml(text: &str, file: &Path, args: &ModbusCsvArgs) -> anyhow::Res
             let _ = writeln!(out, "length_chars = {n}");
         }
         if let Some(u) = &r.unit {
-            let _ = writeln!(out, "unit = {}", quoted(u));
+            let _ = writeln!(out, "unit = {}", airlock_config::toml_quoted(u));
         }
     }
     Ok(out)
@@ -250,24 +250,6 @@ fn tag_name(given: &str) -> String {
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
-}
-
-/// A TOML basic string: quotes, backslashes and control characters escaped.
-fn quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// A Modicon address: its space and 0-based address.

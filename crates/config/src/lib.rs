@@ -406,6 +406,23 @@ impl Device {
 }
 
 /// Reads and validates the config file at `path`.
+/// `text` as a TOML basic string: quotes, backslashes and control characters escaped (for the
+/// commands that print config: `browse --toml`, `import modbus-csv`).
+pub fn toml_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigErrors::one(ConfigError::whole_file(path, format!("cannot read the file: {e}"))))?;

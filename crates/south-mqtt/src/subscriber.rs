@@ -17,7 +17,7 @@ use airlock_pipeline::{DeviceHandle, Running, Source};
 use tokio::sync::watch;
 
 use crate::json::{JsonTopics, Reading};
-use crate::link::{Incoming, LinkError, Options, SubscribeOnly};
+use crate::link::{Incoming, Options, SubscribeOnly};
 use crate::sparkplug::EdgeNode;
 
 /// Largest message accepted from the broker (a long waveform in JSON fits); a larger one is
@@ -150,7 +150,7 @@ impl SubscriberTask {
             };
             self.health.set_state(LinkState::Backoff);
             DeviceHealth::count(&self.health.comm_errors, 1);
-            let why = describe(&failed);
+            let why = failed.to_string();
             if !std::mem::replace(&mut down_reported, true) {
                 log::warn!("device {name}: broker {}: {why}; its tags are bad until it is back", self.mqtt.address);
                 batches += 1;
@@ -216,10 +216,6 @@ impl Source for SubscriberTask {
     fn run(self: Box<Self>, stop: watch::Receiver<bool>) -> Running {
         Box::pin((*self).run(stop))
     }
-}
-
-fn describe(e: &LinkError) -> String {
-    e.to_string()
 }
 
 /// Whether a problem on `topic` is due to be logged (at most once per [`LOG_EVERY`]); the map

@@ -278,8 +278,8 @@ pub fn toml(nodes: &[Node], endpoint: &str, device: &str) -> String {
         "# Written by `airlock browse {} --toml`: check the names, units and the edge settings.\n\
          [[device]]\nname = {}\nasset_path = \"site/area\"\nprotocol = \"opcua\"\naddress = {}\n",
         comment(endpoint),
-        quoted(device),
-        quoted(endpoint)
+        airlock_config::toml_quoted(device),
+        airlock_config::toml_quoted(endpoint)
     );
     let mut names = HashSet::new();
     for n in nodes.iter().filter(|n| n.class == NodeClass::Variable) {
@@ -302,7 +302,7 @@ pub fn toml(nodes: &[Node], endpoint: &str, device: &str) -> String {
             name = format!("{base}_{k}");
             k += 1;
         }
-        let node_id = quoted(&n.node_id);
+        let node_id = airlock_config::toml_quoted(&n.node_id);
         match (n.array_length, tag_type(ty)) {
             (None, Some(t)) => {
                 out += &format!("\n[[device.tag]]\nname = \"{name}\"\nnode_id = {node_id}\ntype = \"{t}\"\n")
@@ -319,22 +319,6 @@ pub fn toml(nodes: &[Node], endpoint: &str, device: &str) -> String {
             }
         }
     }
-    out
-}
-
-/// `text` as a TOML basic string: quotes, backslashes and control characters escaped.
-fn quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
     out
 }
 
