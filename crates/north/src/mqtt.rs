@@ -6,11 +6,13 @@
 //!   `offline` on a clean stop, and `offline` as the last will when the connection dies.
 //! - **Payload**: the record's JSON with its message id first (`wire_json`).
 //! - **Acknowledgement**: with QoS 1 a record counts as delivered only when the broker's PUBACK
-//!   for it has come back. Publishes are matched to their packet ids in the order rumqttc sends
-//!   them, and the PUBACKs handed to the shared runner ([`crate::spawn`]), which moves the
-//!   outbox cursor only over records acknowledged, never past one still in flight. At most
-//!   `inflight_max` records are unacknowledged at a time (the runner's window). With QoS 0 a
-//!   record counts as delivered once written to the connection.
+//!   for it has come back. Each publish gets a packet id not in flight, and the PUBACKs are
+//!   handed to the shared runner ([`crate::spawn`]), which moves the outbox cursor only over
+//!   records acknowledged, never past one still in flight. At most `inflight_max` records are
+//!   unacknowledged at a time (the runner's window). With QoS 0 a record counts as delivered
+//!   once written to the connection.
+//! - **The connection** is our own MQTT 3.1.1 client ([`link`]): a batch of records goes out
+//!   framed in one write, and acknowledgements are read as many at a time as have come.
 //! - **Reconnect**: when the connection fails, the client and its state are dropped; after the
 //!   runner's backoff (100 ms doubling to 30 s, with jitter) a new connection resends everything
 //!   unacknowledged, from the outbox, with the same message ids.
@@ -19,7 +21,9 @@
 //! - **Pace**: at most `rate_max_per_s` messages per second, so a backlog after an outage does
 //!   not choke the IT network.
 
-use std::collections::{HashMap, VecDeque};
+pub mod link;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
@@ -28,23 +32,18 @@ use std::time::{Duration, Instant};
 use airlock_config::{MqttSink, Secret};
 use airlock_model::Timestamp;
 use airlock_store::{OutboxReader, OutboxRecord, RecordId};
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration,
-    Transport,
-};
-use tokio::sync::mpsc;
+
+use self::link::{LinkError, Options, PublishLink, Will};
 
 use crate::sparkplug::{self, EdgeNode};
 use crate::{Ledger, Limits, Sent, Sink, SinkError, SinkHealth, message_id, wire_json};
 
-/// Events the connection driver hands to the sink, at most this many waiting.
-const EVENTS_WAITING_MAX: usize = 1024;
 /// Records handed to the client at a time.
 const SEND_BATCH: usize = 256;
 /// The largest MQTT packet sent or taken.
 const PACKET_BYTES_MAX: usize = 1 << 20;
-/// How long a new connection may take to be accepted (CONNACK).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// At a clean stop, how long the farewell's PUBACK is waited for.
+const FAREWELL_WAIT: Duration = Duration::from_millis(500);
 
 /// Starts the MQTT sink `name` on the shared runner, on its own thread.
 pub fn spawn(
@@ -86,23 +85,57 @@ enum Profile {
 
 /// One connection to the broker and what it has in flight.
 struct Connection {
-    client: AsyncClient,
-    events: mpsc::Receiver<Result<Event, String>>,
-    /// Polls the client's event loop; aborted when the connection is dropped.
-    driver: tokio::task::JoinHandle<()>,
+    link: PublishLink,
     /// When this connection was made (ms since the epoch): older records are history.
     started_ms: u64,
-    /// Publishes handed to the client, in order, until it sends them (`None`: status, births).
-    requested: VecDeque<Option<RecordId>>,
-    /// Sent publishes awaiting their PUBACK, by packet id.
-    by_packet: HashMap<u16, RecordId>,
+    /// QoS 1 publishes awaiting their PUBACK, by packet id (`None`: status, births).
+    by_packet: HashMap<u16, Option<RecordId>>,
+    /// The packet id given last.
+    last_packet: u16,
     /// Delivered records not yet handed to the runner.
     acked: Vec<RecordId>,
+    /// PUBACKs read and not yet matched.
+    pubacks: Vec<u16>,
 }
 
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.driver.abort();
+impl Connection {
+    /// The next packet id not in flight (1..=65,535; the window keeps far fewer in flight).
+    fn next_packet(&mut self) -> u16 {
+        loop {
+            self.last_packet = self.last_packet.checked_add(1).unwrap_or(1);
+            if !self.by_packet.contains_key(&self.last_packet) {
+                return self.last_packet;
+            }
+        }
+    }
+
+    #[expect(clippy::disallowed_methods, reason = "the IT-side sink: publishing to the IT broker is its job")]
+    /// Frames one publish at QoS 1 (the status, births, farewell; `record` when it carries one)
+    /// or, with `qos0`, at QoS 0.
+    fn publish(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        retain: bool,
+        record: Option<RecordId>,
+        qos0: bool,
+    ) -> Result<(), LinkError> {
+        if qos0 {
+            return self.link.publish(topic, payload, None, retain);
+        }
+        let id = self.next_packet();
+        self.link.publish(topic, payload, Some(id), retain)?;
+        self.by_packet.insert(id, record);
+        Ok(())
+    }
+
+    /// Matches the PUBACKs read to their records.
+    fn match_acks(&mut self) {
+        for id in self.pubacks.drain(..) {
+            if let Some(Some(record)) = self.by_packet.remove(&id) {
+                self.acked.push(record);
+            }
+        }
     }
 }
 
@@ -142,36 +175,29 @@ impl MqttPublisher {
         format!("{}_airlock/{}/status", self.config.topic_prefix, self.gateway)
     }
 
-    #[expect(clippy::disallowed_methods, reason = "the IT-side sink: publishing to the IT broker is its job")]
-    fn options(&mut self, password: Option<&str>, tls: Option<Arc<rustls::ClientConfig>>) -> MqttOptions {
+    fn options(&mut self, password: Option<String>, tls: Option<Arc<rustls::ClientConfig>>) -> Options {
         let will = self.last_will();
         let c = &self.config;
-        let mut o = MqttOptions::new(&c.client_id, &c.host, c.port);
-        o.set_keep_alive(c.keep_alive);
-        o.set_clean_session(true);
-        // The runner's window bounds what is in flight; rumqttc's is only a backstop above it
-        // (births and status messages are not counted in the window).
-        o.set_inflight(c.inflight_max.saturating_add(1024));
-        o.set_max_packet_size(PACKET_BYTES_MAX, PACKET_BYTES_MAX);
-        o.set_last_will(will);
-        if let Some(tls) = tls {
-            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+        Options {
+            host: c.host.clone(),
+            port: c.port,
+            client_id: c.client_id.clone(),
+            keep_alive: c.keep_alive,
+            // A password without a user name is not sent (MQTT 3.1.1 cannot carry it).
+            password: c.username.as_ref().map(|_| password.unwrap_or_default()),
+            username: c.username.clone(),
+            tls,
+            will,
         }
-        if let (Some(user), Some(pass)) = (&c.username, password) {
-            o.set_credentials(user, pass);
-        } else if let Some(user) = &c.username {
-            o.set_credentials(user, "");
-        }
-        o
     }
 
     /// The last will of the next connection: the offline status, or the Sparkplug NDEATH.
-    fn last_will(&mut self) -> LastWill {
+    fn last_will(&mut self) -> Will {
         match &mut self.profile {
-            Profile::Uns => LastWill::new(self.status_topic(), "offline", QoS::AtLeastOnce, true),
+            Profile::Uns => Will { topic: self.status_topic(), payload: b"offline".to_vec(), retain: true },
             Profile::Sparkplug { node, death, .. } => {
                 let d = node.next_death();
-                let will = LastWill::new(&d.topic, d.payload.clone(), QoS::AtLeastOnce, false);
+                let will = Will { topic: d.topic.clone(), payload: d.payload.clone(), retain: false };
                 *death = Some(d);
                 will
             }
@@ -180,8 +206,7 @@ impl MqttPublisher {
 
     /// Right after connecting, and when Sparkplug births are due: the online status, or the
     /// Sparkplug births.
-    #[expect(clippy::disallowed_methods, reason = "the IT-side sink: publishing to the IT broker is its job")]
-    fn announce(&mut self) -> Result<(), SinkError> {
+    async fn announce(&mut self) -> Result<(), SinkError> {
         let messages = match &mut self.profile {
             Profile::Uns => vec![(self.status_topic(), b"online".to_vec(), true)],
             Profile::Sparkplug { node, births_at, .. } => {
@@ -190,11 +215,13 @@ impl MqttPublisher {
             }
         };
         let Some(c) = self.connection.as_mut() else { return Ok(()) };
+        let mut framed = Ok(());
         for (topic, payload, retain) in messages {
-            if let Err(e) = c.client.try_publish(topic, QoS::AtLeastOnce, retain, payload) {
-                return Err(self.failed(format!("queue a publish: {e}")));
-            }
-            c.requested.push_back(None);
+            framed = framed.and_then(|()| c.publish(&topic, &payload, retain, None, false));
+        }
+        if let Err(e) = framed.and(c.link.flush().await) {
+            self.connection = None;
+            return Err(self.failed(e.to_string()));
         }
         Ok(())
     }
@@ -207,8 +234,8 @@ impl MqttPublisher {
         }
     }
 
-    fn qos(&self) -> QoS {
-        if self.config.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }
+    fn qos0(&self) -> bool {
+        self.config.qos == 0
     }
 }
 
@@ -229,29 +256,6 @@ fn message_for(
         Profile::Sparkplug { node, .. } => {
             let id = message_id(gateway, record);
             node.record(&id, &record.record, started_ms).map(|m| (m.topic, m.payload))
-        }
-    }
-}
-
-impl Connection {
-    /// Takes note of what the client did or the broker answered.
-    fn handle(&mut self, event: Event, qos: QoS) {
-        match event {
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
-                if let Some(Some(id)) = self.requested.pop_front() {
-                    if qos == QoS::AtMostOnce {
-                        self.acked.push(id);
-                    } else {
-                        self.by_packet.insert(pkid, id);
-                    }
-                }
-            }
-            Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(id) = self.by_packet.remove(&ack.pkid) {
-                    self.acked.push(id);
-                }
-            }
-            _ => {}
         }
     }
 }
@@ -279,52 +283,32 @@ impl Sink for MqttPublisher {
         self.connection = None;
         let password = self.config.password.as_ref().map(Secret::read).transpose().map_err(|e| self.failed(e))?;
         let tls = self.config.tls.then(|| tls_config(&self.config)).transpose().map_err(|e| self.failed(e))?;
-        let options = self.options(password.as_deref(), tls.map(Arc::new));
-        let (client, eventloop) = AsyncClient::new(options, usize::from(self.config.inflight_max) + 1024);
-        let (events_tx, events) = mpsc::channel(EVENTS_WAITING_MAX);
-        let driver = tokio::spawn(drive(eventloop, events_tx));
-        let mut c = Connection {
-            client,
-            events,
-            driver,
-            started_ms: 0,
-            requested: VecDeque::new(),
+        let options = self.options(password, tls.map(Arc::new));
+        let link = PublishLink::connect(&options).await.map_err(|e| self.failed(e.to_string()))?;
+        let c = Connection {
+            link,
+            started_ms: Timestamp::now().as_millis().max(0) as u64,
             by_packet: HashMap::new(),
+            last_packet: 0,
             acked: Vec::new(),
+            pubacks: Vec::new(),
         };
-        let accepted = tokio::time::timeout(CONNECT_TIMEOUT, async {
-            loop {
-                match c.events.recv().await {
-                    Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => return Ok(()),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(e),
-                    None => return Err("the connection ended".to_owned()),
-                }
-            }
-        })
-        .await;
-        match accepted {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(self.failed(e)),
-            Err(_) => return Err(self.failed(format!("no CONNACK within {CONNECT_TIMEOUT:?}"))),
-        }
-        c.started_ms = Timestamp::now().as_millis().max(0) as u64;
         if let Profile::Sparkplug { node, .. } = &mut self.profile {
             node.connected();
         }
         self.connection = Some(c);
-        self.announce()?;
+        self.announce().await?;
         log::info!("sink {}: connected to {}:{}", self.name, self.config.host, self.config.port);
         Ok(())
     }
 
-    #[expect(clippy::disallowed_methods, reason = "the IT-side sink: publishing to the IT broker is its job")]
     async fn send(&mut self, records: &[OutboxRecord]) -> Result<Sent, SinkError> {
-        let qos = self.qos();
+        let qos0 = self.qos0();
         let target = || format!("{}:{}", self.config.host, self.config.port);
         let Some(c) = self.connection.as_mut() else {
             return Err(SinkError::Rejected { target: target(), what: "not connected".into() });
         };
+        let mut written = Vec::new();
         for record in records {
             let Some((topic, payload)) =
                 message_for(&mut self.profile, &self.gateway, &self.config.topic_prefix, record, c.started_ms)
@@ -337,15 +321,16 @@ impl Sink for MqttPublisher {
                 c.acked.push(record.id);
                 continue;
             };
-            // A packet is at most PACKET_BYTES_MAX: a bigger record would fail every session for
-            // good, so it is skipped, counted and logged (it stays in the historian).
-            if topic.len() + payload.len() + 64 > PACKET_BYTES_MAX {
-                log::warn!(
-                    "sink {}: record {} is {} bytes, more than an MQTT packet carries here ({PACKET_BYTES_MAX}); skipped",
-                    self.name,
-                    record.id,
-                    payload.len()
-                );
+            // A packet is at most PACKET_BYTES_MAX, and a topic at most 65,535 bytes: a record
+            // beyond them would fail every session for good, so it is skipped, counted and
+            // logged (it stays in the historian).
+            let framed = if topic.len() + payload.len() + 64 > PACKET_BYTES_MAX {
+                Err(format!("{} bytes, more than an MQTT packet carries here ({PACKET_BYTES_MAX})", payload.len()))
+            } else {
+                c.publish(&topic, &payload, false, Some(record.id), qos0).map_err(|e| e.to_string())
+            };
+            if let Err(why) = framed {
+                log::warn!("sink {}: record {} is {why}; skipped", self.name, record.id);
                 if let Some(h) = &self.health {
                     h.dead_lettered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -353,71 +338,51 @@ impl Sink for MqttPublisher {
                 continue;
             }
             self.ledger.sent(Timestamp::now(), &topic, std::slice::from_ref(record), &payload);
-            // The queue holds inflight_max + 1024 requests and the window keeps it far from full.
-            if let Err(e) = c.client.try_publish(topic, qos, false, payload) {
-                return Err(SinkError::Rejected { target: target(), what: format!("queue a publish: {e}") });
+            if qos0 {
+                written.push(record.id);
             }
-            c.requested.push_back(Some(record.id));
         }
+        if let Err(e) = c.link.flush().await {
+            self.connection = None;
+            return Err(self.failed(e.to_string()));
+        }
+        c.acked.extend(written);
         Ok(Sent::InFlight)
     }
 
     async fn acknowledged(&mut self) -> Result<Vec<RecordId>, SinkError> {
-        let qos = self.qos();
         let Some(c) = self.connection.as_mut() else { return std::future::pending().await };
-        loop {
-            if !c.acked.is_empty() {
-                return Ok(std::mem::take(&mut c.acked));
+        if c.acked.is_empty() {
+            // Cancel-safe: bytes read stay in the link, PUBACKs parsed in `pubacks`.
+            if let Err(e) = c.link.acknowledgements(&mut c.pubacks).await {
+                self.connection = None;
+                return Err(self.failed(e.to_string()));
             }
-            // Cancel safe: an event is either still in the channel or already taken note of.
-            let failure = match c.events.recv().await {
-                Some(Ok(e)) => {
-                    c.handle(e, qos);
-                    continue;
-                }
-                Some(Err(e)) => e,
-                None => "the connection ended".to_owned(),
-            };
-            self.connection = None;
-            return Err(self.failed(failure));
+            c.match_acks();
         }
+        Ok(std::mem::take(&mut c.acked))
     }
 
-    /// Sparkplug births again, when their interval has passed.
+    /// Pings when due, and sends the Sparkplug births again when their interval has passed.
     async fn tick(&mut self) -> Result<(), SinkError> {
+        let Some(c) = self.connection.as_mut() else { return Ok(()) };
+        if let Err(e) = c.link.ping_if_due().await {
+            self.connection = None;
+            return Err(self.failed(e.to_string()));
+        }
         let due = matches!(&self.profile, Profile::Sparkplug { births_at, birth_every, .. } if births_at.elapsed() >= *birth_every);
-        if due && self.connection.is_some() { self.announce() } else { Ok(()) }
+        if due { self.announce().await } else { Ok(()) }
     }
 
-    #[expect(clippy::disallowed_methods, reason = "the IT-side sink: publishing to the IT broker is its job")]
+    /// The farewell (offline status or NDEATH), its PUBACK waited for briefly, then DISCONNECT.
     async fn close(&mut self) {
         let (topic, payload, retain) = self.farewell();
         let Some(mut c) = self.connection.take() else { return };
-        let _ = c.client.publish(topic, QoS::AtLeastOnce, retain, payload).await;
-        let _ = tokio::time::timeout(Duration::from_millis(500), wait_outgoing(&mut c.events)).await;
-        let _ = c.client.disconnect().await;
-    }
-}
-
-/// Polls the event loop for as long as the connection lives, handing events over. It is never
-/// cancelled mid-poll: the sink aborts it only after the connection has ended.
-async fn drive(mut eventloop: EventLoop, events: mpsc::Sender<Result<Event, String>>) {
-    loop {
-        let event = eventloop.poll().await;
-        let failed = event.is_err();
-        let event = event.map_err(|e: ConnectionError| e.to_string());
-        if events.send(event).await.is_err() || failed {
-            return;
+        if c.publish(&topic, &payload, retain, None, false).is_ok() && c.link.flush().await.is_ok() {
+            let mut acks = Vec::new();
+            let _ = tokio::time::timeout(FAREWELL_WAIT, c.link.acknowledgements(&mut acks)).await;
         }
-    }
-}
-
-/// Waits until the client has sent its next publish (the `offline` status at a clean stop).
-async fn wait_outgoing(events: &mut mpsc::Receiver<Result<Event, String>>) {
-    while let Some(Ok(e)) = events.recv().await {
-        if matches!(e, Event::Incoming(Packet::PubAck(_))) {
-            return;
-        }
+        c.link.disconnect().await;
     }
 }
 

@@ -369,3 +369,105 @@ fn a_record_too_big_for_an_mqtt_packet_is_skipped_and_the_rest_goes_on() {
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reads one MQTT packet from a scripted broker's socket: its first byte and body.
+fn read_packet(s: &mut std::net::TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    use std::io::Read;
+    let mut first = [0u8; 1];
+    s.read_exact(&mut first)?;
+    let (mut length, mut shift) = (0usize, 0);
+    loop {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b)?;
+        length |= usize::from(b[0] & 0x7f) << shift;
+        shift += 7;
+        if b[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    s.read_exact(&mut body)?;
+    Ok((first[0], body))
+}
+
+/// A broker of our own script (mosquitto cannot be made hostile): its first session sends a
+/// PUBLISH the sink never subscribed to, its second a PUBACK claiming 256 MB. Each ends only
+/// that session, with the reason named and nothing counted delivered; the third session
+/// acknowledges every publish (in reverse order within each read) and everything is delivered.
+#[test]
+fn a_hostile_broker_ends_only_its_session_and_nothing_unacknowledged_counts() {
+    use std::io::Write;
+    const N: u64 = 300;
+    let dir = temp("hostile");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (go, next) = std::sync::mpsc::channel::<()>();
+    let broker = std::thread::spawn(move || {
+        let hostile: [&[u8]; 2] = [&[0x30, 5, 0, 1, b'a', b'x', b'y'], &[0x40, 0xff, 0xff, 0xff, 0x7f]];
+        for bytes in hostile {
+            let (mut s, _) = listener.accept().unwrap();
+            let (first, _) = read_packet(&mut s).unwrap();
+            assert_eq!(first, 0x10, "CONNECT first");
+            s.write_all(&[0x20, 2, 0, 0]).unwrap();
+            s.write_all(bytes).unwrap();
+            next.recv().unwrap();
+        }
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        assert_eq!(read_packet(&mut s).unwrap().0, 0x10);
+        s.write_all(&[0x20, 2, 0, 0]).unwrap();
+        let (mut data, mut pending) = (0u64, Vec::new());
+        while data < N {
+            let (first, body) = read_packet(&mut s).unwrap();
+            if first >> 4 == 3 && first & 0x06 == 0x02 {
+                let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+                let topic = String::from_utf8_lossy(&body[2..2 + topic_len]).into_owned();
+                pending.push([body[2 + topic_len], body[3 + topic_len]]);
+                if !topic.ends_with("/status") {
+                    data += 1;
+                }
+            }
+            if pending.len() >= 7 || data == N {
+                for id in pending.drain(..).rev() {
+                    s.write_all(&[0x40, 2, id[0], id[1]]).unwrap();
+                }
+            }
+        }
+        // Hold the session until the sink has said goodbye.
+        let _ = read_packet(&mut s);
+    });
+
+    let (mut writer, reader) = outbox(&dir);
+    for i in 1..=N {
+        let (class, body) = record(i);
+        writer.append(class, &body).unwrap();
+    }
+    writer.sync().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (handle, health) =
+        airlock_north::mqtt::spawn("uns", "plant7", &sink_config(port), reader.clone(), Arc::clone(&stop)).unwrap();
+    for reason in
+        ["a PUBLISH, though this client subscribes to nothing", "of type 4 with flags 0x0 and 268435455 bytes"]
+    {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !health.problem().contains(reason) {
+            assert!(Instant::now() < deadline, "no failure naming {reason:?}; problem: {:?}", health.problem());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(health.delivered.load(Relaxed), 0);
+        go.send(()).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while health.delivered.load(Relaxed) < N {
+        assert!(Instant::now() < deadline, "{} of {N} delivered", health.delivered.load(Relaxed));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Relaxed);
+    handle.join().unwrap();
+    broker.join().unwrap();
+    assert_eq!(health.delivered.load(Relaxed), N);
+    assert!(health.failures.load(Relaxed) >= 2);
+    let position = reader.position("uns").unwrap();
+    assert_eq!(position.0[Class::Raw as usize] + position.0[Class::Event as usize], N, "{position:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use airlock_tls::mqtt::{Stream, connack_refusal, fixed_header, packet, put_string};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// How to reach the broker and what to ask of it.
@@ -61,9 +61,12 @@ pub enum LinkError {
     Tls(String),
 }
 
-/// Either a TCP stream or TLS over one.
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+/// A framing error of the shared MQTT helpers: the protocol cannot carry it.
+impl From<String> for LinkError {
+    fn from(e: String) -> Self {
+        Self::Protocol(e)
+    }
+}
 
 const CONNECT: u8 = 1;
 const CONNACK: u8 = 2;
@@ -227,20 +230,10 @@ impl SubscribeOnly {
     pub async fn connect(o: &Options, filters: &[String]) -> Result<Self, LinkError> {
         let address = format!("{}:{}", o.host, o.port);
         let opened = async {
-            let tcp = TcpStream::connect((o.host.as_str(), o.port)).await?;
-            tcp.set_nodelay(true)?;
-            let stream: Box<dyn Stream> = match &o.tls {
-                None => Box::new(tcp),
-                Some(config) => {
-                    let name = rustls::pki_types::ServerName::try_from(o.host.clone())
-                        .map_err(|e| LinkError::Tls(format!("{:?} as a server name: {e}", o.host)))?;
-                    let tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
-                        .connect(name, tcp)
-                        .await
-                        .map_err(|e| LinkError::Tls(e.to_string()))?;
-                    Box::new(tls)
-                }
-            };
+            let stream = airlock_tls::mqtt::open(&o.host, o.port, o.tls.as_ref()).await.map_err(|e| match e {
+                airlock_tls::mqtt::OpenError::Io(e) => LinkError::Io(e),
+                airlock_tls::mqtt::OpenError::Tls(e) => LinkError::Tls(e),
+            })?;
             let mut link = Self {
                 stream,
                 frames: Frames::new(o.message_bytes_max),
@@ -264,15 +257,7 @@ impl SubscribeOnly {
         loop {
             match self.frames.next_frame()? {
                 Some(Frame::ConnAck { code }) => {
-                    return match code {
-                        0 => Ok(()),
-                        1 => Err(LinkError::Refused("unacceptable protocol version")),
-                        2 => Err(LinkError::Refused("client identifier rejected")),
-                        3 => Err(LinkError::Refused("server unavailable")),
-                        4 => Err(LinkError::Refused("bad user name or password")),
-                        5 => Err(LinkError::Refused("not authorized")),
-                        _ => Err(LinkError::Refused("an unknown return code")),
-                    };
+                    return connack_refusal(code).map_or(Ok(()), |why| Err(LinkError::Refused(why)));
                 }
                 Some(other) => return Err(LinkError::Protocol(format!("{other:?} before the CONNACK"))),
                 None => self.fill().await?,
@@ -347,19 +332,6 @@ impl SubscribeOnly {
     }
 }
 
-/// The fixed header's size and the remaining length, or `None` until more bytes come.
-fn fixed_header(buf: &[u8]) -> Result<Option<(usize, usize)>, LinkError> {
-    let mut length = 0usize;
-    for i in 0..4 {
-        let Some(&b) = buf.get(1 + i) else { return Ok(None) };
-        length |= usize::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(Some((2 + i, length)));
-        }
-    }
-    Err(LinkError::Protocol("a remaining length longer than four bytes".to_owned()))
-}
-
 /// The topic at the start of a PUBLISH body, if it is all there.
 fn topic_of(body: &[u8]) -> Option<String> {
     split_topic(body).ok().map(|(t, _)| t)
@@ -372,36 +344,6 @@ fn split_topic(body: &[u8]) -> Result<(String, &[u8]), LinkError> {
     let topic = body.get(2..2 + len).ok_or_else(short)?;
     // A topic that is not UTF-8 matches no configured topic; keep it readable for the log.
     Ok((String::from_utf8_lossy(topic).into_owned(), &body[2 + len..]))
-}
-
-/// A UTF-8 string field: its length, then its bytes.
-fn put_string(out: &mut Vec<u8>, s: &[u8]) -> Result<(), LinkError> {
-    let len = u16::try_from(s.len()).map_err(|_| LinkError::Protocol(format!("a field of {} bytes", s.len())))?;
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(s);
-    Ok(())
-}
-
-/// A packet: its first byte, the remaining length, the body.
-fn packet(first: u8, body: &[u8]) -> Result<Vec<u8>, LinkError> {
-    if body.len() > 268_435_455 {
-        return Err(LinkError::Protocol("a packet too large for MQTT".to_owned()));
-    }
-    let mut out = vec![first];
-    let mut n = body.len();
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    Ok(out)
 }
 
 fn connect_packet(o: &Options) -> Result<Vec<u8>, LinkError> {
@@ -425,7 +367,7 @@ fn connect_packet(o: &Options) -> Result<Vec<u8>, LinkError> {
             put_string(&mut body, password.as_bytes())?;
         }
     }
-    packet(CONNECT << 4, &body)
+    Ok(packet(CONNECT << 4, &body)?)
 }
 
 fn subscribe_packet(filters: &[String]) -> Result<Vec<u8>, LinkError> {
@@ -434,25 +376,13 @@ fn subscribe_packet(filters: &[String]) -> Result<Vec<u8>, LinkError> {
         put_string(&mut body, f.as_bytes())?;
         body.push(0); // QoS 0
     }
-    packet((SUBSCRIBE << 4) | 0x02, &body)
+    Ok(packet((SUBSCRIBE << 4) | 0x02, &body)?)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn remaining_lengths_are_read_as_the_spec_writes_them() {
-        assert_eq!(fixed_header(&[0x30, 0]).unwrap(), Some((2, 0)));
-        assert_eq!(fixed_header(&[0x30, 0x7f]).unwrap(), Some((2, 127)));
-        assert_eq!(fixed_header(&[0x30, 0x80, 0x01]).unwrap(), Some((3, 128)));
-        assert_eq!(fixed_header(&[0x30, 0xff, 0xff, 0xff, 0x7f]).unwrap(), Some((5, 268_435_455)));
-        assert_eq!(fixed_header(&[0x30, 0x80]).unwrap(), None);
-        assert!(fixed_header(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]).is_err());
-        let p = packet(0x30, &[7; 300]).unwrap();
-        assert_eq!(fixed_header(&p).unwrap(), Some((3, 300)));
-    }
 
     #[test]
     fn frames_come_whole_whatever_the_reads_and_an_oversized_message_is_read_past() {

@@ -3,7 +3,10 @@
 //! server's certificate verified against a configured CA file (PEM) or, when none is given, the
 //! Mozilla roots, and an optional client certificate for brokers that require one (mutual
 //! TLS). Server side, for the web dashboard: its certificate chain and key. It reads the named
-//! files and nothing else; errors name the file.
+//! files and nothing else; errors name the file. [`mqtt`] holds what both MQTT clients share
+//! (opening the connection and the framing), none of it able to send a message.
+
+pub mod mqtt;
 
 use std::path::Path;
 use std::sync::Arc;
