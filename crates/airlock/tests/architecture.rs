@@ -196,8 +196,9 @@ fn the_graph_check_catches_a_bad_edge() {
 
 /// Names that only a writer would use, matched as written. Modbus (tokio-modbus): the `Writer`
 /// trait, the raw `call` that sends any request, the request variants that write. OPC UA
-/// (async-opcua): the Write and Call services. MQTT (rumqttc): every publish call and the last
-/// will (a message the broker sends for us), so the OT-side subscriber cannot send to the plant.
+/// (async-opcua): the Write and Call services. MQTT (rumqttc, were it used, and the IT side's own
+/// publisher): every publish call and the last will (a message the broker sends for us), so the
+/// OT-side subscriber cannot send to the plant.
 const WRITE_SIDE: &[&str] = &[
     "Writer",
     ".call(",

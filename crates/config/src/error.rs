@@ -27,10 +27,12 @@ impl ConfigError {
         Self { file: file.to_owned(), line: 0, column: 0, key: String::new(), message }
     }
 
-    pub(crate) fn from_toml(file: &Path, text: &str, e: &toml::de::Error) -> Self {
+    /// A TOML error; its span is moved by `at` (the offset of the section it was found in).
+    pub(crate) fn from_toml(file: &Path, text: &str, e: &toml::de::Error, at: usize) -> Self {
         let message = e.message().trim().to_owned();
         match e.span() {
             Some(span) => {
+                let span = span.start + at..span.end + at;
                 let key = key_on_line(text, span.start);
                 Self::at(file, text, span, key, message)
             }

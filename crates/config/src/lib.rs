@@ -11,6 +11,7 @@ pub mod modbus;
 pub mod mqtt;
 pub mod opcua;
 mod raw;
+mod sections;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -440,12 +441,14 @@ pub fn load_receive(path: &Path) -> Result<ReceiveConfig, ConfigErrors> {
 /// Validates the receiving half's config text; `file` is only used in messages.
 pub fn parse_receive(text: &str, file: &Path) -> Result<ReceiveConfig, ConfigErrors> {
     let raw: raw::RawConfig =
-        toml::from_str(text).map_err(|e| ConfigErrors::one(ConfigError::from_toml(file, text, &e)))?;
+        toml::from_str(text).map_err(|e| ConfigErrors::one(ConfigError::from_toml(file, text, &e, 0)))?;
     validate::validate_receive(&raw, text, file)
 }
 
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
-    let raw: raw::RawConfig =
-        toml::from_str(text).map_err(|e| ConfigErrors::one(ConfigError::from_toml(file, text, &e)))?;
+    let raw = match sections::read(text, file).map_err(ConfigErrors::one)? {
+        Some(raw) => raw,
+        None => toml::from_str(text).map_err(|e| ConfigErrors::one(ConfigError::from_toml(file, text, &e, 0)))?,
+    };
     validate::validate(&raw, text, file)
 }

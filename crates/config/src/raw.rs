@@ -152,6 +152,10 @@ pub struct RawDevice {
     #[serde(default)]
     pub tag: Vec<S<RawTag>>,
     pub oee: Option<S<RawOee>>,
+    /// The tags' sections in the file, when the file is read section by section
+    /// (`crate::sections`): then `tag` is empty and each tag is parsed as it is checked.
+    #[serde(skip)]
+    pub tag_sections: Vec<crate::sections::Section>,
 }
 
 #[derive(Debug, Deserialize)]

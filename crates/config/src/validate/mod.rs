@@ -515,7 +515,7 @@ fn device(c: &mut Checker, d: &RawDevice) -> Option<Device> {
         c.err(s.span(), k("backoff_max_ms"), msg);
     }
     let rate = rate_max_per_s(c, &d.rate_max_per_s, k("rate_max_per_s"));
-    if d.tag.is_empty() {
+    if d.tag.is_empty() && d.tag_sections.is_empty() {
         c.err(d.name.span(), k("tag"), "the device has no [[device.tag]]".into());
     }
     let poll_interval = Duration::from_millis(poll_ms.unsigned_abs());
@@ -584,20 +584,49 @@ fn for_each_tag(
     kind: Kind,
     mut each: impl FnMut(&mut Checker, &RawTag, &str, Option<Tag>),
 ) {
-    let mut names: HashMap<&str, Range<usize>> = HashMap::new();
-    let siblings: Vec<&str> = d.tag.iter().map(|t| t.get_ref().name.get_ref().as_str()).collect();
-    for t in &d.tag {
-        let t = t.get_ref();
-        let key = format!("device[{}].tag[{}]", d.name.get_ref(), t.name.get_ref());
-        if let Some(first) = names.insert(t.name.get_ref(), t.name.span()) {
+    let names = tag_names(c, d);
+    let siblings: Vec<&str> = names.iter().map(|n| n.get_ref().as_str()).collect();
+    let mut seen: HashMap<&str, Range<usize>> = HashMap::new();
+    for name in &names {
+        if let Some(first) = seen.insert(name.get_ref(), name.span()) {
             let (line, _) = line_of(c.text, first.start);
-            let msg = format!("tag name {:?} is already used on this device on line {line}", t.name.get_ref());
-            c.err(t.name.span(), format!("{key}.name"), msg);
+            let msg = format!("tag name {:?} is already used on this device on line {line}", name.get_ref());
+            let key = format!("device[{}].tag[{}].name", d.name.get_ref(), name.get_ref());
+            c.err(name.span(), key, msg);
         }
+    }
+    let mut check = |c: &mut Checker, t: &RawTag| {
+        let key = format!("device[{}].tag[{}]", d.name.get_ref(), t.name.get_ref());
         source::refuse_tag_keys(c, t, &key, kind);
         let tag = tag(c, t, &key, device_path, &siblings, kind);
         each(c, t, &key, tag);
+    };
+    for t in &d.tag {
+        check(c, t.get_ref());
     }
+    // A tag read section by section is parsed here, checked, and dropped.
+    for s in &d.tag_sections {
+        match crate::sections::section::<RawTag>(c.text, c.file, s) {
+            Ok(t) => check(c, t.get_ref()),
+            Err(e) => c.errors.push(e),
+        }
+    }
+}
+
+/// The names of a device's tags, in file order (a tag read section by section is parsed for
+/// its name alone; one that does not parse is reported when it is checked).
+fn tag_names(c: &Checker, d: &RawDevice) -> Vec<Spanned<String>> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: Spanned<String>,
+    }
+    let mut names: Vec<Spanned<String>> = d.tag.iter().map(|t| t.get_ref().name.clone()).collect();
+    for s in &d.tag_sections {
+        if let Ok(n) = crate::sections::section::<Named>(c.text, c.file, s) {
+            names.push(n.into_inner().name);
+        }
+    }
+    names
 }
 
 fn check_address(c: &mut Checker, address: &Spanned<String>, key: String) {
@@ -938,8 +967,9 @@ fn vibration(c: &mut Checker, t: &RawTag, key: &str, numeric: bool) -> Option<Vi
 fn oee(c: &mut Checker, d: &RawDevice) -> Option<OeeSettings> {
     let o = d.oee.as_ref()?.get_ref();
     let k = |field: &str| format!("device[{}].oee.{field}", d.name.get_ref());
+    let names = tag_names(c, d);
     let find = |c: &mut Checker, name: &Spanned<String>, field: &str| -> Option<usize> {
-        let found = d.tag.iter().position(|t| t.get_ref().name.get_ref() == name.get_ref());
+        let found = names.iter().position(|t| t.get_ref() == name.get_ref());
         if found.is_none() {
             c.err(name.span(), k(field), format!("no tag {:?} on this device", name.get_ref()));
         }
