@@ -68,13 +68,14 @@ pub struct TagEdge {
     pub swinging_door: Option<(f64, Duration)>,
     /// Tumbling windows of this length.
     pub window: Option<Duration>,
-    pub alarms: Option<TagAlarms>,
+    /// Boxed, as the settings below: most tags have none, and 10,000 tags are held at once.
+    pub alarms: Option<Box<TagAlarms>>,
     /// The tag is a part counter; report production (an event every N parts when given).
     pub production: Option<Production>,
     /// The tag is a vibration velocity RMS (mm/s): ISO zones and a wear trend.
     pub vibration: Option<VibrationSettings>,
     /// The tag is a waveform in which a bearing's defect frequencies are watched.
-    pub bearing: Option<BearingSettings>,
+    pub bearing: Option<Box<BearingSettings>>,
 }
 
 /// A rolling bearing watched in a waveform tag.

@@ -865,6 +865,7 @@ fn tag_edge(c: &mut Checker, t: &RawTag, key: &str, data_type: DataType, sibling
     };
     let vibration = vibration(c, t, key, numeric);
     let bearing = bearing(c, t, key, data_type, siblings);
+    let (alarms, bearing) = (alarms.map(Box::new), bearing.map(Box::new));
     TagEdge { deadband, heartbeat, swinging_door, window, alarms, production, vibration, bearing }
 }
 
