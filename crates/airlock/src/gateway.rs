@@ -76,7 +76,7 @@ pub struct Gateway {
 
 /// A device task: its config (to tell what a reload changes), its slot, its stop switch.
 struct RunningDevice {
-    config: Device,
+    config: Arc<Device>,
     slot: usize,
     /// The tag id its task's handle gives its first tag (fixed for the task's life).
     emits_from: TagId,
@@ -96,7 +96,7 @@ struct RunningSink {
 
 /// Starts device `d`'s supervised task on `slot`, its tags from `first` on.
 fn start_device(
-    d: &Device,
+    d: &Arc<Device>,
     slot: usize,
     first: TagId,
     tx: &BatchSender,
@@ -106,10 +106,10 @@ fn start_device(
     let handle = DeviceHandle::new(slot, d, first, tx.clone());
     let health = handle.health();
     let (stop_tx, stop) = watch::channel(false);
-    let (device, data_dir) = (d.clone(), data_dir.to_owned());
+    let (device, data_dir) = (Arc::clone(d), data_dir.to_owned());
     let make = move |handle| source(&device, handle, &data_dir);
     let task = tokio::spawn(supervise(handle, make, stop, Arc::clone(problems)));
-    (RunningDevice { config: d.clone(), slot, emits_from: first, first, stop: stop_tx, task }, health)
+    (RunningDevice { config: Arc::clone(d), slot, emits_from: first, first, stop: stop_tx, task }, health)
 }
 
 /// Stops device tasks and waits for them (10 s each at most, then they are aborted).

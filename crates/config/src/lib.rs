@@ -31,7 +31,9 @@ pub struct Config {
     pub gateway: Gateway,
     pub edge: Edge,
     pub store: Store,
-    pub devices: Vec<Device>,
+    /// Shared, not copied, by whatever holds a device (its task, the reload's comparison): a
+    /// device of 10,000 tags is megabytes.
+    pub devices: Vec<std::sync::Arc<Device>>,
     pub sinks: Vec<Sink>,
     /// The read-only dashboard, when `[web]` is set.
     pub web: Option<Web>,

@@ -208,7 +208,7 @@ mod tests {
             type = "f64"
         "#;
         let config = airlock_config::parse(toml, std::path::Path::new("test.toml")).expect("a valid config");
-        config.devices[0].clone()
+        (*config.devices[0]).clone()
     }
 
     #[test]

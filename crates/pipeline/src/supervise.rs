@@ -114,7 +114,7 @@ mod tests {
              address = \"127.0.0.1:1883\"\n[[device.tag]]\nname = \"speed\"\ntopic = \"{name}/speed\"\n"
         );
         let config = airlock_config::parse(&toml, std::path::Path::new("test.toml")).expect("a valid config");
-        config.devices[0].clone()
+        (*config.devices[0]).clone()
     }
 
     #[tokio::test]

@@ -99,6 +99,37 @@ impl Broker {
     }
 
     /// A broker without persistence or log, for benchmarks.
+    /// The PUBLISH packets the broker has received since it started, from its `$SYS` topic
+    /// (a quiet broker publishes it every second), once it has stopped moving.
+    pub fn publishes_received(&self) -> u64 {
+        let read = || {
+            let out = Command::new("mosquitto_sub")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["-t", "$SYS/broker/publish/messages/received", "-C", "1", "-W", "5"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap_or(0)
+        };
+        // The count lags while the broker is busy: it is taken once three reads a second apart
+        // agree.
+        let (mut last, mut same) = (read(), 0);
+        for _ in 0..60 {
+            std::thread::sleep(Duration::from_millis(1100));
+            let now = read();
+            same = if now == last { same + 1 } else { 0 };
+            last = now;
+            if same == 2 {
+                break;
+            }
+        }
+        last
+    }
+
+    /// The broker's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn start_quiet(dir: &Path) -> Self {
         let mut b = Self { port: free_port(), dir: dir.to_owned(), listener: String::new(), quiet: true, child: None };
         b.restart();
@@ -115,7 +146,11 @@ impl Broker {
             "user root\nlistener {} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 10000000\n",
             self.port
         );
-        if !self.quiet {
+        if self.quiet {
+            // The broker's own count of PUBLISH packets received, published every second
+            // (`$SYS/broker/publish/messages/received`): a benchmark checks what arrived.
+            text += "sys_interval 1\n";
+        } else {
             text += &format!(
                 "persistence true\npersistence_location {}/\nlog_dest file {}\nlog_type all\n",
                 self.dir.display(),
@@ -243,6 +278,16 @@ pub fn cpu_seconds() -> f64 {
 /// The CPU time (user + system) another process has used so far, in seconds (Linux, `/proc`).
 pub fn cpu_seconds_of(pid: u32) -> f64 {
     cpu_seconds_at(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds (user + system) of this process's threads named `name` (Linux, `/proc`).
+pub fn thread_cpu_seconds(name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    tasks
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name))
+        .map(|t| cpu_seconds_at(&t.path().join("stat").to_string_lossy()))
+        .sum()
 }
 
 fn cpu_seconds_at(path: &str) -> f64 {

@@ -78,7 +78,7 @@ pub fn validate(raw: &RawConfig, text: &str, file: &Path) -> Result<Config, Conf
             let msg = format!("device name {:?} is already used on line {line}", d.name.get_ref());
             c.err(d.name.span(), "device.name".into(), msg);
         }
-        devices.extend(device(&mut c, d));
+        devices.extend(device(&mut c, d).map(std::sync::Arc::new));
     }
     let store = store(&mut c, raw);
     let edge = edge(&mut c, raw);
