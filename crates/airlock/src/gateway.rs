@@ -36,7 +36,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 
 /// The driver of device `d`: one line per protocol.
-fn source(d: &Device, handle: DeviceHandle, data_dir: &Path) -> Box<dyn Source> {
+fn source(d: &Arc<Device>, handle: DeviceHandle, data_dir: &Path) -> Box<dyn Source> {
     match &d.protocol {
         Protocol::ModbusTcp(m) => Box::new(DeviceTask::new(d, m, handle, true)),
         Protocol::Mqtt(m) => Box::new(SubscriberTask::new(d, m, handle)),

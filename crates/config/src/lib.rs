@@ -376,7 +376,8 @@ pub struct Tag {
 /// How a device is read. A closed set: one variant per southbound driver.
 #[derive(Debug, Clone)]
 pub enum Protocol {
-    ModbusTcp(ModbusDevice),
+    /// Shared with the device's task, not copied: its tags are most of a device's size.
+    ModbusTcp(std::sync::Arc<ModbusDevice>),
     OpcUa(OpcUaDevice),
     /// An OT-side MQTT broker, subscribed to (never published to).
     Mqtt(MqttDevice),

@@ -68,8 +68,8 @@ struct Reported {
 /// One Modbus TCP device and everything needed to read it.
 #[derive(Debug)]
 pub struct DeviceTask {
-    device: Device,
-    modbus: ModbusDevice,
+    device: Arc<Device>,
+    modbus: Arc<ModbusDevice>,
     requests: Vec<ReadRequest>,
     /// The pipeline's handle: tag ids, and where samples go.
     out: DeviceHandle,
@@ -79,10 +79,10 @@ pub struct DeviceTask {
 impl DeviceTask {
     /// A task for `device` (a Modbus device: `modbus` is its protocol part), reading into
     /// `out`. `coalesce: false` plans one request per tag (the benchmark's baseline).
-    pub fn new(device: &Device, modbus: &ModbusDevice, out: DeviceHandle, coalesce: bool) -> Self {
+    pub fn new(device: &Arc<Device>, modbus: &Arc<ModbusDevice>, out: DeviceHandle, coalesce: bool) -> Self {
         Self {
-            device: device.clone(),
-            modbus: modbus.clone(),
+            device: Arc::clone(device),
+            modbus: Arc::clone(modbus),
             requests: requests(modbus, coalesce),
             health: out.health(),
             out,

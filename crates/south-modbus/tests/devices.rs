@@ -261,7 +261,7 @@ async fn the_rate_cap_holds_whatever_the_poll_interval() {
 /// The device task of a Modbus device of the config, sending into `tx`.
 fn modbus_task(
     index: usize,
-    device: &airlock_config::Device,
+    device: &std::sync::Arc<airlock_config::Device>,
     first_tag: TagId,
     coalesce: bool,
     tx: &airlock_pipeline::BatchSender,

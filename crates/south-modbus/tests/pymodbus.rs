@@ -172,7 +172,7 @@ async fn values_read_from_pymodbus_equal_values_served() {
 /// The device task of a Modbus device of the config, sending into `tx`.
 fn modbus_task(
     index: usize,
-    device: &airlock_config::Device,
+    device: &std::sync::Arc<airlock_config::Device>,
     first_tag: TagId,
     coalesce: bool,
     tx: &airlock_pipeline::BatchSender,

@@ -522,7 +522,7 @@ fn device(c: &mut Checker, d: &RawDevice) -> Option<Device> {
     let (tags, protocol) = match kind? {
         Kind::Modbus => {
             let (tags, modbus) = modbus_device(c, d, path.as_ref());
-            (tags, Protocol::ModbusTcp(modbus))
+            (tags, Protocol::ModbusTcp(std::sync::Arc::new(modbus)))
         }
         Kind::OpcUa => {
             let (tags, opcua) = source::opcua_device(c, d, path.as_ref(), poll_interval);
