@@ -4,7 +4,7 @@
 //! delta-of-delta fields are wider than the paper's.
 
 /// Writes bits most significant first, a 64-bit word at a time.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct BitWriter {
     bytes: Vec<u8>,
     /// Bits not yet in `bytes`, right-aligned.
@@ -35,6 +35,16 @@ impl BitWriter {
             self.acc = 0;
             self.acc_bits = 0;
         }
+    }
+
+    /// Bytes reserved for what is written.
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    /// What is written so far, as [`finish`](Self::finish) would give it, leaving the writer be.
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.clone().finish()
     }
 
     pub fn finish(mut self) -> Vec<u8> {
@@ -69,7 +79,7 @@ impl<'a> BitReader<'a> {
 }
 
 /// Delta-of-delta buckets: (prefix, prefix bits, value bits). A dod of 0 is the single bit `0`.
-const DOD_BUCKETS: [(u64, u32, u32); 4] = [(0b10, 2, 7), (0b110, 3, 12), (0b1110, 4, 20), (0b1111, 4, 64)];
+pub(crate) const DOD_BUCKETS: [(u64, u32, u32); 4] = [(0b10, 2, 7), (0b110, 3, 12), (0b1110, 4, 20), (0b1111, 4, 64)];
 
 pub fn encode_times(times: &[i64], w: &mut BitWriter) {
     let (mut prev, mut prev_delta) = (0i64, 0i64);
@@ -125,7 +135,7 @@ pub fn decode_times(r: &mut BitReader, count: usize) -> Option<Vec<i64>> {
     Some(out)
 }
 
-fn sign_extend(raw: u64, bits: u32) -> i64 {
+pub(crate) fn sign_extend(raw: u64, bits: u32) -> i64 {
     let shift = 64 - bits;
     ((raw << shift) as i64) >> shift
 }

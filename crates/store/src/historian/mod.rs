@@ -9,7 +9,8 @@
 //! - `chunks/`: a [`Log`] of compressed chunks (one tag, a stretch of time; format in
 //!   `chunk.rs`) and checkpoint records.
 //!
-//! Samples also go to an in-memory head per tag. A checkpoint (when the WAL passes
+//! Samples also go to an in-memory head per tag, compressed as they come (`head.rs`: a few bits
+//! a sample for a steady tag, not 18 bytes). A checkpoint (when the WAL passes
 //! `wal_bytes_max`, or the heads pass `head_samples_max`) writes every head as a chunk, then a
 //! checkpoint record naming the last WAL record it covers and its first chunk, syncs the chunk
 //! log, and deletes the WAL up to there. On open, the chunk log is scanned (record prefixes
@@ -23,6 +24,7 @@
 
 pub mod chunk;
 pub mod gorilla;
+pub mod head;
 pub mod query;
 
 use std::collections::HashMap;
@@ -130,7 +132,7 @@ struct Inner {
     numbers: HashMap<String, u32>,
     /// The gateway's `TagId` to the historian's tag number, for this run.
     bound: Vec<u32>,
-    heads: Vec<chunk::Columns>,
+    heads: Vec<head::Head>,
     head_samples: usize,
     /// Reused for each WAL record, to spare an allocation per batch.
     wal_buffer: Vec<u8>,
@@ -357,7 +359,7 @@ impl Inner {
         let mut inner = Self {
             _lock: lock,
             dir: dir.to_owned(),
-            heads: vec![chunk::Columns::default(); paths.len()],
+            heads: vec![head::Head::default(); paths.len()],
             index: vec![Vec::new(); paths.len()],
             paths,
             numbers,
@@ -432,7 +434,7 @@ impl Inner {
     fn ensure_tag(&mut self, tag: u32) {
         let n = tag as usize + 1;
         if self.heads.len() < n {
-            self.heads.resize(n, chunk::Columns::default());
+            self.heads.resize(n, head::Head::default());
             self.index.resize(n, Vec::new());
         }
     }
@@ -545,7 +547,7 @@ impl Inner {
         }
         if self.checkpoint().is_err() {
             self.stats.samples_lost += self.head_samples as u64;
-            self.heads.iter_mut().for_each(|h| *h = chunk::Columns::default());
+            self.heads.iter_mut().for_each(|h| *h = head::Head::default());
             self.head_samples = 0;
         }
     }
@@ -569,11 +571,8 @@ impl Inner {
         for (tag, c) in added {
             self.index[tag].push(c);
         }
-        // Each head starts again with room for as many samples as it held: a tag's rate is
-        // steady, so it grows without copying itself, and without the slack of doubling.
         for h in &mut self.heads {
-            let n = h.len();
-            *h = chunk::Columns::with_capacity(n);
+            *h = head::Head::default();
         }
         self.head_samples = 0;
         self.wal.drop_through(wal_seq, sync)?;
@@ -582,39 +581,44 @@ impl Inner {
 
     /// Every head's samples as chunks appended to the chunk log (not committed): per chunk, its
     /// tag and reference.
-    fn encode_heads(&mut self, heads: &[chunk::Columns]) -> Result<Vec<(usize, ChunkRef)>, StoreError> {
+    fn encode_heads(&mut self, heads: &[head::Head]) -> Result<Vec<(usize, ChunkRef)>, StoreError> {
         let mut added = Vec::new();
         // Tags read by one request have the very same times: store them once per checkpoint.
-        // By the hash of the times: the chunks that hold them (sequence, and where in which head).
-        let mut time_columns: HashMap<u64, Vec<(u64, usize, std::ops::Range<usize>)>> = HashMap::new();
+        // By the hash of the times: the chunks that hold them, and those times.
+        let mut time_columns: HashMap<u64, Vec<(u64, Vec<i64>)>> = HashMap::new();
         for (tag, head) in heads.iter().enumerate() {
-            for range in (0..head.len()).step_by(CHUNK_SAMPLES_MAX).map(|s| s..(s + CHUNK_SAMPLES_MAX).min(head.len()))
+            if head.is_empty() {
+                continue;
+            }
+            // Decoded one tag at a time: only one head is ever held as columns.
+            let columns = head
+                .columns()
+                .ok_or_else(|| StoreError::Corrupt { path: self.dir.clone(), what: format!("tag {tag}'s head") })?;
+            for range in
+                (0..columns.len()).step_by(CHUNK_SAMPLES_MAX).map(|s| s..(s + CHUNK_SAMPLES_MAX).min(columns.len()))
             {
-                let times = &head.times[range.clone()];
-                let whole = range.len() == head.len();
+                let times = &columns.times[range.clone()];
+                let whole = range.len() == columns.len();
                 let copied;
                 let part = if whole {
-                    head
+                    &columns
                 } else {
                     copied = chunk::Columns::from_parts(
                         times.to_vec(),
-                        head.values[range.clone()].to_vec(),
-                        head.quality[range.clone()].to_vec(),
+                        columns.values[range.clone()].to_vec(),
+                        columns.quality[range.clone()].to_vec(),
                     );
                     &copied
                 };
                 let key = hash_times(times);
-                let same = time_columns
-                    .get(&key)
-                    .and_then(|v| v.iter().find(|(_, t, r)| heads[*t].times[r.clone()] == *times))
-                    .map(|(s, _, _)| *s);
+                let same = time_columns.get(&key).and_then(|v| v.iter().find(|(_, t)| t == times)).map(|(s, _)| *s);
                 let bytes = chunk::encode(self.config.codec, tag as u32, part, same)
                     .map_err(|what| StoreError::Corrupt { path: self.dir.clone(), what })?;
                 let (time_min, time_max) = minmax(times);
                 let seq = self.chunks.append(Timestamp::from_millis(time_max), &bytes)?;
                 let times_from = same.filter(|_| self.config.codec == chunk::Codec::Pco);
                 if times_from.is_none() {
-                    time_columns.entry(key).or_default().push((seq, tag, range));
+                    time_columns.entry(key).or_default().push((seq, times.to_vec()));
                 }
                 added.push((tag, ChunkRef { seq, time_min, time_max, times_from }));
             }
@@ -650,8 +654,8 @@ impl Inner {
             let Some(columns) = self.decode_chunk(c.seq)? else { continue };
             push_range(&columns, from_ms, to_ms, &mut out);
         }
-        if let Some(head) = self.heads.get(tag as usize) {
-            push_range(head, from_ms, to_ms, &mut out);
+        if let Some(head) = self.heads.get(tag as usize).and_then(head::Head::columns) {
+            push_range(&head, from_ms, to_ms, &mut out);
         }
         out.sort_by_key(|r| r.0);
         Ok(out)
@@ -667,8 +671,8 @@ impl Inner {
                 best = Some((c.times[i], c.values[i], c.quality[i]));
             }
         };
-        if let Some(head) = self.heads.get(tag as usize) {
-            consider(head);
+        if let Some(head) = self.heads.get(tag as usize).and_then(head::Head::columns) {
+            consider(&head);
         }
         let refs = self.index.get(tag as usize).map(Vec::as_slice).unwrap_or(&[]);
         let candidate = refs.iter().filter(|c| c.time_min < before_ms).max_by_key(|c| c.time_max.min(before_ms));
