@@ -11,7 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_tls::mqtt::{Stream, connack_refusal, fixed_header, packet, put_string};
+pub use airlock_tls::mqtt::LinkError;
+use airlock_tls::mqtt::{
+    CONNACK, CONNECT, PINGREQ, PINGRESP, PUBACK, PUBLISH, SUBACK, SUBSCRIBE, Stream, connack_refusal, fixed_header,
+    packet, put_string,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -41,41 +45,6 @@ pub enum Incoming {
     /// A message over the bound, read past: its topic (when it was readable) and size.
     Oversized { topic: Option<String>, bytes: usize },
 }
-
-/// Why the connection failed; the subscriber backs off and connects again.
-#[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("connect to {0} timed out")]
-    ConnectTimeout(String),
-    #[error("the broker closed the connection")]
-    Closed,
-    #[error("the broker refused the connection ({0})")]
-    Refused(&'static str),
-    #[error("the broker stopped answering pings")]
-    PingTimeout,
-    #[error("the broker broke the protocol: {0}")]
-    Protocol(String),
-    #[error("TLS: {0}")]
-    Tls(String),
-}
-
-/// A framing error of the shared MQTT helpers: the protocol cannot carry it.
-impl From<String> for LinkError {
-    fn from(e: String) -> Self {
-        Self::Protocol(e)
-    }
-}
-
-const CONNECT: u8 = 1;
-const CONNACK: u8 = 2;
-const PUBLISH: u8 = 3;
-const PUBACK: u8 = 4;
-const SUBSCRIBE: u8 = 8;
-const SUBACK: u8 = 9;
-const PINGREQ: u8 = 12;
-const PINGRESP: u8 = 13;
 
 /// Time allowed to open the connection and get the CONNACK.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -149,7 +118,7 @@ impl Frames {
                 }
                 return Ok(Some(Frame::Oversized { topic, bytes }));
             }
-            let Some((header, length)) = fixed_header(&self.buf)? else { return Ok(None) };
+            let Some((header, length)) = fixed_header(&self.buf).map_err(LinkError::Protocol)? else { return Ok(None) };
             // What a subscriber can be sent, and how long each may be: anything else, or longer,
             // is refused as soon as its header is read (not buffered first).
             let longest = match self.buf[0] >> 4 {
@@ -230,10 +199,7 @@ impl SubscribeOnly {
     pub async fn connect(o: &Options, filters: &[String]) -> Result<Self, LinkError> {
         let address = format!("{}:{}", o.host, o.port);
         let opened = async {
-            let stream = airlock_tls::mqtt::open(&o.host, o.port, o.tls.as_ref()).await.map_err(|e| match e {
-                airlock_tls::mqtt::OpenError::Io(e) => LinkError::Io(e),
-                airlock_tls::mqtt::OpenError::Tls(e) => LinkError::Tls(e),
-            })?;
+            let stream = airlock_tls::mqtt::open(&o.host, o.port, o.tls.as_ref()).await?;
             let mut link = Self {
                 stream,
                 frames: Frames::new(o.message_bytes_max),
@@ -348,7 +314,7 @@ fn split_topic(body: &[u8]) -> Result<(String, &[u8]), LinkError> {
 
 fn connect_packet(o: &Options) -> Result<Vec<u8>, LinkError> {
     let mut body = Vec::new();
-    put_string(&mut body, b"MQTT")?;
+    put_string(&mut body, b"MQTT").map_err(LinkError::Unframeable)?;
     body.push(4); // protocol level 3.1.1
     let mut flags = 0x02; // clean session
     if o.username.is_some() {
@@ -360,23 +326,23 @@ fn connect_packet(o: &Options) -> Result<Vec<u8>, LinkError> {
     body.push(flags);
     let keep_alive = u16::try_from(o.keep_alive.as_secs()).unwrap_or(u16::MAX);
     body.extend_from_slice(&keep_alive.to_be_bytes());
-    put_string(&mut body, o.client_id.as_bytes())?;
+    put_string(&mut body, o.client_id.as_bytes()).map_err(LinkError::Unframeable)?;
     if let Some(user) = &o.username {
-        put_string(&mut body, user.as_bytes())?;
+        put_string(&mut body, user.as_bytes()).map_err(LinkError::Unframeable)?;
         if let Some(password) = &o.password {
-            put_string(&mut body, password.as_bytes())?;
+            put_string(&mut body, password.as_bytes()).map_err(LinkError::Unframeable)?;
         }
     }
-    Ok(packet(CONNECT << 4, &body)?)
+    packet(CONNECT << 4, &body).map_err(LinkError::Unframeable)
 }
 
 fn subscribe_packet(filters: &[String]) -> Result<Vec<u8>, LinkError> {
     let mut body = vec![0, 1]; // packet id 1: one subscription per session
     for f in filters {
-        put_string(&mut body, f.as_bytes())?;
+        put_string(&mut body, f.as_bytes()).map_err(LinkError::Unframeable)?;
         body.push(0); // QoS 0
     }
-    Ok(packet((SUBSCRIBE << 4) | 0x02, &body)?)
+    packet((SUBSCRIBE << 4) | 0x02, &body).map_err(LinkError::Unframeable)
 }
 
 #[cfg(test)]

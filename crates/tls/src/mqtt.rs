@@ -12,23 +12,38 @@ use tokio::net::TcpStream;
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-/// Why a connection could not be opened.
-#[derive(Debug)]
-pub enum OpenError {
-    Io(std::io::Error),
+/// Why a connection failed, on either side; the client backs off and connects again.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("connect to {0} timed out")]
+    ConnectTimeout(String),
+    #[error("the broker closed the connection")]
+    Closed,
+    #[error("the broker refused the connection ({0})")]
+    Refused(&'static str),
+    #[error("the broker stopped answering pings")]
+    PingTimeout,
+    #[error("the broker broke the protocol: {0}")]
+    Protocol(String),
+    #[error("TLS: {0}")]
     Tls(String),
+    /// A packet of ours that MQTT cannot carry (a field over 65,535 bytes); nothing was sent.
+    #[error("{0}")]
+    Unframeable(String),
 }
 
-impl std::fmt::Display for OpenError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Io(e) => write!(f, "{e}"),
-            Self::Tls(e) => write!(f, "TLS: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for OpenError {}
+/// Packet types (the first byte's high four bits).
+pub const CONNECT: u8 = 1;
+pub const CONNACK: u8 = 2;
+pub const PUBLISH: u8 = 3;
+pub const PUBACK: u8 = 4;
+pub const SUBSCRIBE: u8 = 8;
+pub const SUBACK: u8 = 9;
+pub const PINGREQ: u8 = 12;
+pub const PINGRESP: u8 = 13;
+pub const DISCONNECT: u8 = 14;
 
 /// Opens TCP to `host:port` (no Nagle delay) and, with `tls`, a TLS session over it that
 /// verifies the broker's certificate for `host`.
@@ -36,16 +51,16 @@ pub async fn open(
     host: &str,
     port: u16,
     tls: Option<&Arc<rustls::ClientConfig>>,
-) -> Result<Box<dyn Stream>, OpenError> {
-    let tcp = TcpStream::connect((host, port)).await.map_err(OpenError::Io)?;
-    tcp.set_nodelay(true).map_err(OpenError::Io)?;
+) -> Result<Box<dyn Stream>, LinkError> {
+    let tcp = TcpStream::connect((host, port)).await?;
+    tcp.set_nodelay(true)?;
     let Some(config) = tls else { return Ok(Box::new(tcp)) };
     let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-        .map_err(|e| OpenError::Tls(format!("{host:?} as a server name: {e}")))?;
+        .map_err(|e| LinkError::Tls(format!("{host:?} as a server name: {e}")))?;
     let session = tokio_rustls::TlsConnector::from(Arc::clone(config))
         .connect(name, tcp)
         .await
-        .map_err(|e| OpenError::Tls(e.to_string()))?;
+        .map_err(|e| LinkError::Tls(e.to_string()))?;
     Ok(Box::new(session))
 }
 

@@ -11,7 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_tls::mqtt::{Stream, connack_refusal, fixed_header, packet, put_header, put_string};
+pub use airlock_tls::mqtt::LinkError;
+use airlock_tls::mqtt::{
+    CONNACK, CONNECT, DISCONNECT, PINGREQ, PINGRESP, PUBACK, PUBLISH, Stream, connack_refusal, fixed_header, packet,
+    put_header, put_string,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -38,36 +42,6 @@ pub struct Will {
     pub payload: Vec<u8>,
     pub retain: bool,
 }
-
-/// Why the connection failed; the sink backs off and connects again.
-#[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("no CONNACK within {0:?}")]
-    ConnectTimeout(Duration),
-    #[error("the broker closed the connection")]
-    Closed,
-    #[error("the broker refused the connection ({0})")]
-    Refused(&'static str),
-    #[error("the broker stopped answering pings")]
-    PingTimeout,
-    #[error("the broker broke the protocol: {0}")]
-    Protocol(String),
-    #[error("TLS: {0}")]
-    Tls(String),
-    /// A message MQTT cannot carry (a topic over 65,535 bytes); nothing was framed.
-    #[error("{0}")]
-    Unframeable(String),
-}
-
-const CONNECT: u8 = 1;
-const CONNACK: u8 = 2;
-const PUBLISH: u8 = 3;
-const PUBACK: u8 = 4;
-const PINGREQ: u8 = 12;
-const PINGRESP: u8 = 13;
-const DISCONNECT: u8 = 14;
 
 /// Time allowed to open the connection and get the CONNACK.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -156,10 +130,7 @@ impl PublishLink {
     /// Connects, logs in (with the last will) and waits for the broker to accept.
     pub async fn connect(o: &Options) -> Result<Self, LinkError> {
         let opened = async {
-            let stream = airlock_tls::mqtt::open(&o.host, o.port, o.tls.as_ref()).await.map_err(|e| match e {
-                airlock_tls::mqtt::OpenError::Io(e) => LinkError::Io(e),
-                airlock_tls::mqtt::OpenError::Tls(e) => LinkError::Tls(e),
-            })?;
+            let stream = airlock_tls::mqtt::open(&o.host, o.port, o.tls.as_ref()).await?;
             let mut link = Self {
                 stream,
                 out: connect_packet(o)?,
@@ -183,7 +154,8 @@ impl PublishLink {
                 }
             }
         };
-        tokio::time::timeout(CONNECT_TIMEOUT, opened).await.map_err(|_| LinkError::ConnectTimeout(CONNECT_TIMEOUT))?
+        let address = format!("{}:{}", o.host, o.port);
+        tokio::time::timeout(CONNECT_TIMEOUT, opened).await.map_err(|_| LinkError::ConnectTimeout(address))?
     }
 
     /// Frames a PUBLISH (QoS 1 with `packet_id`, QoS 0 without) to go with the next
