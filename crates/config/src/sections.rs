@@ -72,8 +72,8 @@ fn layout(text: &str) -> Option<Layout> {
             (None, TokenKind::Whitespace | TokenKind::Newline | TokenKind::Comment) => {}
             (None, TokenKind::LeftSquareBracket) => {
                 let start = token.span().start();
-                let mut name = String::from("[");
-                let mut body = text.len();
+                // The header as written, from its `[` to its last `]` (no comment).
+                let (mut end, mut body) = (token.span().end(), text.len());
                 for t in tokens.by_ref() {
                     match t.kind() {
                         TokenKind::Newline => {
@@ -82,14 +82,20 @@ fn layout(text: &str) -> Option<Layout> {
                         }
                         TokenKind::Eof => break,
                         TokenKind::Whitespace | TokenKind::Comment => {}
-                        _ => name.push_str(text.get(t.span().start()..t.span().end())?),
+                        _ => end = t.span().end(),
                     }
                 }
-                let header = match name.as_str() {
-                    "[[device]]" => Header::Device,
-                    "[[device.tag]]" => Header::Tag,
-                    "[device.oee]" => Header::Oee,
-                    other if other.contains("device") => return None,
+                let written = text.get(start..end)?;
+                // `[[` and `]]` must be written together (`[ [device] ]` is not an array of
+                // tables); inside them, a dotted key may have spaces around its dots.
+                let key = |inner: &str| inner.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+                let array = written.strip_prefix("[[").and_then(|w| w.strip_suffix("]]")).map(key);
+                let table = written.strip_prefix('[').and_then(|w| w.strip_suffix(']')).map(key);
+                let header = match (array.as_deref(), table.as_deref()) {
+                    (Some("device"), _) => Header::Device,
+                    (Some("device.tag"), _) => Header::Tag,
+                    (None, Some("device.oee")) => Header::Oee,
+                    _ if written.contains("device") => return None,
                     _ => Header::Other,
                 };
                 headers.push((header, start, body));
@@ -140,10 +146,16 @@ pub(crate) fn read(text: &str, file: &Path) -> Result<Option<RawConfig>, ConfigE
     // Only whole sections were blanked, each with ASCII spaces: the rest is still UTF-8.
     let rest = String::from_utf8(rest).map_err(|e| ConfigError::whole_file(file, e.to_string()))?;
     let mut raw: RawConfig = toml::from_str(&rest).map_err(|e| ConfigError::from_toml(file, text, &e, 0))?;
-    drop(rest);
-    if !raw.device.is_empty() {
-        return Ok(None); // devices written inline as well: TOML's own error says what is wrong
+    // `device` written in the rest too (`device = []`, inline devices): TOML's own error, or
+    // its own reading, says what it is.
+    #[derive(serde::Deserialize)]
+    struct Rest {
+        device: Option<serde::de::IgnoredAny>,
     }
+    if toml::from_str::<Rest>(&rest).map_or(true, |r| r.device.is_some()) {
+        return Ok(None);
+    }
+    drop(rest);
     for sections in layout.devices {
         let device: Spanned<RawDevice> = section(text, file, &sections.device)?;
         let (span, mut device) = (device.span(), device.into_inner());
@@ -250,6 +262,8 @@ mod tests {
             "[[device.tag]]\nname = \"t\"\n",               // a tag before any device
             "[[device]]\n[device.oee]\n[device.oee]\n",     // OEE twice
             "[[device]]\nname = \"a\"\n[[device.tag.x]]\n", // deeper than known
+            "[ [device] ]\nname = \"a\"\n",                 // brackets apart
+            "[[device] ]\nname = \"a\"\n",
         ] {
             assert_eq!(layout(text), None, "{text}");
         }

@@ -42,6 +42,9 @@ use crate::{Ledger, Limits, Sent, Sink, SinkError, SinkHealth, message_id, wire_
 const SEND_BATCH: usize = 256;
 /// The largest MQTT packet sent or taken.
 const PACKET_BYTES_MAX: usize = 1 << 20;
+/// Records in flight at most, whatever `inflight_max` says: packet ids are 16 bits, and the
+/// status and Sparkplug births (outside the window) need ids too.
+const WINDOW_MAX: usize = 60_000;
 /// At a clean stop, how long the farewell's PUBACK is waited for.
 const FAREWELL_WAIT: Duration = Duration::from_millis(500);
 
@@ -99,16 +102,6 @@ struct Connection {
 }
 
 impl Connection {
-    /// The next packet id not in flight (1..=65,535; the window keeps far fewer in flight).
-    fn next_packet(&mut self) -> u16 {
-        loop {
-            self.last_packet = self.last_packet.checked_add(1).unwrap_or(1);
-            if !self.by_packet.contains_key(&self.last_packet) {
-                return self.last_packet;
-            }
-        }
-    }
-
     #[expect(clippy::disallowed_methods, reason = "the IT-side sink: publishing to the IT broker is its job")]
     /// Frames one publish at QoS 1 (the status, births, farewell; `record` when it carries one)
     /// or, with `qos0`, at QoS 0.
@@ -123,8 +116,13 @@ impl Connection {
         if qos0 {
             return self.link.publish(topic, payload, None, retain);
         }
-        let id = self.next_packet();
+        // The window keeps far fewer in flight (WINDOW_MAX); all 65,535 taken means PUBACKs
+        // have stopped coming, and the session ends (everything is resent on the next).
+        let Some(id) = free_packet_id(self.last_packet, &self.by_packet) else {
+            return Err(LinkError::Protocol("65,535 publishes await their PUBACK".to_owned()));
+        };
         self.link.publish(topic, payload, Some(id), retain)?;
+        self.last_packet = id;
         self.by_packet.insert(id, record);
         Ok(())
     }
@@ -239,6 +237,18 @@ impl MqttPublisher {
     }
 }
 
+/// The packet id after `last` that is not in flight (1..=65,535), or `None` when all are.
+fn free_packet_id<V>(last: u16, in_flight: &HashMap<u16, V>) -> Option<u16> {
+    let mut id = last;
+    for _ in 0..u16::MAX {
+        id = id.checked_add(1).unwrap_or(1);
+        if !in_flight.contains_key(&id) {
+            return Some(id);
+        }
+    }
+    None
+}
+
 /// The topic and payload carrying `record`; `None` if it cannot be expressed (skipped).
 fn message_for(
     profile: &mut Profile,
@@ -272,7 +282,7 @@ impl Sink for MqttPublisher {
     fn limits(&self) -> Limits {
         Limits {
             batch_max: SEND_BATCH,
-            window: usize::from(self.config.inflight_max).max(1),
+            window: usize::from(self.config.inflight_max).clamp(1, WINDOW_MAX),
             rate_max_per_s: Some(self.config.rate_max_per_s),
             replay: self.config.replay,
         }
@@ -327,7 +337,14 @@ impl Sink for MqttPublisher {
             let framed = if topic.len() + payload.len() + 64 > PACKET_BYTES_MAX {
                 Err(format!("{} bytes, more than an MQTT packet carries here ({PACKET_BYTES_MAX})", payload.len()))
             } else {
-                c.publish(&topic, &payload, false, Some(record.id), qos0).map_err(|e| e.to_string())
+                match c.publish(&topic, &payload, false, Some(record.id), qos0) {
+                    Ok(()) => Ok(()),
+                    Err(LinkError::Unframeable(why)) => Err(why),
+                    Err(e) => {
+                        self.connection = None;
+                        return Err(self.failed(e.to_string()));
+                    }
+                }
             };
             if let Err(why) = framed {
                 log::warn!("sink {}: record {} is {why}; skipped", self.name, record.id);
@@ -391,4 +408,22 @@ impl Sink for MqttPublisher {
 fn tls_config(c: &MqttSink) -> Result<rustls::ClientConfig, String> {
     let client = c.client_cert.as_ref().map(|(cert, key)| (cert.as_path(), key.as_path()));
     airlock_tls::client_config(c.ca_file.as_deref(), client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packet_ids_skip_those_in_flight_wrap_and_run_out() {
+        let mut in_flight: HashMap<u16, ()> = HashMap::new();
+        assert_eq!(free_packet_id(0, &in_flight), Some(1));
+        assert_eq!(free_packet_id(u16::MAX, &in_flight), Some(1), "0 is never an id");
+        in_flight.extend([(1, ()), (2, ()), (4, ())]);
+        assert_eq!(free_packet_id(0, &in_flight), Some(3));
+        assert_eq!(free_packet_id(3, &in_flight), Some(5));
+        // All 65,535 in flight: an answer, not a loop that never ends.
+        in_flight.extend((1..=u16::MAX).map(|i| (i, ())));
+        assert_eq!(free_packet_id(7, &in_flight), None);
+    }
 }

@@ -471,3 +471,43 @@ fn a_hostile_broker_ends_only_its_session_and_nothing_unacknowledged_counts() {
     assert_eq!(position.0[Class::Raw as usize] + position.0[Class::Event as usize], N, "{position:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A broker that accepts the connection and then answers nothing, while new records keep
+/// coming: the sink keeps sending, so no ping falls due, yet the silence is noticed within
+/// the keep-alive (before, not until the window had filled) and nothing counts delivered.
+#[test]
+fn a_broker_gone_silent_is_noticed_while_records_keep_coming() {
+    use std::io::Write;
+    let dir = temp("silent");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let broker = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        assert_eq!(read_packet(&mut s).unwrap().0, 0x10);
+        s.write_all(&[0x20, 2, 0, 0]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        // Read (and drop) whatever comes until the sink hangs up.
+        while read_packet(&mut s).is_ok() {}
+    });
+    let (mut writer, reader) = outbox(&dir);
+    let mut config = sink_config(port);
+    config.keep_alive = Duration::from_secs(2);
+    config.inflight_max = 1000;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (handle, health) = airlock_north::mqtt::spawn("uns", "plant7", &config, reader, Arc::clone(&stop)).unwrap();
+    let started = Instant::now();
+    let mut i = 0;
+    while !health.problem().contains("answered nothing") {
+        assert!(started.elapsed() < Duration::from_secs(15), "silence not noticed; problem: {:?}", health.problem());
+        i += 1;
+        let (class, body) = record(i);
+        writer.append(class, &body).unwrap();
+        writer.sync().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(health.delivered.load(Relaxed), 0);
+    stop.store(true, Relaxed);
+    handle.join().unwrap();
+    broker.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

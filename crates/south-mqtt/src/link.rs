@@ -241,6 +241,9 @@ impl SubscribeOnly {
             let answer_due = self.ping_sent.map(|t| t + self.keep_alive);
             let wake = answer_due.map_or(ping_due, |a| a.min(ping_due));
             tokio::select! {
+                // What the socket holds is read first: a PINGRESP already there must not lose
+                // to a timer that ran out meanwhile.
+                biased;
                 read = self.fill() => read?,
                 () = tokio::time::sleep_until(wake) => {
                     if answer_due.is_some_and(|a| Instant::now() >= a) {

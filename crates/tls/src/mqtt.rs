@@ -25,6 +25,8 @@ pub enum LinkError {
     Refused(&'static str),
     #[error("the broker stopped answering pings")]
     PingTimeout,
+    #[error("the broker has answered nothing for {0:?} while publishes await their PUBACK")]
+    Silent(std::time::Duration),
     #[error("the broker broke the protocol: {0}")]
     Protocol(String),
     #[error("TLS: {0}")]

@@ -124,6 +124,10 @@ pub struct PublishLink {
     keep_alive: Duration,
     last_sent: Instant,
     ping_sent: Option<Instant>,
+    /// QoS 1 publishes sent and not yet acknowledged.
+    awaiting: usize,
+    /// When the broker last sent something, or the first publish of those awaited went.
+    last_heard: Instant,
 }
 
 impl PublishLink {
@@ -139,6 +143,8 @@ impl PublishLink {
                 keep_alive: o.keep_alive,
                 last_sent: Instant::now(),
                 ping_sent: None,
+                awaiting: 0,
+                last_heard: Instant::now(),
             };
             link.flush().await?;
             loop {
@@ -167,7 +173,14 @@ impl PublishLink {
         packet_id: Option<u16>,
         retain: bool,
     ) -> Result<(), LinkError> {
-        frame_publish(&mut self.out, topic, payload, packet_id, retain)
+        frame_publish(&mut self.out, topic, payload, packet_id, retain)?;
+        if packet_id.is_some() {
+            if self.awaiting == 0 {
+                self.last_heard = Instant::now();
+            }
+            self.awaiting += 1;
+        }
+        Ok(())
     }
 
     /// Writes everything framed, in one call where the socket takes it.
@@ -194,12 +207,17 @@ impl PublishLink {
     }
 
     /// Waits until at least one PUBACK has come and adds the packet ids of all that have to
-    /// `into`. Cancel-safe. Fails when a ping has gone unanswered for the keep-alive.
+    /// `into`. Cancel-safe. Fails when a ping has gone unanswered for the keep-alive, or when
+    /// the broker has sent nothing for the keep-alive while publishes await their PUBACK (a
+    /// link that died while the sink kept sending, so that no ping was due).
     pub async fn acknowledgements(&mut self, into: &mut Vec<u16>) -> Result<(), LinkError> {
         loop {
             while let Some(answer) = self.answers.next_answer()? {
                 match answer {
-                    Answer::PubAck(id) => into.push(id),
+                    Answer::PubAck(id) => {
+                        self.awaiting = self.awaiting.saturating_sub(1);
+                        into.push(id);
+                    }
                     Answer::PingResp => self.ping_sent = None,
                     Answer::ConnAck { .. } => return Err(LinkError::Protocol("a second CONNACK".to_owned())),
                 }
@@ -207,11 +225,21 @@ impl PublishLink {
             if !into.is_empty() {
                 return Ok(());
             }
-            match self.ping_sent.map(|sent| sent + self.keep_alive) {
+            let ping_due = self.ping_sent.map(|sent| (sent + self.keep_alive, LinkError::PingTimeout));
+            let ack_due = (self.awaiting > 0 && !self.keep_alive.is_zero())
+                .then(|| (self.last_heard + self.keep_alive, LinkError::Silent(self.keep_alive)));
+            let due = match (ping_due, ack_due) {
+                (Some(p), Some(a)) => Some(if p.0 <= a.0 { p } else { a }),
+                (p, a) => p.or(a),
+            };
+            match due {
                 None => self.fill().await?,
-                Some(due) => tokio::select! {
+                // What the socket holds is read before the deadline is looked at: a PINGRESP
+                // already there must not lose to a timer that ran out meanwhile.
+                Some((at, failure)) => tokio::select! {
+                    biased;
                     read = self.fill() => read?,
-                    () = tokio::time::sleep_until(due) => return Err(LinkError::PingTimeout),
+                    () = tokio::time::sleep_until(at) => return Err(failure),
                 },
             }
         }
@@ -230,6 +258,7 @@ impl PublishLink {
         if n == 0 {
             return Err(LinkError::Closed);
         }
+        self.last_heard = Instant::now();
         self.answers.push(&self.chunk[..n]);
         Ok(())
     }
