@@ -299,9 +299,11 @@ fn write_side_uses(dir: &Path) -> Vec<(PathBuf, usize, &'static str)> {
 /// The libraries that can talk to a device (or publish to a broker).
 const PROTOCOL_LIBRARIES: &[&str] = &["tokio-modbus", "async-opcua", "async-opcua-client", "rumqttc"];
 
-/// Every southbound crate, and every other product crate (not the benches or test helpers)
-/// that depends on a protocol library itself: only these can name a write call at all (any other crate would have to go through
-/// one of them, and the crate graph test says which may reach which).
+/// Every southbound crate, the IT side (whose own MQTT client publishes), the shared MQTT
+/// helpers both sides use, and every other product crate (not the benches or test helpers)
+/// that depends on a protocol library itself: only these can name a write call at all (any
+/// other crate would have to go through one of them, and the crate graph test says which may
+/// reach which).
 fn product_crates() -> Vec<PathBuf> {
     let graph = normal_dependency_graph();
     let crates = workspace_root().join("crates");
@@ -314,7 +316,9 @@ fn product_crates() -> Vec<PathBuf> {
             let direct = graph.get(&package).cloned().unwrap_or_default();
             d.join("src").is_dir()
                 && !["bench", "testkit"].contains(&dir.as_str())
-                && (dir.starts_with("south-") || direct.iter().any(|dep| PROTOCOL_LIBRARIES.contains(&dep.as_str())))
+                && (dir.starts_with("south-")
+                    || ["north", "tls"].contains(&dir.as_str())
+                    || direct.iter().any(|dep| PROTOCOL_LIBRARIES.contains(&dep.as_str())))
         })
         .collect();
     out.sort();
@@ -324,7 +328,7 @@ fn product_crates() -> Vec<PathBuf> {
 #[test]
 fn no_product_crate_names_a_write_call_and_only_the_it_side_publishes() {
     let crates = product_crates();
-    for expected in ["south-modbus", "south-opcua", "south-mqtt", "north", "sim"] {
+    for expected in ["south-modbus", "south-opcua", "south-mqtt", "north", "sim", "tls"] {
         assert!(crates.iter().any(|d| d.ends_with(expected)), "{expected} not scanned: {crates:?}");
     }
     for dir in crates {
