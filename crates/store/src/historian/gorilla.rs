@@ -79,7 +79,7 @@ impl<'a> BitReader<'a> {
 }
 
 /// Delta-of-delta buckets: (prefix, prefix bits, value bits). A dod of 0 is the single bit `0`.
-pub(crate) const DOD_BUCKETS: [(u64, u32, u32); 4] = [(0b10, 2, 7), (0b110, 3, 12), (0b1110, 4, 20), (0b1111, 4, 64)];
+const DOD_BUCKETS: [(u64, u32, u32); 4] = [(0b10, 2, 7), (0b110, 3, 12), (0b1110, 4, 20), (0b1111, 4, 64)];
 
 pub fn encode_times(times: &[i64], w: &mut BitWriter) {
     let (mut prev, mut prev_delta) = (0i64, 0i64);
@@ -88,18 +88,7 @@ pub fn encode_times(times: &[i64], w: &mut BitWriter) {
             w.write(t as u64, 64);
         } else {
             let delta = t.wrapping_sub(prev);
-            let dod = delta.wrapping_sub(prev_delta);
-            if dod == 0 {
-                w.write(0, 1);
-            } else {
-                let (prefix, prefix_bits, bits) = DOD_BUCKETS
-                    .into_iter()
-                    .find(|(_, _, bits)| *bits == 64 || (-(1i64 << (bits - 1)) <= dod && dod < 1i64 << (bits - 1)))
-                    .unwrap_or(DOD_BUCKETS[3]);
-                w.write(prefix, prefix_bits);
-                let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
-                w.write(dod as u64 & mask, bits);
-            }
+            write_dod(w, delta.wrapping_sub(prev_delta));
             prev_delta = delta;
         }
         prev = t;
@@ -113,21 +102,8 @@ pub fn decode_times(r: &mut BitReader, count: usize) -> Option<Vec<i64>> {
         let t = if i == 0 {
             r.read(64)? as i64
         } else {
-            let mut ones = 0;
-            while ones < 4 && r.read(1)? == 1 {
-                ones += 1;
-            }
-            let dod = match ones {
-                0 => 0,
-                n => {
-                    let bits = DOD_BUCKETS[n - 1].2;
-                    let raw = r.read(bits)?;
-                    if bits == 64 { raw as i64 } else { sign_extend(raw, bits) }
-                }
-            };
-            let delta = prev_delta.wrapping_add(dod);
-            prev_delta = delta;
-            prev.wrapping_add(delta)
+            prev_delta = prev_delta.wrapping_add(read_dod(r)?);
+            prev.wrapping_add(prev_delta)
         };
         out.push(t);
         prev = t;
@@ -135,36 +111,90 @@ pub fn decode_times(r: &mut BitReader, count: usize) -> Option<Vec<i64>> {
     Some(out)
 }
 
-pub(crate) fn sign_extend(raw: u64, bits: u32) -> i64 {
+/// Writes one delta of deltas: a single `0` bit for none, else its bucket's prefix and bits.
+pub(crate) fn write_dod(w: &mut BitWriter, dod: i64) {
+    if dod == 0 {
+        w.write(0, 1);
+        return;
+    }
+    let (prefix, prefix_bits, bits) = DOD_BUCKETS
+        .into_iter()
+        .find(|(_, _, bits)| *bits == 64 || (-(1i64 << (bits - 1)) <= dod && dod < 1i64 << (bits - 1)))
+        .unwrap_or(DOD_BUCKETS[3]);
+    w.write(prefix, prefix_bits);
+    w.write(dod as u64, bits);
+}
+
+/// Reads what [`write_dod`] wrote.
+pub(crate) fn read_dod(r: &mut BitReader) -> Option<i64> {
+    let mut ones = 0;
+    while ones < 4 && r.read(1)? == 1 {
+        ones += 1;
+    }
+    Some(match ones {
+        0 => 0,
+        n => {
+            let bits = DOD_BUCKETS[n - 1].2;
+            let raw = r.read(bits)?;
+            if bits == 64 { raw as i64 } else { sign_extend(raw, bits) }
+        }
+    })
+}
+
+fn sign_extend(raw: u64, bits: u32) -> i64 {
     let shift = 64 - bits;
     ((raw << shift) as i64) >> shift
 }
 
+/// Writes one value as its XOR with the value before: a `0` bit when equal, else the
+/// meaningful bits, inside the last window (`window`: the leading and trailing zeros of the
+/// last XOR written with its own) when they fit, else with a window of their own.
+pub(crate) fn write_xor(w: &mut BitWriter, xor: u64, window: &mut Option<(u32, u32)>) {
+    if xor == 0 {
+        w.write(0, 1);
+        return;
+    }
+    let lead = xor.leading_zeros().min(31);
+    let trail = xor.trailing_zeros();
+    match *window {
+        Some((l, t)) if lead >= l && trail >= t => {
+            w.write(0b10, 2);
+            w.write(xor >> t, 64 - l - t);
+        }
+        _ => {
+            let meaningful = 64 - lead - trail;
+            w.write(0b11, 2);
+            w.write(u64::from(lead), 5);
+            w.write(u64::from(meaningful - 1), 6);
+            w.write(xor >> trail, meaningful);
+            *window = Some((lead, trail));
+        }
+    }
+}
+
+/// Reads the XOR [`write_xor`] wrote; `window` is the reader's copy of the writer's.
+pub(crate) fn read_xor(r: &mut BitReader, window: &mut (u32, u32)) -> Option<u64> {
+    if r.read(1)? == 0 {
+        return Some(0);
+    }
+    if r.read(1)? == 1 {
+        let lead = r.read(5)? as u32;
+        let meaningful = r.read(6)? as u32 + 1;
+        *window = (lead, 64u32.checked_sub(lead + meaningful)?);
+    }
+    let (lead, trail) = *window;
+    let meaningful = 64u32.checked_sub(lead + trail)?;
+    Some(r.read(meaningful)? << trail)
+}
+
 pub fn encode_values(values: &[f64], w: &mut BitWriter) {
-    let (mut prev, mut prev_lead, mut prev_trail) = (0u64, u32::MAX, 0u32);
+    let (mut prev, mut window) = (0u64, None);
     for (i, v) in values.iter().enumerate() {
         let bits = v.to_bits();
         if i == 0 {
             w.write(bits, 64);
         } else {
-            let xor = bits ^ prev;
-            if xor == 0 {
-                w.write(0, 1);
-            } else {
-                let lead = xor.leading_zeros().min(31);
-                let trail = xor.trailing_zeros();
-                if prev_lead != u32::MAX && lead >= prev_lead && trail >= prev_trail {
-                    w.write(0b10, 2);
-                    w.write(xor >> prev_trail, 64 - prev_lead - prev_trail);
-                } else {
-                    let meaningful = 64 - lead - trail;
-                    w.write(0b11, 2);
-                    w.write(u64::from(lead), 5);
-                    w.write(u64::from(meaningful - 1), 6);
-                    w.write(xor >> trail, meaningful);
-                    (prev_lead, prev_trail) = (lead, trail);
-                }
-            }
+            write_xor(w, bits ^ prev, &mut window);
         }
         prev = bits;
     }
@@ -172,21 +202,9 @@ pub fn encode_values(values: &[f64], w: &mut BitWriter) {
 
 pub fn decode_values(r: &mut BitReader, count: usize) -> Option<Vec<f64>> {
     let mut out = Vec::with_capacity(count.min(1 << 20));
-    let (mut prev, mut lead, mut trail) = (0u64, 0u32, 0u32);
+    let (mut prev, mut window) = (0u64, (0u32, 0u32));
     for i in 0..count {
-        let bits = if i == 0 {
-            r.read(64)?
-        } else if r.read(1)? == 0 {
-            prev
-        } else {
-            if r.read(1)? == 1 {
-                lead = r.read(5)? as u32;
-                let meaningful = r.read(6)? as u32 + 1;
-                trail = 64u32.checked_sub(lead + meaningful)?;
-            }
-            let meaningful = 64u32.checked_sub(lead + trail)?;
-            prev ^ (r.read(meaningful)? << trail)
-        };
+        let bits = if i == 0 { r.read(64)? } else { prev ^ read_xor(r, &mut window)? };
         out.push(f64::from_bits(bits));
         prev = bits;
     }

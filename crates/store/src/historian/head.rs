@@ -9,7 +9,7 @@
 //! the newest samples.
 
 use super::chunk::Columns;
-use super::gorilla::{BitReader, BitWriter, DOD_BUCKETS, sign_extend};
+use super::gorilla::{BitReader, BitWriter, read_dod, read_xor, write_dod, write_xor};
 
 /// A tag's samples since the last checkpoint.
 #[derive(Debug, Default, Clone)]
@@ -51,39 +51,9 @@ impl Head {
                 self.unsorted = true;
             }
             let delta = time.wrapping_sub(self.prev_time);
-            let dod = delta.wrapping_sub(self.prev_delta);
-            if dod == 0 {
-                self.bits.write(0, 1);
-            } else {
-                let (prefix, prefix_bits, width) = DOD_BUCKETS
-                    .into_iter()
-                    .find(|(_, _, w)| *w == 64 || (-(1i64 << (w - 1)) <= dod && dod < 1i64 << (w - 1)))
-                    .unwrap_or(DOD_BUCKETS[3]);
-                self.bits.write(prefix, prefix_bits);
-                self.bits.write(dod as u64, width);
-            }
+            write_dod(&mut self.bits, delta.wrapping_sub(self.prev_delta));
             self.prev_delta = delta;
-            let xor = bits ^ self.prev_value;
-            if xor == 0 {
-                self.bits.write(0, 1);
-            } else {
-                let lead = xor.leading_zeros().min(31);
-                let trail = xor.trailing_zeros();
-                match self.window {
-                    Some((l, t)) if lead >= l && trail >= t => {
-                        self.bits.write(0b10, 2);
-                        self.bits.write(xor >> t, 64 - l - t);
-                    }
-                    _ => {
-                        let meaningful = 64 - lead - trail;
-                        self.bits.write(0b11, 2);
-                        self.bits.write(u64::from(lead), 5);
-                        self.bits.write(u64::from(meaningful - 1), 6);
-                        self.bits.write(xor >> trail, meaningful);
-                        self.window = Some((lead, trail));
-                    }
-                }
-            }
+            write_xor(&mut self.bits, bits ^ self.prev_value, &mut self.window);
         }
         self.prev_time = time;
         self.prev_value = bits;
@@ -101,36 +71,13 @@ impl Head {
         let mut r = BitReader::new(&bytes);
         let (mut times, mut values) = (Vec::with_capacity(self.len), Vec::with_capacity(self.len));
         let (mut prev_time, mut prev_delta, mut prev_value) = (0i64, 0i64, 0u64);
-        let (mut lead, mut trail) = (0u32, 0u32);
+        let mut window = (0u32, 0u32);
         for i in 0..self.len {
             let (time, value) = if i == 0 {
                 (r.read(64)? as i64, r.read(64)?)
             } else {
-                let mut ones = 0;
-                while ones < 4 && r.read(1)? == 1 {
-                    ones += 1;
-                }
-                let dod = match ones {
-                    0 => 0,
-                    n => {
-                        let width = DOD_BUCKETS[n - 1].2;
-                        let raw = r.read(width)?;
-                        if width == 64 { raw as i64 } else { sign_extend(raw, width) }
-                    }
-                };
-                prev_delta = prev_delta.wrapping_add(dod);
-                let time = prev_time.wrapping_add(prev_delta);
-                let value = if r.read(1)? == 0 {
-                    prev_value
-                } else {
-                    if r.read(1)? == 1 {
-                        lead = r.read(5)? as u32;
-                        let meaningful = r.read(6)? as u32 + 1;
-                        trail = 64u32.checked_sub(lead + meaningful)?;
-                    }
-                    prev_value ^ (r.read(64 - lead - trail)? << trail)
-                };
-                (time, value)
+                prev_delta = prev_delta.wrapping_add(read_dod(&mut r)?);
+                (prev_time.wrapping_add(prev_delta), prev_value ^ read_xor(&mut r, &mut window)?)
             };
             times.push(time);
             values.push(f64::from_bits(value));

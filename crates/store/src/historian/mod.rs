@@ -584,8 +584,11 @@ impl Inner {
     fn encode_heads(&mut self, heads: &[head::Head]) -> Result<Vec<(usize, ChunkRef)>, StoreError> {
         let mut added = Vec::new();
         // Tags read by one request have the very same times: store them once per checkpoint.
-        // By the hash of the times: the chunks that hold them, and those times.
-        let mut time_columns: HashMap<u64, Vec<(u64, Vec<i64>)>> = HashMap::new();
+        // By the hash of the times: the chunks that hold them (sequence, and where in which
+        // head). A match is confirmed against that head's times, decoded again (the last one
+        // decoded is kept: the tags of one request come one after another).
+        let mut time_columns: HashMap<u64, Vec<(u64, usize, std::ops::Range<usize>)>> = HashMap::new();
+        let mut decoded: Option<(usize, Vec<i64>)> = None;
         for (tag, head) in heads.iter().enumerate() {
             if head.is_empty() {
                 continue;
@@ -611,14 +614,23 @@ impl Inner {
                     &copied
                 };
                 let key = hash_times(times);
-                let same = time_columns.get(&key).and_then(|v| v.iter().find(|(_, t)| t == times)).map(|(s, _)| *s);
+                let mut same = None;
+                for (seq, t, r) in time_columns.get(&key).map(Vec::as_slice).unwrap_or_default() {
+                    if decoded.as_ref().is_none_or(|(d, _)| d != t) {
+                        decoded = heads[*t].columns().map(|c| (*t, c.times));
+                    }
+                    if decoded.as_ref().is_some_and(|(_, d)| d.get(r.clone()) == Some(times)) {
+                        same = Some(*seq);
+                        break;
+                    }
+                }
                 let bytes = chunk::encode(self.config.codec, tag as u32, part, same)
                     .map_err(|what| StoreError::Corrupt { path: self.dir.clone(), what })?;
                 let (time_min, time_max) = minmax(times);
                 let seq = self.chunks.append(Timestamp::from_millis(time_max), &bytes)?;
                 let times_from = same.filter(|_| self.config.codec == chunk::Codec::Pco);
                 if times_from.is_none() {
-                    time_columns.entry(key).or_default().push((seq, times.to_vec()));
+                    time_columns.entry(key).or_default().push((seq, tag, range));
                 }
                 added.push((tag, ChunkRef { seq, time_min, time_max, times_from }));
             }
