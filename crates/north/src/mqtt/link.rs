@@ -44,7 +44,7 @@ pub struct Will {
 }
 
 /// Time allowed to open the connection and get the CONNACK.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bytes read from the socket at a time: some 16,000 PUBACKs.
 const READ_CHUNK: usize = 64 * 1024;
 

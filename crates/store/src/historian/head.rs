@@ -37,7 +37,8 @@ impl Head {
     }
 
     /// Bytes the head holds on the heap (its stream and quality runs), for the tests' bound.
-    pub fn heap_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
         self.bits.capacity() + self.quality.capacity() * std::mem::size_of::<(u16, u32)>()
     }
 
