@@ -1,5 +1,6 @@
-//! A historian chunk (pco or Gorilla) and its index entry with any bytes, and the Gorilla bit
-//! streams alone: columns or an error, never a panic, never memory beyond the input's size.
+//! A historian chunk (pco or Gorilla), a block of many tags' chunks, and an index entry, with
+//! any bytes, and the Gorilla bit streams alone: columns or an error, never a panic, never
+//! memory beyond the input's size.
 #![no_main]
 
 use airlock_store::historian::chunk;
@@ -9,6 +10,17 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|bytes: &[u8]| {
     let _ = chunk::entry(bytes);
     let _ = chunk::decode(bytes, |_| Ok((0..64).collect()));
+    if let Ok(block) = chunk::Block::open(bytes) {
+        for tag in [0, 1, 2, block.prefix.tag_min, block.prefix.tag_max, u32::MAX] {
+            // A directory of any size: look at a few sections only, as a query of one tag does.
+            if let Ok(sections) = block.sections_of(tag) {
+                for i in sections.take(4) {
+                    let _ = block.time_range(i);
+                    let _ = block.decode(i);
+                }
+            }
+        }
+    }
     let count = usize::from(bytes.first().copied().unwrap_or(0)) * 8;
     let rest = bytes.get(1..).unwrap_or_default();
     let _ = decode_times(&mut BitReader::new(rest), count);

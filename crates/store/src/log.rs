@@ -124,6 +124,51 @@ pub struct Log {
     pub corrupt_reads: AtomicU64,
 }
 
+/// One record's payload, to read in parts (see [`Log::open_record`]).
+#[derive(Debug)]
+pub enum RecordReader {
+    File {
+        file: File,
+        payload_at: u64,
+        len: u64,
+    },
+    /// Read whole, when the way to it had to be found the checked way.
+    Memory(Vec<u8>),
+}
+
+impl RecordReader {
+    /// The payload's length.
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::File { len, .. } => *len,
+            Self::Memory(bytes) => bytes.len() as u64,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `len` bytes of the payload from `offset`; `None` if they are not all inside it.
+    pub fn read(&self, offset: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
+        if offset.checked_add(len as u64).is_none_or(|end| end > self.len()) {
+            return Ok(None);
+        }
+        match self {
+            Self::File { file, payload_at, .. } => {
+                let mut out = vec![0u8; len];
+                read_exact_at(file, &mut out, payload_at + offset)?;
+                Ok(Some(out))
+            }
+            Self::Memory(bytes) => Ok(bytes.get(offset as usize..offset as usize + len).map(<[u8]>::to_vec)),
+        }
+    }
+}
+
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
 /// Records that were given sequence numbers but never reached the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lost {
@@ -543,6 +588,48 @@ impl Log {
         Ok(self.read_through(seq, seq, 1, usize::MAX)?.into_iter().find(|r| r.seq == seq))
     }
 
+    /// Finds the one committed record `seq` to read parts of its payload (a historian block's
+    /// directory and one tag's section) without reading all of it. Record headers are walked
+    /// from the nearest indexed record; the payload's checksum is not checked here (it covers
+    /// the whole payload), so the caller checks its part. If the walk meets a header that does
+    /// not fit (corrupt bytes), the record is read whole the checked way instead.
+    pub fn open_record(&self, seq: u64) -> Result<Option<RecordReader>, StoreError> {
+        if seq > self.committed_seq() || seq < self.first_seq() {
+            return Ok(None);
+        }
+        let Some(segment) = self.segment_holding(seq).filter(|s| s.info.first_seq <= seq) else { return Ok(None) };
+        let (mut expected, mut at) = segment
+            .index
+            .iter()
+            .rev()
+            .find(|(s, _)| *s <= seq)
+            .copied()
+            .unwrap_or((segment.info.first_seq, MAGIC.len() as u64));
+        let file = match File::open(&segment.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("open", &segment.path, e)),
+        };
+        let mut header = [0u8; HEADER_BYTES];
+        // Bounded by the records between two indexed ones.
+        for _ in 0..=INDEX_EVERY {
+            if read_exact_at(&file, &mut header, at).is_err() {
+                break;
+            }
+            let len = u64::from(u32::from_le_bytes([header[0], header[1], header[2], header[3]]));
+            let found = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
+            if found != expected || len > PAYLOAD_BYTES_MAX as u64 {
+                break;
+            }
+            if found == seq {
+                return Ok(Some(RecordReader::File { file, payload_at: at + HEADER_BYTES as u64, len }));
+            }
+            at += HEADER_BYTES as u64 + len;
+            expected += 1;
+        }
+        Ok(self.get(seq)?.map(|r| RecordReader::Memory(r.payload)))
+    }
+
     /// Deletes the oldest sealed segment (sealing the active one first if it is the only one
     /// with records) and says what it held. `None` if the log holds no record.
     pub fn drop_oldest(&mut self, sync: bool) -> Result<Option<SegmentInfo>, StoreError> {
@@ -836,6 +923,44 @@ mod tests {
     fn payloads(log: &Log, from: u64) -> Vec<(u64, String)> {
         let records = log.read(from, usize::MAX, usize::MAX).unwrap();
         records.into_iter().map(|r| (r.seq, String::from_utf8(r.payload).unwrap())).collect()
+    }
+
+    #[test]
+    fn a_record_is_read_in_parts_past_indexed_ones_and_the_checked_way_when_a_header_is_bad() {
+        let dir = temp("parts");
+        let mut log = Log::open(&dir, 64 << 10).unwrap();
+        let payload = |seq: u64| (0..(seq * 37 % 500 + 1)).map(|i| (i * seq) as u8).collect::<Vec<u8>>();
+        for seq in 1..=300u64 {
+            assert_eq!(log.append(Timestamp(seq as i64), &payload(seq)).unwrap(), seq);
+            if seq % 50 == 0 && seq < 300 {
+                log.commit(false).unwrap();
+            }
+        }
+        assert!(log.open_record(300).unwrap().is_none(), "not committed yet");
+        log.commit(false).unwrap();
+        assert!(log.segments().count() > 1);
+        for seq in [1, 2, 63, 64, 65, 66, 129, 200, 299, 300] {
+            let r = log.open_record(seq).unwrap().unwrap();
+            assert!(matches!(r, RecordReader::File { .. }), "{seq} found by its header");
+            let whole = payload(seq);
+            assert_eq!(r.len(), whole.len() as u64);
+            assert_eq!(r.read(0, whole.len()).unwrap().unwrap(), whole);
+            assert_eq!(r.read(1, 0).unwrap().unwrap(), Vec::<u8>::new());
+            assert!(r.read(whole.len() as u64, 1).unwrap().is_none(), "past the end");
+            assert!(r.read(u64::MAX, 2).unwrap().is_none());
+        }
+        assert!(log.open_record(0).unwrap().is_none());
+        assert!(log.open_record(301).unwrap().is_none());
+        // A length gone bad in record 3's header: record 4 is still found, read whole.
+        let segment = log.segments.values().next().unwrap().path.clone();
+        let mut bytes = fs::read(&segment).unwrap();
+        let third = MAGIC.len() + 2 * HEADER_BYTES + payload(1).len() + payload(2).len();
+        bytes[third..third + 4].copy_from_slice(&7u32.to_le_bytes());
+        fs::write(&segment, &bytes).unwrap();
+        let r = log.open_record(4).unwrap().unwrap();
+        assert!(matches!(r, RecordReader::Memory(_)));
+        assert_eq!(r.read(0, payload(4).len()).unwrap().unwrap(), payload(4));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     /// An empty segment between two others (made when the records after a failed write were

@@ -15,6 +15,25 @@
 //!  kind 9, checkpoint:   u64 LE last WAL sequence number folded into chunks,
 //!                        u64 LE sequence number of the first chunk record of this checkpoint
 //! ```
+//!
+//! Since issue 15 a checkpoint writes blocks, not a record per chunk: a block is one record
+//! holding the chunks of many tags (sections), with a directory to find one tag's without
+//! reading the rest. The historian's memory then holds an entry per block, not per tag and
+//! checkpoint (10,000 tags made 400 KB of index a checkpoint, without bound). Records of kinds
+//! 1 to 3 written before are still read.
+//!
+//! ```text
+//!  kind 5, block:
+//!  0      1          5         9         13             21             29              33
+//!  +------+----------+---------+---------+--------------+--------------+---------------+
+//!  | kind | sections | tag min | tag max | time min     | time max     | directory at  |
+//!  | u8   | u32 LE   | u32 LE  | u32 LE  | i64 LE (ms)  | i64 LE (ms)  | u32 LE        |
+//!  +------+----------+---------+---------+--------------+--------------+---------------+
+//!  then the sections back to back: each a chunk as above (kind 1, 2 or 3; in a block, kind 3's
+//!  reference is the index of an earlier section of the same block), then u32 LE CRC-32 of it;
+//!  then at `directory at`, per section in tag order: u32 LE tag, u32 LE the offset where the
+//!  section ends. The payload ends with the directory.
+//! ```
 
 /// How a chunk's times and values are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +114,210 @@ impl Columns {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
     Chunk { tag: u32, count: u32, time_min: i64, time_max: i64, times_from: Option<u64> },
+    Block(BlockPrefix),
     Checkpoint { wal_seq: u64, first_chunk_seq: u64 },
+}
+
+const KIND_BLOCK: u8 = 5;
+/// Bytes of a block's prefix.
+pub const BLOCK_PREFIX_BYTES: usize = 33;
+const DIRECTORY_ENTRY_BYTES: u64 = 8;
+const SECTION_CRC_BYTES: usize = 4;
+
+/// What a block holds: its prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockPrefix {
+    pub sections: u32,
+    pub tag_min: u32,
+    pub tag_max: u32,
+    pub time_min: i64,
+    pub time_max: i64,
+    pub directory_at: u32,
+}
+
+/// Builds one block, a section at a time.
+#[derive(Debug)]
+pub struct BlockWriter {
+    out: Vec<u8>,
+    directory: Vec<(u32, u32)>,
+    prefix: BlockPrefix,
+}
+
+impl Default for BlockWriter {
+    fn default() -> Self {
+        let prefix = BlockPrefix {
+            sections: 0,
+            tag_min: u32::MAX,
+            tag_max: 0,
+            time_min: i64::MAX,
+            time_max: i64::MIN,
+            directory_at: 0,
+        };
+        Self { out: vec![0; BLOCK_PREFIX_BYTES], directory: Vec::new(), prefix }
+    }
+}
+
+impl BlockWriter {
+    pub fn sections(&self) -> usize {
+        self.directory.len()
+    }
+
+    /// Bytes so far (the directory included).
+    pub fn bytes(&self) -> usize {
+        self.out.len() + self.directory.len() * DIRECTORY_ENTRY_BYTES as usize
+    }
+
+    /// Adds one tag's chunk; tags must come in order. `times_from`: the index of an earlier
+    /// section of this block with the very same times (pco only). Returns this section's index.
+    pub fn push(&mut self, codec: Codec, tag: u32, c: &Columns, times_from: Option<u32>) -> Result<u32, String> {
+        if self.directory.last().is_some_and(|(last, _)| *last > tag) {
+            return Err(format!("tag {tag} after a later one in a block"));
+        }
+        let section = encode(codec, tag, c, times_from.map(u64::from))?;
+        self.out.extend_from_slice(&section);
+        self.out.extend_from_slice(&crc32fast::hash(&section).to_le_bytes());
+        let end = u32::try_from(self.out.len()).map_err(|_| "a block past 4 GB")?;
+        self.directory.push((tag, end));
+        let p = &mut self.prefix;
+        (p.tag_min, p.tag_max) = (p.tag_min.min(tag), p.tag_max.max(tag));
+        if let (Some(min), Some(max)) = (c.times.iter().min(), c.times.iter().max()) {
+            (p.time_min, p.time_max) = (p.time_min.min(*min), p.time_max.max(*max));
+        }
+        Ok(self.directory.len() as u32 - 1)
+    }
+
+    /// The block's bytes and its prefix.
+    pub fn finish(mut self) -> Result<(Vec<u8>, BlockPrefix), String> {
+        let p = &mut self.prefix;
+        p.sections = self.directory.len() as u32;
+        p.directory_at = u32::try_from(self.out.len()).map_err(|_| "a block past 4 GB")?;
+        if p.sections == 0 {
+            (p.tag_min, p.time_min, p.time_max) = (0, 0, 0);
+        }
+        for (tag, end) in &self.directory {
+            self.out.extend_from_slice(&tag.to_le_bytes());
+            self.out.extend_from_slice(&end.to_le_bytes());
+        }
+        let mut head = vec![KIND_BLOCK];
+        head.extend_from_slice(&p.sections.to_le_bytes());
+        head.extend_from_slice(&p.tag_min.to_le_bytes());
+        head.extend_from_slice(&p.tag_max.to_le_bytes());
+        head.extend_from_slice(&p.time_min.to_le_bytes());
+        head.extend_from_slice(&p.time_max.to_le_bytes());
+        head.extend_from_slice(&p.directory_at.to_le_bytes());
+        self.out[..BLOCK_PREFIX_BYTES].copy_from_slice(&head);
+        Ok((self.out, self.prefix))
+    }
+}
+
+/// A block's payload, read in parts: from a file (the chunk log) or from memory.
+pub trait Payload {
+    /// The payload's length in bytes.
+    fn size(&self) -> u64;
+    /// `len` bytes from `offset`; `None` if they are not all inside.
+    fn read(&self, offset: u64, len: usize) -> Result<Option<Vec<u8>>, String>;
+}
+
+impl Payload for [u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read(&self, offset: u64, len: usize) -> Result<Option<Vec<u8>>, String> {
+        let start = usize::try_from(offset).map_err(|_| "offset")?;
+        Ok(self.get(start..start.saturating_add(len)).map(<[u8]>::to_vec))
+    }
+}
+
+/// One block, to find and decode one tag's sections. Every offset read is checked; a damaged
+/// block is an error, never a panic or an allocation beyond what its payload holds.
+pub struct Block<'a, P: Payload + ?Sized> {
+    payload: &'a P,
+    pub prefix: BlockPrefix,
+}
+
+impl<'a, P: Payload + ?Sized> Block<'a, P> {
+    pub fn open(payload: &'a P) -> Result<Self, String> {
+        let bytes = payload.read(0, BLOCK_PREFIX_BYTES)?.ok_or("short block")?;
+        let Some(Entry::Block(prefix)) = entry(&bytes) else { return Err("not a block".into()) };
+        let directory_end = u64::from(prefix.directory_at) + u64::from(prefix.sections) * DIRECTORY_ENTRY_BYTES;
+        if directory_end != payload.size() || (prefix.directory_at as usize) < BLOCK_PREFIX_BYTES {
+            return Err("a block's directory is not where its prefix says".into());
+        }
+        Ok(Self { payload, prefix })
+    }
+
+    /// Section `i`'s (tag, end offset).
+    fn directory(&self, i: u32) -> Result<(u32, u32), String> {
+        let at = u64::from(self.prefix.directory_at) + u64::from(i) * DIRECTORY_ENTRY_BYTES;
+        let b = self.payload.read(at, DIRECTORY_ENTRY_BYTES as usize)?.ok_or("short block directory")?;
+        Ok((u32::from_le_bytes([b[0], b[1], b[2], b[3]]), u32::from_le_bytes([b[4], b[5], b[6], b[7]])))
+    }
+
+    /// The indices of `tag`'s sections (a binary search of the directory, read an entry at a
+    /// time: a few reads, not the whole directory).
+    pub fn sections_of(&self, tag: u32) -> Result<std::ops::Range<u32>, String> {
+        if self.prefix.sections == 0 || tag < self.prefix.tag_min || tag > self.prefix.tag_max {
+            return Ok(0..0);
+        }
+        let (mut lo, mut hi) = (0u32, self.prefix.sections);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.directory(mid)?.0 < tag { lo = mid + 1 } else { hi = mid }
+        }
+        let mut end = lo;
+        while end < self.prefix.sections && self.directory(end)?.0 == tag {
+            end += 1;
+        }
+        Ok(lo..end)
+    }
+
+    /// Section `i`'s chunk bytes, checked against its CRC, and its tag.
+    fn section(&self, i: u32) -> Result<(u32, Vec<u8>), String> {
+        let start = match i {
+            0 => BLOCK_PREFIX_BYTES as u32,
+            _ => self.directory(i - 1)?.1,
+        };
+        let (tag, end) = self.directory(i)?;
+        if u64::from(end) < u64::from(start) + SECTION_CRC_BYTES as u64 || end > self.prefix.directory_at {
+            return Err(format!("section {i} of a block runs from {start} to {end}"));
+        }
+        let mut bytes = self.payload.read(u64::from(start), (end - start) as usize)?.ok_or("short section")?;
+        let crc = bytes.split_off(bytes.len() - SECTION_CRC_BYTES);
+        if crc32fast::hash(&bytes).to_le_bytes()[..] != crc[..] {
+            return Err(format!("section {i} of a block fails its checksum"));
+        }
+        Ok((tag, bytes))
+    }
+
+    /// Section `i`'s time range, from its header alone.
+    pub fn time_range(&self, i: u32) -> Result<(i64, i64), String> {
+        let start = match i {
+            0 => BLOCK_PREFIX_BYTES as u32,
+            _ => self.directory(i - 1)?.1,
+        };
+        let end = self.directory(i)?.1;
+        let len = (end.saturating_sub(start) as usize).saturating_sub(SECTION_CRC_BYTES).min(PREFIX_BYTES);
+        let bytes = self.payload.read(u64::from(start), len)?.ok_or("short section")?;
+        match entry(&bytes) {
+            Some(Entry::Chunk { time_min, time_max, .. }) => Ok((time_min, time_max)),
+            _ => Err(format!("section {i} of a block is not a chunk")),
+        }
+    }
+
+    /// Section `i`, decoded (with the times it shares with an earlier section, if it does).
+    pub fn decode(&self, i: u32) -> Result<Columns, String> {
+        let (tag, bytes) = self.section(i)?;
+        let columns = decode(&bytes, |from| {
+            let from = u32::try_from(from).ok().filter(|f| *f < i).ok_or("shared times from a later section")?;
+            let (_, other) = self.section(from)?;
+            decode(&other, |_| Err("shared times refer to shared times".into())).map(|c| c.times)
+        })?;
+        match entry(&bytes) {
+            Some(Entry::Chunk { tag: t, .. }) if t == tag => Ok(columns),
+            _ => Err(format!("section {i} of a block is not tag {tag}'s")),
+        }
+    }
 }
 
 pub fn encode_checkpoint(wal_seq: u64, first_chunk_seq: u64) -> Vec<u8> {
@@ -146,6 +368,14 @@ pub fn entry(bytes: &[u8]) -> Option<Entry> {
     let u32_at = |i: usize| bytes.get(i..i + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
     match *bytes.first()? {
         KIND_CHECKPOINT => Some(Entry::Checkpoint { wal_seq: u64_at(1)?, first_chunk_seq: u64_at(9)? }),
+        KIND_BLOCK => Some(Entry::Block(BlockPrefix {
+            sections: u32_at(1)?,
+            tag_min: u32_at(5)?,
+            tag_max: u32_at(9)?,
+            time_min: u64_at(13)? as i64,
+            time_max: u64_at(21)? as i64,
+            directory_at: u32_at(29)?,
+        })),
         kind @ (1 | 2 | KIND_SHARED_TIMES) => Some(Entry::Chunk {
             tag: u32_at(1)?,
             count: u32_at(5)?,
@@ -174,15 +404,12 @@ pub fn decode(bytes: &[u8], shared_times: impl FnOnce(u64) -> Result<Vec<i64>, S
         KIND_SHARED_TIMES => {
             let times = shared_times(times_from.ok_or("no shared-times reference")?)?;
             at += 8;
-            let values =
-                pco::standalone::simple_decompress::<f64>(take_block(bytes, &mut at)?).map_err(|e| e.to_string())?;
+            let values = decompress::<f64>(take_block(bytes, &mut at)?, count)?;
             (times, values)
         }
         _ => {
-            let times =
-                pco::standalone::simple_decompress::<i64>(take_block(bytes, &mut at)?).map_err(|e| e.to_string())?;
-            let values =
-                pco::standalone::simple_decompress::<f64>(take_block(bytes, &mut at)?).map_err(|e| e.to_string())?;
+            let times = decompress::<i64>(take_block(bytes, &mut at)?, count)?;
+            let values = decompress::<f64>(take_block(bytes, &mut at)?, count)?;
             (times, values)
         }
     };
@@ -191,6 +418,25 @@ pub fn decode(bytes: &[u8], shared_times: impl FnOnce(u64) -> Result<Vec<i64>, S
         return Err(format!("{} times and {} values for {count} samples", times.len(), values.len()));
     }
     Ok(Columns::from_parts(times, values, quality))
+}
+
+/// Samples a chunk may say it holds, at most: chunks are written with up to 8,192, and before
+/// that limit a chunk held at most a head (`head_samples_max`, a million by default).
+const COUNT_MAX: usize = 1 << 22;
+
+/// A pco column of exactly `count` numbers. The output is sized by the chunk's own count, not by
+/// what the pco stream claims (a 100-byte stream may claim billions; fuzzing found one that took
+/// 1.7 GB).
+fn decompress<T: pco::data_types::Number + Default>(block: &[u8], count: usize) -> Result<Vec<T>, String> {
+    if count > COUNT_MAX {
+        return Err(format!("a chunk of {count} samples"));
+    }
+    let mut out = vec![T::default(); count];
+    let progress = pco::standalone::simple_decompress_into(block, &mut out).map_err(|e| e.to_string())?;
+    if progress.n_processed != count || !progress.finished {
+        return Err(format!("a pco column of other than {count} numbers"));
+    }
+    Ok(out)
 }
 
 fn put_block(out: &mut Vec<u8>, block: &[u8]) {
@@ -322,6 +568,79 @@ mod tests {
         assert!(decode(&bytes, |_| Err("gone".into())).is_err());
         let short = decode(&bytes, |_| Ok(vec![1, 2, 3]));
         assert!(short.is_err(), "times of the wrong length are refused");
+    }
+
+    /// A block of three tags: tag 2 in two sections, tag 5 sharing tag 2's first times.
+    fn block() -> (Vec<u8>, BlockPrefix, Vec<(u32, Columns)>) {
+        let c = columns();
+        let mut later = columns();
+        later.times.iter_mut().for_each(|t| *t += 1_000_000);
+        let mut other = columns();
+        other.values.iter_mut().for_each(|v| *v *= 3.0);
+        let sections = vec![(2, c.clone()), (2, later), (5, other), (9, columns())];
+        let mut w = BlockWriter::default();
+        for (i, (tag, c)) in sections.iter().enumerate() {
+            let shared = (i == 2).then_some(0);
+            assert_eq!(w.push(Codec::Pco, *tag, c, shared).unwrap(), i as u32);
+        }
+        assert!(w.push(Codec::Pco, 3, &c, None).is_err(), "tags come in order");
+        let (bytes, prefix) = w.finish().unwrap();
+        (bytes, prefix, sections)
+    }
+
+    #[test]
+    fn a_block_finds_and_decodes_each_tags_sections() {
+        let (bytes, prefix, sections) = block();
+        assert_eq!(entry(&bytes), Some(Entry::Block(prefix)));
+        assert_eq!((prefix.sections, prefix.tag_min, prefix.tag_max), (4, 2, 9));
+        assert_eq!((prefix.time_min, prefix.time_max), (sections[0].1.times[0], sections[1].1.times[499]));
+        let b = Block::open(bytes.as_slice()).unwrap();
+        for (tag, want) in
+            [(2, 0..2), (5, 2..3), (9, 3..4), (0, 0..0), (3, 0..0), (4, 0..0), (10, 0..0), (u32::MAX, 0..0)]
+        {
+            let found = b.sections_of(tag).unwrap();
+            assert_eq!(if found.is_empty() { 0..0 } else { found.clone() }, want, "tag {tag}");
+            for i in found {
+                assert_eq!(b.decode(i).unwrap(), sections[i as usize].1, "section {i}");
+                let c = &sections[i as usize].1;
+                assert_eq!(b.time_range(i).unwrap(), (c.times[0], c.times[499]));
+            }
+        }
+        let alone = encode(Codec::Pco, 5, &sections[2].1, None).unwrap();
+        let shared = encode(Codec::Pco, 5, &sections[2].1, Some(0)).unwrap();
+        assert!(shared.len() < alone.len(), "the shared section does not hold the times again");
+        let empty = BlockWriter::default().finish().unwrap().0;
+        assert_eq!(Block::open(empty.as_slice()).unwrap().sections_of(0).unwrap(), 0..0);
+    }
+
+    #[test]
+    fn a_damaged_block_is_an_error_never_a_panic() {
+        let (bytes, prefix, _) = block();
+        for cut in [0, 1, BLOCK_PREFIX_BYTES, bytes.len() / 2, bytes.len() - 1] {
+            assert!(Block::open(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        // A byte flipped in a section fails that section's checksum, and only that section.
+        let mut flipped = bytes.clone();
+        flipped[BLOCK_PREFIX_BYTES + 30] ^= 0x40;
+        let b = Block::open(flipped.as_slice()).unwrap();
+        assert!(b.decode(0).unwrap_err().contains("checksum"));
+        assert!(b.decode(2).is_err(), "its times came from the damaged section");
+        assert!(b.decode(3).is_ok());
+        // Directory entries pointing anywhere: errors.
+        for (entry, value) in [(0, u32::MAX), (1, 0), (3, prefix.directory_at + 1), (2, 7)] {
+            let mut bad = bytes.clone();
+            let at = prefix.directory_at as usize + entry * 8 + 4;
+            bad[at..at + 4].copy_from_slice(&value.to_le_bytes());
+            let b = Block::open(bad.as_slice()).unwrap();
+            let results: Vec<bool> = (0..4).map(|i| b.decode(i).is_ok()).collect();
+            assert!(results.contains(&false), "entry {entry} = {value}: {results:?}");
+        }
+        // A section claiming the times of a later one (or itself).
+        let c = columns();
+        let mut w = BlockWriter::default();
+        w.push(Codec::Pco, 1, &c, Some(0)).unwrap();
+        let (bytes, _) = w.finish().unwrap();
+        assert!(Block::open(bytes.as_slice()).unwrap().decode(0).is_err());
     }
 
     #[test]

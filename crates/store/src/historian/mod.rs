@@ -6,17 +6,20 @@
 //! - `wal/`: a [`Log`] of sample batches as they arrive (per sample: tag u32, time i64 ms,
 //!   value f64, quality u16; little-endian), group-committed like the outbox. This is what makes
 //!   an acknowledged sample survive a crash.
-//! - `chunks/`: a [`Log`] of compressed chunks (one tag, a stretch of time; format in
-//!   `chunk.rs`) and checkpoint records.
+//! - `chunks/`: a [`Log`] of blocks (the compressed chunks of many tags, each chunk one tag
+//!   over a stretch of time, with a directory; format in `chunk.rs`) and checkpoint records.
 //!
 //! Samples also go to an in-memory head per tag, compressed as they come (`head.rs`: a few bits
 //! a sample for a steady tag, not 18 bytes). A checkpoint (when the WAL passes
-//! `wal_bytes_max`, or the heads pass `head_samples_max`) writes every head as a chunk, then a
-//! checkpoint record naming the last WAL record it covers and its first chunk, syncs the chunk
-//! log, and deletes the WAL up to there. On open, the chunk log is scanned (record prefixes
-//! only) to index the chunks of complete checkpoints, and WAL records after the last checkpoint
-//! are replayed into the heads. Chunks of a checkpoint that did not finish are ignored: their
-//! samples are still in the WAL.
+//! `wal_bytes_max`, or the heads pass `head_samples_max`) writes every head as a chunk into
+//! blocks of about a megabyte, then a checkpoint record naming the last WAL record it covers
+//! and its first block, syncs the chunk log, and deletes the WAL up to there. Memory holds one
+//! index entry per block (its tags and times), so it grows with the bytes kept, not with tags
+//! times checkpoints; a query reads a block's directory entries and its tag's chunks only. On
+//! open, the chunk log is scanned (record prefixes only) to index the blocks of complete
+//! checkpoints, and WAL records after the last checkpoint are replayed into the heads. Blocks
+//! of a checkpoint that did not finish are ignored: their samples are still in the WAL. Chunk
+//! records of one tag each, as written before blocks, are still read (and indexed per tag).
 //!
 //! Times are kept to the millisecond. Values are numbers (`f64`; a bool is 0 or 1); text
 //! values are not kept in the historian (they are counted). Retention: chunks older than
@@ -37,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use airlock_model::{Quality, Reason, Sample, Timestamp, Value};
 
-use crate::log::{Log, Recovery};
+use crate::log::{Log, RecordReader, Recovery};
 use crate::{FsyncPolicy, StoreError};
 pub use chunk::Codec;
 pub use query::{Bucket, Point};
@@ -109,7 +112,24 @@ impl StoredSample {
     }
 }
 
-/// Where one chunk is, and what it holds.
+/// A block's target size (smaller when the chunk log's segments are small, so that retention
+/// can still drop a segment at a time).
+const BLOCK_BYTES_MAX: u64 = 1 << 20;
+
+/// Where one block is, and what it holds.
+#[derive(Debug, Clone, Copy)]
+struct BlockRef {
+    seq: u64,
+    tag_min: u32,
+    tag_max: u32,
+    time_min: i64,
+    time_max: i64,
+    /// The newest time of this block and every block before it (at the time it was added):
+    /// where a search for a tag's last sample may stop.
+    newest_so_far: i64,
+}
+
+/// Where one chunk record of one tag is (written before blocks), and what it holds.
 #[derive(Debug, Clone, Copy)]
 struct ChunkRef {
     seq: u64,
@@ -136,7 +156,10 @@ struct Inner {
     head_samples: usize,
     /// Reused for each WAL record, to spare an allocation per batch.
     wal_buffer: Vec<u8>,
+    /// Per tag, its chunk records of the format before blocks (none are written now).
     index: Vec<Vec<ChunkRef>>,
+    blocks: Vec<BlockRef>,
+    block_bytes_max: usize,
     synced_at: Instant,
     stats: HistorianStats,
 }
@@ -308,19 +331,14 @@ impl HistorianReader {
         Ok(out)
     }
 
-    /// Points of `path` in `[from_ms, to_ms)`, plus (if `carry`) the last one before `from_ms`.
     /// The end (exclusive, ms) of the stored chunk of `path` that holds `at_ms`, if one does.
     fn chunk_end(&self, path: &str, at_ms: i64) -> Result<Option<i64>, StoreError> {
         let inner = lock(&self.inner)?;
         let Some(&tag) = inner.numbers.get(path) else { return Ok(None) };
-        let refs = inner.index.get(tag as usize).map(Vec::as_slice).unwrap_or(&[]);
-        Ok(refs
-            .iter()
-            .filter(|c| c.time_min <= at_ms && c.time_max >= at_ms)
-            .map(|c| c.time_max.saturating_add(1))
-            .max())
+        inner.chunk_end(tag, at_ms)
     }
 
+    /// Points of `path` in `[from_ms, to_ms)`, plus (if `carry`) the last one before `from_ms`.
     fn points(&self, path: &str, from_ms: i64, to_ms: i64, carry: bool) -> Result<Vec<Point>, StoreError> {
         let inner = lock(&self.inner)?;
         let Some(&tag) = inner.numbers.get(path) else { return Ok(Vec::new()) };
@@ -361,6 +379,8 @@ impl Inner {
             dir: dir.to_owned(),
             heads: vec![head::Head::default(); paths.len()],
             index: vec![Vec::new(); paths.len()],
+            blocks: Vec::new(),
+            block_bytes_max: (segment_bytes / 4).min(BLOCK_BYTES_MAX) as usize,
             paths,
             numbers,
             bound: Vec::new(),
@@ -381,18 +401,27 @@ impl Inner {
     /// complete checkpoint covers.
     fn index_chunks(&mut self) -> Result<u64, StoreError> {
         let mut pending: Vec<(u32, ChunkRef)> = Vec::new();
+        let mut pending_blocks: Vec<(BlockRef, u32)> = Vec::new();
         let mut covered = 0;
         let mut complete: Vec<(u32, ChunkRef)> = Vec::new();
-        self.chunks.scan_prefixes(chunk::PREFIX_BYTES, |seq, _, prefix| match chunk::entry(prefix) {
+        let mut blocks: Vec<(BlockRef, u32)> = Vec::new();
+        let prefix_bytes = chunk::PREFIX_BYTES.max(chunk::BLOCK_PREFIX_BYTES);
+        self.chunks.scan_prefixes(prefix_bytes, |seq, _, prefix| match chunk::entry(prefix) {
             Some(chunk::Entry::Chunk { tag, time_min, time_max, times_from, .. }) => {
                 pending.push((tag, ChunkRef { seq, time_min, time_max, times_from }))
             }
+            Some(chunk::Entry::Block(p)) => pending_blocks.push((block_ref(seq, &p), p.sections)),
             Some(chunk::Entry::Checkpoint { wal_seq, first_chunk_seq }) => {
                 complete.extend(pending.drain(..).filter(|(_, c)| c.seq >= first_chunk_seq));
+                blocks.extend(pending_blocks.drain(..).filter(|(b, _)| b.seq >= first_chunk_seq));
                 covered = wal_seq;
             }
             None => {}
         })?;
+        for (block, sections) in blocks {
+            self.push_block(block);
+            self.stats.chunks += u64::from(sections);
+        }
         for (tag, c) in complete {
             // Only tags of the dictionary: a number from bad bytes must not size the tables.
             if tag as usize >= self.paths.len() {
@@ -561,15 +590,15 @@ impl Inner {
         let heads = std::mem::take(&mut self.heads);
         let encoded = self.encode_heads(&heads);
         self.heads = heads;
-        let added = encoded?;
+        let (added, sections) = encoded?;
         // Stamped with the newest data time, so that retention by age sees data time only.
-        let newest = added.iter().map(|(_, c)| c.time_max).max().unwrap_or(0);
+        let newest = added.iter().map(|b| b.time_max).max().unwrap_or(0);
         self.chunks.append(Timestamp::from_millis(newest), &chunk::encode_checkpoint(wal_seq, first_chunk_seq))?;
         self.chunks.commit(sync)?;
-        self.stats.chunks += added.len() as u64;
+        self.stats.chunks += sections;
         self.stats.checkpoints += 1;
-        for (tag, c) in added {
-            self.index[tag].push(c);
+        for block in added {
+            self.push_block(block);
         }
         for h in &mut self.heads {
             *h = head::Head::default();
@@ -579,24 +608,25 @@ impl Inner {
         Ok(())
     }
 
-    /// Every head's samples as chunks appended to the chunk log (not committed): per chunk, its
-    /// tag and reference.
-    fn encode_heads(&mut self, heads: &[head::Head]) -> Result<Vec<(usize, ChunkRef)>, StoreError> {
+    /// Every head's samples as chunks, in blocks appended to the chunk log (not committed):
+    /// the blocks, and how many chunks they hold.
+    fn encode_heads(&mut self, heads: &[head::Head]) -> Result<(Vec<BlockRef>, u64), StoreError> {
         let mut added = Vec::new();
-        // Tags read by one request have the very same times: store them once per checkpoint.
-        // By the hash of the times: the chunks that hold them (sequence, and where in which
+        let mut sections = 0;
+        let mut block = chunk::BlockWriter::default();
+        // Tags read by one request have the very same times: store them once per block.
+        // By the hash of the times: the sections that hold them (index, and where in which
         // head). A match is confirmed against that head's times, decoded again (the last one
         // decoded is kept: the tags of one request come one after another).
-        let mut time_columns: HashMap<u64, Vec<(u64, usize, std::ops::Range<usize>)>> = HashMap::new();
+        let mut time_columns: HashMap<u64, Vec<(u32, usize, std::ops::Range<usize>)>> = HashMap::new();
         let mut decoded: Option<(usize, Vec<i64>)> = None;
+        let corrupt = |dir: &Path, what: String| StoreError::Corrupt { path: dir.to_owned(), what };
         for (tag, head) in heads.iter().enumerate() {
             if head.is_empty() {
                 continue;
             }
             // Decoded one tag at a time: only one head is ever held as columns.
-            let columns = head
-                .columns()
-                .ok_or_else(|| StoreError::Corrupt { path: self.dir.clone(), what: format!("tag {tag}'s head") })?;
+            let columns = head.columns().ok_or_else(|| corrupt(&self.dir, format!("tag {tag}'s head")))?;
             for range in
                 (0..columns.len()).step_by(CHUNK_SAMPLES_MAX).map(|s| s..(s + CHUNK_SAMPLES_MAX).min(columns.len()))
             {
@@ -615,27 +645,81 @@ impl Inner {
                 };
                 let key = hash_times(times);
                 let mut same = None;
-                for (seq, t, r) in time_columns.get(&key).map(Vec::as_slice).unwrap_or_default() {
+                for (index, t, r) in time_columns.get(&key).map(Vec::as_slice).unwrap_or_default() {
                     if decoded.as_ref().is_none_or(|(d, _)| d != t) {
                         decoded = heads[*t].columns().map(|c| (*t, c.times));
                     }
                     if decoded.as_ref().is_some_and(|(_, d)| d.get(r.clone()) == Some(times)) {
-                        same = Some(*seq);
+                        same = Some(*index);
                         break;
                     }
                 }
-                let bytes = chunk::encode(self.config.codec, tag as u32, part, same)
-                    .map_err(|what| StoreError::Corrupt { path: self.dir.clone(), what })?;
-                let (time_min, time_max) = minmax(times);
-                let seq = self.chunks.append(Timestamp::from_millis(time_max), &bytes)?;
-                let times_from = same.filter(|_| self.config.codec == chunk::Codec::Pco);
-                if times_from.is_none() {
-                    time_columns.entry(key).or_default().push((seq, tag, range));
+                let same = same.filter(|_| self.config.codec == chunk::Codec::Pco);
+                let index =
+                    block.push(self.config.codec, tag as u32, part, same).map_err(|what| corrupt(&self.dir, what))?;
+                sections += 1;
+                if same.is_none() {
+                    time_columns.entry(key).or_default().push((index, tag, range));
                 }
-                added.push((tag, ChunkRef { seq, time_min, time_max, times_from }));
+                if block.bytes() >= self.block_bytes_max {
+                    added.push(self.write_block(std::mem::take(&mut block))?);
+                    // A section refers to times in its own block only.
+                    time_columns.clear();
+                }
             }
         }
-        Ok(added)
+        if block.sections() > 0 {
+            added.push(self.write_block(block)?);
+        }
+        Ok((added, sections))
+    }
+
+    fn write_block(&mut self, block: chunk::BlockWriter) -> Result<BlockRef, StoreError> {
+        let (bytes, prefix) =
+            block.finish().map_err(|what| StoreError::Corrupt { path: self.dir.join("chunks"), what })?;
+        let seq = self.chunks.append(Timestamp::from_millis(prefix.time_max), &bytes)?;
+        Ok(block_ref(seq, &prefix))
+    }
+
+    fn push_block(&mut self, mut block: BlockRef) {
+        block.newest_so_far = self.blocks.last().map_or(block.time_max, |b| b.newest_so_far.max(block.time_max));
+        self.blocks.push(block);
+    }
+
+    /// Reads a block's parts; `None` if retention removed it.
+    fn open_block(&self, seq: u64) -> Result<Option<RecordReader>, StoreError> {
+        self.chunks.open_record(seq)
+    }
+
+    /// A block that cannot be read as one (corrupt bytes since it was checked at open): counted
+    /// and logged, and the query goes on without it.
+    fn skip_corrupt(&self, seq: u64, what: &str) {
+        self.chunks.corrupt_reads.fetch_add(1, Relaxed);
+        log::error!("{}: block {seq} is damaged ({what}); a query skipped it", self.dir.join("chunks").display());
+    }
+
+    /// `f(block, section)` for every section of `tag` in `blocks`, in the order given. A block
+    /// found damaged is skipped (counted and logged).
+    fn for_each_section(
+        &self,
+        tag: u32,
+        blocks: impl Iterator<Item = BlockRef>,
+        mut f: impl FnMut(&chunk::Block<'_, RecordReader>, u32) -> Result<(), String>,
+    ) -> Result<(), StoreError> {
+        for b in blocks {
+            if tag < b.tag_min || tag > b.tag_max {
+                continue;
+            }
+            let Some(reader) = self.open_block(b.seq)? else { continue };
+            let mut walk = || -> Result<(), String> {
+                let block = chunk::Block::open(&reader)?;
+                block.sections_of(tag)?.try_for_each(|i| f(&block, i))
+            };
+            if let Err(what) = walk() {
+                self.skip_corrupt(b.seq, &what);
+            }
+        }
+        Ok(())
     }
 
     fn retain(&mut self, now: Timestamp) -> Result<(), StoreError> {
@@ -655,17 +739,45 @@ impl Inner {
                 // A chunk whose shared times went with the dropped segment goes too.
                 refs.retain(|c| c.seq > dropped.last_seq && c.times_from.is_none_or(|t| t > dropped.last_seq));
             }
+            self.blocks.retain(|b| b.seq > dropped.last_seq);
         }
+    }
+
+    /// The end (exclusive, ms) of the stored chunk of `tag` that holds `at_ms`, if one does.
+    fn chunk_end(&self, tag: u32, at_ms: i64) -> Result<Option<i64>, StoreError> {
+        let refs = self.index.get(tag as usize).map(Vec::as_slice).unwrap_or(&[]);
+        let mut end = refs
+            .iter()
+            .filter(|c| c.time_min <= at_ms && c.time_max >= at_ms)
+            .map(|c| c.time_max.saturating_add(1))
+            .max();
+        let holding = self.blocks.iter().filter(|b| b.time_min <= at_ms && b.time_max >= at_ms).copied();
+        self.for_each_section(tag, holding, |block, i| {
+            let (min, max) = block.time_range(i)?;
+            if min <= at_ms && max >= at_ms {
+                end = end.max(Some(max.saturating_add(1)));
+            }
+            Ok(())
+        })?;
+        Ok(end)
     }
 
     /// `(time, value, quality)` of `tag` in `[from_ms, to_ms)`, sorted by time.
     fn columns(&self, tag: u32, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, f64, u16)>, StoreError> {
         let mut out = Vec::new();
-        let Some(refs) = self.index.get(tag as usize) else { return Ok(out) };
+        let refs = self.index.get(tag as usize).map(Vec::as_slice).unwrap_or(&[]);
         for c in refs.iter().filter(|c| c.time_max >= from_ms && c.time_min < to_ms) {
             let Some(columns) = self.decode_chunk(c.seq)? else { continue };
             push_range(&columns, from_ms, to_ms, &mut out);
         }
+        let overlapping = self.blocks.iter().filter(|b| b.time_max >= from_ms && b.time_min < to_ms).copied();
+        self.for_each_section(tag, overlapping, |block, i| {
+            let (min, max) = block.time_range(i)?;
+            if max >= from_ms && min < to_ms {
+                push_range(&block.decode(i)?, from_ms, to_ms, &mut out);
+            }
+            Ok(())
+        })?;
         if let Some(head) = self.heads.get(tag as usize).and_then(head::Head::columns) {
             push_range(&head, from_ms, to_ms, &mut out);
         }
@@ -676,22 +788,35 @@ impl Inner {
     /// The newest `(time, value, quality)` of `tag` before `before_ms`.
     fn last_before(&self, tag: u32, before_ms: i64) -> Result<Option<(i64, f64, u16)>, StoreError> {
         let mut best: Option<(i64, f64, u16)> = None;
-        let mut consider = |c: &chunk::Columns| {
-            if let Some(i) = c.last_before(before_ms)
-                && best.is_none_or(|b| c.times[i] >= b.0)
-            {
-                best = Some((c.times[i], c.values[i], c.quality[i]));
-            }
-        };
         if let Some(head) = self.heads.get(tag as usize).and_then(head::Head::columns) {
-            consider(&head);
+            consider_into(&mut best, &head, before_ms);
         }
         let refs = self.index.get(tag as usize).map(Vec::as_slice).unwrap_or(&[]);
         let candidate = refs.iter().filter(|c| c.time_min < before_ms).max_by_key(|c| c.time_max.min(before_ms));
         if let Some(c) = candidate
             && let Some(columns) = self.decode_chunk(c.seq)?
         {
-            consider(&columns);
+            consider_into(&mut best, &columns, before_ms);
+        }
+        // Blocks newest first. A block or section whose newest time before `before_ms` is no
+        // later than the best sample found cannot hold a later one; once every block from here
+        // back is so (`newest_so_far`), the search stops.
+        let beaten =
+            |newest: i64, best: &Option<(i64, f64, u16)>| best.is_some_and(|b| newest.min(before_ms - 1) <= b.0);
+        for b in self.blocks.iter().rev() {
+            if beaten(b.newest_so_far, &best) {
+                break;
+            }
+            if b.time_min >= before_ms || beaten(b.time_max, &best) {
+                continue;
+            }
+            self.for_each_section(tag, std::iter::once(*b), |block, i| {
+                let (min, max) = block.time_range(i)?;
+                if min < before_ms && !beaten(max, &best) {
+                    consider_into(&mut best, &block.decode(i)?, before_ms);
+                }
+                Ok(())
+            })?;
         }
         Ok(best)
     }
@@ -715,12 +840,38 @@ impl Inner {
     }
 }
 
-fn push_range(c: &chunk::Columns, from_ms: i64, to_ms: i64, out: &mut Vec<(i64, f64, u16)>) {
-    out.extend(c.range(from_ms, to_ms).map(|i| (c.times[i], c.values[i], c.quality[i])));
+/// Takes the newest sample of `c` before `before_ms` as `best` if it is no older.
+fn consider_into(best: &mut Option<(i64, f64, u16)>, c: &chunk::Columns, before_ms: i64) {
+    if let Some(i) = c.last_before(before_ms)
+        && best.is_none_or(|b| c.times[i] >= b.0)
+    {
+        *best = Some((c.times[i], c.values[i], c.quality[i]));
+    }
 }
 
-fn minmax(times: &[i64]) -> (i64, i64) {
-    (times.iter().copied().min().unwrap_or(0), times.iter().copied().max().unwrap_or(0))
+fn block_ref(seq: u64, p: &chunk::BlockPrefix) -> BlockRef {
+    BlockRef {
+        seq,
+        tag_min: p.tag_min,
+        tag_max: p.tag_max,
+        time_min: p.time_min,
+        time_max: p.time_max,
+        newest_so_far: p.time_max,
+    }
+}
+
+impl chunk::Payload for RecordReader {
+    fn size(&self) -> u64 {
+        self.len()
+    }
+
+    fn read(&self, offset: u64, len: usize) -> Result<Option<Vec<u8>>, String> {
+        RecordReader::read(self, offset, len).map_err(|e| e.to_string())
+    }
+}
+
+fn push_range(c: &chunk::Columns, from_ms: i64, to_ms: i64, out: &mut Vec<(i64, f64, u16)>) {
+    out.extend(c.range(from_ms, to_ms).map(|i| (c.times[i], c.values[i], c.quality[i])));
 }
 
 /// A hash of a time column, to find another column with the same times.
@@ -806,5 +957,172 @@ pub fn quality_from_code(code: u16) -> Quality {
         0 => Quality::Good,
         1 => Quality::Uncertain(reason),
         _ => Quality::Bad(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+    use super::*;
+    use airlock_model::TagId;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("airlock-historian-unit-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn value(tag: u32, i: i64) -> f64 {
+        (i % 13) as f64 * 0.5 + f64::from(tag)
+    }
+
+    /// `tags` tags polled once a second for `seconds`, a checkpoint every `every` seconds.
+    fn fill(w: &mut HistorianWriter, tags: u32, seconds: std::ops::Range<i64>, every: i64) {
+        for i in seconds {
+            let t = Timestamp::from_millis(i * 1000);
+            let poll: Vec<Sample> = (0..tags).map(|k| Sample::good(TagId(k), Value::F64(value(k, i)), t)).collect();
+            w.append(&poll).unwrap();
+            w.commit().unwrap();
+            if i % every == every - 1 {
+                w.checkpoint().unwrap();
+            }
+        }
+    }
+
+    fn paths(n: u32) -> Vec<String> {
+        (0..n).map(|k| format!("plant/line/cell/tag{k}")).collect()
+    }
+
+    /// Issue 15: 10,000 tags held a 40-byte index entry per tag and checkpoint in memory,
+    /// without bound (about 470 MB a day at 1 Hz). Now an entry per block.
+    #[test]
+    fn memory_holds_an_index_entry_per_block_not_per_tag_and_checkpoint() {
+        let dir = temp("index");
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, ..HistorianConfig::default() };
+        let (mut w, r) = HistorianWriter::open(&dir, config.clone()).unwrap();
+        let names = paths(2000);
+        w.bind_tags(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        fill(&mut w, 2000, 0..200, 10);
+        let stats = w.stats();
+        assert_eq!((stats.checkpoints, stats.chunks), (20, 40_000));
+        {
+            let inner = lock(&w.inner).unwrap();
+            assert_eq!(inner.blocks.len(), 20, "one block per checkpoint of this size");
+            assert!(inner.index.iter().all(Vec::is_empty), "no chunk indexed per tag");
+        }
+        let check = |r: &HistorianReader| {
+            for k in [0u32, 1, 999, 1999] {
+                let rows = r.raw(&names[k as usize], Timestamp(0), Timestamp::from_millis(200_000)).unwrap();
+                assert_eq!(rows.len(), 200, "tag {k}");
+                assert!(rows.iter().enumerate().all(|(i, s)| s.value == Some(value(k, i as i64))), "tag {k}");
+                let b = r
+                    .aggregate(
+                        &names[k as usize],
+                        Timestamp(0),
+                        Timestamp::from_millis(200_000),
+                        Duration::from_secs(60),
+                    )
+                    .unwrap();
+                assert_eq!(b.iter().map(|b| b.count).sum::<u64>(), 200);
+            }
+            let last = r.last_values().unwrap();
+            assert_eq!(last.len(), 2000);
+            assert!(last.iter().all(|(_, s)| s.time.as_millis() == 199_000));
+        };
+        check(&r);
+        drop((w, r));
+        // Reopened: the same blocks, found again by their prefixes.
+        let (w, r) = HistorianWriter::open(&dir, config).unwrap();
+        assert_eq!(lock(&w.inner).unwrap().blocks.len(), 20);
+        check(&r);
+        drop((w, r));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A tag no longer polled: its last value is found in an old block, past newer ones.
+    #[test]
+    fn the_last_value_of_a_tag_gone_quiet_is_found_in_an_old_block() {
+        let dir = temp("quiet");
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, ..HistorianConfig::default() };
+        let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
+        let names = paths(3);
+        w.bind_tags(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        fill(&mut w, 3, 0..50, 10);
+        // Now only tag 0 is polled, and a clock set back writes a block of older times last.
+        fill(&mut w, 1, 50..100, 10);
+        fill(&mut w, 1, 20..30, 10);
+        let last = r.last_values().unwrap();
+        let at = |k: usize| last.iter().find(|(p, _)| *p == names[k]).unwrap().1;
+        assert_eq!((at(0).time.as_millis(), at(0).value), (99_000, Some(value(0, 99))));
+        assert_eq!((at(2).time.as_millis(), at(2).value), (49_000, Some(value(2, 49))));
+        let before = r.interpolate(&names[2], &[Timestamp::from_millis(45_000)]).unwrap();
+        assert_eq!(before, vec![Some(value(2, 45))]);
+        drop((w, r));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Bytes gone bad in a block after the historian opened (it checks every record then):
+    /// a query skips that block, counts it, and returns the rest.
+    #[test]
+    fn a_block_damaged_after_open_is_skipped_and_counted() {
+        let dir = temp("damaged");
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, ..HistorianConfig::default() };
+        let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
+        let names = paths(2);
+        w.bind_tags(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        fill(&mut w, 2, 0..30, 10);
+        let segment = fs::read_dir(dir.join("chunks")).unwrap().map(|e| e.unwrap().path()).min().unwrap();
+        let mut bytes = fs::read(&segment).unwrap();
+        // The first block's first section (tag 0), some bytes into its body.
+        let at = crate::log::MAGIC.len() + crate::log::HEADER_BYTES + chunk::BLOCK_PREFIX_BYTES + 30;
+        bytes[at] ^= 0xff;
+        fs::write(&segment, &bytes).unwrap();
+        let rows = r.raw(&names[0], Timestamp(0), Timestamp::from_millis(60_000)).unwrap();
+        assert_eq!(rows.len(), 20, "the two undamaged blocks");
+        assert_eq!(r.stats().corrupt_reads, 1);
+        // Tag 1 was read in the same request: its section in that block holds no times of its
+        // own, it shares the damaged section's.
+        assert_eq!(r.raw(&names[1], Timestamp(0), Timestamp::from_millis(60_000)).unwrap().len(), 20);
+        assert_eq!(r.stats().corrupt_reads, 2);
+        drop((w, r));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Chunk records of one tag each, as checkpoints wrote them before blocks, are still read,
+    /// beside blocks written after them.
+    #[test]
+    fn chunks_written_before_blocks_are_still_read() {
+        let dir = temp("legacy");
+        let names = paths(2);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("tags.txt"), format!("0\t{}\n1\t{}\n", names[0], names[1])).unwrap();
+        {
+            let mut log = Log::open(&dir.join("chunks"), 1 << 20).unwrap();
+            let times: Vec<i64> = (0..20).map(|i| i * 1000).collect();
+            let first = log.next_seq();
+            for tag in 0..2u32 {
+                let values = (0..20).map(|i| value(tag, i)).collect();
+                let c = chunk::Columns::from_parts(times.clone(), values, vec![0; 20]);
+                let shared = (tag == 1).then_some(first);
+                log.append(Timestamp::from_millis(19_000), &chunk::encode(Codec::Pco, tag, &c, shared).unwrap())
+                    .unwrap();
+            }
+            log.append(Timestamp::from_millis(19_000), &chunk::encode_checkpoint(0, first)).unwrap();
+            log.commit(true).unwrap();
+        }
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, ..HistorianConfig::default() };
+        let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
+        w.bind_tags(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        fill(&mut w, 2, 20..40, 10);
+        for k in 0..2u32 {
+            let rows = r.raw(&names[k as usize], Timestamp(0), Timestamp::from_millis(60_000)).unwrap();
+            assert_eq!(rows.len(), 40, "tag {k}");
+            assert!(rows.iter().enumerate().all(|(i, s)| s.value == Some(value(k, i as i64))), "tag {k}");
+        }
+        let inner = lock(&w.inner).unwrap();
+        assert_eq!((inner.index[0].len(), inner.index[1].len(), inner.blocks.len()), (1, 1, 2));
+        drop(inner);
+        drop((w, r));
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
