@@ -98,7 +98,7 @@ fn reduction() {
     sim.stop();
     drop(sim);
     let config = airlock_config::parse(&text, Path::new("demo.toml")).unwrap();
-    let mut condenser = Condenser::new(&config, TagTable::new(&config));
+    let mut condenser = Condenser::new(&config, std::sync::Arc::new(TagTable::new(&config)));
     let mut plant = Plant::new(1, press_line());
     let start = Timestamp::parse_rfc3339("2026-11-30T06:00:00Z").unwrap().as_millis();
     let mut banks: Vec<Banks> = plant.machines.iter().map(|_| Banks::default()).collect();

@@ -153,13 +153,13 @@ fn main() {
         gateway: "bench".into(),
         clock: Clock::simulated(Timestamp::from_millis(end), 1.0),
         devices: Vec::new(),
-        tags: vec![airlock_web::TagView {
+        tags: Arc::new([airlock_web::TagView {
             path: path.into(),
             name: "speed".into(),
             unit: Some("rpm".into()),
             device: 0,
             value_type: ValueType::F64,
-        }],
+        }]),
         latest: Arc::default(),
         collector: Arc::new(CollectorHealth::default()),
         sinks: Vec::new(),

@@ -44,10 +44,25 @@ fn source(d: &Arc<Device>, handle: DeviceHandle, data_dir: &Path) -> Box<dyn Sou
     }
 }
 
+fn tag_views(tags: &TagTable) -> Arc<[airlock_web::TagView]> {
+    tags.iter()
+        .map(|t| airlock_web::TagView {
+            path: t.path.to_string(),
+            name: t.name.clone(),
+            unit: t.unit.as_deref().map(str::to_owned),
+            device: t.device,
+            value_type: t.value_type,
+        })
+        .collect()
+}
+
 /// A started gateway. Stop it with [`Gateway::stop`].
 pub struct Gateway {
     pub config: Config,
     pub tags: Arc<TagTable>,
+    /// The tags as the dashboard and the status file show them: built once per config and
+    /// shared by both (each held its own copy: 1.4 MB at 10,000 tags).
+    tag_views: Arc<[airlock_web::TagView]>,
     pub health: Vec<Arc<DeviceHealth>>,
     pub latest: Latest,
     pub collector_health: Arc<CollectorHealth>,
@@ -244,7 +259,7 @@ impl Gateway {
         let collector_health = Arc::new(CollectorHealth::default());
         let gateway_asset = AssetPath::parse(&config.gateway.name)
             .map_err(|e| anyhow::anyhow!("the gateway name {:?}: {e}", config.gateway.name))?;
-        let condenser = Condenser::new(&config, TagTable::clone(&tags));
+        let condenser = Condenser::new(&config, Arc::clone(&tags));
         let collector = Collector::new(
             outbox_writer,
             historian_writer,
@@ -268,6 +283,7 @@ impl Gateway {
         let started = std::time::Instant::now();
         let mut gateway = Self {
             config,
+            tag_views: tag_views(&tags),
             tags,
             health,
             latest,
@@ -338,17 +354,7 @@ impl Gateway {
             gateway: self.config.gateway.name.clone(),
             clock: self.clock,
             devices,
-            tags: self
-                .tags
-                .iter()
-                .map(|t| airlock_web::TagView {
-                    path: t.path.to_string(),
-                    name: t.name.clone(),
-                    unit: t.unit.as_deref().map(str::to_owned),
-                    device: t.device,
-                    value_type: t.value_type,
-                })
-                .collect(),
+            tags: Arc::clone(&self.tag_views),
             latest: Arc::clone(&self.latest),
             collector: Arc::clone(&self.collector_health),
             sinks,
@@ -520,7 +526,7 @@ impl Gateway {
         }
         let (done, answer) = std::sync::mpsc::channel();
         let reload = Reload {
-            condenser: Condenser::new(&new, TagTable::clone(&tags)),
+            condenser: Condenser::new(&new, Arc::clone(&tags)),
             paths: tags.iter().map(|t| t.path.to_string()).collect(),
             unchanged: moved,
             routes,
@@ -545,6 +551,7 @@ impl Gateway {
         }
         self.devices = keep.into_iter().flatten().collect();
         self.health = health.into_iter().map(|h| h.unwrap_or_default()).collect();
+        self.tag_views = tag_views(&tags);
         self.tags = tags;
         if let Err(e) = applied {
             // The devices run on the new config; the edge and historian did not switch.

@@ -490,7 +490,7 @@ mod tests {
         let health = Arc::new(CollectorHealth::default());
         let latest: Latest = Arc::new(Mutex::new(vec![None; tags.len()]));
         let mut collector =
-            Collector::new(outbox, historian, Condenser::new(&config, tags), latest, Arc::clone(&health))
+            Collector::new(outbox, historian, Condenser::new(&config, Arc::new(tags)), latest, Arc::clone(&health))
                 .reporting(Arc::new(Problems::default()), AssetPath::parse("line1").unwrap());
         collector.panic_on = Some(TagId(1));
         let (tx, rx) = mpsc::channel(16);

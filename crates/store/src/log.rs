@@ -41,6 +41,9 @@ pub const PAYLOAD_BYTES_MAX: usize = 16 << 20;
 pub const SEQ_MAX: u64 = 1 << 62;
 /// Buffered bytes that trigger a write before the commit.
 const PENDING_BYTES_MAX: usize = 1 << 20;
+/// A payload this large is written at once, not copied into the buffer (a historian block:
+/// the buffer would grow to hold it and keep that memory).
+const DIRECT_BYTES_MIN: usize = 64 << 10;
 /// Every this many records, a segment remembers the offset of one, to find a record fast.
 const INDEX_EVERY: u64 = 64;
 
@@ -270,11 +273,17 @@ impl Log {
             self.roll(false)?;
             self.roll_needed = false;
         }
+        let direct = payload.len() >= DIRECT_BYTES_MIN;
+        if direct {
+            self.write_pending()?;
+        }
         let seq = self.next_seq;
         let (from, _) = self.uncommitted_times.unwrap_or((time, time));
         self.uncommitted_times = Some((from, time));
         let offset = self.written_bytes + self.pending.len() as u64;
-        encode(&mut self.pending, seq, time, payload);
+        if !direct {
+            encode(&mut self.pending, seq, time, payload);
+        }
         self.next_seq += 1;
         let segment = self.active_segment_mut()?;
         let info = &mut segment.info;
@@ -287,10 +296,37 @@ impl Log {
         if (seq - info.first_seq).is_multiple_of(INDEX_EVERY) {
             segment.index.push((seq, offset));
         }
-        if self.pending.len() >= PENDING_BYTES_MAX {
+        if direct {
+            self.write_direct(seq, time, payload)?;
+        } else if self.pending.len() >= PENDING_BYTES_MAX {
             self.write_pending()?;
         }
         Ok(seq)
+    }
+
+    /// Writes one record straight to the active segment (the buffer is empty): its header, then
+    /// its payload. On failure, as [`Log::write_pending`].
+    fn write_direct(&mut self, seq: u64, time: Timestamp, payload: &[u8]) -> Result<(), StoreError> {
+        let mut header = [0u8; HEADER_BYTES];
+        header[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        header[8..16].copy_from_slice(&seq.to_le_bytes());
+        header[16..24].copy_from_slice(&time.0.to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header[8..]);
+        crc.update(payload);
+        header[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+        let file = self.active_file()?;
+        match file.write_all(&header).and_then(|()| file.write_all(payload)) {
+            Ok(()) => {
+                self.written_bytes += (HEADER_BYTES + payload.len()) as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let path = self.active_segment()?.path.clone();
+                self.roll_back();
+                Err(StoreError::io("write", &path, e))
+            }
+        }
     }
 
     /// Writes what is buffered, syncs it to disk if `sync`, rolls to a new segment if the
@@ -960,6 +996,46 @@ mod tests {
         let r = log.open_record(4).unwrap().unwrap();
         assert!(matches!(r, RecordReader::Memory(_)));
         assert_eq!(r.read(0, payload(4).len()).unwrap().unwrap(), payload(4));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Large records are written straight to the file, small ones through the buffer: both
+    /// read back alike, in order, before and after a reopen; a large write the disk refuses is
+    /// reported lost as a buffered one is.
+    #[test]
+    fn large_records_written_at_once_read_back_with_the_buffered_ones() {
+        let dir = temp("direct");
+        let payload = |i: usize| vec![i as u8; if i.is_multiple_of(3) { DIRECT_BYTES_MIN + i } else { 10 + i }];
+        {
+            let mut log = Log::open(&dir, 1 << 20).unwrap();
+            for i in 1..=12 {
+                assert_eq!(log.append(Timestamp(i as i64), &payload(i)).unwrap(), i as u64);
+                if i % 5 == 0 {
+                    log.commit(false).unwrap();
+                }
+            }
+            log.commit(true).unwrap();
+            assert!(log.pending.capacity() < DIRECT_BYTES_MIN, "the buffer never held a large record");
+            let read = log.read(1, usize::MAX, usize::MAX).unwrap();
+            assert_eq!(
+                read.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
+                (1..=12).map(payload).collect::<Vec<_>>()
+            );
+            let path = log.active_segment().unwrap().path.clone();
+            log.active = Some(File::open(path).unwrap());
+            assert!(log.append(Timestamp(15), &payload(15)).is_err(), "the disk refused the large write");
+            let lost = log.take_lost().unwrap();
+            assert_eq!((lost.len(), lost[0].first_seq, lost[0].records), (1, 13, 1));
+            // The next record goes to a new segment, past the lost number.
+            assert_eq!(log.append(Timestamp(16), &payload(16)).unwrap(), 14);
+            log.commit(true).unwrap();
+        }
+        let log = Log::open(&dir, 1 << 20).unwrap();
+        assert_eq!(log.recovery, Recovery::default());
+        let read = log.read(1, usize::MAX, usize::MAX).unwrap();
+        let mut want: Vec<Vec<u8>> = (1..=12).map(payload).collect();
+        want.push(payload(16));
+        assert_eq!(read.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(), want);
         fs::remove_dir_all(&dir).unwrap();
     }
 

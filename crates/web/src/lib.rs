@@ -89,7 +89,7 @@ pub struct Dashboard {
     pub clock: Clock,
     pub devices: Vec<DeviceView>,
     /// Every tag, in tag id order (as [`Dashboard::latest`]).
-    pub tags: Vec<TagView>,
+    pub tags: Arc<[TagView]>,
     pub latest: Latest,
     pub collector: Arc<CollectorHealth>,
     pub sinks: Vec<SinkView>,

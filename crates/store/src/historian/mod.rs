@@ -378,7 +378,7 @@ impl Inner {
             _lock: lock,
             dir: dir.to_owned(),
             heads: vec![head::Head::default(); paths.len()],
-            index: vec![Vec::new(); paths.len()],
+            index: Vec::new(),
             blocks: Vec::new(),
             block_bytes_max: (segment_bytes / 4).min(BLOCK_BYTES_MAX) as usize,
             paths,
@@ -429,6 +429,9 @@ impl Inner {
                 continue;
             }
             self.ensure_tag(tag);
+            if self.index.len() <= tag as usize {
+                self.index.resize(self.paths.len(), Vec::new());
+            }
             self.index[tag as usize].push(c);
             self.stats.chunks += 1;
         }
@@ -464,7 +467,6 @@ impl Inner {
         let n = tag as usize + 1;
         if self.heads.len() < n {
             self.heads.resize(n, head::Head::default());
-            self.index.resize(n, Vec::new());
         }
     }
 
@@ -505,6 +507,9 @@ impl Inner {
             written
         };
         write().map_err(|e| StoreError::io("add tags to", &file, e))?;
+        // Room for exactly the tags there are (one at a time, the tables would double).
+        self.paths.reserve_exact(new.len());
+        self.heads.reserve_exact((self.paths.len() + new.len()).saturating_sub(self.heads.len()));
         for path in new {
             let n = self.paths.len() as u32;
             self.paths.push(path.to_owned());
