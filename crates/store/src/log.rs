@@ -13,8 +13,11 @@
 //!  crc = CRC-32 (IEEE) of bytes 8 .. 24 + len
 //! ```
 //!
-//! Appends are buffered and reach the file at [`Log::commit`] (or when the buffer passes 1 MiB);
-//! `commit(true)` also calls `fdatasync`. Only committed records are visible to readers. If a
+//! Appends are buffered and reach the file at [`Log::commit`] (or when the buffer passes 1 MiB;
+//! a payload of 64 KiB or more is written at once, not copied into the buffer); `commit(true)`
+//! also calls `fdatasync`. Only committed records are visible to this log's readers; a log
+//! opened read-only by another process sees what has reached the file, and may count a record
+//! being written as it opens as a torn one. If a
 //! write fails (a full disk), the active segment is cut back to the last commit and everything
 //! appended since is discarded and reported, so a failed write never leaves a torn record behind.
 //! Segments roll at commit time once they pass `segment_bytes_max`.
@@ -276,6 +279,8 @@ impl Log {
         let direct = payload.len() >= DIRECT_BYTES_MIN;
         if direct {
             self.write_pending()?;
+            // Nothing is changed unless the record can be written (a read-only log refuses).
+            self.active_file()?;
         }
         let seq = self.next_seq;
         let (from, _) = self.uncommitted_times.unwrap_or((time, time));
@@ -316,7 +321,25 @@ impl Log {
         crc.update(payload);
         header[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
         let file = self.active_file()?;
-        match file.write_all(&header).and_then(|()| file.write_all(payload)) {
+        // Header and payload in one call (and its continuations, if the kernel takes part).
+        let mut parts = [std::io::IoSlice::new(&header), std::io::IoSlice::new(payload)];
+        let mut rest = &mut parts[..];
+        let mut written = Ok(());
+        while !rest.is_empty() {
+            match file.write_vectored(rest) {
+                Ok(0) => {
+                    written = Err(io::Error::from(io::ErrorKind::WriteZero));
+                    break;
+                }
+                Ok(n) => std::io::IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    written = Err(e);
+                    break;
+                }
+            }
+        }
+        match written {
             Ok(()) => {
                 self.written_bytes += (HEADER_BYTES + payload.len()) as u64;
                 Ok(())

@@ -120,9 +120,11 @@ pub enum Entry {
 
 const KIND_BLOCK: u8 = 5;
 /// Bytes of a block's prefix.
-pub const BLOCK_PREFIX_BYTES: usize = 33;
+pub const BLOCK_PREFIX_BYTES: usize = 37;
 const DIRECTORY_ENTRY_BYTES: u64 = 8;
 const SECTION_CRC_BYTES: usize = 4;
+/// Samples a block's section holds at most (a longer head is written as several sections).
+pub const SECTION_SAMPLES_MAX: usize = 8192;
 
 /// What a block holds: its prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +135,7 @@ pub struct BlockPrefix {
     pub time_min: i64,
     pub time_max: i64,
     pub directory_at: u32,
+    pub directory_crc: u32,
 }
 
 /// Builds one block, a section at a time.
@@ -152,6 +155,7 @@ impl Default for BlockWriter {
             time_min: i64::MAX,
             time_max: i64::MIN,
             directory_at: 0,
+            directory_crc: 0,
         };
         Self { out: vec![0; BLOCK_PREFIX_BYTES], directory: Vec::new(), prefix }
     }
@@ -167,11 +171,15 @@ impl BlockWriter {
         self.out.len() + self.directory.len() * DIRECTORY_ENTRY_BYTES as usize
     }
 
-    /// Adds one tag's chunk; tags must come in order. `times_from`: the index of an earlier
-    /// section of this block with the very same times (pco only). Returns this section's index.
+    /// Adds one tag's chunk (at most [`SECTION_SAMPLES_MAX`] samples); tags must come in order.
+    /// `times_from`: the index of an earlier section of this block with the very same times
+    /// (pco only). Returns this section's index.
     pub fn push(&mut self, codec: Codec, tag: u32, c: &Columns, times_from: Option<u32>) -> Result<u32, String> {
         if self.directory.last().is_some_and(|(last, _)| *last > tag) {
             return Err(format!("tag {tag} after a later one in a block"));
+        }
+        if c.len() > SECTION_SAMPLES_MAX {
+            return Err(format!("{} samples in one section", c.len()));
         }
         let section = encode(codec, tag, c, times_from.map(u64::from))?;
         self.out.extend_from_slice(&section);
@@ -198,6 +206,7 @@ impl BlockWriter {
             self.out.extend_from_slice(&tag.to_le_bytes());
             self.out.extend_from_slice(&end.to_le_bytes());
         }
+        p.directory_crc = crc32fast::hash(&self.out[p.directory_at as usize..]);
         let mut head = vec![KIND_BLOCK];
         head.extend_from_slice(&p.sections.to_le_bytes());
         head.extend_from_slice(&p.tag_min.to_le_bytes());
@@ -205,6 +214,7 @@ impl BlockWriter {
         head.extend_from_slice(&p.time_min.to_le_bytes());
         head.extend_from_slice(&p.time_max.to_le_bytes());
         head.extend_from_slice(&p.directory_at.to_le_bytes());
+        head.extend_from_slice(&p.directory_crc.to_le_bytes());
         self.out[..BLOCK_PREFIX_BYTES].copy_from_slice(&head);
         Ok((self.out, self.prefix))
     }
@@ -215,7 +225,7 @@ pub trait Payload {
     /// The payload's length in bytes.
     fn size(&self) -> u64;
     /// `len` bytes from `offset`; `None` if they are not all inside.
-    fn read(&self, offset: u64, len: usize) -> Result<Option<Vec<u8>>, String>;
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Option<Vec<u8>>>;
 }
 
 impl Payload for [u8] {
@@ -223,99 +233,138 @@ impl Payload for [u8] {
         self.len() as u64
     }
 
-    fn read(&self, offset: u64, len: usize) -> Result<Option<Vec<u8>>, String> {
-        let start = usize::try_from(offset).map_err(|_| "offset")?;
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Option<Vec<u8>>> {
+        let Ok(start) = usize::try_from(offset) else { return Ok(None) };
         Ok(self.get(start..start.saturating_add(len)).map(<[u8]>::to_vec))
     }
 }
 
-/// One block, to find and decode one tag's sections. Every offset read is checked; a damaged
-/// block is an error, never a panic or an allocation beyond what its payload holds.
+/// Why a block could not be read: the file could not be read, or its bytes are damaged.
+#[derive(Debug)]
+pub enum BlockError {
+    Io(std::io::Error),
+    Damaged(String),
+}
+
+impl From<std::io::Error> for BlockError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<String> for BlockError {
+    fn from(what: String) -> Self {
+        Self::Damaged(what)
+    }
+}
+
+impl From<&str> for BlockError {
+    fn from(what: &str) -> Self {
+        Self::Damaged(what.to_owned())
+    }
+}
+
+impl std::fmt::Display for BlockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "{e}"),
+            Self::Damaged(what) => f.write_str(what),
+        }
+    }
+}
+
+/// One block, to find and decode one tag's sections. Its directory is read whole and checked
+/// (CRC, order, bounds) when the block is opened, and each section against its own CRC when
+/// read: damaged bytes are an error, never a panic, a section taken for another, or an
+/// allocation beyond the payload (the directory, a section) or [`SECTION_SAMPLES_MAX`] samples.
 pub struct Block<'a, P: Payload + ?Sized> {
     payload: &'a P,
     pub prefix: BlockPrefix,
+    /// Per section: its tag and where it ends.
+    directory: Vec<(u32, u32)>,
 }
 
 impl<'a, P: Payload + ?Sized> Block<'a, P> {
-    pub fn open(payload: &'a P) -> Result<Self, String> {
+    pub fn open(payload: &'a P) -> Result<Self, BlockError> {
         let bytes = payload.read(0, BLOCK_PREFIX_BYTES)?.ok_or("short block")?;
         let Some(Entry::Block(prefix)) = entry(&bytes) else { return Err("not a block".into()) };
-        let directory_end = u64::from(prefix.directory_at) + u64::from(prefix.sections) * DIRECTORY_ENTRY_BYTES;
-        if directory_end != payload.size() || (prefix.directory_at as usize) < BLOCK_PREFIX_BYTES {
+        let directory_bytes = u64::from(prefix.sections) * DIRECTORY_ENTRY_BYTES;
+        if u64::from(prefix.directory_at) + directory_bytes != payload.size()
+            || (prefix.directory_at as usize) < BLOCK_PREFIX_BYTES
+        {
             return Err("a block's directory is not where its prefix says".into());
         }
-        Ok(Self { payload, prefix })
+        let raw = payload.read(u64::from(prefix.directory_at), directory_bytes as usize)?.ok_or("short directory")?;
+        if crc32fast::hash(&raw) != prefix.directory_crc {
+            return Err("a block's directory fails its checksum".into());
+        }
+        let directory: Vec<(u32, u32)> = raw
+            .chunks_exact(DIRECTORY_ENTRY_BYTES as usize)
+            .map(|e| (u32::from_le_bytes([e[0], e[1], e[2], e[3]]), u32::from_le_bytes([e[4], e[5], e[6], e[7]])))
+            .collect();
+        let mut start = BLOCK_PREFIX_BYTES as u64;
+        let mut last_tag = 0;
+        for (tag, end) in &directory {
+            let end = u64::from(*end);
+            if *tag < last_tag || end < start + SECTION_CRC_BYTES as u64 || end > u64::from(prefix.directory_at) {
+                return Err("a block's directory is out of order or out of bounds".into());
+            }
+            (last_tag, start) = (*tag, end);
+        }
+        Ok(Self { payload, prefix, directory })
     }
 
-    /// Section `i`'s (tag, end offset).
-    fn directory(&self, i: u32) -> Result<(u32, u32), String> {
-        let at = u64::from(self.prefix.directory_at) + u64::from(i) * DIRECTORY_ENTRY_BYTES;
-        let b = self.payload.read(at, DIRECTORY_ENTRY_BYTES as usize)?.ok_or("short block directory")?;
-        Ok((u32::from_le_bytes([b[0], b[1], b[2], b[3]]), u32::from_le_bytes([b[4], b[5], b[6], b[7]])))
+    /// The indices of `tag`'s sections.
+    pub fn sections_of(&self, tag: u32) -> std::ops::Range<u32> {
+        let lo = self.directory.partition_point(|(t, _)| *t < tag);
+        let hi = self.directory.partition_point(|(t, _)| *t <= tag);
+        lo as u32..hi as u32
     }
 
-    /// The indices of `tag`'s sections (a binary search of the directory, read an entry at a
-    /// time: a few reads, not the whole directory).
-    pub fn sections_of(&self, tag: u32) -> Result<std::ops::Range<u32>, String> {
-        if self.prefix.sections == 0 || tag < self.prefix.tag_min || tag > self.prefix.tag_max {
-            return Ok(0..0);
-        }
-        let (mut lo, mut hi) = (0u32, self.prefix.sections);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.directory(mid)?.0 < tag { lo = mid + 1 } else { hi = mid }
-        }
-        let mut end = lo;
-        while end < self.prefix.sections && self.directory(end)?.0 == tag {
-            end += 1;
-        }
-        Ok(lo..end)
-    }
-
-    /// Section `i`'s chunk bytes, checked against its CRC, and its tag.
-    fn section(&self, i: u32) -> Result<(u32, Vec<u8>), String> {
-        let start = match i {
-            0 => BLOCK_PREFIX_BYTES as u32,
-            _ => self.directory(i - 1)?.1,
-        };
-        let (tag, end) = self.directory(i)?;
-        if u64::from(end) < u64::from(start) + SECTION_CRC_BYTES as u64 || end > self.prefix.directory_at {
-            return Err(format!("section {i} of a block runs from {start} to {end}"));
-        }
+    /// Section `i`'s chunk bytes, checked against its CRC and its tag.
+    fn section(&self, i: u32) -> Result<Vec<u8>, BlockError> {
+        let i = i as usize;
+        let (tag, end) = *self.directory.get(i).ok_or("no such section")?;
+        let start = if i == 0 { BLOCK_PREFIX_BYTES as u32 } else { self.directory[i - 1].1 };
         let mut bytes = self.payload.read(u64::from(start), (end - start) as usize)?.ok_or("short section")?;
         let crc = bytes.split_off(bytes.len() - SECTION_CRC_BYTES);
         if crc32fast::hash(&bytes).to_le_bytes()[..] != crc[..] {
-            return Err(format!("section {i} of a block fails its checksum"));
+            return Err(format!("section {i} of a block fails its checksum").into());
         }
-        Ok((tag, bytes))
+        match entry(&bytes) {
+            Some(Entry::Chunk { tag: t, count, .. }) if t == tag && count as usize <= SECTION_SAMPLES_MAX => Ok(bytes),
+            _ => Err(format!("section {i} of a block is not a chunk of tag {tag}").into()),
+        }
     }
 
-    /// Section `i`'s time range, from its header alone.
-    pub fn time_range(&self, i: u32) -> Result<(i64, i64), String> {
-        let start = match i {
-            0 => BLOCK_PREFIX_BYTES as u32,
-            _ => self.directory(i - 1)?.1,
-        };
-        let end = self.directory(i)?.1;
-        let len = (end.saturating_sub(start) as usize).saturating_sub(SECTION_CRC_BYTES).min(PREFIX_BYTES);
-        let bytes = self.payload.read(u64::from(start), len)?.ok_or("short section")?;
-        match entry(&bytes) {
+    /// Section `i`'s time range (its header, checked with the section).
+    pub fn time_range(&self, i: u32) -> Result<(i64, i64), BlockError> {
+        match entry(&self.section(i)?) {
             Some(Entry::Chunk { time_min, time_max, .. }) => Ok((time_min, time_max)),
-            _ => Err(format!("section {i} of a block is not a chunk")),
+            _ => Err(format!("section {i} of a block is not a chunk").into()),
         }
     }
 
     /// Section `i`, decoded (with the times it shares with an earlier section, if it does).
-    pub fn decode(&self, i: u32) -> Result<Columns, String> {
-        let (tag, bytes) = self.section(i)?;
+    pub fn decode(&self, i: u32) -> Result<Columns, BlockError> {
+        let bytes = self.section(i)?;
+        let mut io = None;
         let columns = decode(&bytes, |from| {
             let from = u32::try_from(from).ok().filter(|f| *f < i).ok_or("shared times from a later section")?;
-            let (_, other) = self.section(from)?;
+            let other = match self.section(from) {
+                Ok(other) => other,
+                Err(BlockError::Io(e)) => {
+                    let what = e.to_string();
+                    io = Some(e);
+                    return Err(what);
+                }
+                Err(BlockError::Damaged(what)) => return Err(what),
+            };
             decode(&other, |_| Err("shared times refer to shared times".into())).map(|c| c.times)
-        })?;
-        match entry(&bytes) {
-            Some(Entry::Chunk { tag: t, .. }) if t == tag => Ok(columns),
-            _ => Err(format!("section {i} of a block is not tag {tag}'s")),
+        });
+        match (columns, io) {
+            (_, Some(e)) => Err(BlockError::Io(e)),
+            (columns, None) => Ok(columns?),
         }
     }
 }
@@ -386,6 +435,7 @@ pub fn entry(bytes: &[u8]) -> Option<Entry> {
             time_min: u64_at(13)? as i64,
             time_max: u64_at(21)? as i64,
             directory_at: u32_at(29)?,
+            directory_crc: u32_at(33)?,
         })),
         kind @ (1 | 2 | KIND_SHARED_TIMES) => Some(Entry::Chunk {
             tag: u32_at(1)?,
@@ -609,7 +659,7 @@ mod tests {
         for (tag, want) in
             [(2, 0..2), (5, 2..3), (9, 3..4), (0, 0..0), (3, 0..0), (4, 0..0), (10, 0..0), (u32::MAX, 0..0)]
         {
-            let found = b.sections_of(tag).unwrap();
+            let found = b.sections_of(tag);
             assert_eq!(if found.is_empty() { 0..0 } else { found.clone() }, want, "tag {tag}");
             for i in found {
                 assert_eq!(b.decode(i).unwrap(), sections[i as usize].1, "section {i}");
@@ -621,7 +671,7 @@ mod tests {
         let shared = encode(Codec::Pco, 5, &sections[2].1, Some(0)).unwrap();
         assert!(shared.len() < alone.len(), "the shared section does not hold the times again");
         let empty = BlockWriter::default().finish().unwrap().0;
-        assert_eq!(Block::open(empty.as_slice()).unwrap().sections_of(0).unwrap(), 0..0);
+        assert_eq!(Block::open(empty.as_slice()).unwrap().sections_of(0), 0..0);
     }
 
     #[test]
@@ -634,18 +684,32 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[BLOCK_PREFIX_BYTES + 30] ^= 0x40;
         let b = Block::open(flipped.as_slice()).unwrap();
-        assert!(b.decode(0).unwrap_err().contains("checksum"));
+        assert!(b.decode(0).unwrap_err().to_string().contains("checksum"));
+        assert!(b.time_range(0).is_err(), "a section's header is read checked");
         assert!(b.decode(2).is_err(), "its times came from the damaged section");
         assert!(b.decode(3).is_ok());
-        // Directory entries pointing anywhere: errors.
-        for (entry, value) in [(0, u32::MAX), (1, 0), (3, prefix.directory_at + 1), (2, 7)] {
+        // Any directory entry changed, in its tag or its end: the block does not open.
+        for (entry, field, value) in
+            [(0, 4, u32::MAX), (1, 4, 0), (3, 4, prefix.directory_at + 1), (2, 0, 7), (2, 0, 2)]
+        {
             let mut bad = bytes.clone();
-            let at = prefix.directory_at as usize + entry * 8 + 4;
+            let at = prefix.directory_at as usize + entry * 8 + field;
             bad[at..at + 4].copy_from_slice(&value.to_le_bytes());
-            let b = Block::open(bad.as_slice()).unwrap();
-            let results: Vec<bool> = (0..4).map(|i| b.decode(i).is_ok()).collect();
-            assert!(results.contains(&false), "entry {entry} = {value}: {results:?}");
+            assert!(Block::open(bad.as_slice()).is_err(), "entry {entry} = {value}");
+            // The same with the directory's checksum made right: out of order or of bounds.
+            let crc = crc32fast::hash(&bad[prefix.directory_at as usize..]);
+            bad[33..37].copy_from_slice(&crc.to_le_bytes());
+            match Block::open(bad.as_slice()) {
+                Err(_) => {}
+                // A tag changed to another in order (5 to 2): found as that tag, refused by the
+                // section's own header.
+                Ok(b) => assert!(b.sections_of(value).any(|i| b.decode(i).is_err()), "entry {entry} = {value}"),
+            }
         }
+        // A section of more samples than a block's section may hold is refused before decoding.
+        let mut long = Columns::default();
+        (0..SECTION_SAMPLES_MAX as i64 + 1).for_each(|i| long.push(i, 0.0, 0));
+        assert!(BlockWriter::default().push(Codec::Pco, 1, &long, None).is_err());
         // A section claiming the times of a later one (or itself).
         let c = columns();
         let mut w = BlockWriter::default();

@@ -12,7 +12,7 @@
 //! Samples also go to an in-memory head per tag, compressed as they come (`head.rs`: a few bits
 //! a sample for a steady tag, not 18 bytes). A checkpoint (when the WAL passes
 //! `wal_bytes_max`, or the heads pass `head_samples_max`) writes every head as a chunk into
-//! blocks of about a megabyte, then a checkpoint record naming the last WAL record it covers
+//! blocks of about 256 KB, then a checkpoint record naming the last WAL record it covers
 //! and its first block, syncs the chunk log, and deletes the WAL up to there. Memory holds one
 //! index entry per block (its tags and times), so it grows with the bytes kept, not with tags
 //! times checkpoints; a query reads a block's directory entries and its tag's chunks only. On
@@ -46,7 +46,7 @@ pub use chunk::Codec;
 pub use query::{Bucket, Point};
 
 /// Samples of one tag a chunk holds at most (a longer head is written as several chunks).
-const CHUNK_SAMPLES_MAX: usize = 8192;
+const CHUNK_SAMPLES_MAX: usize = chunk::SECTION_SAMPLES_MAX;
 
 /// Bounds and policies of a historian.
 #[derive(Debug, Clone)]
@@ -706,24 +706,28 @@ impl Inner {
     }
 
     /// `f(block, section)` for every section of `tag` in `blocks`, in the order given. A block
-    /// found damaged is skipped (counted and logged).
+    /// found damaged is skipped (counted and logged); a file that cannot be read is an error.
     fn for_each_section(
         &self,
         tag: u32,
         blocks: impl Iterator<Item = BlockRef>,
-        mut f: impl FnMut(&chunk::Block<'_, RecordReader>, u32) -> Result<(), String>,
+        mut f: impl FnMut(&chunk::Block<'_, RecordReader>, u32) -> Result<(), chunk::BlockError>,
     ) -> Result<(), StoreError> {
         for b in blocks {
             if tag < b.tag_min || tag > b.tag_max {
                 continue;
             }
             let Some(reader) = self.open_block(b.seq)? else { continue };
-            let mut walk = || -> Result<(), String> {
+            let mut walk = || -> Result<(), chunk::BlockError> {
                 let block = chunk::Block::open(&reader)?;
-                block.sections_of(tag)?.try_for_each(|i| f(&block, i))
+                block.sections_of(tag).try_for_each(|i| f(&block, i))
             };
-            if let Err(what) = walk() {
-                self.skip_corrupt(b.seq, &what);
+            match walk() {
+                Ok(()) => {}
+                Err(chunk::BlockError::Damaged(what)) => self.skip_corrupt(b.seq, &what),
+                Err(chunk::BlockError::Io(e)) => {
+                    return Err(StoreError::io("read a block of", &self.dir.join("chunks"), e));
+                }
             }
         }
         Ok(())
@@ -747,6 +751,11 @@ impl Inner {
                 refs.retain(|c| c.seq > dropped.last_seq && c.times_from.is_none_or(|t| t > dropped.last_seq));
             }
             self.blocks.retain(|b| b.seq > dropped.last_seq);
+            let mut newest = i64::MIN;
+            for b in &mut self.blocks {
+                newest = newest.max(b.time_max);
+                b.newest_so_far = newest;
+            }
         }
     }
 
@@ -808,8 +817,9 @@ impl Inner {
         // Blocks newest first. A block or section whose newest time before `before_ms` is no
         // later than the best sample found cannot hold a later one; once every block from here
         // back is so (`newest_so_far`), the search stops.
-        let beaten =
-            |newest: i64, best: &Option<(i64, f64, u16)>| best.is_some_and(|b| newest.min(before_ms - 1) <= b.0);
+        let beaten = |newest: i64, best: &Option<(i64, f64, u16)>| {
+            best.is_some_and(|b| newest.min(before_ms.saturating_sub(1)) <= b.0)
+        };
         for b in self.blocks.iter().rev() {
             if beaten(b.newest_so_far, &best) {
                 break;
@@ -872,8 +882,8 @@ impl chunk::Payload for RecordReader {
         self.len()
     }
 
-    fn read(&self, offset: u64, len: usize) -> Result<Option<Vec<u8>>, String> {
-        RecordReader::read(self, offset, len).map_err(|e| e.to_string())
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Option<Vec<u8>>> {
+        RecordReader::read(self, offset, len)
     }
 }
 
