@@ -9,8 +9,7 @@
 //! ```
 //!
 //! Between the device tasks and the collector sits the pipeline's bounded channel of
-//! `CHANNEL_BATCHES` batches and `CHANNEL_SAMPLES` samples, which a device task never waits on
-//! (`airlock_pipeline`).
+//! `CHANNEL_BATCHES` batches, which a device task never waits on (`airlock_pipeline`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};

@@ -225,31 +225,6 @@ pub struct SampleBatch {
     /// their batches).
     pub poll: u64,
     pub samples: Vec<Sample>,
-    /// Its place in the channel's budget of waiting samples, given back when the batch is
-    /// dropped (taken by the collector, or refused by a full channel).
-    pub queued: Option<Queued>,
-}
-
-/// Samples counted as waiting somewhere, until this is dropped.
-#[derive(Debug)]
-pub struct Queued {
-    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    n: usize,
-}
-
-impl Queued {
-    /// Counts `n` more samples in `waiting`, unless that would pass `max`.
-    pub fn take(waiting: &std::sync::Arc<std::sync::atomic::AtomicUsize>, n: usize, max: usize) -> Option<Self> {
-        use std::sync::atomic::Ordering::Relaxed;
-        waiting.fetch_update(Relaxed, Relaxed, |w| w.checked_add(n).filter(|t| *t <= max)).ok()?;
-        Some(Self { waiting: std::sync::Arc::clone(waiting), n })
-    }
-}
-
-impl Drop for Queued {
-    fn drop(&mut self) {
-        self.waiting.fetch_sub(self.n, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 #[cfg(test)]

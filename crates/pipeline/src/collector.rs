@@ -499,7 +499,6 @@ mod tests {
         let batch = |tag: u32, n: usize| SampleBatch {
             device: 0,
             poll: 0,
-            queued: None,
             samples: (0..n)
                 .map(|i| {
                     Sample::good(TagId(tag), Value::U64(i as u64), Timestamp::from_millis(1_800_000_000_000 + i as i64))

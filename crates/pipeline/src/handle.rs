@@ -9,19 +9,14 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use airlock_config::Device;
-use airlock_model::{DeviceHealth, Quality, Queued, Reason, Sample, SampleBatch, TagId, Timestamp, Value, ValueType};
+use airlock_model::{DeviceHealth, Quality, Reason, Sample, SampleBatch, TagId, Timestamp, Value, ValueType};
 use tokio::sync::{mpsc, watch};
 
 /// Batches that may wait between the device tasks and the collector.
 pub const CHANNEL_BATCHES: usize = 1024;
-/// Samples that may wait between the device tasks and the collector, in all batches together:
-/// the channel's memory bound (about 70 bytes a sample: some 18 MB), where 1,024 full batches
-/// were a million samples. A fast poll's backlog while the historian checkpoints (a tenth of a
-/// second at a million and a half samples a second) fits.
-pub const CHANNEL_SAMPLES: usize = 256 * 1024;
 
 /// A driver that reads many tags in one poll gathers its answers' samples and hands them on
 /// once they are this many, once the oldest has waited [`BATCH_WAIT`], and at the poll's end:
@@ -39,20 +34,14 @@ pub trait Source: Send {
 /// A running source, as the gateway spawns it.
 pub type Running = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// The sending end of the batch channel (cloned per device), with the count of samples waiting.
+/// The sending end of the batch channel (cloned per device).
 #[derive(Debug, Clone)]
-pub struct BatchSender(mpsc::Sender<SampleBatch>, Arc<AtomicUsize>, usize);
+pub struct BatchSender(mpsc::Sender<SampleBatch>);
 
-/// The batch channel: at most `batches` batches, of [`CHANNEL_SAMPLES`] samples together, wait
-/// between the drivers and the collector.
+/// The batch channel: at most `batches` batches wait between the drivers and the collector.
 pub fn channel(batches: usize) -> (BatchSender, mpsc::Receiver<SampleBatch>) {
-    channel_of(batches, CHANNEL_SAMPLES)
-}
-
-/// As [`channel`], with room for `samples` samples.
-pub fn channel_of(batches: usize, samples: usize) -> (BatchSender, mpsc::Receiver<SampleBatch>) {
     let (tx, rx) = mpsc::channel(batches.max(1));
-    (BatchSender(tx, Arc::new(AtomicUsize::new(0)), samples), rx)
+    (BatchSender(tx), rx)
 }
 
 /// One device's way into the pipeline.
@@ -172,17 +161,7 @@ impl DeviceHandle {
             return true;
         }
         let n = samples.len() as u64;
-        // A batch larger than the whole budget still goes when nothing else waits.
-        let queued = Queued::take(&self.out.1, samples.len(), self.out.2.max(samples.len()));
-        let sent = match queued {
-            Some(queued) => {
-                self.out.0.try_send(SampleBatch { device: self.device, poll, samples, queued: Some(queued) })
-            }
-            None => {
-                Err(mpsc::error::TrySendError::Full(SampleBatch { device: self.device, poll, samples, queued: None }))
-            }
-        };
-        match sent {
+        match self.out.0.try_send(SampleBatch { device: self.device, poll, samples }) {
             Ok(()) => {
                 DeviceHealth::count(&self.health.samples, n);
                 if self.full.swap(false, Relaxed) {
@@ -230,31 +209,6 @@ mod tests {
         "#;
         let config = airlock_config::parse(toml, std::path::Path::new("test.toml")).expect("a valid config");
         (*config.devices[0]).clone()
-    }
-
-    /// Issue 15: 1,024 waiting batches of up to 1,024 samples each let a fast poll's backlog
-    /// take over 100 MB (heaptrack, 10,000 tags at a 1 ms poll); the samples waiting are bounded.
-    #[test]
-    fn the_channel_holds_at_most_its_budget_of_samples() {
-        assert!(std::mem::size_of::<Sample>() <= 72, "{} bytes a sample", std::mem::size_of::<Sample>());
-        let (tx, mut rx) = channel_of(1024, 10);
-        let h = DeviceHandle::new(0, &device(), TagId(0), tx);
-        let now = Timestamp::from_millis(0);
-        let batch = |n: usize| (0..n).map(|_| Sample::good(TagId(0), Value::U64(1), now)).collect::<Vec<_>>();
-        assert!(h.emit(1, batch(6)));
-        assert!(!h.emit(2, batch(6)), "12 samples would wait, over the budget of 10");
-        assert!(h.emit(3, batch(4)));
-        let first = rx.try_recv().unwrap();
-        assert_eq!(first.poll, 1);
-        assert!(!h.emit(4, batch(6)), "the first batch is still held");
-        drop(first);
-        assert!(h.emit(5, batch(6)), "its room came back when it was dropped");
-        assert_eq!(h.health.batches_dropped.load(Relaxed), 2);
-        // A batch larger than the whole budget goes when nothing else waits.
-        drop(rx.try_recv().unwrap());
-        drop(rx.try_recv().unwrap());
-        assert!(h.emit(6, batch(11)));
-        assert!(!h.emit(7, batch(1)));
     }
 
     #[test]
