@@ -337,6 +337,12 @@ impl<'a, P: Payload + ?Sized> Block<'a, P> {
         }
     }
 
+    /// Whether section `i` refers to another's times instead of holding its own.
+    #[cfg(test)]
+    pub(crate) fn shares_times(&self, i: u32) -> Result<bool, BlockError> {
+        Ok(matches!(entry(&self.section(i)?), Some(Entry::Chunk { times_from: Some(_), .. })))
+    }
+
     /// Section `i`'s time range (its header, checked with the section).
     pub fn time_range(&self, i: u32) -> Result<(i64, i64), BlockError> {
         match entry(&self.section(i)?) {

@@ -661,17 +661,22 @@ impl Inner {
                         break;
                     }
                 }
-                let same = same.filter(|_| self.config.codec == chunk::Codec::Pco);
+                let mut same = same.filter(|_| self.config.codec == chunk::Codec::Pco);
+                // A full block is written before a section that shares no times in it, so that
+                // the tags of one request stay in one block (a section refers to times in its
+                // own block only); at twice the size, whatever comes.
+                if block.bytes() >= self.block_bytes_max
+                    && (same.is_none() || block.bytes() >= 2 * self.block_bytes_max)
+                {
+                    added.push(self.write_block(std::mem::take(&mut block))?);
+                    time_columns.clear();
+                    same = None;
+                }
                 let index =
                     block.push(self.config.codec, tag as u32, part, same).map_err(|what| corrupt(&self.dir, what))?;
                 sections += 1;
                 if same.is_none() {
                     time_columns.entry(key).or_default().push((index, tag, range));
-                }
-                if block.bytes() >= self.block_bytes_max {
-                    added.push(self.write_block(std::mem::take(&mut block))?);
-                    // A section refers to times in its own block only.
-                    time_columns.clear();
                 }
             }
         }
@@ -1053,6 +1058,46 @@ mod tests {
         assert_eq!(lock(&w.inner).unwrap().blocks.len(), 20);
         check(&r);
         drop((w, r));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Tags read in one request share one time column in a block; a block is not cut between
+    /// them (a cut there stored the times again: 0.878 → 0.897 bytes a sample on the store
+    /// bench's press line).
+    #[test]
+    fn a_block_is_not_cut_between_tags_that_share_their_times() {
+        let dir = temp("groups");
+        // Small segments, so blocks of 16 KB: a checkpoint spans several.
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, bytes_max: 1 << 20, ..HistorianConfig::default() };
+        let (mut w, _r) = HistorianWriter::open(&dir, config).unwrap();
+        let (groups, per_group) = (40u32, 5u32);
+        let names = paths(groups * per_group);
+        w.bind_tags(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        for i in 0..600i64 {
+            // Each group is one request: its own time, jittered, and noisy values.
+            let poll: Vec<Sample> = (0..groups * per_group)
+                .map(|k| {
+                    let g = i64::from(k / per_group);
+                    let t = Timestamp::from_millis(i * 1000 + g * 7 + (i * 7919 + g * 31) % 5);
+                    Sample::good(TagId(k), Value::F64(((i * 31 + i64::from(k) * 17) % 101) as f64 * 0.37), t)
+                })
+                .collect();
+            w.append(&poll).unwrap();
+        }
+        w.checkpoint().unwrap();
+        let inner = lock(&w.inner).unwrap();
+        assert!(inner.blocks.len() > 2, "{} blocks", inner.blocks.len());
+        let mut own_times = 0;
+        for b in &inner.blocks {
+            let reader = inner.open_block(b.seq).unwrap().unwrap();
+            let block = chunk::Block::open(&reader).unwrap();
+            for i in 0..block.prefix.sections {
+                own_times += u32::from(!block.shares_times(i).unwrap());
+            }
+        }
+        assert_eq!(own_times, groups, "one time column a group");
+        drop(inner);
+        drop(w);
         fs::remove_dir_all(&dir).unwrap();
     }
 
