@@ -550,12 +550,6 @@ impl Assembler {
         &self.missing
     }
 
-    /// Names ids missing as if a block had been lost (for tests of what follows).
-    #[doc(hidden)]
-    pub fn remember_missing_for_test(&mut self, class: u8, first: u64, last: u64) {
-        self.remember_missing(class, first, last);
-    }
-
     fn remember_missing(&mut self, class: u8, first: u64, last: u64) {
         self.named += 1;
         self.missing.insert((class, first), last);

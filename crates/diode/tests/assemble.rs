@@ -157,10 +157,17 @@ fn repeats_of_blocks_sent_while_the_receiver_was_down_are_taken_late() {
     for d in block(1, 4, 25, 26, 30) {
         a.datagram(&d, later, &mut out).unwrap();
     }
-    a.remember_missing_for_test(3, 100, 110);
+    // Block 5 (r31..=r35) is lost: block 6 comes after it, and the loss is named.
+    for d in block(1, 6, 35, 36, 40) {
+        a.datagram(&d, later, &mut out).unwrap();
+    }
+    let lost = later + Duration::from_secs(5);
+    a.expire(lost, &mut out);
+    a.advance(lost, &mut out);
+    assert!(a.missing().contains_key(&(3, 31)), "named missing: {:?}", a.missing());
     let (duplicates, late) = (a.stats.duplicates, a.stats.late_symbols);
     for d in block(1, 3, 20, 21, 25) {
-        a.datagram(&d, later, &mut out).unwrap();
+        a.datagram(&d, lost, &mut out).unwrap();
     }
     assert_eq!(a.stats.duplicates, duplicates, "block 3 was decoded again");
     assert!(a.stats.late_symbols > late);
