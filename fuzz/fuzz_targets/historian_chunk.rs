@@ -15,8 +15,9 @@ fuzz_target!(|bytes: &[u8]| {
         for tag in [0, 1, 2, block.prefix.tag_min, block.prefix.tag_max, u32::MAX] {
             // A directory of any size: look at a few sections only, as a query of one tag does.
             for i in block.sections_of(tag).take(4) {
-                let _ = block.time_range(i);
-                let _ = block.decode(i);
+                if let Ok(section) = block.section(i) {
+                    let _ = block.decode(&section);
+                }
             }
         }
     }

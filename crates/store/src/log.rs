@@ -312,14 +312,7 @@ impl Log {
     /// Writes one record straight to the active segment (the buffer is empty): its header, then
     /// its payload. On failure, as [`Log::write_pending`].
     fn write_direct(&mut self, seq: u64, time: Timestamp, payload: &[u8]) -> Result<(), StoreError> {
-        let mut header = [0u8; HEADER_BYTES];
-        header[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        header[8..16].copy_from_slice(&seq.to_le_bytes());
-        header[16..24].copy_from_slice(&time.0.to_le_bytes());
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&header[8..]);
-        crc.update(payload);
-        header[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+        let header = header(seq, time, payload);
         let file = self.active_file()?;
         // Header and payload in one call (and its continuations, if the kernel takes part).
         let mut parts = [std::io::IoSlice::new(&header), std::io::IoSlice::new(payload)];
@@ -733,14 +726,21 @@ impl Log {
 }
 
 fn encode(out: &mut Vec<u8>, seq: u64, time: Timestamp, payload: &[u8]) {
-    let start = out.len();
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&time.0.to_le_bytes());
+    out.extend_from_slice(&header(seq, time, payload));
     out.extend_from_slice(payload);
-    let crc = crc32fast::hash(&out[start + 8..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A record's header (its checksum covers the header's last 16 bytes and the payload).
+fn header(seq: u64, time: Timestamp, payload: &[u8]) -> [u8; HEADER_BYTES] {
+    let mut header = [0u8; HEADER_BYTES];
+    header[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[8..16].copy_from_slice(&seq.to_le_bytes());
+    header[16..24].copy_from_slice(&time.0.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&header[8..]);
+    crc.update(payload);
+    header[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+    header
 }
 
 /// The record starting at `at` in `bytes`, if its header and checksum are right.

@@ -569,13 +569,15 @@ fn modbus_device(c: &mut Checker, d: &RawDevice, device_path: Option<&AssetPath>
         }
     });
     check_overlaps(c, d, &placed);
-    let modbus = ModbusDevice {
+    let mut modbus = ModbusDevice {
         address: d.address.get_ref().clone(),
         unit_id: u8::try_from(unit_id).unwrap_or(1),
         max_gap_registers: u16::try_from(max_gap_registers).unwrap_or(0),
         max_gap_bits: u16::try_from(max_gap_bits).unwrap_or(0),
-        tags: placed.into_iter().map(|(t, _)| t).collect::<Vec<_>>().into_boxed_slice().into_vec(),
+        tags: placed.into_iter().map(|(t, _)| t).collect(),
     };
+    // Collected in place over the (tag, span) pairs, it would keep their larger room.
+    modbus.tags.shrink_to_fit();
     (tags, modbus)
 }
 

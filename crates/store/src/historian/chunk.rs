@@ -24,15 +24,17 @@
 //!
 //! ```text
 //!  kind 5, block:
-//!  0      1          5         9         13             21             29              33
-//!  +------+----------+---------+---------+--------------+--------------+---------------+
-//!  | kind | sections | tag min | tag max | time min     | time max     | directory at  |
-//!  | u8   | u32 LE   | u32 LE  | u32 LE  | i64 LE (ms)  | i64 LE (ms)  | u32 LE        |
-//!  +------+----------+---------+---------+--------------+--------------+---------------+
+//!  0      1          5         9         13            21            29             33            37
+//!  +------+----------+---------+---------+-------------+-------------+--------------+-------------+
+//!  | kind | sections | tag min | tag max | time min    | time max    | directory at | directory   |
+//!  | u8   | u32 LE   | u32 LE  | u32 LE  | i64 LE (ms) | i64 LE (ms) | u32 LE       | CRC, u32 LE |
+//!  +------+----------+---------+---------+-------------+-------------+--------------+-------------+
 //!  then the sections back to back: each a chunk as above (kind 1, 2 or 3; in a block, kind 3's
-//!  reference is the index of an earlier section of the same block), then u32 LE CRC-32 of it;
-//!  then at `directory at`, per section in tag order: u32 LE tag, u32 LE the offset where the
-//!  section ends. The payload ends with the directory.
+//!  reference is the index of an earlier section of the same block; at most 8,192 samples),
+//!  then u32 LE CRC-32 of it; then at `directory at`, per section in tag order: u32 LE tag,
+//!  u32 LE the offset where the section ends. The payload ends with the directory, whose CRC-32
+//!  is in the prefix: a query reads the prefix and the directory, checks them, and then only
+//!  its tag's sections.
 //! ```
 
 /// How a chunk's times and values are compressed.
@@ -321,42 +323,33 @@ impl<'a, P: Payload + ?Sized> Block<'a, P> {
         lo as u32..hi as u32
     }
 
-    /// Section `i`'s chunk bytes, checked against its CRC and its tag.
-    fn section(&self, i: u32) -> Result<Vec<u8>, BlockError> {
-        let i = i as usize;
-        let (tag, end) = *self.directory.get(i).ok_or("no such section")?;
-        let start = if i == 0 { BLOCK_PREFIX_BYTES as u32 } else { self.directory[i - 1].1 };
+    /// Section `i`, read and checked against its CRC and its tag.
+    pub fn section(&self, i: u32) -> Result<Section, BlockError> {
+        let at = i as usize;
+        let (tag, end) = *self.directory.get(at).ok_or("no such section")?;
+        let start = if at == 0 { BLOCK_PREFIX_BYTES as u32 } else { self.directory[at - 1].1 };
         let mut bytes = self.payload.read(u64::from(start), (end - start) as usize)?.ok_or("short section")?;
         let crc = bytes.split_off(bytes.len() - SECTION_CRC_BYTES);
         if crc32fast::hash(&bytes).to_le_bytes()[..] != crc[..] {
             return Err(format!("section {i} of a block fails its checksum").into());
         }
         match entry(&bytes) {
-            Some(Entry::Chunk { tag: t, count, .. }) if t == tag && count as usize <= SECTION_SAMPLES_MAX => Ok(bytes),
+            Some(Entry::Chunk { tag: t, count, time_min, time_max, times_from })
+                if t == tag && count as usize <= SECTION_SAMPLES_MAX =>
+            {
+                Ok(Section { index: i, bytes, time_min, time_max, shares_times: times_from.is_some() })
+            }
             _ => Err(format!("section {i} of a block is not a chunk of tag {tag}").into()),
         }
     }
 
-    /// Whether section `i` refers to another's times instead of holding its own.
-    #[cfg(test)]
-    pub(crate) fn shares_times(&self, i: u32) -> Result<bool, BlockError> {
-        Ok(matches!(entry(&self.section(i)?), Some(Entry::Chunk { times_from: Some(_), .. })))
-    }
-
-    /// Section `i`'s time range (its header, checked with the section).
-    pub fn time_range(&self, i: u32) -> Result<(i64, i64), BlockError> {
-        match entry(&self.section(i)?) {
-            Some(Entry::Chunk { time_min, time_max, .. }) => Ok((time_min, time_max)),
-            _ => Err(format!("section {i} of a block is not a chunk").into()),
-        }
-    }
-
-    /// Section `i`, decoded (with the times it shares with an earlier section, if it does).
-    pub fn decode(&self, i: u32) -> Result<Columns, BlockError> {
-        let bytes = self.section(i)?;
+    /// A section of this block, decoded (with the times it shares with an earlier section, if
+    /// it does).
+    pub fn decode(&self, section: &Section) -> Result<Columns, BlockError> {
         let mut io = None;
-        let columns = decode(&bytes, |from| {
-            let from = u32::try_from(from).ok().filter(|f| *f < i).ok_or("shared times from a later section")?;
+        let columns = decode(&section.bytes, |from| {
+            let from =
+                u32::try_from(from).ok().filter(|f| *f < section.index).ok_or("shared times from a later section")?;
             let other = match self.section(from) {
                 Ok(other) => other,
                 Err(BlockError::Io(e)) => {
@@ -366,13 +359,24 @@ impl<'a, P: Payload + ?Sized> Block<'a, P> {
                 }
                 Err(BlockError::Damaged(what)) => return Err(what),
             };
-            decode(&other, |_| Err("shared times refer to shared times".into())).map(|c| c.times)
+            decode(&other.bytes, |_| Err("shared times refer to shared times".into())).map(|c| c.times)
         });
         match (columns, io) {
             (_, Some(e)) => Err(BlockError::Io(e)),
             (columns, None) => Ok(columns?),
         }
     }
+}
+
+/// One section of a block, read and checked: its chunk's bytes and its header's time range (to
+/// decide whether to decode it).
+pub struct Section {
+    index: u32,
+    bytes: Vec<u8>,
+    pub time_min: i64,
+    pub time_max: i64,
+    /// Whether it refers to another section's times instead of holding its own.
+    pub shares_times: bool,
 }
 
 pub fn encode_checkpoint(wal_seq: u64, first_chunk_seq: u64) -> Vec<u8> {
@@ -672,9 +676,10 @@ mod tests {
             let found = b.sections_of(tag);
             assert_eq!(if found.is_empty() { 0..0 } else { found.clone() }, want, "tag {tag}");
             for i in found {
-                assert_eq!(b.decode(i).unwrap(), sections[i as usize].1, "section {i}");
+                let section = b.section(i).unwrap();
+                assert_eq!(b.decode(&section).unwrap(), sections[i as usize].1, "section {i}");
                 let c = &sections[i as usize].1;
-                assert_eq!(b.time_range(i).unwrap(), (c.times[0], c.times[499]));
+                assert_eq!((section.time_min, section.time_max), (c.times[0], c.times[499]));
             }
         }
         let alone = encode(Codec::Pco, 5, &sections[2].1, None).unwrap();
@@ -694,10 +699,9 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[BLOCK_PREFIX_BYTES + 30] ^= 0x40;
         let b = Block::open(flipped.as_slice()).unwrap();
-        assert!(b.decode(0).unwrap_err().to_string().contains("checksum"));
-        assert!(b.time_range(0).is_err(), "a section's header is read checked");
-        assert!(b.decode(2).is_err(), "its times came from the damaged section");
-        assert!(b.decode(3).is_ok());
+        assert!(b.section(0).err().unwrap().to_string().contains("checksum"), "a section is read checked");
+        assert!(b.decode(&b.section(2).unwrap()).is_err(), "its times came from the damaged section");
+        assert!(b.decode(&b.section(3).unwrap()).is_ok());
         // Any directory entry changed, in its tag or its end: the block does not open.
         for (entry, field, value) in
             [(0, 4, u32::MAX), (1, 4, 0), (3, 4, prefix.directory_at + 1), (2, 0, 7), (2, 0, 2)]
@@ -713,7 +717,10 @@ mod tests {
                 Err(_) => {}
                 // A tag changed to another in order (5 to 2): found as that tag, refused by the
                 // section's own header.
-                Ok(b) => assert!(b.sections_of(value).any(|i| b.decode(i).is_err()), "entry {entry} = {value}"),
+                Ok(b) => assert!(
+                    b.sections_of(value).any(|i| b.section(i).and_then(|s| b.decode(&s)).is_err()),
+                    "entry {entry} = {value}"
+                ),
             }
         }
         // A section of more samples than a block's section may hold is refused before decoding.
@@ -725,7 +732,8 @@ mod tests {
         let mut w = BlockWriter::default();
         w.push(Codec::Pco, 1, &c, Some(0)).unwrap();
         let (bytes, _) = w.finish().unwrap();
-        assert!(Block::open(bytes.as_slice()).unwrap().decode(0).is_err());
+        let b = Block::open(bytes.as_slice()).unwrap();
+        assert!(b.decode(&b.section(0).unwrap()).is_err());
     }
 
     #[test]

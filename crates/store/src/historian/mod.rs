@@ -43,10 +43,9 @@ use airlock_model::{Quality, Reason, Sample, Timestamp, Value};
 use crate::log::{Log, RecordReader, Recovery};
 use crate::{FsyncPolicy, StoreError};
 pub use chunk::Codec;
+// Samples of one tag a chunk holds at most (a longer head is written as several chunks).
+use chunk::SECTION_SAMPLES_MAX;
 pub use query::{Bucket, Point};
-
-/// Samples of one tag a chunk holds at most (a longer head is written as several chunks).
-const CHUNK_SAMPLES_MAX: usize = chunk::SECTION_SAMPLES_MAX;
 
 /// Bounds and policies of a historian.
 #[derive(Debug, Clone)]
@@ -635,7 +634,7 @@ impl Inner {
             // Decoded one tag at a time: only one head is ever held as columns.
             let columns = head.columns().ok_or_else(|| corrupt(&self.dir, format!("tag {tag}'s head")))?;
             for range in
-                (0..columns.len()).step_by(CHUNK_SAMPLES_MAX).map(|s| s..(s + CHUNK_SAMPLES_MAX).min(columns.len()))
+                (0..columns.len()).step_by(SECTION_SAMPLES_MAX).map(|s| s..(s + SECTION_SAMPLES_MAX).min(columns.len()))
             {
                 let times = &columns.times[range.clone()];
                 let whole = range.len() == columns.len();
@@ -698,11 +697,6 @@ impl Inner {
         self.blocks.push(block);
     }
 
-    /// Reads a block's parts; `None` if retention removed it.
-    fn open_block(&self, seq: u64) -> Result<Option<RecordReader>, StoreError> {
-        self.chunks.open_record(seq)
-    }
-
     /// A block that cannot be read as one (corrupt bytes since it was checked at open): counted
     /// and logged, and the query goes on without it.
     fn skip_corrupt(&self, seq: u64, what: &str) {
@@ -722,7 +716,8 @@ impl Inner {
             if tag < b.tag_min || tag > b.tag_max {
                 continue;
             }
-            let Some(reader) = self.open_block(b.seq)? else { continue };
+            // `None`: retention removed it.
+            let Some(reader) = self.chunks.open_record(b.seq)? else { continue };
             let mut walk = || -> Result<(), chunk::BlockError> {
                 let block = chunk::Block::open(&reader)?;
                 block.sections_of(tag).try_for_each(|i| f(&block, i))
@@ -774,9 +769,9 @@ impl Inner {
             .max();
         let holding = self.blocks.iter().filter(|b| b.time_min <= at_ms && b.time_max >= at_ms).copied();
         self.for_each_section(tag, holding, |block, i| {
-            let (min, max) = block.time_range(i)?;
-            if min <= at_ms && max >= at_ms {
-                end = end.max(Some(max.saturating_add(1)));
+            let s = block.section(i)?;
+            if s.time_min <= at_ms && s.time_max >= at_ms {
+                end = end.max(Some(s.time_max.saturating_add(1)));
             }
             Ok(())
         })?;
@@ -793,9 +788,9 @@ impl Inner {
         }
         let overlapping = self.blocks.iter().filter(|b| b.time_max >= from_ms && b.time_min < to_ms).copied();
         self.for_each_section(tag, overlapping, |block, i| {
-            let (min, max) = block.time_range(i)?;
-            if max >= from_ms && min < to_ms {
-                push_range(&block.decode(i)?, from_ms, to_ms, &mut out);
+            let s = block.section(i)?;
+            if s.time_max >= from_ms && s.time_min < to_ms {
+                push_range(&block.decode(&s)?, from_ms, to_ms, &mut out);
             }
             Ok(())
         })?;
@@ -833,9 +828,9 @@ impl Inner {
                 continue;
             }
             self.for_each_section(tag, std::iter::once(*b), |block, i| {
-                let (min, max) = block.time_range(i)?;
-                if min < before_ms && !beaten(max, &best) {
-                    consider_into(&mut best, &block.decode(i)?, before_ms);
+                let s = block.section(i)?;
+                if s.time_min < before_ms && !beaten(s.time_max, &best) {
+                    consider_into(&mut best, &block.decode(&s)?, before_ms);
                 }
                 Ok(())
             })?;
@@ -1089,10 +1084,10 @@ mod tests {
         assert!(inner.blocks.len() > 2, "{} blocks", inner.blocks.len());
         let mut own_times = 0;
         for b in &inner.blocks {
-            let reader = inner.open_block(b.seq).unwrap().unwrap();
+            let reader = inner.chunks.open_record(b.seq).unwrap().unwrap();
             let block = chunk::Block::open(&reader).unwrap();
             for i in 0..block.prefix.sections {
-                own_times += u32::from(!block.shares_times(i).unwrap());
+                own_times += u32::from(!block.section(i).unwrap().shares_times);
             }
         }
         assert_eq!(own_times, groups, "one time column a group");
