@@ -55,25 +55,65 @@ impl BitWriter {
     }
 }
 
-/// Reads what a [`BitWriter`] wrote; reading past the end is an error, never a panic.
+/// Reads what a [`BitWriter`] wrote; reading past the end is an error, never a panic. Bits
+/// are taken from a word held in a register, refilled eight bytes at a time: a sample's few
+/// short fields cost a shift each, not a pass over the input per bit.
 #[derive(Debug)]
 pub struct BitReader<'a> {
     bytes: &'a [u8],
-    at: usize,
+    /// The next byte of `bytes` not yet in `held`.
+    next: usize,
+    /// Bits read from `bytes` and not yet handed out, left-aligned (the rest are zero).
+    held: u64,
+    held_bits: u32,
 }
 
 impl<'a> BitReader<'a> {
     pub fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, at: 0 }
+        Self { bytes, next: 0, held: 0, held_bits: 0 }
     }
 
-    pub fn read(&mut self, bits: u32) -> Option<u64> {
-        let mut v = 0u64;
-        for _ in 0..bits {
-            let byte = *self.bytes.get(self.at / 8)?;
-            v = (v << 1) | u64::from((byte >> (7 - self.at % 8)) & 1);
-            self.at += 1;
+    /// Tops `held` up to at least 57 bits, or to the end of the input.
+    fn refill(&mut self) {
+        if let Some(word) = self.bytes.get(self.next..self.next + 8) {
+            let mut be = [0u8; 8];
+            be.copy_from_slice(word);
+            self.held |= u64::from_be_bytes(be) >> self.held_bits;
+            let taken = (63 - self.held_bits) / 8;
+            self.next += taken as usize;
+            self.held_bits += taken * 8;
+            // The bits of a byte only partly taken are cleared below `held_bits`.
+            self.held &= !(u64::MAX >> self.held_bits);
+        } else {
+            while self.held_bits <= 56 {
+                let Some(&byte) = self.bytes.get(self.next) else { break };
+                self.held |= u64::from(byte) << (56 - self.held_bits);
+                self.held_bits += 8;
+                self.next += 1;
+            }
         }
+    }
+
+    /// Reads `bits` bits (up to 64); `None` if fewer are left.
+    #[inline]
+    pub fn read(&mut self, bits: u32) -> Option<u64> {
+        if bits > 56 {
+            // More than one refill is sure to hold: in two parts.
+            let high = self.read(bits - 32)?;
+            return Some((high << 32) | self.read(32)?);
+        }
+        if bits == 0 {
+            return Some(0);
+        }
+        if bits > self.held_bits {
+            self.refill();
+            if bits > self.held_bits {
+                return None;
+            }
+        }
+        let v = self.held >> (64 - bits);
+        self.held <<= bits;
+        self.held_bits -= bits;
         Some(v)
     }
 }
@@ -257,6 +297,33 @@ mod tests {
         let mut r = BitReader::new(&bytes);
         for (v, b) in values.iter().zip(widths) {
             assert_eq!(r.read(b), Some(*v), "{b} bits");
+        }
+    }
+
+    #[test]
+    fn reads_at_every_offset_match_a_bit_at_a_time() {
+        let bytes: Vec<u8> = (0..19u32).map(|i| (i.wrapping_mul(0x9e) ^ 0x5a) as u8).collect();
+        let bit = |at: usize| u64::from((bytes[at / 8] >> (7 - at % 8)) & 1);
+        for start in 0..bytes.len() * 8 {
+            for width in 0..=64u32 {
+                let mut r = BitReader::new(&bytes);
+                if start > 0 {
+                    // Reach `start` in reads of at most 64 bits.
+                    let mut left = start;
+                    while left > 0 {
+                        let step = left.min(64);
+                        r.read(step as u32).unwrap();
+                        left -= step;
+                    }
+                }
+                let got = r.read(width);
+                if start + width as usize > bytes.len() * 8 {
+                    assert_eq!(got, None, "{width} bits from {start}");
+                } else {
+                    let want = (start..start + width as usize).fold(0u64, |v, at| (v << 1) | bit(at));
+                    assert_eq!(got, Some(want), "{width} bits from {start}");
+                }
+            }
         }
     }
 
