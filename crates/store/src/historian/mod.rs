@@ -3,8 +3,8 @@
 //! Layout under its folder:
 //! - `tags.txt`: the tag dictionary, one `number<TAB>asset path` line per tag, appended and
 //!   synced (once for all the tags new to one binding) when a tag is first seen. Numbers are stable across restarts and config changes.
-//! - `wal/`: a [`Log`] of sample batches as they arrive (per sample: tag u32, time i64 ms,
-//!   value f64, quality u16; little-endian), group-committed like the outbox. This is what makes
+//! - `wal/`: a [`Log`] of sample batches as they arrive (as runs of tags read together, a few
+//!   bytes a sample: format in `wal.rs`), group-committed like the outbox. This is what makes
 //!   an acknowledged sample survive a crash.
 //! - `chunks/`: a [`Log`] of blocks (the compressed chunks of many tags, each chunk one tag
 //!   over a stretch of time, with a directory; format in `chunk.rs`) and checkpoint records.
@@ -29,6 +29,7 @@ pub mod chunk;
 pub mod gorilla;
 pub mod head;
 pub mod query;
+pub mod wal;
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -180,8 +181,6 @@ pub struct HistorianReader {
 fn lock(inner: &Mutex<Inner>) -> Result<MutexGuard<'_, Inner>, StoreError> {
     inner.lock().map_err(|_| StoreError::Invariant("the historian lock was poisoned by a panic"))
 }
-
-const WAL_SAMPLE_BYTES: usize = 4 + 8 + 8 + 2;
 
 impl HistorianWriter {
     /// Opens (or creates) the historian in `dir`, recovering from a crash if there was one.
@@ -440,23 +439,33 @@ impl Inner {
     }
 
     fn replay_wal(&mut self, after: u64) -> Result<(), StoreError> {
+        if let Some(last) = (self.paths.len() as u32).checked_sub(1) {
+            self.ensure_tag(last);
+        }
         let mut from = after + 1;
         loop {
             let records = self.wal.read(from, 1024, 16 << 20)?;
             let Some(last) = records.last().map(|r| r.seq) else { break };
             for r in records {
-                for s in r.payload.chunks_exact(WAL_SAMPLE_BYTES) {
-                    let tag = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-                    let time = i64::from_le_bytes(s[4..12].try_into().map_err(|_| StoreError::Invariant("wal"))?);
-                    let value = f64::from_le_bytes(s[12..20].try_into().map_err(|_| StoreError::Invariant("wal"))?);
-                    let quality = u16::from_le_bytes([s[20], s[21]]);
-                    if tag as usize >= self.paths.len() {
-                        self.stats.recovery.corrupt_records += 1;
-                        continue;
-                    }
-                    self.ensure_tag(tag);
-                    self.heads[tag as usize].push(time, value, quality);
+                let mut outside = 0u64;
+                let read = wal::read(&r.payload, |tag, time, value, quality| {
+                    let Some(head) = self.heads.get_mut(tag as usize).filter(|_| (tag as usize) < self.paths.len())
+                    else {
+                        outside += 1;
+                        return;
+                    };
+                    head.push(time, value, quality);
                     self.head_samples += 1;
+                });
+                if outside > 0 || read.is_err() {
+                    self.stats.recovery.corrupt_records += 1;
+                }
+                if let Err(what) = read {
+                    log::warn!(
+                        "historian: WAL record {} of {}: {what}; its samples after that are skipped",
+                        r.seq,
+                        self.dir.display()
+                    );
                 }
             }
             from = last + 1;
@@ -524,8 +533,7 @@ impl Inner {
     /// record cannot be written stays in the head (it is not acknowledged; a later checkpoint
     /// may still keep it).
     fn append(&mut self, samples: &[Sample]) -> Result<(), StoreError> {
-        let mut payload = std::mem::take(&mut self.wal_buffer);
-        payload.clear();
+        let mut record = wal::RecordBuilder::new(std::mem::take(&mut self.wal_buffer));
         for s in samples {
             let Some(&tag) = self.bound.get(s.tag.0 as usize) else { continue };
             let value = match &s.value {
@@ -537,17 +545,13 @@ impl Inner {
                 None => 0.0,
             };
             let (time, quality) = (s.gateway_time.as_millis(), quality_code(s.quality));
-            let mut row = [0u8; WAL_SAMPLE_BYTES];
-            row[0..4].copy_from_slice(&tag.to_le_bytes());
-            row[4..12].copy_from_slice(&time.to_le_bytes());
-            row[12..20].copy_from_slice(&value.to_le_bytes());
-            row[20..22].copy_from_slice(&quality.to_le_bytes());
-            payload.extend_from_slice(&row);
+            record.push(tag, time, value, quality);
             self.heads[tag as usize].push(time, value, quality);
         }
-        let rows = payload.len() / WAL_SAMPLE_BYTES;
+        let rows = record.samples();
         self.head_samples += rows;
         self.stats.samples += rows as u64;
+        let payload = record.finish();
         let result = match samples.last() {
             Some(last) if rows > 0 => self.wal.append(last.gateway_time, &payload).map(|_| ()),
             _ => Ok(()),
@@ -1179,6 +1183,53 @@ mod tests {
         let inner = lock(&w.inner).unwrap();
         assert_eq!((inner.index[0].len(), inner.index[1].len(), inner.blocks.len()), (1, 1, 2));
         drop(inner);
+        drop((w, r));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A WAL left by a version that wrote 22-byte rows (an upgrade after a crash) is replayed,
+    /// and what comes after it is written in runs and replayed alike.
+    #[test]
+    fn a_wal_of_rows_left_by_an_older_version_is_replayed() {
+        let dir = temp("legacy-wal");
+        let names = paths(3);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("tags.txt"), (0..3).map(|k| format!("{k}\t{}\n", names[k])).collect::<String>()).unwrap();
+        {
+            let mut log = Log::open(&dir.join("wal"), 1 << 20).unwrap();
+            for i in 0..20i64 {
+                let mut rows = Vec::new();
+                for tag in 0..3u32 {
+                    rows.extend_from_slice(&tag.to_le_bytes());
+                    rows.extend_from_slice(&(i * 1000).to_le_bytes());
+                    rows.extend_from_slice(&value(tag, i).to_le_bytes());
+                    rows.extend_from_slice(&0u16.to_le_bytes());
+                }
+                assert_eq!(rows.len() % wal::ROW_BYTES, 0);
+                log.append(Timestamp::from_millis(i * 1000), &rows).unwrap();
+            }
+            log.commit(true).unwrap();
+        }
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, ..HistorianConfig::default() };
+        let check = |r: &HistorianReader, n: usize| {
+            for k in 0..3u32 {
+                let rows = r.raw(&names[k as usize], Timestamp(0), Timestamp::from_millis(60_000)).unwrap();
+                assert_eq!(rows.len(), n, "tag {k}");
+                assert!(rows.iter().enumerate().all(|(i, s)| s.value == Some(value(k, i as i64))), "tag {k}");
+            }
+        };
+        {
+            let (mut w, r) = HistorianWriter::open(&dir, config.clone()).unwrap();
+            assert_eq!(w.stats().recovery.corrupt_records, 0);
+            check(&r, 20);
+            w.bind_tags(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+            // No checkpoint: both formats are in the WAL at the next open.
+            fill(&mut w, 3, 20..40, 1000);
+            w.sync().unwrap();
+        }
+        let (w, r) = HistorianWriter::open(&dir, config).unwrap();
+        check(&r, 40);
+        assert_eq!(w.stats().recovery.corrupt_records, 0);
         drop((w, r));
         fs::remove_dir_all(&dir).unwrap();
     }
