@@ -14,27 +14,24 @@ pub struct BitWriter {
 
 impl BitWriter {
     /// Writes the low `bits` bits of `value` (`bits` up to 64).
+    #[inline]
     pub fn write(&mut self, value: u64, bits: u32) {
         if bits == 0 {
             return;
         }
-        let value = if bits == 64 { value } else { value & ((1u64 << bits) - 1) };
+        let value = value & (u64::MAX >> (64 - bits));
         let room = 64 - self.acc_bits;
-        if bits <= room {
-            self.acc = if bits == 64 { value } else { (self.acc << bits) | value };
+        if bits < room {
+            self.acc = (self.acc << bits) | value;
             self.acc_bits += bits;
-        } else {
-            let high = bits - room;
-            self.acc = (self.acc << room) | (value >> high);
-            self.bytes.extend_from_slice(&self.acc.to_be_bytes());
-            self.acc = value & ((1u64 << high) - 1);
-            self.acc_bits = high;
+            return;
         }
-        if self.acc_bits == 64 {
-            self.bytes.extend_from_slice(&self.acc.to_be_bytes());
-            self.acc = 0;
-            self.acc_bits = 0;
-        }
+        // The word fills: it goes out, and what is left of `value` starts the next.
+        let left = bits - room;
+        let word = if room == 64 { value } else { (self.acc << room) | (value >> left) };
+        self.bytes.extend_from_slice(&word.to_be_bytes());
+        self.acc = if left == 0 { 0 } else { value & (u64::MAX >> (64 - left)) };
+        self.acc_bits = left;
     }
 
     /// Bytes reserved for what is written.

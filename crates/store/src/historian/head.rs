@@ -52,9 +52,15 @@ impl Head {
                 self.unsorted = true;
             }
             let delta = time.wrapping_sub(self.prev_time);
-            write_dod(&mut self.bits, delta.wrapping_sub(self.prev_delta));
+            let (dod, xor) = (delta.wrapping_sub(self.prev_delta), bits ^ self.prev_value);
+            if dod == 0 && xor == 0 {
+                // The commonest sample: on the beat, unchanged (both fields a `0` bit).
+                self.bits.write(0, 2);
+            } else {
+                write_dod(&mut self.bits, dod);
+                write_xor(&mut self.bits, xor, &mut self.window);
+            }
             self.prev_delta = delta;
-            write_xor(&mut self.bits, bits ^ self.prev_value, &mut self.window);
         }
         self.prev_time = time;
         self.prev_value = bits;
