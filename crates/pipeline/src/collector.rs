@@ -183,8 +183,10 @@ impl Collector {
     }
 
     /// Runs until every device task has dropped its sender, then syncs. Batches that wait are
-    /// taken one after another and committed together; when no batch waits it commits, then sleeps until the next batch, the next edge tick, or the moment the outbox
-    /// may sync what it holds unsynced (records go upstream only once synced).
+    /// taken one after another and committed together; when no batch waits it commits, then
+    /// sleeps until the next batch, the next edge tick, or the moment the outbox or the
+    /// historian may sync what it holds unsynced (records go upstream only once synced; what
+    /// is not synced waits in the stores' buffers).
     fn run(&mut self, rx: &mut mpsc::Receiver<SampleBatch>, waits: &tokio::runtime::Runtime) {
         let mut maintained = Instant::now();
         let mut ticked = Instant::now();
@@ -209,7 +211,10 @@ impl Collector {
                     self.commit();
                     committed = Instant::now();
                     let until_tick = EDGE_TICK.saturating_sub(ticked.elapsed());
-                    let sync_due = self.outbox.sync_due_in().ok().flatten();
+                    let sync_due = [self.outbox.sync_due_in(), self.historian.sync_due_in()]
+                        .into_iter()
+                        .filter_map(|due| due.ok().flatten())
+                        .min();
                     // At least a millisecond, so a sync that is due now is retried, not spun on.
                     let wait = sync_due.map_or(until_tick, |d| d.max(Duration::from_millis(1)).min(until_tick));
                     match waits.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {

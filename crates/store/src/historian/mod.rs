@@ -163,6 +163,8 @@ struct Inner {
     blocks: Vec<BlockRef>,
     block_bytes_max: usize,
     synced_at: Instant,
+    /// The WAL's next sequence number at its last sync: records from it on wait for one.
+    wal_synced_to: u64,
     stats: HistorianStats,
 }
 
@@ -219,6 +221,12 @@ impl HistorianWriter {
     /// Syncs everything appended, whatever the policy (at shutdown).
     pub fn sync(&mut self) -> Result<(), StoreError> {
         lock(&self.inner)?.commit(true).map(|_| ())
+    }
+
+    /// How long until a commit will sync what is appended but not synced yet (zero: the next
+    /// commit will); `None` when everything appended is synced, or never will be by policy.
+    pub fn sync_due_in(&self) -> Result<Option<Duration>, StoreError> {
+        Ok(lock(&self.inner)?.sync_due_in())
     }
 
     /// Folds the heads into chunks now.
@@ -390,10 +398,12 @@ impl Inner {
             head_samples: 0,
             wal_buffer: Vec::new(),
             synced_at: Instant::now(),
+            wal_synced_to: 0,
             stats,
         };
         let wal_seq = inner.index_chunks()?;
         inner.replay_wal(wal_seq)?;
+        inner.wal_synced_to = inner.wal.next_seq();
         Ok(inner)
     }
 
@@ -439,9 +449,6 @@ impl Inner {
     }
 
     fn replay_wal(&mut self, after: u64) -> Result<(), StoreError> {
-        if let Some(last) = (self.paths.len() as u32).checked_sub(1) {
-            self.ensure_tag(last);
-        }
         let mut from = after + 1;
         loop {
             let records = self.wal.read(from, 1024, 16 << 20)?;
@@ -565,17 +572,34 @@ impl Inner {
             FsyncPolicy::Never => false,
             FsyncPolicy::Interval(every) => force_sync || self.synced_at.elapsed() >= every,
         };
-        if let Err(e) = self.wal.commit(sync) {
-            self.bound_heads_after_failure();
-            return Err(e);
-        }
-        if sync {
-            self.synced_at = Instant::now();
+        // Under an interval, nothing is promised before the next sync: the WAL's buffer waits
+        // for it rather than costing a write per commit (its buffer stays bounded: it writes
+        // itself out past 1 MiB).
+        if sync || self.config.fsync == FsyncPolicy::Never {
+            if let Err(e) = self.wal.commit(sync) {
+                self.bound_heads_after_failure();
+                return Err(e);
+            }
+            if sync {
+                self.synced_at = Instant::now();
+                self.wal_synced_to = self.wal.next_seq();
+            }
         }
         if self.wal.bytes() >= self.config.wal_bytes_max || self.head_samples >= self.config.head_samples_max {
             self.checkpoint()?;
         }
         Ok(sync || self.config.fsync == FsyncPolicy::Never)
+    }
+
+    /// How long until a commit will sync what is appended and not synced yet; `None` when
+    /// nothing waits, or never will be synced by policy.
+    fn sync_due_in(&self) -> Option<Duration> {
+        match self.config.fsync {
+            FsyncPolicy::Interval(every) if self.wal.next_seq() > self.wal_synced_to => {
+                Some(every.saturating_sub(self.synced_at.elapsed()))
+            }
+            _ => None,
+        }
     }
 
     /// When the disk refuses writes, the heads may not grow past their bound: try to fold them
@@ -1231,6 +1255,33 @@ mod tests {
         check(&r, 40);
         assert_eq!(w.stats().recovery.corrupt_records, 0);
         drop((w, r));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Under an interval policy a commit before the interval has passed writes nothing (what
+    /// is appended waits in the WAL's buffer for the sync), and the historian says when that
+    /// sync is due, so that an idle collector wakes for it.
+    #[test]
+    fn appended_samples_wait_for_the_sync_and_say_when_it_is_due() {
+        let dir = temp("sync-due");
+        let names = paths(2);
+        let config =
+            HistorianConfig { fsync: FsyncPolicy::Interval(Duration::from_secs(3600)), ..HistorianConfig::default() };
+        let (mut w, _r) = HistorianWriter::open(&dir, config).unwrap();
+        w.bind_tags(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        assert_eq!(w.sync_due_in().unwrap(), None, "nothing appended");
+        let written = |w: &HistorianWriter| lock(&w.inner).unwrap().wal.committed_seq();
+        let before = written(&w);
+        let t = Timestamp::from_millis(1_000);
+        w.append(&[Sample::good(TagId(0), Value::F64(1.0), t), Sample::good(TagId(1), Value::F64(2.0), t)]).unwrap();
+        assert!(!w.commit().unwrap(), "not synced");
+        assert_eq!(written(&w), before, "nothing written before the sync");
+        let due = w.sync_due_in().unwrap().expect("a sync is due some time");
+        assert!(due > Duration::from_secs(3000), "{due:?}");
+        w.sync().unwrap();
+        assert_eq!(written(&w), before + 1, "the batch's record");
+        assert_eq!(w.sync_due_in().unwrap(), None, "everything synced");
+        drop((w, _r));
         fs::remove_dir_all(&dir).unwrap();
     }
 }
