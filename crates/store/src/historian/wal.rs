@@ -7,7 +7,7 @@
 //!  record (format 2):  u8 2, then runs back to back, then one zero byte if the record's
 //!                      length would otherwise be a multiple of 22
 //!  run:                varint tag gap (the run's first tag minus the tag after the last run's
-//!                      end, zigzag), varint samples (1 or more), u8 value width, varint
+//!                      end, zigzag), u16 LE samples (1 to 65,535), u8 value width, varint
 //!                      quality code, varint time (ms, zigzag, as the difference from the last
 //!                      run's time; the first run's from 0)
 //!                      then per sample its value: width 2, u16 LE (a whole number 0..=65535);
@@ -43,11 +43,12 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
-/// A run being written: where its header goes, and what its samples share.
+/// A run being written: where its sample count goes, and what its samples share.
 #[derive(Debug, Clone, Copy)]
 struct Run {
-    /// Where the run's header starts in the record (written when the run closes).
-    at: usize,
+    /// Where the run's sample count is in the record (written when the run closes: the rest
+    /// of its header is known when it opens).
+    count_at: usize,
     /// The tag that would continue the run (past `u32::MAX` after the last tag: none does).
     next_tag: u64,
     samples: u64,
@@ -59,22 +60,14 @@ struct Run {
 /// One WAL record being built, sample by sample.
 #[derive(Debug, Default)]
 pub struct RecordBuilder {
-    /// The runs closed so far (a run's header is written when it closes, its values as they
-    /// come: `open`'s values sit at the end, after room left for its header).
+    /// The runs so far; the open one's values are at the end.
     bytes: Vec<u8>,
     open: Option<Run>,
-    /// The tag after the last closed run's end, and its time.
+    /// The tag after the last run's end, and its time.
     last_end: u64,
     last_time: i64,
     samples: usize,
-    /// A run's header, built before it is copied in.
-    header: Vec<u8>,
 }
-
-/// Room left before a run's values for its header: tag gap 5, samples 10, width 1, quality 3,
-/// time 10 (varints at their longest). The header is written into it when the run closes and
-/// the values moved down to follow it.
-const HEADER_ROOM: usize = 5 + 10 + 1 + 3 + 10;
 
 impl RecordBuilder {
     /// Starts a record in `buffer` (cleared; reused to spare an allocation per batch).
@@ -90,7 +83,11 @@ impl RecordBuilder {
 
     pub fn push(&mut self, tag: u32, time: i64, value: f64, quality: u16) {
         let fits = |run: &Run| {
-            run.next_tag == u64::from(tag) && run.time == time && run.quality == quality && width_of(value) <= run.width
+            run.next_tag == u64::from(tag)
+                && run.time == time
+                && run.quality == quality
+                && run.samples < u64::from(u16::MAX)
+                && width_of(value) <= run.width
         };
         match self.open {
             Some(ref mut run) if fits(run) => {
@@ -101,32 +98,24 @@ impl RecordBuilder {
             _ => {
                 self.close();
                 let width = width_of(value);
-                let at = self.bytes.len();
-                self.bytes.resize(at + HEADER_ROOM, 0);
+                // Both below 2^32 + 1: the difference fits.
+                put_varint(&mut self.bytes, zigzag(i64::from(tag) - self.last_end as i64));
+                let count_at = self.bytes.len();
+                self.bytes.extend_from_slice(&[0, 0, width]);
+                put_varint(&mut self.bytes, u64::from(quality));
+                put_varint(&mut self.bytes, zigzag(time.wrapping_sub(self.last_time)));
                 put_value(&mut self.bytes, width, value);
-                self.open = Some(Run { at, next_tag: u64::from(tag) + 1, samples: 1, width, quality, time });
+                self.open = Some(Run { count_at, next_tag: u64::from(tag) + 1, samples: 1, width, quality, time });
             }
         }
         self.samples += 1;
     }
 
-    /// Writes the open run's header in front of its values.
+    /// Writes the open run's sample count into its header.
     fn close(&mut self) {
         let Some(run) = self.open.take() else { return };
-        let first = run.next_tag - run.samples;
-        let mut header = std::mem::take(&mut self.header);
-        header.clear();
-        // Both below 2^32 + 1: the difference fits.
-        put_varint(&mut header, zigzag(first as i64 - self.last_end as i64));
-        put_varint(&mut header, run.samples);
-        header.push(run.width);
-        put_varint(&mut header, u64::from(run.quality));
-        put_varint(&mut header, zigzag(run.time.wrapping_sub(self.last_time)));
-        let values = run.at + HEADER_ROOM;
-        self.bytes[run.at..run.at + header.len()].copy_from_slice(&header);
-        self.bytes.copy_within(values.., run.at + header.len());
-        self.bytes.truncate(self.bytes.len() - (HEADER_ROOM - header.len()));
-        self.header = header;
+        // At most u16::MAX: a full run is closed (`fits`).
+        self.bytes[run.count_at..run.count_at + 2].copy_from_slice(&(run.samples as u16).to_le_bytes());
         self.last_end = run.next_tag;
         self.last_time = run.time;
     }
@@ -172,9 +161,12 @@ pub fn read(payload: &[u8], mut sample: impl FnMut(u32, i64, f64, u16)) -> Resul
         }
         let first = last_end.checked_add(unzigzag(get_varint(payload, &mut at)?)).ok_or("a tag gap past i64")?;
         let first = u32::try_from(first).map_err(|_| format!("a run from tag {first}"))?;
-        let samples = get_varint(payload, &mut at)?;
-        let width = *payload.get(at).ok_or("a run cut short")?;
-        at += 1;
+        let header = payload.get(at..at + 3).ok_or("a run cut short")?;
+        let (samples, width) = (u64::from(u16::from_le_bytes([header[0], header[1]])), header[2]);
+        at += 3;
+        if samples == 0 {
+            return Err("a run of no samples".into());
+        }
         let quality = u16::try_from(get_varint(payload, &mut at)?).map_err(|_| "a quality code past u16")?;
         let time = last_time.wrapping_add(unzigzag(get_varint(payload, &mut at)?));
         if !matches!(width, 2 | 4 | 8) {
@@ -182,7 +174,6 @@ pub fn read(payload: &[u8], mut sample: impl FnMut(u32, i64, f64, u16)) -> Resul
         }
         let bytes = usize::try_from(samples).ok().and_then(|n| n.checked_mul(usize::from(width)));
         let values = bytes.and_then(|n| payload.get(at..at.checked_add(n)?)).ok_or("a run's values cut short")?;
-        // (`samples` is below 2^24 here: its values are in the payload.)
         if u64::from(first) + samples > u64::from(u32::MAX) + 1 {
             return Err(format!("a run of {samples} samples from tag {first}"));
         }
@@ -280,6 +271,14 @@ mod tests {
     }
 
     #[test]
+    fn a_run_longer_than_its_count_field_is_cut_in_two() {
+        let rows: Vec<Row> = (0..70_000u32).map(|k| (k, 5, f64::from(k % 9).to_bits(), 0)).collect();
+        let payload = write(&rows);
+        assert!(payload.len() < 1 + 2 * 12 + 2 * 70_000, "{} bytes", payload.len());
+        assert_eq!(back(&payload).unwrap(), rows);
+    }
+
+    #[test]
     fn records_of_format_1_still_read() {
         let rows = poll();
         let mut payload = Vec::new();
@@ -309,7 +308,8 @@ mod tests {
             }
         }
         assert!(back(&[3, 0, 1]).is_err());
-        assert!(back(&[FORMAT_RUNS, 0, 1, 5, 0, 0]).is_err(), "width 5");
-        assert!(back(&[FORMAT_RUNS, 0, 0xff, 0xff, 0xff, 0xff, 0x0f, 8, 0, 0]).is_err(), "values cut short");
+        assert!(back(&[FORMAT_RUNS, 0, 1, 0, 5, 0, 0, 0, 0, 0, 0, 0]).is_err(), "width 5");
+        assert!(back(&[FORMAT_RUNS, 0, 0xff, 0xff, 8, 0, 0]).is_err(), "values cut short");
+        assert!(back(&[FORMAT_RUNS, 0, 0, 0, 2, 0, 0, 0]).is_err(), "a run of none");
     }
 }
