@@ -36,6 +36,11 @@ impl Head {
         self.len == 0
     }
 
+    /// Bytes the head's stream has filled so far (what bounds the heads' memory).
+    pub fn bytes(&self) -> usize {
+        self.bits.len()
+    }
+
     /// Bytes the head holds on the heap (its stream and quality runs), for the tests' bound.
     #[cfg(test)]
     fn heap_bytes(&self) -> usize {

@@ -11,7 +11,7 @@
 //!
 //! Samples also go to an in-memory head per tag, compressed as they come (`head.rs`: a few bits
 //! a sample for a steady tag, not 18 bytes). A checkpoint (when the WAL passes
-//! `wal_bytes_max`, or the heads pass `head_samples_max`) writes every head as a chunk into
+//! `wal_bytes_max`, or the heads pass `head_bytes_max` or `head_samples_max`) writes every head as a chunk into
 //! blocks of about 256 KB, then a checkpoint record naming the last WAL record it covers
 //! and its first block, syncs the chunk log, and deletes the WAL up to there. Memory holds one
 //! index entry per block (its tags and times), so it grows with the bytes kept, not with tags
@@ -56,8 +56,16 @@ pub struct HistorianConfig {
     pub fsync: FsyncPolicy,
     /// WAL bytes that trigger a checkpoint.
     pub wal_bytes_max: u64,
-    /// Samples held in memory (heads) that trigger a checkpoint; the memory bound.
+    /// Samples held in memory (heads) that trigger a checkpoint: a bound on what the WAL
+    /// replays at a start.
     pub head_samples_max: usize,
+    /// Bytes of the heads' compressed streams that trigger a checkpoint: the memory bound. A
+    /// register that holds still takes two bits a sample, a noisy float some thirty, so this
+    /// (not a count of samples) is what keeps the heads' memory flat whatever the data, and
+    /// lets steady tags read fast make long chunks (a checkpoint costs some microseconds a
+    /// chunk however short: at a 1 ms poll of 10,000 registers a million samples made chunks of
+    /// 100).
+    pub head_bytes_max: usize,
     pub codec: Codec,
     /// The file system's free-space reserve: past it the historian takes no more samples.
     pub space: Option<Arc<crate::space::FreeSpace>>,
@@ -70,7 +78,8 @@ impl Default for HistorianConfig {
             age_max: Duration::from_secs(365 * 86_400),
             fsync: FsyncPolicy::Interval(Duration::from_millis(10)),
             wal_bytes_max: 16 << 20,
-            head_samples_max: 1 << 20,
+            head_samples_max: 1 << 23,
+            head_bytes_max: 1 << 20,
             codec: Codec::Pco,
             space: None,
         }
@@ -156,6 +165,8 @@ struct Inner {
     bound: Vec<u32>,
     heads: Vec<head::Head>,
     head_samples: usize,
+    /// The heads' stream bytes, summed.
+    head_bytes: usize,
     /// Reused for each WAL record, to spare an allocation per batch.
     wal_buffer: Vec<u8>,
     /// Per tag, its chunk records of the format before blocks (none are written now).
@@ -396,6 +407,7 @@ impl Inner {
             wal,
             chunks,
             head_samples: 0,
+            head_bytes: 0,
             wal_buffer: Vec::new(),
             synced_at: Instant::now(),
             wal_synced_to: 0,
@@ -461,7 +473,9 @@ impl Inner {
                         outside += 1;
                         return;
                     };
+                    let before = head.bytes();
                     head.push(time, value, quality);
+                    self.head_bytes += head.bytes() - before;
                     self.head_samples += 1;
                 });
                 if outside > 0 || read.is_err() {
@@ -553,7 +567,10 @@ impl Inner {
             };
             let (time, quality) = (s.gateway_time.as_millis(), quality_code(s.quality));
             record.push(tag, time, value, quality);
-            self.heads[tag as usize].push(time, value, quality);
+            let head = &mut self.heads[tag as usize];
+            let before = head.bytes();
+            head.push(time, value, quality);
+            self.head_bytes += head.bytes() - before;
         }
         let rows = record.samples();
         self.head_samples += rows;
@@ -585,7 +602,7 @@ impl Inner {
                 self.wal_synced_to = self.wal.next_seq();
             }
         }
-        if self.wal.bytes() >= self.config.wal_bytes_max || self.head_samples >= self.config.head_samples_max {
+        if self.wal.bytes() >= self.config.wal_bytes_max || self.heads_full() {
             self.checkpoint()?;
         }
         Ok(sync || self.config.fsync == FsyncPolicy::Never)
@@ -602,16 +619,22 @@ impl Inner {
         }
     }
 
+    /// Whether the heads hold as much as memory (or a start's replay) may take.
+    fn heads_full(&self) -> bool {
+        self.head_samples >= self.config.head_samples_max || self.head_bytes >= self.config.head_bytes_max
+    }
+
     /// When the disk refuses writes, the heads may not grow past their bound: try to fold them
     /// into chunks, and if that fails too, let them go (counted).
     fn bound_heads_after_failure(&mut self) {
-        if self.head_samples < self.config.head_samples_max {
+        if !self.heads_full() {
             return;
         }
         if self.checkpoint().is_err() {
             self.stats.samples_lost += self.head_samples as u64;
             self.heads.iter_mut().for_each(|h| *h = head::Head::default());
             self.head_samples = 0;
+            self.head_bytes = 0;
         }
     }
 
@@ -638,6 +661,7 @@ impl Inner {
             *h = head::Head::default();
         }
         self.head_samples = 0;
+        self.head_bytes = 0;
         self.wal.drop_through(wal_seq, sync)?;
         Ok(())
     }
@@ -1283,5 +1307,46 @@ mod tests {
         assert_eq!(w.sync_due_in().unwrap(), None, "everything synced");
         drop((w, _r));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The heads are bounded by the bytes their streams hold, not by a count of samples: a
+    /// register that holds still (two bits a sample) waits for many more samples before a
+    /// checkpoint than a noisy one, so its chunks are long; neither passes the bound by more
+    /// than a sample's worth.
+    #[test]
+    fn heads_are_bounded_by_their_bytes_so_steady_tags_make_long_chunks() {
+        let names = paths(10);
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut samples_per_checkpoint = Vec::new();
+        for noisy in [false, true] {
+            let dir = temp(if noisy { "bytes-noisy" } else { "bytes-steady" });
+            let config =
+                HistorianConfig { fsync: FsyncPolicy::Never, head_bytes_max: 8 << 10, ..HistorianConfig::default() };
+            let (mut w, _r) = HistorianWriter::open(&dir, config).unwrap();
+            w.bind_tags(&refs).unwrap();
+            let mut noise = 0x2545_f491_4f6c_dd1du64;
+            for i in 0..20_000i64 {
+                let t = Timestamp::from_millis(1_700_000_000_000 + i);
+                let poll: Vec<Sample> = (0..10u32)
+                    .map(|k| {
+                        noise ^= noise << 13;
+                        noise ^= noise >> 7;
+                        noise ^= noise << 17;
+                        let v = if noisy { (noise >> 11) as f64 / (1u64 << 53) as f64 } else { f64::from(k) };
+                        Sample::good(TagId(k), Value::F64(v), t)
+                    })
+                    .collect();
+                w.append(&poll).unwrap();
+                w.commit().unwrap();
+                let inner = lock(&w.inner).unwrap();
+                assert!(inner.head_bytes < (8 << 10) + 10 * 16, "{} bytes in the heads", inner.head_bytes);
+            }
+            samples_per_checkpoint.push(200_000 / w.stats().checkpoints.max(1));
+            drop((w, _r));
+            fs::remove_dir_all(&dir).unwrap();
+        }
+        let (steady, noisy) = (samples_per_checkpoint[0], samples_per_checkpoint[1]);
+        assert!(steady >= 20 * noisy, "samples a checkpoint: steady {steady}, noisy {noisy}");
+        assert!(noisy <= 2_000, "noisy {noisy}");
     }
 }
