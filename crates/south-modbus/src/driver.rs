@@ -157,7 +157,7 @@ impl DeviceTask {
     }
 
     /// One poll: every planned request in turn. Answers' samples are gathered and handed on
-    /// together once they are [`BATCH_SAMPLES`], once the oldest has waited [`BATCH_WAIT`] or
+    /// together before the next answer would take them past [`BATCH_SAMPLES`], once the oldest has waited [`BATCH_WAIT`] or
     /// would wait longer for the rate cap's next slot and the next answer (at the last one's
     /// pace), and at the poll's end: one hand-over (and one wake-up of the collector) per
     /// thousand samples from a fast device, not one per request. Samples read but not yet
@@ -188,7 +188,7 @@ impl DeviceTask {
             self.health.latency.record(round_trip);
             let now = Timestamp::now();
             if samples.is_empty() {
-                samples.reserve(BATCH_SAMPLES.min(self.device.tag_count()));
+                samples.reserve(BATCH_SAMPLES.min(self.device.tag_count()).max(req.tags.len()));
                 first_read = asked;
             }
             match answer {
@@ -212,7 +212,10 @@ impl DeviceTask {
                     return Some(Failure::Timeout { request: self.describe(req) });
                 }
             }
-            if samples.len() >= BATCH_SAMPLES || first_read.elapsed() >= BATCH_WAIT {
+            // Before the next answer would take the batch past its room (a grown vector holds
+            // twice the room: at a 1 ms poll, 32 MB of batches waited for the collector, not 16).
+            let next = self.requests.get(i + 1).map_or(0, |r| r.tags.len());
+            if samples.len() + next > BATCH_SAMPLES || first_read.elapsed() >= BATCH_WAIT {
                 self.out.emit(poll, std::mem::take(&mut samples));
             }
         }

@@ -297,3 +297,26 @@ async fn a_polls_answers_go_on_together_but_never_wait_for_the_rate_cap() {
     assert!(gaps.iter().all(|g| *g >= Duration::from_millis(200)), "the cap holds between requests: {gaps:?}");
     assert_reads_only(&s);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_never_outgrows_the_room_made_for_it() {
+    // 3,000 registers: 24 requests of 125 a poll. A batch goes on before an answer would take
+    // it past BATCH_SAMPLES, so its vector is never grown (a grown one held twice the room:
+    // at a 1 ms poll, 32 MB of batches waited for the collector, not 16).
+    let s = server().await;
+    let tags: String = (0..3000)
+        .map(|i| {
+            format!("[[device.tag]]\nname = \"r{i}\"\nspace = \"holding_register\"\naddress = {i}\ntype = \"u16\"\n")
+        })
+        .collect();
+    let extra = "poll_interval_ms = 50\nrate_max_per_s = 100000";
+    let config = parse(&device("d", s.addr, extra, &tags), Path::new("t.toml")).unwrap();
+    let batches = run(&config, Duration::from_millis(1000)).await;
+    let samples: usize = batches.iter().map(|(_, b)| b.samples.len()).sum();
+    assert!(samples >= 3000, "{samples} samples in {} batches", batches.len());
+    for (_, b) in &batches {
+        assert!(b.samples.len() <= airlock_pipeline::BATCH_SAMPLES, "{} samples", b.samples.len());
+        assert!(b.samples.capacity() <= airlock_pipeline::BATCH_SAMPLES, "room for {}", b.samples.capacity());
+    }
+    assert_reads_only(&s);
+}
