@@ -435,9 +435,12 @@ impl Collector {
     }
 
     /// Group commit: the store syncs as its policy says.
+    /// Both stores, each whatever the other's result (an outbox that keeps failing must not
+    /// keep the historian from syncing).
     fn commit(&mut self) {
-        let result = self.outbox.commit().map(|_| ()).and_then(|()| self.historian.commit().map(|_| ()));
-        self.report(result);
+        let outbox = self.outbox.commit().map(|_| ());
+        let historian = self.historian.commit().map(|_| ());
+        self.report(outbox.and(historian));
     }
 
     fn report(&mut self, result: Result<(), StoreError>) {

@@ -252,6 +252,12 @@ impl Log {
             ),
             false => None,
         };
+        if let Some(file) = &active {
+            // What an earlier run wrote and did not sync (it was killed: a write past the
+            // buffer's size, a segment sealed without a sync) is read back above as committed,
+            // and may be sent upstream as durable: on disk first, whatever the segment.
+            rustix::fs::syncfs(file).map_err(|e| StoreError::io("sync the file system of", dir, e.into()))?;
+        }
         let next_seq = last.info.last_seq + 1;
         Ok(Self {
             dir: dir.to_owned(),

@@ -36,14 +36,15 @@ impl Head {
         self.len == 0
     }
 
-    /// Bytes the head's stream has filled so far (what bounds the heads' memory).
+    /// Bytes the head has filled so far, its stream and its quality runs (what bounds the
+    /// heads' memory: their vectors hold at most twice this).
     pub fn bytes(&self) -> usize {
-        self.bits.len()
+        self.bits.len() + self.quality.len() * std::mem::size_of::<(u16, u32)>()
     }
 
     /// Bytes the head holds on the heap (its stream and quality runs), for the tests' bound.
     #[cfg(test)]
-    fn heap_bytes(&self) -> usize {
+    pub(crate) fn heap_bytes(&self) -> usize {
         self.bits.capacity() + self.quality.capacity() * std::mem::size_of::<(u16, u32)>()
     }
 
