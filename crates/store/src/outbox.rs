@@ -195,6 +195,21 @@ pub enum FsyncPolicy {
     Never,
 }
 
+impl FsyncPolicy {
+    /// What a commit does, the last sync having been at `synced_at`: `None`, nothing (under an
+    /// interval not yet passed: nothing is promised, nor read by a sink, before a sync, so
+    /// what is appended waits in the logs' buffers for it rather than costing a write per
+    /// commit); `Some(sync)`, write what is appended, and sync it if `sync`. `force_sync`:
+    /// sync whatever the policy (at shutdown).
+    pub(crate) fn commit_now(self, synced_at: Instant, force_sync: bool) -> Option<bool> {
+        match self {
+            FsyncPolicy::Never => Some(force_sync),
+            FsyncPolicy::Interval(every) if force_sync || synced_at.elapsed() >= every => Some(true),
+            FsyncPolicy::Interval(_) => None,
+        }
+    }
+}
+
 /// Bounds and policies of an outbox.
 #[derive(Debug, Clone)]
 pub struct OutboxConfig {
@@ -769,21 +784,11 @@ impl Inner {
     }
 
     fn commit(&mut self, force_sync: bool) -> Result<Position, StoreError> {
-        if !force_sync
-            && let FsyncPolicy::Interval(every) = self.config.fsync
-            && self.synced_at.elapsed() < every
-        {
-            // Nothing is promised (nor read by a sink) before the next sync: what is appended
-            // waits in the logs' buffers for it, not a write per commit (a system call per log
-            // a millisecond at a 1 ms poll, for nobody).
+        let Some(sync) = self.config.fsync.commit_now(self.synced_at, force_sync) else {
             return Ok(Position(self.durable));
-        }
+        };
         let room = self.config.space.as_ref().is_none_or(|space| space.has_room());
         self.reserve_cap = if room { None } else { Some(self.reserve_cap.unwrap_or_else(|| self.bytes())) };
-        let sync = match self.config.fsync {
-            FsyncPolicy::Never => false,
-            FsyncPolicy::Interval(every) => force_sync || self.synced_at.elapsed() >= every,
-        };
         // Records lost to a failed write are reported in this commit: the gap events go in
         // with it, and are forgotten only once it succeeds.
         self.collect_lost();

@@ -35,12 +35,8 @@ impl BitWriter {
     }
 
     /// Whole bytes written so far (the last word's bits not counted until it fills).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.bytes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty() && self.acc_bits == 0
     }
 
     /// Bytes reserved for what is written.

@@ -11,9 +11,9 @@
 //!
 //! Samples also go to an in-memory head per tag, compressed as they come (`head.rs`: a few bits
 //! a sample for a steady tag, not 18 bytes). A checkpoint (when the WAL passes
-//! `wal_bytes_max`, or the heads pass `head_bytes_max` or `head_samples_max`) writes every head as a chunk into
-//! blocks of about 256 KB, then a checkpoint record naming the last WAL record it covers
-//! and its first block, syncs the chunk log, and deletes the WAL up to there. Memory holds one
+//! `wal_bytes_max`, or the heads pass `head_bytes_max` or `head_samples_max`) writes every head
+//! as a chunk into blocks of about 256 KB, then a checkpoint record naming the last WAL record
+//! it covers and its first block, syncs the chunk log, and deletes the WAL up to there. Memory holds one
 //! index entry per block (its tags and times), so it grows with the bytes kept, not with tags
 //! times checkpoints; a query reads a block's directory entries and its tag's chunks only. On
 //! open, the chunk log is scanned (record prefixes only) to index the blocks of complete
@@ -174,8 +174,6 @@ struct Inner {
     blocks: Vec<BlockRef>,
     block_bytes_max: usize,
     synced_at: Instant,
-    /// The WAL's next sequence number at its last sync: records from it on wait for one.
-    wal_synced_to: u64,
     stats: HistorianStats,
 }
 
@@ -410,12 +408,10 @@ impl Inner {
             head_bytes: 0,
             wal_buffer: Vec::new(),
             synced_at: Instant::now(),
-            wal_synced_to: 0,
             stats,
         };
         let wal_seq = inner.index_chunks()?;
         inner.replay_wal(wal_seq)?;
-        inner.wal_synced_to = inner.wal.next_seq();
         Ok(inner)
     }
 
@@ -468,15 +464,9 @@ impl Inner {
             for r in records {
                 let mut outside = 0u64;
                 let read = wal::read(&r.payload, |tag, time, value, quality| {
-                    let Some(head) = self.heads.get_mut(tag as usize).filter(|_| (tag as usize) < self.paths.len())
-                    else {
+                    if !self.push_to_head(tag, time, value, quality) {
                         outside += 1;
-                        return;
-                    };
-                    let before = head.bytes();
-                    head.push(time, value, quality);
-                    self.head_bytes += head.bytes() - before;
-                    self.head_samples += 1;
+                    }
                 });
                 if outside > 0 || read.is_err() {
                     self.stats.recovery.corrupt_records += 1;
@@ -492,6 +482,19 @@ impl Inner {
             from = last + 1;
         }
         Ok(())
+    }
+
+    /// One sample into its tag's head, counted against the heads' bounds; `false` for a tag
+    /// the dictionary does not know (a WAL record from outside it).
+    fn push_to_head(&mut self, tag: u32, time: i64, value: f64, quality: u16) -> bool {
+        let Some(head) = self.heads.get_mut(tag as usize).filter(|_| (tag as usize) < self.paths.len()) else {
+            return false;
+        };
+        let before = head.bytes();
+        head.push(time, value, quality);
+        self.head_bytes += head.bytes() - before;
+        self.head_samples += 1;
+        true
     }
 
     fn ensure_tag(&mut self, tag: u32) {
@@ -567,13 +570,9 @@ impl Inner {
             };
             let (time, quality) = (s.gateway_time.as_millis(), quality_code(s.quality));
             record.push(tag, time, value, quality);
-            let head = &mut self.heads[tag as usize];
-            let before = head.bytes();
-            head.push(time, value, quality);
-            self.head_bytes += head.bytes() - before;
+            self.push_to_head(tag, time, value, quality);
         }
         let rows = record.samples();
-        self.head_samples += rows;
         self.stats.samples += rows as u64;
         let payload = record.finish();
         let result = match samples.last() {
@@ -585,34 +584,28 @@ impl Inner {
     }
 
     fn commit(&mut self, force_sync: bool) -> Result<bool, StoreError> {
-        let sync = match self.config.fsync {
-            FsyncPolicy::Never => false,
-            FsyncPolicy::Interval(every) => force_sync || self.synced_at.elapsed() >= every,
-        };
-        // Under an interval, nothing is promised before the next sync: the WAL's buffer waits
-        // for it rather than costing a write per commit (its buffer stays bounded: it writes
-        // itself out past 1 MiB).
-        if sync || self.config.fsync == FsyncPolicy::Never {
+        let commit = self.config.fsync.commit_now(self.synced_at, force_sync);
+        if let Some(sync) = commit {
             if let Err(e) = self.wal.commit(sync) {
                 self.bound_heads_after_failure();
                 return Err(e);
             }
             if sync {
                 self.synced_at = Instant::now();
-                self.wal_synced_to = self.wal.next_seq();
             }
         }
         if self.wal.bytes() >= self.config.wal_bytes_max || self.heads_full() {
             self.checkpoint()?;
         }
-        Ok(sync || self.config.fsync == FsyncPolicy::Never)
+        Ok(commit == Some(true) || self.config.fsync == FsyncPolicy::Never)
     }
 
     /// How long until a commit will sync what is appended and not synced yet; `None` when
-    /// nothing waits, or never will be synced by policy.
+    /// nothing waits, or never will be synced by policy. (Under an interval every commit of
+    /// the WAL syncs, so what is committed is synced.)
     fn sync_due_in(&self) -> Option<Duration> {
         match self.config.fsync {
-            FsyncPolicy::Interval(every) if self.wal.next_seq() > self.wal_synced_to => {
+            FsyncPolicy::Interval(every) if self.wal.next_seq() > self.wal.committed_seq() + 1 => {
                 Some(every.saturating_sub(self.synced_at.elapsed()))
             }
             _ => None,
@@ -641,10 +634,6 @@ impl Inner {
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         let sync = self.config.fsync != FsyncPolicy::Never;
         let wal_seq = self.wal.seal(sync)?;
-        if sync {
-            self.synced_at = Instant::now();
-            self.wal_synced_to = self.wal.next_seq();
-        }
         let first_chunk_seq = self.chunks.next_seq();
         // The heads are encoded where they lie (a head longer than a chunk is encoded in parts),
         // and put back whatever happens: if the checkpoint fails they still hold the samples.
