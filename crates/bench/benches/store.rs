@@ -9,6 +9,8 @@
 //! 4. Query latency on one day of one 1 Hz tag: raw, and 1-minute aggregates (median of 9).
 //!
 //! Run: `cargo bench -p airlock-bench --bench store` (`-- quick` for a shorter run).
+//! `AIRLOCK_BENCH_HISTORIAN_ONLY=1` runs only the historian's ingest, five times per data set
+//! (for a profile of it).
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure is the run failing
 
@@ -276,6 +278,16 @@ fn main() {
         let n = count(polls);
         if std::env::var("AIRLOCK_BENCH_BYTES").is_ok() {
             bytes_by_tag(paths, polls);
+            continue;
+        }
+        // For a profile of the historian's ingest alone: five rounds of it, nothing else.
+        if std::env::var("AIRLOCK_BENCH_HISTORIAN_ONLY").is_ok() {
+            for round in 0..5 {
+                let (rate, _, dir) =
+                    historian(&format!("{set}-only-{round}").replace(' ', "-"), paths, polls, Codec::Pco);
+                println!("{set}: historian, Pco, {rate:.0} samples/s");
+                let _ = std::fs::remove_dir_all(dir);
+            }
             continue;
         }
         let (sql_rate, sql_bytes) = sqlite(set, polls);
