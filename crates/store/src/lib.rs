@@ -54,6 +54,12 @@ pub enum StoreError {
     Locked(PathBuf),
     #[error("internal invariant broken: {0}")]
     Invariant(&'static str),
+    #[error(
+        "{} says this store was written by a newer airlock (format {found}); this one reads formats up to {known}: \
+         run that newer version, or move the folder aside",
+        path.display()
+    )]
+    NewerFormat { path: PathBuf, found: u32, known: u32 },
 }
 
 /// Whether a running airlock holds the store in `dir` (its `LOCK` file is locked), without
@@ -73,6 +79,52 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(dir.to_owned())),
         Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io("lock", &path, e)),
+    }
+}
+
+/// Checks the version of the on-disk formats that `dir` holds against `known`, the newest this
+/// build reads and writes, from the file `FORMAT` (`airlock-historian 2`: the store's name and
+/// the version). A folder written by a newer build is refused, with the file named: an older
+/// build would misread the newer records (taking them for damaged ones, or worse, for other
+/// samples). A writer (`write`) records its own version when the folder has none (a new one,
+/// or one written before the file existed) or an older one, before it writes anything.
+pub(crate) fn check_format(dir: &Path, store: &str, known: u32, write: bool) -> Result<(), StoreError> {
+    let path = dir.join("FORMAT");
+    let found = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut words = text.split_whitespace();
+            match (words.next(), words.next().map(str::parse::<u32>), words.next()) {
+                (Some(name), Some(Ok(version)), None) if name == format!("airlock-{store}") => Some(version),
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        path: path.clone(),
+                        what: format!(
+                            "{text:?} is not `airlock-{store} VERSION`; if this folder was written by this version of \
+                             airlock, write `airlock-{store} {known}` into it"
+                        ),
+                    });
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(StoreError::io("read", &path, e)),
+    };
+    match found {
+        Some(found) if found > known => Err(StoreError::NewerFormat { path, found, known }),
+        Some(found) if found == known || !write => Ok(()),
+        _ if !write => Ok(()),
+        _ => {
+            let new = dir.join("FORMAT.new");
+            let written = std::fs::File::create(&new)
+                .and_then(|mut f| {
+                    use std::io::Write as _;
+                    f.write_all(format!("airlock-{store} {known}\n").as_bytes())?;
+                    f.sync_all()
+                })
+                .and_then(|()| std::fs::rename(&new, &path))
+                .and_then(|()| std::fs::File::open(dir)?.sync_all());
+            written.map_err(|e| StoreError::io("write", &path, e))
+        }
     }
 }
 

@@ -45,6 +45,10 @@ use crate::StoreError;
 use crate::log::{HEADER_BYTES, Log, Lost, SegmentInfo};
 use crate::space::FreeSpace;
 
+/// The version of the outbox's formats (its log records and cursors) that this build writes;
+/// see [`crate::check_format`].
+const FORMAT: u32 = 1;
+
 /// Priority classes, most important first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Class {
@@ -429,6 +433,7 @@ impl OutboxWriter {
 
 fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader), StoreError> {
     let lock = crate::lock_dir(dir)?;
+    crate::check_format(dir, "outbox", FORMAT, true)?;
     let segment_bytes = (config.bytes_max / 16).clamp(4 << 10, 8 << 20);
     let open_log = |c: Class| Log::open(&dir.join(c.name()), segment_bytes);
     let logs = [open_log(Class::Event)?, open_log(Class::Aggregate)?, open_log(Class::Series)?, open_log(Class::Raw)?];

@@ -450,3 +450,21 @@ fn a_full_mirror_outbox_names_the_senders_ids_in_its_gap_events() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An outbox folder written by a newer build is refused (its records could be misread and sent
+/// upstream as something else); an older build's folder is opened and marked.
+#[test]
+fn an_outbox_written_by_a_newer_version_is_refused() {
+    let dir = temp("format");
+    drop(OutboxWriter::open(&dir, OutboxConfig::default()).unwrap());
+    let format = dir.join("FORMAT");
+    assert_eq!(std::fs::read_to_string(&format).unwrap(), "airlock-outbox 1\n");
+    std::fs::write(&format, "airlock-outbox 2\n").unwrap();
+    let e = OutboxWriter::open(&dir, OutboxConfig::default()).map(|_| ()).unwrap_err();
+    assert!(matches!(e, airlock_store::StoreError::NewerFormat { found: 2, known: 1, .. }), "{e}");
+    assert!(e.to_string().contains("written by a newer airlock (format 2)"), "{e}");
+    std::fs::remove_file(&format).unwrap();
+    drop(OutboxWriter::open(&dir, OutboxConfig::default()).unwrap());
+    assert_eq!(std::fs::read_to_string(&format).unwrap(), "airlock-outbox 1\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -127,6 +127,10 @@ impl StoredSample {
 /// gateway's RSS by 1.1 MB more at the first checkpoint than 256 KB blocks did.
 const BLOCK_BYTES_MAX: u64 = 256 << 10;
 
+/// The version of the historian's formats that this build writes (see `crate::check_format`):
+/// 2 since the WAL's runs (`wal.rs`) and the chunks' constant columns (`chunk.rs`); 1 before.
+const FORMAT: u32 = 2;
+
 /// Where one block is, and what it holds.
 #[derive(Debug, Clone, Copy)]
 struct BlockRef {
@@ -376,6 +380,7 @@ impl HistorianReader {
 impl Inner {
     fn open(dir: &Path, config: HistorianConfig, write: bool) -> Result<Self, StoreError> {
         let lock = if write { Some(crate::lock_dir(dir)?) } else { None };
+        crate::check_format(dir, "historian", FORMAT, write)?;
         let segment_bytes = (config.bytes_max / 64).clamp(64 << 10, 16 << 20);
         let wal_segment_bytes = (config.wal_bytes_max / 4).clamp(64 << 10, 16 << 20);
         let (chunks, wal) = if write {
@@ -1053,6 +1058,49 @@ mod tests {
 
     fn paths(n: u32) -> Vec<String> {
         (0..n).map(|k| format!("plant/line/cell/tag{k}")).collect()
+    }
+
+    /// A folder written by a newer build is refused by writer and reader alike, naming the
+    /// file; one written before `FORMAT` existed is read and gets the file; garbage in the file
+    /// is an error that says what to write there.
+    #[test]
+    fn a_historian_written_by_a_newer_version_is_refused_not_misread() {
+        let dir = temp("format");
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, ..HistorianConfig::default() };
+        {
+            let (mut w, _) = HistorianWriter::open(&dir, config.clone()).unwrap();
+            w.bind_tags(&["plant/a"]).unwrap();
+            fill(&mut w, 1, 0..5, 100);
+            w.sync().unwrap();
+        }
+        let format = dir.join("FORMAT");
+        assert_eq!(std::fs::read_to_string(&format).unwrap(), "airlock-historian 2\n");
+
+        std::fs::write(&format, "airlock-historian 3\n").unwrap();
+        for refused in
+            [HistorianWriter::open(&dir, config.clone()).map(|_| ()), HistorianReader::open(&dir).map(|_| ())]
+        {
+            let e = refused.unwrap_err();
+            assert!(matches!(e, StoreError::NewerFormat { found: 3, known: 2, .. }), "{e}");
+            assert!(e.to_string().contains(&format.display().to_string()), "{e}");
+        }
+        // Not touched by the refusal.
+        assert_eq!(std::fs::read_to_string(&format).unwrap(), "airlock-historian 3\n");
+
+        std::fs::write(&format, "airlock-outbox 2\n").unwrap();
+        let e = HistorianWriter::open(&dir, config.clone()).unwrap_err();
+        assert!(e.to_string().contains("write `airlock-historian 2` into it"), "{e}");
+
+        // An older build's folder (no file): read as it is, marked by the writer.
+        std::fs::remove_file(&format).unwrap();
+        let r = HistorianReader::open(&dir).unwrap();
+        assert!(!format.exists(), "a reader writes nothing");
+        assert_eq!(r.raw("plant/a", Timestamp::from_millis(0), Timestamp::from_millis(10_000)).unwrap().len(), 5);
+        drop(r);
+        let (_w, r) = HistorianWriter::open(&dir, config).unwrap();
+        assert_eq!(std::fs::read_to_string(&format).unwrap(), "airlock-historian 2\n");
+        assert_eq!(r.raw("plant/a", Timestamp::from_millis(0), Timestamp::from_millis(10_000)).unwrap().len(), 5);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Issue 15: 10,000 tags held a 40-byte index entry per tag and checkpoint in memory,
