@@ -270,6 +270,7 @@ fn main() {
     let seconds = if quick { 3 * 3600 } else { 86_400 };
     println!("store benchmark: {} simulated seconds per data set{}", seconds, if quick { " (quick)" } else { "" });
 
+    let historian_only = std::env::var("AIRLOCK_BENCH_HISTORIAN_ONLY").is_ok();
     let (plant_paths, plant_polls) = plant_day(seconds);
     let (noise_paths, noise_polls) = noisy_day(seconds);
     for (set, paths, polls) in
@@ -281,7 +282,7 @@ fn main() {
             continue;
         }
         // For a profile of the historian's ingest alone: five rounds of it, nothing else.
-        if std::env::var("AIRLOCK_BENCH_HISTORIAN_ONLY").is_ok() {
+        if historian_only {
             for round in 0..5 {
                 let (rate, _, dir) =
                     historian(&format!("{set}-only-{round}").replace(' ', "-"), paths, polls, Codec::Pco);
@@ -317,6 +318,9 @@ fn main() {
             }
             std::fs::remove_dir_all(&dir).unwrap();
         }
+    }
+    if historian_only {
+        return;
     }
 
     let records = if quick { 200_000 } else { 1_000_000 };

@@ -546,7 +546,10 @@ mod tests {
         for next in &nexts {
             keep_latest(&mut slot, next);
             let kept = slot.as_ref().unwrap();
-            assert_eq!((kept.tag, kept.quality, kept.gateway_time), (next.tag, next.quality, next.gateway_time));
+            assert_eq!(
+                (kept.tag, kept.quality, kept.gateway_time, kept.source_time),
+                (next.tag, next.quality, next.gateway_time, next.source_time)
+            );
             match (&kept.value, &next.value) {
                 (Some(Value::F64(a)), Some(Value::F64(b))) => assert_eq!(a.to_bits(), b.to_bits()),
                 (a, b) => assert_eq!(a, b),

@@ -84,23 +84,33 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
 
 /// Checks the version of the on-disk formats that `dir` holds against `known`, the newest this
 /// build reads and writes, from the file `FORMAT` (`airlock-historian 2`: the store's name and
-/// the version). A folder written by a newer build is refused, with the file named: an older
-/// build would misread the newer records (taking them for damaged ones, or worse, for other
-/// samples). A writer (`write`) records its own version when the folder has none (a new one,
-/// or one written before the file existed) or an older one, before it writes anything.
+/// the version; words after those two are left for later versions). A folder written by a
+/// newer build is refused, with the file named: an older build would misread the newer
+/// records (taking them for damaged ones, or worse, for other samples). A writer (`write`)
+/// records its own version when the folder has none (a new one, or one written before the
+/// file existed) or an older one, before it writes anything; if that write fails (a full
+/// disk) it says so in the log and goes on, since the folder is not newer than this build.
 pub(crate) fn check_format(dir: &Path, store: &str, known: u32, write: bool) -> Result<(), StoreError> {
     let path = dir.join("FORMAT");
+    let name = format!("airlock-{store}");
     let found = match std::fs::read_to_string(&path) {
         Ok(text) => {
             let mut words = text.split_whitespace();
-            match (words.next(), words.next().map(str::parse::<u32>), words.next()) {
-                (Some(name), Some(Ok(version)), None) if name == format!("airlock-{store}") => Some(version),
+            let (first, version) = (words.next(), words.next().map(str::parse::<u32>));
+            match (first, version) {
+                (Some(first), Some(Ok(version))) if first == name => Some(version),
+                (Some(other), Some(Ok(_))) if other.starts_with("airlock-") => {
+                    return Err(StoreError::Corrupt {
+                        path,
+                        what: format!("this folder holds an {other}, not an {name}: is the data folder mixed up?"),
+                    });
+                }
                 _ => {
                     return Err(StoreError::Corrupt {
-                        path: path.clone(),
+                        path,
                         what: format!(
-                            "{text:?} is not `airlock-{store} VERSION`; if this folder was written by this version of \
-                             airlock, write `airlock-{store} {known}` into it"
+                            "{text:?} is not `{name} VERSION`; if this folder was written by this version of airlock, \
+                             write `{name} {known}` into it"
                         ),
                     });
                 }
@@ -111,19 +121,26 @@ pub(crate) fn check_format(dir: &Path, store: &str, known: u32, write: bool) -> 
     };
     match found {
         Some(found) if found > known => Err(StoreError::NewerFormat { path, found, known }),
-        Some(found) if found == known || !write => Ok(()),
+        Some(found) if found == known => Ok(()),
         _ if !write => Ok(()),
         _ => {
             let new = dir.join("FORMAT.new");
             let written = std::fs::File::create(&new)
                 .and_then(|mut f| {
                     use std::io::Write as _;
-                    f.write_all(format!("airlock-{store} {known}\n").as_bytes())?;
+                    f.write_all(format!("{name} {known}\n").as_bytes())?;
                     f.sync_all()
                 })
-                .and_then(|()| std::fs::rename(&new, &path))
-                .and_then(|()| std::fs::File::open(dir)?.sync_all());
-            written.map_err(|e| StoreError::io("write", &path, e))
+                .map_err(|e| StoreError::io("write", &new, e))
+                .and_then(|()| std::fs::rename(&new, &path).map_err(|e| StoreError::io("rename into", &path, e)))
+                .and_then(|()| {
+                    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io("sync", dir, e))
+                });
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&new);
+                ::log::warn!("{e}: this folder's format version is not recorded yet (tried again at the next start)");
+            }
+            Ok(())
         }
     }
 }

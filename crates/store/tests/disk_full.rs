@@ -278,3 +278,39 @@ fn ids_lost_to_a_full_disk_stay_used_across_a_restart() {
     let gap = gap.expect("the gap event was committed");
     assert_eq!(&*gap.first_id, format!("r{}", lost[0]), "{gap:?}");
 }
+
+/// A historian folder from before the `FORMAT` file, opened on a full disk: the gateway starts
+/// (the folder cannot be newer than this build, so only the mark waits), and the mark is
+/// written at the first start with room.
+#[test]
+fn a_full_disk_does_not_keep_an_old_folder_from_opening() {
+    let disk = SmallDisk::mount("format", "4m");
+    let dir = disk.0.join("historian");
+    let config = HistorianConfig { fsync: FsyncPolicy::Interval(Duration::ZERO), ..HistorianConfig::default() };
+    {
+        let (mut w, _) = HistorianWriter::open(&dir, config.clone()).unwrap();
+        w.bind_tags(&["plant/a"]).unwrap();
+        w.append(&[Sample::good(TagId(0), Value::F64(1.5), Timestamp::from_millis(1_000))]).unwrap();
+        w.sync().unwrap();
+    }
+    std::fs::remove_file(dir.join("FORMAT")).unwrap();
+    let ballast = disk.0.join("ballast");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&ballast).unwrap();
+        let block = vec![0xaa; 64 << 10];
+        for _ in 0..128 {
+            if f.write_all(&block).is_err() {
+                break;
+            }
+        }
+    }
+    {
+        let (_w, r) = HistorianWriter::open(&dir, config.clone()).unwrap();
+        assert!(!dir.join("FORMAT").exists() && !dir.join("FORMAT.new").exists());
+        assert_eq!(r.raw("plant/a", Timestamp::from_millis(0), Timestamp::from_millis(2_000)).unwrap().len(), 1);
+    }
+    std::fs::remove_file(&ballast).unwrap();
+    drop(HistorianWriter::open(&dir, config).unwrap());
+    assert_eq!(std::fs::read_to_string(dir.join("FORMAT")).unwrap(), "airlock-historian 2\n");
+}

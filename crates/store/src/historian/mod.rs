@@ -1087,9 +1087,24 @@ mod tests {
         // Not touched by the refusal.
         assert_eq!(std::fs::read_to_string(&format).unwrap(), "airlock-historian 3\n");
 
-        std::fs::write(&format, "airlock-outbox 2\n").unwrap();
+        // A later version may add words after the two.
+        std::fs::write(&format, "airlock-historian 4 wide-times\n").unwrap();
+        let e = HistorianWriter::open(&dir, config.clone()).unwrap_err();
+        assert!(matches!(e, StoreError::NewerFormat { found: 4, known: 2, .. }), "{e}");
+        // Another store's folder: said so, with no advice to overwrite the file.
+        std::fs::write(&format, "airlock-outbox 1\n").unwrap();
+        let e = HistorianWriter::open(&dir, config.clone()).unwrap_err();
+        assert!(e.to_string().contains("holds an airlock-outbox, not an airlock-historian"), "{e}");
+        assert!(!e.to_string().contains("write `"), "{e}");
+        std::fs::write(&format, "\u{0}\u{7}garbage").unwrap();
         let e = HistorianWriter::open(&dir, config.clone()).unwrap_err();
         assert!(e.to_string().contains("write `airlock-historian 2` into it"), "{e}");
+        // An older version's mark is read, and a writer moves it on.
+        std::fs::write(&format, "airlock-historian 1\n").unwrap();
+        drop(HistorianReader::open(&dir).unwrap());
+        assert_eq!(std::fs::read_to_string(&format).unwrap(), "airlock-historian 1\n", "a reader writes nothing");
+        drop(HistorianWriter::open(&dir, config.clone()).unwrap());
+        assert_eq!(std::fs::read_to_string(&format).unwrap(), "airlock-historian 2\n");
 
         // An older build's folder (no file): read as it is, marked by the writer.
         std::fs::remove_file(&format).unwrap();
