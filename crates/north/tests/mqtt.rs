@@ -481,6 +481,10 @@ fn a_broker_gone_silent_is_noticed_while_records_keep_coming() {
     let dir = temp("silent");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    // The listening socket stays open until the silence is seen: the sink's reconnection then
+    // waits for a CONNACK, instead of being refused at once and replacing the problem before
+    // this test looks at it (which it did on a loaded machine).
+    let held = listener.try_clone().unwrap();
     let broker = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         assert_eq!(read_packet(&mut s).unwrap().0, 0x10);
@@ -507,6 +511,7 @@ fn a_broker_gone_silent_is_noticed_while_records_keep_coming() {
     }
     assert_eq!(health.delivered.load(Relaxed), 0);
     stop.store(true, Relaxed);
+    drop(held);
     handle.join().unwrap();
     broker.join().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
