@@ -159,8 +159,9 @@ impl DeviceTask {
     /// One poll: every planned request in turn. Answers' samples are gathered and handed on
     /// together before the next answer would take them past [`BATCH_SAMPLES`], once the
     /// oldest has waited [`BATCH_WAIT`] or would wait longer for the rate cap's next slot and
-    /// the next answer (at the last one's pace), and at the poll's end: one hand-over (and one wake-up of the collector) per
-    /// thousand samples from a fast device, not one per request. Samples read but not yet
+    /// the next answer (at the last one's pace), and at the poll's end: one hand-over (and at
+    /// most one wake-up of the collector) per thousand samples from a fast device, not one per
+    /// request. Samples read but not yet
     /// handed on when the gateway stops are not kept (they were never in the store). Returns
     /// why the link failed, if it did (what was read is handed on).
     async fn poll(&self, ctx: &mut ReadLink, poll: u64, pacer: &mut Pacer, reported: &mut Reported) -> Option<Failure> {

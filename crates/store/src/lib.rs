@@ -124,25 +124,35 @@ pub(crate) fn check_format(dir: &Path, store: &str, known: u32, write: bool) -> 
         Some(found) if found == known => Ok(()),
         _ if !write => Ok(()),
         _ => {
-            let new = dir.join("FORMAT.new");
-            let written = std::fs::File::create(&new)
-                .and_then(|mut f| {
-                    use std::io::Write as _;
-                    f.write_all(format!("{name} {known}\n").as_bytes())?;
-                    f.sync_all()
-                })
-                .map_err(|e| StoreError::io("write", &new, e))
-                .and_then(|()| std::fs::rename(&new, &path).map_err(|e| StoreError::io("rename into", &path, e)))
-                .and_then(|()| {
-                    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io("sync", dir, e))
-                });
+            let written = replace_file(&path, format!("{name} {known}\n").as_bytes());
             if let Err(e) = written {
-                let _ = std::fs::remove_file(&new);
-                ::log::warn!("{e}: this folder's format version is not recorded yet (tried again at the next start)");
+                ::log::warn!(
+                    "write {}: {e}: this folder's format version is not recorded yet (tried again at the next start)",
+                    path.display()
+                );
             }
             Ok(())
         }
     }
+}
+
+/// Replaces the file at `path` with `bytes` so that a crash leaves the old file or the new one,
+/// never a part of either: written beside it (`NAME.tmp`), synced, renamed over it, and the
+/// folder synced (the rename is durable only then). A failed write removes what it began.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_data()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path)?;
+    path.parent().map_or(Ok(()), |d| std::fs::File::open(d).and_then(|d| d.sync_all()))
 }
 
 impl StoreError {

@@ -1008,16 +1008,7 @@ fn write_cursor(dir: &Path, sink: &str, cursor: &mut Cursor) -> Result<(), Store
     }
     bytes.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
     let path = cursor_path(dir, sink);
-    let tmp = path.with_extension("cursor.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, &bytes)?;
-        f.sync_data()?;
-        fs::rename(&tmp, &path)?;
-        // The rename itself is durable only once the folder is synced.
-        path.parent().map_or(Ok(()), |d| fs::File::open(d).and_then(|d| d.sync_all()))
-    };
-    write().map_err(|e| StoreError::io("write cursor", &path, e))?;
+    crate::replace_file(&path, &bytes).map_err(|e| StoreError::io("write cursor", &path, e))?;
     cursor.written = cursor.acked;
     cursor.written_at = Instant::now();
     Ok(())

@@ -307,7 +307,7 @@ fn a_full_disk_does_not_keep_an_old_folder_from_opening() {
     }
     {
         let (_w, r) = HistorianWriter::open(&dir, config.clone()).unwrap();
-        assert!(!dir.join("FORMAT").exists() && !dir.join("FORMAT.new").exists());
+        assert!(!dir.join("FORMAT").exists() && !dir.join("FORMAT.tmp").exists());
         assert_eq!(r.raw("plant/a", Timestamp::from_millis(0), Timestamp::from_millis(2_000)).unwrap().len(), 1);
     }
     std::fs::remove_file(&ballast).unwrap();

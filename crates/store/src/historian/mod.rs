@@ -13,13 +13,14 @@
 //! a sample for a steady tag, not 18 bytes). A checkpoint (when the WAL passes
 //! `wal_bytes_max`, or the heads pass `head_bytes_max` or `head_samples_max`) writes every head
 //! as a chunk into blocks of about 256 KB, then a checkpoint record naming the last WAL record
-//! it covers and its first block, syncs the chunk log, and deletes the WAL up to there. Memory holds one
-//! index entry per block (its tags and times), so it grows with the bytes kept, not with tags
-//! times checkpoints; a query reads a block's directory entries and its tag's chunks only. On
-//! open, the chunk log is scanned (record prefixes only) to index the blocks of complete
-//! checkpoints, and WAL records after the last checkpoint are replayed into the heads. Blocks
-//! of a checkpoint that did not finish are ignored: their samples are still in the WAL. Chunk
-//! records of one tag each, as written before blocks, are still read (and indexed per tag).
+//! it covers and its first block, syncs the chunk log, and deletes the WAL up to there. Memory
+//! holds one index entry per block (its tags and times), so it grows with the bytes kept, not
+//! with tags times checkpoints; a query reads a block's directory entries and its tag's chunks
+//! only. On open, the chunk log is scanned (record prefixes only) to index the blocks of
+//! complete checkpoints, and WAL records after the last checkpoint are replayed into the heads.
+//! Blocks of a checkpoint that did not finish are ignored: their samples are still in the WAL.
+//! Chunk records of one tag each, as written before blocks, are still read (and indexed per
+//! tag).
 //!
 //! Times are kept to the millisecond. Values are numbers (`f64`; a bool is 0 or 1); text
 //! values are not kept in the historian (they are counted). Retention: chunks older than
@@ -169,7 +170,7 @@ struct Inner {
     bound: Vec<u32>,
     heads: Vec<head::Head>,
     head_samples: usize,
-    /// The heads' stream bytes, summed.
+    /// The heads' bytes (`Head::bytes`: streams and quality runs), summed.
     head_bytes: usize,
     /// Reused for each WAL record, to spare an allocation per batch.
     wal_buffer: Vec<u8>,
