@@ -647,3 +647,53 @@ fn a_kafka_sink_names_its_bad_keys() {
     let none = format!("{DEVICE}{TAG}\n[[sink]]\nname = \"k\"\ntype = \"kafka\"\n");
     check(&none, &[(16, "sink[k].brokers", "a kafka sink needs brokers")]);
 }
+
+#[test]
+fn many_tags_on_one_register_give_one_problem_each_not_one_per_pair() {
+    // A generated config gone wrong: every tag at address 0. Each tag after the first is
+    // named once, against the tag just before it; pairs (4.5 million here) would take minutes
+    // and gigabytes to list.
+    let tags: String = (0..3_000)
+        .map(|i| {
+            format!("[[device.tag]]\nname = \"t{i}\"\nspace = \"holding_register\"\naddress = 0\ntype = \"u16\"\n")
+        })
+        .collect();
+    let text = with("", &tags);
+    let errors = parse(&text, Path::new("plant.toml")).unwrap_err().0;
+    assert_eq!(errors.len(), 2_999);
+    assert_eq!(errors[0].key, "device[press1].tag[t1].address");
+    assert!(errors[0].message.contains("overlaps tag \"t0\" (0..1)"), "{}", errors[0]);
+    assert!(errors[2_998].message.contains("overlaps tag \"t2998\""), "{}", errors[2_998]);
+}
+
+#[test]
+fn a_wide_tag_overlaps_every_tag_inside_it_and_bits_share_a_register() {
+    let tag = |name: &str, address: u32, ty: &str, bit: &str| {
+        format!(
+            "[[device.tag]]\nname = \"{name}\"\nspace = \"holding_register\"\naddress = {address}\ntype = \"{ty}\"\n{bit}"
+        )
+    };
+    let tags = [
+        tag("wide", 10, "f64", ""),
+        tag("inside", 12, "u16", ""),
+        tag("also_inside", 13, "u16", ""),
+        tag("after", 14, "u16", ""),
+        tag("b0", 20, "bool", "bit = 0\n"),
+        tag("b1", 20, "bool", "bit = 1\n"),
+        tag("b1_again", 20, "bool", "bit = 1\n"),
+    ]
+    .concat();
+    let text = with("", &tags);
+    check(
+        &text,
+        &[
+            (line_of(&text, "address = 12"), "device[press1].tag[inside].address", "overlaps tag \"wide\" (10..14)"),
+            (
+                line_of(&text, "address = 13"),
+                "device[press1].tag[also_inside].address",
+                "overlaps tag \"wide\" (10..14)",
+            ),
+            (line_of(&text, "b1_again") + 2, "device[press1].tag[b1_again].address", "overlaps tag \"b1\" (20..21)"),
+        ],
+    );
+}
