@@ -325,6 +325,11 @@ impl<'a, P: Payload + ?Sized> Block<'a, P> {
         lo as u32..hi as u32
     }
 
+    /// Every section's index and tag, in the directory's order (by tag).
+    pub fn sections(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.directory.iter().enumerate().map(|(i, (tag, _))| (i as u32, *tag))
+    }
+
     /// Section `i`, read and checked against its CRC and its tag.
     pub fn section(&self, i: u32) -> Result<Section, BlockError> {
         let at = i as usize;

@@ -117,7 +117,7 @@ pub struct StoredSample {
 }
 
 impl StoredSample {
-    fn from_row((t, v, q): (i64, f64, u16)) -> Self {
+    fn from_row((t, v, q): Row) -> Self {
         let quality = quality_from_code(q);
         Self { time: Timestamp::from_millis(t), value: quality.is_good().then_some(v), quality }
     }
@@ -145,6 +145,9 @@ struct BlockRef {
     /// where a search for a tag's last sample may stop.
     newest_so_far: i64,
 }
+
+/// One stored sample as the historian reads it: time (ms), value, quality code.
+type Row = (i64, f64, u16);
 
 /// Where one chunk record of one tag is (written before blocks), and what it holds.
 #[derive(Debug, Clone, Copy)]
@@ -182,6 +185,9 @@ struct Inner {
     /// Blocks found damaged by a query, each counted and logged once. (Queries hold the
     /// historian's lock and `&self`; this lock is never contended.)
     damaged: Mutex<BTreeSet<u64>>,
+    /// Blocks opened by queries (for the tests).
+    #[cfg(test)]
+    blocks_opened: std::sync::atomic::AtomicU64,
     synced_at: Instant,
     stats: HistorianStats,
 }
@@ -348,13 +354,13 @@ impl HistorianReader {
     /// The newest sample of every tag that has one.
     pub fn last_values(&self) -> Result<Vec<(String, StoredSample)>, StoreError> {
         let inner = lock(&self.inner)?;
-        let mut out = Vec::new();
-        for (tag, path) in inner.paths.iter().enumerate() {
-            if let Some(row) = inner.last_before(tag as u32, i64::MAX)? {
-                out.push((path.clone(), StoredSample::from_row(row)));
-            }
-        }
-        Ok(out)
+        let last = inner.last_of_every_tag()?;
+        Ok(inner
+            .paths
+            .iter()
+            .zip(last)
+            .filter_map(|(path, row)| Some((path.clone(), StoredSample::from_row(row?))))
+            .collect())
     }
 
     /// The end (exclusive, ms) of the stored chunk of `path` that holds `at_ms`, if one does.
@@ -418,6 +424,8 @@ impl Inner {
             head_bytes: 0,
             wal_buffer: Vec::new(),
             damaged: Mutex::default(),
+            #[cfg(test)]
+            blocks_opened: Default::default(),
             synced_at: Instant::now(),
             stats,
         };
@@ -777,6 +785,8 @@ impl Inner {
             }
             // `None`: retention removed it.
             let Some(reader) = self.chunks.open_record(b.seq)? else { continue };
+            #[cfg(test)]
+            self.blocks_opened.fetch_add(1, Relaxed);
             let mut walk = || -> Result<(), chunk::BlockError> {
                 let block = chunk::Block::open(&reader)?;
                 block.sections_of(tag).try_for_each(|i| f(&block, i))
@@ -838,7 +848,7 @@ impl Inner {
     }
 
     /// `(time, value, quality)` of `tag` in `[from_ms, to_ms)`, sorted by time.
-    fn columns(&self, tag: u32, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, f64, u16)>, StoreError> {
+    fn columns(&self, tag: u32, from_ms: i64, to_ms: i64) -> Result<Vec<Row>, StoreError> {
         let mut out = Vec::new();
         let refs = self.index.get(tag as usize).map(Vec::as_slice).unwrap_or(&[]);
         for c in refs.iter().filter(|c| c.time_max >= from_ms && c.time_min < to_ms) {
@@ -861,8 +871,8 @@ impl Inner {
     }
 
     /// The newest `(time, value, quality)` of `tag` before `before_ms`.
-    fn last_before(&self, tag: u32, before_ms: i64) -> Result<Option<(i64, f64, u16)>, StoreError> {
-        let mut best: Option<(i64, f64, u16)> = None;
+    fn last_before(&self, tag: u32, before_ms: i64) -> Result<Option<Row>, StoreError> {
+        let mut best: Option<Row> = None;
         if let Some(head) = self.heads.get(tag as usize).and_then(head::Head::columns) {
             consider_into(&mut best, &head, before_ms);
         }
@@ -876,9 +886,8 @@ impl Inner {
         // Blocks newest first. A block or section whose newest time before `before_ms` is no
         // later than the best sample found cannot hold a later one; once every block from here
         // back is so (`newest_so_far`), the search stops.
-        let beaten = |newest: i64, best: &Option<(i64, f64, u16)>| {
-            best.is_some_and(|b| newest.min(before_ms.saturating_sub(1)) <= b.0)
-        };
+        let beaten =
+            |newest: i64, best: &Option<Row>| best.is_some_and(|b| newest.min(before_ms.saturating_sub(1)) <= b.0);
         for b in self.blocks.iter().rev() {
             if beaten(b.newest_so_far, &best) {
                 break;
@@ -893,6 +902,68 @@ impl Inner {
                 }
                 Ok(())
             })?;
+        }
+        Ok(best)
+    }
+
+    /// The newest sample of every tag (by tag number), in one walk over the blocks, newest
+    /// first, that stops once no older block can hold a newer sample of any tag. A tag gone
+    /// quiet long ago, or never stored, makes that walk go back to the oldest block, but only
+    /// once for all such tags: a walk per tag read every block's directory once per quiet tag.
+    fn last_of_every_tag(&self) -> Result<Vec<Option<Row>>, StoreError> {
+        let mut best: Vec<Option<Row>> = vec![None; self.paths.len()];
+        for (tag, slot) in best.iter_mut().enumerate() {
+            if let Some(head) = self.heads.get(tag).and_then(head::Head::columns) {
+                consider_into(slot, &head, i64::MAX);
+            }
+            let newest_chunk = self.index.get(tag).and_then(|refs| refs.iter().max_by_key(|c| c.time_max));
+            if let Some(c) = newest_chunk
+                && let Some(columns) = self.decode_chunk(c.seq)?
+            {
+                consider_into(slot, &columns, i64::MAX);
+            }
+        }
+        // No block at or before this time can better any tag's sample (`i64::MIN` while a tag
+        // has none yet).
+        let floor_of = |best: &[Option<Row>]| best.iter().map(|b| b.map_or(i64::MIN, |b| b.0)).min();
+        let Some(mut floor) = floor_of(&best) else { return Ok(best) };
+        for b in self.blocks.iter().rev() {
+            if b.newest_so_far <= floor {
+                break;
+            }
+            if b.time_max <= floor {
+                continue;
+            }
+            // `None`: retention removed it.
+            let Some(reader) = self.chunks.open_record(b.seq)? else { continue };
+            #[cfg(test)]
+            self.blocks_opened.fetch_add(1, Relaxed);
+            let mut found = false;
+            let mut walk = || -> Result<(), chunk::BlockError> {
+                let block = chunk::Block::open(&reader)?;
+                for (i, tag) in block.sections() {
+                    let Some(slot) = best.get_mut(tag as usize) else { continue };
+                    if slot.is_some_and(|s| b.time_max <= s.0) {
+                        continue;
+                    }
+                    let section = block.section(i)?;
+                    if slot.is_none_or(|s| section.time_max > s.0) {
+                        consider_into(slot, &block.decode(&section)?, i64::MAX);
+                        found = true;
+                    }
+                }
+                Ok(())
+            };
+            match walk() {
+                Ok(()) => {}
+                Err(chunk::BlockError::Damaged(what)) => self.skip_corrupt(b.seq, &what),
+                Err(chunk::BlockError::Io(e)) => {
+                    return Err(StoreError::io("read a block of", &self.dir.join("chunks"), e));
+                }
+            }
+            if found {
+                floor = floor_of(&best).unwrap_or(i64::MIN);
+            }
         }
         Ok(best)
     }
@@ -917,7 +988,7 @@ impl Inner {
 }
 
 /// Takes the newest sample of `c` before `before_ms` as `best` if it is no older.
-fn consider_into(best: &mut Option<(i64, f64, u16)>, c: &chunk::Columns, before_ms: i64) {
+fn consider_into(best: &mut Option<Row>, c: &chunk::Columns, before_ms: i64) {
     if let Some(i) = c.last_before(before_ms)
         && best.is_none_or(|b| c.times[i] >= b.0)
     {
@@ -946,7 +1017,7 @@ impl chunk::Payload for RecordReader {
     }
 }
 
-fn push_range(c: &chunk::Columns, from_ms: i64, to_ms: i64, out: &mut Vec<(i64, f64, u16)>) {
+fn push_range(c: &chunk::Columns, from_ms: i64, to_ms: i64, out: &mut Vec<Row>) {
     out.extend(c.range(from_ms, to_ms).map(|i| (c.times[i], c.values[i], c.quality[i])));
 }
 
@@ -1231,6 +1302,39 @@ mod tests {
         assert_eq!((at(2).time.as_millis(), at(2).value), (49_000, Some(value(2, 49))));
         let before = r.interpolate(&names[2], &[Timestamp::from_millis(45_000)]).unwrap();
         assert_eq!(before, vec![Some(value(2, 45))]);
+        drop((w, r));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Tags gone quiet between two that are still polled (so inside every new block's range of
+    /// tags), and one never stored: the last values cost one walk over the blocks, not one
+    /// walk per quiet tag.
+    #[test]
+    fn the_last_values_of_many_quiet_tags_take_one_walk_over_the_blocks() {
+        let dir = temp("quiet-many");
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, ..HistorianConfig::default() };
+        let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
+        let names = paths(21);
+        w.bind_tags(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        fill(&mut w, 20, 0..10, 10);
+        for i in 10..210 {
+            let t = Timestamp::from_millis(i * 1000);
+            let poll: Vec<Sample> =
+                [0, 19].into_iter().map(|k| Sample::good(TagId(k), Value::F64(value(k, i)), t)).collect();
+            w.append(&poll).unwrap();
+            w.checkpoint().unwrap();
+        }
+        let blocks = lock(&w.inner).unwrap().blocks.len() as u64;
+        assert_eq!(blocks, 201);
+        let last = r.last_values().unwrap();
+        assert_eq!(last.len(), 20, "the tag never stored has no last value");
+        for (k, (path, sample)) in last.iter().enumerate() {
+            let at = if k == 0 || k == 19 { 209 } else { 9 };
+            assert_eq!(path, &names[k]);
+            assert_eq!((sample.time.as_millis(), sample.value), (at * 1000, Some(value(k as u32, at))), "{path}");
+        }
+        let opened = lock(&r.inner).unwrap().blocks_opened.load(Relaxed);
+        assert!(opened <= blocks, "{opened} blocks opened for {blocks} blocks");
         drop((w, r));
         fs::remove_dir_all(&dir).unwrap();
     }
