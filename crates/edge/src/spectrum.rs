@@ -93,10 +93,15 @@ impl Analyzer {
 
 impl Spectrum {
     /// The highest amplitude within `bins` bins of `hz`.
+    /// Nothing (0) for a frequency beyond the spectrum or none at all (a garbage shaft speed).
     pub fn peak_near(&self, hz: f64, bins: usize) -> f64 {
-        let k = (hz / self.resolution_hz).round() as usize;
+        let k = (hz / self.resolution_hz).round();
+        if !(0.0..=(self.amplitudes.len() + bins) as f64).contains(&k) {
+            return 0.0;
+        }
+        let k = k as usize;
         let lo = k.saturating_sub(bins);
-        let hi = (k + bins).min(self.amplitudes.len().saturating_sub(1));
+        let hi = k.saturating_add(bins).min(self.amplitudes.len().saturating_sub(1));
         if lo > hi {
             return 0.0;
         }
@@ -184,6 +189,9 @@ impl BearingWatch {
         shaft_rpm: f64,
         out: &mut Vec<Output>,
     ) {
+        if !shaft_rpm.is_finite() {
+            return; // not a speed: the next finite one starts a new comparison
+        }
         let shaft_hz = shaft_rpm / 60.0;
         let steady = (shaft_rpm - self.last_rpm).abs() <= STEADY_SPEED * self.last_rpm;
         self.last_rpm = shaft_rpm;
@@ -330,5 +338,27 @@ mod tests {
         assert!(events[0].message.starts_with("press2 bearing outer race defect (BPFO 88.4"), "{}", events[0].message);
         let day = events[0].time.as_millis() / 86_400_000;
         assert!((10..=16).contains(&day), "raised on day {day}");
+    }
+
+    #[test]
+    fn a_shaft_speed_or_frequency_outside_the_spectrum_is_no_panic() {
+        // A garbage speed register (an f32 of 1.7e38 rpm, say), read steady twice, and a
+        // frequency that is not one: nothing is found there, and nothing panics.
+        let mut analyzer = Analyzer::default();
+        let s = analyzer.spectrum(&waveform(512, 512.0, &[(25.0, 0.3)], 1), 512.0).unwrap();
+        for hz in [1e30, f64::INFINITY, f64::NAN, -50.0, f64::MAX, 1e6] {
+            assert_eq!(s.peak_near(hz, 1), 0.0, "{hz}");
+        }
+        assert_eq!(s.band_energy(1e30, f64::INFINITY), 0.0);
+        let mut watch =
+            BearingWatch::new(AssetPath::parse("acme/line3/press1/motor").unwrap(), "press1", B6205, 2, 2.0);
+        let mut out = Vec::new();
+        for (i, rpm) in
+            [1.7e38, 1.7e38, 1.7e38, f64::NAN, f64::INFINITY, f64::INFINITY, -1480.0, -1480.0].iter().enumerate()
+        {
+            let w = waveform(512, 512.0, &[(25.0, 0.3)], i as u64 + 1);
+            watch.on_waveform(Timestamp::from_millis(i as i64 * 1000), &w, 512.0, *rpm, &mut out);
+        }
+        assert!(out.is_empty(), "{out:#?}");
     }
 }
