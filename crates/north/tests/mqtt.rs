@@ -501,7 +501,7 @@ fn a_broker_gone_silent_is_noticed_while_records_keep_coming() {
     let (handle, health) = airlock_north::mqtt::spawn("uns", "plant7", &config, reader, Arc::clone(&stop)).unwrap();
     let started = Instant::now();
     let mut i = 0;
-    while !health.problem().contains("answered nothing") {
+    while !health.problem().contains("acknowledged nothing") {
         assert!(started.elapsed() < Duration::from_secs(15), "silence not noticed; problem: {:?}", health.problem());
         i += 1;
         let (class, body) = record(i);
@@ -513,6 +513,97 @@ fn a_broker_gone_silent_is_noticed_while_records_keep_coming() {
     stop.store(true, Relaxed);
     drop(held);
     handle.join().unwrap();
+    broker.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A broker that answers every ping and holds back every PUBACK: the sink's window fills, it
+/// sends only pings, and each PINGRESP used to count as the broker being heard, so the stall
+/// was never noticed. Now only a PUBACK is progress.
+#[test]
+fn a_broker_that_answers_pings_but_acknowledges_nothing_is_noticed() {
+    use std::io::Write;
+    let dir = temp("pings-only");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = listener.try_clone().unwrap();
+    let broker = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        assert_eq!(read_packet(&mut s).unwrap().0, 0x10);
+        s.write_all(&[0x20, 2, 0, 0]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        while let Ok((kind, _)) = read_packet(&mut s) {
+            if kind == 0xC0 && s.write_all(&[0xD0, 0]).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut writer, reader) = outbox(&dir);
+    for i in 1..=10 {
+        let (class, body) = record(i);
+        writer.append(class, &body).unwrap();
+    }
+    writer.sync().unwrap();
+    let mut config = sink_config(port);
+    config.keep_alive = Duration::from_secs(2);
+    config.inflight_max = 2;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (handle, health) = airlock_north::mqtt::spawn("uns", "plant7", &config, reader, Arc::clone(&stop)).unwrap();
+    let started = Instant::now();
+    while !health.problem().contains("acknowledged nothing") {
+        assert!(started.elapsed() < Duration::from_secs(15), "stall not noticed; problem: {:?}", health.problem());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(health.delivered.load(Relaxed), 0);
+    stop.store(true, Relaxed);
+    drop(held);
+    handle.join().unwrap();
+    broker.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A broker that takes the CONNACK's session and then stops reading, while the sink has more
+/// to write than the sockets hold (QoS 0, some 16 MB): the write used to wait forever, with no
+/// problem said and the sink's stop hanging on it. Now a write that the broker takes no byte
+/// of for the keep-alive ends the session, and the sink stops.
+#[test]
+fn a_broker_that_stops_reading_is_noticed_and_the_sink_still_stops() {
+    use std::io::Write;
+    let dir = temp("stops-reading");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = listener.try_clone().unwrap();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let broker = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        assert_eq!(read_packet(&mut s).unwrap().0, 0x10);
+        s.write_all(&[0x20, 2, 0, 0]).unwrap();
+        // Reads nothing more until the test is done, then hangs up.
+        let _ = released.recv_timeout(Duration::from_secs(60));
+    });
+    let (mut writer, reader) = outbox(&dir);
+    let text: String = "x".repeat(16 * 1024);
+    for i in 0..1_000 {
+        let path = format!("acme/site/area/line3/cell1/press1/note{}", i % 4);
+        let body = records::sample(&path, ValueType::Text, TagValue::Text(text.clone().into()), Timestamp(i));
+        writer.append(Class::Raw, &body).unwrap();
+    }
+    writer.sync().unwrap();
+    let mut config = sink_config(port);
+    config.qos = 0;
+    config.keep_alive = Duration::from_secs(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (handle, health) = airlock_north::mqtt::spawn("uns", "plant7", &config, reader, Arc::clone(&stop)).unwrap();
+    let started = Instant::now();
+    while !health.problem().contains("taken no bytes") {
+        assert!(started.elapsed() < Duration::from_secs(20), "stall not noticed; problem: {:?}", health.problem());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Relaxed);
+    let stopping = Instant::now();
+    handle.join().unwrap();
+    assert!(stopping.elapsed() < Duration::from_secs(10), "the sink took {:?} to stop", stopping.elapsed());
+    drop((held, release));
     broker.join().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

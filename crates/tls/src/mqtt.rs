@@ -25,8 +25,10 @@ pub enum LinkError {
     Refused(&'static str),
     #[error("the broker stopped answering pings")]
     PingTimeout,
-    #[error("the broker has answered nothing for {0:?} while publishes await their PUBACK")]
+    #[error("the broker has acknowledged nothing for {0:?} while publishes await their PUBACK")]
     Silent(std::time::Duration),
+    #[error("the broker has taken no bytes for {0:?} (it stopped reading)")]
+    WriteStalled(std::time::Duration),
     #[error("the broker broke the protocol: {0}")]
     Protocol(String),
     #[error("TLS: {0}")]

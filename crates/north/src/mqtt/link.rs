@@ -45,6 +45,8 @@ pub struct Will {
 
 /// Time allowed to open the connection and get the CONNACK.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a write may wait for the broker to take a byte when there is no keep-alive to go by.
+const WRITE_STALL_MAX: Duration = Duration::from_secs(60);
 /// Bytes read from the socket at a time: some 16,000 PUBACKs.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -126,8 +128,9 @@ pub struct PublishLink {
     ping_sent: Option<Instant>,
     /// QoS 1 publishes sent and not yet acknowledged.
     awaiting: usize,
-    /// When the broker last sent something, or the first publish of those awaited went.
-    last_heard: Instant,
+    /// When the broker last acknowledged a publish, or the first publish of those awaited
+    /// went. (Not any byte: a broker that answers pings and holds back PUBACKs is stuck too.)
+    last_acked: Instant,
 }
 
 impl PublishLink {
@@ -144,7 +147,7 @@ impl PublishLink {
                 last_sent: Instant::now(),
                 ping_sent: None,
                 awaiting: 0,
-                last_heard: Instant::now(),
+                last_acked: Instant::now(),
             };
             link.flush().await?;
             loop {
@@ -176,20 +179,32 @@ impl PublishLink {
         frame_publish(&mut self.out, topic, payload, packet_id, retain)?;
         if packet_id.is_some() {
             if self.awaiting == 0 {
-                self.last_heard = Instant::now();
+                self.last_acked = Instant::now();
             }
             self.awaiting += 1;
         }
         Ok(())
     }
 
-    /// Writes everything framed, in one call where the socket takes it.
+    /// Writes everything framed, in one call where the socket takes it. Fails when the broker
+    /// takes no byte for the keep-alive (a minute without one): a broker that stops reading
+    /// would otherwise hold the sink, and its stop, forever. A slow link that takes bytes
+    /// steadily is never cut.
     pub async fn flush(&mut self) -> Result<(), LinkError> {
         if self.out.is_empty() {
             return Ok(());
         }
-        self.stream.write_all(&self.out).await?;
-        self.stream.flush().await?;
+        let stall = if self.keep_alive.is_zero() { WRITE_STALL_MAX } else { self.keep_alive };
+        let stalled = |_| LinkError::WriteStalled(stall);
+        let mut written = 0;
+        while written < self.out.len() {
+            let n = tokio::time::timeout(stall, self.stream.write(&self.out[written..])).await.map_err(stalled)??;
+            if n == 0 {
+                return Err(LinkError::Closed);
+            }
+            written += n;
+        }
+        tokio::time::timeout(stall, self.stream.flush()).await.map_err(stalled)??;
         self.out.clear();
         self.last_sent = Instant::now();
         Ok(())
@@ -208,14 +223,16 @@ impl PublishLink {
 
     /// Waits until at least one PUBACK has come and adds the packet ids of all that have to
     /// `into`. Cancel-safe. Fails when a ping has gone unanswered for the keep-alive, or when
-    /// the broker has sent nothing for the keep-alive while publishes await their PUBACK (a
-    /// link that died while the sink kept sending, so that no ping was due).
+    /// the broker has acknowledged nothing for the keep-alive while publishes await their
+    /// PUBACK (a link that died while the sink kept sending, so that no ping was due, or a
+    /// broker that answers pings and holds back PUBACKs).
     pub async fn acknowledgements(&mut self, into: &mut Vec<u16>) -> Result<(), LinkError> {
         loop {
             while let Some(answer) = self.answers.next_answer()? {
                 match answer {
                     Answer::PubAck(id) => {
                         self.awaiting = self.awaiting.saturating_sub(1);
+                        self.last_acked = Instant::now();
                         into.push(id);
                     }
                     Answer::PingResp => self.ping_sent = None,
@@ -227,7 +244,7 @@ impl PublishLink {
             }
             let ping_due = self.ping_sent.map(|sent| (sent + self.keep_alive, LinkError::PingTimeout));
             let ack_due = (self.awaiting > 0 && !self.keep_alive.is_zero())
-                .then(|| (self.last_heard + self.keep_alive, LinkError::Silent(self.keep_alive)));
+                .then(|| (self.last_acked + self.keep_alive, LinkError::Silent(self.keep_alive)));
             let due = match (ping_due, ack_due) {
                 (Some(p), Some(a)) => Some(if p.0 <= a.0 { p } else { a }),
                 (p, a) => p.or(a),
@@ -258,7 +275,6 @@ impl PublishLink {
         if n == 0 {
             return Err(LinkError::Closed);
         }
-        self.last_heard = Instant::now();
         self.answers.push(&self.chunk[..n]);
         Ok(())
     }
