@@ -9,6 +9,8 @@ Modes (first argument):
   ok             answer 200
   redirect-first N URL
                  answer 302 with Location: URL to the first N requests, then 200
+  status-first N S
+                 answer status S (any number, 600 say) to the first N requests, then 200
 """
 import json
 import sys
@@ -16,8 +18,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 mode = sys.argv[1]
-fail_first = int(sys.argv[2]) if mode in ("fail-first", "redirect-first") else 0
+fail_first = int(sys.argv[2]) if mode in ("fail-first", "redirect-first", "status-first") else 0
 location = sys.argv[3] if mode == "redirect-first" else None
+odd_status = int(sys.argv[3]) if mode == "status-first" else None
 count = 0
 lock = threading.Lock()
 
@@ -35,7 +38,7 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "reject":
             status = 400
         elif n <= fail_first:
-            status = 302 if location else 500
+            status = 302 if location else odd_status or 500
         else:
             status = 200
         try:

@@ -14,6 +14,8 @@
 //!   (appended to `<data_dir>/deadletter/<sink>.jsonl` with the status and the answer's first
 //!   kilobyte), counted and logged, and the sink moves on. Nothing is retried forever. The
 //!   dead-letter files keep to `dead_letters_max_mb`: the oldest half is removed, counted.
+//! - any status outside those classes (a 1xx, or 600 to 999 from a broken middlebox) refuses
+//!   nothing: it is retried like a 5xx.
 //!
 //! An answer's body is read up to a kilobyte, never more. No proxy is taken from the
 //! environment: the sink connects to the configured URL's host, or to the configured `proxy`.
@@ -242,7 +244,7 @@ impl HttpSink {
                 )))
             }
             408 | 429 | 500..=599 => Err(failed(format!("answered {status}"))),
-            _ => {
+            400..=499 => {
                 self.park(&wanted, status, &answer)?;
                 self.health.dead_lettered.fetch_add(wanted.len() as u64, Relaxed);
                 log::warn!(
@@ -254,6 +256,8 @@ impl HttpSink {
                 );
                 Ok(())
             }
+            // 1xx, 6xx to 999: no answer to a POST, and no refusal of the batch either.
+            _ => Err(failed(format!("answered {status}, which is no HTTP answer to a POST"))),
         }
     }
 }

@@ -255,3 +255,23 @@ fn a_configured_proxy_carries_the_batches() {
     assert_eq!(requests.iter().filter(|r| r["method"] == "POST").count(), 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Answers that are neither success, redirect nor a 4xx (a 6xx from a broken middlebox): not a
+/// refusal of the batch, so it is retried, never parked as dead letters (the catch-all parked
+/// it and took it out of the outbox).
+#[test]
+fn an_answer_outside_http_s_classes_is_retried_not_parked() {
+    let dir = temp("odd-status");
+    let receiver = Receiver::start(&["status-first", "2", "600"]);
+    let all_delivered = |_: &SinkHealth, reqs: &[Value]| {
+        reqs.iter().filter(|r| r["status"] == 200).flat_map(ids).collect::<BTreeSet<String>>().len() == 250
+    };
+    let health = run_sink(&dir, receiver.port, all_delivered, &receiver.requests);
+    let requests = receiver.requests.lock().unwrap().clone();
+    let statuses: Vec<u64> = requests.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [600, 600, 200, 200, 200], "the batch answered 600 was sent again");
+    assert_eq!(health.dead_lettered.load(Relaxed), 0);
+    assert_eq!(health.failures.load(Relaxed), 2);
+    assert!(!dir.join("deadletter").join("erp.jsonl").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
