@@ -155,11 +155,27 @@ impl DeviceHandle {
         (0..self.tags).map(|i| Sample::bad(self.tag_id(i), reason, now)).collect()
     }
 
-    /// Hands `samples` on as batch `poll` (never waits). Returns whether they went.
+    /// Hands `samples` on as batch `poll` (never waits), in batches of at most
+    /// [`BATCH_SAMPLES`], so that the channel holds a bounded number of samples whatever one
+    /// message from a device brings. Returns whether they all went; when the channel is full,
+    /// the rest is dropped (counted once).
     pub fn emit(&self, poll: u64, samples: Vec<Sample>) -> bool {
-        if samples.is_empty() {
-            return true;
+        if samples.len() <= BATCH_SAMPLES {
+            return samples.is_empty() || self.send(poll, samples);
         }
+        let mut rest = samples.into_iter();
+        loop {
+            let batch: Vec<Sample> = rest.by_ref().take(BATCH_SAMPLES).collect();
+            if batch.is_empty() {
+                return true;
+            }
+            if !self.send(poll, batch) {
+                return false;
+            }
+        }
+    }
+
+    fn send(&self, poll: u64, samples: Vec<Sample>) -> bool {
         let n = samples.len() as u64;
         match self.out.0.try_send(SampleBatch { device: self.device, poll, samples }) {
             Ok(()) => {
@@ -209,6 +225,38 @@ mod tests {
         "#;
         let config = airlock_config::parse(toml, std::path::Path::new("test.toml")).expect("a valid config");
         (*config.devices[0]).clone()
+    }
+
+    /// A driver's batch is at most [`BATCH_SAMPLES`] samples, whatever one message brings (a
+    /// Sparkplug publisher chooses how many metrics a payload repeats: a megabyte of them was
+    /// one batch of some 130,000 samples, and 1,024 such batches could wait in the channel).
+    #[test]
+    fn a_large_handover_goes_in_batches_of_bounded_size_in_order() {
+        let (tx, mut rx) = channel(8);
+        let h = DeviceHandle::new(0, &device(), TagId(10), tx);
+        let samples: Vec<Sample> =
+            (0..5_000).map(|i| Sample::good(TagId(10), Value::U64(i), Timestamp::from_millis(i as i64))).collect();
+        assert!(h.emit(7, samples));
+        let mut sizes = Vec::new();
+        let mut next = 0;
+        while let Ok(batch) = rx.try_recv() {
+            sizes.push(batch.samples.len());
+            for s in &batch.samples {
+                assert_eq!(s.value, Some(Value::U64(next)));
+                next += 1;
+            }
+        }
+        assert_eq!(sizes, [1024, 1024, 1024, 1024, 904]);
+        // With room for two batches only: two go, the rest is dropped and counted.
+        let (tx, mut rx) = channel(2);
+        let h = DeviceHandle::new(0, &device(), TagId(10), tx);
+        let samples: Vec<Sample> =
+            (0..5_000).map(|i| Sample::good(TagId(10), Value::U64(i), Timestamp::from_millis(i as i64))).collect();
+        assert!(!h.emit(7, samples));
+        assert_eq!(rx.try_recv().map(|b| b.samples.len()).ok(), Some(1024));
+        assert_eq!(rx.try_recv().map(|b| b.samples.len()).ok(), Some(1024));
+        assert!(rx.try_recv().is_err());
+        assert_eq!(h.health().batches_dropped.load(Relaxed), 1);
     }
 
     #[test]
