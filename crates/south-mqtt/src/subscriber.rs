@@ -6,7 +6,7 @@
 //! samples on through its `DeviceHandle`, which never waits: a full channel drops the batch
 //! and counts it.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,10 +23,14 @@ use crate::sparkplug::EdgeNode;
 /// Largest message accepted from the broker (a long waveform in JSON fits); a larger one is
 /// read past, counted and logged, and the connection stays up.
 const MESSAGE_BYTES_MAX: usize = 1 << 20;
-/// A topic's bad payloads are logged at most this often.
+/// A topic's bad payloads are logged at most once in this long a window.
 const LOG_EVERY: Duration = Duration::from_secs(60);
-/// Topics whose decode failures are remembered for log pacing, at most (then forgotten at once).
-const LOGGED_TOPICS_MAX: usize = 1024;
+/// Topics logged in one window, at most: topics under a Sparkplug filter are the publisher's
+/// to choose, and a new one on every message must not write a log line for each (the rest are
+/// counted as communication errors, not logged).
+const LOGGED_TOPICS_MAX: usize = 100;
+/// A topic is logged (and paced) by its first this many characters; MQTT allows 65,535 bytes.
+const LOGGED_TOPIC_CHARS: usize = 200;
 
 /// How the device's payloads are read.
 #[derive(Debug)]
@@ -128,7 +132,7 @@ impl SubscriberTask {
         };
         let filters = decoder.filters();
         let mut batches = 0u64;
-        let mut last_logged: HashMap<String, Instant> = HashMap::new();
+        let mut last_logged = LogPace::default();
         let mut down_reported = false;
         self.health.set_state(LinkState::Connecting);
         loop {
@@ -163,13 +167,7 @@ impl SubscriberTask {
     }
 
     /// What one thing the broker sent does: samples, a refused subscription, a dropped message.
-    fn on_incoming(
-        &self,
-        incoming: Incoming,
-        decoder: &mut Decoder,
-        batches: &mut u64,
-        last_logged: &mut HashMap<String, Instant>,
-    ) {
+    fn on_incoming(&self, incoming: Incoming, decoder: &mut Decoder, batches: &mut u64, last_logged: &mut LogPace) {
         let name = &self.device.name;
         match incoming {
             Incoming::Subscribed { refused: 0 } => {}
@@ -182,7 +180,7 @@ impl SubscriberTask {
                 DeviceHealth::count(&self.health.comm_errors, 1);
                 let topic = topic.unwrap_or_else(|| "(unreadable topic)".to_owned());
                 let why = format!("a message of {bytes} bytes is over the {MESSAGE_BYTES_MAX}-byte bound; dropped");
-                if pace_log(last_logged, &topic) {
+                if let Some(topic) = last_logged.due(&topic) {
                     log::warn!("device {name}: {topic:?}: {why}");
                     self.health.set_last_error(format!("{topic}: {why}"));
                 }
@@ -191,7 +189,7 @@ impl SubscriberTask {
                 let (readings, problem) = decoder.decode(&topic, &payload);
                 if let Some(why) = problem {
                     DeviceHealth::count(&self.health.comm_errors, 1);
-                    if pace_log(last_logged, &topic) {
+                    if let Some(topic) = last_logged.due(&topic) {
                         log::warn!("device {name}: a message on {topic:?} does not decode: {why}");
                         self.health.set_last_error(format!("{topic}: {why}"));
                     }
@@ -218,15 +216,62 @@ impl Source for SubscriberTask {
     }
 }
 
-/// Whether a problem on `topic` is due to be logged (at most once per [`LOG_EVERY`]); the map
-/// is bounded, since topics under a Sparkplug filter are the publisher's to choose.
-fn pace_log(last_logged: &mut HashMap<String, Instant>, topic: &str) -> bool {
-    let due = last_logged.get(topic).is_none_or(|t| t.elapsed() >= LOG_EVERY);
-    if due {
-        if last_logged.len() >= LOGGED_TOPICS_MAX {
-            last_logged.clear();
-        }
-        last_logged.insert(topic.to_owned(), Instant::now());
+/// Which topics' problems have been logged in the current window of [`LOG_EVERY`].
+#[derive(Debug)]
+struct LogPace {
+    window: Instant,
+    topics: HashSet<String>,
+}
+
+impl Default for LogPace {
+    fn default() -> Self {
+        Self { window: Instant::now(), topics: HashSet::new() }
     }
-    due
+}
+
+impl LogPace {
+    /// The topic as it is to be logged (cut to [`LOGGED_TOPIC_CHARS`]) if a problem on it is
+    /// due to be: once per topic and window, and for at most [`LOGGED_TOPICS_MAX`] topics.
+    fn due(&mut self, topic: &str) -> Option<String> {
+        if self.window.elapsed() >= LOG_EVERY {
+            self.window = Instant::now();
+            self.topics.clear();
+        }
+        let shown = match topic.char_indices().nth(LOGGED_TOPIC_CHARS) {
+            Some((cut, _)) => format!("{}…", &topic[..cut]),
+            None => topic.to_owned(),
+        };
+        if self.topics.len() >= LOGGED_TOPICS_MAX || self.topics.contains(&shown) {
+            return None;
+        }
+        self.topics.insert(shown.clone());
+        Some(shown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_topic_on_every_message_logs_a_bounded_number_of_short_lines() {
+        let mut pace = LogPace::default();
+        let long = "spBv1.0/g/DDATA/n/".to_owned() + &"d".repeat(60_000);
+        let mut logged = Vec::new();
+        for i in 0..10_000 {
+            let topic = if i % 2 == 0 { format!("spBv1.0/g/DDATA/n/d{i}") } else { format!("{long}{i}") };
+            logged.extend(pace.due(&topic));
+        }
+        assert_eq!(logged.len(), LOGGED_TOPICS_MAX);
+        assert!(logged.iter().all(|t| t.chars().count() <= LOGGED_TOPIC_CHARS + 1), "a topic logged whole");
+        // One topic: once per window.
+        let mut pace = LogPace::default();
+        assert!(pace.due("plant/press1").is_some());
+        assert!(pace.due("plant/press1").is_none());
+        // A window later (when the clock has run that long since boot) it is due again.
+        if let Some(earlier) = pace.window.checked_sub(LOG_EVERY) {
+            pace.window = earlier;
+            assert_eq!(pace.due("plant/press1").as_deref(), Some("plant/press1"));
+        }
+    }
 }
