@@ -103,6 +103,11 @@ impl JsonTopics {
     }
 }
 
+/// The first whole numbers past u64 and i64 (exact as doubles): below them, a whole double
+/// converts exactly.
+const TWO_TO_THE_64: f64 = 18_446_744_073_709_551_616.0;
+const TWO_TO_THE_63: f64 = 9_223_372_036_854_775_808.0;
+
 /// A JSON value as a tag of type `ty`. Numbers written as strings are taken for numeric tags
 /// (many PLC gateways send `"12.5"`).
 pub fn to_value(v: &Json, ty: DataType) -> Result<Value, String> {
@@ -124,14 +129,14 @@ pub fn to_value(v: &Json, ty: DataType) -> Result<Value, String> {
         DataType::U16 | DataType::U32 | DataType::U64 => match v.as_u64() {
             Some(n) => Ok(Value::U64(n)),
             _ => number(v)
-                .filter(|x| *x >= 0.0 && x.fract() == 0.0 && *x < 1.9e19)
+                .filter(|x| *x >= 0.0 && x.fract() == 0.0 && *x < TWO_TO_THE_64)
                 .map(|x| Value::U64(x as u64))
                 .ok_or_else(wrong),
         },
         DataType::I16 | DataType::I32 | DataType::I64 => match v.as_i64() {
             Some(n) => Ok(Value::I64(n)),
             _ => number(v)
-                .filter(|x| x.fract() == 0.0 && x.abs() < 9.2e18)
+                .filter(|x| x.fract() == 0.0 && (-TWO_TO_THE_63..TWO_TO_THE_63).contains(x))
                 .map(|x| Value::I64(x as i64))
                 .ok_or_else(wrong),
         },
@@ -248,6 +253,15 @@ mod tests {
         assert!(to_value(&Json::from(2), DataType::Bool).is_err());
         assert!(to_value(&Json::from(-1), DataType::U16).is_err());
         assert_eq!(to_value(&Json::from(-1), DataType::I16), Ok(Value::I64(-1)));
+        // Whole numbers past the 64-bit range are refused, not clamped to its end and taken
+        // as good; the largest a double holds below it is taken exactly.
+        let big = |text: &str| serde_json::from_str::<Json>(text).unwrap();
+        assert!(to_value(&big("18500000000000000000.0"), DataType::U64).is_err());
+        assert!(to_value(&Json::from("18500000000000000000"), DataType::U64).is_err());
+        assert!(to_value(&big("18446744073709551616.0"), DataType::U64).is_err());
+        assert_eq!(to_value(&big("18446744073709549568.0"), DataType::U64), Ok(Value::U64(18_446_744_073_709_549_568)));
+        assert!(to_value(&big("9223372036854775808.0"), DataType::I64).is_err());
+        assert_eq!(to_value(&big("-9223372036854775808.0"), DataType::I64), Ok(Value::I64(i64::MIN)));
         assert_eq!(to_value(&Json::from("ok"), DataType::String { length_chars: 0 }), Ok(Value::Text("ok".into())));
         // A text longer than the tag's length_chars is refused, not carried (it was ignored).
         assert_eq!(to_value(&Json::from("ok"), DataType::String { length_chars: 2 }), Ok(Value::Text("ok".into())));
