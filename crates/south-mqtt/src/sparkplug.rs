@@ -68,7 +68,11 @@ impl EdgeNode {
     /// nothing.
     pub fn on_message(&mut self, topic: &str, payload: &[u8]) -> (Vec<Reading>, Option<String>) {
         let Some((kind, device)) = self.parse_topic(topic) else { return (Vec::new(), None) };
-        let payload = match Payload::decode(payload) {
+        let decoded = match metrics_in(payload) {
+            n if n > METRICS_MAX => Err(format!("{n} metrics, more than the {METRICS_MAX} taken in one payload")),
+            _ => Payload::decode(payload).map_err(|e| e.to_string()),
+        };
+        let payload = match decoded {
             Ok(p) => p,
             Err(e) => {
                 let bad = match kind {
@@ -188,6 +192,45 @@ impl EdgeNode {
     }
 }
 
+/// Metrics decoded from one payload, at most. Each decodes into some 150 bytes however few it
+/// takes on the wire (an empty one takes two), so a megabyte of them would take 75 MB to decode;
+/// this many take about 3 MB. A birth of a large edge node has some thousands.
+const METRICS_MAX: usize = 20_000;
+
+/// The metrics (field 2) at the top level of a protobuf payload, counted without decoding them;
+/// the count so far where the bytes stop being protobuf (the decoder then says why).
+fn metrics_in(bytes: &[u8]) -> usize {
+    fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *bytes.get(*at)?;
+            *at += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let (mut at, mut metrics) = (0usize, 0usize);
+    while at < bytes.len() {
+        let Some(key) = varint(bytes, &mut at) else { break };
+        let skip = match key & 7 {
+            0 => varint(bytes, &mut at).map(|_| 0),
+            1 => Some(8),
+            2 => varint(bytes, &mut at).and_then(|n| usize::try_from(n).ok()),
+            5 => Some(4),
+            _ => None,
+        };
+        let Some(end) = skip.and_then(|n| at.checked_add(n)) else { break };
+        if key >> 3 == 2 && key & 7 == 2 {
+            metrics += 1;
+        }
+        at = end;
+    }
+    metrics
+}
+
 /// The `bdSeq` metric of a birth or death: which connection of the edge node it belongs to.
 fn bd_seq(payload: &Payload) -> Option<u64> {
     payload.metrics.iter().find(|m| m.name.as_deref() == Some("bdSeq")).and_then(|m| match m.value {
@@ -254,6 +297,25 @@ mod tests {
 
     fn sp(device: Option<&str>, metric: &str) -> MqttSource {
         MqttSource::Sparkplug { device: device.map(Into::into), metric: metric.into() }
+    }
+
+    #[test]
+    fn a_payload_of_too_many_metrics_is_refused_before_it_is_decoded() {
+        // A megabyte of empty metrics (two bytes each) would decode into some 75 MB.
+        let mut node = EdgeNode::new("plant", "edge1", &[sp(None, "Speed")]);
+        let flood: Vec<u8> = [0x12, 0x00].repeat(1 << 19);
+        let (readings, problem) = node.on_message("spBv1.0/plant/NDATA/edge1", &flood);
+        assert_eq!(readings.len(), 1);
+        assert_eq!(readings[0].quality, Quality::Bad(Reason::DecodeError));
+        assert!(problem.as_deref().is_some_and(|p| p.contains("524288 metrics, more than")), "{problem:?}");
+        // Counted exactly, whatever else the payload holds.
+        let m = metric(Some("Speed"), None, Some(dt::FLOAT), MetricValue::Float(2.5));
+        let many = bytes(vec![m.clone(); METRICS_MAX]);
+        assert_eq!(metrics_in(&many), METRICS_MAX);
+        let (readings, problem) = node.on_message("spBv1.0/plant/NDATA/edge1", &many);
+        assert_eq!((readings.len(), problem), (METRICS_MAX, None));
+        assert_eq!(metrics_in(&bytes(vec![m; METRICS_MAX + 1])), METRICS_MAX + 1);
+        assert_eq!(metrics_in(&[0x12, 0xff, 0xff]), 0, "a length past the end stops the count");
     }
 
     #[test]
