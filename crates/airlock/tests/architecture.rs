@@ -336,6 +336,11 @@ fn no_product_crate_names_a_write_call_and_only_the_it_side_publishes() {
         let mut uses = write_side_uses(&dir.join("src"));
         if crate_name.starts_with("north") {
             uses.retain(|(_, _, name)| !IT_SIDE_MAY.contains(name));
+            // The MQTT sink's link writes its own framed packets to the IT broker's socket
+            // (`stream.write`, a call at a time so that a broker that stops reading is noticed):
+            // the IT side's own connection; no plant connection is reachable from this crate
+            // (the crate graph test).
+            uses.retain(|(file, _, name)| !(file.ends_with("mqtt/link.rs") && *name == ".write("));
         }
         if crate_name == "sim" {
             // The simulator is the plant's side (an OPC UA server): it takes the write lock of
