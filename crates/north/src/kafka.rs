@@ -4,7 +4,7 @@
 //!
 //! - **Topic**: the configured one, `{class}` replaced by the record's class (`events`,
 //!   `aggregates`, `series`, `raw`). The topic must exist; its partition count is read once per
-//!   session.
+//!   session, and at most the first [`PARTITIONS_MAX`] partitions are written to.
 //! - **Key**: the record's asset path (a gateway's own events: its name), hashed (FNV-1a) onto a
 //!   partition, so that one machine's records stay in order in one partition.
 //! - **Value**: the record's JSON with its message id first (`wire_json`), as every JSON sink.
@@ -33,6 +33,14 @@ use crate::{Ledger, Limits, Sent, Sink, SinkError, message_id, wire_json};
 
 /// A produce request must be answered within this, and a session opened.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Partitions of a topic written to, at most (the lowest-numbered). Each partition is a
+/// client with its own connection to the leader the broker names, so the broker's metadata
+/// must not decide how many connections (and file handles) the gateway opens: a claim of
+/// 1,000 partitions opened 1,000. Sixteen carry far more than a gateway sends.
+pub const PARTITIONS_MAX: usize = 16;
+/// The largest answer taken from a broker (rskafka's default is 100 MB a connection); a
+/// metadata answer of a cluster of a thousand topics is well under a megabyte.
+const ANSWER_BYTES_MAX: usize = 16 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct KafkaSink {
@@ -101,8 +109,18 @@ impl KafkaSink {
         let Some(found) = topics.into_iter().find(|t| t.name == topic) else {
             return Err(self.failed(format!("the topic {topic:?} does not exist on the cluster; create it")));
         };
+        // In order already (a set): the lowest numbers first.
+        let mut partitions: Vec<i32> = found.partitions.into_iter().collect();
+        if partitions.len() > PARTITIONS_MAX {
+            log::info!(
+                "sink {}: the topic {topic:?} has {} partitions; the gateway writes to the first {PARTITIONS_MAX}",
+                self.name,
+                partitions.len()
+            );
+            partitions.truncate(PARTITIONS_MAX);
+        }
         let mut clients = Vec::new();
-        for p in found.partitions {
+        for p in partitions {
             let made = client.partition_client(topic.to_owned(), p, UnknownTopicHandling::Error);
             let made = tokio::time::timeout(PRODUCE_TIMEOUT, made)
                 .await
@@ -142,6 +160,7 @@ impl Sink for KafkaSink {
         let backoff = BackoffConfig { deadline: Some(CONNECT_TIMEOUT), ..BackoffConfig::default() };
         let mut builder = ClientBuilder::new(self.config.brokers.clone())
             .client_id(format!("airlock-{}-{}", self.gateway, self.name))
+            .max_message_size(ANSWER_BYTES_MAX)
             .backoff_config(backoff);
         if self.config.tls {
             let client_cert = self.config.client_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));

@@ -487,3 +487,57 @@ fn mutual_tls_and_scram_deliver_and_a_wrong_password_trust_or_missing_certificat
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Connections from this process to `port` (ESTABLISHED, IPv4 loopback), from /proc/net/tcp.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let remote_port = fields[2].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            remote_port == Some(port) && fields[3] == "01"
+        })
+        .count()
+}
+
+/// A topic of 40 partitions: the sink writes to the first 16 only, over at most one
+/// connection each (and the bootstrap's), so that the broker's metadata does not decide how
+/// many connections the gateway opens (one per partition it claims, before).
+#[test]
+fn a_topic_of_many_partitions_is_written_to_the_first_sixteen_over_bounded_connections() {
+    let broker = Broker::start(&[("plant.series", 40)]);
+    let port: u16 = broker.address.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = temp("kafka-many-partitions");
+    let (mut writer, reader) = outbox(&dir);
+    let time = Timestamp::parse_rfc3339("2026-11-29T12:00:00Z").unwrap();
+    const N: usize = 1000;
+    for i in 0..N {
+        let path = format!("acme/dortmund/pressing/line3/cell1/press{}/speed", i % 200);
+        writer.append(Class::Series, &records::sample(&path, ValueType::F64, TagValue::F64(i as f64), time)).unwrap();
+    }
+    writer.sync().unwrap();
+    let health = Arc::new(SinkHealth::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sink = KafkaSink::new("k", "plant7", &config(&broker.address));
+    let handle = airlock_north::spawn(sink, reader, Arc::clone(&stop), Arc::clone(&health)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while health.delivered.load(Relaxed) < N as u64 {
+        assert!(Instant::now() < deadline, "{} of {N} delivered: {}", health.delivered.load(Relaxed), health.problem());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let connections = connections_to(port);
+    stop.store(true, Relaxed);
+    handle.join().unwrap();
+    assert!(
+        connections <= airlock_north::kafka::PARTITIONS_MAX + 2,
+        "{connections} connections to the broker for a topic of 40 partitions"
+    );
+    let messages = consume(&broker.address, "plant.series", N);
+    assert_eq!(messages.len(), N);
+    let used: std::collections::BTreeSet<u64> = messages.iter().map(|m| m.0).collect();
+    assert!(used.iter().all(|p| *p < airlock_north::kafka::PARTITIONS_MAX as u64), "{used:?}");
+    assert!(used.len() > 8, "the keys spread over the partitions written to: {used:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
