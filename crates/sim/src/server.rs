@@ -51,6 +51,9 @@ pub enum Fault {
     Exception = 3,
     /// Answers every request with bytes that are not a Modbus frame.
     Garbage = 4,
+    /// Answers every request rightly, and then sends two bytes more (a CRC, as some serial
+    /// converters add).
+    TrailingBytes = 5,
 }
 
 impl Fault {
@@ -60,6 +63,7 @@ impl Fault {
             2 => Fault::Hang,
             3 => Fault::Exception,
             4 => Fault::Garbage,
+            5 => Fault::TrailingBytes,
             _ => Fault::None,
         }
     }
@@ -176,6 +180,11 @@ async fn connection(mut stream: TcpStream, banks: &Mutex<Banks>, log: &RequestLo
             Fault::None | Fault::CloseOnConnect => {
                 let body = answer(pdu, banks);
                 frame(&mut reply, &header, &body);
+            }
+            Fault::TrailingBytes => {
+                let body = answer(pdu, banks);
+                frame(&mut reply, &header, &body);
+                reply.extend_from_slice(&[0xc5, 0x3a]);
             }
         }
         stream.write_all(&reply).await?;
