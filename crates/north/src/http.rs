@@ -156,8 +156,13 @@ impl HttpSink {
             return Ok(());
         }
         let older = self.dead_letters.with_extension("jsonl.1");
-        let dropped = match std::fs::read_to_string(&older) {
-            Ok(text) => text.lines().map(records_in_letter).sum(),
+        // Read a letter (one refused batch) at a time: the file may be half of a budget of
+        // up to 100 GB.
+        let dropped = match std::fs::File::open(&older) {
+            Ok(file) => {
+                let letters = std::io::BufRead::split(std::io::BufReader::new(file), b'\n');
+                letters.map(|l| l.map(|l| records_in_letter(&l))).sum::<std::io::Result<u64>>()?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(e),
         };
@@ -186,8 +191,8 @@ pub fn redacted(url: &str) -> String {
 }
 
 /// The number of records in one dead-letter line (0 if it is not one).
-fn records_in_letter(line: &str) -> u64 {
-    serde_json::from_str::<serde_json::Value>(line)
+fn records_in_letter(line: &[u8]) -> u64 {
+    serde_json::from_slice::<serde_json::Value>(line)
         .ok()
         .and_then(|v| v.get("records").and_then(|r| r.as_array()).map(|r| r.len() as u64))
         .unwrap_or(0)
