@@ -294,6 +294,17 @@ fn with_a_token_nothing_is_shown_without_it() {
     assert_eq!(http(&address, "GET", "/", &[("Cookie", session)]).0, 200);
     assert_eq!(http(&address, "GET", "/", &[("Cookie", "airlock_session=guess")]).0, 401);
     assert_eq!(http(&address, "GET", login, &[]).0, 401, "a login link works once");
+    // A refused request ends its connection, so that clients without the token cannot keep the
+    // dashboard's connections open (there are 64) by asking again on each now and then.
+    let mut s = TcpStream::connect(&address).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(format!("GET /api/v1/devices HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let read = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert!(read.is_ok(), "the connection was kept open after a 401: {read:?}");
+    assert!(answer.contains("connection: close"), "{answer}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

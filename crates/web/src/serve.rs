@@ -196,6 +196,13 @@ async fn guard(State(app): State<App>, request: Request, next: Next) -> Response
     } else {
         next.run(request).await
     };
+    let refused = matches!(
+        response.status(),
+        StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::URI_TOO_LONG
+            | StatusCode::MISDIRECTED_REQUEST
+            | StatusCode::UNAUTHORIZED
+    );
     let h = response.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -204,6 +211,11 @@ async fn guard(State(app): State<App>, request: Request, next: Next) -> Response
     h.insert("cross-origin-resource-policy", HeaderValue::from_static("same-origin"));
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    // A refused request ends its connection: clients without the token could otherwise hold
+    // every connection the dashboard takes, asking again on each before the idle timeout.
+    if refused {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }
