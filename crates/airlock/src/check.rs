@@ -164,6 +164,9 @@ pub fn receive_summary(config: &ReceiveConfig, file: &Path) -> String {
         r.sender,
         r.reorder.as_millis()
     );
+    if r.key_file.is_none() {
+        out += &format!("  {}\n", airlock_diode::receive::NO_KEY_WARNING);
+    }
     out += &format!("  store: {}\n", config.store.data_dir.display());
     for s in &config.sinks {
         out += &format!("  sink {:<10} {}\n", s.name, sink_summary(&s.kind));

@@ -301,7 +301,10 @@ fn check_refuses_a_bad_diode_or_receive_config_and_warns_of_a_slow_diode() {
     .unwrap();
     let out = airlock(&["check", good.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("the receiving half of a diode, listening on 0.0.0.0:7000"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("the receiving half of a diode, listening on 0.0.0.0:7000"));
+    // Without a key, whoever reaches the listening address can forge records: said plainly.
+    assert!(stdout.contains("warning: no key_file: a forged datagram"), "{stdout}");
     // `diode resend` writes its request beside the sink's cursor, and refuses what is not an id
     // or a time.
     let out = airlock(&["diode", "resend", slow.to_str().unwrap(), "--from", "r12"]);

@@ -62,6 +62,11 @@ pub enum ReceiveError {
     Key(String),
 }
 
+/// Said by `airlock check` and logged at start when the receiving half has no `key_file`.
+pub const NO_KEY_WARNING: &str = "warning: no key_file: a forged datagram with a right checksum and the sender's name is \
+     taken (one claiming id 2^64-1 would make every later record a duplicate); keep the receiver on the diode's link \
+     only, or share a key_file with the sending half";
+
 /// The state file in the data folder: where the receiver stands (see [`encode_state`]).
 pub fn state_path(data_dir: &Path) -> PathBuf {
     data_dir.join("diode.state")
@@ -222,6 +227,9 @@ impl Receiver {
         };
         let key =
             settings.key_file.as_deref().map(crate::wire::Key::from_file).transpose().map_err(ReceiveError::Key)?;
+        if key.is_none() {
+            log::warn!("diode: {NO_KEY_WARNING}");
+        }
         let assembler = Assembler::new(&settings.sender, settings.reorder, start).with_key(key);
         Ok(Self {
             settings,
