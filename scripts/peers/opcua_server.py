@@ -110,10 +110,11 @@ async def main():
     plant = await server.nodes.objects.add_object(ua.NodeId("Plant", ns), "Plant")
     for name, vtype, value in SCALARS:
         await plant.add_variable(ua.NodeId(f"Plant.{name}", ns), name, ua.Variant(value, vtype))
-    wave = [float(i % 8) - 3.5 for i in range(64)]
+    # As long as a waveform tag may be (4096 samples): past async-opcua's default array bound of 1000.
+    wave = [float(i % 8) - 3.5 for i in range(4096)]
     waveform = await plant.add_variable(ua.NodeId("Plant.Waveform", ns), "Waveform", ua.Variant(wave, ua.VariantType.Float))
     await waveform.write_value_rank(1)
-    await waveform.write_array_dimensions([64])
+    await waveform.write_array_dimensions([4096])
     counter = await plant.add_variable(ua.NodeId("Plant.Counter", ns), "Counter", ua.Variant(0, ua.VariantType.UInt32))
     steps = await plant.add_variable(ua.NodeId("Plant.Steps", ns), "Steps", ua.Variant(0.0, ua.VariantType.Double))
     uncertain = await plant.add_variable(ua.NodeId("Plant.Uncertain", ns), "Uncertain", ua.Variant(0.0, ua.VariantType.Double))

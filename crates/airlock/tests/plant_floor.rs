@@ -31,7 +31,7 @@ fn browse_lists_the_variables_and_its_toml_passes_check() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(tree.lines().any(|l| l.starts_with("Plant  ns=2;s=Plant  [Object]")), "{tree}");
     assert!(tree.contains("  Int32  ns=2;s=Plant.Int32  [Variable, Int32, readable]"), "{tree}");
-    assert!(tree.contains("  Waveform  ns=2;s=Plant.Waveform  [Variable, Float[64], readable]"), "{tree}");
+    assert!(tree.contains("  Waveform  ns=2;s=Plant.Waveform  [Variable, Float[4096], readable]"), "{tree}");
 
     let out =
         airlock(&["browse", &endpoint, "--under", "ns=2;s=Plant", "--toml", "--data-dir", data.to_str().unwrap()]);
@@ -40,7 +40,7 @@ fn browse_lists_the_variables_and_its_toml_passes_check() {
     for name in ["Boolean", "SByte", "UInt64", "Double", "String", "DateTime", "Counter"] {
         assert!(toml.contains(&format!("node_id = \"ns=2;s=Plant.{name}\"")), "{name} missing:\n{toml}");
     }
-    assert!(toml.contains("type = \"waveform\"\nwaveform_samples = 64\n"), "{toml}");
+    assert!(toml.contains("type = \"waveform\"\nwaveform_samples = 4096\n"), "{toml}");
     let file = dir.join("browsed.toml");
     std::fs::write(&file, &toml).unwrap();
     let check = airlock(&["check", file.to_str().unwrap()]);

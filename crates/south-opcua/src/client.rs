@@ -48,6 +48,10 @@ const VALUES_QUEUED_BYTES_MAX: usize = 64 << 20;
 const NOTIFICATIONS_PER_PUBLISH: u32 = 1000;
 /// Monitored items per CreateMonitoredItems request.
 const ITEMS_PER_REQUEST: usize = 1000;
+/// The longest array a message may hold: a waveform tag's 4,096 samples with room to spare
+/// (async-opcua's default, 1,000, failed every message holding a longer waveform, and with it
+/// every tag of that request). Lists of nodes and values go in requests of at most 1,000.
+const ARRAY_LENGTH_MAX: usize = 8192;
 /// Nodes per Read request when polling.
 const READ_CHUNK: usize = 500;
 
@@ -518,6 +522,7 @@ pub(crate) fn client(pki: &Pki, name: &str, retry: Retry, timeout: Duration, sec
         .session_retry_initial(retry.initial)
         .session_retry_max(retry.max)
         .request_timeout(timeout.max(Duration::from_millis(100)))
+        .max_array_length(ARRAY_LENGTH_MAX)
         .recreate_subscriptions(false)
         .session_name(format!("airlock {name}"))
         .client()

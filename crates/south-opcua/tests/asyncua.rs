@@ -46,7 +46,7 @@ fn config(port: u16, data: &Path, extra: &str) -> Config {
     for (name, ty) in SCALARS {
         text += &format!("[[device.tag]]\nname = \"{name}\"\ntype = \"{ty}\"\nnode_id = \"ns=2;s=Plant.{name}\"\n");
     }
-    text += "[[device.tag]]\nname = \"Waveform\"\ntype = \"waveform\"\nwaveform_samples = 64\nsample_rate_hz = 64\nnode_id = \"ns=2;s=Plant.Waveform\"\n";
+    text += "[[device.tag]]\nname = \"Waveform\"\ntype = \"waveform\"\nwaveform_samples = 4096\nsample_rate_hz = 4096\nnode_id = \"ns=2;s=Plant.Waveform\"\n";
     text += "[[device.tag]]\nname = \"Counter\"\ntype = \"u32\"\nnode_id = \"ns=2;s=Plant.Counter\"\nsampling_interval_ms = 50\n";
     text += "[[device.tag]]\nname = \"Uncertain\"\nnode_id = \"ns=2;s=Plant.Uncertain\"\n";
     text += "[[device.tag]]\nname = \"Missing\"\nnode_id = \"ns=2;s=Plant.NoSuchThing\"\n";
@@ -121,7 +121,7 @@ async fn every_type_through_a_subscription_and_back_after_a_server_restart() {
     let noon = Timestamp::parse_rfc3339("2026-11-28T12:00:00Z").unwrap();
     assert_eq!(value(12), Some(Value::I64(noon.as_millis())));
     let Some(Value::Waveform(w)) = value(WAVEFORM) else { panic!("no waveform: {:?}", value(WAVEFORM)) };
-    assert_eq!(w.len(), 64);
+    assert_eq!(w.len(), 4096, "the longest waveform a tag may have");
     assert_eq!((w[0], w[7], w[8]), (-3.5, 3.5, -3.5));
     for t in 0..=COUNTER {
         assert_eq!(last(&s, t).unwrap().quality, Quality::Good, "tag {t}");
