@@ -234,6 +234,10 @@ impl SubscribeOnly {
     /// The next thing the broker sent. Pings it when due; an error ends the session.
     pub async fn next(&mut self) -> Result<Incoming, LinkError> {
         loop {
+            // Looked at before anything is read too: while the broker keeps the socket full,
+            // a read is always ready and would win every race with the timer below (a broker
+            // takes only what the client sends as a sign of life).
+            self.ping_if_due().await?;
             if let Some(incoming) = self.parse().await? {
                 return Ok(incoming);
             }
@@ -245,17 +249,26 @@ impl SubscribeOnly {
                 // to a timer that ran out meanwhile.
                 biased;
                 read = self.fill() => read?,
-                () = tokio::time::sleep_until(wake) => {
-                    if answer_due.is_some_and(|a| Instant::now() >= a) {
-                        return Err(LinkError::PingTimeout);
-                    }
-                    if Instant::now() >= ping_due {
-                        self.send(&[PINGREQ << 4, 0]).await?;
-                        self.ping_sent.get_or_insert_with(Instant::now);
-                    }
-                }
+                () = tokio::time::sleep_until(wake) => self.ping_if_due().await?,
             }
         }
+    }
+
+    /// Sends a PINGREQ when half the keep-alive has passed since anything was sent; fails
+    /// when the last one has gone unanswered for the keep-alive.
+    async fn ping_if_due(&mut self) -> Result<(), LinkError> {
+        if self.keep_alive.is_zero() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if self.ping_sent.is_some_and(|sent| now >= sent + self.keep_alive) {
+            return Err(LinkError::PingTimeout);
+        }
+        if now >= self.last_sent + self.keep_alive / 2 {
+            self.send(&[PINGREQ << 4, 0]).await?;
+            self.ping_sent.get_or_insert(now);
+        }
+        Ok(())
     }
 
     /// Reads what the socket has into the buffer (cancel-safe: nothing is lost if dropped).
@@ -403,6 +416,71 @@ mod tests {
         let mut frames = Frames::new(100);
         frames.push(&[PINGRESP << 4, 5]);
         assert!(frames.next_frame().is_err(), "a PINGRESP with a body");
+    }
+
+    /// A broker that floods the subscriber with messages, faster than it takes them: the
+    /// subscriber still pings within the keep-alive (a broker takes only what the client sends
+    /// as a sign of life, and drops it after one and a half keep-alives without one). A ready
+    /// read won every race with the ping timer, so a PINGREQ went out only when tokio's
+    /// cooperative budget happened to let the timer in: here after some 2 s, too late.
+    #[tokio::test]
+    async fn a_flood_of_messages_does_not_keep_the_subscriber_from_pinging() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let broker = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf); // CONNECT
+            s.write_all(&[CONNACK << 4, 2, 0, 0]).unwrap();
+            let _ = s.read(&mut buf); // SUBSCRIBE
+            s.write_all(&[SUBACK << 4, 3, 0, 1, 0]).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let mut message = vec![PUBLISH << 4, 9, 0, 3, b'a', b'/', b'b'];
+            message.extend_from_slice(b"1234");
+            let burst: Vec<u8> = message.repeat(2_000);
+            let started = std::time::Instant::now();
+            let mut pinged = false;
+            // A broker drops a client it has heard nothing from for one and a half keep-alives.
+            while !pinged && started.elapsed() < std::time::Duration::from_millis(1_500) {
+                let _ = s.write_all(&burst);
+                match s.read(&mut buf) {
+                    Ok(n) => pinged = buf[..n].contains(&(PINGREQ << 4)),
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                }
+            }
+            pinged
+        });
+        let options = Options {
+            host: "127.0.0.1".into(),
+            port,
+            client_id: "flooded".into(),
+            keep_alive: Duration::from_secs(1),
+            username: None,
+            password: None,
+            tls: None,
+            message_bytes_max: 1 << 20,
+        };
+        let mut link = SubscribeOnly::connect(&options, &["a/#".to_owned()]).await.unwrap();
+        let mut messages = 0u64;
+        let reading = async {
+            while !broker.is_finished() {
+                match link.next().await {
+                    Ok(Incoming::Message { .. }) => {
+                        messages += 1;
+                        // A subscriber slower than the broker (each message decoded and
+                        // handed on), so that the socket never runs dry.
+                        std::thread::sleep(Duration::from_micros(20));
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("after {messages} messages: {e}"),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(8), reading).await;
+        drop(link);
+        assert!(messages > 1_000, "{messages} messages: not a flood");
+        assert!(broker.join().unwrap(), "no PINGREQ within 1.5 s of a keep-alive of 1 s");
     }
 
     #[test]
