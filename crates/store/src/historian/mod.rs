@@ -986,26 +986,32 @@ impl Inner {
             #[cfg(test)]
             self.blocks_opened.fetch_add(1, Relaxed);
             let mut found = false;
-            let mut walk = || -> Result<(), chunk::BlockError> {
-                let block = chunk::Block::open(&reader)?;
-                for (i, tag) in block.sections() {
-                    let Some(slot) = best.get_mut(tag as usize) else { continue };
-                    if slot.is_some_and(|s| b.time_max <= s.0) {
-                        continue;
-                    }
-                    let section = block.section(i)?;
+            let io = |e| StoreError::io("read a block of", &self.dir.join("chunks"), e);
+            let block = match chunk::Block::open(&reader) {
+                Ok(block) => block,
+                Err(chunk::BlockError::Damaged(what)) => {
+                    self.skip_corrupt(b.seq, &what);
+                    continue;
+                }
+                Err(chunk::BlockError::Io(e)) => return Err(io(e)),
+            };
+            for (i, tag) in block.sections() {
+                let Some(slot) = best.get_mut(tag as usize) else { continue };
+                if slot.is_some_and(|s| b.time_max <= s.0) {
+                    continue;
+                }
+                // A damaged section costs its own tag (and those sharing its times) only.
+                let read = block.section(i).and_then(|section| {
                     if slot.is_none_or(|s| section.time_max > s.0) {
                         consider_into(slot, &block.decode(&section)?, i64::MAX);
                         found = true;
                     }
-                }
-                Ok(())
-            };
-            match walk() {
-                Ok(()) => {}
-                Err(chunk::BlockError::Damaged(what)) => self.skip_corrupt(b.seq, &what),
-                Err(chunk::BlockError::Io(e)) => {
-                    return Err(StoreError::io("read a block of", &self.dir.join("chunks"), e));
+                    Ok(())
+                });
+                match read {
+                    Ok(()) => {}
+                    Err(chunk::BlockError::Damaged(what)) => self.skip_corrupt(b.seq, &what),
+                    Err(chunk::BlockError::Io(e)) => return Err(io(e)),
                 }
             }
             if found {
@@ -1349,6 +1355,38 @@ mod tests {
         assert_eq!((at(2).time.as_millis(), at(2).value), (49_000, Some(value(2, 49))));
         let before = r.interpolate(&names[2], &[Timestamp::from_millis(45_000)]).unwrap();
         assert_eq!(before, vec![Some(value(2, 45))]);
+        drop((w, r));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// One damaged section hides only its own tag (and tags sharing its times) from the last
+    /// values, not every tag after it in the block.
+    #[test]
+    fn a_damaged_section_hides_only_its_own_tag_from_the_last_values() {
+        let dir = temp("last-damaged");
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, ..HistorianConfig::default() };
+        let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
+        let names = paths(2);
+        w.bind_tags(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        // Two requests a second, a millisecond apart: each tag its own times.
+        for i in 0..10 {
+            for k in 0..2u32 {
+                let t = Timestamp::from_millis(i * 1000 + i64::from(k));
+                w.append(&[Sample::good(TagId(k), Value::F64(value(k, i)), t)]).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        w.checkpoint().unwrap();
+        let segment = fs::read_dir(dir.join("chunks")).unwrap().map(|e| e.unwrap().path()).min().unwrap();
+        let mut bytes = fs::read(&segment).unwrap();
+        let at = crate::log::MAGIC.len() + crate::log::HEADER_BYTES + chunk::BLOCK_PREFIX_BYTES + 30;
+        bytes[at] ^= 0xff;
+        fs::write(&segment, &bytes).unwrap();
+        let last = r.last_values().unwrap();
+        assert_eq!(last.len(), 1, "{last:?}");
+        assert_eq!(last[0].0, names[1]);
+        assert_eq!((last[0].1.time.as_millis(), last[0].1.value), (9_001, Some(value(1, 9))));
+        assert_eq!(r.stats().corrupt_reads, 1);
         drop((w, r));
         fs::remove_dir_all(&dir).unwrap();
     }
