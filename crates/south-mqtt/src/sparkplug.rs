@@ -69,8 +69,9 @@ impl EdgeNode {
     pub fn on_message(&mut self, topic: &str, payload: &[u8]) -> (Vec<Reading>, Option<String>) {
         let Some((kind, device)) = self.parse_topic(topic) else { return (Vec::new(), None) };
         let decoded = match metrics_in(payload) {
-            n if n > METRICS_MAX => Err(format!("{n} metrics, more than the {METRICS_MAX} taken in one payload")),
-            _ => Payload::decode(payload).map_err(|e| e.to_string()),
+            Err(at) => Err(format!("no protobuf field past byte {at}")),
+            Ok(n) if n > METRICS_MAX => Err(format!("{n} metrics, more than the {METRICS_MAX} taken in one payload")),
+            Ok(_) => Payload::decode(payload).map_err(|e| e.to_string()),
         };
         let payload = match decoded {
             Ok(p) => p,
@@ -198,8 +199,9 @@ impl EdgeNode {
 const METRICS_MAX: usize = 20_000;
 
 /// The metrics (field 2) at the top level of a protobuf payload, counted without decoding them;
-/// the count so far where the bytes stop being protobuf (the decoder then says why).
-fn metrics_in(bytes: &[u8]) -> usize {
+/// `Err` with the offset of the first field that is not one of a Sparkplug payload's kinds
+/// (a group, which prost would skip unseen, or bytes that are not protobuf).
+fn metrics_in(bytes: &[u8]) -> Result<usize, usize> {
     fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
@@ -214,7 +216,8 @@ fn metrics_in(bytes: &[u8]) -> usize {
     }
     let (mut at, mut metrics) = (0usize, 0usize);
     while at < bytes.len() {
-        let Some(key) = varint(bytes, &mut at) else { break };
+        let field = at;
+        let Some(key) = varint(bytes, &mut at) else { return Err(field) };
         let skip = match key & 7 {
             0 => varint(bytes, &mut at).map(|_| 0),
             1 => Some(8),
@@ -222,13 +225,15 @@ fn metrics_in(bytes: &[u8]) -> usize {
             5 => Some(4),
             _ => None,
         };
-        let Some(end) = skip.and_then(|n| at.checked_add(n)) else { break };
+        let Some(end) = skip.and_then(|n| at.checked_add(n)).filter(|end| *end <= bytes.len()) else {
+            return Err(field);
+        };
         if key >> 3 == 2 && key & 7 == 2 {
             metrics += 1;
         }
         at = end;
     }
-    metrics
+    Ok(metrics)
 }
 
 /// The `bdSeq` metric of a birth or death: which connection of the edge node it belongs to.
@@ -311,11 +316,18 @@ mod tests {
         // Counted exactly, whatever else the payload holds.
         let m = metric(Some("Speed"), None, Some(dt::FLOAT), MetricValue::Float(2.5));
         let many = bytes(vec![m.clone(); METRICS_MAX]);
-        assert_eq!(metrics_in(&many), METRICS_MAX);
+        assert_eq!(metrics_in(&many), Ok(METRICS_MAX));
         let (readings, problem) = node.on_message("spBv1.0/plant/NDATA/edge1", &many);
         assert_eq!((readings.len(), problem), (METRICS_MAX, None));
-        assert_eq!(metrics_in(&bytes(vec![m; METRICS_MAX + 1])), METRICS_MAX + 1);
-        assert_eq!(metrics_in(&[0x12, 0xff, 0xff]), 0, "a length past the end stops the count");
+        assert_eq!(metrics_in(&bytes(vec![m; METRICS_MAX + 1])), Ok(METRICS_MAX + 1));
+        // A group (wire types 3 and 4, which prost skips) first: the scan cannot see past it,
+        // so the payload is refused rather than counted as holding no metric.
+        let hidden: Vec<u8> = [0x33, 0x34].into_iter().chain([0x12, 0x00].repeat(1 << 19)).collect();
+        let (readings, problem) = node.on_message("spBv1.0/plant/NDATA/edge1", &hidden);
+        assert_eq!(readings[0].quality, Quality::Bad(Reason::DecodeError));
+        assert!(problem.as_deref().is_some_and(|p| p.contains("past byte 0")), "{problem:?}");
+        assert_eq!(metrics_in(&[0x12, 0xff, 0xff]), Err(0), "a length past the end");
+        assert_eq!(metrics_in(&[]), Ok(0));
     }
 
     #[test]
