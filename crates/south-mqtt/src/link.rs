@@ -241,6 +241,10 @@ impl SubscribeOnly {
             if let Some(incoming) = self.parse().await? {
                 return Ok(incoming);
             }
+            // Only once every frame held is parsed: a PINGRESP among them counts.
+            if self.ping_sent.is_some_and(|sent| Instant::now() >= sent + self.keep_alive) {
+                return Err(LinkError::PingTimeout);
+            }
             let ping_due = self.last_sent + self.keep_alive / 2;
             let answer_due = self.ping_sent.map(|t| t + self.keep_alive);
             let wake = answer_due.map_or(ping_due, |a| a.min(ping_due));
@@ -254,16 +258,12 @@ impl SubscribeOnly {
         }
     }
 
-    /// Sends a PINGREQ when half the keep-alive has passed since anything was sent; fails
-    /// when the last one has gone unanswered for the keep-alive.
+    /// Sends a PINGREQ when half the keep-alive has passed since anything was sent.
     async fn ping_if_due(&mut self) -> Result<(), LinkError> {
         if self.keep_alive.is_zero() {
             return Ok(());
         }
         let now = Instant::now();
-        if self.ping_sent.is_some_and(|sent| now >= sent + self.keep_alive) {
-            return Err(LinkError::PingTimeout);
-        }
         if now >= self.last_sent + self.keep_alive / 2 {
             self.send(&[PINGREQ << 4, 0]).await?;
             self.ping_sent.get_or_insert(now);
