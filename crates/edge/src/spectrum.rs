@@ -189,10 +189,14 @@ impl BearingWatch {
         shaft_rpm: f64,
         out: &mut Vec<Output>,
     ) {
-        if !shaft_rpm.is_finite() {
-            return; // not a speed: the next finite one starts a new comparison
-        }
         let shaft_hz = shaft_rpm / 60.0;
+        let highest = self.orders.iter().copied().fold(0.0, f64::max) * shaft_hz;
+        if !highest.is_finite() || highest > sample_rate_hz / 2.0 {
+            // No speed this waveform can show the defects at (a garbage register, or a sample
+            // rate too low for it): not learned, not compared, and the steady run is broken.
+            self.last_rpm = 0.0;
+            return;
+        }
         let steady = (shaft_rpm - self.last_rpm).abs() <= STEADY_SPEED * self.last_rpm;
         self.last_rpm = shaft_rpm;
         if shaft_hz <= 0.0 || !steady {
@@ -360,5 +364,29 @@ mod tests {
             watch.on_waveform(Timestamp::from_millis(i as i64 * 1000), &w, 512.0, *rpm, &mut out);
         }
         assert!(out.is_empty(), "{out:#?}");
+    }
+
+    #[test]
+    fn a_garbage_shaft_speed_while_learning_does_not_spoil_the_baseline() {
+        // Three waveforms at a garbage speed read steady (an f32 register of 1.7e38 rpm), then
+        // the machine as in `a_growing_outer_race_defect_is_named`: the defect is still named.
+        // (The garbage went into the baseline's speed, and no real speed was ever near it.)
+        let rpm = 1480.0;
+        let fr = rpm / 60.0;
+        let [bpfo, bpfi, ..] = B6205.orders().map(|o| o * fr);
+        let mut watch =
+            BearingWatch::new(AssetPath::parse("acme/line3/press2/motor").unwrap(), "press2", B6205, 5, 3.0);
+        let mut out = Vec::new();
+        for i in 0..3u64 {
+            let w = waveform(8192, 8192.0, &[(fr, 0.5)], 100 + i);
+            watch.on_waveform(Timestamp::from_millis(i as i64), &w, 8192.0, 1.7e38, &mut out);
+        }
+        for day in 0..30u64 {
+            let defect = 0.02 * 1.15f64.powi(day as i32);
+            let tones = [(fr, 0.5), (bpfo, defect), (bpfi, 0.02), (2.0 * bpfo, defect / 2.0)];
+            let w = waveform(8192, 8192.0, &tones, day + 7);
+            watch.on_waveform(Timestamp::from_millis(day as i64 * 86_400_000), &w, 8192.0, rpm, &mut out);
+        }
+        assert_eq!(out.len(), 1, "{out:#?}");
     }
 }
