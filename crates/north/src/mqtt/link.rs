@@ -45,6 +45,8 @@ pub struct Will {
 
 /// Time allowed to open the connection and get the CONNACK.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a goodbye may wait for the broker to take its bytes, at most.
+const CLOSE_WAIT_MAX: Duration = Duration::from_secs(5);
 /// How long a write may wait for the broker to take a byte when there is no keep-alive to go by.
 const WRITE_STALL_MAX: Duration = Duration::from_secs(60);
 /// Bytes read from the socket at a time: some 16,000 PUBACKs.
@@ -263,10 +265,18 @@ impl PublishLink {
     }
 
     /// Says goodbye: the broker then discards the last will.
+    /// Within [`CLOSE_WAIT_MAX`] whatever the broker does (over TLS the shutdown writes too).
     pub async fn disconnect(mut self) {
+        // Whatever was framed and not written (or written in part, before a failed flush) is
+        // not acknowledged: the outbox sends it again. Only the DISCONNECT goes.
+        self.out.clear();
         self.out.extend_from_slice(&[DISCONNECT << 4, 0]);
+        self.keep_alive = self.keep_alive.min(CLOSE_WAIT_MAX);
+        if self.keep_alive.is_zero() {
+            self.keep_alive = CLOSE_WAIT_MAX;
+        }
         let _ = self.flush().await;
-        let _ = self.stream.shutdown().await;
+        let _ = tokio::time::timeout(CLOSE_WAIT_MAX, self.stream.shutdown()).await;
     }
 
     /// Reads what the socket has into the answers (cancel-safe: nothing is lost if dropped).
