@@ -322,20 +322,29 @@ mod tests {
         assert!(out.is_empty(), "{out:#?}");
     }
 
-    #[test]
-    fn a_growing_outer_race_defect_is_named() {
+    /// A press motor at 1480 rpm whose outer race defect grows 15 % a day for 30 days, one
+    /// waveform a day, into `watch`.
+    fn a_month_of_a_growing_outer_race_defect(watch: &mut BearingWatch, out: &mut Vec<Output>) {
         let rpm = 1480.0;
         let fr = rpm / 60.0;
         let [bpfo, bpfi, ..] = B6205.orders().map(|o| o * fr);
-        let mut watch =
-            BearingWatch::new(AssetPath::parse("acme/line3/press2/motor").unwrap(), "press2", B6205, 5, 3.0);
-        let mut out = Vec::new();
         for day in 0..30u64 {
-            let defect = 0.02 * 1.15f64.powi(day as i32); // growing 15 % a day
+            let defect = 0.02 * 1.15f64.powi(day as i32);
             let tones = [(fr, 0.5), (bpfo, defect), (bpfi, 0.02), (2.0 * bpfo, defect / 2.0)];
             let w = waveform(8192, 8192.0, &tones, day + 7);
-            watch.on_waveform(Timestamp::from_millis(day as i64 * 86_400_000), &w, 8192.0, rpm, &mut out);
+            watch.on_waveform(Timestamp::from_millis(day as i64 * 86_400_000), &w, 8192.0, rpm, out);
         }
+    }
+
+    fn press2_watch() -> BearingWatch {
+        BearingWatch::new(AssetPath::parse("acme/line3/press2/motor").unwrap(), "press2", B6205, 5, 3.0)
+    }
+
+    #[test]
+    fn a_growing_outer_race_defect_is_named() {
+        let mut watch = press2_watch();
+        let mut out = Vec::new();
+        a_month_of_a_growing_outer_race_defect(&mut watch, &mut out);
         let events: Vec<&EdgeEvent> =
             out.iter().filter_map(|o| if let Output::Event(e) = o { Some(e) } else { None }).collect();
         assert_eq!(events.len(), 1, "{events:#?}");
@@ -371,22 +380,13 @@ mod tests {
         // Three waveforms at a garbage speed read steady (an f32 register of 1.7e38 rpm), then
         // the machine as in `a_growing_outer_race_defect_is_named`: the defect is still named.
         // (The garbage went into the baseline's speed, and no real speed was ever near it.)
-        let rpm = 1480.0;
-        let fr = rpm / 60.0;
-        let [bpfo, bpfi, ..] = B6205.orders().map(|o| o * fr);
-        let mut watch =
-            BearingWatch::new(AssetPath::parse("acme/line3/press2/motor").unwrap(), "press2", B6205, 5, 3.0);
+        let mut watch = press2_watch();
         let mut out = Vec::new();
         for i in 0..3u64 {
-            let w = waveform(8192, 8192.0, &[(fr, 0.5)], 100 + i);
+            let w = waveform(8192, 8192.0, &[(1480.0 / 60.0, 0.5)], 100 + i);
             watch.on_waveform(Timestamp::from_millis(i as i64), &w, 8192.0, 1.7e38, &mut out);
         }
-        for day in 0..30u64 {
-            let defect = 0.02 * 1.15f64.powi(day as i32);
-            let tones = [(fr, 0.5), (bpfo, defect), (bpfi, 0.02), (2.0 * bpfo, defect / 2.0)];
-            let w = waveform(8192, 8192.0, &tones, day + 7);
-            watch.on_waveform(Timestamp::from_millis(day as i64 * 86_400_000), &w, 8192.0, rpm, &mut out);
-        }
+        a_month_of_a_growing_outer_race_defect(&mut watch, &mut out);
         assert_eq!(out.len(), 1, "{out:#?}");
     }
 }

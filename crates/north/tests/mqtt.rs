@@ -472,23 +472,42 @@ fn a_hostile_broker_ends_only_its_session_and_nothing_unacknowledged_counts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A broker that accepts the connection and then answers nothing, while new records keep
-/// coming: the sink keeps sending, so no ping falls due, yet the silence is noticed within
-/// the keep-alive (before, not until the window had filled) and nothing counts delivered.
-#[test]
-fn a_broker_gone_silent_is_noticed_while_records_keep_coming() {
+/// A broker of our own on loopback for one session: it accepts the CONNECT, then `then` has the
+/// connection. Returns its port, the listening socket (held open until the test is done, so
+/// that the sink's reconnection waits for a CONNACK instead of being refused and replacing the
+/// problem the test looks for, as it did on a loaded machine) and the broker's thread.
+fn one_session_broker(
+    then: impl FnOnce(std::net::TcpStream) + Send + 'static,
+) -> (u16, std::net::TcpListener, std::thread::JoinHandle<()>) {
     use std::io::Write;
-    let dir = temp("silent");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    // The listening socket stays open until the silence is seen: the sink's reconnection then
-    // waits for a CONNACK, instead of being refused at once and replacing the problem before
-    // this test looks at it (which it did on a loaded machine).
     let held = listener.try_clone().unwrap();
     let broker = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         assert_eq!(read_packet(&mut s).unwrap().0, 0x10);
         s.write_all(&[0x20, 2, 0, 0]).unwrap();
+        then(s);
+    });
+    (port, held, broker)
+}
+
+/// Waits (15 s at most) until the sink's problem says `what`, while `meanwhile` runs each turn.
+fn until_problem(health: &airlock_north::SinkHealth, what: &str, mut meanwhile: impl FnMut()) {
+    let started = Instant::now();
+    while !health.problem().contains(what) {
+        assert!(started.elapsed() < Duration::from_secs(15), "{what:?} not seen; problem: {:?}", health.problem());
+        meanwhile();
+    }
+}
+
+/// A broker that accepts the connection and then answers nothing, while new records keep
+/// coming: the sink keeps sending, so no ping falls due, yet the silence is noticed within
+/// the keep-alive (before, not until the window had filled) and nothing counts delivered.
+#[test]
+fn a_broker_gone_silent_is_noticed_while_records_keep_coming() {
+    let dir = temp("silent");
+    let (port, held, broker) = one_session_broker(|mut s| {
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         // Read (and drop) whatever comes until the sink hangs up.
         while read_packet(&mut s).is_ok() {}
@@ -499,16 +518,14 @@ fn a_broker_gone_silent_is_noticed_while_records_keep_coming() {
     config.inflight_max = 1000;
     let stop = Arc::new(AtomicBool::new(false));
     let (handle, health) = airlock_north::mqtt::spawn("uns", "plant7", &config, reader, Arc::clone(&stop)).unwrap();
-    let started = Instant::now();
     let mut i = 0;
-    while !health.problem().contains("acknowledged nothing") {
-        assert!(started.elapsed() < Duration::from_secs(15), "silence not noticed; problem: {:?}", health.problem());
+    until_problem(&health, "acknowledged nothing", || {
         i += 1;
         let (class, body) = record(i);
         writer.append(class, &body).unwrap();
         writer.sync().unwrap();
         std::thread::sleep(Duration::from_millis(200));
-    }
+    });
     assert_eq!(health.delivered.load(Relaxed), 0);
     stop.store(true, Relaxed);
     drop(held);
@@ -524,13 +541,7 @@ fn a_broker_gone_silent_is_noticed_while_records_keep_coming() {
 fn a_broker_that_answers_pings_but_acknowledges_nothing_is_noticed() {
     use std::io::Write;
     let dir = temp("pings-only");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let held = listener.try_clone().unwrap();
-    let broker = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        assert_eq!(read_packet(&mut s).unwrap().0, 0x10);
-        s.write_all(&[0x20, 2, 0, 0]).unwrap();
+    let (port, held, broker) = one_session_broker(|mut s| {
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         while let Ok((kind, _)) = read_packet(&mut s) {
             if kind == 0xC0 && s.write_all(&[0xD0, 0]).is_err() {
@@ -549,11 +560,7 @@ fn a_broker_that_answers_pings_but_acknowledges_nothing_is_noticed() {
     config.inflight_max = 2;
     let stop = Arc::new(AtomicBool::new(false));
     let (handle, health) = airlock_north::mqtt::spawn("uns", "plant7", &config, reader, Arc::clone(&stop)).unwrap();
-    let started = Instant::now();
-    while !health.problem().contains("acknowledged nothing") {
-        assert!(started.elapsed() < Duration::from_secs(15), "stall not noticed; problem: {:?}", health.problem());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    until_problem(&health, "acknowledged nothing", || std::thread::sleep(Duration::from_millis(100)));
     assert_eq!(health.delivered.load(Relaxed), 0);
     stop.store(true, Relaxed);
     drop(held);
@@ -568,16 +575,9 @@ fn a_broker_that_answers_pings_but_acknowledges_nothing_is_noticed() {
 /// of for the keep-alive ends the session, and the sink stops.
 #[test]
 fn a_broker_that_stops_reading_is_noticed_and_the_sink_still_stops() {
-    use std::io::Write;
     let dir = temp("stops-reading");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let held = listener.try_clone().unwrap();
     let (release, released) = std::sync::mpsc::channel::<()>();
-    let broker = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        assert_eq!(read_packet(&mut s).unwrap().0, 0x10);
-        s.write_all(&[0x20, 2, 0, 0]).unwrap();
+    let (port, held, broker) = one_session_broker(move |_s| {
         // Reads nothing more until the test is done, then hangs up.
         let _ = released.recv_timeout(Duration::from_secs(60));
     });
@@ -594,11 +594,7 @@ fn a_broker_that_stops_reading_is_noticed_and_the_sink_still_stops() {
     config.keep_alive = Duration::from_secs(2);
     let stop = Arc::new(AtomicBool::new(false));
     let (handle, health) = airlock_north::mqtt::spawn("uns", "plant7", &config, reader, Arc::clone(&stop)).unwrap();
-    let started = Instant::now();
-    while !health.problem().contains("taken no bytes") {
-        assert!(started.elapsed() < Duration::from_secs(20), "stall not noticed; problem: {:?}", health.problem());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    until_problem(&health, "taken no bytes", || std::thread::sleep(Duration::from_millis(100)));
     stop.store(true, Relaxed);
     let stopping = Instant::now();
     handle.join().unwrap();
