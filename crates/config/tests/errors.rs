@@ -697,3 +697,30 @@ fn a_wide_tag_overlaps_every_tag_inside_it_and_bits_share_a_register() {
         ],
     );
 }
+
+/// Values that parse but would switch a feature off without a word: an infinite span (the
+/// deadband in percent of it is infinite, and the tag never reports a change again), a contact
+/// angle or an OEE running value that is no number, shifts that do not divide the day (they
+/// would start at the configured hour only every few days).
+#[test]
+fn values_that_would_silently_switch_a_feature_off_are_refused() {
+    let refused = |text: &str, key: &str, says: &str| {
+        let errors = parse(text, Path::new("plant.toml")).unwrap_err().0;
+        assert!(errors.iter().any(|e| e.key == key && e.message.contains(says)), "{key} {says:?}: {errors:#?}");
+    };
+    let tag =
+        TAG.replace("type = \"f32\"", "type = \"f32\"\ndeadband_percent = 2\nspan_min = -1e308\nspan_max = 1e308");
+    refused(&with("", &tag), "device[press1].tag[speed].deadband_percent", "not a finite deadband");
+    let tag = TAG.replace("type = \"f32\"", "type = \"f32\"\ndeadband_percent = 2\nspan_min = -inf\nspan_max = 5");
+    refused(&with("", &tag), "device[press1].tag[speed].span_min", "not a finite number");
+    let waveform = WAVEFORM.replace("shaft_speed_tag", "bearing_contact_angle_deg = nan\nshaft_speed_tag");
+    refused(&with("", &format!("{TAG}{waveform}")), "device[press1].tag[accel].bearing_contact_angle_deg", "0 to 90");
+    let waveform = WAVEFORM.replace("shaft_speed_tag", "bearing_contact_angle_deg = 91\nshaft_speed_tag");
+    refused(&with("", &format!("{TAG}{waveform}")), "device[press1].tag[accel].bearing_contact_angle_deg", "0 to 90");
+    let tag = TAG.replace("type = \"f32\"", "type = \"f32\"\ndeadband_percent = 2\nspan_max = 5");
+    refused(&with("", &tag), "device[press1].tag[speed].span_max", "needs span_min < span_max");
+    let oee = "\n[device.oee]\nstate_tag = \"speed\"\nparts_tag = \"speed\"\nideal_cycle_s = 2\nrunning_value = nan\n";
+    refused(&with("", &format!("{TAG}{oee}")), "device[press1].oee.running_value", "not a finite number");
+    refused(&format!("[edge]\nshift_hours = 10\n{DEVICE}{TAG}"), "edge.shift_hours", "divide the day");
+    assert!(parse(&format!("[edge]\nshift_hours = 12\n{DEVICE}{TAG}"), Path::new("plant.toml")).is_ok());
+}

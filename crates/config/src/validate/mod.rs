@@ -834,8 +834,19 @@ fn tag_edge(c: &mut Checker, t: &RawTag, key: &str, data_type: DataType, sibling
         (Some(abs), None) => Some(abs),
         (None, Some(p)) => {
             let percent = positive(c, &Some(p.clone()), k("deadband_percent"), true);
-            match (t.span_min.as_ref().map(|v| *v.get_ref()), t.span_max.as_ref().map(|v| *v.get_ref())) {
-                (Some(lo), Some(hi)) if hi > lo => percent.map(|p| p / 100.0 * (hi - lo)),
+            // A span given but not finite is said by `finite`; a missing one below.
+            let lo = t.span_min.as_ref().map(|_| finite(c, &t.span_min, k("span_min"), f64::NAN));
+            let hi = t.span_max.as_ref().map(|_| finite(c, &t.span_max, k("span_max"), f64::NAN));
+            match (lo, hi) {
+                (Some(lo), Some(hi)) if lo.is_nan() || hi.is_nan() => None,
+                (Some(lo), Some(hi)) if hi > lo => match percent.map(|p| p / 100.0 * (hi - lo)) {
+                    Some(band) if !band.is_finite() => {
+                        let msg = format!("{band} is not a finite deadband ({p} % of {lo} to {hi})", p = p.get_ref());
+                        c.err(p.span(), k("deadband_percent"), msg);
+                        None
+                    }
+                    band => band,
+                },
                 _ => {
                     c.err(p.span(), k("span_max"), "a deadband in percent needs span_min < span_max".into());
                     None
@@ -913,7 +924,15 @@ fn bearing(c: &mut Checker, t: &RawTag, key: &str, data_type: DataType, siblings
     {
         c.err(span, k("bearing_pitch_diameter_mm"), format!("{p} is not larger than the ball diameter {b}"));
     }
-    let angle = t.bearing_contact_angle_deg.as_ref().map_or(0.0, |a| *a.get_ref());
+    let angle = match &t.bearing_contact_angle_deg {
+        Some(a) if !(0.0..=90.0).contains(a.get_ref()) => {
+            let msg = format!("{} is no contact angle: 0 to 90 degrees", a.get_ref());
+            c.err(a.span(), k("bearing_contact_angle_deg"), msg);
+            0.0
+        }
+        Some(a) => *a.get_ref(),
+        None => 0.0,
+    };
     let shaft = match &t.shaft_speed_tag {
         Some(name) => {
             let found = siblings.iter().position(|s| *s == name.get_ref());
@@ -995,7 +1014,7 @@ fn oee(c: &mut Checker, d: &RawDevice) -> Option<OeeSettings> {
     let compare = minutes(c, &o.compare_minutes, "compare_minutes", 15);
     Some(OeeSettings {
         state_tag: state?,
-        running_value: o.running_value.as_ref().map_or(1.0, |v| *v.get_ref()),
+        running_value: finite(c, &o.running_value, k("running_value"), 1.0),
         parts_tag: parts?,
         rejects_tag: match rejects {
             Some(r) => Some(r?),
@@ -1054,6 +1073,13 @@ fn edge(c: &mut Checker, raw: &RawConfig) -> Edge {
     let e = raw.edge.as_ref().map(|e| e.get_ref());
     let get = |f: fn(&crate::raw::RawEdge) -> &Option<Spanned<i64>>| e.and_then(|e| f(e).clone());
     let shift_h = c.int(&get(|e| &e.shift_hours), "edge.shift_hours", 1, 24, 8);
+    if let Some(h) = get(|e| &e.shift_hours).filter(|h| (1..=24).contains(h.get_ref()) && 24 % h.get_ref() != 0) {
+        let msg = format!(
+            "{} hours do not divide the day: shifts would start at shift_start_hour only every few days (1, 2, 3, 4, 6, 8, 12 or 24)",
+            h.get_ref()
+        );
+        c.err(h.span(), "edge.shift_hours".into(), msg);
+    }
     let start_h = c.int(&get(|e| &e.shift_start_hour), "edge.shift_start_hour", 0, 23, 6);
     let interval = c.int(&get(|e| &e.production_interval_s), "edge.production_interval_s", 1, 86_400, 60);
     Edge {
