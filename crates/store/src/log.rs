@@ -452,6 +452,18 @@ impl Log {
         }
     }
 
+    /// Gives no number below `seq` from now on (numbers a reader has seen already, whose
+    /// records the disk lost): the next record starts a segment named `seq`, which a restart
+    /// reads as where the numbers go on. Nothing to do if the log is at or past it.
+    pub fn skip_to(&mut self, seq: u64, sync: bool) -> Result<(), StoreError> {
+        if seq <= self.next_seq {
+            return Ok(());
+        }
+        self.write_pending()?;
+        self.next_seq = seq;
+        self.roll(sync)
+    }
+
     /// Records whose write failed since the last call: numbers given, never on disk. Before
     /// they are handed out (to be reported), the next segment is made, named past them, and
     /// the folder synced: a restart then never gives their numbers again. If that fails (the

@@ -442,7 +442,6 @@ fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader)
         stats.corrupt_records += log.recovery.corrupt_records;
         stats.torn_bytes += log.recovery.torn_bytes;
     }
-    let durable = [0, 1, 2, 3].map(|c| logs[c].committed_seq());
     let cursor_dir = dir.join("cursors");
     fs::create_dir_all(&cursor_dir).map_err(|e| StoreError::io("create", &cursor_dir, e))?;
     let mut cursors = BTreeMap::new();
@@ -461,6 +460,16 @@ fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader)
         };
         cursors.insert(sink.clone(), Cursor { acked, written: acked, written_at: Instant::now() });
     }
+    // A sink that acknowledged records the disk has since lost (a damaged or torn tail cut
+    // off at open) is past the log's end: numbers go on after the highest acknowledged, so
+    // that no number names two records and no new record lies behind a sink's position.
+    let mut logs = logs;
+    let sync = config.fsync != FsyncPolicy::Never;
+    for class in Class::ALL {
+        let acked = cursors.values().map(|c| c.acked.0[class as usize]).max().unwrap_or(0);
+        logs[class as usize].skip_to(acked.saturating_add(1), sync)?;
+    }
+    let durable = [0, 1, 2, 3].map(|c| logs[c].committed_seq());
     let inner = Inner {
         _lock: lock,
         dir: dir.to_owned(),
