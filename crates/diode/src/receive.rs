@@ -327,11 +327,10 @@ impl Receiver {
                     match self.outbox.append_mirrored(origin, Timestamp(r.time), &r.bytes) {
                         Ok(_) => Ok(()),
                         // Too large for this side's outbox (its budget is smaller than the
-                        // sender's): named, as lost, never dropped in silence.
-                        Err(StoreError::TooLarge { bytes, max }) => {
-                            log::warn!(
-                                "diode: record {origin} of {bytes} bytes is larger than this outbox takes ({max})"
-                            );
+                        // sender's), or this outbox is full of higher classes: named, as lost,
+                        // never dropped in silence.
+                        Err(e @ (StoreError::TooLarge { .. } | StoreError::OutboxFull { .. })) => {
+                            log::warn!("diode: record {origin} is not kept: {e}");
                             let gap = GapRecord {
                                 time: Timestamp::now(),
                                 class: class.name().into(),

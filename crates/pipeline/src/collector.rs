@@ -97,6 +97,9 @@ pub struct Collector {
     gateway: Option<AssetPath>,
     /// The outbox's corrupt-read and corrupt-cursor counts already reported.
     corrupt_seen: (u64, u64),
+    /// Whether records are being refused by an outbox full of higher classes (said once, when
+    /// it starts, and again when one is taken).
+    outbox_full: bool,
     /// The gateway's clock: the wall clock, or a simulated plant's.
     clock: Clock,
     /// Where reloads come from, and the routes of the last one (`None`: every slot's ids as
@@ -149,6 +152,7 @@ impl Collector {
             problems,
             gateway: None,
             corrupt_seen: (0, 0),
+            outbox_full: false,
             clock: Clock::wall(),
             reloads: None,
             routes: None,
@@ -441,6 +445,9 @@ impl Collector {
             match self.outbox.append(class, &record) {
                 Ok(id) => {
                     queued += 1;
+                    if std::mem::take(&mut self.outbox_full) {
+                        log::info!("the outbox takes {} records again", class.name());
+                    }
                     if class == Class::Event {
                         let gateway = self.gateway.as_ref().map_or("", |g| g.as_str());
                         if let Some(event) = feed_event(id, &record, gateway) {
@@ -463,6 +470,22 @@ impl Collector {
                         state: Transition::Once,
                         message,
                     });
+                }
+                // The outbox holds only records of higher classes (a sink offline through an
+                // alarm storm): this one is not kept, counted in the outbox's stats, and said
+                // once upstream, not once a record.
+                Err(e @ StoreError::OutboxFull { .. }) => {
+                    if !std::mem::replace(&mut self.outbox_full, true) {
+                        let message = format!("{e}; records of lower classes are refused until there is room");
+                        log::warn!("{message}");
+                        self.problems.report(Problem {
+                            time: Timestamp::now(),
+                            kind: "outbox_refused",
+                            severity: Severity::Warning,
+                            state: Transition::Once,
+                            message,
+                        });
+                    }
                 }
                 Err(e) => result = Err(e),
             }

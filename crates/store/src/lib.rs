@@ -44,6 +44,8 @@ pub enum StoreError {
     Corrupt { path: PathBuf, what: String },
     #[error("a record of {bytes} bytes is larger than the {max} allowed")]
     TooLarge { bytes: usize, max: usize },
+    #[error("the outbox is full of records of higher classes: a {class} record is not kept")]
+    OutboxFull { class: &'static str },
     #[error("the free-space reserve ({reserve} bytes) of the disk holding {} is reached", dir.display())]
     ReserveReached { dir: PathBuf, reserve: u64 },
     #[error("{buckets} intervals asked for; at most {max} in one query: choose a longer interval or a shorter range")]

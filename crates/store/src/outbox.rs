@@ -26,7 +26,9 @@
 //!   crash may resend the last few.
 //! - **Bounds.** Total bytes stay under `bytes_max` (default 1 GiB) and records older than
 //!   `age_max` (default 7 days) are dropped. When full, the oldest segment of the lowest class
-//!   that holds anything goes first (raw, then series, then aggregates, then events); what it
+//!   that holds anything goes first (raw, then series, then aggregates, then events), never
+//!   one of a class above the incoming record's: when only those are left, the incoming
+//!   record is refused (`OutboxFull`, counted in `refused_full`); what a dropped segment
 //!   held that some sink had not yet acknowledged is counted and reported by a *gap event*
 //!   written to the events class, so loss is never silent. The budget is exceeded by at most the
 //!   gap events themselves.
@@ -321,6 +323,9 @@ pub struct OutboxStats {
     pub corrupt_cursors: u64,
     /// Records refused because one alone would take more than a sixteenth of the budget.
     pub refused_too_large: u64,
+    /// Records refused, per class, because the outbox was full of records of higher classes
+    /// only (none of them is dropped for a lower one).
+    pub refused_full: [u64; 4],
     pub bytes: u64,
 }
 
@@ -779,7 +784,10 @@ impl Inner {
         // keeps the size it had when the reserve was reached, and grows no more: new records
         // push out the oldest of the lowest class.
         let budget = self.reserve_cap.map_or(self.config.bytes_max, |c| c.min(self.config.bytes_max));
-        self.make_room((HEADER_BYTES + bytes.len()) as u64, budget)?;
+        if !self.make_room(class, (HEADER_BYTES + bytes.len()) as u64, budget)? {
+            self.stats.refused_full[class as usize] += 1;
+            return Err(StoreError::OutboxFull { class: class.name() });
+        }
         let seq = self.logs[class as usize].append(time, bytes)?;
         Ok(RecordId { class, seq })
     }
@@ -854,23 +862,30 @@ impl Inner {
         self.cursors.values().map(|c| c.acked.0[class as usize]).min().unwrap_or(0)
     }
 
-    /// Drops the oldest segments of the lowest classes until `need` more bytes fit. Bounded:
-    /// it stops when a drop frees nothing (the gap event it wrote took what it freed).
-    fn make_room(&mut self, need: u64, budget: u64) -> Result<(), StoreError> {
+    /// Drops the oldest segments of the lowest classes, never one above `incoming`'s, until
+    /// `need` more bytes fit; `false` when only higher classes are left to drop (the incoming
+    /// record is then refused: events are kept before raw telemetry). Bounded: it stops when
+    /// a drop frees nothing (the gap event it wrote took what it freed).
+    fn make_room(&mut self, incoming: Class, need: u64, budget: u64) -> Result<bool, StoreError> {
         while self.bytes() + need > budget {
             let before = self.bytes();
-            let Some(class) = Class::ALL.into_iter().rev().find(|c| !self.logs[*c as usize].is_empty()) else {
-                return Ok(()); // nothing left to drop: only empty segments remain
+            let droppable = |c: &Class| (*c as usize) >= incoming as usize;
+            let Some(class) =
+                Class::ALL.into_iter().rev().filter(droppable).find(|c| !self.logs[*c as usize].is_empty())
+            else {
+                // Only empty segments remain, or only higher classes hold anything.
+                let higher = Class::ALL.into_iter().any(|c| !droppable(&c) && !self.logs[c as usize].is_empty());
+                return Ok(!higher);
             };
             let sync = self.sync_on_disk();
             let origins = self.oldest_origins(class);
-            let Some(dropped) = self.logs[class as usize].drop_oldest(sync)? else { return Ok(()) };
+            let Some(dropped) = self.logs[class as usize].drop_oldest(sync)? else { return Ok(true) };
             self.report_gap(class, &dropped, GapCause::Full, origins)?;
             if self.bytes() >= before {
-                return Ok(());
+                return Ok(true);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn reclaim(&mut self) -> Result<(), StoreError> {

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use airlock_model::{AssetPath, Quality, Severity, Timestamp, Transition, Value, ValueType};
-use airlock_store::{Class, EncodedRecord, FsyncPolicy, OutboxConfig, OutboxReader, OutboxWriter, Position};
+use airlock_store::{
+    Class, EncodedRecord, FsyncPolicy, OutboxConfig, OutboxReader, OutboxWriter, Position, StoreError,
+};
 use airlock_upstream::{EventRecord, GapCause, GapRecord, SampleRecord, Upstream};
 
 fn temp(name: &str) -> PathBuf {
@@ -235,6 +237,42 @@ fn a_full_outbox_drops_raw_first_and_reports_every_gap() {
     assert_eq!((&*gaps[0].class, &*gaps[0].first_id, gaps[0].cause), ("raw", "r1", GapCause::Full));
     assert!(gaps[0].message().starts_with("dropped "), "{}", gaps[0].message());
     assert_eq!(stats.undecodable_reads, 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An outbox full of events only (a sink offline through an alarm storm): a raw record that
+/// comes then is refused and counted, and no event is dropped for it. It used to push out the
+/// oldest events, against the policy (events are kept before raw telemetry).
+#[test]
+fn an_outbox_full_of_events_refuses_raw_records_rather_than_drop_events() {
+    let dir = temp("full-of-events");
+    let bytes_max = 64 << 10;
+    let config = OutboxConfig { bytes_max, sinks: vec!["slow".into()], ..config() };
+    let (mut writer, reader) = OutboxWriter::open(&dir, config).unwrap();
+    // Events up to a few hundred bytes short of the budget.
+    let mut i = 0;
+    while writer.stats().bytes + 600 < bytes_max {
+        writer.append(Class::Event, &event(i)).unwrap();
+        i += 1;
+    }
+    writer.commit().unwrap();
+    let events_before = reader.read(&Position::default(), usize::MAX).unwrap().len();
+    let dropped_before = writer.stats().dropped_full;
+    for k in 0..100 {
+        match writer.append_encoded(Class::Raw, Timestamp(k), &[7; 2000]) {
+            Err(StoreError::OutboxFull { class }) => assert_eq!(class, "raw"),
+            other => panic!("a raw record into an outbox full of events: {other:?}"),
+        }
+    }
+    writer.commit().unwrap();
+    let stats = writer.stats();
+    assert_eq!(stats.dropped_full, dropped_before, "nothing dropped for the raw records");
+    assert_eq!(stats.refused_full[Class::Raw as usize], 100);
+    let held = reader.read(&Position::default(), usize::MAX).unwrap();
+    assert_eq!(held.len(), events_before);
+    assert!(held.iter().all(|r| r.id.class == Class::Event));
+    // An event still comes in, pushing out the oldest events as before.
+    writer.append(Class::Event, &event(i)).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
