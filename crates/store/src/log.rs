@@ -841,7 +841,13 @@ fn create_segment(dir: &Path, first_seq: u64, time: Timestamp) -> Result<Segment
 fn scan(path: &Path, first_seq: u64, repair: bool, recovery: &mut Recovery) -> Result<Segment, StoreError> {
     let bytes = fs::read(path).map_err(|e| StoreError::io("read", path, e))?;
     let checked = check_segment(&bytes, first_seq);
-    let Checked { info, index, magic, valid_end, corrupt_records } = checked;
+    let Checked { info, index, magic, magic_damaged, valid_end, corrupt_records } = checked;
+    if magic_damaged && repair {
+        use std::os::unix::fs::FileExt;
+        let f = OpenOptions::new().write(true).open(path).map_err(|e| StoreError::io("open", path, e))?;
+        f.write_all_at(MAGIC, 0).map_err(|e| StoreError::io("write the magic of", path, e))?;
+        f.sync_all().map_err(|e| StoreError::io("sync", path, e))?;
+    }
     if !magic {
         // A segment cut before its magic was written: start it afresh.
         recovery.torn_bytes += bytes.len() as u64;
@@ -870,8 +876,12 @@ pub struct Checked {
     pub info: SegmentInfo,
     /// Every `INDEX_EVERY`th record's sequence number and offset.
     pub index: Vec<(u64, u64)>,
-    /// Whether the file starts with the segment magic (if not, it holds nothing).
+    /// Whether the file holds a segment: it starts with the magic, or is longer than one (a
+    /// damaged magic). If not, it was cut before its magic was written and holds nothing.
     pub magic: bool,
+    /// Whether the magic went bad (counted among `corrupt_records`; the records behind it are
+    /// checked and kept).
+    pub magic_damaged: bool,
     /// Where the last valid record ends: what follows is a torn or corrupt tail.
     pub valid_end: usize,
     /// Records skipped as corrupt between valid ones.
@@ -891,10 +901,14 @@ pub fn check_segment(bytes: &[u8], first_seq: u64) -> Checked {
         bytes: MAGIC.len() as u64,
     };
     let mut index = Vec::new();
-    if bytes.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
-        return Checked { info, index, magic: false, valid_end: 0, corrupt_records: 0 };
+    let magic = bytes.get(..MAGIC.len()) == Some(MAGIC.as_slice());
+    if !magic && bytes.len() <= MAGIC.len() {
+        return Checked { info, index, magic: false, magic_damaged: false, valid_end: 0, corrupt_records: 0 };
     }
-    let mut corrupt_records = 0;
+    // Longer than a magic and not starting with one: the magic went bad (a segment is made
+    // with its magic in one write), and the records behind it are checked as any others.
+    let magic_damaged = !magic;
+    let mut corrupt_records = u64::from(magic_damaged);
     let mut at = MAGIC.len();
     let mut valid_end = at;
     while at < bytes.len() {
@@ -921,7 +935,7 @@ pub fn check_segment(bytes: &[u8], first_seq: u64) -> Checked {
         valid_end = at;
     }
     info.bytes = valid_end as u64;
-    Checked { info, index, magic: true, valid_end, corrupt_records }
+    Checked { info, index, magic: true, magic_damaged, valid_end, corrupt_records }
 }
 
 /// The next valid record at or after `from` whose sequence number is above `last_seq`.
