@@ -1083,19 +1083,44 @@ fn hash_times(times: &[i64]) -> u64 {
 /// adding tags) is not a tag; the writer cuts it off when it opens ([`cut_torn_line`]), and its
 /// tag is added again.
 fn read_dictionary(path: &Path) -> Result<(Vec<String>, u64), StoreError> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(e) => return Err(StoreError::io("read", path, e)),
     };
-    let whole = text.rfind('\n').map_or(0, |i| i + 1);
-    let mut paths = Vec::new();
-    for line in text[..whole].lines() {
-        let Some((n, p)) = line.split_once('\t') else { continue };
-        if n.parse::<usize>().ok() != Some(paths.len()) {
-            continue;
+    let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let mut paths: Vec<String> = Vec::new();
+    let mut damaged = 0usize;
+    // A line gone bad (its number, a byte that is not UTF-8, two lines run together) keeps its
+    // number with a name no tag has, so that every other tag keeps its own: renumbered, a
+    // tag would read another's history.
+    let damaged_entry = |n: usize| format!("(damaged entry {n} of tags.txt)");
+    let lines = bytes[..whole].strip_suffix(b"\n").map(|b| b.split(|c| *c == b'\n'));
+    for line in lines.into_iter().flatten() {
+        let parsed = std::str::from_utf8(line)
+            .ok()
+            .and_then(|l| l.split_once('\t'))
+            .and_then(|(n, p)| Some((n.parse::<usize>().ok()?, p)))
+            .filter(|(n, p)| !p.is_empty() && !p.contains('\t') && (paths.len()..paths.len() + 16).contains(n));
+        match parsed {
+            Some((n, p)) => {
+                while paths.len() < n {
+                    paths.push(damaged_entry(paths.len()));
+                    damaged += 1;
+                }
+                paths.push(p.to_owned());
+            }
+            None => {
+                paths.push(damaged_entry(paths.len()));
+                damaged += 1;
+            }
         }
-        paths.push(p.to_owned());
+    }
+    if damaged > 0 {
+        log::error!(
+            "{}: {damaged} lines are damaged; their tags' history keeps its numbers but not its names",
+            path.display()
+        );
     }
     Ok((paths, whole as u64))
 }
@@ -1388,6 +1413,40 @@ mod tests {
         assert_eq!((last[0].1.time.as_millis(), last[0].1.value), (9_001, Some(value(1, 9))));
         assert_eq!(r.stats().corrupt_reads, 1);
         drop((w, r));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A line of the tag dictionary gone bad (its number, or a byte that is not UTF-8): every
+    /// other tag keeps its number, so no tag's history is read as another's. Before, the
+    /// lines after it were dropped and their tags numbered anew in the config's order.
+    #[test]
+    fn a_damaged_dictionary_line_renumbers_no_tag() {
+        let dir = temp("dictionary");
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, ..HistorianConfig::default() };
+        let names = paths(5);
+        {
+            let (mut w, _r) = HistorianWriter::open(&dir, config.clone()).unwrap();
+            w.bind_tags(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+            fill(&mut w, 5, 0..10, 10);
+        }
+        let file = dir.join("tags.txt");
+        for damage in [&b"x"[..], &[0xff][..]] {
+            let mut text = fs::read(&file).unwrap();
+            let second = text.iter().position(|b| *b == b'\n').unwrap() + 1;
+            text[second] = damage[0]; // line 2's number
+            fs::write(&file, &text).unwrap();
+            let (mut w, r) = HistorianWriter::open(&dir, config.clone()).unwrap();
+            // The config, in another order, binds its tags again.
+            let mut again: Vec<&str> = names.iter().map(String::as_str).rev().collect();
+            again.rotate_left(2);
+            w.bind_tags(&again).unwrap();
+            for (k, name) in names.iter().enumerate().filter(|(k, _)| *k != 1) {
+                let rows = r.raw(name, Timestamp(0), Timestamp::from_millis(10_000)).unwrap();
+                assert_eq!(rows.len(), 10, "{name}");
+                assert_eq!(rows[3].value, Some(value(k as u32, 3)), "{name} reads another tag's history");
+            }
+            drop((w, r));
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 
