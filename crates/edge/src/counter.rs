@@ -110,6 +110,20 @@ impl Counter {
     }
 }
 
+/// A counter's reading as a count within its range (`modulus`), or `None` outside it. A
+/// signed counter's negative reading is its two's complement (an `i16` counts on from 32767 to
+/// -32768); without a range, a negative reading is 0 (a reset).
+pub fn reading(value: f64, modulus: Option<u64>) -> Option<u64> {
+    let count = match modulus {
+        Some(m) if value < 0.0 => {
+            let wrapped = value + m as f64;
+            (wrapped >= m as f64 / 2.0).then_some(wrapped)?
+        }
+        _ => value.max(0.0),
+    } as u64;
+    Some(count).filter(|&v| modulus.is_none_or(|m| v < m))
+}
+
 impl Transform for Counter {
     fn on_sample(&mut self, s: &Sample, out: &mut Vec<Output>) {
         let t = s.gateway_time.as_millis();
@@ -124,8 +138,7 @@ impl Transform for Counter {
             .as_ref()
             .filter(|_| s.quality.is_good())
             .and_then(|v| v.as_f64())
-            .map(|f| f.max(0.0) as u64)
-            .filter(|&v| self.c.modulus.is_none_or(|m| v < m))
+            .and_then(|f| reading(f, self.c.modulus))
         else {
             self.outage = true;
             return;
@@ -192,6 +205,22 @@ mod tests {
         check(Some(65_536), &[500, 510, 7], 17);
         check(None, &[u64::MAX - 5, 2], 2);
         check(Some(1 << 32), &[4_294_967_290, 4], 10);
+    }
+
+    /// A signed 16-bit counter (an `i16` register) counts on through its wrap from 32767 to
+    /// -32768: read as its two's complement, as the PLC counts. Negative readings were taken
+    /// for 0, a reset: some 32,768 parts lost at every wrap.
+    #[test]
+    fn a_signed_counter_counts_on_through_its_wrap() {
+        let mut c = Counter::new(config(Some(65_536), None));
+        let mut out = Vec::new();
+        for (i, v) in [32_766i64, 32_767, -32_768, -32_767, -1, 0, 1].into_iter().enumerate() {
+            c.on_sample(&Sample::good(TagId(0), Value::I64(v), Timestamp::from_millis(i as i64 * 1000)), &mut out);
+        }
+        assert_eq!(c.total, 3 + 32_766 + 2);
+        assert_eq!(reading(-1.0, Some(65_536)), Some(65_535));
+        assert_eq!(reading(-40_000.0, Some(65_536)), None, "below an i16");
+        assert_eq!(reading(-1.0, None), Some(0), "no range to wrap in: a reset");
     }
 
     #[test]

@@ -228,8 +228,7 @@ impl Oee {
             .as_ref()
             .filter(|_| s.quality.is_good())
             .and_then(|v| v.as_f64())
-            .map(|f| f.max(0.0) as u64)
-            .filter(|&v| modulus.is_none_or(|m| v < m))
+            .and_then(|f| crate::counter::reading(f, modulus))
         else {
             last.outage = true;
             return 0;
