@@ -70,6 +70,13 @@ pub struct Oee {
 }
 
 impl Oee {
+    /// The machine's tags moved to other ids (a reload): the shift so far goes on.
+    pub fn move_tags(&mut self, to: &dyn Fn(TagId) -> TagId) {
+        self.c.state_tag = to(self.c.state_tag);
+        self.c.parts_tag = to(self.c.parts_tag);
+        self.c.rejects_tag = self.c.rejects_tag.map(to);
+    }
+
     pub fn new(c: OeeConfig) -> Self {
         Self {
             c,

@@ -29,6 +29,14 @@ pub struct SwingingDoor {
 }
 
 impl SwingingDoor {
+    /// The tag it compresses moved to another id (a reload): the points it holds go on under
+    /// the new one.
+    pub fn move_tags(&mut self, to: &dyn Fn(airlock_model::TagId) -> airlock_model::TagId) {
+        for s in [&mut self.archived, &mut self.held].into_iter().flatten() {
+            s.tag = to(s.tag);
+        }
+    }
+
     pub fn new(comp_dev: f64, comp_max_ms: i64) -> Self {
         Self {
             comp_dev: comp_dev.abs(),

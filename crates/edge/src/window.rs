@@ -38,6 +38,11 @@ impl Window {
         Self { tag, width_ms: width_ms.max(1), open: None, held: None }
     }
 
+    /// The tag it aggregates moved to another id (a reload): its open window goes on.
+    pub fn move_tags(&mut self, to: &dyn Fn(TagId) -> TagId) {
+        self.tag = to(self.tag);
+    }
+
     fn start_of(&self, t_ms: i64) -> i64 {
         t_ms.div_euclid(self.width_ms) * self.width_ms
     }

@@ -57,6 +57,19 @@ struct Bearing {
 }
 
 impl Chain {
+    /// Every tag id its state holds (its own, a bearing's shaft speed tag) mapped by `to`.
+    fn move_tags(&mut self, to: &dyn Fn(TagId) -> TagId) {
+        if let Some(w) = self.window.as_deref_mut() {
+            w.move_tags(to);
+        }
+        if let Some(sdt) = self.sdt.as_deref_mut() {
+            sdt.move_tags(to);
+        }
+        if let Some(b) = self.bearing.as_deref_mut() {
+            b.shaft_speed = to(b.shaft_speed);
+        }
+    }
+
     /// The steps that see every sample and every tick (the series condensing aside).
     fn steps(&mut self) -> [Option<&mut dyn Transform>; 4] {
         [
@@ -137,20 +150,30 @@ impl Condenser {
 
     /// Takes over `old`'s edge state (deadbands, windows, alarms, counters, vibration and
     /// bearing watches, the OEE rule) of a device unchanged by a reload: its `count` tags, from
-    /// `old_first` in `old` and `first` here, device `old_device` there and `device` here.
-    /// Only where the tag ids are the same (state holds tag ids): returns false, keeping this
-    /// condenser's fresh state, when they moved.
+    /// `old_first` in `old` and `first` here, device `old_device` there and `device` here. The
+    /// tag ids the state holds move with it (a tag added to a device before this one moves
+    /// every id after it: started afresh, an alarm raised before was never cleared, and a
+    /// shift's counts began again). Returns false, keeping this condenser's fresh state, only
+    /// for ranges that do not fit (a bug).
     pub fn adopt(&mut self, old: &mut Condenser, moved: &Moved) -> bool {
         let (from, to, n) = (moved.old_first.0 as usize, moved.first.0 as usize, moved.count);
-        if from != to || from + n > old.chains.len() || to + n > self.chains.len() {
+        if from + n > old.chains.len() || to + n > self.chains.len() {
             return false;
         }
+        let shift = |t: TagId| {
+            let within = (t.0 as usize).checked_sub(from).filter(|i| *i < n);
+            within.map_or(t, |i| TagId((to + i) as u32))
+        };
         for i in 0..n {
             std::mem::swap(&mut self.chains[to + i], &mut old.chains[from + i]);
+            self.chains[to + i].move_tags(&shift);
             self.shaft_rpm[to + i] = old.shaft_rpm[from + i];
         }
         if let (Some(slot), Some(rule)) = (self.oee.get_mut(moved.device), old.oee.get_mut(moved.old_device)) {
             *slot = rule.take();
+            if let Some(rule) = slot.as_mut() {
+                rule.move_tags(&shift);
+            }
         }
         true
     }
@@ -380,5 +403,65 @@ fn event(e: EdgeEvent) -> EventRecord {
         state: e.transition,
         message: e.message.into(),
         body: e.body.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use airlock_model::{Timestamp, Transition, Value};
+
+    fn condenser(a_tags: usize) -> Condenser {
+        let tag = |name: &str, address: usize, extra: &str| {
+            format!(
+                "[[device.tag]]\nname = \"{name}\"\nspace = \"holding_register\"\naddress = {address}\ntype = \"u16\"\n{extra}"
+            )
+        };
+        let mut text = "[[device]]\nname = \"a\"\nasset_path = \"acme/line\"\nprotocol = \"modbus_tcp\"\naddress = \"127.0.0.1:502\"\n".to_owned();
+        for i in 0..a_tags {
+            text += &tag(&format!("x{i}"), i, "");
+        }
+        text += "[[device]]\nname = \"b\"\nasset_path = \"acme/line\"\nprotocol = \"modbus_tcp\"\naddress = \"127.0.0.1:503\"\n";
+        text += &tag("temp", 0, "alarm_high = 80\nalarm_hysteresis = 2\nwindow_s = 60\n");
+        let config = airlock_config::parse(&text, std::path::Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
+        Condenser::new(&config, std::sync::Arc::new(TagTable::new(&config)))
+    }
+
+    fn alarms(records: &[Record]) -> Vec<Transition> {
+        records
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Upstream::Event(e) if e.kind.contains("alarm") => Some(e.state),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A reload that adds a tag to the first device moves every later device's tag ids: their
+    /// edge state is carried over all the same (tags moved with it), so an alarm raised before
+    /// is cleared after. Started afresh, the alarm stayed raised upstream for good.
+    #[test]
+    fn a_reload_that_moves_a_devices_tag_ids_keeps_its_edge_state() {
+        let mut old = condenser(1);
+        let mut out = Vec::new();
+        old.on_samples(&[Sample::good(TagId(1), Value::U64(95), Timestamp::from_millis(1_000))], &mut out);
+        assert_eq!(alarms(&out), [Transition::Raised]);
+        let mut new = condenser(2);
+        let moved = Moved { old_first: TagId(1), first: TagId(2), count: 1, old_device: 1, device: 1 };
+        assert!(new.adopt(&mut old, &moved));
+        let mut out = Vec::new();
+        new.on_samples(&[Sample::good(TagId(2), Value::U64(20), Timestamp::from_millis(2_000))], &mut out);
+        assert_eq!(alarms(&out), [Transition::Cleared], "{out:#?}");
+        // The window held by the old chain goes on under the new tag id (its path).
+        let mut out = Vec::new();
+        new.on_samples(&[Sample::good(TagId(2), Value::U64(21), Timestamp::from_millis(70_000))], &mut out);
+        let windows: Vec<&Upstream> =
+            out.iter().map(|(_, r)| r).filter(|r| matches!(r, Upstream::Aggregate(_))).collect();
+        assert!(!windows.is_empty(), "{out:#?}");
+        assert!(
+            windows.iter().all(|r| matches!(r, Upstream::Aggregate(a) if a.path.as_str().ends_with("/b/temp"))),
+            "{windows:#?}"
+        );
     }
 }
