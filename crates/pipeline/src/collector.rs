@@ -228,7 +228,21 @@ impl Collector {
         let mut busy = false;
         loop {
             if let Some(reload) = self.reloads.as_ref().and_then(|r| r.try_recv().ok()) {
+                // What waits in the channel was read under the config before: stored under it
+                // first (a device the reload stops sent its last batches there), except the
+                // batches of devices only the reload knows, kept for after it.
+                let mut after = Vec::new();
+                while let Ok(batch) = rx.try_recv() {
+                    if self.route(batch.device).is_some() {
+                        self.handle(batch);
+                    } else {
+                        after.push(batch);
+                    }
+                }
                 self.reload(reload);
+                for batch in after {
+                    self.handle(batch);
+                }
             }
             if ticked.elapsed() >= EDGE_TICK {
                 ticked = Instant::now();
@@ -264,30 +278,9 @@ impl Collector {
                     }
                 }
             };
-            if let Some(mut batch) = batch {
+            if let Some(batch) = batch {
                 busy = true;
-                let route = match &self.routes {
-                    Some(routes) => routes.get(batch.device).copied().flatten(),
-                    None => (batch.device < self.first_slots).then_some(0),
-                };
-                match route {
-                    // A task stopped by a reload (what it read last goes nowhere), or one started
-                    // by a reload not applied yet.
-                    None => continue,
-                    Some(0) => {}
-                    Some(delta) => {
-                        for s in &mut batch.samples {
-                            s.tag = airlock_model::TagId(u32::try_from(i64::from(s.tag.0) + delta).unwrap_or(u32::MAX));
-                        }
-                    }
-                }
-                if !self.clock.is_wall() {
-                    for s in &mut batch.samples {
-                        s.gateway_time = self.clock.at(s.gateway_time);
-                        s.source_time = s.source_time.map(|t| self.clock.at(t));
-                    }
-                }
-                self.take(&batch.samples);
+                self.handle(batch);
                 // Batches that keep coming are committed together, but at least this often.
                 if committed.elapsed() >= COMMIT_EVERY_BUSY {
                     self.commit();
@@ -317,6 +310,37 @@ impl Collector {
         self.commit();
         let result = self.outbox.sync().map(|_| ()).and_then(|()| self.historian.sync());
         self.report(result);
+    }
+
+    /// How much to add to the tag ids of a batch from device slot `device` (`None`: a task
+    /// stopped by a reload, or started by a reload not applied yet).
+    fn route(&self, device: usize) -> Option<i64> {
+        match &self.routes {
+            Some(routes) => routes.get(device).copied().flatten(),
+            None => (device < self.first_slots).then_some(0),
+        }
+    }
+
+    /// One batch, routed to its tags, into the stores and the edge.
+    fn handle(&mut self, mut batch: SampleBatch) {
+        match self.route(batch.device) {
+            // A task stopped by a reload applied before its batch came, or one started by a
+            // reload not applied yet: what it read goes nowhere.
+            None => return,
+            Some(0) => {}
+            Some(delta) => {
+                for s in &mut batch.samples {
+                    s.tag = airlock_model::TagId(u32::try_from(i64::from(s.tag.0) + delta).unwrap_or(u32::MAX));
+                }
+            }
+        }
+        if !self.clock.is_wall() {
+            for s in &mut batch.samples {
+                s.gateway_time = self.clock.at(s.gateway_time);
+                s.source_time = s.source_time.map(|t| self.clock.at(t));
+            }
+        }
+        self.take(&batch.samples);
     }
 
     /// Switches to a new config's middle (between two batches): the historian learns the new
@@ -641,6 +665,59 @@ mod tests {
             .collect();
         assert_eq!(restarted.len(), 1, "{held:#?}");
         assert!(restarted[0].contains("the collector panicked: a sample of tag 1"), "{restarted:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A reload that stops a device finds that device's last batches still waiting in the
+    /// channel (the collector was behind): they are stored under the config they were read
+    /// with, and only then is the reload applied. Applied first, it routed them nowhere.
+    #[test]
+    fn batches_waiting_when_a_reload_stops_their_device_are_stored_first() {
+        let dir = std::env::temp_dir().join(format!("airlock-collector-reload-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let device = |name: &str| {
+            format!(
+                "[[device]]\nname = \"{name}\"\nasset_path = \"acme\"\nprotocol = \"modbus_tcp\"\naddress = \"127.0.0.1:502\"\n\
+                 [[device.tag]]\nname = \"speed\"\naddress = 0\ntype = \"u16\"\nspace = \"holding_register\"\n"
+            )
+        };
+        let parse = |text: &str| airlock_config::parse(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let (before, after) = (parse(&(device("a") + &device("b"))), parse(&device("a")));
+        let tags = TagTable::new(&before);
+        let (outbox, _reader) = OutboxWriter::open(&dir.join("outbox"), OutboxConfig::default()).unwrap();
+        let (mut historian, history) =
+            HistorianWriter::open(&dir.join("historian"), HistorianConfig::default()).unwrap();
+        let paths: Vec<&str> = tags.iter().map(|t| t.path.as_str()).collect();
+        historian.bind_tags(&paths).unwrap();
+        let health = Arc::new(CollectorHealth::default());
+        let latest: Latest = Arc::new(Mutex::new(vec![None; tags.len()]));
+        let (reloads, reload_rx) = std::sync::mpsc::channel();
+        let collector =
+            Collector::new(outbox, historian, Condenser::new(&before, Arc::new(tags)), latest, Arc::clone(&health))
+                .reloading(reload_rx, 2);
+        let (tx, rx) = mpsc::channel(16);
+        // Device b's last batch waits in the channel; then the reload that stops b comes.
+        let samples = (0..5)
+            .map(|i| Sample::good(TagId(1), Value::U64(i), Timestamp::from_millis(1_800_000_000_000 + i as i64)))
+            .collect();
+        tx.try_send(SampleBatch { device: 1, poll: 0, samples }).unwrap();
+        let new_tags = Arc::new(TagTable::new(&after));
+        let (done, _done_rx) = std::sync::mpsc::channel();
+        reloads
+            .send(Reload {
+                condenser: Condenser::new(&after, Arc::clone(&new_tags)),
+                paths: new_tags.iter().map(|t| t.path.to_string()).collect(),
+                unchanged: vec![Moved { old_first: TagId(0), first: TagId(0), count: 1, old_device: 0, device: 0 }],
+                routes: vec![Some(0), None],
+                done,
+            })
+            .unwrap();
+        let thread = collector.spawn(rx).unwrap();
+        drop(tx);
+        thread.join().unwrap();
+        assert_eq!(health.samples_stored.load(Relaxed), 5, "device b's last batch was dropped");
+        let b = history.raw("acme/b/speed", Timestamp(0), Timestamp::from_millis(i64::MAX / 2)).unwrap();
+        assert_eq!(b.len(), 5);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
