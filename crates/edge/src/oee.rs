@@ -151,6 +151,10 @@ impl Oee {
 
     fn new_shift(&mut self, t: i64, out: &mut Vec<Output>) {
         let start = self.shift_start(t);
+        // A shift earlier than the one going on is a clock set back: the shift goes on.
+        if self.shift_start_ms.is_some_and(|old| start < old) {
+            return;
+        }
         if let Some(old) = self.shift_start_ms
             && old != start
         {
@@ -340,6 +344,27 @@ mod tests {
         let f = o.figures(7_200_001);
         assert!((f.performance - 1.0).abs() < 1e-3, "{f:?}");
         assert!(o.performance_over_last(600_000).is_some_and(|p| (p - 1.0).abs() < 0.01));
+    }
+
+    /// The clock set back a second across a shift boundary (14:00:00.5 to 13:59:59.5): the
+    /// shift that began goes on. Before, the 06:00 shift was taken up again, and both it and
+    /// the 14:00 one were closed with made-up figures.
+    #[test]
+    fn a_clock_set_back_across_a_shift_boundary_closes_no_shift() {
+        let mut o = Oee::new(config());
+        let mut out = Vec::new();
+        let at = |ms: i64| Timestamp::from_millis(ms);
+        let eight = 8 * 3_600_000;
+        o.on_sample(&Sample::good(TagId(0), Value::U64(1), at(eight - 10_000)), &mut out);
+        o.on_sample(&Sample::good(TagId(0), Value::U64(1), at(eight + 500)), &mut out);
+        // A shift closes with a record at its end.
+        let closed = |out: &[Output]| {
+            out.iter().filter(|o| matches!(o, Output::Oee(f) if f.time.as_millis() % eight == 0)).count()
+        };
+        let before = closed(&out);
+        o.on_sample(&Sample::good(TagId(0), Value::U64(1), at(eight - 500)), &mut out);
+        o.on_sample(&Sample::good(TagId(0), Value::U64(1), at(eight + 1_500)), &mut out);
+        assert_eq!(closed(&out), before, "a shift closed again: {out:#?}");
     }
 
     /// A u16 parts counter at 40000, the device gone, then back reading 10 (the PLC

@@ -15,6 +15,8 @@ pub struct Window {
     open: Option<Acc>,
     /// The last sample's time and value (None if bad), carried into the next window.
     held: Option<(i64, Option<f64>)>,
+    /// Where the last window closed ended: none before it is opened again.
+    closed_end: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -35,7 +37,7 @@ struct Acc {
 
 impl Window {
     pub fn new(tag: TagId, width_ms: i64) -> Self {
-        Self { tag, width_ms: width_ms.max(1), open: None, held: None }
+        Self { tag, width_ms: width_ms.max(1), open: None, held: None, closed_end: i64::MIN }
     }
 
     /// The tag it aggregates moved to another id (a reload): its open window goes on.
@@ -50,6 +52,7 @@ impl Window {
     fn close(&mut self, out: &mut Vec<Output>) {
         let Some(mut acc) = self.open.take() else { return };
         let end = acc.start_ms + self.width_ms;
+        self.closed_end = end;
         hold_until(&mut acc, end);
         let mean = (acc.count > 0).then(|| acc.sum / acc.count as f64);
         let stddev = mean.map(|m| (acc.sum_sq / acc.count as f64 - m * m).max(0.0).sqrt());
@@ -86,7 +89,10 @@ fn hold_until(acc: &mut Acc, until: i64) {
 impl Transform for Window {
     fn on_sample(&mut self, s: &Sample, out: &mut Vec<Output>) {
         let t = s.gateway_time.as_millis();
-        let start = self.start_of(t);
+        // A sample of a window before the open one, or before the last closed one's end (the
+        // clock set back), is counted in the open one or the next: a window closed is never
+        // opened again.
+        let start = self.start_of(t).max(self.open.as_ref().map_or(self.closed_end, |a| a.start_ms));
         if self.open.as_ref().is_some_and(|a| a.start_ms != start) {
             self.close(out);
         }
@@ -196,5 +202,26 @@ mod tests {
         w.on_tick(Timestamp::from_millis(10_000), &mut out);
         let Output::Aggregate(a) = &out[0] else { panic!() };
         assert_eq!((a.avg, a.stddev, a.first, a.last), (Some(5.0), Some(2.0), Some(2.0), Some(9.0)));
+    }
+
+    /// The clock set back a second across a window's start: the sample is counted in the
+    /// window that is open, and every window is closed once. Before, the earlier window was
+    /// opened again and both were sent twice, in part.
+    #[test]
+    fn a_clock_set_back_closes_each_window_once() {
+        let mut w = Window::new(TagId(3), 60_000);
+        let mut out = Vec::new();
+        for t in [10_000, 61_000, 59_500, 62_000] {
+            w.on_sample(&sample(t, 1.0), &mut out);
+        }
+        w.on_tick(Timestamp::from_millis(121_000), &mut out);
+        // And after a tick closed the window, a sample from before its end.
+        w.on_sample(&sample(119_000, 1.0), &mut out);
+        w.on_tick(Timestamp::from_millis(181_000), &mut out);
+        let starts: Vec<i64> = out
+            .iter()
+            .filter_map(|o| if let Output::Aggregate(a) = o { Some(a.start.as_millis()) } else { None })
+            .collect();
+        assert_eq!(starts, [0, 60_000, 120_000]);
     }
 }
