@@ -498,8 +498,14 @@ fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader)
             torn_bytes: stats.torn_bytes,
         };
         log::warn!("outbox: {}", recovered.message());
-        writer.append(Class::Event, &Upstream::Recovered(recovered))?;
-        writer.commit()?;
+        // A full disk does not keep the outbox from opening: the recovery is said in the log,
+        // and the gateway runs (its records wait for room, counted, as at any other time).
+        let said = writer.append(Class::Event, &Upstream::Recovered(recovered)).and_then(|_| writer.commit());
+        match said {
+            Ok(_) => {}
+            Err(e) if e.is_disk_full() => log::error!("outbox: the recovery event cannot be written: {e}"),
+            Err(e) => return Err(e),
+        }
     }
     Ok((OutboxWriter { inner: Arc::clone(&inner) }, OutboxReader { inner }))
 }
