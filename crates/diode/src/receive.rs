@@ -319,17 +319,54 @@ impl Receiver {
 
     fn store(&mut self, out: &mut Vec<Output>) {
         let mut result: Result<(), StoreError> = Ok(());
+        // Records refused one after another by an outbox full of higher classes, named in one
+        // gap event (one a record would itself push out the events it holds).
+        let mut refused: Option<GapRecord> = None;
         for o in out.drain(..) {
             let appended = match o {
                 Output::Record(r) => {
                     let class = Class::ALL[usize::from(r.class.min(3))];
                     let origin = RecordId { class, seq: r.seq };
-                    match self.outbox.append_mirrored(origin, Timestamp(r.time), &r.bytes) {
-                        Ok(_) => Ok(()),
+                    let appended = self.outbox.append_mirrored(origin, Timestamp(r.time), &r.bytes);
+                    let run_goes_on = matches!(appended, Err(StoreError::OutboxFull { .. }))
+                        && refused.as_ref().is_some_and(|g| *g.class == *class.name());
+                    let said = match refused.take() {
+                        Some(gap) if !run_goes_on => {
+                            log::warn!("diode: {}", gap.message());
+                            self.outbox.append(Class::Event, &Upstream::Gap(gap)).map(|_| ())
+                        }
+                        kept => {
+                            refused = kept;
+                            Ok(())
+                        }
+                    };
+                    match appended {
+                        Ok(_) => said,
+                        Err(StoreError::OutboxFull { .. }) => {
+                            match refused.as_mut() {
+                                Some(g) => {
+                                    g.records += 1;
+                                    g.last_id = origin.to_string().into();
+                                    g.to = Timestamp(r.time);
+                                }
+                                None => {
+                                    refused = Some(GapRecord {
+                                        time: Timestamp::now(),
+                                        class: class.name().into(),
+                                        records: 1,
+                                        first_id: origin.to_string().into(),
+                                        last_id: origin.to_string().into(),
+                                        from: Timestamp(r.time),
+                                        to: Timestamp(r.time),
+                                        cause: GapCause::Full,
+                                    });
+                                }
+                            }
+                            said
+                        }
                         // Too large for this side's outbox (its budget is smaller than the
-                        // sender's), or this outbox is full of higher classes: named, as lost,
-                        // never dropped in silence.
-                        Err(e @ (StoreError::TooLarge { .. } | StoreError::OutboxFull { .. })) => {
+                        // sender's): named, as lost, never dropped in silence.
+                        Err(e @ StoreError::TooLarge { .. }) => {
                             log::warn!("diode: record {origin} is not kept: {e}");
                             let gap = GapRecord {
                                 time: Timestamp::now(),
@@ -341,9 +378,9 @@ impl Receiver {
                                 to: Timestamp(r.time),
                                 cause: GapCause::DiodeLost,
                             };
-                            self.outbox.append(Class::Event, &Upstream::Gap(gap)).map(|_| ())
+                            said.and(self.outbox.append(Class::Event, &Upstream::Gap(gap)).map(|_| ()))
                         }
-                        Err(e) => Err(e),
+                        Err(e) => said.and(Err(e)),
                     }
                 }
                 Output::Missing { class, first, last, from, to, cause } => {
@@ -386,6 +423,12 @@ impl Receiver {
                 }
             };
             if let Err(e) = appended {
+                result = Err(e);
+            }
+        }
+        if let Some(gap) = refused {
+            log::warn!("diode: {}", gap.message());
+            if let Err(e) = self.outbox.append(Class::Event, &Upstream::Gap(gap)) {
                 result = Err(e);
             }
         }

@@ -151,8 +151,10 @@ impl Oee {
 
     fn new_shift(&mut self, t: i64, out: &mut Vec<Output>) {
         let start = self.shift_start(t);
-        // A shift earlier than the one going on is a clock set back: the shift goes on.
-        if self.shift_start_ms.is_some_and(|old| start < old) {
+        // The shift just before the one going on is a clock set back across their boundary:
+        // the shift goes on. Further back is a clock put right after a jump ahead: the shift
+        // of the jump closes, and the present one is taken up.
+        if self.shift_start_ms.is_some_and(|old| start < old && old.saturating_sub(start) <= self.c.shift_ms) {
             return;
         }
         if let Some(old) = self.shift_start_ms

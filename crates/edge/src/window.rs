@@ -91,8 +91,11 @@ impl Transform for Window {
         let t = s.gateway_time.as_millis();
         // A sample of a window before the open one, or before the last closed one's end (the
         // clock set back), is counted in the open one or the next: a window closed is never
-        // opened again.
-        let start = self.start_of(t).max(self.open.as_ref().map_or(self.closed_end, |a| a.start_ms));
+        // opened again. A step back of more than a window is a clock put right after a jump
+        // ahead: the windows go on from the sample's.
+        let natural = self.start_of(t);
+        let floor = self.open.as_ref().map_or(self.closed_end, |a| a.start_ms);
+        let start = if natural < floor && floor.saturating_sub(natural) <= self.width_ms { floor } else { natural };
         if self.open.as_ref().is_some_and(|a| a.start_ms != start) {
             self.close(out);
         }
@@ -223,5 +226,16 @@ mod tests {
             .filter_map(|o| if let Output::Aggregate(a) = o { Some(a.start.as_millis()) } else { None })
             .collect();
         assert_eq!(starts, [0, 60_000, 120_000]);
+        // A clock that jumped a day ahead and is put right: the windows go on from the present.
+        let mut w = Window::new(TagId(3), 60_000);
+        let mut out = Vec::new();
+        for t in [10_000, 86_410_000, 20_000, 70_000] {
+            w.on_sample(&sample(t, 1.0), &mut out);
+        }
+        let starts: Vec<i64> = out
+            .iter()
+            .filter_map(|o| if let Output::Aggregate(a) = o { Some(a.start.as_millis()) } else { None })
+            .collect();
+        assert_eq!(starts, [0, 86_400_000, 0], "the day ahead's window closed, the present one goes on");
     }
 }

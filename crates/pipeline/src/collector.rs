@@ -97,9 +97,9 @@ pub struct Collector {
     gateway: Option<AssetPath>,
     /// The outbox's corrupt-read and corrupt-cursor counts already reported.
     corrupt_seen: (u64, u64),
-    /// Whether records are being refused by an outbox full of higher classes (said once, when
-    /// it starts, and again when one is taken).
-    outbox_full: bool,
+    /// The class whose records an outbox full of higher classes refuses, if it does (said
+    /// once, when it starts; over when a record of that class or a lower one is taken again).
+    outbox_full: Option<Class>,
     /// The gateway's clock: the wall clock, or a simulated plant's.
     clock: Clock,
     /// Where reloads come from, and the routes of the last one (`None`: every slot's ids as
@@ -152,7 +152,7 @@ impl Collector {
             problems,
             gateway: None,
             corrupt_seen: (0, 0),
-            outbox_full: false,
+            outbox_full: None,
             clock: Clock::wall(),
             reloads: None,
             routes: None,
@@ -231,8 +231,10 @@ impl Collector {
                 // What waits in the channel was read under the config before: stored under it
                 // first (a device the reload stops sent its last batches there), except the
                 // batches of devices only the reload knows, kept for after it.
+                // As many as wait now, not more: under load the channel never runs empty.
                 let mut after = Vec::new();
-                while let Ok(batch) = rx.try_recv() {
+                for _ in 0..rx.len() {
+                    let Ok(batch) = rx.try_recv() else { break };
                     if self.route(batch.device).is_some() {
                         self.handle(batch);
                     } else {
@@ -469,7 +471,8 @@ impl Collector {
             match self.outbox.append(class, &record) {
                 Ok(id) => {
                     queued += 1;
-                    if std::mem::take(&mut self.outbox_full) {
+                    if self.outbox_full.is_some_and(|refused| class as usize >= refused as usize) {
+                        self.outbox_full = None;
                         log::info!("the outbox takes {} records again", class.name());
                     }
                     if class == Class::Event {
@@ -499,7 +502,7 @@ impl Collector {
                 // alarm storm): this one is not kept, counted in the outbox's stats, and said
                 // once upstream, not once a record.
                 Err(e @ StoreError::OutboxFull { .. }) => {
-                    if !std::mem::replace(&mut self.outbox_full, true) {
+                    if self.outbox_full.replace(class).is_none() {
                         let message = format!("{e}; records of lower classes are refused until there is room");
                         log::warn!("{message}");
                         self.problems.report(Problem {

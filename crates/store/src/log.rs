@@ -222,7 +222,7 @@ impl Log {
         let count = names.len();
         for (i, (first_seq, path)) in names.into_iter().enumerate() {
             let is_last = i + 1 == count;
-            let segment = scan(&path, first_seq, is_last && write, &mut recovery)?;
+            let segment = scan(&path, first_seq, is_last && write, write, &mut recovery)?;
             if segment.info.records() == 0 && !is_last {
                 if write {
                     fs::remove_file(&path).map_err(|e| StoreError::io("remove empty segment", &path, e))?;
@@ -462,14 +462,16 @@ impl Log {
 
     /// Gives no number below `seq` from now on (numbers a reader has seen already, whose
     /// records the disk lost): the next record starts a segment named `seq`, which a restart
-    /// reads as where the numbers go on. Nothing to do if the log is at or past it.
-    pub fn skip_to(&mut self, seq: u64, sync: bool) -> Result<(), StoreError> {
-        if seq <= self.next_seq {
-            return Ok(());
+    /// reads as where the numbers go on. Nothing to do if the log is at or past it (or `seq` is
+    /// past any number, which only a damaged cursor could ask).
+    pub fn skip_to(&mut self, seq: u64) {
+        if seq <= self.next_seq || seq >= SEQ_MAX {
+            return;
         }
-        self.write_pending()?;
+        // The segment is made before the next record, which fails if it cannot be (a full
+        // disk): no number below `seq` is ever given.
         self.next_seq = seq;
-        self.roll(sync)
+        self.roll_needed = true;
     }
 
     /// Records whose write failed since the last call: numbers given, never on disk. Before
@@ -846,11 +848,12 @@ fn create_segment(dir: &Path, first_seq: u64, time: Timestamp) -> Result<Segment
 
 /// Reads a whole segment, checking every record; cuts a torn tail off the last segment.
 /// `repair`: cut a torn tail off (the writer's last segment); otherwise only skip it.
-fn scan(path: &Path, first_seq: u64, repair: bool, recovery: &mut Recovery) -> Result<Segment, StoreError> {
+/// `mend`: write a damaged magic again (any segment of a writer's log).
+fn scan(path: &Path, first_seq: u64, repair: bool, mend: bool, recovery: &mut Recovery) -> Result<Segment, StoreError> {
     let bytes = fs::read(path).map_err(|e| StoreError::io("read", path, e))?;
     let checked = check_segment(&bytes, first_seq);
     let Checked { info, index, magic, magic_damaged, valid_end, corrupt_records } = checked;
-    if magic_damaged && repair {
+    if magic_damaged && mend {
         use std::os::unix::fs::FileExt;
         let f = OpenOptions::new().write(true).open(path).map_err(|e| StoreError::io("open", path, e))?;
         f.write_all_at(MAGIC, 0).map_err(|e| StoreError::io("write the magic of", path, e))?;

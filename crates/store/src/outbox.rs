@@ -469,10 +469,9 @@ fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader)
     // off at open) is past the log's end: numbers go on after the highest acknowledged, so
     // that no number names two records and no new record lies behind a sink's position.
     let mut logs = logs;
-    let sync = config.fsync != FsyncPolicy::Never;
     for class in Class::ALL {
         let acked = cursors.values().map(|c| c.acked.0[class as usize]).max().unwrap_or(0);
-        logs[class as usize].skip_to(acked.saturating_add(1), sync)?;
+        logs[class as usize].skip_to(acked.saturating_add(1));
     }
     let durable = [0, 1, 2, 3].map(|c| logs[c].committed_seq());
     let inner = Inner {
@@ -873,6 +872,17 @@ impl Inner {
     /// record is then refused: events are kept before raw telemetry). Bounded: it stops when
     /// a drop frees nothing (the gap event it wrote took what it freed).
     fn make_room(&mut self, incoming: Class, need: u64, budget: u64) -> Result<bool, StoreError> {
+        // If dropping every record it may drop would not make room, nothing is dropped for it.
+        let higher: u64 = Class::ALL
+            .into_iter()
+            .filter(|c| (*c as usize) < incoming as usize)
+            .map(|c| self.logs[c as usize].bytes())
+            .sum();
+        let higher_hold_any =
+            Class::ALL.into_iter().any(|c| (c as usize) < incoming as usize && !self.logs[c as usize].is_empty());
+        if higher_hold_any && higher + need > budget {
+            return Ok(false);
+        }
         while self.bytes() + need > budget {
             let before = self.bytes();
             let droppable = |c: &Class| (*c as usize) >= incoming as usize;
