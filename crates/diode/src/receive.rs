@@ -67,6 +67,20 @@ pub const NO_KEY_WARNING: &str = "warning: no key_file: a forged datagram with a
      taken (one claiming id 2^64-1 would make every later record a duplicate); keep the receiver on the diode's link \
      only, or share a key_file with the sending half";
 
+/// A gap event naming one record of the sender's, `origin`, lost on this side.
+fn one_lost(origin: RecordId, time: Timestamp, cause: GapCause) -> GapRecord {
+    GapRecord {
+        time: Timestamp::now(),
+        class: origin.class.name().into(),
+        records: 1,
+        first_id: origin.to_string().into(),
+        last_id: origin.to_string().into(),
+        from: time,
+        to: time,
+        cause,
+    }
+}
+
 /// The state file in the data folder: where the receiver stands (see [`encode_state`]).
 pub fn state_path(data_dir: &Path) -> PathBuf {
     data_dir.join("diode.state")
@@ -349,18 +363,7 @@ impl Receiver {
                                     g.last_id = origin.to_string().into();
                                     g.to = Timestamp(r.time);
                                 }
-                                None => {
-                                    refused = Some(GapRecord {
-                                        time: Timestamp::now(),
-                                        class: class.name().into(),
-                                        records: 1,
-                                        first_id: origin.to_string().into(),
-                                        last_id: origin.to_string().into(),
-                                        from: Timestamp(r.time),
-                                        to: Timestamp(r.time),
-                                        cause: GapCause::Full,
-                                    });
-                                }
+                                None => refused = Some(one_lost(origin, Timestamp(r.time), GapCause::Full)),
                             }
                             said
                         }
@@ -368,16 +371,7 @@ impl Receiver {
                         // sender's): named, as lost, never dropped in silence.
                         Err(e @ StoreError::TooLarge { .. }) => {
                             log::warn!("diode: record {origin} is not kept: {e}");
-                            let gap = GapRecord {
-                                time: Timestamp::now(),
-                                class: class.name().into(),
-                                records: 1,
-                                first_id: origin.to_string().into(),
-                                last_id: origin.to_string().into(),
-                                from: Timestamp(r.time),
-                                to: Timestamp(r.time),
-                                cause: GapCause::DiodeLost,
-                            };
+                            let gap = one_lost(origin, Timestamp(r.time), GapCause::DiodeLost);
                             said.and(self.outbox.append(Class::Event, &Upstream::Gap(gap)).map(|_| ()))
                         }
                         Err(e) => said.and(Err(e)),

@@ -489,29 +489,14 @@ impl Collector {
                         class.name(),
                         record.topic()
                     );
-                    log::warn!("{message}");
-                    self.problems.report(Problem {
-                        time: Timestamp::now(),
-                        kind: "outbox_refused",
-                        severity: Severity::Warning,
-                        state: Transition::Once,
-                        message,
-                    });
+                    self.say_refused(message);
                 }
                 // The outbox holds only records of higher classes (a sink offline through an
                 // alarm storm): this one is not kept, counted in the outbox's stats, and said
                 // once upstream, not once a record.
                 Err(e @ StoreError::OutboxFull { .. }) => {
                     if self.outbox_full.replace(class).is_none() {
-                        let message = format!("{e}; records of lower classes are refused until there is room");
-                        log::warn!("{message}");
-                        self.problems.report(Problem {
-                            time: Timestamp::now(),
-                            kind: "outbox_refused",
-                            severity: Severity::Warning,
-                            state: Transition::Once,
-                            message,
-                        });
+                        self.say_refused(format!("{e}; records of lower classes are refused until there is room"));
                     }
                 }
                 Err(e) => result = Err(e),
@@ -519,6 +504,18 @@ impl Collector {
         }
         self.health.records_queued.fetch_add(queued, Relaxed);
         self.report(result);
+    }
+
+    /// A record the outbox refused, said in the log and upstream (`outbox_refused`).
+    fn say_refused(&self, message: String) {
+        log::warn!("{message}");
+        self.problems.report(Problem {
+            time: Timestamp::now(),
+            kind: "outbox_refused",
+            severity: Severity::Warning,
+            state: Transition::Once,
+            message,
+        });
     }
 
     /// Group commit: the store syncs as its policy says.
