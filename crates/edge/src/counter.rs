@@ -34,12 +34,35 @@ pub struct CounterConfig {
     pub every_parts: Option<u64>,
 }
 
-#[derive(Debug, Clone)]
-pub struct Counter {
-    c: CounterConfig,
+/// A part counter's last good reading, and whether a bad one came since: the parts each new
+/// reading adds are counted from them (by the counter tile and by the OEE rule alike).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tally {
     last: Option<u64>,
     /// A bad reading came since the last good one: a decrease is then a reset.
     outage: bool,
+}
+
+impl Tally {
+    /// The parts `s` adds to a counter of range `modulus`. A bad reading, or one outside the
+    /// range (which the drivers refuse, but a counter must not trust them: it would underflow
+    /// into phantom parts), adds none and counts as an outage.
+    pub fn parts(&mut self, s: &Sample, modulus: Option<u64>) -> u64 {
+        let now = s.value.as_ref().filter(|_| s.quality.is_good()).and_then(|v| v.as_f64());
+        let Some(now) = now.and_then(|f| reading(f, modulus)) else {
+            self.outage = true;
+            return 0;
+        };
+        let parts = self.last.map_or(0, |last| delta(last, now, modulus, self.outage));
+        *self = Self { last: Some(now), outage: false };
+        parts
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Counter {
+    c: CounterConfig,
+    tally: Tally,
     /// Parts since the counter was first read.
     pub total: u64,
     interval_start_ms: Option<i64>,
@@ -52,23 +75,12 @@ impl Counter {
     pub fn new(c: CounterConfig) -> Self {
         Self {
             c,
-            last: None,
-            outage: false,
+            tally: Tally::default(),
             total: 0,
             interval_start_ms: None,
             interval_parts: 0,
             shift_start_ms: None,
             shift_parts: 0,
-        }
-    }
-
-    /// The parts between readings `last` and `now` of a counter of range `modulus` (both
-    /// readings below it: `on_sample` skips any other).
-    pub fn delta(last: u64, now: u64, modulus: Option<u64>, after_outage: bool) -> u64 {
-        match modulus {
-            _ if now >= last => now - last,
-            Some(m) if !after_outage && last - now > m / 2 => now.saturating_add(m.saturating_sub(last)),
-            _ => now,
         }
     }
 
@@ -110,10 +122,20 @@ impl Counter {
     }
 }
 
+/// The parts between readings `last` and `now` of a counter of range `modulus` (both
+/// readings below it: `Tally::parts` skips any other).
+fn delta(last: u64, now: u64, modulus: Option<u64>, after_outage: bool) -> u64 {
+    match modulus {
+        _ if now >= last => now - last,
+        Some(m) if !after_outage && last - now > m / 2 => now.saturating_add(m.saturating_sub(last)),
+        _ => now,
+    }
+}
+
 /// A counter's reading as a count within its range (`modulus`), or `None` outside it. A
 /// signed counter's negative reading is its two's complement (an `i16` counts on from 32767 to
 /// -32768); without a range, a negative reading is 0 (a reset).
-pub fn reading(value: f64, modulus: Option<u64>) -> Option<u64> {
+fn reading(value: f64, modulus: Option<u64>) -> Option<u64> {
     let count = match modulus {
         Some(m) if value < 0.0 => {
             let wrapped = value + m as f64;
@@ -131,21 +153,7 @@ impl Transform for Counter {
         let shift_start = self.shift_start(t);
         self.shift_start_ms.get_or_insert(shift_start);
         self.roll(t, out);
-        // A reading outside the counter's range (which the drivers refuse, but a counter must
-        // not trust them) counts as bad: it would otherwise underflow into phantom parts.
-        let Some(now) = s
-            .value
-            .as_ref()
-            .filter(|_| s.quality.is_good())
-            .and_then(|v| v.as_f64())
-            .and_then(|f| reading(f, self.c.modulus))
-        else {
-            self.outage = true;
-            return;
-        };
-        let parts = self.last.map_or(0, |last| Self::delta(last, now, self.c.modulus, self.outage));
-        self.last = Some(now);
-        self.outage = false;
+        let parts = self.tally.parts(s, self.c.modulus);
         self.total = self.total.saturating_add(parts);
         self.interval_parts = self.interval_parts.saturating_add(parts);
         let before = self.shift_parts;

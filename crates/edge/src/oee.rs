@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 
 use airlock_model::{AssetPath, Sample, Severity, TagId, Timestamp};
 
-use crate::counter::Counter;
+use crate::counter::Tally;
 use crate::{EdgeEvent, OeeRecord, Output, Transform, Transition};
 
 /// How a machine's OEE is computed.
@@ -43,13 +43,6 @@ pub struct OeeConfig {
 /// The performance history keeps a point per this much running time.
 const HISTORY_STEP_MS: i64 = 1000;
 
-/// A counter's last good reading, and whether a bad one came since.
-#[derive(Debug, Clone, Copy, Default)]
-struct Reading {
-    value: Option<u64>,
-    outage: bool,
-}
-
 #[derive(Debug, Clone)]
 pub struct Oee {
     c: OeeConfig,
@@ -60,8 +53,8 @@ pub struct Oee {
     running_ms: i64,
     parts: u64,
     rejects: u64,
-    last_parts: Reading,
-    last_rejects: Reading,
+    last_parts: Tally,
+    last_rejects: Tally,
     next_report_ms: Option<i64>,
     /// `(running ms, parts)` checkpoints of the shift, for performance over a stretch.
     history: VecDeque<(i64, u64)>,
@@ -86,8 +79,8 @@ impl Oee {
             running_ms: 0,
             parts: 0,
             rejects: 0,
-            last_parts: Reading::default(),
-            last_rejects: Reading::default(),
+            last_parts: Tally::default(),
+            last_rejects: Tally::default(),
             next_report_ms: None,
             history: VecDeque::new(),
             baseline: None,
@@ -231,25 +224,6 @@ impl Oee {
             }));
         }
     }
-
-    /// The parts a reading adds, as the counter tile counts them: a reading outside the
-    /// counter's range counts as bad, and a decrease after a bad reading is a reset (a PLC
-    /// restarted while it was unreachable), not a rollover.
-    fn counted(last: &mut Reading, s: &Sample, modulus: Option<u64>) -> u64 {
-        let Some(now) = s
-            .value
-            .as_ref()
-            .filter(|_| s.quality.is_good())
-            .and_then(|v| v.as_f64())
-            .and_then(|f| crate::counter::reading(f, modulus))
-        else {
-            last.outage = true;
-            return 0;
-        };
-        let parts = last.value.map_or(0, |l| Counter::delta(l, now, modulus, last.outage));
-        *last = Reading { value: Some(now), outage: false };
-        parts
-    }
 }
 
 impl Transform for Oee {
@@ -267,12 +241,12 @@ impl Transform for Oee {
             self.running = Some((t, running));
         }
         if s.tag == self.c.parts_tag {
-            self.parts = self.parts.saturating_add(Self::counted(&mut self.last_parts, s, self.c.parts_modulus));
+            // Counted as the counter tile counts them (a decrease after an outage is a reset).
+            self.parts = self.parts.saturating_add(self.last_parts.parts(s, self.c.parts_modulus));
             self.check_performance(s.gateway_time, out);
         }
         if Some(s.tag) == self.c.rejects_tag {
-            let rejects = Self::counted(&mut self.last_rejects, s, self.c.rejects_modulus);
-            self.rejects = self.rejects.saturating_add(rejects);
+            self.rejects = self.rejects.saturating_add(self.last_rejects.parts(s, self.c.rejects_modulus));
         }
         let next = *self.next_report_ms.get_or_insert((t.div_euclid(self.c.interval_ms) + 1) * self.c.interval_ms);
         if t >= next {
