@@ -441,7 +441,8 @@ fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader)
     crate::check_format(dir, "outbox", FORMAT, true)?;
     let segment_bytes = (config.bytes_max / 16).clamp(4 << 10, 8 << 20);
     let open_log = |c: Class| Log::open(&dir.join(c.name()), segment_bytes);
-    let logs = [open_log(Class::Event)?, open_log(Class::Aggregate)?, open_log(Class::Series)?, open_log(Class::Raw)?];
+    let mut logs =
+        [open_log(Class::Event)?, open_log(Class::Aggregate)?, open_log(Class::Series)?, open_log(Class::Raw)?];
     let mut stats = OutboxStats::default();
     for log in &logs {
         stats.corrupt_records += log.recovery.corrupt_records;
@@ -468,7 +469,6 @@ fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader)
     // A sink that acknowledged records the disk has since lost (a damaged or torn tail cut
     // off at open) is past the log's end: numbers go on after the highest acknowledged, so
     // that no number names two records and no new record lies behind a sink's position.
-    let mut logs = logs;
     for class in Class::ALL {
         let acked = cursors.values().map(|c| c.acked.0[class as usize]).max().unwrap_or(0);
         logs[class as usize].skip_to(acked.saturating_add(1));
@@ -872,26 +872,20 @@ impl Inner {
     /// record is then refused: events are kept before raw telemetry). Bounded: it stops when
     /// a drop frees nothing (the gap event it wrote took what it freed).
     fn make_room(&mut self, incoming: Class, need: u64, budget: u64) -> Result<bool, StoreError> {
+        let above: Vec<Class> = Class::ALL.into_iter().filter(|c| *c < incoming).collect();
+        let held_above = |logs: &[Log; 4]| above.iter().any(|c| !logs[*c as usize].is_empty());
         // If dropping every record it may drop would not make room, nothing is dropped for it.
-        let higher: u64 = Class::ALL
-            .into_iter()
-            .filter(|c| (*c as usize) < incoming as usize)
-            .map(|c| self.logs[c as usize].bytes())
-            .sum();
-        let higher_hold_any =
-            Class::ALL.into_iter().any(|c| (c as usize) < incoming as usize && !self.logs[c as usize].is_empty());
-        if higher_hold_any && higher + need > budget {
+        let above_bytes: u64 = above.iter().map(|c| self.logs[*c as usize].bytes()).sum();
+        if held_above(&self.logs) && above_bytes + need > budget {
             return Ok(false);
         }
         while self.bytes() + need > budget {
             let before = self.bytes();
-            let droppable = |c: &Class| (*c as usize) >= incoming as usize;
             let Some(class) =
-                Class::ALL.into_iter().rev().filter(droppable).find(|c| !self.logs[*c as usize].is_empty())
+                Class::ALL.into_iter().rev().filter(|c| *c >= incoming).find(|c| !self.logs[*c as usize].is_empty())
             else {
                 // Only empty segments remain, or only higher classes hold anything.
-                let higher = Class::ALL.into_iter().any(|c| !droppable(&c) && !self.logs[c as usize].is_empty());
-                return Ok(!higher);
+                return Ok(!held_above(&self.logs));
             };
             let sync = self.sync_on_disk();
             let origins = self.oldest_origins(class);

@@ -32,6 +32,7 @@ pub mod head;
 pub mod query;
 pub mod wal;
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -182,9 +183,9 @@ struct Inner {
     index: Vec<Vec<ChunkRef>>,
     blocks: Vec<BlockRef>,
     block_bytes_max: usize,
-    /// Blocks found damaged by a query, each counted and logged once. (Queries hold the
-    /// historian's lock and `&self`; this lock is never contended.)
-    damaged: Mutex<BTreeSet<u64>>,
+    /// Blocks found damaged by a query, each counted and logged once (queries take `&self`
+    /// under the historian's lock).
+    damaged: RefCell<BTreeSet<u64>>,
     /// Blocks opened by queries (for the tests).
     #[cfg(test)]
     blocks_opened: std::sync::atomic::AtomicU64,
@@ -440,7 +441,7 @@ impl Inner {
             head_samples: 0,
             head_bytes: 0,
             wal_buffer: Vec::new(),
-            damaged: Mutex::default(),
+            damaged: RefCell::default(),
             #[cfg(test)]
             blocks_opened: Default::default(),
             synced_at: Instant::now(),
@@ -781,8 +782,7 @@ impl Inner {
     /// A block that cannot be read as one (corrupt bytes since it was checked at open): counted
     /// and logged the first time a query finds it, and every query goes on without it.
     fn skip_corrupt(&self, seq: u64, what: &str) {
-        let first = self.damaged.lock().map_or(true, |mut seen| seen.insert(seq));
-        if first {
+        if self.damaged.borrow_mut().insert(seq) {
             self.chunks.corrupt_reads.fetch_add(1, Relaxed);
             log::error!("{}: block {seq} is damaged ({what}); queries skip it", self.dir.join("chunks").display());
         }
