@@ -52,8 +52,9 @@ pub struct DeviceHandle {
     name: String,
     first_tag: TagId,
     tags: usize,
-    /// Each tag's configured type (what its values must fit) and name (for the log).
-    types: Arc<[(ValueType, Box<str>)]>,
+    /// Each tag's configured type (what its values must fit), the most characters of its text
+    /// (`length_chars`; 0: any) and its name (for the log).
+    types: Arc<[(ValueType, u16, Box<str>)]>,
     /// Whether a value out of its type's range was logged and none has fitted since.
     out_of_range: AtomicBool,
     health: Arc<DeviceHealth>,
@@ -88,7 +89,13 @@ impl DeviceHandle {
             first_tag,
             tags: device.tag_count(),
             types: (0..device.tag_count())
-                .map(|i| (crate::tags::value_type(device, i), device.tags[i].name.as_str().into()))
+                .map(|i| {
+                    let chars = match device.tags[i].data_type {
+                        airlock_config::DataType::String { length_chars } => length_chars,
+                        _ => 0,
+                    };
+                    (crate::tags::value_type(device, i), chars, device.tags[i].name.as_str().into())
+                })
                 .collect(),
             out_of_range: AtomicBool::new(false),
             health: Arc::new(DeviceHealth::default()),
@@ -116,7 +123,7 @@ impl DeviceHandle {
     }
 
     /// A sample of tag `index`; bad (`out of range`, no value) if the value does not fit the
-    /// tag's configured type.
+    /// tag's configured type (a text: its `length_chars`).
     pub fn sample(
         &self,
         index: usize,
@@ -126,12 +133,16 @@ impl DeviceHandle {
         gateway_time: Timestamp,
     ) -> Sample {
         let tag = self.tag_id(index);
-        if let (Some(v), Some((t, name))) = (&value, self.types.get(index)) {
-            if !t.admits(v) {
+        if let (Some(v), Some((t, chars, name))) = (&value, self.types.get(index)) {
+            // A text longer than the tag's `length_chars` does not fit either, whichever driver
+            // read it (a Sparkplug or OPC UA string carries any length).
+            let too_long = matches!(v, Value::Text(text) if *chars > 0 && text.chars().count() > usize::from(*chars));
+            if !t.admits(v) || too_long {
                 if !self.out_of_range.swap(true, Relaxed) {
                     log::warn!(
-                        "device {}: tag {name} read {v}, which does not fit its type {t:?}; marked bad (out of range)",
-                        self.name
+                        "device {}: tag {name} read {v}, which does not fit its type {t:?}{}; marked bad (out of range)",
+                        self.name,
+                        if too_long { format!(" of at most {chars} characters") } else { String::new() }
                     );
                 }
                 return Sample {
@@ -222,6 +233,12 @@ mod tests {
             topic = "press1/status"
             value_pointer = "/speed"
             type = "f64"
+            [[device.tag]]
+            name = "recipe"
+            topic = "press1/status"
+            value_pointer = "/recipe"
+            type = "string"
+            length_chars = 4
         "#;
         let config = airlock_config::parse(toml, std::path::Path::new("test.toml")).expect("a valid config");
         (*config.devices[0]).clone()
@@ -272,6 +289,9 @@ mod tests {
             (1, Value::I64(-5), true),
             (2, Value::I64(-5), true),
             (2, Value::Text("fast".into()), false),
+            // A text within the tag's length_chars (characters, not bytes), and one past it.
+            (3, Value::Text("äöüß".into()), true),
+            (3, Value::Text("x".repeat(1 << 20).into()), false),
         ];
         for (tag, value, fits) in cases {
             let s = h.sample(tag, Some(value.clone()), Quality::Good, None, now);

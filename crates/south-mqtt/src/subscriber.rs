@@ -10,9 +10,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use airlock_config::{DataType, Device, MqttDevice, Payload, Secret};
+use airlock_config::{Device, MqttDevice, Payload, Secret};
 use airlock_model::pace::Backoff;
-use airlock_model::{DeviceHealth, LinkState, Quality, Reason, Sample, Timestamp, Value};
+use airlock_model::{DeviceHealth, LinkState, Reason, Sample, Timestamp};
 use airlock_pipeline::{DeviceHandle, Running, Source};
 use tokio::sync::watch;
 
@@ -206,24 +206,7 @@ impl SubscriberTask {
     }
 
     fn sample(&self, r: Reading, now: Timestamp) -> Sample {
-        let data_type = self.device.tags.get(r.tag).map(|t| t.data_type);
-        if let (Some(value), Some(data_type)) = (&r.value, data_type)
-            && !text_fits(value, data_type)
-        {
-            return self.out.sample(r.tag, None, Quality::Bad(Reason::OutOfRange), r.source_time, now);
-        }
         self.out.sample(r.tag, r.value, r.quality, r.source_time, now)
-    }
-}
-
-/// Whether a text is within its tag's `length_chars` (0: any length). JSON payloads are held
-/// to it as they are read; a Sparkplug string metric carries any length, up to a message.
-fn text_fits(value: &Value, data_type: DataType) -> bool {
-    match (value, data_type) {
-        (Value::Text(text), DataType::String { length_chars }) if length_chars > 0 => {
-            text.chars().count() <= usize::from(length_chars)
-        }
-        _ => true,
     }
 }
 
@@ -269,16 +252,6 @@ impl LogPace {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_text_longer_than_its_tag_allows_does_not_fit() {
-        let ty = DataType::String { length_chars: 4 };
-        assert!(text_fits(&Value::Text("four".into()), ty));
-        assert!(text_fits(&Value::Text("äöüß".into()), ty), "characters, not bytes");
-        assert!(!text_fits(&Value::Text("x".repeat(1 << 20).into()), ty));
-        assert!(text_fits(&Value::Text("x".repeat(1 << 20).into()), DataType::String { length_chars: 0 }));
-        assert!(text_fits(&Value::F64(1.0), ty));
-    }
 
     #[test]
     fn a_new_topic_on_every_message_logs_a_bounded_number_of_short_lines() {
