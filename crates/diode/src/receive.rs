@@ -341,40 +341,34 @@ impl Receiver {
                 Output::Record(r) => {
                     let class = Class::ALL[usize::from(r.class.min(3))];
                     let origin = RecordId { class, seq: r.seq };
-                    let appended = self.outbox.append_mirrored(origin, Timestamp(r.time), &r.bytes);
-                    let run_goes_on = matches!(appended, Err(StoreError::OutboxFull { .. }))
-                        && refused.as_ref().is_some_and(|g| *g.class == *class.name());
-                    let said = match refused.take() {
-                        Some(gap) if !run_goes_on => {
-                            log::warn!("diode: {}", gap.message());
-                            self.outbox.append(Class::Event, &Upstream::Gap(gap)).map(|_| ())
-                        }
-                        kept => {
-                            refused = kept;
-                            Ok(())
-                        }
-                    };
-                    match appended {
-                        Ok(_) => said,
+                    let time = Timestamp(r.time);
+                    match self.outbox.append_mirrored(origin, time, &r.bytes) {
+                        // Refused by an outbox full of higher classes: a run of them is named in
+                        // one gap event.
                         Err(StoreError::OutboxFull { .. }) => {
-                            match refused.as_mut() {
-                                Some(g) => {
-                                    g.records += 1;
-                                    g.last_id = origin.to_string().into();
-                                    g.to = Timestamp(r.time);
+                            match refused.as_mut().filter(|run| *run.class == *class.name()) {
+                                Some(run) => {
+                                    run.records += 1;
+                                    run.last_id = origin.to_string().into();
+                                    run.to = time;
+                                    Ok(())
                                 }
-                                None => refused = Some(one_lost(origin, Timestamp(r.time), GapCause::Full)),
+                                None => self.say_gap(refused.replace(one_lost(origin, time, GapCause::Full))),
                             }
-                            said
                         }
-                        // Too large for this side's outbox (its budget is smaller than the
-                        // sender's): named, as lost, never dropped in silence.
-                        Err(e @ StoreError::TooLarge { .. }) => {
-                            log::warn!("diode: record {origin} is not kept: {e}");
-                            let gap = one_lost(origin, Timestamp(r.time), GapCause::DiodeLost);
-                            said.and(self.outbox.append(Class::Event, &Upstream::Gap(gap)).map(|_| ()))
+                        appended => {
+                            let said = self.say_gap(refused.take());
+                            match appended {
+                                Ok(_) => said,
+                                // Too large for this side's outbox (its budget is smaller than
+                                // the sender's): named, as lost, never dropped in silence.
+                                Err(e @ StoreError::TooLarge { .. }) => {
+                                    log::warn!("diode: record {origin} is not kept: {e}");
+                                    said.and(self.say_gap(Some(one_lost(origin, time, GapCause::DiodeLost))))
+                                }
+                                Err(e) => said.and(Err(e)),
+                            }
                         }
-                        Err(e) => said.and(Err(e)),
                     }
                 }
                 Output::Missing { class, first, last, from, to, cause } => {
@@ -392,8 +386,7 @@ impl Receiver {
                             MissingCause::ReceiverDown => GapCause::DiodeDown,
                         },
                     };
-                    log::warn!("diode: {}", gap.message());
-                    self.outbox.append(Class::Event, &Upstream::Gap(gap)).map(|_| ())
+                    self.say_gap(Some(gap))
                 }
                 Output::Heartbeat(beat) => {
                     let now = Instant::now();
@@ -420,11 +413,8 @@ impl Receiver {
                 result = Err(e);
             }
         }
-        if let Some(gap) = refused {
-            log::warn!("diode: {}", gap.message());
-            if let Err(e) = self.outbox.append(Class::Event, &Upstream::Gap(gap)) {
-                result = Err(e);
-            }
+        if let Err(e) = self.say_gap(refused) {
+            result = Err(e);
         }
         let committed = result.and_then(|()| self.outbox.commit().map(|_| ()));
         match committed {
@@ -434,6 +424,13 @@ impl Receiver {
                 log::error!("diode: the outbox: {e}");
             }
         }
+    }
+
+    /// A gap event (if any), said in the log and stored.
+    fn say_gap(&mut self, gap: Option<GapRecord>) -> Result<(), StoreError> {
+        let Some(gap) = gap else { return Ok(()) };
+        log::warn!("diode: {}", gap.message());
+        self.outbox.append(Class::Event, &Upstream::Gap(gap)).map(|_| ())
     }
 
     fn event(&mut self, kind: &str, severity: Severity, state: Transition, message: String) -> Result<(), StoreError> {
