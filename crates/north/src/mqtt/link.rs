@@ -193,10 +193,15 @@ impl PublishLink {
     /// would otherwise hold the sink, and its stop, forever. A slow link that takes bytes
     /// steadily is never cut.
     pub async fn flush(&mut self) -> Result<(), LinkError> {
+        let stall = if self.keep_alive.is_zero() { WRITE_STALL_MAX } else { self.keep_alive };
+        self.flush_within(stall).await
+    }
+
+    /// As [`flush`](Self::flush), failing once the broker has taken no byte for `stall`.
+    async fn flush_within(&mut self, stall: Duration) -> Result<(), LinkError> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let stall = if self.keep_alive.is_zero() { WRITE_STALL_MAX } else { self.keep_alive };
         let stalled = |_| LinkError::WriteStalled(stall);
         let mut written = 0;
         while written < self.out.len() {
@@ -271,11 +276,7 @@ impl PublishLink {
         // not acknowledged: the outbox sends it again. Only the DISCONNECT goes.
         self.out.clear();
         self.out.extend_from_slice(&[DISCONNECT << 4, 0]);
-        self.keep_alive = self.keep_alive.min(CLOSE_WAIT_MAX);
-        if self.keep_alive.is_zero() {
-            self.keep_alive = CLOSE_WAIT_MAX;
-        }
-        let _ = self.flush().await;
+        let _ = self.flush_within(CLOSE_WAIT_MAX).await;
         let _ = tokio::time::timeout(CLOSE_WAIT_MAX, self.stream.shutdown()).await;
     }
 
