@@ -421,16 +421,7 @@ impl Collector {
         let historian = self.historian.stats();
         let (reads, cursors) = (stats.corrupt_reads + historian.corrupt_reads, stats.corrupt_cursors);
         let (seen_reads, seen_cursors) = std::mem::replace(&mut self.corrupt_seen, (reads, cursors));
-        let say = |message: String| {
-            log::warn!("{message}");
-            self.problems.report(Problem {
-                time: Timestamp::now(),
-                kind: "store_corrupt",
-                severity: Severity::Warning,
-                state: Transition::Once,
-                message,
-            });
-        };
+        let say = |message: String| self.say("store_corrupt", message);
         if reads > seen_reads {
             say(format!("store: {} records found corrupt on disk were skipped", reads - seen_reads));
         }
@@ -489,14 +480,17 @@ impl Collector {
                         class.name(),
                         record.topic()
                     );
-                    self.say_refused(message);
+                    self.say("outbox_refused", message);
                 }
                 // The outbox holds only records of higher classes (a sink offline through an
                 // alarm storm): this one is not kept, counted in the outbox's stats, and said
                 // once upstream, not once a record.
                 Err(e @ StoreError::OutboxFull { .. }) => {
                     if self.outbox_full.replace(class).is_none() {
-                        self.say_refused(format!("{e}; records of lower classes are refused until there is room"));
+                        self.say(
+                            "outbox_refused",
+                            format!("{e}; records of lower classes are refused until there is room"),
+                        );
                     }
                 }
                 Err(e) => result = Err(e),
@@ -506,12 +500,12 @@ impl Collector {
         self.report(result);
     }
 
-    /// A record the outbox refused, said in the log and upstream (`outbox_refused`).
-    fn say_refused(&self, message: String) {
+    /// A store's warning of `kind`, said in the log and upstream (through the problems board).
+    fn say(&self, kind: &'static str, message: String) {
         log::warn!("{message}");
         self.problems.report(Problem {
             time: Timestamp::now(),
-            kind: "outbox_refused",
+            kind,
             severity: Severity::Warning,
             state: Transition::Once,
             message,
@@ -557,10 +551,30 @@ mod tests {
     use std::path::Path;
 
     use airlock_model::{TagId, Value};
-    use airlock_store::{HistorianConfig, OutboxConfig, Position};
+    use airlock_store::{HistorianConfig, HistorianReader, OutboxConfig, OutboxReader, Position};
 
     use super::*;
     use crate::tags::TagTable;
+
+    /// A collector of `config`'s tags on fresh stores in `dir`: it, the outbox's and the
+    /// historian's readers, and its health.
+    fn collector_on(
+        dir: &Path,
+        config: &airlock_config::Config,
+    ) -> (Collector, OutboxReader, HistorianReader, Arc<CollectorHealth>) {
+        let _ = std::fs::remove_dir_all(dir);
+        let tags = TagTable::new(config);
+        let (outbox, reader) = OutboxWriter::open(&dir.join("outbox"), OutboxConfig::default()).unwrap();
+        let (mut historian, history) =
+            HistorianWriter::open(&dir.join("historian"), HistorianConfig::default()).unwrap();
+        let paths: Vec<&str> = tags.iter().map(|t| t.path.as_str()).collect();
+        historian.bind_tags(&paths).unwrap();
+        let health = Arc::new(CollectorHealth::default());
+        let latest: Latest = Arc::new(Mutex::new(vec![None; tags.len()]));
+        let collector =
+            Collector::new(outbox, historian, Condenser::new(config, Arc::new(tags)), latest, Arc::clone(&health));
+        (collector, reader, history, health)
+    }
 
     #[test]
     fn the_latest_sample_is_kept_whole_and_only_its_times_move_while_it_holds_still() {
@@ -616,16 +630,8 @@ mod tests {
                     [[device.tag]]\nname = \"speed\"\naddress = 0\ntype = \"u16\"\nspace = \"holding_register\"\n\
                     [[device.tag]]\nname = \"poison\"\naddress = 1\ntype = \"u16\"\nspace = \"holding_register\"\n";
         let config = airlock_config::parse(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
-        let tags = TagTable::new(&config);
-        let (outbox, reader) = OutboxWriter::open(&dir.join("outbox"), OutboxConfig::default()).unwrap();
-        let (mut historian, _) = HistorianWriter::open(&dir.join("historian"), HistorianConfig::default()).unwrap();
-        let paths: Vec<&str> = tags.iter().map(|t| t.path.as_str()).collect();
-        historian.bind_tags(&paths).unwrap();
-        let health = Arc::new(CollectorHealth::default());
-        let latest: Latest = Arc::new(Mutex::new(vec![None; tags.len()]));
-        let mut collector =
-            Collector::new(outbox, historian, Condenser::new(&config, Arc::new(tags)), latest, Arc::clone(&health))
-                .reporting(Arc::new(Problems::default()), AssetPath::parse("line1").unwrap());
+        let (collector, reader, _, health) = collector_on(&dir, &config);
+        let mut collector = collector.reporting(Arc::new(Problems::default()), AssetPath::parse("line1").unwrap());
         collector.panic_on = Some(TagId(1));
         let (tx, rx) = mpsc::channel(16);
         let thread = collector.spawn(rx).unwrap();
@@ -683,18 +689,9 @@ mod tests {
         };
         let parse = |text: &str| airlock_config::parse(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
         let (before, after) = (parse(&(device("a") + &device("b"))), parse(&device("a")));
-        let tags = TagTable::new(&before);
-        let (outbox, _reader) = OutboxWriter::open(&dir.join("outbox"), OutboxConfig::default()).unwrap();
-        let (mut historian, history) =
-            HistorianWriter::open(&dir.join("historian"), HistorianConfig::default()).unwrap();
-        let paths: Vec<&str> = tags.iter().map(|t| t.path.as_str()).collect();
-        historian.bind_tags(&paths).unwrap();
-        let health = Arc::new(CollectorHealth::default());
-        let latest: Latest = Arc::new(Mutex::new(vec![None; tags.len()]));
+        let (collector, _, history, health) = collector_on(&dir, &before);
         let (reloads, reload_rx) = std::sync::mpsc::channel();
-        let collector =
-            Collector::new(outbox, historian, Condenser::new(&before, Arc::new(tags)), latest, Arc::clone(&health))
-                .reloading(reload_rx, 2);
+        let collector = collector.reloading(reload_rx, 2);
         let (tx, rx) = mpsc::channel(16);
         // Device b's last batch waits in the channel; then the reload that stops b comes.
         let samples = (0..5)
