@@ -18,7 +18,7 @@
 //! A record whose length is a multiple of 22 is of format 1, which this version still reads
 //! (a WAL left by an older version, replayed after an upgrade) and no longer writes.
 
-use super::chunk::{get_varint, put_varint};
+use super::chunk::{get_varint, put_varint, unzigzag, zigzag};
 
 /// Bytes a sample takes in a record of format 1.
 pub const ROW_BYTES: usize = 4 + 8 + 8 + 2;
@@ -33,14 +33,6 @@ fn width_of(value: f64) -> u8 {
     } else {
         8
     }
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 /// A run being written: where its sample count goes, and what its samples share.
