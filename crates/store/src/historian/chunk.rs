@@ -86,6 +86,16 @@ impl Columns {
         Self { times, values, quality, unsorted }
     }
 
+    /// The earliest and the latest time, if there are samples (the first and the last, unless
+    /// the clock was set back).
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        if self.unsorted {
+            Some((*self.times.iter().min()?, *self.times.iter().max()?))
+        } else {
+            Some((*self.times.first()?, *self.times.last()?))
+        }
+    }
+
     /// The indices of the samples with `from_ms <= time < to_ms`, in order.
     pub fn range(&self, from_ms: i64, to_ms: i64) -> Box<dyn Iterator<Item = usize> + '_> {
         if self.unsorted {
@@ -192,8 +202,8 @@ impl BlockWriter {
         self.directory.push((tag, end));
         let p = &mut self.prefix;
         (p.tag_min, p.tag_max) = (p.tag_min.min(tag), p.tag_max.max(tag));
-        if let (Some(min), Some(max)) = (c.times.iter().min(), c.times.iter().max()) {
-            (p.time_min, p.time_max) = (p.time_min.min(*min), p.time_max.max(*max));
+        if let Some((min, max)) = c.time_range() {
+            (p.time_min, p.time_max) = (p.time_min.min(min), p.time_max.max(max));
         }
         Ok(self.directory.len() as u32 - 1)
     }
@@ -396,8 +406,7 @@ pub fn encode_checkpoint(wal_seq: u64, first_chunk_seq: u64) -> Vec<u8> {
 /// Encodes one tag's chunk. `times_from`: the sequence number of an earlier chunk with the very
 /// same times, to refer to instead of storing them again (pco only).
 pub fn encode(codec: Codec, tag: u32, c: &Columns, times_from: Option<u64>) -> Result<Vec<u8>, String> {
-    let time_min = c.times.iter().copied().min().unwrap_or(0);
-    let time_max = c.times.iter().copied().max().unwrap_or(0);
+    let (time_min, time_max) = c.time_range().unwrap_or((0, 0));
     let shared = times_from.filter(|_| codec == Codec::Pco);
     let mut out = vec![if shared.is_some() { KIND_SHARED_TIMES } else { codec as u8 }];
     out.extend_from_slice(&tag.to_le_bytes());

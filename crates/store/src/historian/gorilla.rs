@@ -96,6 +96,26 @@ impl<'a> BitReader<'a> {
         }
     }
 
+    /// The next `bits` bits (1 to 56) without taking them; `None` if fewer are left.
+    #[inline]
+    pub fn peek(&mut self, bits: u32) -> Option<u64> {
+        if bits > self.held_bits {
+            self.refill();
+            if bits > self.held_bits {
+                return None;
+            }
+        }
+        Some(self.held >> (64 - bits))
+    }
+
+    /// Takes `bits` bits that [`peek`](Self::peek) has shown to be there.
+    #[inline]
+    pub fn skip(&mut self, bits: u32) {
+        let bits = bits.min(self.held_bits);
+        self.held = self.held.checked_shl(bits).unwrap_or(0);
+        self.held_bits -= bits;
+    }
+
     /// Reads `bits` bits (up to 64); `None` if fewer are left.
     #[inline]
     pub fn read(&mut self, bits: u32) -> Option<u64> {
@@ -169,10 +189,21 @@ pub(crate) fn write_dod(w: &mut BitWriter, dod: i64) {
 
 /// Reads what [`write_dod`] wrote.
 pub(crate) fn read_dod(r: &mut BitReader) -> Option<i64> {
-    let mut ones = 0;
-    while ones < 4 && r.read(1)? == 1 {
-        ones += 1;
-    }
+    // The prefix is at most four bits: looked at together when there are four left.
+    let ones = match r.peek(4) {
+        Some(prefix) => {
+            let ones = ((prefix << 60).leading_ones() as usize).min(4);
+            r.skip((ones as u32 + 1).min(4));
+            ones
+        }
+        None => {
+            let mut ones = 0;
+            while ones < 4 && r.read(1)? == 1 {
+                ones += 1;
+            }
+            ones
+        }
+    };
     Some(match ones {
         0 => 0,
         n => {
@@ -220,8 +251,9 @@ pub(crate) fn read_xor(r: &mut BitReader, window: &mut (u32, u32)) -> Option<u64
         return Some(0);
     }
     if r.read(1)? == 1 {
-        let lead = r.read(5)? as u32;
-        let meaningful = r.read(6)? as u32 + 1;
+        // A window of its own: 5 bits of leading zeros and 6 of length, read together.
+        let field = r.read(11)?;
+        let (lead, meaningful) = ((field >> 6) as u32, (field & 0x3f) as u32 + 1);
         *window = (lead, 64u32.checked_sub(lead + meaningful)?);
     }
     let (lead, trail) = *window;

@@ -88,6 +88,10 @@ impl Head {
         for i in 0..self.len {
             let (time, value) = if i == 0 {
                 (r.read(64)? as i64, r.read(64)?)
+            } else if r.peek(2) == Some(0) {
+                // The commonest sample: on the beat, unchanged (both fields a `0` bit).
+                r.skip(2);
+                (prev_time.wrapping_add(prev_delta), prev_value)
             } else {
                 prev_delta = prev_delta.wrapping_add(read_dod(&mut r)?);
                 (prev_time.wrapping_add(prev_delta), prev_value ^ read_xor(&mut r, &mut window)?)

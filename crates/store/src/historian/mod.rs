@@ -703,12 +703,13 @@ impl Inner {
         let mut added = Vec::new();
         let mut sections = 0;
         let mut block = chunk::BlockWriter::default();
-        // Tags read by one request have the very same times: store them once per block.
-        // By the hash of the times: the sections that hold them (index, and where in which
-        // head). A match is confirmed against that head's times, decoded again (the last one
-        // decoded is kept: the tags of one request come one after another).
+        // Tags read by one request have the very same times: store them once per block. The
+        // last head whose times were new is kept decoded, with its sections in this block: the
+        // tags after it in its request are matched against it directly. Others by the hash of
+        // their times: the sections that hold them (index, and where in which head), a match
+        // confirmed against that head's times, decoded again.
         let mut time_columns: HashMap<u64, Vec<(u32, usize, std::ops::Range<usize>)>> = HashMap::new();
-        let mut decoded: Option<(usize, Vec<i64>)> = None;
+        let mut leader: Option<Leader> = None;
         let corrupt = |dir: &Path, what: String| StoreError::Corrupt { path: dir.to_owned(), what };
         for (tag, head) in heads.iter().enumerate() {
             if head.is_empty() {
@@ -716,6 +717,7 @@ impl Inner {
             }
             // Decoded one tag at a time: only one head is ever held as columns.
             let columns = head.columns().ok_or_else(|| corrupt(&self.dir, format!("tag {tag}'s head")))?;
+            let mut leads = Vec::new();
             for range in
                 (0..columns.len()).step_by(SECTION_SAMPLES_MAX).map(|s| s..(s + SECTION_SAMPLES_MAX).min(columns.len()))
             {
@@ -732,15 +734,20 @@ impl Inner {
                     );
                     &copied
                 };
-                let key = hash_times(times);
-                let mut same = None;
-                for (index, t, r) in time_columns.get(&key).map(Vec::as_slice).unwrap_or_default() {
-                    if decoded.as_ref().is_none_or(|(d, _)| d != t) {
-                        decoded = heads[*t].columns().map(|c| (*t, c.times));
-                    }
-                    if decoded.as_ref().is_some_and(|(_, d)| d.get(r.clone()) == Some(times)) {
-                        same = Some(*index);
-                        break;
+                let mut same = leader.as_ref().and_then(|l| l.section_with(&range, times));
+                let mut key = None;
+                if same.is_none() {
+                    let hash = hash_times(times);
+                    key = Some(hash);
+                    for (index, t, r) in time_columns.get(&hash).map(Vec::as_slice).unwrap_or_default() {
+                        if leader.as_ref().is_none_or(|l| l.tag != *t) {
+                            leader =
+                                heads[*t].columns().map(|c| Leader { tag: *t, times: c.times, sections: Vec::new() });
+                        }
+                        if leader.as_ref().is_some_and(|l| l.times.get(r.clone()) == Some(times)) {
+                            same = Some(*index);
+                            break;
+                        }
                     }
                 }
                 let mut same = same.filter(|_| self.config.codec == chunk::Codec::Pco);
@@ -752,14 +759,23 @@ impl Inner {
                 {
                     added.push(self.write_block(std::mem::take(&mut block))?);
                     time_columns.clear();
+                    leads.clear();
+                    if let Some(l) = leader.as_mut() {
+                        l.sections.clear();
+                    }
                     same = None;
                 }
                 let index =
                     block.push(self.config.codec, tag as u32, part, same).map_err(|what| corrupt(&self.dir, what))?;
                 sections += 1;
                 if same.is_none() {
-                    time_columns.entry(key).or_default().push((index, tag, range));
+                    let key = key.unwrap_or_else(|| hash_times(times));
+                    time_columns.entry(key).or_default().push((index, tag, range.clone()));
+                    leads.push((range, index));
                 }
+            }
+            if !leads.is_empty() {
+                leader = Some(Leader { tag, times: columns.times, sections: leads });
             }
         }
         if block.sections() > 0 {
@@ -1076,6 +1092,22 @@ fn push_range(c: &chunk::Columns, from_ms: i64, to_ms: i64, out: &mut Vec<Row>) 
 }
 
 /// A hash of a time column, to find another column with the same times.
+/// A head whose times were new in a checkpoint, decoded, and the sections of the block being
+/// written that hold them (its range of samples, and the section's index).
+struct Leader {
+    tag: usize,
+    times: Vec<i64>,
+    sections: Vec<(std::ops::Range<usize>, u32)>,
+}
+
+impl Leader {
+    /// The section holding these very times for this range of samples, if there is one.
+    fn section_with(&self, range: &std::ops::Range<usize>, times: &[i64]) -> Option<u32> {
+        let (_, index) = self.sections.iter().find(|(r, _)| r == range)?;
+        (self.times.get(range.clone()) == Some(times)).then_some(*index)
+    }
+}
+
 fn hash_times(times: &[i64]) -> u64 {
     times.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, t| (h ^ *t as u64).wrapping_mul(0x0100_0000_01b3))
 }
@@ -1362,6 +1394,50 @@ mod tests {
         }
         assert_eq!(own_times, groups, "one time column a group");
         drop(inner);
+        drop(w);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Tags that share their times need not come one after another: two requests whose tags
+    /// interleave, each head longer than a section, still store one time column per request
+    /// and section, and every sample reads back.
+    #[test]
+    fn tags_that_share_their_times_apart_still_share_them() {
+        let dir = temp("interleaved");
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, ..HistorianConfig::default() };
+        let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
+        let names = paths(6);
+        w.bind_tags(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        let n = SECTION_SAMPLES_MAX as i64 + 100;
+        let time = |i: i64, k: u32| i * 1000 + i64::from(k % 2) * 3 + (i * 7919 + i64::from(k % 2)) % 5;
+        let value = |i: i64, k: u32| ((i * 31 + i64::from(k) * 17) % 101) as f64;
+        for i in 0..n {
+            let poll: Vec<Sample> = (0..6u32)
+                .map(|k| Sample::good(TagId(k), Value::F64(value(i, k)), Timestamp::from_millis(time(i, k))))
+                .collect();
+            w.append(&poll).unwrap();
+        }
+        w.checkpoint().unwrap();
+        {
+            let inner = lock(&w.inner).unwrap();
+            let mut own_times = 0;
+            for b in &inner.blocks {
+                let reader = inner.chunks.open_record(b.seq).unwrap().unwrap();
+                let block = chunk::Block::open(&reader).unwrap();
+                for i in 0..block.prefix.sections {
+                    own_times += u32::from(!block.section(i).unwrap().shares_times);
+                }
+            }
+            assert_eq!(own_times, 2 * 2, "one time column a request and section");
+        }
+        for k in 0..6u32 {
+            let got = r.raw(&names[k as usize], Timestamp::from_millis(0), Timestamp::from_millis(i64::MAX)).unwrap();
+            assert_eq!(got.len(), n as usize, "tag {k}");
+            for (i, s) in got.iter().enumerate() {
+                let i = i as i64;
+                assert_eq!((s.time.as_millis(), s.value), (time(i, k), Some(value(i, k))), "tag {k}, sample {i}");
+            }
+        }
         drop(w);
         fs::remove_dir_all(&dir).unwrap();
     }
