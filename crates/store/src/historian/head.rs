@@ -7,6 +7,12 @@
 //! 1 Hz held 13 to 23 MB of heads before a checkpoint, and now about a megabyte (issue 15).
 //! The heads are decoded only when a checkpoint encodes them as chunks and when a query reads
 //! the newest samples.
+//!
+//! Tags read by one request have the very same times. A head may then follow the head of the
+//! request's first tag (its leader): it holds its values and qualities only, a bit a sample for
+//! a value that holds still, and takes its times from the leader's when decoded. It follows
+//! only while its times stay the leader's (the historian checks each sample: see
+//! `Inner::push_to_head`).
 
 use super::chunk::Columns;
 use super::gorilla::{BitReader, BitWriter, read_dod, read_xor, write_dod, write_xor};
@@ -25,6 +31,9 @@ pub struct Head {
     quality: Vec<(u16, u32)>,
     /// Whether a time is earlier than the one before it (a clock set back).
     unsorted: bool,
+    /// The leader whose times this head's samples have, if it follows one: then its stream
+    /// holds values only, and `prev_time`, `prev_delta` and `unsorted` are not kept.
+    follows: Option<u32>,
 }
 
 impl Head {
@@ -48,6 +57,44 @@ impl Head {
         self.bits.capacity() + self.quality.capacity() * std::mem::size_of::<(u16, u32)>()
     }
 
+    /// The leader this head follows, if it does.
+    pub fn follows(&self) -> Option<u32> {
+        self.follows
+    }
+
+    /// The time of the newest sample of a head that follows none.
+    pub fn last_time(&self) -> Option<i64> {
+        (self.len > 0 && self.follows.is_none()).then_some(self.prev_time)
+    }
+
+    /// Makes an empty head follow `leader` (a head that is not empty stays as it is).
+    pub fn follow(&mut self, leader: u32) {
+        if self.len == 0 {
+            self.follows = Some(leader);
+        }
+    }
+
+    /// One sample of a head that follows a leader: its time is the leader's newest.
+    pub fn push_following(&mut self, value: f64, quality: u16) {
+        let bits = value.to_bits();
+        if self.len == 0 {
+            self.bits.write(bits, 64);
+        } else {
+            write_xor(&mut self.bits, bits ^ self.prev_value, &mut self.window);
+        }
+        self.prev_value = bits;
+        self.push_quality(quality);
+    }
+
+    fn push_quality(&mut self, quality: u16) {
+        self.len += 1;
+        match self.quality.last_mut() {
+            Some((q, n)) if *q == quality && *n < u32::MAX => *n += 1,
+            _ => self.quality.push((quality, 1)),
+        }
+    }
+
+    /// One sample of a head that follows no leader.
     pub fn push(&mut self, time: i64, value: f64, quality: u16) {
         let bits = value.to_bits();
         if self.len == 0 {
@@ -70,40 +117,49 @@ impl Head {
         }
         self.prev_time = time;
         self.prev_value = bits;
-        self.len += 1;
-        match self.quality.last_mut() {
-            Some((q, n)) if *q == quality && *n < u32::MAX => *n += 1,
-            _ => self.quality.push((quality, 1)),
-        }
+        self.push_quality(quality);
     }
 
-    /// Every sample, decoded into columns. `None` only if the stream does not read back, which
-    /// would be a bug here (the stream never leaves memory).
-    pub fn columns(&self) -> Option<Columns> {
+    /// Every sample, decoded into columns; a head that follows a leader takes the first of
+    /// `leader_times` (the leader's times, at least as many as this head's samples). `None` if
+    /// the leader's times are missing or too few, or the stream does not read back (a bug: the
+    /// stream never leaves memory).
+    pub fn columns(&self, leader_times: Option<&[i64]>) -> Option<Columns> {
         let bytes = self.bits.snapshot();
         let mut r = BitReader::new(&bytes);
-        let (mut times, mut values) = (Vec::with_capacity(self.len), Vec::with_capacity(self.len));
-        let (mut prev_time, mut prev_delta, mut prev_value) = (0i64, 0i64, 0u64);
-        let mut window = (0u32, 0u32);
-        for i in 0..self.len {
-            let (time, value) = if i == 0 {
-                (r.read(64)? as i64, r.read(64)?)
-            } else if r.peek(2) == Some(0) {
-                // The commonest sample: on the beat, unchanged (both fields a `0` bit).
-                r.skip(2);
-                (prev_time.wrapping_add(prev_delta), prev_value)
-            } else {
-                prev_delta = prev_delta.wrapping_add(read_dod(&mut r)?);
-                (prev_time.wrapping_add(prev_delta), prev_value ^ read_xor(&mut r, &mut window)?)
-            };
-            times.push(time);
-            values.push(f64::from_bits(value));
-            (prev_time, prev_value) = (time, value);
-        }
+        let mut values = Vec::with_capacity(self.len);
+        let times = if self.follows.is_some() {
+            let times = leader_times?.get(..self.len)?.to_vec();
+            let (mut prev_value, mut window) = (0u64, (0u32, 0u32));
+            for i in 0..self.len {
+                let value = if i == 0 { r.read(64)? } else { prev_value ^ read_xor(&mut r, &mut window)? };
+                values.push(f64::from_bits(value));
+                prev_value = value;
+            }
+            times
+        } else {
+            let mut times = Vec::with_capacity(self.len);
+            let (mut prev_time, mut prev_delta, mut prev_value) = (0i64, 0i64, 0u64);
+            let mut window = (0u32, 0u32);
+            for i in 0..self.len {
+                let (time, value) = if i == 0 {
+                    (r.read(64)? as i64, r.read(64)?)
+                } else if r.peek(2) == Some(0) {
+                    // The commonest sample: on the beat, unchanged (both fields a `0` bit).
+                    r.skip(2);
+                    (prev_time.wrapping_add(prev_delta), prev_value)
+                } else {
+                    prev_delta = prev_delta.wrapping_add(read_dod(&mut r)?);
+                    (prev_time.wrapping_add(prev_delta), prev_value ^ read_xor(&mut r, &mut window)?)
+                };
+                times.push(time);
+                values.push(f64::from_bits(value));
+                (prev_time, prev_value) = (time, value);
+            }
+            times
+        };
         let quality = self.quality.iter().flat_map(|(q, n)| std::iter::repeat_n(*q, *n as usize)).collect();
-        let mut c = Columns::from_parts(times, values, quality);
-        c.unsorted = self.unsorted;
-        Some(c)
+        Some(Columns::from_parts(times, values, quality))
     }
 }
 
@@ -132,7 +188,7 @@ mod tests {
             head.push(time, value, quality);
             expected.push(time, value, quality);
         }
-        let got = head.columns().unwrap();
+        let got = head.columns(None).unwrap();
         assert_eq!(got.times, expected.times);
         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got.values), bits(&expected.values));
@@ -148,8 +204,42 @@ mod tests {
         for i in 0..1_000i64 {
             head.push(1_700_000_000_000 + i * 1000, (i / 10) as f64, 0);
         }
-        let columns = head.columns().unwrap();
+        let columns = head.columns(None).unwrap();
         assert_eq!(columns.len(), 1_000);
         assert!(head.heap_bytes() < 1_500, "{} bytes for 1,000 samples (18,000 as columns)", head.heap_bytes());
+    }
+
+    /// A head that follows a leader holds its values and qualities only (a bit a sample for a
+    /// value that holds still, against two), and reads back with the leader's times, never
+    /// without them or with too few.
+    #[test]
+    fn a_head_that_follows_takes_its_times_from_its_leader() {
+        let (mut leader, mut follower, mut alone) = (Head::default(), Head::default(), Head::default());
+        follower.follow(0);
+        let values = [1.0, 1.0, f64::NAN, -0.0, 7.5, 7.5, 1e300, 1.0];
+        let mut times = Vec::new();
+        for i in 0..4_000i64 {
+            let time = 1_700_000_000_000 + i * 1000 + (i * 7919 % 5);
+            let (value, quality) = (values[(i as usize / 100) % values.len()], if i % 700 < 2 { 7 } else { 0 });
+            leader.push(time, 3.0, 0);
+            follower.push_following(value, quality);
+            alone.push(time, value, quality);
+            times.push(time);
+        }
+        assert_eq!(follower.follows(), Some(0));
+        assert_eq!(leader.last_time(), times.last().copied());
+        assert_eq!(follower.last_time(), None);
+        let got = follower.columns(Some(&leader.columns(None).unwrap().times)).unwrap();
+        let want = alone.columns(None).unwrap();
+        assert_eq!(got.times, want.times);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got.values), bits(&want.values));
+        assert_eq!(got.quality, want.quality);
+        assert!(follower.bytes() * 3 < alone.bytes(), "{} vs {} bytes", follower.bytes(), alone.bytes());
+        assert!(follower.columns(None).is_none());
+        assert!(follower.columns(Some(&times[..3_999])).is_none());
+        // A head with samples does not start to follow.
+        alone.follow(0);
+        assert_eq!(alone.follows(), None);
     }
 }

@@ -501,8 +501,9 @@ impl Inner {
             let Some(last) = records.last().map(|r| r.seq) else { break };
             for r in records {
                 let mut outside = 0u64;
+                let mut run = None;
                 let read = wal::read(&r.payload, |tag, time, value, quality| {
-                    if !self.push_to_head(tag, time, value, quality) {
+                    if !self.push_to_head(tag, time, value, quality, &mut run) {
                         outside += 1;
                     }
                 });
@@ -523,16 +524,74 @@ impl Inner {
     }
 
     /// One sample into its tag's head, counted against the heads' bounds; `false` for a tag
-    /// the dictionary does not know (a WAL record from outside it).
-    fn push_to_head(&mut self, tag: u32, time: i64, value: f64, quality: u16) -> bool {
-        let Some(head) = self.heads.get_mut(tag as usize).filter(|_| (tag as usize) < self.paths.len()) else {
+    /// the dictionary does not know (a WAL record from outside it). `run`: the tag whose head
+    /// took the sample before this one in its batch, and its time. A sample with that very
+    /// time is of the same request: its head follows that tag's (holds no times of its own)
+    /// if it is empty and that head has just this one sample, or goes on following it while
+    /// that head is one sample ahead at this time. A head that can no longer follow its leader
+    /// takes its own times ([`Self::stop_following`]) and leads.
+    fn push_to_head(&mut self, tag: u32, time: i64, value: f64, quality: u16, run: &mut Option<(u32, i64)>) -> bool {
+        let t = tag as usize;
+        if t >= self.heads.len() || t >= self.paths.len() {
             return false;
+        }
+        let leader = match *run {
+            Some((leader, at)) if at == time && leader != tag && (leader as usize) < self.heads.len() => Some(leader),
+            _ => None,
         };
-        let before = head.bytes();
-        head.push(time, value, quality);
-        self.head_bytes += head.bytes() - before;
+        let follows = leader.is_some_and(|leader| {
+            let (head, l) = (&self.heads[t], &self.heads[leader as usize]);
+            let at_this_time = l.last_time() == Some(time);
+            match head.follows() {
+                Some(f) => f == leader && at_this_time && l.len() == head.len() + 1,
+                None => head.is_empty() && at_this_time && l.len() == 1,
+            }
+        });
+        if follows {
+            let head = &mut self.heads[t];
+            if let Some(leader) = leader {
+                head.follow(leader);
+            }
+            let before = head.bytes();
+            head.push_following(value, quality);
+            self.head_bytes += head.bytes() - before;
+        } else {
+            if self.heads[t].follows().is_some() {
+                self.stop_following(t);
+            }
+            let head = &mut self.heads[t];
+            let before = head.bytes();
+            head.push(time, value, quality);
+            self.head_bytes += head.bytes() - before;
+            if leader.is_none() {
+                *run = Some((tag, time));
+            }
+        }
         self.head_samples += 1;
         true
+    }
+
+    /// A head that follows a leader made into one with its own times (the leader's so far).
+    fn stop_following(&mut self, t: usize) {
+        let Some(columns) = head_columns(&self.heads, t) else {
+            // The leader's stream or this one's did not read back: a bug, since neither leaves
+            // memory. Its samples are still in the WAL, replayed at the next start.
+            log::error!(
+                "historian {}: tag {t}'s head did not read back; its samples are left to the WAL",
+                self.dir.display()
+            );
+            self.stats.samples_lost += self.heads[t].len() as u64;
+            self.head_samples = self.head_samples.saturating_sub(self.heads[t].len());
+            self.head_bytes -= self.heads[t].bytes();
+            self.heads[t] = head::Head::default();
+            return;
+        };
+        let mut own = head::Head::default();
+        for i in 0..columns.len() {
+            own.push(columns.times[i], columns.values[i], columns.quality[i]);
+        }
+        self.head_bytes = self.head_bytes - self.heads[t].bytes() + own.bytes();
+        self.heads[t] = own;
     }
 
     fn ensure_tag(&mut self, tag: u32) {
@@ -596,6 +655,7 @@ impl Inner {
     /// may still keep it).
     fn append(&mut self, samples: &[Sample]) -> Result<(), StoreError> {
         let mut record = wal::RecordBuilder::new(std::mem::take(&mut self.wal_buffer));
+        let mut run = None;
         for s in samples {
             let Some(&tag) = self.bound.get(s.tag.0 as usize) else { continue };
             let value = match &s.value {
@@ -608,7 +668,7 @@ impl Inner {
             };
             let (time, quality) = (s.gateway_time.as_millis(), quality_code(s.quality));
             record.push(tag, time, value, quality);
-            self.push_to_head(tag, time, value, quality);
+            self.push_to_head(tag, time, value, quality, &mut run);
         }
         let rows = record.samples();
         self.stats.samples += rows as u64;
@@ -715,8 +775,13 @@ impl Inner {
             if head.is_empty() {
                 continue;
             }
-            // Decoded one tag at a time: only one head is ever held as columns.
-            let columns = head.columns().ok_or_else(|| corrupt(&self.dir, format!("tag {tag}'s head")))?;
+            // Decoded one tag at a time: only one head is ever held as columns. A head that
+            // follows the leader kept decoded takes its times from there.
+            let columns = match (head.follows(), &leader) {
+                (Some(f), Some(l)) if f as usize == l.tag => head.columns(Some(&l.times)),
+                _ => head_columns(heads, tag),
+            };
+            let columns = columns.ok_or_else(|| corrupt(&self.dir, format!("tag {tag}'s head")))?;
             let mut leads = Vec::new();
             for range in
                 (0..columns.len()).step_by(SECTION_SAMPLES_MAX).map(|s| s..(s + SECTION_SAMPLES_MAX).min(columns.len()))
@@ -741,8 +806,11 @@ impl Inner {
                     key = Some(hash);
                     for (index, t, r) in time_columns.get(&hash).map(Vec::as_slice).unwrap_or_default() {
                         if leader.as_ref().is_none_or(|l| l.tag != *t) {
-                            leader =
-                                heads[*t].columns().map(|c| Leader { tag: *t, times: c.times, sections: Vec::new() });
+                            leader = head_columns(heads, *t).map(|c| Leader {
+                                tag: *t,
+                                times: c.times,
+                                sections: Vec::new(),
+                            });
                         }
                         if leader.as_ref().is_some_and(|l| l.times.get(r.clone()) == Some(times)) {
                             same = Some(*index);
@@ -924,7 +992,7 @@ impl Inner {
         if out.len() > max {
             return Ok(Err(out));
         }
-        if let Some(head) = self.heads.get(tag as usize).and_then(head::Head::columns) {
+        if let Some(head) = head_columns(&self.heads, tag as usize) {
             push_range(&head, from_ms, to_ms, &mut out);
         }
         if out.len() > max {
@@ -937,7 +1005,7 @@ impl Inner {
     /// The newest `(time, value, quality)` of `tag` before `before_ms`.
     fn last_before(&self, tag: u32, before_ms: i64) -> Result<Option<Row>, StoreError> {
         let mut best: Option<Row> = None;
-        if let Some(head) = self.heads.get(tag as usize).and_then(head::Head::columns) {
+        if let Some(head) = head_columns(&self.heads, tag as usize) {
             consider_into(&mut best, &head, before_ms);
         }
         let refs = self.index.get(tag as usize).map(Vec::as_slice).unwrap_or(&[]);
@@ -977,7 +1045,7 @@ impl Inner {
     fn last_of_every_tag(&self) -> Result<Vec<Option<Row>>, StoreError> {
         let mut best: Vec<Option<Row>> = vec![None; self.paths.len()];
         for (tag, slot) in best.iter_mut().enumerate() {
-            if let Some(head) = self.heads.get(tag).and_then(head::Head::columns) {
+            if let Some(head) = head_columns(&self.heads, tag) {
                 consider_into(slot, &head, i64::MAX);
             }
             let newest_chunk = self.index.get(tag).and_then(|refs| refs.iter().max_by_key(|c| c.time_max));
@@ -1092,6 +1160,15 @@ fn push_range(c: &chunk::Columns, from_ms: i64, to_ms: i64, out: &mut Vec<Row>) 
 }
 
 /// A hash of a time column, to find another column with the same times.
+/// The samples of the head of `tag` as columns (with its leader's times, if it follows one).
+fn head_columns(heads: &[head::Head], tag: usize) -> Option<chunk::Columns> {
+    let head = heads.get(tag)?;
+    match head.follows() {
+        None => head.columns(None),
+        Some(leader) => head.columns(Some(&heads.get(leader as usize)?.columns(None)?.times)),
+    }
+}
+
 /// A head whose times were new in a checkpoint, decoded, and the sections of the block being
 /// written that hold them (its range of samples, and the section's index).
 struct Leader {
@@ -1439,6 +1516,83 @@ mod tests {
             }
         }
         drop(w);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The heads of a request's tags after its first hold no times (they follow the first's),
+    /// and every sample reads back exactly whatever the batches do: a tag that leaves its
+    /// request or comes first in it, a request read twice at one time, one read alone, a
+    /// checkpoint, a restart that replays the WAL.
+    #[test]
+    fn heads_that_follow_their_requests_first_tag_read_back_whatever_the_batches_do() {
+        let dir = temp("follow");
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, ..HistorianConfig::default() };
+        let names = paths(6);
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        // Two requests: tags 0 to 2 at one time, 3 to 5 at another; the batches vary.
+        let batch = |i: i64| -> Vec<(u32, i64)> {
+            let (a, b) = (i * 1000 + i % 3, i * 1000 + 400 + i % 5);
+            let mut batch: Vec<(u32, i64)> = (0..3).map(|k| (k, a)).chain((3..6).map(|k| (k, b))).collect();
+            match i % 50 {
+                10 => batch.retain(|(k, _)| *k != 1),       // tag 1 not answered
+                20 => batch.swap(0, 2),                     // the request's tags in another order
+                30 => batch.extend((0..3).map(|k| (k, a))), // the request read twice at one time
+                40 => batch.retain(|(k, _)| *k == 4),       // one tag alone
+                45 => batch.iter_mut().for_each(|(k, t)| {
+                    if *k == 5 {
+                        *t += 1
+                    }
+                }), // its own time
+                _ => {}
+            }
+            batch
+        };
+        let value =
+            |i: i64, k: u32| if k % 3 == 0 { (i / 40) as f64 } else { ((i * 31 + i64::from(k) * 17) % 101) as f64 };
+        let mut want: Vec<Vec<(i64, f64)>> = vec![Vec::new(); 6];
+        let check = |r: &HistorianReader, want: &[Vec<(i64, f64)>], when: &str| {
+            for (k, want) in want.iter().enumerate() {
+                let got: Vec<(i64, f64)> = r
+                    .raw(&names[k], Timestamp::from_millis(0), Timestamp::from_millis(i64::MAX))
+                    .unwrap()
+                    .iter()
+                    .map(|s| (s.time.as_millis(), s.value.unwrap()))
+                    .collect();
+                let mut want = want.clone();
+                want.sort_by_key(|(t, _)| *t);
+                assert_eq!(got, want, "tag {k} {when}");
+            }
+        };
+        {
+            let (mut w, r) = HistorianWriter::open(&dir, config.clone()).unwrap();
+            w.bind_tags(&refs).unwrap();
+            for i in 0..500i64 {
+                let poll: Vec<Sample> = batch(i)
+                    .into_iter()
+                    .map(|(k, t)| {
+                        want[k as usize].push((t, value(i, k)));
+                        Sample::good(TagId(k), Value::F64(value(i, k)), Timestamp::from_millis(t))
+                    })
+                    .collect();
+                w.append(&poll).unwrap();
+                if i == 260 {
+                    check(&r, &want, "in the heads");
+                    w.checkpoint().unwrap();
+                }
+                if i == 268 || i == 499 {
+                    // After the checkpoint, all follow; by the end, each has once been unable to.
+                    let inner = lock(&w.inner).unwrap();
+                    let follows: Vec<Option<u32>> = inner.heads.iter().map(head::Head::follows).collect();
+                    let all = [None, Some(0), Some(0), None, Some(3), Some(3)];
+                    assert_eq!(follows, if i == 268 { all } else { [None; 6] }, "at {i}");
+                }
+            }
+            check(&r, &want, "before the restart");
+            w.sync().unwrap();
+        }
+        let (_w, r) = HistorianWriter::open(&dir, config).unwrap();
+        check(&r, &want, "after the WAL's replay");
+        drop(r);
         fs::remove_dir_all(&dir).unwrap();
     }
 
