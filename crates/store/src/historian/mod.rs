@@ -1547,8 +1547,9 @@ mod tests {
             }
             batch
         };
-        let value =
-            |i: i64, k: u32| if k % 3 == 0 { (i / 40) as f64 } else { ((i * 31 + i64::from(k) * 17) % 101) as f64 };
+        let value = |i: i64, k: u32| {
+            if k.is_multiple_of(3) { (i / 40) as f64 } else { ((i * 31 + i64::from(k) * 17) % 101) as f64 }
+        };
         let mut want: Vec<Vec<(i64, f64)>> = vec![Vec::new(); 6];
         let check = |r: &HistorianReader, want: &[Vec<(i64, f64)>], when: &str| {
             for (k, want) in want.iter().enumerate() {
