@@ -168,21 +168,44 @@ impl DeviceHandle {
 
     /// Hands `samples` on as batch `poll` (never waits), in batches of at most
     /// [`BATCH_SAMPLES`], so that the channel holds a bounded number of samples whatever one
-    /// message from a device brings. Returns whether they all went; when the channel is full,
-    /// the rest is dropped (counted once).
+    /// message from a device brings. All go or none: room for every batch is taken before the
+    /// first is sent (a poll handed over in part would leave some tags of a device silent while
+    /// the rest read on). Returns whether they went; a drop is counted once.
     pub fn emit(&self, poll: u64, samples: Vec<Sample>) -> bool {
         if samples.len() <= BATCH_SAMPLES {
             return samples.is_empty() || self.send(poll, samples);
         }
-        let mut rest = samples.into_iter();
-        loop {
-            let batch: Vec<Sample> = rest.by_ref().take(BATCH_SAMPLES).collect();
-            if batch.is_empty() {
-                return true;
-            }
-            if !self.send(poll, batch) {
+        let n = samples.len() as u64;
+        let permits = match self.out.0.try_reserve_many(samples.len().div_ceil(BATCH_SAMPLES)) {
+            Ok(permits) => permits,
+            Err(_) => {
+                self.dropped();
                 return false;
             }
+        };
+        let mut rest = samples.into_iter();
+        for permit in permits {
+            permit.send(SampleBatch {
+                device: self.device,
+                poll,
+                samples: rest.by_ref().take(BATCH_SAMPLES).collect(),
+            });
+        }
+        self.sent(n);
+        true
+    }
+
+    fn sent(&self, samples: u64) {
+        DeviceHealth::count(&self.health.samples, samples);
+        if self.full.swap(false, Relaxed) {
+            log::info!("device {}: the sample channel has room again", self.name);
+        }
+    }
+
+    fn dropped(&self) {
+        DeviceHealth::count(&self.health.batches_dropped, 1);
+        if !self.full.swap(true, Relaxed) {
+            log::warn!("device {}: the sample channel is full; dropping batches until it drains", self.name);
         }
     }
 
@@ -190,17 +213,11 @@ impl DeviceHandle {
         let n = samples.len() as u64;
         match self.out.0.try_send(SampleBatch { device: self.device, poll, samples }) {
             Ok(()) => {
-                DeviceHealth::count(&self.health.samples, n);
-                if self.full.swap(false, Relaxed) {
-                    log::info!("device {}: the sample channel has room again", self.name);
-                }
+                self.sent(n);
                 true
             }
             Err(_) => {
-                DeviceHealth::count(&self.health.batches_dropped, 1);
-                if !self.full.swap(true, Relaxed) {
-                    log::warn!("device {}: the sample channel is full; dropping batches until it drains", self.name);
-                }
+                self.dropped();
                 false
             }
         }
@@ -264,16 +281,23 @@ mod tests {
             }
         }
         assert_eq!(sizes, [1024, 1024, 1024, 1024, 904]);
-        // With room for two batches only: two go, the rest is dropped and counted.
+        // With room for two batches only: none goes (a hand-over is whole or not at all: a
+        // device's poll marked bad in part would read as some tags good and the rest silent),
+        // and the drop is counted once.
         let (tx, mut rx) = channel(2);
         let h = DeviceHandle::new(0, &device(), TagId(10), tx);
         let samples: Vec<Sample> =
             (0..5_000).map(|i| Sample::good(TagId(10), Value::U64(i), Timestamp::from_millis(i as i64))).collect();
-        assert!(!h.emit(7, samples));
-        assert_eq!(rx.try_recv().map(|b| b.samples.len()).ok(), Some(1024));
-        assert_eq!(rx.try_recv().map(|b| b.samples.len()).ok(), Some(1024));
+        assert!(!h.emit(7, samples.clone()));
         assert!(rx.try_recv().is_err());
         assert_eq!(h.health().batches_dropped.load(Relaxed), 1);
+        assert_eq!(h.health().samples.load(Relaxed), 0);
+        // With room for all five: all go.
+        let (tx, mut rx) = channel(5);
+        let h = DeviceHandle::new(0, &device(), TagId(10), tx);
+        assert!(h.emit(7, samples));
+        assert_eq!((0..5).filter_map(|_| rx.try_recv().ok()).map(|b| b.samples.len()).sum::<usize>(), 5_000);
+        assert_eq!(h.health().samples.load(Relaxed), 5_000);
     }
 
     #[test]
