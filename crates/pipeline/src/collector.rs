@@ -562,9 +562,18 @@ mod tests {
         dir: &Path,
         config: &airlock_config::Config,
     ) -> (Collector, OutboxReader, HistorianReader, Arc<CollectorHealth>) {
+        collector_with(dir, config, OutboxConfig::default())
+    }
+
+    /// As [`collector_on`], with an outbox of `outbox_config`.
+    fn collector_with(
+        dir: &Path,
+        config: &airlock_config::Config,
+        outbox_config: OutboxConfig,
+    ) -> (Collector, OutboxReader, HistorianReader, Arc<CollectorHealth>) {
         let _ = std::fs::remove_dir_all(dir);
         let tags = TagTable::new(config);
-        let (outbox, reader) = OutboxWriter::open(&dir.join("outbox"), OutboxConfig::default()).unwrap();
+        let (outbox, reader) = OutboxWriter::open(&dir.join("outbox"), outbox_config).unwrap();
         let (mut historian, history) =
             HistorianWriter::open(&dir.join("historian"), HistorianConfig::default()).unwrap();
         let paths: Vec<&str> = tags.iter().map(|t| t.path.as_str()).collect();
@@ -715,6 +724,68 @@ mod tests {
         assert_eq!(health.samples_stored.load(Relaxed), 5, "device b's last batch was dropped");
         let b = history.raw("acme/b/speed", Timestamp(0), Timestamp::from_millis(i64::MAX / 2)).unwrap();
         assert_eq!(b.len(), 5);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An outbox that holds only events (a sink offline through an alarm storm) refuses raw
+    /// records: that is said upstream once, not once a record or once a batch, until a raw
+    /// record is taken again; then a new refusal is said again.
+    #[test]
+    fn the_outbox_refusing_records_is_said_once_until_it_takes_them_again() {
+        let dir = std::env::temp_dir().join(format!("airlock-collector-refused-{}", std::process::id()));
+        let text = "[[device]]\nname = \"a\"\nasset_path = \"acme\"\nprotocol = \"modbus_tcp\"\naddress = \"127.0.0.1:502\"\n\
+                    [[device.tag]]\nname = \"speed\"\naddress = 0\ntype = \"u16\"\nspace = \"holding_register\"\n";
+        let config = airlock_config::parse(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let bytes_max = 64 << 10;
+        let outbox = OutboxConfig { bytes_max, sinks: vec!["slow".into()], ..OutboxConfig::default() };
+        let (mut collector, reader, _, _) = collector_with(&dir, &config, outbox);
+        let record = |i: usize| {
+            Upstream::Event(EventRecord {
+                time: Timestamp::from_millis(1_800_000_000_000 + i as i64),
+                asset: AssetPath::parse("acme/a").unwrap(),
+                kind: "alarm".into(),
+                severity: Severity::Warning,
+                state: Transition::Once,
+                message: format!("alarm {i}: {}", "x".repeat(300)).into(),
+                body: Vec::new(),
+            })
+        };
+        let fill_with_events = |collector: &mut Collector| {
+            let mut i = 0;
+            while collector.outbox.stats().bytes + 700 < bytes_max {
+                collector.outbox.append(Class::Event, &record(i)).unwrap();
+                i += 1;
+            }
+            collector.outbox.commit().unwrap();
+        };
+        let refusals =
+            |collector: &Collector| collector.problems.take().iter().filter(|p| p.kind == "outbox_refused").count();
+        fill_with_events(&mut collector);
+        for round in 0..5 {
+            let mut raw: Vec<Record> = (0..20).map(|i| (Class::Raw, record(i))).collect();
+            collector.queue(&mut raw);
+            assert_eq!(refusals(&collector), usize::from(round == 0), "round {round}");
+        }
+        // The first few fit in what room was left; every later one was refused.
+        let refused = collector.outbox.stats().refused_full[Class::Raw as usize];
+        assert!((90..=100).contains(&refused), "{refused} refused");
+        // An event is still taken (pushing out the oldest), and ends nothing.
+        collector.queue(&mut vec![(Class::Event, record(0))]);
+        assert_eq!(refusals(&collector), 0);
+        // The sink takes everything; the outbox has room; a raw record is taken again.
+        collector.outbox.sync().unwrap();
+        let held = reader.read(&Position::default(), usize::MAX).unwrap();
+        reader.ack("slow", held.last().unwrap().id).unwrap();
+        collector.outbox.maintain(Timestamp::now()).unwrap();
+        collector.queue(&mut vec![(Class::Raw, record(0))]);
+        assert_eq!(refusals(&collector), 0);
+        assert_eq!(collector.outbox.stats().refused_full[Class::Raw as usize], refused, "taken");
+        // Full of events again: said again, once.
+        fill_with_events(&mut collector);
+        for _ in 0..3 {
+            collector.queue(&mut (0..20).map(|i| (Class::Raw, record(i))).collect());
+        }
+        assert_eq!(refusals(&collector), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
