@@ -560,6 +560,7 @@ fn kernel_drops(port: u16) -> Option<u64> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::wire::BlockRecord;
 
     /// The kernel's count of datagrams a full receive buffer dropped is read back for the
     /// socket's port (what `diode_overflow` reports).
@@ -578,5 +579,96 @@ mod tests {
             }
         }
         assert!(kernel_drops(port).unwrap() > 0, "no drop counted after 20 MB into a 64 KiB buffer");
+    }
+
+    /// A receiving outbox that holds only events refuses the raw records that come: a run of
+    /// them in one batch is named in one gap event (one a record would push out the events it
+    /// holds), and a run broken by a record that is taken is named in two.
+    #[test]
+    fn records_refused_by_a_full_outbox_are_named_in_one_gap_event_a_run() {
+        let dir = std::env::temp_dir().join(format!("airlock-diode-refused-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let bytes_max = 64 << 10;
+        let config = airlock_store::OutboxConfig {
+            bytes_max,
+            fsync: airlock_store::FsyncPolicy::Never,
+            sinks: vec!["jsonl".into()],
+            mirror: true,
+            ..airlock_store::OutboxConfig::default()
+        };
+        let (writer, reader) = OutboxWriter::open(&dir.join("outbox"), config).unwrap();
+        let settings = ReceiveSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            sender: "press-gw".into(),
+            reorder: Duration::from_millis(100),
+            silent_after: Duration::from_secs(30),
+            receive_buffer_bytes: 1 << 16,
+            key_file: None,
+        };
+        let mut r = Receiver::new(settings, writer, &reader, &dir, Arc::new(ReceiveStatus::default())).unwrap();
+        let event = |i: i64| {
+            Upstream::Event(EventRecord {
+                time: Timestamp(1_700_000_000_000_000_000 + i),
+                asset: AssetPath::parse("acme/press1").unwrap(),
+                kind: "alarm".into(),
+                severity: Severity::Warning,
+                state: Transition::Once,
+                message: format!("alarm {i}: {}", "x".repeat(300)).into(),
+                body: Vec::new(),
+            })
+        };
+        let mut i = 0;
+        while r.outbox.stats().bytes + 200 < bytes_max {
+            r.outbox.append(Class::Event, &event(i)).unwrap();
+            i += 1;
+        }
+        let mut bytes = Vec::new();
+        airlock_upstream::encode(&event(0), &mut bytes);
+        let raw = |seq: u64| Output::Record(BlockRecord { class: 3, seq, time: seq as i64, bytes: bytes.clone() });
+        let gaps = |reader: &OutboxReader| -> Vec<GapRecord> {
+            reader
+                .read(&airlock_store::Position::default(), usize::MAX)
+                .unwrap()
+                .into_iter()
+                .filter_map(|r| match r.record {
+                    Upstream::Gap(g) => Some(g),
+                    _ => None,
+                })
+                .collect()
+        };
+        r.store(&mut (1..=50).map(raw).collect());
+        let stats = r.outbox.stats();
+        assert_eq!(stats.refused_full[Class::Raw as usize], 50);
+        let found = gaps(&reader);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].records, &*found[0].first_id, &*found[0].last_id), (50, "r1", "r50"));
+        assert_eq!(found[0].cause, GapCause::Full);
+        // A run ended by a record that is taken (an event, which pushes out the oldest events
+        // and so makes room): the run is named when it ends, and the raw records after the
+        // event are taken.
+        let mut broken: Vec<Output> = (51..=60).map(raw).collect();
+        let mut one = Vec::new();
+        airlock_upstream::encode(&event(1), &mut one);
+        broken.push(Output::Record(BlockRecord { class: 0, seq: 7, time: 7, bytes: one }));
+        broken.extend((61..=70).map(raw));
+        r.store(&mut broken);
+        let found = gaps(&reader);
+        let raw_gaps: Vec<(u64, &str, &str)> =
+            found.iter().filter(|g| &*g.class == "raw").map(|g| (g.records, &*g.first_id, &*g.last_id)).collect();
+        // (The first gap event was among the oldest events the event pushed out: that is named
+        // by a gap of its own, of events.)
+        assert_eq!(raw_gaps, [(10, "r51", "r60")]);
+        assert!(found.iter().any(|g| &*g.class == "events" && g.cause == GapCause::Full), "{found:?}");
+        let held: Vec<String> = reader
+            .read(&airlock_store::Position::default(), usize::MAX)
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| match r.origin {
+                Origin::Mirrored(o) if o.class == Class::Raw => Some(o.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(held, (61..=70).map(|i| format!("r{i}")).collect::<Vec<_>>());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
