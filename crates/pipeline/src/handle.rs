@@ -169,8 +169,11 @@ impl DeviceHandle {
     /// Hands `samples` on as batch `poll` (never waits), in batches of at most
     /// [`BATCH_SAMPLES`], so that the channel holds a bounded number of samples whatever one
     /// message from a device brings. All go or none: room for every batch is taken before the
-    /// first is sent (a poll handed over in part would leave some tags of a device silent while
-    /// the rest read on). Returns whether they went; a drop is counted once.
+    /// first is sent (a poll handed over in part left the same last tags of a device silent,
+    /// poll after poll, while the rest read on: now the whole device's drop shows in its
+    /// health). Under a collector that stays behind, a hand-over of several batches finds room
+    /// less often than one of a single batch; one of more batches than the channel holds (over
+    /// a million samples) never does. Returns whether they went; a drop is counted once.
     pub fn emit(&self, poll: u64, samples: Vec<Sample>) -> bool {
         if samples.len() <= BATCH_SAMPLES {
             return samples.is_empty() || self.send(poll, samples);

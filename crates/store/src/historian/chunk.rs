@@ -641,7 +641,8 @@ fn take_times(bytes: &[u8], at: &mut usize, count: usize) -> Result<Vec<i64>, St
     let packed_len = (count.saturating_sub(1) * bits).div_ceil(8);
     let mut packed = bytes.get(*at..*at + packed_len).ok_or("short time steps")?.iter();
     *at += packed_len;
-    let mut out = Vec::with_capacity(count);
+    // Allocated as the samples are met, not for the count a damaged header may claim.
+    let mut out = Vec::with_capacity(count.min(1 << 16));
     let mut time = i64::from_le_bytes(first);
     if count > 0 {
         out.push(time);
@@ -752,7 +753,8 @@ fn take_runs(bytes: &[u8], at: &mut usize, count: usize) -> Result<Vec<f64>, Str
     if form > 1 || runs > count as u64 {
         return Err(format!("runs of form {form}, {runs} of them for {count} samples"));
     }
-    let mut out = Vec::with_capacity(count);
+    // Allocated as the samples are met, not for the count a damaged header may claim.
+    let mut out = Vec::with_capacity(count.min(1 << 16));
     let mut previous = 0i64;
     for _ in 0..runs {
         let value = if form == 0 {

@@ -29,10 +29,8 @@ pub struct Head {
     window: Option<(u32, u32)>,
     /// The qualities, as runs: (quality, samples in a row).
     quality: Vec<(u16, u32)>,
-    /// Whether a time is earlier than the one before it (a clock set back).
-    unsorted: bool,
     /// The leader whose times this head's samples have, if it follows one: then its stream
-    /// holds values only, and `prev_time`, `prev_delta` and `unsorted` are not kept.
+    /// holds values only, and `prev_time` and `prev_delta` are not kept.
     follows: Option<u32>,
 }
 
@@ -101,9 +99,6 @@ impl Head {
             self.bits.write(time as u64, 64);
             self.bits.write(bits, 64);
         } else {
-            if time < self.prev_time {
-                self.unsorted = true;
-            }
             let delta = time.wrapping_sub(self.prev_time);
             let (dod, xor) = (delta.wrapping_sub(self.prev_delta), bits ^ self.prev_value);
             if dod == 0 && xor == 0 {

@@ -1044,8 +1044,10 @@ impl Inner {
     /// once for all such tags: a walk per tag read every block's directory once per quiet tag.
     fn last_of_every_tag(&self) -> Result<Vec<Option<Row>>, StoreError> {
         let mut best: Vec<Option<Row>> = vec![None; self.paths.len()];
+        // A request's followers come one after another: their leader's times decoded once.
+        let mut leader_times = None;
         for (tag, slot) in best.iter_mut().enumerate() {
-            if let Some(head) = head_columns(&self.heads, tag) {
+            if let Some(head) = head_columns_cached(&self.heads, tag, &mut leader_times) {
                 consider_into(slot, &head, i64::MAX);
             }
             let newest_chunk = self.index.get(tag).and_then(|refs| refs.iter().max_by_key(|c| c.time_max));
@@ -1159,7 +1161,6 @@ fn push_range(c: &chunk::Columns, from_ms: i64, to_ms: i64, out: &mut Vec<Row>) 
     out.extend(c.range(from_ms, to_ms).map(|i| (c.times[i], c.values[i], c.quality[i])));
 }
 
-/// A hash of a time column, to find another column with the same times.
 /// The samples of the head of `tag` as columns (with its leader's times, if it follows one).
 fn head_columns(heads: &[head::Head], tag: usize) -> Option<chunk::Columns> {
     let head = heads.get(tag)?;
@@ -1167,6 +1168,21 @@ fn head_columns(heads: &[head::Head], tag: usize) -> Option<chunk::Columns> {
         None => head.columns(None),
         Some(leader) => head.columns(Some(&heads.get(leader as usize)?.columns(None)?.times)),
     }
+}
+
+/// As [`head_columns`], keeping the last leader's times decoded in `cache` for the next
+/// follower of the same leader.
+fn head_columns_cached(
+    heads: &[head::Head],
+    tag: usize,
+    cache: &mut Option<(usize, Vec<i64>)>,
+) -> Option<chunk::Columns> {
+    let head = heads.get(tag)?;
+    let Some(leader) = head.follows().map(|l| l as usize) else { return head.columns(None) };
+    if cache.as_ref().is_none_or(|(cached, _)| *cached != leader) {
+        *cache = Some((leader, heads.get(leader)?.columns(None)?.times));
+    }
+    head.columns(cache.as_ref().map(|(_, times)| times.as_slice()))
 }
 
 /// A head whose times were new in a checkpoint, decoded, and the sections of the block being
@@ -1185,6 +1201,7 @@ impl Leader {
     }
 }
 
+/// A hash of a time column, to find another column with the same times.
 fn hash_times(times: &[i64]) -> u64 {
     times.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, t| (h ^ *t as u64).wrapping_mul(0x0100_0000_01b3))
 }
@@ -1586,6 +1603,13 @@ mod tests {
                     let follows: Vec<Option<u32>> = inner.heads.iter().map(head::Head::follows).collect();
                     let all = [None, Some(0), Some(0), None, Some(3), Some(3)];
                     assert_eq!(follows, if i == 268 { all } else { [None; 6] }, "at {i}");
+                    drop(inner);
+                    // The newest sample of each, followers' times taken from their leaders.
+                    let last: Vec<(i64, f64)> =
+                        r.last_values().unwrap().iter().map(|(_, s)| (s.time.as_millis(), s.value.unwrap())).collect();
+                    let newest: Vec<(i64, f64)> =
+                        want.iter().map(|w| *w.iter().max_by_key(|(t, _)| *t).unwrap()).collect();
+                    assert_eq!(last, newest, "at {i}");
                 }
             }
             check(&r, &want, "before the restart");
