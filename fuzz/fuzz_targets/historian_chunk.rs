@@ -1,7 +1,9 @@
 //! A historian chunk (pco or Gorilla), a block of many tags' chunks, and an index entry, with
 //! any bytes, and the Gorilla bit streams alone: columns or an error, never a panic; memory
 //! bounded by the input's size and the samples a chunk may hold (8,192 in a block's section,
-//! 4 M in a chunk record of the format before blocks).
+//! 4 M in a chunk record of the format before blocks). And any columns the input describes
+//! (times stepping by a few values, for the steps' dictionary, or by many, for pco; values that
+//! hold, change now and then, for runs, or always), written as a chunk, read back bit for bit.
 #![no_main]
 
 use airlock_store::historian::chunk;
@@ -21,6 +23,42 @@ fuzz_target!(|bytes: &[u8]| {
             }
         }
     }
+    if bytes.len() >= 4 {
+        let palette = [0.0, -0.0, 1.0, 65_535.0, -32_768.0, 9_007_199_254_740_991.0, f64::NAN, 1e300, 0.1, f64::INFINITY];
+        let steps_n = usize::from(bytes[0] % 20) + 1;
+        let steps: Vec<i64> = (0..steps_n)
+            .map(|k| {
+                let b = bytes.get(1 + k).copied().unwrap_or(0);
+                match b % 4 {
+                    0 => 1000 + i64::from(b),
+                    1 => -i64::from(b),
+                    2 => i64::MAX - i64::from(b),
+                    _ => i64::from(b) << 40,
+                }
+            })
+            .collect();
+        let n = (usize::from(bytes[1]) * 33 + usize::from(bytes[2])) % chunk::SECTION_SAMPLES_MAX + 1;
+        let body = &bytes[3..];
+        let mut c = chunk::Columns::default();
+        let (mut time, mut value) = (i64::from(bytes[2]) << 32, 0.0);
+        for i in 0..n {
+            let b = body[i % body.len()];
+            if bytes[0] & 0x80 != 0 {
+                value = f64::from(b) * 0.37 + i as f64;
+            } else if b % 16 == 0 {
+                value = palette[usize::from(b / 16) % palette.len()];
+            }
+            c.push(time, value, u16::from(b % 3 == 0));
+            time = time.wrapping_add(steps[usize::from(b) % steps_n]);
+        }
+        let encoded = chunk::encode(chunk::Codec::Pco, 1, &c, None).expect("any columns encode");
+        let back = chunk::decode(&encoded, |_| Err("no shared times".into())).expect("a chunk just written decodes");
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(back.times, c.times);
+        assert_eq!(bits(&back.values), bits(&c.values));
+        assert_eq!(back.quality, c.quality);
+    }
+
     let count = usize::from(bytes.first().copied().unwrap_or(0)) * 8;
     let rest = bytes.get(1..).unwrap_or_default();
     let _ = decode_times(&mut BitReader::new(rest), count);

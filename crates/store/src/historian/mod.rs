@@ -1478,18 +1478,23 @@ mod tests {
         w.checkpoint().unwrap();
         let inner = lock(&w.inner).unwrap();
         assert!(inner.blocks.len() > 2, "{} blocks", inner.blocks.len());
-        let mut own_times = 0;
+        assert_eq!(own_time_columns(&inner), groups, "one time column a group");
+        drop(inner);
+        drop(w);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// How many sections of the blocks hold their own times (the rest share another's).
+    fn own_time_columns(inner: &Inner) -> u32 {
+        let mut own = 0;
         for b in &inner.blocks {
             let reader = inner.chunks.open_record(b.seq).unwrap().unwrap();
             let block = chunk::Block::open(&reader).unwrap();
             for i in 0..block.prefix.sections {
-                own_times += u32::from(!block.section(i).unwrap().shares_times);
+                own += u32::from(!block.section(i).unwrap().shares_times);
             }
         }
-        assert_eq!(own_times, groups, "one time column a group");
-        drop(inner);
-        drop(w);
-        fs::remove_dir_all(&dir).unwrap();
+        own
     }
 
     /// Tags that share their times need not come one after another: two requests whose tags
@@ -1512,18 +1517,7 @@ mod tests {
             w.append(&poll).unwrap();
         }
         w.checkpoint().unwrap();
-        {
-            let inner = lock(&w.inner).unwrap();
-            let mut own_times = 0;
-            for b in &inner.blocks {
-                let reader = inner.chunks.open_record(b.seq).unwrap().unwrap();
-                let block = chunk::Block::open(&reader).unwrap();
-                for i in 0..block.prefix.sections {
-                    own_times += u32::from(!block.section(i).unwrap().shares_times);
-                }
-            }
-            assert_eq!(own_times, 2 * 2, "one time column a request and section");
-        }
+        assert_eq!(own_time_columns(&lock(&w.inner).unwrap()), 2 * 2, "one time column a request and section");
         for k in 0..6u32 {
             let got = r.raw(&names[k as usize], Timestamp::from_millis(0), Timestamp::from_millis(i64::MAX)).unwrap();
             assert_eq!(got.len(), n as usize, "tag {k}");
