@@ -453,7 +453,6 @@ fn pco_config(level: usize) -> pco::ChunkConfig {
 /// low bits known to be zero, anything else (a scaled decimal, an `f64` measurement) as pco
 /// finds best.
 fn value_mode(values: &[f64]) -> pco::ModeSpec {
-    const EXACT_INTEGER_MAX: f64 = (1u64 << 53) as f64;
     if values.iter().all(|v| v.fract() == 0.0 && v.abs() < EXACT_INTEGER_MAX) {
         pco::ModeSpec::TryFloatMult(1.0)
     } else if values.iter().all(|v| f64::from(*v as f32) == *v) {
@@ -700,9 +699,11 @@ fn put_values(out: &mut Vec<u8>, values: &[f64]) -> Result<(), String> {
     Ok(())
 }
 
+/// The whole numbers an f64 holds exactly lie below this.
+const EXACT_INTEGER_MAX: f64 = (1u64 << 53) as f64;
+
 /// Whether `v` is a whole number that an i64 gives back bit for bit.
 fn is_whole(v: f64) -> bool {
-    const EXACT_INTEGER_MAX: f64 = (1u64 << 53) as f64;
     v.abs() < EXACT_INTEGER_MAX && (v as i64 as f64).to_bits() == v.to_bits()
 }
 

@@ -15,7 +15,7 @@
 //! `Inner::push_to_head`).
 
 use super::chunk::Columns;
-use super::gorilla::{BitReader, BitWriter, read_dod, read_xor, write_dod, write_xor};
+use super::gorilla::{BitReader, BitWriter, decode_values, read_dod, read_xor, write_dod, write_xor};
 
 /// A tag's samples since the last checkpoint.
 #[derive(Debug, Default, Clone)]
@@ -122,18 +122,12 @@ impl Head {
     pub fn columns(&self, leader_times: Option<&[i64]>) -> Option<Columns> {
         let bytes = self.bits.snapshot();
         let mut r = BitReader::new(&bytes);
-        let mut values = Vec::with_capacity(self.len);
-        let times = if self.follows.is_some() {
-            let times = leader_times?.get(..self.len)?.to_vec();
-            let (mut prev_value, mut window) = (0u64, (0u32, 0u32));
-            for i in 0..self.len {
-                let value = if i == 0 { r.read(64)? } else { prev_value ^ read_xor(&mut r, &mut window)? };
-                values.push(f64::from_bits(value));
-                prev_value = value;
-            }
-            times
+        let (times, values) = if self.follows.is_some() {
+            // Values only, as `encode_values` writes them (`push_following` is its sample by
+            // sample form).
+            (leader_times?.get(..self.len)?.to_vec(), decode_values(&mut r, self.len)?)
         } else {
-            let mut times = Vec::with_capacity(self.len);
+            let (mut times, mut values) = (Vec::with_capacity(self.len), Vec::with_capacity(self.len));
             let (mut prev_time, mut prev_delta, mut prev_value) = (0i64, 0i64, 0u64);
             let mut window = (0u32, 0u32);
             for i in 0..self.len {
@@ -151,7 +145,7 @@ impl Head {
                 values.push(f64::from_bits(value));
                 (prev_time, prev_value) = (time, value);
             }
-            times
+            (times, values)
         };
         let quality = self.quality.iter().flat_map(|(q, n)| std::iter::repeat_n(*q, *n as usize)).collect();
         Some(Columns::from_parts(times, values, quality))

@@ -539,7 +539,7 @@ impl Inner {
             Some((leader, at)) if at == time && leader != tag && (leader as usize) < self.heads.len() => Some(leader),
             _ => None,
         };
-        let follows = leader.is_some_and(|leader| {
+        let follow = leader.filter(|&leader| {
             let (head, l) = (&self.heads[t], &self.heads[leader as usize]);
             let at_this_time = l.last_time() == Some(time);
             match head.follows() {
@@ -547,11 +547,9 @@ impl Inner {
                 None => head.is_empty() && at_this_time && l.len() == 1,
             }
         });
-        if follows {
+        if let Some(leader) = follow {
             let head = &mut self.heads[t];
-            if let Some(leader) = leader {
-                head.follow(leader);
-            }
+            head.follow(leader);
             let before = head.bytes();
             head.push_following(value, quality);
             self.head_bytes += head.bytes() - before;
@@ -575,9 +573,10 @@ impl Inner {
     fn stop_following(&mut self, t: usize) {
         let Some(columns) = head_columns(&self.heads, t) else {
             // The leader's stream or this one's did not read back: a bug, since neither leaves
-            // memory. Its samples are still in the WAL, replayed at the next start.
+            // memory. Its samples are counted lost (the WAL holds them until the next
+            // checkpoint, and a start before it replays them).
             log::error!(
-                "historian {}: tag {t}'s head did not read back; its samples are left to the WAL",
+                "historian {}: tag {t}'s head did not read back; its samples are counted lost",
                 self.dir.display()
             );
             self.stats.samples_lost += self.heads[t].len() as u64;
@@ -1163,11 +1162,7 @@ fn push_range(c: &chunk::Columns, from_ms: i64, to_ms: i64, out: &mut Vec<Row>) 
 
 /// The samples of the head of `tag` as columns (with its leader's times, if it follows one).
 fn head_columns(heads: &[head::Head], tag: usize) -> Option<chunk::Columns> {
-    let head = heads.get(tag)?;
-    match head.follows() {
-        None => head.columns(None),
-        Some(leader) => head.columns(Some(&heads.get(leader as usize)?.columns(None)?.times)),
-    }
+    head_columns_cached(heads, tag, &mut None)
 }
 
 /// As [`head_columns`], keeping the last leader's times decoded in `cache` for the next
