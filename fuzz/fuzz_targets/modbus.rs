@@ -82,12 +82,24 @@ fn tags() -> &'static [ModbusTag] {
 }
 
 fuzz_target!(|bytes: &[u8]| {
-    // The stream, fed in pieces of the sizes the first byte says.
+    // The stream, fed in pieces of the sizes the first byte says; a request (transaction id
+    // from the second byte) goes out before every third piece. What is handed on as an answer
+    // starts with a right header and is never longer than a frame.
     let mut guard = FrameCheck::default();
     let step = usize::from(bytes.first().copied().unwrap_or(1)).max(1);
-    for piece in bytes.chunks(step) {
-        if guard.feed(piece).is_err() {
+    let transaction = u16::from(bytes.get(1).copied().unwrap_or(0));
+    let mut answer = Vec::new();
+    for (i, piece) in bytes.chunks(step).enumerate() {
+        if i % 3 == 0 {
+            guard.expect_answer(Some(transaction));
+            answer.clear();
+        }
+        if guard.feed(piece, &mut answer).is_err() {
             break;
+        }
+        assert!(answer.len() <= 7 + 253, "an answer longer than a frame");
+        if answer.len() >= 7 {
+            assert_eq!(answer[..4], [(transaction >> 8) as u8, transaction as u8, 0, 0], "a wrong header handed on");
         }
     }
     // The same bytes as registers for every tag, and as bits.

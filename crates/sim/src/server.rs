@@ -54,6 +54,10 @@ pub enum Fault {
     /// Answers every request rightly, and then sends two bytes more (a CRC, as some serial
     /// converters add).
     TrailingBytes = 5,
+    /// Answers every request rightly, and sends the two bytes more 5 ms later, in a segment
+    /// of their own (a serial converter that forwards the CRC late): the client's next
+    /// request has often gone out by then.
+    LateTrailingBytes = 6,
 }
 
 impl Fault {
@@ -64,6 +68,7 @@ impl Fault {
             3 => Fault::Exception,
             4 => Fault::Garbage,
             5 => Fault::TrailingBytes,
+            6 => Fault::LateTrailingBytes,
             _ => Fault::None,
         }
     }
@@ -184,6 +189,14 @@ async fn connection(mut stream: TcpStream, banks: &Mutex<Banks>, log: &RequestLo
             Fault::TrailingBytes => {
                 let body = answer(pdu, banks);
                 frame(&mut reply, &header, &body);
+                reply.extend_from_slice(&[0xc5, 0x3a]);
+            }
+            Fault::LateTrailingBytes => {
+                let body = answer(pdu, banks);
+                frame(&mut reply, &header, &body);
+                stream.write_all(&reply).await?;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                reply.clear();
                 reply.extend_from_slice(&[0xc5, 0x3a]);
             }
         }

@@ -2,16 +2,23 @@
 //! whose protocol id is 0 and whose length (unit id plus PDU) is 2 to 254. tokio-modbus trusts
 //! the length field, so a device that sends garbage would make it wait for up to 64 KiB that
 //! never come, and the failure would look like a timeout. The guard checks each header as the
-//! bytes arrive and fails the read at once with "malformed frame", so the tags go bad with the
-//! right reason and the connection is replaced. With one request in flight, bytes after a whole
-//! answer (a CRC or padding that some devices and serial converters add) are skipped until the
-//! next request goes out, as tokio-modbus skips them.
+//! bytes arrive, and holds its bytes back until it is whole: a header that is wrong fails the
+//! read at once with "malformed frame", so the tags go bad with the right reason and the
+//! connection is replaced. With one request in flight, bytes after a whole answer (a CRC or
+//! padding that some devices and serial converters add) are dropped; when they come late, after
+//! the next request has gone out, up to [`LATE_TAIL_MAX`] of them are dropped until a header
+//! answers that request (its transaction id, seen going out).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Stray bytes dropped before an answer's header when the answer before it was whole: its
+/// tail (a 2-byte CRC, padding) come in a later segment, after the next request went out.
+/// Garbage after a good answer still fails within this many bytes and a header's seven.
+pub const LATE_TAIL_MAX: usize = 16;
 
 /// Where the reader is in the answer to the request in flight (there is one at a time).
 #[derive(Debug, Default)]
@@ -20,21 +27,32 @@ pub struct FrameCheck {
     header_len: usize,
     body_left: usize,
     /// The whole answer has come: bytes until the next request are stray (a CRC or padding
-    /// some devices and converters add) and skipped, as tokio-modbus skips them.
+    /// some devices and converters add) and dropped.
     answered: bool,
+    /// The transaction id of the request in flight, when its header was seen going out.
+    transaction: Option<u16>,
+    /// Stray bytes that may still be dropped before this answer's header.
+    tail_left: usize,
+    /// Stray bytes dropped before this answer's header so far.
+    skipped: usize,
 }
 
 impl FrameCheck {
-    /// A request is going out: its answer is read from its first byte.
-    pub fn expect_answer(&mut self) {
-        *self = Self::default();
+    /// A request (transaction id `transaction`, if known) is going out: its answer is read from
+    /// its first byte, after at most [`LATE_TAIL_MAX`] stray bytes if the last answer was whole.
+    pub fn expect_answer(&mut self, transaction: Option<u16>) {
+        let tail_left = if self.answered { LATE_TAIL_MAX } else { 0 };
+        *self = Self { transaction, tail_left, ..Self::default() };
     }
 
-    /// Feeds newly received bytes; an error names what is wrong with the frame.
-    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+    /// Feeds newly received bytes; the bytes of the answer go to `answer` once their header is
+    /// whole and right (a header's bytes are held until then; stray bytes are dropped). An
+    /// error names what is wrong with the frame.
+    pub fn feed(&mut self, mut bytes: &[u8], answer: &mut Vec<u8>) -> Result<(), String> {
         while !bytes.is_empty() && !self.answered {
             if self.body_left > 0 {
                 let n = self.body_left.min(bytes.len());
+                answer.extend_from_slice(&bytes[..n]);
                 self.body_left -= n;
                 bytes = &bytes[n..];
                 self.answered = self.body_left == 0;
@@ -44,14 +62,30 @@ impl FrameCheck {
             self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
             self.header_len += n;
             bytes = &bytes[n..];
-            if self.header_len == 7 {
-                self.header_len = 0;
-                self.body_left = self.check_header()?;
+            if self.header_len < 7 {
+                continue;
+            }
+            match self.check_header() {
+                Ok(body) => {
+                    answer.extend_from_slice(&self.header);
+                    self.header_len = 0;
+                    self.body_left = body;
+                }
+                Err(_) if self.tail_left > 0 => {
+                    // The last answer's tail: drop its first byte and look again.
+                    self.tail_left -= 1;
+                    self.skipped += 1;
+                    self.header.copy_within(1.., 0);
+                    self.header_len = 6;
+                }
+                Err(e) if self.skipped > 0 => return Err(format!("{e} (after {} stray bytes)", self.skipped)),
+                Err(e) => return Err(e),
             }
         }
         Ok(())
     }
 
+    /// The body's length after a right header; what is wrong with it otherwise.
     fn check_header(&self) -> Result<usize, String> {
         let h = &self.header;
         let protocol = u16::from_be_bytes([h[2], h[3]]);
@@ -59,7 +93,13 @@ impl FrameCheck {
         if protocol != 0 || !(2..=254).contains(&length) {
             return Err(format!("malformed frame: header {h:02x?} has protocol id {protocol} and length {length}"));
         }
-        Ok(length - 1)
+        let transaction = u16::from_be_bytes([h[0], h[1]]);
+        match self.transaction {
+            Some(asked) if asked != transaction => Err(format!(
+                "malformed frame: header {h:02x?} answers transaction {transaction}, the request was {asked}"
+            )),
+            _ => Ok(length - 1),
+        }
     }
 }
 
@@ -68,31 +108,75 @@ impl FrameCheck {
 pub struct Guarded<S> {
     inner: S,
     check: FrameCheck,
+    /// Bytes of the request in flight still to go out (a request written in parts starts once).
+    request_left: usize,
+    /// Bytes read from the device, taken out of the reader's buffer to be checked.
+    received: Vec<u8>,
+    /// Checked bytes of the answer not yet handed to the reader, from `answer_at`.
+    answer: Vec<u8>,
+    answer_at: usize,
 }
 
 impl<S> Guarded<S> {
     pub fn new(inner: S) -> Self {
-        Self { inner, check: FrameCheck::default() }
+        Self {
+            inner,
+            check: FrameCheck::default(),
+            request_left: 0,
+            received: Vec::new(),
+            answer: Vec::new(),
+            answer_at: 0,
+        }
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        let result = this.check.feed(&buf.filled()[before..]);
-        Poll::Ready(result.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)))
+        loop {
+            if this.answer_at < this.answer.len() {
+                let n = buf.remaining().min(this.answer.len() - this.answer_at);
+                buf.put_slice(&this.answer[this.answer_at..this.answer_at + n]);
+                this.answer_at += n;
+                if this.answer_at == this.answer.len() {
+                    this.answer.clear();
+                    this.answer_at = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            if buf.filled().len() == before {
+                return Poll::Ready(Ok(())); // the device closed the connection
+            }
+            // Checked bytes are handed on (above); held or dropped ones are not, and the device
+            // is read again (a read that hands on nothing would say the connection closed).
+            this.received.clear();
+            this.received.extend_from_slice(&buf.filled()[before..]);
+            buf.set_filled(before);
+            let result = this.check.feed(&this.received, &mut this.answer);
+            result.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
     }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if !buf.is_empty() {
-            this.check.expect_answer();
+        if !buf.is_empty() && this.request_left == 0 {
+            // A request begins: its header says its transaction id and its length.
+            let transaction = (buf.len() >= 2).then(|| u16::from_be_bytes([buf[0], buf[1]]));
+            this.request_left = match buf.get(4..6) {
+                Some(length) => 6 + usize::from(u16::from_be_bytes([length[0], length[1]])),
+                None => buf.len(),
+            };
+            this.check.expect_answer(transaction);
+            this.answer.clear();
+            this.answer_at = 0;
         }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        let written = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        this.request_left = this.request_left.saturating_sub(written);
+        Poll::Ready(Ok(written))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -108,20 +192,38 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 mod tests {
     use super::*;
 
-    /// Feeds `chunks` in order; expects the chunk at index `fails_at` to be refused (or none).
+    /// Feeds `chunks` in order; expects the chunk at index `fails_at` to be refused (or none),
+    /// and every byte before that to be handed on as the answer.
     fn check(chunks: &[&[u8]], fails_at: Option<usize>) {
         let mut c = FrameCheck::default();
-        let first_error = chunks.iter().position(|chunk| c.feed(chunk).is_err());
+        let mut answer = Vec::new();
+        let first_error = chunks.iter().position(|chunk| c.feed(chunk, &mut answer).is_err());
         assert_eq!(first_error, fails_at, "{chunks:02x?}");
+        if fails_at.is_none() {
+            assert_eq!(answer, chunks.concat());
+        }
     }
 
+    /// Feeds `bytes` and returns what was handed on.
+    fn answer(c: &mut FrameCheck, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        let mut answer = Vec::new();
+        c.feed(bytes, &mut answer).map(|()| answer)
+    }
+
+    /// An answer to transaction 1, and the same to transaction 2.
     const FRAME: &[u8] = &[0, 1, 0, 0, 0, 5, 1, 3, 2, 0x12, 0x34];
+    const FRAME_2: &[u8] = &[0, 2, 0, 0, 0, 5, 1, 3, 2, 0x12, 0x34];
 
     #[test]
     fn good_frames_pass_whole_or_in_pieces() {
         check(&[FRAME], None);
         check(&[&FRAME[..3], &FRAME[3..8], &FRAME[8..]], None);
         check(&[&[0, 1, 0, 0, 0, 3, 1, 0x83, 2]], None);
+        // A header's bytes are held until it is whole and right.
+        let mut c = FrameCheck::default();
+        assert_eq!(answer(&mut c, &FRAME[..6]), Ok(vec![]));
+        assert_eq!(answer(&mut c, &FRAME[6..9]), Ok(FRAME[..9].to_vec()));
+        assert_eq!(answer(&mut c, &FRAME[9..]), Ok(FRAME[9..].to_vec()));
     }
 
     /// A device (or a serial converter) that sends a CRC or padding after its answer: with one
@@ -130,21 +232,51 @@ mod tests {
     /// answer's header: that answer failed as malformed, and with seven of them or more the
     /// good answer before them too, so the tags flapped bad.)
     #[test]
-    fn stray_bytes_after_an_answer_are_skipped_and_the_next_answer_is_read_in_step() {
+    fn stray_bytes_after_an_answer_are_dropped_and_the_next_answer_is_read_in_step() {
         let mut c = FrameCheck::default();
         let with_crc: Vec<u8> = FRAME.iter().chain(&[0xaa, 0xbb]).copied().collect();
-        assert_eq!(c.feed(&with_crc), Ok(()));
-        c.expect_answer();
-        assert_eq!(c.feed(FRAME), Ok(()));
+        assert_eq!(answer(&mut c, &with_crc), Ok(FRAME.to_vec()));
+        c.expect_answer(Some(1));
+        assert_eq!(answer(&mut c, FRAME), Ok(FRAME.to_vec()));
         let with_padding: Vec<u8> = FRAME.iter().chain(&[0xee; 9]).copied().collect();
-        c.expect_answer();
-        assert_eq!(c.feed(&with_padding), Ok(()));
-        c.expect_answer();
-        assert_eq!(c.feed(&FRAME[..4]), Ok(()));
-        assert_eq!(c.feed(&FRAME[4..]), Ok(()));
-        // The answer to a request is still checked from its first byte.
-        c.expect_answer();
-        assert!(c.feed(&[0, 2, 0, 7, 0, 5, 1]).is_err());
+        c.expect_answer(Some(1));
+        assert_eq!(answer(&mut c, &with_padding), Ok(FRAME.to_vec()));
+        c.expect_answer(Some(1));
+        assert_eq!(answer(&mut c, &FRAME[..4]), Ok(vec![]));
+        assert_eq!(answer(&mut c, &FRAME[4..]), Ok(FRAME.to_vec()));
+        // The answer to a request is still checked: a wrong header fails once it is more
+        // than a tail could be.
+        c.expect_answer(Some(2));
+        let wrong: Vec<u8> = [0, 2, 0, 7, 0, 5, 1].iter().chain(&[3; LATE_TAIL_MAX]).copied().collect();
+        assert!(answer(&mut c, &wrong).is_err());
+    }
+
+    /// The same tail coming late, after the next request went out (a converter that forwards
+    /// the CRC in a segment of its own): it comes before that request's answer, and is dropped
+    /// until a header answers the request, whole or in pieces. (It was taken for the start of
+    /// the answer's header: the answer failed as malformed, poll after poll.)
+    #[test]
+    fn a_tail_that_comes_after_the_next_request_is_dropped_before_its_answer() {
+        let mut c = FrameCheck::default();
+        assert_eq!(answer(&mut c, FRAME), Ok(FRAME.to_vec()));
+        c.expect_answer(Some(2));
+        assert_eq!(answer(&mut c, &[0xaa, 0xbb]), Ok(vec![]));
+        assert_eq!(answer(&mut c, FRAME_2), Ok(FRAME_2.to_vec()));
+        // In one segment with the answer, and in pieces that split the header.
+        c.expect_answer(Some(1));
+        let late: Vec<u8> = [0xc5, 0x3a].iter().chain(FRAME).copied().collect();
+        assert_eq!(answer(&mut c, &late), Ok(FRAME.to_vec()));
+        c.expect_answer(Some(2));
+        let late: Vec<u8> = [0xc5, 0x3a, 0, 0].iter().chain(FRAME_2).copied().collect();
+        let mut got = Vec::new();
+        for piece in late.chunks(3) {
+            got.extend(answer(&mut c, piece).unwrap());
+        }
+        assert_eq!(got, FRAME_2);
+        // A whole earlier answer's header in the tail is not this request's.
+        c.expect_answer(Some(2));
+        let late: Vec<u8> = [0xc5].iter().chain(&FRAME[..7]).chain(FRAME_2).copied().collect();
+        assert_eq!(answer(&mut c, &late), Ok(FRAME_2.to_vec()));
     }
 
     #[test]
@@ -152,5 +284,25 @@ mod tests {
         check(&[b"\xde\xad\xbe\xef garbage"], Some(0));
         check(&[&[0, 1, 0, 0], &[0xff, 0xff, 1]], Some(1));
         check(&[&[0, 1, 0, 0, 0, 1, 1]], Some(0));
+        // With no whole answer before it, nothing is a tail: the first byte is checked.
+        let mut c = FrameCheck::default();
+        c.expect_answer(Some(1));
+        assert!(answer(&mut c, &[0xaa, 0xbb, 0, 1, 0, 0, 0]).is_err());
+    }
+
+    /// After a whole answer, garbage fails within the tail's bound and a header, and an
+    /// answer to another transaction fails with both transactions named.
+    #[test]
+    fn garbage_after_a_good_answer_and_a_wrong_transaction_are_refused() {
+        let mut c = FrameCheck::default();
+        assert_eq!(answer(&mut c, FRAME), Ok(FRAME.to_vec()));
+        c.expect_answer(Some(2));
+        let garbage = [0xde; LATE_TAIL_MAX + 7];
+        let error = answer(&mut c, &garbage).unwrap_err();
+        assert!(error.contains("malformed frame") && error.contains("after 16 stray bytes"), "{error}");
+        let mut c = FrameCheck::default();
+        c.expect_answer(Some(2));
+        let error = answer(&mut c, FRAME).unwrap_err();
+        assert!(error.contains("answers transaction 1, the request was 2"), "{error}");
     }
 }

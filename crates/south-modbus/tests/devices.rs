@@ -227,6 +227,24 @@ async fn a_device_that_sends_bytes_after_each_answer_reads_good() {
     assert_reads_only(&s);
 }
 
+/// The same two bytes coming 5 ms after the answer, in a segment of their own: by then the
+/// next request of the poll has gone out, and they come before its answer. They are the last
+/// answer's tail, not the next answer's header, so every poll still reads good. (The guard
+/// took them for the start of the next answer's header: that answer failed as malformed, the
+/// tags went bad and the device reconnected, poll after poll.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_whose_trailing_bytes_come_after_the_next_request_reads_good() {
+    let s = server().await;
+    s.set_fault(Fault::LateTrailingBytes);
+    let extra = "poll_interval_ms = 30\nrate_max_per_s = 1000";
+    let config = parse(&device("d", s.addr, extra, TWO_TAGS), Path::new("t.toml")).unwrap();
+    let batches = run(&config, Duration::from_millis(900)).await;
+    let samples = samples_of(&batches, 0);
+    assert!(samples.len() >= 20, "{} samples: {:?}", samples.len(), reasons(&samples));
+    assert_eq!(reasons(&samples), vec![Quality::Good]);
+    assert_reads_only(&s);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_that_recovers_reads_good_again() {
     let s = server().await;
