@@ -7,7 +7,9 @@
 //! connection is replaced. With one request in flight, bytes after a whole answer (a CRC or
 //! padding that some devices and serial converters add) are dropped; when they come late, after
 //! the next request has gone out, up to [`LATE_TAIL_MAX`] of them are dropped until a header
-//! answers that request (its transaction id, seen going out).
+//! answers that request (its transaction id, seen going out). A right header for another
+//! transaction fails at once; garbage shorter than a tail and a header after a good answer is
+//! held, and ends in the device's timeout.
 
 use std::io;
 use std::pin::Pin;
@@ -71,6 +73,10 @@ impl FrameCheck {
                     self.header_len = 0;
                     self.body_left = body;
                 }
+                // A right header for another transaction is an answer, not a tail: a tail
+                // of up to three bytes before a header never makes a right one (its protocol id
+                // or length comes out wrong).
+                Err(HeaderError::Transaction(e)) => return Err(e),
                 Err(_) if self.tail_left > 0 => {
                     // The last answer's tail: drop its first byte and look again.
                     self.tail_left -= 1;
@@ -78,29 +84,46 @@ impl FrameCheck {
                     self.header.copy_within(1.., 0);
                     self.header_len = 6;
                 }
-                Err(e) if self.skipped > 0 => return Err(format!("{e} (after {} stray bytes)", self.skipped)),
-                Err(e) => return Err(e),
+                Err(HeaderError::Malformed(e)) if self.skipped > 0 => {
+                    return Err(format!("{e} (after {} stray bytes)", self.skipped));
+                }
+                Err(HeaderError::Malformed(e)) => return Err(e),
             }
         }
         Ok(())
     }
 
+    /// Whether the answer has begun: its header is partly or wholly read.
+    pub fn in_answer(&self) -> bool {
+        self.header_len > 0 || self.body_left > 0
+    }
+
     /// The body's length after a right header; what is wrong with it otherwise.
-    fn check_header(&self) -> Result<usize, String> {
+    fn check_header(&self) -> Result<usize, HeaderError> {
         let h = &self.header;
         let protocol = u16::from_be_bytes([h[2], h[3]]);
         let length = usize::from(u16::from_be_bytes([h[4], h[5]]));
         if protocol != 0 || !(2..=254).contains(&length) {
-            return Err(format!("malformed frame: header {h:02x?} has protocol id {protocol} and length {length}"));
+            return Err(HeaderError::Malformed(format!(
+                "malformed frame: header {h:02x?} has protocol id {protocol} and length {length}"
+            )));
         }
         let transaction = u16::from_be_bytes([h[0], h[1]]);
         match self.transaction {
-            Some(asked) if asked != transaction => Err(format!(
+            Some(asked) if asked != transaction => Err(HeaderError::Transaction(format!(
                 "malformed frame: header {h:02x?} answers transaction {transaction}, the request was {asked}"
-            )),
+            ))),
             _ => Ok(length - 1),
         }
     }
+}
+
+/// What is wrong with a header.
+enum HeaderError {
+    /// Not a header (a wrong protocol id or length): perhaps a tail before one.
+    Malformed(String),
+    /// A right header of an answer to another transaction.
+    Transaction(String),
 }
 
 /// A stream whose reads pass through a [`FrameCheck`].
@@ -147,7 +170,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             let before = buf.filled().len();
             ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
             if buf.filled().len() == before {
-                return Poll::Ready(Ok(())); // the device closed the connection
+                // The device closed the connection: between answers, a close; inside one, the
+                // bytes held back say it was cut.
+                if this.check.in_answer() {
+                    let cut = "the device closed the connection inside an answer";
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, cut)));
+                }
+                return Poll::Ready(Ok(()));
             }
             // Checked bytes are handed on (above); held or dropped ones are not, and the device
             // is read again (a read that hands on nothing would say the connection closed).
@@ -267,16 +296,43 @@ mod tests {
         let late: Vec<u8> = [0xc5, 0x3a].iter().chain(FRAME).copied().collect();
         assert_eq!(answer(&mut c, &late), Ok(FRAME.to_vec()));
         c.expect_answer(Some(2));
-        let late: Vec<u8> = [0xc5, 0x3a, 0, 0].iter().chain(FRAME_2).copied().collect();
+        let late: Vec<u8> = [0xc5, 0x3a, 0].iter().chain(FRAME_2).copied().collect();
         let mut got = Vec::new();
         for piece in late.chunks(3) {
             got.extend(answer(&mut c, piece).unwrap());
         }
         assert_eq!(got, FRAME_2);
-        // A whole earlier answer's header in the tail is not this request's.
+    }
+
+    /// A device that answers with another transaction id (some echo 0), after a good answer:
+    /// a header that is right but for another transaction is no tail, and fails at once. (It
+    /// was slid past as one: the guard held the rest and the read ended in the device's
+    /// timeout, not in the error that names the transactions.)
+    #[test]
+    fn an_answer_to_another_transaction_fails_at_once_after_a_good_answer() {
+        let mut c = FrameCheck::default();
+        assert_eq!(answer(&mut c, FRAME), Ok(FRAME.to_vec()));
         c.expect_answer(Some(2));
-        let late: Vec<u8> = [0xc5].iter().chain(&FRAME[..7]).chain(FRAME_2).copied().collect();
-        assert_eq!(answer(&mut c, &late), Ok(FRAME_2.to_vec()));
+        let error = answer(&mut c, FRAME).unwrap_err();
+        assert!(error.contains("answers transaction 1, the request was 2"), "{error}");
+    }
+
+    /// The device closes the connection in the middle of an answer's header: the read fails as
+    /// an unexpected end, not as a close between answers (the held bytes never reached
+    /// tokio-modbus, which then reported whatever the last OS error was).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_close_inside_a_header_is_an_unexpected_end() {
+        use tokio::io::AsyncReadExt;
+        let mut stream = Guarded::new(&FRAME[..5]);
+        let mut buf = [0u8; 64];
+        let error = stream.read(&mut buf).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "{error}");
+        let mut stream = Guarded::new(&FRAME[..9]);
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 9, "a header and part of a body go on");
+        assert_eq!(stream.read(&mut buf).await.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        let mut stream = Guarded::new(FRAME);
+        assert_eq!(stream.read(&mut buf).await.unwrap(), FRAME.len());
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 0, "a close after a whole answer is a close");
     }
 
     #[test]
