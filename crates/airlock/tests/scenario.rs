@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
-use airlock_edge::counter::{Counter, CounterConfig};
+use airlock_edge::counter::{Counter, CounterConfig, CounterRange};
 use airlock_edge::oee::{Oee, OeeConfig};
 use airlock_edge::vibration::{Vibration, VibrationConfig, iso_zones};
 use airlock_edge::{EdgeEvent, Output, Transform, Transition};
@@ -37,6 +37,7 @@ fn a_shift_of_the_press_line_through_the_edge() {
                 shift_ms: 8 * HOUR_MS,
                 shift_offset_ms: 6 * HOUR_MS,
                 every_parts: Some(1000),
+                parts_max_per_s: None,
             })
         })
         .collect();
@@ -50,9 +51,9 @@ fn a_shift_of_the_press_line_through_the_edge() {
                 state_tag: TagId(0),
                 running_value: 1.0,
                 parts_tag: TagId(1),
-                parts_modulus: Some(65_536),
+                parts_range: CounterRange { modulus: Some(65_536), parts_max_per_s: None },
                 rejects_tag: Some(TagId(2)),
-                rejects_modulus: Some(1 << 32),
+                rejects_range: CounterRange { modulus: Some(1 << 32), parts_max_per_s: None },
                 ideal_cycle_s: m.spec.ideal_cycle_s,
                 shift_ms: 8 * HOUR_MS,
                 shift_offset_ms: 6 * HOUR_MS,

@@ -130,6 +130,8 @@ pub struct TagAlarms {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Production {
     pub every_parts: Option<u64>,
+    /// The most parts the machine makes in a second: a reading that adds more is refused.
+    pub parts_max_per_s: Option<f64>,
 }
 
 /// Where and how long airlock keeps data on local disk.

@@ -211,6 +211,7 @@ pub struct RawTag {
     pub stale_s: Option<S<i64>>,
     pub production: Option<S<bool>>,
     pub production_every_parts: Option<S<i64>>,
+    pub production_parts_max_per_s: Option<S<f64>>,
     pub vibration_group: Option<S<i64>>,
     pub vibration_foundation: Option<S<String>>,
     pub vibration_advice_days: Option<S<f64>>,

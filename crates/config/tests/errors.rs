@@ -458,6 +458,36 @@ fn edge_settings_of_a_tag_and_their_mistakes() {
     );
 }
 
+/// A part counter's pace: a number above 0, and only on a tag with `production = true`.
+#[test]
+fn a_counters_pace_is_checked_and_kept() {
+    let counter = |extra: &str| {
+        TAG.replace("type = \"f32\"", &format!("type = \"u64\"\n{extra}")).replace("\"speed\"", "\"parts\"")
+    };
+    let config =
+        parse(&with("", &counter("production = true\nproduction_parts_max_per_s = 2.5")), Path::new("p.toml")).unwrap();
+    let production = config.devices[0].tags[0].edge.production.as_ref().unwrap();
+    assert_eq!(production.parts_max_per_s, Some(2.5));
+    let text = with("", &counter("production = true\nproduction_parts_max_per_s = 0"));
+    check(
+        &text,
+        &[(
+            line_of(&text, "production_parts_max_per_s"),
+            "device[press1].tag[parts].production_parts_max_per_s",
+            "above 0",
+        )],
+    );
+    let text = with("", &counter("production_parts_max_per_s = 3"));
+    check(
+        &text,
+        &[(
+            line_of(&text, "production_parts_max_per_s"),
+            "device[press1].tag[parts].production_parts_max_per_s",
+            "only for a tag with production = true",
+        )],
+    );
+}
+
 const WAVEFORM: &str = r#"
 [[device.tag]]
 name = "accel"

@@ -11,6 +11,10 @@
 //! No phantom parts are counted as long as fewer parts than half the counter's range are made
 //! between two polls, and a reset from the counter's upper half comes with an outage.
 //! Bad readings are skipped: the next good one counts everything since the last good one.
+//! With a bound on the machine's pace (`parts_max_per_s`), a reading that would add more parts
+//! than the machine can have made since the last good one (a garbage value, a 64-bit counter
+//! read as 2^50) adds none: the next reading counts from the last good one again, or, if it goes
+//! on from the refused one (a counter preset to a new value), from there.
 //! Outputs: parts per interval (aligned to the clock), an event every N parts of a shift, and the
 //! shift's total when a shift ends (shifts aligned to the clock: e.g. 8 h from 06:00 UTC).
 
@@ -32,30 +36,66 @@ pub struct CounterConfig {
     pub shift_offset_ms: i64,
     /// An event every this many parts of a shift.
     pub every_parts: Option<u64>,
+    /// The most parts the machine makes in a second: a reading that adds more is refused.
+    pub parts_max_per_s: Option<f64>,
 }
 
 /// A part counter's last good reading, and whether a bad one came since: the parts each new
 /// reading adds are counted from them (by the counter tile and by the OEE rule alike).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tally {
-    last: Option<u64>,
+    /// The last good reading and its time (ms).
+    last: Option<(u64, i64)>,
     /// A bad reading came since the last good one: a decrease is then a reset.
     outage: bool,
+    /// The last reading refused as more than the machine can make, and its time.
+    refused: Option<(u64, i64)>,
+}
+
+/// A part counter's range and the machine's pace.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CounterRange {
+    /// 65,536 for a u16, 4,294,967,296 for a u32; `None` never rolls over.
+    pub modulus: Option<u64>,
+    /// The most parts the machine makes in a second, if known.
+    pub parts_max_per_s: Option<f64>,
 }
 
 impl Tally {
-    /// The parts `s` adds to a counter of range `modulus`. A bad reading, or one outside the
-    /// range (which the drivers refuse, but a counter must not trust them: it would underflow
-    /// into phantom parts), adds none and counts as an outage.
-    pub fn parts(&mut self, s: &Sample, modulus: Option<u64>) -> u64 {
+    /// The parts `s` adds to a counter of `range`. A bad reading, or one outside the range
+    /// (which the drivers refuse, but a counter must not trust them: it would underflow into
+    /// phantom parts), adds none and counts as an outage. So does a reading that adds more
+    /// parts than the machine's pace allows since the last good one; the reading after it is
+    /// counted from the last good one, or from the refused one if it goes on from there at the
+    /// machine's pace (the counter was preset: the jump is not counted).
+    pub fn parts(&mut self, s: &Sample, range: CounterRange) -> u64 {
         let now = s.value.as_ref().filter(|_| s.quality.is_good()).and_then(|v| v.as_f64());
-        let Some(now) = now.and_then(|f| reading(f, modulus)) else {
+        let Some(now) = now.and_then(|f| reading(f, range.modulus)) else {
             self.outage = true;
             return 0;
         };
-        let parts = self.last.map_or(0, |last| delta(last, now, modulus, self.outage));
-        *self = Self { last: Some(now), outage: false };
-        parts
+        let at = s.gateway_time.as_millis();
+        let Some((last, last_at)) = self.last else {
+            *self = Self { last: Some((now, at)), ..Self::default() };
+            return 0;
+        };
+        let parts = delta(last, now, range.modulus, self.outage);
+        // At most this many parts from a reading at `from` to this one.
+        let pace = |from: i64| range.parts_max_per_s.map(|max| (max * (at - from).max(0) as f64 / 1000.0).ceil() + 1.0);
+        let plausible = |parts: u64, from: i64| pace(from).is_none_or(|most| parts as f64 <= most);
+        if plausible(parts, last_at) {
+            *self = Self { last: Some((now, at)), ..Self::default() };
+            return parts;
+        }
+        if let Some((refused, refused_at)) = self.refused {
+            let since_refused = delta(refused, now, range.modulus, false);
+            if now >= refused && plausible(since_refused, refused_at) {
+                *self = Self { last: Some((now, at)), ..Self::default() };
+                return since_refused;
+            }
+        }
+        self.refused = Some((now, at));
+        0
     }
 }
 
@@ -153,7 +193,8 @@ impl Transform for Counter {
         let shift_start = self.shift_start(t);
         self.shift_start_ms.get_or_insert(shift_start);
         self.roll(t, out);
-        let parts = self.tally.parts(s, self.c.modulus);
+        let range = CounterRange { modulus: self.c.modulus, parts_max_per_s: self.c.parts_max_per_s };
+        let parts = self.tally.parts(s, range);
         self.total = self.total.saturating_add(parts);
         self.interval_parts = self.interval_parts.saturating_add(parts);
         let before = self.shift_parts;
@@ -193,6 +234,7 @@ mod tests {
             shift_ms: 8 * 3_600_000,
             shift_offset_ms: 6 * 3_600_000,
             every_parts: every,
+            parts_max_per_s: None,
         }
     }
 
@@ -243,6 +285,38 @@ mod tests {
         c.on_sample(&Sample::good(TagId(0), Value::F64(1e300), Timestamp::from_millis(0)), &mut out);
         c.on_sample(&Sample::good(TagId(0), Value::U64(3), Timestamp::from_millis(1000)), &mut out);
         assert_eq!(c.total, 0);
+    }
+
+    /// Readings a second apart of a counter whose machine makes at most `max` parts a second.
+    fn paced(modulus: Option<u64>, max: f64, readings: &[u64]) -> u64 {
+        let mut c = Counter::new(CounterConfig { parts_max_per_s: Some(max), ..config(modulus, None) });
+        let mut out = Vec::new();
+        for (i, r) in readings.iter().enumerate() {
+            c.on_sample(&Sample::good(TagId(0), Value::U64(*r), Timestamp::from_millis(i as i64 * 1000)), &mut out);
+        }
+        c.total
+    }
+
+    /// A 64-bit counter read once as garbage (2^50): without a range nothing told it from
+    /// production, so a shift "made" a quadrillion parts, and the sums saturated for good. With
+    /// the machine's pace it adds none, and counting goes on from the last good reading.
+    #[test]
+    fn a_reading_beyond_the_machines_pace_counts_no_parts() {
+        assert_eq!(paced(None, 10.0, &[100, 105, 1 << 50, 110, 112]), 12);
+        assert_eq!(paced(None, 10.0, &[100, 105, 1 << 50, 1 << 60, 110]), 10, "two garbage readings in a row");
+        assert_eq!(paced(Some(65_536), 10.0, &[100, 105, 60_000, 110]), 10, "within the range, past the pace");
+        // A counter preset to a new value goes on from it: the jump is not counted, what follows is.
+        assert_eq!(paced(None, 10.0, &[100, 105, 5_000, 5_003, 5_006]), 5 + 3 + 3);
+        // The pace allows for the time since the last good reading, and a reset is still one.
+        assert_eq!(paced(None, 10.0, &[100, 105, 0, 4]), 5 + 0 + 4);
+        assert_eq!(paced(None, 2.0, &[100, 103, 105]), 5, "two a second, rounded up, and one more");
+        let mut c = Counter::new(CounterConfig { parts_max_per_s: Some(10.0), ..config(None, None) });
+        let mut out = Vec::new();
+        c.on_sample(&Sample::good(TagId(0), Value::U64(100), Timestamp::from_millis(0)), &mut out);
+        c.on_sample(&Sample::good(TagId(0), Value::U64(700), Timestamp::from_millis(60_000)), &mut out);
+        assert_eq!(c.total, 600, "a minute at ten a second");
+        // Without a pace a jump is production, as before.
+        check(None, &[100, 105, 5_000], 4_900);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 
 use airlock_model::{AssetPath, Sample, Severity, TagId, Timestamp};
 
-use crate::counter::Tally;
+use crate::counter::{CounterRange, Tally};
 use crate::{EdgeEvent, OeeRecord, Output, Transform, Transition};
 
 /// How a machine's OEE is computed.
@@ -28,9 +28,10 @@ pub struct OeeConfig {
     pub state_tag: TagId,
     pub running_value: f64,
     pub parts_tag: TagId,
-    pub parts_modulus: Option<u64>,
+    /// The parts counter's range and the machine's pace (see [`CounterRange`]).
+    pub parts_range: CounterRange,
     pub rejects_tag: Option<TagId>,
-    pub rejects_modulus: Option<u64>,
+    pub rejects_range: CounterRange,
     pub ideal_cycle_s: f64,
     pub shift_ms: i64,
     pub shift_offset_ms: i64,
@@ -242,11 +243,11 @@ impl Transform for Oee {
         }
         if s.tag == self.c.parts_tag {
             // Counted as the counter tile counts them (a decrease after an outage is a reset).
-            self.parts = self.parts.saturating_add(self.last_parts.parts(s, self.c.parts_modulus));
+            self.parts = self.parts.saturating_add(self.last_parts.parts(s, self.c.parts_range));
             self.check_performance(s.gateway_time, out);
         }
         if Some(s.tag) == self.c.rejects_tag {
-            self.rejects = self.rejects.saturating_add(self.last_rejects.parts(s, self.c.rejects_modulus));
+            self.rejects = self.rejects.saturating_add(self.last_rejects.parts(s, self.c.rejects_range));
         }
         let next = *self.next_report_ms.get_or_insert((t.div_euclid(self.c.interval_ms) + 1) * self.c.interval_ms);
         if t >= next {
@@ -268,9 +269,9 @@ mod tests {
             state_tag: TagId(0),
             running_value: 1.0,
             parts_tag: TagId(1),
-            parts_modulus: Some(65_536),
+            parts_range: CounterRange { modulus: Some(65_536), parts_max_per_s: None },
             rejects_tag: Some(TagId(2)),
-            rejects_modulus: Some(1 << 32),
+            rejects_range: CounterRange { modulus: Some(1 << 32), parts_max_per_s: None },
             ideal_cycle_s: 2.0,
             shift_ms: 8 * 3_600_000,
             shift_offset_ms: 0,
@@ -290,7 +291,7 @@ mod tests {
     /// until the shift ended. Now a reading is counted as the counter tile counts it.
     #[test]
     fn a_garbage_reading_of_a_64_bit_counter_is_no_panic() {
-        let mut o = Oee::new(OeeConfig { parts_modulus: None, ..config() });
+        let mut o = Oee::new(OeeConfig { parts_range: CounterRange::default(), ..config() });
         let mut out = Vec::new();
         feed(&mut o, 0, 0, 1, &mut out);
         for (s, v) in [(1, 1000), (2, u64::MAX), (3, 1001), (4, 1002), (5, 1003)] {
@@ -300,6 +301,14 @@ mod tests {
         // saturates instead of overflowing, and the figures are still made.
         let f = o.figures(6_000);
         assert_eq!(f.parts, u64::MAX, "{f:?}");
+        // With the machine's pace known, the glitch is refused and the parts are the true ones.
+        let range = CounterRange { modulus: None, parts_max_per_s: Some(1.0) };
+        let mut o = Oee::new(OeeConfig { parts_range: range, ..config() });
+        feed(&mut o, 0, 0, 1, &mut out);
+        for (s, v) in [(1, 1000), (2, u64::MAX), (3, 1001), (4, 1002), (5, 1003)] {
+            feed(&mut o, s, 1, v, &mut out);
+        }
+        assert_eq!(o.figures(6_000).parts, 3);
     }
 
     /// Parts read every millisecond for two hours of running: the performance history keeps

@@ -12,7 +12,7 @@
 
 use airlock_config::{Config, DataType, OeeSettings, Tag};
 use airlock_edge::alarm::{AlarmConfig, Alarms};
-use airlock_edge::counter::{Counter, CounterConfig};
+use airlock_edge::counter::{Counter, CounterConfig, CounterRange};
 use airlock_edge::deadband::Deadband;
 use airlock_edge::oee::{Oee, OeeConfig};
 use airlock_edge::sdt::SwingingDoor;
@@ -306,6 +306,7 @@ fn chain(config: &Config, id: TagId, tag: &TagInfo, t: &Tag, first: usize) -> Ch
             shift_ms: ms(config.edge.shift),
             shift_offset_ms: ms(config.edge.shift_start),
             every_parts: p.every_parts,
+            parts_max_per_s: p.parts_max_per_s,
         })
     });
     let vibration = e.vibration.as_ref().map(|v| {
@@ -358,15 +359,21 @@ fn ms(d: std::time::Duration) -> i64 {
 
 fn oee_rule(config: &Config, d: &airlock_config::Device, o: &OeeSettings, first: usize, tags: &[TagInfo]) -> Oee {
     let tag = |i: usize| TagId((first + i) as u32);
+    // The parts tag's pace bounds its rejects too: no more are rejected than are made.
+    let parts_max_per_s =
+        d.tags.get(o.parts_tag).and_then(|t| t.edge.production.as_ref()).and_then(|p| p.parts_max_per_s);
     Oee::new(OeeConfig {
         asset: d.path.clone(),
         name: d.name.clone(),
         state_tag: tag(o.state_tag),
         running_value: o.running_value,
         parts_tag: tag(o.parts_tag),
-        parts_modulus: tags[first + o.parts_tag].counter_modulus,
+        parts_range: CounterRange { modulus: tags[first + o.parts_tag].counter_modulus, parts_max_per_s },
         rejects_tag: o.rejects_tag.map(tag),
-        rejects_modulus: o.rejects_tag.and_then(|r| tags[first + r].counter_modulus),
+        rejects_range: CounterRange {
+            modulus: o.rejects_tag.and_then(|r| tags[first + r].counter_modulus),
+            parts_max_per_s,
+        },
         ideal_cycle_s: o.ideal_cycle_s,
         shift_ms: ms(config.edge.shift),
         shift_offset_ms: ms(config.edge.shift_start),
@@ -436,6 +443,34 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// A part counter's pace from the config reaches its counter: a garbage reading of a
+    /// 64-bit counter (2^50) makes no parts, so no "produced a quadrillion parts" goes up.
+    #[test]
+    fn a_counters_pace_from_the_config_refuses_a_garbage_reading() {
+        let text = "[[device]]\nname = \"a\"\nasset_path = \"acme/line\"\nprotocol = \"modbus_tcp\"\n\
+                    address = \"127.0.0.1:502\"\n[[device.tag]]\nname = \"parts\"\nspace = \"holding_register\"\n\
+                    address = 0\ntype = \"u64\"\nproduction = true\nproduction_every_parts = 1\n\
+                    production_parts_max_per_s = 1.0\n";
+        let config = airlock_config::parse(text, std::path::Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let mut c = Condenser::new(&config, std::sync::Arc::new(TagTable::new(&config)));
+        let mut out = Vec::new();
+        for (i, v) in [10u64, 11, 1 << 50, 12, 13].into_iter().enumerate() {
+            let at = Timestamp::from_millis(6 * 3_600_000 + i as i64 * 1000);
+            c.on_samples(&[Sample::good(TagId(0), Value::U64(v), at)], &mut out);
+        }
+        let produced: Vec<String> = out
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Upstream::Event(e) if &*e.kind == "parts_produced" => Some(e.message.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            produced,
+            ["a produced 1 parts this shift", "a produced 2 parts this shift", "a produced 3 parts this shift"]
+        );
     }
 
     /// A reload that adds a tag to the first device moves every later device's tag ids: their

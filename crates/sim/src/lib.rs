@@ -234,6 +234,7 @@ type = "u16"
 unit = "parts"
 production = true
 production_every_parts = 1000
+production_parts_max_per_s = 5.0
 [[device.tag]]
 name = "rejects_shift"
 space = "holding_register"

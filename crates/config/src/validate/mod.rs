@@ -872,7 +872,8 @@ fn tag_edge(c: &mut Checker, t: &RawTag, key: &str, data_type: DataType, sibling
             let every = every
                 .as_ref()
                 .map(|e| c.int(&Some(e.clone()), &k("production_every_parts"), 1, i64::MAX, 1).unsigned_abs());
-            Some(Production { every_parts: every })
+            let parts_max_per_s = positive(c, &t.production_parts_max_per_s, k("production_parts_max_per_s"), false);
+            Some(Production { every_parts: every, parts_max_per_s })
         }
         (_, Some(e)) => {
             c.err(e.span(), k("production_every_parts"), "is only for a tag with production = true".into());
@@ -880,6 +881,11 @@ fn tag_edge(c: &mut Checker, t: &RawTag, key: &str, data_type: DataType, sibling
         }
         _ => None,
     };
+    if production.is_none()
+        && let Some(m) = &t.production_parts_max_per_s
+    {
+        c.err(m.span(), k("production_parts_max_per_s"), "is only for a tag with production = true".into());
+    }
     let vibration = vibration(c, t, key, numeric);
     let bearing = bearing(c, t, key, data_type, siblings);
     let (alarms, bearing) = (alarms.map(Box::new), bearing.map(Box::new));
