@@ -12,9 +12,10 @@
 //! between two polls, and a reset from the counter's upper half comes with an outage.
 //! Bad readings are skipped: the next good one counts everything since the last good one.
 //! With a bound on the machine's pace (`parts_max_per_s`), a reading that would add more parts
-//! than the machine can have made since the last good one (a garbage value, a 64-bit counter
-//! read as 2^50) adds none: the next reading counts from the last good one again, or, if it goes
-//! on from the refused one (a counter preset to a new value), from there.
+//! than the machine can have made since the last good one, a minute at least (a garbage value,
+//! a 64-bit counter read as 2^50), adds none and is said in an event: the next reading counts
+//! from the last good one again, or, if it goes on from the refused one (a counter preset to a
+//! new value), from there.
 //! Outputs: parts per interval (aligned to the clock), an event every N parts of a shift, and the
 //! shift's total when a shift ends (shifts aligned to the clock: e.g. 8 h from 06:00 UTC).
 
@@ -50,6 +51,17 @@ pub struct Tally {
     outage: bool,
     /// The last reading refused as more than the machine can make, and its time.
     refused: Option<(u64, i64)>,
+    /// A run of refused readings began with this one, not yet said.
+    refusal: Option<Refusal>,
+}
+
+/// A reading refused as more parts than the machine's pace allows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Refusal {
+    pub reading: u64,
+    /// The last good reading, and the seconds from it.
+    pub last: u64,
+    pub seconds: f64,
 }
 
 /// A part counter's range and the machine's pace.
@@ -61,13 +73,19 @@ pub struct CounterRange {
     pub parts_max_per_s: Option<f64>,
 }
 
+/// The pace is held against the time since the last good reading, and never less than this
+/// (ms): it catches garbage (a reading orders of magnitude off), not a burst of parts, a late
+/// answer, or two readings stamped at once.
+const PACE_WINDOW_MS: i64 = 60_000;
+
 impl Tally {
     /// The parts `s` adds to a counter of `range`. A bad reading, or one outside the range
     /// (which the drivers refuse, but a counter must not trust them: it would underflow into
-    /// phantom parts), adds none and counts as an outage. So does a reading that adds more
-    /// parts than the machine's pace allows since the last good one; the reading after it is
-    /// counted from the last good one, or from the refused one if it goes on from there at the
-    /// machine's pace (the counter was preset: the jump is not counted).
+    /// phantom parts), adds none and counts as an outage. A reading that adds more parts than
+    /// the machine's pace allows in the time since the last good one (a minute at least) adds
+    /// none either; the reading after it is counted from the last good one, or from the refused
+    /// one if it goes on from there within the pace (the counter was preset: the jump is not
+    /// counted).
     pub fn parts(&mut self, s: &Sample, range: CounterRange) -> u64 {
         let now = s.value.as_ref().filter(|_| s.quality.is_good()).and_then(|v| v.as_f64());
         let Some(now) = now.and_then(|f| reading(f, range.modulus)) else {
@@ -80,22 +98,34 @@ impl Tally {
             return 0;
         };
         let parts = delta(last, now, range.modulus, self.outage);
-        // At most this many parts from a reading at `from` to this one.
-        let pace = |from: i64| range.parts_max_per_s.map(|max| (max * (at - from).max(0) as f64 / 1000.0).ceil() + 1.0);
-        let plausible = |parts: u64, from: i64| pace(from).is_none_or(|most| parts as f64 <= most);
+        // Whether `parts` fit the pace from a reading at `from` to this one.
+        let plausible = |parts: u64, from: i64| {
+            range.parts_max_per_s.is_none_or(|max| {
+                let window_ms = at.saturating_sub(from).max(PACE_WINDOW_MS);
+                parts as f64 <= (max * window_ms as f64 / 1000.0).ceil()
+            })
+        };
         if plausible(parts, last_at) {
             *self = Self { last: Some((now, at)), ..Self::default() };
             return parts;
         }
         if let Some((refused, refused_at)) = self.refused {
             let since_refused = delta(refused, now, range.modulus, false);
-            if now >= refused && plausible(since_refused, refused_at) {
+            if plausible(since_refused, refused_at) {
                 *self = Self { last: Some((now, at)), ..Self::default() };
                 return since_refused;
             }
+        } else {
+            let seconds = at.saturating_sub(last_at) as f64 / 1000.0;
+            self.refusal = Some(Refusal { reading: now, last, seconds });
         }
         self.refused = Some((now, at));
         0
+    }
+
+    /// The reading that began a run of refused ones, once.
+    pub fn take_refusal(&mut self) -> Option<Refusal> {
+        self.refusal.take()
     }
 }
 
@@ -195,6 +225,20 @@ impl Transform for Counter {
         self.roll(t, out);
         let range = CounterRange { modulus: self.c.modulus, parts_max_per_s: self.c.parts_max_per_s };
         let parts = self.tally.parts(s, range);
+        if let (Some(r), Some(max)) = (self.tally.take_refusal(), self.c.parts_max_per_s) {
+            out.push(Output::Event(EdgeEvent {
+                time: s.gateway_time,
+                asset: self.c.asset.clone(),
+                kind: "counter_reading_refused",
+                severity: Severity::Warning,
+                transition: Transition::Once,
+                message: format!(
+                    "{}'s counter read {}, {:.0} s after {}: more than {max} parts a second allow; not counted",
+                    self.c.name, r.reading, r.seconds, r.last
+                ),
+                body: vec![("reading", r.reading as f64), ("last", r.last as f64), ("seconds", r.seconds)],
+            }));
+        }
         self.total = self.total.saturating_add(parts);
         self.interval_parts = self.interval_parts.saturating_add(parts);
         let before = self.shift_parts;
@@ -309,7 +353,7 @@ mod tests {
         assert_eq!(paced(None, 10.0, &[100, 105, 5_000, 5_003, 5_006]), 5 + 3 + 3);
         // The pace allows for the time since the last good reading, and a reset is still one.
         assert_eq!(paced(None, 10.0, &[100, 105, 0, 4]), 5 + 0 + 4);
-        assert_eq!(paced(None, 2.0, &[100, 103, 105]), 5, "two a second, rounded up, and one more");
+        assert_eq!(paced(None, 0.01, &[100, 101, 102]), 2, "a part a poll at least");
         let mut c = Counter::new(CounterConfig { parts_max_per_s: Some(10.0), ..config(None, None) });
         let mut out = Vec::new();
         c.on_sample(&Sample::good(TagId(0), Value::U64(100), Timestamp::from_millis(0)), &mut out);
@@ -317,6 +361,51 @@ mod tests {
         assert_eq!(c.total, 600, "a minute at ten a second");
         // Without a pace a jump is production, as before.
         check(None, &[100, 105, 5_000], 4_900);
+    }
+
+    /// The pace is a bound on garbage, not on a poll: a shot of 4 parts every 2 s read every
+    /// 500 ms at a pace of 2 a second, or an answer that came late and holds more parts, is
+    /// counted whole. (The bound was per poll: each shot was refused, and the next reading was
+    /// counted from the refused one, so the machine showed no parts at all while it ran.)
+    #[test]
+    fn parts_that_come_in_bursts_at_the_machines_pace_are_counted() {
+        let mut c = Counter::new(CounterConfig { parts_max_per_s: Some(2.0), ..config(None, None) });
+        let mut out = Vec::new();
+        let mut parts = 0;
+        for i in 0..40i64 {
+            if i % 4 == 1 {
+                parts += 4;
+            }
+            c.on_sample(&Sample::good(TagId(0), Value::U64(parts), Timestamp::from_millis(i * 500)), &mut out);
+        }
+        assert_eq!(c.total, parts);
+        assert_eq!(paced(None, 10.0, &[0, 10, 39, 45]), 45, "29 parts in a second after a late answer");
+    }
+
+    /// A refused reading is said, once until a reading is counted again: an event names the
+    /// reading, the last good one and the pace.
+    #[test]
+    fn a_refused_reading_is_said_once_a_run() {
+        let mut c = Counter::new(CounterConfig { parts_max_per_s: Some(10.0), ..config(None, None) });
+        let mut out = Vec::new();
+        for (i, v) in [100u64, 1 << 50, 1 << 51, 105, 1 << 52].into_iter().enumerate() {
+            c.on_sample(&Sample::good(TagId(0), Value::U64(v), Timestamp::from_millis(i as i64 * 1000)), &mut out);
+        }
+        let refused: Vec<&str> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Event(e) if e.kind == "counter_reading_refused" => Some(e.message.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(
+            refused[0].contains("press1's counter read 1125899906842624, 1 s after 100")
+                && refused[0].contains("10 parts a second"),
+            "{}",
+            refused[0]
+        );
+        assert_eq!(c.total, 5);
     }
 
     #[test]

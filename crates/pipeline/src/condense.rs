@@ -359,20 +359,22 @@ fn ms(d: std::time::Duration) -> i64 {
 
 fn oee_rule(config: &Config, d: &airlock_config::Device, o: &OeeSettings, first: usize, tags: &[TagInfo]) -> Oee {
     let tag = |i: usize| TagId((first + i) as u32);
-    // The parts tag's pace bounds its rejects too: no more are rejected than are made.
-    let parts_max_per_s =
-        d.tags.get(o.parts_tag).and_then(|t| t.edge.production.as_ref()).and_then(|p| p.parts_max_per_s);
+    // Each counter's own pace, when it is a production tag that has one.
+    let pace = |i: usize| d.tags.get(i).and_then(|t| t.edge.production.as_ref()).and_then(|p| p.parts_max_per_s);
     Oee::new(OeeConfig {
         asset: d.path.clone(),
         name: d.name.clone(),
         state_tag: tag(o.state_tag),
         running_value: o.running_value,
         parts_tag: tag(o.parts_tag),
-        parts_range: CounterRange { modulus: tags[first + o.parts_tag].counter_modulus, parts_max_per_s },
+        parts_range: CounterRange {
+            modulus: tags[first + o.parts_tag].counter_modulus,
+            parts_max_per_s: pace(o.parts_tag),
+        },
         rejects_tag: o.rejects_tag.map(tag),
         rejects_range: CounterRange {
             modulus: o.rejects_tag.and_then(|r| tags[first + r].counter_modulus),
-            parts_max_per_s,
+            parts_max_per_s: o.rejects_tag.and_then(pace),
         },
         ideal_cycle_s: o.ideal_cycle_s,
         shift_ms: ms(config.edge.shift),

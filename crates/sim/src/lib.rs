@@ -176,10 +176,12 @@ impl RunningSim {
                  ideal_cycle_s = {cycle}, performance_drop_percent = 5, {oee_windows} }}\n",
                 s.addr
             ));
+            // The counter's pace: ten times the machine's ideal rate, on the clock the gateway keeps.
+            let tags = TAGS_TOML.replace("= PACE\n", &format!("= {:?}\n", 10.0 / cycle));
             match plant_clock {
                 // Ten plant minutes: a poll comes every few plant minutes at demo speeds.
-                Some(_) => out.push_str(&TAGS_TOML.replace("stale_s = 10\n", "stale_s = 600\n")),
-                None => out.push_str(TAGS_TOML),
+                Some(_) => out.push_str(&tags.replace("stale_s = 10\n", "stale_s = 600\n")),
+                None => out.push_str(&tags),
             }
         }
         if let Some(o) = &self.opcua {
@@ -234,7 +236,7 @@ type = "u16"
 unit = "parts"
 production = true
 production_every_parts = 1000
-production_parts_max_per_s = 5.0
+production_parts_max_per_s = PACE
 [[device.tag]]
 name = "rejects_shift"
 space = "holding_register"
