@@ -1,7 +1,8 @@
 //! The MQTT sink over TLS (rustls) to mosquitto with a TLS listener that requires a client
 //! certificate, all certificates made here with openssl: with the right CA and a client
 //! certificate every record arrives; without the client certificate, or trusting another CA,
-//! nothing is delivered and the records stay in the outbox.
+//! nothing is delivered and the records stay in the outbox. A clean stop over TLS says goodbye:
+//! the broker discards the last will.
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
@@ -100,6 +101,20 @@ fn mutual_tls_delivers_and_a_wrong_trust_or_a_missing_certificate_does_not() {
         assert!(Instant::now() < deadline, "the TLS subscriber did not get every record");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The goodbye over TLS: the sink's own `offline` comes, and the broker discards the last
+    // will (a second `offline`), because the DISCONNECT went through the TLS stream before it
+    // was shut. A connection that died without it would have the will published as well.
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = |payload: &str| {
+        let line = format!("uns/_airlock/plant7/status {payload}");
+        received.lock().unwrap().iter().filter(|l| **l == line).count()
+    };
+    assert_eq!(
+        (status("online"), status("offline")),
+        (1, 1),
+        "{:?}",
+        received.lock().unwrap().iter().rev().take(5).collect::<Vec<_>>()
+    );
 
     let (delivered, failures) =
         deliver(&dir, &sink(broker.port, &dir.join("ca.pem"), None), 10, Duration::from_secs(2), "no-client-cert");
