@@ -930,11 +930,12 @@ pub fn check_segment(bytes: &[u8], first_seq: u64) -> Checked {
     let mut corrupt_records = u64::from(magic_damaged);
     let mut at = MAGIC.len();
     let mut valid_end = at;
+    let mut range_crc = None;
     while at < bytes.len() {
         let found = decode(bytes, at).filter(|r| r.seq > info.last_seq).map(|r| (at, r));
         let (start, record) = match found {
             Some(f) => f,
-            None => match resync(bytes, at + 1, info.last_seq) {
+            None => match resync(bytes, at + 1, info.last_seq, &mut range_crc) {
                 Some(f) => {
                     corrupt_records += 1;
                     f
@@ -963,9 +964,56 @@ thread_local! {
     static RESYNC_HASHED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
+/// Checksums of any range of a file's bytes in time independent of the range's length: the
+/// checksum of every prefix that ends on a multiple of [`Self::STEP`] bytes (a sixteenth of the
+/// file's size in memory), from which a range's is combined (CRC-32 is linear: the checksum
+/// of `A ++ B` is that of `A` shifted past `B`'s length, xor that of `B`).
+struct RangeCrc {
+    prefixes: Vec<u32>,
+}
+
+impl RangeCrc {
+    const STEP: usize = 64;
+
+    fn new(bytes: &[u8]) -> Self {
+        let mut prefixes = Vec::with_capacity(bytes.len() / Self::STEP + 1);
+        let mut hasher = crc32fast::Hasher::new();
+        prefixes.push(0);
+        for step in bytes.chunks_exact(Self::STEP) {
+            hasher.update(step);
+            prefixes.push(hasher.clone().finalize());
+        }
+        Self { prefixes }
+    }
+
+    /// The checksum of `bytes[..end]` (`bytes` being the file this was made of).
+    fn prefix(&self, bytes: &[u8], end: usize) -> u32 {
+        let i = (end / Self::STEP).min(self.prefixes.len() - 1);
+        let mut hasher = crc32fast::Hasher::new_with_initial(self.prefixes[i]);
+        hasher.update(&bytes[i * Self::STEP..end]);
+        #[cfg(test)]
+        RESYNC_HASHED.set(RESYNC_HASHED.get() + (end - i * Self::STEP) as u64);
+        hasher.finalize()
+    }
+
+    /// The checksum of `bytes[start..end]`.
+    fn range(&self, bytes: &[u8], start: usize, end: usize) -> u32 {
+        let mut shifted = crc32fast::Hasher::new_with_initial(self.prefix(bytes, start));
+        shifted.combine(&crc32fast::Hasher::new_with_initial_len(0, (end - start) as u64));
+        self.prefix(bytes, end) ^ shifted.finalize()
+    }
+}
+
+/// Bodies at least this long are checked through a [`RangeCrc`] while re-synchronising.
+const RANGE_CRC_MIN: usize = 256;
+
 /// The next valid record at or after `from` whose sequence number is above `last_seq`.
-fn resync(bytes: &[u8], from: usize, last_seq: u64) -> Option<(usize, Record)> {
+/// `range_crc`: the file's prefix checksums, made at the first long body this meets and kept
+/// for the next call on the same bytes, so that each offset costs the same whatever length its
+/// bytes claim (hashing every candidate's whole body was quadratic in a run of garbage).
+fn resync(bytes: &[u8], from: usize, last_seq: u64, range_crc: &mut Option<RangeCrc>) -> Option<(usize, Record)> {
     (from..bytes.len().saturating_sub(HEADER_BYTES - 1)).find_map(|at| {
+        let word = |i: usize| bytes.get(at + i..at + i + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
         let seq = bytes.get(at + 8..at + 16).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)?;
         // A valid record's number is above the last valid one's by at most one for each
         // record that can have been lost between them (each took a header's bytes at least),
@@ -974,13 +1022,17 @@ fn resync(bytes: &[u8], from: usize, last_seq: u64) -> Option<(usize, Record)> {
         if seq <= last_seq || seq - last_seq > lost_max + RESYNC_GAP_MAX {
             return None;
         }
-        #[cfg(test)]
-        {
-            // What `decode` hashes: the body, when it fits.
-            let len = bytes.get(at..at + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes) as usize;
-            if at + HEADER_BYTES + len <= bytes.len() {
-                RESYNC_HASHED.set(RESYNC_HASHED.get() + 16 + len as u64);
+        let len = word(0)? as usize;
+        let end =
+            at.checked_add(HEADER_BYTES)?.checked_add(len).filter(|e| len <= PAYLOAD_BYTES_MAX && *e <= bytes.len())?;
+        if len >= RANGE_CRC_MIN {
+            let crc = range_crc.get_or_insert_with(|| RangeCrc::new(bytes)).range(bytes, at + 8, end);
+            if Some(crc) != word(4) {
+                return None;
             }
+        } else {
+            #[cfg(test)]
+            RESYNC_HASHED.set(RESYNC_HASHED.get() + 16 + len as u64);
         }
         decode(bytes, at).map(|r| (at, r))
     })
@@ -1014,6 +1066,7 @@ fn read_segment(
     let mut bytes = 0;
     let mut frame = Vec::new();
     let mut whole = Vec::new();
+    let mut range_crc = None;
     while out.len() < max_records && bytes < max_bytes {
         frame.resize(HEADER_BYTES, 0);
         match reader.read_exact(&mut frame) {
@@ -1049,7 +1102,7 @@ fn read_segment(
                 reader.seek(SeekFrom::Start(0)).map_err(|e| StoreError::io("seek", path, e))?;
                 reader.read_to_end(&mut whole).map_err(|e| StoreError::io("read", path, e))?;
             }
-            let Some((offset, _)) = resync(&whole, at as usize + 1, floor) else { return Ok(()) };
+            let Some((offset, _)) = resync(&whole, at as usize + 1, floor, &mut range_crc) else { return Ok(()) };
             at = offset as u64;
             reader.seek(SeekFrom::Start(at)).map_err(|e| StoreError::io("seek", path, e))?;
             continue;
@@ -1315,37 +1368,68 @@ mod tests {
 
     /// Garbage whose offsets read as records of 32 KiB (a length in bounds, a body that fits):
     /// re-synchronising past it hashed each such offset's 32 KiB, quadratic in the garbage (a
-    /// 16 MiB segment of it: hours, at a start). A valid record's number is only a little past
-    /// the last valid one's, so such offsets are refused before their checksum, at opening and
-    /// on reading alike, and the records after the garbage are still found.
+    /// 16 MiB segment of it: hours, at a start). Two kinds: number fields far ahead of the last
+    /// valid record's (refused before any checksum), and number fields just past it, as a run
+    /// of little-endian counters reads (each offset's checksum is combined from checksums of
+    /// the segment's prefixes, in time independent of its length). At opening and on reading
+    /// alike, and the records after the garbage are still found.
     #[test]
     fn resynchronising_past_garbage_hashes_bytes_in_proportion_to_it() {
-        let dir = temp("garbage");
-        let mut log = Log::open(&dir, 1 << 30).unwrap();
-        for i in 0..3 {
-            log.append(Timestamp(i), b"before").unwrap();
+        let far_ahead = [0x00u8, 0x80, 0x00, 0x00];
+        let just_past = [0x00u8, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
+        for (name, pattern) in [("far", &far_ahead[..]), ("near", &just_past[..])] {
+            let dir = temp(&format!("garbage-{name}"));
+            let mut log = Log::open(&dir, 1 << 30).unwrap();
+            for i in 0..3 {
+                log.append(Timestamp(i), b"before").unwrap();
+            }
+            log.commit(true).unwrap();
+            drop(log);
+            let path = dir.join(format!("{:020}.seg", 1));
+            let mut bytes = fs::read(&path).unwrap();
+            // Records 4 to 9 went to garbage; 10 to 12 follow it.
+            bytes.extend(pattern.iter().cycle().take(64 << 10));
+            for seq in 10..13 {
+                encode(&mut bytes, seq, Timestamp(seq as i64), b"after");
+            }
+            // A constant per offset (two prefixes' last bytes, a combination): linear. Hashing
+            // every candidate's body, the near pattern hashed 2,000 times the file's size.
+            let bound = 32 * bytes.len() as u64;
+            RESYNC_HASHED.set(0);
+            let checked = check_segment(&bytes, 1);
+            assert_eq!((checked.info.last_seq, checked.corrupt_records), (12, 1), "{name}");
+            let hashed = RESYNC_HASHED.get();
+            assert!(hashed <= bound, "{name}: {hashed} bytes hashed to open {} bytes", bytes.len());
+            fs::write(&path, &bytes).unwrap();
+            let log = Log::open(&dir, 1 << 30).unwrap();
+            RESYNC_HASHED.set(0);
+            let seqs: Vec<u64> = payloads(&log, 0).iter().map(|(s, _)| *s).collect();
+            assert_eq!(seqs, vec![1, 2, 3, 10, 11, 12], "{name}");
+            let hashed = RESYNC_HASHED.get();
+            assert!(hashed <= bound, "{name}: {hashed} bytes hashed to read {} bytes", bytes.len());
+            fs::remove_dir_all(&dir).unwrap();
         }
-        log.commit(true).unwrap();
-        drop(log);
-        let path = dir.join(format!("{:020}.seg", 1));
-        let mut bytes = fs::read(&path).unwrap();
-        // Records 4 to 9 went to garbage; 10 to 12 follow it.
-        bytes.extend(std::iter::repeat_n([0x00u8, 0x80, 0x00, 0x00], 16 << 10).flatten());
-        for seq in 10..13 {
-            encode(&mut bytes, seq, Timestamp(seq as i64), b"after");
+    }
+
+    /// A range's checksum combined from prefix checksums is its checksum, for every range of
+    /// a file of pseudo-random bytes (a wrong one would pass a valid record over).
+    #[test]
+    fn a_ranges_checksum_from_prefixes_is_its_checksum() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let bytes: Vec<u8> = (0..1000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let crc = RangeCrc::new(&bytes);
+        for start in (0..=bytes.len()).step_by(7).chain([63, 64, 65, 999, 1000]) {
+            for end in (start..=bytes.len()).step_by(13).chain([start, 128, 1000].into_iter().filter(|e| *e >= start)) {
+                assert_eq!(crc.range(&bytes, start, end), crc32fast::hash(&bytes[start..end]), "{start}..{end}");
+            }
         }
-        let bound = 4 * bytes.len() as u64;
-        RESYNC_HASHED.set(0);
-        let checked = check_segment(&bytes, 1);
-        assert_eq!((checked.info.last_seq, checked.corrupt_records), (12, 1));
-        assert!(RESYNC_HASHED.get() <= bound, "{} bytes hashed to open {} bytes", RESYNC_HASHED.get(), bytes.len());
-        fs::write(&path, &bytes).unwrap();
-        let log = Log::open(&dir, 1 << 30).unwrap();
-        RESYNC_HASHED.set(0);
-        let seqs: Vec<u64> = payloads(&log, 0).iter().map(|(s, _)| *s).collect();
-        assert_eq!(seqs, vec![1, 2, 3, 10, 11, 12]);
-        assert!(RESYNC_HASHED.get() <= bound, "{} bytes hashed to read {} bytes", RESYNC_HASHED.get(), bytes.len());
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
