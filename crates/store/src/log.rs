@@ -53,9 +53,8 @@ const INDEX_EVERY: u64 = 64;
 /// Numbers a segment may skip between two valid records beyond those of the records lost
 /// between them. None by design (the numbers of a failed write make the next record start a
 /// new segment); the margin lets re-synchronising refuse an offset whose number is further
-/// ahead before its checksum, without ever passing over a valid record. Garbage whose number
-/// fields read as small numbers (a run of little-endian counters early in a log's life) still
-/// costs a checksum at each such offset: re-synchronising stays quadratic for it.
+/// ahead before its checksum, without ever passing over a valid record. An offset whose
+/// number is within it is checked in time independent of its length ([`RangeCrc`]).
 const RESYNC_GAP_MAX: u64 = 1 << 20;
 
 /// One record read back from a log.
