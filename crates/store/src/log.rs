@@ -967,14 +967,15 @@ thread_local! {
 /// checksum of every prefix that ends on a multiple of [`Self::STEP`] bytes (a sixteenth of the
 /// file's size in memory), from which a range's is combined (CRC-32 is linear: the checksum
 /// of `A ++ B` is that of `A` shifted past `B`'s length, xor that of `B`).
-struct RangeCrc {
+struct RangeCrc<'a> {
+    bytes: &'a [u8],
     prefixes: Vec<u32>,
 }
 
-impl RangeCrc {
+impl<'a> RangeCrc<'a> {
     const STEP: usize = 64;
 
-    fn new(bytes: &[u8]) -> Self {
+    fn new(bytes: &'a [u8]) -> Self {
         let mut prefixes = Vec::with_capacity(bytes.len() / Self::STEP + 1);
         let mut hasher = crc32fast::Hasher::new();
         prefixes.push(0);
@@ -982,24 +983,24 @@ impl RangeCrc {
             hasher.update(step);
             prefixes.push(hasher.clone().finalize());
         }
-        Self { prefixes }
+        Self { bytes, prefixes }
     }
 
-    /// The checksum of `bytes[..end]` (`bytes` being the file this was made of).
-    fn prefix(&self, bytes: &[u8], end: usize) -> u32 {
-        let i = (end / Self::STEP).min(self.prefixes.len() - 1);
+    /// The checksum of the file's first `end` bytes.
+    fn prefix(&self, end: usize) -> u32 {
+        let i = end / Self::STEP;
         let mut hasher = crc32fast::Hasher::new_with_initial(self.prefixes[i]);
-        hasher.update(&bytes[i * Self::STEP..end]);
+        hasher.update(&self.bytes[i * Self::STEP..end]);
         #[cfg(test)]
         RESYNC_HASHED.set(RESYNC_HASHED.get() + (end - i * Self::STEP) as u64);
         hasher.finalize()
     }
 
-    /// The checksum of `bytes[start..end]`.
-    fn range(&self, bytes: &[u8], start: usize, end: usize) -> u32 {
-        let mut shifted = crc32fast::Hasher::new_with_initial(self.prefix(bytes, start));
+    /// The checksum of the file's bytes `start..end`.
+    fn range(&self, start: usize, end: usize) -> u32 {
+        let mut shifted = crc32fast::Hasher::new_with_initial(self.prefix(start));
         shifted.combine(&crc32fast::Hasher::new_with_initial_len(0, (end - start) as u64));
-        self.prefix(bytes, end) ^ shifted.finalize()
+        self.prefix(end) ^ shifted.finalize()
     }
 }
 
@@ -1010,7 +1011,12 @@ const RANGE_CRC_MIN: usize = 256;
 /// `range_crc`: the file's prefix checksums, made at the first long body this meets and kept
 /// for the next call on the same bytes, so that each offset costs the same whatever length its
 /// bytes claim (hashing every candidate's whole body was quadratic in a run of garbage).
-fn resync(bytes: &[u8], from: usize, last_seq: u64, range_crc: &mut Option<RangeCrc>) -> Option<(usize, Record)> {
+fn resync<'a>(
+    bytes: &'a [u8],
+    from: usize,
+    last_seq: u64,
+    range_crc: &mut Option<RangeCrc<'a>>,
+) -> Option<(usize, Record)> {
     (from..bytes.len().saturating_sub(HEADER_BYTES - 1)).find_map(|at| {
         let word = |i: usize| bytes.get(at + i..at + i + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
         let seq = bytes.get(at + 8..at + 16).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)?;
@@ -1018,14 +1024,14 @@ fn resync(bytes: &[u8], from: usize, last_seq: u64, range_crc: &mut Option<Range
         // record that can have been lost between them (each took a header's bytes at least),
         // and RESYNC_GAP_MAX: only such an offset is worth its checksum.
         let lost_max = ((at - from) / HEADER_BYTES) as u64 + 1;
-        if seq <= last_seq || seq - last_seq > lost_max + RESYNC_GAP_MAX {
+        if seq <= last_seq || seq - last_seq > lost_max + RESYNC_GAP_MAX || seq >= SEQ_MAX {
             return None;
         }
         let len = word(0)? as usize;
         let end =
             at.checked_add(HEADER_BYTES)?.checked_add(len).filter(|e| len <= PAYLOAD_BYTES_MAX && *e <= bytes.len())?;
         if len >= RANGE_CRC_MIN {
-            let crc = range_crc.get_or_insert_with(|| RangeCrc::new(bytes)).range(bytes, at + 8, end);
+            let crc = range_crc.get_or_insert_with(|| RangeCrc::new(bytes)).range(at + 8, end);
             if Some(crc) != word(4) {
                 return None;
             }
@@ -1064,7 +1070,8 @@ fn read_segment(
     reader.seek(SeekFrom::Start(at)).map_err(|e| StoreError::io("seek", path, e))?;
     let mut bytes = 0;
     let mut frame = Vec::new();
-    let mut whole = Vec::new();
+    // The whole file, read at the first corrupt record (once, however many follow).
+    let whole = std::cell::OnceCell::new();
     let mut range_crc = None;
     while out.len() < max_records && bytes < max_bytes {
         frame.resize(HEADER_BYTES, 0);
@@ -1096,12 +1103,14 @@ fn read_segment(
                 corrupt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 log::error!("{}: a corrupt record at byte {at} on read; skipped", path.display());
             }
-            // The file is read whole once for this, not once for each corrupt record.
-            if whole.is_empty() {
+            if whole.get().is_none() {
+                let mut all = Vec::new();
                 reader.seek(SeekFrom::Start(0)).map_err(|e| StoreError::io("seek", path, e))?;
-                reader.read_to_end(&mut whole).map_err(|e| StoreError::io("read", path, e))?;
+                reader.read_to_end(&mut all).map_err(|e| StoreError::io("read", path, e))?;
+                let _ = whole.set(all);
             }
-            let Some((offset, _)) = resync(&whole, at as usize + 1, floor, &mut range_crc) else { return Ok(()) };
+            let Some(all) = whole.get() else { return Ok(()) };
+            let Some((offset, _)) = resync(all, at as usize + 1, floor, &mut range_crc) else { return Ok(()) };
             at = offset as u64;
             reader.seek(SeekFrom::Start(at)).map_err(|e| StoreError::io("seek", path, e))?;
             continue;
@@ -1426,7 +1435,7 @@ mod tests {
         let crc = RangeCrc::new(&bytes);
         for start in (0..=bytes.len()).step_by(7).chain([63, 64, 65, 999, 1000]) {
             for end in (start..=bytes.len()).step_by(13).chain([start, 128, 1000].into_iter().filter(|e| *e >= start)) {
-                assert_eq!(crc.range(&bytes, start, end), crc32fast::hash(&bytes[start..end]), "{start}..{end}");
+                assert_eq!(crc.range(start, end), crc32fast::hash(&bytes[start..end]), "{start}..{end}");
             }
         }
     }
