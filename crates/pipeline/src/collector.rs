@@ -727,6 +727,68 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A reload under load: a device keeps the channel full, so it never runs empty. The
+    /// collector stores what waited when the reload came, applies it, and answers, within a
+    /// bounded time. (Draining until the channel was empty, it never applied the reload.)
+    #[test]
+    fn a_reload_is_applied_while_a_device_keeps_the_channel_full() {
+        let dir = std::env::temp_dir().join(format!("airlock-collector-reload-load-{}", std::process::id()));
+        let text = "[[device]]\nname = \"a\"\nasset_path = \"acme\"\nprotocol = \"modbus_tcp\"\naddress = \"127.0.0.1:502\"\n\
+                    [[device.tag]]\nname = \"speed\"\naddress = 0\ntype = \"u16\"\nspace = \"holding_register\"\n";
+        let config = airlock_config::parse(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let (collector, _, _, health) = collector_on(&dir, &config);
+        let (reloads, reload_rx) = std::sync::mpsc::channel();
+        let collector = collector.reloading(reload_rx, 1);
+        let (tx, rx) = mpsc::channel(16);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let device = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                // Bounded in count and time whatever the collector does. A batch of 500 samples
+                // is made faster than it is stored: the channel stays full.
+                for i in 0..200_000u64 {
+                    if stop.load(Relaxed) || started.elapsed() > Duration::from_secs(30) {
+                        break;
+                    }
+                    let samples = (0..500)
+                        .map(|k| {
+                            let at = Timestamp::from_millis(1_800_000_000_000 + (i * 500 + k) as i64);
+                            Sample::good(TagId(0), Value::U64(k), at)
+                        })
+                        .collect();
+                    if tx.blocking_send(SampleBatch { device: 0, poll: i, samples }).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let thread = collector.spawn(rx).unwrap();
+        let loaded = Instant::now();
+        while health.samples_stored.load(Relaxed) < 50_000 && loaded.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let tags = Arc::new(TagTable::new(&config));
+        let (done, done_rx) = std::sync::mpsc::channel();
+        reloads
+            .send(Reload {
+                condenser: Condenser::new(&config, Arc::clone(&tags)),
+                paths: tags.iter().map(|t| t.path.to_string()).collect(),
+                unchanged: vec![Moved { old_first: TagId(0), first: TagId(0), count: 1, old_device: 0, device: 0 }],
+                routes: vec![Some(0)],
+                done,
+            })
+            .unwrap();
+        let applied = done_rx.recv_timeout(Duration::from_secs(10));
+        let stored_then = health.samples_stored.load(Relaxed);
+        stop.store(true, Relaxed);
+        device.join().unwrap();
+        thread.join().unwrap();
+        assert_eq!(applied, Ok(Ok(())), "the reload was not applied under load");
+        assert!(stored_then >= 50_000, "{stored_then} samples stored: the device did not keep the collector busy");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// An outbox that holds only events (a sink offline through an alarm storm) refuses raw
     /// records: that is said upstream once, not once a record or once a batch, until a raw
     /// record is taken again; then a new refusal is said again.
