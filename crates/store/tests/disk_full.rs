@@ -279,6 +279,69 @@ fn ids_lost_to_a_full_disk_stay_used_across_a_restart() {
     assert_eq!(&*gap.first_id, format!("r{}", lost[0]), "{gap:?}");
 }
 
+/// A sink that acknowledged records the disk then lost (the last record went bad and is cut at
+/// open) is past the log's end: numbers go on after its position, which takes a new segment.
+/// On a full disk that segment cannot be made: it is made before the next record, not at open,
+/// so the outbox still opens and what it holds is read; no number at or below the sink's is
+/// given, and once there is room the next record is numbered past it.
+#[test]
+fn a_sink_past_the_logs_end_does_not_keep_an_outbox_on_a_full_disk_from_opening() {
+    let disk = SmallDisk::mount("skip", "4m");
+    let dir = disk.0.join("outbox");
+    let config = || OutboxConfig {
+        fsync: FsyncPolicy::Interval(Duration::ZERO),
+        sinks: vec!["s".into()],
+        ..OutboxConfig::default()
+    };
+    const PAYLOAD: usize = 40;
+    {
+        let (mut writer, reader) = OutboxWriter::open(&dir, config()).unwrap();
+        for i in 0..10 {
+            writer.append_encoded(Class::Raw, Timestamp(i), &[i as u8; PAYLOAD]).unwrap();
+        }
+        writer.commit().unwrap();
+        reader.ack("s", airlock_store::RecordId { class: Class::Raw, seq: 10 }).unwrap();
+        reader.persist_cursors().unwrap();
+    }
+    // Record 10's checksum goes bad (8 bytes of magic, then 24 of header and 40 a record).
+    let segment = std::fs::read_dir(dir.join("raw"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[8 + 9 * (24 + PAYLOAD) + 4] ^= 0xff;
+    std::fs::write(&segment, bytes).unwrap();
+    let ballast = disk.0.join("ballast");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&ballast).unwrap();
+        let block = vec![0xaa; 64 << 10];
+        for _ in 0..128 {
+            if f.write_all(&block).is_err() {
+                break;
+            }
+        }
+    }
+    let (mut writer, reader) = OutboxWriter::open(&dir, config()).expect("the outbox opens on a full disk");
+    let held = reader.read_encoded(&Position::default(), usize::MAX).unwrap();
+    let raw: Vec<u64> = held.iter().filter(|r| r.id.class == Class::Raw).map(|r| r.id.seq).collect();
+    assert_eq!(raw, (1..=9).collect::<Vec<u64>>());
+    let first = writer.append_encoded(Class::Raw, Timestamp(10), &[0xbb; PAYLOAD]).and_then(|id| {
+        writer.commit()?;
+        Ok(id)
+    });
+    if let Ok(id) = &first {
+        assert!(id.seq > 10, "r{} given on a full disk", id.seq);
+    }
+    std::fs::remove_file(&ballast).unwrap();
+    let id = writer.append_encoded(Class::Raw, Timestamp(11), &[0xcc; PAYLOAD]).unwrap();
+    writer.commit().unwrap();
+    assert!(id.seq > 10, "r{} given again: the sink is past it", id.seq);
+    let waiting = reader.read_encoded(&reader.position("s").unwrap(), usize::MAX).unwrap();
+    assert!(waiting.iter().any(|r| r.id == id), "the new record waits for the sink");
+}
+
 /// A historian folder from before the `FORMAT` file, opened on a full disk: the gateway starts
 /// (the folder cannot be newer than this build, so only the mark waits), and the mark is
 /// written at the first start with room.
