@@ -38,6 +38,21 @@ impl SmallDisk {
         Self(dir)
     }
 
+    /// Fills the disk to the last byte with a file (of 8 MiB at most), to be deleted later to
+    /// free space.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.0.join("ballast");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0xaa; 64 << 10];
+        for _ in 0..128 {
+            if f.write_all(&block).is_err() {
+                break;
+            }
+        }
+        path
+    }
+
     /// Fills the disk with a file of `bytes`, to be deleted later to free space.
     fn ballast(&self, bytes: usize) -> PathBuf {
         let path = self.0.join("ballast");
@@ -312,17 +327,7 @@ fn a_sink_past_the_logs_end_does_not_keep_an_outbox_on_a_full_disk_from_opening(
     let mut bytes = std::fs::read(&segment).unwrap();
     bytes[8 + 9 * (24 + PAYLOAD) + 4] ^= 0xff;
     std::fs::write(&segment, bytes).unwrap();
-    let ballast = disk.0.join("ballast");
-    {
-        use std::io::Write as _;
-        let mut f = std::fs::File::create(&ballast).unwrap();
-        let block = vec![0xaa; 64 << 10];
-        for _ in 0..128 {
-            if f.write_all(&block).is_err() {
-                break;
-            }
-        }
-    }
+    let ballast = disk.fill();
     let (mut writer, reader) = OutboxWriter::open(&dir, config()).expect("the outbox opens on a full disk");
     let held = reader.read_encoded(&Position::default(), usize::MAX).unwrap();
     let raw: Vec<u64> = held.iter().filter(|r| r.id.class == Class::Raw).map(|r| r.id.seq).collect();
@@ -357,17 +362,7 @@ fn a_full_disk_does_not_keep_an_old_folder_from_opening() {
         w.sync().unwrap();
     }
     std::fs::remove_file(dir.join("FORMAT")).unwrap();
-    let ballast = disk.0.join("ballast");
-    {
-        use std::io::Write as _;
-        let mut f = std::fs::File::create(&ballast).unwrap();
-        let block = vec![0xaa; 64 << 10];
-        for _ in 0..128 {
-            if f.write_all(&block).is_err() {
-                break;
-            }
-        }
-    }
+    let ballast = disk.fill();
     {
         let (_w, r) = HistorianWriter::open(&dir, config.clone()).unwrap();
         assert!(!dir.join("FORMAT").exists() && !dir.join("FORMAT.tmp").exists());
