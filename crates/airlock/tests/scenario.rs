@@ -32,12 +32,11 @@ fn a_shift_of_the_press_line_through_the_edge() {
             Counter::new(CounterConfig {
                 asset: asset(m.spec.name),
                 name: m.spec.name.into(),
-                modulus: Some(65_536),
+                range: CounterRange { modulus: Some(65_536), parts_max_per_s: None },
                 interval_ms: 60_000,
                 shift_ms: 8 * HOUR_MS,
                 shift_offset_ms: 6 * HOUR_MS,
                 every_parts: Some(1000),
-                parts_max_per_s: None,
             })
         })
         .collect();

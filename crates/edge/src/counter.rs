@@ -29,16 +29,14 @@ pub struct CounterConfig {
     /// The machine, and its name in messages.
     pub asset: AssetPath,
     pub name: String,
-    /// The counter's range: 65,536 for a u16, 4,294,967,296 for a u32; `None` never rolls over.
-    pub modulus: Option<u64>,
+    /// The counter's range and the machine's pace.
+    pub range: CounterRange,
     pub interval_ms: i64,
     pub shift_ms: i64,
     /// Where shifts start, from midnight UTC (e.g. 6 h).
     pub shift_offset_ms: i64,
     /// An event every this many parts of a shift.
     pub every_parts: Option<u64>,
-    /// The most parts the machine makes in a second: a reading that adds more is refused.
-    pub parts_max_per_s: Option<f64>,
 }
 
 /// A part counter's last good reading, and whether a bad one came since: the parts each new
@@ -51,8 +49,13 @@ pub struct Tally {
     outage: bool,
     /// The last reading refused as more than the machine can make, and its time.
     refused: Option<(u64, i64)>,
-    /// A run of refused readings began with this one, not yet said.
-    refusal: Option<Refusal>,
+}
+
+/// What a reading adds to a tally: parts, and whether it began a run of refused readings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tallied {
+    pub parts: u64,
+    pub refused: Option<Refusal>,
 }
 
 /// A reading refused as more parts than the machine's pace allows.
@@ -86,16 +89,17 @@ impl Tally {
     /// none either; the reading after it is counted from the last good one, or from the refused
     /// one if it goes on from there within the pace (the counter was preset: the jump is not
     /// counted).
-    pub fn parts(&mut self, s: &Sample, range: CounterRange) -> u64 {
+    pub fn parts(&mut self, s: &Sample, range: CounterRange) -> Tallied {
+        let counted = |parts| Tallied { parts, refused: None };
         let now = s.value.as_ref().filter(|_| s.quality.is_good()).and_then(|v| v.as_f64());
         let Some(now) = now.and_then(|f| reading(f, range.modulus)) else {
             self.outage = true;
-            return 0;
+            return counted(0);
         };
         let at = s.gateway_time.as_millis();
         let Some((last, last_at)) = self.last else {
             *self = Self { last: Some((now, at)), ..Self::default() };
-            return 0;
+            return counted(0);
         };
         let parts = delta(last, now, range.modulus, self.outage);
         // Whether `parts` fit the pace from a reading at `from` to this one.
@@ -107,25 +111,21 @@ impl Tally {
         };
         if plausible(parts, last_at) {
             *self = Self { last: Some((now, at)), ..Self::default() };
-            return parts;
+            return counted(parts);
         }
-        if let Some((refused, refused_at)) = self.refused {
-            let since_refused = delta(refused, now, range.modulus, false);
-            if plausible(since_refused, refused_at) {
-                *self = Self { last: Some((now, at)), ..Self::default() };
-                return since_refused;
+        let first_refused = match self.refused {
+            Some((refused, refused_at)) => {
+                let since_refused = delta(refused, now, range.modulus, false);
+                if plausible(since_refused, refused_at) {
+                    *self = Self { last: Some((now, at)), ..Self::default() };
+                    return counted(since_refused);
+                }
+                None
             }
-        } else {
-            let seconds = at.saturating_sub(last_at) as f64 / 1000.0;
-            self.refusal = Some(Refusal { reading: now, last, seconds });
-        }
+            None => Some(Refusal { reading: now, last, seconds: at.saturating_sub(last_at) as f64 / 1000.0 }),
+        };
         self.refused = Some((now, at));
-        0
-    }
-
-    /// The reading that began a run of refused ones, once.
-    pub fn take_refusal(&mut self) -> Option<Refusal> {
-        self.refusal.take()
+        Tallied { parts: 0, refused: first_refused }
     }
 }
 
@@ -223,9 +223,8 @@ impl Transform for Counter {
         let shift_start = self.shift_start(t);
         self.shift_start_ms.get_or_insert(shift_start);
         self.roll(t, out);
-        let range = CounterRange { modulus: self.c.modulus, parts_max_per_s: self.c.parts_max_per_s };
-        let parts = self.tally.parts(s, range);
-        if let (Some(r), Some(max)) = (self.tally.take_refusal(), self.c.parts_max_per_s) {
+        let Tallied { parts, refused } = self.tally.parts(s, self.c.range);
+        if let (Some(r), Some(max)) = (refused, self.c.range.parts_max_per_s) {
             out.push(Output::Event(EdgeEvent {
                 time: s.gateway_time,
                 asset: self.c.asset.clone(),
@@ -273,13 +272,17 @@ mod tests {
         CounterConfig {
             asset: AssetPath::parse("acme/line3/press1").unwrap(),
             name: "press1".into(),
-            modulus,
+            range: CounterRange { modulus, parts_max_per_s: None },
             interval_ms: 60_000,
             shift_ms: 8 * 3_600_000,
             shift_offset_ms: 6 * 3_600_000,
             every_parts: every,
-            parts_max_per_s: None,
         }
+    }
+
+    /// As [`config`], for a machine that makes at most `max` parts a second.
+    fn paced_config(modulus: Option<u64>, max: f64) -> CounterConfig {
+        CounterConfig { range: CounterRange { modulus, parts_max_per_s: Some(max) }, ..config(modulus, None) }
     }
 
     fn check(modulus: Option<u64>, readings: &[u64], expected_total: u64) {
@@ -333,7 +336,7 @@ mod tests {
 
     /// Readings a second apart of a counter whose machine makes at most `max` parts a second.
     fn paced(modulus: Option<u64>, max: f64, readings: &[u64]) -> u64 {
-        let mut c = Counter::new(CounterConfig { parts_max_per_s: Some(max), ..config(modulus, None) });
+        let mut c = Counter::new(paced_config(modulus, max));
         let mut out = Vec::new();
         for (i, r) in readings.iter().enumerate() {
             c.on_sample(&Sample::good(TagId(0), Value::U64(*r), Timestamp::from_millis(i as i64 * 1000)), &mut out);
@@ -354,7 +357,7 @@ mod tests {
         // The pace allows for the time since the last good reading, and a reset is still one.
         assert_eq!(paced(None, 10.0, &[100, 105, 0, 4]), 5 + 4, "5, none at the reset to 0, then 4");
         assert_eq!(paced(None, 0.01, &[100, 101, 102]), 2, "a part a poll at least");
-        let mut c = Counter::new(CounterConfig { parts_max_per_s: Some(10.0), ..config(None, None) });
+        let mut c = Counter::new(paced_config(None, 10.0));
         let mut out = Vec::new();
         c.on_sample(&Sample::good(TagId(0), Value::U64(100), Timestamp::from_millis(0)), &mut out);
         c.on_sample(&Sample::good(TagId(0), Value::U64(700), Timestamp::from_millis(60_000)), &mut out);
@@ -369,7 +372,7 @@ mod tests {
     /// counted from the refused one, so the machine showed no parts at all while it ran.)
     #[test]
     fn parts_that_come_in_bursts_at_the_machines_pace_are_counted() {
-        let mut c = Counter::new(CounterConfig { parts_max_per_s: Some(2.0), ..config(None, None) });
+        let mut c = Counter::new(paced_config(None, 2.0));
         let mut out = Vec::new();
         let mut parts = 0;
         for i in 0..40i64 {
@@ -386,7 +389,7 @@ mod tests {
     /// reading, the last good one and the pace.
     #[test]
     fn a_refused_reading_is_said_once_a_run() {
-        let mut c = Counter::new(CounterConfig { parts_max_per_s: Some(10.0), ..config(None, None) });
+        let mut c = Counter::new(paced_config(None, 10.0));
         let mut out = Vec::new();
         for (i, v) in [100u64, 1 << 50, 1 << 51, 105, 1 << 52].into_iter().enumerate() {
             c.on_sample(&Sample::good(TagId(0), Value::U64(v), Timestamp::from_millis(i as i64 * 1000)), &mut out);

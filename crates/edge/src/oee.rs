@@ -243,11 +243,11 @@ impl Transform for Oee {
         }
         if s.tag == self.c.parts_tag {
             // Counted as the counter tile counts them (a decrease after an outage is a reset).
-            self.parts = self.parts.saturating_add(self.last_parts.parts(s, self.c.parts_range));
+            self.parts = self.parts.saturating_add(self.last_parts.parts(s, self.c.parts_range).parts);
             self.check_performance(s.gateway_time, out);
         }
         if Some(s.tag) == self.c.rejects_tag {
-            self.rejects = self.rejects.saturating_add(self.last_rejects.parts(s, self.c.rejects_range));
+            self.rejects = self.rejects.saturating_add(self.last_rejects.parts(s, self.c.rejects_range).parts);
         }
         let next = *self.next_report_ms.get_or_insert((t.div_euclid(self.c.interval_ms) + 1) * self.c.interval_ms);
         if t >= next {

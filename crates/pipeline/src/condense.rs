@@ -301,12 +301,11 @@ fn chain(config: &Config, id: TagId, tag: &TagInfo, t: &Tag, first: usize) -> Ch
         Counter::new(CounterConfig {
             asset: airlock_model::AssetPath::parse(device).unwrap_or_else(|_| tag.path.clone()),
             name: machine.to_owned(),
-            modulus: tag.counter_modulus,
+            range: counter_range(tag, t),
             interval_ms: ms(config.edge.production_interval),
             shift_ms: ms(config.edge.shift),
             shift_offset_ms: ms(config.edge.shift_start),
             every_parts: p.every_parts,
-            parts_max_per_s: p.parts_max_per_s,
         })
     });
     let vibration = e.vibration.as_ref().map(|v| {
@@ -357,25 +356,25 @@ fn ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A tag as a part counter: its type's range, and its pace when it is a production tag that
+/// has one.
+fn counter_range(tag: &TagInfo, t: &Tag) -> CounterRange {
+    let parts_max_per_s = t.edge.production.as_ref().and_then(|p| p.parts_max_per_s);
+    CounterRange { modulus: tag.counter_modulus, parts_max_per_s }
+}
+
 fn oee_rule(config: &Config, d: &airlock_config::Device, o: &OeeSettings, first: usize, tags: &[TagInfo]) -> Oee {
     let tag = |i: usize| TagId((first + i) as u32);
-    // Each counter's own pace, when it is a production tag that has one.
-    let pace = |i: usize| d.tags.get(i).and_then(|t| t.edge.production.as_ref()).and_then(|p| p.parts_max_per_s);
+    let range = |i: usize| counter_range(&tags[first + i], &d.tags[i]);
     Oee::new(OeeConfig {
         asset: d.path.clone(),
         name: d.name.clone(),
         state_tag: tag(o.state_tag),
         running_value: o.running_value,
         parts_tag: tag(o.parts_tag),
-        parts_range: CounterRange {
-            modulus: tags[first + o.parts_tag].counter_modulus,
-            parts_max_per_s: pace(o.parts_tag),
-        },
+        parts_range: range(o.parts_tag),
         rejects_tag: o.rejects_tag.map(tag),
-        rejects_range: CounterRange {
-            modulus: o.rejects_tag.and_then(|r| tags[first + r].counter_modulus),
-            parts_max_per_s: o.rejects_tag.and_then(pace),
-        },
+        rejects_range: o.rejects_tag.map(range).unwrap_or_default(),
         ideal_cycle_s: o.ideal_cycle_s,
         shift_ms: ms(config.edge.shift),
         shift_offset_ms: ms(config.edge.shift_start),

@@ -803,24 +803,43 @@ fn header(seq: u64, time: Timestamp, payload: &[u8]) -> [u8; HEADER_BYTES] {
     header
 }
 
+/// A record's header at `at` in `bytes` before its checksum is checked: its length in bounds,
+/// its body within `bytes`, its number below [`SEQ_MAX`].
+struct Header {
+    crc: u32,
+    seq: u64,
+    time: i64,
+    /// Where the record ends in `bytes`.
+    end: usize,
+}
+
+impl Header {
+    fn at(bytes: &[u8], at: usize) -> Option<Self> {
+        let header = bytes.get(at..at + HEADER_BYTES)?;
+        let word = |i: usize| header.get(i..i + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
+        let long = |i: usize| header.get(i..i + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+        let len = word(0)? as usize;
+        let end = at + HEADER_BYTES + len;
+        if len > PAYLOAD_BYTES_MAX || end > bytes.len() {
+            return None;
+        }
+        // No log gives out 2^62 sequence numbers: one that big came from bad bytes (with a
+        // checksum that happens to match), and would overflow the next number.
+        let seq = long(8).filter(|s| *s < SEQ_MAX)?;
+        Some(Self { crc: word(4)?, seq, time: long(16)? as i64, end })
+    }
+
+    /// The record, if `crc` (the checksum of its bytes `at + 8..end`) is its own.
+    fn record(&self, bytes: &[u8], at: usize, crc: u32) -> Option<Record> {
+        let payload = bytes.get(at + HEADER_BYTES..self.end).filter(|_| crc == self.crc)?.to_vec();
+        Some(Record { seq: self.seq, time: Timestamp(self.time), payload })
+    }
+}
+
 /// The record starting at `at` in `bytes`, if its header and checksum are right.
 fn decode(bytes: &[u8], at: usize) -> Option<Record> {
-    let header = bytes.get(at..at + HEADER_BYTES)?;
-    let word = |i: usize| header.get(i..i + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
-    let long = |i: usize| header.get(i..i + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
-    let len = word(0)? as usize;
-    if len > PAYLOAD_BYTES_MAX {
-        return None;
-    }
-    let body = bytes.get(at + 8..at + HEADER_BYTES + len)?;
-    if crc32fast::hash(body) != word(4)? {
-        return None;
-    }
-    let payload = body.get(16..)?.to_vec();
-    // No log gives out 2^62 sequence numbers: one that big came from bad bytes (with a checksum
-    // that happens to match), and would overflow the next number.
-    let seq = long(8).filter(|s| *s < SEQ_MAX)?;
-    Some(Record { seq, time: Timestamp(long(16)? as i64), payload })
+    let header = Header::at(bytes, at)?;
+    header.record(bytes, at, crc32fast::hash(bytes.get(at + 8..header.end)?))
 }
 
 /// Segment files in `dir`, by first sequence number.
@@ -1004,7 +1023,8 @@ impl<'a> RangeCrc<'a> {
     }
 }
 
-/// Bodies at least this long are checked through a [`RangeCrc`] while re-synchronising.
+/// Checksums over at least this many bytes are taken through a [`RangeCrc`] while
+/// re-synchronising.
 const RANGE_CRC_MIN: usize = 256;
 
 /// The next valid record at or after `from` whose sequence number is above `last_seq`.
@@ -1018,28 +1038,23 @@ fn resync<'a>(
     range_crc: &mut Option<RangeCrc<'a>>,
 ) -> Option<(usize, Record)> {
     (from..bytes.len().saturating_sub(HEADER_BYTES - 1)).find_map(|at| {
-        let word = |i: usize| bytes.get(at + i..at + i + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
-        let seq = bytes.get(at + 8..at + 16).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)?;
+        let header = Header::at(bytes, at)?;
         // A valid record's number is above the last valid one's by at most one for each
         // record that can have been lost between them (each took a header's bytes at least),
         // and RESYNC_GAP_MAX: only such an offset is worth its checksum.
         let lost_max = ((at - from) / HEADER_BYTES) as u64 + 1;
-        if seq <= last_seq || seq - last_seq > lost_max + RESYNC_GAP_MAX || seq >= SEQ_MAX {
+        if header.seq <= last_seq || header.seq - last_seq > lost_max + RESYNC_GAP_MAX {
             return None;
         }
-        let len = word(0)? as usize;
-        let end =
-            at.checked_add(HEADER_BYTES)?.checked_add(len).filter(|e| len <= PAYLOAD_BYTES_MAX && *e <= bytes.len())?;
-        if len >= RANGE_CRC_MIN {
-            let crc = range_crc.get_or_insert_with(|| RangeCrc::new(bytes)).range(at + 8, end);
-            if Some(crc) != word(4) {
-                return None;
-            }
+        let body = at + 8..header.end;
+        let crc = if body.len() >= RANGE_CRC_MIN {
+            range_crc.get_or_insert_with(|| RangeCrc::new(bytes)).range(body.start, body.end)
         } else {
             #[cfg(test)]
-            RESYNC_HASHED.set(RESYNC_HASHED.get() + 16 + len as u64);
-        }
-        decode(bytes, at).map(|r| (at, r))
+            RESYNC_HASHED.set(RESYNC_HASHED.get() + body.len() as u64);
+            crc32fast::hash(bytes.get(body)?)
+        };
+        header.record(bytes, at, crc).map(|r| (at, r))
     })
 }
 
