@@ -18,6 +18,9 @@ A VARIANT is a path to an airlock binary, optionally with environment variables 
     "AIRLOCK_LOG=debug|/tmp/airlock.old"
     "/tmp/airlock.new@tokio-rt-worker:-b -p 0"
 
+`AB_IN_FLIGHT=N` sets the device's `requests_in_flight_max` (1 if unset), `AB_POLL_MS=N` its
+`poll_interval_ms` (1 if unset).
+
 Every run is bounded (SECONDS, plus 30 s of grace given to `--duration`). Needs taskset, cc
 and libmodbus-dev; the ports 15020 and 18080 on 127.0.0.1 must be free.
 """
@@ -82,7 +85,8 @@ def config(data):
     text = (
         f'[gateway]\nname = "ab"\n\n[store]\ndata_dir = "{data}"\n\n[web]\nlisten = "127.0.0.1:{WEB}"\n\n'
         f'[[device]]\nname = "plc"\nasset_path = "ab/line"\nprotocol = "modbus_tcp"\n'
-        f'address = "127.0.0.1:{PORT}"\npoll_interval_ms = 1\ntimeout_ms = 2000\nrate_max_per_s = 100000\n'
+        f'address = "127.0.0.1:{PORT}"\npoll_interval_ms = {os.environ.get("AB_POLL_MS", "1")}\ntimeout_ms = 2000\nrate_max_per_s = 100000\n'
+        f'requests_in_flight_max = {os.environ.get("AB_IN_FLIGHT", "1")}\n'
     )
     for i in range(REGISTERS):
         text += f'[[device.tag]]\nname = "r{i}"\nspace = "holding_register"\naddress = {i}\ntype = "u16"\n'

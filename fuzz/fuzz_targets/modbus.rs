@@ -1,5 +1,5 @@
-//! What a Modbus device sends: the MBAP frame guard over any byte stream, and register
-//! decoding of any words for every kind of tag. Errors, never panics.
+//! What a Modbus device sends: the MBAP frame guard over any byte stream, answer after answer,
+//! and register decoding of any words for every kind of tag. Errors, never panics.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -82,24 +82,34 @@ fn tags() -> &'static [ModbusTag] {
 }
 
 fuzz_target!(|bytes: &[u8]| {
-    // The stream, fed in pieces of the sizes the first byte says; a request (transaction id
-    // from the second byte) goes out before every third piece. What is handed on as an answer
-    // starts with a right header and is never longer than a frame.
+    // The stream, fed in pieces of the sizes the first byte says, as a link feeds it: what an
+    // answer does not take is fed again for the next one (transaction ids from the second byte
+    // on). What is handed on as an answer starts with a right header and is never longer than
+    // a frame; what is taken is never more than what was fed.
     let mut guard = FrameCheck::default();
     let step = usize::from(bytes.first().copied().unwrap_or(1)).max(1);
-    let transaction = u16::from(bytes.get(1).copied().unwrap_or(0));
+    let mut transaction = u16::from(bytes.get(1).copied().unwrap_or(0));
     let mut answer = Vec::new();
-    for (i, piece) in bytes.chunks(step).enumerate() {
-        if i % 3 == 0 {
+    let mut pending: Vec<u8> = Vec::new();
+    guard.expect_answer(Some(transaction));
+    'stream: for piece in bytes.chunks(step) {
+        pending.extend_from_slice(piece);
+        while !pending.is_empty() {
+            let Ok(taken) = guard.feed(&pending, &mut answer) else { break 'stream };
+            assert!(taken <= pending.len(), "took more than was fed");
+            pending.drain(..taken);
+            assert!(answer.len() <= 7 + 253, "an answer longer than a frame");
+            if answer.len() >= 7 {
+                assert_eq!(answer[..4], [(transaction >> 8) as u8, transaction as u8, 0, 0], "a wrong header handed on");
+            }
+            if !guard.answered() {
+                assert!(pending.is_empty(), "bytes left before the answer is whole");
+                break;
+            }
+            assert_eq!(answer.len(), 6 + usize::from(u16::from_be_bytes([answer[4], answer[5]])), "a cut answer");
+            transaction = transaction.wrapping_add(1);
             guard.expect_answer(Some(transaction));
             answer.clear();
-        }
-        if guard.feed(piece, &mut answer).is_err() {
-            break;
-        }
-        assert!(answer.len() <= 7 + 253, "an answer longer than a frame");
-        if answer.len() >= 7 {
-            assert_eq!(answer[..4], [(transaction >> 8) as u8, transaction as u8, 0, 0], "a wrong header handed on");
         }
     }
     // The same bytes as registers for every tag, and as bits.

@@ -140,6 +140,9 @@ pub struct ModbusDevice {
     pub max_gap_registers: u16,
     /// Unconfigured bits the planner may read to join two tags into one request.
     pub max_gap_bits: u16,
+    /// Requests sent before the first's answer came, at most (1 to 16; 1, the default: one
+    /// request in flight).
+    pub requests_in_flight_max: u8,
     pub tags: Vec<ModbusTag>,
 }
 

@@ -149,6 +149,7 @@ pub struct RawDevice {
     pub backoff_max_ms: Option<S<i64>>,
     pub max_gap_registers: Option<S<i64>>,
     pub max_gap_bits: Option<S<i64>>,
+    pub requests_in_flight_max: Option<S<i64>>,
     #[serde(default)]
     pub tag: Vec<S<RawTag>>,
     pub oee: Option<S<RawOee>>,

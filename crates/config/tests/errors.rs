@@ -217,6 +217,22 @@ fn unit_id_gaps_and_backoff_ranges() {
 }
 
 #[test]
+fn requests_in_flight_are_one_to_sixteen() {
+    for bad in ["0", "17", "-1"] {
+        let text = with(&format!("requests_in_flight_max = {bad}\n"), TAG);
+        check(
+            &text,
+            &[(line_of(&text, "requests_in_flight"), "device[press1].requests_in_flight_max", "out of range 1..=16")],
+        );
+    }
+    for (setting, expected) in [("", 1), ("requests_in_flight_max = 16\n", 16)] {
+        let config = airlock_config::parse(&with(setting, TAG), std::path::Path::new("t.toml")).unwrap();
+        let airlock_config::Protocol::ModbusTcp(m) = &config.devices[0].protocol else { panic!("a Modbus device") };
+        assert_eq!(m.requests_in_flight_max, expected, "{setting:?}");
+    }
+}
+
+#[test]
 fn scale_must_be_finite_and_not_zero() {
     let text = with("", &TAG.replace("address = 0", "address = 0\nscale = 0.0\noffset = nan"));
     check(

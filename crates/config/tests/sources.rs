@@ -176,13 +176,20 @@ fn mqtt_mistakes_name_line_and_key() {
             ("topic", "device[ot].tag[speed].topic", "is only for payload = \"json\""),
         ],
     );
-    let text = MQTT_JSON
-        .replace("address = \"10.0.0.9:1883\"", "address = \"10.0.0.9:1883\"\nsecurity = \"none\"\nunit_id = 3");
+    let text = MQTT_JSON.replace(
+        "address = \"10.0.0.9:1883\"",
+        "address = \"10.0.0.9:1883\"\nsecurity = \"none\"\nunit_id = 3\nrequests_in_flight_max = 2",
+    );
     assert_problems(
         &text,
         &[
             ("security", "device[ot].security", "is only for a device with protocol opcua"),
             ("unit_id", "device[ot].unit_id", "is only for a device with protocol modbus_tcp"),
+            (
+                "requests_in_flight",
+                "device[ot].requests_in_flight_max",
+                "is only for a device with protocol modbus_tcp",
+            ),
         ],
     );
     let text = MQTT_JSON.replace("\"mqtt\"", "\"profinet\"");

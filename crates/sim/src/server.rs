@@ -58,6 +58,12 @@ pub enum Fault {
     /// of their own (a serial converter that forwards the CRC late): the client's next
     /// request has often gone out by then.
     LateTrailingBytes = 6,
+    /// Takes 20 ms to answer, and drops every request that came meanwhile (a device that
+    /// serves one request at a time and empties its receive buffer before it listens again).
+    DropsQueuedRequests = 7,
+    /// Answers rightly, with Nagle's algorithm on (no TCP_NODELAY), as libmodbus's server and
+    /// many embedded stacks do: an answer waits until the one before it is acknowledged.
+    Nagle = 8,
 }
 
 impl Fault {
@@ -69,6 +75,8 @@ impl Fault {
             4 => Fault::Garbage,
             5 => Fault::TrailingBytes,
             6 => Fault::LateTrailingBytes,
+            7 => Fault::DropsQueuedRequests,
+            8 => Fault::Nagle,
             _ => Fault::None,
         }
     }
@@ -178,11 +186,13 @@ async fn connection(mut stream: TcpStream, banks: &Mutex<Banks>, log: &RequestLo
         stream.read_exact(pdu).await?;
         log.record(pdu[0]);
         reply.clear();
-        match Fault::from_u8(fault.load(Relaxed)) {
+        let fault = Fault::from_u8(fault.load(Relaxed));
+        stream.set_nodelay(fault != Fault::Nagle)?;
+        match fault {
             Fault::Hang => continue,
             Fault::Garbage => reply.extend_from_slice(b"\xde\xad\xbe\xef garbage, not a frame\r\n"),
             Fault::Exception => frame(&mut reply, &header, &[pdu[0] | 0x80, 0x04]),
-            Fault::None | Fault::CloseOnConnect => {
+            Fault::None | Fault::CloseOnConnect | Fault::Nagle => {
                 let body = answer(pdu, banks);
                 frame(&mut reply, &header, &body);
             }
@@ -190,6 +200,13 @@ async fn connection(mut stream: TcpStream, banks: &Mutex<Banks>, log: &RequestLo
                 let body = answer(pdu, banks);
                 frame(&mut reply, &header, &body);
                 reply.extend_from_slice(&[0xc5, 0x3a]);
+            }
+            Fault::DropsQueuedRequests => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let mut dropped = [0u8; 1024];
+                while matches!(stream.try_read(&mut dropped), Ok(n) if n > 0) {}
+                let body = answer(pdu, banks);
+                frame(&mut reply, &header, &body);
             }
             Fault::LateTrailingBytes => {
                 let body = answer(pdu, banks);

@@ -1,8 +1,10 @@
 //! The device task: one per device, owning that device's only connection.
 //!
-//! Each poll tick it sends the planned read requests one at a time (one request in flight),
-//! each after the pacer allows it and each under the device's timeout. What the device answers
-//! decides what happens next:
+//! Each poll tick it sends the planned read requests in order, each after the pacer allows it,
+//! with at most `requests_in_flight_max` of them awaiting their answers (1 by default: one
+//! request in flight), and takes the answers in the same order (one that comes before its turn
+//! waits for it), each awaited under the device's timeout. What the device answers decides
+//! what happens next:
 //! - data: the tags of that request are decoded (a tag that does not decode is bad on its own);
 //! - an exception response: the tags of that request are bad with that exception code, and the
 //!   connection stays up (the device is alive and said no);
@@ -26,7 +28,10 @@ use tokio::sync::watch;
 use tokio::time::{MissedTickBehavior, timeout};
 
 use crate::decode::{decode_bit, decode_registers};
-use crate::link::{Data, ReadLink};
+use crate::link::{Answer, Data, ReadLink};
+
+/// The link to a device, over TCP.
+type Link = ReadLink<TcpStream>;
 use crate::pacer::{Backoff, Pacer};
 use crate::plan::{PlanLimits, ReadRequest, plan};
 
@@ -34,8 +39,15 @@ use crate::plan::{PlanLimits, ReadRequest, plan};
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Failure {
     Connect(String),
-    Timeout { request: String },
-    Transport { request: String, error: String },
+    /// No answer in time, with `in_flight` requests awaiting theirs.
+    Timeout {
+        request: String,
+        in_flight: usize,
+    },
+    Transport {
+        request: String,
+        error: String,
+    },
 }
 
 impl Failure {
@@ -51,7 +63,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Connect(e) => write!(f, "connect: {e}"),
-            Failure::Timeout { request } => write!(f, "{request}: no answer within the timeout"),
+            Failure::Timeout { request, .. } => write!(f, "{request}: no answer within the timeout"),
             Failure::Transport { request, error } => write!(f, "{request}: {error}"),
         }
     }
@@ -113,8 +125,9 @@ impl DeviceTask {
         let mut ticker = tokio::time::interval(self.device.poll_interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut reported = Reported { exceptions: vec![0; self.requests.len()], ..Reported::default() };
-        let mut link: Option<ReadLink> = None;
+        let mut link: Option<Link> = None;
         let mut poll = 0u64;
+        let mut in_flight_max = usize::from(self.modbus.requests_in_flight_max.max(1));
         loop {
             ticker.tick().await;
             let ctx = match link.as_mut() {
@@ -129,7 +142,7 @@ impl DeviceTask {
                 },
             };
             poll += 1;
-            let failure = self.poll(ctx, poll, &mut pacer, &mut reported).await;
+            let failure = self.poll(ctx, poll, in_flight_max, &mut pacer, &mut reported).await;
             match failure {
                 None => {
                     backoff.reset();
@@ -137,6 +150,17 @@ impl DeviceTask {
                 }
                 Some(failure) => {
                     link = None;
+                    if let Failure::Timeout { in_flight, .. } = failure
+                        && in_flight > 1
+                    {
+                        // Some devices drop a request that comes while they answer another.
+                        log::warn!(
+                            "device {}: a request sent while {} others awaited their answers was not answered; reading it one request at a time from now on, as with requests_in_flight_max = 1",
+                            self.device.name,
+                            in_flight - 1
+                        );
+                        in_flight_max = 1;
+                    }
                     self.went_down(failure, &mut reported);
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
@@ -144,7 +168,7 @@ impl DeviceTask {
         }
     }
 
-    async fn connect(&self) -> Result<ReadLink, Failure> {
+    async fn connect(&self) -> Result<Link, Failure> {
         self.health.set_state(LinkState::Connecting);
         let address = self.modbus.address.as_str();
         let stream = match timeout(self.device.timeout, TcpStream::connect(address)).await {
@@ -156,15 +180,23 @@ impl DeviceTask {
         Ok(ReadLink::attach(stream, self.modbus.unit_id))
     }
 
-    /// One poll: every planned request in turn. Answers' samples are gathered and handed on
-    /// together before the next answer would take them past [`BATCH_SAMPLES`], once the
-    /// oldest has waited [`BATCH_WAIT`] or would wait longer for the rate cap's next slot and
-    /// the next answer (at the last one's pace), and at the poll's end: one hand-over (and at
-    /// most one wake-up of the collector) per thousand samples from a fast device, not one per
-    /// request. Samples read but not yet
-    /// handed on when the gateway stops are not kept (they were never in the store). Returns
-    /// why the link failed, if it did (what was read is handed on).
-    async fn poll(&self, ctx: &mut ReadLink, poll: u64, pacer: &mut Pacer, reported: &mut Reported) -> Option<Failure> {
+    /// One poll: every planned request in turn, up to `in_flight_max` sent ahead of the answer
+    /// awaited (a device that timed out with several in flight is read one at a time after).
+    /// Answers' samples are gathered and handed on together before the next answer would take
+    /// them past [`BATCH_SAMPLES`], once the oldest has waited [`BATCH_WAIT`] or would wait
+    /// longer for the rate cap's next slot and the next answer (at the last one's pace), and at
+    /// the poll's end: one hand-over (and at most one wake-up of the collector) per thousand
+    /// samples from a fast device, not one per request. Samples read but not yet handed on when
+    /// the gateway stops are not kept (they were never in the store). Returns why the link
+    /// failed, if it did (what was read is handed on).
+    async fn poll(
+        &self,
+        link: &mut Link,
+        poll: u64,
+        in_flight_max: usize,
+        pacer: &mut Pacer,
+        reported: &mut Reported,
+    ) -> Option<Failure> {
         DeviceHealth::count(&self.health.polls, 1);
         // The words of a tag read in parts (a waveform), gathered until its last part arrives.
         let mut partial: Result<Vec<u16>, Reason> = Ok(Vec::new());
@@ -172,45 +204,73 @@ impl DeviceTask {
         let mut first_read = std::time::Instant::now();
         // The last answer's round trip: a device slower than BATCH_WAIT gets no batching.
         let mut round_trip = std::time::Duration::ZERO;
+        let mut sent = 0;
+        // Answers that came before their turn: (request, answer, its round trip, when answered).
+        let mut early: Vec<(usize, Answer, std::time::Duration, Timestamp)> = Vec::new();
         for (i, req) in self.requests.iter().enumerate() {
-            let slot = pacer.reserve();
-            // What has been read goes on now if the rate cap or the device's pace (its last
-            // round trip) would keep it past BATCH_WAIT.
-            if !samples.is_empty() && (slot.into_std() + round_trip > first_read + BATCH_WAIT) {
-                self.out.emit(poll, std::mem::take(&mut samples));
+            while sent < self.requests.len() && sent < i + in_flight_max {
+                let slot = pacer.reserve();
+                // What has been read goes on now if the rate cap or the device's pace (its last
+                // round trip) would keep it past BATCH_WAIT.
+                if !samples.is_empty() && (slot.into_std() + round_trip > first_read + BATCH_WAIT) {
+                    self.out.emit(poll, std::mem::take(&mut samples));
+                }
+                if slot > tokio::time::Instant::now() {
+                    tokio::time::sleep_until(slot).await;
+                }
+                DeviceHealth::count(&self.health.requests, 1);
+                let next = &self.requests[sent];
+                match timeout(self.device.timeout, link.send(next, sent)).await {
+                    Ok(Ok(())) => sent += 1,
+                    Ok(Err(e)) => {
+                        self.out.emit(poll, samples);
+                        return Some(Failure::Transport { request: self.describe(next), error: e.to_string() });
+                    }
+                    Err(_) => {
+                        self.out.emit(poll, samples);
+                        return Some(Failure::Timeout { request: self.describe(next), in_flight: link.in_flight() });
+                    }
+                }
             }
-            if slot > tokio::time::Instant::now() {
-                tokio::time::sleep_until(slot).await;
+            // This request's answer: one that came before its turn, or the next ones to come.
+            let (answer, took, now) = loop {
+                if let Some(at) = early.iter().position(|(key, ..)| *key == i) {
+                    let (_, answer, took, now) = early.swap_remove(at);
+                    break (answer, took, now);
+                }
+                match timeout(self.device.timeout, link.answer()).await {
+                    Ok(Ok(a)) if a.key == i => break (a.answer, a.asked.elapsed(), Timestamp::now()),
+                    Ok(Ok(a)) => early.push((a.key, a.answer, a.asked.elapsed(), Timestamp::now())),
+                    Ok(Err(e)) => {
+                        self.out.emit(poll, samples);
+                        return Some(Failure::Transport { request: self.describe(req), error: e.to_string() });
+                    }
+                    Err(_) => {
+                        self.out.emit(poll, samples);
+                        return Some(Failure::Timeout { request: self.describe(req), in_flight: link.in_flight() });
+                    }
+                }
+            };
+            if sent == self.requests.len() && link.in_flight() > 0 {
+                // No request will carry the acknowledgement of this answer to a device that
+                // waits for it before it sends the next.
+                link.acknowledge_now();
             }
-            DeviceHealth::count(&self.health.requests, 1);
-            let asked = std::time::Instant::now();
-            let answer = timeout(self.device.timeout, ctx.read(req)).await;
-            round_trip = asked.elapsed();
+            round_trip = took;
             self.health.latency.record(round_trip);
-            let now = Timestamp::now();
             if samples.is_empty() {
                 samples.reserve(BATCH_SAMPLES.min(self.device.tag_count()).max(req.tags.len()));
-                first_read = asked;
+                first_read = std::time::Instant::now();
             }
             match answer {
-                Ok(Ok(Ok(data))) => {
+                Ok(data) => {
                     self.exception_changed(i, 0, reported);
                     self.decode(req, Ok(&data), now, &mut partial, &mut samples);
                 }
-                Ok(Ok(Err(code))) => {
+                Err(code) => {
                     DeviceHealth::count(&self.health.exceptions, 1);
-                    self.exception_changed(i, u8::from(code), reported);
-                    let reason = Reason::Exception(u8::from(code));
-                    self.decode(req, Err(reason), now, &mut partial, &mut samples);
-                }
-                Ok(Err(e)) => {
-                    self.out.emit(poll, samples);
-                    let error = e.to_string();
-                    return Some(Failure::Transport { request: self.describe(req), error });
-                }
-                Err(_) => {
-                    self.out.emit(poll, samples);
-                    return Some(Failure::Timeout { request: self.describe(req) });
+                    self.exception_changed(i, code, reported);
+                    self.decode(req, Err(Reason::Exception(code)), now, &mut partial, &mut samples);
                 }
             }
             // Before the next answer would take the batch past its room (a grown vector holds

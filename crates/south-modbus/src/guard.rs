@@ -1,38 +1,32 @@
 //! A guard on the bytes a device sends: every Modbus TCP frame starts with a 7-byte MBAP header
-//! whose protocol id is 0 and whose length (unit id plus PDU) is 2 to 254. tokio-modbus trusts
-//! the length field, so a device that sends garbage would make it wait for up to 64 KiB that
-//! never come, and the failure would look like a timeout. The guard checks each header as the
+//! whose protocol id is 0 and whose length (unit id plus PDU) is 2 to 254. A reader that trusted
+//! the length field would wait for up to 64 KiB that never come from a device that sends
+//! garbage, and the failure would look like a timeout. The guard checks each header as the
 //! bytes arrive, and holds its bytes back until it is whole: a header that is wrong fails the
 //! read at once with "malformed frame", so the tags go bad with the right reason and the
-//! connection is replaced. With one request in flight, bytes after a whole answer (a CRC or
-//! padding that some devices and serial converters add) are dropped; when they come late, after
-//! the next request has gone out, up to [`LATE_TAIL_MAX`] of them are dropped until a header
-//! answers that request (its transaction id, seen going out). A right header for another
-//! transaction fails at once; garbage shorter than a tail and a header after a good answer is
+//! connection is replaced. Up to [`LATE_TAIL_MAX`] bytes after a whole answer (a CRC or padding
+//! that some devices and serial converters add, in the answer's segment or later) are dropped
+//! until a header answers a request in flight (its transaction id is among theirs). A right
+//! header for another transaction fails at once; garbage shorter than a tail and a header after a good answer is
 //! held, and ends in the device's timeout.
-
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Stray bytes dropped before an answer's header when the answer before it was whole: its
 /// tail (a 2-byte CRC, padding) come in a later segment, after the next request went out.
 /// Garbage after a good answer still fails within this many bytes and a header's seven.
 pub const LATE_TAIL_MAX: usize = 16;
 
-/// Where the reader is in the answer to the request in flight (there is one at a time).
+/// Where the reader is in the answer it waits for (answers are read one after the other).
 #[derive(Debug, Default)]
 pub struct FrameCheck {
     header: [u8; 7],
     header_len: usize,
     body_left: usize,
-    /// The whole answer has come: bytes until the next request are stray (a CRC or padding
-    /// some devices and converters add) and dropped.
+    /// The whole answer has come: up to [`LATE_TAIL_MAX`] bytes before the next answer's
+    /// header are stray (a CRC or padding some devices and converters add) and dropped.
     answered: bool,
-    /// The transaction id of the request in flight, when its header was seen going out.
-    transaction: Option<u16>,
+    /// The transaction ids the answer may carry: `count` of them from `first` (wrapping), those
+    /// of the requests in flight; any, if `None`.
+    transactions: Option<(u16, u16)>,
     /// Stray bytes that may still be dropped before this answer's header.
     tail_left: usize,
     /// Stray bytes dropped before this answer's header so far.
@@ -40,17 +34,26 @@ pub struct FrameCheck {
 }
 
 impl FrameCheck {
-    /// A request (transaction id `transaction`, if known) is going out: its answer is read from
-    /// its first byte, after at most [`LATE_TAIL_MAX`] stray bytes if the last answer was whole.
+    /// The next answer to read is that of transaction `transaction` (any, if `None`): it is read
+    /// from its first byte, after at most [`LATE_TAIL_MAX`] stray bytes if the last answer was
+    /// whole.
     pub fn expect_answer(&mut self, transaction: Option<u16>) {
-        let tail_left = if self.answered { LATE_TAIL_MAX } else { 0 };
-        *self = Self { transaction, tail_left, ..Self::default() };
+        self.expect_answer_among(transaction.map(|t| (t, 1)));
     }
 
-    /// Feeds newly received bytes; the bytes of the answer go to `answer` once their header is
-    /// whole and right (a header's bytes are held until then; stray bytes are dropped). An
+    /// The next answer to read is that of one of `count` transactions from `first` (the
+    /// requests in flight, which may be answered in any order); any, if `None`.
+    pub fn expect_answer_among(&mut self, transactions: Option<(u16, u16)>) {
+        let tail_left = if self.answered { LATE_TAIL_MAX } else { 0 };
+        *self = Self { transactions, tail_left, ..Self::default() };
+    }
+
+    /// Feeds received bytes; the bytes of the answer go to `answer` once their header is whole
+    /// and right (a header's bytes are held until then; stray bytes are dropped). Returns how
+    /// many bytes it took: none after the answer's last (they belong to what comes next). An
     /// error names what is wrong with the frame.
-    pub fn feed(&mut self, mut bytes: &[u8], answer: &mut Vec<u8>) -> Result<(), String> {
+    pub fn feed(&mut self, mut bytes: &[u8], answer: &mut Vec<u8>) -> Result<usize, String> {
+        let offered = bytes.len();
         while !bytes.is_empty() && !self.answered {
             if self.body_left > 0 {
                 let n = self.body_left.min(bytes.len());
@@ -90,7 +93,12 @@ impl FrameCheck {
                 Err(HeaderError::Malformed(e)) => return Err(e),
             }
         }
-        Ok(())
+        Ok(offered - bytes.len())
+    }
+
+    /// Whether the whole answer has come.
+    pub fn answered(&self) -> bool {
+        self.answered
     }
 
     /// Whether the answer has begun: its header is partly or wholly read.
@@ -109,10 +117,16 @@ impl FrameCheck {
             )));
         }
         let transaction = u16::from_be_bytes([h[0], h[1]]);
-        match self.transaction {
-            Some(asked) if asked != transaction => Err(HeaderError::Transaction(format!(
-                "malformed frame: header {h:02x?} answers transaction {transaction}, the request was {asked}"
-            ))),
+        match self.transactions {
+            Some((first, count)) if transaction.wrapping_sub(first) >= count => {
+                let asked = match count {
+                    1 => format!("the request was {first}"),
+                    _ => format!("the requests in flight were {first} to {}", first.wrapping_add(count - 1)),
+                };
+                Err(HeaderError::Transaction(format!(
+                    "malformed frame: header {h:02x?} answers transaction {transaction}, {asked}"
+                )))
+            }
             _ => Ok(length - 1),
         }
     }
@@ -126,117 +140,32 @@ enum HeaderError {
     Transaction(String),
 }
 
-/// A stream whose reads pass through a [`FrameCheck`].
-#[derive(Debug)]
-pub struct Guarded<S> {
-    inner: S,
-    check: FrameCheck,
-    /// Bytes of the request in flight still to go out (a request written in parts starts once).
-    request_left: usize,
-    /// Bytes read from the device, taken out of the reader's buffer to be checked.
-    received: Vec<u8>,
-    /// Checked bytes of the answer not yet handed to the reader, from `answer_at`.
-    answer: Vec<u8>,
-    answer_at: usize,
-}
-
-impl<S> Guarded<S> {
-    pub fn new(inner: S) -> Self {
-        Self {
-            inner,
-            check: FrameCheck::default(),
-            request_left: 0,
-            received: Vec::new(),
-            answer: Vec::new(),
-            answer_at: 0,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        loop {
-            if this.answer_at < this.answer.len() {
-                let n = buf.remaining().min(this.answer.len() - this.answer_at);
-                buf.put_slice(&this.answer[this.answer_at..this.answer_at + n]);
-                this.answer_at += n;
-                if this.answer_at == this.answer.len() {
-                    this.answer.clear();
-                    this.answer_at = 0;
-                }
-                return Poll::Ready(Ok(()));
-            }
-            let before = buf.filled().len();
-            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-            if buf.filled().len() == before {
-                // The device closed the connection: between answers, a close; inside one, the
-                // bytes held back say it was cut.
-                if this.check.in_answer() {
-                    let cut = "the device closed the connection inside an answer";
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, cut)));
-                }
-                return Poll::Ready(Ok(()));
-            }
-            // Checked bytes are handed on (above); held or dropped ones are not, and the device
-            // is read again (a read that hands on nothing would say the connection closed).
-            this.received.clear();
-            this.received.extend_from_slice(&buf.filled()[before..]);
-            buf.set_filled(before);
-            let result = this.check.feed(&this.received, &mut this.answer);
-            result.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if !buf.is_empty() && this.request_left == 0 {
-            // A request begins: its header says its transaction id and its length.
-            let transaction = (buf.len() >= 2).then(|| u16::from_be_bytes([buf[0], buf[1]]));
-            this.request_left = match buf.get(4..6) {
-                Some(length) => 6 + usize::from(u16::from_be_bytes([length[0], length[1]])),
-                None => buf.len(),
-            };
-            this.check.expect_answer(transaction);
-            this.answer.clear();
-            this.answer_at = 0;
-        }
-        let written = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        this.request_left = this.request_left.saturating_sub(written);
-        Poll::Ready(Ok(written))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Feeds `chunks` in order; expects the chunk at index `fails_at` to be refused (or none),
-    /// and every byte before that to be handed on as the answer.
+    /// and every byte before that to be taken and handed on as the answer.
     fn check(chunks: &[&[u8]], fails_at: Option<usize>) {
         let mut c = FrameCheck::default();
         let mut answer = Vec::new();
-        let first_error = chunks.iter().position(|chunk| c.feed(chunk, &mut answer).is_err());
+        let first_error = chunks.iter().position(|chunk| match c.feed(chunk, &mut answer) {
+            Ok(taken) => {
+                assert_eq!(taken, chunk.len());
+                false
+            }
+            Err(_) => true,
+        });
         assert_eq!(first_error, fails_at, "{chunks:02x?}");
         if fails_at.is_none() {
             assert_eq!(answer, chunks.concat());
         }
     }
 
-    /// Feeds `bytes` and returns what was handed on.
+    /// Feeds `bytes` and returns what was handed on (what was not taken is left).
     fn answer(c: &mut FrameCheck, bytes: &[u8]) -> Result<Vec<u8>, String> {
         let mut answer = Vec::new();
-        c.feed(bytes, &mut answer).map(|()| answer)
+        c.feed(bytes, &mut answer).map(|_| answer)
     }
 
     /// An answer to transaction 1, and the same to transaction 2.
@@ -255,22 +184,24 @@ mod tests {
         assert_eq!(answer(&mut c, &FRAME[9..]), Ok(FRAME[9..].to_vec()));
     }
 
-    /// A device (or a serial converter) that sends a CRC or padding after its answer: with one
-    /// request in flight, bytes after a whole answer are stray, and the next answer, to the
-    /// next request, is read from its own first byte. (The stray bytes were taken for the next
-    /// answer's header: that answer failed as malformed, and with seven of them or more the
-    /// good answer before them too, so the tags flapped bad.)
+    /// A device (or a serial converter) that sends a CRC or padding after its answer: the bytes
+    /// after a whole answer are not taken with it, and are dropped before the next answer's
+    /// header, which is read in step. (The stray bytes were taken for the next answer's header:
+    /// that answer failed as malformed, and with seven of them or more the good answer before
+    /// them too, so the tags flapped bad.)
     #[test]
     fn stray_bytes_after_an_answer_are_dropped_and_the_next_answer_is_read_in_step() {
+        for tail in [&[0xaa, 0xbb][..], &[0xee; 9], &[0xee; LATE_TAIL_MAX]] {
+            let mut c = FrameCheck::default();
+            let mut got = Vec::new();
+            let bytes: Vec<u8> = FRAME.iter().chain(tail).chain(FRAME_2).copied().collect();
+            let taken = c.feed(&bytes, &mut got).unwrap();
+            assert_eq!((taken, &got[..]), (FRAME.len(), FRAME), "the first answer, and nothing after it");
+            assert!(c.answered());
+            c.expect_answer(Some(2));
+            assert_eq!(answer(&mut c, &bytes[taken..]), Ok(FRAME_2.to_vec()), "tail {tail:02x?}");
+        }
         let mut c = FrameCheck::default();
-        let with_crc: Vec<u8> = FRAME.iter().chain(&[0xaa, 0xbb]).copied().collect();
-        assert_eq!(answer(&mut c, &with_crc), Ok(FRAME.to_vec()));
-        c.expect_answer(Some(1));
-        assert_eq!(answer(&mut c, FRAME), Ok(FRAME.to_vec()));
-        let with_padding: Vec<u8> = FRAME.iter().chain(&[0xee; 9]).copied().collect();
-        c.expect_answer(Some(1));
-        assert_eq!(answer(&mut c, &with_padding), Ok(FRAME.to_vec()));
-        c.expect_answer(Some(1));
         assert_eq!(answer(&mut c, &FRAME[..4]), Ok(vec![]));
         assert_eq!(answer(&mut c, &FRAME[4..]), Ok(FRAME.to_vec()));
         // The answer to a request is still checked: a wrong header fails once it is more
@@ -317,22 +248,31 @@ mod tests {
         assert!(error.contains("answers transaction 1, the request was 2"), "{error}");
     }
 
-    /// The device closes the connection in the middle of an answer's header: the read fails as
-    /// an unexpected end, not as a close between answers (the held bytes never reached
-    /// tokio-modbus, which then reported whatever the last OS error was).
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_close_inside_a_header_is_an_unexpected_end() {
-        use tokio::io::AsyncReadExt;
-        let mut stream = Guarded::new(&FRAME[..5]);
-        let mut buf = [0u8; 64];
-        let error = stream.read(&mut buf).await.unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "{error}");
-        let mut stream = Guarded::new(&FRAME[..9]);
-        assert_eq!(stream.read(&mut buf).await.unwrap(), 9, "a header and part of a body go on");
-        assert_eq!(stream.read(&mut buf).await.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
-        let mut stream = Guarded::new(FRAME);
-        assert_eq!(stream.read(&mut buf).await.unwrap(), FRAME.len());
-        assert_eq!(stream.read(&mut buf).await.unwrap(), 0, "a close after a whole answer is a close");
+    /// With several requests in flight, an answer to any of them is right (devices may answer
+    /// them in any order), across the wrap of the transaction ids; one to none of them fails
+    /// with them named.
+    #[test]
+    fn an_answer_to_any_request_in_flight_is_read() {
+        for (first, count, answered, right) in [
+            (1, 4, 4, true),
+            (1, 4, 1, true),
+            (1, 4, 5, false),
+            (1, 4, 0, false),
+            (65534, 3, 0, true),
+            (65534, 3, 1, false),
+        ] {
+            let mut c = FrameCheck::default();
+            c.expect_answer_among(Some((first, count)));
+            let [t0, t1] = u16::to_be_bytes(answered);
+            let frame = [t0, t1, 0, 0, 0, 5, 1, 3, 2, 0x12, 0x34];
+            match answer(&mut c, &frame) {
+                Ok(got) => assert!(right && got == frame, "{first} {count} {answered}"),
+                Err(e) => {
+                    let named = format!("requests in flight were {first} to {}", first.wrapping_add(count - 1));
+                    assert!(!right && e.contains(&named), "{first} {count} {answered}: {e}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! protocol's limits; the [`decode`]r (pure) that turns registers and bits into engineering
 //! values; and the device task ([`driver`]) that keeps one persistent connection per device,
 //! paces requests under a rate cap, times each one out, and reconnects with exponential backoff
-//! and jitter. Only tokio-modbus's `Reader` side is used, and only its four plain read calls
-//! (function codes 1 to 4): `clippy.toml` forbids every write call and `tests/read_only.rs`
-//! fails if this crate's source names one.
+//! and jitter. The connection is a [`link::ReadLink`] of our own framing, which can build the
+//! four plain reads (function codes 1 to 4) and no other request, and reads every answer
+//! through the frame [`guard`]; `crates/airlock/tests/architecture.rs` fails if this crate's
+//! source names a write call.
 
 pub mod decode;
 pub mod driver;

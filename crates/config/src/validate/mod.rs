@@ -558,6 +558,7 @@ fn modbus_device(c: &mut Checker, d: &RawDevice, device_path: Option<&AssetPath>
     let unit_id = c.int(&d.unit_id, &k("unit_id"), 0, 255, UNIT_ID_DEFAULT);
     let max_gap_registers = c.int(&d.max_gap_registers, &k("max_gap_registers"), 0, 124, 0);
     let max_gap_bits = c.int(&d.max_gap_bits, &k("max_gap_bits"), 0, 1999, 0);
+    let in_flight_max = c.int(&d.requests_in_flight_max, &k("requests_in_flight_max"), 1, 16, 1);
     let mut placed = Vec::new();
     let mut tags = Vec::new();
     for_each_tag(c, d, device_path, Kind::Modbus, |c, t, key, tag| {
@@ -574,6 +575,7 @@ fn modbus_device(c: &mut Checker, d: &RawDevice, device_path: Option<&AssetPath>
         unit_id: u8::try_from(unit_id).unwrap_or(1),
         max_gap_registers: u16::try_from(max_gap_registers).unwrap_or(0),
         max_gap_bits: u16::try_from(max_gap_bits).unwrap_or(0),
+        requests_in_flight_max: u8::try_from(in_flight_max).unwrap_or(1),
         tags: placed.into_iter().map(|(t, _)| t).collect(),
     };
     // Collected in place over the (tag, span) pairs, it would keep their larger room.

@@ -46,6 +46,7 @@ pub(super) fn refuse_device_keys(c: &mut Checker, d: &RawDevice, kind: Kind) {
         (span(&d.unit_id), "unit_id", MODBUS),
         (span(&d.max_gap_registers), "max_gap_registers", MODBUS),
         (span(&d.max_gap_bits), "max_gap_bits", MODBUS),
+        (span(&d.requests_in_flight_max), "requests_in_flight_max", MODBUS),
         (span(&d.security), "security", OPCUA),
         (span(&d.user_cert_file), "user_cert_file", OPCUA),
         (span(&d.user_key_file), "user_key_file", OPCUA),
