@@ -83,15 +83,18 @@ fn tags() -> &'static [ModbusTag] {
 
 fuzz_target!(|bytes: &[u8]| {
     // The stream, fed in pieces of the sizes the first byte says, as a link feeds it: what an
-    // answer does not take is fed again for the next one (transaction ids from the second byte
-    // on). What is handed on as an answer starts with a right header and is never longer than
-    // a frame; what is taken is never more than what was fed.
+    // answer does not take is fed again for the next one. Each answer may carry one of a window
+    // of transaction ids (requests in flight: the second byte says the first, the third how
+    // many), which moves on by one an answer. What is handed on as an answer starts with a
+    // right header for the window and is never longer than a frame; what is taken is never
+    // more than what was fed.
     let mut guard = FrameCheck::default();
     let step = usize::from(bytes.first().copied().unwrap_or(1)).max(1);
-    let mut transaction = u16::from(bytes.get(1).copied().unwrap_or(0));
+    let mut transaction = u16::from(bytes.get(1).copied().unwrap_or(0)).wrapping_mul(257);
+    let window = 1 + u16::from(bytes.get(2).copied().unwrap_or(0) % 4);
     let mut answer = Vec::new();
     let mut pending: Vec<u8> = Vec::new();
-    guard.expect_answer(Some(transaction));
+    guard.expect_answer_among(Some((transaction, window)));
     'stream: for piece in bytes.chunks(step) {
         pending.extend_from_slice(piece);
         while !pending.is_empty() {
@@ -100,7 +103,9 @@ fuzz_target!(|bytes: &[u8]| {
             pending.drain(..taken);
             assert!(answer.len() <= 7 + 253, "an answer longer than a frame");
             if answer.len() >= 7 {
-                assert_eq!(answer[..4], [(transaction >> 8) as u8, transaction as u8, 0, 0], "a wrong header handed on");
+                let answered = u16::from_be_bytes([answer[0], answer[1]]);
+                assert!(answered.wrapping_sub(transaction) < window, "an answer to a transaction not in flight");
+                assert_eq!(answer[2..4], [0, 0], "a wrong protocol id handed on");
             }
             if !guard.answered() {
                 assert!(pending.is_empty(), "bytes left before the answer is whole");
@@ -108,7 +113,7 @@ fuzz_target!(|bytes: &[u8]| {
             }
             assert_eq!(answer.len(), 6 + usize::from(u16::from_be_bytes([answer[4], answer[5]])), "a cut answer");
             transaction = transaction.wrapping_add(1);
-            guard.expect_answer(Some(transaction));
+            guard.expect_answer_among(Some((transaction, window)));
             answer.clear();
         }
     }

@@ -39,14 +39,16 @@ use crate::plan::{PlanLimits, ReadRequest, plan};
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Failure {
     Connect(String),
-    /// No answer in time, with `in_flight` requests awaiting theirs.
+    /// No answer in time. `ahead`: the request went out before the answer to the one before
+    /// it was taken (requests in flight), as with `Transport`.
     Timeout {
         request: String,
-        in_flight: usize,
+        ahead: bool,
     },
     Transport {
         request: String,
         error: String,
+        ahead: bool,
     },
 }
 
@@ -57,6 +59,11 @@ impl Failure {
             Failure::Connect(_) | Failure::Transport { .. } => Reason::CommsLost,
         }
     }
+
+    /// Whether the request that failed went out while another awaited its answer.
+    fn sent_ahead(&self) -> bool {
+        matches!(self, Failure::Timeout { ahead: true, .. } | Failure::Transport { ahead: true, .. })
+    }
 }
 
 impl fmt::Display for Failure {
@@ -64,7 +71,7 @@ impl fmt::Display for Failure {
         match self {
             Failure::Connect(e) => write!(f, "connect: {e}"),
             Failure::Timeout { request, .. } => write!(f, "{request}: no answer within the timeout"),
-            Failure::Transport { request, error } => write!(f, "{request}: {error}"),
+            Failure::Transport { request, error, .. } => write!(f, "{request}: {error}"),
         }
     }
 }
@@ -150,14 +157,13 @@ impl DeviceTask {
                 }
                 Some(failure) => {
                     link = None;
-                    if let Failure::Timeout { in_flight, .. } = failure
-                        && in_flight > 1
-                    {
-                        // Some devices drop a request that comes while they answer another.
+                    if failure.sent_ahead() && in_flight_max > 1 {
+                        // Some devices drop a request that comes while they answer another (or
+                        // close the connection, or answer it wrongly); a pulled cable looks the
+                        // same from here, and the safe side is one request at a time.
                         log::warn!(
-                            "device {}: a request sent while {} others awaited their answers was not answered; reading it one request at a time from now on, as with requests_in_flight_max = 1",
-                            self.device.name,
-                            in_flight - 1
+                            "device {}: {failure}, with requests in flight; reading it one request at a time from now on, as with requests_in_flight_max = 1 (a reload restores the setting)",
+                            self.device.name
                         );
                         in_flight_max = 1;
                     }
@@ -220,19 +226,22 @@ impl DeviceTask {
                 }
                 DeviceHealth::count(&self.health.requests, 1);
                 let next = &self.requests[sent];
+                let ahead = sent > i;
                 match timeout(self.device.timeout, link.send(next, sent)).await {
                     Ok(Ok(())) => sent += 1,
                     Ok(Err(e)) => {
                         self.out.emit(poll, samples);
-                        return Some(Failure::Transport { request: self.describe(next), error: e.to_string() });
+                        return Some(Failure::Transport { request: self.describe(next), error: e.to_string(), ahead });
                     }
                     Err(_) => {
                         self.out.emit(poll, samples);
-                        return Some(Failure::Timeout { request: self.describe(next), in_flight: link.in_flight() });
+                        return Some(Failure::Timeout { request: self.describe(next), ahead });
                     }
                 }
             }
             // This request's answer: one that came before its turn, or the next ones to come.
+            // It went out before the one before it was answered if more than one may be out.
+            let ahead = i > 0 && in_flight_max > 1;
             let (answer, took, now) = loop {
                 if let Some(at) = early.iter().position(|(key, ..)| *key == i) {
                     let (_, answer, took, now) = early.swap_remove(at);
@@ -243,11 +252,11 @@ impl DeviceTask {
                     Ok(Ok(a)) => early.push((a.key, a.answer, a.asked.elapsed(), Timestamp::now())),
                     Ok(Err(e)) => {
                         self.out.emit(poll, samples);
-                        return Some(Failure::Transport { request: self.describe(req), error: e.to_string() });
+                        return Some(Failure::Transport { request: self.describe(req), error: e.to_string(), ahead });
                     }
                     Err(_) => {
                         self.out.emit(poll, samples);
-                        return Some(Failure::Timeout { request: self.describe(req), in_flight: link.in_flight() });
+                        return Some(Failure::Timeout { request: self.describe(req), ahead });
                     }
                 }
             };

@@ -121,7 +121,10 @@ impl FrameCheck {
             Some((first, count)) if transaction.wrapping_sub(first) >= count => {
                 let asked = match count {
                     1 => format!("the request was {first}"),
-                    _ => format!("the requests in flight were {first} to {}", first.wrapping_add(count - 1)),
+                    _ => format!(
+                        "the requests in flight were {first} to {}",
+                        first.wrapping_add(count.saturating_sub(1))
+                    ),
                 };
                 Err(HeaderError::Transaction(format!(
                     "malformed frame: header {h:02x?} answers transaction {transaction}, {asked}"

@@ -182,6 +182,11 @@ impl<S: Connection> ReadLink<S> {
             let e = format!("malformed frame: a second answer to transaction {transaction}");
             return Err(LinkError::Malformed(e));
         };
+        if self.in_flight.is_empty() {
+            // Nothing else awaited: what came after the answer in its read is stray (a CRC,
+            // padding, however long), and dropped; later bytes meet the guard's tail bound.
+            self.received.clear();
+        }
         let answer = parse(&self.frame, self.unit, &asked).map_err(LinkError::Malformed)?;
         Ok(Answered { key: asked.key, answer, asked: asked.at })
     }
@@ -309,6 +314,26 @@ mod tests {
         assert_eq!(link.answer().await.unwrap().key, 4);
         let error = link.answer().await.unwrap_err().to_string();
         assert!(error.contains("a second answer to transaction 5"), "{error}");
+    }
+
+    /// With one request in flight, whatever comes after an answer in its segment is dropped,
+    /// however long (fixed-size frames) and whatever it holds: zeros after which the next
+    /// answer's first bytes made a right header for transaction 0 in the guard's tail window.
+    #[tokio::test(flavor = "current_thread")]
+    async fn anything_after_the_only_answer_awaited_in_its_segment_is_dropped() {
+        for padding in [vec![0u8; 4], vec![0; 40], vec![0, 1, 0, 0, 0, 5, 1, 3, 2, 0, 1]] {
+            let (ours, mut device) = duplex(4096);
+            let mut link = ReadLink::attach(ours, 1);
+            for transaction in [1u8, 2] {
+                link.send(&read(Space::HoldingRegister, 0, 1), usize::from(transaction)).await.unwrap();
+                let mut request = [0u8; 12];
+                device.read_exact(&mut request).await.unwrap();
+                let answer = [0, transaction, 0, 0, 0, 5, 1, 3, 2, 0, transaction];
+                device.write_all(&[&answer[..], &padding].concat()).await.unwrap();
+                let answered = link.answer().await.unwrap();
+                assert_eq!(answered.answer, Ok(Data::Words(vec![u16::from(transaction)])), "{padding:?}");
+            }
+        }
     }
 
     /// What right headers can carry that is still no answer to the request: another unit,
