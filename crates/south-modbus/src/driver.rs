@@ -215,6 +215,11 @@ impl DeviceTask {
         let mut early: Vec<(usize, Answer, std::time::Duration, Timestamp)> = Vec::new();
         for (i, req) in self.requests.iter().enumerate() {
             while sent < self.requests.len() && sent < i + in_flight_max {
+                if sent > i && pacer.ready_at() > tokio::time::Instant::now() {
+                    // A request ahead waits for its slot after the answer awaited is taken, so
+                    // that answer is not left unread (and stamped late) while the cap holds.
+                    break;
+                }
                 let slot = pacer.reserve();
                 // What has been read goes on now if the rate cap or the device's pace (its last
                 // round trip) would keep it past BATCH_WAIT.

@@ -16,6 +16,11 @@ impl Pacer {
         Self { cap: RateCap::new(rate_max_per_s) }
     }
 
+    /// When the next request slot comes, without taking it.
+    pub fn ready_at(&self) -> Instant {
+        Instant::from_std(self.cap.ready_at(Instant::now().into_std()))
+    }
+
     /// Takes the next request slot: when it comes (now, or later if the cap says so).
     pub fn reserve(&mut self) -> Instant {
         Instant::from_std(self.cap.reserve(Instant::now().into_std()))

@@ -442,6 +442,27 @@ async fn a_polls_answers_go_on_together_but_never_wait_for_the_rate_cap() {
     assert_reads_only(&s);
 }
 
+/// With requests in flight and a rate cap that binds, no answer waits unread while the task
+/// waits for the cap's slot to send ahead: each sample is stamped when its answer came, 50 ms
+/// after the one before at 20 requests a second. (The task slept for the slots of the requests
+/// it sent ahead before it took the answer awaited: the answers at a poll's end came in
+/// together, and their samples were stamped together, up to 150 ms late.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_taken_while_requests_in_flight_wait_for_the_rate_cap() {
+    let (tags, banks) = six_requests();
+    let s = serve("127.0.0.1:0".parse().unwrap(), Arc::new(Mutex::new(banks))).await.unwrap();
+    let extra = "poll_interval_ms = 20\nrate_max_per_s = 20\nrequests_in_flight_max = 4";
+    let config = parse(&device("d", s.addr, extra, &tags), Path::new("t.toml")).unwrap();
+    let batches = run(&config, Duration::from_millis(1000)).await;
+    let samples = samples_of(&batches, 0);
+    assert!(samples.len() >= 6, "{} samples", samples.len());
+    assert_eq!(reasons(&samples), vec![Quality::Good]);
+    let gaps: Vec<i64> =
+        samples.windows(2).map(|w| (w[1].gateway_time.as_nanos() - w[0].gateway_time.as_nanos()) / 1_000_000).collect();
+    assert!(gaps.iter().all(|ms| *ms >= 35), "ms between samples, at 50 ms a request: {gaps:?}");
+    assert_reads_only(&s);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_never_outgrows_the_room_made_for_it() {
     // 3,000 registers: 24 requests of 125 a poll. A batch goes on before an answer would take
