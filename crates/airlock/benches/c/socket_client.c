@@ -12,22 +12,10 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec / 1e9;
-}
-
-static double cpu(void) {
-    struct rusage u;
-    getrusage(RUSAGE_SELF, &u);
-    return u.ru_utime.tv_sec + u.ru_utime.tv_usec / 1e6 + u.ru_stime.tv_sec + u.ru_stime.tv_usec / 1e6;
-}
+#include "clock.h"
 
 int main(int argc, char **argv) {
     if (argc != 4) {
@@ -46,7 +34,7 @@ int main(int argc, char **argv) {
         perror("connect");
         return 1;
     }
-    unsigned char request[12], answer[9 + 250];
+    unsigned char answer[9 + 250];
     unsigned short transaction = 0;
     long long registers = 0;
     double start = now(), cpu_start = cpu();
@@ -54,9 +42,8 @@ int main(int argc, char **argv) {
         for (int address = 0; address < count; address += 125) {
             int n = count - address < 125 ? count - address : 125;
             transaction++;
-            unsigned char r[12] = {transaction >> 8, transaction & 0xff, 0, 0, 0, 6, 1, 3,
-                                   address >> 8, address & 0xff, n >> 8, n & 0xff};
-            for (int i = 0; i < 12; i++) request[i] = r[i];
+            unsigned char request[12] = {transaction >> 8, transaction & 0xff, 0, 0, 0, 6, 1, 3,
+                                         address >> 8, address & 0xff, n >> 8, n & 0xff};
             if (send(s, request, sizeof request, 0) != sizeof request) {
                 perror("send");
                 return 1;
