@@ -214,47 +214,52 @@ impl DeviceTask {
         // Answers that came before their turn: (request, answer, its round trip, when answered).
         let mut early: Vec<(usize, Answer, std::time::Duration, Timestamp)> = Vec::new();
         for (i, req) in self.requests.iter().enumerate() {
-            while sent < self.requests.len() && sent < i + in_flight_max {
-                if sent > i && pacer.ready_at() > tokio::time::Instant::now() {
-                    // A request ahead waits for its slot after the answer awaited is taken, so
-                    // that answer is not left unread (and stamped late) while the cap holds.
-                    break;
-                }
-                let slot = pacer.reserve();
-                // What has been read goes on now if the rate cap or the device's pace (its last
-                // round trip) would keep it past BATCH_WAIT.
-                if !samples.is_empty() && (slot.into_std() + round_trip > first_read + BATCH_WAIT) {
-                    self.out.emit(poll, std::mem::take(&mut samples));
-                }
-                if slot > tokio::time::Instant::now() {
-                    tokio::time::sleep_until(slot).await;
-                }
-                DeviceHealth::count(&self.health.requests, 1);
-                let next = &self.requests[sent];
-                let ahead = sent > i;
-                match timeout(self.device.timeout, link.send(next, sent)).await {
-                    Ok(Ok(())) => sent += 1,
-                    Ok(Err(e)) => {
-                        self.out.emit(poll, samples);
-                        return Some(Failure::Transport { request: self.describe(next), error: e.to_string(), ahead });
-                    }
-                    Err(_) => {
-                        self.out.emit(poll, samples);
-                        return Some(Failure::Timeout { request: self.describe(next), ahead });
-                    }
-                }
-            }
-            // This request's answer: one that came before its turn, or the next ones to come.
-            // It went out before the one before it was answered if more than one may be out.
-            let ahead = i > 0 && in_flight_max > 1;
+            // Until this request's answer is in: send what the bound and the rate cap allow (this
+            // request first, after its slot), and take answers as they come, keeping those that
+            // came before their turn. A request ahead goes when its slot comes, while answers are
+            // taken (they would wait unread, and be stamped late, while the task slept).
             let (answer, took, now) = loop {
                 if let Some(at) = early.iter().position(|(key, ..)| *key == i) {
                     let (_, answer, took, now) = early.swap_remove(at);
                     break (answer, took, now);
                 }
-                match timeout(self.device.timeout, link.answer()).await {
-                    Ok(Ok(a)) if a.key == i => break (a.answer, a.asked.elapsed(), Timestamp::now()),
-                    Ok(Ok(a)) => early.push((a.key, a.answer, a.asked.elapsed(), Timestamp::now())),
+                let slot = (sent < self.requests.len() && sent < i + in_flight_max).then(|| pacer.ready_at());
+                if let Some(slot) = slot
+                    && (sent == i || slot <= tokio::time::Instant::now())
+                {
+                    let slot = pacer.reserve();
+                    // What has been read goes on now if the rate cap or the device's pace (its
+                    // last round trip) would keep it past BATCH_WAIT.
+                    if !samples.is_empty() && (slot.into_std() + round_trip > first_read + BATCH_WAIT) {
+                        self.out.emit(poll, std::mem::take(&mut samples));
+                    }
+                    if slot > tokio::time::Instant::now() {
+                        tokio::time::sleep_until(slot).await;
+                    }
+                    DeviceHealth::count(&self.health.requests, 1);
+                    let (next, ahead) = (&self.requests[sent], sent > i);
+                    let failure = match timeout(self.device.timeout, link.send(next, sent)).await {
+                        Ok(Ok(())) => {
+                            sent += 1;
+                            continue;
+                        }
+                        Ok(Err(e)) => Failure::Transport { request: self.describe(next), error: e.to_string(), ahead },
+                        Err(_) => Failure::Timeout { request: self.describe(next), ahead },
+                    };
+                    self.out.emit(poll, samples);
+                    return Some(failure);
+                }
+                // The next answer, or the slot of the next request ahead, whichever comes first
+                // (`answer` keeps what it read of an answer when the slot comes first).
+                let waited = tokio::select! {
+                    biased;
+                    answered = timeout(self.device.timeout, link.answer()) => answered,
+                    () = tokio::time::sleep_until(slot.unwrap_or_else(tokio::time::Instant::now)), if slot.is_some() => continue,
+                };
+                // Whether this request (or another) went out while others awaited their answers.
+                let ahead = sent > i + 1 || link.sent_ahead(i);
+                let answered = match waited {
+                    Ok(Ok(answered)) => answered,
                     Ok(Err(e)) => {
                         self.out.emit(poll, samples);
                         return Some(Failure::Transport { request: self.describe(req), error: e.to_string(), ahead });
@@ -263,13 +268,20 @@ impl DeviceTask {
                         self.out.emit(poll, samples);
                         return Some(Failure::Timeout { request: self.describe(req), ahead });
                     }
+                };
+                if link.in_flight() > 0
+                    && !(sent < self.requests.len() && pacer.ready_at() <= tokio::time::Instant::now())
+                {
+                    // No request goes out now to carry the acknowledgement of this answer to a
+                    // device that waits for it before it sends the next.
+                    link.acknowledge_now();
                 }
+                let (took, now) = (answered.asked.elapsed(), Timestamp::now());
+                if answered.key == i {
+                    break (answered.answer, took, now);
+                }
+                early.push((answered.key, answered.answer, took, now));
             };
-            if sent == self.requests.len() && link.in_flight() > 0 {
-                // No request will carry the acknowledgement of this answer to a device that
-                // waits for it before it sends the next.
-                link.acknowledge_now();
-            }
             round_trip = took;
             self.health.latency.record(round_trip);
             if samples.is_empty() {

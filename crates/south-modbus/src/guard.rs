@@ -48,6 +48,12 @@ impl FrameCheck {
         *self = Self { transactions, tail_left, ..Self::default() };
     }
 
+    /// The transactions an answer may carry, changed without starting over (more requests went
+    /// out while an answer was being read): checked when its header is whole.
+    pub fn set_window(&mut self, transactions: Option<(u16, u16)>) {
+        self.transactions = transactions;
+    }
+
     /// Feeds received bytes; the bytes of the answer go to `answer` once their header is whole
     /// and right (a header's bytes are held until then; stray bytes are dropped). Returns how
     /// many bytes it took: none after the answer's last (they belong to what comes next). An

@@ -93,6 +93,8 @@ struct Asked {
     count: u16,
     at: Instant,
     key: usize,
+    /// Whether it went out while others awaited their answers.
+    ahead: bool,
 }
 
 /// A Modbus TCP connection that can only read.
@@ -106,6 +108,9 @@ pub struct ReadLink<S> {
     /// Bytes read from the device and not yet checked (what came after an answer).
     received: Vec<u8>,
     check: FrameCheck,
+    /// Whether an answer is being read (`check` and `frame` hold its start): a call of
+    /// [`ReadLink::answer`] that was cancelled goes on with it at the next.
+    reading: bool,
     /// The answer being read, header first.
     frame: Vec<u8>,
 }
@@ -120,6 +125,7 @@ impl<S: Connection> ReadLink<S> {
             in_flight: VecDeque::new(),
             received: Vec::with_capacity(READ_ROOM),
             check: FrameCheck::default(),
+            reading: false,
             frame: Vec::with_capacity(7 + 253),
         }
     }
@@ -127,6 +133,11 @@ impl<S: Connection> ReadLink<S> {
     /// Requests sent whose answers have not been read.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// Whether the request sent with `key`, still awaited, went out while others awaited theirs.
+    pub fn sent_ahead(&self, key: usize) -> bool {
+        self.in_flight.iter().any(|a| a.key == key && a.ahead)
     }
 
     /// Acknowledges what the device sent at once ([`Connection::acknowledge_now`]): for when
@@ -145,20 +156,29 @@ impl<S: Connection> ReadLink<S> {
         let [c0, c1] = req.count.to_be_bytes();
         // MBAP header (transaction, protocol 0, length 6, unit), then the read's PDU.
         let request = [t0, t1, 0, 0, 0, 6, self.unit, function, s0, s1, c0, c1];
-        let asked = Asked { transaction: self.transaction, function, count: req.count, at: Instant::now(), key };
+        let ahead = !self.in_flight.is_empty();
+        let asked = Asked { transaction: self.transaction, function, count: req.count, at: Instant::now(), key, ahead };
         self.in_flight.push_back(asked);
         self.stream.write_all(&request).await.map_err(LinkError::Io)
     }
 
-    /// The next answer to come, to any request in flight. A link whose answer failed (or was
-    /// cancelled) is not used again.
+    /// The next answer to come, to any request in flight. Cancel safe: a call dropped before
+    /// the answer was whole leaves what it read for the next call (which may come after more
+    /// requests went out). A link whose answer failed is not used again.
     pub async fn answer(&mut self) -> Result<Answered, LinkError> {
         let (Some(oldest), Some(newest)) = (self.in_flight.front(), self.in_flight.back()) else {
             return Err(LinkError::NothingAsked);
         };
         let count = newest.transaction.wrapping_sub(oldest.transaction).wrapping_add(1);
-        self.check.expect_answer_among(Some((oldest.transaction, count)));
-        self.frame.clear();
+        let window = Some((oldest.transaction, count));
+        if self.reading {
+            self.check.set_window(window);
+        } else {
+            self.check.expect_answer_among(window);
+            self.frame.clear();
+            self.reading = true;
+        }
+        // Only `read_buf` awaits, and it is cancel safe: bytes read are in `received`.
         loop {
             if !self.received.is_empty() {
                 let taken = self.check.feed(&self.received, &mut self.frame).map_err(LinkError::Malformed)?;
@@ -175,6 +195,7 @@ impl<S: Connection> ReadLink<S> {
                 return Err(if self.check.in_answer() { LinkError::Cut } else { LinkError::Closed });
             }
         }
+        self.reading = false;
         let transaction = self.frame.get(..2).map_or(0, |t| u16::from_be_bytes([t[0], t[1]]));
         let asked = self.in_flight.iter().position(|a| a.transaction == transaction);
         let Some(asked) = asked.and_then(|at| self.in_flight.remove(at)) else {
@@ -334,6 +355,30 @@ mod tests {
                 assert_eq!(answered.answer, Ok(Data::Words(vec![u16::from(transaction)])), "{padding:?}");
             }
         }
+    }
+
+    /// A call of `answer` dropped before its answer was whole (the task's wait for a rate cap's
+    /// slot came first) leaves what it read for the next call, which may come after another
+    /// request went out, and then take that request's answer first.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_answer_begun_by_a_dropped_call_is_read_on_by_the_next() {
+        let wait = std::time::Duration::from_millis(20);
+        let (ours, mut device) = duplex(4096);
+        let mut link = ReadLink::attach(ours, 1);
+        link.send(&read(Space::HoldingRegister, 0, 1), 0).await.unwrap();
+        assert!(!link.sent_ahead(0));
+        assert!(tokio::time::timeout(wait, link.answer()).await.is_err(), "nothing came");
+        link.send(&read(Space::HoldingRegister, 0, 1), 1).await.unwrap();
+        assert!(link.sent_ahead(1), "sent while the first awaited its answer");
+        // The second request's answer comes first, in two parts, with a dropped call between.
+        device.write_all(&[0, 2, 0, 0]).await.unwrap();
+        assert!(tokio::time::timeout(wait, link.answer()).await.is_err(), "half a header is no answer");
+        device.write_all(&[0, 5, 1, 3, 2, 0, 8]).await.unwrap();
+        let second = link.answer().await.unwrap();
+        assert_eq!((second.key, second.answer), (1, Ok(Data::Words(vec![8]))));
+        device.write_all(&[0, 1, 0, 0, 0, 5, 1, 3, 2, 0, 7]).await.unwrap();
+        let first = link.answer().await.unwrap();
+        assert_eq!((first.key, first.answer), (0, Ok(Data::Words(vec![7]))));
     }
 
     /// What right headers can carry that is still no answer to the request: another unit,

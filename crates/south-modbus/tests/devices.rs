@@ -163,18 +163,27 @@ async fn requests_in_flight_read_every_tags_own_value() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_more_requests_are_in_flight_than_the_bound() {
     let (tags, banks) = six_requests();
-    for (setting, bound) in [("", 1), ("requests_in_flight_max = 3", 3), ("requests_in_flight_max = 16", 6)] {
+    // Also under a rate cap that binds (20 requests a second): the requests ahead go out at
+    // their slots while the first one's answer is awaited (they waited for its answer instead,
+    // and only one was ever in flight below 2,000 requests a second).
+    let cases = [
+        ("rate_max_per_s = 10000", 1),
+        ("rate_max_per_s = 10000\nrequests_in_flight_max = 3", 3),
+        ("rate_max_per_s = 10000\nrequests_in_flight_max = 16", 6),
+        ("rate_max_per_s = 20\nrequests_in_flight_max = 3", 3),
+    ];
+    for (setting, bound) in cases {
         let s = serve("127.0.0.1:0".parse().unwrap(), Arc::new(Mutex::new(banks.clone()))).await.unwrap();
         s.set_fault(Fault::Hang);
         // One connection in the run: the reconnect waits 5 s.
         let text = format!(
             "[[device]]\nname = \"d\"\nasset_path = \"acme/site\"\nprotocol = \"modbus_tcp\"\naddress = \"{}\"\n\
-             timeout_ms = 200\nbackoff_initial_ms = 5000\nbackoff_max_ms = 5000\npoll_interval_ms = 20\n\
-             rate_max_per_s = 10000\n{setting}\n{tags}",
+             timeout_ms = 400\nbackoff_initial_ms = 5000\nbackoff_max_ms = 5000\npoll_interval_ms = 20\n\
+             {setting}\n{tags}",
             s.addr
         );
         let config = parse(&text, Path::new("t.toml")).unwrap();
-        let batches = run(&config, Duration::from_millis(600)).await;
+        let batches = run(&config, Duration::from_millis(900)).await;
         assert_eq!(reasons(&samples_of(&batches, 0)), vec![Quality::Bad(Reason::Timeout)]);
         let requests: u64 = s.log.functions().iter().map(|(_, n)| n).sum();
         assert_eq!(requests, bound, "{setting:?}");
