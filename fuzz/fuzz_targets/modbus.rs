@@ -4,9 +4,11 @@
 
 use std::sync::OnceLock;
 
+use airlock_config::Space;
 use airlock_config::{ModbusTag, Protocol};
 use airlock_south_modbus::decode::{decode_bit, decode_registers};
 use airlock_south_modbus::guard::FrameCheck;
+use airlock_south_modbus::link::{Data, parse_answer};
 use libfuzzer_sys::fuzz_target;
 
 const CONFIG: &str = r#"
@@ -112,6 +114,24 @@ fuzz_target!(|bytes: &[u8]| {
                 break;
             }
             assert_eq!(answer.len(), 6 + usize::from(u16::from_be_bytes([answer[4], answer[5]])), "a cut answer");
+            // The answer as a read of some space and count (from the frame's own bytes): what
+            // comes out is exactly that many registers or bits, or an error.
+            let space = match answer.get(7).copied().unwrap_or(0) & 0x7f {
+                1 => Space::Coil,
+                2 => Space::DiscreteInput,
+                3 => Space::HoldingRegister,
+                _ => Space::InputRegister,
+            };
+            let byte_count = u16::from(answer.get(8).copied().unwrap_or(0));
+            let count = match space {
+                Space::Coil | Space::DiscreteInput => (byte_count * 8).saturating_sub(u16::from(answer[0] & 7)),
+                Space::HoldingRegister | Space::InputRegister => byte_count / 2,
+            };
+            match parse_answer(&answer, answer[6], space, count) {
+                Ok(Ok(Data::Words(w))) => assert_eq!(w.len(), usize::from(count)),
+                Ok(Ok(Data::Bits(b))) => assert_eq!(b.len(), usize::from(count)),
+                Ok(Err(_)) | Err(_) => {}
+            }
             transaction = transaction.wrapping_add(1);
             guard.expect_answer_among(Some((transaction, window)));
             answer.clear();

@@ -89,7 +89,7 @@ const READ_ROOM: usize = 8 * 1024;
 #[derive(Debug)]
 struct Asked {
     transaction: u16,
-    function: u8,
+    space: Space,
     count: u16,
     at: Instant,
     key: usize,
@@ -157,7 +157,8 @@ impl<S: Connection> ReadLink<S> {
         // MBAP header (transaction, protocol 0, length 6, unit), then the read's PDU.
         let request = [t0, t1, 0, 0, 0, 6, self.unit, function, s0, s1, c0, c1];
         let ahead = !self.in_flight.is_empty();
-        let asked = Asked { transaction: self.transaction, function, count: req.count, at: Instant::now(), key, ahead };
+        let asked =
+            Asked { transaction: self.transaction, space: req.space, count: req.count, at: Instant::now(), key, ahead };
         self.in_flight.push_back(asked);
         self.stream.write_all(&request).await.map_err(LinkError::Io)
     }
@@ -208,14 +209,16 @@ impl<S: Connection> ReadLink<S> {
             // padding, however long), and dropped; later bytes meet the guard's tail bound.
             self.received.clear();
         }
-        let answer = parse(&self.frame, self.unit, &asked).map_err(LinkError::Malformed)?;
+        let answer = parse_answer(&self.frame, self.unit, asked.space, asked.count).map_err(LinkError::Malformed)?;
         Ok(Answered { key: asked.key, answer, asked: asked.at })
     }
 }
 
-/// The data or exception of `frame` (a whole frame the guard let through: a right header for
-/// `asked`'s transaction, and the body its length says), if it answers `asked` to unit `unit`.
-fn parse(frame: &[u8], unit: u8, asked: &Asked) -> Result<Answer, String> {
+/// The data or exception of `frame` (a whole frame the guard let through: a right header, and
+/// the body its length says), if it answers a read of `count` registers or bits of `space` from
+/// unit `unit`: `count` of them, or the device's exception code.
+pub fn parse_answer(frame: &[u8], unit: u8, space: Space, count: u16) -> Result<Answer, String> {
+    let asked_function = function_code(space);
     let (Some(&from), Some(pdu)) = (frame.get(6), frame.get(7..)) else {
         return Err(format!("malformed frame: {} bytes are no frame", frame.len()));
     };
@@ -225,16 +228,16 @@ fn parse(frame: &[u8], unit: u8, asked: &Asked) -> Result<Answer, String> {
     let Some((&function, rest)) = pdu.split_first() else {
         return Err("malformed frame: an answer with no function code".to_owned());
     };
-    if function == asked.function | 0x80 {
+    if function == asked_function | 0x80 {
         return match rest {
             [code] => Ok(Err(*code)),
             _ => Err(format!("malformed frame: an exception answer with {} bytes after its function code", rest.len())),
         };
     }
-    if function != asked.function {
-        return Err(format!("malformed frame: function {function} answers a request with function {}", asked.function));
+    if function != asked_function {
+        return Err(format!("malformed frame: function {function} answers a request with function {asked_function}"));
     }
-    let count = usize::from(asked.count);
+    let count = usize::from(count);
     let bits = matches!(function, 1 | 2);
     let needed = if bits { count.div_ceil(8) } else { 2 * count };
     let data = match rest.split_first() {
