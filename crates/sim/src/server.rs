@@ -172,7 +172,8 @@ async fn accept_loop(listener: TcpListener, banks: Arc<Mutex<Banks>>, log: Arc<R
 
 /// Serves one connection: MBAP header (transaction, protocol, length, unit), then the PDU.
 async fn connection(mut stream: TcpStream, banks: &Mutex<Banks>, log: &RequestLog, fault: &AtomicU8) -> io::Result<()> {
-    stream.set_nodelay(true)?;
+    let mut nodelay = true;
+    stream.set_nodelay(nodelay)?;
     let mut header = [0u8; 7];
     let mut pdu = [0u8; 256];
     let mut reply = Vec::with_capacity(260);
@@ -187,7 +188,10 @@ async fn connection(mut stream: TcpStream, banks: &Mutex<Banks>, log: &RequestLo
         log.record(pdu[0]);
         reply.clear();
         let fault = Fault::from_u8(fault.load(Relaxed));
-        stream.set_nodelay(fault != Fault::Nagle)?;
+        if nodelay != (fault != Fault::Nagle) {
+            nodelay = !nodelay;
+            stream.set_nodelay(nodelay)?;
+        }
         match fault {
             Fault::Hang => continue,
             Fault::Garbage => reply.extend_from_slice(b"\xde\xad\xbe\xef garbage, not a frame\r\n"),

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::time::{MissedTickBehavior, timeout};
 
 use crate::decode::{decode_bit, decode_registers};
-use crate::link::{Answer, Data, ReadLink};
+use crate::link::{Answer, Data, LinkError, ReadLink};
 
 /// The link to a device, over TCP.
 type Link = ReadLink<TcpStream>;
@@ -218,10 +218,10 @@ impl DeviceTask {
             // request first, after its slot), and take answers as they come, keeping those that
             // came before their turn. A request ahead goes when its slot comes, while answers are
             // taken (they would wait unread, and be stamped late, while the task slept).
-            let (answer, took, now) = loop {
+            let taken = loop {
                 if let Some(at) = early.iter().position(|(key, ..)| *key == i) {
                     let (_, answer, took, now) = early.swap_remove(at);
-                    break (answer, took, now);
+                    break Ok((answer, took, now));
                 }
                 let slot = (sent < self.requests.len() && sent < i + in_flight_max).then(|| pacer.ready_at());
                 if let Some(slot) = slot
@@ -237,17 +237,13 @@ impl DeviceTask {
                         tokio::time::sleep_until(slot).await;
                     }
                     DeviceHealth::count(&self.health.requests, 1);
-                    let (next, ahead) = (&self.requests[sent], sent > i);
-                    let failure = match timeout(self.device.timeout, link.send(next, sent)).await {
-                        Ok(Ok(())) => {
-                            sent += 1;
-                            continue;
-                        }
-                        Ok(Err(e)) => Failure::Transport { request: self.describe(next), error: e.to_string(), ahead },
-                        Err(_) => Failure::Timeout { request: self.describe(next), ahead },
-                    };
-                    self.out.emit(poll, samples);
-                    return Some(failure);
+                    let next = &self.requests[sent];
+                    match timeout(self.device.timeout, link.send(next, sent)).await {
+                        Ok(Ok(())) => sent += 1,
+                        Ok(Err(e)) => break Err(self.failure(next, Some(e), sent > i)),
+                        Err(_) => break Err(self.failure(next, None, sent > i)),
+                    }
+                    continue;
                 }
                 // The next answer, or the slot of the next request ahead, whichever comes first
                 // (`answer` keeps what it read of an answer when the slot comes first).
@@ -256,18 +252,11 @@ impl DeviceTask {
                     answered = timeout(self.device.timeout, link.answer()) => answered,
                     () = tokio::time::sleep_until(slot.unwrap_or_else(tokio::time::Instant::now)), if slot.is_some() => continue,
                 };
-                // Whether this request (or another) went out while others awaited their answers.
-                let ahead = sent > i + 1 || link.sent_ahead(i);
                 let answered = match waited {
                     Ok(Ok(answered)) => answered,
-                    Ok(Err(e)) => {
-                        self.out.emit(poll, samples);
-                        return Some(Failure::Transport { request: self.describe(req), error: e.to_string(), ahead });
-                    }
-                    Err(_) => {
-                        self.out.emit(poll, samples);
-                        return Some(Failure::Timeout { request: self.describe(req), ahead });
-                    }
+                    // Ahead: another request was in flight, or this one went out while others were.
+                    Ok(Err(e)) => break Err(self.failure(req, Some(e), sent > i + 1 || link.sent_ahead(i))),
+                    Err(_) => break Err(self.failure(req, None, sent > i + 1 || link.sent_ahead(i))),
                 };
                 if link.in_flight() > 0
                     && !(sent < self.requests.len() && pacer.ready_at() <= tokio::time::Instant::now())
@@ -278,9 +267,16 @@ impl DeviceTask {
                 }
                 let (took, now) = (answered.asked.elapsed(), Timestamp::now());
                 if answered.key == i {
-                    break (answered.answer, took, now);
+                    break Ok((answered.answer, took, now));
                 }
                 early.push((answered.key, answered.answer, took, now));
+            };
+            let (answer, took, now) = match taken {
+                Ok(taken) => taken,
+                Err(failure) => {
+                    self.out.emit(poll, samples);
+                    return Some(failure);
+                }
             };
             round_trip = took;
             self.health.latency.record(round_trip);
@@ -308,6 +304,16 @@ impl DeviceTask {
         }
         self.out.emit(poll, samples);
         None
+    }
+
+    /// Why `req` failed: the link's `error`, or no answer within the timeout (`None`); `ahead`:
+    /// with other requests in flight.
+    fn failure(&self, req: &ReadRequest, error: Option<LinkError>, ahead: bool) -> Failure {
+        let request = self.describe(req);
+        match error {
+            Some(e) => Failure::Transport { request, error: e.to_string(), ahead },
+            None => Failure::Timeout { request, ahead },
+        }
     }
 
     /// The samples of `req`'s tags from its answer: the data, or why the device refused it.

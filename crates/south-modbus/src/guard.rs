@@ -4,10 +4,10 @@
 //! garbage, and the failure would look like a timeout. The guard checks each header as the
 //! bytes arrive, and holds its bytes back until it is whole: a header that is wrong fails the
 //! read at once with "malformed frame", so the tags go bad with the right reason and the
-//! connection is replaced. Up to [`LATE_TAIL_MAX`] bytes after a whole answer (a CRC or padding
-//! that some devices and serial converters add, in the answer's segment or later) are dropped
-//! until a header answers a request in flight (its transaction id is among theirs). A right
-//! header for another transaction fails at once; garbage shorter than a tail and a header after a good answer is
+//! connection is replaced. Up to [`LATE_TAIL_MAX`] stray bytes after a whole answer (a CRC or
+//! padding that some devices and serial converters add) are dropped until a header answers a
+//! request in flight (its transaction id is among theirs). A right header for another
+//! transaction fails at once; garbage shorter than a tail and a header after a good answer is
 //! held, and ends in the device's timeout.
 
 /// Stray bytes dropped before an answer's header when the answer before it was whole: its
@@ -37,6 +37,7 @@ impl FrameCheck {
     /// The next answer to read is that of transaction `transaction` (any, if `None`): it is read
     /// from its first byte, after at most [`LATE_TAIL_MAX`] stray bytes if the last answer was
     /// whole.
+    #[cfg(test)]
     pub fn expect_answer(&mut self, transaction: Option<u16>) {
         self.expect_answer_among(transaction.map(|t| (t, 1)));
     }
