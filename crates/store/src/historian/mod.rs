@@ -13,7 +13,11 @@
 //! a sample for a steady tag, not 18 bytes). A checkpoint (when the WAL passes
 //! `wal_bytes_max`, or the heads pass `head_bytes_max` or `head_samples_max`) writes every head
 //! as a chunk into blocks of about 256 KB, then a checkpoint record naming the last WAL record
-//! it covers and its first block, syncs the chunk log, and deletes the WAL up to there. Memory
+//! it covers and its first block, syncs the chunk log, and deletes the WAL up to there. A
+//! checkpoint a commit starts seals the heads and hands them to the checkpoint thread, which
+//! encodes their blocks (most of a checkpoint's cost) while fresh heads take the samples; a
+//! later commit writes the blocks. Queries read sealed heads until then, and the WAL keeps
+//! their records, so memory holds at most twice the heads' bound. Memory
 //! holds one index entry per block (its tags and times), so it grows with the bytes kept, not
 //! with tags times checkpoints; a query reads a block's directory entries and its tag's chunks
 //! only. On open, the chunk log is scanned (record prefixes only) to index the blocks of
@@ -38,7 +42,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use airlock_model::{Quality, Reason, Sample, Timestamp, Value};
@@ -59,7 +63,7 @@ pub struct HistorianConfig {
     /// WAL bytes that trigger a checkpoint.
     pub wal_bytes_max: u64,
     /// Samples held in memory (heads) that trigger a checkpoint: a bound on what the WAL
-    /// replays at a start.
+    /// replays at a start (twice this if a checkpoint was being encoded).
     pub head_samples_max: usize,
     /// Bytes of the heads' compressed streams that trigger a checkpoint: the memory bound. A
     /// register that holds still takes two bits a sample, a noisy float some thirty, so this
@@ -175,6 +179,13 @@ struct Inner {
     /// The gateway's `TagId` to the historian's tag number, for this run.
     bound: Vec<u32>,
     heads: Vec<head::Head>,
+    /// Heads sealed for a checkpoint not written yet (queries read them too).
+    sealed: Option<Sealed>,
+    /// The thread that encodes checkpoints, once one has been started (the writer's only).
+    checkpointer: Option<Checkpointer>,
+    /// Held by a test to keep a checkpoint on the checkpoint thread unfinished.
+    #[cfg(test)]
+    checkpoint_gate: Option<Arc<Mutex<()>>>,
     head_samples: usize,
     /// The heads' bytes (`Head::bytes`: streams and quality runs), summed.
     head_bytes: usize,
@@ -430,6 +441,10 @@ impl Inner {
             _lock: lock,
             dir: dir.to_owned(),
             heads: vec![head::Head::default(); paths.len()],
+            sealed: None,
+            checkpointer: None,
+            #[cfg(test)]
+            checkpoint_gate: None,
             index: Vec::new(),
             blocks: Vec::new(),
             block_bytes_max: (segment_bytes / 4).min(BLOCK_BYTES_MAX) as usize,
@@ -677,6 +692,9 @@ impl Inner {
             _ => Ok(()),
         };
         self.wal_buffer = payload;
+        if result.is_err() {
+            self.bound_heads_after_failure();
+        }
         result
     }
 
@@ -691,8 +709,15 @@ impl Inner {
                 self.synced_at = Instant::now();
             }
         }
-        if self.wal.bytes() >= self.config.wal_bytes_max || self.heads_full() {
-            self.checkpoint()?;
+        // A checkpoint the checkpoint thread has encoded is written; the next one starts when
+        // the WAL since the last one, or the heads, are full.
+        self.finish_checkpoint(false)?;
+        let wal_since = self.wal.bytes().saturating_sub(self.sealed.as_ref().map_or(0, |s| s.wal_bytes));
+        if (wal_since >= self.config.wal_bytes_max || self.heads_full())
+            && let Err(e) = self.start_checkpoint(true)
+        {
+            self.bound_heads_after_failure();
+            return Err(e);
         }
         Ok(commit == Some(true) || self.config.fsync == FsyncPolicy::Never)
     }
@@ -715,147 +740,134 @@ impl Inner {
     }
 
     /// When the disk refuses writes, the heads may not grow past their bound: try to fold them
-    /// into chunks, and if that fails too, let them go (counted).
+    /// into chunks, and if that fails too, let them go, and the sealed ones with them (counted;
+    /// memory holds at most the heads' bound twice: fresh heads and sealed ones).
     fn bound_heads_after_failure(&mut self) {
         if !self.heads_full() {
             return;
         }
         if self.checkpoint().is_err() {
-            self.stats.samples_lost += self.head_samples as u64;
+            let sealed = self.sealed.take().map_or(0, |s| s.samples);
+            self.stats.samples_lost += (self.head_samples + sealed) as u64;
             self.heads.iter_mut().for_each(|h| *h = head::Head::default());
             self.head_samples = 0;
             self.head_bytes = 0;
         }
     }
 
+    /// Folds every head into blocks now, on this thread: a checkpoint still being encoded is
+    /// finished first, so that when this returns every sample taken is in the chunk log.
     fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.start_checkpoint(false)
+    }
+
+    /// Seals the heads (fresh ones take the samples from here on) and writes them as blocks:
+    /// on the checkpoint thread when `background` (the blocks are written by a later commit,
+    /// once encoded), else here and now. One set of heads is sealed at a time: one still being
+    /// encoded is finished first (waiting for it).
+    fn start_checkpoint(&mut self, background: bool) -> Result<(), StoreError> {
+        self.finish_checkpoint(true)?;
         let sync = self.config.fsync != FsyncPolicy::Never;
         let wal_seq = self.wal.seal(sync)?;
+        let fresh = vec![head::Head::default(); self.heads.len()];
+        let heads = std::mem::replace(&mut self.heads, fresh);
+        let heads = Arc::new(heads);
+        let mut sealed = Sealed {
+            heads: Arc::clone(&heads),
+            wal_seq,
+            wal_bytes: self.wal.bytes(),
+            samples: std::mem::take(&mut self.head_samples),
+            in_background: false,
+        };
+        self.head_bytes = 0;
+        if background {
+            sealed.in_background = self.send_to_checkpoint_thread(heads);
+        }
+        let here = !sealed.in_background;
+        self.sealed = Some(sealed);
+        if here { self.finish_checkpoint(true) } else { Ok(()) }
+    }
+
+    /// Hands sealed heads to the checkpoint thread (started on first use); `false` if there
+    /// is none to take them (it could not be started, or has stopped).
+    fn send_to_checkpoint_thread(&mut self, heads: Arc<Vec<head::Head>>) -> bool {
+        if self.checkpointer.is_none() {
+            match Checkpointer::start() {
+                Ok(c) => self.checkpointer = Some(c),
+                Err(e) => {
+                    log::warn!(
+                        "historian {}: no checkpoint thread ({e}); checkpoints are encoded on the writer's thread",
+                        self.dir.display()
+                    );
+                    return false;
+                }
+            }
+        }
+        let job = Job {
+            heads,
+            codec: self.config.codec,
+            block_bytes_max: self.block_bytes_max,
+            #[cfg(test)]
+            gate: self.checkpoint_gate.clone(),
+        };
+        self.checkpointer.as_ref().is_some_and(|c| c.jobs.send(job).is_ok())
+    }
+
+    /// Writes the sealed heads' blocks, if there are sealed heads: those the checkpoint thread
+    /// has encoded (waiting for them if `wait`, else only if done), or encoded here. A
+    /// checkpoint that fails leaves them sealed (queries still read them) and is tried again
+    /// here at the next one.
+    fn finish_checkpoint(&mut self, wait: bool) -> Result<(), StoreError> {
+        let Some(sealed) = self.sealed.as_mut() else { return Ok(()) };
+        let mut encoded = None;
+        if sealed.in_background {
+            let done =
+                self.checkpointer.as_ref().map(|c| if wait { c.done.recv().ok() } else { c.done.try_recv().ok() });
+            match done {
+                Some(Some(result)) => encoded = Some(result),
+                Some(None) if !wait && self.checkpointer.as_ref().is_some_and(Checkpointer::running) => return Ok(()),
+                _ => {
+                    log::error!(
+                        "historian {}: the checkpoint thread stopped; its checkpoint is encoded on the writer's thread, and a new thread takes the next",
+                        self.dir.display()
+                    );
+                    self.checkpointer = None;
+                }
+            }
+            sealed.in_background = false;
+        }
+        let encoded = match encoded {
+            Some(result) => result,
+            None => encode_heads(&sealed.heads, self.config.codec, self.block_bytes_max),
+        };
+        let encoded = encoded.map_err(|what| StoreError::Corrupt { path: self.dir.clone(), what })?;
+        self.write_checkpoint(encoded)
+    }
+
+    /// Appends a checkpoint's blocks and its record to the chunk log, syncs it, and lets the
+    /// sealed heads and their WAL records go.
+    fn write_checkpoint(&mut self, encoded: Encoded) -> Result<(), StoreError> {
+        let Some(wal_seq) = self.sealed.as_ref().map(|s| s.wal_seq) else { return Ok(()) };
+        let sync = self.config.fsync != FsyncPolicy::Never;
         let first_chunk_seq = self.chunks.next_seq();
-        // The heads are encoded where they lie (a head longer than a chunk is encoded in parts),
-        // and put back whatever happens: if the checkpoint fails they still hold the samples.
-        let heads = std::mem::take(&mut self.heads);
-        let encoded = self.encode_heads(&heads);
-        self.heads = heads;
-        let (added, sections) = encoded?;
+        let mut added = Vec::with_capacity(encoded.blocks.len());
+        for (bytes, prefix) in &encoded.blocks {
+            let seq = self.chunks.append(Timestamp::from_millis(prefix.time_max), bytes)?;
+            added.push(block_ref(seq, prefix));
+        }
+        drop(encoded.blocks);
         // Stamped with the newest data time, so that retention by age sees data time only.
         let newest = added.iter().map(|b| b.time_max).max().unwrap_or(0);
         self.chunks.append(Timestamp::from_millis(newest), &chunk::encode_checkpoint(wal_seq, first_chunk_seq))?;
         self.chunks.commit(sync)?;
-        self.stats.chunks += sections;
+        self.stats.chunks += encoded.sections;
         self.stats.checkpoints += 1;
         for block in added {
             self.push_block(block);
         }
-        for h in &mut self.heads {
-            *h = head::Head::default();
-        }
-        self.head_samples = 0;
-        self.head_bytes = 0;
+        self.sealed = None;
         self.wal.drop_through(wal_seq, sync)?;
         Ok(())
-    }
-
-    /// Every head's samples as chunks, in blocks appended to the chunk log (not committed):
-    /// the blocks, and how many chunks they hold.
-    fn encode_heads(&mut self, heads: &[head::Head]) -> Result<(Vec<BlockRef>, u64), StoreError> {
-        let mut added = Vec::new();
-        let mut sections = 0;
-        let mut block = chunk::BlockWriter::default();
-        // Tags read by one request have the very same times: store them once per block. The
-        // last head whose times were new is kept decoded, with its sections in this block: the
-        // tags after it in its request are matched against it directly. Others by the hash of
-        // their times: the sections that hold them (index, and where in which head), a match
-        // confirmed against that head's times, decoded again.
-        let mut time_columns: HashMap<u64, Vec<(u32, usize, std::ops::Range<usize>)>> = HashMap::new();
-        let mut leader: Option<Leader> = None;
-        let corrupt = |dir: &Path, what: String| StoreError::Corrupt { path: dir.to_owned(), what };
-        for (tag, head) in heads.iter().enumerate() {
-            if head.is_empty() {
-                continue;
-            }
-            // Decoded one tag at a time: only one head is ever held as columns. A head that
-            // follows the leader kept decoded takes its times from there.
-            let columns = match (head.follows(), &leader) {
-                (Some(f), Some(l)) if f as usize == l.tag => head.columns(Some(&l.times)),
-                _ => head_columns(heads, tag),
-            };
-            let columns = columns.ok_or_else(|| corrupt(&self.dir, format!("tag {tag}'s head")))?;
-            let mut leads = Vec::new();
-            for range in
-                (0..columns.len()).step_by(SECTION_SAMPLES_MAX).map(|s| s..(s + SECTION_SAMPLES_MAX).min(columns.len()))
-            {
-                let times = &columns.times[range.clone()];
-                let whole = range.len() == columns.len();
-                let copied;
-                let part = if whole {
-                    &columns
-                } else {
-                    copied = chunk::Columns::from_parts(
-                        times.to_vec(),
-                        columns.values[range.clone()].to_vec(),
-                        columns.quality[range.clone()].to_vec(),
-                    );
-                    &copied
-                };
-                let mut same = leader.as_ref().and_then(|l| l.section_with(&range, times));
-                let mut key = None;
-                if same.is_none() {
-                    let hash = hash_times(times);
-                    key = Some(hash);
-                    for (index, t, r) in time_columns.get(&hash).map(Vec::as_slice).unwrap_or_default() {
-                        if leader.as_ref().is_none_or(|l| l.tag != *t) {
-                            leader = head_columns(heads, *t).map(|c| Leader {
-                                tag: *t,
-                                times: c.times,
-                                sections: Vec::new(),
-                            });
-                        }
-                        if leader.as_ref().is_some_and(|l| l.times.get(r.clone()) == Some(times)) {
-                            same = Some(*index);
-                            break;
-                        }
-                    }
-                }
-                let mut same = same.filter(|_| self.config.codec == chunk::Codec::Pco);
-                // A full block is written before a section that shares no times in it, so that
-                // the tags of one request stay in one block (a section refers to times in its
-                // own block only); at twice the size, whatever comes.
-                if block.bytes() >= self.block_bytes_max
-                    && (same.is_none() || block.bytes() >= 2 * self.block_bytes_max)
-                {
-                    added.push(self.write_block(std::mem::take(&mut block))?);
-                    time_columns.clear();
-                    leads.clear();
-                    if let Some(l) = leader.as_mut() {
-                        l.sections.clear();
-                    }
-                    same = None;
-                }
-                let index =
-                    block.push(self.config.codec, tag as u32, part, same).map_err(|what| corrupt(&self.dir, what))?;
-                sections += 1;
-                if same.is_none() {
-                    let key = key.unwrap_or_else(|| hash_times(times));
-                    time_columns.entry(key).or_default().push((index, tag, range.clone()));
-                    leads.push((range, index));
-                }
-            }
-            if !leads.is_empty() {
-                leader = Some(Leader { tag, times: columns.times, sections: leads });
-            }
-        }
-        if block.sections() > 0 {
-            added.push(self.write_block(block)?);
-        }
-        Ok((added, sections))
-    }
-
-    fn write_block(&mut self, block: chunk::BlockWriter) -> Result<BlockRef, StoreError> {
-        let (bytes, prefix) =
-            block.finish().map_err(|what| StoreError::Corrupt { path: self.dir.join("chunks"), what })?;
-        let seq = self.chunks.append(Timestamp::from_millis(prefix.time_max), &bytes)?;
-        Ok(block_ref(seq, &prefix))
     }
 
     fn push_block(&mut self, mut block: BlockRef) {
@@ -991,8 +1003,10 @@ impl Inner {
         if out.len() > max {
             return Ok(Err(out));
         }
-        if let Some(head) = head_columns(&self.heads, tag as usize) {
-            push_range(&head, from_ms, to_ms, &mut out);
+        for heads in self.head_sets() {
+            if let Some(head) = head_columns(heads, tag as usize) {
+                push_range(&head, from_ms, to_ms, &mut out);
+            }
         }
         if out.len() > max {
             return Ok(Err(out));
@@ -1001,11 +1015,19 @@ impl Inner {
         Ok(Ok(out))
     }
 
+    /// The heads queries read: those sealed for a checkpoint not written yet, then the
+    /// current ones.
+    fn head_sets(&self) -> impl Iterator<Item = &[head::Head]> {
+        self.sealed.as_ref().map(|s| s.heads.as_slice()).into_iter().chain(std::iter::once(self.heads.as_slice()))
+    }
+
     /// The newest `(time, value, quality)` of `tag` before `before_ms`.
     fn last_before(&self, tag: u32, before_ms: i64) -> Result<Option<Row>, StoreError> {
         let mut best: Option<Row> = None;
-        if let Some(head) = head_columns(&self.heads, tag as usize) {
-            consider_into(&mut best, &head, before_ms);
+        for heads in self.head_sets() {
+            if let Some(head) = head_columns(heads, tag as usize) {
+                consider_into(&mut best, &head, before_ms);
+            }
         }
         let refs = self.index.get(tag as usize).map(Vec::as_slice).unwrap_or(&[]);
         let candidate = refs.iter().filter(|c| c.time_min < before_ms).max_by_key(|c| c.time_max.min(before_ms));
@@ -1043,12 +1065,16 @@ impl Inner {
     /// once for all such tags: a walk per tag read every block's directory once per quiet tag.
     fn last_of_every_tag(&self) -> Result<Vec<Option<Row>>, StoreError> {
         let mut best: Vec<Option<Row>> = vec![None; self.paths.len()];
-        // A request's followers come one after another: their leader's times decoded once.
-        let mut leader_times = None;
-        for (tag, slot) in best.iter_mut().enumerate() {
-            if let Some(head) = head_columns_cached(&self.heads, tag, &mut leader_times) {
-                consider_into(slot, &head, i64::MAX);
+        for heads in self.head_sets() {
+            // A request's followers come one after another: their leader's times decoded once.
+            let mut leader_times = None;
+            for (tag, slot) in best.iter_mut().enumerate() {
+                if let Some(head) = head_columns_cached(heads, tag, &mut leader_times) {
+                    consider_into(slot, &head, i64::MAX);
+                }
             }
+        }
+        for (tag, slot) in best.iter_mut().enumerate() {
             let newest_chunk = self.index.get(tag).and_then(|refs| refs.iter().max_by_key(|c| c.time_max));
             if let Some(c) = newest_chunk
                 && let Some(columns) = self.decode_chunk(c.seq)?
@@ -1178,6 +1204,160 @@ fn head_columns_cached(
         *cache = Some((leader, heads.get(leader)?.columns(None)?.times));
     }
     head.columns(cache.as_ref().map(|(_, times)| times.as_slice()))
+}
+
+/// Blocks encoded from sealed heads, not yet in the chunk log: each block's bytes and prefix,
+/// and how many chunks they hold.
+#[derive(Debug, Default)]
+struct Encoded {
+    blocks: Vec<(Vec<u8>, chunk::BlockPrefix)>,
+    sections: u64,
+}
+
+/// Heads sealed for a checkpoint whose blocks are not written yet: queries still read them,
+/// and the WAL keeps their records until the blocks are written.
+#[derive(Debug)]
+struct Sealed {
+    heads: Arc<Vec<head::Head>>,
+    /// The last WAL record their samples came in.
+    wal_seq: u64,
+    /// The WAL's bytes when they were sealed (the next checkpoint's WAL bound counts past it).
+    wal_bytes: u64,
+    samples: usize,
+    /// Whether the checkpoint thread is encoding them (else the writer's thread will).
+    in_background: bool,
+}
+
+/// What the checkpoint thread is given: heads to encode as blocks.
+struct Job {
+    heads: Arc<Vec<head::Head>>,
+    codec: chunk::Codec,
+    block_bytes_max: usize,
+    /// Held by a test to keep a checkpoint unfinished.
+    #[cfg(test)]
+    gate: Option<Arc<Mutex<()>>>,
+}
+
+/// The thread that encodes sealed heads as blocks (pco's compression and the heads' decoding
+/// are most of a checkpoint's cost) while the writer goes on taking samples into fresh heads:
+/// on a two-core industrial PC the collector is then not held up for a checkpoint. It does no
+/// I/O: the writer appends the blocks it hands back. It stops when the historian is dropped.
+#[derive(Debug)]
+struct Checkpointer {
+    jobs: mpsc::Sender<Job>,
+    done: mpsc::Receiver<Result<Encoded, String>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start() -> std::io::Result<Self> {
+        let (jobs, todo) = mpsc::channel::<Job>();
+        let (finished, done) = mpsc::channel();
+        let thread = std::thread::Builder::new().name("historian-checkpoint".into()).spawn(move || {
+            for job in todo {
+                // A test poisons the gate to make this thread stop as a panic would.
+                #[cfg(test)]
+                let _held = job.gate.as_ref().map(|g| g.lock().expect("a test stops the checkpoint thread"));
+                if finished.send(encode_heads(&job.heads, job.codec, job.block_bytes_max)).is_err() {
+                    return;
+                }
+            }
+        })?;
+        Ok(Self { jobs, done, thread })
+    }
+
+    /// Whether its thread is still there (a panic ends it).
+    fn running(&self) -> bool {
+        !self.thread.is_finished()
+    }
+}
+
+/// Every head's samples as chunks, in blocks of about `block_bytes_max` (in memory, for the
+/// writer to append to the chunk log).
+fn encode_heads(heads: &[head::Head], codec: chunk::Codec, block_bytes_max: usize) -> Result<Encoded, String> {
+    let mut added = Vec::new();
+    let mut sections = 0;
+    let mut block = chunk::BlockWriter::default();
+    // Tags read by one request have the very same times: store them once per block. The
+    // last head whose times were new is kept decoded, with its sections in this block: the
+    // tags after it in its request are matched against it directly. Others by the hash of
+    // their times: the sections that hold them (index, and where in which head), a match
+    // confirmed against that head's times, decoded again.
+    let mut time_columns: HashMap<u64, Vec<(u32, usize, std::ops::Range<usize>)>> = HashMap::new();
+    let mut leader: Option<Leader> = None;
+    for (tag, head) in heads.iter().enumerate() {
+        if head.is_empty() {
+            continue;
+        }
+        // Decoded one tag at a time: only one head is ever held as columns. A head that
+        // follows the leader kept decoded takes its times from there.
+        let columns = match (head.follows(), &leader) {
+            (Some(f), Some(l)) if f as usize == l.tag => head.columns(Some(&l.times)),
+            _ => head_columns(heads, tag),
+        };
+        let columns = columns.ok_or_else(|| format!("tag {tag}'s head did not read back"))?;
+        let mut leads = Vec::new();
+        for range in
+            (0..columns.len()).step_by(SECTION_SAMPLES_MAX).map(|s| s..(s + SECTION_SAMPLES_MAX).min(columns.len()))
+        {
+            let times = &columns.times[range.clone()];
+            let whole = range.len() == columns.len();
+            let copied;
+            let part = if whole {
+                &columns
+            } else {
+                copied = chunk::Columns::from_parts(
+                    times.to_vec(),
+                    columns.values[range.clone()].to_vec(),
+                    columns.quality[range.clone()].to_vec(),
+                );
+                &copied
+            };
+            let mut same = leader.as_ref().and_then(|l| l.section_with(&range, times));
+            let mut key = None;
+            if same.is_none() {
+                let hash = hash_times(times);
+                key = Some(hash);
+                for (index, t, r) in time_columns.get(&hash).map(Vec::as_slice).unwrap_or_default() {
+                    if leader.as_ref().is_none_or(|l| l.tag != *t) {
+                        leader =
+                            head_columns(heads, *t).map(|c| Leader { tag: *t, times: c.times, sections: Vec::new() });
+                    }
+                    if leader.as_ref().is_some_and(|l| l.times.get(r.clone()) == Some(times)) {
+                        same = Some(*index);
+                        break;
+                    }
+                }
+            }
+            let mut same = same.filter(|_| codec == chunk::Codec::Pco);
+            // A full block is written before a section that shares no times in it, so that
+            // the tags of one request stay in one block (a section refers to times in its
+            // own block only); at twice the size, whatever comes.
+            if block.bytes() >= block_bytes_max && (same.is_none() || block.bytes() >= 2 * block_bytes_max) {
+                added.push(std::mem::take(&mut block).finish()?);
+                time_columns.clear();
+                leads.clear();
+                if let Some(l) = leader.as_mut() {
+                    l.sections.clear();
+                }
+                same = None;
+            }
+            let index = block.push(codec, tag as u32, part, same)?;
+            sections += 1;
+            if same.is_none() {
+                let key = key.unwrap_or_else(|| hash_times(times));
+                time_columns.entry(key).or_default().push((index, tag, range.clone()));
+                leads.push((range, index));
+            }
+        }
+        if !leads.is_empty() {
+            leader = Some(Leader { tag, times: columns.times, sections: leads });
+        }
+    }
+    if block.sections() > 0 {
+        added.push(block.finish()?);
+    }
+    Ok(Encoded { blocks: added, sections })
 }
 
 /// A head whose times were new in a checkpoint, decoded, and the sections of the block being
@@ -1341,6 +1521,126 @@ mod tests {
 
     fn paths(n: u32) -> Vec<String> {
         (0..n).map(|k| format!("plant/line/cell/tag{k}")).collect()
+    }
+
+    /// Polls of `tags` tags at 1 Hz, seconds `seconds`, committed one by one (no explicit
+    /// checkpoint: the heads' bound starts them).
+    fn poll_and_commit(w: &mut HistorianWriter, tags: u32, seconds: std::ops::Range<i64>) {
+        for i in seconds {
+            let t = Timestamp::from_millis(i * 1000);
+            let poll: Vec<Sample> = (0..tags).map(|k| Sample::good(TagId(k), Value::F64(value(k, i)), t)).collect();
+            w.append(&poll).unwrap();
+            w.commit().unwrap();
+        }
+    }
+
+    /// Every sample of `tags` tags over `seconds`, as every query reads them.
+    fn assert_all_read(r: &HistorianReader, tags: u32, seconds: std::ops::Range<i64>) {
+        for k in 0..tags {
+            let path = format!("plant/line/cell/tag{k}");
+            let got = r.raw(&path, Timestamp(0), Timestamp::from_millis(seconds.end * 1000)).unwrap();
+            let want: Vec<(i64, f64)> = seconds.clone().map(|i| (i * 1000, value(k, i))).collect();
+            let got: Vec<(i64, f64)> = got.iter().map(|s| (s.time.as_millis(), s.value.unwrap())).collect();
+            assert_eq!(got, want, "tag {k}");
+        }
+        let last = r.last_values().unwrap();
+        assert_eq!(last.len(), tags as usize);
+        for (path, sample) in last {
+            let k: u32 = path.trim_start_matches("plant/line/cell/tag").parse().unwrap();
+            assert_eq!(sample.time.as_millis(), (seconds.end - 1) * 1000, "{path}");
+            assert_eq!(sample.value, Some(value(k, seconds.end - 1)), "{path}");
+        }
+    }
+
+    /// Issue 15: a checkpoint started by a commit is encoded on the checkpoint thread while
+    /// the writer goes on taking samples into fresh heads. Until its blocks are written, its
+    /// sealed heads are read by every query; then they go, and nothing is read twice.
+    #[test]
+    fn heads_sealed_for_a_checkpoint_on_its_thread_are_read_until_it_is_written() {
+        let dir = temp("sealed");
+        let config =
+            HistorianConfig { fsync: FsyncPolicy::Never, head_samples_max: 1_000, ..HistorianConfig::default() };
+        let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
+        w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        let gate = Arc::new(Mutex::new(()));
+        lock(&w.inner).unwrap().checkpoint_gate = Some(Arc::clone(&gate));
+        let held = gate.lock().unwrap();
+        // 250 polls of 4 fill the heads: the checkpoint starts, and cannot finish.
+        poll_and_commit(&mut w, 4, 0..400);
+        {
+            let inner = lock(&w.inner).unwrap();
+            assert!(inner.sealed.as_ref().is_some_and(|s| s.in_background && s.samples == 1_000));
+            assert_eq!((inner.stats.checkpoints, inner.head_samples), (0, 600), "samples went on into fresh heads");
+        }
+        assert_all_read(&r, 4, 0..400);
+        drop(held);
+        // The next commit that finds it encoded writes it (long before the heads fill again).
+        let mut end = 400;
+        while w.stats().checkpoints == 0 && end < 600 {
+            poll_and_commit(&mut w, 4, end..end + 1);
+            end += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(w.stats().checkpoints, 1);
+        assert!(lock(&w.inner).unwrap().sealed.is_none());
+        assert_all_read(&r, 4, 0..end);
+        w.checkpoint().unwrap();
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Every task is supervised: a checkpoint thread that stops (here by a panic) is noticed,
+    /// logged, its checkpoint encoded on the writer's thread, and the next one given to a new
+    /// thread. Nothing is lost or read twice.
+    #[test]
+    fn a_checkpoint_thread_that_stops_is_noticed_and_its_work_done_by_the_writer() {
+        let dir = temp("stopped");
+        let config =
+            HistorianConfig { fsync: FsyncPolicy::Never, head_samples_max: 1_000, ..HistorianConfig::default() };
+        let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
+        w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        let gate = Arc::new(Mutex::new(()));
+        let poison = Arc::clone(&gate);
+        let _ = std::thread::spawn(move || {
+            let _held = poison.lock();
+            panic!("poisons the gate: every checkpoint thread stops at its first job");
+        })
+        .join();
+        lock(&w.inner).unwrap().checkpoint_gate = Some(gate);
+        // Heads full at 250 s, 500 s, 750 s and 1,000 s: four checkpoints on stopped threads.
+        poll_and_commit(&mut w, 4, 0..1_100);
+        w.checkpoint().unwrap();
+        let stats = w.stats();
+        assert_eq!((stats.checkpoints, stats.samples_lost), (5, 0), "{stats:?}");
+        assert_all_read(&r, 4, 0..1_100);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A writer that stops while a checkpoint is being encoded loses nothing: the WAL keeps
+    /// the sealed heads' records until their blocks are written, and the next start replays
+    /// them.
+    #[test]
+    fn a_checkpoint_unfinished_when_the_writer_stops_is_replayed_at_the_next_start() {
+        let dir = temp("unfinished");
+        let config =
+            HistorianConfig { fsync: FsyncPolicy::Never, head_samples_max: 1_000, ..HistorianConfig::default() };
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        {
+            let (mut w, _) = HistorianWriter::open(&dir, config.clone()).unwrap();
+            w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+            lock(&w.inner).unwrap().checkpoint_gate = Some(Arc::clone(&gate));
+            poll_and_commit(&mut w, 4, 0..400);
+            assert!(lock(&w.inner).unwrap().sealed.as_ref().is_some_and(|s| s.in_background));
+        }
+        let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
+        assert_eq!(w.stats().checkpoints, 0);
+        assert_all_read(&r, 4, 0..400);
+        w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        poll_and_commit(&mut w, 4, 400..500);
+        w.checkpoint().unwrap();
+        assert_all_read(&r, 4, 0..500);
+        drop(held);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     /// A folder written by a newer build is refused by writer and reader alike, naming the
