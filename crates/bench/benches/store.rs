@@ -1,7 +1,9 @@
 //! Store benchmark: the historian and the outbox, each against a baseline measured in this run.
 //!
-//! 1. Historian ingest (samples/s, one thread) against plain SQLite row inserts (one row per
-//!    sample, transactions of 1000 rows, WAL journal, synchronous=NORMAL), same samples.
+//! 1. Historian ingest (samples/s of wall time, and samples per CPU-second of the process: the
+//!    historian encodes its checkpoints on a second thread) against plain SQLite row inserts
+//!    (one row per sample, transactions of 1000 rows, WAL journal, synchronous=NORMAL; one
+//!    thread), same samples.
 //! 2. Bytes per sample on disk, pco and Gorilla codecs, for a simulated day of the demo press
 //!    line (44 numeric tags at 1 Hz) and for a synthetic noisy-sensor set (20 tags at 1 Hz, f32
 //!    noise), against the raw 16 bytes/sample (8-byte time, 8-byte value) and SQLite's file.
@@ -14,7 +16,7 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure is the run failing
 
-use airlock_testkit::peak_rss_mb;
+use airlock_testkit::{cpu_seconds_precise as cpu_seconds, peak_rss_mb};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -144,14 +146,15 @@ fn count(polls: &[Poll]) -> u64 {
     polls.iter().map(|p| p.len() as u64).sum()
 }
 
-/// Writes `polls` into a fresh historian; returns (samples/s, bytes on disk after checkpoint).
-fn historian(name: &str, paths: &[String], polls: &[Poll], codec: Codec) -> (f64, u64, PathBuf) {
+/// Writes `polls` into a fresh historian; returns (samples/s, samples per CPU-second, bytes on
+/// disk after checkpoint).
+fn historian(name: &str, paths: &[String], polls: &[Poll], codec: Codec) -> (f64, f64, u64, PathBuf) {
     let dir = temp(name);
     let config = HistorianConfig { codec, ..HistorianConfig::default() };
     let (mut w, _r) = HistorianWriter::open(&dir, config).unwrap();
     let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
     w.bind_tags(&refs).unwrap();
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), cpu_seconds());
     // Committed every ~1000 samples, as the SQLite baseline's transactions.
     let mut since_commit = 0;
     for poll in polls {
@@ -166,6 +169,7 @@ fn historian(name: &str, paths: &[String], polls: &[Poll], codec: Codec) -> (f64
     let ingest = started.elapsed();
     w.checkpoint().unwrap();
     let rate = count(polls) as f64 / started.elapsed().as_secs_f64();
+    let per_cpu = count(polls) as f64 / (cpu_seconds() - cpu);
     if std::env::var("AIRLOCK_BENCH_DETAIL").is_ok() {
         println!(
             "    ({codec:?}: WAL and heads {:.0} ns/sample, compression at checkpoint {:.0} ns/sample)",
@@ -173,11 +177,11 @@ fn historian(name: &str, paths: &[String], polls: &[Poll], codec: Codec) -> (f64
             (started.elapsed() - ingest).as_nanos() as f64 / count(polls) as f64
         );
     }
-    (rate, dir_bytes(&dir), dir)
+    (rate, per_cpu, dir_bytes(&dir), dir)
 }
 
-/// The same samples as SQLite rows; returns (samples/s, file bytes).
-fn sqlite(name: &str, polls: &[Poll]) -> (f64, u64) {
+/// The same samples as SQLite rows; returns (samples/s, samples per CPU-second, file bytes).
+fn sqlite(name: &str, polls: &[Poll]) -> (f64, f64, u64) {
     let dir = temp(name);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("samples.db");
@@ -187,7 +191,7 @@ fn sqlite(name: &str, polls: &[Poll]) -> (f64, u64) {
          CREATE TABLE sample (tag INTEGER NOT NULL, time INTEGER NOT NULL, value REAL, quality INTEGER NOT NULL);",
     )
     .unwrap();
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), cpu_seconds());
     let mut rows = 0;
     let mut tx = db.transaction().unwrap();
     for poll in polls {
@@ -210,10 +214,11 @@ fn sqlite(name: &str, polls: &[Poll]) -> (f64, u64) {
     tx.commit().unwrap();
     db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
     let rate = count(polls) as f64 / started.elapsed().as_secs_f64();
+    let per_cpu = count(polls) as f64 / (cpu_seconds() - cpu);
     drop(db);
     let bytes = std::fs::metadata(&path).unwrap().len();
     std::fs::remove_dir_all(&dir).unwrap();
-    (rate, bytes)
+    (rate, per_cpu, bytes)
 }
 
 /// Appends and reads typed records; also the bytes one record takes in the outbox, binary and
@@ -284,32 +289,40 @@ fn main() {
         // For a profile of the historian's ingest alone: five rounds of it, nothing else.
         if historian_only {
             for round in 0..5 {
-                let (rate, _, dir) =
+                let (rate, per_cpu, _, dir) =
                     historian(&format!("{set}-only-{round}").replace(' ', "-"), paths, polls, Codec::Pco);
-                println!("{set}: historian, Pco, {rate:.0} samples/s");
+                println!("{set}: historian, Pco, {rate:.0} samples/s, {per_cpu:.0} per CPU-second");
                 let _ = std::fs::remove_dir_all(dir);
             }
             continue;
         }
-        let (sql_rate, sql_bytes) = sqlite(set, polls);
+        let (sql_rate, sql_cpu, sql_bytes) = sqlite(set, polls);
         println!("\n{set}: {} tags, {n} samples", paths.len());
-        println!("  {:<28} {:>12} {:>10} {:>14} {:>12}", "", "samples/s", "vs SQLite", "bytes/sample", "vs raw 16 B");
         println!(
-            "  {:<28} {:>12.0} {:>10} {:>14.3} {:>11.1}x",
+            "  {:<24} {:>10} {:>9} {:>10} {:>9} {:>13} {:>11}",
+            "", "samples/s", "vs SQLite", "per CPU-s", "vs SQLite", "bytes/sample", "vs raw 16 B"
+        );
+        println!(
+            "  {:<24} {:>10.0} {:>9} {:>10.0} {:>9} {:>13.3} {:>10.1}x",
             "SQLite rows (baseline)",
             sql_rate,
+            "1.0x",
+            sql_cpu,
             "1.0x",
             sql_bytes as f64 / n as f64,
             16.0 / (sql_bytes as f64 / n as f64)
         );
         for codec in [Codec::Pco, Codec::Gorilla] {
-            let (rate, bytes, dir) = historian(&format!("{set}-{codec:?}").replace(' ', "-"), paths, polls, codec);
+            let (rate, per_cpu, bytes, dir) =
+                historian(&format!("{set}-{codec:?}").replace(' ', "-"), paths, polls, codec);
             let per = bytes as f64 / n as f64;
             println!(
-                "  {:<28} {:>12.0} {:>9.1}x {:>14.3} {:>11.1}x",
+                "  {:<24} {:>10.0} {:>8.1}x {:>10.0} {:>8.1}x {:>13.3} {:>10.1}x",
                 format!("historian, {codec:?}"),
                 rate,
                 rate / sql_rate,
+                per_cpu,
+                per_cpu / sql_cpu,
                 per,
                 16.0 / per
             );
