@@ -24,7 +24,9 @@ pub mod space;
 
 use std::path::{Path, PathBuf};
 
-pub use historian::{Bucket, Codec, HistorianConfig, HistorianReader, HistorianStats, HistorianWriter, StoredSample};
+pub use historian::{
+    Bucket, CheckpointThread, Codec, HistorianConfig, HistorianReader, HistorianStats, HistorianWriter, StoredSample,
+};
 pub use outbox::{
     Class, EncodedRecord, FsyncPolicy, Origin, OutboxConfig, OutboxReader, OutboxRecord, OutboxStats, OutboxView,
     OutboxWriter, Position, RecordId, RewindFrom, WireId, request_rewind,

@@ -14,9 +14,9 @@
 //! `wal_bytes_max`, or the heads pass `head_bytes_max` or `head_samples_max`) writes every head
 //! as a chunk into blocks of about 256 KB, then a checkpoint record naming the last WAL record
 //! it covers and its first block, syncs the chunk log, and deletes the WAL up to there. A
-//! checkpoint a commit starts seals the heads and hands them to the checkpoint thread, which
-//! encodes their blocks (most of a checkpoint's cost) while fresh heads take the samples; a
-//! later commit writes the blocks. Queries read sealed heads until then, and the WAL keeps
+//! checkpoint a commit starts seals the heads; when the heads fill fast and a second core is
+//! there ([`CheckpointThread`]) the checkpoint thread encodes their blocks (most of a
+//! checkpoint's cost) while fresh heads take the samples, and a later commit writes them. Queries read sealed heads until then, and the WAL keeps
 //! their records, so memory holds at most twice the heads' bound. Memory
 //! holds one index entry per block (its tags and times), so it grows with the bytes kept, not
 //! with tags times checkpoints; a query reads a block's directory entries and its tag's chunks
@@ -73,6 +73,8 @@ pub struct HistorianConfig {
     /// 100).
     pub head_bytes_max: usize,
     pub codec: Codec,
+    /// Where a checkpoint that a commit starts is encoded.
+    pub checkpoint_thread: CheckpointThread,
     /// The file system's free-space reserve: past it the historian takes no more samples.
     pub space: Option<Arc<crate::space::FreeSpace>>,
 }
@@ -87,10 +89,33 @@ impl Default for HistorianConfig {
             head_samples_max: 1 << 23,
             head_bytes_max: 1 << 20,
             codec: Codec::Pco,
+            checkpoint_thread: CheckpointThread::Auto,
             space: None,
         }
     }
 }
+
+/// Where the checkpoints that commits start are encoded (an explicit
+/// [`HistorianWriter::checkpoint`] is encoded on the caller's thread, after any still being
+/// encoded elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointThread {
+    /// On the historian's checkpoint thread when the heads filled within
+    /// [`FILLED_FAST`] of the last checkpoint and the process may run on more than one core;
+    /// else on the writer's thread. A second thread costs a malloc arena (some 2.5 MB of RSS
+    /// measured on the whole path) and, on one core, a switch for every wake-up, for nothing:
+    /// it pays only when checkpoints take a real share of the writer's time and a second core
+    /// can take them.
+    Auto,
+    /// Always on the checkpoint thread.
+    Always,
+    /// Always on the writer's thread (the collector waits while a checkpoint is encoded).
+    Never,
+}
+
+/// Heads filled faster than this are a busy historian's (at 10,000 tags read once a second
+/// they fill in a minute or more; at a 1 ms poll, in about a second).
+pub const FILLED_FAST: Duration = Duration::from_secs(10);
 
 /// Counters of a historian since it was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -183,6 +208,10 @@ struct Inner {
     sealed: Option<Sealed>,
     /// The thread that encodes checkpoints, once one has been started (the writer's only).
     checkpointer: Option<Checkpointer>,
+    /// When the last checkpoint started (or the historian was opened): how fast the heads fill.
+    checkpoint_started: Instant,
+    /// The cores this process may run on (its affinity mask), as the writer was opened.
+    cores: usize,
     /// Held by a test to keep a checkpoint on the checkpoint thread unfinished.
     #[cfg(test)]
     checkpoint_gate: Option<Arc<Mutex<()>>>,
@@ -443,6 +472,8 @@ impl Inner {
             heads: vec![head::Head::default(); paths.len()],
             sealed: None,
             checkpointer: None,
+            checkpoint_started: Instant::now(),
+            cores: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             #[cfg(test)]
             checkpoint_gate: None,
             index: Vec::new(),
@@ -713,8 +744,13 @@ impl Inner {
         // the WAL since the last one, or the heads, are full.
         self.finish_checkpoint(false)?;
         let wal_since = self.wal.bytes().saturating_sub(self.sealed.as_ref().map_or(0, |s| s.wal_bytes));
+        let background = match self.config.checkpoint_thread {
+            CheckpointThread::Always => true,
+            CheckpointThread::Never => false,
+            CheckpointThread::Auto => self.cores > 1 && self.checkpoint_started.elapsed() < FILLED_FAST,
+        };
         if (wal_since >= self.config.wal_bytes_max || self.heads_full())
-            && let Err(e) = self.start_checkpoint(true)
+            && let Err(e) = self.start_checkpoint(background)
         {
             self.bound_heads_after_failure();
             return Err(e);
@@ -761,56 +797,116 @@ impl Inner {
         self.start_checkpoint(false)
     }
 
-    /// Seals the heads (fresh ones take the samples from here on) and writes them as blocks:
-    /// on the checkpoint thread when `background` (the blocks are written by a later commit,
-    /// once encoded), else here and now. One set of heads is sealed at a time: one still being
-    /// encoded is finished first (waiting for it).
+    /// Starts a checkpoint of every head, after finishing one still being encoded (waiting for
+    /// it). With `background` (and a checkpoint thread there to take them) the heads are
+    /// sealed and handed to the thread, fresh heads take the samples from here on, and a later
+    /// commit writes the blocks; else the heads are encoded where they lie and their blocks
+    /// written one by one as they fill (memory holds one block, not the checkpoint's).
     fn start_checkpoint(&mut self, background: bool) -> Result<(), StoreError> {
         self.finish_checkpoint(true)?;
         let sync = self.config.fsync != FsyncPolicy::Never;
         let wal_seq = self.wal.seal(sync)?;
-        let fresh = vec![head::Head::default(); self.heads.len()];
-        let heads = std::mem::replace(&mut self.heads, fresh);
-        let heads = Arc::new(heads);
-        let mut sealed = Sealed {
-            heads: Arc::clone(&heads),
-            wal_seq,
-            wal_bytes: self.wal.bytes(),
-            samples: std::mem::take(&mut self.head_samples),
-            in_background: false,
-        };
-        self.head_bytes = 0;
-        if background {
-            sealed.in_background = self.send_to_checkpoint_thread(heads);
+        self.checkpoint_started = Instant::now();
+        if background && self.checkpoint_thread_ready() {
+            let fresh = vec![head::Head::default(); self.heads.len()];
+            let heads = Arc::new(std::mem::replace(&mut self.heads, fresh));
+            let job = Job {
+                heads: Arc::clone(&heads),
+                codec: self.config.codec,
+                block_bytes_max: self.block_bytes_max,
+                #[cfg(test)]
+                gate: self.checkpoint_gate.clone(),
+            };
+            let sent = self.checkpointer.as_ref().map(|c| c.jobs.send(job));
+            self.sealed = Some(Sealed {
+                heads,
+                wal_seq,
+                wal_bytes: self.wal.bytes(),
+                samples: std::mem::take(&mut self.head_samples),
+                in_background: matches!(sent, Some(Ok(()))),
+            });
+            self.head_bytes = 0;
+            // A thread that stopped between the look and the hand-over: encoded here now.
+            return if matches!(sent, Some(Ok(()))) { Ok(()) } else { self.finish_checkpoint(true) };
         }
-        let here = !sealed.in_background;
-        self.sealed = Some(sealed);
-        if here { self.finish_checkpoint(true) } else { Ok(()) }
+        let first_chunk_seq = self.chunks.next_seq();
+        // The heads are encoded where they lie, and put back whatever happens: if the
+        // checkpoint fails they still hold the samples.
+        let heads = std::mem::take(&mut self.heads);
+        let written = self.encode_into_chunk_log(&heads);
+        self.heads = heads;
+        let (added, sections) = written?;
+        self.write_checkpoint_record(wal_seq, first_chunk_seq, added, sections)?;
+        for h in &mut self.heads {
+            *h = head::Head::default();
+        }
+        self.head_samples = 0;
+        self.head_bytes = 0;
+        self.wal.drop_through(wal_seq, sync)?;
+        Ok(())
     }
 
-    /// Hands sealed heads to the checkpoint thread (started on first use); `false` if there
-    /// is none to take them (it could not be started, or has stopped).
-    fn send_to_checkpoint_thread(&mut self, heads: Arc<Vec<head::Head>>) -> bool {
+    /// Whether the checkpoint thread is there to take a checkpoint (started on first use).
+    fn checkpoint_thread_ready(&mut self) -> bool {
+        if self.checkpointer.as_ref().is_some_and(|c| !c.running()) {
+            log::error!(
+                "historian {}: the checkpoint thread stopped; a new one takes the next checkpoint",
+                self.dir.display()
+            );
+            self.checkpointer = None;
+        }
         if self.checkpointer.is_none() {
             match Checkpointer::start() {
                 Ok(c) => self.checkpointer = Some(c),
-                Err(e) => {
-                    log::warn!(
-                        "historian {}: no checkpoint thread ({e}); checkpoints are encoded on the writer's thread",
-                        self.dir.display()
-                    );
-                    return false;
-                }
+                Err(e) => log::warn!(
+                    "historian {}: no checkpoint thread ({e}); this checkpoint is encoded on the writer's thread",
+                    self.dir.display()
+                ),
             }
         }
-        let job = Job {
+        self.checkpointer.is_some()
+    }
+
+    /// Encodes `heads` and appends their blocks to the chunk log as each fills (not
+    /// committed): the blocks, and how many chunks they hold.
+    fn encode_into_chunk_log(&mut self, heads: &[head::Head]) -> Result<(Vec<BlockRef>, u64), StoreError> {
+        let mut added = Vec::new();
+        let dir = &self.dir;
+        let chunks = &mut self.chunks;
+        let sections = encode_heads(
             heads,
-            codec: self.config.codec,
-            block_bytes_max: self.block_bytes_max,
-            #[cfg(test)]
-            gate: self.checkpoint_gate.clone(),
-        };
-        self.checkpointer.as_ref().is_some_and(|c| c.jobs.send(job).is_ok())
+            self.config.codec,
+            self.block_bytes_max,
+            |what| StoreError::Corrupt { path: dir.clone(), what },
+            |bytes, prefix| {
+                let seq = chunks.append(Timestamp::from_millis(prefix.time_max), &bytes)?;
+                added.push(block_ref(seq, &prefix));
+                Ok(())
+            },
+        )?;
+        Ok((added, sections))
+    }
+
+    /// Appends a checkpoint's record after its blocks, syncs the chunk log, and indexes the
+    /// blocks.
+    fn write_checkpoint_record(
+        &mut self,
+        wal_seq: u64,
+        first_chunk_seq: u64,
+        added: Vec<BlockRef>,
+        sections: u64,
+    ) -> Result<(), StoreError> {
+        let sync = self.config.fsync != FsyncPolicy::Never;
+        // Stamped with the newest data time, so that retention by age sees data time only.
+        let newest = added.iter().map(|b| b.time_max).max().unwrap_or(0);
+        self.chunks.append(Timestamp::from_millis(newest), &chunk::encode_checkpoint(wal_seq, first_chunk_seq))?;
+        self.chunks.commit(sync)?;
+        self.stats.chunks += sections;
+        self.stats.checkpoints += 1;
+        for block in added {
+            self.push_block(block);
+        }
+        Ok(())
     }
 
     /// Writes the sealed heads' blocks, if there are sealed heads: those the checkpoint thread
@@ -819,6 +915,7 @@ impl Inner {
     /// here at the next one.
     fn finish_checkpoint(&mut self, wait: bool) -> Result<(), StoreError> {
         let Some(sealed) = self.sealed.as_mut() else { return Ok(()) };
+        let (wal_seq, heads) = (sealed.wal_seq, Arc::clone(&sealed.heads));
         let mut encoded = None;
         if sealed.in_background {
             let done =
@@ -836,36 +933,23 @@ impl Inner {
             }
             sealed.in_background = false;
         }
-        let encoded = match encoded {
-            Some(result) => result,
-            None => encode_heads(&sealed.heads, self.config.codec, self.block_bytes_max),
-        };
-        let encoded = encoded.map_err(|what| StoreError::Corrupt { path: self.dir.clone(), what })?;
-        self.write_checkpoint(encoded)
-    }
-
-    /// Appends a checkpoint's blocks and its record to the chunk log, syncs it, and lets the
-    /// sealed heads and their WAL records go.
-    fn write_checkpoint(&mut self, encoded: Encoded) -> Result<(), StoreError> {
-        let Some(wal_seq) = self.sealed.as_ref().map(|s| s.wal_seq) else { return Ok(()) };
         let sync = self.config.fsync != FsyncPolicy::Never;
         let first_chunk_seq = self.chunks.next_seq();
-        let mut added = Vec::with_capacity(encoded.blocks.len());
-        for (bytes, prefix) in &encoded.blocks {
-            let seq = self.chunks.append(Timestamp::from_millis(prefix.time_max), bytes)?;
-            added.push(block_ref(seq, prefix));
-        }
-        drop(encoded.blocks);
-        // Stamped with the newest data time, so that retention by age sees data time only.
-        let newest = added.iter().map(|b| b.time_max).max().unwrap_or(0);
-        self.chunks.append(Timestamp::from_millis(newest), &chunk::encode_checkpoint(wal_seq, first_chunk_seq))?;
-        self.chunks.commit(sync)?;
-        self.stats.chunks += encoded.sections;
-        self.stats.checkpoints += 1;
-        for block in added {
-            self.push_block(block);
-        }
+        let (added, sections) = match encoded {
+            Some(result) => {
+                let encoded = result.map_err(|what| StoreError::Corrupt { path: self.dir.clone(), what })?;
+                let mut added = Vec::with_capacity(encoded.blocks.len());
+                for (bytes, prefix) in encoded.blocks {
+                    let seq = self.chunks.append(Timestamp::from_millis(prefix.time_max), &bytes)?;
+                    added.push(block_ref(seq, &prefix));
+                }
+                (added, encoded.sections)
+            }
+            None => self.encode_into_chunk_log(&heads)?,
+        };
+        self.write_checkpoint_record(wal_seq, first_chunk_seq, added, sections)?;
         self.sealed = None;
+        drop(heads);
         self.wal.drop_through(wal_seq, sync)?;
         Ok(())
     }
@@ -1258,7 +1342,18 @@ impl Checkpointer {
                 // A test poisons the gate to make this thread stop as a panic would.
                 #[cfg(test)]
                 let _held = job.gate.as_ref().map(|g| g.lock().expect("a test stops the checkpoint thread"));
-                if finished.send(encode_heads(&job.heads, job.codec, job.block_bytes_max)).is_err() {
+                let mut blocks = Vec::new();
+                let encoded = encode_heads(
+                    &job.heads,
+                    job.codec,
+                    job.block_bytes_max,
+                    |what| what,
+                    |bytes, prefix| {
+                        blocks.push((bytes, prefix));
+                        Ok(())
+                    },
+                );
+                if finished.send(encoded.map(|sections| Encoded { blocks, sections })).is_err() {
                     return;
                 }
             }
@@ -1272,10 +1367,16 @@ impl Checkpointer {
     }
 }
 
-/// Every head's samples as chunks, in blocks of about `block_bytes_max` (in memory, for the
-/// writer to append to the chunk log).
-fn encode_heads(heads: &[head::Head], codec: chunk::Codec, block_bytes_max: usize) -> Result<Encoded, String> {
-    let mut added = Vec::new();
+/// Every head's samples as chunks, in blocks of about `block_bytes_max`, each handed to `emit`
+/// as it is finished (its bytes and prefix); how many chunks they hold. `corrupt` makes the
+/// error of a head that does not read back, or a block that cannot be built.
+fn encode_heads<E>(
+    heads: &[head::Head],
+    codec: chunk::Codec,
+    block_bytes_max: usize,
+    corrupt: impl Fn(String) -> E,
+    mut emit: impl FnMut(Vec<u8>, chunk::BlockPrefix) -> Result<(), E>,
+) -> Result<u64, E> {
     let mut sections = 0;
     let mut block = chunk::BlockWriter::default();
     // Tags read by one request have the very same times: store them once per block. The
@@ -1295,7 +1396,7 @@ fn encode_heads(heads: &[head::Head], codec: chunk::Codec, block_bytes_max: usiz
             (Some(f), Some(l)) if f as usize == l.tag => head.columns(Some(&l.times)),
             _ => head_columns(heads, tag),
         };
-        let columns = columns.ok_or_else(|| format!("tag {tag}'s head did not read back"))?;
+        let columns = columns.ok_or_else(|| corrupt(format!("tag {tag}'s head did not read back")))?;
         let mut leads = Vec::new();
         for range in
             (0..columns.len()).step_by(SECTION_SAMPLES_MAX).map(|s| s..(s + SECTION_SAMPLES_MAX).min(columns.len()))
@@ -1334,7 +1435,8 @@ fn encode_heads(heads: &[head::Head], codec: chunk::Codec, block_bytes_max: usiz
             // the tags of one request stay in one block (a section refers to times in its
             // own block only); at twice the size, whatever comes.
             if block.bytes() >= block_bytes_max && (same.is_none() || block.bytes() >= 2 * block_bytes_max) {
-                added.push(std::mem::take(&mut block).finish()?);
+                let (bytes, prefix) = std::mem::take(&mut block).finish().map_err(&corrupt)?;
+                emit(bytes, prefix)?;
                 time_columns.clear();
                 leads.clear();
                 if let Some(l) = leader.as_mut() {
@@ -1342,7 +1444,7 @@ fn encode_heads(heads: &[head::Head], codec: chunk::Codec, block_bytes_max: usiz
                 }
                 same = None;
             }
-            let index = block.push(codec, tag as u32, part, same)?;
+            let index = block.push(codec, tag as u32, part, same).map_err(&corrupt)?;
             sections += 1;
             if same.is_none() {
                 let key = key.unwrap_or_else(|| hash_times(times));
@@ -1355,9 +1457,10 @@ fn encode_heads(heads: &[head::Head], codec: chunk::Codec, block_bytes_max: usiz
         }
     }
     if block.sections() > 0 {
-        added.push(block.finish()?);
+        let (bytes, prefix) = block.finish().map_err(&corrupt)?;
+        emit(bytes, prefix)?;
     }
-    Ok(Encoded { blocks: added, sections })
+    Ok(sections)
 }
 
 /// A head whose times were new in a checkpoint, decoded, and the sections of the block being
@@ -1552,14 +1655,47 @@ mod tests {
         }
     }
 
+    fn on_its_thread() -> HistorianConfig {
+        HistorianConfig { checkpoint_thread: CheckpointThread::Always, ..HistorianConfig::default() }
+    }
+
+    /// By default a checkpoint goes to its thread only when the heads filled fast and a
+    /// second core can take it: heads filled over more than [`FILLED_FAST`], or a process
+    /// allowed one core (`taskset`), keep it on the writer's thread, and no thread is started.
+    #[test]
+    fn checkpoints_go_to_their_thread_only_when_heads_fill_fast_and_a_second_core_is_there() {
+        for (cores, slow, thread) in [(2, false, true), (2, true, false), (1, false, false)] {
+            let dir = temp(&format!("auto-{cores}-{slow}"));
+            let config =
+                HistorianConfig { fsync: FsyncPolicy::Never, head_samples_max: 1_000, ..HistorianConfig::default() };
+            assert_eq!(config.checkpoint_thread, CheckpointThread::Auto);
+            let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
+            w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+            {
+                let mut inner = lock(&w.inner).unwrap();
+                inner.cores = cores;
+                if slow {
+                    inner.checkpoint_started = Instant::now().checked_sub(FILLED_FAST * 2).unwrap();
+                }
+            }
+            // Full at 250 s: one checkpoint.
+            poll_and_commit(&mut w, 4, 0..300);
+            let started = lock(&w.inner).unwrap().checkpointer.is_some();
+            assert_eq!(started, thread, "{cores} cores, filled slowly: {slow}");
+            w.checkpoint().unwrap();
+            assert_eq!(w.stats().checkpoints, 2);
+            assert_all_read(&r, 4, 0..300);
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
+
     /// Issue 15: a checkpoint started by a commit is encoded on the checkpoint thread while
     /// the writer goes on taking samples into fresh heads. Until its blocks are written, its
     /// sealed heads are read by every query; then they go, and nothing is read twice.
     #[test]
     fn heads_sealed_for_a_checkpoint_on_its_thread_are_read_until_it_is_written() {
         let dir = temp("sealed");
-        let config =
-            HistorianConfig { fsync: FsyncPolicy::Never, head_samples_max: 1_000, ..HistorianConfig::default() };
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, head_samples_max: 1_000, ..on_its_thread() };
         let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
         w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
         let gate = Arc::new(Mutex::new(()));
@@ -1594,8 +1730,7 @@ mod tests {
     #[test]
     fn a_checkpoint_thread_that_stops_is_noticed_and_its_work_done_by_the_writer() {
         let dir = temp("stopped");
-        let config =
-            HistorianConfig { fsync: FsyncPolicy::Never, head_samples_max: 1_000, ..HistorianConfig::default() };
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, head_samples_max: 1_000, ..on_its_thread() };
         let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
         w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
         let gate = Arc::new(Mutex::new(()));
@@ -1621,8 +1756,7 @@ mod tests {
     #[test]
     fn a_checkpoint_unfinished_when_the_writer_stops_is_replayed_at_the_next_start() {
         let dir = temp("unfinished");
-        let config =
-            HistorianConfig { fsync: FsyncPolicy::Never, head_samples_max: 1_000, ..HistorianConfig::default() };
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, head_samples_max: 1_000, ..on_its_thread() };
         let gate = Arc::new(Mutex::new(()));
         let held = gate.lock().unwrap();
         {
