@@ -282,6 +282,12 @@ pub fn cpu_seconds_precise() -> f64 {
     t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
+/// CPU seconds of the calling thread so far, to the nanosecond (its CPU clock).
+pub fn thread_cpu_seconds_precise() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
 /// The CPU time (user + system) another process has used so far, in seconds (Linux, `/proc`).
 pub fn cpu_seconds_of(pid: u32) -> f64 {
     cpu_seconds_at(&format!("/proc/{pid}/stat"))
