@@ -16,8 +16,10 @@
 //! it covers and its first block, syncs the chunk log, and deletes the WAL up to there. A
 //! checkpoint a commit starts seals the heads; when the heads fill fast and a second core is
 //! there ([`CheckpointThread`]) the checkpoint thread encodes their blocks (most of a
-//! checkpoint's cost) while fresh heads take the samples, and a later commit writes them. Queries read sealed heads until then, and the WAL keeps
-//! their records, so memory holds at most twice the heads' bound. Memory
+//! checkpoint's cost) while fresh heads take the samples, and a later commit writes them.
+//! Queries read sealed heads until then, and the WAL keeps their records, so memory holds at
+//! most twice the heads' bound (and the encoded blocks until a commit writes them), and a
+//! start after a stop with a checkpoint unwritten replays up to twice the WAL's bound. Memory
 //! holds one index entry per block (its tags and times), so it grows with the bytes kept, not
 //! with tags times checkpoints; a query reads a block's directory entries and its tag's chunks
 //! only. On open, the chunk log is scanned (record prefixes only) to index the blocks of
@@ -215,6 +217,9 @@ struct Inner {
     /// Held by a test to keep a checkpoint on the checkpoint thread unfinished.
     #[cfg(test)]
     checkpoint_gate: Option<Arc<Mutex<()>>>,
+    /// Set by a test to make every checkpoint's record fail to be written.
+    #[cfg(test)]
+    fail_checkpoints: bool,
     head_samples: usize,
     /// The heads' bytes (`Head::bytes`: streams and quality runs), summed.
     head_bytes: usize,
@@ -476,6 +481,8 @@ impl Inner {
             cores: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             #[cfg(test)]
             checkpoint_gate: None,
+            #[cfg(test)]
+            fail_checkpoints: false,
             index: Vec::new(),
             blocks: Vec::new(),
             block_bytes_max: (segment_bytes / 4).min(BLOCK_BYTES_MAX) as usize,
@@ -496,6 +503,11 @@ impl Inner {
         };
         let wal_seq = inner.index_chunks()?;
         inner.replay_wal(wal_seq)?;
+        if inner.head_samples > 0 {
+            // Heads a start's replay filled did not fill fast: the first checkpoint's place is
+            // not judged by them.
+            inner.checkpoint_started = Instant::now().checked_sub(FILLED_FAST).unwrap_or(inner.checkpoint_started);
+        }
         Ok(inner)
     }
 
@@ -742,7 +754,10 @@ impl Inner {
         }
         // A checkpoint the checkpoint thread has encoded is written; the next one starts when
         // the WAL since the last one, or the heads, are full.
-        self.finish_checkpoint(false)?;
+        if let Err(e) = self.finish_checkpoint(false) {
+            self.bound_heads_after_failure();
+            return Err(e);
+        }
         let wal_since = self.wal.bytes().saturating_sub(self.sealed.as_ref().map_or(0, |s| s.wal_bytes));
         let background = match self.config.checkpoint_thread {
             CheckpointThread::Always => true,
@@ -896,6 +911,10 @@ impl Inner {
         added: Vec<BlockRef>,
         sections: u64,
     ) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self.fail_checkpoints {
+            return Err(StoreError::Invariant("a test fails every checkpoint"));
+        }
         let sync = self.config.fsync != FsyncPolicy::Never;
         // Stamped with the newest data time, so that retention by age sees data time only.
         let newest = added.iter().map(|b| b.time_max).max().unwrap_or(0);
@@ -918,8 +937,7 @@ impl Inner {
         let (wal_seq, heads) = (sealed.wal_seq, Arc::clone(&sealed.heads));
         let mut encoded = None;
         if sealed.in_background {
-            let done =
-                self.checkpointer.as_ref().map(|c| if wait { c.done.recv().ok() } else { c.done.try_recv().ok() });
+            let done = self.checkpointer.as_ref().map(|c| if wait { c.wait() } else { c.done.try_recv().ok() });
             match done {
                 Some(Some(result)) => encoded = Some(result),
                 Some(None) if !wait && self.checkpointer.as_ref().is_some_and(Checkpointer::running) => return Ok(()),
@@ -1361,6 +1379,15 @@ impl Checkpointer {
         Ok(Self { jobs, done, thread })
     }
 
+    /// The next checkpoint it has encoded, waiting for it; `None` if the thread has stopped
+    /// (or, in a test, after a minute: a test that holds its gate too long fails, not hangs).
+    fn wait(&self) -> Option<Result<Encoded, String>> {
+        #[cfg(test)]
+        return self.done.recv_timeout(Duration::from_secs(60)).ok();
+        #[cfg(not(test))]
+        self.done.recv().ok()
+    }
+
     /// Whether its thread is still there (a panic ends it).
     fn running(&self) -> bool {
         !self.thread.is_finished()
@@ -1645,6 +1672,14 @@ mod tests {
             let want: Vec<(i64, f64)> = seconds.clone().map(|i| (i * 1000, value(k, i))).collect();
             let got: Vec<(i64, f64)> = got.iter().map(|s| (s.time.as_millis(), s.value.unwrap())).collect();
             assert_eq!(got, want, "tag {k}");
+            let to = Timestamp::from_millis(seconds.end * 1000);
+            let buckets = r.aggregate(&path, Timestamp(0), to, Duration::from_secs(60)).unwrap();
+            assert_eq!(buckets.iter().map(|b| b.count).sum::<u64>(), want.len() as u64, "tag {k}'s aggregates");
+            let at: Vec<Timestamp> =
+                [0, seconds.end / 2, seconds.end - 1].map(|i| Timestamp::from_millis(i * 1000)).into();
+            let between = r.interpolate(&path, &at).unwrap();
+            let expected: Vec<Option<f64>> = [0, seconds.end / 2, seconds.end - 1].map(|i| Some(value(k, i))).into();
+            assert_eq!(between, expected, "tag {k} interpolated");
         }
         let last = r.last_values().unwrap();
         assert_eq!(last.len(), tags as usize);
@@ -1710,16 +1745,15 @@ mod tests {
         }
         assert_all_read(&r, 4, 0..400);
         drop(held);
-        // The next commit that finds it encoded writes it (long before the heads fill again).
-        let mut end = 400;
-        while w.stats().checkpoints == 0 && end < 600 {
-            poll_and_commit(&mut w, 4, end..end + 1);
-            end += 1;
+        // The next commit that finds it encoded writes it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while w.stats().checkpoints == 0 && Instant::now() < deadline {
+            w.commit().unwrap();
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(w.stats().checkpoints, 1);
         assert!(lock(&w.inner).unwrap().sealed.is_none());
-        assert_all_read(&r, 4, 0..end);
+        assert_all_read(&r, 4, 0..400);
         w.checkpoint().unwrap();
         let _ = fs::remove_dir_all(&dir);
     }
@@ -1750,6 +1784,36 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    /// A sealed checkpoint that cannot be written (here every checkpoint fails) does not let
+    /// the heads grow past their bound: once they are full again, both they and the sealed
+    /// ones are let go (counted lost), as when the WAL cannot be written.
+    #[test]
+    fn a_sealed_checkpoint_that_keeps_failing_does_not_unbound_the_heads() {
+        let dir = temp("failing");
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, head_samples_max: 1_000, ..on_its_thread() };
+        let (mut w, _r) = HistorianWriter::open(&dir, config).unwrap();
+        w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        // Full at 250 s: sealed, handed to the thread.
+        poll_and_commit(&mut w, 4, 0..250);
+        assert!(lock(&w.inner).unwrap().sealed.is_some());
+        lock(&w.inner).unwrap().fail_checkpoints = true;
+        // Its blocks come back from the thread and cannot be written; from here every commit
+        // tries again, on the writer's thread, and fails.
+        assert!(lock(&w.inner).unwrap().finish_checkpoint(true).is_err());
+        let mut failed = 0;
+        for i in 250..1_000 {
+            let t = Timestamp::from_millis(i * 1000);
+            let poll: Vec<Sample> = (0..4).map(|k| Sample::good(TagId(k), Value::F64(value(k, i)), t)).collect();
+            w.append(&poll).unwrap();
+            failed += usize::from(w.commit().is_err());
+            let inner = lock(&w.inner).unwrap();
+            assert!(inner.head_samples <= 1_000, "{} samples in the heads at {i} s", inner.head_samples);
+        }
+        let stats = w.stats();
+        assert!(failed > 0 && stats.samples_lost >= 2_000, "{failed} commits failed: {stats:?}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     /// A writer that stops while a checkpoint is being encoded loses nothing: the WAL keeps
     /// the sealed heads' records until their blocks are written, and the next start replays
     /// them.
@@ -1767,7 +1831,10 @@ mod tests {
             assert!(lock(&w.inner).unwrap().sealed.as_ref().is_some_and(|s| s.in_background));
         }
         let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
-        assert_eq!(w.stats().checkpoints, 0);
+        assert_eq!(lock(&w.inner).unwrap().head_samples, 1_600, "sealed and fresh heads replayed from the WAL");
+        // Heads filled by a replay do not count as filled fast.
+        assert!(lock(&w.inner).unwrap().checkpoint_started.elapsed() >= FILLED_FAST);
+        assert_eq!(w.stats().chunks, 0);
         assert_all_read(&r, 4, 0..400);
         w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
         poll_and_commit(&mut w, 4, 400..500);
