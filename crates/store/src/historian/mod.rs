@@ -1690,6 +1690,15 @@ mod tests {
         }
     }
 
+    /// A fresh historian of four tags whose heads hold 1,000 samples (full at 250 polls).
+    fn four_tags(name: &str, config: HistorianConfig) -> (PathBuf, HistorianWriter, HistorianReader) {
+        let dir = temp(name);
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, head_samples_max: 1_000, ..config };
+        let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
+        w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        (dir, w, r)
+    }
+
     fn on_its_thread() -> HistorianConfig {
         HistorianConfig { checkpoint_thread: CheckpointThread::Always, ..HistorianConfig::default() }
     }
@@ -1700,12 +1709,8 @@ mod tests {
     #[test]
     fn checkpoints_go_to_their_thread_only_when_heads_fill_fast_and_a_second_core_is_there() {
         for (cores, slow, thread) in [(2, false, true), (2, true, false), (1, false, false)] {
-            let dir = temp(&format!("auto-{cores}-{slow}"));
-            let config =
-                HistorianConfig { fsync: FsyncPolicy::Never, head_samples_max: 1_000, ..HistorianConfig::default() };
-            assert_eq!(config.checkpoint_thread, CheckpointThread::Auto);
-            let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
-            w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+            assert_eq!(HistorianConfig::default().checkpoint_thread, CheckpointThread::Auto);
+            let (dir, mut w, r) = four_tags(&format!("auto-{cores}-{slow}"), HistorianConfig::default());
             {
                 let mut inner = lock(&w.inner).unwrap();
                 inner.cores = cores;
@@ -1729,10 +1734,7 @@ mod tests {
     /// sealed heads are read by every query; then they go, and nothing is read twice.
     #[test]
     fn heads_sealed_for_a_checkpoint_on_its_thread_are_read_until_it_is_written() {
-        let dir = temp("sealed");
-        let config = HistorianConfig { fsync: FsyncPolicy::Never, head_samples_max: 1_000, ..on_its_thread() };
-        let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
-        w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        let (dir, mut w, r) = four_tags("sealed", on_its_thread());
         let gate = Arc::new(Mutex::new(()));
         lock(&w.inner).unwrap().checkpoint_gate = Some(Arc::clone(&gate));
         let held = gate.lock().unwrap();
@@ -1763,10 +1765,7 @@ mod tests {
     /// thread. Nothing is lost or read twice.
     #[test]
     fn a_checkpoint_thread_that_stops_is_noticed_and_its_work_done_by_the_writer() {
-        let dir = temp("stopped");
-        let config = HistorianConfig { fsync: FsyncPolicy::Never, head_samples_max: 1_000, ..on_its_thread() };
-        let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
-        w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        let (dir, mut w, r) = four_tags("stopped", on_its_thread());
         let gate = Arc::new(Mutex::new(()));
         let poison = Arc::clone(&gate);
         let _ = std::thread::spawn(move || {
@@ -1789,10 +1788,7 @@ mod tests {
     /// ones are let go (counted lost), as when the WAL cannot be written.
     #[test]
     fn a_sealed_checkpoint_that_keeps_failing_does_not_unbound_the_heads() {
-        let dir = temp("failing");
-        let config = HistorianConfig { fsync: FsyncPolicy::Never, head_samples_max: 1_000, ..on_its_thread() };
-        let (mut w, _r) = HistorianWriter::open(&dir, config).unwrap();
-        w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        let (dir, mut w, _r) = four_tags("failing", on_its_thread());
         // Full at 250 s: sealed, handed to the thread.
         poll_and_commit(&mut w, 4, 0..250);
         assert!(lock(&w.inner).unwrap().sealed.is_some());
