@@ -421,6 +421,8 @@ pub fn encode(codec: Codec, tag: u32, c: &Columns, times_from: Option<u64>) -> R
             put_block(&mut out, &w.finish());
         }
         Codec::Pco => {
+            #[cfg(test)]
+            assert!(c.values.first() != Some(&PCO_PANICS_ON), "a test makes pco panic");
             match shared {
                 Some(seq) => out.extend_from_slice(&seq.to_le_bytes()),
                 None => put_times(&mut out, &c.times)?,
@@ -461,6 +463,11 @@ fn value_mode(values: &[f64]) -> pco::ModeSpec {
         pco::ModeSpec::Auto
     }
 }
+
+/// A chunk whose first value is this makes the pco path panic, in tests: how a bug in pco
+/// would show.
+#[cfg(test)]
+pub(crate) const PCO_PANICS_ON: f64 = -987_654.321;
 
 /// Reads the prefix of a chunk-log record.
 pub fn entry(bytes: &[u8]) -> Option<Entry> {

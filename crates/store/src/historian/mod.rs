@@ -1471,9 +1471,24 @@ fn encode_heads<E>(
                 }
                 same = None;
             }
-            let index = block.push(codec, tag as u32, part, same).map_err(&corrupt)?;
+            // A panic in pco (a bug, on data nobody foresaw) costs neither the checkpoint nor
+            // the writer: that chunk is stored with our own Gorilla codec instead, times and all.
+            let pushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                block.push(codec, tag as u32, part, same).map_err(&corrupt)
+            }));
+            let (index, shares) = match pushed {
+                Ok(index) => (index?, same.is_none()),
+                Err(_) => {
+                    log::error!(
+                        "historian: the {codec:?} codec panicked on tag {tag}'s chunk of {} samples; it is stored with the \
+                         Gorilla codec",
+                        part.len()
+                    );
+                    (block.push(chunk::Codec::Gorilla, tag as u32, part, None).map_err(&corrupt)?, false)
+                }
+            };
             sections += 1;
-            if same.is_none() {
+            if shares {
                 let key = key.unwrap_or_else(|| hash_times(times));
                 time_columns.entry(key).or_default().push((index, tag, range.clone()));
                 leads.push((range, index));
@@ -1808,6 +1823,35 @@ mod tests {
         let stats = w.stats();
         assert!(failed > 0 && stats.samples_lost >= 2_000, "{failed} commits failed: {stats:?}");
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A panic in pco (here made by a test) costs neither the checkpoint, nor the writer's
+    /// thread, nor the checkpoint thread: the chunk it panicked on is stored with the Gorilla
+    /// codec, and every sample reads back, on either thread.
+    #[test]
+    fn a_chunk_that_makes_pco_panic_is_stored_with_gorilla() {
+        for thread in [CheckpointThread::Never, CheckpointThread::Always] {
+            let config = HistorianConfig { checkpoint_thread: thread, ..HistorianConfig::default() };
+            let (dir, mut w, r) = four_tags(&format!("panics-{thread:?}"), config);
+            let value_of = |k: u32, i: i64| if k == 1 && i == 0 { chunk::PCO_PANICS_ON } else { value(k, i) };
+            for i in 0..600 {
+                let t = Timestamp::from_millis(i * 1000);
+                let poll: Vec<Sample> = (0..4).map(|k| Sample::good(TagId(k), Value::F64(value_of(k, i)), t)).collect();
+                w.append(&poll).unwrap();
+                w.commit().unwrap();
+            }
+            w.checkpoint().unwrap();
+            let stats = w.stats();
+            assert_eq!((stats.checkpoints, stats.samples_lost), (3, 0), "{thread:?}: {stats:?}");
+            for k in 0..4 {
+                let got =
+                    r.raw(&format!("plant/line/cell/tag{k}"), Timestamp(0), Timestamp::from_millis(600_000)).unwrap();
+                let got: Vec<f64> = got.iter().map(|s| s.value.unwrap()).collect();
+                let want: Vec<f64> = (0..600).map(|i| value_of(k, i)).collect();
+                assert_eq!(got, want, "{thread:?}: tag {k}");
+            }
+            let _ = fs::remove_dir_all(&dir);
+        }
     }
 
     /// A writer that stops while a checkpoint is being encoded loses nothing: the WAL keeps
