@@ -307,6 +307,16 @@ fn node_red(port: u16, seconds: u64) -> Option<NodeRed> {
     result
 }
 
+/// Runs one of the C readers, prints its figures under `label`; its registers per CPU-second.
+fn c_reader(label: &str, program: &Path, port: u16, seconds: u64) -> f64 {
+    let (rate, cores) = baseline(program, port, seconds);
+    println!(
+        "{label}: {rate:>10.0} registers/s at {cores:.2} cores = {:.2} M registers per CPU-second",
+        rate / cores / 1e6
+    );
+    rate / cores
+}
+
 fn main() {
     let seconds: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(10);
     let dir = temp("wholepath-c");
@@ -315,22 +325,8 @@ fn main() {
     let port = free_port();
     let _server = start_server(&server, port);
     println!("whole path: {REGISTERS} holding registers, libmodbus server pinned to core 1, readers pinned to core 0");
-    let (c_rate, c_cores) = baseline(&client, port, seconds);
-    let c_per_cpu = c_rate / c_cores;
-    println!(
-        "libmodbus client (baseline): {:>10.0} registers/s at {:.2} cores = {:.2} M registers per CPU-second",
-        c_rate,
-        c_cores,
-        c_per_cpu / 1e6
-    );
-    let (s_rate, s_cores) = baseline(&socket, port, seconds);
-    let s_per_cpu = s_rate / s_cores;
-    println!(
-        "bare blocking socket (the floor of one request in flight): {:>10.0} registers/s at {:.2} cores = {:.2} M registers per CPU-second",
-        s_rate,
-        s_cores,
-        s_per_cpu / 1e6
-    );
+    let c_per_cpu = c_reader("libmodbus client (baseline)", &client, port, seconds);
+    let s_per_cpu = c_reader("bare blocking socket (the floor of one request in flight)", &socket, port, seconds);
     let g = gateway(port, seconds, 1, 1);
     let g_per_cpu = g.registers_per_s / g.cores;
     println!(

@@ -10,16 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "clock.h"
+#include "reader.h"
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s PORT REGISTERS SECONDS\n", argv[0]);
+    int port, count;
+    double seconds;
+    if (reader_args(argc, argv, &port, &count, &seconds) < 0) {
         return 2;
     }
-    int port = atoi(argv[1]);
-    int count = atoi(argv[2]);
-    double seconds = atof(argv[3]);
     modbus_t *ctx = modbus_new_tcp("127.0.0.1", port);
     if (ctx == NULL || modbus_connect(ctx) < 0) {
         fprintf(stderr, "connect: %s\n", modbus_strerror(errno));

@@ -15,16 +15,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "clock.h"
+#include "reader.h"
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s PORT REGISTERS SECONDS\n", argv[0]);
+    int port, count;
+    double seconds;
+    if (reader_args(argc, argv, &port, &count, &seconds) < 0) {
         return 2;
     }
-    int port = atoi(argv[1]);
-    int count = atoi(argv[2]);
-    double seconds = atof(argv[3]);
     int s = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
     inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);

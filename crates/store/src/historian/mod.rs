@@ -785,6 +785,11 @@ impl Inner {
         }
     }
 
+    /// Whether the policy syncs at all (else writes are left to the kernel).
+    fn syncs(&self) -> bool {
+        self.config.fsync != FsyncPolicy::Never
+    }
+
     /// Whether the heads hold as much as memory (or a start's replay) may take.
     fn heads_full(&self) -> bool {
         self.head_samples >= self.config.head_samples_max || self.head_bytes >= self.config.head_bytes_max
@@ -819,7 +824,7 @@ impl Inner {
     /// written one by one as they fill (memory holds one block, not the checkpoint's).
     fn start_checkpoint(&mut self, background: bool) -> Result<(), StoreError> {
         self.finish_checkpoint(true)?;
-        let sync = self.config.fsync != FsyncPolicy::Never;
+        let sync = self.syncs();
         let wal_seq = self.wal.seal(sync)?;
         self.checkpoint_started = Instant::now();
         if background && self.checkpoint_thread_ready() {
@@ -894,8 +899,7 @@ impl Inner {
             self.block_bytes_max,
             |what| StoreError::Corrupt { path: dir.clone(), what },
             |bytes, prefix| {
-                let seq = chunks.append(Timestamp::from_millis(prefix.time_max), &bytes)?;
-                added.push(block_ref(seq, &prefix));
+                added.push(append_block(chunks, &bytes, &prefix)?);
                 Ok(())
             },
         )?;
@@ -915,7 +919,7 @@ impl Inner {
         if self.fail_checkpoints {
             return Err(StoreError::Invariant("a test fails every checkpoint"));
         }
-        let sync = self.config.fsync != FsyncPolicy::Never;
+        let sync = self.syncs();
         // Stamped with the newest data time, so that retention by age sees data time only.
         let newest = added.iter().map(|b| b.time_max).max().unwrap_or(0);
         self.chunks.append(Timestamp::from_millis(newest), &chunk::encode_checkpoint(wal_seq, first_chunk_seq))?;
@@ -951,17 +955,17 @@ impl Inner {
             }
             sealed.in_background = false;
         }
-        let sync = self.config.fsync != FsyncPolicy::Never;
+        let sync = self.syncs();
         let first_chunk_seq = self.chunks.next_seq();
         let (added, sections) = match encoded {
             Some(result) => {
                 let encoded = result.map_err(|what| StoreError::Corrupt { path: self.dir.clone(), what })?;
-                let mut added = Vec::with_capacity(encoded.blocks.len());
-                for (bytes, prefix) in encoded.blocks {
-                    let seq = self.chunks.append(Timestamp::from_millis(prefix.time_max), &bytes)?;
-                    added.push(block_ref(seq, &prefix));
-                }
-                (added, encoded.sections)
+                let added: Result<Vec<BlockRef>, StoreError> = encoded
+                    .blocks
+                    .iter()
+                    .map(|(bytes, prefix)| append_block(&mut self.chunks, bytes, prefix))
+                    .collect();
+                (added?, encoded.sections)
             }
             None => self.encode_into_chunk_log(&heads)?,
         };
@@ -1020,7 +1024,7 @@ impl Inner {
     fn retain(&mut self, now: Timestamp) -> Result<(), StoreError> {
         let age_ms = i64::try_from(self.config.age_max.as_millis()).unwrap_or(i64::MAX);
         let cutoff = now.as_millis().saturating_sub(age_ms);
-        let sync = self.config.fsync != FsyncPolicy::Never;
+        let sync = self.syncs();
         loop {
             let sealed = self.chunks.segments().count() > 1;
             let oldest = self.chunks.segments().next().map(|s| (s.last_time.as_millis(), s.records()));
@@ -1261,6 +1265,12 @@ fn consider_into(best: &mut Option<Row>, c: &chunk::Columns, before_ms: i64) {
     {
         *best = Some((c.times[i], c.values[i], c.quality[i]));
     }
+}
+
+/// Appends one encoded block to the chunk log (not committed): where it is and what it holds.
+fn append_block(chunks: &mut Log, bytes: &[u8], prefix: &chunk::BlockPrefix) -> Result<BlockRef, StoreError> {
+    let seq = chunks.append(Timestamp::from_millis(prefix.time_max), bytes)?;
+    Ok(block_ref(seq, prefix))
 }
 
 fn block_ref(seq: u64, p: &chunk::BlockPrefix) -> BlockRef {
