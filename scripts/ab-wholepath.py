@@ -72,13 +72,14 @@ def overview():
 
 
 def rss_mb(pid):
-    now = peak = 0.0
+    """The RSS now, its peak, and now's split: anonymous memory (heap, stacks) and file pages
+    (the binary's code and data that were touched)."""
+    fields = {}
     for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS"):
-            now = int(line.split()[1]) / 1024
-        elif line.startswith("VmHWM"):
-            peak = int(line.split()[1]) / 1024
-    return now, peak
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            fields[key] = int(rest.split()[0]) / 1024
+    return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0), fields.get("RssAnon", 0.0), fields.get("RssFile", 0.0)
 
 
 def config(data):
@@ -127,7 +128,7 @@ def one_run(variant, seconds, work):
         time.sleep(seconds)
         (s1, dropped), total1, t1 = overview(), next(cpu_of(f"/proc/{gateway.pid}"))[1], time.time()
         sw1, cpu1 = per_thread(gateway.pid, switches_of), per_thread(gateway.pid, cpu_of)
-        now, peak = rss_mb(gateway.pid)
+        now, peak, anon, file = rss_mb(gateway.pid)
     finally:
         gateway.send_signal(2)
         try:
@@ -142,7 +143,7 @@ def one_run(variant, seconds, work):
     sw = {k: round((v - sw0.get(k, 0)) / span) for k, v in sw1.items() if v - sw0.get(k, 0) > 0}
     print(
         f"{variant}: {per_cpu:.2f} M registers/CPU-s, {(s1 - s0) / span / 1e6:.2f} M/s at {cores:.2f} cores, "
-        f"dropped polls {dropped}, RSS {now:.1f} MB (peak {peak:.1f}); cores by thread {threads}; "
+        f"dropped polls {dropped}, RSS {now:.1f} MB (peak {peak:.1f}; anon {anon:.1f}, file {file:.1f}); cores by thread {threads}; "
         f"switches/s {sw}",
         flush=True,
     )

@@ -104,16 +104,27 @@ impl Default for HistorianConfig {
 pub enum CheckpointThread {
     /// On the historian's checkpoint thread when the heads filled within
     /// [`FILLED_FAST`] of the last checkpoint and the process may run on more than one core;
-    /// else on the writer's thread. A second thread costs a malloc arena (some 2.5 MB of RSS
+    /// spread over the writer's commits when they filled fast on one core; else on the
+    /// writer's thread at once. A second thread costs a malloc arena (some 2.5 MB of RSS
     /// measured on the whole path) and, on one core, a switch for every wake-up, for nothing:
     /// it pays only when checkpoints take a real share of the writer's time and a second core
     /// can take them.
     Auto,
     /// Always on the checkpoint thread.
     Always,
-    /// Always on the writer's thread (the collector waits while a checkpoint is encoded).
+    /// Always on the writer's thread, all at once (the collector waits while a checkpoint is
+    /// encoded).
     Never,
+    /// On the writer's thread, spread over the commits after it starts: each encodes heads
+    /// for [`SPREAD_STEP`] and appends their blocks. What `Auto` does with heads that filled
+    /// fast on one core.
+    Spread,
 }
+
+/// How long a commit spends on a checkpoint spread over commits. At a 1 ms poll of 10,000
+/// registers on one core, a whole checkpoint held the collector up for 20 to 40 ms, and the
+/// batches that waited meanwhile in the channel (some 80,000 samples) held 6 to 10 MB of RSS.
+pub const SPREAD_STEP: Duration = Duration::from_millis(1);
 
 /// Heads filled faster than this are a busy historian's (at 10,000 tags read once a second
 /// they fill in a minute or more; at a 1 ms poll, in about a second).
@@ -220,6 +231,12 @@ struct Inner {
     /// Set by a test to make every checkpoint's record fail to be written.
     #[cfg(test)]
     fail_checkpoints: bool,
+    /// Where the last checkpoint a commit started was to be encoded (for the tests).
+    #[cfg(test)]
+    last_place: Option<Place>,
+    /// How long a commit spends on a checkpoint spread over commits ([`SPREAD_STEP`]; a test
+    /// sets zero: one head a commit).
+    spread_step: Duration,
     head_samples: usize,
     /// The heads' bytes (`Head::bytes`: streams and quality runs), summed.
     head_bytes: usize,
@@ -483,6 +500,9 @@ impl Inner {
             checkpoint_gate: None,
             #[cfg(test)]
             fail_checkpoints: false,
+            #[cfg(test)]
+            last_place: None,
+            spread_step: SPREAD_STEP,
             index: Vec::new(),
             blocks: Vec::new(),
             block_bytes_max: (segment_bytes / 4).min(BLOCK_BYTES_MAX) as usize,
@@ -759,13 +779,16 @@ impl Inner {
             return Err(e);
         }
         let wal_since = self.wal.bytes().saturating_sub(self.sealed.as_ref().map_or(0, |s| s.wal_bytes));
-        let background = match self.config.checkpoint_thread {
-            CheckpointThread::Always => true,
-            CheckpointThread::Never => false,
-            CheckpointThread::Auto => self.cores > 1 && self.checkpoint_started.elapsed() < FILLED_FAST,
+        let place = match self.config.checkpoint_thread {
+            CheckpointThread::Always => Place::Thread,
+            CheckpointThread::Never => Place::AtOnce,
+            CheckpointThread::Spread => Place::Spread,
+            CheckpointThread::Auto if self.checkpoint_started.elapsed() >= FILLED_FAST => Place::AtOnce,
+            CheckpointThread::Auto if self.cores > 1 => Place::Thread,
+            CheckpointThread::Auto => Place::Spread,
         };
         if (wal_since >= self.config.wal_bytes_max || self.heads_full())
-            && let Err(e) = self.start_checkpoint(background)
+            && let Err(e) = self.start_checkpoint(place)
         {
             self.bound_heads_after_failure();
             return Err(e);
@@ -814,40 +837,54 @@ impl Inner {
     /// Folds every head into blocks now, on this thread: a checkpoint still being encoded is
     /// finished first, so that when this returns every sample taken is in the chunk log.
     fn checkpoint(&mut self) -> Result<(), StoreError> {
-        self.start_checkpoint(false)
+        self.start_checkpoint(Place::AtOnce)
     }
 
     /// Starts a checkpoint of every head, after finishing one still being encoded (waiting for
-    /// it). With `background` (and a checkpoint thread there to take them) the heads are
-    /// sealed and handed to the thread, fresh heads take the samples from here on, and a later
-    /// commit writes the blocks; else the heads are encoded where they lie and their blocks
-    /// written one by one as they fill (memory holds one block, not the checkpoint's).
-    fn start_checkpoint(&mut self, background: bool) -> Result<(), StoreError> {
+    /// it). On the thread (if there is one to take them) or spread over commits, the heads are
+    /// sealed, fresh heads take the samples from here on, and later commits write the blocks;
+    /// at once, the heads are encoded where they lie and their blocks written one by one as
+    /// they fill (memory holds one block, not the checkpoint's).
+    fn start_checkpoint(&mut self, place: Place) -> Result<(), StoreError> {
         self.finish_checkpoint(true)?;
         let sync = self.syncs();
         let wal_seq = self.wal.seal(sync)?;
         self.checkpoint_started = Instant::now();
-        if background && self.checkpoint_thread_ready() {
+        #[cfg(test)]
+        {
+            self.last_place = Some(place);
+        }
+        let thread = place == Place::Thread && self.checkpoint_thread_ready();
+        if thread || place == Place::Spread {
             let fresh = vec![head::Head::default(); self.heads.len()];
             let heads = Arc::new(std::mem::replace(&mut self.heads, fresh));
-            let job = Job {
-                heads: Arc::clone(&heads),
-                codec: self.config.codec,
-                block_bytes_max: self.block_bytes_max,
-                #[cfg(test)]
-                gate: self.checkpoint_gate.clone(),
-            };
-            let sent = self.checkpointer.as_ref().map(|c| c.jobs.send(job));
+            let mut encoding = Encoding::Spread(Box::new(Spread {
+                encoder: HeadEncoder::default(),
+                first_chunk_seq: self.chunks.next_seq(),
+                added: Vec::new(),
+            }));
+            if thread {
+                let job = Job {
+                    heads: Arc::clone(&heads),
+                    codec: self.config.codec,
+                    block_bytes_max: self.block_bytes_max,
+                    #[cfg(test)]
+                    gate: self.checkpoint_gate.clone(),
+                };
+                let sent = self.checkpointer.as_ref().map(|c| c.jobs.send(job));
+                // A thread that stopped between the look and the hand-over: encoded here now.
+                encoding = if matches!(sent, Some(Ok(()))) { Encoding::Thread } else { Encoding::Writer };
+            }
+            let now = matches!(encoding, Encoding::Writer);
             self.sealed = Some(Sealed {
                 heads,
                 wal_seq,
                 wal_bytes: self.wal.bytes(),
                 samples: std::mem::take(&mut self.head_samples),
-                in_background: matches!(sent, Some(Ok(()))),
+                encoding,
             });
             self.head_bytes = 0;
-            // A thread that stopped between the look and the hand-over: encoded here now.
-            return if matches!(sent, Some(Ok(()))) { Ok(()) } else { self.finish_checkpoint(true) };
+            return if now { self.finish_checkpoint(true) } else { Ok(()) };
         }
         let first_chunk_seq = self.chunks.next_seq();
         // The heads are encoded where they lie, and put back whatever happens: if the
@@ -933,41 +970,76 @@ impl Inner {
     }
 
     /// Writes the sealed heads' blocks, if there are sealed heads: those the checkpoint thread
-    /// has encoded (waiting for them if `wait`, else only if done), or encoded here. A
-    /// checkpoint that fails leaves them sealed (queries still read them) and is tried again
-    /// here at the next one.
+    /// has encoded (waiting for them if `wait`, else only if done), or encoded here (spread
+    /// over commits: a step of [`SPREAD_STEP`], or to the end if `wait`). A checkpoint that
+    /// fails leaves them sealed (queries still read them) and is tried again here, all at
+    /// once, at the next commit.
     fn finish_checkpoint(&mut self, wait: bool) -> Result<(), StoreError> {
+        let sync = self.syncs();
         let Some(sealed) = self.sealed.as_mut() else { return Ok(()) };
         let (wal_seq, heads) = (sealed.wal_seq, Arc::clone(&sealed.heads));
-        let mut encoded = None;
-        if sealed.in_background {
-            let done = self.checkpointer.as_ref().map(|c| if wait { c.wait() } else { c.done.try_recv().ok() });
-            match done {
-                Some(Some(result)) => encoded = Some(result),
-                Some(None) if !wait && self.checkpointer.as_ref().is_some_and(Checkpointer::running) => return Ok(()),
-                _ => {
-                    log::error!(
-                        "historian {}: the checkpoint thread stopped; its checkpoint is encoded on the writer's thread, and a new thread takes the next",
-                        self.dir.display()
-                    );
-                    self.checkpointer = None;
-                }
-            }
-            sealed.in_background = false;
-        }
-        let sync = self.syncs();
-        let first_chunk_seq = self.chunks.next_seq();
-        let (added, sections) = match encoded {
-            Some(result) => {
-                let encoded = result.map_err(|what| StoreError::Corrupt { path: self.dir.clone(), what })?;
+        let (first_chunk_seq, added, sections) = match &mut sealed.encoding {
+            Encoding::Thread => {
+                let done = self.checkpointer.as_ref().map(|c| if wait { c.wait() } else { c.done.try_recv().ok() });
+                let encoded = match done {
+                    Some(Some(result)) => result,
+                    Some(None) if !wait && self.checkpointer.as_ref().is_some_and(Checkpointer::running) => {
+                        return Ok(());
+                    }
+                    _ => {
+                        log::error!(
+                            "historian {}: the checkpoint thread stopped; its checkpoint is encoded on the writer's thread, and a new thread takes the next",
+                            self.dir.display()
+                        );
+                        self.checkpointer = None;
+                        sealed.encoding = Encoding::Writer;
+                        return self.finish_checkpoint(wait);
+                    }
+                };
+                // Blocks not written are encoded again next time (a checkpoint that failed).
+                sealed.encoding = Encoding::Writer;
+                let encoded = encoded.map_err(|what| StoreError::Corrupt { path: self.dir.clone(), what })?;
+                let first_chunk_seq = self.chunks.next_seq();
                 let added: Result<Vec<BlockRef>, StoreError> = encoded
                     .blocks
                     .iter()
                     .map(|(bytes, prefix)| append_block(&mut self.chunks, bytes, prefix))
                     .collect();
-                (added?, encoded.sections)
+                (first_chunk_seq, added?, encoded.sections)
             }
-            None => self.encode_into_chunk_log(&heads)?,
+            Encoding::Spread(spread) => {
+                let until = Instant::now() + self.spread_step;
+                let (chunks, dir) = (&mut self.chunks, &self.dir);
+                let encoded = spread.encoder.encode(
+                    &heads,
+                    self.config.codec,
+                    self.block_bytes_max,
+                    |what| StoreError::Corrupt { path: dir.clone(), what },
+                    |bytes, prefix| {
+                        spread.added.push(append_block(chunks, &bytes, &prefix)?);
+                        Ok(())
+                    },
+                    || wait || Instant::now() < until,
+                );
+                match encoded {
+                    Ok(false) => return Ok(()),
+                    Ok(true) => {
+                        let done = (spread.first_chunk_seq, std::mem::take(&mut spread.added), spread.encoder.sections);
+                        // If the record fails, its blocks are encoded again, whole, next time.
+                        sealed.encoding = Encoding::Writer;
+                        done
+                    }
+                    Err(e) => {
+                        sealed.encoding = Encoding::Writer;
+                        return Err(e);
+                    }
+                }
+            }
+            Encoding::Writer => {
+                let first_chunk_seq = self.chunks.next_seq();
+                let (added, sections) = self.encode_into_chunk_log(&heads)?;
+                (first_chunk_seq, added, sections)
+            }
         };
         self.write_checkpoint_record(wal_seq, first_chunk_seq, added, sections)?;
         self.sealed = None;
@@ -1336,8 +1408,37 @@ struct Sealed {
     /// The WAL's bytes when they were sealed (the next checkpoint's WAL bound counts past it).
     wal_bytes: u64,
     samples: usize,
-    /// Whether the checkpoint thread is encoding them (else the writer's thread will).
-    in_background: bool,
+    encoding: Encoding,
+}
+
+/// Who encodes sealed heads.
+#[derive(Debug)]
+enum Encoding {
+    /// The checkpoint thread.
+    Thread,
+    /// The writer's thread, a slice at each commit: blocks appended so far (not indexed until
+    /// the checkpoint's record is written; a start after a stop ignores them, as it does the
+    /// blocks of any checkpoint without a record, and replays the WAL).
+    Spread(Box<Spread>),
+    /// The writer's thread, all at once, at the next commit (a thread that stopped, or a
+    /// checkpoint that failed).
+    Writer,
+}
+
+/// A checkpoint spread over commits, as far as it has come.
+#[derive(Debug)]
+struct Spread {
+    encoder: HeadEncoder,
+    first_chunk_seq: u64,
+    added: Vec<BlockRef>,
+}
+
+/// Where a checkpoint a commit starts is encoded (from [`CheckpointThread`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Thread,
+    Spread,
+    AtOnce,
 }
 
 /// What the checkpoint thread is given: heads to encode as blocks.
@@ -1412,24 +1513,84 @@ fn encode_heads<E>(
     codec: chunk::Codec,
     block_bytes_max: usize,
     corrupt: impl Fn(String) -> E,
-    mut emit: impl FnMut(Vec<u8>, chunk::BlockPrefix) -> Result<(), E>,
+    emit: impl FnMut(Vec<u8>, chunk::BlockPrefix) -> Result<(), E>,
 ) -> Result<u64, E> {
-    let mut sections = 0;
-    let mut block = chunk::BlockWriter::default();
-    // Tags read by one request have the very same times: store them once per block. The
-    // last head whose times were new is kept decoded, with its sections in this block: the
-    // tags after it in its request are matched against it directly. Others by the hash of
-    // their times: the sections that hold them (index, and where in which head), a match
-    // confirmed against that head's times, decoded again.
-    let mut time_columns: HashMap<u64, Vec<(u32, usize, std::ops::Range<usize>)>> = HashMap::new();
-    let mut leader: Option<Leader> = None;
-    for (tag, head) in heads.iter().enumerate() {
-        if head.is_empty() {
-            continue;
+    let mut encoder = HeadEncoder::default();
+    encoder.encode(heads, codec, block_bytes_max, corrupt, emit, || true)?;
+    Ok(encoder.sections)
+}
+
+/// A checkpoint's heads being encoded as blocks: the next head to encode, the block being
+/// filled and what its sections share. Driven to the end at once ([`encode_heads`]), or a
+/// slice of heads at each commit ([`Encoding::Spread`]).
+#[derive(Debug, Default)]
+struct HeadEncoder {
+    next: usize,
+    /// Chunks (sections) encoded so far.
+    sections: u64,
+    block: chunk::BlockWriter,
+    /// Tags read by one request have the very same times: stored once per block. The last
+    /// head whose times were new is kept decoded, with its sections in this block: the tags
+    /// after it in its request are matched against it directly. Others by the hash of their
+    /// times: the sections that hold them (index, and where in which head), a match confirmed
+    /// against that head's times, decoded again.
+    time_columns: HashMap<u64, Vec<(u32, usize, std::ops::Range<usize>)>>,
+    leader: Option<Leader>,
+}
+
+impl HeadEncoder {
+    /// Encodes heads from where it stopped, asking `more` after each whether to go on, until
+    /// every head is encoded: then the last block is emitted too, and it returns true.
+    fn encode<E>(
+        &mut self,
+        heads: &[head::Head],
+        codec: chunk::Codec,
+        block_bytes_max: usize,
+        corrupt: impl Fn(String) -> E,
+        mut emit: impl FnMut(Vec<u8>, chunk::BlockPrefix) -> Result<(), E>,
+        mut more: impl FnMut() -> bool,
+    ) -> Result<bool, E> {
+        while let Some(head) = heads.get(self.next) {
+            let tag = self.next;
+            self.next += 1;
+            if head.is_empty() {
+                continue;
+            }
+            self.encode_head(heads, tag, codec, block_bytes_max, &corrupt, &mut emit)?;
+            if !more() {
+                return Ok(self.next >= heads.len() && self.finish(&corrupt, &mut emit)?);
+            }
         }
+        self.finish(&corrupt, &mut emit)
+    }
+
+    /// Emits the last block, if it holds anything: every head is encoded.
+    fn finish<E>(
+        &mut self,
+        corrupt: &impl Fn(String) -> E,
+        emit: &mut impl FnMut(Vec<u8>, chunk::BlockPrefix) -> Result<(), E>,
+    ) -> Result<bool, E> {
+        if self.block.sections() > 0 {
+            let (bytes, prefix) = std::mem::take(&mut self.block).finish().map_err(corrupt)?;
+            emit(bytes, prefix)?;
+        }
+        Ok(true)
+    }
+
+    fn encode_head<E>(
+        &mut self,
+        heads: &[head::Head],
+        tag: usize,
+        codec: chunk::Codec,
+        block_bytes_max: usize,
+        corrupt: &impl Fn(String) -> E,
+        emit: &mut impl FnMut(Vec<u8>, chunk::BlockPrefix) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Self { sections, block, time_columns, leader, .. } = self;
+        let Some(head) = heads.get(tag) else { return Ok(()) };
         // Decoded one tag at a time: only one head is ever held as columns. A head that
         // follows the leader kept decoded takes its times from there.
-        let columns = match (head.follows(), &leader) {
+        let columns = match (head.follows(), &*leader) {
             (Some(f), Some(l)) if f as usize == l.tag => head.columns(Some(&l.times)),
             _ => head_columns(heads, tag),
         };
@@ -1458,7 +1619,7 @@ fn encode_heads<E>(
                 key = Some(hash);
                 for (index, t, r) in time_columns.get(&hash).map(Vec::as_slice).unwrap_or_default() {
                     if leader.as_ref().is_none_or(|l| l.tag != *t) {
-                        leader =
+                        *leader =
                             head_columns(heads, *t).map(|c| Leader { tag: *t, times: c.times, sections: Vec::new() });
                     }
                     if leader.as_ref().is_some_and(|l| l.times.get(r.clone()) == Some(times)) {
@@ -1471,8 +1632,11 @@ fn encode_heads<E>(
             // A full block is written before a section that shares no times in it, so that
             // the tags of one request stay in one block (a section refers to times in its
             // own block only); at twice the size, whatever comes.
-            if block.bytes() >= block_bytes_max && (same.is_none() || block.bytes() >= 2 * block_bytes_max) {
-                let (bytes, prefix) = std::mem::take(&mut block).finish().map_err(&corrupt)?;
+            if block.sections() > 0
+                && block.bytes() >= block_bytes_max
+                && (same.is_none() || block.bytes() >= 2 * block_bytes_max)
+            {
+                let (bytes, prefix) = std::mem::take(block).finish().map_err(corrupt)?;
                 emit(bytes, prefix)?;
                 time_columns.clear();
                 leads.clear();
@@ -1484,7 +1648,7 @@ fn encode_heads<E>(
             // A panic in pco (a bug, on data nobody foresaw) costs neither the checkpoint nor
             // the writer: that chunk is stored with our own Gorilla codec instead, times and all.
             let pushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                block.push(codec, tag as u32, part, same).map_err(&corrupt)
+                block.push(codec, tag as u32, part, same).map_err(corrupt)
             }));
             let (index, shares) = match pushed {
                 Ok(index) => (index?, same.is_none()),
@@ -1494,10 +1658,10 @@ fn encode_heads<E>(
                          Gorilla codec",
                         part.len()
                     );
-                    (block.push(chunk::Codec::Gorilla, tag as u32, part, None).map_err(&corrupt)?, false)
+                    (block.push(chunk::Codec::Gorilla, tag as u32, part, None).map_err(corrupt)?, false)
                 }
             };
-            sections += 1;
+            *sections += 1;
             if shares {
                 let key = key.unwrap_or_else(|| hash_times(times));
                 time_columns.entry(key).or_default().push((index, tag, range.clone()));
@@ -1505,18 +1669,15 @@ fn encode_heads<E>(
             }
         }
         if !leads.is_empty() {
-            leader = Some(Leader { tag, times: columns.times, sections: leads });
+            *leader = Some(Leader { tag, times: columns.times, sections: leads });
         }
+        Ok(())
     }
-    if block.sections() > 0 {
-        let (bytes, prefix) = block.finish().map_err(&corrupt)?;
-        emit(bytes, prefix)?;
-    }
-    Ok(sections)
 }
 
 /// A head whose times were new in a checkpoint, decoded, and the sections of the block being
 /// written that hold them (its range of samples, and the section's index).
+#[derive(Debug)]
 struct Leader {
     tag: usize,
     times: Vec<i64>,
@@ -1729,11 +1890,12 @@ mod tests {
     }
 
     /// By default a checkpoint goes to its thread only when the heads filled fast and a
-    /// second core can take it: heads filled over more than [`FILLED_FAST`], or a process
-    /// allowed one core (`taskset`), keep it on the writer's thread, and no thread is started.
+    /// second core can take it: heads filled over more than [`FILLED_FAST`] are encoded on
+    /// the writer's thread at once, and heads that filled fast in a process allowed one core
+    /// (`taskset`) are spread over its commits; no thread is started for either.
     #[test]
     fn checkpoints_go_to_their_thread_only_when_heads_fill_fast_and_a_second_core_is_there() {
-        for (cores, slow, thread) in [(2, false, true), (2, true, false), (1, false, false)] {
+        for (cores, slow, place) in [(2, false, Place::Thread), (2, true, Place::AtOnce), (1, false, Place::Spread)] {
             assert_eq!(HistorianConfig::default().checkpoint_thread, CheckpointThread::Auto);
             let (dir, mut w, r) = four_tags(&format!("auto-{cores}-{slow}"), HistorianConfig::default());
             {
@@ -1745,8 +1907,10 @@ mod tests {
             }
             // Full at 250 s: one checkpoint.
             poll_and_commit(&mut w, 4, 0..300);
-            let started = lock(&w.inner).unwrap().checkpointer.is_some();
-            assert_eq!(started, thread, "{cores} cores, filled slowly: {slow}");
+            let inner = lock(&w.inner).unwrap();
+            let started = (inner.last_place, inner.checkpointer.is_some());
+            assert_eq!(started, (Some(place), place == Place::Thread), "{cores} cores, filled slowly: {slow}");
+            drop(inner);
             w.checkpoint().unwrap();
             assert_eq!(w.stats().checkpoints, 2);
             assert_all_read(&r, 4, 0..300);
@@ -1767,7 +1931,9 @@ mod tests {
         poll_and_commit(&mut w, 4, 0..400);
         {
             let inner = lock(&w.inner).unwrap();
-            assert!(inner.sealed.as_ref().is_some_and(|s| s.in_background && s.samples == 1_000));
+            assert!(
+                inner.sealed.as_ref().is_some_and(|s| matches!(s.encoding, Encoding::Thread) && s.samples == 1_000)
+            );
             assert_eq!((inner.stats.checkpoints, inner.head_samples), (0, 600), "samples went on into fresh heads");
         }
         assert_all_read(&r, 4, 0..400);
@@ -1782,6 +1948,97 @@ mod tests {
         assert!(lock(&w.inner).unwrap().sealed.is_none());
         assert_all_read(&r, 4, 0..400);
         w.checkpoint().unwrap();
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn spread() -> HistorianConfig {
+        HistorianConfig { checkpoint_thread: CheckpointThread::Spread, ..HistorianConfig::default() }
+    }
+
+    /// A historian whose spread checkpoints take one head a commit, each in a block of its own.
+    fn one_head_a_commit(w: &HistorianWriter) {
+        let mut inner = lock(&w.inner).unwrap();
+        inner.spread_step = Duration::ZERO;
+        inner.block_bytes_max = 1;
+    }
+
+    /// Issue 15: on one core, a checkpoint of heads that filled fast is spread over the
+    /// commits after it, a slice of heads at each, so that the collector is never held up
+    /// for a whole checkpoint. Its sealed heads are read until its record is written, and
+    /// then nothing is read twice; a stop in the middle loses nothing, and the blocks it had
+    /// appended are not read twice after the next start.
+    #[test]
+    fn a_checkpoint_spread_over_commits_is_read_throughout_and_survives_a_stop() {
+        let dir = temp("spread");
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, head_samples_max: 1_000, ..spread() };
+        {
+            let (mut w, r) = HistorianWriter::open(&dir, config.clone()).unwrap();
+            w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+            one_head_a_commit(&w);
+            // Full at 250 polls: sealed at that commit, then one head encoded at each commit.
+            poll_and_commit(&mut w, 4, 0..250);
+            for i in 250..253 {
+                poll_and_commit(&mut w, 4, i..i + 1);
+                let inner = lock(&w.inner).unwrap();
+                assert!(inner.sealed.as_ref().is_some_and(|s| matches!(s.encoding, Encoding::Spread(_))), "{i}");
+                assert_eq!(inner.stats.checkpoints, 0, "{i}");
+                drop(inner);
+                assert_all_read(&r, 4, 0..i + 1);
+            }
+            poll_and_commit(&mut w, 4, 253..254);
+            assert_eq!(w.stats().checkpoints, 1, "written at the commit that encoded the fourth head");
+            assert!(lock(&w.inner).unwrap().sealed.is_none());
+            assert_all_read(&r, 4, 0..254);
+            // Full again at 500: two heads encoded and one block appended, then the writer stops.
+            poll_and_commit(&mut w, 4, 254..502);
+            let inner = lock(&w.inner).unwrap();
+            let Some(Encoding::Spread(spread)) = inner.sealed.as_ref().map(|s| &s.encoding) else {
+                panic!("not spread: {:?}", inner.sealed)
+            };
+            assert_eq!((spread.encoder.next, spread.added.len()), (2, 1));
+        }
+        let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
+        assert_eq!(w.stats().chunks, 4, "the first checkpoint's chunks only");
+        assert_eq!(lock(&w.inner).unwrap().head_samples, 1_000 + 8, "sealed and fresh heads replayed from the WAL");
+        assert_all_read(&r, 4, 0..502);
+        w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        one_head_a_commit(&w);
+        // The replayed heads are full: sealed at the first commit and spread; an explicit
+        // checkpoint in the middle finishes it, then folds the fresh heads.
+        poll_and_commit(&mut w, 4, 502..504);
+        assert!(lock(&w.inner).unwrap().sealed.is_some());
+        w.checkpoint().unwrap();
+        assert_eq!(w.stats().checkpoints, 2);
+        assert!(lock(&w.inner).unwrap().sealed.is_none());
+        assert_all_read(&r, 4, 0..504);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A spread checkpoint whose record cannot be written (here every checkpoint fails) keeps
+    /// its heads sealed and is encoded again, whole, when it is tried again: its samples are
+    /// never dropped from the WAL without their blocks.
+    #[test]
+    fn a_spread_checkpoint_whose_record_fails_is_encoded_again() {
+        let (dir, mut w, r) = four_tags("spread-fails", spread());
+        one_head_a_commit(&w);
+        poll_and_commit(&mut w, 4, 0..250);
+        lock(&w.inner).unwrap().fail_checkpoints = true;
+        // Four heads encoded, one a commit; the record fails at the fourth.
+        let failed: Vec<bool> = (250..254)
+            .map(|i| {
+                let t = Timestamp::from_millis(i * 1000);
+                let poll: Vec<Sample> = (0..4).map(|k| Sample::good(TagId(k), Value::F64(value(k, i)), t)).collect();
+                w.append(&poll).unwrap();
+                w.commit().is_err()
+            })
+            .collect();
+        assert_eq!(failed, [false, false, false, true]);
+        lock(&w.inner).unwrap().fail_checkpoints = false;
+        poll_and_commit(&mut w, 4, 254..255);
+        assert_eq!(w.stats().checkpoints, 1);
+        assert_all_read(&r, 4, 0..255);
+        w.checkpoint().unwrap();
+        assert_all_read(&r, 4, 0..255);
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -1878,7 +2135,7 @@ mod tests {
             w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
             lock(&w.inner).unwrap().checkpoint_gate = Some(Arc::clone(&gate));
             poll_and_commit(&mut w, 4, 0..400);
-            assert!(lock(&w.inner).unwrap().sealed.as_ref().is_some_and(|s| s.in_background));
+            assert!(lock(&w.inner).unwrap().sealed.as_ref().is_some_and(|s| matches!(s.encoding, Encoding::Thread)));
         }
         let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
         assert_eq!(lock(&w.inner).unwrap().head_samples, 1_600, "sealed and fresh heads replayed from the WAL");
