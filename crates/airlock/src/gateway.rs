@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Between the device tasks and the collector sits the pipeline's bounded channel of
-//! `CHANNEL_BATCHES` batches, which a device task never waits on (`airlock_pipeline`).
+//! `CHANNEL_BATCHES` batches and about `CHANNEL_SAMPLES` samples, which a device task never
+//! waits on (`airlock_pipeline`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -22,8 +23,8 @@ use airlock_north::http::HttpSink;
 use airlock_north::mqtt::MqttPublisher;
 use airlock_north::{JsonlSink, SinkHealth};
 use airlock_pipeline::{
-    BatchSender, CHANNEL_BATCHES, Collector, CollectorHealth, Condenser, DeviceHandle, Latest, Reload, Source,
-    TagTable, channel, supervise,
+    BatchSender, CHANNEL_BATCHES, CHANNEL_SAMPLES, Collector, CollectorHealth, Condenser, DeviceHandle, Latest, Reload,
+    Source, TagTable, bounded_channel, supervise,
 };
 use airlock_south_modbus::DeviceTask;
 use airlock_south_mqtt::SubscriberTask;
@@ -246,7 +247,7 @@ impl Gateway {
         // upstream as events.
         let problems = Arc::new(Problems::default());
         let latest: Latest = Arc::new(Mutex::new(vec![None; tags.len()]));
-        let (tx, rx) = channel(CHANNEL_BATCHES);
+        let (tx, rx) = bounded_channel(CHANNEL_BATCHES, CHANNEL_SAMPLES);
         let mut devices = Vec::new();
         let mut health = Vec::new();
         for (i, d) in config.devices.iter().enumerate() {

@@ -17,9 +17,10 @@ use airlock_model::{
 };
 use airlock_store::{Class, HistorianWriter, OutboxWriter, RecordId, StoreError};
 use airlock_upstream::{EventRecord, Upstream};
-use tokio::sync::mpsc::{self, error::TryRecvError};
+use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::condense::{Condenser, Moved, Record};
+use crate::handle::BatchReceiver;
 
 /// How often the collector reclaims and applies retention.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
@@ -193,7 +194,7 @@ impl Collector {
     /// Supervised: a panic (a bug meeting a sample nobody foresaw) loses only the batch being
     /// handled; it is counted, logged, reported upstream as a `task_restarted` event, and the
     /// collector goes on after a second with its store and edge state as they are.
-    pub fn spawn(mut self, mut rx: mpsc::Receiver<SampleBatch>) -> std::io::Result<JoinHandle<()>> {
+    pub fn spawn(mut self, mut rx: BatchReceiver) -> std::io::Result<JoinHandle<()>> {
         let waits = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
         std::thread::Builder::new().name("collector".into()).spawn(move || {
             loop {
@@ -220,7 +221,7 @@ impl Collector {
     /// sleeps until the next batch, the next edge tick, or the moment the outbox or the
     /// historian may sync what it holds unsynced (records go upstream only once synced; what
     /// is not synced waits in the stores' buffers).
-    fn run(&mut self, rx: &mut mpsc::Receiver<SampleBatch>, waits: &tokio::runtime::Runtime) {
+    fn run(&mut self, rx: &mut BatchReceiver, waits: &tokio::runtime::Runtime) {
         let mut maintained = Instant::now();
         let mut ticked = Instant::now();
         let mut committed = Instant::now();
@@ -555,6 +556,7 @@ mod tests {
 
     use super::*;
     use crate::tags::TagTable;
+    use tokio::sync::mpsc;
 
     /// A collector of `config`'s tags on fresh stores in `dir`: it, the outbox's and the
     /// historian's readers, and its health.
@@ -643,7 +645,7 @@ mod tests {
         let mut collector = collector.reporting(Arc::new(Problems::default()), AssetPath::parse("line1").unwrap());
         collector.panic_on = Some(TagId(1));
         let (tx, rx) = mpsc::channel(16);
-        let thread = collector.spawn(rx).unwrap();
+        let thread = collector.spawn(rx.into()).unwrap();
 
         let batch = |tag: u32, n: usize| SampleBatch {
             device: 0,
@@ -718,7 +720,7 @@ mod tests {
                 done,
             })
             .unwrap();
-        let thread = collector.spawn(rx).unwrap();
+        let thread = collector.spawn(rx.into()).unwrap();
         drop(tx);
         thread.join().unwrap();
         assert_eq!(health.samples_stored.load(Relaxed), 5, "device b's last batch was dropped");
@@ -763,7 +765,7 @@ mod tests {
                 }
             })
         };
-        let thread = collector.spawn(rx).unwrap();
+        let thread = collector.spawn(rx.into()).unwrap();
         let loaded = Instant::now();
         while health.samples_stored.load(Relaxed) < 50_000 && loaded.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(5));

@@ -1,6 +1,6 @@
 //! The shell every driver shares: a [`DeviceHandle`] names the device's tag ids, makes its
 //! samples, marks all its tags bad at once, and hands batches on through the one bounded
-//! channel ([`channel`]). A value that does not fit its tag's configured type (70,000 for a
+//! channel ([`bounded_channel`]: in batches and in samples). A value that does not fit its tag's configured type (70,000 for a
 //! u16, from a JSON payload or an OPC UA variant of another type) becomes a bad sample with the
 //! reason `out of range`, logged once per device until a value fits again. A driver never waits on that channel: when it is full the batch is
 //! dropped, counted in the device's health, and logged once until there is room again, so a
@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 use airlock_config::Device;
 use airlock_model::{DeviceHealth, Quality, Reason, Sample, SampleBatch, TagId, Timestamp, Value, ValueType};
@@ -17,6 +17,14 @@ use tokio::sync::{mpsc, watch};
 
 /// Batches that may wait between the device tasks and the collector.
 pub const CHANNEL_BATCHES: usize = 1024;
+
+/// Samples that may wait between the device tasks and the collector (some 8 MB): the memory
+/// bound of the channel when the collector stays behind (a slow disk). Counted in batches
+/// only, 1,024 batches of [`BATCH_SAMPLES`] could hold 64 MB, and the allocator kept that
+/// memory once the collector caught up. At 10,000 tags read once a second this is 13 s of a
+/// collector that takes nothing; at a 1 ms poll of 10,000 registers (2 M samples a second)
+/// 65 ms, where the collector's backlog peaked at some 30,000 samples.
+pub const CHANNEL_SAMPLES: usize = 1 << 17;
 
 /// A driver that reads many tags in one poll gathers its answers' samples and hands them on
 /// once they are this many, once the oldest has waited [`BATCH_WAIT`], and at the poll's end:
@@ -36,12 +44,98 @@ pub type Running = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The sending end of the batch channel (cloned per device).
 #[derive(Debug, Clone)]
-pub struct BatchSender(mpsc::Sender<SampleBatch>);
+pub struct BatchSender {
+    tx: mpsc::Sender<SampleBatch>,
+    /// Samples sent and not yet taken off, and how many may be.
+    waiting: Arc<AtomicUsize>,
+    samples_max: usize,
+}
 
-/// The batch channel: at most `batches` batches wait between the drivers and the collector.
-pub fn channel(batches: usize) -> (BatchSender, mpsc::Receiver<SampleBatch>) {
+/// The receiving end of the batch channel: what it takes off no longer counts as waiting.
+#[derive(Debug)]
+pub struct BatchReceiver {
+    rx: mpsc::Receiver<SampleBatch>,
+    /// The senders' count of samples waiting (`None`: a plain channel's, not counted).
+    waiting: Option<Arc<AtomicUsize>>,
+}
+
+impl BatchReceiver {
+    /// The next batch, waiting for one; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<SampleBatch> {
+        let batch = self.rx.recv().await?;
+        self.taken(&batch);
+        Some(batch)
+    }
+
+    /// The next batch if one waits.
+    pub fn try_recv(&mut self) -> Result<SampleBatch, mpsc::error::TryRecvError> {
+        let batch = self.rx.try_recv()?;
+        self.taken(&batch);
+        Ok(batch)
+    }
+
+    /// Batches waiting.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// Samples waiting (0 for a plain channel's receiver).
+    pub fn samples(&self) -> usize {
+        self.waiting.as_ref().map_or(0, |w| w.load(Relaxed))
+    }
+
+    fn taken(&self, batch: &SampleBatch) {
+        if let Some(waiting) = &self.waiting {
+            waiting.fetch_sub(batch.samples.len(), Relaxed);
+        }
+    }
+}
+
+/// A plain channel's receiver as a batch receiver, its samples not counted (tests that send
+/// batches of their own).
+impl From<mpsc::Receiver<SampleBatch>> for BatchReceiver {
+    fn from(rx: mpsc::Receiver<SampleBatch>) -> Self {
+        Self { rx, waiting: None }
+    }
+}
+
+/// The batch channel: at most `batches` batches wait between the drivers and the collector
+/// (each of at most [`BATCH_SAMPLES`] samples).
+pub fn channel(batches: usize) -> (BatchSender, BatchReceiver) {
+    bounded_channel(batches, batches.saturating_mul(BATCH_SAMPLES))
+}
+
+/// The batch channel: at most `batches` batches and about `samples` samples wait between the
+/// drivers and the collector (devices that hand over at the same moment may pass the
+/// samples' bound by a batch each).
+pub fn bounded_channel(batches: usize, samples: usize) -> (BatchSender, BatchReceiver) {
     let (tx, rx) = mpsc::channel(batches.max(1));
-    (BatchSender(tx), rx)
+    let waiting = Arc::new(AtomicUsize::new(0));
+    (
+        BatchSender { tx, waiting: Arc::clone(&waiting), samples_max: samples },
+        BatchReceiver { rx, waiting: Some(waiting) },
+    )
+}
+
+impl BatchSender {
+    /// Takes room for `samples` samples in the channel, if there is; given back with
+    /// [`Self::give_back`] if the batches do not go.
+    fn take_room(&self, samples: usize) -> bool {
+        let waiting = self.waiting.fetch_add(samples, Relaxed);
+        if waiting.saturating_add(samples) > self.samples_max {
+            self.give_back(samples);
+            return false;
+        }
+        true
+    }
+
+    fn give_back(&self, samples: usize) {
+        self.waiting.fetch_sub(samples, Relaxed);
+    }
 }
 
 /// One device's way into the pipeline.
@@ -179,9 +273,14 @@ impl DeviceHandle {
             return samples.is_empty() || self.send(poll, samples);
         }
         let n = samples.len() as u64;
-        let permits = match self.out.0.try_reserve_many(samples.len().div_ceil(BATCH_SAMPLES)) {
+        if !self.out.take_room(samples.len()) {
+            self.dropped();
+            return false;
+        }
+        let permits = match self.out.tx.try_reserve_many(samples.len().div_ceil(BATCH_SAMPLES)) {
             Ok(permits) => permits,
             Err(_) => {
+                self.out.give_back(samples.len());
                 self.dropped();
                 return false;
             }
@@ -213,13 +312,18 @@ impl DeviceHandle {
     }
 
     fn send(&self, poll: u64, samples: Vec<Sample>) -> bool {
-        let n = samples.len() as u64;
-        match self.out.0.try_send(SampleBatch { device: self.device, poll, samples }) {
+        let n = samples.len();
+        if !self.out.take_room(n) {
+            self.dropped();
+            return false;
+        }
+        match self.out.tx.try_send(SampleBatch { device: self.device, poll, samples }) {
             Ok(()) => {
-                self.sent(n);
+                self.sent(n as u64);
                 true
             }
             Err(_) => {
+                self.out.give_back(n);
                 self.dropped();
                 false
             }
@@ -301,6 +405,36 @@ mod tests {
         assert!(h.emit(7, samples));
         assert_eq!((0..5).filter_map(|_| rx.try_recv().ok()).map(|b| b.samples.len()).sum::<usize>(), 5_000);
         assert_eq!(h.health().samples.load(Relaxed), 5_000);
+    }
+
+    /// Issue 15: the channel is bounded in samples, not in batches only (1,024 batches of
+    /// 1,024 samples held 64 MB while a collector stayed behind): a hand-over that would pass
+    /// the bound is dropped whole and counted, in one batch or several, and room comes back as
+    /// the collector takes batches off.
+    #[test]
+    fn the_channel_holds_a_bounded_number_of_samples_whatever_the_batches() {
+        let (tx, mut rx) = bounded_channel(1024, 3_000);
+        let h = DeviceHandle::new(0, &device(), TagId(10), tx);
+        let poll = |n: u64| -> Vec<Sample> {
+            (0..n).map(|i| Sample::good(TagId(10), Value::U64(i), Timestamp::from_millis(i as i64))).collect()
+        };
+        assert!(h.emit(1, poll(1_000)));
+        assert!(h.emit(2, poll(1_500)), "two batches");
+        assert_eq!((rx.len(), rx.samples()), (3, 2_500));
+        assert!(!h.emit(3, poll(600)), "one batch past the bound");
+        assert!(!h.emit(3, poll(2_000)), "two batches past the bound");
+        assert_eq!(rx.samples(), 2_500, "a drop takes no room");
+        assert!(h.emit(4, poll(500)), "up to the bound");
+        assert_eq!(h.health().batches_dropped.load(Relaxed), 2);
+        assert_eq!(rx.try_recv().map(|b| b.samples.len()).ok(), Some(1_000));
+        assert_eq!(rx.samples(), 2_000);
+        assert!(h.emit(5, poll(1_000)), "room again once the collector took a batch");
+        let mut taken = 1_000;
+        while let Ok(batch) = rx.try_recv() {
+            taken += batch.samples.len();
+        }
+        assert_eq!((taken, rx.samples()), (4_000, 0));
+        assert_eq!(h.health().samples.load(Relaxed), 4_000);
     }
 
     #[test]

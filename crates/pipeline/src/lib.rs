@@ -17,6 +17,9 @@ mod tags;
 pub use airlock_model::{CollectorHealth, EventFeed, FeedEvent};
 pub use collector::{Collector, Latest, Reload};
 pub use condense::{Condenser, Moved};
-pub use handle::{BATCH_SAMPLES, BATCH_WAIT, BatchSender, CHANNEL_BATCHES, DeviceHandle, Running, Source, channel};
+pub use handle::{
+    BATCH_SAMPLES, BATCH_WAIT, BatchReceiver, BatchSender, CHANNEL_BATCHES, CHANNEL_SAMPLES, DeviceHandle, Running,
+    Source, bounded_channel, channel,
+};
 pub use supervise::supervise;
 pub use tags::{TagInfo, TagTable};

@@ -27,7 +27,7 @@ fn config(port: u16, device: &str) -> Config {
 }
 
 /// Starts the subscriber of device 0; samples arrive on the receiver.
-fn start(config: &Config) -> (mpsc::Receiver<SampleBatch>, watch::Sender<bool>) {
+fn start(config: &Config) -> (airlock_pipeline::BatchReceiver, watch::Sender<bool>) {
     let d = &config.devices[0];
     let Protocol::Mqtt(m) = &d.protocol else { panic!("not an MQTT device") };
     let (tx, rx) = airlock_pipeline::channel(1024);
@@ -38,7 +38,7 @@ fn start(config: &Config) -> (mpsc::Receiver<SampleBatch>, watch::Sender<bool>) 
 }
 
 /// Collects samples until `done` says so, for 10 s at most.
-async fn until(rx: &mut mpsc::Receiver<SampleBatch>, mut done: impl FnMut(&[Sample]) -> bool) -> Vec<Sample> {
+async fn until(rx: &mut airlock_pipeline::BatchReceiver, mut done: impl FnMut(&[Sample]) -> bool) -> Vec<Sample> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen = Vec::new();
     while !done(&seen) {

@@ -58,7 +58,7 @@ const COUNTER: u32 = 14;
 const UNCERTAIN: u32 = 15;
 const MISSING: u32 = 16;
 
-fn start(config: &Config) -> (mpsc::Receiver<SampleBatch>, watch::Sender<bool>, Arc<DeviceHealth>) {
+fn start(config: &Config) -> (airlock_pipeline::BatchReceiver, watch::Sender<bool>, Arc<DeviceHealth>) {
     let d = &config.devices[0];
     let Protocol::OpcUa(o) = &d.protocol else { panic!("not an OPC UA device") };
     let (tx, rx) = airlock_pipeline::channel(4096);
@@ -71,7 +71,7 @@ fn start(config: &Config) -> (mpsc::Receiver<SampleBatch>, watch::Sender<bool>, 
 
 /// Collects samples until `done` says so, for `secs` at most.
 async fn until(
-    rx: &mut mpsc::Receiver<SampleBatch>,
+    rx: &mut airlock_pipeline::BatchReceiver,
     secs: u64,
     mut done: impl FnMut(&[Sample]) -> bool,
 ) -> Vec<Sample> {
