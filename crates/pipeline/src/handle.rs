@@ -109,9 +109,10 @@ pub fn channel(batches: usize) -> (BatchSender, BatchReceiver) {
     bounded_channel(batches, batches.saturating_mul(BATCH_SAMPLES))
 }
 
-/// The batch channel: at most `batches` batches and about `samples` samples wait between the
-/// drivers and the collector (devices that hand over at the same moment may pass the
-/// samples' bound by a batch each).
+/// The batch channel: at most `batches` batches and `samples` samples wait between the
+/// drivers and the collector; a hand-over into a channel where nothing waits goes whatever
+/// its size (a device of more tags than the bound still gets its polls, and its comms-lost
+/// marking, through).
 pub fn bounded_channel(batches: usize, samples: usize) -> (BatchSender, BatchReceiver) {
     let (tx, rx) = mpsc::channel(batches.max(1));
     let waiting = Arc::new(AtomicUsize::new(0));
@@ -125,12 +126,12 @@ impl BatchSender {
     /// Takes room for `samples` samples in the channel, if there is; given back with
     /// [`Self::give_back`] if the batches do not go.
     fn take_room(&self, samples: usize) -> bool {
-        let waiting = self.waiting.fetch_add(samples, Relaxed);
-        if waiting.saturating_add(samples) > self.samples_max {
-            self.give_back(samples);
-            return false;
-        }
-        true
+        self.waiting
+            .fetch_update(Relaxed, Relaxed, |waiting| {
+                let after = waiting.checked_add(samples)?;
+                (waiting == 0 || after <= self.samples_max).then_some(after)
+            })
+            .is_ok()
     }
 
     fn give_back(&self, samples: usize) {
@@ -265,9 +266,11 @@ impl DeviceHandle {
     /// message from a device brings. All go or none: room for every batch is taken before the
     /// first is sent (a poll handed over in part left the same last tags of a device silent,
     /// poll after poll, while the rest read on: now the whole device's drop shows in its
-    /// health). Under a collector that stays behind, a hand-over of several batches finds room
-    /// less often than one of a single batch; one of more batches than the channel holds (over
-    /// a million samples) never does. Returns whether they went; a drop is counted once.
+    /// health). It goes if its samples fit beside those waiting (or nothing waits) and a batch
+    /// slot is free for each of its batches: under a collector that stays behind, a hand-over
+    /// of several batches finds room less often than one of a single batch, and one of more
+    /// batches than the channel has slots (1,024: a million samples) never does. Returns
+    /// whether they went; a drop is counted once.
     pub fn emit(&self, poll: u64, samples: Vec<Sample>) -> bool {
         if samples.len() <= BATCH_SAMPLES {
             return samples.is_empty() || self.send(poll, samples);
@@ -435,6 +438,17 @@ mod tests {
         }
         assert_eq!((taken, rx.samples()), (4_000, 0));
         assert_eq!(h.health().samples.load(Relaxed), 4_000);
+        // Into a channel where nothing waits, a hand-over goes whatever its size.
+        assert!(h.emit(6, poll(5_000)));
+        assert_eq!(rx.samples(), 5_000);
+        // Room taken and the batches refused (the channel's batches full): room given back.
+        let (tx, full) = bounded_channel(1, 10_000);
+        let h = DeviceHandle::new(0, &device(), TagId(10), tx);
+        assert!(h.emit(1, poll(500)));
+        assert!(!h.emit(2, poll(500)), "one batch, none free");
+        assert_eq!(full.samples(), 500);
+        assert!(!h.emit(3, poll(2_000)), "two batches, none free");
+        assert_eq!(full.samples(), 500);
     }
 
     #[test]

@@ -12,10 +12,10 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use airlock_config::{Config, Protocol, parse};
-use airlock_model::{Quality, Reason, Sample, SampleBatch, TagId, Timestamp, Value};
+use airlock_model::{Quality, Reason, Sample, TagId, Timestamp, Value};
 use airlock_south_mqtt::SubscriberTask;
 use airlock_testkit::{Broker, peer_script, python, temp};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 
 fn config(port: u16, device: &str) -> Config {

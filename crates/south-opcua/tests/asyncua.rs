@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_config::{Config, Protocol, parse};
-use airlock_model::{DeviceHealth, Quality, Reason, Sample, SampleBatch, TagId, Timestamp, Value};
+use airlock_model::{DeviceHealth, Quality, Reason, Sample, TagId, Timestamp, Value};
 use airlock_south_opcua::OpcUaTask;
 use airlock_testkit::{OpcUaPeer, free_port, temp};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 
 type Server = OpcUaPeer;

@@ -520,7 +520,7 @@ impl Log {
     /// the folder are synced at the next commit that syncs.
     /// Every step that can fail comes before the log's state changes: a failed roll leaves
     /// the log as it was (at most an empty segment file, made again by the next roll).
-    fn roll(&mut self, sync: bool) -> Result<(), StoreError> {
+    pub(crate) fn roll(&mut self, sync: bool) -> Result<(), StoreError> {
         // Bounded: a log that is never synced (policy `never`) holds no file open for ever.
         if !sync && self.sealed_unsynced.len() >= SEALED_UNSYNCED_MAX {
             let oldest = &self.sealed_unsynced[0];

@@ -772,9 +772,10 @@ impl Inner {
                 self.synced_at = Instant::now();
             }
         }
-        // A checkpoint the checkpoint thread has encoded is written; the next one starts when
-        // the WAL since the last one, or the heads, are full.
-        if let Err(e) = self.finish_checkpoint(false) {
+        // A checkpoint the checkpoint thread has encoded is written, or a step of one spread
+        // over commits taken (all of it at the stop's sync); the next one starts when the WAL
+        // since the last one, or the heads, are full.
+        if let Err(e) = self.finish_checkpoint(force_sync) {
             self.bound_heads_after_failure();
             return Err(e);
         }
@@ -858,11 +859,7 @@ impl Inner {
         if thread || place == Place::Spread {
             let fresh = vec![head::Head::default(); self.heads.len()];
             let heads = Arc::new(std::mem::replace(&mut self.heads, fresh));
-            let mut encoding = Encoding::Spread(Box::new(Spread {
-                encoder: HeadEncoder::default(),
-                first_chunk_seq: self.chunks.next_seq(),
-                added: Vec::new(),
-            }));
+            let mut encoding = Encoding::spread();
             if thread {
                 let job = Job {
                     heads: Arc::clone(&heads),
@@ -873,9 +870,11 @@ impl Inner {
                 };
                 let sent = self.checkpointer.as_ref().map(|c| c.jobs.send(job));
                 // A thread that stopped between the look and the hand-over: encoded here now.
-                encoding = if matches!(sent, Some(Ok(()))) { Encoding::Thread } else { Encoding::Writer };
+                if matches!(sent, Some(Ok(()))) {
+                    encoding = Encoding::Thread;
+                }
             }
-            let now = matches!(encoding, Encoding::Writer);
+            let now = thread && !matches!(encoding, Encoding::Thread);
             self.sealed = Some(Sealed {
                 heads,
                 wal_seq,
@@ -972,8 +971,9 @@ impl Inner {
     /// Writes the sealed heads' blocks, if there are sealed heads: those the checkpoint thread
     /// has encoded (waiting for them if `wait`, else only if done), or encoded here (spread
     /// over commits: a step of [`SPREAD_STEP`], or to the end if `wait`). A checkpoint that
-    /// fails leaves them sealed (queries still read them) and is tried again here, all at
-    /// once, at the next commit.
+    /// fails leaves them sealed (queries still read them) and is encoded again from its first
+    /// head, spread over the commits that follow (its blocks appended so far are left without
+    /// a record: a start ignores them).
     fn finish_checkpoint(&mut self, wait: bool) -> Result<(), StoreError> {
         let sync = self.syncs();
         let Some(sealed) = self.sealed.as_mut() else { return Ok(()) };
@@ -992,12 +992,12 @@ impl Inner {
                             self.dir.display()
                         );
                         self.checkpointer = None;
-                        sealed.encoding = Encoding::Writer;
+                        sealed.encoding = Encoding::spread();
                         return self.finish_checkpoint(wait);
                     }
                 };
                 // Blocks not written are encoded again next time (a checkpoint that failed).
-                sealed.encoding = Encoding::Writer;
+                sealed.encoding = Encoding::spread();
                 let encoded = encoded.map_err(|what| StoreError::Corrupt { path: self.dir.clone(), what })?;
                 let first_chunk_seq = self.chunks.next_seq();
                 let added: Result<Vec<BlockRef>, StoreError> = encoded
@@ -1009,6 +1009,9 @@ impl Inner {
             }
             Encoding::Spread(spread) => {
                 let until = Instant::now() + self.spread_step;
+                // Taken at the first block this encoding appends, not before: the blocks of an
+                // attempt that failed lie before it, and a start ignores them.
+                let first_chunk_seq = *spread.first_chunk_seq.get_or_insert(self.chunks.next_seq());
                 let (chunks, dir) = (&mut self.chunks, &self.dir);
                 let encoded = spread.encoder.encode(
                     &heads,
@@ -1024,21 +1027,16 @@ impl Inner {
                 match encoded {
                     Ok(false) => return Ok(()),
                     Ok(true) => {
-                        let done = (spread.first_chunk_seq, std::mem::take(&mut spread.added), spread.encoder.sections);
-                        // If the record fails, its blocks are encoded again, whole, next time.
-                        sealed.encoding = Encoding::Writer;
+                        let done = (first_chunk_seq, std::mem::take(&mut spread.added), spread.encoder.sections);
+                        // If the record fails, its heads are encoded again from the first.
+                        sealed.encoding = Encoding::spread();
                         done
                     }
                     Err(e) => {
-                        sealed.encoding = Encoding::Writer;
+                        sealed.encoding = Encoding::spread();
                         return Err(e);
                     }
                 }
-            }
-            Encoding::Writer => {
-                let first_chunk_seq = self.chunks.next_seq();
-                let (added, sections) = self.encode_into_chunk_log(&heads)?;
-                (first_chunk_seq, added, sections)
             }
         };
         self.write_checkpoint_record(wal_seq, first_chunk_seq, added, sections)?;
@@ -1103,6 +1101,16 @@ impl Inner {
             let too_old = oldest.is_some_and(|(t, n)| n > 0 && t < cutoff);
             let too_big = self.chunks.bytes() + self.wal.bytes() > self.config.bytes_max;
             if !sealed || !(too_old || too_big) {
+                return Ok(());
+            }
+            // The blocks a checkpoint spread over commits has appended, not yet recorded, stay:
+            // retention stops short of them until the checkpoint is written.
+            let spread_from = match self.sealed.as_ref().map(|s| &s.encoding) {
+                Some(Encoding::Spread(spread)) => spread.first_chunk_seq,
+                _ => None,
+            };
+            let oldest_last = self.chunks.segments().find(|s| s.records() > 0).map(|s| s.last_seq);
+            if spread_from.zip(oldest_last).is_some_and(|(from, last)| last >= from) {
                 return Ok(());
             }
             let Some(dropped) = self.chunks.drop_oldest(sync)? else { return Ok(()) };
@@ -1416,20 +1424,27 @@ struct Sealed {
 enum Encoding {
     /// The checkpoint thread.
     Thread,
-    /// The writer's thread, a slice at each commit: blocks appended so far (not indexed until
-    /// the checkpoint's record is written; a start after a stop ignores them, as it does the
-    /// blocks of any checkpoint without a record, and replays the WAL).
+    /// The writer's thread, a slice at each commit (also a checkpoint the thread could not
+    /// take, or one that failed): blocks appended so far (not indexed until the checkpoint's
+    /// record is written; a start after a stop ignores them, as it does the blocks of any
+    /// checkpoint without a record, and replays the WAL).
     Spread(Box<Spread>),
-    /// The writer's thread, all at once, at the next commit (a thread that stopped, or a
-    /// checkpoint that failed).
-    Writer,
 }
 
-/// A checkpoint spread over commits, as far as it has come.
+impl Encoding {
+    /// An encoding on the writer's thread, from the first head.
+    fn spread() -> Self {
+        Self::Spread(Box::new(Spread { encoder: HeadEncoder::default(), first_chunk_seq: None, added: Vec::new() }))
+    }
+}
+
+/// A checkpoint spread over commits, as far as it has come. A step encodes whole heads, at
+/// least one: a head of one tag read fast (up to `head_bytes_max` of it) is one step.
 #[derive(Debug)]
 struct Spread {
     encoder: HeadEncoder,
-    first_chunk_seq: u64,
+    /// The chunk log's sequence number at its first block (`None`: none appended yet).
+    first_chunk_seq: Option<u64>,
     added: Vec<BlockRef>,
 }
 
@@ -1996,6 +2011,9 @@ mod tests {
                 panic!("not spread: {:?}", inner.sealed)
             };
             assert_eq!((spread.encoder.next, spread.added.len()), (2, 1));
+            drop(inner);
+            // On disk, as a kill -9 after the block had been written would leave it.
+            lock(&w.inner).unwrap().chunks.commit(false).unwrap();
         }
         let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
         assert_eq!(w.stats().chunks, 4, "the first checkpoint's chunks only");
@@ -2010,6 +2028,12 @@ mod tests {
         w.checkpoint().unwrap();
         assert_eq!(w.stats().checkpoints, 2);
         assert!(lock(&w.inner).unwrap().sealed.is_none());
+        assert_all_read(&r, 4, 0..504);
+        // The block appended before the stop lies before a checkpoint's record now: still not
+        // read at a start.
+        drop((w, r));
+        let (_w, r) = HistorianWriter::open(&dir, HistorianConfig { fsync: FsyncPolicy::Never, ..spread() }).unwrap();
+        assert_eq!(r.stats().chunks, 12, "three checkpoints of four chunks");
         assert_all_read(&r, 4, 0..504);
         let _ = fs::remove_dir_all(&dir);
     }
@@ -2034,11 +2058,44 @@ mod tests {
             .collect();
         assert_eq!(failed, [false, false, false, true]);
         lock(&w.inner).unwrap().fail_checkpoints = false;
-        poll_and_commit(&mut w, 4, 254..255);
+        // Encoded again from the first head, one a commit.
+        poll_and_commit(&mut w, 4, 254..257);
+        assert_eq!(w.stats().checkpoints, 0);
+        poll_and_commit(&mut w, 4, 257..258);
         assert_eq!(w.stats().checkpoints, 1);
-        assert_all_read(&r, 4, 0..255);
+        assert_all_read(&r, 4, 0..258);
         w.checkpoint().unwrap();
-        assert_all_read(&r, 4, 0..255);
+        assert_all_read(&r, 4, 0..258);
+        // The failed attempt's blocks, on disk without a record, are not read at a start.
+        drop((w, r));
+        let (_w, r) = HistorianWriter::open(&dir, HistorianConfig { fsync: FsyncPolicy::Never, ..spread() }).unwrap();
+        assert_eq!(r.stats().chunks, 8, "two checkpoints of four chunks");
+        assert_all_read(&r, 4, 0..258);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Retention stops short of the blocks a checkpoint spread over commits has appended and
+    /// not yet recorded (it would drop the segment that holds them, and the checkpoint's record
+    /// would then point at blocks that are gone, its samples dropped from the WAL).
+    #[test]
+    fn retention_keeps_the_blocks_of_a_checkpoint_spread_over_commits() {
+        let (dir, mut w, r) = four_tags("spread-retention", HistorianConfig { bytes_max: 1, ..spread() });
+        one_head_a_commit(&w);
+        poll_and_commit(&mut w, 4, 0..252);
+        {
+            let mut inner = lock(&w.inner).unwrap();
+            let Some(Encoding::Spread(spread)) = inner.sealed.as_ref().map(|s| &s.encoding) else {
+                panic!("not spread: {:?}", inner.sealed)
+            };
+            assert_eq!(spread.added.len(), 1);
+            // Its block in a segment of its own, sealed: the oldest, and over the budget.
+            inner.chunks.commit(false).unwrap();
+            inner.chunks.roll(false).unwrap();
+        }
+        w.maintain(Timestamp::from_millis(300_000)).unwrap();
+        poll_and_commit(&mut w, 4, 252..254);
+        assert_eq!(w.stats().checkpoints, 1);
+        assert_all_read(&r, 4, 0..254);
         let _ = fs::remove_dir_all(&dir);
     }
 
