@@ -8,8 +8,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use airlock_config::Device;
 use airlock_model::{DeviceHealth, Quality, Reason, Sample, SampleBatch, TagId, Timestamp, Value, ValueType};
@@ -22,8 +22,9 @@ pub const CHANNEL_BATCHES: usize = 1024;
 /// bound of the channel when the collector stays behind (a slow disk). Counted in batches
 /// only, 1,024 batches of [`BATCH_SAMPLES`] could hold 64 MB, and the allocator kept that
 /// memory once the collector caught up. At 10,000 tags read once a second this is 13 s of a
-/// collector that takes nothing; at a 1 ms poll of 10,000 registers (2 M samples a second)
-/// 65 ms, where the collector's backlog peaked at some 30,000 samples.
+/// collector that takes nothing. One device alone may hold half of it ([`bounded_channel`]):
+/// at a 1 ms poll of 10,000 registers (2 M samples a second) 32 ms, where the collector's
+/// backlog peaked at some 30,000 samples.
 pub const CHANNEL_SAMPLES: usize = 1 << 17;
 
 /// A driver that reads many tags in one poll gathers its answers' samples and hands them on
@@ -46,17 +47,37 @@ pub type Running = Pin<Box<dyn Future<Output = ()> + Send>>;
 #[derive(Debug, Clone)]
 pub struct BatchSender {
     tx: mpsc::Sender<SampleBatch>,
-    /// Samples sent and not yet taken off, and how many may be.
-    waiting: Arc<AtomicUsize>,
+    room: Arc<Room>,
+}
+
+/// The samples waiting in the batch channel, in all and by device, and how many may.
+#[derive(Debug, Default)]
+struct Room {
+    waiting: AtomicUsize,
     samples_max: usize,
+    /// By device slot (a `DeviceHandle`'s index; a slot keeps its counter).
+    devices: Mutex<Vec<Arc<AtomicUsize>>>,
+}
+
+impl Room {
+    /// The counter of device slot `device`.
+    fn of(&self, device: usize) -> Arc<AtomicUsize> {
+        let mut devices = self.devices.lock().unwrap_or_else(PoisonError::into_inner);
+        if devices.len() <= device {
+            devices.resize_with(device + 1, Default::default);
+        }
+        Arc::clone(&devices[device])
+    }
 }
 
 /// The receiving end of the batch channel: what it takes off no longer counts as waiting.
 #[derive(Debug)]
 pub struct BatchReceiver {
     rx: mpsc::Receiver<SampleBatch>,
-    /// The senders' count of samples waiting (`None`: a plain channel's, not counted).
-    waiting: Option<Arc<AtomicUsize>>,
+    /// The senders' count of samples waiting (`None`: a plain channel's, not counted), and its
+    /// devices' counters as last looked up.
+    room: Option<Arc<Room>>,
+    devices: Vec<Arc<AtomicUsize>>,
 }
 
 impl BatchReceiver {
@@ -85,12 +106,18 @@ impl BatchReceiver {
 
     /// Samples waiting (0 for a plain channel's receiver).
     pub fn samples(&self) -> usize {
-        self.waiting.as_ref().map_or(0, |w| w.load(Relaxed))
+        self.room.as_ref().map_or(0, |r| r.waiting.load(Relaxed))
     }
 
-    fn taken(&self, batch: &SampleBatch) {
-        if let Some(waiting) = &self.waiting {
-            waiting.fetch_sub(batch.samples.len(), Relaxed);
+    fn taken(&mut self, batch: &SampleBatch) {
+        let Some(room) = &self.room else { return };
+        let n = batch.samples.len();
+        room.waiting.fetch_sub(n, Relaxed);
+        if self.devices.len() <= batch.device {
+            self.devices = room.devices.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        }
+        if let Some(device) = self.devices.get(batch.device) {
+            device.fetch_sub(n, Relaxed);
         }
     }
 }
@@ -99,7 +126,7 @@ impl BatchReceiver {
 /// batches of their own).
 impl From<mpsc::Receiver<SampleBatch>> for BatchReceiver {
     fn from(rx: mpsc::Receiver<SampleBatch>) -> Self {
-        Self { rx, waiting: None }
+        Self { rx, room: None, devices: Vec::new() }
     }
 }
 
@@ -110,32 +137,37 @@ pub fn channel(batches: usize) -> (BatchSender, BatchReceiver) {
 }
 
 /// The batch channel: at most `batches` batches and `samples` samples wait between the
-/// drivers and the collector; a hand-over into a channel where nothing waits goes whatever
-/// its size (a device of more tags than the bound still gets its polls, and its comms-lost
-/// marking, through).
+/// drivers and the collector, and no device holds more of them than it leaves free (one busy
+/// device at most half, two a third each: the rest always find room). A hand-over into a
+/// channel where nothing waits goes whatever its size (a device of more tags than the bound
+/// still gets its polls, and its comms-lost marking, through).
 pub fn bounded_channel(batches: usize, samples: usize) -> (BatchSender, BatchReceiver) {
     let (tx, rx) = mpsc::channel(batches.max(1));
-    let waiting = Arc::new(AtomicUsize::new(0));
-    (
-        BatchSender { tx, waiting: Arc::clone(&waiting), samples_max: samples },
-        BatchReceiver { rx, waiting: Some(waiting) },
-    )
+    let room = Arc::new(Room { samples_max: samples, ..Room::default() });
+    (BatchSender { tx, room: Arc::clone(&room) }, BatchReceiver { rx, room: Some(room), devices: Vec::new() })
 }
 
 impl BatchSender {
-    /// Takes room for `samples` samples in the channel, if there is; given back with
-    /// [`Self::give_back`] if the batches do not go.
-    fn take_room(&self, samples: usize) -> bool {
-        self.waiting
-            .fetch_update(Relaxed, Relaxed, |waiting| {
-                let after = waiting.checked_add(samples)?;
-                (waiting == 0 || after <= self.samples_max).then_some(after)
-            })
-            .is_ok()
+    /// Takes room for `samples` samples of the device counted in `device`, if there is; given
+    /// back with [`Self::give_back`] if the batches do not go.
+    fn take_room(&self, device: &AtomicUsize, samples: usize) -> bool {
+        let max = self.room.samples_max;
+        // The device's own count changes only by its hand-overs and the collector's taking
+        // them: read once, it may only have fallen since.
+        let mine = device.load(Relaxed).saturating_add(samples);
+        let taken = self.room.waiting.fetch_update(Relaxed, Relaxed, |waiting| {
+            let after = waiting.checked_add(samples)?;
+            (waiting == 0 || (after <= max && mine <= max - after)).then_some(after)
+        });
+        if taken.is_ok() {
+            device.fetch_add(samples, Relaxed);
+        }
+        taken.is_ok()
     }
 
-    fn give_back(&self, samples: usize) {
-        self.waiting.fetch_sub(samples, Relaxed);
+    fn give_back(&self, device: &AtomicUsize, samples: usize) {
+        self.room.waiting.fetch_sub(samples, Relaxed);
+        device.fetch_sub(samples, Relaxed);
     }
 }
 
@@ -154,6 +186,8 @@ pub struct DeviceHandle {
     out_of_range: AtomicBool,
     health: Arc<DeviceHealth>,
     out: BatchSender,
+    /// The device's samples waiting in the channel.
+    waiting: Arc<AtomicUsize>,
     /// Whether the channel was full at the last try (so it is logged once per episode).
     full: AtomicBool,
 }
@@ -170,6 +204,7 @@ impl Clone for DeviceHandle {
             out_of_range: AtomicBool::new(false),
             health: Arc::clone(&self.health),
             out: self.out.clone(),
+            waiting: Arc::clone(&self.waiting),
             full: AtomicBool::new(false),
         }
     }
@@ -194,6 +229,7 @@ impl DeviceHandle {
                 .collect(),
             out_of_range: AtomicBool::new(false),
             health: Arc::new(DeviceHealth::default()),
+            waiting: out.room.of(index),
             out,
             full: AtomicBool::new(false),
         }
@@ -276,14 +312,14 @@ impl DeviceHandle {
             return samples.is_empty() || self.send(poll, samples);
         }
         let n = samples.len() as u64;
-        if !self.out.take_room(samples.len()) {
+        if !self.out.take_room(&self.waiting, samples.len()) {
             self.dropped();
             return false;
         }
         let permits = match self.out.tx.try_reserve_many(samples.len().div_ceil(BATCH_SAMPLES)) {
             Ok(permits) => permits,
             Err(_) => {
-                self.out.give_back(samples.len());
+                self.out.give_back(&self.waiting, samples.len());
                 self.dropped();
                 return false;
             }
@@ -310,13 +346,17 @@ impl DeviceHandle {
     fn dropped(&self) {
         DeviceHealth::count(&self.health.batches_dropped, 1);
         if !self.full.swap(true, Relaxed) {
-            log::warn!("device {}: the sample channel is full; dropping batches until it drains", self.name);
+            log::warn!(
+                "device {}: the sample channel has no room for it (full, or this device holds as much as is left free); \
+                 dropping batches until it drains",
+                self.name
+            );
         }
     }
 
     fn send(&self, poll: u64, samples: Vec<Sample>) -> bool {
         let n = samples.len();
-        if !self.out.take_room(n) {
+        if !self.out.take_room(&self.waiting, n) {
             self.dropped();
             return false;
         }
@@ -326,7 +366,7 @@ impl DeviceHandle {
                 true
             }
             Err(_) => {
-                self.out.give_back(n);
+                self.out.give_back(&self.waiting, n);
                 self.dropped();
                 false
             }
@@ -411,35 +451,45 @@ mod tests {
     }
 
     /// Issue 15: the channel is bounded in samples, not in batches only (1,024 batches of
-    /// 1,024 samples held 64 MB while a collector stayed behind): a hand-over that would pass
-    /// the bound is dropped whole and counted, in one batch or several, and room comes back as
-    /// the collector takes batches off.
+    /// 1,024 samples held 64 MB while a collector stayed behind), and no device holds more of
+    /// it than it leaves free, so that a busy device cannot take the room a quiet one needs. A
+    /// hand-over past either is dropped whole and counted, in one batch or several, and room
+    /// comes back as the collector takes batches off.
     #[test]
     fn the_channel_holds_a_bounded_number_of_samples_whatever_the_batches() {
-        let (tx, mut rx) = bounded_channel(1024, 3_000);
-        let h = DeviceHandle::new(0, &device(), TagId(10), tx);
         let poll = |n: u64| -> Vec<Sample> {
             (0..n).map(|i| Sample::good(TagId(10), Value::U64(i), Timestamp::from_millis(i as i64))).collect()
         };
-        assert!(h.emit(1, poll(1_000)));
-        assert!(h.emit(2, poll(1_500)), "two batches");
-        assert_eq!((rx.len(), rx.samples()), (3, 2_500));
-        assert!(!h.emit(3, poll(600)), "one batch past the bound");
-        assert!(!h.emit(3, poll(2_000)), "two batches past the bound");
-        assert_eq!(rx.samples(), 2_500, "a drop takes no room");
-        assert!(h.emit(4, poll(500)), "up to the bound");
-        assert_eq!(h.health().batches_dropped.load(Relaxed), 2);
-        assert_eq!(rx.try_recv().map(|b| b.samples.len()).ok(), Some(1_000));
-        assert_eq!(rx.samples(), 2_000);
-        assert!(h.emit(5, poll(1_000)), "room again once the collector took a batch");
+        let (tx, mut rx) = bounded_channel(1024, 3_000);
+        let h: Vec<DeviceHandle> = (0..5).map(|d| DeviceHandle::new(d, &device(), TagId(10), tx.clone())).collect();
+        // A busy device: up to half of the bound, alone.
+        assert!(h[0].emit(1, poll(1_000)));
+        assert!(h[0].emit(2, poll(500)));
+        assert!(!h[0].emit(3, poll(100)), "past what it leaves free");
+        assert!(!h[0].emit(3, poll(2_000)), "two batches past it");
+        assert_eq!((rx.len(), rx.samples()), (2, 1_500), "a drop takes no room");
+        // The others still find room, each as much as it leaves free.
+        assert!(h[1].emit(1, poll(500)));
+        assert!(!h[1].emit(2, poll(500)));
+        assert!(h[2].emit(1, poll(400)));
+        assert!(!h[2].emit(2, poll(200)));
+        assert!(h[3].emit(1, poll(300)));
+        assert!(!h[4].emit(1, poll(200)));
+        assert_eq!(rx.samples(), 2_700);
+        let dropped: Vec<u64> = h.iter().map(|h| h.health().batches_dropped.load(Relaxed)).collect();
+        assert_eq!(dropped, [2, 1, 1, 0, 1]);
+        // The collector takes the busy device's first poll: it has room again.
+        assert_eq!(rx.try_recv().map(|b| (b.device, b.samples.len())).ok(), Some((0, 1_000)));
+        assert_eq!(rx.samples(), 1_700);
+        assert!(h[0].emit(4, poll(400)));
         let mut taken = 1_000;
         while let Ok(batch) = rx.try_recv() {
             taken += batch.samples.len();
         }
-        assert_eq!((taken, rx.samples()), (4_000, 0));
-        assert_eq!(h.health().samples.load(Relaxed), 4_000);
+        assert_eq!((taken, rx.samples()), (3_100, 0));
+        assert_eq!(h.iter().map(|h| h.health().samples.load(Relaxed)).sum::<u64>(), 3_100);
         // Into a channel where nothing waits, a hand-over goes whatever its size.
-        assert!(h.emit(6, poll(5_000)));
+        assert!(h[4].emit(6, poll(5_000)));
         assert_eq!(rx.samples(), 5_000);
         // Room taken and the batches refused (the channel's batches full): room given back.
         let (tx, full) = bounded_channel(1, 10_000);
