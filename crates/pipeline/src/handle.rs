@@ -22,9 +22,9 @@ pub const CHANNEL_BATCHES: usize = 1024;
 /// bound of the channel when the collector stays behind (a slow disk). Counted in batches
 /// only, 1,024 batches of [`BATCH_SAMPLES`] could hold 64 MB, and the allocator kept that
 /// memory once the collector caught up. At 10,000 tags read once a second this is 13 s of a
-/// collector that takes nothing. One device alone may hold half of it ([`bounded_channel`]):
-/// at a 1 ms poll of 10,000 registers (2 M samples a second) 32 ms, where the collector's
-/// backlog peaked at some 30,000 samples.
+/// collector that takes nothing. One device alone stops at about half of it
+/// ([`bounded_channel`]): at a 1 ms poll of 10,000 registers (2 M samples a second) 32 ms,
+/// where the collector's backlog peaked at some 30,000 samples.
 pub const CHANNEL_SAMPLES: usize = 1 << 17;
 
 /// A driver that reads many tags in one poll gathers its answers' samples and hands them on
@@ -137,10 +137,11 @@ pub fn channel(batches: usize) -> (BatchSender, BatchReceiver) {
 }
 
 /// The batch channel: at most `batches` batches and `samples` samples wait between the
-/// drivers and the collector, and no device holds more of them than it leaves free (one busy
-/// device at most half, two a third each: the rest always find room). A hand-over into a
-/// channel where nothing waits goes whatever its size (a device of more tags than the bound
-/// still gets its polls, and its comms-lost marking, through).
+/// drivers and the collector, and a device that holds as many as a hand-over would leave
+/// free adds no more (one busy device stops at about half, two at a third each), so that a
+/// device that holds none always finds room up to the bound. A hand-over into a channel where
+/// nothing waits goes whatever its size (a device of more tags than the bound still gets its
+/// polls, and its comms-lost marking, through).
 pub fn bounded_channel(batches: usize, samples: usize) -> (BatchSender, BatchReceiver) {
     let (tx, rx) = mpsc::channel(batches.max(1));
     let room = Arc::new(Room { samples_max: samples, ..Room::default() });
@@ -154,7 +155,7 @@ impl BatchSender {
         let max = self.room.samples_max;
         // The device's own count changes only by its hand-overs and the collector's taking
         // them: read once, it may only have fallen since.
-        let mine = device.load(Relaxed).saturating_add(samples);
+        let mine = device.load(Relaxed);
         let taken = self.room.waiting.fetch_update(Relaxed, Relaxed, |waiting| {
             let after = waiting.checked_add(samples)?;
             (waiting == 0 || (after <= max && mine <= max - after)).then_some(after)
@@ -451,8 +452,9 @@ mod tests {
     }
 
     /// Issue 15: the channel is bounded in samples, not in batches only (1,024 batches of
-    /// 1,024 samples held 64 MB while a collector stayed behind), and no device holds more of
-    /// it than it leaves free, so that a busy device cannot take the room a quiet one needs. A
+    /// 1,024 samples held 64 MB while a collector stayed behind), and a device that holds as
+    /// much as it would leave free adds no more, so that a busy device cannot take the room a
+    /// quiet one needs. A
     /// hand-over past either is dropped whole and counted, in one batch or several, and room
     /// comes back as the collector takes batches off.
     #[test]
@@ -462,32 +464,33 @@ mod tests {
         };
         let (tx, mut rx) = bounded_channel(1024, 3_000);
         let h: Vec<DeviceHandle> = (0..5).map(|d| DeviceHandle::new(d, &device(), TagId(10), tx.clone())).collect();
-        // A busy device: up to half of the bound, alone.
+        // A busy device, alone: until it holds as much as it would leave free.
         assert!(h[0].emit(1, poll(1_000)));
         assert!(h[0].emit(2, poll(500)));
-        assert!(!h[0].emit(3, poll(100)), "past what it leaves free");
-        assert!(!h[0].emit(3, poll(2_000)), "two batches past it");
+        assert!(!h[0].emit(3, poll(100)), "it holds more than it would leave free");
+        assert!(!h[0].emit(3, poll(2_000)), "two batches");
         assert_eq!((rx.len(), rx.samples()), (2, 1_500), "a drop takes no room");
-        // The others still find room, each as much as it leaves free.
+        // The others still find room, up to the bound.
         assert!(h[1].emit(1, poll(500)));
-        assert!(!h[1].emit(2, poll(500)));
+        assert!(h[1].emit(2, poll(500)));
+        assert!(!h[1].emit(3, poll(100)));
         assert!(h[2].emit(1, poll(400)));
-        assert!(!h[2].emit(2, poll(200)));
-        assert!(h[3].emit(1, poll(300)));
-        assert!(!h[4].emit(1, poll(200)));
-        assert_eq!(rx.samples(), 2_700);
+        assert!(!h[2].emit(2, poll(200)), "past the bound");
+        assert!(h[3].emit(1, poll(100)));
+        assert!(!h[4].emit(1, poll(1)), "the channel is full");
+        assert_eq!(rx.samples(), 3_000);
         let dropped: Vec<u64> = h.iter().map(|h| h.health().batches_dropped.load(Relaxed)).collect();
         assert_eq!(dropped, [2, 1, 1, 0, 1]);
         // The collector takes the busy device's first poll: it has room again.
         assert_eq!(rx.try_recv().map(|b| (b.device, b.samples.len())).ok(), Some((0, 1_000)));
-        assert_eq!(rx.samples(), 1_700);
+        assert_eq!(rx.samples(), 2_000);
         assert!(h[0].emit(4, poll(400)));
         let mut taken = 1_000;
         while let Ok(batch) = rx.try_recv() {
             taken += batch.samples.len();
         }
-        assert_eq!((taken, rx.samples()), (3_100, 0));
-        assert_eq!(h.iter().map(|h| h.health().samples.load(Relaxed)).sum::<u64>(), 3_100);
+        assert_eq!((taken, rx.samples()), (3_400, 0));
+        assert_eq!(h.iter().map(|h| h.health().samples.load(Relaxed)).sum::<u64>(), 3_400);
         // Into a channel where nothing waits, a hand-over goes whatever its size.
         assert!(h[4].emit(6, poll(5_000)));
         assert_eq!(rx.samples(), 5_000);
