@@ -2,8 +2,8 @@
 //! samples, marks all its tags bad at once, and hands batches on through the one bounded
 //! channel ([`bounded_channel`]: in batches and in samples). A value that does not fit its tag's configured type (70,000 for a
 //! u16, from a JSON payload or an OPC UA variant of another type) becomes a bad sample with the
-//! reason `out of range`, logged once per device until a value fits again. A driver never waits on that channel: when it is full the batch is
-//! dropped, counted in the device's health, and logged once until there is room again, so a
+//! reason `out of range`, logged once per device until a value fits again. A driver never waits on that channel: when it is full (or the
+//! device holds its share of it) the batch is dropped, counted in the device's health, and logged once until there is room again, so a
 //! slow disk never slows a poll and one device never slows another.
 
 use std::future::Future;
@@ -303,11 +303,12 @@ impl DeviceHandle {
     /// message from a device brings. All go or none: room for every batch is taken before the
     /// first is sent (a poll handed over in part left the same last tags of a device silent,
     /// poll after poll, while the rest read on: now the whole device's drop shows in its
-    /// health). It goes if its samples fit beside those waiting (or nothing waits) and a batch
-    /// slot is free for each of its batches: under a collector that stays behind, a hand-over
-    /// of several batches finds room less often than one of a single batch, and one of more
-    /// batches than the channel has slots (1,024: a million samples) never does. Returns
-    /// whether they went; a drop is counted once.
+    /// health). It goes if its samples fit beside those waiting (or nothing waits), the device
+    /// does not hold its share already ([`bounded_channel`]), and a batch slot is free for each
+    /// of its batches: under a collector that stays behind, a hand-over of several batches
+    /// finds room less often than one of a single batch, and one of more batches than the
+    /// channel has slots (1,024: a million samples) never does. Returns whether they went; a
+    /// drop is counted once.
     pub fn emit(&self, poll: u64, samples: Vec<Sample>) -> bool {
         if samples.len() <= BATCH_SAMPLES {
             return samples.is_empty() || self.send(poll, samples);
@@ -468,7 +469,7 @@ mod tests {
         assert!(h[0].emit(1, poll(1_000)));
         assert!(h[0].emit(2, poll(500)));
         assert!(!h[0].emit(3, poll(100)), "it holds more than it would leave free");
-        assert!(!h[0].emit(3, poll(2_000)), "two batches");
+        assert!(!h[0].emit(3, poll(1_100)), "two batches");
         assert_eq!((rx.len(), rx.samples()), (2, 1_500), "a drop takes no room");
         // The others still find room, up to the bound.
         assert!(h[1].emit(1, poll(500)));

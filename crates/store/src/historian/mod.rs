@@ -11,7 +11,8 @@
 //!
 //! Samples also go to an in-memory head per tag, compressed as they come (`head.rs`: a few bits
 //! a sample for a steady tag, not 18 bytes). A checkpoint (when the WAL passes
-//! `wal_bytes_max`, or the heads pass `head_bytes_max` or `head_samples_max`) writes every head
+//! `wal_bytes_max`, the heads pass `head_bytes_max` or `head_samples_max`, or one head
+//! `HEAD_SAMPLES_ONE_MAX`) writes every head
 //! as a chunk into blocks of about 256 KB, then a checkpoint record naming the last WAL record
 //! it covers and its first block, syncs the chunk log, and deletes the WAL up to there. A
 //! checkpoint a commit starts seals the heads; when the heads fill fast and a second core is
@@ -177,7 +178,9 @@ const BLOCK_BYTES_MAX: u64 = 256 << 10;
 /// bits a sample in its head: the heads' megabyte would hold 4 M samples of it, 72 MB decoded
 /// at once. Measured, one steady tag, 3.5 M samples in batches of 1,000: heads of 2.1 M
 /// samples (the WAL's bytes started the checkpoints) raised the peak RSS by 38 MB; with this
-/// bound by 5 MB. This many decode into 4.7 MB, and still make chunks of 32 sections.
+/// bound by 5 MB. This many decode into 4.7 MB, and still make chunks of 32 sections. (A WAL
+/// replayed at a start is bounded by `wal_bytes_max` only: its heads may be longer, and the
+/// first commit checkpoints them.)
 const HEAD_SAMPLES_ONE_MAX: usize = 1 << 18;
 
 /// The version of the historian's formats that this build writes (see `crate::check_format`):
@@ -837,7 +840,9 @@ impl Inner {
     /// into chunks, and if that fails too, let them go, and the sealed ones with them (counted;
     /// memory holds at most the heads' bound twice: fresh heads and sealed ones).
     fn bound_heads_after_failure(&mut self) {
-        if !self.heads_full() {
+        // The memory bounds only: one long head is a reason to start a checkpoint, not to let
+        // samples go.
+        if self.head_samples < self.config.head_samples_max && self.head_bytes < self.config.head_bytes_max {
             return;
         }
         if self.checkpoint().is_err() {
@@ -2842,14 +2847,49 @@ mod tests {
             w.append(&poll).unwrap();
             w.commit().unwrap();
             let inner = lock(&w.inner).unwrap();
-            let longest = inner.heads.iter().map(head::Head::len).max().unwrap_or(0);
-            assert!(longest <= HEAD_SAMPLES_ONE_MAX, "{longest} samples in one head at batch {batch}");
+            let sealed = inner.sealed.iter().flat_map(|s| s.heads.iter());
+            let longest = inner.heads.iter().chain(sealed).map(head::Head::len).max().unwrap_or(0);
+            // Past the bound by at most the batch that reached it.
+            assert!(longest < HEAD_SAMPLES_ONE_MAX + 1_000, "{longest} samples in one head at batch {batch}");
         }
         w.checkpoint().unwrap();
         assert_eq!(w.stats().checkpoints, 2, "one at the bound, one at the end");
         let got = r.raw("plant/line/cell/spindle", Timestamp(0), Timestamp::from_millis(samples as i64)).unwrap();
         assert_eq!(got.len(), samples / 1_000 * 1_000);
         assert!(got.iter().enumerate().all(|(i, s)| s.time.as_millis() == i as i64 && s.value == Some(7.0)));
+        drop((w, r));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A head past [`HEAD_SAMPLES_ONE_MAX`] starts a checkpoint, but when checkpoints fail (a
+    /// disk that refuses writes) its samples are kept up to the heads' memory bounds, as any
+    /// others: only those bounds let samples go.
+    #[test]
+    fn a_long_head_whose_checkpoints_fail_keeps_its_samples_within_the_memory_bounds() {
+        let dir = temp("long-head-failing");
+        let config = HistorianConfig {
+            fsync: FsyncPolicy::Never,
+            checkpoint_thread: CheckpointThread::Never,
+            ..HistorianConfig::default()
+        };
+        let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
+        w.bind_tags(&["plant/line/cell/spindle"]).unwrap();
+        lock(&w.inner).unwrap().fail_checkpoints = true;
+        let samples = HEAD_SAMPLES_ONE_MAX + 3_000;
+        let mut failed = 0;
+        for batch in 0..samples / 1_000 {
+            let poll: Vec<Sample> = (0..1_000)
+                .map(|i| Sample::good(TagId(0), Value::F64(7.0), Timestamp::from_millis((batch * 1_000 + i) as i64)))
+                .collect();
+            w.append(&poll).unwrap();
+            failed += usize::from(w.commit().is_err());
+        }
+        assert!(failed > 0);
+        assert_eq!(w.stats().samples_lost, 0);
+        lock(&w.inner).unwrap().fail_checkpoints = false;
+        w.checkpoint().unwrap();
+        let got = r.raw("plant/line/cell/spindle", Timestamp(0), Timestamp::from_millis(samples as i64)).unwrap();
+        assert_eq!(got.len(), samples / 1_000 * 1_000);
         drop((w, r));
         fs::remove_dir_all(&dir).unwrap();
     }
