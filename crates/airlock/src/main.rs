@@ -162,8 +162,11 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 fn run_async(command: Command) -> anyhow::Result<()> {
+    // Two workers, or one where the process may run on one core only (`taskset`, a container's
+    // CPU set): a second worker there only adds wake-ups and a malloc arena.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(cores.min(2))
         .enable_all()
         .build()
         .context("start the runtime")?;
