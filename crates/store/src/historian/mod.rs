@@ -1992,6 +1992,16 @@ mod tests {
         HistorianConfig { checkpoint_thread: CheckpointThread::Spread, ..HistorianConfig::default() }
     }
 
+    /// The four tags' samples over `seconds`, each read once, in `chunks` chunks, after a start
+    /// (blocks without a checkpoint's record after them are not read); the folder removed.
+    fn assert_read_after_a_start(dir: &Path, chunks: u64, seconds: std::ops::Range<i64>) {
+        let (w, r) = HistorianWriter::open(dir, HistorianConfig { fsync: FsyncPolicy::Never, ..spread() }).unwrap();
+        assert_eq!(r.stats().chunks, chunks);
+        assert_all_read(&r, 4, seconds);
+        drop((w, r));
+        let _ = fs::remove_dir_all(dir);
+    }
+
     /// A historian whose spread checkpoints take one head a commit, each in a block of its own.
     fn one_head_a_commit(w: &HistorianWriter) {
         let mut inner = lock(&w.inner).unwrap();
@@ -2054,15 +2064,12 @@ mod tests {
         // The block appended before the stop lies before a checkpoint's record now: still not
         // read at a start.
         drop((w, r));
-        let (_w, r) = HistorianWriter::open(&dir, HistorianConfig { fsync: FsyncPolicy::Never, ..spread() }).unwrap();
-        assert_eq!(r.stats().chunks, 12, "three checkpoints of four chunks");
-        assert_all_read(&r, 4, 0..504);
-        let _ = fs::remove_dir_all(&dir);
+        assert_read_after_a_start(&dir, 12, 0..504);
     }
 
     /// A spread checkpoint whose record cannot be written (here every checkpoint fails) keeps
-    /// its heads sealed and is encoded again, whole, when it is tried again: its samples are
-    /// never dropped from the WAL without their blocks.
+    /// its heads sealed and is encoded again from its first head, spread over the commits
+    /// after: its samples are never dropped from the WAL without their blocks.
     #[test]
     fn a_spread_checkpoint_whose_record_fails_is_encoded_again() {
         let (dir, mut w, r) = four_tags("spread-fails", spread());
@@ -2090,10 +2097,7 @@ mod tests {
         assert_all_read(&r, 4, 0..258);
         // The failed attempt's blocks, on disk without a record, are not read at a start.
         drop((w, r));
-        let (_w, r) = HistorianWriter::open(&dir, HistorianConfig { fsync: FsyncPolicy::Never, ..spread() }).unwrap();
-        assert_eq!(r.stats().chunks, 8, "two checkpoints of four chunks");
-        assert_all_read(&r, 4, 0..258);
-        let _ = fs::remove_dir_all(&dir);
+        assert_read_after_a_start(&dir, 8, 0..258);
     }
 
     /// Retention stops short of the blocks a checkpoint spread over commits has appended and
