@@ -310,31 +310,35 @@ impl DeviceHandle {
     /// channel has slots (1,024: a million samples) never does. Returns whether they went; a
     /// drop is counted once.
     pub fn emit(&self, poll: u64, samples: Vec<Sample>) -> bool {
-        if samples.len() <= BATCH_SAMPLES {
-            return samples.is_empty() || self.send(poll, samples);
+        let n = samples.len();
+        if n == 0 {
+            return true;
         }
-        let n = samples.len() as u64;
-        if !self.out.take_room(&self.waiting, samples.len()) {
+        if !self.out.take_room(&self.waiting, n) {
             self.dropped();
             return false;
         }
-        let permits = match self.out.tx.try_reserve_many(samples.len().div_ceil(BATCH_SAMPLES)) {
-            Ok(permits) => permits,
-            Err(_) => {
-                self.out.give_back(&self.waiting, samples.len());
-                self.dropped();
-                return false;
+        let went = if n <= BATCH_SAMPLES {
+            self.out.tx.try_send(SampleBatch { device: self.device, poll, samples }).is_ok()
+        } else if let Ok(permits) = self.out.tx.try_reserve_many(n.div_ceil(BATCH_SAMPLES)) {
+            let mut rest = samples.into_iter();
+            for permit in permits {
+                permit.send(SampleBatch {
+                    device: self.device,
+                    poll,
+                    samples: rest.by_ref().take(BATCH_SAMPLES).collect(),
+                });
             }
+            true
+        } else {
+            false
         };
-        let mut rest = samples.into_iter();
-        for permit in permits {
-            permit.send(SampleBatch {
-                device: self.device,
-                poll,
-                samples: rest.by_ref().take(BATCH_SAMPLES).collect(),
-            });
+        if !went {
+            self.out.give_back(&self.waiting, n);
+            self.dropped();
+            return false;
         }
-        self.sent(n);
+        self.sent(n as u64);
         true
     }
 
@@ -353,25 +357,6 @@ impl DeviceHandle {
                  dropping batches until it drains",
                 self.name
             );
-        }
-    }
-
-    fn send(&self, poll: u64, samples: Vec<Sample>) -> bool {
-        let n = samples.len();
-        if !self.out.take_room(&self.waiting, n) {
-            self.dropped();
-            return false;
-        }
-        match self.out.tx.try_send(SampleBatch { device: self.device, poll, samples }) {
-            Ok(()) => {
-                self.sent(n as u64);
-                true
-            }
-            Err(_) => {
-                self.out.give_back(&self.waiting, n);
-                self.dropped();
-                false
-            }
         }
     }
 }

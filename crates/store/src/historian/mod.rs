@@ -1594,21 +1594,13 @@ impl HeadEncoder {
                 continue;
             }
             self.encode_head(heads, tag, codec, block_bytes_max, &corrupt, &mut emit)?;
-            if !more() {
-                return Ok(self.next >= heads.len() && self.finish(&corrupt, &mut emit)?);
+            if self.next < heads.len() && !more() {
+                return Ok(false);
             }
         }
-        self.finish(&corrupt, &mut emit)
-    }
-
-    /// Emits the last block, if it holds anything: every head is encoded.
-    fn finish<E>(
-        &mut self,
-        corrupt: &impl Fn(String) -> E,
-        emit: &mut impl FnMut(Vec<u8>, chunk::BlockPrefix) -> Result<(), E>,
-    ) -> Result<bool, E> {
+        // Every head is encoded: the last block goes too.
         if self.block.sections() > 0 {
-            let (bytes, prefix) = std::mem::take(&mut self.block).finish().map_err(corrupt)?;
+            let (bytes, prefix) = std::mem::take(&mut self.block).finish().map_err(&corrupt)?;
             emit(bytes, prefix)?;
         }
         Ok(true)
