@@ -241,7 +241,9 @@ impl Gateway {
         let (mut historian_writer, historian) = HistorianWriter::open(&historian_dir, historian_config)
             .with_context(|| format!("open the historian in {}", historian_dir.display()))?;
         let paths: Vec<&str> = tags.iter().map(|t| t.path.as_str()).collect();
-        historian_writer.bind_tags(&paths).context("add the tags to the historian")?;
+        historian_writer
+            .bind_tags_with_resolutions(&paths, &tags.historian_resolutions())
+            .context("add the tags to the historian")?;
 
         // The gateway's own problems (a sink that cannot deliver, a task restarted), sent
         // upstream as events.
@@ -529,6 +531,7 @@ impl Gateway {
         let reload = Reload {
             condenser: Condenser::new(&new, Arc::clone(&tags)),
             paths: tags.iter().map(|t| t.path.to_string()).collect(),
+            resolutions: tags.historian_resolutions(),
             unchanged: moved,
             routes,
             done,

@@ -371,6 +371,9 @@ pub struct Tag {
     pub data_type: DataType,
     /// Engineering unit, e.g. `mm/s`, `degC`, `parts`.
     pub unit: Option<String>,
+    /// The historian stores this tag's values rounded to the nearest multiple of this (a
+    /// finite number above 0); `None`: as read.
+    pub historian_resolution: Option<f64>,
     /// What the edge does with this tag's samples.
     pub edge: TagEdge,
 }

@@ -195,6 +195,7 @@ pub struct RawTag {
     pub scale: Option<S<f64>>,
     pub offset: Option<S<f64>>,
     pub unit: Option<S<String>>,
+    pub historian_resolution: Option<S<f64>>,
     pub deadband: Option<S<f64>>,
     pub deadband_percent: Option<S<f64>>,
     pub span_min: Option<S<f64>>,

@@ -245,6 +245,30 @@ fn scale_must_be_finite_and_not_zero() {
 }
 
 #[test]
+fn a_historian_resolution_is_above_zero_and_for_numbers_only() {
+    let text = with("", &TAG.replace("address = 0", "address = 0\nhistorian_resolution = 0.01"));
+    let config = parse(&text, Path::new("plant.toml")).unwrap();
+    assert_eq!(config.devices[0].tags[0].historian_resolution, Some(0.01));
+    assert_eq!(parse(&with("", TAG), Path::new("plant.toml")).unwrap().devices[0].tags[0].historian_resolution, None);
+    let flag = "[[device.tag]]\nname = \"running\"\nspace = \"coil\"\naddress = 0\ntype = \"bool\"\nhistorian_resolution = 1\n";
+    for bad in ["0.0", "-0.5", "inf"] {
+        let text =
+            with("", &(TAG.replace("address = 0", &format!("address = 0\nhistorian_resolution = {bad}")) + flag));
+        check(
+            &text,
+            &[
+                (line_of(&text, &format!("= {bad}")), "device[press1].tag[speed].historian_resolution", "above 0"),
+                (
+                    line_of(&text, "historian_resolution = 1"),
+                    "device[press1].tag[running].historian_resolution",
+                    "only for a numeric tag",
+                ),
+            ],
+        );
+    }
+}
+
+#[test]
 fn a_config_without_devices_or_tags() {
     let errors = parse("[gateway]\nname = \"x\"\n", Path::new("plant.toml")).unwrap_err().0;
     assert_eq!(errors.len(), 1);

@@ -75,6 +75,8 @@ pub struct Reload {
     pub condenser: Condenser,
     /// The tag paths of the new table, in tag id order.
     pub paths: Vec<String>,
+    /// The tags' historian resolutions, in tag id order.
+    pub resolutions: Vec<Option<f64>>,
     /// Devices unchanged by the reload: where their tags were and are.
     pub unchanged: Vec<Moved>,
     /// Per slot: how much to add to a tag id of its batches, or `None` to drop them.
@@ -112,7 +114,7 @@ pub struct Collector {
     first_slots: usize,
     /// Tag paths the historian could not take at a reload (a full disk): tried again every
     /// second; until then samples are not put in the historian (they would go under old paths).
-    rebind: Option<Vec<String>>,
+    rebind: Option<(Vec<String>, Vec<Option<f64>>)>,
     /// Tests only: a sample of this tag makes the collector panic (a bug meeting it).
     #[cfg(test)]
     panic_on: Option<airlock_model::TagId>,
@@ -292,11 +294,11 @@ impl Collector {
             }
             if maintained.elapsed() >= MAINTAIN_EVERY {
                 maintained = Instant::now();
-                if let Some(paths) = self.rebind.take() {
+                if let Some((paths, resolutions)) = self.rebind.take() {
                     let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
-                    match self.historian.bind_tags(&refs) {
+                    match self.historian.bind_tags_with_resolutions(&refs, &resolutions) {
                         Ok(()) => log::info!("the historian took the new tags; samples go into it again"),
-                        Err(_) => self.rebind = Some(paths),
+                        Err(_) => self.rebind = Some((paths, resolutions)),
                     }
                 }
                 let now = self.clock.now();
@@ -353,11 +355,11 @@ impl Collector {
         self.commit();
         let paths: Vec<&str> = r.paths.iter().map(String::as_str).collect();
         self.rebind = None;
-        if let Err(e) = self.historian.bind_tags(&paths) {
+        if let Err(e) = self.historian.bind_tags_with_resolutions(&paths, &r.resolutions) {
             log::error!(
                 "reload: the historian cannot take the new tags ({e}); samples stay out of it until it can (tried every second)"
             );
-            self.rebind = Some(r.paths.clone());
+            self.rebind = Some((r.paths.clone(), r.resolutions.clone()));
         }
         let mut fresh = Vec::new();
         for moved in &r.unchanged {
@@ -579,7 +581,7 @@ mod tests {
         let (mut historian, history) =
             HistorianWriter::open(&dir.join("historian"), HistorianConfig::default()).unwrap();
         let paths: Vec<&str> = tags.iter().map(|t| t.path.as_str()).collect();
-        historian.bind_tags(&paths).unwrap();
+        historian.bind_tags_with_resolutions(&paths, &tags.historian_resolutions()).unwrap();
         let health = Arc::new(CollectorHealth::default());
         let latest: Latest = Arc::new(Mutex::new(vec![None; tags.len()]));
         let collector =
@@ -685,6 +687,55 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A tag's historian resolution comes with a reload: samples before it are stored rounded
+    /// to the old one, after it to the new one, and with none as read.
+    #[test]
+    fn a_reload_brings_the_historian_resolution_of_its_tags() {
+        let dir = std::env::temp_dir().join(format!("airlock-collector-resolution-{}", std::process::id()));
+        let device = |resolution: &str| {
+            format!(
+                "[[device]]\nname = \"a\"\nasset_path = \"acme\"\nprotocol = \"modbus_tcp\"\naddress = \"127.0.0.1:502\"\n\
+                 [[device.tag]]\nname = \"power\"\naddress = 0\ntype = \"f32\"\nspace = \"input_register\"\n{resolution}"
+            )
+        };
+        let parse = |text: &str| airlock_config::parse(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let configs = [
+            parse(&device("historian_resolution = 0.5\n")),
+            parse(&device("historian_resolution = 0.1\n")),
+            parse(&device("")),
+        ];
+        let (collector, _, history, _) = collector_on(&dir, &configs[0]);
+        let (reloads, reload_rx) = std::sync::mpsc::channel();
+        let collector = collector.reloading(reload_rx, 1);
+        let (tx, rx) = mpsc::channel(16);
+        let thread = collector.spawn(rx.into()).unwrap();
+        let at = |i: i64| Timestamp::from_millis(1_800_000_000_000 + i);
+        for (i, config) in configs.iter().enumerate() {
+            if i > 0 {
+                let tags = Arc::new(TagTable::new(config));
+                let (done, done_rx) = std::sync::mpsc::channel();
+                let reload = Reload {
+                    condenser: Condenser::new(config, Arc::clone(&tags)),
+                    paths: tags.iter().map(|t| t.path.to_string()).collect(),
+                    resolutions: tags.historian_resolutions(),
+                    unchanged: vec![Moved { old_first: TagId(0), first: TagId(0), count: 1, old_device: 0, device: 0 }],
+                    routes: vec![Some(0)],
+                    done,
+                };
+                reloads.send(reload).unwrap();
+                assert_eq!(done_rx.recv_timeout(Duration::from_secs(10)), Ok(Ok(())));
+            }
+            let sample = Sample::good(TagId(0), Value::F64(1.37), at(i as i64));
+            tx.blocking_send(SampleBatch { device: 0, poll: i as u64, samples: vec![sample] }).unwrap();
+        }
+        drop(tx);
+        thread.join().unwrap();
+        let stored = history.raw("acme/a/power", at(0), at(3)).unwrap();
+        let values: Vec<Option<f64>> = stored.iter().map(|s| s.value).collect();
+        assert_eq!(values, [Some(1.5), Some(1.4000000000000001), Some(1.37)]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A reload that stops a device finds that device's last batches still waiting in the
     /// channel (the collector was behind): they are stored under the config they were read
     /// with, and only then is the reload applied. Applied first, it routed them nowhere.
@@ -715,6 +766,7 @@ mod tests {
             .send(Reload {
                 condenser: Condenser::new(&after, Arc::clone(&new_tags)),
                 paths: new_tags.iter().map(|t| t.path.to_string()).collect(),
+                resolutions: new_tags.historian_resolutions(),
                 unchanged: vec![Moved { old_first: TagId(0), first: TagId(0), count: 1, old_device: 0, device: 0 }],
                 routes: vec![Some(0), None],
                 done,
@@ -776,6 +828,7 @@ mod tests {
             .send(Reload {
                 condenser: Condenser::new(&config, Arc::clone(&tags)),
                 paths: tags.iter().map(|t| t.path.to_string()).collect(),
+                resolutions: tags.historian_resolutions(),
                 unchanged: vec![Moved { old_first: TagId(0), first: TagId(0), count: 1, old_device: 0, device: 0 }],
                 routes: vec![Some(0)],
                 done,

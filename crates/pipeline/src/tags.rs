@@ -16,6 +16,8 @@ pub struct TagInfo {
     pub value_type: ValueType,
     /// The range of an unsigned counter (it rolls over there), for production counts.
     pub counter_modulus: Option<u64>,
+    /// What the historian rounds its values to (`historian_resolution`); `None`: as read.
+    pub historian_resolution: Option<f64>,
 }
 
 /// Every tag of a config, and where each device's tags begin.
@@ -43,6 +45,7 @@ impl TagTable {
                     DataType::U32 | DataType::I32 => Some(1 << 32),
                     _ => None,
                 },
+                historian_resolution: t.historian_resolution,
             }));
         }
         Self { tags, first }
@@ -67,6 +70,11 @@ impl TagTable {
     /// Every tag, a tag's id being its index.
     pub fn as_slice(&self) -> &[TagInfo] {
         &self.tags
+    }
+
+    /// Every tag's historian resolution, a tag's id being its index.
+    pub fn historian_resolutions(&self) -> Vec<Option<f64>> {
+        self.tags.iter().map(|t| t.historian_resolution).collect()
     }
 
     /// The id of device `device`'s first tag.

@@ -204,7 +204,7 @@ mod tests {
 
     fn tag(name: &str, data_type: DataType) -> Tag {
         let path = AssetPath::parse("plant/line").unwrap().child(name).unwrap();
-        Tag { name: name.into(), path, data_type, unit: None, edge: Default::default() }
+        Tag { name: name.into(), path, data_type, unit: None, historian_resolution: None, edge: Default::default() }
     }
 
     fn json(topic: &str, value: &str, time: Option<&str>) -> MqttSource {

@@ -738,13 +738,27 @@ fn tag(
         }
     };
     let edge = tag_edge(c, t, key, data_type.unwrap_or(DataType::F64), siblings);
+    let historian_resolution = historian_resolution(c, t, key, data_type);
     Some(Tag {
         name: t.name.get_ref().clone(),
         path: device_path?.child(t.name.get_ref()).ok()?,
         data_type: data_type?,
         unit: t.unit.as_ref().map(|u| u.get_ref().clone()),
+        historian_resolution,
         edge,
     })
+}
+
+/// The resolution a tag's values are stored to in the historian: a finite number above 0, for
+/// a tag the historian stores as a number (not a bool, a string or a waveform).
+fn historian_resolution(c: &mut Checker, t: &RawTag, key: &str, data_type: Option<DataType>) -> Option<f64> {
+    let s = t.historian_resolution.as_ref()?;
+    let key = format!("{key}.historian_resolution");
+    if matches!(data_type, Some(DataType::Bool | DataType::String { .. } | DataType::Waveform { .. })) {
+        c.err(s.span(), key, "is only for a numeric tag (the historian stores no waveform)".into());
+        return None;
+    }
+    positive(c, &t.historian_resolution, key, false)
 }
 
 /// The Modbus part of a tag: space, address, order, bit, scale.

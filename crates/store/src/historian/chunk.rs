@@ -187,15 +187,24 @@ impl BlockWriter {
 
     /// Adds one tag's chunk (at most [`SECTION_SAMPLES_MAX`] samples); tags must come in order.
     /// `times_from`: the index of an earlier section of this block with the very same times
-    /// (pco only). Returns this section's index.
-    pub fn push(&mut self, codec: Codec, tag: u32, c: &Columns, times_from: Option<u32>) -> Result<u32, String> {
+    /// (pco only). `resolution`: the tag's stated resolution, which its values are rounded to
+    /// (a hint to the encoder; a value off that grid is stored as it is). Returns this
+    /// section's index.
+    pub fn push(
+        &mut self,
+        codec: Codec,
+        tag: u32,
+        c: &Columns,
+        times_from: Option<u32>,
+        resolution: Option<f64>,
+    ) -> Result<u32, String> {
         if self.directory.last().is_some_and(|(last, _)| *last > tag) {
             return Err(format!("tag {tag} after a later one in a block"));
         }
         if c.len() > SECTION_SAMPLES_MAX {
             return Err(format!("{} samples in one section", c.len()));
         }
-        let section = encode(codec, tag, c, times_from.map(u64::from))?;
+        let section = encode_section(codec, tag, c, times_from.map(u64::from), resolution)?;
         self.out.extend_from_slice(&section);
         self.out.extend_from_slice(&crc32fast::hash(&section).to_le_bytes());
         let end = u32::try_from(self.out.len()).map_err(|_| "a block past 4 GB")?;
@@ -406,6 +415,17 @@ pub fn encode_checkpoint(wal_seq: u64, first_chunk_seq: u64) -> Vec<u8> {
 /// Encodes one tag's chunk. `times_from`: the sequence number of an earlier chunk with the very
 /// same times, to refer to instead of storing them again (pco only).
 pub fn encode(codec: Codec, tag: u32, c: &Columns, times_from: Option<u64>) -> Result<Vec<u8>, String> {
+    encode_section(codec, tag, c, times_from, None)
+}
+
+/// [`encode`], with the tag's stated resolution as a hint (see [`BlockWriter::push`]).
+fn encode_section(
+    codec: Codec,
+    tag: u32,
+    c: &Columns,
+    times_from: Option<u64>,
+    resolution: Option<f64>,
+) -> Result<Vec<u8>, String> {
     let (time_min, time_max) = c.time_range().unwrap_or((0, 0));
     let shared = times_from.filter(|_| codec == Codec::Pco);
     let mut out = vec![if shared.is_some() { KIND_SHARED_TIMES } else { codec as u8 }];
@@ -427,7 +447,7 @@ pub fn encode(codec: Codec, tag: u32, c: &Columns, times_from: Option<u64>) -> R
                 Some(seq) => out.extend_from_slice(&seq.to_le_bytes()),
                 None => put_times(&mut out, &c.times)?,
             }
-            put_values(&mut out, &c.values)?;
+            put_values(&mut out, &c.values, resolution)?;
         }
     }
     encode_runs(&mut out, &c.quality);
@@ -451,17 +471,28 @@ fn pco_config(level: usize) -> pco::ChunkConfig {
 /// How pco is to split a chunk's values, chosen by one pass over them instead of pco's own
 /// search (which samples the chunk and estimates three modes: a tenth of the collector's time
 /// at a 1 ms poll, where a chunk holds some 75 samples): whole numbers (a register, a counter,
-/// a bool) as multiples of 1, numbers an `f32` holds exactly (a float register) with their 29
-/// low bits known to be zero, anything else (a scaled decimal, an `f64` measurement) as pco
-/// finds best.
-fn value_mode(values: &[f64]) -> pco::ModeSpec {
+/// a bool) as multiples of 1, values rounded to the tag's stated resolution as multiples of
+/// it, numbers an `f32` holds exactly (a float register) with their 29 low bits known to be
+/// zero, anything else (a scaled decimal, an `f64` measurement) as pco finds best.
+fn value_mode(values: &[f64], resolution: Option<f64>) -> pco::ModeSpec {
     if values.iter().all(|v| v.fract() == 0.0 && v.abs() < EXACT_INTEGER_MAX) {
         pco::ModeSpec::TryFloatMult(1.0)
+    } else if let Some(r) = resolution.filter(|r| values.iter().all(|v| to_resolution(*v, *r).to_bits() == v.to_bits()))
+    {
+        pco::ModeSpec::TryFloatMult(r)
     } else if values.iter().all(|v| f64::from(*v as f32) == *v) {
         pco::ModeSpec::TryFloatQuant(29)
     } else {
         pco::ModeSpec::Auto
     }
+}
+
+/// `value` rounded to the nearest multiple of `resolution` (a finite number above 0): what the
+/// historian stores of a tag with a stated resolution. A value the rounding cannot take (not
+/// finite, or too large for the multiple to be finite) is kept as it is.
+pub fn to_resolution(value: f64, resolution: f64) -> f64 {
+    let rounded = (value / resolution).round() * resolution;
+    if rounded.is_finite() { rounded } else { value }
 }
 
 /// A chunk whose first value is this makes the pco path panic, in tests: how a bug in pco
@@ -681,7 +712,7 @@ fn take_times(bytes: &[u8], at: &mut usize, count: usize) -> Result<Vec<i64>, St
 ///          run before (zigzag varint; the first from 0)
 ///  form 1: the value as f64 LE
 /// ```
-fn put_values(out: &mut Vec<u8>, values: &[f64]) -> Result<(), String> {
+fn put_values(out: &mut Vec<u8>, values: &[f64], resolution: Option<f64>) -> Result<(), String> {
     let runs_max = (values.len() / SAMPLES_PER_RUN_MIN).max(1);
     let mut runs = usize::from(!values.is_empty());
     for w in values.windows(2) {
@@ -699,7 +730,7 @@ fn put_values(out: &mut Vec<u8>, values: &[f64]) -> Result<(), String> {
         }
         Some(_) if runs <= runs_max => put_runs(out, values, runs),
         _ => {
-            let config = pco_config(PCO_LEVEL_VALUES).with_mode_spec(value_mode(values));
+            let config = pco_config(PCO_LEVEL_VALUES).with_mode_spec(value_mode(values, resolution));
             put_block(out, &pco::standalone::simple_compress(values, &config).map_err(|e| e.to_string())?);
         }
     }
@@ -917,9 +948,9 @@ mod tests {
         let single =
             vec![0.5, -0.0, f64::from(f32::MIN_POSITIVE), f64::from(f32::MAX), f64::INFINITY, 1.25, 0.1f32.into()];
         let other = vec![0.1, f64::NAN, 9_007_199_254_740_992.0, 1e300, -f64::MIN_POSITIVE, 7.0, f64::NEG_INFINITY];
-        assert!(matches!(value_mode(&whole), pco::ModeSpec::TryFloatMult(1.0)));
-        assert!(matches!(value_mode(&single), pco::ModeSpec::TryFloatQuant(29)));
-        assert!(matches!(value_mode(&other), pco::ModeSpec::Auto));
+        assert!(matches!(value_mode(&whole, None), pco::ModeSpec::TryFloatMult(1.0)));
+        assert!(matches!(value_mode(&single, None), pco::ModeSpec::TryFloatQuant(29)));
+        assert!(matches!(value_mode(&other, None), pco::ModeSpec::Auto));
         for values in [whole, single, other] {
             let mut c = Columns::default();
             for (i, v) in values.iter().cycle().take(300).enumerate() {
@@ -930,6 +961,43 @@ mod tests {
             assert_eq!(bits(&back.values), bits(&c.values), "{values:?}");
             assert_eq!(back.times, c.times);
         }
+    }
+
+    /// Values rounded to a tag's resolution are split by pco as multiples of it, and come back
+    /// bit for bit; a column with a value off that grid (stored before the resolution was
+    /// stated) is not, and comes back bit for bit too. Rounding is idempotent, and leaves what
+    /// it cannot take (not finite, or too large) as it is.
+    #[test]
+    fn values_rounded_to_a_resolution_are_stored_as_its_multiples() {
+        let rounded: Vec<f64> =
+            (0..300).map(|i| to_resolution(40.0 + (i as f64 * 0.7).sin() * 0.3 + 0.001 * i as f64, 0.01)).collect();
+        assert!(rounded.iter().all(|v| to_resolution(*v, 0.01).to_bits() == v.to_bits()));
+        assert!(matches!(value_mode(&rounded, Some(0.01)), pco::ModeSpec::TryFloatMult(r) if r == 0.01));
+        assert!(matches!(value_mode(&rounded, None), pco::ModeSpec::Auto));
+        let mut off = rounded.clone();
+        off[150] += 0.001;
+        assert!(matches!(value_mode(&off, Some(0.01)), pco::ModeSpec::Auto));
+        let mut sizes = Vec::new();
+        for values in [&rounded, &off] {
+            let mut c = Columns::default();
+            for (i, v) in values.iter().enumerate() {
+                c.push(1_700_000_000_000 + i as i64 * 1000, *v, 0);
+            }
+            let mut w = BlockWriter::default();
+            w.push(Codec::Pco, 3, &c, None, Some(0.01)).unwrap();
+            let (bytes, _) = w.finish().unwrap();
+            sizes.push(bytes.len());
+            let block = Block::open(bytes.as_slice()).unwrap();
+            let back = block.decode(&block.section(0).unwrap()).unwrap();
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&back.values), bits(&c.values));
+        }
+        assert!(sizes[0] < sizes[1], "as multiples {} bytes, not {}", sizes[0], sizes[1]);
+        assert_eq!(to_resolution(f64::INFINITY, 0.01), f64::INFINITY);
+        assert!(to_resolution(f64::NAN, 0.01).is_nan());
+        assert_eq!(to_resolution(f64::MAX, 0.01), f64::MAX);
+        assert_eq!(to_resolution(-0.004, 0.01), 0.0);
+        assert_eq!(to_resolution(12.345_678, 0.5), 12.5);
     }
 
     /// A column of one value repeated is stored as that value: 8 bytes, not pco's 55 or more;
@@ -1076,9 +1144,9 @@ mod tests {
         let mut w = BlockWriter::default();
         for (i, (tag, c)) in sections.iter().enumerate() {
             let shared = (i == 2).then_some(0);
-            assert_eq!(w.push(Codec::Pco, *tag, c, shared).unwrap(), i as u32);
+            assert_eq!(w.push(Codec::Pco, *tag, c, shared, None).unwrap(), i as u32);
         }
-        assert!(w.push(Codec::Pco, 3, &c, None).is_err(), "tags come in order");
+        assert!(w.push(Codec::Pco, 3, &c, None, None).is_err(), "tags come in order");
         let (bytes, prefix) = w.finish().unwrap();
         (bytes, prefix, sections)
     }
@@ -1146,11 +1214,11 @@ mod tests {
         // A section of more samples than a block's section may hold is refused before decoding.
         let mut long = Columns::default();
         (0..SECTION_SAMPLES_MAX as i64 + 1).for_each(|i| long.push(i, 0.0, 0));
-        assert!(BlockWriter::default().push(Codec::Pco, 1, &long, None).is_err());
+        assert!(BlockWriter::default().push(Codec::Pco, 1, &long, None, None).is_err());
         // A section claiming the times of a later one (or itself).
         let c = columns();
         let mut w = BlockWriter::default();
-        w.push(Codec::Pco, 1, &c, Some(0)).unwrap();
+        w.push(Codec::Pco, 1, &c, Some(0), None).unwrap();
         let (bytes, _) = w.finish().unwrap();
         let b = Block::open(bytes.as_slice()).unwrap();
         assert!(b.decode(&b.section(0).unwrap()).is_err());

@@ -227,6 +227,8 @@ struct Inner {
     numbers: HashMap<String, u32>,
     /// The gateway's `TagId` to the historian's tag number, for this run.
     bound: Vec<u32>,
+    /// Per tag number, the resolution its values are stored to (0: as read), for this run.
+    resolutions: Arc<[f64]>,
     heads: Vec<head::Head>,
     /// Heads sealed for a checkpoint not written yet (queries read them too).
     sealed: Option<Sealed>,
@@ -295,8 +297,31 @@ impl HistorianWriter {
     /// Says which asset path each of the gateway's tag ids (their index here) stands for,
     /// adding new tags to the dictionary.
     pub fn bind_tags(&mut self, paths: &[&str]) -> Result<(), StoreError> {
+        self.bind_tags_with_resolutions(paths, &[])
+    }
+
+    /// [`bind_tags`](Self::bind_tags), with each tag's stated resolution (by index, as the
+    /// paths; missing or `None`: stored as read): the historian stores such a tag's values
+    /// rounded to the nearest multiple of it (`0.01` keeps a temperature to a hundredth of a
+    /// degree), which costs a noisy float a third of its bytes or less. Live values, the edge
+    /// and upstream are not touched.
+    pub fn bind_tags_with_resolutions(
+        &mut self,
+        paths: &[&str],
+        resolutions: &[Option<f64>],
+    ) -> Result<(), StoreError> {
         let mut inner = lock(&self.inner)?;
-        inner.bound = inner.numbers_of(paths)?;
+        let bound = inner.numbers_of(paths)?;
+        let mut by_number = vec![0.0; inner.paths.len()];
+        for (number, r) in bound.iter().zip(resolutions) {
+            if let (Some(slot), Some(r)) =
+                (by_number.get_mut(*number as usize), r.filter(|r| r.is_finite() && *r > 0.0))
+            {
+                *slot = r;
+            }
+        }
+        inner.resolutions = if by_number.iter().any(|r| *r > 0.0) { by_number.into() } else { Arc::from([]) };
+        inner.bound = bound;
         Ok(())
     }
 
@@ -522,6 +547,7 @@ impl Inner {
             paths,
             numbers,
             bound: Vec::new(),
+            resolutions: Arc::from([]),
             config,
             wal,
             chunks,
@@ -758,6 +784,10 @@ impl Inner {
                 Some(v) => v.as_f64().unwrap_or(0.0),
                 None => 0.0,
             };
+            let value = match self.resolutions.get(tag as usize) {
+                Some(&r) if r > 0.0 => chunk::to_resolution(value, r),
+                _ => value,
+            };
             let (time, quality) = (s.gateway_time.as_millis(), quality_code(s.quality));
             record.push(tag, time, value, quality);
             self.push_to_head(tag, time, value, quality, &mut run);
@@ -883,8 +913,7 @@ impl Inner {
             if thread {
                 let job = Job {
                     heads: Arc::clone(&heads),
-                    codec: self.config.codec,
-                    block_bytes_max: self.block_bytes_max,
+                    form: self.form(),
                     #[cfg(test)]
                     gate: self.checkpoint_gate.clone(),
                 };
@@ -945,16 +974,25 @@ impl Inner {
         self.checkpointer.is_some()
     }
 
+    /// How this historian's heads are encoded now.
+    fn form(&self) -> Form {
+        Form {
+            codec: self.config.codec,
+            block_bytes_max: self.block_bytes_max,
+            resolutions: Arc::clone(&self.resolutions),
+        }
+    }
+
     /// Encodes `heads` and appends their blocks to the chunk log as each fills (not
     /// committed): the blocks, and how many chunks they hold.
     fn encode_into_chunk_log(&mut self, heads: &[head::Head]) -> Result<(Vec<BlockRef>, u64), StoreError> {
         let mut added = Vec::new();
+        let form = self.form();
         let dir = &self.dir;
         let chunks = &mut self.chunks;
         let sections = encode_heads(
             heads,
-            self.config.codec,
-            self.block_bytes_max,
+            &form,
             |what| StoreError::Corrupt { path: dir.clone(), what },
             |bytes, prefix| {
                 added.push(append_block(chunks, &bytes, &prefix)?);
@@ -1034,11 +1072,15 @@ impl Inner {
                 // Taken at the first block this encoding appends, not before: the blocks of an
                 // attempt that failed lie before it, and a start ignores them.
                 let first_chunk_seq = *spread.first_chunk_seq.get_or_insert(self.chunks.next_seq());
+                let form = Form {
+                    codec: self.config.codec,
+                    block_bytes_max: self.block_bytes_max,
+                    resolutions: Arc::clone(&self.resolutions),
+                };
                 let (chunks, dir) = (&mut self.chunks, &self.dir);
                 let encoded = spread.encoder.encode(
                     &heads,
-                    self.config.codec,
-                    self.block_bytes_max,
+                    &form,
                     |what| StoreError::Corrupt { path: dir.clone(), what },
                     |bytes, prefix| {
                         spread.added.push(append_block(chunks, &bytes, &prefix)?);
@@ -1481,8 +1523,7 @@ enum Place {
 /// What the checkpoint thread is given: heads to encode as blocks.
 struct Job {
     heads: Arc<Vec<head::Head>>,
-    codec: chunk::Codec,
-    block_bytes_max: usize,
+    form: Form,
     /// Held by a test to keep a checkpoint unfinished.
     #[cfg(test)]
     gate: Option<Arc<Mutex<()>>>,
@@ -1511,8 +1552,7 @@ impl Checkpointer {
                 let mut blocks = Vec::new();
                 let encoded = encode_heads(
                     &job.heads,
-                    job.codec,
-                    job.block_bytes_max,
+                    &job.form,
                     |what| what,
                     |bytes, prefix| {
                         blocks.push((bytes, prefix));
@@ -1542,18 +1582,32 @@ impl Checkpointer {
     }
 }
 
-/// Every head's samples as chunks, in blocks of about `block_bytes_max`, each handed to `emit`
-/// as it is finished (its bytes and prefix); how many chunks they hold. `corrupt` makes the
-/// error of a head that does not read back, or a block that cannot be built.
-fn encode_heads<E>(
-    heads: &[head::Head],
+/// How heads are encoded as blocks: the codec, about how large a block is, and the tags'
+/// stated resolutions (by tag number; 0 or missing: none), a hint to the codec.
+#[derive(Debug, Clone)]
+struct Form {
     codec: chunk::Codec,
     block_bytes_max: usize,
+    resolutions: Arc<[f64]>,
+}
+
+impl Form {
+    fn resolution(&self, tag: usize) -> Option<f64> {
+        self.resolutions.get(tag).copied().filter(|r| *r > 0.0)
+    }
+}
+
+/// Every head's samples as chunks, in blocks of about `form.block_bytes_max`, each handed to
+/// `emit` as it is finished (its bytes and prefix); how many chunks they hold. `corrupt` makes
+/// the error of a head that does not read back, or a block that cannot be built.
+fn encode_heads<E>(
+    heads: &[head::Head],
+    form: &Form,
     corrupt: impl Fn(String) -> E,
     emit: impl FnMut(Vec<u8>, chunk::BlockPrefix) -> Result<(), E>,
 ) -> Result<u64, E> {
     let mut encoder = HeadEncoder::default();
-    encoder.encode(heads, codec, block_bytes_max, corrupt, emit, || true)?;
+    encoder.encode(heads, form, corrupt, emit, || true)?;
     Ok(encoder.sections)
 }
 
@@ -1581,8 +1635,7 @@ impl HeadEncoder {
     fn encode<E>(
         &mut self,
         heads: &[head::Head],
-        codec: chunk::Codec,
-        block_bytes_max: usize,
+        form: &Form,
         corrupt: impl Fn(String) -> E,
         mut emit: impl FnMut(Vec<u8>, chunk::BlockPrefix) -> Result<(), E>,
         mut more: impl FnMut() -> bool,
@@ -1593,7 +1646,7 @@ impl HeadEncoder {
             if head.is_empty() {
                 continue;
             }
-            self.encode_head(heads, tag, codec, block_bytes_max, &corrupt, &mut emit)?;
+            self.encode_head(heads, tag, form, &corrupt, &mut emit)?;
             if self.next < heads.len() && !more() {
                 return Ok(false);
             }
@@ -1610,12 +1663,12 @@ impl HeadEncoder {
         &mut self,
         heads: &[head::Head],
         tag: usize,
-        codec: chunk::Codec,
-        block_bytes_max: usize,
+        form: &Form,
         corrupt: &impl Fn(String) -> E,
         emit: &mut impl FnMut(Vec<u8>, chunk::BlockPrefix) -> Result<(), E>,
     ) -> Result<(), E> {
         let Self { sections, block, time_columns, leader, .. } = self;
+        let (codec, block_bytes_max, resolution) = (form.codec, form.block_bytes_max, form.resolution(tag));
         let Some(head) = heads.get(tag) else { return Ok(()) };
         // Decoded one tag at a time: only one head is ever held as columns. A head that
         // follows the leader kept decoded takes its times from there.
@@ -1677,7 +1730,7 @@ impl HeadEncoder {
             // A panic in pco (a bug, on data nobody foresaw) costs neither the checkpoint nor
             // the writer: that chunk is stored with our own Gorilla codec instead, times and all.
             let pushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                block.push(codec, tag as u32, part, same).map_err(corrupt)
+                block.push(codec, tag as u32, part, same, resolution).map_err(corrupt)
             }));
             let (index, shares) = match pushed {
                 Ok(index) => (index?, same.is_none()),
@@ -1687,7 +1740,7 @@ impl HeadEncoder {
                          Gorilla codec",
                         part.len()
                     );
-                    (block.push(chunk::Codec::Gorilla, tag as u32, part, None).map_err(corrupt)?, false)
+                    (block.push(chunk::Codec::Gorilla, tag as u32, part, None, None).map_err(corrupt)?, false)
                 }
             };
             *sections += 1;
