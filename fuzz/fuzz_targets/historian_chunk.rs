@@ -3,7 +3,8 @@
 //! bounded by the input's size and the samples a chunk may hold (8,192 in a block's section,
 //! 4 M in a chunk record of the format before blocks). And any columns the input describes
 //! (times stepping by a few values, for the steps' dictionary, or by many, for pco; values that
-//! hold, change now and then, for runs, or always), written as a chunk, read back bit for bit.
+//! hold, change now and then, for runs, or always), written as a chunk, read back bit for bit;
+//! and rounded to a tag's stated resolution, in a block told it, read back bit for bit.
 #![no_main]
 
 use airlock_store::historian::chunk;
@@ -57,6 +58,18 @@ fuzz_target!(|bytes: &[u8]| {
         assert_eq!(back.times, c.times);
         assert_eq!(bits(&back.values), bits(&c.values));
         assert_eq!(back.quality, c.quality);
+        // The same columns rounded to a tag's resolution (one the input picks), in a block
+        // whose codec is told that resolution: back bit for bit.
+        let resolution = [0.01, 0.1, 0.5, 5.0, 1e-6, 1e-310, 1e300][usize::from(bytes[3]) % 7];
+        let mut rounded = c.clone();
+        rounded.values.iter_mut().for_each(|v| *v = chunk::to_resolution(*v, resolution));
+        let mut writer = chunk::BlockWriter::default();
+        writer.push(chunk::Codec::Pco, 1, &rounded, None, Some(resolution)).expect("any columns go in a block");
+        let (written, _) = writer.finish().expect("a block of one section finishes");
+        let block = chunk::Block::open(written.as_slice()).expect("a block just written opens");
+        let back = block.decode(&block.section(0).expect("its one section")).expect("and decodes");
+        assert_eq!(bits(&back.values), bits(&rounded.values));
+        assert_eq!(back.times, rounded.times);
     }
 
     let count = usize::from(bytes.first().copied().unwrap_or(0)) * 8;

@@ -150,6 +150,13 @@ fn the_demo_runs_by_itself_and_writes_upstream_records() {
     let out = airlock(&["query", "--data", data, "--tag", "press1/power", "--from", from, "--every", "1m", "--csv"]);
     let agg = String::from_utf8_lossy(&out.stdout);
     assert!(agg.starts_with("start,count,min,max,avg,first,last,twa\n"), "{agg}");
+    // The demo states power's `historian_resolution` (0.01 kW): the gateway's historian holds
+    // the f32 readings rounded to it.
+    let out = airlock(&["query", "--data", data, "--tag", "press1/power", "--from", from, "--to", to, "--csv"]);
+    let raw = String::from_utf8_lossy(&out.stdout);
+    let power: Vec<f64> = raw.lines().skip(1).filter_map(|l| l.split(',').nth(1)?.parse().ok()).collect();
+    assert!(power.len() >= 3, "{raw}");
+    assert!(power.iter().all(|kw| (kw * 100.0 - (kw * 100.0).round()).abs() < 1e-6), "{raw}");
     let out = airlock(&["query", "--data", data, "--tag", "speed"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("matches 4 tags"));

@@ -755,7 +755,7 @@ fn historian_resolution(c: &mut Checker, t: &RawTag, key: &str, data_type: Optio
     let s = t.historian_resolution.as_ref()?;
     let key = format!("{key}.historian_resolution");
     if matches!(data_type, Some(DataType::Bool | DataType::String { .. } | DataType::Waveform { .. })) {
-        c.err(s.span(), key, "is only for a numeric tag (the historian stores no waveform)".into());
+        c.err(s.span(), key, "is only for a numeric tag".into());
         return None;
     }
     positive(c, &t.historian_resolution, key, false)

@@ -475,11 +475,16 @@ fn pco_config(level: usize) -> pco::ChunkConfig {
 /// it, numbers an `f32` holds exactly (a float register) with their 29 low bits known to be
 /// zero, anything else (a scaled decimal, an `f64` measurement) as pco finds best.
 fn value_mode(values: &[f64], resolution: Option<f64>) -> pco::ModeSpec {
-    if values.iter().all(|v| v.fract() == 0.0 && v.abs() < EXACT_INTEGER_MAX) {
-        pco::ModeSpec::TryFloatMult(1.0)
-    } else if let Some(r) = resolution.filter(|r| values.iter().all(|v| to_resolution(*v, *r).to_bits() == v.to_bits()))
+    if let Some(r) =
+        resolution.filter(|r| values.iter().all(|v| resolved(*v, *r).map(f64::to_bits) == Some(v.to_bits())))
     {
+        #[cfg(test)]
+        if let Ok(mut hinted) = HINTED.lock() {
+            hinted.push(r.to_bits());
+        }
         pco::ModeSpec::TryFloatMult(r)
+    } else if values.iter().all(|v| v.fract() == 0.0 && v.abs() < EXACT_INTEGER_MAX) {
+        pco::ModeSpec::TryFloatMult(1.0)
     } else if values.iter().all(|v| f64::from(*v as f32) == *v) {
         pco::ModeSpec::TryFloatQuant(29)
     } else {
@@ -487,12 +492,31 @@ fn value_mode(values: &[f64], resolution: Option<f64>) -> pco::ModeSpec {
     }
 }
 
-/// `value` rounded to the nearest multiple of `resolution` (a finite number above 0): what the
-/// historian stores of a tag with a stated resolution. A value the rounding cannot take (not
-/// finite, or too large for the multiple to be finite) is kept as it is.
+/// The resolutions pco was told to split a chunk's values by (for the tests: that a tag's
+/// stated resolution reaches the encoder, whichever thread encodes).
+#[cfg(test)]
+pub(crate) static HINTED: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+/// Multiples of a resolution up to this are rounded to: below it a multiple divided by the
+/// resolution again comes within a quarter of its whole number, so rounding what was rounded
+/// gives it back bit for bit (near 2^52 it would not).
+const MULTIPLES_MAX: f64 = (1u64 << 49) as f64;
+
+/// `value` as the multiple of `resolution` nearest to it, if it has one to round to: not a
+/// value that is not finite, nor one more than [`MULTIPLES_MAX`] resolutions from 0. A
+/// multiple of 0 is +0, whatever the sign of the value.
+fn resolved(value: f64, resolution: f64) -> Option<f64> {
+    let multiple = (value / resolution).round();
+    (multiple.abs() <= MULTIPLES_MAX).then_some(multiple * resolution + 0.0)
+}
+
+/// `value` rounded to the nearest multiple of `resolution` (a finite number above 0), as the
+/// product of a whole number and the resolution (the form pco splits back into the two
+/// exactly): what the historian stores of a tag with a stated resolution. A value without a
+/// multiple to round to (not finite, or too far from 0 for the resolution) is kept as it is.
+/// Rounding a rounded value gives it back bit for bit.
 pub fn to_resolution(value: f64, resolution: f64) -> f64 {
-    let rounded = (value / resolution).round() * resolution;
-    if rounded.is_finite() { rounded } else { value }
+    resolved(value, resolution).unwrap_or(value)
 }
 
 /// A chunk whose first value is this makes the pco path panic, in tests: how a bug in pco
@@ -996,8 +1020,27 @@ mod tests {
         assert_eq!(to_resolution(f64::INFINITY, 0.01), f64::INFINITY);
         assert!(to_resolution(f64::NAN, 0.01).is_nan());
         assert_eq!(to_resolution(f64::MAX, 0.01), f64::MAX);
-        assert_eq!(to_resolution(-0.004, 0.01), 0.0);
+        assert_eq!(to_resolution(-0.004, 0.01).to_bits(), 0.0f64.to_bits(), "-0 would print as -0");
+        assert_eq!(to_resolution(-0.0, 0.01).to_bits(), 0.0f64.to_bits());
         assert_eq!(to_resolution(12.345_678, 0.5), 12.5);
+        assert_eq!(to_resolution(1.37, 0.1).to_bits(), (14.0 * 0.1f64).to_bits());
+        // Too far from 0 for the resolution, or a resolution too fine for any value: as read,
+        // and not taken for multiples.
+        for (v, r) in [(42_057_524_553_713.16, 0.01), (1e300, 1e-300), (40.05, 1e-310)] {
+            assert_eq!(to_resolution(v, r).to_bits(), v.to_bits(), "{v} at {r}");
+            assert!(matches!(value_mode(&[v, v + 1.0], Some(r)), pco::ModeSpec::Auto), "{v} at {r}");
+        }
+        // Idempotent up to the largest multiple rounded to, and whole numbers split by a
+        // resolution above 1 as its multiples.
+        let mut rng = 7u64;
+        for _ in 0..100_000 {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let r = [0.01, 0.1, 0.001, 0.05, 0.3, 2.5, 1e-6][(rng >> 60) as usize % 7];
+            let v = ((rng >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 2.0 * r * MULTIPLES_MAX;
+            let once = to_resolution(v, r);
+            assert_eq!(to_resolution(once, r).to_bits(), once.to_bits(), "{v} at {r}");
+        }
+        assert!(matches!(value_mode(&[5.0, 10.0, 25.0], Some(5.0)), pco::ModeSpec::TryFloatMult(r) if r == 5.0));
     }
 
     /// A column of one value repeated is stored as that value: 8 bytes, not pco's 55 or more;

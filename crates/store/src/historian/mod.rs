@@ -303,7 +303,7 @@ impl HistorianWriter {
     /// [`bind_tags`](Self::bind_tags), with each tag's stated resolution (by index, as the
     /// paths; missing or `None`: stored as read): the historian stores such a tag's values
     /// rounded to the nearest multiple of it (`0.01` keeps a temperature to a hundredth of a
-    /// degree), which costs a noisy float a third of its bytes or less. Live values, the edge
+    /// degree), which leaves a noisy float a third to a half of its bytes. Live values, the edge
     /// and upstream are not touched.
     pub fn bind_tags_with_resolutions(
         &mut self,
@@ -781,12 +781,17 @@ impl Inner {
                     self.stats.text_samples_skipped += 1;
                     continue;
                 }
-                Some(v) => v.as_f64().unwrap_or(0.0),
+                // A bool stays 0 or 1 whatever the tag's resolution (an OPC UA or Sparkplug
+                // tag may carry one though its type is a number).
+                Some(v @ Value::Bool(_)) => v.as_f64().unwrap_or(0.0),
+                Some(v) => {
+                    let value = v.as_f64().unwrap_or(0.0);
+                    match self.resolutions.get(tag as usize) {
+                        Some(&r) if r > 0.0 => chunk::to_resolution(value, r),
+                        _ => value,
+                    }
+                }
                 None => 0.0,
-            };
-            let value = match self.resolutions.get(tag as usize) {
-                Some(&r) if r > 0.0 => chunk::to_resolution(value, r),
-                _ => value,
             };
             let (time, quality) = (s.gateway_time.as_millis(), quality_code(s.quality));
             record.push(tag, time, value, quality);
@@ -2035,6 +2040,39 @@ mod tests {
 
     fn spread() -> HistorianConfig {
         HistorianConfig { checkpoint_thread: CheckpointThread::Spread, ..HistorianConfig::default() }
+    }
+
+    /// A tag's stated resolution reaches the codec wherever a checkpoint a commit starts is
+    /// encoded: on the checkpoint thread, spread over commits, at once (each place with a
+    /// resolution of its own, which its tag's values are all multiples of).
+    #[test]
+    fn a_stated_resolution_reaches_the_codec_wherever_a_checkpoint_is_encoded() {
+        for (config, place, resolution) in [
+            (on_its_thread(), Place::Thread, 0.125),
+            (spread(), Place::Spread, 0.0625),
+            (HistorianConfig { checkpoint_thread: CheckpointThread::Never, ..Default::default() }, Place::AtOnce, 0.25),
+        ] {
+            let (dir, mut w, r) = four_tags(&format!("hint-{resolution}"), config);
+            let paths = paths(4);
+            w.bind_tags_with_resolutions(&paths.iter().map(String::as_str).collect::<Vec<_>>(), &[Some(resolution)])
+                .unwrap();
+            let hinted = || chunk::HINTED.lock().unwrap().iter().filter(|r| **r == resolution.to_bits()).count();
+            assert_eq!(hinted(), 0);
+            // Full at 250 s: one checkpoint, written by a later commit on the thread and spread.
+            poll_and_commit(&mut w, 4, 0..250);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut i = 250;
+            while w.stats().checkpoints == 0 && Instant::now() < deadline {
+                poll_and_commit(&mut w, 4, i..i + 1);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(lock(&w.inner).unwrap().last_place, Some(place));
+            assert_eq!((w.stats().checkpoints, hinted()), (1, 1), "{place:?}");
+            assert_all_read(&r, 4, 0..i);
+            drop((w, r));
+            let _ = fs::remove_dir_all(&dir);
+        }
     }
 
     /// The four tags' samples over `seconds`, each read once, in `chunks` chunks, after a start
