@@ -614,6 +614,7 @@ impl Inner {
 
     fn replay_wal(&mut self, after: u64) -> Result<(), StoreError> {
         let mut from = after + 1;
+        let mut fold = self._lock.is_some();
         loop {
             let records = self.wal.read(from, 1024, 16 << 20)?;
             let Some(last) = records.last().map(|r| r.seq) else { break };
@@ -634,6 +635,19 @@ impl Inner {
                         r.seq,
                         self.dir.display()
                     );
+                }
+                // A WAL longer than the heads may hold (checkpoints failed while it grew, or
+                // the bounds were lowered) is folded into blocks as the heads fill, through
+                // this record; the WAL stays until the next checkpoint drops it. A reader
+                // writes nothing: it holds what it replays; so does a writer whose fold failed.
+                if fold && self.heads_full() {
+                    if let Err(e) = self.fold_heads(r.seq) {
+                        log::warn!(
+                            "historian {}: heads replayed from the WAL could not be folded into blocks ({e}); the rest of the WAL is held in memory",
+                            self.dir.display()
+                        );
+                        fold = false;
+                    }
                 }
             }
             from = last + 1;
@@ -940,9 +954,15 @@ impl Inner {
             self.longest_head = 0;
             return if now { self.finish_checkpoint(true) } else { Ok(()) };
         }
+        self.fold_heads(wal_seq)?;
+        self.wal.drop_through(wal_seq, sync)?;
+        Ok(())
+    }
+
+    /// Encodes the heads where they lie, writes their blocks and a checkpoint record covering
+    /// the WAL through `wal_seq`, and empties them. If that fails they still hold the samples.
+    fn fold_heads(&mut self, wal_seq: u64) -> Result<(), StoreError> {
         let first_chunk_seq = self.chunks.next_seq();
-        // The heads are encoded where they lie, and put back whatever happens: if the
-        // checkpoint fails they still hold the samples.
         let heads = std::mem::take(&mut self.heads);
         let written = self.encode_into_chunk_log(&heads);
         self.heads = heads;
@@ -954,7 +974,6 @@ impl Inner {
         self.head_samples = 0;
         self.head_bytes = 0;
         self.longest_head = 0;
-        self.wal.drop_through(wal_seq, sync)?;
         Ok(())
     }
 
@@ -1972,6 +1991,37 @@ mod tests {
         (dir, w, r)
     }
 
+    /// A WAL that grew long while no checkpoint was written (a full disk, or bounds raised
+    /// since) is replayed at a start within the heads' bounds: the heads are folded into blocks
+    /// as they fill, up to the WAL record they came from. Every sample is read once, after
+    /// that start and the next; a reader's start writes nothing and keeps them in memory.
+    #[test]
+    fn a_long_wal_is_replayed_within_the_heads_bounds() {
+        let dir = temp("long-wal");
+        let roomy = HistorianConfig { fsync: FsyncPolicy::Never, wal_bytes_max: 1 << 30, ..HistorianConfig::default() };
+        {
+            let (mut w, _) = HistorianWriter::open(&dir, roomy.clone()).unwrap();
+            w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+            poll_and_commit(&mut w, 4, 0..5_000);
+            w.sync().unwrap();
+            assert_eq!(w.stats().checkpoints, 0);
+        }
+        let reader = HistorianReader::open(&dir).unwrap();
+        assert_eq!(lock(&reader.inner).unwrap().head_samples, 20_000, "a reader writes no blocks");
+        assert_all_read(&reader, 4, 0..5_000);
+        drop(reader);
+        let bounded = HistorianConfig { head_samples_max: 1_000, ..roomy };
+        for start in 0..2 {
+            let (w, r) = HistorianWriter::open(&dir, bounded.clone()).unwrap();
+            let inner = lock(&w.inner).unwrap();
+            assert!(inner.head_samples < 1_000, "start {start}: {} samples in the heads", inner.head_samples);
+            assert_eq!(inner.stats.samples_lost, 0);
+            drop(inner);
+            assert_all_read(&r, 4, 0..5_000);
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     fn on_its_thread() -> HistorianConfig {
         HistorianConfig { checkpoint_thread: CheckpointThread::Always, ..HistorianConfig::default() }
     }
@@ -2131,20 +2181,20 @@ mod tests {
             lock(&w.inner).unwrap().chunks.commit(false).unwrap();
         }
         let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
-        assert_eq!(w.stats().chunks, 4, "the first checkpoint's chunks only");
-        assert_eq!(lock(&w.inner).unwrap().head_samples, 1_000 + 8, "sealed and fresh heads replayed from the WAL");
+        // The sealed and fresh heads are replayed from the WAL; the replay folds them into
+        // blocks when they reach the heads' bound (after a checkpoint's record that makes the
+        // block appended before the stop one no start reads).
+        assert_eq!(w.stats().chunks, 4 + 4, "the first checkpoint's chunks and the start's, not the orphan block");
+        assert_eq!(lock(&w.inner).unwrap().head_samples, 8, "replayed from the WAL past the heads' bound");
         assert_all_read(&r, 4, 0..502);
         w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
         one_head_a_commit(&w);
-        // The replayed heads are full: sealed at the first commit and spread; an explicit
-        // checkpoint in the middle finishes it, then folds the fresh heads.
         poll_and_commit(&mut w, 4, 502..504);
-        assert!(lock(&w.inner).unwrap().sealed.is_some());
         w.checkpoint().unwrap();
         assert_eq!(w.stats().checkpoints, 2);
         assert!(lock(&w.inner).unwrap().sealed.is_none());
         assert_all_read(&r, 4, 0..504);
-        // The block appended before the stop lies before a checkpoint's record now: still not
+        // The block appended before the stop lies before checkpoints' records now: still not
         // read at a start.
         drop((w, r));
         assert_read_after_a_start(&dir, 12, 0..504);
@@ -2304,10 +2354,12 @@ mod tests {
             assert!(lock(&w.inner).unwrap().sealed.as_ref().is_some_and(|s| matches!(s.encoding, Encoding::Thread)));
         }
         let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
-        assert_eq!(lock(&w.inner).unwrap().head_samples, 1_600, "sealed and fresh heads replayed from the WAL");
+        // The sealed and fresh heads are replayed from the WAL: the first 1,000 samples folded
+        // into blocks at the heads' bound, the rest held.
+        assert_eq!(lock(&w.inner).unwrap().head_samples, 600);
         // Heads filled by a replay do not count as filled fast.
         assert!(lock(&w.inner).unwrap().checkpoint_started.elapsed() >= FILLED_FAST);
-        assert_eq!(w.stats().chunks, 0);
+        assert_eq!(w.stats().chunks, 4);
         assert_all_read(&r, 4, 0..400);
         w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
         poll_and_commit(&mut w, 4, 400..500);
