@@ -19,8 +19,9 @@
 //! there ([`CheckpointThread`]) the checkpoint thread encodes their blocks (most of a
 //! checkpoint's cost) while fresh heads take the samples, and a later commit writes them.
 //! Queries read sealed heads until then, and the WAL keeps their records, so memory holds at
-//! most twice the heads' bound (and the encoded blocks until a commit writes them), and a
-//! start after a stop with a checkpoint unwritten replays up to twice the WAL's bound. Memory
+//! most twice the heads' bound (and the encoded blocks until a commit writes them). A start
+//! replays the WAL after the last checkpoint into the heads, folding them into blocks each
+//! time they reach their bound (a writer; a reader holds what it replays). Memory
 //! holds one index entry per block (its tags and times), so it grows with the bytes kept, not
 //! with tags times checkpoints; a query reads a block's directory entries and its tag's chunks
 //! only. On open, the chunk log is scanned (record prefixes only) to index the blocks of
@@ -65,8 +66,8 @@ pub struct HistorianConfig {
     pub fsync: FsyncPolicy,
     /// WAL bytes that trigger a checkpoint.
     pub wal_bytes_max: u64,
-    /// Samples held in memory (heads) that trigger a checkpoint: a bound on what the WAL
-    /// replays at a start (twice this if a checkpoint was being encoded).
+    /// Samples held in memory (heads) that trigger a checkpoint; a writer's start folds the
+    /// heads the WAL's replay fills into blocks at this bound too.
     pub head_samples_max: usize,
     /// Bytes of the heads' compressed streams that trigger a checkpoint: the memory bound. A
     /// register that holds still takes two bits a sample, a noisy float some thirty, so this
@@ -178,9 +179,8 @@ const BLOCK_BYTES_MAX: u64 = 256 << 10;
 /// bits a sample in its head: the heads' megabyte would hold 4 M samples of it, 72 MB decoded
 /// at once. Measured, one steady tag, 3.5 M samples in batches of 1,000: heads of 2.1 M
 /// samples (the WAL's bytes started the checkpoints) raised the peak RSS by 38 MB; with this
-/// bound by 5 MB. This many decode into 4.7 MB, and still make chunks of 32 sections. (A WAL
-/// replayed at a start is bounded by `wal_bytes_max` only: its heads may be longer, and the
-/// first commit checkpoints them.)
+/// bound by 5 MB. This many decode into 4.7 MB, and still make chunks of 32 sections. A
+/// writer's start folds the heads the WAL's replay fills at this bound too.
 const HEAD_SAMPLES_ONE_MAX: usize = 1 << 18;
 
 /// The version of the historian's formats that this build writes (see `crate::check_format`):
@@ -563,9 +563,9 @@ impl Inner {
         };
         let wal_seq = inner.index_chunks()?;
         inner.replay_wal(wal_seq)?;
-        if inner.head_samples > 0 {
+        if inner.head_samples > 0 || inner.stats.checkpoints > 0 {
             // Heads a start's replay filled did not fill fast: the first checkpoint's place is
-            // not judged by them.
+            // not judged by them (nor by a fold at the replay's last record).
             inner.checkpoint_started = Instant::now().checked_sub(FILLED_FAST).unwrap_or(inner.checkpoint_started);
         }
         Ok(inner)
@@ -637,9 +637,11 @@ impl Inner {
                     );
                 }
                 // A WAL longer than the heads may hold (checkpoints failed while it grew, or
-                // the bounds were lowered) is folded into blocks as the heads fill, through
-                // this record; the WAL stays until the next checkpoint drops it. A reader
-                // writes nothing: it holds what it replays; so does a writer whose fold failed.
+                // the bounds were lowered since) is folded into blocks as the heads fill,
+                // through this record; the WAL stays until the next checkpoint drops it. A
+                // reader writes nothing: it holds what it replays; so does a writer whose fold
+                // failed. (The tags' resolutions are not bound yet: pco finds their multiples
+                // itself, the same size measured, some microseconds more a chunk.)
                 if fold && self.heads_full() {
                     if let Err(e) = self.fold_heads(r.seq) {
                         log::warn!(
@@ -1991,10 +1993,11 @@ mod tests {
         (dir, w, r)
     }
 
-    /// A WAL that grew long while no checkpoint was written (a full disk, or bounds raised
+    /// A WAL that grew long while no checkpoint was written (a full disk, or bounds lowered
     /// since) is replayed at a start within the heads' bounds: the heads are folded into blocks
-    /// as they fill, up to the WAL record they came from. Every sample is read once, after
-    /// that start and the next; a reader's start writes nothing and keeps them in memory.
+    /// as they fill, through the WAL record they came from. Every sample is read once, after
+    /// that start and the next, which replays only what no fold covered; a reader's start
+    /// writes nothing and holds them all in memory.
     #[test]
     fn a_long_wal_is_replayed_within_the_heads_bounds() {
         let dir = temp("long-wal");
@@ -2002,22 +2005,22 @@ mod tests {
         {
             let (mut w, _) = HistorianWriter::open(&dir, roomy.clone()).unwrap();
             w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
-            poll_and_commit(&mut w, 4, 0..5_000);
+            poll_and_commit(&mut w, 4, 0..5_010);
             w.sync().unwrap();
             assert_eq!(w.stats().checkpoints, 0);
         }
-        let reader = HistorianReader::open(&dir).unwrap();
-        assert_eq!(lock(&reader.inner).unwrap().head_samples, 20_000, "a reader writes no blocks");
-        assert_all_read(&reader, 4, 0..5_000);
-        drop(reader);
         let bounded = HistorianConfig { head_samples_max: 1_000, ..roomy };
-        for start in 0..2 {
+        let reader = Inner::open(&dir, bounded.clone(), false).unwrap();
+        assert_eq!((reader.head_samples, reader.stats.checkpoints), (20_040, 0), "a reader writes no blocks");
+        drop(reader);
+        // 20 folds of 250 polls, then 10 polls held; the next start folds nothing and holds them.
+        for (start, folds) in [(0, 20), (1, 0)] {
             let (w, r) = HistorianWriter::open(&dir, bounded.clone()).unwrap();
             let inner = lock(&w.inner).unwrap();
-            assert!(inner.head_samples < 1_000, "start {start}: {} samples in the heads", inner.head_samples);
+            assert_eq!((inner.head_samples, inner.stats.checkpoints), (40, folds), "start {start}");
             assert_eq!(inner.stats.samples_lost, 0);
             drop(inner);
-            assert_all_read(&r, 4, 0..5_000);
+            assert_all_read(&r, 4, 0..5_010);
         }
         let _ = fs::remove_dir_all(&dir);
     }
@@ -2180,21 +2183,23 @@ mod tests {
             // On disk, as a kill -9 after the block had been written would leave it.
             lock(&w.inner).unwrap().chunks.commit(false).unwrap();
         }
+        // A bound just above what the start replays, so that the start folds nothing.
+        let config = HistorianConfig { head_samples_max: 1_009, ..config };
         let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
-        // The sealed and fresh heads are replayed from the WAL; the replay folds them into
-        // blocks when they reach the heads' bound (after a checkpoint's record that makes the
-        // block appended before the stop one no start reads).
-        assert_eq!(w.stats().chunks, 4 + 4, "the first checkpoint's chunks and the start's, not the orphan block");
-        assert_eq!(lock(&w.inner).unwrap().head_samples, 8, "replayed from the WAL past the heads' bound");
+        assert_eq!(w.stats().chunks, 4, "the first checkpoint's chunks only");
+        assert_eq!(lock(&w.inner).unwrap().head_samples, 1_000 + 8, "sealed and fresh heads replayed from the WAL");
         assert_all_read(&r, 4, 0..502);
         w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
         one_head_a_commit(&w);
+        // The replayed heads are full: sealed at the first commit and spread; an explicit
+        // checkpoint in the middle finishes it, then folds the fresh heads.
         poll_and_commit(&mut w, 4, 502..504);
+        assert!(lock(&w.inner).unwrap().sealed.is_some());
         w.checkpoint().unwrap();
         assert_eq!(w.stats().checkpoints, 2);
         assert!(lock(&w.inner).unwrap().sealed.is_none());
         assert_all_read(&r, 4, 0..504);
-        // The block appended before the stop lies before checkpoints' records now: still not
+        // The block appended before the stop lies before a checkpoint's record now: still not
         // read at a start.
         drop((w, r));
         assert_read_after_a_start(&dir, 12, 0..504);
