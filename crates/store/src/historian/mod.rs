@@ -642,14 +642,15 @@ impl Inner {
                 // reader writes nothing: it holds what it replays; so does a writer whose fold
                 // failed. (The tags' resolutions are not bound yet: pco finds their multiples
                 // itself, the same size measured, some microseconds more a chunk.)
-                if fold && self.heads_full() {
-                    if let Err(e) = self.fold_heads(r.seq) {
-                        log::warn!(
-                            "historian {}: heads replayed from the WAL could not be folded into blocks ({e}); the rest of the WAL is held in memory",
-                            self.dir.display()
-                        );
-                        fold = false;
-                    }
+                if fold
+                    && self.heads_full()
+                    && let Err(e) = self.fold_heads(r.seq)
+                {
+                    log::warn!(
+                        "historian {}: heads replayed from the WAL could not be folded into blocks ({e}); the rest of the WAL is held in memory",
+                        self.dir.display()
+                    );
+                    fold = false;
                 }
             }
             from = last + 1;
