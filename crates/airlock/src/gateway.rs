@@ -24,7 +24,7 @@ use airlock_north::mqtt::MqttPublisher;
 use airlock_north::{JsonlSink, SinkHealth};
 use airlock_pipeline::{
     BatchSender, CHANNEL_BATCHES, CHANNEL_SAMPLES, Collector, CollectorHealth, Condenser, DeviceHandle, Latest, Reload,
-    Source, TagTable, bounded_channel, supervise,
+    Source, TagTable, bounded_channel, historian_resolutions, supervise,
 };
 use airlock_south_modbus::DeviceTask;
 use airlock_south_mqtt::SubscriberTask;
@@ -242,7 +242,7 @@ impl Gateway {
             .with_context(|| format!("open the historian in {}", historian_dir.display()))?;
         let paths: Vec<&str> = tags.iter().map(|t| t.path.as_str()).collect();
         historian_writer
-            .bind_tags_with_resolutions(&paths, &tags.historian_resolutions())
+            .bind_tags_with_resolutions(&paths, &historian_resolutions(&config))
             .context("add the tags to the historian")?;
 
         // The gateway's own problems (a sink that cannot deliver, a task restarted), sent
@@ -531,7 +531,7 @@ impl Gateway {
         let reload = Reload {
             condenser: Condenser::new(&new, Arc::clone(&tags)),
             paths: tags.iter().map(|t| t.path.to_string()).collect(),
-            resolutions: tags.historian_resolutions(),
+            resolutions: historian_resolutions(&new),
             unchanged: moved,
             routes,
             done,

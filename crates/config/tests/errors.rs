@@ -245,19 +245,23 @@ fn scale_must_be_finite_and_not_zero() {
 }
 
 #[test]
-fn a_historian_resolution_is_above_zero_and_for_numbers_only() {
+fn a_historian_resolution_is_in_its_range_and_for_numbers_only() {
     let text = with("", &TAG.replace("address = 0", "address = 0\nhistorian_resolution = 0.01"));
     let config = parse(&text, Path::new("plant.toml")).unwrap();
     assert_eq!(config.devices[0].tags[0].historian_resolution, Some(0.01));
     assert_eq!(parse(&with("", TAG), Path::new("plant.toml")).unwrap().devices[0].tags[0].historian_resolution, None);
     let flag = "[[device.tag]]\nname = \"running\"\nspace = \"coil\"\naddress = 0\ntype = \"bool\"\nhistorian_resolution = 1\n";
-    for bad in ["0.0", "-0.5", "inf"] {
+    for bad in ["0.0", "-0.5", "inf", "0.0000000001", "2e9"] {
         let text =
             with("", &(TAG.replace("address = 0", &format!("address = 0\nhistorian_resolution = {bad}")) + flag));
         check(
             &text,
             &[
-                (line_of(&text, &format!("= {bad}")), "device[press1].tag[speed].historian_resolution", "above 0"),
+                (
+                    line_of(&text, &format!("= {bad}")),
+                    "device[press1].tag[speed].historian_resolution",
+                    "at least 0.000000001 and at most 1000000000",
+                ),
                 (
                     line_of(&text, "historian_resolution = 1"),
                     "device[press1].tag[running].historian_resolution",

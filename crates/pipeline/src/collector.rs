@@ -112,7 +112,7 @@ pub struct Collector {
     /// Slots below this are the devices started with the gateway (their ids as they are until
     /// a reload routes them); a batch from another before its reload is applied is dropped.
     first_slots: usize,
-    /// Tag paths the historian could not take at a reload (a full disk): tried again every
+    /// Tag paths and resolutions the historian could not take at a reload (a full disk): tried again every
     /// second; until then samples are not put in the historian (they would go under old paths).
     rebind: Option<(Vec<String>, Vec<Option<f64>>)>,
     /// Tests only: a sample of this tag makes the collector panic (a bug meeting it).
@@ -581,7 +581,7 @@ mod tests {
         let (mut historian, history) =
             HistorianWriter::open(&dir.join("historian"), HistorianConfig::default()).unwrap();
         let paths: Vec<&str> = tags.iter().map(|t| t.path.as_str()).collect();
-        historian.bind_tags_with_resolutions(&paths, &tags.historian_resolutions()).unwrap();
+        historian.bind_tags_with_resolutions(&paths, &crate::historian_resolutions(config)).unwrap();
         let health = Arc::new(CollectorHealth::default());
         let latest: Latest = Arc::new(Mutex::new(vec![None; tags.len()]));
         let collector =
@@ -717,7 +717,7 @@ mod tests {
                 let reload = Reload {
                     condenser: Condenser::new(config, Arc::clone(&tags)),
                     paths: tags.iter().map(|t| t.path.to_string()).collect(),
-                    resolutions: tags.historian_resolutions(),
+                    resolutions: crate::historian_resolutions(config),
                     unchanged: vec![Moved { old_first: TagId(0), first: TagId(0), count: 1, old_device: 0, device: 0 }],
                     routes: vec![Some(0)],
                     done,
@@ -766,7 +766,7 @@ mod tests {
             .send(Reload {
                 condenser: Condenser::new(&after, Arc::clone(&new_tags)),
                 paths: new_tags.iter().map(|t| t.path.to_string()).collect(),
-                resolutions: new_tags.historian_resolutions(),
+                resolutions: crate::historian_resolutions(&after),
                 unchanged: vec![Moved { old_first: TagId(0), first: TagId(0), count: 1, old_device: 0, device: 0 }],
                 routes: vec![Some(0), None],
                 done,
@@ -828,7 +828,7 @@ mod tests {
             .send(Reload {
                 condenser: Condenser::new(&config, Arc::clone(&tags)),
                 paths: tags.iter().map(|t| t.path.to_string()).collect(),
-                resolutions: tags.historian_resolutions(),
+                resolutions: crate::historian_resolutions(&config),
                 unchanged: vec![Moved { old_first: TagId(0), first: TagId(0), count: 1, old_device: 0, device: 0 }],
                 routes: vec![Some(0)],
                 done,

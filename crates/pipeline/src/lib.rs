@@ -22,4 +22,4 @@ pub use handle::{
     Source, bounded_channel, channel,
 };
 pub use supervise::supervise;
-pub use tags::{TagInfo, TagTable};
+pub use tags::{TagInfo, TagTable, historian_resolutions};

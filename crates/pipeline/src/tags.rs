@@ -16,8 +16,6 @@ pub struct TagInfo {
     pub value_type: ValueType,
     /// The range of an unsigned counter (it rolls over there), for production counts.
     pub counter_modulus: Option<u64>,
-    /// What the historian rounds its values to (`historian_resolution`); `None`: as read.
-    pub historian_resolution: Option<f64>,
 }
 
 /// Every tag of a config, and where each device's tags begin.
@@ -45,7 +43,6 @@ impl TagTable {
                     DataType::U32 | DataType::I32 => Some(1 << 32),
                     _ => None,
                 },
-                historian_resolution: t.historian_resolution,
             }));
         }
         Self { tags, first }
@@ -72,15 +69,16 @@ impl TagTable {
         &self.tags
     }
 
-    /// Every tag's historian resolution, a tag's id being its index.
-    pub fn historian_resolutions(&self) -> Vec<Option<f64>> {
-        self.tags.iter().map(|t| t.historian_resolution).collect()
-    }
-
     /// The id of device `device`'s first tag.
     pub fn first_tag(&self, device: usize) -> TagId {
         self.first.get(device).copied().unwrap_or(TagId(self.tags.len() as u32))
     }
+}
+
+/// Every tag's `historian_resolution` in a config, a tag's id (as [`TagTable::new`] gives it)
+/// being its index: read from the config when the historian's tags are bound, not kept per tag.
+pub fn historian_resolutions(config: &Config) -> Vec<Option<f64>> {
+    config.devices.iter().flat_map(|d| d.tags.iter().map(|t| t.historian_resolution)).collect()
 }
 
 /// The upstream type of tag `index` of device `d`: a scaled Modbus number is an `F64`.

@@ -749,8 +749,9 @@ fn tag(
     })
 }
 
-/// The resolution a tag's values are stored to in the historian: a finite number above 0, for
-/// a tag the historian stores as a number (not a bool, a string or a waveform).
+/// The resolution a tag's values are stored to in the historian: from 10^-9 to 10^9 (finer or
+/// coarser is no instrument's), for a tag the historian stores as a number (not a bool, a
+/// string or a waveform).
 fn historian_resolution(c: &mut Checker, t: &RawTag, key: &str, data_type: Option<DataType>) -> Option<f64> {
     let s = t.historian_resolution.as_ref()?;
     let key = format!("{key}.historian_resolution");
@@ -758,7 +759,7 @@ fn historian_resolution(c: &mut Checker, t: &RawTag, key: &str, data_type: Optio
         c.err(s.span(), key, "is only for a numeric tag".into());
         return None;
     }
-    positive(c, &t.historian_resolution, key, false)
+    ranged(c, &t.historian_resolution, key, 1e-9, 1e9, "")
 }
 
 /// The Modbus part of a tag: space, address, order, bit, scale.

@@ -295,7 +295,8 @@ impl HistorianWriter {
     }
 
     /// Says which asset path each of the gateway's tag ids (their index here) stands for,
-    /// adding new tags to the dictionary.
+    /// adding new tags to the dictionary; every tag is stored as read (resolutions bound
+    /// before are dropped).
     pub fn bind_tags(&mut self, paths: &[&str]) -> Result<(), StoreError> {
         self.bind_tags_with_resolutions(paths, &[])
     }
@@ -303,8 +304,7 @@ impl HistorianWriter {
     /// [`bind_tags`](Self::bind_tags), with each tag's stated resolution (by index, as the
     /// paths; missing or `None`: stored as read): the historian stores such a tag's values
     /// rounded to the nearest multiple of it (`0.01` keeps a temperature to a hundredth of a
-    /// degree), which leaves a noisy float a third to a half of its bytes. Live values, the edge
-    /// and upstream are not touched.
+    /// degree). Live values, the edge and upstream are not touched.
     pub fn bind_tags_with_resolutions(
         &mut self,
         paths: &[&str],
