@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use airlock_testkit::{Broker, Received, mosquitto_sub};
 
-fn subscribe(port: u16) -> (Child, Received) {
-    let subscriber = mosquitto_sub(&["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "plant/#", "-q", "1"]);
-    std::thread::sleep(Duration::from_millis(300));
+/// mosquitto_sub on `plant/#`, once the broker has taken its subscription.
+fn subscribe(broker: &Broker) -> (Child, Received) {
+    let port = broker.port.to_string();
+    let subscriber = mosquitto_sub(&["-h", "127.0.0.1", "-p", &port, "-t", "plant/#", "-q", "1", "-i", "it-side"]);
+    broker.wait_subscribed("it-side");
     subscriber
 }
 
@@ -35,7 +37,7 @@ fn nothing_is_lost_when_airlock_is_killed_mid_flight() {
     std::fs::create_dir_all(&dir).unwrap();
     let broker = Broker::start(&dir);
     let port = broker.port;
-    let (mut sub, received) = subscribe(port);
+    let (mut sub, received) = subscribe(&broker);
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let opts = airlock_sim::SimOptions { speed: 600.0, ..Default::default() };
@@ -58,11 +60,10 @@ fn nothing_is_lost_when_airlock_is_killed_mid_flight() {
     let mut last = run_airlock(&config, Some("3s"));
     assert!(last.wait().unwrap().success(), "the last run ends cleanly by itself");
     sim.stop();
-    std::thread::sleep(Duration::from_millis(500));
 
     // The next id the outbox would give, per class, tells how many records it ever gave out.
     let outbox_dir = dir.join("data/outbox");
-    let (mut writer, _reader) =
+    let (mut writer, reader) =
         airlock_store::OutboxWriter::open(&outbox_dir, airlock_store::OutboxConfig::default()).unwrap();
     let mut given_out = Vec::new();
     for class in airlock_store::Class::ALL {
@@ -73,7 +74,20 @@ fn nothing_is_lost_when_airlock_is_killed_mid_flight() {
     let total: u64 = given_out.iter().map(|(_, n)| n).sum();
     assert!(total > 100, "only {total} records in four runs");
 
-    let got = received.lock().unwrap().clone();
+    // What the broker took may still be on its way to the subscriber: wait for it (bounded).
+    let ids_of = |got: &[(String, String)]| -> BTreeSet<String> {
+        got.iter()
+            .filter_map(|(_, p)| serde_json::from_str::<serde_json::Value>(p).ok()?["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        let got = received.lock().unwrap().clone();
+        if ids_of(&got).len() as u64 >= total || std::time::Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let mut by_id: HashMap<String, String> = HashMap::new();
     let mut order: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (topic, payload) in got.iter().filter(|(t, _)| !t.ends_with("/status")) {
@@ -88,16 +102,39 @@ fn nothing_is_lost_when_airlock_is_killed_mid_flight() {
             }
         }
     }
-    for (letter, count) in given_out {
+    // Every class is checked before failing, and the report says what a missing record was
+    // and what the broker's log saw, so that a failure in CI tells where a record was lost.
+    let mut report = String::new();
+    for (class, (letter, count)) in airlock_store::Class::ALL.into_iter().zip(given_out) {
         let prefix = format!("line3-{letter}");
         let seen: BTreeSet<u64> =
             by_id.keys().filter_map(|id| id.strip_prefix(&prefix)).map(|s| s.parse().unwrap()).collect();
         let missing: Vec<u64> = (1..=count).filter(|s| !seen.contains(s)).collect();
-        assert!(
-            missing.is_empty(),
-            "class {letter}: {} of {count} records never arrived: {:?}",
+        if missing.is_empty() {
+            continue;
+        }
+        report += &format!(
+            "class {letter}: {} of {count} records never arrived: {:?}\n",
             missing.len(),
             &missing[..missing.len().min(20)]
+        );
+        for &seq in missing.iter().take(3) {
+            let (mut after, mut through) = ([0; 4], [0; 4]);
+            (after[class as usize], through[class as usize]) = (seq - 1, seq);
+            let held = reader.read_through(&airlock_store::Position(after), &airlock_store::Position(through), 1);
+            report += &format!("  {letter}{seq} in the outbox: {held:?}\n");
+        }
+    }
+    if !report.is_empty() {
+        let log = broker.log();
+        let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+        let suback = log.lines().position(|l| l.ends_with("Sending SUBACK to it-side"));
+        let first_publish = log.lines().position(|l| l.contains("Received PUBLISH"));
+        panic!(
+            "{report}the broker received {} PUBLISH and sent {} to the subscriber; its SUBACK is line {suback:?}, \
+             the first PUBLISH received line {first_publish:?}",
+            count("Received PUBLISH"),
+            count("Sending PUBLISH to it-side")
         );
     }
     // Per device topic, in the order read (an event topic gathers several machines' events).

@@ -32,11 +32,7 @@ impl Subscriber {
         let port = broker.port.to_string();
         let args = ["-h", "127.0.0.1", "-p", &port, "-t", "#", "-q", "1", "-c", "-i", "it-side"];
         let (child, received) = mosquitto_sub(&args);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !broker.log().contains("as it-side") {
-            assert!(Instant::now() < deadline, "the subscriber did not connect");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        broker.wait_subscribed("it-side");
         Self { child, received }
     }
 
@@ -176,15 +172,22 @@ fn every_record_arrives_and_the_sink_never_subscribes() {
     let last_event = got.iter().rposition(|(t, _)| t.contains("_airlock/events")).unwrap();
     assert!(last_event < first_raw, "events are delivered before raw records");
     // The status topic: online while connected, offline at the clean stop, retained.
-    std::thread::sleep(Duration::from_millis(300));
-    let statuses: Vec<String> = sub
-        .received
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(t, _)| t == "uns/_airlock/plant7/status")
-        .map(|(_, p)| p.clone())
-        .collect();
+    // (The last may still be on its way to the subscriber: waited for, bounded.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let statuses = loop {
+        let statuses: Vec<String> = sub
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t == "uns/_airlock/plant7/status")
+            .map(|(_, p)| p.clone())
+            .collect();
+        if statuses.last().is_some_and(|s| s == "offline") || Instant::now() > deadline {
+            break statuses;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(statuses.first().map(String::as_str), Some("online"), "{statuses:?}");
     assert_eq!(statuses.last().map(String::as_str), Some("offline"), "{statuses:?}");
     // One way: the broker saw the IT-side subscriber subscribe, and never the sink.

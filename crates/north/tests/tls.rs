@@ -78,7 +78,7 @@ fn mutual_tls_delivers_and_a_wrong_trust_or_a_missing_certificate_does_not() {
     );
     let broker = Broker::start_with(&dir, &listener);
     let mut sub = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "uns/#", "-v", "-q", "1"])
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "uns/#", "-v", "-q", "1", "-i", "it-side"])
         .args(["--cafile", &files("ca.pem"), "--cert", &files("client.pem"), "--key", &files("client.key")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -90,7 +90,7 @@ fn mutual_tls_delivers_and_a_wrong_trust_or_a_missing_certificate_does_not() {
     std::thread::spawn(move || {
         BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| r.lock().unwrap().push(l))
     });
-    std::thread::sleep(Duration::from_millis(500));
+    broker.wait_subscribed("it-side");
 
     let client = Some((dir.join("client.pem"), dir.join("client.key")));
     let (delivered, _) =

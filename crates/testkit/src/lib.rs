@@ -98,7 +98,6 @@ impl Broker {
         b
     }
 
-    /// A broker without persistence or log, for benchmarks.
     /// The PUBLISH packets the broker has received since it started, from its `$SYS` topic
     /// (a quiet broker publishes it every second), once it has stopped moving.
     pub fn publishes_received(&self) -> u64 {
@@ -130,6 +129,7 @@ impl Broker {
         self.child.as_ref().map(Child::id)
     }
 
+    /// A broker without persistence or log, for benchmarks.
     pub fn start_quiet(dir: &Path) -> Self {
         let mut b = Self { port: free_port(), dir: dir.to_owned(), listener: String::new(), quiet: true, child: None };
         b.restart();
@@ -174,6 +174,19 @@ impl Broker {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
             let _ = c.wait();
+        }
+    }
+
+    /// Waits (bounded) until the broker's log shows that it has taken the subscription of the
+    /// client `client_id` (its SUBACK sent): from then on every message published on the
+    /// filter reaches that client. A subscriber started and given a fixed time instead misses
+    /// the first messages on a loaded machine. Needs the log ([`Broker::start`]).
+    pub fn wait_subscribed(&self, client_id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let suback = format!("Sending SUBACK to {client_id}");
+        while !self.log().lines().any(|l| l.ends_with(&suback)) {
+            assert!(Instant::now() < deadline, "no SUBACK to {client_id} in the broker's log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
