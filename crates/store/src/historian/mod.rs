@@ -214,6 +214,13 @@ struct ChunkRef {
     times_from: Option<u64>,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Set by a test to open historians (on its thread) whose checkpoints fail from the start,
+    /// the folds of a replay included.
+    static FAIL_CHECKPOINTS_FROM_THE_START: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 #[derive(Debug)]
 struct Inner {
     /// The writer's lock on the folder; `None` when opened read-only.
@@ -241,7 +248,8 @@ struct Inner {
     /// Held by a test to keep a checkpoint on the checkpoint thread unfinished.
     #[cfg(test)]
     checkpoint_gate: Option<Arc<Mutex<()>>>,
-    /// Set by a test to make every checkpoint's record fail to be written.
+    /// Set by a test to make every checkpoint's record fail to be written (from a start on,
+    /// the replay's folds too, with [`FAIL_CHECKPOINTS_FROM_THE_START`]).
     #[cfg(test)]
     fail_checkpoints: bool,
     /// Where the last checkpoint a commit started was to be encoded (for the tests).
@@ -537,7 +545,7 @@ impl Inner {
             #[cfg(test)]
             checkpoint_gate: None,
             #[cfg(test)]
-            fail_checkpoints: false,
+            fail_checkpoints: FAIL_CHECKPOINTS_FROM_THE_START.get(),
             #[cfg(test)]
             last_place: None,
             spread_step: SPREAD_STEP,
@@ -2023,6 +2031,46 @@ mod tests {
             drop(inner);
             assert_all_read(&r, 4, 0..5_010);
         }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A start whose fold of the replayed heads fails (a disk that refuses writes) neither
+    /// fails nor drops anything: it stops folding (one attempt, not one a WAL record) and holds
+    /// the rest of the WAL in its heads, past their bound, every sample read; the first
+    /// checkpoint that can be written writes them all, and a start after it reads each once
+    /// (the failed fold's blocks, on disk without a record, are not read).
+    #[test]
+    fn a_start_whose_fold_fails_holds_the_rest_of_the_wal_in_memory() {
+        let dir = temp("long-wal-fold-fails");
+        let roomy = HistorianConfig { fsync: FsyncPolicy::Never, wal_bytes_max: 1 << 30, ..HistorianConfig::default() };
+        {
+            let (mut w, _) = HistorianWriter::open(&dir, roomy.clone()).unwrap();
+            w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+            poll_and_commit(&mut w, 4, 0..5_010);
+            w.sync().unwrap();
+        }
+        let chunks_before = Inner::open(&dir, roomy.clone(), false).unwrap().chunks.next_seq();
+        let bounded = HistorianConfig { head_samples_max: 1_000, checkpoint_thread: CheckpointThread::Never, ..roomy };
+        FAIL_CHECKPOINTS_FROM_THE_START.set(true);
+        let opened = HistorianWriter::open(&dir, bounded);
+        FAIL_CHECKPOINTS_FROM_THE_START.set(false);
+        let (mut w, r) = opened.expect("a failed fold does not fail the start");
+        let mut inner = lock(&w.inner).unwrap();
+        assert_eq!((inner.head_samples, inner.stats.checkpoints, inner.stats.samples_lost), (20_040, 0, 0));
+        // One fold tried: the blocks of four heads of 250 samples, not thousands of attempts'.
+        let attempted = inner.chunks.next_seq() - chunks_before;
+        assert!((1..=8).contains(&attempted), "{attempted} chunks appended by the failed fold");
+        inner.fail_checkpoints = false;
+        drop(inner);
+        assert_all_read(&r, 4, 0..5_010);
+        w.checkpoint().unwrap();
+        assert_eq!((w.stats().checkpoints, lock(&w.inner).unwrap().head_samples), (1, 0));
+        assert_all_read(&r, 4, 0..5_010);
+        drop((w, r));
+        let (w, r) = HistorianWriter::open(&dir, HistorianConfig { fsync: FsyncPolicy::Never, ..spread() }).unwrap();
+        assert_eq!(lock(&w.inner).unwrap().head_samples, 0, "the checkpoint covered the whole WAL");
+        assert_all_read(&r, 4, 0..5_010);
+        drop((w, r));
         let _ = fs::remove_dir_all(&dir);
     }
 
