@@ -109,9 +109,14 @@ fn records_cross_a_one_way_link_with_loss_and_nothing_comes_back() {
     let link = Link::make('a', 0.01);
 
     let broker_conf = dir.join("mosquitto.conf");
+    let broker_log = dir.join("mosquitto.log");
     std::fs::write(
         &broker_conf,
-        "user root\nlistener 1883 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n",
+        format!(
+            "user root\nlistener 1883 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n\
+             log_dest file {}\nlog_type all\n",
+            broker_log.display()
+        ),
     )
     .unwrap();
     let _broker = Killed(
@@ -121,9 +126,11 @@ fn records_cross_a_one_way_link_with_loss_and_nothing_comes_back() {
             .spawn()
             .unwrap(),
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Once the broker listens, and until it has taken the subscription: not a fixed time.
+    airlock_testkit::wait_in_broker_log(&broker_log, " running"); // "mosquitto version V running"
     let (sub, from_broker) = subscribe(&link);
     let _sub = Killed(sub);
+    airlock_testkit::wait_in_broker_log(&broker_log, "Sending SUBACK to check");
 
     let it_config = dir.join("it.toml");
     std::fs::write(

@@ -104,11 +104,19 @@ fn mutual_tls_delivers_and_a_wrong_trust_or_a_missing_certificate_does_not() {
     // The goodbye over TLS: the sink's own `offline` comes, and the broker discards the last
     // will (a second `offline`), because the DISCONNECT went through the TLS stream before it
     // was shut. A connection that died without it would have the will published as well.
-    std::thread::sleep(Duration::from_millis(1500));
     let status = |payload: &str| {
         let line = format!("uns/_airlock/plant7/status {payload}");
         received.lock().unwrap().iter().filter(|l| **l == line).count()
     };
+    // The first `offline` is awaited (bounded); a will would come at the same disconnect, so a
+    // short settle after it lets a second one show (a loaded machine can only hide it, never
+    // make one up).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status("offline") == 0 {
+        assert!(Instant::now() < deadline, "no offline status over TLS");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         (status("online"), status("offline")),
         (1, 1),

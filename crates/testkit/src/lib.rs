@@ -182,12 +182,7 @@ impl Broker {
     /// filter reaches that client. A subscriber started and given a fixed time instead misses
     /// the first messages on a loaded machine. Needs the log ([`Broker::start`]).
     pub fn wait_subscribed(&self, client_id: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let suback = format!("Sending SUBACK to {client_id}");
-        while !self.log().lines().any(|l| l.ends_with(&suback)) {
-            assert!(Instant::now() < deadline, "no SUBACK to {client_id} in the broker's log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_in_broker_log(&self.log_path(), &format!("Sending SUBACK to {client_id}"));
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -195,7 +190,23 @@ impl Broker {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        broker_log(&self.log_path())
+    }
+}
+
+/// A mosquitto log file as it stands (bytes that are not UTF-8 replaced, not dropped).
+fn broker_log(path: &Path) -> String {
+    std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+}
+
+/// Waits (bounded, 20 s) until a line of the mosquitto log at `path` (`log_type all`) ends with
+/// `line_end`: "Sending SUBACK to CLIENT" once the broker has taken that client's
+/// subscription, "mosquitto version V running" once it listens on all its listeners.
+pub fn wait_in_broker_log(path: &Path, line_end: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !broker_log(path).lines().any(|l| l.ends_with(line_end)) {
+        assert!(Instant::now() < deadline, "no line ending in {line_end:?} in the broker's log:\n{}", broker_log(path));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
