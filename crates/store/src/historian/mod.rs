@@ -2002,6 +2002,18 @@ mod tests {
         (dir, w, r)
     }
 
+    /// Four tags' 5,010 polls in `dir`'s WAL, no checkpoint written; the roomy config that let
+    /// it grow so.
+    fn long_wal(dir: &Path) -> HistorianConfig {
+        let roomy = HistorianConfig { fsync: FsyncPolicy::Never, wal_bytes_max: 1 << 30, ..HistorianConfig::default() };
+        let (mut w, _) = HistorianWriter::open(dir, roomy.clone()).unwrap();
+        w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        poll_and_commit(&mut w, 4, 0..5_010);
+        w.sync().unwrap();
+        assert_eq!(w.stats().checkpoints, 0);
+        roomy
+    }
+
     /// A WAL that grew long while no checkpoint was written (a full disk, or bounds lowered
     /// since) is replayed at a start within the heads' bounds: the heads are folded into blocks
     /// as they fill, through the WAL record they came from. Every sample is read once, after
@@ -2010,14 +2022,7 @@ mod tests {
     #[test]
     fn a_long_wal_is_replayed_within_the_heads_bounds() {
         let dir = temp("long-wal");
-        let roomy = HistorianConfig { fsync: FsyncPolicy::Never, wal_bytes_max: 1 << 30, ..HistorianConfig::default() };
-        {
-            let (mut w, _) = HistorianWriter::open(&dir, roomy.clone()).unwrap();
-            w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
-            poll_and_commit(&mut w, 4, 0..5_010);
-            w.sync().unwrap();
-            assert_eq!(w.stats().checkpoints, 0);
-        }
+        let roomy = long_wal(&dir);
         let bounded = HistorianConfig { head_samples_max: 1_000, ..roomy };
         let reader = Inner::open(&dir, bounded.clone(), false).unwrap();
         assert_eq!((reader.head_samples, reader.stats.checkpoints), (20_040, 0), "a reader writes no blocks");
@@ -2042,13 +2047,7 @@ mod tests {
     #[test]
     fn a_start_whose_fold_fails_holds_the_rest_of_the_wal_in_memory() {
         let dir = temp("long-wal-fold-fails");
-        let roomy = HistorianConfig { fsync: FsyncPolicy::Never, wal_bytes_max: 1 << 30, ..HistorianConfig::default() };
-        {
-            let (mut w, _) = HistorianWriter::open(&dir, roomy.clone()).unwrap();
-            w.bind_tags(&paths(4).iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
-            poll_and_commit(&mut w, 4, 0..5_010);
-            w.sync().unwrap();
-        }
+        let roomy = long_wal(&dir);
         let chunks_before = Inner::open(&dir, roomy.clone(), false).unwrap().chunks.next_seq();
         let bounded = HistorianConfig { head_samples_max: 1_000, checkpoint_thread: CheckpointThread::Never, ..roomy };
         FAIL_CHECKPOINTS_FROM_THE_START.set(true);
