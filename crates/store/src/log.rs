@@ -120,6 +120,9 @@ pub struct Log {
     written_bytes: u64,
     next_seq: u64,
     committed: Committed,
+    /// The last point known to be on disk (synced): what a failed sync rolls back to. Equal
+    /// to `committed` after every commit that syncs; behind it while a [`SyncJob`] runs.
+    durable: Committed,
     segment_bytes_max: u64,
     pub recovery: Recovery,
     /// The times of the records appended since the last commit (first, last).
@@ -143,6 +146,35 @@ pub struct Log {
     syncs: u64,
     /// Records found corrupt on read (since opening), skipped.
     pub corrupt_reads: AtomicU64,
+}
+
+/// A sync of a log's files taken off its thread: see [`Log::start_sync`].
+#[derive(Debug)]
+pub struct SyncJob {
+    /// Duplicated handles of the segments written since the last sync.
+    files: Vec<File>,
+    /// The folder, if segments were made or deleted since it was last synced.
+    dir: Option<PathBuf>,
+    /// The log's commit point when the job was made: durable once the job is done.
+    mark: Committed,
+}
+
+impl SyncJob {
+    /// `fdatasync`s every file, then the folder; the first failure ends it. Takes no lock.
+    pub fn run(&self) -> io::Result<()> {
+        for file in &self.files {
+            file.sync_data()?;
+        }
+        if let Some(dir) = &self.dir {
+            File::open(dir).and_then(|d| d.sync_all())?;
+        }
+        Ok(())
+    }
+
+    /// The last sequence number the job makes durable.
+    pub fn through(&self) -> u64 {
+        self.mark.next_seq - 1
+    }
 }
 
 /// One record's payload, to read in parts (see [`Log::open_record`]).
@@ -270,6 +302,7 @@ impl Log {
         Ok(Self {
             dir: dir.to_owned(),
             written_bytes: last.info.bytes,
+            durable: Committed { segment: last.clone(), next_seq },
             committed: Committed { segment: last, next_seq },
             segments,
             active,
@@ -384,7 +417,7 @@ impl Log {
                 }
                 let path = self.active_segment()?.path.clone();
                 if let Err(e) = self.active_file()?.sync_data() {
-                    self.roll_back();
+                    self.roll_back_to_durable();
                     return Err(StoreError::io("sync", &path, e));
                 }
                 self.active_unsynced = false;
@@ -392,19 +425,124 @@ impl Log {
             self.sync_sealed()?;
         }
         self.committed = Committed { segment: self.active_segment()?.clone(), next_seq: self.next_seq };
+        if sync {
+            self.durable = self.committed.clone();
+        }
         self.uncommitted_times = None;
         // The records are committed whatever the roll does: a roll that fails (a full disk)
         // is tried again before the next append, which fails in its place if it fails again.
-        if self.written_bytes >= self.segment_bytes_max
-            && let Err(e) = self.roll(sync)
-        {
-            log::warn!(
-                "{}: the next segment could not be made ({e}); tried again at the next record",
-                self.dir.display()
-            );
-            self.roll_needed = true;
+        if self.written_bytes >= self.segment_bytes_max {
+            match self.roll(sync) {
+                // Synced with the folder: the new, empty segment is the durable point.
+                Ok(()) if sync => self.durable = self.committed.clone(),
+                Ok(()) => {}
+                Err(e) => {
+                    log::warn!(
+                        "{}: the next segment could not be made ({e}); tried again at the next record",
+                        self.dir.display()
+                    );
+                    self.roll_needed = true;
+                }
+            }
         }
         Ok(self.next_seq - 1)
+    }
+
+    /// A sync of everything committed so far, to run off this log's thread ([`SyncJob::run`],
+    /// with duplicated file handles: the log goes on taking appends and commits meanwhile),
+    /// then handed back to [`Log::finish_sync`]. Call after [`Log::commit`]`(false)`; one job
+    /// at a time. `None` when everything committed is durable already.
+    pub fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError> {
+        let mut files = Vec::new();
+        if self.active_unsynced {
+            let path = &self.active_segment()?.path;
+            let dup = self.active.as_ref().map(File::try_clone).transpose();
+            let dup = dup.map_err(|e| StoreError::io("duplicate the handle of", path, e))?;
+            files.extend(dup);
+        }
+        // The sealed segments and the folder go with this job: if it fails, what they hold
+        // past the durable point is cut, not synced again (see `finish_sync`).
+        files.append(&mut self.sealed_unsynced);
+        self.active_unsynced = false;
+        let dir = std::mem::take(&mut self.dir_unsynced).then(|| self.dir.clone());
+        if files.is_empty() && dir.is_none() && self.committed.next_seq == self.durable.next_seq {
+            return Ok(None);
+        }
+        Ok(Some(SyncJob { files, dir, mark: self.committed.clone() }))
+    }
+
+    /// Takes a [`SyncJob`]'s result. Done: what it covered is durable. Failed: never tried
+    /// again (Linux reports a failed write-back once, and marks the pages clean, so a later
+    /// sync that succeeds proves nothing): every record past the durable point is cut off the
+    /// files and reported lost ([`Log::take_lost`]), and the numbers stay used. Returns the
+    /// durable sequence number, or the failure.
+    pub fn finish_sync(&mut self, job: SyncJob, result: io::Result<()>) -> Result<u64, StoreError> {
+        match result {
+            Ok(()) => {
+                if job.mark.next_seq > self.durable.next_seq {
+                    self.durable = job.mark;
+                }
+                Ok(self.durable_seq())
+            }
+            Err(e) => {
+                if job.dir.is_some() {
+                    self.dir_unsynced = true;
+                }
+                self.roll_back_to_durable();
+                Err(StoreError::io("sync a segment in", &self.dir, e))
+            }
+        }
+    }
+
+    /// The last sequence number known to be on disk.
+    pub fn durable_seq(&self) -> u64 {
+        self.durable.next_seq - 1
+    }
+
+    /// After a failed sync: cuts back to the last commit (as a failed write does), then every
+    /// segment back to the durable point: the one holding it to its length then, later ones
+    /// to their magic (their names keep reserving their numbers). What is cut is counted from
+    /// the segments, which hold no record a failed write took and none a drop removed, so
+    /// every record lost is counted once.
+    fn roll_back_to_durable(&mut self) {
+        self.roll_back();
+        let durable = self.durable.clone();
+        let last = self.segments.keys().next_back().copied();
+        let firsts: Vec<u64> = self.segments.range(durable.segment.info.first_seq..).map(|(first, _)| *first).collect();
+        for first in firsts {
+            let Some(segment) = self.segments.get(&first).cloned() else { continue };
+            let (kept, lost_from, from_time) = if first == durable.segment.info.first_seq {
+                (durable.segment.clone(), durable.next_seq, durable.segment.info.last_time)
+            } else {
+                let info = SegmentInfo {
+                    first_seq: first,
+                    last_seq: first - 1,
+                    first_time: segment.info.first_time,
+                    last_time: segment.info.first_time,
+                    bytes: MAGIC.len() as u64,
+                };
+                (Segment { info, path: segment.path.clone(), index: Vec::new() }, first, segment.info.first_time)
+            };
+            if segment.info.last_seq >= lost_from {
+                let last_seq = segment.info.last_seq;
+                let records = last_seq - lost_from + 1;
+                self.note_lost(Lost { first_seq: lost_from, last_seq, records, from: from_time, to: segment.info.last_time });
+                self.roll_needed = true;
+            }
+            let cut = match (Some(first) == last, &self.active) {
+                (true, Some(active)) => active.set_len(kept.info.bytes),
+                _ => OpenOptions::new().write(true).open(&segment.path).and_then(|f| f.set_len(kept.info.bytes)),
+            };
+            if let Err(e) = cut {
+                log::error!("cut {} back to what was synced: {e}", segment.path.display());
+            }
+            self.segments.insert(first, kept);
+        }
+        if let Ok(active) = self.active_segment().cloned() {
+            self.written_bytes = active.info.bytes;
+            self.committed = Committed { segment: active, next_seq: self.next_seq };
+        }
+        self.active_unsynced = true;
     }
 
     fn write_pending(&mut self) -> Result<(), StoreError> {
@@ -1180,6 +1318,141 @@ mod tests {
         assert_eq!(log.append(Timestamp(3), b"three").unwrap(), 2);
         log.commit(true).unwrap();
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn eio() -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(5))
+    }
+
+    /// A sync taken off the log's thread: while it runs, appends, commits and rolls go on;
+    /// when it is done, what it covered is durable, and no more.
+    #[test]
+    fn a_sync_job_makes_durable_what_was_committed_when_it_started() {
+        let dir = temp("job");
+        let mut log = Log::open(&dir, 4 << 10).unwrap();
+        for i in 0..10u8 {
+            log.append(Timestamp(i64::from(i)), &[i; 100]).unwrap();
+        }
+        log.commit(false).unwrap();
+        let job = log.start_sync().unwrap().expect("something to sync");
+        assert_eq!(job.through(), 10);
+        // Meanwhile: more records, past a roll (segments of 4 KiB).
+        for i in 10..100u8 {
+            log.append(Timestamp(i64::from(i)), &[i; 100]).unwrap();
+            log.commit(false).unwrap();
+        }
+        assert!(log.segments().count() > 1, "the log rolled while the job ran");
+        assert_eq!(log.durable_seq(), 0);
+        job.run().unwrap();
+        assert_eq!(log.finish_sync(job, Ok(())).unwrap(), 10);
+        assert_eq!(log.durable_seq(), 10);
+        // The next job covers the rest, sealed segments and the folder with it.
+        let job = log.start_sync().unwrap().expect("the rest");
+        assert!(job.files.len() > 1, "the sealed segments go with the job");
+        assert!(job.dir.is_some(), "the new segments' names go with the job");
+        job.run().unwrap();
+        assert_eq!(log.finish_sync(job, Ok(())).unwrap(), 100);
+        assert!(log.start_sync().unwrap().is_none(), "nothing left to sync");
+        assert!(log.take_lost().unwrap().is_empty());
+        drop(log);
+        let log = Log::open(&dir, 4 << 10).unwrap();
+        assert_eq!(log.committed_seq(), 100);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A failed sync job (EIO) is not tried again: everything past the durable point is cut
+    /// from the files (later segments to their magic) and reported lost exactly once, a failed
+    /// write's records among them counted once; no number is given twice, and a reopen
+    /// finds exactly the durable records and gives on from past every number used.
+    #[test]
+    fn a_failed_sync_job_cuts_back_to_the_durable_point_and_counts_each_record_once() {
+        let dir = temp("job-fails");
+        let mut log = Log::open(&dir, 4 << 10).unwrap();
+        for i in 0..5u8 {
+            log.append(Timestamp(i64::from(i)), &[i; 100]).unwrap();
+        }
+        log.commit(true).unwrap();
+        assert_eq!(log.durable_seq(), 5);
+        for i in 5..20u8 {
+            log.append(Timestamp(i64::from(i)), &[i; 100]).unwrap();
+        }
+        log.commit(false).unwrap();
+        let job = log.start_sync().unwrap().unwrap();
+        // While it runs: records past a roll (4 KiB segments: records 5..=40 or so fill the
+        // first), then a write that fails (its records noted lost by the write's roll-back).
+        for i in 20..80u8 {
+            log.append(Timestamp(i64::from(i)), &[i; 100]).unwrap();
+            log.commit(false).unwrap();
+        }
+        let segments_before = log.segments().count();
+        assert!(segments_before >= 2);
+        log.append(Timestamp(80), &[80; 100]).unwrap();
+        log.roll_back(); // as a failed write does
+        let failed_write = log.take_lost().unwrap();
+        assert_eq!(failed_write.iter().map(|l| l.records).sum::<u64>(), 1);
+        for i in 81..90u8 {
+            log.append(Timestamp(i64::from(i)), &[i; 100]).unwrap();
+        }
+        // Uncommitted records (appended, not committed) when the job's failure comes.
+        let next = log.next_seq();
+        assert!(log.finish_sync(job, eio()).is_err());
+        let lost = log.take_lost().unwrap();
+        let counted: u64 = lost.iter().map(|l| l.records).sum();
+        // 6..=89 given, 81 lost to the write already: 90 - 5 - 1 - 1 = 83 records.
+        assert_eq!(counted, next - 1 - 5 - 1, "{lost:?}");
+        assert_eq!(log.committed_seq(), next - 1, "numbers stay used");
+        assert_eq!(payloads(&log, 0).len(), 5, "only the durable records are read");
+        for l in &lost {
+            assert!(l.first_seq > 5 && l.last_seq < next, "{l:?}");
+            assert!(!(l.first_seq..=l.last_seq).contains(&81), "the failed write is not counted twice: {l:?}");
+        }
+        // A later job syncs what comes next; it is not the failed one again.
+        let seq = log.append(Timestamp(100), b"after").unwrap();
+        assert_eq!(seq, next, "no number is given twice");
+        log.commit(false).unwrap();
+        let job = log.start_sync().unwrap().unwrap();
+        job.run().unwrap();
+        assert_eq!(log.finish_sync(job, Ok(())).unwrap(), seq);
+        drop(log);
+        let mut log = Log::open(&dir, 4 << 10).unwrap();
+        let read: Vec<u64> = payloads(&log, 0).into_iter().map(|(seq, _)| seq).collect();
+        assert_eq!(read, vec![1, 2, 3, 4, 5, seq]);
+        assert_eq!(log.append(Timestamp(101), b"next").unwrap(), seq + 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A segment dropped while its sync job runs: a job that succeeds moves the durable point
+    /// past it; one that fails cuts only what is still held, and counts only that.
+    #[test]
+    fn a_segment_dropped_while_its_sync_job_runs() {
+        for fails in [false, true] {
+            let dir = temp(&format!("job-drop-{fails}"));
+            let mut log = Log::open(&dir, 4 << 10).unwrap();
+            for i in 0..60u8 {
+                log.append(Timestamp(i64::from(i)), &[i; 100]).unwrap();
+                log.commit(false).unwrap();
+            }
+            let job = log.start_sync().unwrap().unwrap();
+            let dropped = log.drop_oldest(false).unwrap().expect("a segment to drop");
+            assert_eq!(dropped.first_seq, 1);
+            let held = log.segments().map(SegmentInfo::records).sum::<u64>();
+            let result = if fails { eio() } else { job.run() };
+            let finished = log.finish_sync(job, result);
+            let lost: u64 = log.take_lost().unwrap().iter().map(|l| l.records).sum();
+            if fails {
+                assert!(finished.is_err());
+                assert_eq!(lost, held, "what is still held is lost, the dropped segment not counted");
+                assert!(payloads(&log, 0).is_empty());
+            } else {
+                assert_eq!(finished.unwrap(), 60);
+                assert_eq!(lost, 0);
+                assert_eq!(payloads(&log, 0).len() as u64, held);
+            }
+            drop(log);
+            let mut log = Log::open(&dir, 4 << 10).unwrap();
+            assert_eq!(log.append(Timestamp(99), b"next").unwrap(), 61);
+            let _ = fs::remove_dir_all(&dir);
+        }
     }
 
     /// A commit that syncs calls `fdatasync` only when something was written since the last
