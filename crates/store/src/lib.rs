@@ -21,6 +21,7 @@ pub mod historian;
 pub mod log;
 pub mod outbox;
 pub mod space;
+mod syncer;
 
 use std::path::{Path, PathBuf};
 

@@ -526,7 +526,13 @@ impl Log {
             if segment.info.last_seq >= lost_from {
                 let last_seq = segment.info.last_seq;
                 let records = last_seq - lost_from + 1;
-                self.note_lost(Lost { first_seq: lost_from, last_seq, records, from: from_time, to: segment.info.last_time });
+                self.note_lost(Lost {
+                    first_seq: lost_from,
+                    last_seq,
+                    records,
+                    from: from_time,
+                    to: segment.info.last_time,
+                });
                 self.roll_needed = true;
             }
             let cut = match (Some(first) == last, &self.active) {

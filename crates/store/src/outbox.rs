@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use airlock_model::Timestamp;
@@ -46,6 +46,7 @@ use airlock_upstream::{GapCause, GapRecord, RecoveryRecord, UndecodableRecord, U
 use crate::StoreError;
 use crate::log::{HEADER_BYTES, Log, Lost, SegmentInfo};
 use crate::space::FreeSpace;
+use crate::syncer::{self, Finished, SyncTarget, SyncThread};
 
 /// The version of the outbox's formats (its log records and cursors) that this build writes;
 /// see [`crate::check_format`].
@@ -233,6 +234,11 @@ pub struct OutboxConfig {
     /// instead of reclaiming them at once: a diode's sending half, which cannot learn of loss,
     /// keeps them so that an operator can send a range again ([`request_rewind`]).
     pub retain: bool,
+    /// Sync on a thread of the outbox's own ([`crate::syncer`]), not on the committing one:
+    /// a commit writes what was appended and returns; the records become durable, and
+    /// visible to sinks, when that thread's `fdatasync` returns. The gateway's choice, so
+    /// that a disk slow to sync never holds the collector.
+    pub sync_thread: bool,
 }
 
 /// Where an operator wants a sink to start again from.
@@ -296,6 +302,7 @@ impl Default for OutboxConfig {
             space: None,
             mirror: false,
             retain: false,
+            sync_thread: false,
         }
     }
 }
@@ -357,6 +364,13 @@ struct Inner {
     /// The outbox's size when the file system's free-space reserve was reached, while it is
     /// (looked at in each commit).
     reserve_cap: Option<u64>,
+    /// The thread that syncs (with `config.sync_thread`), and whether a job of it runs.
+    sync_thread: Option<SyncThread>,
+    syncing: bool,
+    /// Notified when a sync job is done.
+    sync_done: Arc<Condvar>,
+    /// A sync job's failure, returned by the next commit.
+    sync_failed: Option<StoreError>,
 }
 
 /// What the readers asked to be told when records become visible to sinks (called under the
@@ -487,8 +501,19 @@ fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader)
         scratch: Vec::new(),
         lost: Vec::new(),
         reserve_cap: None,
+        sync_thread: None,
+        syncing: false,
+        sync_done: Arc::new(Condvar::new()),
+        sync_failed: None,
     };
+    let sync_thread = inner.config.sync_thread;
     let inner = Arc::new(Mutex::new(inner));
+    if sync_thread {
+        match SyncThread::spawn("outbox-sync", Arc::downgrade(&inner)) {
+            Ok(thread) => self::lock(&inner)?.sync_thread = Some(thread),
+            Err(e) => log::warn!("outbox: no sync thread could be started ({e}); syncs are made on the collector's"),
+        }
+    }
     if stats.corrupt_records > 0 || stats.torn_bytes > 0 {
         let mut writer = OutboxWriter { inner: Arc::clone(&inner) };
         let recovered = RecoveryRecord {
@@ -568,7 +593,16 @@ impl OutboxWriter {
     /// Syncs everything appended, whatever the policy (at shutdown).
     pub fn sync(&mut self) -> Result<Position, StoreError> {
         let mut inner = lock(&self.inner)?;
-        inner.commit(true)
+        // A sync job still running finishes first: then this one syncs the rest here.
+        while inner.syncing {
+            let done = Arc::clone(&inner.sync_done);
+            inner = done.wait(inner).map_err(|_| StoreError::Invariant("the outbox lock was poisoned by a panic"))?;
+        }
+        let position = inner.commit(true)?;
+        match inner.sync_failed.take() {
+            Some(e) => Err(e),
+            None => Ok(position),
+        }
     }
 
     /// Reclaims what every sink has acknowledged and drops what is older than `age_max`.
@@ -806,14 +840,56 @@ impl Inner {
         self.logs.iter().map(Log::bytes).sum()
     }
 
+    /// Whether drops and rolls sync the folder at once (not with the sync thread's next job).
     fn sync_on_disk(&self) -> bool {
-        self.config.fsync != FsyncPolicy::Never
+        self.config.fsync != FsyncPolicy::Never && self.sync_thread.is_none()
+    }
+
+    /// Hands what is committed to the sync thread (or, if it is gone, syncs it here).
+    fn start_sync_job(&mut self) -> Result<(), StoreError> {
+        let mut jobs = Vec::new();
+        let mut failed = None;
+        for (c, log) in self.logs.iter_mut().enumerate() {
+            match log.start_sync() {
+                Ok(Some(job)) => jobs.push((c, job)),
+                Ok(None) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if jobs.is_empty() {
+            return failed.map_or(Ok(()), Err);
+        }
+        self.synced_at = Instant::now();
+        let sent = match (&self.sync_thread, &failed) {
+            (Some(thread), None) => thread.send(jobs),
+            _ => Err(jobs),
+        };
+        match sent {
+            Ok(()) => self.syncing = true,
+            Err(jobs) => {
+                if failed.is_none() {
+                    log::error!("outbox: the sync thread is gone; syncs are made on the collector's");
+                    self.sync_thread = None;
+                }
+                self.finish_sync(syncer::run_here(jobs));
+            }
+        }
+        match failed.or_else(|| self.sync_failed.take()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn commit(&mut self, force_sync: bool) -> Result<Position, StoreError> {
         let Some(sync) = self.config.fsync.commit_now(self.synced_at, force_sync) else {
             return Ok(Position(self.durable));
         };
+        // With a sync thread, a commit that is due to sync writes, and hands the sync over.
+        let handed_over = sync && !force_sync && self.sync_thread.is_some();
+        let sync = sync && !handed_over;
         let room = self.config.space.as_ref().is_none_or(|space| space.has_room());
         self.reserve_cap = if room { None } else { Some(self.reserve_cap.unwrap_or_else(|| self.bytes())) };
         // Records lost to a failed write are reported in this commit: the gap events go in
@@ -850,6 +926,15 @@ impl Inner {
         if let Err(e) = result {
             self.collect_lost();
             return Err(e);
+        }
+        if handed_over {
+            if !self.syncing {
+                self.start_sync_job()?;
+            }
+            return match self.sync_failed.take() {
+                Some(e) => Err(e),
+                None => Ok(Position(self.durable)),
+            };
         }
         if sync || self.config.fsync == FsyncPolicy::Never {
             let grew = committed != self.durable;
@@ -1008,6 +1093,27 @@ impl Inner {
     }
 }
 
+impl SyncTarget for Inner {
+    /// What a sync job made durable becomes visible to sinks; what a failed one covered is
+    /// cut and reported (gap events, at the next commit), and the failure returned by it.
+    fn finish_sync(&mut self, done: Finished) {
+        for (c, job, result) in done {
+            if let Err(e) = self.logs[c].finish_sync(job, result) {
+                log::error!("outbox: {e}; what was not synced is cut and reported");
+                self.sync_failed.get_or_insert(e);
+            }
+        }
+        let durable = [0, 1, 2, 3].map(|c| self.logs[c].durable_seq().max(self.durable[c]));
+        let grew = durable != self.durable;
+        self.durable = durable;
+        self.syncing = false;
+        self.sync_done.notify_all();
+        if grew {
+            self.wakers.0.iter().for_each(|wake| wake());
+        }
+    }
+}
+
 fn cursor_path(dir: &Path, sink: &str) -> PathBuf {
     dir.join("cursors").join(format!("{sink}.cursor"))
 }
@@ -1046,4 +1152,151 @@ fn write_cursor(dir: &Path, sink: &str, cursor: &mut Cursor) -> Result<(), Store
     cursor.written = cursor.acked;
     cursor.written_at = Instant::now();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::mpsc;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("airlock-outbox-unit-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn threaded() -> OutboxConfig {
+        OutboxConfig {
+            fsync: FsyncPolicy::Interval(Duration::ZERO),
+            sinks: vec!["mqtt".into()],
+            sync_thread: true,
+            ..OutboxConfig::default()
+        }
+    }
+
+    fn hooks(writer: &OutboxWriter) -> Arc<crate::syncer::Hooks> {
+        let inner = lock(&writer.inner).unwrap();
+        Arc::clone(&inner.sync_thread.as_ref().expect("a sync thread").hooks)
+    }
+
+    /// Waits (bounded) until no sync job runs.
+    fn settle(writer: &OutboxWriter) {
+        for _ in 0..2000 {
+            if !lock(&writer.inner).unwrap().syncing {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("the sync job did not finish in 10 s");
+    }
+
+    /// While the sync thread's job is held (a disk slow to sync), appends and commits each
+    /// return at once, sinks see nothing unsynced and no waker fires; once it is done, sinks
+    /// see exactly what that job covered, and the next job the rest.
+    #[test]
+    fn commits_go_on_while_a_sync_is_held_and_sinks_see_only_what_was_synced() {
+        let dir = temp("held");
+        let (mut writer, reader) = OutboxWriter::open(&dir, threaded()).unwrap();
+        let woken = Arc::new(AtomicUsize::new(0));
+        let w = Arc::clone(&woken);
+        reader.on_new_records(move || drop(w.fetch_add(1, SeqCst))).unwrap();
+        let hooks = hooks(&writer);
+        let gate = hooks.gate.lock().unwrap();
+        let (done, finished) = mpsc::channel();
+        let committer = std::thread::spawn(move || {
+            for i in 0..2000u32 {
+                writer.append_encoded(Class::Raw, Timestamp(i64::from(i)), &i.to_le_bytes()).unwrap();
+                writer.commit().unwrap();
+            }
+            done.send(()).unwrap();
+            writer
+        });
+        finished.recv_timeout(Duration::from_secs(60)).expect("2000 commits return while the sync is held");
+        let mut writer = committer.join().unwrap();
+        assert_eq!(reader.end().unwrap(), Position([0; 4]), "nothing is visible before it is synced");
+        assert!(reader.read_encoded(&Position::default(), 10).unwrap().is_empty());
+        assert_eq!(woken.load(SeqCst), 0, "no waker fires for what is not synced");
+        drop(gate);
+        settle(&writer);
+        // The first commit's job covered its one record.
+        assert_eq!(reader.end().unwrap(), Position([0, 0, 0, 1]));
+        assert_eq!(woken.load(SeqCst), 1);
+        writer.commit().unwrap();
+        settle(&writer);
+        assert_eq!(reader.end().unwrap(), Position([0, 0, 0, 2000]));
+        assert_eq!(reader.read_encoded(&Position::default(), 5000).unwrap().len(), 2000);
+        drop((writer, reader));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A sync that fails in the background (EIO): the next commit returns the failure once, a
+    /// gap event covers exactly the records that were not synced, sinks never see them, and
+    /// records after them get new numbers and arrive.
+    #[test]
+    fn a_failed_background_sync_is_reported_once_with_a_gap_event_for_exactly_what_it_lost() {
+        let dir = temp("eio");
+        let (mut writer, reader) = OutboxWriter::open(&dir, threaded()).unwrap();
+        writer.append_encoded(Class::Raw, Timestamp(1), b"synced").unwrap();
+        writer.sync().unwrap();
+        let hooks = hooks(&writer);
+        hooks.fail_next.store(1, SeqCst);
+        {
+            let _gate = hooks.gate.lock().unwrap();
+            for i in 2..=10 {
+                writer.append_encoded(Class::Raw, Timestamp(i), b"lost").unwrap();
+                writer.commit().unwrap();
+            }
+        }
+        settle(&writer);
+        assert_eq!(reader.end().unwrap(), Position([0, 0, 0, 1]), "the failed records never become visible");
+        let failed = writer.commit();
+        assert!(matches!(failed, Err(StoreError::Io { .. })), "{failed:?}");
+        writer.commit().unwrap();
+        let next = writer.append_encoded(Class::Raw, Timestamp(11), b"after").unwrap();
+        assert_eq!(next.seq, 11, "no number is given twice");
+        writer.sync().unwrap();
+        let records = reader.read(&Position::default(), 100).unwrap();
+        let gaps: Vec<&GapRecord> = records
+            .iter()
+            .filter_map(|r| match &r.record {
+                Upstream::Gap(gap) => Some(gap),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(gaps.len(), 1, "{records:?}");
+        assert_eq!((gaps[0].first_id.as_ref(), gaps[0].last_id.as_ref(), gaps[0].records), ("r2", "r10", 9));
+        assert_eq!(gaps[0].cause, GapCause::WriteFailed);
+        let raw: Vec<u64> = records.iter().filter(|r| r.id.class == Class::Raw).map(|r| r.id.seq).collect();
+        assert_eq!(raw, vec![1, 11]);
+        assert_eq!(writer.stats().dropped_write[Class::Raw as usize], 9);
+        drop((writer, reader));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// The stop's sync waits for a sync job still running, then syncs everything appended.
+    #[test]
+    fn the_stops_sync_waits_for_the_running_job_then_covers_everything() {
+        let dir = temp("stop");
+        let (mut writer, reader) = OutboxWriter::open(&dir, threaded()).unwrap();
+        let hooks = hooks(&writer);
+        let gate = hooks.gate.lock().unwrap();
+        for i in 1..=50 {
+            writer.append_encoded(Class::Event, Timestamp(i), b"e").unwrap();
+            writer.commit().unwrap();
+        }
+        let (done, synced) = mpsc::channel();
+        let stopper = std::thread::spawn(move || {
+            let position = writer.sync();
+            done.send(()).unwrap();
+            position
+        });
+        assert!(synced.recv_timeout(Duration::from_millis(300)).is_err(), "the sync waits for the held job");
+        drop(gate);
+        synced.recv_timeout(Duration::from_secs(30)).expect("the sync returns once the job is done");
+        assert_eq!(stopper.join().unwrap().unwrap(), Position([50, 0, 0, 0]));
+        assert_eq!(reader.end().unwrap(), Position([50, 0, 0, 0]));
+        drop(reader);
+        let _ = fs::remove_dir_all(&dir);
+    }
 }
