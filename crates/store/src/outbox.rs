@@ -1200,7 +1200,11 @@ mod tests {
         let (mut writer, reader) = OutboxWriter::open(&dir, threaded()).unwrap();
         let woken = Arc::new(AtomicUsize::new(0));
         let w = Arc::clone(&woken);
-        reader.on_new_records(move || drop(w.fetch_add(1, SeqCst))).unwrap();
+        reader
+            .on_new_records(move || {
+                w.fetch_add(1, SeqCst);
+            })
+            .unwrap();
         let hooks = hooks(&writer);
         let gate = hooks.gate.lock().unwrap();
         let (done, finished) = mpsc::channel();
