@@ -46,12 +46,13 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use airlock_model::{Quality, Reason, Sample, Timestamp, Value};
 
 use crate::log::{Log, RecordReader, Recovery};
+use crate::syncer::{self, Finished, SyncTarget, SyncThread};
 use crate::{FsyncPolicy, StoreError};
 pub use chunk::Codec;
 // Samples of one tag a chunk holds at most (a longer head is written as several chunks).
@@ -81,6 +82,10 @@ pub struct HistorianConfig {
     pub checkpoint_thread: CheckpointThread,
     /// The file system's free-space reserve: past it the historian takes no more samples.
     pub space: Option<Arc<crate::space::FreeSpace>>,
+    /// Sync the WAL on a thread of the historian's own ([`crate::syncer`]), not on the
+    /// committing one (the gateway's choice: a disk slow to sync never holds the collector).
+    /// Checkpoints still sync their blocks where they are written.
+    pub sync_thread: bool,
 }
 
 impl Default for HistorianConfig {
@@ -95,6 +100,7 @@ impl Default for HistorianConfig {
             codec: Codec::Pco,
             checkpoint_thread: CheckpointThread::Auto,
             space: None,
+            sync_thread: false,
         }
     }
 }
@@ -277,6 +283,16 @@ struct Inner {
     blocks_opened: std::sync::atomic::AtomicU64,
     synced_at: Instant,
     stats: HistorianStats,
+    /// The thread that syncs the WAL (with `config.sync_thread`), and whether a job runs.
+    sync_thread: Option<SyncThread>,
+    syncing: bool,
+    /// Notified when a sync job is done.
+    sync_done: Arc<Condvar>,
+    /// A sync job's failure, returned by the next commit.
+    sync_failed: Option<StoreError>,
+    /// A WAL sync failed and cut what it covered from the WAL: the heads, which still hold
+    /// those samples, are folded into blocks at the next commit.
+    fold_after_failed_sync: bool,
 }
 
 /// The OT side's handle: the only one that writes. Not `Clone`.
@@ -298,7 +314,16 @@ fn lock(inner: &Mutex<Inner>) -> Result<MutexGuard<'_, Inner>, StoreError> {
 impl HistorianWriter {
     /// Opens (or creates) the historian in `dir`, recovering from a crash if there was one.
     pub fn open(dir: &Path, config: HistorianConfig) -> Result<(HistorianWriter, HistorianReader), StoreError> {
+        let sync_thread = config.sync_thread;
         let inner = Arc::new(Mutex::new(Inner::open(dir, config, true)?));
+        if sync_thread {
+            match SyncThread::spawn("historian-sync", Arc::downgrade(&inner)) {
+                Ok(thread) => lock(&inner)?.sync_thread = Some(thread),
+                Err(e) => {
+                    log::warn!("historian: no sync thread could be started ({e}); syncs are made on the collector's")
+                }
+            }
+        }
         Ok((HistorianWriter { inner: Arc::clone(&inner) }, HistorianReader { inner }))
     }
 
@@ -354,7 +379,18 @@ impl HistorianWriter {
 
     /// Syncs everything appended, whatever the policy (at shutdown).
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        lock(&self.inner)?.commit(true).map(|_| ())
+        let mut inner = lock(&self.inner)?;
+        // A sync job still running finishes first: then this one syncs the rest here.
+        while inner.syncing {
+            let done = Arc::clone(&inner.sync_done);
+            inner =
+                done.wait(inner).map_err(|_| StoreError::Invariant("the historian lock was poisoned by a panic"))?;
+        }
+        inner.commit(true)?;
+        match inner.sync_failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// How long until a commit will sync what is appended but not synced yet (zero: the next
@@ -515,6 +551,22 @@ impl HistorianReader {
     }
 }
 
+impl SyncTarget for Inner {
+    /// What a WAL sync job covered is durable; if it failed, what it covered was cut from the
+    /// WAL, and the heads, which still hold those samples, are folded at the next commit.
+    fn finish_sync(&mut self, done: Finished) {
+        for (_, job, result) in done {
+            if let Err(e) = self.wal.finish_sync(job, result) {
+                log::error!("historian: {e}; the samples it covered are folded into blocks from memory");
+                self.fold_after_failed_sync = true;
+                self.sync_failed.get_or_insert(e);
+            }
+        }
+        self.syncing = false;
+        self.sync_done.notify_all();
+    }
+}
+
 impl Inner {
     fn open(dir: &Path, config: HistorianConfig, write: bool) -> Result<Self, StoreError> {
         let lock = if write { Some(crate::lock_dir(dir)?) } else { None };
@@ -568,6 +620,11 @@ impl Inner {
             blocks_opened: Default::default(),
             synced_at: Instant::now(),
             stats,
+            sync_thread: None,
+            syncing: false,
+            sync_done: Arc::new(Condvar::new()),
+            sync_failed: None,
+            fold_after_failed_sync: false,
         };
         let wal_seq = inner.index_chunks()?;
         inner.replay_wal(wal_seq)?;
@@ -838,13 +895,18 @@ impl Inner {
 
     fn commit(&mut self, force_sync: bool) -> Result<bool, StoreError> {
         let commit = self.config.fsync.commit_now(self.synced_at, force_sync);
+        // With a sync thread, a commit that is due to sync writes, and hands the sync over.
+        let handed_over = commit == Some(true) && !force_sync && self.sync_thread.is_some();
         if let Some(sync) = commit {
-            if let Err(e) = self.wal.commit(sync) {
+            if let Err(e) = self.wal.commit(sync && !handed_over) {
                 self.bound_heads_after_failure();
                 return Err(e);
             }
-            if sync {
+            if sync && !handed_over {
                 self.synced_at = Instant::now();
+            }
+            if handed_over && !self.syncing {
+                self.start_sync_job()?;
             }
         }
         // A checkpoint the checkpoint thread has encoded is written, or a step of one spread
@@ -863,13 +925,39 @@ impl Inner {
             CheckpointThread::Auto if self.cores > 1 => Place::Thread,
             CheckpointThread::Auto => Place::Spread,
         };
-        if (wal_since >= self.config.wal_bytes_max || self.heads_full())
+        if (wal_since >= self.config.wal_bytes_max || self.heads_full() || self.fold_after_failed_sync)
             && let Err(e) = self.start_checkpoint(place)
         {
             self.bound_heads_after_failure();
             return Err(e);
         }
-        Ok(commit == Some(true) || self.config.fsync == FsyncPolicy::Never)
+        if let Some(e) = self.sync_failed.take() {
+            return Err(e);
+        }
+        Ok(match self.sync_thread {
+            Some(_) => self.wal.durable_seq() + 1 == self.wal.next_seq(),
+            None => commit == Some(true) || self.config.fsync == FsyncPolicy::Never,
+        })
+    }
+
+    /// Hands the WAL's sync to the sync thread (or, if it is gone, syncs it here).
+    fn start_sync_job(&mut self) -> Result<(), StoreError> {
+        let Some(job) = self.wal.start_sync()? else { return Ok(()) };
+        self.synced_at = Instant::now();
+        let jobs = vec![(0, job)];
+        let sent = match &self.sync_thread {
+            Some(thread) => thread.send(jobs),
+            None => Err(jobs),
+        };
+        match sent {
+            Ok(()) => self.syncing = true,
+            Err(jobs) => {
+                log::error!("historian: the sync thread is gone; syncs are made on the collector's");
+                self.sync_thread = None;
+                self.finish_sync(syncer::run_here(jobs));
+            }
+        }
+        Ok(())
     }
 
     /// How long until a commit will sync what is appended and not synced yet; `None` when
@@ -877,7 +965,7 @@ impl Inner {
     /// the WAL syncs, so what is committed is synced.)
     fn sync_due_in(&self) -> Option<Duration> {
         match self.config.fsync {
-            FsyncPolicy::Interval(every) if self.wal.next_seq() > self.wal.committed_seq() + 1 => {
+            FsyncPolicy::Interval(every) if self.wal.next_seq() > self.wal.durable_seq() + 1 => {
                 Some(every.saturating_sub(self.synced_at.elapsed()))
             }
             _ => None,
@@ -930,6 +1018,8 @@ impl Inner {
         self.finish_checkpoint(true)?;
         let sync = self.syncs();
         let wal_seq = self.wal.seal(sync)?;
+        // The heads sealed below hold every sample the failed sync cut from the WAL.
+        self.fold_after_failed_sync = false;
         self.checkpoint_started = Instant::now();
         #[cfg(test)]
         {
@@ -2036,6 +2126,84 @@ mod tests {
             drop(inner);
             assert_all_read(&r, 4, 0..5_010);
         }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn threaded(name: &str) -> (PathBuf, HistorianWriter, HistorianReader, Arc<crate::syncer::Hooks>) {
+        let dir = temp(name);
+        let config =
+            HistorianConfig { fsync: FsyncPolicy::Interval(Duration::ZERO), sync_thread: true, ..Default::default() };
+        let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
+        let names = paths(4);
+        w.bind_tags(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        let hooks = Arc::clone(&lock(&w.inner).unwrap().sync_thread.as_ref().expect("a sync thread").hooks);
+        (dir, w, r, hooks)
+    }
+
+    /// Waits (bounded) until no sync job runs.
+    fn settle(w: &HistorianWriter) {
+        for _ in 0..2000 {
+            if !lock(&w.inner).unwrap().syncing {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("the sync job did not finish in 10 s");
+    }
+
+    /// While the WAL's sync is held on the sync thread (a disk slow to sync), appends and
+    /// commits go on and every sample is read; commits say nothing is durable yet; once the
+    /// job is done the next ones sync the rest, and a start reads every sample.
+    #[test]
+    fn commits_go_on_while_the_wals_sync_is_held() {
+        let (dir, mut w, r, hooks) = threaded("sync-held");
+        let gate = hooks.gate.lock().unwrap();
+        let (done, finished) = mpsc::channel();
+        let committer = std::thread::spawn(move || {
+            poll_and_commit(&mut w, 4, 0..500);
+            let durable = w.commit().unwrap();
+            done.send(()).unwrap();
+            (w, durable)
+        });
+        finished.recv_timeout(Duration::from_secs(60)).expect("500 commits return while the sync is held");
+        let (mut w, durable) = committer.join().unwrap();
+        assert!(!durable, "nothing past the first commit is durable while the job is held");
+        assert_all_read(&r, 4, 0..500);
+        drop(gate);
+        settle(&w);
+        w.commit().unwrap();
+        settle(&w);
+        assert!(w.commit().unwrap(), "durable once the next job is done");
+        w.sync().unwrap();
+        drop((w, r));
+        let (_w, r) = HistorianWriter::open(&dir, HistorianConfig::default()).unwrap();
+        assert_all_read(&r, 4, 0..500);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A WAL sync that fails on the sync thread (EIO) cuts what it covered from the WAL; the
+    /// next commit folds the heads (which still hold those samples) into blocks and says so
+    /// once, and a start reads every sample exactly once.
+    #[test]
+    fn a_failed_background_sync_of_the_wal_folds_the_heads_and_loses_nothing() {
+        let (dir, mut w, r, hooks) = threaded("sync-fails");
+        poll_and_commit(&mut w, 4, 0..10);
+        w.sync().unwrap();
+        hooks.fail_next.store(1, std::sync::atomic::Ordering::SeqCst);
+        {
+            let _gate = hooks.gate.lock().unwrap();
+            poll_and_commit(&mut w, 4, 10..300);
+        }
+        settle(&w);
+        assert!(matches!(w.commit(), Err(StoreError::Io { .. })), "the failure is said once");
+        assert!(!lock(&w.inner).unwrap().fold_after_failed_sync, "that commit started a checkpoint of the heads");
+        w.commit().unwrap();
+        poll_and_commit(&mut w, 4, 300..320);
+        w.sync().unwrap();
+        assert_all_read(&r, 4, 0..320);
+        drop((w, r));
+        let (_w, r) = HistorianWriter::open(&dir, HistorianConfig::default()).unwrap();
+        assert_all_read(&r, 4, 0..320);
         let _ = fs::remove_dir_all(&dir);
     }
 
