@@ -226,6 +226,9 @@ impl Gateway {
             // A diode's sending half cannot learn of loss: what it sent stays for its retention,
             // so that an operator can send a range again (`airlock diode resend`).
             retain: config.sinks.iter().any(|s| matches!(s.kind, SinkKind::Diode(_))),
+            // The syncs on a thread of their own: a disk slow to sync (writing back other
+            // files) never holds the collector, which goes on draining the drivers' channel.
+            sync_thread: true,
         };
         let outbox_dir = store.data_dir.join("outbox");
         let (outbox_writer, outbox) = OutboxWriter::open(&outbox_dir, outbox_config)
@@ -235,6 +238,7 @@ impl Gateway {
             age_max: store.historian_age_max,
             fsync,
             space: Some(Arc::clone(&space)),
+            sync_thread: true,
             ..HistorianConfig::default()
         };
         let historian_dir = store.data_dir.join("historian");

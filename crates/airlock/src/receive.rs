@@ -36,6 +36,8 @@ impl Receiving {
             space: Some(Arc::clone(&space)),
             mirror: true,
             retain: false,
+            // The receiver's loop waits on the network, not on a drivers' channel.
+            sync_thread: false,
         };
         let dir = store.data_dir.join("outbox");
         let (writer, reader) =

@@ -21,18 +21,20 @@ use airlock_store::{Class, FsyncPolicy, HistorianConfig, HistorianWriter, Outbox
 
 const TAG: &str = "acme/lab/crash/counter";
 
-fn outbox_config() -> OutboxConfig {
+fn outbox_config(sync_thread: bool) -> OutboxConfig {
     OutboxConfig {
         fsync: FsyncPolicy::Interval(Duration::from_millis(2)),
         sinks: vec!["sink".into()],
+        sync_thread,
         ..OutboxConfig::default()
     }
 }
 
-fn historian_config() -> HistorianConfig {
+fn historian_config(sync_thread: bool) -> HistorianConfig {
     HistorianConfig {
         fsync: FsyncPolicy::Interval(Duration::from_millis(2)),
         wal_bytes_max: 256 << 10,
+        sync_thread,
         ..HistorianConfig::default()
     }
 }
@@ -43,12 +45,14 @@ fn crash_child() {
     let Ok(dir) = std::env::var("AIRLOCK_CRASH_CHILD") else { return };
     let run: u64 = std::env::var("AIRLOCK_CRASH_RUN").unwrap().parse().unwrap();
     let dir = PathBuf::from(dir);
-    let (mut outbox, _reader) = OutboxWriter::open(&dir.join("outbox"), outbox_config()).unwrap();
-    let (mut historian, _hr) = HistorianWriter::open(&dir.join("historian"), historian_config()).unwrap();
+    let threaded = std::env::var("AIRLOCK_CRASH_SYNC_THREAD").is_ok();
+    let (mut outbox, _reader) = OutboxWriter::open(&dir.join("outbox"), outbox_config(threaded)).unwrap();
+    let (mut historian, _hr) = HistorianWriter::open(&dir.join("historian"), historian_config(threaded)).unwrap();
     historian.bind_tags(&[TAG]).unwrap();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut unacked_records: Vec<(Class, u64, String)> = Vec::new();
-    let mut unacked_samples: Vec<(i64, u64)> = Vec::new();
+    // Each batch's samples with the WAL record that holds them: acknowledged by watermark.
+    let mut unacked_samples: Vec<(u64, i64, u64)> = Vec::new();
     // Each run writes in its own stretch of time, so samples never collide across runs.
     let mut time_ms = 1_000_000_000 * (run as i64 + 1);
     for i in 0u64.. {
@@ -58,26 +62,28 @@ fn crash_child() {
             let id = outbox.append_encoded(class, Timestamp(i as i64), payload.as_bytes()).unwrap();
             unacked_records.push((class, id.seq, payload));
         }
+        let first_ms = time_ms + 1;
         let samples: Vec<Sample> = (0..20)
             .map(|k| {
                 time_ms += 1;
-                unacked_samples.push((time_ms, i * 100 + k));
                 Sample::good(TagId(0), Value::U64(i * 100 + k), Timestamp::from_millis(time_ms))
             })
             .collect();
         historian.append(&samples).unwrap();
+        let wal_record = historian.appended_through().unwrap();
+        unacked_samples.extend((0..20).map(|k| (wal_record, first_ms + k as i64, i * 100 + k)));
         let durable = outbox.commit().unwrap();
-        let synced = historian.commit().unwrap();
+        historian.commit().unwrap();
+        let wal_durable = historian.durable_through().unwrap();
         let (now_durable, later): (Vec<_>, Vec<_>) =
             unacked_records.drain(..).partition(|(c, s, _)| *s <= durable.0[*c as usize]);
         unacked_records = later;
         for (c, s, p) in now_durable {
             writeln!(out, "o {} {s} {p}", c as usize).unwrap();
         }
-        if synced {
-            for (t, v) in unacked_samples.drain(..) {
-                writeln!(out, "h {t} {v}").unwrap();
-            }
+        let synced = unacked_samples.iter().take_while(|(record, _, _)| *record <= wal_durable).count();
+        for (_, t, v) in unacked_samples.drain(..synced) {
+            writeln!(out, "h {t} {v}").unwrap();
         }
         out.flush().unwrap();
     }
@@ -88,15 +94,16 @@ struct Acked {
     samples: Vec<(i64, u64)>,
 }
 
-fn run_and_kill(exe: &Path, dir: &Path, run: u64, alive: Duration) -> Acked {
-    let mut child = Command::new(exe)
+fn run_and_kill(exe: &Path, dir: &Path, run: u64, alive: Duration, threaded: bool) -> Acked {
+    let mut child = Command::new(exe);
+    child
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env("AIRLOCK_CRASH_CHILD", dir)
-        .env("AIRLOCK_CRASH_RUN", run.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .env("AIRLOCK_CRASH_RUN", run.to_string());
+    if threaded {
+        child.env("AIRLOCK_CRASH_SYNC_THREAD", "1");
+    }
+    let mut child = child.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut acked = Acked { records: Vec::new(), samples: Vec::new() };
@@ -137,11 +144,22 @@ fn run_and_kill(exe: &Path, dir: &Path, run: u64, alive: Duration) -> Acked {
 
 #[test]
 fn kill_nine_loses_nothing_acknowledged() {
+    kill_nine(false);
+}
+
+/// The same with the stores' sync threads (as the gateway runs them): a record or sample is
+/// acknowledged once the sync thread has synced it (by watermark), not when a commit returns.
+#[test]
+fn kill_nine_loses_nothing_acknowledged_with_sync_threads() {
+    kill_nine(true);
+}
+
+fn kill_nine(threaded: bool) {
     if std::env::var("AIRLOCK_CRASH_CHILD").is_ok() {
         return;
     }
     let kills = if std::env::var("AIRLOCK_SLOW_TESTS").is_ok() { 240 } else { 24 };
-    let dir = std::env::temp_dir().join(format!("airlock-crash-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("airlock-crash-{threaded}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let exe = std::env::current_exe().unwrap();
     let mut records = Vec::new();
@@ -152,12 +170,12 @@ fn kill_nine_loses_nothing_acknowledged() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let alive = Duration::from_millis(100 + seed % 400);
-        let acked = run_and_kill(&exe, &dir, run, alive);
+        let acked = run_and_kill(&exe, &dir, run, alive, threaded);
         records.extend(acked.records);
         samples.extend(acked.samples);
     }
 
-    let (_writer, reader) = OutboxWriter::open(&dir.join("outbox"), outbox_config()).unwrap();
+    let (_writer, reader) = OutboxWriter::open(&dir.join("outbox"), outbox_config(threaded)).unwrap();
     let held = reader.read_encoded(&Position::default(), usize::MAX).unwrap();
     let mut by_id: BTreeMap<(usize, u64), String> = BTreeMap::new();
     let mut by_payload: HashMap<String, (usize, u64)> = HashMap::new();
@@ -177,7 +195,7 @@ fn kill_nine_loses_nothing_acknowledged() {
         assert_eq!(by_id.get(&(*c, *s)), Some(p), "acknowledged record {c}:{s} ({p}) lost or changed");
     }
 
-    let (_hw, hr) = HistorianWriter::open(&dir.join("historian"), historian_config()).unwrap();
+    let (_hw, hr) = HistorianWriter::open(&dir.join("historian"), historian_config(threaded)).unwrap();
     let stored = hr.raw(TAG, Timestamp(0), Timestamp(i64::MAX / 2)).unwrap();
     let stored: HashMap<i64, f64> = stored.into_iter().map(|s| (s.time.as_millis(), s.value.unwrap())).collect();
     for (t, v) in &samples {

@@ -399,6 +399,18 @@ impl HistorianWriter {
         Ok(lock(&self.inner)?.sync_due_in())
     }
 
+    /// A watermark of what is appended: the WAL record the last append wrote. Every sample
+    /// appended so far is durable once [`HistorianWriter::durable_through`] reaches it (with a
+    /// sync thread, a commit that returns does not say so).
+    pub fn appended_through(&self) -> Result<u64, StoreError> {
+        Ok(lock(&self.inner)?.wal.next_seq() - 1)
+    }
+
+    /// The last WAL record synced: see [`HistorianWriter::appended_through`].
+    pub fn durable_through(&self) -> Result<u64, StoreError> {
+        Ok(lock(&self.inner)?.wal.durable_seq())
+    }
+
     /// Folds the heads into chunks now.
     pub fn checkpoint(&mut self) -> Result<(), StoreError> {
         lock(&self.inner)?.checkpoint()
