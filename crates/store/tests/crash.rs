@@ -105,27 +105,7 @@ fn run_and_kill(exe: &Path, dir: &Path, run: u64, alive: Duration, threaded: boo
     }
     let mut child = child.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut acked = Acked { records: Vec::new(), samples: Vec::new() };
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let parts: Vec<&str> = line.split(' ').collect();
-            match parts.as_slice() {
-                ["o", c, s, p] if p.starts_with("run") && p.matches('-').count() == 2 => {
-                    if let (Ok(c), Ok(s)) = (c.parse(), s.parse()) {
-                        acked.records.push((c, s, (*p).to_owned()));
-                    }
-                }
-                ["h", t, v] => {
-                    if let (Ok(t), Ok(v)) = (t.parse(), v.parse()) {
-                        acked.samples.push((t, v));
-                    }
-                }
-                _ => {}
-            }
-        }
-        acked
-    });
+    let reader = std::thread::spawn(move || read_acked(BufReader::new(stdout)));
     let started = Instant::now();
     while started.elapsed() < alive {
         if let Some(status) = child.try_wait().unwrap() {
@@ -137,9 +117,48 @@ fn run_and_kill(exe: &Path, dir: &Path, run: u64, alive: Duration, threaded: boo
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let acked = reader.join().unwrap();
-    // A line cut by the kill may be the last one read; drop a record whose payload is partial.
+    reader.join().unwrap()
+}
+
+/// The child's acknowledgements. Only whole lines count: the kill can cut the child's last
+/// write to the pipe anywhere (a write of more than 4 KiB to a full pipe is not atomic), and
+/// `h 2000012345 1234` cut to `h 2000012345 12` would claim a value never acknowledged.
+fn read_acked(mut from: impl BufRead) -> Acked {
+    let mut acked = Acked { records: Vec::new(), samples: Vec::new() };
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match from.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if line.last() != Some(&b'\n') => break,
+            Ok(_) => {}
+        }
+        let Ok(text) = std::str::from_utf8(&line[..line.len() - 1]) else { continue };
+        let parts: Vec<&str> = text.split(' ').collect();
+        match parts.as_slice() {
+            ["o", c, s, p] if p.starts_with("run") && p.matches('-').count() == 2 => {
+                if let (Ok(c), Ok(s)) = (c.parse(), s.parse()) {
+                    acked.records.push((c, s, (*p).to_owned()));
+                }
+            }
+            ["h", t, v] => {
+                if let (Ok(t), Ok(v)) = (t.parse(), v.parse()) {
+                    acked.samples.push((t, v));
+                }
+            }
+            _ => {}
+        }
+    }
     acked
+}
+
+#[test]
+fn a_line_cut_by_the_kill_is_not_taken_as_an_acknowledgement() {
+    let cut = read_acked(&b"h 1000000005 1234\no 3 7 run0-rec1-2\nh 1000000006 12"[..]);
+    assert_eq!(cut.samples, vec![(1_000_000_005, 1234)]);
+    assert_eq!(cut.records, vec![(3, 7, "run0-rec1-2".to_owned())]);
+    let cut = read_acked(&b"o 3 7 run0-rec1-2\no 3 8 run0-rec1-1"[..]);
+    assert_eq!(cut.records.len(), 1, "a payload cut to another payload's shape is not taken");
 }
 
 #[test]
