@@ -136,6 +136,13 @@ pub struct Log {
     /// with their successors' names, at the next commit that syncs.
     sealed_unsynced: Vec<File>,
     dir_unsynced: bool,
+    /// Duplicates of the files a running [`SyncJob`] holds, and whether it holds the folder:
+    /// a commit that syncs here meanwhile syncs them too before it calls anything durable.
+    in_job: Vec<File>,
+    dir_in_job: bool,
+    /// Sealed segments synced on this thread (for the tests).
+    #[cfg(test)]
+    sealed_syncs: u64,
     /// Whether the active segment was written (or cut back) since it was last synced: a
     /// commit that syncs and finds it clean costs no `fdatasync` (each one also flushes the
     /// disk's cache; the outbox's four logs and the WAL synced every 10 ms whether or not a
@@ -315,6 +322,10 @@ impl Log {
             roll_needed: false,
             sealed_unsynced: Vec::new(),
             dir_unsynced: false,
+            in_job: Vec::new(),
+            dir_in_job: false,
+            #[cfg(test)]
+            sealed_syncs: 0,
             // Synced once more at the first commit that syncs (cheap; `syncfs` above did it).
             active_unsynced: true,
             #[cfg(test)]
@@ -453,21 +464,29 @@ impl Log {
     /// then handed back to [`Log::finish_sync`]. Call after [`Log::commit`]`(false)`; one job
     /// at a time. `None` when everything committed is durable already.
     pub fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError> {
+        let dup =
+            |file: &File| file.try_clone().map_err(|e| StoreError::io("duplicate a file handle in", &self.dir, e));
         let mut files = Vec::new();
-        if self.active_unsynced {
-            let path = &self.active_segment()?.path;
-            let dup = self.active.as_ref().map(File::try_clone).transpose();
-            let dup = dup.map_err(|e| StoreError::io("duplicate the handle of", path, e))?;
-            files.extend(dup);
+        if self.active_unsynced
+            && let Some(active) = &self.active
+        {
+            files.push(dup(active)?);
         }
         // The sealed segments and the folder go with this job: if it fails, what they hold
         // past the durable point is cut, not synced again (see `finish_sync`).
-        files.append(&mut self.sealed_unsynced);
-        self.active_unsynced = false;
-        let dir = std::mem::take(&mut self.dir_unsynced).then(|| self.dir.clone());
+        for sealed in &self.sealed_unsynced {
+            files.push(dup(sealed)?);
+        }
+        let in_job = files.iter().map(dup).collect::<Result<Vec<_>, _>>()?;
+        let dir = self.dir_unsynced.then(|| self.dir.clone());
         if files.is_empty() && dir.is_none() && self.committed.next_seq == self.durable.next_seq {
             return Ok(None);
         }
+        self.sealed_unsynced.clear();
+        self.active_unsynced = false;
+        self.dir_unsynced = false;
+        self.in_job = in_job;
+        self.dir_in_job = dir.is_some();
         Ok(Some(SyncJob { files, dir, mark: self.committed.clone() }))
     }
 
@@ -477,6 +496,8 @@ impl Log {
     /// files and reported lost ([`Log::take_lost`]), and the numbers stay used. Returns the
     /// durable sequence number, or the failure.
     pub fn finish_sync(&mut self, job: SyncJob, result: io::Result<()>) -> Result<u64, StoreError> {
+        self.in_job.clear();
+        self.dir_in_job = false;
         match result {
             Ok(()) => {
                 if job.mark.next_seq > self.durable.next_seq {
@@ -646,17 +667,27 @@ impl Log {
 
     /// What earlier commits that did not sync left: sealed segments' tails, and the folder
     /// (new segments' names). A sync is only a promise if these are on disk too.
+    /// A running sync job's files count among them: this commit may not call anything
+    /// durable that the job has not synced yet.
     fn sync_sealed(&mut self) -> Result<(), StoreError> {
-        while let Some(f) = self.sealed_unsynced.last() {
+        while let Some(f) = self.sealed_unsynced.last().or(self.in_job.last()) {
             f.sync_data().map_err(|e| StoreError::io("sync a sealed segment in", &self.dir, e))?;
-            self.sealed_unsynced.pop();
+            #[cfg(test)]
+            {
+                self.sealed_syncs += 1;
+            }
+            if self.sealed_unsynced.pop().is_none() {
+                self.in_job.pop();
+            }
         }
-        if std::mem::take(&mut self.dir_unsynced)
+        if (self.dir_unsynced || self.dir_in_job)
             && let Err(e) = sync_dir(&self.dir)
         {
             self.dir_unsynced = true;
             return Err(e);
         }
+        self.dir_unsynced = false;
+        self.dir_in_job = false;
         Ok(())
     }
 
@@ -1424,6 +1455,32 @@ mod tests {
         let read: Vec<u64> = payloads(&log, 0).into_iter().map(|(seq, _)| seq).collect();
         assert_eq!(read, vec![1, 2, 3, 4, 5, seq]);
         assert_eq!(log.append(Timestamp(101), b"next").unwrap(), seq + 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A commit that syncs on this thread while a sync job runs (the stop's, a checkpoint's)
+    /// syncs what the job holds too before it calls it durable: the sealed segments and the
+    /// folder handed to the job are not on disk until one of the two has synced them.
+    #[test]
+    fn a_sync_here_while_a_job_runs_syncs_what_the_job_holds() {
+        let dir = temp("job-and-inline");
+        let mut log = Log::open(&dir, 4 << 10).unwrap();
+        for i in 0..60u8 {
+            log.append(Timestamp(i64::from(i)), &[i; 100]).unwrap();
+            log.commit(false).unwrap();
+        }
+        let job = log.start_sync().unwrap().unwrap();
+        // The segment active when the job started, and the sealed ones before it.
+        let held = job.files.len();
+        assert!(held > 1, "the job holds sealed segments");
+        assert!(log.dir_in_job, "the folder was handed to the job");
+        let before = log.sealed_syncs;
+        log.commit(true).unwrap();
+        assert_eq!(log.sealed_syncs - before, held as u64, "the job's segments are synced here too");
+        assert!(!log.dir_in_job && log.in_job.is_empty(), "and the folder");
+        assert_eq!(log.durable_seq(), 60);
+        job.run().unwrap();
+        assert_eq!(log.finish_sync(job, Ok(())).unwrap(), 60);
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -989,6 +989,13 @@ impl Inner {
         self.config.fsync != FsyncPolicy::Never
     }
 
+    /// Whether a checkpoint's seal of the WAL and its drop of the WAL it covers sync here;
+    /// with a sync thread they go with its next job (the checkpoint's blocks are synced
+    /// before its record: what the WAL held is on disk there).
+    fn wal_syncs_here(&self) -> bool {
+        self.syncs() && self.sync_thread.is_none()
+    }
+
     /// Whether the heads hold as much as memory (or a start's replay) may take.
     fn heads_full(&self) -> bool {
         self.head_samples >= self.config.head_samples_max
@@ -1028,7 +1035,7 @@ impl Inner {
     /// they fill (memory holds one block, not the checkpoint's).
     fn start_checkpoint(&mut self, place: Place) -> Result<(), StoreError> {
         self.finish_checkpoint(true)?;
-        let sync = self.syncs();
+        let sync = self.wal_syncs_here();
         let wal_seq = self.wal.seal(sync)?;
         // The heads sealed below hold every sample the failed sync cut from the WAL.
         self.fold_after_failed_sync = false;
@@ -1068,7 +1075,7 @@ impl Inner {
             return if now { self.finish_checkpoint(true) } else { Ok(()) };
         }
         self.fold_heads(wal_seq)?;
-        self.wal.drop_through(wal_seq, sync)?;
+        self.wal.drop_through(wal_seq, self.wal_syncs_here())?;
         Ok(())
     }
 
@@ -1172,7 +1179,6 @@ impl Inner {
     /// head, spread over the commits that follow (its blocks appended so far are left without
     /// a record: a start ignores them).
     fn finish_checkpoint(&mut self, wait: bool) -> Result<(), StoreError> {
-        let sync = self.syncs();
         let Some(sealed) = self.sealed.as_mut() else { return Ok(()) };
         let (wal_seq, heads) = (sealed.wal_seq, Arc::clone(&sealed.heads));
         let (first_chunk_seq, added, sections) = match &mut sealed.encoding {
@@ -1243,7 +1249,7 @@ impl Inner {
         self.write_checkpoint_record(wal_seq, first_chunk_seq, added, sections)?;
         self.sealed = None;
         drop(heads);
-        self.wal.drop_through(wal_seq, sync)?;
+        self.wal.drop_through(wal_seq, self.wal_syncs_here())?;
         Ok(())
     }
 
