@@ -15,8 +15,9 @@
 //!   `<gateway>-<id>` on the wire; a consumer drops duplicates by it.
 //! - **Durability.** Appends are group-committed: every [`OutboxWriter::commit`] writes what was
 //!   appended, and `fdatasync`s it when the last sync is older than the policy's interval
-//!   (default 10 ms; 0 means every commit). Records become visible to sinks, and count as
-//!   persisted for the producer, once synced. A process crash (kill -9) loses nothing written; a
+//!   (default 10 ms; 0 means every commit); with [`OutboxConfig::sync_thread`] the commit
+//!   writes and the `fdatasync` runs on the outbox's sync thread ([`crate::syncer`]). Records
+//!   become visible to sinks, and count as persisted for the producer, once synced. A process crash (kill -9) loses nothing written; a
 //!   power failure loses at most what was appended since the last sync, none of which was ever
 //!   acknowledged to the producer or seen by a sink.
 //! - **Delivery.** A sink reads from its own position, in class order (every pending event
