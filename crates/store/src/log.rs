@@ -44,6 +44,10 @@ pub const PAYLOAD_BYTES_MAX: usize = 16 << 20;
 pub const SEQ_MAX: u64 = 1 << 62;
 /// Buffered bytes that trigger a write before the commit.
 const PENDING_BYTES_MAX: usize = 1 << 20;
+/// The same while a sync job runs: a disk slow to sync is slow to take writes too (ext4 holds
+/// a write that needs the journal while it commits), so appends wait in memory meanwhile, up
+/// to this, rather than hold the thread that appends.
+const PENDING_BYTES_MAX_SYNCING: usize = 16 << 20;
 /// A payload this large is written at once, not copied into the buffer (a historian block:
 /// the buffer would grow to hold it and keep that memory).
 const DIRECT_BYTES_MIN: usize = 64 << 10;
@@ -140,6 +144,8 @@ pub struct Log {
     /// a commit that syncs here meanwhile syncs them too before it calls anything durable.
     in_job: Vec<File>,
     dir_in_job: bool,
+    /// A sync job was started and not yet finished.
+    job_running: bool,
     /// Sealed segments synced on this thread (for the tests).
     #[cfg(test)]
     sealed_syncs: u64,
@@ -324,6 +330,7 @@ impl Log {
             dir_unsynced: false,
             in_job: Vec::new(),
             dir_in_job: false,
+            job_running: false,
             #[cfg(test)]
             sealed_syncs: 0,
             // Synced once more at the first commit that syncs (cheap; `syncfs` above did it).
@@ -372,7 +379,7 @@ impl Log {
         }
         if direct {
             self.write_direct(seq, time, payload)?;
-        } else if self.pending.len() >= PENDING_BYTES_MAX {
+        } else if self.pending.len() >= if self.job_running { PENDING_BYTES_MAX_SYNCING } else { PENDING_BYTES_MAX } {
             self.write_pending()?;
         }
         Ok(seq)
@@ -487,6 +494,7 @@ impl Log {
         self.dir_unsynced = false;
         self.in_job = in_job;
         self.dir_in_job = dir.is_some();
+        self.job_running = true;
         Ok(Some(SyncJob { files, dir, mark: self.committed.clone() }))
     }
 
@@ -498,6 +506,7 @@ impl Log {
     pub fn finish_sync(&mut self, job: SyncJob, result: io::Result<()>) -> Result<u64, StoreError> {
         self.in_job.clear();
         self.dir_in_job = false;
+        self.job_running = false;
         match result {
             Ok(()) => {
                 if job.mark.next_seq > self.durable.next_seq {
@@ -526,7 +535,9 @@ impl Log {
     /// the segments, which hold no record a failed write took and none a drop removed, so
     /// every record lost is counted once.
     fn roll_back_to_durable(&mut self) {
-        self.roll_back();
+        // What was never written comes after what is cut: noted last, in order, so the ranges
+        // join.
+        let uncommitted = self.roll_back_uncommitted();
         let durable = self.durable.clone();
         let last = self.segments.keys().next_back().copied();
         let firsts: Vec<u64> = self.segments.range(durable.segment.info.first_seq..).map(|(first, _)| *first).collect();
@@ -565,6 +576,9 @@ impl Log {
             }
             self.segments.insert(first, kept);
         }
+        if let Some(lost) = uncommitted {
+            self.note_lost(lost);
+        }
         if let Ok(active) = self.active_segment().cloned() {
             self.written_bytes = active.info.bytes;
             self.committed = Committed { segment: active, next_seq: self.next_seq };
@@ -598,13 +612,21 @@ impl Log {
     /// Cuts the active segment back to the last commit and forgets what came after it; their
     /// sequence numbers stay used, noted as lost.
     fn roll_back(&mut self) {
+        if let Some(lost) = self.roll_back_uncommitted() {
+            self.note_lost(lost);
+        }
+    }
+
+    /// As [`Log::roll_back`], but returns what it lost instead of noting it.
+    fn roll_back_uncommitted(&mut self) -> Option<Lost> {
         self.pending.clear();
         let committed = self.committed.clone();
         self.written_bytes = committed.segment.info.bytes;
+        let mut lost = None;
         if self.next_seq > committed.next_seq {
             let (from, to) = self.uncommitted_times.take().unwrap_or_default();
             let (first_seq, last_seq) = (committed.next_seq, self.next_seq - 1);
-            self.note_lost(Lost { first_seq, last_seq, records: last_seq - first_seq + 1, from, to });
+            lost = Some(Lost { first_seq, last_seq, records: last_seq - first_seq + 1, from, to });
             self.roll_needed = true;
         }
         self.active_unsynced = true;
@@ -613,6 +635,7 @@ impl Log {
             log::error!("cut {} back to its last commit: {e}", committed.segment.path.display());
         }
         self.segments.insert(committed.segment.info.first_seq, committed.segment);
+        lost
     }
 
     fn note_lost(&mut self, lost: Lost) {
@@ -1481,6 +1504,36 @@ mod tests {
         assert_eq!(log.durable_seq(), 60);
         job.run().unwrap();
         assert_eq!(log.finish_sync(job, Ok(())).unwrap(), 60);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// While a sync job runs (and a slow disk holds it, a write would wait on the disk too),
+    /// appends wait in memory up to a larger bound, then are written as before.
+    #[test]
+    fn while_a_sync_job_runs_appends_wait_in_memory_up_to_a_larger_bound() {
+        let dir = temp("job-pending");
+        let mut log = Log::open(&dir, 1 << 30).unwrap();
+        log.append(Timestamp(0), b"first").unwrap();
+        log.commit(false).unwrap();
+        let path = log.active_segment().unwrap().path.clone();
+        let on_disk = || fs::metadata(&path).unwrap().len();
+        let written = on_disk();
+        let job = log.start_sync().unwrap().unwrap();
+        for i in 0..3_000 {
+            log.append(Timestamp(i), &[7u8; 1000]).unwrap();
+        }
+        assert_eq!(on_disk(), written, "3 MB wait in memory while the job runs");
+        for i in 0..(PENDING_BYTES_MAX_SYNCING / 1000) as i64 {
+            log.append(Timestamp(i), &[7u8; 1000]).unwrap();
+        }
+        assert!(on_disk() > written, "past the larger bound they are written");
+        job.run().unwrap();
+        log.finish_sync(job, Ok(())).unwrap();
+        let written = on_disk();
+        for i in 0..1_100 {
+            log.append(Timestamp(i), &[7u8; 1000]).unwrap();
+        }
+        assert!(on_disk() > written, "no job: written past 1 MiB as before");
         let _ = fs::remove_dir_all(&dir);
     }
 

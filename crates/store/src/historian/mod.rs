@@ -909,7 +909,10 @@ impl Inner {
         let commit = self.config.fsync.commit_now(self.synced_at, force_sync);
         // With a sync thread, a commit that is due to sync writes, and hands the sync over.
         let handed_over = commit == Some(true) && !force_sync && self.sync_thread.is_some();
-        if let Some(sync) = commit {
+        // While a sync job runs, the disk is slow to take writes too: a commit writes nothing
+        // (the WAL's buffer holds it, see `Log::append`), and a checkpoint waits.
+        let disk_busy = self.sync_thread.is_some() && self.syncing && !force_sync;
+        if let Some(sync) = commit.filter(|_| !disk_busy) {
             if let Err(e) = self.wal.commit(sync && !handed_over) {
                 self.bound_heads_after_failure();
                 return Err(e);
@@ -917,14 +920,14 @@ impl Inner {
             if sync && !handed_over {
                 self.synced_at = Instant::now();
             }
-            if handed_over && !self.syncing {
+            if handed_over {
                 self.start_sync_job()?;
             }
         }
         // A checkpoint the checkpoint thread has encoded is written, or a step of one spread
         // over commits taken (all of it at the stop's sync); the next one starts when the WAL
         // since the last one, or the heads, are full.
-        if let Err(e) = self.finish_checkpoint(force_sync) {
+        if !disk_busy && let Err(e) = self.finish_checkpoint(force_sync) {
             self.bound_heads_after_failure();
             return Err(e);
         }
@@ -937,7 +940,9 @@ impl Inner {
             CheckpointThread::Auto if self.cores > 1 => Place::Thread,
             CheckpointThread::Auto => Place::Spread,
         };
-        if (wal_since >= self.config.wal_bytes_max || self.heads_full() || self.fold_after_failed_sync)
+        let due = wal_since >= self.config.wal_bytes_max || self.heads_full() || self.fold_after_failed_sync;
+        if due
+            && (!disk_busy || self.heads_twice_full())
             && let Err(e) = self.start_checkpoint(place)
         {
             self.bound_heads_after_failure();
@@ -1001,6 +1006,13 @@ impl Inner {
         self.head_samples >= self.config.head_samples_max
             || self.head_bytes >= self.config.head_bytes_max
             || self.longest_head >= HEAD_SAMPLES_ONE_MAX
+    }
+
+    /// Whether the heads hold twice their bounds: a checkpoint waits for a busy disk up to here.
+    fn heads_twice_full(&self) -> bool {
+        self.head_samples >= 2 * self.config.head_samples_max
+            || self.head_bytes >= 2 * self.config.head_bytes_max
+            || self.longest_head >= 2 * HEAD_SAMPLES_ONE_MAX
     }
 
     /// When the disk refuses writes, the heads may not grow past their bound: try to fold them
@@ -2148,9 +2160,15 @@ mod tests {
     }
 
     fn threaded(name: &str) -> (PathBuf, HistorianWriter, HistorianReader, Arc<crate::syncer::Hooks>) {
+        threaded_with(name, HistorianConfig::default())
+    }
+
+    fn threaded_with(
+        name: &str,
+        config: HistorianConfig,
+    ) -> (PathBuf, HistorianWriter, HistorianReader, Arc<crate::syncer::Hooks>) {
         let dir = temp(name);
-        let config =
-            HistorianConfig { fsync: FsyncPolicy::Interval(Duration::ZERO), sync_thread: true, ..Default::default() };
+        let config = HistorianConfig { fsync: FsyncPolicy::Interval(Duration::ZERO), sync_thread: true, ..config };
         let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
         let names = paths(4);
         w.bind_tags(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
@@ -2196,6 +2214,43 @@ mod tests {
         drop((w, r));
         let (_w, r) = HistorianWriter::open(&dir, HistorianConfig::default()).unwrap();
         assert_all_read(&r, 4, 0..500);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn wal_bytes_on_disk(dir: &Path) -> u64 {
+        fs::read_dir(dir.join("wal")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum()
+    }
+
+    /// While the WAL's sync is held (a disk slow to sync is slow to take writes too), commits
+    /// write nothing and a checkpoint that is due waits, up to twice the heads' bounds; then
+    /// it is started whatever the disk does. Once the job is done, everything is written and
+    /// read back after a start.
+    #[test]
+    fn while_the_wals_sync_is_held_commits_write_nothing_and_checkpoints_wait() {
+        let config = HistorianConfig { head_samples_max: 1_000, ..HistorianConfig::default() };
+        let (dir, mut w, r, hooks) = threaded_with("sync-held-writes", config);
+        poll_and_commit(&mut w, 4, 0..1);
+        settle(&w);
+        let gate = hooks.gate.lock().unwrap();
+        // Written, and its sync handed to the thread, which the gate holds.
+        poll_and_commit(&mut w, 4, 1..2);
+        let written = wal_bytes_on_disk(&dir);
+        poll_and_commit(&mut w, 4, 2..400);
+        assert_eq!(wal_bytes_on_disk(&dir), written, "nothing written while the sync is held");
+        {
+            let inner = lock(&w.inner).unwrap();
+            assert!(inner.sealed.is_none() && inner.stats.checkpoints == 0, "the due checkpoint waits");
+            assert_eq!(inner.head_samples, 1_600);
+        }
+        poll_and_commit(&mut w, 4, 400..520);
+        assert!(lock(&w.inner).unwrap().head_samples < 2_000, "past twice the bound a checkpoint starts");
+        assert_all_read(&r, 4, 0..520);
+        drop(gate);
+        settle(&w);
+        w.sync().unwrap();
+        drop((w, r));
+        let (_w, r) = HistorianWriter::open(&dir, HistorianConfig::default()).unwrap();
+        assert_all_read(&r, 4, 0..520);
         let _ = fs::remove_dir_all(&dir);
     }
 
