@@ -65,9 +65,11 @@ impl Head {
         (self.len > 0 && self.follows.is_none()).then_some(self.prev_time)
     }
 
-    /// Makes an empty head follow `leader` (a head that is not empty stays as it is).
+    /// Makes an empty head follow `leader`, or one that follows a leader follow `leader`
+    /// instead (the caller has checked that its times so far are this one's too); a head with
+    /// times of its own stays as it is.
     pub fn follow(&mut self, leader: u32) {
-        if self.len == 0 {
+        if self.len == 0 || self.follows.is_some() {
             self.follows = Some(leader);
         }
     }

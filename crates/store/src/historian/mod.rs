@@ -697,7 +697,7 @@ impl Inner {
             let Some(last) = records.last().map(|r| r.seq) else { break };
             for r in records {
                 let mut outside = 0u64;
-                let mut run = None;
+                let mut run = Run::default();
                 let read = wal::read(&r.payload, |tag, time, value, quality| {
                     if !self.push_to_head(tag, time, value, quality, &mut run) {
                         outside += 1;
@@ -736,29 +736,37 @@ impl Inner {
     }
 
     /// One sample into its tag's head, counted against the heads' bounds; `false` for a tag
-    /// the dictionary does not know (a WAL record from outside it). `run`: the tag whose head
-    /// took the sample before this one in its batch, and its time. A sample with that very
+    /// the dictionary does not know (a WAL record from outside it). `run.leader`: the tag whose
+    /// head took the sample before this one in its batch, and its time. A sample with that very
     /// time is of the same request: its head follows that tag's (holds no times of its own)
-    /// if it is empty and that head has just this one sample, or goes on following it while
-    /// that head is one sample ahead at this time. A head that can no longer follow its leader
-    /// takes its own times ([`Self::stop_following`]) and leads.
-    fn push_to_head(&mut self, tag: u32, time: i64, value: f64, quality: u16, run: &mut Option<(u32, i64)>) -> bool {
+    /// if it is empty and that head has just this one sample. A head goes on following its
+    /// leader while the leader is one sample ahead at this time, whichever tag came before
+    /// (two requests answered in the same millisecond); it moves to the batch's leader if that
+    /// one followed its own leader until this very sample ([`Run::converted`]). A head that
+    /// can no longer follow takes its own times ([`Self::stop_following`]) and leads.
+    fn push_to_head(&mut self, tag: u32, time: i64, value: f64, quality: u16, run: &mut Run) -> bool {
         let t = tag as usize;
         if t >= self.heads.len() || t >= self.paths.len() {
             return false;
         }
-        let leader = match *run {
+        let leader = match run.leader {
             Some((leader, at)) if at == time && leader != tag && (leader as usize) < self.heads.len() => Some(leader),
             _ => None,
         };
-        let follow = leader.filter(|&leader| {
-            let (head, l) = (&self.heads[t], &self.heads[leader as usize]);
-            let at_this_time = l.last_time() == Some(time);
-            match head.follows() {
-                Some(f) => f == leader && at_this_time && l.len() == head.len() + 1,
-                None => head.is_empty() && at_this_time && l.len() == 1,
-            }
-        });
+        let ahead_at_this_time = |heads: &[head::Head], leader: u32, len: usize| {
+            heads.get(leader as usize).is_some_and(|l| l.last_time() == Some(time) && l.len() == len + 1)
+        };
+        let head = &self.heads[t];
+        let follow = match head.follows() {
+            // Its own leader, one sample ahead at this time.
+            Some(own) if ahead_at_this_time(&self.heads, own, head.len()) => Some(own),
+            // The batch's leader, which followed the same leader for as many samples as this
+            // one has, then took its own times (the same times) at this sample.
+            Some(own) => leader.filter(|&l| {
+                run.converted == Some((l, own, head.len())) && ahead_at_this_time(&self.heads, l, head.len())
+            }),
+            None => leader.filter(|&l| head.is_empty() && ahead_at_this_time(&self.heads, l, 0)),
+        };
         if let Some(leader) = follow {
             let head = &mut self.heads[t];
             head.follow(leader);
@@ -766,15 +774,17 @@ impl Inner {
             head.push_following(value, quality);
             self.head_bytes += head.bytes() - before;
         } else {
-            if self.heads[t].follows().is_some() {
+            if let Some(own) = self.heads[t].follows() {
+                let len = self.heads[t].len();
                 self.stop_following(t);
+                run.converted = Some((tag, own, len));
             }
             let head = &mut self.heads[t];
             let before = head.bytes();
             head.push(time, value, quality);
             self.head_bytes += head.bytes() - before;
             if leader.is_none() {
-                *run = Some((tag, time));
+                run.leader = Some((tag, time));
             }
         }
         self.head_samples += 1;
@@ -783,6 +793,8 @@ impl Inner {
     }
 
     /// A head that follows a leader made into one with its own times (the leader's so far).
+    /// Its followers' times are its own so far: they may follow it from here on
+    /// ([`Run::converted`]).
     fn stop_following(&mut self, t: usize) {
         let Some(columns) = head_columns(&self.heads, t) else {
             // The leader's stream or this one's did not read back: a bug, since neither leaves
@@ -867,7 +879,7 @@ impl Inner {
     /// may still keep it).
     fn append(&mut self, samples: &[Sample]) -> Result<(), StoreError> {
         let mut record = wal::RecordBuilder::new(std::mem::take(&mut self.wal_buffer));
-        let mut run = None;
+        let mut run = Run::default();
         for s in samples {
             let Some(&tag) = self.bound.get(s.tag.0 as usize) else { continue };
             let value = match &s.value {
@@ -1623,6 +1635,17 @@ fn head_columns_cached(
 struct Encoded {
     blocks: Vec<(Vec<u8>, chunk::BlockPrefix)>,
     sections: u64,
+}
+
+/// What [`Inner::push_to_head`] carries from one sample of a batch to the next.
+#[derive(Debug, Default)]
+struct Run {
+    /// The tag whose head took a sample with its own time last, and that time.
+    leader: Option<(u32, i64)>,
+    /// The tag whose head last stopped following, the leader it followed, and how many
+    /// samples it had then: a head following the same leader with as many samples has its
+    /// times, and may follow it instead.
+    converted: Option<(u32, u32, usize)>,
 }
 
 /// Heads sealed for a checkpoint whose blocks are not written yet: queries still read them,
@@ -2926,6 +2949,59 @@ mod tests {
         }
         let (_w, r) = HistorianWriter::open(&dir, config).unwrap();
         check(&r, &want, "after the WAL's replay");
+        drop(r);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Two requests of one poll answered in the same millisecond now and then (several in
+    /// flight, or one fast answer after another): each request's tags keep following their
+    /// own first tag, from the first poll after a checkpoint on, and every sample reads back.
+    /// Followers that met another request's tag at their time used to lose their leader, each
+    /// decoding its head, then push their own times until the next checkpoint: a tenth of the
+    /// gateway's CPU at four requests in flight.
+    #[test]
+    fn requests_answered_in_the_same_millisecond_keep_their_followers() {
+        let dir = temp("same-ms");
+        let config = HistorianConfig { fsync: FsyncPolicy::Never, ..HistorianConfig::default() };
+        let names = paths(6);
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (mut w, r) = HistorianWriter::open(&dir, config.clone()).unwrap();
+        w.bind_tags(&refs).unwrap();
+        let mut want: Vec<Vec<(i64, f64)>> = vec![Vec::new(); 6];
+        for i in 0..200i64 {
+            // Tags 0 to 2 one request, 3 to 5 the next: at the same millisecond on even polls.
+            let a = i * 1000;
+            let b = if i % 2 == 0 { a } else { a + 400 };
+            let poll: Vec<Sample> = (0..6u32)
+                .map(|k| {
+                    let (t, v) = (if k < 3 { a } else { b }, f64::from(k) + (i % 7) as f64);
+                    want[k as usize].push((t, v));
+                    Sample::good(TagId(k), Value::F64(v), Timestamp::from_millis(t))
+                })
+                .collect();
+            w.append(&poll).unwrap();
+            if i == 99 {
+                w.checkpoint().unwrap();
+            }
+        }
+        let follows: Vec<Option<u32>> = lock(&w.inner).unwrap().heads.iter().map(head::Head::follows).collect();
+        assert_eq!(follows, [None, Some(0), Some(0), None, Some(3), Some(3)]);
+        let check = |r: &HistorianReader, when: &str| {
+            for (k, want) in want.iter().enumerate() {
+                let got: Vec<(i64, f64)> = r
+                    .raw(&names[k], Timestamp::from_millis(0), Timestamp::from_millis(i64::MAX))
+                    .unwrap()
+                    .iter()
+                    .map(|s| (s.time.as_millis(), s.value.unwrap()))
+                    .collect();
+                assert_eq!(&got, want, "tag {k} {when}");
+            }
+        };
+        check(&r, "in the heads");
+        w.sync().unwrap();
+        drop((w, r));
+        let (_w, r) = HistorianWriter::open(&dir, config).unwrap();
+        check(&r, "after the WAL's replay");
         drop(r);
         fs::remove_dir_all(&dir).unwrap();
     }
