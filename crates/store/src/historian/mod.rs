@@ -110,8 +110,9 @@ impl Default for HistorianConfig {
 /// encoded elsewhere).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckpointThread {
-    /// On the historian's checkpoint thread when the heads filled within
-    /// [`FILLED_FAST`] of the last checkpoint and the process may run on more than one core;
+    /// On the historian's checkpoint thread when the heads filled fast (within
+    /// [`FILLED_FAST`] of the last checkpoint, or at [`FILL_RATE_FAST`]) and the process may
+    /// run on more than one core;
     /// spread over the writer's commits when they filled fast on one core; else on the
     /// writer's thread at once. A second thread costs a malloc arena (some 2.5 MB of RSS
     /// measured on the whole path) and, on one core, a switch for every wake-up, for nothing:
@@ -135,8 +136,15 @@ pub enum CheckpointThread {
 pub const SPREAD_STEP: Duration = Duration::from_millis(1);
 
 /// Heads filled faster than this are a busy historian's (at 10,000 tags read once a second
-/// they fill in a minute or more; at a 1 ms poll, in about a second).
+/// they fill in a minute or more), and so are heads filled at [`FILL_RATE_FAST`] or more
+/// however long they took (at a 1 ms poll of 10,000 registers, some 1.7 M samples a second,
+/// heads whose tags follow their request's first take a bit a sample and about 10 s to fill;
+/// encoded at once, they held the collector for hundreds of milliseconds).
 pub const FILLED_FAST: Duration = Duration::from_secs(10);
+
+/// Samples a second into the heads from which they filled fast, whatever the time (ten times
+/// 10,000 tags read once a second).
+pub const FILL_RATE_FAST: f64 = 100_000.0;
 
 /// Counters of a historian since it was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -249,6 +257,9 @@ struct Inner {
     checkpointer: Option<Checkpointer>,
     /// When the last checkpoint started (or the historian was opened): how fast the heads fill.
     checkpoint_started: Instant,
+    /// Samples a start's replay put in the heads, before any checkpoint (not counted in how
+    /// fast they fill).
+    replayed_samples: usize,
     /// The cores this process may run on (its affinity mask), as the writer was opened.
     cores: usize,
     /// Held by a test to keep a checkpoint on the checkpoint thread unfinished.
@@ -605,6 +616,7 @@ impl Inner {
             sealed: None,
             checkpointer: None,
             checkpoint_started: Instant::now(),
+            replayed_samples: 0,
             cores: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             #[cfg(test)]
             checkpoint_gate: None,
@@ -644,6 +656,7 @@ impl Inner {
             // Heads a start's replay filled did not fill fast: the first checkpoint's place is
             // not judged by them (nor by a fold at the replay's last record).
             inner.checkpoint_started = Instant::now().checked_sub(FILLED_FAST).unwrap_or(inner.checkpoint_started);
+            inner.replayed_samples = inner.head_samples;
         }
         Ok(inner)
     }
@@ -948,7 +961,7 @@ impl Inner {
             CheckpointThread::Always => Place::Thread,
             CheckpointThread::Never => Place::AtOnce,
             CheckpointThread::Spread => Place::Spread,
-            CheckpointThread::Auto if self.checkpoint_started.elapsed() >= FILLED_FAST => Place::AtOnce,
+            CheckpointThread::Auto if !self.filled_fast() => Place::AtOnce,
             CheckpointThread::Auto if self.cores > 1 => Place::Thread,
             CheckpointThread::Auto => Place::Spread,
         };
@@ -1020,6 +1033,14 @@ impl Inner {
             || self.longest_head >= HEAD_SAMPLES_ONE_MAX
     }
 
+    /// Whether the heads filled fast since the last checkpoint started: within [`FILLED_FAST`],
+    /// or at [`FILL_RATE_FAST`] (not counting what a start's replay put in them).
+    fn filled_fast(&self) -> bool {
+        let took = self.checkpoint_started.elapsed();
+        let taken = self.head_samples.saturating_sub(self.replayed_samples) as f64;
+        took < FILLED_FAST || taken >= FILL_RATE_FAST * took.as_secs_f64()
+    }
+
     /// Whether the heads hold twice their bounds: a checkpoint waits for a busy disk up to here.
     fn heads_twice_full(&self) -> bool {
         self.head_samples >= 2 * self.config.head_samples_max
@@ -1064,6 +1085,7 @@ impl Inner {
         // The heads sealed below hold every sample the failed sync cut from the WAL.
         self.fold_after_failed_sync = false;
         self.checkpoint_started = Instant::now();
+        self.replayed_samples = 0;
         #[cfg(test)]
         {
             self.last_place = Some(place);
@@ -2368,6 +2390,34 @@ mod tests {
             assert_all_read(&r, 4, 0..300);
             let _ = fs::remove_dir_all(&dir);
         }
+    }
+
+    /// Heads that took longer than [`FILLED_FAST`] to fill but at a busy historian's rate
+    /// (followers hold a bit a sample: at a 1 ms poll of 10,000 registers they now take some
+    /// 10 s to fill) go to the checkpoint thread: encoded at once, they held the collector for
+    /// hundreds of milliseconds, and a fast device's batches found no room in its channel.
+    #[test]
+    fn heads_filled_slowly_by_the_clock_but_at_a_busy_rate_go_to_the_thread() {
+        let dir = temp("auto-rate");
+        let config = HistorianConfig {
+            fsync: FsyncPolicy::Never,
+            head_samples_max: 1_200_000,
+            head_bytes_max: 1 << 30,
+            ..HistorianConfig::default()
+        };
+        let (mut w, _r) = HistorianWriter::open(&dir, config).unwrap();
+        let names = paths(1_000);
+        w.bind_tags(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        {
+            let mut inner = lock(&w.inner).unwrap();
+            inner.cores = 2;
+            inner.checkpoint_started = Instant::now().checked_sub(FILLED_FAST + Duration::from_secs(1)).unwrap();
+        }
+        // 1,200 polls of 1,000 tags within some 11 s: over 100,000 samples a second.
+        poll_and_commit(&mut w, 1_000, 0..1_200);
+        assert_eq!(lock(&w.inner).unwrap().last_place, Some(Place::Thread));
+        drop(w);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     /// Issue 15: a checkpoint started by a commit is encoded on the checkpoint thread while
