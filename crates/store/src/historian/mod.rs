@@ -2232,6 +2232,28 @@ mod tests {
         panic!("the sync job did not finish in 10 s");
     }
 
+    /// Every sample of `path` the reader holds, as (time in ms, value).
+    fn every_sample_of(r: &HistorianReader, path: &str) -> Vec<(i64, f64)> {
+        let samples = r.raw(path, Timestamp::from_millis(0), Timestamp::from_millis(i64::MAX)).unwrap();
+        samples.iter().map(|s| (s.time.as_millis(), s.value.unwrap())).collect()
+    }
+
+    /// The stop's sync, then every sample of 4 tags over `seconds` read before and after a
+    /// start; the folder removed.
+    fn sync_and_read_after_a_start(
+        dir: &Path,
+        mut w: HistorianWriter,
+        r: HistorianReader,
+        seconds: std::ops::Range<i64>,
+    ) {
+        w.sync().unwrap();
+        assert_all_read(&r, 4, seconds.clone());
+        drop((w, r));
+        let (_w, r) = HistorianWriter::open(dir, HistorianConfig::default()).unwrap();
+        assert_all_read(&r, 4, seconds);
+        let _ = fs::remove_dir_all(dir);
+    }
+
     /// While the WAL's sync is held on the sync thread (a disk slow to sync), appends and
     /// commits go on and every sample is read; commits say nothing is durable yet; once the
     /// job is done the next ones sync the rest, and a start reads every sample.
@@ -2255,11 +2277,7 @@ mod tests {
         w.commit().unwrap();
         settle(&w);
         assert!(w.commit().unwrap(), "durable once the next job is done");
-        w.sync().unwrap();
-        drop((w, r));
-        let (_w, r) = HistorianWriter::open(&dir, HistorianConfig::default()).unwrap();
-        assert_all_read(&r, 4, 0..500);
-        let _ = fs::remove_dir_all(&dir);
+        sync_and_read_after_a_start(&dir, w, r, 0..500);
     }
 
     fn wal_bytes_on_disk(dir: &Path) -> u64 {
@@ -2292,11 +2310,7 @@ mod tests {
         assert_all_read(&r, 4, 0..520);
         drop(gate);
         settle(&w);
-        w.sync().unwrap();
-        drop((w, r));
-        let (_w, r) = HistorianWriter::open(&dir, HistorianConfig::default()).unwrap();
-        assert_all_read(&r, 4, 0..520);
-        let _ = fs::remove_dir_all(&dir);
+        sync_and_read_after_a_start(&dir, w, r, 0..520);
     }
 
     /// A WAL sync that fails on the sync thread (EIO) cuts what it covered from the WAL; the
@@ -2317,12 +2331,7 @@ mod tests {
         assert!(!lock(&w.inner).unwrap().fold_after_failed_sync, "that commit started a checkpoint of the heads");
         w.commit().unwrap();
         poll_and_commit(&mut w, 4, 300..320);
-        w.sync().unwrap();
-        assert_all_read(&r, 4, 0..320);
-        drop((w, r));
-        let (_w, r) = HistorianWriter::open(&dir, HistorianConfig::default()).unwrap();
-        assert_all_read(&r, 4, 0..320);
-        let _ = fs::remove_dir_all(&dir);
+        sync_and_read_after_a_start(&dir, w, r, 0..320);
     }
 
     /// A start whose fold of the replayed heads fails (a disk that refuses writes) neither
@@ -2952,12 +2961,7 @@ mod tests {
         let mut want: Vec<Vec<(i64, f64)>> = vec![Vec::new(); 6];
         let check = |r: &HistorianReader, want: &[Vec<(i64, f64)>], when: &str| {
             for (k, want) in want.iter().enumerate() {
-                let got: Vec<(i64, f64)> = r
-                    .raw(&names[k], Timestamp::from_millis(0), Timestamp::from_millis(i64::MAX))
-                    .unwrap()
-                    .iter()
-                    .map(|s| (s.time.as_millis(), s.value.unwrap()))
-                    .collect();
+                let got = every_sample_of(r, &names[k]);
                 let mut want = want.clone();
                 want.sort_by_key(|(t, _)| *t);
                 assert_eq!(got, want, "tag {k} {when}");
@@ -3038,12 +3042,7 @@ mod tests {
         assert_eq!(follows, [None, Some(0), Some(0), None, Some(3), Some(3)]);
         let check = |r: &HistorianReader, when: &str| {
             for (k, want) in want.iter().enumerate() {
-                let got: Vec<(i64, f64)> = r
-                    .raw(&names[k], Timestamp::from_millis(0), Timestamp::from_millis(i64::MAX))
-                    .unwrap()
-                    .iter()
-                    .map(|s| (s.time.as_millis(), s.value.unwrap()))
-                    .collect();
+                let got = every_sample_of(r, &names[k]);
                 assert_eq!(&got, want, "tag {k} {when}");
             }
         };
