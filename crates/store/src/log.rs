@@ -599,6 +599,10 @@ impl Log {
             Ok(()) => {
                 self.written_bytes += self.pending.len() as u64;
                 self.pending.clear();
+                // What a slow sync made the buffer hold is given back once written.
+                if self.pending.capacity() > 2 * PENDING_BYTES_MAX {
+                    self.pending.shrink_to(PENDING_BYTES_MAX);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -1534,6 +1538,11 @@ mod tests {
             log.append(Timestamp(i), &[7u8; 1000]).unwrap();
         }
         assert!(on_disk() > written, "no job: written past 1 MiB as before");
+        assert!(
+            log.pending.capacity() <= 2 * PENDING_BYTES_MAX,
+            "the buffer gives back what a slow sync made it hold: {} bytes",
+            log.pending.capacity()
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 
