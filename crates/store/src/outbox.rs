@@ -600,10 +600,7 @@ impl OutboxWriter {
             inner = done.wait(inner).map_err(|_| StoreError::Invariant("the outbox lock was poisoned by a panic"))?;
         }
         let position = inner.commit(true)?;
-        match inner.sync_failed.take() {
-            Some(e) => Err(e),
-            None => Ok(position),
-        }
+        inner.take_sync_failure().map(|()| position)
     }
 
     /// Reclaims what every sink has acknowledged and drops what is older than `age_max`.
@@ -846,6 +843,11 @@ impl Inner {
         self.config.fsync != FsyncPolicy::Never && self.sync_thread.is_none()
     }
 
+    /// A sync job's failure not yet returned, returned once.
+    fn take_sync_failure(&mut self) -> Result<(), StoreError> {
+        self.sync_failed.take().map_or(Ok(()), Err)
+    }
+
     /// Hands what is committed to the sync thread (or, if it is gone, syncs it here).
     fn start_sync_job(&mut self) -> Result<(), StoreError> {
         let mut jobs = Vec::new();
@@ -878,10 +880,7 @@ impl Inner {
                 self.finish_sync(syncer::run_here(jobs));
             }
         }
-        match failed.or_else(|| self.sync_failed.take()) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        failed.map_or(Ok(()), Err)
     }
 
     fn commit(&mut self, force_sync: bool) -> Result<Position, StoreError> {
@@ -893,10 +892,7 @@ impl Inner {
         // what is appended waits in the logs' buffers, see `Log::append`).
         let handed_over = sync && !force_sync && self.sync_thread.is_some();
         if handed_over && self.syncing {
-            return match self.sync_failed.take() {
-                Some(e) => Err(e),
-                None => Ok(Position(self.durable)),
-            };
+            return self.take_sync_failure().map(|()| Position(self.durable));
         }
         let sync = sync && !handed_over;
         let room = self.config.space.as_ref().is_none_or(|space| space.has_room());
@@ -938,10 +934,7 @@ impl Inner {
         }
         if handed_over {
             self.start_sync_job()?;
-            return match self.sync_failed.take() {
-                Some(e) => Err(e),
-                None => Ok(Position(self.durable)),
-            };
+            return self.take_sync_failure().map(|()| Position(self.durable));
         }
         if sync || self.config.fsync == FsyncPolicy::Never {
             let grew = committed != self.durable;
