@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use airlock_model::Timestamp;
@@ -47,7 +47,7 @@ use airlock_upstream::{GapCause, GapRecord, RecoveryRecord, UndecodableRecord, U
 use crate::StoreError;
 use crate::log::{HEADER_BYTES, Log, Lost, SegmentInfo};
 use crate::space::FreeSpace;
-use crate::syncer::{self, Finished, SyncTarget, SyncThread};
+use crate::syncer::{Finished, SyncTarget, Syncs};
 
 /// The version of the outbox's formats (its log records and cursors) that this build writes;
 /// see [`crate::check_format`].
@@ -365,13 +365,8 @@ struct Inner {
     /// The outbox's size when the file system's free-space reserve was reached, while it is
     /// (looked at in each commit).
     reserve_cap: Option<u64>,
-    /// The thread that syncs (with `config.sync_thread`), and whether a job of it runs.
-    sync_thread: Option<SyncThread>,
-    syncing: bool,
-    /// Notified when a sync job is done.
-    sync_done: Arc<Condvar>,
-    /// A sync job's failure, returned by the next commit.
-    sync_failed: Option<StoreError>,
+    /// The sync thread (with `config.sync_thread`), its job, a job's failure.
+    syncs: Syncs,
 }
 
 /// What the readers asked to be told when records become visible to sinks (called under the
@@ -502,18 +497,12 @@ fn open(dir: &Path, config: OutboxConfig) -> Result<(OutboxWriter, OutboxReader)
         scratch: Vec::new(),
         lost: Vec::new(),
         reserve_cap: None,
-        sync_thread: None,
-        syncing: false,
-        sync_done: Arc::new(Condvar::new()),
-        sync_failed: None,
+        syncs: Syncs::default(),
     };
     let sync_thread = inner.config.sync_thread;
     let inner = Arc::new(Mutex::new(inner));
     if sync_thread {
-        match SyncThread::spawn("outbox-sync", Arc::downgrade(&inner)) {
-            Ok(thread) => self::lock(&inner)?.sync_thread = Some(thread),
-            Err(e) => log::warn!("outbox: no sync thread could be started ({e}); syncs are made on the collector's"),
-        }
+        Syncs::spawn(&inner)?;
     }
     if stats.corrupt_records > 0 || stats.torn_bytes > 0 {
         let mut writer = OutboxWriter { inner: Arc::clone(&inner) };
@@ -593,14 +582,10 @@ impl OutboxWriter {
 
     /// Syncs everything appended, whatever the policy (at shutdown).
     pub fn sync(&mut self) -> Result<Position, StoreError> {
-        let mut inner = lock(&self.inner)?;
         // A sync job still running finishes first: then this one syncs the rest here.
-        while inner.syncing {
-            let done = Arc::clone(&inner.sync_done);
-            inner = done.wait(inner).map_err(|_| StoreError::Invariant("the outbox lock was poisoned by a panic"))?;
-        }
+        let mut inner = Syncs::wait_idle(lock(&self.inner)?)?;
         let position = inner.commit(true)?;
-        inner.take_sync_failure().map(|()| position)
+        inner.syncs.take_failure().map(|()| position)
     }
 
     /// Reclaims what every sink has acknowledged and drops what is older than `age_max`.
@@ -840,12 +825,7 @@ impl Inner {
 
     /// Whether drops and rolls sync the folder at once (not with the sync thread's next job).
     fn sync_on_disk(&self) -> bool {
-        self.config.fsync != FsyncPolicy::Never && self.sync_thread.is_none()
-    }
-
-    /// A sync job's failure not yet returned, returned once.
-    fn take_sync_failure(&mut self) -> Result<(), StoreError> {
-        self.sync_failed.take().map_or(Ok(()), Err)
+        self.config.fsync != FsyncPolicy::Never && !self.syncs.threaded()
     }
 
     /// Hands what is committed to the sync thread (or, if it is gone, syncs it here).
@@ -866,20 +846,7 @@ impl Inner {
             return failed.map_or(Ok(()), Err);
         }
         self.synced_at = Instant::now();
-        let sent = match (&self.sync_thread, &failed) {
-            (Some(thread), None) => thread.send(jobs),
-            _ => Err(jobs),
-        };
-        match sent {
-            Ok(()) => self.syncing = true,
-            Err(jobs) => {
-                if failed.is_none() {
-                    log::error!("outbox: the sync thread is gone; syncs are made on the collector's");
-                    self.sync_thread = None;
-                }
-                self.finish_sync(syncer::run_here(jobs));
-            }
-        }
+        Syncs::hand_over(self, jobs);
         failed.map_or(Ok(()), Err)
     }
 
@@ -890,9 +857,9 @@ impl Inner {
         // With a sync thread, a commit that is due to sync writes, and hands the sync over;
         // while a job runs, it writes nothing (a disk slow to sync is slow to take writes too:
         // what is appended waits in the logs' buffers, see `Log::append`).
-        let handed_over = sync && !force_sync && self.sync_thread.is_some();
-        if handed_over && self.syncing {
-            return self.take_sync_failure().map(|()| Position(self.durable));
+        let handed_over = sync && !force_sync && self.syncs.threaded();
+        if handed_over && self.syncs.running() {
+            return self.syncs.take_failure().map(|()| Position(self.durable));
         }
         let sync = sync && !handed_over;
         let room = self.config.space.as_ref().is_none_or(|space| space.has_room());
@@ -934,7 +901,7 @@ impl Inner {
         }
         if handed_over {
             self.start_sync_job()?;
-            return self.take_sync_failure().map(|()| Position(self.durable));
+            return self.syncs.take_failure().map(|()| Position(self.durable));
         }
         if sync || self.config.fsync == FsyncPolicy::Never {
             let grew = committed != self.durable;
@@ -1094,20 +1061,26 @@ impl Inner {
 }
 
 impl SyncTarget for Inner {
+    const NAME: &'static str = "outbox";
+    const POISONED: &'static str = "the outbox lock was poisoned by a panic";
+
+    fn sync_state(&mut self) -> &mut Syncs {
+        &mut self.syncs
+    }
+
     /// What a sync job made durable becomes visible to sinks; what a failed one covered is
     /// cut and reported (gap events, at the next commit), and the failure returned by it.
     fn finish_sync(&mut self, done: Finished) {
         for (c, job, result) in done {
             if let Err(e) = self.logs[c].finish_sync(job, result) {
                 log::error!("outbox: {e}; what was not synced is cut and reported");
-                self.sync_failed.get_or_insert(e);
+                self.syncs.failed(e);
             }
         }
         let durable = [0, 1, 2, 3].map(|c| self.logs[c].durable_seq().max(self.durable[c]));
         let grew = durable != self.durable;
         self.durable = durable;
-        self.syncing = false;
-        self.sync_done.notify_all();
+        self.syncs.done();
         if grew {
             self.wakers.0.iter().for_each(|wake| wake());
         }
@@ -1177,13 +1150,13 @@ mod tests {
 
     fn hooks(writer: &OutboxWriter) -> Arc<crate::syncer::Hooks> {
         let inner = lock(&writer.inner).unwrap();
-        Arc::clone(&inner.sync_thread.as_ref().expect("a sync thread").hooks)
+        inner.syncs.hooks()
     }
 
     /// Waits (bounded) until no sync job runs.
     fn settle(writer: &OutboxWriter) {
         for _ in 0..2000 {
-            if !lock(&writer.inner).unwrap().syncing {
+            if !lock(&writer.inner).unwrap().syncs.running() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(5));

@@ -12,11 +12,12 @@
 
 use std::io;
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc::{self, Sender};
 #[cfg(test)]
-use std::sync::{Arc, atomic::AtomicU32, atomic::Ordering};
-use std::sync::{Mutex, Weak};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
+use crate::StoreError;
 use crate::log::SyncJob;
 
 /// One job: a [`SyncJob`] per log that had something to sync, by the log's index.
@@ -27,8 +28,100 @@ pub(crate) type Finished = Vec<(usize, SyncJob, io::Result<()>)>;
 
 /// The store whose logs a sync thread syncs.
 pub(crate) trait SyncTarget: Send + 'static {
-    /// Takes a job's results, under the store's lock.
+    /// The store's name in logs ("outbox", "historian").
+    const NAME: &'static str;
+    /// The error when its lock was poisoned.
+    const POISONED: &'static str;
+    /// Takes a job's results, under the store's lock; ends with [`Syncs::done`].
     fn finish_sync(&mut self, done: Finished);
+    /// The store's sync state.
+    fn sync_state(&mut self) -> &mut Syncs;
+}
+
+/// A store's sync state: its sync thread (if it has one), whether a job of it runs, and a
+/// job's failure not yet returned.
+#[derive(Debug, Default)]
+pub(crate) struct Syncs {
+    thread: Option<SyncThread>,
+    running: bool,
+    /// Notified when a job is done.
+    done: Arc<Condvar>,
+    failed: Option<StoreError>,
+}
+
+impl Syncs {
+    /// Starts the sync thread of the store (a store without one syncs inline).
+    pub(crate) fn spawn<T: SyncTarget>(store: &Arc<Mutex<T>>) -> Result<(), StoreError> {
+        match SyncThread::spawn(&format!("{}-sync", T::NAME), Arc::downgrade(store)) {
+            Ok(thread) => {
+                store.lock().map_err(|_| StoreError::Invariant(T::POISONED))?.sync_state().thread = Some(thread)
+            }
+            Err(e) => {
+                log::warn!("{}: no sync thread could be started ({e}); syncs are made on the collector's", T::NAME)
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether syncs are handed to a thread.
+    pub(crate) fn threaded(&self) -> bool {
+        self.thread.is_some()
+    }
+
+    /// Whether a job runs on the thread (the disk is slow to take writes too).
+    pub(crate) fn running(&self) -> bool {
+        self.running
+    }
+
+    /// A job's failure not yet returned, returned once.
+    pub(crate) fn take_failure(&mut self) -> Result<(), StoreError> {
+        self.failed.take().map_or(Ok(()), Err)
+    }
+
+    /// Keeps a job's failure for the next commit to return (the first, if several).
+    pub(crate) fn failed(&mut self, e: StoreError) {
+        self.failed.get_or_insert(e);
+    }
+
+    /// A job is done: whoever waits for it goes on.
+    pub(crate) fn done(&mut self) {
+        self.running = false;
+        self.done.notify_all();
+    }
+
+    /// Waits, under the store's lock, until no job runs.
+    pub(crate) fn wait_idle<T: SyncTarget>(mut store: MutexGuard<'_, T>) -> Result<MutexGuard<'_, T>, StoreError> {
+        while store.sync_state().running {
+            let done = Arc::clone(&store.sync_state().done);
+            store = done.wait(store).map_err(|_| StoreError::Invariant(T::POISONED))?;
+        }
+        Ok(store)
+    }
+
+    /// Hands a job to the store's thread; if it has none (or it is gone), runs it here.
+    pub(crate) fn hand_over<T: SyncTarget>(store: &mut T, jobs: Jobs) {
+        let syncs = store.sync_state();
+        let jobs = match &syncs.thread {
+            None => jobs,
+            Some(thread) => match thread.send(jobs) {
+                Ok(()) => {
+                    syncs.running = true;
+                    return;
+                }
+                Err(jobs) => {
+                    log::error!("{}: the sync thread is gone; syncs are made on the collector's", T::NAME);
+                    syncs.thread = None;
+                    jobs
+                }
+            },
+        };
+        store.finish_sync(run_here(jobs));
+    }
+
+    #[cfg(test)]
+    pub(crate) fn hooks(&self) -> Arc<Hooks> {
+        Arc::clone(&self.thread.as_ref().expect("a sync thread").hooks)
+    }
 }
 
 /// Test hooks: a gate the thread holds before it syncs, and failures to inject.
@@ -49,7 +142,7 @@ pub(crate) struct SyncThread {
 }
 
 impl SyncThread {
-    pub(crate) fn spawn<T: SyncTarget>(name: &str, store: Weak<Mutex<T>>) -> io::Result<Self> {
+    fn spawn<T: SyncTarget>(name: &str, store: Weak<Mutex<T>>) -> io::Result<Self> {
         let (jobs, rx) = mpsc::channel::<Jobs>();
         #[cfg(test)]
         let hooks = Arc::new(Hooks::default());
@@ -92,13 +185,13 @@ impl SyncThread {
     }
 
     /// Hands a job to the thread; gives it back if the thread is gone.
-    pub(crate) fn send(&self, jobs: Jobs) -> Result<(), Jobs> {
+    fn send(&self, jobs: Jobs) -> Result<(), Jobs> {
         self.jobs.send(jobs).map_err(|e| e.0)
     }
 }
 
 /// Runs a job on this thread (no sync thread to take it).
-pub(crate) fn run_here(jobs: Jobs) -> Finished {
+fn run_here(jobs: Jobs) -> Finished {
     jobs.into_iter()
         .map(|(log, job)| {
             let result = job.run();

@@ -46,13 +46,13 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use airlock_model::{Quality, Reason, Sample, Timestamp, Value};
 
 use crate::log::{Log, RecordReader, Recovery};
-use crate::syncer::{self, Finished, SyncTarget, SyncThread};
+use crate::syncer::{Finished, SyncTarget, Syncs};
 use crate::{FsyncPolicy, StoreError};
 pub use chunk::Codec;
 // Samples of one tag a chunk holds at most (a longer head is written as several chunks).
@@ -294,13 +294,8 @@ struct Inner {
     blocks_opened: std::sync::atomic::AtomicU64,
     synced_at: Instant,
     stats: HistorianStats,
-    /// The thread that syncs the WAL (with `config.sync_thread`), and whether a job runs.
-    sync_thread: Option<SyncThread>,
-    syncing: bool,
-    /// Notified when a sync job is done.
-    sync_done: Arc<Condvar>,
-    /// A sync job's failure, returned by the next commit.
-    sync_failed: Option<StoreError>,
+    /// The thread that syncs the WAL (with `config.sync_thread`), its job, a job's failure.
+    syncs: Syncs,
     /// A WAL sync failed and cut what it covered from the WAL: the heads, which still hold
     /// those samples, are folded into blocks at the next commit.
     fold_after_failed_sync: bool,
@@ -328,12 +323,7 @@ impl HistorianWriter {
         let sync_thread = config.sync_thread;
         let inner = Arc::new(Mutex::new(Inner::open(dir, config, true)?));
         if sync_thread {
-            match SyncThread::spawn("historian-sync", Arc::downgrade(&inner)) {
-                Ok(thread) => lock(&inner)?.sync_thread = Some(thread),
-                Err(e) => {
-                    log::warn!("historian: no sync thread could be started ({e}); syncs are made on the collector's")
-                }
-            }
+            Syncs::spawn(&inner)?;
         }
         Ok((HistorianWriter { inner: Arc::clone(&inner) }, HistorianReader { inner }))
     }
@@ -390,18 +380,10 @@ impl HistorianWriter {
 
     /// Syncs everything appended, whatever the policy (at shutdown).
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        let mut inner = lock(&self.inner)?;
         // A sync job still running finishes first: then this one syncs the rest here.
-        while inner.syncing {
-            let done = Arc::clone(&inner.sync_done);
-            inner =
-                done.wait(inner).map_err(|_| StoreError::Invariant("the historian lock was poisoned by a panic"))?;
-        }
+        let mut inner = Syncs::wait_idle(lock(&self.inner)?)?;
         inner.commit(true)?;
-        match inner.sync_failed.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        inner.syncs.take_failure()
     }
 
     /// How long until a commit will sync what is appended but not synced yet (zero: the next
@@ -575,6 +557,13 @@ impl HistorianReader {
 }
 
 impl SyncTarget for Inner {
+    const NAME: &'static str = "historian";
+    const POISONED: &'static str = "the historian lock was poisoned by a panic";
+
+    fn sync_state(&mut self) -> &mut Syncs {
+        &mut self.syncs
+    }
+
     /// What a WAL sync job covered is durable; if it failed, what it covered was cut from the
     /// WAL, and the heads, which still hold those samples, are folded at the next commit.
     fn finish_sync(&mut self, done: Finished) {
@@ -582,11 +571,10 @@ impl SyncTarget for Inner {
             if let Err(e) = self.wal.finish_sync(job, result) {
                 log::error!("historian: {e}; the samples it covered are folded into blocks from memory");
                 self.fold_after_failed_sync = true;
-                self.sync_failed.get_or_insert(e);
+                self.syncs.failed(e);
             }
         }
-        self.syncing = false;
-        self.sync_done.notify_all();
+        self.syncs.done();
     }
 }
 
@@ -644,10 +632,7 @@ impl Inner {
             blocks_opened: Default::default(),
             synced_at: Instant::now(),
             stats,
-            sync_thread: None,
-            syncing: false,
-            sync_done: Arc::new(Condvar::new()),
-            sync_failed: None,
+            syncs: Syncs::default(),
             fold_after_failed_sync: false,
         };
         let wal_seq = inner.index_chunks()?;
@@ -933,10 +918,10 @@ impl Inner {
     fn commit(&mut self, force_sync: bool) -> Result<bool, StoreError> {
         let commit = self.config.fsync.commit_now(self.synced_at, force_sync);
         // With a sync thread, a commit that is due to sync writes, and hands the sync over.
-        let handed_over = commit == Some(true) && !force_sync && self.sync_thread.is_some();
+        let handed_over = commit == Some(true) && !force_sync && self.syncs.threaded();
         // While a sync job runs, the disk is slow to take writes too: a commit writes nothing
         // (the WAL's buffer holds it, see `Log::append`), and a checkpoint waits.
-        let disk_busy = self.sync_thread.is_some() && self.syncing && !force_sync;
+        let disk_busy = self.syncs.threaded() && self.syncs.running() && !force_sync;
         if let Some(sync) = commit.filter(|_| !disk_busy) {
             if let Err(e) = self.wal.commit(sync && !handed_over) {
                 self.bound_heads_after_failure();
@@ -973,12 +958,10 @@ impl Inner {
             self.bound_heads_after_failure();
             return Err(e);
         }
-        if let Some(e) = self.sync_failed.take() {
-            return Err(e);
-        }
-        Ok(match self.sync_thread {
-            Some(_) => self.wal.durable_seq() + 1 == self.wal.next_seq(),
-            None => commit == Some(true) || self.config.fsync == FsyncPolicy::Never,
+        self.syncs.take_failure()?;
+        Ok(match self.syncs.threaded() {
+            true => self.wal.durable_seq() + 1 == self.wal.next_seq(),
+            false => commit == Some(true) || self.config.fsync == FsyncPolicy::Never,
         })
     }
 
@@ -986,19 +969,7 @@ impl Inner {
     fn start_sync_job(&mut self) -> Result<(), StoreError> {
         let Some(job) = self.wal.start_sync()? else { return Ok(()) };
         self.synced_at = Instant::now();
-        let jobs = vec![(0, job)];
-        let sent = match &self.sync_thread {
-            Some(thread) => thread.send(jobs),
-            None => Err(jobs),
-        };
-        match sent {
-            Ok(()) => self.syncing = true,
-            Err(jobs) => {
-                log::error!("historian: the sync thread is gone; syncs are made on the collector's");
-                self.sync_thread = None;
-                self.finish_sync(syncer::run_here(jobs));
-            }
-        }
+        Syncs::hand_over(self, vec![(0, job)]);
         Ok(())
     }
 
@@ -1023,7 +994,7 @@ impl Inner {
     /// with a sync thread they go with its next job (the checkpoint's blocks are synced
     /// before its record: what the WAL held is on disk there).
     fn wal_syncs_here(&self) -> bool {
-        self.syncs() && self.sync_thread.is_none()
+        self.syncs() && !self.syncs.threaded()
     }
 
     /// Whether the heads hold as much as memory (or a start's replay) may take.
@@ -2217,14 +2188,14 @@ mod tests {
         let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
         let names = paths(4);
         w.bind_tags(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
-        let hooks = Arc::clone(&lock(&w.inner).unwrap().sync_thread.as_ref().expect("a sync thread").hooks);
+        let hooks = lock(&w.inner).unwrap().syncs.hooks();
         (dir, w, r, hooks)
     }
 
     /// Waits (bounded) until no sync job runs.
     fn settle(w: &HistorianWriter) {
         for _ in 0..2000 {
-            if !lock(&w.inner).unwrap().syncing {
+            if !lock(&w.inner).unwrap().syncs.running() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(5));
