@@ -26,12 +26,14 @@ const FORMAT_RUNS: u8 = 2;
 
 /// The narrowest width that holds `value` exactly (bit for bit: -0.0 is no whole number).
 fn width_of(value: f64) -> u8 {
-    if value.to_bits() == f64::from(value as u16).to_bits() {
-        2
-    } else if value.to_bits() == f64::from(value as i32).to_bits() {
-        4
-    } else {
+    // One conversion: a value that is an i32 bit for bit is a u16 if it is in u16's range.
+    let whole = value as i32;
+    if value.to_bits() != f64::from(whole).to_bits() {
         8
+    } else if u16::try_from(whole).is_ok() {
+        2
+    } else {
+        4
     }
 }
 
@@ -249,6 +251,37 @@ mod tests {
             let payload = write(&rows[..n]);
             assert_ne!(payload.len() % ROW_BYTES, 0, "{n} samples");
             assert_eq!(back(&payload).unwrap(), rows[..n], "{n} samples");
+        }
+    }
+
+    /// A value's width is the narrowest that holds it bit for bit, at every edge of u16 and
+    /// i32 (and -0.0, NaN, the infinities, fractions are 8 bytes).
+    #[test]
+    fn each_value_takes_the_narrowest_width_that_holds_it_exactly() {
+        let cases: [(f64, u8); 18] = [
+            (0.0, 2),
+            (1.0, 2),
+            (65_535.0, 2),
+            (65_536.0, 4),
+            (-1.0, 4),
+            (-0.0, 8),
+            (0.5, 8),
+            (65_535.5, 8),
+            (f64::from(i32::MAX), 4),
+            (f64::from(i32::MIN), 4),
+            (f64::from(i32::MAX) + 1.0, 8),
+            (f64::from(i32::MIN) - 1.0, 8),
+            (1e300, 8),
+            (-1e300, 8),
+            (f64::NAN, 8),
+            (f64::INFINITY, 8),
+            (f64::NEG_INFINITY, 8),
+            (f64::MIN_POSITIVE, 8),
+        ];
+        for (value, width) in cases {
+            assert_eq!(width_of(value), width, "{value:?}");
+            let payload = write(&[(3, 1000, value.to_bits(), 0)]);
+            assert_eq!(back(&payload).unwrap(), [(3, 1000, value.to_bits(), 0)], "{value:?}");
         }
     }
 
