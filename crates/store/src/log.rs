@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use airlock_model::Timestamp;
@@ -140,9 +141,10 @@ pub struct Log {
     /// with their successors' names, at the next commit that syncs.
     sealed_unsynced: Vec<File>,
     dir_unsynced: bool,
-    /// Duplicates of the files a running [`SyncJob`] holds, and whether it holds the folder:
-    /// a commit that syncs here meanwhile syncs them too before it calls anything durable.
-    in_job: Vec<File>,
+    /// The files a running [`SyncJob`] holds (shared with it), and whether it holds the
+    /// folder: a commit that syncs here meanwhile syncs them too before it calls anything
+    /// durable.
+    in_job: Vec<Arc<File>>,
     dir_in_job: bool,
     /// A sync job was started and not yet finished.
     job_running: bool,
@@ -164,8 +166,9 @@ pub struct Log {
 /// A sync of a log's files taken off its thread: see [`Log::start_sync`].
 #[derive(Debug)]
 pub struct SyncJob {
-    /// Duplicated handles of the segments written since the last sync.
-    files: Vec<File>,
+    /// The segments written since the last sync: the active one's handle duplicated, the
+    /// sealed ones' handed over (each shared with the log's `in_job`).
+    files: Vec<Arc<File>>,
     /// The folder, if segments were made or deleted since it was last synced.
     dir: Option<PathBuf>,
     /// The log's commit point when the job was made: durable once the job is done.
@@ -477,19 +480,16 @@ impl Log {
         if self.active_unsynced
             && let Some(active) = &self.active
         {
-            files.push(dup(active)?);
+            files.push(Arc::new(dup(active)?));
         }
         // The sealed segments and the folder go with this job: if it fails, what they hold
         // past the durable point is cut, not synced again (see `finish_sync`).
-        for sealed in &self.sealed_unsynced {
-            files.push(dup(sealed)?);
-        }
-        let in_job = files.iter().map(dup).collect::<Result<Vec<_>, _>>()?;
+        files.extend(self.sealed_unsynced.drain(..).map(Arc::new));
         let dir = self.dir_unsynced.then(|| self.dir.clone());
         if files.is_empty() && dir.is_none() && self.committed.next_seq == self.durable.next_seq {
             return Ok(None);
         }
-        self.sealed_unsynced.clear();
+        let in_job = files.iter().map(Arc::clone).collect();
         self.active_unsynced = false;
         self.dir_unsynced = false;
         self.in_job = in_job;
@@ -697,7 +697,7 @@ impl Log {
     /// A running sync job's files count among them: this commit may not call anything
     /// durable that the job has not synced yet.
     fn sync_sealed(&mut self) -> Result<(), StoreError> {
-        while let Some(f) = self.sealed_unsynced.last().or(self.in_job.last()) {
+        while let Some(f) = self.sealed_unsynced.last().or(self.in_job.last().map(|f| &**f)) {
             f.sync_data().map_err(|e| StoreError::io("sync a sealed segment in", &self.dir, e))?;
             #[cfg(test)]
             {
