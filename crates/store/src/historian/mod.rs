@@ -880,25 +880,28 @@ impl Inner {
         let mut run = Run::default();
         for s in samples {
             let Some(&tag) = self.bound.get(s.tag.0 as usize) else { continue };
-            let value = match &s.value {
+            let resolution = self.resolutions.get(tag as usize).copied().filter(|&r| r > 0.0);
+            // The value, and its width in the WAL: known from a whole number's range without a
+            // float conversion (a cost seen in the ingest's profile).
+            let (value, width) = match &s.value {
                 Some(Value::Text(_) | Value::Waveform(_)) => {
                     self.stats.text_samples_skipped += 1;
                     continue;
                 }
                 // A bool stays 0 or 1 whatever the tag's resolution (an OPC UA or Sparkplug
                 // tag may carry one though its type is a number).
-                Some(v @ Value::Bool(_)) => v.as_f64().unwrap_or(0.0),
+                Some(Value::Bool(b)) => (f64::from(u8::from(*b)), 2),
+                Some(Value::I64(v)) if resolution.is_none() => (*v as f64, wal::width_of_whole(i128::from(*v))),
+                Some(Value::U64(v)) if resolution.is_none() => (*v as f64, wal::width_of_whole(i128::from(*v))),
                 Some(v) => {
                     let value = v.as_f64().unwrap_or(0.0);
-                    match self.resolutions.get(tag as usize) {
-                        Some(&r) if r > 0.0 => chunk::to_resolution(value, r),
-                        _ => value,
-                    }
+                    let value = resolution.map_or(value, |r| chunk::to_resolution(value, r));
+                    (value, wal::width_of(value))
                 }
-                None => 0.0,
+                None => (0.0, 2),
             };
             let (time, quality) = (s.gateway_time.as_millis(), quality_code(s.quality));
-            record.push(tag, time, value, quality);
+            record.push_with_width(tag, time, value, quality, width);
             self.push_to_head(tag, time, value, quality, &mut run);
         }
         let rows = record.samples();

@@ -25,7 +25,7 @@ pub const ROW_BYTES: usize = 4 + 8 + 8 + 2;
 const FORMAT_RUNS: u8 = 2;
 
 /// The narrowest width that holds `value` exactly (bit for bit: -0.0 is no whole number).
-fn width_of(value: f64) -> u8 {
+pub fn width_of(value: f64) -> u8 {
     // One conversion: a value that is an i32 bit for bit is a u16 if it is in u16's range.
     let whole = value as i32;
     if value.to_bits() != f64::from(whole).to_bits() {
@@ -34,6 +34,18 @@ fn width_of(value: f64) -> u8 {
         2
     } else {
         4
+    }
+}
+
+/// [`width_of`] a whole number read as one (a counter, a register), `value as f64` being
+/// what is stored: its range says it, with no float to convert back and compare.
+pub fn width_of_whole(value: i128) -> u8 {
+    if (0..=i128::from(u16::MAX)).contains(&value) {
+        2
+    } else if (i128::from(i32::MIN)..=i128::from(i32::MAX)).contains(&value) {
+        4
+    } else {
+        8
     }
 }
 
@@ -76,12 +88,19 @@ impl RecordBuilder {
     }
 
     pub fn push(&mut self, tag: u32, time: i64, value: f64, quality: u16) {
+        self.push_with_width(tag, time, value, quality, width_of(value));
+    }
+
+    /// [`push`](Self::push) with the value's width known: [`width_of`]`(value)`, or
+    /// [`width_of_whole`] of the whole number it was read as.
+    pub fn push_with_width(&mut self, tag: u32, time: i64, value: f64, quality: u16, width: u8) {
+        debug_assert_eq!(width, width_of(value), "the width of {value:?}");
         let fits = |run: &Run| {
             run.next_tag == u64::from(tag)
                 && run.time == time
                 && run.quality == quality
                 && run.samples < u64::from(u16::MAX)
-                && width_of(value) <= run.width
+                && width <= run.width
         };
         match self.open {
             Some(ref mut run) if fits(run) => {
@@ -91,7 +110,6 @@ impl RecordBuilder {
             }
             _ => {
                 self.close();
-                let width = width_of(value);
                 // Both below 2^32 + 1: the difference fits.
                 put_varint(&mut self.bytes, zigzag(i64::from(tag) - self.last_end as i64));
                 let count_at = self.bytes.len();
@@ -278,6 +296,14 @@ mod tests {
             (f64::NEG_INFINITY, 8),
             (f64::MIN_POSITIVE, 8),
         ];
+        for whole in [0, 1, 65_535, 65_536, -1, i128::from(i32::MAX), i128::from(i32::MIN)].into_iter().chain([
+            i128::from(i32::MAX) + 1,
+            i128::from(i32::MIN) - 1,
+            i128::from(u64::MAX),
+            i128::from(i64::MIN),
+        ]) {
+            assert_eq!(width_of_whole(whole), width_of(whole as f64), "{whole}");
+        }
         for (value, width) in cases {
             assert_eq!(width_of(value), width, "{value:?}");
             let payload = write(&[(3, 1000, value.to_bits(), 0)]);
