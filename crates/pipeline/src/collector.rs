@@ -844,6 +844,85 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A disk slow to sync (both stores' sync jobs held, as ext4 holds an `fdatasync` while it
+    /// writes back other files) does not stop the collector: it goes on taking batches from a
+    /// small channel the device keeps full, many times what the channel holds, and nothing of
+    /// it is visible upstream before it is synced. Once the syncs go on, every sample is in the
+    /// historian and the outbox's records reach the sinks.
+    #[test]
+    fn the_collector_drains_the_channel_while_the_stores_syncs_are_held() {
+        let dir = std::env::temp_dir().join(format!("airlock-collector-held-sync-{}", std::process::id()));
+        let text = "[[device]]\nname = \"a\"\nasset_path = \"acme\"\nprotocol = \"modbus_tcp\"\naddress = \"127.0.0.1:502\"\n\
+                    [[device.tag]]\nname = \"speed\"\naddress = 0\ntype = \"u16\"\nspace = \"holding_register\"\n";
+        let config = airlock_config::parse(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let tags = TagTable::new(&config);
+        let every_commit = airlock_store::FsyncPolicy::Interval(Duration::ZERO);
+        let outbox_config = OutboxConfig { fsync: every_commit, sync_thread: true, ..OutboxConfig::default() };
+        let (outbox, reader) = OutboxWriter::open(&dir.join("outbox"), outbox_config).unwrap();
+        let historian_config = HistorianConfig { fsync: every_commit, sync_thread: true, ..HistorianConfig::default() };
+        let (mut historian, history) = HistorianWriter::open(&dir.join("historian"), historian_config).unwrap();
+        historian.bind_tags_with_resolutions(&["acme/speed"], &[None]).unwrap();
+        let held = [outbox.sync_hooks().unwrap(), historian.sync_hooks().unwrap()];
+        let gates = held.iter().map(|hooks| hooks.gate.lock().unwrap()).collect::<Vec<_>>();
+        let health = Arc::new(CollectorHealth::default());
+        let latest: Latest = Arc::new(Mutex::new(vec![None; tags.len()]));
+        let collector =
+            Collector::new(outbox, historian, Condenser::new(&config, Arc::new(tags)), latest, Arc::clone(&health));
+        // 400 batches of 250 samples through a channel of 4 batches: 100 times what it holds.
+        const BATCHES: u64 = 400;
+        const SAMPLES: u64 = 250;
+        let (tx, rx) = mpsc::channel(4);
+        let thread = collector.spawn(rx.into()).unwrap();
+        let (sent_tx, sent) = std::sync::mpsc::channel();
+        let device = std::thread::spawn(move || {
+            let started = Instant::now();
+            for i in 0..BATCHES {
+                if started.elapsed() > Duration::from_secs(20) {
+                    break;
+                }
+                let samples = (0..SAMPLES)
+                    .map(|k| {
+                        let at = Timestamp::from_millis(1_800_000_000_000 + (i * SAMPLES + k) as i64);
+                        Sample::good(TagId(0), Value::U64(k % 7), at)
+                    })
+                    .collect();
+                if tx.blocking_send(SampleBatch { device: 0, poll: i, samples }).is_err() {
+                    break;
+                }
+            }
+            let _ = sent_tx.send(started.elapsed());
+            // The channel closes (the collector ends) only when the test says so.
+            std::thread::park_timeout(Duration::from_secs(120));
+            drop(tx);
+        });
+        let took = sent.recv_timeout(Duration::from_secs(30)).expect("the device's sends ended");
+        let stored = Instant::now();
+        while health.samples_stored.load(Relaxed) < BATCHES * SAMPLES && stored.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            health.samples_stored.load(Relaxed),
+            BATCHES * SAMPLES,
+            "the collector took every batch while the syncs were held (the device's sends took {took:?})"
+        );
+        assert_eq!(reader.end().unwrap(), Position([0; 4]), "nothing reaches the sinks before it is synced");
+        // The disk catches up.
+        drop(gates);
+        let synced = Instant::now();
+        while reader.end().unwrap() == Position([0; 4]) && synced.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_ne!(reader.end().unwrap(), Position([0; 4]), "the outbox's records reach the sinks once synced");
+        device.thread().unpark();
+        device.join().unwrap();
+        thread.join().unwrap();
+        let from = Timestamp::from_millis(1_800_000_000_000);
+        let samples = history.raw("acme/speed", from, Timestamp::from_millis(1_800_000_000_000 + 200_000)).unwrap();
+        assert_eq!(samples.len() as u64, BATCHES * SAMPLES, "every sample is in the historian");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// An outbox that holds only events (a sink offline through an alarm storm) refuses raw
     /// records: that is said upstream once, not once a record or once a batch, until a raw
     /// record is taken again; then a new refusal is said again.

@@ -23,6 +23,10 @@ pub mod outbox;
 pub mod space;
 mod syncer;
 
+/// A store's sync thread's test hooks (the `test-hooks` feature: for other crates' tests).
+#[cfg(feature = "test-hooks")]
+pub use syncer::Hooks as SyncHooks;
+
 use std::path::{Path, PathBuf};
 
 pub use historian::{

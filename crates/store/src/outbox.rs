@@ -580,6 +580,12 @@ impl OutboxWriter {
         })
     }
 
+    /// Its sync thread's test hooks, if it has a thread (the `test-hooks` feature).
+    #[cfg(feature = "test-hooks")]
+    pub fn sync_hooks(&self) -> Option<Arc<crate::SyncHooks>> {
+        lock(&self.inner).ok()?.syncs.hooks()
+    }
+
     /// Syncs everything appended, whatever the policy (at shutdown).
     pub fn sync(&mut self) -> Result<Position, StoreError> {
         // A sync job still running finishes first: then this one syncs the rest here.
@@ -1150,7 +1156,7 @@ mod tests {
 
     fn hooks(writer: &OutboxWriter) -> Arc<crate::syncer::Hooks> {
         let inner = lock(&writer.inner).unwrap();
-        inner.syncs.hooks()
+        inner.syncs.hooks().expect("a sync thread")
     }
 
     /// Waits (bounded) until no sync job runs.

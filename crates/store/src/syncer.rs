@@ -12,7 +12,7 @@
 
 use std::io;
 use std::panic::AssertUnwindSafe;
-#[cfg(test)]
+#[cfg(any(test, feature = "test-hooks"))]
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -118,16 +118,19 @@ impl Syncs {
         store.finish_sync(run_here(jobs));
     }
 
-    #[cfg(test)]
-    pub(crate) fn hooks(&self) -> Arc<Hooks> {
-        Arc::clone(&self.thread.as_ref().expect("a sync thread").hooks)
+    /// The sync thread's test hooks (`None` without a thread).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub(crate) fn hooks(&self) -> Option<Arc<Hooks>> {
+        self.thread.as_ref().map(|thread| Arc::clone(&thread.hooks))
     }
 }
 
-/// Test hooks: a gate the thread holds before it syncs, and failures to inject.
-#[cfg(test)]
+/// Test hooks (this crate's tests, and others' with the `test-hooks` feature): a gate the
+/// thread holds before it syncs (a disk slow to sync, for as long as a test holds it), and
+/// failures to inject.
+#[cfg(any(test, feature = "test-hooks"))]
 #[derive(Debug, Default)]
-pub(crate) struct Hooks {
+pub struct Hooks {
     pub gate: Mutex<()>,
     /// The next this many jobs fail (EIO) instead of syncing.
     pub fail_next: AtomicU32,
@@ -137,27 +140,27 @@ pub(crate) struct Hooks {
 #[derive(Debug)]
 pub(crate) struct SyncThread {
     jobs: Sender<Jobs>,
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-hooks"))]
     pub hooks: Arc<Hooks>,
 }
 
 impl SyncThread {
     fn spawn<T: SyncTarget>(name: &str, store: Weak<Mutex<T>>) -> io::Result<Self> {
         let (jobs, rx) = mpsc::channel::<Jobs>();
-        #[cfg(test)]
+        #[cfg(any(test, feature = "test-hooks"))]
         let hooks = Arc::new(Hooks::default());
-        #[cfg(test)]
+        #[cfg(any(test, feature = "test-hooks"))]
         let thread_hooks = Arc::clone(&hooks);
         std::thread::Builder::new().name(name.to_owned()).spawn(move || {
             while let Ok(jobs) = rx.recv() {
-                #[cfg(test)]
+                #[cfg(any(test, feature = "test-hooks"))]
                 let _held = thread_hooks.gate.lock();
-                #[cfg(test)]
+                #[cfg(any(test, feature = "test-hooks"))]
                 let fail = thread_hooks
                     .fail_next
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                     .is_ok();
-                #[cfg(not(test))]
+                #[cfg(not(any(test, feature = "test-hooks")))]
                 let fail = false;
                 let done: Finished = jobs
                     .into_iter()
@@ -179,7 +182,7 @@ impl SyncThread {
         })?;
         Ok(Self {
             jobs,
-            #[cfg(test)]
+            #[cfg(any(test, feature = "test-hooks"))]
             hooks,
         })
     }

@@ -378,6 +378,12 @@ impl HistorianWriter {
         lock(&self.inner)?.commit(false)
     }
 
+    /// Its sync thread's test hooks, if it has a thread (the `test-hooks` feature).
+    #[cfg(feature = "test-hooks")]
+    pub fn sync_hooks(&self) -> Option<Arc<crate::SyncHooks>> {
+        lock(&self.inner).ok()?.syncs.hooks()
+    }
+
     /// Syncs everything appended, whatever the policy (at shutdown).
     pub fn sync(&mut self) -> Result<(), StoreError> {
         // A sync job still running finishes first: then this one syncs the rest here.
@@ -2191,7 +2197,7 @@ mod tests {
         let (mut w, r) = HistorianWriter::open(&dir, config).unwrap();
         let names = paths(4);
         w.bind_tags(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
-        let hooks = lock(&w.inner).unwrap().syncs.hooks();
+        let hooks = lock(&w.inner).unwrap().syncs.hooks().expect("a sync thread");
         (dir, w, r, hooks)
     }
 
