@@ -575,11 +575,20 @@ mod tests {
         config: &airlock_config::Config,
         outbox_config: OutboxConfig,
     ) -> (Collector, OutboxReader, HistorianReader, Arc<CollectorHealth>) {
+        collector_of(dir, config, outbox_config, HistorianConfig::default())
+    }
+
+    /// As [`collector_on`], with stores of these configs.
+    fn collector_of(
+        dir: &Path,
+        config: &airlock_config::Config,
+        outbox_config: OutboxConfig,
+        historian_config: HistorianConfig,
+    ) -> (Collector, OutboxReader, HistorianReader, Arc<CollectorHealth>) {
         let _ = std::fs::remove_dir_all(dir);
         let tags = TagTable::new(config);
         let (outbox, reader) = OutboxWriter::open(&dir.join("outbox"), outbox_config).unwrap();
-        let (mut historian, history) =
-            HistorianWriter::open(&dir.join("historian"), HistorianConfig::default()).unwrap();
+        let (mut historian, history) = HistorianWriter::open(&dir.join("historian"), historian_config).unwrap();
         let paths: Vec<&str> = tags.iter().map(|t| t.path.as_str()).collect();
         historian.bind_tags_with_resolutions(&paths, &crate::historian_resolutions(config)).unwrap();
         let health = Arc::new(CollectorHealth::default());
@@ -587,6 +596,13 @@ mod tests {
         let collector =
             Collector::new(outbox, historian, Condenser::new(config, Arc::new(tags)), latest, Arc::clone(&health));
         (collector, reader, history, health)
+    }
+
+    /// One device with one u16 tag, `acme/speed`.
+    fn one_speed_tag() -> airlock_config::Config {
+        let text = "[[device]]\nname = \"a\"\nasset_path = \"acme\"\nprotocol = \"modbus_tcp\"\naddress = \"127.0.0.1:502\"\n\
+                    [[device.tag]]\nname = \"speed\"\naddress = 0\ntype = \"u16\"\nspace = \"holding_register\"\n";
+        airlock_config::parse(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -787,9 +803,7 @@ mod tests {
     #[test]
     fn a_reload_is_applied_while_a_device_keeps_the_channel_full() {
         let dir = std::env::temp_dir().join(format!("airlock-collector-reload-load-{}", std::process::id()));
-        let text = "[[device]]\nname = \"a\"\nasset_path = \"acme\"\nprotocol = \"modbus_tcp\"\naddress = \"127.0.0.1:502\"\n\
-                    [[device.tag]]\nname = \"speed\"\naddress = 0\ntype = \"u16\"\nspace = \"holding_register\"\n";
-        let config = airlock_config::parse(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let config = one_speed_tag();
         let (collector, _, _, health) = collector_on(&dir, &config);
         let (reloads, reload_rx) = std::sync::mpsc::channel();
         let collector = collector.reloading(reload_rx, 1);
@@ -852,23 +866,16 @@ mod tests {
     #[test]
     fn the_collector_drains_the_channel_while_the_stores_syncs_are_held() {
         let dir = std::env::temp_dir().join(format!("airlock-collector-held-sync-{}", std::process::id()));
-        let text = "[[device]]\nname = \"a\"\nasset_path = \"acme\"\nprotocol = \"modbus_tcp\"\naddress = \"127.0.0.1:502\"\n\
-                    [[device.tag]]\nname = \"speed\"\naddress = 0\ntype = \"u16\"\nspace = \"holding_register\"\n";
-        let config = airlock_config::parse(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        let tags = TagTable::new(&config);
+        let config = one_speed_tag();
         let every_commit = airlock_store::FsyncPolicy::Interval(Duration::ZERO);
-        let outbox_config = OutboxConfig { fsync: every_commit, sync_thread: true, ..OutboxConfig::default() };
-        let (outbox, reader) = OutboxWriter::open(&dir.join("outbox"), outbox_config).unwrap();
-        let historian_config = HistorianConfig { fsync: every_commit, sync_thread: true, ..HistorianConfig::default() };
-        let (mut historian, history) = HistorianWriter::open(&dir.join("historian"), historian_config).unwrap();
-        historian.bind_tags_with_resolutions(&["acme/speed"], &[None]).unwrap();
-        let held = [outbox.sync_hooks().unwrap(), historian.sync_hooks().unwrap()];
+        let (collector, reader, history, health) = collector_of(
+            &dir,
+            &config,
+            OutboxConfig { fsync: every_commit, sync_thread: true, ..OutboxConfig::default() },
+            HistorianConfig { fsync: every_commit, sync_thread: true, ..HistorianConfig::default() },
+        );
+        let held = [collector.outbox.sync_hooks().unwrap(), collector.historian.sync_hooks().unwrap()];
         let gates = held.iter().map(|hooks| hooks.gate.lock().unwrap()).collect::<Vec<_>>();
-        let health = Arc::new(CollectorHealth::default());
-        let latest: Latest = Arc::new(Mutex::new(vec![None; tags.len()]));
-        let collector =
-            Collector::new(outbox, historian, Condenser::new(&config, Arc::new(tags)), latest, Arc::clone(&health));
         // 400 batches of 250 samples through a channel of 4 batches: 100 times what it holds.
         const BATCHES: u64 = 400;
         const SAMPLES: u64 = 250;
@@ -918,7 +925,8 @@ mod tests {
         device.join().unwrap();
         thread.join().unwrap();
         let from = Timestamp::from_millis(1_800_000_000_000);
-        let samples = history.raw("acme/speed", from, Timestamp::from_millis(1_800_000_000_000 + 200_000)).unwrap();
+        let path = TagTable::new(&config).iter().map(|t| t.path.to_string()).next().unwrap();
+        let samples = history.raw(&path, from, Timestamp::from_millis(1_800_000_000_000 + 200_000)).unwrap();
         assert_eq!(samples.len() as u64, BATCHES * SAMPLES, "every sample is in the historian");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -929,9 +937,7 @@ mod tests {
     #[test]
     fn the_outbox_refusing_records_is_said_once_until_it_takes_them_again() {
         let dir = std::env::temp_dir().join(format!("airlock-collector-refused-{}", std::process::id()));
-        let text = "[[device]]\nname = \"a\"\nasset_path = \"acme\"\nprotocol = \"modbus_tcp\"\naddress = \"127.0.0.1:502\"\n\
-                    [[device.tag]]\nname = \"speed\"\naddress = 0\ntype = \"u16\"\nspace = \"holding_register\"\n";
-        let config = airlock_config::parse(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let config = one_speed_tag();
         let bytes_max = 64 << 10;
         let outbox = OutboxConfig { bytes_max, sinks: vec!["slow".into()], ..OutboxConfig::default() };
         let (mut collector, reader, _, _) = collector_with(&dir, &config, outbox);
