@@ -240,8 +240,10 @@ fn value_text(s: &StoredSample) -> String {
     number(s.value)
 }
 
+/// A value as people read it ([`airlock_model::readable`]: at most 15 significant digits, so
+/// a value stored at a stated resolution reads 0.57, not 0.5700000000000001).
 fn number(v: Option<f64>) -> String {
-    v.map(|v| format!("{v}")).unwrap_or_default()
+    v.map(|v| airlock_model::readable(v).to_string()).unwrap_or_default()
 }
 
 /// A table printed aligned, or as CSV.
@@ -334,6 +336,17 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value stored at a stated resolution (a whole number times it) prints as people write
+    /// it, not as the product's last bits; what needs no rounding prints as it is.
+    #[test]
+    fn numbers_print_as_people_read_them() {
+        assert_eq!(number(Some(57.0 * 0.01)), "0.57");
+        assert_eq!(number(Some(12.0 * 0.1)), "1.2");
+        assert_eq!(number(Some(1234.0)), "1234");
+        assert_eq!(number(Some(-0.25)), "-0.25");
+        assert_eq!(number(None), "");
+    }
 
     #[test]
     fn times_parse_relative_absolute_and_epoch() {

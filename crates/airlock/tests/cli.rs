@@ -157,6 +157,9 @@ fn the_demo_runs_by_itself_and_writes_upstream_records() {
     let power: Vec<f64> = raw.lines().skip(1).filter_map(|l| l.split(',').nth(1)?.parse().ok()).collect();
     assert!(power.len() >= 3, "{raw}");
     assert!(power.iter().all(|kw| (kw * 100.0 - (kw * 100.0).round()).abs() < 1e-6), "{raw}");
+    // And printed as such: two decimals at most, not a product's last bits (0.5700000000000001).
+    let decimals = |l: &str| l.split(',').nth(1).and_then(|v| v.split('.').nth(1)).map_or(0, str::len);
+    assert!(raw.lines().skip(1).all(|l| decimals(l) <= 2), "{raw}");
     let out = airlock(&["query", "--data", data, "--tag", "speed"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("matches 4 tags"));

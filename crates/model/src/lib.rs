@@ -17,5 +17,5 @@ pub use event::{Event, Severity, Transition};
 pub use health::{
     CollectorHealth, DeviceHealth, EventFeed, FeedEvent, Latency, LinkState, Problem, Problems, panic_text,
 };
-pub use sample::{Quality, Reason, Sample, SampleBatch, TagId, Value, ValueType};
+pub use sample::{Quality, Reason, Sample, SampleBatch, TagId, Value, ValueType, readable};
 pub use time::{Clock, Timestamp, parse_duration};

@@ -34,6 +34,21 @@ impl Value {
     }
 }
 
+/// A number as people read it: the nearest one of at most 15 significant digits, the most a
+/// double holds faithfully. A value the historian stores at a stated resolution is a whole
+/// number times it (57 × 0.01 is 0.5700000000000001 as a double): read back for a person or a
+/// JSON client it is 0.57. At most half a unit of the 15th significant digit off (a part in
+/// 10^14 or less); a number that is not finite, or would round past the largest double, is
+/// returned as it is. For display and JSON only:
+/// exports meant for further computing (Parquet) keep the stored bits.
+pub fn readable(value: f64) -> f64 {
+    if !value.is_finite() {
+        return value;
+    }
+    // Near the largest double, 15 digits may round past it: then the value stays as it is.
+    format!("{value:.14e}").parse().ok().filter(|v: &f64| v.is_finite()).unwrap_or(value)
+}
+
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -230,6 +245,29 @@ pub struct SampleBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_number_is_read_to_fifteen_significant_digits_at_most() {
+        // Products of a whole number and a resolution, as the historian stores them.
+        assert_eq!((57.0 * 0.01f64).to_string(), "0.5700000000000001");
+        assert_eq!(readable(57.0 * 0.01).to_string(), "0.57");
+        assert_eq!(readable(12.0 * 0.1).to_string(), "1.2");
+        assert_eq!(readable(0.1 + 0.2).to_string(), "0.3");
+        assert_eq!(readable(-3.0 * 0.1).to_string(), "-0.3");
+        // What needs no more digits stays bit for bit.
+        // (The largest double would round past itself: it stays.)
+        for v in [0.0, -0.0, 1.0, 1234.5, 65_535.0, 1e-300, 6.02214076e23, 41.27, f64::MAX, f64::MIN] {
+            assert_eq!(readable(v).to_bits(), v.to_bits(), "{v}");
+        }
+        // Never more than a part in 10^14 off.
+        for v in [std::f64::consts::PI, 1.0 / 3.0, 123_456.789_012_345_67, -9.876_543_210_987_654e-7, f64::MIN_POSITIVE]
+        {
+            assert!(((readable(v) - v) / v).abs() < 1e-14, "{v}");
+        }
+        assert!(readable(f64::NAN).is_nan());
+        assert_eq!(readable(f64::INFINITY), f64::INFINITY);
+        assert_eq!(readable(f64::NEG_INFINITY), f64::NEG_INFINITY);
+    }
 
     #[test]
     fn a_value_fits_its_type_or_is_out_of_range() {

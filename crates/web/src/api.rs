@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use airlock_model::{DeviceHealth, Timestamp, Value};
+use airlock_model::{DeviceHealth, Timestamp, Value, readable};
 use airlock_store::{Bucket, Class, StoredSample};
 use axum::Json;
 use axum::extract::{Query, State};
@@ -308,16 +308,23 @@ pub fn history_ask(d: &Dashboard, q: &HistoryQuery, default_from: &str) -> Resul
     Ok(HistoryAsk { path, from, to, every })
 }
 
+/// The historian's numbers as people and JSON clients read them ([`readable`]: a value stored
+/// at a stated resolution is 0.57, not 0.5700000000000001).
+fn readable_number(v: Option<f64>) -> Option<f64> {
+    v.map(readable)
+}
+
 fn bucket_json(b: &Bucket) -> serde_json::Value {
+    let n = readable_number;
     json!({
         "start": Timestamp::from_millis(b.start_ms).to_string(),
-        "count": b.count, "min": b.min, "max": b.max, "avg": b.avg,
-        "first": b.first, "last": b.last, "twa": b.twa,
+        "count": b.count, "min": n(b.min), "max": n(b.max), "avg": n(b.avg),
+        "first": n(b.first), "last": n(b.last), "twa": n(b.twa),
     })
 }
 
 fn sample_json(s: &StoredSample) -> serde_json::Value {
-    json!({ "time": s.time.to_string(), "value": s.value, "quality": s.quality.to_string() })
+    json!({ "time": s.time.to_string(), "value": readable_number(s.value), "quality": s.quality.to_string() })
 }
 
 /// Runs `f` off the runtime's threads (the device drivers run there), for anything that takes
@@ -402,7 +409,7 @@ pub async fn history_csv(State(app): State<App>, Query(q): Query<HistoryQuery>) 
         };
         let mut csv = String::from("time,value,quality\n");
         for s in &samples {
-            let value = s.value.map(|v| v.to_string()).unwrap_or_default();
+            let value = readable_number(s.value).map(|v| v.to_string()).unwrap_or_default();
             let quality = s.quality.to_string().replace(',', ";");
             csv.push_str(&format!("{},{value},{quality}\n", s.time));
         }
