@@ -27,8 +27,11 @@ pub struct Head {
     prev_value: u64,
     /// Leading and trailing zeros of the last XOR written with its own window (`None`: none yet).
     window: Option<(u32, u32)>,
-    /// The qualities, as runs: (quality, samples in a row).
-    quality: Vec<(u16, u32)>,
+    /// The qualities, as runs (quality, samples in a row): those before the current one, and
+    /// the current one (no samples: none yet), held here: most tags keep one quality for a
+    /// head's life, and allocate nothing for it.
+    quality_before: Vec<(u16, u32)>,
+    quality_now: (u16, u32),
     /// The leader whose times this head's samples have, if it follows one: then its stream
     /// holds values only, and `prev_time` and `prev_delta` are not kept.
     follows: Option<u32>,
@@ -46,13 +49,14 @@ impl Head {
     /// Bytes the head has filled so far, its stream and its quality runs (what bounds the
     /// heads' memory: their vectors hold at most twice this).
     pub fn bytes(&self) -> usize {
-        self.bits.len() + self.quality.len() * std::mem::size_of::<(u16, u32)>()
+        let runs = self.quality_before.len() + usize::from(self.quality_now.1 > 0);
+        self.bits.len() + runs * std::mem::size_of::<(u16, u32)>()
     }
 
     /// Bytes the head holds on the heap (its stream and quality runs), for the tests' bound.
     #[cfg(test)]
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.bits.capacity() + self.quality.capacity() * std::mem::size_of::<(u16, u32)>()
+        self.bits.capacity() + self.quality_before.capacity() * std::mem::size_of::<(u16, u32)>()
     }
 
     /// The leader this head follows, if it does.
@@ -88,9 +92,10 @@ impl Head {
 
     fn push_quality(&mut self, quality: u16) {
         self.len += 1;
-        match self.quality.last_mut() {
-            Some((q, n)) if *q == quality && *n < u32::MAX => *n += 1,
-            _ => self.quality.push((quality, 1)),
+        match &mut self.quality_now {
+            (q, n) if *q == quality && *n > 0 && *n < u32::MAX => *n += 1,
+            (_, 0) => self.quality_now = (quality, 1),
+            now => self.quality_before.push(std::mem::replace(now, (quality, 1))),
         }
     }
 
@@ -149,7 +154,8 @@ impl Head {
             }
             (times, values)
         };
-        let quality = self.quality.iter().flat_map(|(q, n)| std::iter::repeat_n(*q, *n as usize)).collect();
+        let runs = self.quality_before.iter().chain(std::iter::once(&self.quality_now));
+        let quality = runs.flat_map(|(q, n)| std::iter::repeat_n(*q, *n as usize)).collect();
         Some(Columns::from_parts(times, values, quality))
     }
 }
@@ -186,6 +192,36 @@ mod tests {
         assert_eq!(got.quality, expected.quality);
         assert_eq!(got.unsorted, expected.unsorted);
         assert_eq!(head.len(), 5_000);
+    }
+
+    /// Most tags keep one quality for a head's life: that run is held in the head itself, so a
+    /// head allocates nothing for its qualities until the quality changes (10,000 tags: some
+    /// 0.5 MB of heap for each set of heads, fresh and sealed).
+    #[test]
+    fn a_head_of_one_quality_allocates_nothing_for_it() {
+        let mut head = Head::default();
+        assert_eq!(head.bytes(), 0, "an empty head counts nothing against the bound");
+        for i in 0..100i64 {
+            head.push(1_700_000_000_000 + i * 1000, 1.0, 0);
+        }
+        assert_eq!(head.heap_bytes(), head.bits.capacity(), "one quality, no allocation for it");
+        assert_eq!(head.bytes(), head.bits.len() + 8, "its one run counts as it did in a vector");
+        let mut follower = Head::default();
+        follower.follow(0);
+        for _ in 0..100 {
+            follower.push_following(2.0, 0);
+        }
+        assert_eq!(follower.heap_bytes(), follower.bits.capacity());
+        // A change of quality is kept, in order, and reads back.
+        let mut expected = Columns::default();
+        for i in 0..100i64 {
+            expected.push(1_700_000_000_000 + i * 1000, 1.0, 0);
+        }
+        for (i, q) in [(100i64, 7u16), (101, 7), (102, 0), (103, 3)] {
+            head.push(1_700_000_000_000 + i * 1000, 1.0, q);
+            expected.push(1_700_000_000_000 + i * 1000, 1.0, q);
+        }
+        assert_eq!(head.columns(None).unwrap().quality, expected.quality);
     }
 
     #[test]
