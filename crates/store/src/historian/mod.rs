@@ -244,8 +244,9 @@ struct Inner {
     wal: Log,
     chunks: Log,
     /// Tag number to asset path, and back.
-    paths: Vec<String>,
-    numbers: HashMap<String, u32>,
+    /// Each tag's path, by number, and each path's number: one copy of each path, shared.
+    paths: Vec<Arc<str>>,
+    numbers: HashMap<Arc<str>, u32>,
     /// The gateway's `TagId` to the historian's tag number, for this run.
     bound: Vec<u32>,
     /// Per tag number, the resolution its values are stored to (0: as read), for this run.
@@ -443,7 +444,7 @@ impl HistorianReader {
 
     /// Every tag's asset path.
     pub fn tags(&self) -> Result<Vec<String>, StoreError> {
-        Ok(lock(&self.inner)?.paths.clone())
+        Ok(lock(&self.inner)?.paths.iter().map(|p| p.to_string()).collect())
     }
 
     /// The stored samples of `path` with `from <= time < to`, in time order.
@@ -533,7 +534,7 @@ impl HistorianReader {
             .paths
             .iter()
             .zip(last)
-            .filter_map(|(path, row)| Some((path.clone(), StoredSample::from_row(row?))))
+            .filter_map(|(path, row)| Some((path.to_string(), StoredSample::from_row(row?))))
             .collect())
     }
 
@@ -599,7 +600,8 @@ impl Inner {
         if write {
             cut_torn_line(&dir.join("tags.txt"), whole)?;
         }
-        let numbers = paths.iter().enumerate().map(|(i, p)| (p.clone(), i as u32)).collect();
+        let paths: Vec<Arc<str>> = paths.into_iter().map(Arc::from).collect();
+        let numbers = paths.iter().enumerate().map(|(i, p)| (Arc::clone(p), i as u32)).collect();
         let mut stats = HistorianStats::default();
         stats.recovery.corrupt_records = chunks.recovery.corrupt_records + wal.recovery.corrupt_records;
         stats.recovery.torn_bytes = chunks.recovery.torn_bytes + wal.recovery.torn_bytes;
@@ -871,8 +873,9 @@ impl Inner {
         self.heads.reserve_exact((self.paths.len() + new.len()).saturating_sub(self.heads.len()));
         for path in new {
             let n = self.paths.len() as u32;
-            self.paths.push(path.to_owned());
-            self.numbers.insert(path.to_owned(), n);
+            let path: Arc<str> = Arc::from(path);
+            self.paths.push(Arc::clone(&path));
+            self.numbers.insert(path, n);
             self.ensure_tag(n);
         }
         Ok(numbers)
