@@ -34,10 +34,24 @@ impl Deadband {
         if *quality != s.quality || self.heartbeat_ms.is_some_and(|hb| ms_between(*time, s.gateway_time) >= hb) {
             return true;
         }
+        // Whole numbers are measured exactly: an f64 holds every whole number only up to 2^53,
+        // so a 64-bit counter past it that moved by one would look unchanged.
+        if let (Some(a), Some(b)) = (value.as_ref().and_then(whole), s.value.as_ref().and_then(whole)) {
+            return (b - a).unsigned_abs() as f64 > self.band;
+        }
         match (value.as_ref().and_then(Value::as_f64), s.value.as_ref().and_then(Value::as_f64)) {
             (Some(a), Some(b)) if !matches!(s.value, Some(Value::Bool(_))) => (b - a).abs() > self.band,
             _ => *value != s.value,
         }
+    }
+}
+
+/// A whole-number value, exactly.
+fn whole(v: &Value) -> Option<i128> {
+    match v {
+        Value::I64(x) => Some(i128::from(*x)),
+        Value::U64(x) => Some(i128::from(*x)),
+        _ => None,
     }
 }
 
@@ -96,6 +110,29 @@ mod tests {
             &[(0, 1.0, true), (500, 1.0, true), (1000, 1.0, true), (1999, 1.0, true), (2000, 1.0, true)],
             &[0, 2, 4],
         );
+    }
+
+    /// Whole numbers are measured exactly: a 64-bit counter past 2^53 (where an f64 holds only
+    /// every other whole number) that moves by one has changed, and a band is measured against
+    /// the exact difference.
+    #[test]
+    fn whole_numbers_past_two_to_the_53_are_measured_exactly() {
+        let passes = |band: f64, values: &[Value]| {
+            let mut d = Deadband::new(band, None);
+            let at = |i: usize| Timestamp::from_millis(i as i64);
+            values.iter().enumerate().filter(|(i, v)| d.admit(&Sample::good(TagId(0), (*v).clone(), at(*i)))).count()
+        };
+        let big = 1u64 << 53;
+        assert_eq!(passes(0.0, &[Value::U64(big), Value::U64(big + 1), Value::U64(big + 1)]), 2);
+        assert_eq!(passes(0.0, &[Value::U64(u64::MAX - 1), Value::U64(u64::MAX)]), 2);
+        let big = 1i64 << 53;
+        assert_eq!(passes(0.0, &[Value::I64(-big), Value::I64(-big - 1)]), 2);
+        assert_eq!(passes(0.0, &[Value::I64(i64::MIN), Value::I64(i64::MIN + 1), Value::I64(i64::MAX)]), 3);
+        // A band of 1.5 around a large counter: a step of 1 stays inside, a step of 2 passes.
+        let big = 1u64 << 60;
+        assert_eq!(passes(1.5, &[Value::U64(big), Value::U64(big + 1), Value::U64(big + 2)]), 2);
+        // A whole number against a float (a tag's type changed on a reload) is measured as floats.
+        assert_eq!(passes(0.0, &[Value::U64(3), Value::F64(3.0), Value::F64(3.5)]), 2);
     }
 
     #[test]
