@@ -37,7 +37,9 @@ impl Deadband {
         // Whole numbers are measured exactly: an f64 holds every whole number only up to 2^53,
         // so a 64-bit counter past it that moved by one would look unchanged.
         if let (Some(a), Some(b)) = (value.as_ref().and_then(whole), s.value.as_ref().and_then(whole)) {
-            return (b - a).unsigned_abs() as f64 > self.band;
+            // Past the band's whole part (a whole difference is past 1.5 when it is past 1); a
+            // band that is not a number lets nothing past, as in the float path.
+            return !self.band.is_nan() && (b - a).unsigned_abs() > self.band.floor() as u128;
         }
         match (value.as_ref().and_then(Value::as_f64), s.value.as_ref().and_then(Value::as_f64)) {
             (Some(a), Some(b)) if !matches!(s.value, Some(Value::Bool(_))) => (b - a).abs() > self.band,
@@ -131,6 +133,10 @@ mod tests {
         // A band of 1.5 around a large counter: a step of 1 stays inside, a step of 2 passes.
         let big = 1u64 << 60;
         assert_eq!(passes(1.5, &[Value::U64(big), Value::U64(big + 1), Value::U64(big + 2)]), 2);
+        // A difference past 2^53 is measured against the band exactly too.
+        let band = (1u64 << 53) as f64;
+        assert_eq!(passes(band, &[Value::U64(0), Value::U64(1 << 53)]), 1, "at the band: not past it");
+        assert_eq!(passes(band, &[Value::U64(0), Value::U64((1 << 53) + 1)]), 2);
         // A whole number against a float (a tag's type changed on a reload) is measured as floats.
         assert_eq!(passes(0.0, &[Value::U64(3), Value::F64(3.0), Value::F64(3.5)]), 2);
     }

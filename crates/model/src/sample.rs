@@ -38,11 +38,13 @@ impl Value {
 /// double holds faithfully. A value the historian stores at a stated resolution is a whole
 /// number times it (57 × 0.01 is 0.5700000000000001 as a double): read back for a person or a
 /// JSON client it is 0.57. At most half a unit of the 15th significant digit off (a part in
-/// 10^14 or less); a number that is not finite, or would round past the largest double, is
-/// returned as it is. For display and JSON only:
+/// 10^14 or less). A whole number, a number that is not finite, or one that would round past
+/// the largest double, is returned as it is. For display and JSON only:
 /// exports meant for further computing (Parquet) keep the stored bits.
 pub fn readable(value: f64) -> f64 {
-    if !value.is_finite() {
+    // A whole number is read as it is, however many digits it has (a counter past 10^15); every
+    // double from 2^52 on is one.
+    if !value.is_finite() || value.fract() == 0.0 {
         return value;
     }
     // Near the largest double, 15 digits may round past it: then the value stays as it is.
@@ -256,7 +258,15 @@ mod tests {
         assert_eq!(readable(-3.0 * 0.1).to_string(), "-0.3");
         // What needs no more digits stays bit for bit.
         // (The largest double would round past itself: it stays.)
-        for v in [0.0, -0.0, 1.0, 1234.5, 65_535.0, 1e-300, 6.02214076e23, 41.27, f64::MAX, f64::MIN] {
+        // Nor does a whole number of 16 digits or more (a counter), which 15 digits would round.
+        for v in
+            [0.0, -0.0, 1.0, 1234.5, 65_535.0, 1e-300, 6.02214076e23, 41.27, f64::MAX, f64::MIN].into_iter().chain([
+                1_234_567_890_123_456.0,
+                (1u64 << 60) as f64,
+                9_007_199_254_740_993.0,
+                -((1u64 << 53) as f64) - 2.0,
+            ])
+        {
             assert_eq!(readable(v).to_bits(), v.to_bits(), "{v}");
         }
         // Never more than a part in 10^14 off.
