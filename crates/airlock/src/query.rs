@@ -154,7 +154,10 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
             writeln!(out, "time,tag,value,quality")?;
             for (i, tag) in tags.iter().enumerate() {
                 for_each_raw(&historian, tag, from, to, |s| {
-                    writeln!(out, "{},{},{},{}", s.time, tag, value_text(s), s.quality.word())?;
+                    // The stored bits (as the Parquet export keeps them): an export is for
+                    // computing on, not for reading.
+                    let value = s.value.map(|v| v.to_string()).unwrap_or_default();
+                    writeln!(out, "{},{},{},{}", s.time, tag, value, s.quality.word())?;
                     rows += 1;
                     Ok(())
                 })?;
