@@ -11,13 +11,18 @@ use crate::{Output, Transform, ms_between};
 pub struct Deadband {
     /// Absolute band in engineering units (a percent of span is converted when configured).
     band: f64,
+    /// The band's whole part, what a difference of whole numbers must pass (a band that is not
+    /// a number: none passes, as in the float path). Worked out once, not a sample.
+    whole_band: u128,
     heartbeat_ms: Option<i64>,
     last: Option<(Option<Value>, Quality, Timestamp)>,
 }
 
 impl Deadband {
     pub fn new(band: f64, heartbeat_ms: Option<i64>) -> Self {
-        Self { band: band.abs(), heartbeat_ms, last: None }
+        let band = band.abs();
+        let whole_band = if band.is_nan() { u128::MAX } else { band.floor() as u128 };
+        Self { band, whole_band, heartbeat_ms, last: None }
     }
 
     /// Whether `s` passes; if it does, it becomes the one the next are measured from.
@@ -36,24 +41,16 @@ impl Deadband {
         }
         // Whole numbers are measured exactly: an f64 holds every whole number only up to 2^53,
         // so a 64-bit counter past it that moved by one would look unchanged.
-        if let (Some(a), Some(b)) = (value.as_ref().and_then(whole), s.value.as_ref().and_then(whole)) {
-            // Past the band's whole part (a whole difference is past 1.5 when it is past 1); a
-            // band that is not a number lets nothing past, as in the float path.
-            return !self.band.is_nan() && (b - a).unsigned_abs() > self.band.floor() as u128;
+        if let (Some(a), Some(b)) =
+            (value.as_ref().and_then(Value::as_whole), s.value.as_ref().and_then(Value::as_whole))
+        {
+            // Past the band's whole part: a whole difference is past 1.5 when it is past 1.
+            return (b - a).unsigned_abs() > self.whole_band;
         }
         match (value.as_ref().and_then(Value::as_f64), s.value.as_ref().and_then(Value::as_f64)) {
             (Some(a), Some(b)) if !matches!(s.value, Some(Value::Bool(_))) => (b - a).abs() > self.band,
             _ => *value != s.value,
         }
-    }
-}
-
-/// A whole-number value, exactly.
-fn whole(v: &Value) -> Option<i128> {
-    match v {
-        Value::I64(x) => Some(i128::from(*x)),
-        Value::U64(x) => Some(i128::from(*x)),
-        _ => None,
     }
 }
 

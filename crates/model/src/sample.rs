@@ -32,6 +32,16 @@ impl Value {
             Value::Text(_) | Value::Waveform(_) => None,
         }
     }
+
+    /// A whole-number value (`I64`, `U64`), exactly: an f64 holds every whole number only up
+    /// to 2^53, so a 64-bit counter past it is compared or measured as this.
+    pub fn as_whole(&self) -> Option<i128> {
+        match self {
+            Value::I64(v) => Some(i128::from(*v)),
+            Value::U64(v) => Some(i128::from(*v)),
+            _ => None,
+        }
+    }
 }
 
 /// A number as people read it: the nearest one of at most 15 significant digits, the most a
@@ -39,8 +49,8 @@ impl Value {
 /// number times it (57 × 0.01 is 0.5700000000000001 as a double): read back for a person or a
 /// JSON client it is 0.57. At most half a unit of the 15th significant digit off (a part in
 /// 10^14 or less). A whole number, a number that is not finite, or one that would round past
-/// the largest double, is returned as it is. For display and JSON only:
-/// exports meant for further computing (Parquet) keep the stored bits.
+/// the largest double, is returned as it is. For display and JSON only: exports, meant for
+/// further computing (`airlock export`, CSV and Parquet), keep the stored bits.
 pub fn readable(value: f64) -> f64 {
     // A whole number is read as it is, however many digits it has (a counter past 10^15); every
     // double from 2^52 on is one.

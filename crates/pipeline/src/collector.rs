@@ -598,7 +598,7 @@ mod tests {
         (collector, reader, history, health)
     }
 
-    /// One device with one u16 tag, `acme/speed`.
+    /// One device with one u16 tag, `speed`.
     fn one_speed_tag() -> airlock_config::Config {
         let text = "[[device]]\nname = \"a\"\nasset_path = \"acme\"\nprotocol = \"modbus_tcp\"\naddress = \"127.0.0.1:502\"\n\
                     [[device.tag]]\nname = \"speed\"\naddress = 0\ntype = \"u16\"\nspace = \"holding_register\"\n";
@@ -925,7 +925,7 @@ mod tests {
         device.join().unwrap();
         thread.join().unwrap();
         let from = Timestamp::from_millis(1_800_000_000_000);
-        let path = TagTable::new(&config).iter().map(|t| t.path.to_string()).next().unwrap();
+        let path = TagTable::new(&config).iter().next().unwrap().path.to_string();
         let samples = history.raw(&path, from, Timestamp::from_millis(1_800_000_000_000 + 200_000)).unwrap();
         assert_eq!(samples.len() as u64, BATCHES * SAMPLES, "every sample is in the historian");
         let _ = std::fs::remove_dir_all(&dir);

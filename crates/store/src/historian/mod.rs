@@ -900,13 +900,14 @@ impl Inner {
                 // A bool stays 0 or 1 whatever the tag's resolution (an OPC UA or Sparkplug
                 // tag may carry one though its type is a number).
                 Some(Value::Bool(b)) => (f64::from(u8::from(*b)), 2),
-                Some(Value::I64(v)) if resolution.is_none() => (*v as f64, wal::width_of_whole(i128::from(*v))),
-                Some(Value::U64(v)) if resolution.is_none() => (*v as f64, wal::width_of_whole(i128::from(*v))),
-                Some(v) => {
-                    let value = v.as_f64().unwrap_or(0.0);
-                    let value = resolution.map_or(value, |r| chunk::to_resolution(value, r));
-                    (value, wal::width_of(value))
-                }
+                Some(v) => match v.as_whole().filter(|_| resolution.is_none()) {
+                    Some(whole) => (v.as_f64().unwrap_or(0.0), wal::width_of_whole(whole)),
+                    None => {
+                        let value = v.as_f64().unwrap_or(0.0);
+                        let value = resolution.map_or(value, |r| chunk::to_resolution(value, r));
+                        (value, wal::width_of(value))
+                    }
+                },
                 None => (0.0, 2),
             };
             let (time, quality) = (s.gateway_time.as_millis(), quality_code(s.quality));
@@ -933,7 +934,7 @@ impl Inner {
         let handed_over = commit == Some(true) && !force_sync && self.syncs.threaded();
         // While a sync job runs, the disk is slow to take writes too: a commit writes nothing
         // (the WAL's buffer holds it, see `Log::append`), and a checkpoint waits.
-        let disk_busy = self.syncs.threaded() && self.syncs.running() && !force_sync;
+        let disk_busy = self.syncs.running() && !force_sync;
         if let Some(sync) = commit.filter(|_| !disk_busy) {
             if let Err(e) = self.wal.commit(sync && !handed_over) {
                 self.bound_heads_after_failure();
