@@ -13,20 +13,28 @@ pub struct BitWriter {
 }
 
 impl BitWriter {
-    /// Writes the low `bits` bits of `value` (`bits` up to 64).
-    #[inline]
+    /// Writes the low `bits` bits of `value` (`bits` up to 64). Inlined into every field
+    /// written, the word that fills apart ([`spill`](Self::spill)): a head takes a sample in a
+    /// few such writes (issue 15).
+    #[inline(always)]
     pub fn write(&mut self, value: u64, bits: u32) {
         if bits == 0 {
             return;
         }
         let value = value & (u64::MAX >> (64 - bits));
-        let room = 64 - self.acc_bits;
-        if bits < room {
+        if bits < 64 - self.acc_bits {
             self.acc = (self.acc << bits) | value;
             self.acc_bits += bits;
-            return;
+        } else {
+            self.spill(value, bits);
         }
-        // The word fills: it goes out, and what is left of `value` starts the next.
+    }
+
+    /// [`write`](Self::write) of `bits` masked bits that fill the word: it goes out, and what
+    /// is left of `value` starts the next.
+    #[inline(never)]
+    fn spill(&mut self, value: u64, bits: u32) {
+        let room = 64 - self.acc_bits;
         let left = bits - room;
         let word = if room == 64 { value } else { (self.acc << room) | (value >> left) };
         self.bytes.extend_from_slice(&word.to_be_bytes());

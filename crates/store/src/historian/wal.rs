@@ -144,6 +144,7 @@ impl RecordBuilder {
     }
 }
 
+#[inline]
 fn put_value(out: &mut Vec<u8>, width: u8, value: f64) {
     match width {
         2 => out.extend_from_slice(&(value as u16).to_le_bytes()),
