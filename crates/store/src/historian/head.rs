@@ -79,6 +79,7 @@ impl Head {
     }
 
     /// One sample of a head that follows a leader: its time is the leader's newest.
+    #[inline]
     pub fn push_following(&mut self, value: f64, quality: u16) {
         let bits = value.to_bits();
         if self.len == 0 {
@@ -90,6 +91,7 @@ impl Head {
         self.push_quality(quality);
     }
 
+    #[inline]
     fn push_quality(&mut self, quality: u16) {
         self.len += 1;
         match &mut self.quality_now {
@@ -100,6 +102,7 @@ impl Head {
     }
 
     /// One sample of a head that follows no leader.
+    #[inline]
     pub fn push(&mut self, time: i64, value: f64, quality: u16) {
         let bits = value.to_bits();
         if self.len == 0 {

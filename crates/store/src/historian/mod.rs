@@ -750,6 +750,7 @@ impl Inner {
     /// (two requests answered in the same millisecond); it moves to the batch's leader if that
     /// one followed its own leader until this very sample ([`Run::converted`]). A head that
     /// can no longer follow takes its own times ([`Self::stop_following`]) and leads.
+    #[inline(always)]
     fn push_to_head(&mut self, tag: u32, time: i64, value: f64, quality: u16, run: &mut Run) -> bool {
         let t = tag as usize;
         if t >= self.heads.len() || t >= self.paths.len() {
