@@ -838,7 +838,14 @@ impl Inner {
     fn start_sync_job(&mut self) -> Result<(), StoreError> {
         let mut jobs = Vec::new();
         let mut failed = None;
+        #[cfg(any(test, feature = "test-hooks"))]
+        let hooks = self.syncs.hooks();
         for (c, log) in self.logs.iter_mut().enumerate() {
+            #[cfg(any(test, feature = "test-hooks"))]
+            if hooks.as_ref().is_some_and(|h| h.take_fail_start(c)) {
+                failed = Some(StoreError::io("duplicate a file handle in", &self.dir, std::io::Error::from_raw_os_error(24)));
+                break;
+            }
             match log.start_sync() {
                 Ok(Some(job)) => jobs.push((c, job)),
                 Ok(None) => {}
@@ -1259,6 +1266,48 @@ mod tests {
         let raw: Vec<u64> = records.iter().filter(|r| r.id.class == Class::Raw).map(|r| r.id.seq).collect();
         assert_eq!(raw, vec![1, 11]);
         assert_eq!(writer.stats().dropped_write[Class::Raw as usize], 9);
+        drop((writer, reader));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A sync job that cannot start at one log (its file handle not duplicated: EMFILE) after
+    /// the logs before it have started theirs: the commit says so, those logs' records are
+    /// synced and visible, this log's stay unsynced and unseen, and the next job syncs them.
+    /// Nothing is lost, numbered twice or reported as a gap.
+    #[test]
+    fn a_sync_that_cannot_start_at_one_log_is_reported_and_the_next_job_covers_it() {
+        let dir = temp("start");
+        let (mut writer, reader) = OutboxWriter::open(&dir, threaded()).unwrap();
+        writer.append_encoded(Class::Event, Timestamp(1), b"e").unwrap();
+        writer.append_encoded(Class::Raw, Timestamp(1), b"r").unwrap();
+        writer.sync().unwrap();
+        assert_eq!(reader.end().unwrap(), Position([1, 0, 0, 1]));
+        let hooks = hooks(&writer);
+        hooks.fail_start.store(Class::Raw as u32 + 1, SeqCst);
+        for i in 2..=5 {
+            writer.append_encoded(Class::Event, Timestamp(i), b"e").unwrap();
+            writer.append_encoded(Class::Raw, Timestamp(i), b"r").unwrap();
+        }
+        let failed = writer.commit();
+        assert!(
+            matches!(&failed, Err(StoreError::Io { source, .. }) if source.raw_os_error() == Some(24)),
+            "{failed:?}"
+        );
+        assert_eq!(hooks.fail_start.load(SeqCst), 0, "the failure was taken");
+        settle(&writer);
+        assert_eq!(
+            reader.end().unwrap(),
+            Position([5, 0, 0, 1]),
+            "the events' job ran; the raw records, whose job did not start, are not visible"
+        );
+        writer.commit().unwrap();
+        settle(&writer);
+        assert_eq!(reader.end().unwrap(), Position([5, 0, 0, 5]), "the next job covered them");
+        let records = reader.read_encoded(&Position::default(), 100).unwrap();
+        assert_eq!(records.len(), 10, "{records:?}");
+        assert!(writer.stats().dropped_write.iter().all(|n| *n == 0), "nothing counted lost");
+        let next = writer.append_encoded(Class::Raw, Timestamp(6), b"r").unwrap();
+        assert_eq!(next.seq, 6, "no number is given twice");
         drop((writer, reader));
         let _ = fs::remove_dir_all(&dir);
     }

@@ -134,6 +134,19 @@ pub struct Hooks {
     pub gate: Mutex<()>,
     /// The next this many jobs fail (EIO) instead of syncing.
     pub fail_next: AtomicU32,
+    /// The next job's start fails (EMFILE: its file handles could not be duplicated) at the
+    /// store's log of this index plus one (0: none); the logs before it have started theirs.
+    /// The outbox's logs only.
+    pub fail_start: AtomicU32,
+}
+
+#[cfg(any(test, feature = "test-hooks"))]
+impl Hooks {
+    /// Whether the start of a job at log `log` is to fail ([`Hooks::fail_start`]); taken once.
+    pub(crate) fn take_fail_start(&self, log: usize) -> bool {
+        let at = u32::try_from(log + 1).unwrap_or(u32::MAX);
+        self.fail_start.compare_exchange(at, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
 }
 
 /// A store's sync thread; it ends when this is dropped (or the store is gone).
