@@ -843,7 +843,11 @@ impl Inner {
         for (c, log) in self.logs.iter_mut().enumerate() {
             #[cfg(any(test, feature = "test-hooks"))]
             if hooks.as_ref().is_some_and(|h| h.take_fail_start(c)) {
-                failed = Some(StoreError::io("duplicate a file handle in", &self.dir, std::io::Error::from_raw_os_error(24)));
+                failed = Some(StoreError::io(
+                    "duplicate a file handle in",
+                    &self.dir,
+                    std::io::Error::from_raw_os_error(24),
+                ));
                 break;
             }
             match log.start_sync() {
