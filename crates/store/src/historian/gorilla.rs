@@ -182,7 +182,7 @@ pub fn decode_times(r: &mut BitReader, count: usize) -> Option<Vec<i64>> {
 }
 
 /// Writes one delta of deltas: a single `0` bit for none, else its bucket's prefix and bits.
-#[inline]
+#[inline(always)]
 pub(crate) fn write_dod(w: &mut BitWriter, dod: i64) {
     if dod == 0 {
         w.write(0, 1);
@@ -231,7 +231,7 @@ fn sign_extend(raw: u64, bits: u32) -> i64 {
 /// Writes one value as its XOR with the value before: a `0` bit when equal, else the
 /// meaningful bits, inside the last window (`window`: the leading and trailing zeros of the
 /// last XOR written with its own) when they fit, else with a window of their own.
-#[inline]
+#[inline(always)]
 pub(crate) fn write_xor(w: &mut BitWriter, xor: u64, window: &mut Option<(u32, u32)>) {
     if xor == 0 {
         w.write(0, 1);

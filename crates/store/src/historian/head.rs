@@ -78,9 +78,12 @@ impl Head {
         }
     }
 
-    /// One sample of a head that follows a leader: its time is the leader's newest.
+    /// One sample of a head that follows a leader: its time is the leader's newest. Returns
+    /// what it added to [`bytes`](Self::bytes) (the historian's bound counts it without
+    /// asking the head before and after: issue 15).
     #[inline]
-    pub fn push_following(&mut self, value: f64, quality: u16) {
+    pub fn push_following(&mut self, value: f64, quality: u16) -> usize {
+        let before = self.bits.len();
         let bits = value.to_bits();
         if self.len == 0 {
             self.bits.write(bits, 64);
@@ -88,22 +91,32 @@ impl Head {
             write_xor(&mut self.bits, bits ^ self.prev_value, &mut self.window);
         }
         self.prev_value = bits;
-        self.push_quality(quality);
+        self.bits.len() - before + self.push_quality(quality)
     }
 
+    /// Counts a sample of `quality` into the runs; returns the bytes a run it started adds to
+    /// [`bytes`](Self::bytes).
     #[inline]
-    fn push_quality(&mut self, quality: u16) {
+    fn push_quality(&mut self, quality: u16) -> usize {
         self.len += 1;
-        match &mut self.quality_now {
-            (q, n) if *q == quality && *n > 0 && *n < u32::MAX => *n += 1,
-            (_, 0) => self.quality_now = (quality, 1),
-            now => self.quality_before.push(std::mem::replace(now, (quality, 1))),
+        let (q, n) = &mut self.quality_now;
+        // The commonest case first: the quality holds (a run that is full starts another).
+        if *q == quality && (1..u32::MAX).contains(n) {
+            *n += 1;
+            return 0;
         }
+        if *n > 0 {
+            self.quality_before.push(self.quality_now);
+        }
+        self.quality_now = (quality, 1);
+        std::mem::size_of::<(u16, u32)>()
     }
 
-    /// One sample of a head that follows no leader.
+    /// One sample of a head that follows no leader; returns what it added to
+    /// [`bytes`](Self::bytes).
     #[inline]
-    pub fn push(&mut self, time: i64, value: f64, quality: u16) {
+    pub fn push(&mut self, time: i64, value: f64, quality: u16) -> usize {
+        let before = self.bits.len();
         let bits = value.to_bits();
         if self.len == 0 {
             self.bits.write(time as u64, 64);
@@ -122,7 +135,7 @@ impl Head {
         }
         self.prev_time = time;
         self.prev_value = bits;
-        self.push_quality(quality);
+        self.bits.len() - before + self.push_quality(quality)
     }
 
     /// Every sample, decoded into columns; a head that follows a leader takes the first of
@@ -225,6 +238,27 @@ mod tests {
             expected.push(1_700_000_000_000 + i * 1000, 1.0, q);
         }
         assert_eq!(head.columns(None).unwrap().quality, expected.quality);
+    }
+
+    /// What each push says it added is what [`Head::bytes`] counts (the heads' bound is kept
+    /// from it), through words that fill, quality changes and a head that follows.
+    #[test]
+    fn what_a_push_adds_is_what_the_head_counts() {
+        let (mut head, mut follower) = (Head::default(), Head::default());
+        follower.follow(0);
+        let (mut counted, mut counted_following) = (0, 0);
+        for i in 0..3_000i64 {
+            let value = if i % 5 == 0 { (i as f64).sqrt() } else { (i / 50) as f64 };
+            let quality = match i % 300 {
+                0..=2 => 7,
+                3 => 3,
+                _ => 0,
+            };
+            counted += head.push(1_700_000_000_000 + i * 1000 + i % 3, value, quality);
+            counted_following += follower.push_following(value, quality);
+            assert_eq!(counted, head.bytes(), "sample {i}");
+            assert_eq!(counted_following, follower.bytes(), "sample {i}");
+        }
     }
 
     #[test]

@@ -777,19 +777,14 @@ impl Inner {
         if let Some(leader) = follow {
             let head = &mut self.heads[t];
             head.follow(leader);
-            let before = head.bytes();
-            head.push_following(value, quality);
-            self.head_bytes += head.bytes() - before;
+            self.head_bytes += head.push_following(value, quality);
         } else {
             if let Some(own) = self.heads[t].follows() {
                 let len = self.heads[t].len();
                 self.stop_following(t);
                 run.converted = Some((tag, own, len));
             }
-            let head = &mut self.heads[t];
-            let before = head.bytes();
-            head.push(time, value, quality);
-            self.head_bytes += head.bytes() - before;
+            self.head_bytes += self.heads[t].push(time, value, quality);
             if leader.is_none() {
                 run.leader = Some((tag, time));
             }
@@ -819,7 +814,7 @@ impl Inner {
         };
         let mut own = head::Head::default();
         for i in 0..columns.len() {
-            own.push(columns.times[i], columns.values[i], columns.quality[i]);
+            let _added = own.push(columns.times[i], columns.values[i], columns.quality[i]);
         }
         self.head_bytes = self.head_bytes - self.heads[t].bytes() + own.bytes();
         self.heads[t] = own;
