@@ -702,13 +702,15 @@ impl Inner {
             let records = self.wal.read(from, 1024, 16 << 20)?;
             let Some(last) = records.last().map(|r| r.seq) else { break };
             for r in records {
-                let mut outside = 0u64;
+                let (mut outside, mut pushed) = (0u64, 0usize);
                 let mut run = Run::default();
                 let read = wal::read(&r.payload, |tag, time, value, quality| {
-                    if !self.push_to_head(tag, time, value, quality, &mut run) {
-                        outside += 1;
+                    match self.push_to_head(tag, time, value, quality, &mut run) {
+                        true => pushed += 1,
+                        false => outside += 1,
                     }
                 });
+                self.head_samples += pushed;
                 if outside > 0 || read.is_err() {
                     self.stats.recovery.corrupt_records += 1;
                 }
@@ -741,7 +743,8 @@ impl Inner {
         Ok(())
     }
 
-    /// One sample into its tag's head, counted against the heads' bounds; `false` for a tag
+    /// One sample into its tag's head, its bytes counted against the heads' bounds (the caller
+    /// counts the samples it took); `false` for a tag
     /// the dictionary does not know (a WAL record from outside it). `run.leader`: the tag whose
     /// head took the sample before this one in its batch, and its time. A sample with that very
     /// time is of the same request: its head follows that tag's (holds no times of its own)
@@ -789,7 +792,6 @@ impl Inner {
                 run.leader = Some((tag, time));
             }
         }
-        self.head_samples += 1;
         self.longest_head = self.longest_head.max(self.heads[t].len());
         true
     }
@@ -882,7 +884,7 @@ impl Inner {
     /// may still keep it).
     fn append(&mut self, samples: &[Sample]) -> Result<(), StoreError> {
         let mut record = wal::RecordBuilder::new(std::mem::take(&mut self.wal_buffer));
-        let mut run = Run::default();
+        let (mut run, mut pushed) = (Run::default(), 0usize);
         for s in samples {
             let Some(&tag) = self.bound.get(s.tag.0 as usize) else { continue };
             let resolution = self.resolutions.get(tag as usize).copied().filter(|&r| r > 0.0);
@@ -908,8 +910,9 @@ impl Inner {
             };
             let (time, quality) = (s.gateway_time.as_millis(), quality_code(s.quality));
             record.push_with_width(tag, time, value, quality, width);
-            self.push_to_head(tag, time, value, quality, &mut run);
+            pushed += usize::from(self.push_to_head(tag, time, value, quality, &mut run));
         }
+        self.head_samples += pushed;
         let rows = record.samples();
         self.stats.samples += rows as u64;
         let payload = record.finish();

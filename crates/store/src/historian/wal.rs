@@ -72,6 +72,7 @@ pub struct RecordBuilder {
     /// The tag after the last run's end, and its time.
     last_end: u64,
     last_time: i64,
+    /// Samples of the closed runs (each counted as its run closes, not one by one).
     samples: usize,
 }
 
@@ -84,7 +85,7 @@ impl RecordBuilder {
     }
 
     pub fn samples(&self) -> usize {
-        self.samples
+        self.samples + self.open.map_or(0, |run| run.samples as usize)
     }
 
     pub fn push(&mut self, tag: u32, time: i64, value: f64, quality: u16) {
@@ -120,7 +121,6 @@ impl RecordBuilder {
                 self.open = Some(Run { count_at, next_tag: u64::from(tag) + 1, samples: 1, width, quality, time });
             }
         }
-        self.samples += 1;
     }
 
     /// Writes the open run's sample count into its header.
@@ -128,6 +128,7 @@ impl RecordBuilder {
         let Some(run) = self.open.take() else { return };
         // At most u16::MAX: a full run is closed (`fits`).
         self.bytes[run.count_at..run.count_at + 2].copy_from_slice(&(run.samples as u16).to_le_bytes());
+        self.samples += run.samples as usize;
         self.last_end = run.next_tag;
         self.last_time = run.time;
     }
