@@ -81,7 +81,7 @@ impl Head {
     /// One sample of a head that follows a leader: its time is the leader's newest. Returns
     /// what it added to [`bytes`](Self::bytes) (the historian's bound counts it without
     /// asking the head before and after: issue 15).
-    #[inline]
+    #[inline(always)]
     pub fn push_following(&mut self, value: f64, quality: u16) -> usize {
         let before = self.bits.len();
         let bits = value.to_bits();
@@ -96,7 +96,7 @@ impl Head {
 
     /// Counts a sample of `quality` into the runs; returns the bytes a run it started adds to
     /// [`bytes`](Self::bytes).
-    #[inline]
+    #[inline(always)]
     fn push_quality(&mut self, quality: u16) -> usize {
         self.len += 1;
         let (q, n) = &mut self.quality_now;
@@ -114,7 +114,7 @@ impl Head {
 
     /// One sample of a head that follows no leader; returns what it added to
     /// [`bytes`](Self::bytes).
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self, time: i64, value: f64, quality: u16) -> usize {
         let before = self.bits.len();
         let bits = value.to_bits();
