@@ -72,8 +72,9 @@ impl Head {
     /// Makes an empty head follow `leader`, or one that follows a leader follow `leader`
     /// instead (the caller has checked that its times so far are this one's too); a head with
     /// times of its own stays as it is.
+    #[inline(always)]
     pub fn follow(&mut self, leader: u32) {
-        if self.len == 0 || self.follows.is_some() {
+        if self.follows != Some(leader) && (self.len == 0 || self.follows.is_some()) {
             self.follows = Some(leader);
         }
     }

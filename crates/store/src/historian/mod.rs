@@ -777,22 +777,25 @@ impl Inner {
             }),
             None => leader.filter(|&l| head.is_empty() && ahead_at_this_time(&self.heads, l, 0)),
         };
-        if let Some(leader) = follow {
+        let head = if let Some(leader) = follow {
             let head = &mut self.heads[t];
             head.follow(leader);
             self.head_bytes += head.push_following(value, quality);
+            head
         } else {
-            if let Some(own) = self.heads[t].follows() {
-                let len = self.heads[t].len();
+            if let Some(own) = head.follows() {
+                let len = head.len();
                 self.stop_following(t);
                 run.converted = Some((tag, own, len));
             }
-            self.head_bytes += self.heads[t].push(time, value, quality);
             if leader.is_none() {
                 run.leader = Some((tag, time));
             }
-        }
-        self.longest_head = self.longest_head.max(self.heads[t].len());
+            let head = &mut self.heads[t];
+            self.head_bytes += head.push(time, value, quality);
+            head
+        };
+        self.longest_head = self.longest_head.max(head.len());
         true
     }
 
