@@ -744,11 +744,11 @@ impl Inner {
     }
 
     /// One sample into its tag's head, its bytes counted against the heads' bounds (the caller
-    /// counts the samples it took); `false` for a tag
-    /// the dictionary does not know (a WAL record from outside it). `run.leader`: the tag whose
-    /// head took the sample before this one in its batch, and its time. A sample with that very
-    /// time is of the same request: its head follows that tag's (holds no times of its own)
-    /// if it is empty and that head has just this one sample. A head goes on following its
+    /// counts the samples it took); `false` for a tag the dictionary does not know (a WAL
+    /// record from outside it). `run.leader`: the tag whose head took the sample before this
+    /// one in its batch, and its time. A sample with that very time is of the same request:
+    /// its head follows that tag's (holds no times of its own) if it is empty and that head
+    /// has just this one sample. A head goes on following its
     /// leader while the leader is one sample ahead at this time, whichever tag came before
     /// (two requests answered in the same millisecond); it moves to the batch's leader if that
     /// one followed its own leader until this very sample ([`Run::converted`]). A head that
