@@ -148,6 +148,10 @@ pub struct Log {
     dir_in_job: bool,
     /// A sync job was started and not yet finished.
     job_running: bool,
+    /// Segments dropped ([`Log::drop_through_later`]) whose files the next sync job removes
+    /// (or the next sync made here), off the thread that appends: an unlink that frees a
+    /// segment's cached pages held the historian's writer for milliseconds (issue 15).
+    doomed: Vec<PathBuf>,
     /// Sealed segments synced on this thread (for the tests).
     #[cfg(test)]
     sealed_syncs: u64,
@@ -173,11 +177,17 @@ pub struct SyncJob {
     dir: Option<PathBuf>,
     /// The log's commit point when the job was made: durable once the job is done.
     mark: Committed,
+    /// Files of dropped segments to remove first; those that could not be are left here, and
+    /// handed back to the log.
+    remove: Vec<PathBuf>,
 }
 
 impl SyncJob {
-    /// `fdatasync`s every file, then the folder; the first failure ends it. Takes no lock.
-    pub fn run(&self) -> io::Result<()> {
+    /// Removes the dropped segments' files, then `fdatasync`s every file, then the folder; the
+    /// first failure to sync ends it (a file that cannot be removed is no failure of the
+    /// sync: it is kept for the next job). Takes no lock.
+    pub fn run(&mut self) -> io::Result<()> {
+        remove_files(&mut self.remove);
         for file in &self.files {
             file.sync_data()?;
         }
@@ -334,6 +344,7 @@ impl Log {
             in_job: Vec::new(),
             dir_in_job: false,
             job_running: false,
+            doomed: Vec::new(),
             #[cfg(test)]
             sealed_syncs: 0,
             // Synced once more at the first commit that syncs (cheap; `syncfs` above did it).
@@ -486,7 +497,11 @@ impl Log {
         // past the durable point is cut, not synced again (see `finish_sync`).
         files.extend(self.sealed_unsynced.drain(..).map(Arc::new));
         let dir = self.dir_unsynced.then(|| self.dir.clone());
-        if files.is_empty() && dir.is_none() && self.committed.next_seq == self.durable.next_seq {
+        if files.is_empty()
+            && dir.is_none()
+            && self.committed.next_seq == self.durable.next_seq
+            && self.doomed.is_empty()
+        {
             return Ok(None);
         }
         let in_job = files.iter().map(Arc::clone).collect();
@@ -495,7 +510,8 @@ impl Log {
         self.in_job = in_job;
         self.dir_in_job = dir.is_some();
         self.job_running = true;
-        Ok(Some(SyncJob { files, dir, mark: self.committed.clone() }))
+        let remove = std::mem::take(&mut self.doomed);
+        Ok(Some(SyncJob { files, dir, mark: self.committed.clone(), remove }))
     }
 
     /// Takes a [`SyncJob`]'s result. Done: what it covered is durable. Failed: never tried
@@ -503,10 +519,14 @@ impl Log {
     /// sync that succeeds proves nothing): every record past the durable point is cut off the
     /// files and reported lost ([`Log::take_lost`]), and the numbers stay used. Returns the
     /// durable sequence number, or the failure.
-    pub fn finish_sync(&mut self, job: SyncJob, result: io::Result<()>) -> Result<u64, StoreError> {
+    pub fn finish_sync(&mut self, mut job: SyncJob, result: io::Result<()>) -> Result<u64, StoreError> {
         self.in_job.clear();
         self.dir_in_job = false;
         self.job_running = false;
+        if !job.remove.is_empty() {
+            self.doomed.append(&mut job.remove);
+            self.dir_unsynced = true;
+        }
         match result {
             Ok(()) => {
                 if job.mark.next_seq > self.durable.next_seq {
@@ -697,6 +717,7 @@ impl Log {
     /// A running sync job's files count among them: this commit may not call anything
     /// durable that the job has not synced yet.
     fn sync_sealed(&mut self) -> Result<(), StoreError> {
+        remove_files(&mut self.doomed);
         while let Some(f) = self.sealed_unsynced.last().or(self.in_job.last().map(|f| &**f)) {
             f.sync_data().map_err(|e| StoreError::io("sync a sealed segment in", &self.dir, e))?;
             #[cfg(test)]
@@ -975,6 +996,30 @@ impl Log {
         Ok(out)
     }
 
+    /// [`Log::drop_through`] whose files the next sync job removes (or the next sync made
+    /// here): the log forgets the segments now (their bytes are no longer counted), the files
+    /// stay until then. For a log whose syncs go to a sync thread. Files left by a stop before
+    /// that are segments all of whose records are covered: a start reads past them, and the
+    /// next drop removes them.
+    pub fn drop_through_later(&mut self, through: u64) -> Vec<SegmentInfo> {
+        let active = self.segments.keys().next_back().copied();
+        let covered: Vec<u64> = self
+            .segments
+            .values()
+            .filter(|s| s.info.last_seq <= through && Some(s.info.first_seq) != active)
+            .map(|s| s.info.first_seq)
+            .collect();
+        let mut out = Vec::new();
+        for first in covered {
+            if let Some(segment) = self.segments.remove(&first) {
+                self.doomed.push(segment.path);
+                self.dir_unsynced = true;
+                out.push(segment.info);
+            }
+        }
+        out
+    }
+
     fn remove_segment(&mut self, first_seq: u64, sync: bool) -> Result<Option<SegmentInfo>, StoreError> {
         let Some(segment) = self.segments.remove(&first_seq) else { return Ok(None) };
         fs::remove_file(&segment.path).map_err(|e| StoreError::io("remove", &segment.path, e))?;
@@ -985,6 +1030,22 @@ impl Log {
         }
         Ok(Some(segment.info))
     }
+}
+
+/// Removes dropped segments' files, oldest first; those that cannot be removed (other than
+/// already gone) are logged and kept in `paths`, in order, for the next try.
+fn remove_files(paths: &mut Vec<PathBuf>) {
+    paths.retain(|path| match fs::remove_file(path) {
+        Ok(()) => false,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => {
+            log::warn!(
+                "{}: a dropped segment could not be removed ({e}); tried again at the next sync",
+                path.display()
+            );
+            true
+        }
+    });
 }
 
 /// A record, header and payload, onto `out`; its checksum taken over the two in one pass (a
@@ -1424,7 +1485,7 @@ mod tests {
             log.append(Timestamp(i64::from(i)), &[i; 100]).unwrap();
         }
         log.commit(false).unwrap();
-        let job = log.start_sync().unwrap().expect("something to sync");
+        let mut job = log.start_sync().unwrap().expect("something to sync");
         assert_eq!(job.through(), 10);
         // Meanwhile: more records, past a roll (segments of 4 KiB).
         for i in 10..100u8 {
@@ -1437,7 +1498,7 @@ mod tests {
         assert_eq!(log.finish_sync(job, Ok(())).unwrap(), 10);
         assert_eq!(log.durable_seq(), 10);
         // The next job covers the rest, sealed segments and the folder with it.
-        let job = log.start_sync().unwrap().expect("the rest");
+        let mut job = log.start_sync().unwrap().expect("the rest");
         assert!(job.files.len() > 1, "the sealed segments go with the job");
         assert!(job.dir.is_some(), "the new segments' names go with the job");
         job.run().unwrap();
@@ -1500,7 +1561,7 @@ mod tests {
         let seq = log.append(Timestamp(100), b"after").unwrap();
         assert_eq!(seq, next, "no number is given twice");
         log.commit(false).unwrap();
-        let job = log.start_sync().unwrap().unwrap();
+        let mut job = log.start_sync().unwrap().unwrap();
         job.run().unwrap();
         assert_eq!(log.finish_sync(job, Ok(())).unwrap(), seq);
         drop(log);
@@ -1522,7 +1583,7 @@ mod tests {
             log.append(Timestamp(i64::from(i)), &[i; 100]).unwrap();
             log.commit(false).unwrap();
         }
-        let job = log.start_sync().unwrap().unwrap();
+        let mut job = log.start_sync().unwrap().unwrap();
         // The segment active when the job started, and the sealed ones before it.
         let held = job.files.len();
         assert!(held > 1, "the job holds sealed segments");
@@ -1548,7 +1609,7 @@ mod tests {
         let path = log.active_segment().unwrap().path.clone();
         let on_disk = || fs::metadata(&path).unwrap().len();
         let written = on_disk();
-        let job = log.start_sync().unwrap().unwrap();
+        let mut job = log.start_sync().unwrap().unwrap();
         for i in 0..3_000 {
             log.append(Timestamp(i), &[7u8; 1000]).unwrap();
         }
@@ -1583,7 +1644,7 @@ mod tests {
                 log.append(Timestamp(i64::from(i)), &[i; 100]).unwrap();
                 log.commit(false).unwrap();
             }
-            let job = log.start_sync().unwrap().unwrap();
+            let mut job = log.start_sync().unwrap().unwrap();
             let dropped = log.drop_oldest(false).unwrap().expect("a segment to drop");
             assert_eq!(dropped.first_seq, 1);
             let held = log.segments().map(SegmentInfo::records).sum::<u64>();
@@ -1604,6 +1665,52 @@ mod tests {
             assert_eq!(log.append(Timestamp(99), b"next").unwrap(), 61);
             let _ = fs::remove_dir_all(&dir);
         }
+    }
+
+    /// Segments dropped for the sync thread to remove: the log forgets them at once, their
+    /// files go with the next sync job (a file that cannot be removed is kept for the job
+    /// after, and fails no sync), or with the next sync made here; a reopen before that
+    /// reads the rest as it was.
+    #[test]
+    fn segments_dropped_later_are_removed_by_the_next_sync_job_or_sync_here() {
+        let dir = temp("drop-later");
+        let mut log = Log::open(&dir, 4 << 10).unwrap();
+        for i in 0..150u8 {
+            log.append(Timestamp(i64::from(i)), &[b'a' + i % 26; 100]).unwrap();
+            log.commit(false).unwrap();
+        }
+        let files = |dir: &Path| fs::read_dir(dir).unwrap().count();
+        let (before, bytes) = (files(&dir), log.bytes());
+        let dropped = log.drop_through_later(100);
+        assert!(dropped.len() >= 2 && dropped.iter().all(|s| s.last_seq <= 100), "{dropped:?}");
+        assert_eq!(files(&dir), before, "the files stay until a sync");
+        assert_eq!(log.bytes(), bytes - dropped.iter().map(|s| s.bytes).sum::<u64>(), "no longer counted");
+        let first_kept = dropped.last().unwrap().last_seq + 1;
+        assert_eq!(payloads(&log, 0).first().unwrap().0, first_kept);
+        // A reopen before the job (a stop): it reads on from the kept segments' files too,
+        // and what was dropped is read again (covered by the caller's checkpoint).
+        drop(log);
+        let mut log = Log::open(&dir, 4 << 10).unwrap();
+        assert_eq!(payloads(&log, 0).len(), 150);
+        let dropped = log.drop_through_later(100);
+        // One file cannot be removed (a folder in its place): kept, the sync not failed.
+        let stuck = dir.join(format!("{:020}.seg", dropped[0].first_seq));
+        fs::remove_file(&stuck).unwrap();
+        fs::create_dir_all(stuck.join("held")).unwrap();
+        let mut job = log.start_sync().unwrap().expect("the removals and the folder");
+        assert_eq!(job.remove.len(), dropped.len());
+        job.run().unwrap();
+        assert_eq!(job.remove, vec![stuck.clone()], "kept for the next job");
+        log.finish_sync(job, Ok(())).unwrap();
+        assert_eq!(files(&dir), before - dropped.len() + 1);
+        fs::remove_dir_all(&stuck).unwrap();
+        fs::write(&stuck, b"").unwrap();
+        // A sync made here removes what waits.
+        log.commit(true).unwrap();
+        assert!(!stuck.exists());
+        assert_eq!(files(&dir), before - dropped.len());
+        assert_eq!(payloads(&log, 0).first().unwrap().0, first_kept);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     /// A commit that syncs calls `fdatasync` only when something was written since the last

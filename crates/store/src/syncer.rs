@@ -1,5 +1,5 @@
 //! The stores' sync thread: the `fdatasync` of a store's logs, taken off the thread that
-//! appends to them.
+//! appends to them (and the removal of the historian's WAL segments a checkpoint covers).
 //!
 //! A store that has one ([`OutboxConfig::sync_thread`](crate::OutboxConfig),
 //! [`HistorianConfig::sync_thread`](crate::HistorianConfig)) writes its records at each commit
@@ -177,7 +177,7 @@ impl SyncThread {
                 let fail = false;
                 let done: Finished = jobs
                     .into_iter()
-                    .map(|(log, job)| {
+                    .map(|(log, mut job)| {
                         let result = match fail {
                             true => Err(io::Error::from_raw_os_error(5)),
                             // A panic counts as a failed sync: what the job covered is cut and
@@ -209,7 +209,7 @@ impl SyncThread {
 /// Runs a job on this thread (no sync thread to take it).
 fn run_here(jobs: Jobs) -> Finished {
     jobs.into_iter()
-        .map(|(log, job)| {
+        .map(|(log, mut job)| {
             let result = job.run();
             (log, job, result)
         })

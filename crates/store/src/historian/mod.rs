@@ -1008,6 +1008,16 @@ impl Inner {
     /// Whether a checkpoint's seal of the WAL and its drop of the WAL it covers sync here;
     /// with a sync thread they go with its next job (the checkpoint's blocks are synced
     /// before its record: what the WAL held is on disk there).
+    /// Drops the WAL's segments a durable checkpoint covers through `wal_seq`. With a sync
+    /// thread, their files are removed by its next job, not on the writer's thread.
+    fn drop_wal_through(&mut self, wal_seq: u64) -> Result<(), StoreError> {
+        if self.syncs() && self.syncs.threaded() {
+            self.wal.drop_through_later(wal_seq);
+            return Ok(());
+        }
+        self.wal.drop_through(wal_seq, self.wal_syncs_here()).map(|_| ())
+    }
+
     fn wal_syncs_here(&self) -> bool {
         self.syncs() && !self.syncs.threaded()
     }
@@ -1107,7 +1117,7 @@ impl Inner {
             return if now { self.finish_checkpoint(true) } else { Ok(()) };
         }
         self.fold_heads(wal_seq)?;
-        self.wal.drop_through(wal_seq, self.wal_syncs_here())?;
+        self.drop_wal_through(wal_seq)?;
         Ok(())
     }
 
@@ -1281,7 +1291,7 @@ impl Inner {
         self.write_checkpoint_record(wal_seq, first_chunk_seq, added, sections)?;
         self.sealed = None;
         drop(heads);
-        self.wal.drop_through(wal_seq, self.wal_syncs_here())?;
+        self.drop_wal_through(wal_seq)?;
         Ok(())
     }
 
@@ -2264,6 +2274,33 @@ mod tests {
         settle(&w);
         assert!(w.commit().unwrap(), "durable once the next job is done");
         sync_and_read_after_a_start(&dir, w, r, 0..500);
+    }
+
+    /// With a sync thread, the WAL's segments a checkpoint covers are removed by the thread's
+    /// next job, not on the writer's thread: after the checkpoint their files are still there
+    /// (the log no longer holds them), after the next job they are gone, and a start reads
+    /// every sample once.
+    #[test]
+    fn the_wal_a_checkpoint_covers_is_removed_by_the_sync_thread() {
+        // WAL segments of 64 KB; no checkpoint due before the one below.
+        let config = HistorianConfig { wal_bytes_max: 1 << 20, ..HistorianConfig::default() };
+        let (dir, mut w, r, hooks) = threaded_with("wal-drop-later", config);
+        poll_and_commit(&mut w, 4, 0..10_000);
+        settle(&w);
+        let files = || fs::read_dir(dir.join("wal")).unwrap().count();
+        let before = files();
+        assert!(before >= 2, "{before} WAL segments");
+        let gate = hooks.gate.lock().unwrap();
+        w.checkpoint().unwrap();
+        assert_eq!(files(), before + 1, "the files stay until the next job (the seal began one more)");
+        assert_eq!(lock(&w.inner).unwrap().wal.segments().count(), 1, "the log holds the active one alone");
+        // The next commit's job is held: still there.
+        poll_and_commit(&mut w, 4, 10_000..10_001);
+        assert_eq!(files(), before + 1);
+        drop(gate);
+        settle(&w);
+        assert_eq!(files(), 1, "removed by the job");
+        sync_and_read_after_a_start(&dir, w, r, 0..10_001);
     }
 
     fn wal_bytes_on_disk(dir: &Path) -> u64 {
