@@ -1020,6 +1020,21 @@ impl Log {
         out
     }
 
+    /// Removes here the files [`Log::drop_through_later`] left for the next sync job (not
+    /// those a running job holds: it removes them), the folder synced if `sync`.
+    pub fn remove_dropped(&mut self, sync: bool) -> Result<(), StoreError> {
+        if self.doomed.is_empty() {
+            return Ok(());
+        }
+        remove_files(&mut self.doomed);
+        if sync {
+            sync_dir(&self.dir)?;
+        } else {
+            self.dir_unsynced = true;
+        }
+        Ok(())
+    }
+
     fn remove_segment(&mut self, first_seq: u64, sync: bool) -> Result<Option<SegmentInfo>, StoreError> {
         let Some(segment) = self.segments.remove(&first_seq) else { return Ok(None) };
         fs::remove_file(&segment.path).map_err(|e| StoreError::io("remove", &segment.path, e))?;

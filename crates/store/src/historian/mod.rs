@@ -1066,7 +1066,10 @@ impl Inner {
     /// Folds every head into blocks now, on this thread: a checkpoint still being encoded is
     /// finished first, so that when this returns every sample taken is in the chunk log.
     fn checkpoint(&mut self) -> Result<(), StoreError> {
-        self.start_checkpoint(Place::AtOnce)
+        self.start_checkpoint(Place::AtOnce)?;
+        // Asked for (a stop, a bench, a test): the WAL it covers is gone when it returns, not
+        // at the sync thread's next job, which may never come.
+        self.wal.remove_dropped(self.syncs())
     }
 
     /// Starts a checkpoint of every head, after finishing one still being encoded (waiting for
@@ -2276,31 +2279,49 @@ mod tests {
         sync_and_read_after_a_start(&dir, w, r, 0..500);
     }
 
-    /// With a sync thread, the WAL's segments a checkpoint covers are removed by the thread's
-    /// next job, not on the writer's thread: after the checkpoint their files are still there
-    /// (the log no longer holds them), after the next job they are gone, and a start reads
-    /// every sample once.
+    /// With a sync thread, the WAL's segments a checkpoint a commit started covers are removed
+    /// by the thread's next job, not on the writer's thread: when the checkpoint is written
+    /// their files are still there (the log no longer holds them), after the next job they
+    /// are gone. A checkpoint asked for removes them before it returns. A start reads every
+    /// sample once.
     #[test]
     fn the_wal_a_checkpoint_covers_is_removed_by_the_sync_thread() {
-        // WAL segments of 64 KB; no checkpoint due before the one below.
-        let config = HistorianConfig { wal_bytes_max: 1 << 20, ..HistorianConfig::default() };
+        // WAL segments of 256 KB; the heads full at 40,000 samples (10,000 polls of 4).
+        let config = HistorianConfig { wal_bytes_max: 1 << 20, head_samples_max: 40_000, ..HistorianConfig::default() };
         let (dir, mut w, r, hooks) = threaded_with("wal-drop-later", config);
-        poll_and_commit(&mut w, 4, 0..10_000);
-        settle(&w);
         let files = || fs::read_dir(dir.join("wal")).unwrap().count();
-        let before = files();
-        assert!(before >= 2, "{before} WAL segments");
+        // The heads fill at poll 10,000; a checkpoint waits while a sync job runs (here one
+        // goes at every commit), at most until they are twice full. Bounded in polls and time.
+        let (mut polls, deadline) = (0, Instant::now() + Duration::from_secs(60));
+        while w.stats().checkpoints == 0 && polls < 60_000 && Instant::now() < deadline {
+            poll_and_commit(&mut w, 4, polls..polls + 1);
+            polls += 1;
+        }
+        assert_eq!(w.stats().checkpoints, 1);
+        // The commit that wrote it handed its job over before: the next job removes them.
+        let held = files();
+        let in_log = |w: &HistorianWriter| lock(&w.inner).unwrap().wal.segments().count();
+        assert!(
+            held >= in_log(&w) + 2,
+            "{held} WAL files, {} in the log: the covered ones are still there",
+            in_log(&w)
+        );
+        settle(&w);
+        assert_eq!(files(), held, "not removed by a job started before");
         let gate = hooks.gate.lock().unwrap();
-        w.checkpoint().unwrap();
-        assert_eq!(files(), before + 1, "the files stay until the next job (the seal began one more)");
-        assert_eq!(lock(&w.inner).unwrap().wal.segments().count(), 1, "the log holds the active one alone");
-        // The next commit's job is held: still there.
-        poll_and_commit(&mut w, 4, 10_000..10_001);
-        assert_eq!(files(), before + 1);
+        poll_and_commit(&mut w, 4, polls..polls + 1);
+        polls += 1;
+        assert_eq!(files(), held, "the job that removes them is held");
         drop(gate);
         settle(&w);
-        assert_eq!(files(), 1, "removed by the job");
-        sync_and_read_after_a_start(&dir, w, r, 0..10_001);
+        assert_eq!(files(), in_log(&w), "removed by the job");
+        // A checkpoint asked for removes what it covers before it returns.
+        poll_and_commit(&mut w, 4, polls..polls + 12_000);
+        polls += 12_000;
+        settle(&w);
+        w.checkpoint().unwrap();
+        assert_eq!((files(), in_log(&w)), (1, 1), "the active segment alone");
+        sync_and_read_after_a_start(&dir, w, r, 0..polls);
     }
 
     fn wal_bytes_on_disk(dir: &Path) -> u64 {
