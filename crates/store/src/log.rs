@@ -982,15 +982,8 @@ impl Log {
 
     /// Deletes every sealed segment whose records all have `seq <= through`; returns what they held.
     pub fn drop_through(&mut self, through: u64, sync: bool) -> Result<Vec<SegmentInfo>, StoreError> {
-        let active = self.segments.keys().next_back().copied();
-        let doomed: Vec<u64> = self
-            .segments
-            .values()
-            .filter(|s| s.info.last_seq <= through && Some(s.info.first_seq) != active)
-            .map(|s| s.info.first_seq)
-            .collect();
         let mut out = Vec::new();
-        for first in doomed {
+        for first in self.sealed_through(through) {
             out.extend(self.remove_segment(first, sync)?);
         }
         Ok(out)
@@ -1002,15 +995,8 @@ impl Log {
     /// that are segments all of whose records are covered: a start reads past them, and the
     /// next drop removes them.
     pub fn drop_through_later(&mut self, through: u64) -> Vec<SegmentInfo> {
-        let active = self.segments.keys().next_back().copied();
-        let covered: Vec<u64> = self
-            .segments
-            .values()
-            .filter(|s| s.info.last_seq <= through && Some(s.info.first_seq) != active)
-            .map(|s| s.info.first_seq)
-            .collect();
         let mut out = Vec::new();
-        for first in covered {
+        for first in self.sealed_through(through) {
             if let Some(segment) = self.segments.remove(&first) {
                 self.doomed.push(segment.path);
                 self.dir_unsynced = true;
@@ -1018,6 +1004,17 @@ impl Log {
             }
         }
         out
+    }
+
+    /// The first sequence numbers of the sealed segments whose records all have
+    /// `seq <= through`.
+    fn sealed_through(&self, through: u64) -> Vec<u64> {
+        let active = self.segments.keys().next_back().copied();
+        self.segments
+            .values()
+            .filter(|s| s.info.last_seq <= through && Some(s.info.first_seq) != active)
+            .map(|s| s.info.first_seq)
+            .collect()
     }
 
     /// Removes here the files [`Log::drop_through_later`] left for the next sync job (not
