@@ -136,7 +136,7 @@ pub struct Hooks {
     pub fail_next: AtomicU32,
     /// The next job's start fails (EMFILE: its file handles could not be duplicated) at the
     /// store's log of this index plus one (0: none); the logs before it have started theirs.
-    /// The outbox's logs only.
+    /// (The outbox's logs, and the historian's chunk log.)
     pub fail_start: AtomicU32,
 }
 

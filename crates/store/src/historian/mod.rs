@@ -1000,17 +1000,32 @@ impl Inner {
     /// Hands the WAL's sync to the sync thread (or, if it is gone, syncs it here).
     fn start_sync_job(&mut self) -> Result<(), StoreError> {
         let mut jobs: Vec<(usize, SyncJob)> = self.wal.start_sync()?.map(|job| (WAL_LOG, job)).into_iter().collect();
-        // The chunk log's, when a written checkpoint waits for it ([`Encoding::Written`]).
+        // The chunk log's, when a written checkpoint waits for it ([`Encoding::Written`]). If
+        // it cannot start, the WAL's goes alone, and the next job tries again.
         let written = self.sealed.as_ref().is_some_and(|s| matches!(s.encoding, Encoding::Written(_)));
-        if written && let Some(job) = self.chunks.start_sync()? {
-            jobs.push((CHUNK_LOG, job));
+        #[cfg(test)]
+        let fail_start = self.syncs.hooks().is_some_and(|h| h.take_fail_start(CHUNK_LOG));
+        #[cfg(not(test))]
+        let fail_start = false;
+        let chunks = match written {
+            true if fail_start => {
+                Err(StoreError::io("duplicate a file handle in", &self.dir, std::io::Error::from_raw_os_error(24)))
+            }
+            true => self.chunks.start_sync(),
+            false => Ok(None),
+        };
+        let failed = match chunks {
+            Ok(job) => {
+                jobs.extend(job.map(|job| (CHUNK_LOG, job)));
+                None
+            }
+            Err(e) => Some(e),
+        };
+        if !jobs.is_empty() {
+            self.synced_at = Instant::now();
+            Syncs::hand_over(self, jobs);
         }
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        self.synced_at = Instant::now();
-        Syncs::hand_over(self, jobs);
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// How long until a commit will sync what is appended and not synced yet; `None` when
@@ -2479,6 +2494,48 @@ mod tests {
         assert_eq!(w.stats().checkpoints, before + 1);
         assert_eq!(w.stats().samples_lost, 0);
         assert_all_read(&r, 4, 0..polls);
+        sync_and_read_after_a_start(&dir, w, r, 0..polls);
+    }
+
+    /// A written checkpoint whose chunk log's job cannot start (its file handle not
+    /// duplicated): the commit says so, the WAL's job goes alone, and the next job syncs the
+    /// record. Nothing is lost.
+    #[test]
+    fn a_written_checkpoint_whose_sync_cannot_start_is_synced_by_the_next_job() {
+        let config = HistorianConfig { head_samples_max: 4_000, ..HistorianConfig::default() };
+        let (dir, mut w, r, hooks) = threaded_with("record-sync-start", config);
+        let written = |w: &HistorianWriter| {
+            lock(&w.inner).unwrap().sealed.as_ref().is_some_and(|s| matches!(s.encoding, Encoding::Written(_)))
+        };
+        let (mut polls, deadline) = (0, Instant::now() + Duration::from_secs(60));
+        while !written(&w) && polls < 60_000 && Instant::now() < deadline {
+            poll_and_commit(&mut w, 4, polls..polls + 1);
+            polls += 1;
+        }
+        assert!(written(&w));
+        let before = w.stats().checkpoints;
+        settle(&w);
+        hooks.fail_start.store(CHUNK_LOG as u32 + 1, std::sync::atomic::Ordering::SeqCst);
+        let poll: Vec<Sample> = (0..4)
+            .map(|k| Sample::good(TagId(k), Value::F64(value(k, polls)), Timestamp::from_millis(polls * 1000)))
+            .collect();
+        w.append(&poll).unwrap();
+        polls += 1;
+        let failed = w.commit();
+        assert!(
+            matches!(&failed, Err(StoreError::Io { source, .. }) if source.raw_os_error() == Some(24)),
+            "{failed:?}"
+        );
+        settle(&w);
+        assert!(written(&w), "still waiting for its sync");
+        assert_eq!(w.durable_through().unwrap(), w.appended_through().unwrap(), "the WAL's job went alone");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while w.stats().checkpoints == before && Instant::now() < deadline {
+            poll_and_commit(&mut w, 4, polls..polls + 1);
+            polls += 1;
+        }
+        assert_eq!(w.stats().checkpoints, before + 1);
+        assert_eq!(w.stats().samples_lost, 0);
         sync_and_read_after_a_start(&dir, w, r, 0..polls);
     }
 
