@@ -22,6 +22,15 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Whether something listens on `port` on loopback. A connection that met itself is not
+/// that: a port from [`free_port`] lies in the ephemeral range, so a connect to it before the
+/// peer listens may be given that very port as its source and succeed, connected to itself
+/// (TCP simultaneous open). A broker "up" that way refused the test's first client.
+pub fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .is_ok_and(|s| s.local_addr().ok().is_some_and(|local| s.peer_addr().is_ok_and(|peer| peer != local)))
+}
+
 /// The Python that has the test peers (pymodbus, pysparkplug, asyncua): `AIRLOCK_PYTHON`, or
 /// the workspace's `.venv` that `./scripts/test` makes.
 pub fn python() -> PathBuf {
@@ -163,7 +172,7 @@ impl Broker {
             Command::new(mosquitto()).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !listening(self.port) {
             assert!(Instant::now() < deadline, "mosquitto did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -474,5 +483,22 @@ pub mod records {
             message: message.into(),
             body: vec![("n".into(), n)],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_listens_only_when_a_listener_is_there() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(listening(port));
+        drop(listener);
+        // Nobody listens: refused (or, rarely, met itself), never "listening".
+        for _ in 0..200 {
+            assert!(!listening(port));
+        }
     }
 }
