@@ -2451,6 +2451,30 @@ mod tests {
         sync_and_read_after_a_start(&dir, w, r, 0..polls);
     }
 
+    /// Whether a checkpoint waits written for its sync ([`Encoding::Written`]).
+    fn written(w: &HistorianWriter) -> bool {
+        lock(&w.inner).unwrap().sealed.as_ref().is_some_and(|s| matches!(s.encoding, Encoding::Written(_)))
+    }
+
+    /// Polls of 4 tags and commits from `polls` on until `done` (bounded in polls and time);
+    /// returns the polls made so far.
+    fn poll_until(w: &mut HistorianWriter, mut polls: i64, done: impl Fn(&HistorianWriter) -> bool) -> i64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let last = polls + 60_000;
+        while !done(w) && polls < last && Instant::now() < deadline {
+            poll_and_commit(w, 4, polls..polls + 1);
+            polls += 1;
+        }
+        polls
+    }
+
+    /// One poll of 4 tags appended, not committed.
+    fn append_one_poll(w: &mut HistorianWriter, i: i64) {
+        let poll: Vec<Sample> =
+            (0..4).map(|k| Sample::good(TagId(k), Value::F64(value(k, i)), Timestamp::from_millis(i * 1000))).collect();
+        w.append(&poll).unwrap();
+    }
+
     /// With a sync thread, a checkpoint's record is synced by the thread's next job, not on
     /// the writer's: until then it waits written (its blocks not indexed, its sealed heads
     /// read). If that job fails, its blocks are cut and the sealed heads encoded again, the
@@ -2459,14 +2483,7 @@ mod tests {
     fn a_checkpoint_whose_record_fails_to_sync_is_encoded_again() {
         let config = HistorianConfig { head_samples_max: 4_000, ..HistorianConfig::default() };
         let (dir, mut w, r, hooks) = threaded_with("record-sync-fails", config);
-        let written = |w: &HistorianWriter| {
-            lock(&w.inner).unwrap().sealed.as_ref().is_some_and(|s| matches!(s.encoding, Encoding::Written(_)))
-        };
-        let (mut polls, deadline) = (0, Instant::now() + Duration::from_secs(60));
-        while !written(&w) && polls < 60_000 && Instant::now() < deadline {
-            poll_and_commit(&mut w, 4, polls..polls + 1);
-            polls += 1;
-        }
+        let mut polls = poll_until(&mut w, 0, written);
         assert!(written(&w), "a checkpoint waits written for its sync");
         // Those before it are durable; it is not counted before its record is.
         let before = w.stats().checkpoints;
@@ -2474,10 +2491,7 @@ mod tests {
         settle(&w);
         hooks.fail_next.store(1, std::sync::atomic::Ordering::SeqCst);
         // The next commit's job holds the chunk log's sync, and fails.
-        let poll: Vec<Sample> = (0..4)
-            .map(|k| Sample::good(TagId(k), Value::F64(value(k, polls)), Timestamp::from_millis(polls * 1000)))
-            .collect();
-        w.append(&poll).unwrap();
+        append_one_poll(&mut w, polls);
         polls += 1;
         w.commit().unwrap();
         settle(&w);
@@ -2486,11 +2500,7 @@ mod tests {
         assert!(matches!(failed, Err(StoreError::Io { .. })), "{failed:?}");
         assert_all_read(&r, 4, 0..polls);
         // Later commits encode and write it again, and a job makes it durable.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while w.stats().checkpoints == before && Instant::now() < deadline {
-            poll_and_commit(&mut w, 4, polls..polls + 1);
-            polls += 1;
-        }
+        let polls = poll_until(&mut w, polls, |w| w.stats().checkpoints > before);
         assert_eq!(w.stats().checkpoints, before + 1);
         assert_eq!(w.stats().samples_lost, 0);
         assert_all_read(&r, 4, 0..polls);
@@ -2504,22 +2514,12 @@ mod tests {
     fn a_written_checkpoint_whose_sync_cannot_start_is_synced_by_the_next_job() {
         let config = HistorianConfig { head_samples_max: 4_000, ..HistorianConfig::default() };
         let (dir, mut w, r, hooks) = threaded_with("record-sync-start", config);
-        let written = |w: &HistorianWriter| {
-            lock(&w.inner).unwrap().sealed.as_ref().is_some_and(|s| matches!(s.encoding, Encoding::Written(_)))
-        };
-        let (mut polls, deadline) = (0, Instant::now() + Duration::from_secs(60));
-        while !written(&w) && polls < 60_000 && Instant::now() < deadline {
-            poll_and_commit(&mut w, 4, polls..polls + 1);
-            polls += 1;
-        }
+        let mut polls = poll_until(&mut w, 0, written);
         assert!(written(&w));
         let before = w.stats().checkpoints;
         settle(&w);
         hooks.fail_start.store(CHUNK_LOG as u32 + 1, std::sync::atomic::Ordering::SeqCst);
-        let poll: Vec<Sample> = (0..4)
-            .map(|k| Sample::good(TagId(k), Value::F64(value(k, polls)), Timestamp::from_millis(polls * 1000)))
-            .collect();
-        w.append(&poll).unwrap();
+        append_one_poll(&mut w, polls);
         polls += 1;
         let failed = w.commit();
         assert!(
@@ -2529,11 +2529,7 @@ mod tests {
         settle(&w);
         assert!(written(&w), "still waiting for its sync");
         assert_eq!(w.durable_through().unwrap(), w.appended_through().unwrap(), "the WAL's job went alone");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while w.stats().checkpoints == before && Instant::now() < deadline {
-            poll_and_commit(&mut w, 4, polls..polls + 1);
-            polls += 1;
-        }
+        let polls = poll_until(&mut w, polls, |w| w.stats().checkpoints > before);
         assert_eq!(w.stats().checkpoints, before + 1);
         assert_eq!(w.stats().samples_lost, 0);
         sync_and_read_after_a_start(&dir, w, r, 0..polls);
