@@ -147,7 +147,7 @@ fn gateway(port: u16, seconds: u64, poll_interval_ms: u64, in_flight: u8) -> Gat
         .unwrap();
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", web)).is_err() {
+    while !airlock_testkit::listening(("127.0.0.1", web)) {
         assert!(Instant::now() < deadline, "the gateway did not serve its API");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -283,7 +283,7 @@ fn node_red(port: u16, seconds: u64) -> Option<NodeRed> {
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let started = loop {
-        if std::net::TcpStream::connect(("127.0.0.1", http)).is_ok() && count().is_some_and(|n| n > 0) {
+        if airlock_testkit::listening(("127.0.0.1", http)) && count().is_some_and(|n| n > 0) {
             break true;
         }
         if Instant::now() > deadline {

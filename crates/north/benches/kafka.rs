@@ -38,7 +38,7 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    while std::net::TcpStream::connect(&address).is_err() {
+    while !airlock_testkit::listening(&address) {
         std::thread::sleep(Duration::from_millis(100));
     }
     for topic in ["bench.series", "python"] {

@@ -58,7 +58,7 @@ impl Broker {
         }
         let child = command.spawn().expect("tansu is not installed: run ./scripts/test, which installs it");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&address).is_err() {
+        while !airlock_testkit::listening(&address) {
             assert!(Instant::now() < deadline, "tansu did not listen on {address}");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -346,7 +346,7 @@ impl TlsFront {
             .spawn()
             .expect("socat is not installed: run ./scripts/test, which installs it");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(address).is_err() {
+        while !airlock_testkit::listening(address) {
             assert!(Instant::now() < deadline, "socat did not listen on {address}");
             std::thread::sleep(Duration::from_millis(50));
         }

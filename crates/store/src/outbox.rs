@@ -838,19 +838,8 @@ impl Inner {
     fn start_sync_job(&mut self) -> Result<(), StoreError> {
         let mut jobs = Vec::new();
         let mut failed = None;
-        #[cfg(any(test, feature = "test-hooks"))]
-        let hooks = self.syncs.hooks();
         for (c, log) in self.logs.iter_mut().enumerate() {
-            #[cfg(any(test, feature = "test-hooks"))]
-            if hooks.as_ref().is_some_and(|h| h.take_fail_start(c)) {
-                failed = Some(StoreError::io(
-                    "duplicate a file handle in",
-                    &self.dir,
-                    std::io::Error::from_raw_os_error(24),
-                ));
-                break;
-            }
-            match log.start_sync() {
+            match self.syncs.injected_start_failure(c, &self.dir).and_then(|()| log.start_sync()) {
                 Ok(Some(job)) => jobs.push((c, job)),
                 Ok(None) => {}
                 Err(e) => {

@@ -118,6 +118,18 @@ impl Syncs {
         store.finish_sync(run_here(jobs));
     }
 
+    /// A test's injected failure to start a job at the store's log `log` ([`Hooks::fail_start`],
+    /// EMFILE: a file handle not duplicated), taken once; outside tests, none.
+    pub(crate) fn injected_start_failure(&self, log: usize, dir: &std::path::Path) -> Result<(), StoreError> {
+        #[cfg(any(test, feature = "test-hooks"))]
+        if self.thread.as_ref().is_some_and(|t| t.hooks.take_fail_start(log)) {
+            return Err(StoreError::io("duplicate a file handle in", dir, io::Error::from_raw_os_error(24)));
+        }
+        #[cfg(not(any(test, feature = "test-hooks")))]
+        let _ = (log, dir);
+        Ok(())
+    }
+
     /// The sync thread's test hooks (`None` without a thread).
     #[cfg(any(test, feature = "test-hooks"))]
     pub(crate) fn hooks(&self) -> Option<Arc<Hooks>> {

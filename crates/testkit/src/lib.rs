@@ -22,12 +22,12 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Whether something listens on `port` on loopback. A connection that met itself is not
-/// that: a port from [`free_port`] lies in the ephemeral range, so a connect to it before the
-/// peer listens may be given that very port as its source and succeed, connected to itself
-/// (TCP simultaneous open). A broker "up" that way refused the test's first client.
-pub fn listening(port: u16) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", port))
+/// Whether something listens at `address`. A connection that met itself is not that: a port
+/// from [`free_port`] lies in the ephemeral range, so a connect to it before the peer listens
+/// may be given that very port as its source and succeed, connected to itself (TCP
+/// simultaneous open). A broker "up" that way refused the test's first client.
+pub fn listening(address: impl std::net::ToSocketAddrs) -> bool {
+    std::net::TcpStream::connect(address)
         .is_ok_and(|s| s.local_addr().ok().is_some_and(|local| s.peer_addr().is_ok_and(|peer| peer != local)))
 }
 
@@ -172,7 +172,7 @@ impl Broker {
             Command::new(mosquitto()).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !listening(self.port) {
+        while !listening(("127.0.0.1", self.port)) {
             assert!(Instant::now() < deadline, "mosquitto did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -494,11 +494,11 @@ mod tests {
     fn a_port_listens_only_when_a_listener_is_there() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        assert!(listening(port));
+        assert!(listening(("127.0.0.1", port)));
         drop(listener);
         // Nobody listens: refused (or, rarely, met itself), never "listening".
         for _ in 0..200 {
-            assert!(!listening(port));
+            assert!(!listening(("127.0.0.1", port)));
         }
     }
 }

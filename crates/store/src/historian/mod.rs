@@ -1002,25 +1002,13 @@ impl Inner {
         let mut jobs: Vec<(usize, SyncJob)> = self.wal.start_sync()?.map(|job| (WAL_LOG, job)).into_iter().collect();
         // The chunk log's, when a written checkpoint waits for it ([`Encoding::Written`]). If
         // it cannot start, the WAL's goes alone, and the next job tries again.
-        let written = self.sealed.as_ref().is_some_and(|s| matches!(s.encoding, Encoding::Written(_)));
-        #[cfg(test)]
-        let fail_start = self.syncs.hooks().is_some_and(|h| h.take_fail_start(CHUNK_LOG));
-        #[cfg(not(test))]
-        let fail_start = false;
-        let chunks = match written {
-            true if fail_start => {
-                Err(StoreError::io("duplicate a file handle in", &self.dir, std::io::Error::from_raw_os_error(24)))
+        let mut failed = None;
+        if self.sealed.as_ref().is_some_and(|s| matches!(s.encoding, Encoding::Written(_))) {
+            match self.syncs.injected_start_failure(CHUNK_LOG, &self.dir).and_then(|()| self.chunks.start_sync()) {
+                Ok(job) => jobs.extend(job.map(|job| (CHUNK_LOG, job))),
+                Err(e) => failed = Some(e),
             }
-            true => self.chunks.start_sync(),
-            false => Ok(None),
-        };
-        let failed = match chunks {
-            Ok(job) => {
-                jobs.extend(job.map(|job| (CHUNK_LOG, job)));
-                None
-            }
-            Err(e) => Some(e),
-        };
+        }
         if !jobs.is_empty() {
             self.synced_at = Instant::now();
             Syncs::hand_over(self, jobs);
@@ -1051,11 +1039,16 @@ impl Inner {
     /// Drops the WAL's segments a durable checkpoint covers through `wal_seq`. With a sync
     /// thread, their files are removed by its next job, not on the writer's thread.
     fn drop_wal_through(&mut self, wal_seq: u64) -> Result<(), StoreError> {
-        if self.syncs() && self.syncs.threaded() {
+        if self.syncs_on_thread() {
             self.wal.drop_through_later(wal_seq);
             return Ok(());
         }
         self.wal.drop_through(wal_seq, self.wal_syncs_here()).map(|_| ())
+    }
+
+    /// Whether syncs are made, on the sync thread.
+    fn syncs_on_thread(&self) -> bool {
+        self.syncs() && self.syncs.threaded()
     }
 
     fn wal_syncs_here(&self) -> bool {
@@ -1358,7 +1351,7 @@ impl Inner {
             Encoding::Written(_) => return Ok(()),
         };
         drop(heads);
-        if !wait && self.syncs() && self.syncs.threaded() {
+        if !wait && self.syncs_on_thread() {
             // The record's sync goes with the sync thread's next job ([`Encoding::Written`]).
             let record_seq = self.append_checkpoint_record(wal_seq, first_chunk_seq, &added)?;
             self.chunks.commit(false)?;
@@ -1377,17 +1370,13 @@ impl Inner {
     /// is done ([`Encoding::Written`]): its blocks are indexed, its sealed heads let go, and
     /// the WAL it covers dropped (its files removed by the sync thread's next job).
     fn checkpoint_durable(&mut self, durable: u64) {
-        let done = self
-            .sealed
-            .as_ref()
-            .is_some_and(|s| matches!(&s.encoding, Encoding::Written(w) if w.record_seq <= durable));
-        if !done {
+        let durable_now = |s: &mut Sealed| matches!(&s.encoding, Encoding::Written(w) if w.record_seq <= durable);
+        let Some(Sealed { encoding: Encoding::Written(written), wal_seq, .. }) = self.sealed.take_if(durable_now)
+        else {
             return;
-        }
-        let Some(sealed) = self.sealed.take() else { return };
-        let Encoding::Written(written) = sealed.encoding else { return };
+        };
         self.index_checkpoint(written.added, written.sections);
-        if let Err(e) = self.drop_wal_through(sealed.wal_seq) {
+        if let Err(e) = self.drop_wal_through(wal_seq) {
             // Only a drop made here fails (no sync thread); the next checkpoint drops it.
             log::warn!("historian {}: the WAL a checkpoint covers was not dropped ({e})", self.dir.display());
         }
