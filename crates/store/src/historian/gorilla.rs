@@ -30,6 +30,21 @@ impl BitWriter {
         }
     }
 
+    /// [`write`](Self::write) of a field that has no bits set above its `bits` (1 to 64):
+    /// nothing to mask, no empty field to pass over. Several fields of a sample are written as
+    /// one such field where they fit in a word (issue 15: a write each was a tenth of the
+    /// writer's instructions).
+    #[inline(always)]
+    fn write_field(&mut self, value: u64, bits: u32) {
+        debug_assert!((1..=64).contains(&bits) && (bits == 64 || value >> bits == 0), "{value:#x} in {bits} bits");
+        if bits < 64 - self.acc_bits {
+            self.acc = (self.acc << bits) | value;
+            self.acc_bits += bits;
+        } else {
+            self.spill(value, bits);
+        }
+    }
+
     /// [`write`](Self::write) of `bits` masked bits that fill the word: it goes out, and what
     /// is left of `value` starts the next.
     #[inline(never)]
@@ -181,19 +196,24 @@ pub fn decode_times(r: &mut BitReader, count: usize) -> Option<Vec<i64>> {
     Some(out)
 }
 
-/// Writes one delta of deltas: a single `0` bit for none, else its bucket's prefix and bits.
+/// Writes one delta of deltas: a single `0` bit for none, else its bucket's prefix and bits
+/// ([`DOD_BUCKETS`]), the two as one field where they fit in a word.
 #[inline(always)]
 pub(crate) fn write_dod(w: &mut BitWriter, dod: i64) {
+    let fits = |bits: u32| (-(1i64 << (bits - 1))..1i64 << (bits - 1)).contains(&dod);
+    let field = |prefix: u64, bits: u32| (prefix << bits) | (dod as u64 & (u64::MAX >> (64 - bits)));
     if dod == 0 {
-        w.write(0, 1);
-        return;
+        w.write_field(0, 1);
+    } else if fits(7) {
+        w.write_field(field(0b10, 7), 2 + 7);
+    } else if fits(12) {
+        w.write_field(field(0b110, 12), 3 + 12);
+    } else if fits(20) {
+        w.write_field(field(0b1110, 20), 4 + 20);
+    } else {
+        w.write_field(0b1111, 4);
+        w.write_field(dod as u64, 64);
     }
-    let (prefix, prefix_bits, bits) = DOD_BUCKETS
-        .into_iter()
-        .find(|(_, _, bits)| *bits == 64 || (-(1i64 << (bits - 1)) <= dod && dod < 1i64 << (bits - 1)))
-        .unwrap_or(DOD_BUCKETS[3]);
-    w.write(prefix, prefix_bits);
-    w.write(dod as u64, bits);
 }
 
 /// Reads what [`write_dod`] wrote.
@@ -230,26 +250,37 @@ fn sign_extend(raw: u64, bits: u32) -> i64 {
 
 /// Writes one value as its XOR with the value before: a `0` bit when equal, else the
 /// meaningful bits, inside the last window (`window`: the leading and trailing zeros of the
-/// last XOR written with its own) when they fit, else with a window of their own.
+/// last XOR written with its own) when they fit, else with a window of their own. The control
+/// bits, the window and the meaningful bits go as one field where they fit in a word.
 #[inline(always)]
 pub(crate) fn write_xor(w: &mut BitWriter, xor: u64, window: &mut Option<(u32, u32)>) {
     if xor == 0 {
-        w.write(0, 1);
+        w.write_field(0, 1);
         return;
     }
     let lead = xor.leading_zeros().min(31);
     let trail = xor.trailing_zeros();
     match *window {
         Some((l, t)) if lead >= l && trail >= t => {
-            w.write(0b10, 2);
-            w.write(xor >> t, 64 - l - t);
+            // `lead >= l`: the XOR has no bits above the window's.
+            let (bits, meaningful) = (64 - l - t, xor >> t);
+            if bits <= 62 {
+                w.write_field((0b10 << bits) | meaningful, 2 + bits);
+            } else {
+                w.write_field(0b10, 2);
+                w.write_field(meaningful, bits);
+            }
         }
         _ => {
-            let meaningful = 64 - lead - trail;
-            w.write(0b11, 2);
-            w.write(u64::from(lead), 5);
-            w.write(u64::from(meaningful - 1), 6);
-            w.write(xor >> trail, meaningful);
+            let bits = 64 - lead - trail;
+            // `0b11`, 5 bits of leading zeros, 6 of the meaningful bits' count less one.
+            let header = (0b11 << 11) | (u64::from(lead) << 6) | u64::from(bits - 1);
+            if bits <= 64 - 13 {
+                w.write_field((header << bits) | (xor >> trail), 13 + bits);
+            } else {
+                w.write_field(header, 13);
+                w.write_field(xor >> trail, bits);
+            }
             *window = Some((lead, trail));
         }
     }
@@ -369,6 +400,73 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The format, written a bit at a time from its description: a delta of deltas is `0`, or
+    /// a bucket's prefix and its bits; an XOR is `0`, or `10` and the bits inside the last
+    /// window, or `11`, 5 bits of leading zeros, 6 of the count less one, and the bits.
+    fn reference(dods: &[i64], xors: &[u64]) -> Vec<u8> {
+        let mut bits = Vec::new();
+        let mut put = |v: u64, n: u32| bits.extend((0..n).rev().map(|i| (v >> i) & 1 == 1));
+        for &dod in dods {
+            match DOD_BUCKETS.iter().find(|b| b.2 == 64 || (-(1i64 << (b.2 - 1))..1i64 << (b.2 - 1)).contains(&dod)) {
+                _ if dod == 0 => put(0, 1),
+                Some(&(prefix, prefix_bits, n)) => {
+                    put(prefix, prefix_bits);
+                    put(dod as u64, n);
+                }
+                None => unreachable!(),
+            }
+        }
+        let mut window: Option<(u32, u32)> = None;
+        for &xor in xors {
+            if xor == 0 {
+                put(0, 1);
+                continue;
+            }
+            let (lead, trail) = (xor.leading_zeros().min(31), xor.trailing_zeros());
+            match window {
+                Some((l, t)) if lead >= l && trail >= t => {
+                    put(0b10, 2);
+                    put(xor >> t, 64 - l - t);
+                }
+                _ => {
+                    put(0b11, 2);
+                    put(u64::from(lead), 5);
+                    put(u64::from(64 - lead - trail - 1), 6);
+                    put(xor >> trail, 64 - lead - trail);
+                    window = Some((lead, trail));
+                }
+            }
+        }
+        bits.chunks(8)
+            .map(|byte| byte.iter().enumerate().fold(0u8, |b, (i, &on)| b | (u8::from(on) << (7 - i))))
+            .collect()
+    }
+
+    /// The fields written together are the format's bits, in every delta-of-delta bucket and
+    /// at its edges, and for XORs of every width, inside a window and with their own: wide ones
+    /// (written in two parts) and narrow ones.
+    #[test]
+    fn fields_written_together_are_the_formats_bits() {
+        let mut dods = vec![0, 1, -1, 63, -64, 64, -65, 2047, -2048, 2048, -2049];
+        dods.extend([(1 << 19) - 1, -(1 << 19), 1 << 19, -(1 << 19) - 1, i64::MAX, i64::MIN, 7, -300, 90_000]);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut xors =
+            vec![0, 1, u64::MAX, 1 << 63, 3 << 62, 0xff, 0xff00, 0x0ff0, u64::MAX >> 1, u64::MAX << 1, 1 << 31];
+        for i in 0..2000u32 {
+            seed = seed.rotate_left(13).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ u64::from(i);
+            // Every width from 1 to 64, at every offset the window allows.
+            let width = i % 64 + 1;
+            let shift = (seed >> 58) as u32 % (65 - width);
+            xors.push(((seed | 1) & (u64::MAX >> (64 - width))) << shift);
+            dods.push((seed as i64) >> (i % 63));
+        }
+        let mut w = BitWriter::default();
+        dods.iter().for_each(|&dod| write_dod(&mut w, dod));
+        let mut window = None;
+        xors.iter().for_each(|&xor| write_xor(&mut w, xor, &mut window));
+        assert_eq!(w.finish(), reference(&dods, &xors));
     }
 
     #[test]

@@ -794,11 +794,12 @@ impl Inner {
             }),
             None => leader.filter(|&l| head.is_empty() && ahead_at_this_time(&self.heads, l, 0)),
         };
-        let head = if let Some(leader) = follow {
+        // A follower is never longer than its leader: only a head with times of its own can
+        // be the longest.
+        if let Some(leader) = follow {
             let head = &mut self.heads[t];
             head.follow(leader);
             self.head_bytes += head.push_following(value, quality);
-            head
         } else {
             if let Some(own) = head.follows() {
                 let len = head.len();
@@ -810,9 +811,8 @@ impl Inner {
             }
             let head = &mut self.heads[t];
             self.head_bytes += head.push(time, value, quality);
-            head
-        };
-        self.longest_head = self.longest_head.max(head.len());
+            self.longest_head = self.longest_head.max(head.len());
+        }
         true
     }
 
@@ -910,23 +910,22 @@ impl Inner {
             let resolution = self.resolutions.get(tag as usize).copied().filter(|&r| r > 0.0);
             // The value, and its width in the WAL: known from a whole number's range without a
             // float conversion (a cost seen in the ingest's profile).
-            let (value, width) = match &s.value {
-                Some(Value::Text(_) | Value::Waveform(_)) => {
+            let (value, width) = match (&s.value, resolution) {
+                (Some(Value::Text(_) | Value::Waveform(_)), _) => {
                     self.stats.text_samples_skipped += 1;
                     continue;
                 }
                 // A bool stays 0 or 1 whatever the tag's resolution (an OPC UA or Sparkplug
                 // tag may carry one though its type is a number).
-                Some(Value::Bool(b)) => (f64::from(u8::from(*b)), 2),
-                Some(v) => match v.as_whole().filter(|_| resolution.is_none()) {
-                    Some(whole) => (v.as_f64().unwrap_or(0.0), wal::width_of_whole(whole)),
-                    None => {
-                        let value = v.as_f64().unwrap_or(0.0);
-                        let value = resolution.map_or(value, |r| chunk::to_resolution(value, r));
-                        (value, wal::width_of(value))
-                    }
-                },
-                None => (0.0, 2),
+                (Some(Value::Bool(b)), _) => (f64::from(u8::from(*b)), 2),
+                (Some(Value::U64(v)), None) => (*v as f64, wal::width_of_u64(*v)),
+                (Some(Value::I64(v)), None) => (*v as f64, wal::width_of_i64(*v)),
+                (Some(Value::F64(v)), None) => (*v, wal::width_of(*v)),
+                (Some(Value::U64(_) | Value::I64(_) | Value::F64(_)), Some(r)) => {
+                    let value = chunk::to_resolution(s.value.as_ref().and_then(Value::as_f64).unwrap_or(0.0), r);
+                    (value, wal::width_of(value))
+                }
+                (None, _) => (0.0, 2),
             };
             let (time, quality) = (s.gateway_time.as_millis(), quality_code(s.quality));
             record.push_with_width(tag, time, value, quality, width);

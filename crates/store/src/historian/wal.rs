@@ -37,12 +37,25 @@ pub fn width_of(value: f64) -> u8 {
     }
 }
 
-/// [`width_of`] a whole number read as one (a counter, a register), `value as f64` being
-/// what is stored: its range says it, with no float to convert back and compare.
-pub fn width_of_whole(value: i128) -> u8 {
-    if (0..=i128::from(u16::MAX)).contains(&value) {
+/// [`width_of`] an unsigned whole number, `value as f64` being what is stored: its range says
+/// it, with no float to convert back and compare.
+#[inline]
+pub fn width_of_u64(value: u64) -> u8 {
+    if value <= u64::from(u16::MAX) {
         2
-    } else if (i128::from(i32::MIN)..=i128::from(i32::MAX)).contains(&value) {
+    } else if value <= i32::MAX as u64 {
+        4
+    } else {
+        8
+    }
+}
+
+/// [`width_of`] a signed whole number, as [`width_of_u64`].
+#[inline]
+pub fn width_of_i64(value: i64) -> u8 {
+    if (0..=i64::from(u16::MAX)).contains(&value) {
+        2
+    } else if i32::try_from(value).is_ok() {
         4
     } else {
         8
@@ -93,7 +106,7 @@ impl RecordBuilder {
     }
 
     /// [`push`](Self::push) with the value's width known: [`width_of`]`(value)`, or
-    /// [`width_of_whole`] of the whole number it was read as.
+    /// [`width_of_u64`] or [`width_of_i64`] of the whole number it was read as.
     pub fn push_with_width(&mut self, tag: u32, time: i64, value: f64, quality: u16, width: u8) {
         debug_assert_eq!(width, width_of(value), "the width of {value:?}");
         let fits = |run: &Run| {
@@ -298,13 +311,12 @@ mod tests {
             (f64::NEG_INFINITY, 8),
             (f64::MIN_POSITIVE, 8),
         ];
-        for whole in [0, 1, 65_535, 65_536, -1, i128::from(i32::MAX), i128::from(i32::MIN)].into_iter().chain([
-            i128::from(i32::MAX) + 1,
-            i128::from(i32::MIN) - 1,
-            i128::from(u64::MAX),
-            i128::from(i64::MIN),
-        ]) {
-            assert_eq!(width_of_whole(whole), width_of(whole as f64), "{whole}");
+        let signed = [0, 1, 65_535, 65_536, -1, i64::from(i32::MAX), i64::from(i32::MIN)];
+        for whole in signed.into_iter().chain([i64::from(i32::MAX) + 1, i64::from(i32::MIN) - 1, i64::MIN, i64::MAX]) {
+            assert_eq!(width_of_i64(whole), width_of(whole as f64), "{whole}");
+        }
+        for whole in [0, 1, 65_535, 65_536, i32::MAX as u64, i32::MAX as u64 + 1, u64::from(u32::MAX), u64::MAX] {
+            assert_eq!(width_of_u64(whole), width_of(whole as f64), "{whole}");
         }
         for (value, width) in cases {
             assert_eq!(width_of(value), width, "{value:?}");
