@@ -905,30 +905,35 @@ impl Inner {
     fn append(&mut self, samples: &[Sample]) -> Result<(), StoreError> {
         let mut record = wal::RecordBuilder::new(std::mem::take(&mut self.wal_buffer));
         let (mut run, mut pushed) = (Run::default(), 0usize);
+        let mut last_time = (Timestamp(0), 0);
         for s in samples {
             let Some(&tag) = self.bound.get(s.tag.0 as usize) else { continue };
             let resolution = self.resolutions.get(tag as usize).copied().filter(|&r| r > 0.0);
             // The value, and its width in the WAL: known from a whole number's range without a
             // float conversion (a cost seen in the ingest's profile).
-            let (value, width) = match (&s.value, resolution) {
+            let (value, stored) = match (&s.value, resolution) {
                 (Some(Value::Text(_) | Value::Waveform(_)), _) => {
                     self.stats.text_samples_skipped += 1;
                     continue;
                 }
                 // A bool stays 0 or 1 whatever the tag's resolution (an OPC UA or Sparkplug
                 // tag may carry one though its type is a number).
-                (Some(Value::Bool(b)), _) => (f64::from(u8::from(*b)), 2),
-                (Some(Value::U64(v)), None) => (*v as f64, wal::width_of_u64(*v)),
-                (Some(Value::I64(v)), None) => (*v as f64, wal::width_of_i64(*v)),
-                (Some(Value::F64(v)), None) => (*v, wal::width_of(*v)),
+                (Some(Value::Bool(b)), _) => (f64::from(u8::from(*b)), wal::Stored { width: 2, word: u64::from(*b) }),
+                (Some(Value::U64(v)), None) => (*v as f64, wal::Stored::of_u64(*v)),
+                (Some(Value::I64(v)), None) => (*v as f64, wal::Stored::of_i64(*v)),
+                (Some(Value::F64(v)), None) => (*v, wal::Stored::of(*v)),
                 (Some(Value::U64(_) | Value::I64(_) | Value::F64(_)), Some(r)) => {
                     let value = chunk::to_resolution(s.value.as_ref().and_then(Value::as_f64).unwrap_or(0.0), r);
-                    (value, wal::width_of(value))
+                    (value, wal::Stored::of(value))
                 }
-                (None, _) => (0.0, 2),
+                (None, _) => (0.0, wal::Stored { width: 2, word: 0 }),
             };
-            let (time, quality) = (s.gateway_time.as_millis(), quality_code(s.quality));
-            record.push_with_width(tag, time, value, quality, width);
+            // Samples of one request have one time: it is converted to milliseconds once.
+            if s.gateway_time != last_time.0 {
+                last_time = (s.gateway_time, s.gateway_time.as_millis());
+            }
+            let (time, quality) = (last_time.1, quality_code(s.quality));
+            record.push_stored(tag, time, value, stored, quality);
             pushed += usize::from(self.push_to_head(tag, time, value, quality, &mut run));
         }
         self.head_samples += pushed;

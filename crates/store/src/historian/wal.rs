@@ -24,41 +24,52 @@ use super::chunk::{get_varint, put_varint, unzigzag, zigzag};
 pub const ROW_BYTES: usize = 4 + 8 + 8 + 2;
 const FORMAT_RUNS: u8 = 2;
 
-/// The narrowest width that holds `value` exactly (bit for bit: -0.0 is no whole number).
-pub fn width_of(value: f64) -> u8 {
-    // One conversion: a value that is an i32 bit for bit is a u16 if it is in u16's range.
-    let whole = value as i32;
-    if value.to_bits() != f64::from(whole).to_bits() {
-        8
-    } else if u16::try_from(whole).is_ok() {
-        2
-    } else {
-        4
-    }
+/// A value as a record holds it: the narrowest width that holds it exactly (bit for bit:
+/// -0.0 is no whole number), and those bytes as a little-endian word. Found once a sample,
+/// from the variant it was read as where it is a whole number (no float to convert back and
+/// compare: a cost seen in the ingest's profile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// 2 (a u16), 4 (an i32) or 8 (the f64's bits).
+    pub width: u8,
+    pub word: u64,
 }
 
-/// [`width_of`] an unsigned whole number, `value as f64` being what is stored: its range says
-/// it, with no float to convert back and compare.
-#[inline]
-pub fn width_of_u64(value: u64) -> u8 {
-    if value <= u64::from(u16::MAX) {
-        2
-    } else if value <= i32::MAX as u64 {
-        4
-    } else {
-        8
+impl Stored {
+    pub fn of(value: f64) -> Self {
+        // One conversion: a value that is an i32 bit for bit is a u16 if it is in u16's range.
+        let whole = value as i32;
+        if value.to_bits() != f64::from(whole).to_bits() {
+            Self { width: 8, word: value.to_bits() }
+        } else if let Ok(small) = u16::try_from(whole) {
+            Self { width: 2, word: u64::from(small) }
+        } else {
+            Self { width: 4, word: u64::from(whole as u32) }
+        }
     }
-}
 
-/// [`width_of`] a signed whole number, as [`width_of_u64`].
-#[inline]
-pub fn width_of_i64(value: i64) -> u8 {
-    if (0..=i64::from(u16::MAX)).contains(&value) {
-        2
-    } else if i32::try_from(value).is_ok() {
-        4
-    } else {
-        8
+    /// [`of`](Self::of) an unsigned whole number, `value as f64` being what is kept.
+    #[inline]
+    pub fn of_u64(value: u64) -> Self {
+        if value <= u64::from(u16::MAX) {
+            Self { width: 2, word: value }
+        } else if value <= i32::MAX as u64 {
+            Self { width: 4, word: value }
+        } else {
+            Self { width: 8, word: (value as f64).to_bits() }
+        }
+    }
+
+    /// [`of`](Self::of) a signed whole number, `value as f64` being what is kept.
+    #[inline]
+    pub fn of_i64(value: i64) -> Self {
+        if (0..=i64::from(u16::MAX)).contains(&value) {
+            Self { width: 2, word: value as u64 }
+        } else if let Ok(value) = i32::try_from(value) {
+            Self { width: 4, word: u64::from(value as u32) }
+        } else {
+            Self { width: 8, word: (value as f64).to_bits() }
+        }
     }
 }
 
@@ -102,13 +113,14 @@ impl RecordBuilder {
     }
 
     pub fn push(&mut self, tag: u32, time: i64, value: f64, quality: u16) {
-        self.push_with_width(tag, time, value, quality, width_of(value));
+        self.push_stored(tag, time, value, Stored::of(value), quality);
     }
 
-    /// [`push`](Self::push) with the value's width known: [`width_of`]`(value)`, or
-    /// [`width_of_u64`] or [`width_of_i64`] of the whole number it was read as.
-    pub fn push_with_width(&mut self, tag: u32, time: i64, value: f64, quality: u16, width: u8) {
-        debug_assert_eq!(width, width_of(value), "the width of {value:?}");
+    /// [`push`](Self::push) of `value` with the form the record holds it in known: its
+    /// [`Stored`] (of the value, or of the whole number it was read as).
+    pub fn push_stored(&mut self, tag: u32, time: i64, value: f64, stored: Stored, quality: u16) {
+        debug_assert_eq!(stored, Stored::of(value), "the form of {value:?}");
+        let width = stored.width;
         let fits = |run: &Run| {
             run.next_tag == u64::from(tag)
                 && run.time == time
@@ -120,7 +132,7 @@ impl RecordBuilder {
             Some(ref mut run) if fits(run) => {
                 run.next_tag += 1;
                 run.samples += 1;
-                put_value(&mut self.bytes, run.width, value);
+                put_value(&mut self.bytes, run.width, value, stored.word);
             }
             _ => {
                 self.close();
@@ -130,7 +142,7 @@ impl RecordBuilder {
                 self.bytes.extend_from_slice(&[0, 0, width]);
                 put_varint(&mut self.bytes, u64::from(quality));
                 put_varint(&mut self.bytes, zigzag(time.wrapping_sub(self.last_time)));
-                put_value(&mut self.bytes, width, value);
+                put_value(&mut self.bytes, width, value, stored.word);
                 self.open = Some(Run { count_at, next_tag: u64::from(tag) + 1, samples: 1, width, quality, time });
             }
         }
@@ -158,11 +170,13 @@ impl RecordBuilder {
     }
 }
 
+/// A value's bytes at the run's width, which is at least its own: a whole number's word is
+/// the same number at 4 bytes as at 2; at 8 bytes a value is its f64.
 #[inline]
-fn put_value(out: &mut Vec<u8>, width: u8, value: f64) {
+fn put_value(out: &mut Vec<u8>, width: u8, value: f64, word: u64) {
     match width {
-        2 => out.extend_from_slice(&(value as u16).to_le_bytes()),
-        4 => out.extend_from_slice(&(value as i32).to_le_bytes()),
+        2 => out.extend_from_slice(&(word as u16).to_le_bytes()),
+        4 => out.extend_from_slice(&(word as u32).to_le_bytes()),
         _ => out.extend_from_slice(&value.to_le_bytes()),
     }
 }
@@ -313,13 +327,13 @@ mod tests {
         ];
         let signed = [0, 1, 65_535, 65_536, -1, i64::from(i32::MAX), i64::from(i32::MIN)];
         for whole in signed.into_iter().chain([i64::from(i32::MAX) + 1, i64::from(i32::MIN) - 1, i64::MIN, i64::MAX]) {
-            assert_eq!(width_of_i64(whole), width_of(whole as f64), "{whole}");
+            assert_eq!(Stored::of_i64(whole), Stored::of(whole as f64), "{whole}");
         }
         for whole in [0, 1, 65_535, 65_536, i32::MAX as u64, i32::MAX as u64 + 1, u64::from(u32::MAX), u64::MAX] {
-            assert_eq!(width_of_u64(whole), width_of(whole as f64), "{whole}");
+            assert_eq!(Stored::of_u64(whole), Stored::of(whole as f64), "{whole}");
         }
         for (value, width) in cases {
-            assert_eq!(width_of(value), width, "{value:?}");
+            assert_eq!(Stored::of(value).width, width, "{value:?}");
             let payload = write(&[(3, 1000, value.to_bits(), 0)]);
             assert_eq!(back(&payload).unwrap(), [(3, 1000, value.to_bits(), 0)], "{value:?}");
         }
