@@ -344,7 +344,7 @@ fn main() {
         // their stated resolutions (`historian_resolution`), pco.
         let ways = [(Codec::Pco, false), (Codec::Gorilla, false), (Codec::Pco, true)];
         let (mut sql, mut sql_bytes) = (Vec::new(), 0);
-        let (mut ours, mut bytes) = (vec![Vec::new(); ways.len()], vec![0; ways.len()]);
+        let (mut ours, mut bytes) = (vec![Vec::new(); ways.len()], vec![Vec::new(); ways.len()]);
         let mut query_line = String::new();
         for round in 0..rounds {
             let (rate, per_cpu, b) = sqlite(set, polls);
@@ -355,7 +355,7 @@ fn main() {
                 let name = format!("{set}-{codec:?}-{resolved}").replace(' ', "-");
                 let (rate, per_cpu, b, dir) = historian(&name, paths, polls, codec, stated);
                 ours[way].push((rate, per_cpu));
-                bytes[way] = b;
+                bytes[way].push(b as f64);
                 if round == 0 && set == "press line" && codec == Codec::Pco && !resolved {
                     query_line = queries(&dir, &plant_paths[5]);
                 }
@@ -378,7 +378,7 @@ fn main() {
             16.0 / (sql_bytes as f64 / n as f64)
         );
         for (way, &(codec, resolved)) in ways.iter().enumerate() {
-            let per = bytes[way] as f64 / n as f64;
+            let per = median(bytes[way].iter().copied()) / n as f64;
             let rounds_of = |f: fn(&(f64, f64)) -> f64| ours[way].iter().zip(&sql).map(move |(o, s)| f(o) / f(s));
             println!(
                 "  {:<24} {:>10.0} {:>8.1}x {:>10.0} {:>8.1}x {:>13.3} {:>10.1}x   (each round vs SQLite: {})",
