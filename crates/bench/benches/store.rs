@@ -294,15 +294,11 @@ fn outbox(records: u64) -> (f64, f64, f64, f64) {
 }
 
 fn median_ms(mut f: impl FnMut()) -> f64 {
-    let mut times: Vec<f64> = (0..9)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[4]
+    median((0..9).map(|_| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64() * 1000.0
+    }))
 }
 
 fn main() {

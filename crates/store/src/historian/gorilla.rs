@@ -202,16 +202,20 @@ pub fn decode_times(r: &mut BitReader, count: usize) -> Option<Vec<i64>> {
 pub(crate) fn write_dod(w: &mut BitWriter, dod: i64) {
     let fits = |bits: u32| (-(1i64 << (bits - 1))..1i64 << (bits - 1)).contains(&dod);
     let field = |prefix: u64, bits: u32| (prefix << bits) | (dod as u64 & (u64::MAX >> (64 - bits)));
+    let bucket = |w: &mut BitWriter, (prefix, prefix_bits, bits): (u64, u32, u32)| {
+        w.write_field(field(prefix, bits), prefix_bits + bits);
+    };
+    let [first, second, third, (wide_prefix, wide_prefix_bits, _)] = DOD_BUCKETS;
     if dod == 0 {
         w.write_field(0, 1);
-    } else if fits(7) {
-        w.write_field(field(0b10, 7), 2 + 7);
-    } else if fits(12) {
-        w.write_field(field(0b110, 12), 3 + 12);
-    } else if fits(20) {
-        w.write_field(field(0b1110, 20), 4 + 20);
+    } else if fits(first.2) {
+        bucket(w, first);
+    } else if fits(second.2) {
+        bucket(w, second);
+    } else if fits(third.2) {
+        bucket(w, third);
     } else {
-        w.write_field(0b1111, 4);
+        w.write_field(wide_prefix, wide_prefix_bits);
         w.write_field(dod as u64, 64);
     }
 }

@@ -909,7 +909,7 @@ impl Inner {
         for s in samples {
             let Some(&tag) = self.bound.get(s.tag.0 as usize) else { continue };
             let resolution = self.resolutions.get(tag as usize).copied().filter(|&r| r > 0.0);
-            // The value, and its width in the WAL: known from a whole number's range without a
+            // The value, and its form in the WAL: a whole number's from its range, without a
             // float conversion (a cost seen in the ingest's profile).
             let (value, stored) = match (&s.value, resolution) {
                 (Some(Value::Text(_) | Value::Waveform(_)), _) => {
@@ -1037,9 +1037,6 @@ impl Inner {
         self.config.fsync != FsyncPolicy::Never
     }
 
-    /// Whether a checkpoint's seal of the WAL and its drop of the WAL it covers sync here;
-    /// with a sync thread they go with its next job (the checkpoint's blocks are synced
-    /// before its record: what the WAL held is on disk there).
     /// Drops the WAL's segments a durable checkpoint covers through `wal_seq`. With a sync
     /// thread, their files are removed by its next job, not on the writer's thread.
     fn drop_wal_through(&mut self, wal_seq: u64) -> Result<(), StoreError> {
@@ -1055,6 +1052,9 @@ impl Inner {
         self.syncs() && self.syncs.threaded()
     }
 
+    /// Whether a checkpoint's seal of the WAL and its drop of the WAL it covers sync here;
+    /// with a sync thread they go with its next job (the checkpoint's blocks are synced
+    /// before its record: what the WAL held is on disk there).
     fn wal_syncs_here(&self) -> bool {
         self.syncs() && !self.syncs.threaded()
     }
