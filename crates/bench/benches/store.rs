@@ -14,7 +14,10 @@
 //! 4. Query latency on one day of one 1 Hz tag: raw, and 1-minute aggregates (median of 9).
 //!
 //! Ingest is measured in three rounds (SQLite, then the historian's three ways), and each figure
-//! is the median of the rounds', a ratio taken within its round.
+//! is the median of the rounds', a ratio taken within its round. Before each timed run the disk
+//! settles (`sync`, then 300 ms): the last run's removed files are not written back and
+//! discarded on the next one's time (the first historian run after SQLite's was up to a
+//! fifth slower without it, on ext4 mounted with `discard`).
 //!
 //! Run: `cargo bench -p airlock-bench --bench store` (`-- quick` for a shorter run, one round).
 //! `AIRLOCK_BENCH_HISTORIAN_ONLY=1` runs only the historian's ingest, five times per data set
@@ -293,6 +296,13 @@ fn outbox(records: u64) -> (f64, f64, f64, f64) {
     (append_rate, read_rate, binary.len() as f64, json as f64)
 }
 
+/// Lets the disk settle before a timed run: the files the last run wrote and removed are
+/// written back and discarded (`sync`) now, not on the next run's time.
+fn settle() {
+    let _ = std::process::Command::new("sync").status();
+    std::thread::sleep(Duration::from_millis(300));
+}
+
 fn median_ms(mut f: impl FnMut()) -> f64 {
     median((0..9).map(|_| {
         let t = Instant::now();
@@ -343,12 +353,14 @@ fn main() {
         let (mut ours, mut bytes) = (vec![Vec::new(); ways.len()], vec![Vec::new(); ways.len()]);
         let mut query_line = String::new();
         for round in 0..rounds {
+            settle();
             let (rate, per_cpu, b) = sqlite(set, polls);
             sql.push((rate, per_cpu));
             sql_bytes = b;
             for (way, &(codec, resolved)) in ways.iter().enumerate() {
                 let stated: &[Option<f64>] = if resolved { &resolutions } else { &[] };
                 let name = format!("{set}-{codec:?}-{resolved}").replace(' ', "-");
+                settle();
                 let (rate, per_cpu, b, dir) = historian(&name, paths, polls, codec, stated);
                 ours[way].push((rate, per_cpu));
                 bytes[way].push(b as f64);
