@@ -10,11 +10,14 @@
 //!    noise), against the raw 16 bytes/sample (8-byte time, 8-byte value) and SQLite's file;
 //!    stored as read (lossless), and "resolved": the float sensors rounded to the resolutions
 //!    stated for them (`historian_resolution`, [`stated_resolution`]), every other tag as read.
+//!    Also the bytes of the press line as the demo's own config reads it (without the bench's
+//!    f32 temperature), as read and at the resolutions that config states.
 //! 3. Outbox append and read+ack throughput with the default fsync policy (10 ms group commit).
 //! 4. Query latency on one day of one 1 Hz tag: raw, and 1-minute aggregates (median of 9).
 //!
-//! Ingest is measured in three rounds (SQLite, then the historian's three ways), and each figure
-//! is the median of the rounds', a ratio taken within its round. Before each timed run the disk
+//! Ingest is measured in three rounds (SQLite, then the historian's three ways), after a
+//! warm-up run of each side that is not counted, and each figure is the median of the
+//! rounds', a ratio taken within its round. Before each timed run the disk
 //! settles (`sync`, then 300 ms): the last run's removed files are not written back and
 //! discarded on the next one's time (the first historian run after SQLite's was up to a
 //! fifth slower without it, on ext4 mounted with `discard`).
@@ -352,6 +355,12 @@ fn main() {
         let (mut sql, mut sql_bytes) = (Vec::new(), 0);
         let (mut ours, mut bytes) = (vec![Vec::new(); ways.len()], vec![Vec::new(); ways.len()]);
         let mut query_line = String::new();
+        // A warm-up of each side first, not counted: a process's first run of either pays for
+        // growing its heap and the files' first directory entries.
+        settle();
+        sqlite(&format!("{set}-warm-up"), polls);
+        let (_, _, _, dir) = historian(&format!("{set}-warm-up").replace(' ', "-"), paths, polls, Codec::Pco, &[]);
+        std::fs::remove_dir_all(&dir).unwrap();
         for round in 0..rounds {
             settle();
             let (rate, per_cpu, b) = sqlite(set, polls);
@@ -401,6 +410,9 @@ fn main() {
             );
         }
         print!("{query_line}");
+        if set == "press line" {
+            demo_line_bytes(paths, polls);
+        }
     }
     if historian_only {
         return;
@@ -420,6 +432,26 @@ fn main() {
     println!("  append {append:>10.0} records/s {:>7.1} MB/s", append * bytes / 1e6);
     println!("  read+ack {read:>8.0} records/s {:>7.1} MB/s", read * bytes / 1e6);
     println!("\npeak RSS of the benchmark process: {:.1} MB", peak_rss_mb());
+}
+
+/// Bytes a sample of the press line as the demo's own config reads it: without the bench's f32
+/// `temperature_c` (the demo reads the scaled int16 `temperature` instead), stored as read, and
+/// with the resolutions the demo's config states (power and vibration, 0.01). Not timed.
+fn demo_line_bytes(paths: &[String], polls: &[Poll]) {
+    let demo: Vec<Poll> = polls
+        .iter()
+        .map(|poll| poll.iter().filter(|s| !paths[s.tag.0 as usize].ends_with("/temperature_c")).cloned().collect())
+        .collect();
+    let stated: Vec<Option<f64>> =
+        paths.iter().map(|p| (p.ends_with("/power") || p.ends_with("/vibration")).then_some(0.01)).collect();
+    let n = count(&demo) as f64;
+    let mut line = format!("  the demo's own press line ({} tags, no f32 temperature):", demo[0].len());
+    for (way, resolutions) in [("as read", &[][..]), ("at the demo's stated resolutions", &stated[..])] {
+        let (_, _, bytes, dir) = historian("press-line-demo", paths, &demo, Codec::Pco, resolutions);
+        std::fs::remove_dir_all(&dir).unwrap();
+        line += &format!(" {:.3} B/sample {way},", bytes as f64 / n);
+    }
+    println!("{}", line.trim_end_matches(','));
 }
 
 /// The median of some figures (the upper one of an even count).
