@@ -617,6 +617,11 @@ const CONSTANT_COLUMN: u32 = FLAGGED | 8;
 const TIME_STEPS: u32 = FLAGGED | 16;
 /// Values: runs of one value (below).
 const VALUE_RUNS: u32 = FLAGGED | 17;
+/// Times: the steps between them from a dictionary, each as a prefix code (below).
+const TIME_STEPS_CODED: u32 = FLAGGED | 18;
+/// The longest prefix code of a time step: a chunk whose rarest step would need a longer one
+/// keeps fixed-width indexes.
+const TIME_CODE_BITS_MAX: u8 = 15;
 /// Distinct steps between the times of one chunk that its times are stored as (4 bits a
 /// sample at most); a chunk with more goes to pco.
 const TIME_STEPS_MAX: usize = 16;
@@ -643,38 +648,71 @@ fn index_bits(k: usize) -> usize {
 ///  u32 LE TIME_STEPS, i64 LE first time, u8 k, k x varint step, ceil((count - 1) x bits(k) / 8) bytes
 /// ```
 ///
-/// anything else as a pco column. pco spent some 35 ns a time on such a chunk of 8,192, and its
+/// or, when some steps are much more common than others (a poll's answer a millisecond early
+/// or late now and then: nine steps of a 1 s poll with ±2 ms at random take 4 bits as indexes,
+/// 2.9 as a prefix code), each step as a prefix code (Huffman's, canonical: codes ordered by
+/// length, then by the step's place in the dictionary), its bits from the code's first, packed
+/// from the lowest bit up:
+///
+/// ```text
+///  u32 LE TIME_STEPS_CODED, i64 LE first time, u8 k (2 to 16), k x (varint step, u8 code
+///  length, 1 to 15), ceil(code bits / 8) bytes
+/// ```
+///
+/// Anything else as a pco column. pco spent some 35 ns a time on such a chunk of 8,192, and its
 /// bins merged the steps of the store bench's poll into 3.2 bits a sample; this takes some
 /// 2 ns and 1 bit (issue 15).
 fn put_times(out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
     let mut steps = [0i64; TIME_STEPS_MAX];
+    let mut counts = [0u64; TIME_STEPS_MAX];
     let mut k = 0;
     for w in times.windows(2) {
         let step = w[1].wrapping_sub(w[0]);
-        if !steps[..k].contains(&step) {
-            if k == TIME_STEPS_MAX {
+        match steps[..k].iter().position(|s| *s == step) {
+            Some(index) => counts[index] += 1,
+            None if k == TIME_STEPS_MAX => {
                 let config = pco_config(PCO_LEVEL_TIMES);
                 put_block(out, &pco::standalone::simple_compress(times, &config).map_err(|e| e.to_string())?);
                 return Ok(());
             }
-            steps[k] = step;
-            k += 1;
+            None => {
+                (steps[k], counts[k]) = (step, 1);
+                k += 1;
+            }
         }
     }
-    let steps = &steps[..k];
-    out.extend_from_slice(&TIME_STEPS.to_le_bytes());
+    let (steps, counts) = (&steps[..k], &counts[..k]);
+    let lengths = code_lengths(counts);
+    let fixed_bits = times.len().saturating_sub(1) as u64 * index_bits(k) as u64;
+    let code_bits: u64 = counts.iter().zip(&lengths).map(|(c, l)| c * u64::from(*l)).sum();
+    // A length byte a step more than the indexes' header.
+    let coded = k >= 2 && lengths.iter().all(|l| *l <= TIME_CODE_BITS_MAX) && code_bits + 8 * (k as u64) < fixed_bits;
+    out.extend_from_slice(&if coded { TIME_STEPS_CODED } else { TIME_STEPS }.to_le_bytes());
     out.extend_from_slice(&times.first().copied().unwrap_or(0).to_le_bytes());
     out.push(k as u8);
-    for step in steps {
+    for (step, length) in steps.iter().zip(&lengths) {
         put_varint(out, zigzag(*step));
+        if coded {
+            out.push(*length);
+        }
     }
+    let codes = if coded { canonical_codes(&lengths) } else { Vec::new() };
     let bits = index_bits(k);
     let (mut word, mut filled) = (0u64, 0);
     for w in times.windows(2) {
         let step = w[1].wrapping_sub(w[0]);
         let index = steps.iter().position(|s| *s == step).unwrap_or(0);
-        word |= (index as u64) << filled;
-        filled += bits;
+        if coded {
+            // The code's bits from its first (the decoder walks the code lengths up).
+            let (code, length) = (codes[index], u32::from(lengths[index]));
+            for b in (0..length).rev() {
+                word |= u64::from((code >> b) & 1) << filled;
+                filled += 1;
+            }
+        } else {
+            word |= (index as u64) << filled;
+            filled += bits;
+        }
         while filled >= 8 {
             out.push(word as u8);
             (word, filled) = (word >> 8, filled - 8);
@@ -686,34 +724,87 @@ fn put_times(out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
     Ok(())
 }
 
+/// The lengths of a prefix code (Huffman's) for symbols seen `counts` times: at most
+/// [`TIME_STEPS_MAX`] of them, so merging the two rarest groups until one is left is cheap.
+fn code_lengths(counts: &[u64]) -> Vec<u8> {
+    let mut lengths = vec![0u8; counts.len()];
+    let mut groups: Vec<(u64, Vec<usize>)> = counts.iter().enumerate().map(|(i, c)| (*c, vec![i])).collect();
+    while groups.len() > 1 {
+        // The rarest last; ties by the lowest symbol, so that the code is the same every time.
+        groups.sort_by(|a, b| b.0.cmp(&a.0).then(b.1[0].cmp(&a.1[0])));
+        let (Some(a), Some(b)) = (groups.pop(), groups.pop()) else { break };
+        for &symbol in a.1.iter().chain(&b.1) {
+            lengths[symbol] = lengths[symbol].saturating_add(1);
+        }
+        let mut symbols = a.1;
+        symbols.extend(b.1);
+        symbols.sort_unstable();
+        groups.push((a.0 + b.0, symbols));
+    }
+    lengths
+}
+
+/// The canonical codes of these code lengths (each 1 to 15): in order of length, then of
+/// symbol, each the last one plus one, shifted left as the length grows.
+fn canonical_codes(lengths: &[u8]) -> Vec<u32> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&s| (lengths[s], s));
+    let mut codes = vec![0u32; lengths.len()];
+    let (mut code, mut length) = (0u32, 0u8);
+    for s in order {
+        code <<= lengths[s] - length;
+        length = lengths[s];
+        codes[s] = code;
+        code += 1;
+    }
+    codes
+}
+
 /// What [`put_times`] wrote: `count` times.
 fn take_times(bytes: &[u8], at: &mut usize, count: usize) -> Result<Vec<i64>, String> {
-    if flag_at(bytes, *at) != Some(TIME_STEPS) {
-        return decompress::<i64>(take_block(bytes, at)?, count);
-    }
+    let coded = match flag_at(bytes, *at) {
+        Some(TIME_STEPS) => false,
+        Some(TIME_STEPS_CODED) => true,
+        _ => return decompress::<i64>(take_block(bytes, at)?, count),
+    };
     if count > COUNT_MAX {
         return Err(format!("a chunk of {count} samples"));
     }
     let first = bytes.get(*at + 4..*at + 12).and_then(|b| b.try_into().ok()).ok_or("short time steps")?;
     let k = usize::from(*bytes.get(*at + 12).ok_or("short time steps")?);
     *at += 13;
-    if k > TIME_STEPS_MAX || (k == 0 && count > 1) {
+    if k > TIME_STEPS_MAX || (k == 0 && count > 1) || (coded && k < 2) {
         return Err(format!("{k} time steps for {count} samples"));
     }
     let mut steps = [0i64; TIME_STEPS_MAX];
-    for step in &mut steps[..k] {
+    let mut lengths = [0u8; TIME_STEPS_MAX];
+    for (step, length) in steps[..k].iter_mut().zip(&mut lengths) {
         *step = unzigzag(get_varint(bytes, at)?);
+        if coded {
+            *length = *bytes.get(*at).ok_or("short time steps")?;
+            *at += 1;
+        }
     }
-    let bits = index_bits(k);
-    let packed_len = (count.saturating_sub(1) * bits).div_ceil(8);
-    let mut packed = bytes.get(*at..*at + packed_len).ok_or("short time steps")?.iter();
-    *at += packed_len;
     // Allocated as the samples are met, not for the count a damaged header may claim.
     let mut out = Vec::with_capacity(count.min(1 << 16));
     let mut time = i64::from_le_bytes(first);
     if count > 0 {
         out.push(time);
     }
+    if coded {
+        let code = PrefixCode::new(&lengths[..k])?;
+        let mut bits = BitsFromLowest { bytes, at: *at, bit: 0 };
+        for _ in 1..count {
+            time = time.wrapping_add(steps[code.read(&mut bits)?]);
+            out.push(time);
+        }
+        *at = bits.at + usize::from(bits.bit > 0);
+        return Ok(out);
+    }
+    let bits = index_bits(k);
+    let packed_len = (count.saturating_sub(1) * bits).div_ceil(8);
+    let mut packed = bytes.get(*at..*at + packed_len).ok_or("short time steps")?.iter();
+    *at += packed_len;
     let mask = (1u64 << bits) - 1;
     let (mut word, mut have) = (0u64, 0);
     for _ in 1..count {
@@ -727,6 +818,74 @@ fn take_times(bytes: &[u8], at: &mut usize, count: usize) -> Result<Vec<i64>, St
         out.push(time);
     }
     Ok(out)
+}
+
+/// Bits read one at a time from the lowest of each byte up.
+struct BitsFromLowest<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    bit: u32,
+}
+
+impl BitsFromLowest<'_> {
+    fn next(&mut self) -> Result<u32, String> {
+        let byte = *self.bytes.get(self.at).ok_or("short time step codes")?;
+        let bit = u32::from(byte >> self.bit) & 1;
+        self.bit += 1;
+        if self.bit == 8 {
+            (self.at, self.bit) = (self.at + 1, 0);
+        }
+        Ok(bit)
+    }
+}
+
+/// A canonical prefix code read back from its lengths: how many codes each length has, and
+/// the symbols in code order.
+struct PrefixCode {
+    per_length: [u32; TIME_CODE_BITS_MAX as usize + 1],
+    symbols: Vec<usize>,
+}
+
+impl PrefixCode {
+    /// Refuses lengths outside 1 to 15, and lengths no prefix code has (more codes of some
+    /// lengths than fit: a damaged dictionary).
+    fn new(lengths: &[u8]) -> Result<Self, String> {
+        let mut per_length = [0u32; TIME_CODE_BITS_MAX as usize + 1];
+        for &l in lengths {
+            if l == 0 || l > TIME_CODE_BITS_MAX {
+                return Err(format!("a time step's code of {l} bits"));
+            }
+            per_length[usize::from(l)] += 1;
+        }
+        // Kraft's inequality, in units of the longest code.
+        let room: u64 = lengths.iter().map(|l| 1u64 << (TIME_CODE_BITS_MAX - l)).sum();
+        if room > 1 << TIME_CODE_BITS_MAX {
+            return Err("time step codes that are no prefix code".into());
+        }
+        let mut symbols: Vec<usize> = (0..lengths.len()).collect();
+        symbols.sort_by_key(|&s| (lengths[s], s));
+        Ok(Self { per_length, symbols })
+    }
+
+    /// The next symbol: the code's bits walked from its first, length by length.
+    fn read(&self, bits: &mut BitsFromLowest<'_>) -> Result<usize, String> {
+        // The code so far, the first code of this length, the index of its first symbol.
+        let (mut code, mut first, mut index) = (0u32, 0u32, 0u32);
+        for &n in &self.per_length[1..] {
+            code |= bits.next()?;
+            if code.wrapping_sub(first) < n {
+                return self
+                    .symbols
+                    .get((index + code - first) as usize)
+                    .copied()
+                    .ok_or_else(|| "a time step code".into());
+            }
+            index += n;
+            first = (first + n) << 1;
+            code <<= 1;
+        }
+        Err("a time step's code that is none of its dictionary's".into())
+    }
 }
 
 /// A chunk's values: one value repeated (a register that did not change, a bool that stayed)
@@ -1122,6 +1281,83 @@ mod tests {
             let c = poll(&[7], n);
             assert_eq!(decode(&encode(Codec::Pco, 1, &c, None).unwrap(), |_| Err("no".into())).unwrap(), c);
         }
+    }
+
+    /// Issue 15: the steps of a poll whose answers come a few milliseconds early or late at
+    /// random (1 s, ±2 ms: nine steps, the middle ones the most common) are stored as a prefix
+    /// code near their entropy (about 2.9 bits a time, where indexes take 4). They read back
+    /// exactly; a cut stream or a damaged code table is an error, not a wrong time.
+    #[test]
+    fn random_poll_jitter_is_stored_as_a_prefix_code() {
+        let mut rng = 0x1234_5678_9abc_def1u64;
+        let mut c = Columns::default();
+        for i in 0..8192i64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            c.push(1_700_000_000_000 + i * 1000 + (rng % 5) as i64 - 2, i as f64, 0);
+        }
+        let bytes = encode(Codec::Pco, 1, &c, None).unwrap();
+        let flag = |b: &[u8]| u32::from_le_bytes(b[HEADER_BYTES..HEADER_BYTES + 4].try_into().unwrap());
+        assert_eq!(flag(&bytes), TIME_STEPS_CODED);
+        let alone = bytes.len() - encode(Codec::Pco, 1, &c, Some(0)).unwrap().len() + 8;
+        // The steps' entropy: 1000 plus the difference of two uniform draws of five.
+        let entropy: f64 =
+            [1.0, 2.0, 3.0, 4.0, 5.0, 4.0, 3.0, 2.0, 1.0].iter().map(|n| -(n / 25.0) * (n / 25.0f64).log2()).sum();
+        let bits = (alone - 13 - 9 * 3) as f64 * 8.0 / 8191.0;
+        assert!(bits < entropy + 0.1 && bits < 3.1, "{bits:.3} bits a time, entropy {entropy:.3}");
+        assert_eq!(decode(&bytes, |_| Err("no".into())).unwrap(), c);
+        for cut in [1, 2, 8, alone / 2] {
+            let mut short = bytes.clone();
+            short.truncate(HEADER_BYTES + alone - cut);
+            assert!(decode(&short, |_| Err("no".into())).is_err(), "cut {cut}");
+        }
+        // Where the code lengths are: after each step's varint.
+        let (mut at, k) = (HEADER_BYTES + 13, usize::from(bytes[HEADER_BYTES + 12]));
+        let mut length_at = Vec::new();
+        for _ in 0..k {
+            while bytes[at] & 0x80 != 0 {
+                at += 1;
+            }
+            length_at.push(at + 1);
+            at += 2;
+        }
+        assert_eq!(k, 9);
+        for (which, length) in [(0, 0), (3, 16), (8, 255)] {
+            let mut bad = bytes.clone();
+            bad[length_at[which]] = length;
+            assert!(decode(&bad, |_| Err("no".into())).is_err(), "a code of {length} bits");
+        }
+        // Every step a 1-bit code: no prefix code has nine of them.
+        let mut bad = bytes.clone();
+        length_at.iter().for_each(|&i| bad[i] = 1);
+        assert!(decode(&bad, |_| Err("no".into())).is_err());
+    }
+
+    /// Huffman's code lengths for known counts, the canonical codes of them, and a code read
+    /// back symbol by symbol.
+    #[test]
+    fn time_step_codes_are_huffmans_and_canonical() {
+        assert_eq!(code_lengths(&[5, 5]), [1, 1]);
+        assert_eq!(code_lengths(&[8, 4, 2, 1, 1]), [1, 2, 3, 4, 4]);
+        assert_eq!(code_lengths(&[1, 1, 1, 1]), [2, 2, 2, 2]);
+        assert_eq!(canonical_codes(&[1, 2, 3, 4, 4]), [0b0, 0b10, 0b110, 0b1110, 0b1111]);
+        assert_eq!(canonical_codes(&[3, 1, 3, 2]), [0b110, 0b0, 0b111, 0b10]);
+        let lengths = [3, 1, 3, 2];
+        let codes = canonical_codes(&lengths);
+        let code = PrefixCode::new(&lengths).unwrap();
+        let symbols = [0, 1, 2, 3, 3, 1, 0, 2];
+        let (mut word, mut filled) = (0u64, 0);
+        for &s in &symbols {
+            for b in (0..lengths[s]).rev() {
+                word |= u64::from((codes[s] >> b) & 1) << filled;
+                filled += 1;
+            }
+        }
+        let bytes = word.to_le_bytes();
+        let mut bits = BitsFromLowest { bytes: &bytes, at: 0, bit: 0 };
+        let back: Vec<usize> = symbols.iter().map(|_| code.read(&mut bits).unwrap()).collect();
+        assert_eq!(back, symbols);
     }
 
     /// A column that changes now and then (a machine's state, a bool, a setpoint) is stored as
