@@ -793,12 +793,12 @@ fn take_times(bytes: &[u8], at: &mut usize, count: usize) -> Result<Vec<i64>, St
     }
     if coded {
         let code = PrefixCode::new(&lengths[..k])?;
-        let mut bits = BitsFromLowest { bytes, at: *at, bit: 0 };
+        let mut codes = CodeReader::new(bytes.get(*at..).unwrap_or_default());
         for _ in 1..count {
-            time = time.wrapping_add(steps[code.read(&mut bits)?]);
+            time = time.wrapping_add(steps[codes.read(&code)?]);
             out.push(time);
         }
-        *at = bits.at + usize::from(bits.bit > 0);
+        *at += codes.bytes_used();
         return Ok(out);
     }
     let bits = index_bits(k);
@@ -820,71 +820,78 @@ fn take_times(bytes: &[u8], at: &mut usize, count: usize) -> Result<Vec<i64>, St
     Ok(out)
 }
 
-/// Bits read one at a time from the lowest of each byte up.
-struct BitsFromLowest<'a> {
-    bytes: &'a [u8],
-    at: usize,
-    bit: u32,
-}
-
-impl BitsFromLowest<'_> {
-    fn next(&mut self) -> Result<u32, String> {
-        let byte = *self.bytes.get(self.at).ok_or("short time step codes")?;
-        let bit = u32::from(byte >> self.bit) & 1;
-        self.bit += 1;
-        if self.bit == 8 {
-            (self.at, self.bit) = (self.at + 1, 0);
-        }
-        Ok(bit)
-    }
-}
-
-/// A canonical prefix code read back from its lengths: how many codes each length has, and
-/// the symbols in code order.
+/// A canonical prefix code read back from its lengths, as a table: the next `longest` bits of
+/// the stream (its first bit the lowest) give the symbol and the length of its code.
 struct PrefixCode {
-    per_length: [u32; TIME_CODE_BITS_MAX as usize + 1],
-    symbols: Vec<usize>,
+    mask: u64,
+    /// By the next `longest` bits: the symbol and its code's length (0: no code starts so).
+    table: Vec<(u8, u8)>,
 }
 
 impl PrefixCode {
     /// Refuses lengths outside 1 to 15, and lengths no prefix code has (more codes of some
     /// lengths than fit: a damaged dictionary).
     fn new(lengths: &[u8]) -> Result<Self, String> {
-        let mut per_length = [0u32; TIME_CODE_BITS_MAX as usize + 1];
-        for &l in lengths {
-            if l == 0 || l > TIME_CODE_BITS_MAX {
-                return Err(format!("a time step's code of {l} bits"));
-            }
-            per_length[usize::from(l)] += 1;
+        if let Some(l) = lengths.iter().find(|l| **l == 0 || **l > TIME_CODE_BITS_MAX) {
+            return Err(format!("a time step's code of {l} bits"));
         }
         // Kraft's inequality, in units of the longest code.
         let room: u64 = lengths.iter().map(|l| 1u64 << (TIME_CODE_BITS_MAX - l)).sum();
         if room > 1 << TIME_CODE_BITS_MAX {
             return Err("time step codes that are no prefix code".into());
         }
-        let mut symbols: Vec<usize> = (0..lengths.len()).collect();
-        symbols.sort_by_key(|&s| (lengths[s], s));
-        Ok(Self { per_length, symbols })
+        let longest = lengths.iter().copied().max().unwrap_or(0);
+        let mut table = vec![(0u8, 0u8); 1 << longest];
+        for (symbol, (code, &length)) in canonical_codes(lengths).into_iter().zip(lengths).enumerate() {
+            // The code's first bit is read first: the lowest of the bits looked up.
+            let first_lowest = code.reverse_bits() >> (32 - u32::from(length));
+            for rest in 0..1u32 << (longest - length) {
+                table[(first_lowest | (rest << length)) as usize] = (symbol as u8, length);
+            }
+        }
+        Ok(Self { mask: (1u64 << longest) - 1, table })
+    }
+}
+
+/// Prefix codes read from bytes, their bits from the lowest of each byte up.
+struct CodeReader<'a> {
+    bytes: &'a [u8],
+    next: usize,
+    word: u64,
+    held: u32,
+    /// Bits the codes read so far take.
+    used: u64,
+}
+
+impl<'a> CodeReader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, next: 0, word: 0, held: 0, used: 0 }
     }
 
-    /// The next symbol: the code's bits walked from its first, length by length.
-    fn read(&self, bits: &mut BitsFromLowest<'_>) -> Result<usize, String> {
-        // The code so far, the first code of this length, the index of its first symbol.
-        let (mut code, mut first, mut index) = (0u32, 0u32, 0u32);
-        for &n in &self.per_length[1..] {
-            code |= bits.next()?;
-            if code.wrapping_sub(first) < n {
-                return self
-                    .symbols
-                    .get((index + code - first) as usize)
-                    .copied()
-                    .ok_or_else(|| "a time step code".into());
-            }
-            index += n;
-            first = (first + n) << 1;
-            code <<= 1;
+    /// The next symbol of `code`. Past the bytes' end it reads zeros, then says the codes are
+    /// cut short once one would end there.
+    fn read(&mut self, code: &PrefixCode) -> Result<usize, String> {
+        while self.held <= 56 {
+            self.word |= u64::from(self.bytes.get(self.next).copied().unwrap_or(0)) << self.held;
+            self.next += 1;
+            self.held += 8;
         }
-        Err("a time step's code that is none of its dictionary's".into())
+        let (symbol, length) = code.table.get((self.word & code.mask) as usize).copied().unwrap_or((0, 0));
+        if length == 0 {
+            return Err("a time step's code that is none of its dictionary's".into());
+        }
+        self.word >>= length;
+        self.held -= u32::from(length);
+        self.used += u64::from(length);
+        if self.used > self.bytes.len() as u64 * 8 {
+            return Err("short time step codes".into());
+        }
+        Ok(usize::from(symbol))
+    }
+
+    /// Whole bytes the codes read so far take.
+    fn bytes_used(&self) -> usize {
+        self.used.div_ceil(8) as usize
     }
 }
 
@@ -1355,9 +1362,13 @@ mod tests {
             }
         }
         let bytes = word.to_le_bytes();
-        let mut bits = BitsFromLowest { bytes: &bytes, at: 0, bit: 0 };
-        let back: Vec<usize> = symbols.iter().map(|_| code.read(&mut bits).unwrap()).collect();
+        let used: usize = symbols.iter().map(|&s| usize::from(lengths[s])).sum();
+        let mut codes = CodeReader::new(&bytes[..used.div_ceil(8)]);
+        let back: Vec<usize> = symbols.iter().map(|_| codes.read(&code).unwrap()).collect();
         assert_eq!(back, symbols);
+        assert_eq!(codes.bytes_used(), used.div_ceil(8));
+        // Reads on into the last byte's padding, then past the end: an error within 8 reads.
+        assert!((0..8).any(|_| codes.read(&code).is_err()));
     }
 
     /// A column that changes now and then (a machine's state, a bool, a setpoint) is stored as
