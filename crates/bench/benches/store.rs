@@ -488,10 +488,13 @@ fn random_jitter_bytes(paths: &[String], polls: &[Poll]) {
         })
         .collect();
     let (_, _, bytes, dir) = historian("press-line-random-jitter", paths, &restamped, Codec::Pco, &[]);
+    // The same tag's queries as above: its times now stored as a prefix code.
+    let query_line = queries(&dir, &paths[5]);
     std::fs::remove_dir_all(&dir).unwrap();
     println!(
-        "  the press line with random jitter (each request's own, -2..=2 ms): {:.3} B/sample as read",
-        bytes as f64 / count(&restamped) as f64
+        "  the press line with random jitter (each request's own, -2..=2 ms): {:.3} B/sample as read; {}",
+        bytes as f64 / count(&restamped) as f64,
+        query_line.trim()
     );
 }
 
