@@ -619,8 +619,8 @@ const TIME_STEPS: u32 = FLAGGED | 16;
 const VALUE_RUNS: u32 = FLAGGED | 17;
 /// Times: the steps between them from a dictionary, each as a prefix code (below).
 const TIME_STEPS_CODED: u32 = FLAGGED | 18;
-/// The longest prefix code of a time step: a chunk whose rarest step would need a longer one
-/// keeps fixed-width indexes.
+/// The longest prefix code of a time step: what Huffman's code of [`TIME_STEPS_MAX`] steps
+/// needs at most (one fewer than the steps); a longer one in a chunk is damage.
 const TIME_CODE_BITS_MAX: u8 = 15;
 /// Distinct steps between the times of one chunk that its times are stored as (4 bits a
 /// sample at most); a chunk with more goes to pco.
@@ -650,7 +650,7 @@ fn index_bits(k: usize) -> usize {
 ///
 /// or, when some steps are much more common than others (a poll's answer a millisecond early
 /// or late now and then: nine steps of a 1 s poll with ±2 ms at random take 4 bits as indexes,
-/// 2.9 as a prefix code), each step as a prefix code (Huffman's, canonical: codes ordered by
+/// 3.0 as a prefix code, their entropy), each step as a prefix code (Huffman's, canonical: codes ordered by
 /// length, then by the step's place in the dictionary), its bits from the code's first, packed
 /// from the lowest bit up:
 ///
@@ -1292,7 +1292,7 @@ mod tests {
 
     /// Issue 15: the steps of a poll whose answers come a few milliseconds early or late at
     /// random (1 s, ±2 ms: nine steps, the middle ones the most common) are stored as a prefix
-    /// code near their entropy (about 2.9 bits a time, where indexes take 4). They read back
+    /// code near their entropy (3.0 bits a time, where indexes take 4). They read back
     /// exactly; a cut stream or a damaged code table is an error, not a wrong time.
     #[test]
     fn random_poll_jitter_is_stored_as_a_prefix_code() {
@@ -1341,6 +1341,85 @@ mod tests {
         assert!(decode(&bad, |_| Err("no".into())).is_err());
     }
 
+    /// Every count of steps the coded form may meet: 2, 3 and 16 steps, counts so skewed that
+    /// the rarest take 15-bit codes, chunk lengths whose codes end inside a byte; each read back
+    /// exactly, with the values after the times (where the times' bytes end). And the times'
+    /// reader alone: a stream cut short, and a code the table does not have (an incomplete code:
+    /// a damaged length), are errors.
+    #[test]
+    fn coded_time_steps_round_trip_at_every_size() {
+        // Fibonacci counts: the code lengths run from 1 to 15.
+        let mut fibonacci = vec![1u64, 1];
+        while fibonacci.len() < 16 {
+            fibonacci.push(fibonacci[fibonacci.len() - 1] + fibonacci[fibonacci.len() - 2]);
+        }
+        assert_eq!(code_lengths(&fibonacci).iter().max(), Some(&15));
+        let skewed: Vec<(i64, u64)> = fibonacci.iter().enumerate().map(|(i, n)| (990 + i as i64, *n)).collect();
+        let three = [(999, 10), (1000, 80), (1001, 10)];
+        let nine: Vec<(i64, u64)> =
+            [1, 2, 3, 4, 5, 4, 3, 2, 1].iter().enumerate().map(|(i, n)| (996 + i as i64, 8 * n)).collect();
+        for (name, steps) in [("sixteen", &skewed[..]), ("three", &three[..]), ("nine", &nine[..])] {
+            // The steps in a shuffled order, each as often as its count says.
+            let mut order: Vec<i64> = steps.iter().flat_map(|(s, n)| std::iter::repeat_n(*s, *n as usize)).collect();
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+            for i in (1..order.len()).rev() {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                order.swap(i, (rng % (i as u64 + 1)) as usize);
+            }
+            for n in [order.len() + 1, order.len() / 2 + 1, 3] {
+                let mut c = Columns::default();
+                let mut t = 1_700_000_000_000i64;
+                for i in 0..n {
+                    c.push(t, (i % 7) as f64 * 0.5 + 0.1, 0);
+                    t += order[i % order.len()];
+                }
+                let bytes = encode(Codec::Pco, 1, &c, None).unwrap();
+                let coded =
+                    u32::from_le_bytes(bytes[HEADER_BYTES..HEADER_BYTES + 4].try_into().unwrap()) == TIME_STEPS_CODED;
+                // The whole order is coded; shorter chunks are, where that is smaller.
+                assert!(coded || n != order.len() + 1, "{name}, {n}: coded");
+                assert_eq!(decode(&bytes, |_| Err("no".into())).unwrap(), c, "{name}, {n}");
+                if !coded {
+                    continue;
+                }
+                // The times' reader alone: where its bytes end, and cut short.
+                let mut at = HEADER_BYTES;
+                assert_eq!(take_times(&bytes, &mut at, n).unwrap(), c.times, "{name}, {n}");
+                let times_end = at;
+                let mut at = HEADER_BYTES;
+                assert!(take_times(&bytes[..times_end - 1], &mut at, n).is_err(), "{name}, {n}: cut short");
+            }
+        }
+        // An incomplete code: the three steps' lengths (1, 2, 2) made (1, 2, 3). "111" is then
+        // no code, and this stream (steps 1001, 1000, 999, 999, 1000, 1001, over and over)
+        // holds it: an error.
+        let mut c = Columns::default();
+        for i in 0..200i64 {
+            c.push(i * 1000 + [0, 1, 1, 0, -1, -1][(i % 6) as usize], 0.0, 0);
+        }
+        let bytes = encode(Codec::Pco, 1, &c, None).unwrap();
+        let mut at = HEADER_BYTES + 13;
+        let mut length_at = Vec::new();
+        for _ in 0..usize::from(bytes[HEADER_BYTES + 12]) {
+            while bytes[at] & 0x80 != 0 {
+                at += 1;
+            }
+            length_at.push(at + 1);
+            at += 2;
+        }
+        let lengths: Vec<u8> = length_at.iter().map(|&i| bytes[i]).collect();
+        let mut sorted = lengths.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [1, 2, 2], "{lengths:?}");
+        let mut bad = bytes.clone();
+        let two = length_at.iter().rposition(|&i| bytes[i] == 2).unwrap();
+        bad[length_at[two]] = 3;
+        let mut at = HEADER_BYTES;
+        assert!(take_times(&bad, &mut at, c.len()).is_err(), "an incomplete code");
+    }
+
     /// Huffman's code lengths for known counts, the canonical codes of them, and a code read
     /// back symbol by symbol.
     #[test]
@@ -1367,8 +1446,11 @@ mod tests {
         let back: Vec<usize> = symbols.iter().map(|_| codes.read(&code).unwrap()).collect();
         assert_eq!(back, symbols);
         assert_eq!(codes.bytes_used(), used.div_ceil(8));
-        // Reads on into the last byte's padding, then past the end: an error within 8 reads.
-        assert!((0..8).any(|_| codes.read(&code).is_err()));
+        // Reads on into the last byte's padding (6 bits: zeros, the 1-bit code of symbol 1),
+        // then past the end: an error.
+        let padding: Vec<Result<usize, String>> = (0..7).map(|_| codes.read(&code)).collect();
+        assert_eq!(padding[..6], [Ok(1), Ok(1), Ok(1), Ok(1), Ok(1), Ok(1)]);
+        assert!(padding[6].is_err());
     }
 
     /// A column that changes now and then (a machine's state, a bool, a setpoint) is stored as
