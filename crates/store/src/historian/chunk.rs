@@ -509,29 +509,73 @@ fn value_mode(values: &[f64], resolution: Option<f64>) -> pco::ModeSpec {
 /// fewer bytes, in its classic form); a run of equal values is stored as runs before that.
 const SCALE_STEPS: [f64; 14] =
     [0.5, 0.25, 0.2, 0.125, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 0.0005, 0.0002, 0.0001];
-/// Values a step must fit before a whole chunk is looked at for it.
-const SCALE_PREFIX: usize = 32;
+/// Times [`scale_step`] goes back to a chunk's start with a finer step before it gives up.
+const SCALE_TRIES: usize = 3;
 
-/// The step of [`SCALE_STEPS`] every value is a multiple of, to within an ulp (a register
+/// The step a scaled register's values are all multiples of, to within an ulp (a register
 /// scaled by the driver, `raw * 0.1`, is one exactly; a decimal parsed from text or divided,
 /// `raw / 10.0`, can be the next float): pco splits such values losslessly as multiples and
-/// the ulp off each. The first step that fits the first [`SCALE_PREFIX`] values is tried on
-/// the rest, and the second if that fails: a float sensor's first value is off every step,
-/// and no chunk costs more than two passes. pco's own search, on a noisy temperature in
-/// tenths: 1.41 B/sample in chunks of 75 against 1.11 as multiples, and on the bench's press
-/// line 0.39–0.44 in chunks of thousands against 0.31 (on other data it found them itself).
-/// A scale with an offset (`raw * 0.1 - 273.15`) is off by more: not taken (as multiples it
-/// came out a tenth larger than pco's own search).
+/// the ulp off each. One pass with the coarsest step of [`SCALE_STEPS`] that fits the first
+/// value; a value off it starts the pass again with the coarsest that fits it, the first and
+/// every value off a step before (a chunk that held still, a machine idle, fits every step
+/// until its values move), at most [`SCALE_TRIES`] passes. When the multiples' steps share a
+/// factor (a scale not on the list: `raw * 0.3` in tenths, `raw / 16.0` in ten-thousandths)
+/// the step times that factor is tried in one more pass, and taken if it fits, else none is:
+/// as multiples of the finer step such a chunk came out up to twice as large as pco's own
+/// search. A float sensor's first value is off every step: fourteen divisions a chunk.
+///
+/// pco's own search, on a noisy temperature in tenths: 1.41 B/sample in chunks of 75 against
+/// 1.11 as multiples, and on the bench's press line 0.39–0.44 in chunks of thousands against
+/// 0.31 (on other data it found them itself). A scale with an offset (`raw * 0.1 - 273.15`)
+/// leaves most values more than an ulp off: not taken over a long chunk (as multiples, over
+/// chunks of 8,192, it came out a tenth larger than pco's search), though a short chunk of it
+/// can fit one.
 fn scale_step(values: &[f64]) -> Option<f64> {
+    // Within an ulp: the same bits, or neighbours of one sign.
     let near = |v: f64, step: f64| {
-        resolved(v, step).is_some_and(|r| r.to_bits() == v.to_bits() || r.next_up() == v || r.next_down() == v)
+        resolved(v, step).is_some_and(|r| {
+            r.to_bits() == v.to_bits()
+                || (r.is_sign_negative() == v.is_sign_negative() && r.to_bits().abs_diff(v.to_bits()) == 1)
+        })
     };
-    let (prefix, rest) = values.split_at(values.len().min(SCALE_PREFIX));
-    SCALE_STEPS
-        .into_iter()
-        .filter(|step| prefix.iter().all(|v| near(*v, *step)))
-        .take(2)
-        .find(|step| rest.iter().all(|v| near(*v, *step)))
+    // The coarsest step from `from` on that fits the chunk's first value and every value that
+    // a coarser step did not fit.
+    let coarsest_fitting =
+        |seen: &[f64], from: usize| (from..SCALE_STEPS.len()).find(|i| seen.iter().all(|v| near(*v, SCALE_STEPS[*i])));
+    let first = *values.first()?;
+    let mut misfits = Vec::with_capacity(SCALE_TRIES + 1);
+    misfits.push(first);
+    let mut at = coarsest_fitting(&misfits, 0)?;
+    'tries: for _ in 0..SCALE_TRIES {
+        let step = SCALE_STEPS[at];
+        // `resolved` took each multiple for one below 2^49: a whole i64.
+        let multiple = |v: f64| (v / step).round() as i64;
+        let (base, mut factor) = (multiple(first), 0u64);
+        for v in values {
+            if !near(*v, step) {
+                misfits.push(*v);
+                at = coarsest_fitting(&misfits, at + 1)?;
+                continue 'tries;
+            }
+            if factor != 1 {
+                factor = gcd(factor, multiple(*v).abs_diff(base));
+            }
+        }
+        if factor <= 1 {
+            return Some(step);
+        }
+        // The coarser step as the decimal nearest to it (0.1 * 3 is 0.30000000000000004).
+        let coarser = (factor as f64 * step * 1e4).round() / 1e4;
+        return (coarser.is_finite() && values.iter().all(|v| near(*v, coarser))).then_some(coarser);
+    }
+    None
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// The resolutions pco was told to split a chunk's values by (for the tests: that a tag's
@@ -1211,7 +1255,8 @@ mod tests {
         assert!(matches!(value_mode(&rounded, None), pco::ModeSpec::TryFloatMult(r) if r == 0.01));
         let mut off = rounded.clone();
         off[150] += 0.001;
-        assert!(matches!(value_mode(&off, Some(0.01)), pco::ModeSpec::Auto));
+        // (A step is still found from the values: the off one is in thousandths.)
+        assert!(!matches!(value_mode(&off, Some(0.01)), pco::ModeSpec::TryFloatMult(r) if r == 0.01));
         let read: Vec<f64> = (0..300).map(|i| 40.0 + (i as f64 * 0.7).sin() * 0.3 + 0.001 * i as f64).collect();
         let mut sizes = Vec::new();
         for values in [&rounded, &off, &read] {
@@ -1280,8 +1325,11 @@ mod tests {
         };
         let n = 8192;
         // A temperature drifting from 60 to 75 °C, read with noise of some 0.08 °C, as tenths.
-        let raw: Vec<i64> =
-            (0..n).map(|i| ((60.0 + 15.0 * i as f64 / n as f64 + 0.14 * noise()) * 10.0).round() as i64).collect();
+        let temperature: Vec<f64> = (0..n).map(|i| 60.0 + 15.0 * i as f64 / n as f64 + 0.14 * noise()).collect();
+        let raw: Vec<i64> = temperature.iter().map(|t| (t * 10.0).round() as i64).collect();
+        // Read at a finer resolution: in hundredths, thousandths, ten-thousandths.
+        let finer = |per_unit: f64| temperature.iter().map(|t| (t * per_unit).round() / per_unit).collect::<Vec<_>>();
+        let at_step = |step: f64| -> Vec<f64> { temperature.iter().map(|t| (t / step).round() * step).collect() };
         let scaled = |f: &dyn Fn(i64) -> f64| raw.iter().map(|r| f(*r)).collect::<Vec<f64>>();
         let bytes_of = |values: &[f64], mode: Option<pco::ModeSpec>| -> usize {
             values
@@ -1301,9 +1349,13 @@ mod tests {
             (0.25, scaled(&|r| r as f64 * 0.25)),
             (0.2, scaled(&|r| (r / 2) as f64 * 0.2)),
             (0.05, scaled(&|r| r as f64 * 0.05)),
-            (0.01, scaled(&|r| (r * 10 + 3) as f64 * 0.01)),
-            (0.001, scaled(&|r| (r * 100 + 7) as f64 * 0.001)),
-            (0.0001, scaled(&|r| (r * 1000 + 1) as f64 * 0.0001)),
+            (0.01, at_step(0.01)),
+            (0.001, at_step(0.001)),
+            (0.0001, finer(10_000.0)),
+            // Steps not on the list, found as a listed one times the steps' common factor.
+            (0.3, scaled(&|r| r as f64 * 0.3)),
+            (0.075, scaled(&|r| r as f64 * 0.075)),
+            (0.0625, scaled(&|r| r as f64 / 16.0)),
         ] {
             assert!(matches!(value_mode(&values, None), pco::ModeSpec::TryFloatMult(r) if r == step), "{step}");
             let mut c = Columns::default();
@@ -1320,17 +1372,36 @@ mod tests {
                 assert!(ours * 6 < search * 5, "{ours} bytes as multiples of tenths, {search} as pco searched");
             }
         }
+        // A chunk that holds still first (a machine idle) fits every step there: its step is
+        // found where the values start to move.
+        let plateau: Vec<f64> = std::iter::repeat_n(60.0, 40).chain(raw.iter().map(|r| *r as f64 * 0.1)).collect();
+        for len in [75, 8192] {
+            let mode = value_mode(&plateau[..len], None);
+            assert!(matches!(mode, pco::ModeSpec::TryFloatMult(r) if r == 0.1), "{len}: {mode:?}");
+        }
         // Not multiples of a step: a float sensor; tenths with an offset, many an ulp or more
         // off the grid.
         let sensor = scaled(&|r| f64::from((r as f32) * 0.1 + 0.013));
         assert!(matches!(value_mode(&sensor, None), pco::ModeSpec::TryFloatQuant(29)));
         let offset = scaled(&|r| r as f64 * 0.1 - 273.15);
         assert!(matches!(value_mode(&offset, None), pco::ModeSpec::Auto));
-        // Off the grid after the first values (whose step is tried on the rest, and fails).
+        // Hundredths three off the tenths: their steps are all multiples of 10, which as
+        // multiples of 0.01 would waste three bits a sample; 0.1 does not fit them.
+        let shifted = scaled(&|r| (r * 10 + 3) as f64 * 0.01);
+        assert!(matches!(value_mode(&shifted, None), pco::ModeSpec::Auto));
+        // Off every step late in the chunk; in hundredths late (found on a second pass).
         let mut late = scaled(&|r| r as f64 * 0.1);
-        late[5000] += 0.03;
+        late[5000] += 0.000_03;
         assert!(matches!(value_mode(&late, None), pco::ModeSpec::Auto));
-        for values in [offset, late] {
+        let mut hundredths = scaled(&|r| r as f64 * 0.1);
+        hundredths[5000] = 69.43;
+        assert!(matches!(value_mode(&hundredths, None), pco::ModeSpec::TryFloatMult(r) if r == 0.01));
+        // At most three passes: halves, quarters, twentieths are three; hundredths a fourth.
+        let passes = [60.0, 60.5, 60.25, 60.2, 60.0];
+        assert!(matches!(value_mode(&passes, None), pco::ModeSpec::TryFloatMult(r) if r == 0.05));
+        let passes = [60.0, 60.5, 60.25, 60.2, 60.01, 60.0];
+        assert!(matches!(value_mode(&passes, None), pco::ModeSpec::Auto));
+        for values in [offset, shifted, late, hundredths] {
             let mut c = Columns::default();
             for (i, v) in values.iter().enumerate() {
                 c.push(i as i64, *v, 0);
