@@ -479,9 +479,7 @@ fn pco_config(level: usize) -> pco::ChunkConfig {
 fn value_mode(values: &[f64], resolution: Option<f64>) -> pco::ModeSpec {
     let whole = values.iter().all(|v| v.fract() == 0.0 && v.abs() < EXACT_INTEGER_MAX);
     // Whole numbers go as multiples of 1 unless the resolution is a coarser step.
-    let on_grid = |r: &f64| {
-        (!whole || *r > 1.0) && values.iter().all(|v| resolved(*v, *r).map(f64::to_bits) == Some(v.to_bits()))
-    };
+    let on_grid = |r: &f64| (!whole || *r > 1.0) && values.iter().all(|v| is_multiple(*v, *r));
     if let Some(r) = resolution.filter(on_grid) {
         #[cfg(test)]
         if let Ok(mut hinted) = HINTED.lock() {
@@ -504,34 +502,41 @@ fn value_mode(values: &[f64], resolution: Option<f64>) -> pco::ModeSpec {
 /// of a hundredth its steps would all be multiples of 5 (a fifth more bytes than pco's own
 /// search). Halves and quarters are looked for before a float register's form: split as
 /// f32s (their low bits zero) a noisy register in halves took 1.69 B/sample in chunks of 75,
-/// as multiples of 0.5 1.11 (pco's own search 1.22). One that changes by a step now and then
-/// is the case where pco's search still does better than multiples in short chunks (a tenth
-/// fewer bytes, in its classic form); a run of equal values is stored as runs before that.
+/// as multiples of 0.5 1.11 (pco's own search 1.22).
 const SCALE_STEPS: [f64; 14] =
     [0.5, 0.25, 0.2, 0.125, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 0.0005, 0.0002, 0.0001];
-/// Times [`scale_step`] goes back to a chunk's start with a finer step before it gives up.
+/// A chunk whose values change on fewer than one sample in this many is left to pco's own
+/// search by [`scale_step`]: on a register that moves a count now and then its classic form
+/// took some tenth fewer bytes than multiples in chunks of 75 (a run of equal values is
+/// stored as runs before pco is asked).
+const SCALE_MOVES_MIN: usize = 4;
+/// Passes [`scale_step`] makes over a chunk at most, each with a finer step, before it gives up.
 const SCALE_TRIES: usize = 3;
 
-/// The step a scaled register's values are all multiples of, to within an ulp (a register
-/// scaled by the driver, `raw * 0.1`, is one exactly; a decimal parsed from text or divided,
-/// `raw / 10.0`, can be the next float): pco splits such values losslessly as multiples and
-/// the ulp off each. One pass with the coarsest step of [`SCALE_STEPS`] that fits the first
-/// value; a value off it starts the pass again with the coarsest that fits it, the first and
-/// every value off a step before (a chunk that held still, a machine idle, fits every step
-/// until its values move), at most [`SCALE_TRIES`] passes. When the multiples' steps share a
-/// factor (a scale not on the list: `raw * 0.3` in tenths, `raw / 16.0` in ten-thousandths)
-/// the step times that factor is tried in one more pass, and taken if it fits, else none is:
-/// as multiples of the finer step such a chunk came out up to twice as large as pco's own
-/// search. A float sensor's first value is off every step: fourteen divisions a chunk.
+/// The step a scaled register's values are all multiples of, bit for bit as [`to_resolution`]
+/// makes them (a register scaled by the driver, `raw * 0.1`). Not to within an ulp: a decimal
+/// parsed from text or divided (`raw / 10.0`) is often the next float, and pco stores each
+/// value's ulps off its multiple as a field of its own, not as steps; such a register that
+/// changes now and then came out up to twice as large as pco's own search.
+///
+/// The search takes a value to within an ulp of a step, so that a scale off the list is found
+/// through a listed step (`raw * 0.3` is an ulp off some tenths). One pass with the coarsest
+/// step of [`SCALE_STEPS`] that fits the first value; a value off it starts the pass again
+/// with the coarsest that fits it, the first and every value off a step before (a chunk that
+/// held still, a machine idle, fits every step until its values move), at most
+/// [`SCALE_TRIES`] passes. When the multiples' steps share a factor (`raw * 0.3` in tenths,
+/// `raw / 16.0` in ten-thousandths) the step times that factor is tried in one more pass, and
+/// taken if every value is exactly its multiple, else none is: as multiples of the finer step
+/// such a chunk came out up to twice as large as pco's own search. A float sensor's first
+/// value is off every step: fourteen divisions a chunk.
 ///
 /// pco's own search, on a noisy temperature in tenths: 1.41 B/sample in chunks of 75 against
 /// 1.11 as multiples, and on the bench's press line 0.39–0.44 in chunks of thousands against
-/// 0.31 (on other data it found them itself). A scale with an offset (`raw * 0.1 - 273.15`)
-/// leaves most values more than an ulp off: not taken over a long chunk (as multiples, over
-/// chunks of 8,192, it came out a tenth larger than pco's search), though a short chunk of it
-/// can fit one.
+/// 0.31 (on other data it found them itself). A scale with an offset (`raw * 0.1 - 273.15`,
+/// `- 40`) leaves some values off every step: not taken over a long chunk, though a short
+/// chunk of it can be all multiples.
 fn scale_step(values: &[f64]) -> Option<f64> {
-    // Within an ulp: the same bits, or neighbours of one sign.
+    // Within an ulp, for the search; the step it ends with must hold every value exactly.
     let near = |v: f64, step: f64| {
         resolved(v, step).is_some_and(|r| {
             r.to_bits() == v.to_bits()
@@ -550,25 +555,36 @@ fn scale_step(values: &[f64]) -> Option<f64> {
         let step = SCALE_STEPS[at];
         // `resolved` took each multiple for one below 2^49: a whole i64.
         let multiple = |v: f64| (v / step).round() as i64;
-        let (base, mut factor) = (multiple(first), 0u64);
+        let (base, mut factor, mut exact, mut changes, mut previous) = (multiple(first), 0u64, true, 0, first);
         for v in values {
             if !near(*v, step) {
                 misfits.push(*v);
                 at = coarsest_fitting(&misfits, at + 1)?;
                 continue 'tries;
             }
+            exact &= is_multiple(*v, step);
+            changes += usize::from(v.to_bits() != previous.to_bits());
+            previous = *v;
             if factor != 1 {
                 factor = gcd(factor, multiple(*v).abs_diff(base));
             }
         }
+        if changes * SCALE_MOVES_MIN < values.len() {
+            return None;
+        }
         if factor <= 1 {
-            return Some(step);
+            return exact.then_some(step);
         }
         // The coarser step as the decimal nearest to it (0.1 * 3 is 0.30000000000000004).
         let coarser = (factor as f64 * step * 1e4).round() / 1e4;
-        return (coarser.is_finite() && values.iter().all(|v| near(*v, coarser))).then_some(coarser);
+        return (coarser.is_finite() && values.iter().all(|v| is_multiple(*v, coarser))).then_some(coarser);
     }
     None
+}
+
+/// Whether `value` is, bit for bit, the multiple of `step` that [`to_resolution`] rounds it to.
+fn is_multiple(value: f64, step: f64) -> bool {
+    resolved(value, step).map(f64::to_bits) == Some(value.to_bits())
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
@@ -1303,12 +1319,12 @@ mod tests {
         assert!(matches!(value_mode(&[5.0, 10.0, 25.0], Some(0.01)), pco::ModeSpec::TryFloatMult(r) if r == 1.0));
     }
 
-    /// A scaled register (a PLC's whole number times 0.5, 0.1, 0.05, 0.01, ... as the Modbus driver
-    /// scales it, or divided, or parsed from text) is split by pco as multiples of its step
+    /// A scaled register (a PLC's whole number times 0.5, 0.1, 0.05, 0.01, ... as the Modbus
+    /// driver scales it) is split by pco as multiples of its step
     /// without a stated resolution: the step is found from the values, and in a short chunk
-    /// (75 samples, a 1 ms poll's) that takes fewer bytes than pco's own search (a sixth fewer for tenths).
-    /// Values off every step (a float sensor, a scale with an offset) are not taken for
-    /// multiples, and everything reads back bit for bit.
+    /// (75 samples, a 1 ms poll's) that takes fewer bytes than pco's own search (a sixth fewer
+    /// for tenths). Values off every step (a float sensor, a scale with an offset, a decimal
+    /// divided or parsed) are not taken for multiples, and everything reads back bit for bit.
     #[test]
     fn scaled_registers_are_stored_as_multiples_of_their_step() {
         let mut rng = 0x2545_f491_4f6c_dd1du64;
@@ -1328,7 +1344,6 @@ mod tests {
         let temperature: Vec<f64> = (0..n).map(|i| 60.0 + 15.0 * i as f64 / n as f64 + 0.14 * noise()).collect();
         let raw: Vec<i64> = temperature.iter().map(|t| (t * 10.0).round() as i64).collect();
         // Read at a finer resolution: in hundredths, thousandths, ten-thousandths.
-        let finer = |per_unit: f64| temperature.iter().map(|t| (t * per_unit).round() / per_unit).collect::<Vec<_>>();
         let at_step = |step: f64| -> Vec<f64> { temperature.iter().map(|t| (t / step).round() * step).collect() };
         let scaled = |f: &dyn Fn(i64) -> f64| raw.iter().map(|r| f(*r)).collect::<Vec<f64>>();
         let bytes_of = |values: &[f64], mode: Option<pco::ModeSpec>| -> usize {
@@ -1343,15 +1358,13 @@ mod tests {
         };
         for (step, values) in [
             (0.1, scaled(&|r| r as f64 * 0.1)),
-            (0.1, scaled(&|r| r as f64 / 10.0)),
-            (0.1, scaled(&|r| format!("{}.{}", r / 10, r % 10).parse().unwrap())),
             (0.5, scaled(&|r| r as f64 * 0.5)),
             (0.25, scaled(&|r| r as f64 * 0.25)),
             (0.2, scaled(&|r| (r / 2) as f64 * 0.2)),
             (0.05, scaled(&|r| r as f64 * 0.05)),
             (0.01, at_step(0.01)),
             (0.001, at_step(0.001)),
-            (0.0001, finer(10_000.0)),
+            (0.0001, at_step(0.0001)),
             // Steps not on the list, found as a listed one times the steps' common factor.
             (0.3, scaled(&|r| r as f64 * 0.3)),
             (0.075, scaled(&|r| r as f64 * 0.075)),
@@ -1366,10 +1379,50 @@ mod tests {
             let back = decode(&bytes, |_| Ok(c.times.clone())).unwrap();
             assert!(back.values.iter().zip(&values).all(|(a, b)| a.to_bits() == b.to_bits()), "{step}");
             let (ours, search) = (bytes_of(&values, None), bytes_of(&values, Some(pco::ModeSpec::Auto)));
-            // Fewer bytes always; a sixth fewer for the driver's tenths (the first).
+            // Fewer bytes always; a sixth fewer for the driver's tenths.
             assert!(ours < search, "{step}: {ours} bytes as multiples, {search} as pco searched");
-            if step == 0.1 && values[0].to_bits() == (raw[0] as f64 * 0.1).to_bits() {
+            if step == 0.1 {
                 assert!(ours * 6 < search * 5, "{ours} bytes as multiples of tenths, {search} as pco searched");
+            }
+        }
+        // A decimal parsed from text or divided is not taken for multiples: its values an ulp
+        // off them, by turns, cost pco a field each (changing now and then, up to twice the
+        // bytes of its own search). Nor is a register that moves on few of its samples.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut tenths = 600i64;
+        let slow: Vec<i64> = (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                tenths += match state >> 59 {
+                    0 => -1,
+                    1 => 1,
+                    _ => 0,
+                };
+                tenths
+            })
+            .collect();
+        for register in [&slow, &raw] {
+            for values in [
+                register.iter().map(|r| *r as f64 / 10.0).collect::<Vec<_>>(),
+                register.iter().map(|r| format!("{}.{}", r / 10, r % 10).parse().unwrap()).collect(),
+            ] {
+                assert!(matches!(value_mode(&values, None), pco::ModeSpec::Auto));
+                for len in [75, 4096] {
+                    let size = |auto: bool| -> usize {
+                        values
+                            .chunks(len)
+                            .map(|chunk| {
+                                let mode = if auto { pco::ModeSpec::Auto } else { value_mode(chunk, None) };
+                                let config = pco_config(PCO_LEVEL_VALUES).with_mode_spec(mode);
+                                pco::standalone::simple_compress(chunk, &config).unwrap().len()
+                            })
+                            .sum()
+                    };
+                    // Within a percent (a short chunk that moves on a quarter of its samples or
+                    // more, all of them exact multiples, can still come out a few bytes larger).
+                    let (ours, search) = (size(false), size(true));
+                    assert!(ours * 100 <= search * 101, "{len}: {ours} bytes, {search} as pco searched");
+                }
             }
         }
         // A chunk that holds still first (a machine idle) fits every step there: its step is
@@ -1393,8 +1446,10 @@ mod tests {
         let mut late = scaled(&|r| r as f64 * 0.1);
         late[5000] += 0.000_03;
         assert!(matches!(value_mode(&late, None), pco::ModeSpec::Auto));
-        let mut hundredths = scaled(&|r| r as f64 * 0.1);
-        hundredths[5000] = 69.43;
+        // (Hundredths as the driver scales them: tenths times 0.01 are an ulp off some of
+        // `r * 0.1`, and a step that only fits to within an ulp is not taken.)
+        let mut hundredths = scaled(&|r| (r * 10) as f64 * 0.01);
+        hundredths[5000] = 6943.0 * 0.01;
         assert!(matches!(value_mode(&hundredths, None), pco::ModeSpec::TryFloatMult(r) if r == 0.01));
         // At most three passes: halves, quarters, twentieths are three; hundredths a fourth.
         let passes = [60.0, 60.5, 60.25, 60.2, 60.0];
