@@ -92,7 +92,7 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
 }
 
 /// Checks the version of the on-disk formats that `dir` holds against `known`, the newest this
-/// build reads and writes, from the file `FORMAT` (`airlock-historian 4`: the store's name and
+/// build reads and writes, from the file `FORMAT` (`airlock-historian 5`: the store's name and
 /// the version; words after those two are left for later versions). A folder written by a
 /// newer build is refused, with the file named: an older build would misread the newer
 /// records (taking them for damaged ones, or worse, for other samples). A writer (`write`)

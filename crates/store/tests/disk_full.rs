@@ -377,5 +377,5 @@ fn a_full_disk_does_not_keep_an_old_folder_from_opening() {
     }
     std::fs::remove_file(&ballast).unwrap();
     drop(HistorianWriter::open(&dir, config).unwrap());
-    assert_eq!(std::fs::read_to_string(dir.join("FORMAT")).unwrap(), "airlock-historian 4\n");
+    assert_eq!(std::fs::read_to_string(dir.join("FORMAT")).unwrap(), "airlock-historian 5\n");
 }

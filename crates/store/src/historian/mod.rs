@@ -198,10 +198,11 @@ const BLOCK_BYTES_MAX: u64 = 256 << 10;
 const HEAD_SAMPLES_ONE_MAX: usize = 1 << 18;
 
 /// The version of the historian's formats that this build writes (see `crate::check_format`):
+/// 5 since a chunk's values as distances from a running mean (`chunk.rs`, `VALUE_MEANS`);
 /// 4 since the chunks' time steps as prefix codes (`chunk.rs`); 3 since the chunks' time steps
 /// and value runs; 2 since the WAL's runs (`wal.rs`) and the chunks' constant columns; 1
 /// before.
-const FORMAT: u32 = 4;
+const FORMAT: u32 = 5;
 
 /// Where one block is, and what it holds.
 #[derive(Debug, Clone, Copy)]
@@ -3008,23 +3009,23 @@ mod tests {
             w.sync().unwrap();
         }
         let format = dir.join("FORMAT");
-        assert_eq!(std::fs::read_to_string(&format).unwrap(), "airlock-historian 4\n");
+        assert_eq!(std::fs::read_to_string(&format).unwrap(), "airlock-historian 5\n");
 
-        std::fs::write(&format, "airlock-historian 5\n").unwrap();
+        std::fs::write(&format, "airlock-historian 6\n").unwrap();
         for refused in
             [HistorianWriter::open(&dir, config.clone()).map(|_| ()), HistorianReader::open(&dir).map(|_| ())]
         {
             let e = refused.unwrap_err();
-            assert!(matches!(e, StoreError::NewerFormat { found: 5, known: 4, .. }), "{e}");
+            assert!(matches!(e, StoreError::NewerFormat { found: 6, known: 5, .. }), "{e}");
             assert!(e.to_string().contains(&format.display().to_string()), "{e}");
         }
         // Not touched by the refusal.
-        assert_eq!(std::fs::read_to_string(&format).unwrap(), "airlock-historian 5\n");
+        assert_eq!(std::fs::read_to_string(&format).unwrap(), "airlock-historian 6\n");
 
         // A later version may add words after the two.
-        std::fs::write(&format, "airlock-historian 6 wide-times\n").unwrap();
+        std::fs::write(&format, "airlock-historian 7 wide-times\n").unwrap();
         let e = HistorianWriter::open(&dir, config.clone()).unwrap_err();
-        assert!(matches!(e, StoreError::NewerFormat { found: 6, known: 4, .. }), "{e}");
+        assert!(matches!(e, StoreError::NewerFormat { found: 7, known: 5, .. }), "{e}");
         // Another store's folder: said so, with no advice to overwrite the file.
         std::fs::write(&format, "airlock-outbox 1\n").unwrap();
         let e = HistorianWriter::open(&dir, config.clone()).unwrap_err();
@@ -3032,13 +3033,13 @@ mod tests {
         assert!(!e.to_string().contains("write `"), "{e}");
         std::fs::write(&format, "\u{0}\u{7}garbage").unwrap();
         let e = HistorianWriter::open(&dir, config.clone()).unwrap_err();
-        assert!(e.to_string().contains("write `airlock-historian 4` into it"), "{e}");
+        assert!(e.to_string().contains("write `airlock-historian 5` into it"), "{e}");
         // An older version's mark is read, and a writer moves it on.
         std::fs::write(&format, "airlock-historian 1\n").unwrap();
         drop(HistorianReader::open(&dir).unwrap());
         assert_eq!(std::fs::read_to_string(&format).unwrap(), "airlock-historian 1\n", "a reader writes nothing");
         drop(HistorianWriter::open(&dir, config.clone()).unwrap());
-        assert_eq!(std::fs::read_to_string(&format).unwrap(), "airlock-historian 4\n");
+        assert_eq!(std::fs::read_to_string(&format).unwrap(), "airlock-historian 5\n");
 
         // An older build's folder (no file): read as it is, marked by the writer.
         std::fs::remove_file(&format).unwrap();
@@ -3047,7 +3048,7 @@ mod tests {
         assert_eq!(r.raw("plant/a", Timestamp::from_millis(0), Timestamp::from_millis(10_000)).unwrap().len(), 5);
         drop(r);
         let (_w, r) = HistorianWriter::open(&dir, config).unwrap();
-        assert_eq!(std::fs::read_to_string(&format).unwrap(), "airlock-historian 4\n");
+        assert_eq!(std::fs::read_to_string(&format).unwrap(), "airlock-historian 5\n");
         assert_eq!(r.raw("plant/a", Timestamp::from_millis(0), Timestamp::from_millis(10_000)).unwrap().len(), 5);
         let _ = std::fs::remove_dir_all(&dir);
     }
