@@ -34,6 +34,7 @@
 //! values are not kept in the historian (they are counted). Retention: chunks older than
 //! `age_max` or beyond `bytes_max` go, oldest first, a whole segment at a time.
 
+mod ans;
 pub mod chunk;
 pub mod gorilla;
 pub mod head;
