@@ -67,23 +67,40 @@ pub(crate) fn coded_bits(counts: &[u64], freqs: &[u32]) -> f64 {
         .sum()
 }
 
-/// Writes the table of `freqs` (from [`frequencies`]) and `symbols` coded with it. Every
-/// symbol must have a frequency above 0.
-pub(crate) fn encode(out: &mut Vec<u8>, freqs: &[u32], symbols: impl DoubleEndedIterator<Item = usize>) {
+/// Writes the table of `freqs` (from [`frequencies`]), as [`Table::read`] reads it.
+pub(crate) fn put_table(out: &mut Vec<u8>, freqs: &[u32]) {
     for f in freqs {
         put_varint(out, u64::from(*f));
     }
-    let mut cumulative = Vec::with_capacity(freqs.len());
-    let mut sum = 0;
-    for f in freqs {
-        cumulative.push(sum);
-        sum += f;
-    }
+}
+
+/// Bytes [`put_table`] writes for `freqs`.
+pub(crate) fn table_bytes(freqs: &[u32]) -> usize {
+    freqs.iter().map(|f| if *f < 128 { 1 } else { 2 }).sum()
+}
+
+/// Writes `symbols` coded, each `(table, symbol)` with the table of that index in `tables`
+/// (each from [`frequencies`]; the symbol's frequency in it above 0): the stream's length,
+/// then the stream. A decoder must use the same table for each symbol ([`Decoder::symbol`]).
+pub(crate) fn encode(out: &mut Vec<u8>, tables: &[&[u32]], symbols: impl DoubleEndedIterator<Item = (usize, usize)>) {
+    let cumulative: Vec<Vec<u32>> = tables
+        .iter()
+        .map(|freqs| {
+            freqs
+                .iter()
+                .scan(0, |sum, f| {
+                    let start = *sum;
+                    *sum += f;
+                    Some(start)
+                })
+                .collect()
+        })
+        .collect();
     // The coder runs backwards, so that the decoder reads forwards; its bytes are reversed.
     let mut reversed = Vec::new();
     let mut state = STATE_LOW;
-    for symbol in symbols.rev() {
-        let (f, c) = (freqs[symbol], cumulative[symbol]);
+    for (table, symbol) in symbols.rev() {
+        let (f, c) = (tables[table][symbol], cumulative[table][symbol]);
         // (STATE_LOW >> SCALE_BITS) << 8 is 2^19: times a frequency of at most 2^12, below 2^32.
         let limit = ((STATE_LOW >> SCALE_BITS) << 8) * f;
         while state >= limit {
@@ -132,15 +149,17 @@ impl Table {
         }
         Ok(Table { freqs, cumulative, slots })
     }
+}
 
-    /// Decodes `count` symbols from the stream at `at`, handing each to `each`.
-    pub(crate) fn decode(
-        &self,
-        bytes: &[u8],
-        at: &mut usize,
-        count: usize,
-        mut each: impl FnMut(usize) -> Result<(), String>,
-    ) -> Result<(), String> {
+/// Reads a stream [`encode`] wrote, a symbol at a time.
+pub(crate) struct Decoder<'a> {
+    state: u32,
+    next: std::slice::Iter<'a, u8>,
+}
+
+impl<'a> Decoder<'a> {
+    /// The stream at `at`; `at` moves past it.
+    pub(crate) fn new(bytes: &'a [u8], at: &mut usize) -> Result<Self, String> {
         let length =
             bytes.get(*at..*at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes).ok_or("short code")?;
         let stream = bytes.get(*at + 4..*at + 4 + length as usize).ok_or("short code")?;
@@ -153,17 +172,24 @@ impl Table {
         if !(STATE_LOW..1 << 31).contains(&state) {
             return Err("a code's state out of its range".into());
         }
-        for _ in 0..count {
-            let slot = state & (SCALE - 1);
-            let symbol = usize::from(self.slots[slot as usize]);
-            // A slot belongs to a symbol of frequency 1 or more; the state stays below 2^31.
-            state = self.freqs[symbol] * (state >> SCALE_BITS) + slot - self.cumulative[symbol];
-            while state < STATE_LOW {
-                state = (state << 8) | u32::from(*next.next().ok_or("short code")?);
-            }
-            each(symbol)?;
+        Ok(Decoder { state, next })
+    }
+
+    /// The next symbol, coded with `table`.
+    pub(crate) fn symbol(&mut self, table: &Table) -> Result<usize, String> {
+        let slot = self.state & (SCALE - 1);
+        let symbol = usize::from(table.slots[slot as usize]);
+        // A slot belongs to a symbol of frequency 1 or more; the state stays below 2^31.
+        self.state = table.freqs[symbol] * (self.state >> SCALE_BITS) + slot - table.cumulative[symbol];
+        while self.state < STATE_LOW {
+            self.state = (self.state << 8) | u32::from(*self.next.next().ok_or("short code")?);
         }
-        if state != STATE_LOW || next.next().is_some() {
+        Ok(symbol)
+    }
+
+    /// Checks that the stream ended where its coder began, every byte read.
+    pub(crate) fn finish(mut self) -> Result<(), String> {
+        if self.state != STATE_LOW || self.next.next().is_some() {
             return Err("a code that does not end where it began".into());
         }
         Ok(())
@@ -183,16 +209,14 @@ mod tests {
         assert_eq!(freqs.iter().sum::<u32>(), SCALE);
         assert!(counts.iter().zip(&freqs).all(|(c, f)| (*c == 0) == (*f == 0)), "{counts:?} {freqs:?}");
         let mut out = Vec::new();
-        encode(&mut out, &freqs, symbols.iter().copied());
+        put_table(&mut out, &freqs);
+        assert_eq!(out.len(), table_bytes(&freqs));
+        encode(&mut out, &[&freqs], symbols.iter().map(|s| (0, *s)));
         let mut at = 0;
         let table = Table::read(&out, &mut at, alphabet).unwrap();
-        let mut back = Vec::new();
-        table
-            .decode(&out, &mut at, symbols.len(), |s| {
-                back.push(s);
-                Ok(())
-            })
-            .unwrap();
+        let mut decoder = Decoder::new(&out, &mut at).unwrap();
+        let back: Vec<usize> = symbols.iter().map(|_| decoder.symbol(&table).unwrap()).collect();
+        decoder.finish().unwrap();
         assert_eq!(back, symbols);
         assert_eq!(at, out.len());
         out
@@ -238,6 +262,38 @@ mod tests {
         assert_eq!(frequencies(&counts).unwrap().iter().sum::<u32>(), SCALE);
     }
 
+    /// Symbols coded each with the table of its context (the symbol before it) come back, in
+    /// the bits of each context's own frequencies.
+    #[test]
+    fn symbols_in_contexts_come_back() {
+        // After a 1 always a 0; after a 0 a 1 one time in four.
+        let symbols: Vec<usize> = (0..40_000).map(|i| usize::from(i % 5 == 0)).collect();
+        let mut counts = [[0u64; 2]; 2];
+        for w in symbols.windows(2) {
+            counts[w[0]][w[1]] += 1;
+        }
+        counts[0][symbols[0]] += 1;
+        let tables: Vec<Vec<u32>> = counts.iter().map(|c| frequencies(c).unwrap()).collect();
+        let refs: Vec<&[u32]> = tables.iter().map(Vec::as_slice).collect();
+        let context = |i: usize| if i == 0 { 0 } else { symbols[i - 1] };
+        let mut out = Vec::new();
+        encode(&mut out, &refs, (0..symbols.len()).map(|i| (context(i), symbols[i])));
+        let bits = out.len() as f64 * 8.0 / symbols.len() as f64;
+        assert!(bits < 0.8 * 0.8113 + 0.01, "{bits:.4} bits a symbol");
+        let mut bytes = Vec::new();
+        tables.iter().for_each(|t| put_table(&mut bytes, t));
+        bytes.extend_from_slice(&out);
+        let mut at = 0;
+        let read: Vec<Table> = (0..2).map(|_| Table::read(&bytes, &mut at, 2).unwrap()).collect();
+        let mut decoder = Decoder::new(&bytes, &mut at).unwrap();
+        let mut context = 0;
+        for (i, s) in symbols.iter().enumerate() {
+            context = decoder.symbol(&read[context]).unwrap();
+            assert_eq!(context, *s, "symbol {i}");
+        }
+        decoder.finish().unwrap();
+    }
+
     /// A damaged table or stream is an error, never a panic, and a stream that decodes to
     /// other symbols but does not end where its coder began is found.
     #[test]
@@ -247,7 +303,11 @@ mod tests {
         let decode = |bytes: &[u8], count: usize| {
             let mut at = 0;
             let table = Table::read(bytes, &mut at, 3)?;
-            table.decode(bytes, &mut at, count, |_| Ok(()))
+            let mut decoder = Decoder::new(bytes, &mut at)?;
+            for _ in 0..count {
+                decoder.symbol(&table)?;
+            }
+            decoder.finish()
         };
         assert!(decode(&bytes, 5000).is_ok());
         for cut in 0..bytes.len() {

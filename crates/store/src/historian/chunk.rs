@@ -724,6 +724,8 @@ const TIME_STEPS_CODED: u32 = FLAGGED | 18;
 const VALUE_MEANS: u32 = FLAGGED | 19;
 /// Times: the steps between them from a dictionary, as an ANS code (`ans.rs`, below).
 const TIME_STEPS_ANS: u32 = FLAGGED | 20;
+/// Times: offsets from a grid of one period, from a dictionary, as an ANS code (below).
+const TIME_GRID_ANS: u32 = FLAGGED | 21;
 /// The longest prefix code of a time step: what Huffman's code of [`TIME_STEPS_MAX`] steps
 /// needs at most (one fewer than the steps); a longer one in a chunk is damage.
 const TIME_CODE_BITS_MAX: u8 = 15;
@@ -768,6 +770,7 @@ fn index_bits(k: usize) -> usize {
 /// bins merged the steps of the store bench's poll into 3.2 bits a sample; this takes some
 /// 2 ns and 1 bit (issue 15).
 fn put_times(out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
+    let grid = if ans_allowed() { Grid::of(times) } else { None };
     let mut steps = [0i64; TIME_STEPS_MAX];
     let mut counts = [0u64; TIME_STEPS_MAX];
     let mut k = 0;
@@ -776,6 +779,10 @@ fn put_times(out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
         match steps[..k].iter().position(|s| *s == step) {
             Some(index) => counts[index] += 1,
             None if k == TIME_STEPS_MAX => {
+                if let Some(grid) = grid {
+                    grid.put(out, times);
+                    return Ok(());
+                }
                 let config = pco_config(PCO_LEVEL_TIMES);
                 put_block(out, &pco::standalone::simple_compress(times, &config).map_err(|e| e.to_string())?);
                 return Ok(());
@@ -792,21 +799,16 @@ fn put_times(out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
     let code_bits: u64 = counts.iter().zip(&lengths).map(|(c, l)| c * u64::from(*l)).sum();
     // A length byte a step more than the indexes' header.
     let coded = k >= 2 && lengths.iter().all(|l| *l <= TIME_CODE_BITS_MAX) && code_bits + 8 * (k as u64) < fixed_bits;
-    // As an ANS code: its table, and its length and state (8 bytes), more than the indexes'.
-    if let Some(freqs) = ans::frequencies(counts).filter(|_| k >= 2 && ans_allowed()) {
-        let table_bits = freqs.iter().map(|f| if *f < 128 { 8 } else { 16 }).sum::<u64>() + 64;
-        let best_other = if coded { code_bits + 8 * k as u64 } else { fixed_bits };
-        if ans::coded_bits(counts, &freqs) + (table_bits as f64) < best_other as f64 {
-            out.extend_from_slice(&TIME_STEPS_ANS.to_le_bytes());
-            out.extend_from_slice(&times.first().copied().unwrap_or(0).to_le_bytes());
-            out.push(k as u8);
-            for step in steps {
-                put_varint(out, zigzag(*step));
-            }
-            let index = |w: &[i64]| steps.iter().position(|s| *s == w[1].wrapping_sub(w[0])).unwrap_or(0);
-            ans::encode(out, &freqs, times.windows(2).map(index));
-            return Ok(());
-        }
+    let best_other = (if coded { code_bits + 8 * k as u64 } else { fixed_bits }) as f64;
+    let ans_steps = if k >= 2 && ans_allowed() { AnsSteps::of(times, steps) } else { None };
+    let (ans_bits, grid_bits) = (ans_steps.as_ref().map(AnsSteps::bits), grid.as_ref().map(Grid::bits));
+    if let Some(grid) = grid.filter(|_| grid_bits < ans_bits.or(Some(f64::INFINITY)) && grid_bits < Some(best_other)) {
+        grid.put(out, times);
+        return Ok(());
+    }
+    if let Some(ans_steps) = ans_steps.filter(|_| ans_bits < Some(best_other)) {
+        ans_steps.put(out, times, steps);
+        return Ok(());
     }
     out.extend_from_slice(&if coded { TIME_STEPS_CODED } else { TIME_STEPS }.to_le_bytes());
     out.extend_from_slice(&times.first().copied().unwrap_or(0).to_le_bytes());
@@ -881,12 +883,173 @@ fn canonical_codes(lengths: &[u8]) -> Vec<u32> {
     codes
 }
 
+/// A chunk's time steps as an ANS code (`ans.rs`): fractions of a bit a time where a prefix
+/// code rounds up to whole ones (the store bench's poll, its answer late one time in five:
+/// 0.72 bits, against 1). Of order 0 (one table) or 1 (a table for the steps after each
+/// step: a late answer is mostly followed by one on time, so the step after a long one is
+/// mostly short; the bench's poll in 0.65 bits), whichever is smaller with its tables:
+///
+/// ```text
+///  u32 LE TIME_STEPS_ANS, i64 LE first time, u8 k (2 to 16), k x varint step, u8 order (0, 1),
+///  then one table (order 0) or k (order 1: after step 0, 1, ...; the first step's table is
+///  step 0's), then the stream of the count - 1 steps' indexes (`ans.rs`)
+/// ```
+struct AnsSteps {
+    order: u8,
+    tables: Vec<Vec<u32>>,
+    bits: f64,
+}
+
+impl AnsSteps {
+    fn of(times: &[i64], steps: &[i64]) -> Option<AnsSteps> {
+        let k = steps.len();
+        let mut pairs = [[0u64; TIME_STEPS_MAX]; TIME_STEPS_MAX];
+        let mut previous = 0;
+        for w in times.windows(2) {
+            let index = steps.iter().position(|s| *s == w[1].wrapping_sub(w[0])).unwrap_or(0);
+            pairs[previous][index] += 1;
+            previous = index;
+        }
+        let mut counts = [0u64; TIME_STEPS_MAX];
+        for row in &pairs[..k] {
+            for (c, p) in counts.iter_mut().zip(&row[..k]) {
+                *c += p;
+            }
+        }
+        // Each form's bits: its code, its tables, and the stream's length and state.
+        let cost = |tables: &[(Vec<u32>, &[u64])]| {
+            tables.iter().map(|(f, c)| ans::coded_bits(c, f) + 8.0 * ans::table_bytes(f) as f64).sum::<f64>() + 64.0
+        };
+        let zero = ans::frequencies(&counts[..k])?;
+        let zero_bits = cost(&[(zero.clone(), &counts[..k])]);
+        // A context that never occurs gets a table of one symbol.
+        let ones: Vec<(Vec<u32>, &[u64])> = pairs[..k]
+            .iter()
+            .map(|row| {
+                let mut freqs = ans::frequencies(&row[..k]).unwrap_or_default();
+                if freqs.is_empty() {
+                    freqs = vec![0; k];
+                    freqs[0] = 1 << 12;
+                }
+                (freqs, &row[..k])
+            })
+            .collect();
+        let one_bits = cost(&ones);
+        Some(if one_bits < zero_bits {
+            AnsSteps { order: 1, tables: ones.into_iter().map(|(f, _)| f).collect(), bits: one_bits }
+        } else {
+            AnsSteps { order: 0, tables: vec![zero], bits: zero_bits }
+        })
+    }
+
+    /// Bits the steps take so, the dictionary not counted.
+    fn bits(&self) -> f64 {
+        self.bits
+    }
+
+    fn put(&self, out: &mut Vec<u8>, times: &[i64], steps: &[i64]) {
+        out.extend_from_slice(&TIME_STEPS_ANS.to_le_bytes());
+        out.extend_from_slice(&times.first().copied().unwrap_or(0).to_le_bytes());
+        out.push(steps.len() as u8);
+        for step in steps {
+            put_varint(out, zigzag(*step));
+        }
+        out.push(self.order);
+        self.tables.iter().for_each(|t| ans::put_table(out, t));
+        let indexes: Vec<usize> =
+            times.windows(2).map(|w| steps.iter().position(|s| *s == w[1].wrapping_sub(w[0])).unwrap_or(0)).collect();
+        let tables: Vec<&[u32]> = self.tables.iter().map(Vec::as_slice).collect();
+        // The context of a step: the one before it (the first's, step 0), in order 1.
+        let context = |i: usize| if self.order == 0 || i == 0 { 0 } else { indexes[i - 1] };
+        ans::encode(out, &tables, (0..indexes.len()).map(|i| (context(i), indexes[i])));
+    }
+}
+
+/// A chunk's times as a grid (the first time plus a whole number of periods) and each time's
+/// offset from it, from a dictionary of at most [`TIME_STEPS_MAX`], as an ANS code: a poll
+/// paced by a clock whose answers come a few milliseconds late at random is late from its
+/// grid by one draw, and its steps carry two (a 1 s poll with ±2 ms at random: 2.3 bits a
+/// time off the grid, 3.0 as steps, 2.7 as steps of order 1):
+///
+/// ```text
+///  u32 LE TIME_GRID_ANS, i64 LE first time, varint period (zigzag), u8 k (2 to 16),
+///  k x varint offset (zigzag), the table, the stream of the count - 1 later times' offsets'
+///  indexes; time i = first + i x period + its offset (wrapping)
+/// ```
+#[derive(Clone, Copy)]
+struct Grid {
+    period: i64,
+    offsets: [i64; TIME_STEPS_MAX],
+    k: usize,
+    freqs: [u32; TIME_STEPS_MAX],
+    bits: f64,
+}
+
+impl Grid {
+    fn of(times: &[i64]) -> Option<Grid> {
+        let (first, last) = (*times.first()?, *times.last()?);
+        if times.len() < 3 {
+            return None;
+        }
+        let period = (last.checked_sub(first)? as f64 / (times.len() - 1) as f64).round() as i64;
+        let mut offsets = [0i64; TIME_STEPS_MAX];
+        let mut counts = [0u64; TIME_STEPS_MAX];
+        let mut k = 0;
+        for (i, t) in times.iter().enumerate().skip(1) {
+            let offset = Self::offset(first, period, i, *t);
+            match offsets[..k].iter().position(|o| *o == offset) {
+                Some(index) => counts[index] += 1,
+                None if k == TIME_STEPS_MAX => return None,
+                None => {
+                    (offsets[k], counts[k]) = (offset, 1);
+                    k += 1;
+                }
+            }
+        }
+        if k < 2 {
+            return None;
+        }
+        let table = ans::frequencies(&counts[..k])?;
+        let bits = ans::coded_bits(&counts[..k], &table) + 8.0 * ans::table_bytes(&table) as f64 + 64.0;
+        let mut freqs = [0u32; TIME_STEPS_MAX];
+        freqs[..k].copy_from_slice(&table);
+        Some(Grid { period, offsets, k, freqs, bits })
+    }
+
+    fn offset(first: i64, period: i64, i: usize, time: i64) -> i64 {
+        time.wrapping_sub(first.wrapping_add((i as i64).wrapping_mul(period)))
+    }
+
+    fn bits(&self) -> f64 {
+        self.bits
+    }
+
+    fn put(&self, out: &mut Vec<u8>, times: &[i64]) {
+        let first = times.first().copied().unwrap_or(0);
+        out.extend_from_slice(&TIME_GRID_ANS.to_le_bytes());
+        out.extend_from_slice(&first.to_le_bytes());
+        put_varint(out, zigzag(self.period));
+        out.push(self.k as u8);
+        let offsets = &self.offsets[..self.k];
+        for offset in offsets {
+            put_varint(out, zigzag(*offset));
+        }
+        ans::put_table(out, &self.freqs[..self.k]);
+        let index = |(i, t): (usize, &i64)| {
+            let offset = Self::offset(first, self.period, i, *t);
+            (0, offsets.iter().position(|o| *o == offset).unwrap_or(0))
+        };
+        ans::encode(out, &[&self.freqs[..self.k]], times.iter().enumerate().skip(1).map(index));
+    }
+}
+
 /// What [`put_times`] wrote: `count` times.
 fn take_times(bytes: &[u8], at: &mut usize, count: usize) -> Result<Vec<i64>, String> {
     let coded = match flag_at(bytes, *at) {
         Some(TIME_STEPS) => false,
         Some(TIME_STEPS_CODED) => true,
         Some(TIME_STEPS_ANS) => return take_ans_times(bytes, at, count),
+        Some(TIME_GRID_ANS) => return take_grid_times(bytes, at, count),
         _ => return decompress::<i64>(take_block(bytes, at)?, count),
     };
     if count > COUNT_MAX {
@@ -956,7 +1119,7 @@ fn ans_allowed() -> bool {
     true
 }
 
-/// What [`put_times`] wrote as an ANS code: `count` times.
+/// What [`AnsSteps::put`] wrote: `count` times.
 fn take_ans_times(bytes: &[u8], at: &mut usize, count: usize) -> Result<Vec<i64>, String> {
     if count > COUNT_MAX {
         return Err(format!("a chunk of {count} samples"));
@@ -971,16 +1134,56 @@ fn take_ans_times(bytes: &[u8], at: &mut usize, count: usize) -> Result<Vec<i64>
     for step in &mut steps[..k] {
         *step = unzigzag(get_varint(bytes, at)?);
     }
-    let table = ans::Table::read(bytes, at, k)?;
+    let order = *bytes.get(*at).ok_or("short time steps")?;
+    *at += 1;
+    let tables = match order {
+        0 => vec![ans::Table::read(bytes, at, k)?],
+        1 => (0..k).map(|_| ans::Table::read(bytes, at, k)).collect::<Result<_, _>>()?,
+        _ => return Err(format!("time steps coded in order {order}")),
+    };
+    let mut decoder = ans::Decoder::new(bytes, at)?;
     // Allocated as the samples are met, not for the count a damaged header may claim.
     let mut out = Vec::with_capacity(count.min(1 << 16));
     let mut time = i64::from_le_bytes(first);
     out.push(time);
-    table.decode(bytes, at, count - 1, |index| {
+    let mut context = 0;
+    for _ in 1..count {
+        let index = decoder.symbol(&tables[if order == 0 { 0 } else { context }])?;
         time = time.wrapping_add(steps[index]);
         out.push(time);
-        Ok(())
-    })?;
+        context = index;
+    }
+    decoder.finish()?;
+    Ok(out)
+}
+
+/// What [`Grid::put`] wrote: `count` times.
+fn take_grid_times(bytes: &[u8], at: &mut usize, count: usize) -> Result<Vec<i64>, String> {
+    if count > COUNT_MAX {
+        return Err(format!("a chunk of {count} samples"));
+    }
+    let first = bytes.get(*at + 4..*at + 12).and_then(|b| b.try_into().ok()).ok_or("short time grid")?;
+    let first = i64::from_le_bytes(first);
+    *at += 12;
+    let period = unzigzag(get_varint(bytes, at)?);
+    let k = usize::from(*bytes.get(*at).ok_or("short time grid")?);
+    *at += 1;
+    if !(2..=TIME_STEPS_MAX).contains(&k) || count < 3 {
+        return Err(format!("{k} offsets from a grid for {count} samples"));
+    }
+    let mut offsets = [0i64; TIME_STEPS_MAX];
+    for offset in &mut offsets[..k] {
+        *offset = unzigzag(get_varint(bytes, at)?);
+    }
+    let table = ans::Table::read(bytes, at, k)?;
+    let mut decoder = ans::Decoder::new(bytes, at)?;
+    let mut out = Vec::with_capacity(count.min(1 << 16));
+    out.push(first);
+    for i in 1..count {
+        let offset = offsets[decoder.symbol(&table)?];
+        out.push(first.wrapping_add((i as i64).wrapping_mul(period)).wrapping_add(offset));
+    }
+    decoder.finish()?;
     Ok(out)
 }
 
@@ -1240,7 +1443,8 @@ fn put_bins(out: &mut Vec<u8>, distances: &[i64]) {
     // At most 65 symbols: always a table.
     let freqs = ans::frequencies(&counts).unwrap_or_default();
     out.push(shift);
-    ans::encode(out, &freqs, distances.iter().map(|d| symbol(*d)));
+    ans::put_table(out, &freqs);
+    ans::encode(out, &[&freqs], distances.iter().map(|d| (0, symbol(*d))));
     for d in distances.iter().filter(|d| symbol(**d) == BINS) {
         put_varint(out, zigzag(*d));
     }
@@ -1267,11 +1471,12 @@ fn take_bins(bytes: &[u8], at: &mut usize, count: usize) -> Result<Vec<i64>, Str
         return Err(format!("bins of 2^{shift}"));
     }
     let table = ans::Table::read(bytes, at, BINS + 1)?;
+    let mut decoder = ans::Decoder::new(bytes, at)?;
     let mut symbols = Vec::with_capacity(count.min(1 << 16));
-    table.decode(bytes, at, count, |s| {
-        symbols.push(s as u8);
-        Ok(())
-    })?;
+    for _ in 0..count {
+        symbols.push(decoder.symbol(&table)? as u8);
+    }
+    decoder.finish()?;
     let half = (BINS / 2) as i64;
     let mut distances = Vec::with_capacity(symbols.len());
     for s in &symbols {
@@ -1966,9 +2171,23 @@ mod tests {
                 assert!(decode(&short, |_| Err("no".into())).is_err(), "{bits} bits, cut {cut}");
             }
         }
-        // Seventeen steps: pco, as before.
+        // Seventeen steps in turn: off a grid by few offsets, so as a grid.
         let seventeen: Vec<i64> = (0..17).map(|k| 990 + k).collect();
         let c = poll(&seventeen, 1000);
+        let bytes = encode(Codec::Pco, 1, &c, None).unwrap();
+        assert_eq!(flag_at(&bytes, HEADER_BYTES), Some(TIME_GRID_ANS));
+        assert_eq!(decode(&bytes, |_| Err("no".into())).unwrap(), c);
+        // Twenty-one steps at random: a random walk off any grid, so pco, as before.
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let random: Vec<i64> = (0..1000)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                990 + (rng % 21) as i64
+            })
+            .collect();
+        let c = poll(&random, 1000);
         let bytes = encode(Codec::Pco, 1, &c, None).unwrap();
         assert_eq!(u32::from_le_bytes(bytes[HEADER_BYTES..HEADER_BYTES + 4].try_into().unwrap()) & FLAGGED, 0);
         assert_eq!(decode(&bytes, |_| Err("no".into())).unwrap(), c);
@@ -2052,9 +2271,13 @@ mod tests {
         let five = |n: f64| -(n / 5.0) * (n / 5.0f64).log2();
         let random_entropy: f64 =
             [1.0, 2.0, 3.0, 4.0, 5.0, 4.0, 3.0, 2.0, 1.0].iter().map(|n| -(n / 25.0) * (n / 25.0f64).log2()).sum();
-        for (name, late, entropy) in
-            [("late one in five", true, five(1.0) + five(4.0)), ("random", false, random_entropy)]
-        {
+        // Off a grid, a random jitter is one draw of five (its steps carry two).
+        assert!(random_entropy > 2.99);
+        let cases = [
+            ("late one in five", true, five(1.0) + five(4.0), TIME_STEPS_ANS),
+            ("random", false, 5f64.log2(), TIME_GRID_ANS),
+        ];
+        for (name, late, entropy, form) in cases {
             let (mut c, mut t) = (Columns::default(), 1_700_000_000_000i64);
             for i in 0..8192i64 {
                 if late {
@@ -2066,7 +2289,7 @@ mod tests {
                 }
             }
             let bytes = encode(Codec::Pco, 1, &c, None).unwrap();
-            assert_eq!(flag_at(&bytes, HEADER_BYTES), Some(TIME_STEPS_ANS), "{name}");
+            assert_eq!(flag_at(&bytes, HEADER_BYTES), Some(form), "{name}");
             let mut at = HEADER_BYTES;
             assert_eq!(take_times(&bytes, &mut at, c.len()).unwrap(), c.times, "{name}");
             let times_end = at;
@@ -2086,6 +2309,49 @@ mod tests {
             }
             assert_eq!(decode(&bytes, |_| Err("no".into())).unwrap(), c, "{name}");
         }
+        // The store bench's poll: 1004 ms, then 999 four times, over and over. After a long
+        // step always a short one, after a short one a long one time in four: of order 1, in
+        // 0.8 x H(1/4) = 0.65 bits a time.
+        let mut c = Columns::default();
+        let mut t = 1_700_000_000_000i64;
+        for i in 0..8192 {
+            c.push(t, 1.0, 0);
+            t += [1004, 999, 999, 999, 999][i % 5];
+        }
+        let bytes = encode(Codec::Pco, 1, &c, None).unwrap();
+        assert_eq!(flag_at(&bytes, HEADER_BYTES), Some(TIME_STEPS_ANS));
+        // After the flag, the first time, k = 2 and the two steps' varints, two bytes each.
+        let order = HEADER_BYTES + 13 + 2 + 2;
+        assert_eq!(bytes[order], 1, "order 1");
+        let mut at = HEADER_BYTES;
+        assert_eq!(take_times(&bytes, &mut at, c.len()).unwrap(), c.times);
+        let bits = (at - HEADER_BYTES) as f64 * 8.0 / 8191.0;
+        assert!(bits < 0.8 * 0.8113 + 0.04, "{bits:.3} bits a time");
+        let mut bad = bytes.clone();
+        bad[order] = 2;
+        assert!(take_times(&bad, &mut HEADER_BYTES.clone(), c.len()).unwrap_err().contains("order 2"));
+        // A grid's header out of range, or cut.
+        let mut c = Columns::default();
+        let mut x = 5u64;
+        for i in 0..3000i64 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            c.push(1_700_000_000_000 + i * 1000 + (x >> 61) as i64, 1.0, 0);
+        }
+        let bytes = encode(Codec::Pco, 1, &c, None).unwrap();
+        assert_eq!(flag_at(&bytes, HEADER_BYTES), Some(TIME_GRID_ANS));
+        let k_at = HEADER_BYTES + 12 + 2;
+        assert_eq!(bytes[k_at], 8, "eight offsets");
+        for k in [0u8, 1, 17] {
+            let mut bad = bytes.clone();
+            bad[k_at] = k;
+            assert!(take_times(&bad, &mut HEADER_BYTES.clone(), c.len()).is_err(), "{k} offsets");
+        }
+        let mut at = HEADER_BYTES;
+        assert_eq!(take_times(&bytes, &mut at, c.len()).unwrap(), c.times);
+        for cut in [1, 4, 30, (at - HEADER_BYTES) / 2] {
+            assert!(take_times(&bytes[..at - cut], &mut HEADER_BYTES.clone(), c.len()).is_err(), "cut {cut}");
+        }
+        assert!(take_times(&bytes, &mut HEADER_BYTES.clone(), 2).is_err(), "a grid of two times");
     }
 
     #[test]
