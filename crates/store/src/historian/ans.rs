@@ -80,9 +80,14 @@ pub(crate) fn table_bytes(freqs: &[u32]) -> usize {
 }
 
 /// Writes `symbols` coded, each `(table, symbol)` with the table of that index in `tables`
-/// (each from [`frequencies`]; the symbol's frequency in it above 0): the stream's length,
-/// then the stream. A decoder must use the same table for each symbol ([`Decoder::symbol`]).
-pub(crate) fn encode(out: &mut Vec<u8>, tables: &[&[u32]], symbols: impl DoubleEndedIterator<Item = (usize, usize)>) {
+/// (each from [`frequencies`]): the stream's length, then the stream. A decoder must use the
+/// same table for each symbol ([`Decoder::symbol`]). A symbol not in its table (a frequency
+/// of 0: a bug in the counting) is an error.
+pub(crate) fn encode(
+    out: &mut Vec<u8>,
+    tables: &[&[u32]],
+    symbols: impl DoubleEndedIterator<Item = (usize, usize)>,
+) -> Result<(), String> {
     let cumulative: Vec<Vec<u32>> = tables
         .iter()
         .map(|freqs| {
@@ -100,7 +105,10 @@ pub(crate) fn encode(out: &mut Vec<u8>, tables: &[&[u32]], symbols: impl DoubleE
     let mut reversed = Vec::new();
     let mut state = STATE_LOW;
     for (table, symbol) in symbols.rev() {
-        let (f, c) = (tables[table][symbol], cumulative[table][symbol]);
+        let (f, c) = match (tables.get(table).and_then(|t| t.get(symbol)), cumulative.get(table)) {
+            (Some(f), Some(c)) if *f > 0 => (*f, c[symbol]),
+            _ => return Err(format!("symbol {symbol} is not in code table {table}")),
+        };
         // (STATE_LOW >> SCALE_BITS) << 8 is 2^19: times a frequency of at most 2^12, below 2^32.
         let limit = ((STATE_LOW >> SCALE_BITS) << 8) * f;
         while state >= limit {
@@ -112,6 +120,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, tables: &[&[u32]], symbols: impl DoubleE
     reversed.extend_from_slice(&state.to_le_bytes());
     out.extend_from_slice(&(reversed.len() as u32).to_le_bytes());
     out.extend(reversed.iter().rev());
+    Ok(())
 }
 
 /// A table read back: each symbol's frequency and the start of its range, and which symbol
@@ -211,7 +220,7 @@ mod tests {
         let mut out = Vec::new();
         put_table(&mut out, &freqs);
         assert_eq!(out.len(), table_bytes(&freqs));
-        encode(&mut out, &[&freqs], symbols.iter().map(|s| (0, *s)));
+        encode(&mut out, &[&freqs], symbols.iter().map(|s| (0, *s))).unwrap();
         let mut at = 0;
         let table = Table::read(&out, &mut at, alphabet).unwrap();
         let mut decoder = Decoder::new(&out, &mut at).unwrap();
@@ -277,7 +286,9 @@ mod tests {
         let refs: Vec<&[u32]> = tables.iter().map(Vec::as_slice).collect();
         let context = |i: usize| if i == 0 { 0 } else { symbols[i - 1] };
         let mut out = Vec::new();
-        encode(&mut out, &refs, (0..symbols.len()).map(|i| (context(i), symbols[i])));
+        encode(&mut out, &refs, (0..symbols.len()).map(|i| (context(i), symbols[i]))).unwrap();
+        assert!(encode(&mut Vec::new(), &refs, [(0, 2)].into_iter()).is_err(), "a symbol past the table");
+        assert!(encode(&mut Vec::new(), &[&[4096, 0]], [(0, 1)].into_iter()).is_err(), "a symbol of frequency 0");
         let bits = out.len() as f64 * 8.0 / symbols.len() as f64;
         assert!(bits < 0.8 * 0.8113 + 0.01, "{bits:.4} bits a symbol");
         let mut bytes = Vec::new();

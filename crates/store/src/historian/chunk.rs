@@ -780,8 +780,7 @@ fn put_times(out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
             Some(index) => counts[index] += 1,
             None if k == TIME_STEPS_MAX => {
                 if let Some(grid) = grid {
-                    grid.put(out, times);
-                    return Ok(());
+                    return grid.put(out, times);
                 }
                 let config = pco_config(PCO_LEVEL_TIMES);
                 put_block(out, &pco::standalone::simple_compress(times, &config).map_err(|e| e.to_string())?);
@@ -803,12 +802,10 @@ fn put_times(out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
     let ans_steps = if k >= 2 && ans_allowed() { AnsSteps::of(times, steps) } else { None };
     let (ans_bits, grid_bits) = (ans_steps.as_ref().map(AnsSteps::bits), grid.as_ref().map(Grid::bits));
     if let Some(grid) = grid.filter(|_| grid_bits < ans_bits.or(Some(f64::INFINITY)) && grid_bits < Some(best_other)) {
-        grid.put(out, times);
-        return Ok(());
+        return grid.put(out, times);
     }
     if let Some(ans_steps) = ans_steps.filter(|_| ans_bits < Some(best_other)) {
-        ans_steps.put(out, times, steps);
-        return Ok(());
+        return ans_steps.put(out, times, steps);
     }
     out.extend_from_slice(&if coded { TIME_STEPS_CODED } else { TIME_STEPS }.to_le_bytes());
     out.extend_from_slice(&times.first().copied().unwrap_or(0).to_le_bytes());
@@ -947,7 +944,7 @@ impl AnsSteps {
         self.bits
     }
 
-    fn put(&self, out: &mut Vec<u8>, times: &[i64], steps: &[i64]) {
+    fn put(&self, out: &mut Vec<u8>, times: &[i64], steps: &[i64]) -> Result<(), String> {
         out.extend_from_slice(&TIME_STEPS_ANS.to_le_bytes());
         out.extend_from_slice(&times.first().copied().unwrap_or(0).to_le_bytes());
         out.push(steps.len() as u8);
@@ -961,7 +958,7 @@ impl AnsSteps {
         let tables: Vec<&[u32]> = self.tables.iter().map(Vec::as_slice).collect();
         // The context of a step: the one before it (the first's, step 0), in order 1.
         let context = |i: usize| if self.order == 0 || i == 0 { 0 } else { indexes[i - 1] };
-        ans::encode(out, &tables, (0..indexes.len()).map(|i| (context(i), indexes[i])));
+        ans::encode(out, &tables, (0..indexes.len()).map(|i| (context(i), indexes[i])))
     }
 }
 
@@ -1024,7 +1021,7 @@ impl Grid {
         self.bits
     }
 
-    fn put(&self, out: &mut Vec<u8>, times: &[i64]) {
+    fn put(&self, out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
         let first = times.first().copied().unwrap_or(0);
         out.extend_from_slice(&TIME_GRID_ANS.to_le_bytes());
         out.extend_from_slice(&first.to_le_bytes());
@@ -1039,7 +1036,7 @@ impl Grid {
             let offset = Self::offset(first, self.period, i, *t);
             (0, offsets.iter().position(|o| *o == offset).unwrap_or(0))
         };
-        ans::encode(out, &[&self.freqs[..self.k]], times.iter().enumerate().skip(1).map(index));
+        ans::encode(out, &[&self.freqs[..self.k]], times.iter().enumerate().skip(1).map(index))
     }
 }
 
@@ -1303,7 +1300,7 @@ fn put_values(out: &mut Vec<u8>, values: &[f64], resolution: Option<f64>) -> Res
                 out.push(MEAN_WINDOW as u8);
                 if residuals.len() >= BINS_SAMPLES_MIN && ans_allowed() {
                     out.push(DISTANCES_IN_BINS);
-                    put_bins(out, &residuals);
+                    put_bins(out, &residuals)?;
                 } else {
                     out.push(DISTANCES_BY_PCO);
                     let config = pco::ChunkConfig::default()
@@ -1352,7 +1349,8 @@ fn mean_residuals(values: &[f64], mode: &pco::ModeSpec) -> Option<(u8, f64, Vec<
     let (form, step, integers): (u8, f64, Vec<i64>) = match *mode {
         pco::ModeSpec::TryFloatMult(step) => {
             let multiple = |v: &f64| {
-                let m = (v / step).round();
+                // Whole numbers (a step of 1) need no division.
+                let m = if step == 1.0 { v.round() } else { (v / step).round() };
                 (m.abs() <= MEANS_MULTIPLE_MAX as f64 && (m * step + 0.0).to_bits() == v.to_bits()).then_some(m as i64)
             };
             (MEANS_OF_MULTIPLES, step, values.iter().map(multiple).collect::<Option<_>>()?)
@@ -1408,7 +1406,7 @@ const BIN_SHIFT_MAX: u8 = 56;
 ///  its distance (zigzag varint), then each other distance's `shift` low bits packed from
 ///  the lowest bit up, ceil(n x shift / 8) bytes
 /// ```
-fn put_bins(out: &mut Vec<u8>, distances: &[i64]) {
+fn put_bins(out: &mut Vec<u8>, distances: &[i64]) -> Result<(), String> {
     // The noise's spread from the mean size of the distances (a gaussian's sigma is 1.25 of
     // it); bins of a quarter of it, or twice or half or a quarter that, whichever costs the
     // fewest bits by the counts (a column whose values cross a power of two is noise of two
@@ -1421,13 +1419,27 @@ fn put_bins(out: &mut Vec<u8>, distances: &[i64]) {
         let bin = d >> shift;
         if (-half..half).contains(&bin) { (bin + half) as usize } else { BINS }
     };
-    let (mut shift, mut counts, mut best) = (widest, [0u64; BINS + 1], f64::INFINITY);
-    for candidate in (widest.saturating_sub(3)..=widest).rev() {
-        let mut tried = [0u64; BINS + 1];
-        for d in distances {
-            tried[symbol(*d, candidate)] += 1;
+    // One count, in bins of the finest width over the widest one's range; each width's bins
+    // are runs of those (a distance's bin at a shift is its bin at a finer one, shifted).
+    let finest = widest.saturating_sub(3);
+    let fine_half = half << (widest - finest);
+    let mut fine = vec![0u64; 2 * fine_half as usize];
+    for d in distances {
+        let bin = d >> finest;
+        if (-fine_half..fine_half).contains(&bin) {
+            fine[(bin + fine_half) as usize] += 1;
         }
-        let n = distances.len() as f64;
+    }
+    let n = distances.len() as f64;
+    let (mut shift, mut counts, mut best) = (widest, [0u64; BINS + 1], f64::INFINITY);
+    for candidate in (finest..=widest).rev() {
+        let m = candidate - finest;
+        let start = (fine_half - (half << m)) as usize;
+        let mut tried = [0u64; BINS + 1];
+        for (j, c) in fine[start..start + (BINS << m)].iter().enumerate() {
+            tried[j >> m] += c;
+        }
+        tried[BINS] = distances.len() as u64 - tried[..BINS].iter().sum::<u64>();
         let bits: f64 = tried
             .iter()
             .filter(|c| **c > 0)
@@ -1444,7 +1456,7 @@ fn put_bins(out: &mut Vec<u8>, distances: &[i64]) {
     let freqs = ans::frequencies(&counts).unwrap_or_default();
     out.push(shift);
     ans::put_table(out, &freqs);
-    ans::encode(out, &[&freqs], distances.iter().map(|d| (0, symbol(*d))));
+    ans::encode(out, &[&freqs], distances.iter().map(|d| (0, symbol(*d))))?;
     for d in distances.iter().filter(|d| symbol(**d) == BINS) {
         put_varint(out, zigzag(*d));
     }
@@ -1461,6 +1473,7 @@ fn put_bins(out: &mut Vec<u8>, distances: &[i64]) {
     if filled > 0 {
         out.push(word as u8);
     }
+    Ok(())
 }
 
 /// What [`put_bins`] wrote: `count` distances.
@@ -1521,7 +1534,12 @@ impl RunningMean {
     /// The mean of the values pushed so far, of the window's last at most; 0 before any.
     fn predict(&self) -> i64 {
         let n = self.seen.min(self.window) as i64;
-        if n == 0 { 0 } else { (self.sum + n / 2).div_euclid(n) }
+        match n {
+            0 => 0,
+            // A full window of 16 (or any power of two): a shift, not a division (the same).
+            _ if n & (n - 1) == 0 => (self.sum + n / 2) >> n.trailing_zeros(),
+            _ => (self.sum + n / 2).div_euclid(n),
+        }
     }
 
     /// Takes `column[i]` in, the one that leaves the window out (`column` holds every value up
