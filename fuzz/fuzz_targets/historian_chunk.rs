@@ -3,7 +3,8 @@
 //! bounded by the input's size and the samples a chunk may hold (8,192 in a block's section,
 //! 4 M in a chunk record of the format before blocks). And any columns the input describes
 //! (times stepping by a few values, for the steps' dictionary, or by many, for pco; values that
-//! hold, change now and then, for runs, or always), written as a chunk, read back bit for bit;
+//! hold, change now and then, for runs, or always, and noise around a level as f32s or tenths,
+//! for distances from a running mean), written as a chunk, read back bit for bit;
 //! and rounded to a tag's stated resolution, in a block told it, read back bit for bit.
 #![no_main]
 
@@ -44,7 +45,14 @@ fuzz_target!(|bytes: &[u8]| {
         let (mut time, mut value) = (i64::from(bytes[2]) << 32, 0.0);
         for i in 0..n {
             let b = body[i % body.len()];
-            if bytes[0] & 0x80 != 0 {
+            if bytes[0] & 0xc0 == 0xc0 {
+                // Noise around a level, read as an f32 (stored as distances from a mean).
+                value = f64::from(50.0f32 + f32::from(b) * 0.013 - (i % 700) as f32 * 0.01);
+            } else if bytes[0] & 0xc0 == 0x40 {
+                // A noisy scaled register, in tenths, now and then far off (an escape).
+                let far = if b == 255 { 1e7 } else { 0.0 };
+                value = (f64::from(b) + 3000.0 + far) * 0.1;
+            } else if bytes[0] & 0x80 != 0 {
                 value = f64::from(b) * 0.37 + i as f64;
             } else if b % 16 == 0 {
                 value = palette[usize::from(b / 16) % palette.len()];

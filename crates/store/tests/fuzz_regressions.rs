@@ -4,7 +4,9 @@
 //! - `historian_chunk`: a chunk header asking for four billion samples, and a quality run
 //!   length that overflowed the sum (fixed in `chunk::decode_runs`); a 100-byte pco column that
 //!   claimed so many numbers that decoding it took 1.7 GB in the fuzz build (`oom-*`; fixed in
-//!   `chunk::decompress`: the output is sized by the chunk's own count, at most 4 M). This
+//!   `chunk::decompress`: the output is sized by the chunk's own count, at most 4 M); an ANS
+//!   code table whose frequency varint overflowed the sum (`crash-ans-table-sum-overflow`, found
+//!   by a review's mutation run; fixed in `ans::Table::read`). This
 //!   binary's peak memory must stay under 256 MB (the test builds did not reach the 1.7 GB
 //!   before the fix either: this input is kept as a replay, not as a reproduction);
 //! - `store_segment`: a record whose sequence number was u64::MAX with a matching checksum,

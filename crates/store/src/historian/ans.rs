@@ -143,10 +143,10 @@ impl Table {
         for _ in 0..symbols {
             let f = get_varint(bytes, at)?;
             cumulative.push(sum as u32);
-            sum += f;
-            if sum > u64::from(SCALE) {
+            if f > u64::from(SCALE) - sum {
                 return Err("a code's frequencies past its scale".into());
             }
+            sum += f;
             freqs.push(f as u32);
         }
         if sum != u64::from(SCALE) {
@@ -340,6 +340,11 @@ mod tests {
         for (table, symbols) in [(&[0x80u8, 0x21][..], 1), (&[0x00, 0x00][..], 2), (&[0xff, 0xff, 0xff, 0x0f][..], 1)] {
             assert!(Table::read(table, &mut 0, symbols).is_err(), "{table:?}");
         }
+        // A frequency that overflows the sum (a varint of 2^64 - 1): an error, not a panic.
+        let mut wrap = vec![0x01];
+        wrap.extend([0xff; 9]);
+        wrap.extend([0x01, 0x80, 0x20]);
+        assert!(Table::read(&wrap, &mut 0, 3).is_err());
         assert!(Table::read(&[0x80, 0x20], &mut 0, 0).is_err());
         assert!(Table::read(&[0x80, 0x20], &mut 0, 257).is_err());
     }

@@ -12,7 +12,11 @@
 //!                        whose times these samples share (tags read in one request share
 //!                        their times), then the values (below)
 //!  pco values:           u32 LE length + pco(values as f64); or, when every value is the same
-//!                        (bit for bit), u32 LE 0x8000_0008 and that value (f64 LE)
+//!                        (bit for bit), u32 LE 0x8000_0008 and that value (f64 LE); or another
+//!                        form of our own, flagged in place of the length (`FLAGGED`): runs,
+//!                        or distances from a running mean (`VALUE_MEANS`); the times too may
+//!                        be a form of our own: steps from a dictionary as indexes, a prefix
+//!                        code or an ANS code (`ans.rs`), or offsets from a grid
 //!  all then:             quality runs: varint n, then n x (varint quality code, varint run length)
 //!  kind 9, checkpoint:   u64 LE last WAL sequence number folded into chunks,
 //!                        u64 LE sequence number of the first chunk record of this checkpoint
@@ -726,6 +730,9 @@ const VALUE_MEANS: u32 = FLAGGED | 19;
 const TIME_STEPS_ANS: u32 = FLAGGED | 20;
 /// Times: offsets from a grid of one period, from a dictionary, as an ANS code (below).
 const TIME_GRID_ANS: u32 = FLAGGED | 21;
+/// Times a chunk has at least for a grid to be taken over pco's column when its steps are
+/// too many for a dictionary.
+const GRID_SAMPLES_MIN: usize = 512;
 /// The longest prefix code of a time step: what Huffman's code of [`TIME_STEPS_MAX`] steps
 /// needs at most (one fewer than the steps); a longer one in a chunk is damage.
 const TIME_CODE_BITS_MAX: u8 = 15;
@@ -766,9 +773,11 @@ fn index_bits(k: usize) -> usize {
 ///  length, 1 to 15), ceil(code bits / 8) bytes
 /// ```
 ///
-/// Anything else as a pco column. pco spent some 35 ns a time on such a chunk of 8,192, and its
-/// bins merged the steps of the store bench's poll into 3.2 bits a sample; this takes some
-/// 2 ns and 1 bit (issue 15).
+/// or as an ANS code ([`AnsSteps`]), or as offsets from a grid ([`Grid`]), whichever is the
+/// smallest by its counts. Anything else (more than 16 steps, and a short chunk or more than
+/// 16 offsets from a grid) as a pco column. pco spent some 35 ns a time on such a chunk of
+/// 8,192, and its bins merged the steps of the store bench's poll into 3.2 bits a sample;
+/// this takes some 2 ns and 1 bit (0.65 as an ANS code of order 1) (issue 15).
 fn put_times(out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
     let grid = if ans_allowed() { Grid::of(times) } else { None };
     let mut steps = [0i64; TIME_STEPS_MAX];
@@ -779,7 +788,9 @@ fn put_times(out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
         match steps[..k].iter().position(|s| *s == step) {
             Some(index) => counts[index] += 1,
             None if k == TIME_STEPS_MAX => {
-                if let Some(grid) = grid {
+                // Against pco's column, unweighed: only where its table and state are a few
+                // bytes among many (a short chunk came out up to a tenth larger).
+                if let Some(grid) = grid.filter(|_| times.len() >= GRID_SAMPLES_MIN) {
                     return grid.put(out, times);
                 }
                 let config = pco_config(PCO_LEVEL_TIMES);
@@ -1291,13 +1302,14 @@ fn put_values(out: &mut Vec<u8>, values: &[f64], resolution: Option<f64>) -> Res
         Some(_) if runs <= runs_max => put_runs(out, values, runs),
         _ => {
             let mode = value_mode(values, resolution);
-            if let Some((form, step, residuals)) = mean_residuals(values, &mode) {
+            if let Some((form, step, first, residuals)) = mean_residuals(values, &mode) {
                 out.extend_from_slice(&VALUE_MEANS.to_le_bytes());
                 out.push(form);
                 if form == MEANS_OF_MULTIPLES {
                     out.extend_from_slice(&step.to_le_bytes());
                 }
                 out.push(MEAN_WINDOW as u8);
+                put_varint(out, zigzag(first));
                 if residuals.len() >= BINS_SAMPLES_MIN && ans_allowed() {
                     out.push(DISTANCES_IN_BINS);
                     put_bins(out, &residuals)?;
@@ -1339,15 +1351,16 @@ const MEANS_MULTIPLE_MAX: i64 = 1 << 53;
 ///
 /// ```text
 ///  u32 LE VALUE_MEANS, u8 form (0: f32s; 1: multiples, then f64 LE step), u8 window,
-///  u8 coder, then the distances: coder 0, a pco column of i64 (no deltas); coder 1 (a
+///  varint the first value (zigzag; foretold for itself), u8 coder, then the distances: coder 0, a pco column of i64 (no deltas); coder 1 (a
 ///  chunk of 1,024 values or more), in bins ([`put_bins`])
 /// ```
 ///
 /// On the bench's press line (noise of 0.08 °C, 2 % and 3 % on an f32 temperature, power
 /// and vibration; a temperature in tenths) see `BENCHMARKS.md`.
-fn mean_residuals(values: &[f64], mode: &pco::ModeSpec) -> Option<(u8, f64, Vec<i64>)> {
+fn mean_residuals(values: &[f64], mode: &pco::ModeSpec) -> Option<(u8, f64, i64, Vec<i64>)> {
     let (form, step, integers): (u8, f64, Vec<i64>) = match *mode {
-        pco::ModeSpec::TryFloatMult(step) => {
+        // A step the decoder takes (a hint from outside may be anything).
+        pco::ModeSpec::TryFloatMult(step) if step > 0.0 && step.is_finite() => {
             let multiple = |v: &f64| {
                 // Whole numbers (a step of 1) need no division.
                 let m = if step == 1.0 { v.round() } else { (v / step).round() };
@@ -1365,10 +1378,13 @@ fn mean_residuals(values: &[f64], mode: &pco::ModeSpec) -> Option<(u8, f64, Vec<
         _ => return None,
     };
     let bits = |v: i64| u64::from(64 - zigzag(v).leading_zeros());
-    let (mut step_bits, mut mean_bits) = (0u64, 0u64);
+    let first = *integers.first()?;
+    // The form's header more than pco's column: form, window, coder, the first value, a step.
+    let header = 3 + varint_bytes(zigzag(first)) + if form == MEANS_OF_MULTIPLES { 8 } else { 0 };
+    let (mut step_bits, mut mean_bits) = (0u64, 8 * header as u64);
     let mut residuals = Vec::with_capacity(integers.len());
-    let mut mean = RunningMean::new(MEAN_WINDOW);
-    let mut previous = 0i64;
+    let mut mean = RunningMean::new(MEAN_WINDOW, first);
+    let mut previous = first;
     for (i, x) in integers.iter().enumerate() {
         let residual = x - mean.predict();
         step_bits += bits(x - previous);
@@ -1377,7 +1393,12 @@ fn mean_residuals(values: &[f64], mode: &pco::ModeSpec) -> Option<(u8, f64, Vec<
         mean.push(&integers, i);
         previous = *x;
     }
-    (mean_bits < step_bits).then_some((form, step, residuals))
+    (mean_bits < step_bits).then_some((form, step, first, residuals))
+}
+
+/// Bytes [`put_varint`] writes for `v`.
+fn varint_bytes(v: u64) -> usize {
+    (64 - v.leading_zeros() as usize).div_ceil(7).max(1)
 }
 
 /// How [`VALUE_MEANS`] stores its distances: as a pco column of i64, or in bins ([`put_bins`]).
@@ -1389,17 +1410,18 @@ const BINS_SAMPLES_MIN: usize = 1024;
 /// Bins around 0, half of them below, each `2^shift` wide; one more symbol for a distance
 /// outside them all.
 const BINS: usize = 64;
-/// The widest a bin may be said to be (a distance of two multiples is at most 2^55).
+/// The widest a bin may be said to be (a distance of two multiples is at most 2^54).
 const BIN_SHIFT_MAX: u8 = 56;
 
 /// A noisy column's distances from their running mean, in bins of one width, as pco splits a
 /// column but cheaper (pco's level 6 took some 2 % more bytes on the bench's noise than its
 /// level 8, which took twice the time): a distance `d` is in bin `d >> shift` (64 bins
 /// around 0), the bin coded as an ANS symbol (`ans.rs`), the `shift` bits below it as they
-/// are. The bins are some quarter to an eighth of the noise's spread wide (taken from the
-/// distances' mean size), fine enough that the noise is near even within one (a loss of
-/// well under a hundredth of a bit a sample); a distance outside them all (a machine that
-/// starts, a step of its setpoint) is an escape symbol and its zigzag varint.
+/// are. The width is one of four, from some 0.7 to a twelfth of the noise's spread (taken
+/// from the distances' median size, which a rare glitch does not move), the one whose
+/// counts cost the fewest bits: fine enough that the noise is near even within a bin; a
+/// distance outside them all (a machine that starts, a glitch) is an escape symbol and its
+/// zigzag varint.
 ///
 /// ```text
 ///  u8 shift, ANS table of 65 symbols and stream (the bins, then escape), then for each escape
@@ -1407,13 +1429,24 @@ const BIN_SHIFT_MAX: u8 = 56;
 ///  the lowest bit up, ceil(n x shift / 8) bytes
 /// ```
 fn put_bins(out: &mut Vec<u8>, distances: &[i64]) -> Result<(), String> {
-    // The noise's spread from the mean size of the distances (a gaussian's sigma is 1.25 of
-    // it); bins of a quarter of it, or twice or half or a quarter that, whichever costs the
-    // fewest bits by the counts (a column whose values cross a power of two is noise of two
-    // spreads as f32s).
-    let mean_size = distances.iter().map(|d| d.unsigned_abs() as f64).sum::<f64>() / distances.len().max(1) as f64;
-    let quarter = mean_size * 1.25 / 4.0;
-    let widest = if quarter < 2.0 { 0 } else { (quarter.log2().floor() as u8 + 1).min(BIN_SHIFT_MAX) };
+    // The noise's spread from the distances' median size (a rare glitch, a machine that
+    // starts, does not move it; a gaussian's sigma is 1.48 of it), read off a count of their
+    // bit lengths: the median is below 2^l, l the bit length half of them reach. Bins of
+    // 2^(l - 1) (some 0.7 of the spread), or a half, a quarter or an eighth of that,
+    // whichever costs the fewest bits by the counts (a column whose values cross a power of
+    // two is noise of two spreads as f32s).
+    let mut lengths = [0usize; 65];
+    for d in distances {
+        lengths[(64 - d.unsigned_abs().leading_zeros()) as usize] += 1;
+    }
+    let mut reached = 0;
+    let median_bits = (0..lengths.len())
+        .find(|l| {
+            reached += lengths[*l];
+            2 * reached >= distances.len()
+        })
+        .unwrap_or(0);
+    let widest = (median_bits as u8).saturating_sub(1).min(BIN_SHIFT_MAX);
     let half = (BINS / 2) as i64;
     let symbol = |d: i64, shift: u8| {
         let bin = d >> shift;
@@ -1524,18 +1557,22 @@ struct RunningMean {
     window: usize,
     sum: i64,
     seen: usize,
+    first: i64,
 }
 
 impl RunningMean {
-    fn new(window: usize) -> Self {
-        RunningMean { window, sum: 0, seen: 0 }
+    /// A mean whose first value is foretold as `first` (stored ahead of the distances: a
+    /// column's first value is no distance from anything, and a large one would widen the
+    /// bins of all the rest).
+    fn new(window: usize, first: i64) -> Self {
+        RunningMean { window, sum: 0, seen: 0, first }
     }
 
-    /// The mean of the values pushed so far, of the window's last at most; 0 before any.
+    /// The mean of the values pushed so far, of the window's last at most; `first` before any.
     fn predict(&self) -> i64 {
         let n = self.seen.min(self.window) as i64;
         match n {
-            0 => 0,
+            0 => self.first,
             // A full window of 16 (or any power of two): a shift, not a division (the same).
             _ if n & (n - 1) == 0 => (self.sum + n / 2) >> n.trailing_zeros(),
             _ => (self.sum + n / 2).div_euclid(n),
@@ -1587,6 +1624,7 @@ fn take_means(bytes: &[u8], at: &mut usize, count: usize) -> Result<Vec<f64>, St
     if window == 0 || window > MEAN_WINDOW_MAX {
         return Err(format!("a mean of {window} values"));
     }
+    let first = unzigzag(get_varint(bytes, at)?);
     let (low, high) = if form == MEANS_OF_F32S {
         (i64::from(i32::MIN), i64::from(i32::MAX))
     } else {
@@ -1599,7 +1637,7 @@ fn take_means(bytes: &[u8], at: &mut usize, count: usize) -> Result<Vec<f64>, St
         DISTANCES_IN_BINS if count <= COUNT_MAX => take_bins(bytes, at, count)?,
         _ => return Err(format!("distances coded as {coder}, {count} of them")),
     };
-    let mut mean = RunningMean::new(usize::from(window));
+    let mut mean = RunningMean::new(usize::from(window), first);
     for i in 0..integers.len() {
         let x = integers[i].checked_add(mean.predict()).filter(|x| (low..=high).contains(x));
         integers[i] = x.ok_or("a value past its form's range")?;
@@ -1882,13 +1920,13 @@ mod tests {
         // The edges, each form: through zero and both zeros as f32s, infinities among them;
         // the largest multiples; hundredths below zero.
         // (Noise around zero spans many exponents, every f32's step: stored as steps.)
-        let mut edges: Vec<f64> = (0..300).map(|_| f64::from((5.0 + 0.3 * noise()) as f32)).collect();
+        // (A value far off costs its distance for the window after it: a few among thousands.)
+        let mut edges: Vec<f64> = (0..1500).map(|_| f64::from((5.0 + 0.3 * noise()) as f32)).collect();
         edges.extend([0.0, -0.0, f64::INFINITY, f64::NEG_INFINITY, f64::from(f32::MAX), f64::from(f32::MIN), -5.0]);
-        edges.extend((0..300).map(|_| f64::from((5.0 + 0.3 * noise()) as f32)));
+        edges.extend((0..1500).map(|_| f64::from((5.0 + 0.3 * noise()) as f32)));
         assert!(matches!(value_mode(&edges, None), pco::ModeSpec::TryFloatQuant(29)));
-        let large: Vec<f64> =
-            (0..300).map(|i| 9_007_199_254_740_000.0 + (i % 7) as f64 * 100.0 + (noise() * 30.0).round()).collect();
-        let negative: Vec<f64> = (0..300).map(|_| to_resolution(-5.0 + 0.3 * noise(), 0.01)).collect();
+        let large: Vec<f64> = (0..3000).map(|_| 9_007_199_254_740_000.0 + (noise() * 300.0).round()).collect();
+        let negative: Vec<f64> = (0..3000).map(|_| to_resolution(-5.0 + 0.3 * noise(), 0.01)).collect();
         for values in [&edges, &large, &negative] {
             assert!(stored(values).1, "{:?}", &values[..4]);
         }
@@ -1896,6 +1934,142 @@ mod tests {
             assert_eq!(f32_from_ordinal(f32_ordinal(v)).to_bits(), v.to_bits());
         }
         assert!(f32_ordinal(-0.0) < f32_ordinal(0.0) && f32_ordinal(-1.0) < f32_ordinal(-0.5));
+    }
+
+    /// Where the forms of our own could cost more than pco's (a review's findings): a column at
+    /// a large magnitude (its first value is no distance from anything), noise with rare
+    /// glitches, short chunks, times off a grid by many offsets: none comes out larger than
+    /// pco's own column, in total, by more than a hundredth. A negative resolution hint is
+    /// no step: the chunk reads back.
+    #[test]
+    fn our_forms_are_not_larger_than_pco() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut noise = move || {
+            (0..4)
+                .map(|_| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    (rng >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+                })
+                .sum::<f64>()
+        };
+        let chunk = |values: &[f64], times: &[i64]| {
+            let mut c = Columns::default();
+            for (v, t) in values.iter().zip(times) {
+                c.push(*t, *v, 0);
+            }
+            let bytes = encode(Codec::Pco, 3, &c, None).unwrap();
+            assert_eq!(decode(&bytes, |_| Err("no".into())).unwrap(), c);
+            bytes
+        };
+        let paced = |n: usize| (0..n as i64).map(|i| 1_700_000_000_000 + i * 1000).collect::<Vec<_>>();
+        let pco_values = |values: &[f64]| {
+            let config = pco_config(PCO_LEVEL_VALUES).with_mode_spec(value_mode(values, None));
+            pco::standalone::simple_compress(values, &config).unwrap().len()
+        };
+        // (name, values of one chunk): ours against pco's, over `chunks` chunks.
+        type Case = (String, usize, Box<dyn FnMut(usize) -> Vec<f64>>);
+        let mut cases: Vec<Case> = Vec::new();
+        let mut noise_of = move || noise();
+        let mut series = Vec::new();
+        for _ in 0..200_000 {
+            series.push(noise_of());
+        }
+        let series = std::sync::Arc::new(series);
+        for n in [40usize, 75, 150, 1024, 2048, 8192] {
+            let chunks = (16_384 / n).max(2);
+            let s = series.clone();
+            cases.push((
+                format!("f32 at 101325, {n}"),
+                chunks,
+                Box::new(move |k| (0..n).map(|i| f64::from((101_325.0 + 8.0 * s[k * n + i]) as f32)).collect()),
+            ));
+            let s = series.clone();
+            cases.push((
+                format!("f32 at 50, {n}"),
+                chunks,
+                Box::new(move |k| (0..n).map(|i| f64::from((50.0 + 0.14 * s[k * n + i]) as f32)).collect()),
+            ));
+            let s = series.clone();
+            cases.push((
+                format!("counts at 8e6, {n}"),
+                chunks,
+                Box::new(move |k| (0..n).map(|i| (8e6 + 50.0 * s[k * n + i]).round()).collect()),
+            ));
+            let s = series.clone();
+            cases.push((
+                format!("counts at 9e15, {n}"),
+                chunks,
+                Box::new(move |k| (0..n).map(|i| (9e15 + 80.0 * s[k * n + i]).round()).collect()),
+            ));
+            let s = series.clone();
+            cases.push((
+                format!("tenths, {n}"),
+                chunks,
+                Box::new(move |k| (0..n).map(|i| ((600.0 + 3.0 * s[k * n + i]).round()) * 0.1).collect()),
+            ));
+            let s = series.clone();
+            cases.push((
+                format!("f32 with a glitch, {n}"),
+                chunks,
+                Box::new(move |k| {
+                    (0..n)
+                        .map(|i| {
+                            let glitch = if (k * n + i) % 700 == 350 { -1e6 } else { 0.0 };
+                            f64::from((50.0 + 0.14 * s[k * n + i] + glitch) as f32)
+                        })
+                        .collect()
+                }),
+            ));
+        }
+        for (name, chunks, mut make) in cases {
+            let (mut ours, mut theirs) = (0usize, 0usize);
+            for k in 0..chunks {
+                let values = make(k);
+                let times = paced(values.len());
+                let empty_values = vec![1.0; values.len()];
+                ours += chunk(&values, &times).len() - chunk(&empty_values, &times).len() + 12;
+                theirs += pco_values(&values) + 4;
+            }
+            assert!(ours as f64 <= theirs as f64 * 1.01, "{name}: {ours} bytes ours, {theirs} pco's");
+        }
+        // Times off a grid by up to 7 ms at random (more than 16 steps): against pco's.
+        let mut x = 7u64;
+        for n in [40usize, 75, 150, 1000] {
+            let (mut ours, mut theirs) = (0usize, 0usize);
+            for _ in 0..(16_384 / n) {
+                let times: Vec<i64> = (0..n as i64)
+                    .map(|i| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        1_700_000_000_000 + i * 1000 + (x % 15) as i64 - 7
+                    })
+                    .collect();
+                let values = vec![1.0; n];
+                let bytes = chunk(&values, &times);
+                let mut at = HEADER_BYTES;
+                take_times(&bytes, &mut at, n).unwrap();
+                ours += at - HEADER_BYTES;
+                theirs += pco::standalone::simple_compress(&times, &pco_config(PCO_LEVEL_TIMES)).unwrap().len() + 4;
+            }
+            assert!(ours as f64 <= theirs as f64 * 1.01, "times ±7 ms, {n}: {ours} bytes ours, {theirs} pco's");
+        }
+        // A negative resolution hint (the historian takes only positive ones; an outside
+        // caller might not): the chunk reads back.
+        let tenths: Vec<f64> = (0..300).map(|i| ((600.0 + 3.0 * series[i]).round()) * 0.1).collect();
+        let mut c = Columns::default();
+        for (i, v) in tenths.iter().enumerate() {
+            c.push(1_700_000_000_000 + i as i64 * 1000, *v, 0);
+        }
+        for hint in [-0.1, f64::NAN, f64::INFINITY, 0.0] {
+            let mut w = BlockWriter::default();
+            w.push(Codec::Pco, 3, &c, None, Some(hint)).unwrap();
+            let (bytes, _) = w.finish().unwrap();
+            let block = Block::open(bytes.as_slice()).unwrap();
+            assert_eq!(block.decode(&block.section(0).unwrap()).unwrap(), c, "a hint of {hint}");
+        }
     }
 
     /// Each kind of values pco is told how to split (whole numbers, numbers an f32 holds, the
@@ -2654,9 +2828,11 @@ mod tests {
         assert_eq!(flag_at(&bytes, flag), Some(VALUE_MEANS));
         assert_eq!(decode(&bytes, |_| Err("no".into())).unwrap(), c);
         let (form, step, window) = (flag + 4, flag + 5, flag + 13);
+        let mut coder = window + 1;
+        get_varint(&bytes, &mut coder).unwrap();
         assert_eq!(bytes[form], MEANS_OF_MULTIPLES);
         assert_eq!(bytes[window], MEAN_WINDOW as u8);
-        assert_eq!(bytes[window + 1], DISTANCES_BY_PCO, "a short chunk's distances go to pco");
+        assert_eq!(bytes[coder], DISTANCES_BY_PCO, "a short chunk's distances go to pco");
         let damaged = |at: usize, with: &[u8]| {
             let mut b = bytes.clone();
             b[at..at + with.len()].copy_from_slice(with);
@@ -2664,7 +2840,7 @@ mod tests {
         };
         assert!(damaged(form, &[2]).unwrap_err().contains("means of form 2"));
         assert!(damaged(window, &[0]).unwrap_err().contains("a mean of 0 values"));
-        assert!(damaged(window + 1, &[2]).unwrap_err().contains("distances coded as 2"));
+        assert!(damaged(coder, &[2]).unwrap_err().contains("distances coded as 2"));
         assert!(damaged(window, &[65]).unwrap_err().contains("a mean of 65 values"));
         assert!(damaged(step, &f64::NAN.to_le_bytes()).unwrap_err().contains("a step of NaN"));
         assert!(damaged(step, &(-0.1f64).to_le_bytes()).is_err());
@@ -2685,7 +2861,9 @@ mod tests {
         let mut flag = HEADER_BYTES;
         take_times(&bytes, &mut flag, 4000).unwrap();
         assert_eq!(flag_at(&bytes, flag), Some(VALUE_MEANS));
-        let (coder, shift) = (flag + 14, flag + 15);
+        let mut coder = flag + 14;
+        get_varint(&bytes, &mut coder).unwrap();
+        let shift = coder + 1;
         assert_eq!(bytes[coder], DISTANCES_IN_BINS);
         assert_eq!(decode(&bytes, |_| Err("no".into())).unwrap(), c, "escapes (the jumps) and bins");
         let mut b = bytes.clone();
@@ -2707,19 +2885,19 @@ mod tests {
         let mut out = VALUE_MEANS.to_le_bytes().to_vec();
         out.push(MEANS_OF_MULTIPLES);
         out.extend_from_slice(&0.1f64.to_le_bytes());
-        out.extend([16, DISTANCES_BY_PCO]);
+        out.extend([16, 0, DISTANCES_BY_PCO]);
         put_block(&mut out, &pco::standalone::simple_compress(&residuals, &pco::ChunkConfig::default()).unwrap());
         assert!(take_values(&out, &mut 0, 400).unwrap_err().contains("past its form's range"));
         out[4] = MEANS_OF_F32S;
         out.drain(5..13);
         residuals[0] = i64::from(i32::MIN) - 1;
         let block = pco::standalone::simple_compress(&residuals, &pco::ChunkConfig::default()).unwrap();
-        out.truncate(7);
+        out.truncate(8);
         put_block(&mut out, &block);
         assert!(take_values(&out, &mut 0, 400).unwrap_err().contains("past its form's range"));
         residuals[0] = i64::MAX;
         residuals[1] = i64::MAX;
-        out.truncate(7);
+        out.truncate(8);
         put_block(&mut out, &pco::standalone::simple_compress(&residuals, &pco::ChunkConfig::default()).unwrap());
         assert!(take_values(&out, &mut 0, 400).is_err(), "an overflow is an error, not a panic");
     }

@@ -199,7 +199,9 @@ const BLOCK_BYTES_MAX: u64 = 256 << 10;
 const HEAD_SAMPLES_ONE_MAX: usize = 1 << 18;
 
 /// The version of the historian's formats that this build writes (see `crate::check_format`):
-/// 5 since a chunk's values as distances from a running mean (`chunk.rs`, `VALUE_MEANS`);
+/// 5 since a chunk's values as distances from a running mean, in bins (`chunk.rs`,
+/// `VALUE_MEANS`), and its times as an ANS code of their steps or as offsets from a grid
+/// (`TIME_STEPS_ANS`, `TIME_GRID_ANS`, `ans.rs`);
 /// 4 since the chunks' time steps as prefix codes (`chunk.rs`); 3 since the chunks' time steps
 /// and value runs; 2 since the WAL's runs (`wal.rs`) and the chunks' constant columns; 1
 /// before.
