@@ -777,20 +777,25 @@ fn index_bits(k: usize) -> usize {
 /// smallest by its counts. Anything else (more than 16 steps, and a short chunk or more than
 /// 16 offsets from a grid) as a pco column. pco spent some 35 ns a time on such a chunk of
 /// 8,192, and its bins merged the steps of the store bench's poll into 3.2 bits a sample;
-/// this takes some 2 ns and 1 bit (0.65 as an ANS code of order 1) (issue 15).
+/// these forms some 4 ns a time as a dictionary alone, and 10 to 40 with the ANS forms
+/// weighed and written (the bench's poll: 1 bit a time as indexes, 0.65 as an ANS code of
+/// order 1) (issue 15).
 fn put_times(out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
-    let grid = if ans_allowed() { Grid::of(times) } else { None };
     let mut steps = [0i64; TIME_STEPS_MAX];
     let mut counts = [0u64; TIME_STEPS_MAX];
     let mut k = 0;
+    // Each step's index in the dictionary, found once.
+    let mut indexes: Vec<u8> = Vec::with_capacity(times.len().saturating_sub(1));
     for w in times.windows(2) {
         let step = w[1].wrapping_sub(w[0]);
-        match steps[..k].iter().position(|s| *s == step) {
-            Some(index) => counts[index] += 1,
+        let index = match steps[..k].iter().position(|s| *s == step) {
+            Some(index) => index,
             None if k == TIME_STEPS_MAX => {
                 // Against pco's column, unweighed: only where its table and state are a few
                 // bytes among many (a short chunk came out up to a tenth larger).
-                if let Some(grid) = grid.filter(|_| times.len() >= GRID_SAMPLES_MIN) {
+                if let Some(grid) =
+                    Some(times).filter(|t| t.len() >= GRID_SAMPLES_MIN && ans_allowed()).and_then(Grid::of)
+                {
                     return grid.put(out, times);
                 }
                 let config = pco_config(PCO_LEVEL_TIMES);
@@ -798,10 +803,13 @@ fn put_times(out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
                 return Ok(());
             }
             None => {
-                (steps[k], counts[k]) = (step, 1);
+                steps[k] = step;
                 k += 1;
+                k - 1
             }
-        }
+        };
+        counts[index] += 1;
+        indexes.push(index as u8);
     }
     let (steps, counts) = (&steps[..k], &counts[..k]);
     let lengths = code_lengths(counts);
@@ -810,13 +818,15 @@ fn put_times(out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
     // A length byte a step more than the indexes' header.
     let coded = k >= 2 && lengths.iter().all(|l| *l <= TIME_CODE_BITS_MAX) && code_bits + 8 * (k as u64) < fixed_bits;
     let best_other = (if coded { code_bits + 8 * k as u64 } else { fixed_bits }) as f64;
-    let ans_steps = if k >= 2 && ans_allowed() { AnsSteps::of(times, steps) } else { None };
+    // (One step, a poll exact to the millisecond, takes no bits: nothing to weigh.)
+    let (ans_steps, grid) =
+        if k >= 2 && ans_allowed() { (AnsSteps::of(&indexes, k), Grid::of(times)) } else { (None, None) };
     let (ans_bits, grid_bits) = (ans_steps.as_ref().map(AnsSteps::bits), grid.as_ref().map(Grid::bits));
     if let Some(grid) = grid.filter(|_| grid_bits < ans_bits.or(Some(f64::INFINITY)) && grid_bits < Some(best_other)) {
         return grid.put(out, times);
     }
     if let Some(ans_steps) = ans_steps.filter(|_| ans_bits < Some(best_other)) {
-        return ans_steps.put(out, times, steps);
+        return ans_steps.put(out, times, steps, &indexes);
     }
     out.extend_from_slice(&if coded { TIME_STEPS_CODED } else { TIME_STEPS }.to_le_bytes());
     out.extend_from_slice(&times.first().copied().unwrap_or(0).to_le_bytes());
@@ -830,9 +840,7 @@ fn put_times(out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
     let codes = if coded { canonical_codes(&lengths) } else { Vec::new() };
     let bits = index_bits(k);
     let (mut word, mut filled) = (0u64, 0);
-    for w in times.windows(2) {
-        let step = w[1].wrapping_sub(w[0]);
-        let index = steps.iter().position(|s| *s == step).unwrap_or(0);
+    for index in indexes.iter().map(|i| usize::from(*i)) {
         if coded {
             // The code's bits from its first (the decoder walks the code lengths up).
             let (code, length) = (codes[index], u32::from(lengths[index]));
@@ -909,12 +917,11 @@ struct AnsSteps {
 }
 
 impl AnsSteps {
-    fn of(times: &[i64], steps: &[i64]) -> Option<AnsSteps> {
-        let k = steps.len();
+    /// The code of `indexes`, each a step's index in a dictionary of `k`.
+    fn of(indexes: &[u8], k: usize) -> Option<AnsSteps> {
         let mut pairs = [[0u64; TIME_STEPS_MAX]; TIME_STEPS_MAX];
         let mut previous = 0;
-        for w in times.windows(2) {
-            let index = steps.iter().position(|s| *s == w[1].wrapping_sub(w[0])).unwrap_or(0);
+        for index in indexes.iter().map(|i| usize::from(*i)) {
             pairs[previous][index] += 1;
             previous = index;
         }
@@ -955,7 +962,7 @@ impl AnsSteps {
         self.bits
     }
 
-    fn put(&self, out: &mut Vec<u8>, times: &[i64], steps: &[i64]) -> Result<(), String> {
+    fn put(&self, out: &mut Vec<u8>, times: &[i64], steps: &[i64], indexes: &[u8]) -> Result<(), String> {
         out.extend_from_slice(&TIME_STEPS_ANS.to_le_bytes());
         out.extend_from_slice(&times.first().copied().unwrap_or(0).to_le_bytes());
         out.push(steps.len() as u8);
@@ -964,12 +971,10 @@ impl AnsSteps {
         }
         out.push(self.order);
         self.tables.iter().for_each(|t| ans::put_table(out, t));
-        let indexes: Vec<usize> =
-            times.windows(2).map(|w| steps.iter().position(|s| *s == w[1].wrapping_sub(w[0])).unwrap_or(0)).collect();
         let tables: Vec<&[u32]> = self.tables.iter().map(Vec::as_slice).collect();
         // The context of a step: the one before it (the first's, step 0), in order 1.
-        let context = |i: usize| if self.order == 0 || i == 0 { 0 } else { indexes[i - 1] };
-        ans::encode(out, &tables, (0..indexes.len()).map(|i| (context(i), indexes[i])))
+        let context = |i: usize| if self.order == 0 || i == 0 { 0 } else { usize::from(indexes[i - 1]) };
+        ans::encode(out, &tables, (0..indexes.len()).map(|i| (context(i), usize::from(indexes[i]))))
     }
 }
 
@@ -984,13 +989,14 @@ impl AnsSteps {
 ///  k x varint offset (zigzag), the table, the stream of the count - 1 later times' offsets'
 ///  indexes; time i = first + i x period + its offset (wrapping)
 /// ```
-#[derive(Clone, Copy)]
 struct Grid {
     period: i64,
     offsets: [i64; TIME_STEPS_MAX],
     k: usize,
     freqs: [u32; TIME_STEPS_MAX],
     bits: f64,
+    /// Each later time's offset's index in `offsets`.
+    indexes: Vec<u8>,
 }
 
 impl Grid {
@@ -1003,16 +1009,20 @@ impl Grid {
         let mut offsets = [0i64; TIME_STEPS_MAX];
         let mut counts = [0u64; TIME_STEPS_MAX];
         let mut k = 0;
+        let mut indexes = Vec::with_capacity(times.len() - 1);
         for (i, t) in times.iter().enumerate().skip(1) {
             let offset = Self::offset(first, period, i, *t);
-            match offsets[..k].iter().position(|o| *o == offset) {
-                Some(index) => counts[index] += 1,
+            let index = match offsets[..k].iter().position(|o| *o == offset) {
+                Some(index) => index,
                 None if k == TIME_STEPS_MAX => return None,
                 None => {
-                    (offsets[k], counts[k]) = (offset, 1);
+                    offsets[k] = offset;
                     k += 1;
+                    k - 1
                 }
-            }
+            };
+            counts[index] += 1;
+            indexes.push(index as u8);
         }
         if k < 2 {
             return None;
@@ -1021,7 +1031,7 @@ impl Grid {
         let bits = ans::coded_bits(&counts[..k], &table) + 8.0 * ans::table_bytes(&table) as f64 + 64.0;
         let mut freqs = [0u32; TIME_STEPS_MAX];
         freqs[..k].copy_from_slice(&table);
-        Some(Grid { period, offsets, k, freqs, bits })
+        Some(Grid { period, offsets, k, freqs, bits, indexes })
     }
 
     fn offset(first: i64, period: i64, i: usize, time: i64) -> i64 {
@@ -1043,11 +1053,7 @@ impl Grid {
             put_varint(out, zigzag(*offset));
         }
         ans::put_table(out, &self.freqs[..self.k]);
-        let index = |(i, t): (usize, &i64)| {
-            let offset = Self::offset(first, self.period, i, *t);
-            (0, offsets.iter().position(|o| *o == offset).unwrap_or(0))
-        };
-        ans::encode(out, &[&self.freqs[..self.k]], times.iter().enumerate().skip(1).map(index))
+        ans::encode(out, &[&self.freqs[..self.k]], self.indexes.iter().map(|i| (0, usize::from(*i))))
     }
 }
 
@@ -1310,9 +1316,11 @@ fn put_values(out: &mut Vec<u8>, values: &[f64], resolution: Option<f64>) -> Res
                 }
                 out.push(MEAN_WINDOW as u8);
                 put_varint(out, zigzag(first));
-                if residuals.len() >= BINS_SAMPLES_MIN && ans_allowed() {
+                let plan =
+                    if residuals.len() >= BINS_SAMPLES_MIN && ans_allowed() { bins_plan(&residuals) } else { None };
+                if let Some(plan) = plan {
                     out.push(DISTANCES_IN_BINS);
-                    put_bins(out, &residuals)?;
+                    put_bins(out, &residuals, plan)?;
                 } else {
                     out.push(DISTANCES_BY_PCO);
                     let config = pco::ChunkConfig::default()
@@ -1382,18 +1390,30 @@ fn mean_residuals(values: &[f64], mode: &pco::ModeSpec) -> Option<(u8, f64, i64,
     // The form's header more than pco's column: form, window, coder, the first value, a step.
     let header = 3 + varint_bytes(zigzag(first)) + if form == MEANS_OF_MULTIPLES { 8 } else { 0 };
     let (mut step_bits, mut mean_bits) = (0u64, 8 * header as u64);
-    let mut residuals = Vec::with_capacity(integers.len());
     let mut mean = RunningMean::new(MEAN_WINDOW, first);
     let mut previous = first;
     for (i, x) in integers.iter().enumerate() {
-        let residual = x - mean.predict();
         step_bits += bits(x - previous);
-        mean_bits += bits(residual);
-        residuals.push(residual);
+        mean_bits += bits(x - mean.predict());
         mean.push(&integers, i);
         previous = *x;
+        // A ramp, a count, a random walk shows itself soon: two bits a value more so far.
+        if i % 256 == 255 && mean_bits > step_bits + 2 * i as u64 {
+            return None;
+        }
     }
-    (mean_bits < step_bits).then_some((form, step, first, residuals))
+    if mean_bits >= step_bits {
+        return None;
+    }
+    let mut mean = RunningMean::new(MEAN_WINDOW, first);
+    let residuals = (0..integers.len())
+        .map(|i| {
+            let residual = integers[i] - mean.predict();
+            mean.push(&integers, i);
+            residual
+        })
+        .collect();
+    Some((form, step, first, residuals))
 }
 
 /// Bytes [`put_varint`] writes for `v`.
@@ -1417,22 +1437,26 @@ const BIN_SHIFT_MAX: u8 = 56;
 /// column but cheaper (pco's level 6 took some 2 % more bytes on the bench's noise than its
 /// level 8, which took twice the time): a distance `d` is in bin `d >> shift` (64 bins
 /// around 0), the bin coded as an ANS symbol (`ans.rs`), the `shift` bits below it as they
-/// are. The width is one of four, from some 0.7 to a twelfth of the noise's spread (taken
-/// from the distances' median size, which a rare glitch does not move), the one whose
-/// counts cost the fewest bits: fine enough that the noise is near even within a bin; a
-/// distance outside them all (a machine that starts, a glitch) is an escape symbol and its
-/// zigzag varint.
+/// are. The width is one of four, from a third or two thirds of the noise's spread down to
+/// an eighth of that (taken from the distances' median size, which a rare glitch does not
+/// move), the one whose counts cost the fewest bits; a distance outside them all (a machine
+/// that starts, a glitch) is an escape symbol and its zigzag varint. When the counts say
+/// pco's column of the distances is smaller (two levels far apart: [`bins_plan`]), that.
 ///
 /// ```text
 ///  u8 shift, ANS table of 65 symbols and stream (the bins, then escape), then for each escape
 ///  its distance (zigzag varint), then each other distance's `shift` low bits packed from
 ///  the lowest bit up, ceil(n x shift / 8) bytes
 /// ```
-fn put_bins(out: &mut Vec<u8>, distances: &[i64]) -> Result<(), String> {
+/// The bins' width and counts for `distances`, if bins are the smaller by their counts: pco's
+/// column is weighed as a bit more than each distance's bit length (a chunk whose values sit
+/// at two levels far apart, a machine that runs and idles, has two spreads, and bins of one
+/// width fit one: the other escapes; pco's bins fit both).
+fn bins_plan(distances: &[i64]) -> Option<(u8, [u64; BINS + 1])> {
     // The noise's spread from the distances' median size (a rare glitch, a machine that
     // starts, does not move it; a gaussian's sigma is 1.48 of it), read off a count of their
     // bit lengths: the median is below 2^l, l the bit length half of them reach. Bins of
-    // 2^(l - 1) (some 0.7 of the spread), or a half, a quarter or an eighth of that,
+    // 2^(l - 1) (a third to two thirds of the spread), or a half, a quarter or an eighth of that,
     // whichever costs the fewest bits by the counts (a column whose values cross a power of
     // two is noise of two spreads as f32s).
     let mut lengths = [0usize; 65];
@@ -1448,10 +1472,6 @@ fn put_bins(out: &mut Vec<u8>, distances: &[i64]) -> Result<(), String> {
         .unwrap_or(0);
     let widest = (median_bits as u8).saturating_sub(1).min(BIN_SHIFT_MAX);
     let half = (BINS / 2) as i64;
-    let symbol = |d: i64, shift: u8| {
-        let bin = d >> shift;
-        if (-half..half).contains(&bin) { (bin + half) as usize } else { BINS }
-    };
     // One count, in bins of the finest width over the widest one's range; each width's bins
     // are runs of those (a distance's bin at a shift is its bin at a finer one, shifted).
     let finest = widest.saturating_sub(3);
@@ -1464,6 +1484,12 @@ fn put_bins(out: &mut Vec<u8>, distances: &[i64]) -> Result<(), String> {
         }
     }
     let n = distances.len() as f64;
+    // An escape at a shift: a distance of 2^(shift + 5) or more, its zigzag varint's bytes.
+    let escape_bits = |shift: u8| {
+        (usize::from(shift) + 6..lengths.len())
+            .map(|l| lengths[l] as f64 * 8.0 * (l + 1).div_ceil(7) as f64)
+            .sum::<f64>()
+    };
     let (mut shift, mut counts, mut best) = (widest, [0u64; BINS + 1], f64::INFINITY);
     for candidate in (finest..=widest).rev() {
         let m = candidate - finest;
@@ -1479,12 +1505,22 @@ fn put_bins(out: &mut Vec<u8>, distances: &[i64]) -> Result<(), String> {
             .map(|c| *c as f64 * ((n / *c as f64).log2() + 8.0 / *c as f64))
             .sum::<f64>()
             + (n - tried[BINS] as f64) * f64::from(candidate)
-            + tried[BINS] as f64 * 24.0;
+            + escape_bits(candidate);
         if bits < best {
             (shift, counts, best) = (candidate, tried, bits);
         }
     }
-    let symbol = |d: i64| symbol(d, shift);
+    let pco_bits: f64 = lengths.iter().enumerate().map(|(l, c)| (l + 1) as f64 * *c as f64).sum::<f64>() + 2.0 * n;
+    (best <= pco_bits).then_some((shift, counts))
+}
+
+/// [`bins_plan`]'s bins, written: see [`bins_plan`] and the layout above.
+fn put_bins(out: &mut Vec<u8>, distances: &[i64], (shift, counts): (u8, [u64; BINS + 1])) -> Result<(), String> {
+    let half = (BINS / 2) as i64;
+    let symbol = |d: i64| {
+        let bin = d >> shift;
+        if (-half..half).contains(&bin) { (bin + half) as usize } else { BINS }
+    };
     // At most 65 symbols: always a table.
     let freqs = ans::frequencies(&counts).unwrap_or_default();
     out.push(shift);
@@ -2009,6 +2045,25 @@ mod tests {
                 chunks,
                 Box::new(move |k| (0..n).map(|i| ((600.0 + 3.0 * s[k * n + i]).round()) * 0.1).collect()),
             ));
+            // A machine that runs and idles (a second review's finding: half the distances 0,
+            // the bins sized by them, the running half escaped).
+            for (idle, every) in [(0.0, 2000), (0.0, 1000), (0.2, 400)] {
+                let s = series.clone();
+                cases.push((
+                    format!("running 1500 and idle {idle} every {every}, {n}"),
+                    chunks,
+                    Box::new(move |k| {
+                        (0..n)
+                            .map(|i| {
+                                let j = k * n + i;
+                                let level =
+                                    if (j / every) % 2 == 0 { 1500.0 + 15.0 * s[j] } else { idle * (1.0 + 0.4 * s[j]) };
+                                f64::from(level as f32)
+                            })
+                            .collect()
+                    }),
+                ));
+            }
             let s = series.clone();
             cases.push((
                 format!("f32 with a glitch, {n}"),
