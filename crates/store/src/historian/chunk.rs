@@ -1366,50 +1366,54 @@ const MEANS_MULTIPLE_MAX: i64 = 1 << 53;
 /// On the bench's press line (noise of 0.08 °C, 2 % and 3 % on an f32 temperature, power
 /// and vibration; a temperature in tenths) see `BENCHMARKS.md`.
 fn mean_residuals(values: &[f64], mode: &pco::ModeSpec) -> Option<(u8, f64, i64, Vec<i64>)> {
-    let (form, step, integers): (u8, f64, Vec<i64>) = match *mode {
+    // Each value as the whole number it stands for, if every one is one (taken in turn: a
+    // column the means do not fit is given up on before most of it is read).
+    let (form, step) = match *mode {
         // A step the decoder takes (a hint from outside may be anything).
-        pco::ModeSpec::TryFloatMult(step) if step > 0.0 && step.is_finite() => {
-            let multiple = |v: &f64| {
-                // Whole numbers (a step of 1) need no division.
-                let m = if step == 1.0 { v.round() } else { (v / step).round() };
-                (m.abs() <= MEANS_MULTIPLE_MAX as f64 && (m * step + 0.0).to_bits() == v.to_bits()).then_some(m as i64)
-            };
-            (MEANS_OF_MULTIPLES, step, values.iter().map(multiple).collect::<Option<_>>()?)
-        }
-        pco::ModeSpec::TryFloatQuant(29) => {
-            let ordinal = |v: &f64| {
-                let single = *v as f32;
-                (f64::from(single).to_bits() == v.to_bits()).then_some(i64::from(f32_ordinal(single)))
-            };
-            (MEANS_OF_F32S, 0.0, values.iter().map(ordinal).collect::<Option<_>>()?)
-        }
+        pco::ModeSpec::TryFloatMult(step) if step > 0.0 && step.is_finite() => (MEANS_OF_MULTIPLES, step),
+        pco::ModeSpec::TryFloatQuant(29) => (MEANS_OF_F32S, 0.0),
         _ => return None,
     };
+    let integer = |v: f64| {
+        if form == MEANS_OF_F32S {
+            let single = v as f32;
+            (f64::from(single).to_bits() == v.to_bits()).then_some(i64::from(f32_ordinal(single)))
+        } else {
+            // Whole numbers (a step of 1) need no division.
+            let m = if step == 1.0 { v.round() } else { (v / step).round() };
+            (m.abs() <= MEANS_MULTIPLE_MAX as f64 && (m * step + 0.0).to_bits() == v.to_bits()).then_some(m as i64)
+        }
+    };
     let bits = |v: i64| u64::from(64 - zigzag(v).leading_zeros());
-    let first = *integers.first()?;
+    let first = integer(*values.first()?)?;
     // The form's header more than pco's column: form, window, coder, the first value, a step.
     let header = 3 + varint_bytes(zigzag(first)) + if form == MEANS_OF_MULTIPLES { 8 } else { 0 };
-    let (mut step_bits, mut mean_bits) = (0u64, 8 * header as u64);
+    let (mut step_bits, mut mean_bits) = (0u64, 0u64);
     let mut mean = RunningMean::new(MEAN_WINDOW, first);
     let mut previous = first;
-    for (i, x) in integers.iter().enumerate() {
+    for (i, v) in values.iter().enumerate() {
+        let x = integer(*v)?;
         step_bits += bits(x - previous);
         mean_bits += bits(x - mean.predict());
-        mean.push(&integers, i);
-        previous = *x;
-        // A ramp, a count, a random walk shows itself soon: two bits a value more so far.
-        if i % 256 == 255 && mean_bits > step_bits + 2 * i as u64 {
+        mean.push(x);
+        previous = x;
+        // A ramp, a count, a random walk shows itself soon (at a 1 ms poll a chunk holds
+        // some 75 values): two bits a value more, after 32 and every 256.
+        if (i == 31 || i % 256 == 255) && mean_bits > step_bits + 2 * i as u64 {
             return None;
         }
     }
-    if mean_bits >= step_bits {
+    if mean_bits + 8 * header as u64 >= step_bits {
         return None;
     }
     let mut mean = RunningMean::new(MEAN_WINDOW, first);
-    let residuals = (0..integers.len())
-        .map(|i| {
-            let residual = integers[i] - mean.predict();
-            mean.push(&integers, i);
+    let residuals = values
+        .iter()
+        .map(|v| {
+            // Every value was found a whole number in the pass above.
+            let x = integer(*v).unwrap_or(0);
+            let residual = x - mean.predict();
+            mean.push(x);
             residual
         })
         .collect();
@@ -1594,14 +1598,16 @@ struct RunningMean {
     sum: i64,
     seen: usize,
     first: i64,
+    /// The window's values, the oldest at `seen % window` once it is full.
+    last: [i64; MEAN_WINDOW_MAX as usize],
 }
 
 impl RunningMean {
-    /// A mean whose first value is foretold as `first` (stored ahead of the distances: a
-    /// column's first value is no distance from anything, and a large one would widen the
-    /// bins of all the rest).
+    /// A mean over `window` values (1 to [`MEAN_WINDOW_MAX`]) whose first value is foretold
+    /// as `first` (stored ahead of the distances: a column's first value is no distance from
+    /// anything, and a large one would widen the bins of all the rest).
     fn new(window: usize, first: i64) -> Self {
-        RunningMean { window, sum: 0, seen: 0, first }
+        RunningMean { window: window.clamp(1, usize::from(MEAN_WINDOW_MAX)), sum: 0, seen: 0, first, last: [0; 64] }
     }
 
     /// The mean of the values pushed so far, of the window's last at most; `first` before any.
@@ -1615,13 +1621,15 @@ impl RunningMean {
         }
     }
 
-    /// Takes `column[i]` in, the one that leaves the window out (`column` holds every value up
-    /// to `i`, each at most 2^53 from 0, so the sum of 64 cannot overflow).
-    fn push(&mut self, column: &[i64], i: usize) {
-        self.sum += column[i];
-        if i >= self.window {
-            self.sum -= column[i - self.window];
+    /// Takes `x` in, and the value it pushes out of a full window out (each at most 2^53 from
+    /// 0, so the sum of 64 cannot overflow).
+    fn push(&mut self, x: i64) {
+        let at = self.seen % self.window;
+        if self.seen >= self.window {
+            self.sum -= self.last[at];
         }
+        self.last[at] = x;
+        self.sum += x;
         self.seen += 1;
     }
 }
@@ -1677,7 +1685,7 @@ fn take_means(bytes: &[u8], at: &mut usize, count: usize) -> Result<Vec<f64>, St
     for i in 0..integers.len() {
         let x = integers[i].checked_add(mean.predict()).filter(|x| (low..=high).contains(x));
         integers[i] = x.ok_or("a value past its form's range")?;
-        mean.push(&integers, i);
+        mean.push(integers[i]);
     }
     Ok(integers
         .into_iter()
@@ -2909,7 +2917,7 @@ mod tests {
         let mut c = Columns::default();
         for i in 0..4000i64 {
             x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            let jump = if i % 1000 < 3 { 1e6 } else { 0.0 };
+            let jump = if i % 1000 >= 500 && i % 1000 < 503 { 1e6 } else { 0.0 };
             c.push(1_700_000_000_000 + i * 1000, ((50.0 + (x >> 40) as f64 / 2e5) * 10.0 + jump).round() * 0.1, 0);
         }
         let bytes = encode(Codec::Pco, 7, &c, None).unwrap();
