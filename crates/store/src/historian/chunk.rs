@@ -1682,10 +1682,10 @@ fn take_means(bytes: &[u8], at: &mut usize, count: usize) -> Result<Vec<f64>, St
         _ => return Err(format!("distances coded as {coder}, {count} of them")),
     };
     let mut mean = RunningMean::new(usize::from(window), first);
-    for i in 0..integers.len() {
-        let x = integers[i].checked_add(mean.predict()).filter(|x| (low..=high).contains(x));
-        integers[i] = x.ok_or("a value past its form's range")?;
-        mean.push(integers[i]);
+    for distance in &mut integers {
+        let x = distance.checked_add(mean.predict()).filter(|x| (low..=high).contains(x));
+        *distance = x.ok_or("a value past its form's range")?;
+        mean.push(*distance);
     }
     Ok(integers
         .into_iter()
