@@ -838,29 +838,47 @@ fn put_times(out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
         }
     }
     let codes = if coded { canonical_codes(&lengths) } else { Vec::new() };
-    let bits = index_bits(k);
-    let (mut word, mut filled) = (0u64, 0);
+    let bits = index_bits(k) as u32;
+    let mut packed = LowBitsFirst::default();
     for index in indexes.iter().map(|i| usize::from(*i)) {
         if coded {
             // The code's bits from its first (the decoder walks the code lengths up).
             let (code, length) = (codes[index], u32::from(lengths[index]));
             for b in (0..length).rev() {
-                word |= u64::from((code >> b) & 1) << filled;
-                filled += 1;
+                packed.put(out, u64::from((code >> b) & 1), 1);
             }
         } else {
-            word |= (index as u64) << filled;
-            filled += bits;
-        }
-        while filled >= 8 {
-            out.push(word as u8);
-            (word, filled) = (word >> 8, filled - 8);
+            packed.put(out, index as u64, bits);
         }
     }
-    if filled > 0 {
-        out.push(word as u8);
-    }
+    packed.finish(out);
     Ok(())
+}
+
+/// Numbers of a few bits each, packed from the lowest bit up into whole bytes.
+#[derive(Default)]
+struct LowBitsFirst {
+    word: u128,
+    filled: u32,
+}
+
+impl LowBitsFirst {
+    /// Appends the `bits` low bits of `value` (at most 64).
+    fn put(&mut self, out: &mut Vec<u8>, value: u64, bits: u32) {
+        self.word |= u128::from(value) << self.filled;
+        self.filled += bits;
+        while self.filled >= 8 {
+            out.push(self.word as u8);
+            (self.word, self.filled) = (self.word >> 8, self.filled - 8);
+        }
+    }
+
+    /// Writes the last, partly filled, byte.
+    fn finish(self, out: &mut Vec<u8>) {
+        if self.filled > 0 {
+            out.push(self.word as u8);
+        }
+    }
 }
 
 /// The lengths of a prefix code (Huffman's) for symbols seen `counts` times: at most
@@ -1534,18 +1552,11 @@ fn put_bins(out: &mut Vec<u8>, distances: &[i64], (shift, counts): (u8, [u64; BI
         put_varint(out, zigzag(*d));
     }
     let mask = (1u64 << shift) - 1;
-    let (mut word, mut filled) = (0u128, 0u32);
+    let mut packed = LowBitsFirst::default();
     for d in distances.iter().filter(|d| symbol(**d) != BINS) {
-        word |= u128::from(*d as u64 & mask) << filled;
-        filled += u32::from(shift);
-        while filled >= 8 {
-            out.push(word as u8);
-            (word, filled) = (word >> 8, filled - 8);
-        }
+        packed.put(out, *d as u64 & mask, u32::from(shift));
     }
-    if filled > 0 {
-        out.push(word as u8);
-    }
+    packed.finish(out);
     Ok(())
 }
 
@@ -1876,6 +1887,22 @@ mod tests {
         assert!(pushed.unsorted, "a push back in time is noticed");
     }
 
+    /// Noise for the tests' sensors: the sum of four uniform numbers in -0.5..0.5, near enough
+    /// a gaussian of 0.58, from a fixed seed.
+    fn noise() -> impl FnMut() -> f64 {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        move || {
+            (0..4)
+                .map(|_| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    (rng >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+                })
+                .sum::<f64>()
+        }
+    }
+
     fn columns() -> Columns {
         let mut c = Columns::default();
         for i in 0..500i64 {
@@ -1904,18 +1931,7 @@ mod tests {
     /// infinities and the largest multiples included.
     #[test]
     fn a_noisy_sensor_is_stored_as_its_distance_from_a_running_mean() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut noise = move || {
-            // The sum of four uniform numbers in -0.5..0.5: near enough a gaussian of 0.58.
-            (0..4)
-                .map(|_| {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    (rng >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-                })
-                .sum::<f64>()
-        };
+        let mut noise = noise();
         let n = 8192;
         let drift = |i: usize| 60.0 + 5.0 * (i as f64 / 2000.0).sin();
         let f32_sensor: Vec<f64> = (0..n).map(|i| f64::from((drift(i) + 0.14 * noise()) as f32)).collect();
@@ -1987,17 +2003,7 @@ mod tests {
     /// no step: the chunk reads back.
     #[test]
     fn our_forms_are_not_larger_than_pco() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut noise = move || {
-            (0..4)
-                .map(|_| {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    (rng >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-                })
-                .sum::<f64>()
-        };
+        let mut noise = noise();
         let chunk = |values: &[f64], times: &[i64]| {
             let mut c = Columns::default();
             for (v, t) in values.iter().zip(times) {
@@ -2228,18 +2234,7 @@ mod tests {
     /// divided or parsed) are not taken for multiples, and everything reads back bit for bit.
     #[test]
     fn scaled_registers_are_stored_as_multiples_of_their_step() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut noise = move || {
-            // The sum of four uniform numbers in -0.5..0.5: near enough a gaussian of 0.58.
-            (0..4)
-                .map(|_| {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    (rng >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-                })
-                .sum::<f64>()
-        };
+        let mut noise = noise();
         let n = 8192;
         // A temperature drifting from 60 to 75 °C, read with noise of some 0.08 °C, as tenths.
         let temperature: Vec<f64> = (0..n).map(|i| 60.0 + 15.0 * i as f64 / n as f64 + 0.14 * noise()).collect();
