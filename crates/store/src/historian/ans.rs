@@ -12,7 +12,7 @@
 //!  stream: u32 LE length, then the bytes (the final state first, big-endian)
 //! ```
 
-use super::chunk::{get_varint, put_varint};
+use super::chunk::{get_varint, put_varint, varint_bytes};
 
 /// Frequencies sum to 2^this.
 const SCALE_BITS: u32 = 12;
@@ -76,7 +76,7 @@ pub(crate) fn put_table(out: &mut Vec<u8>, freqs: &[u32]) {
 
 /// Bytes [`put_table`] writes for `freqs`.
 pub(crate) fn table_bytes(freqs: &[u32]) -> usize {
-    freqs.iter().map(|f| if *f < 128 { 1 } else { 2 }).sum()
+    freqs.iter().map(|f| varint_bytes(u64::from(*f))).sum()
 }
 
 /// Writes `symbols` coded, each `(table, symbol)` with the table of that index in `tables`

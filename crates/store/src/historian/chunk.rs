@@ -469,7 +469,6 @@ fn encode_section(
 /// a percent of its size either way.
 const PCO_LEVEL_VALUES: usize = 6;
 const PCO_LEVEL_TIMES: usize = 4;
-const PCO_LEVEL_MEANS: usize = 6;
 
 fn pco_config(level: usize) -> pco::ChunkConfig {
     pco::ChunkConfig::default().with_compression_level(level).with_delta_spec(pco::DeltaSpec::TryConsecutive(1))
@@ -781,37 +780,18 @@ fn index_bits(k: usize) -> usize {
 /// weighed and written (the bench's poll: 1 bit a time as indexes, 0.65 as an ANS code of
 /// order 1) (issue 15).
 fn put_times(out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
-    let mut steps = [0i64; TIME_STEPS_MAX];
-    let mut counts = [0u64; TIME_STEPS_MAX];
-    let mut k = 0;
-    // Each step's index in the dictionary, found once.
-    let mut indexes: Vec<u8> = Vec::with_capacity(times.len().saturating_sub(1));
-    for w in times.windows(2) {
-        let step = w[1].wrapping_sub(w[0]);
-        let index = match steps[..k].iter().position(|s| *s == step) {
-            Some(index) => index,
-            None if k == TIME_STEPS_MAX => {
-                // Against pco's column, unweighed: only where its table and state are a few
-                // bytes among many (a short chunk came out up to a tenth larger).
-                if let Some(grid) =
-                    Some(times).filter(|t| t.len() >= GRID_SAMPLES_MIN && ans_allowed()).and_then(Grid::of)
-                {
-                    return grid.put(out, times);
-                }
-                let config = pco_config(PCO_LEVEL_TIMES);
-                put_block(out, &pco::standalone::simple_compress(times, &config).map_err(|e| e.to_string())?);
-                return Ok(());
-            }
-            None => {
-                steps[k] = step;
-                k += 1;
-                k - 1
-            }
-        };
-        counts[index] += 1;
-        indexes.push(index as u8);
-    }
-    let (steps, counts) = (&steps[..k], &counts[..k]);
+    let Some(dictionary) = Dictionary::of(times.windows(2).map(|w| w[1].wrapping_sub(w[0]))) else {
+        // Against pco's column, unweighed: only where its table and state are a few bytes
+        // among many (a short chunk came out up to a tenth larger).
+        if let Some(grid) = (times.len() >= GRID_SAMPLES_MIN && ans_allowed()).then(|| Grid::of(times)).flatten() {
+            return grid.put(out, times);
+        }
+        let config = pco_config(PCO_LEVEL_TIMES);
+        put_block(out, &pco::standalone::simple_compress(times, &config).map_err(|e| e.to_string())?);
+        return Ok(());
+    };
+    let (steps, counts, indexes) = (dictionary.entries(), dictionary.counts(), &dictionary.indexes);
+    let k = steps.len();
     let lengths = code_lengths(counts);
     let fixed_bits = times.len().saturating_sub(1) as u64 * index_bits(k) as u64;
     let code_bits: u64 = counts.iter().zip(&lengths).map(|(c, l)| c * u64::from(*l)).sum();
@@ -820,13 +800,13 @@ fn put_times(out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
     let best_other = (if coded { code_bits + 8 * k as u64 } else { fixed_bits }) as f64;
     // (One step, a poll exact to the millisecond, takes no bits: nothing to weigh.)
     let (ans_steps, grid) =
-        if k >= 2 && ans_allowed() { (AnsSteps::of(&indexes, k), Grid::of(times)) } else { (None, None) };
-    let (ans_bits, grid_bits) = (ans_steps.as_ref().map(AnsSteps::bits), grid.as_ref().map(Grid::bits));
-    if let Some(grid) = grid.filter(|_| grid_bits < ans_bits.or(Some(f64::INFINITY)) && grid_bits < Some(best_other)) {
+        if k >= 2 && ans_allowed() { (AnsSteps::of(indexes, k), Grid::of(times)) } else { (None, None) };
+    let ans_bits = ans_steps.as_ref().map_or(f64::INFINITY, |a| a.bits);
+    if let Some(grid) = grid.filter(|g| g.bits < ans_bits && g.bits < best_other) {
         return grid.put(out, times);
     }
-    if let Some(ans_steps) = ans_steps.filter(|_| ans_bits < Some(best_other)) {
-        return ans_steps.put(out, times, steps, &indexes);
+    if let Some(ans_steps) = ans_steps.filter(|_| ans_bits < best_other) {
+        return ans_steps.put(out, times, steps, indexes);
     }
     out.extend_from_slice(&if coded { TIME_STEPS_CODED } else { TIME_STEPS }.to_le_bytes());
     out.extend_from_slice(&times.first().copied().unwrap_or(0).to_le_bytes());
@@ -917,6 +897,50 @@ fn canonical_codes(lengths: &[u8]) -> Vec<u32> {
     codes
 }
 
+/// The distinct numbers of a column, at most [`TIME_STEPS_MAX`], how often each came, and
+/// each number's index among them in turn: a chunk's time steps, or its times' offsets from
+/// a grid.
+struct Dictionary {
+    entries: [i64; TIME_STEPS_MAX],
+    counts: [u64; TIME_STEPS_MAX],
+    k: usize,
+    indexes: Vec<u8>,
+}
+
+impl Dictionary {
+    /// `None` past [`TIME_STEPS_MAX`] distinct numbers.
+    fn of(numbers: impl ExactSizeIterator<Item = i64>) -> Option<Dictionary> {
+        let mut d = Dictionary {
+            entries: [0; TIME_STEPS_MAX],
+            counts: [0; TIME_STEPS_MAX],
+            k: 0,
+            indexes: Vec::with_capacity(numbers.len()),
+        };
+        for n in numbers {
+            let index = match d.entries[..d.k].iter().position(|e| *e == n) {
+                Some(index) => index,
+                None if d.k == TIME_STEPS_MAX => return None,
+                None => {
+                    d.entries[d.k] = n;
+                    d.k += 1;
+                    d.k - 1
+                }
+            };
+            d.counts[index] += 1;
+            d.indexes.push(index as u8);
+        }
+        Some(d)
+    }
+
+    fn entries(&self) -> &[i64] {
+        &self.entries[..self.k]
+    }
+
+    fn counts(&self) -> &[u64] {
+        &self.counts[..self.k]
+    }
+}
+
 /// A chunk's time steps as an ANS code (`ans.rs`): fractions of a bit a time where a prefix
 /// code rounds up to whole ones (the store bench's poll, its answer late one time in five:
 /// 0.72 bits, against 1). Of order 0 (one table) or 1 (a table for the steps after each
@@ -931,6 +955,7 @@ fn canonical_codes(lengths: &[u8]) -> Vec<u32> {
 struct AnsSteps {
     order: u8,
     tables: Vec<Vec<u32>>,
+    /// Bits the steps take so, the dictionary not counted.
     bits: f64,
 }
 
@@ -975,11 +1000,6 @@ impl AnsSteps {
         })
     }
 
-    /// Bits the steps take so, the dictionary not counted.
-    fn bits(&self) -> f64 {
-        self.bits
-    }
-
     fn put(&self, out: &mut Vec<u8>, times: &[i64], steps: &[i64], indexes: &[u8]) -> Result<(), String> {
         out.extend_from_slice(&TIME_STEPS_ANS.to_le_bytes());
         out.extend_from_slice(&times.first().copied().unwrap_or(0).to_le_bytes());
@@ -1009,12 +1029,10 @@ impl AnsSteps {
 /// ```
 struct Grid {
     period: i64,
-    offsets: [i64; TIME_STEPS_MAX],
-    k: usize,
-    freqs: [u32; TIME_STEPS_MAX],
+    /// The offsets, and each later time's offset's index among them.
+    offsets: Dictionary,
+    freqs: Vec<u32>,
     bits: f64,
-    /// Each later time's offset's index in `offsets`.
-    indexes: Vec<u8>,
 }
 
 impl Grid {
@@ -1024,40 +1042,17 @@ impl Grid {
             return None;
         }
         let period = (last.checked_sub(first)? as f64 / (times.len() - 1) as f64).round() as i64;
-        let mut offsets = [0i64; TIME_STEPS_MAX];
-        let mut counts = [0u64; TIME_STEPS_MAX];
-        let mut k = 0;
-        let mut indexes = Vec::with_capacity(times.len() - 1);
-        for (i, t) in times.iter().enumerate().skip(1) {
-            let offset = Self::offset(first, period, i, *t);
-            let index = match offsets[..k].iter().position(|o| *o == offset) {
-                Some(index) => index,
-                None if k == TIME_STEPS_MAX => return None,
-                None => {
-                    offsets[k] = offset;
-                    k += 1;
-                    k - 1
-                }
-            };
-            counts[index] += 1;
-            indexes.push(index as u8);
-        }
-        if k < 2 {
+        let offsets = Dictionary::of((1..times.len()).map(|i| Self::offset(first, period, i, times[i])))?;
+        if offsets.entries().len() < 2 {
             return None;
         }
-        let table = ans::frequencies(&counts[..k])?;
-        let bits = ans::coded_bits(&counts[..k], &table) + 8.0 * ans::table_bytes(&table) as f64 + 64.0;
-        let mut freqs = [0u32; TIME_STEPS_MAX];
-        freqs[..k].copy_from_slice(&table);
-        Some(Grid { period, offsets, k, freqs, bits, indexes })
+        let freqs = ans::frequencies(offsets.counts())?;
+        let bits = ans::coded_bits(offsets.counts(), &freqs) + 8.0 * ans::table_bytes(&freqs) as f64 + 64.0;
+        Some(Grid { period, offsets, freqs, bits })
     }
 
     fn offset(first: i64, period: i64, i: usize, time: i64) -> i64 {
         time.wrapping_sub(first.wrapping_add((i as i64).wrapping_mul(period)))
-    }
-
-    fn bits(&self) -> f64 {
-        self.bits
     }
 
     fn put(&self, out: &mut Vec<u8>, times: &[i64]) -> Result<(), String> {
@@ -1065,13 +1060,12 @@ impl Grid {
         out.extend_from_slice(&TIME_GRID_ANS.to_le_bytes());
         out.extend_from_slice(&first.to_le_bytes());
         put_varint(out, zigzag(self.period));
-        out.push(self.k as u8);
-        let offsets = &self.offsets[..self.k];
-        for offset in offsets {
+        out.push(self.offsets.entries().len() as u8);
+        for offset in self.offsets.entries() {
             put_varint(out, zigzag(*offset));
         }
-        ans::put_table(out, &self.freqs[..self.k]);
-        ans::encode(out, &[&self.freqs[..self.k]], self.indexes.iter().map(|i| (0, usize::from(*i))))
+        ans::put_table(out, &self.freqs);
+        ans::encode(out, &[&self.freqs], self.offsets.indexes.iter().map(|i| (0, usize::from(*i))))
     }
 }
 
@@ -1342,7 +1336,7 @@ fn put_values(out: &mut Vec<u8>, values: &[f64], resolution: Option<f64>) -> Res
                 } else {
                     out.push(DISTANCES_BY_PCO);
                     let config = pco::ChunkConfig::default()
-                        .with_compression_level(PCO_LEVEL_MEANS)
+                        .with_compression_level(PCO_LEVEL_VALUES)
                         .with_delta_spec(pco::DeltaSpec::NoOp);
                     put_block(out, &pco::standalone::simple_compress(&residuals, &config).map_err(|e| e.to_string())?);
                 }
@@ -1439,7 +1433,7 @@ fn mean_residuals(values: &[f64], mode: &pco::ModeSpec) -> Option<(u8, f64, i64,
 }
 
 /// Bytes [`put_varint`] writes for `v`.
-fn varint_bytes(v: u64) -> usize {
+pub(crate) fn varint_bytes(v: u64) -> usize {
     (64 - v.leading_zeros() as usize).div_ceil(7).max(1)
 }
 
@@ -1618,7 +1612,13 @@ impl RunningMean {
     /// as `first` (stored ahead of the distances: a column's first value is no distance from
     /// anything, and a large one would widen the bins of all the rest).
     fn new(window: usize, first: i64) -> Self {
-        RunningMean { window: window.clamp(1, usize::from(MEAN_WINDOW_MAX)), sum: 0, seen: 0, first, last: [0; 64] }
+        RunningMean {
+            window: window.clamp(1, usize::from(MEAN_WINDOW_MAX)),
+            sum: 0,
+            seen: 0,
+            first,
+            last: [0; MEAN_WINDOW_MAX as usize],
+        }
     }
 
     /// The mean of the values pushed so far, of the window's last at most; `first` before any.
