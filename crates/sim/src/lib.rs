@@ -101,7 +101,11 @@ pub async fn start(opts: &SimOptions) -> io::Result<RunningSim> {
     let opcua = match opts.opcua {
         true => {
             let port = if opts.base_port == 0 { 0 } else { opts.base_port.saturating_add(servers.len() as u16) };
-            let pki = std::env::temp_dir().join(format!("airlock-sim-opcua-{}", std::process::id()));
+            // A folder of its own (two plants in one process, as in tests, do not share one),
+            // removed when the server stops.
+            static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let nth = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let pki = std::env::temp_dir().join(format!("airlock-sim-opcua-{}-{nth}", std::process::id()));
             Some(Arc::new(opcua::serve_line(opts.bind, port, &pki, &plant.machines).await?))
         }
         false => None,
@@ -429,4 +433,24 @@ fn put_u32(r: &mut [u16], at: usize, v: u32) {
 
 fn put_f32(r: &mut [u16], at: usize, v: f32) {
     put_u32(r, at, v.to_bits());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plant serves its line controller over OPC UA with a PKI folder of its own, and a
+    /// stopped plant leaves none behind (`airlock demo` once left one in the temp folder per run).
+    #[tokio::test]
+    async fn a_stopped_plant_leaves_no_files_behind() {
+        let (a, b) = (start(&SimOptions::default()).await.unwrap(), start(&SimOptions::default()).await.unwrap());
+        let folders = [&a, &b].map(|s| s.opcua.as_ref().unwrap().pki_dir().to_owned());
+        assert_ne!(folders[0], folders[1], "two plants of one process share a PKI folder");
+        assert!(folders.iter().all(|f| f.exists()), "{folders:?}");
+        a.stop();
+        assert!(!folders[0].exists(), "{} is left behind", folders[0].display());
+        assert!(folders[1].exists(), "stopping one plant removed the other's PKI folder");
+        drop(b);
+        assert!(!folders[1].exists(), "{} is left behind by a dropped plant", folders[1].display());
+    }
 }

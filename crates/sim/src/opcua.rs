@@ -36,6 +36,8 @@ pub struct OpcUaServer {
     manager: Arc<SimpleNodeManager>,
     namespace: u16,
     task: JoinHandle<()>,
+    /// The folder the server keeps its PKI in (a temp folder of its own): removed at its stop.
+    pki_dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for OpcUaServer {
@@ -45,9 +47,20 @@ impl std::fmt::Debug for OpcUaServer {
 }
 
 impl OpcUaServer {
+    /// Stops serving and removes its PKI folder (a simulator leaves no files behind).
     pub fn stop(&self) {
         self.handle.cancel();
         self.task.abort();
+        if let Err(e) = std::fs::remove_dir_all(&self.pki_dir)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            log::warn!("the simulated OPC UA server's PKI folder {}: {e}", self.pki_dir.display());
+        }
+    }
+
+    /// The folder it keeps its PKI in while it serves.
+    pub fn pki_dir(&self) -> &Path {
+        &self.pki_dir
     }
 
     /// Sets values by node name (`Line3.Output`), notifying subscriptions.
@@ -136,14 +149,15 @@ async fn start(
     // Wait until it listens (bounded: 5 s).
     for _ in 0..250 {
         if tokio::net::TcpStream::connect(SocketAddr::new(bind, port)).await.is_ok() {
-            return Ok(OpcUaServer { endpoint, handle, manager, namespace, task });
+            return Ok(OpcUaServer { endpoint, handle, manager, namespace, task, pki_dir: pki_dir.to_owned() });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Err(io::Error::other(format!("the simulated OPC UA server did not listen on {endpoint}")))
 }
 
-/// The line controller of `machines` on `bind:port` (0: a free port).
+/// The line controller of `machines` on `bind:port` (0: a free port). `pki_dir` is a folder of
+/// its own: [`OpcUaServer::stop`] removes it.
 pub async fn serve_line(bind: IpAddr, port: u16, pki_dir: &Path, machines: &[Machine]) -> io::Result<OpcUaServer> {
     let names: Vec<String> = machines.iter().map(|m| m.spec.name.to_owned()).collect();
     let server = start(bind, port, pki_dir, |space, ns| {
@@ -166,7 +180,8 @@ pub async fn serve_line(bind: IpAddr, port: u16, pki_dir: &Path, machines: &[Mac
 }
 
 /// `n` Double nodes `ns=2;s=Load.<i>` under `Objects/Load`, all set to a new value every
-/// `every` until the server stops: `n / every` values offered per second.
+/// `every` until the server stops: `n / every` values offered per second. `pki_dir` is a folder
+/// of its own, as [`serve_line`]'s.
 pub async fn serve_load(
     bind: IpAddr,
     port: u16,
