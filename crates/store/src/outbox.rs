@@ -960,10 +960,18 @@ impl Inner {
         if self.cursors.is_empty() || self.config.retain {
             return Ok(());
         }
+        // With a sync thread, the files go with its next job (as the historian's WAL): an
+        // unlink that frees a segment's cached pages would hold the collector here.
+        let later = self.config.fsync != FsyncPolicy::Never && self.syncs.threaded();
         let sync = self.sync_on_disk();
         for class in Class::ALL {
             let acked = self.acked_by_all(class);
-            self.logs[class as usize].drop_through(acked, sync)?;
+            let log = &mut self.logs[class as usize];
+            if later {
+                log.drop_through_later(acked);
+            } else {
+                log.drop_through(acked, sync)?;
+            }
         }
         Ok(())
     }
@@ -1168,6 +1176,51 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         panic!("the sync job did not finish in 10 s");
+    }
+
+    /// With a sync thread, the segments every sink has acknowledged are removed by the thread's
+    /// next job, not on the thread that reclaims them (the collector's, where an unlink that
+    /// frees a segment's cached pages holds the samples' way into the stores); the outbox stops
+    /// counting them at once. A sync made here (a stop) removes them before it returns.
+    #[test]
+    fn acknowledged_segments_are_removed_by_the_sync_thread() {
+        let dir = temp("reclaim-later");
+        // Segments of 4 KB.
+        let (mut writer, reader) =
+            OutboxWriter::open(&dir, OutboxConfig { bytes_max: 64 << 10, ..threaded() }).unwrap();
+        let files = || fs::read_dir(dir.join("raw")).unwrap().count();
+        let ack_all = |writer: &mut OutboxWriter, from: u32| {
+            // A commit while a job runs writes nothing, and segments roll at commits: one each
+            // 40 records of 124 bytes.
+            for i in from..from + 400 {
+                writer.append_encoded(Class::Raw, Timestamp(i64::from(i)), &[7; 100]).unwrap();
+                if i % 40 == 39 {
+                    settle(writer);
+                    writer.commit().unwrap();
+                }
+            }
+            writer.sync().unwrap();
+            let records = reader.read(&reader.position("mqtt").unwrap(), usize::MAX).unwrap();
+            reader.ack("mqtt", records.last().unwrap().id).unwrap();
+        };
+        ack_all(&mut writer, 0);
+        let (held, bytes) = (files(), writer.stats().bytes);
+        assert!(held >= 3, "{held} segments");
+        writer.maintain(Timestamp(0)).unwrap();
+        assert_eq!(files(), held, "a segment's file was removed on the thread that reclaims");
+        assert!(writer.stats().bytes < bytes / 2, "the dropped segments are still counted");
+        writer.commit().unwrap();
+        settle(&writer);
+        assert_eq!(files(), 1, "the sync job removes them: the active segment is left");
+        // A stop's sync removes them itself.
+        ack_all(&mut writer, 400);
+        let held = files();
+        writer.maintain(Timestamp(0)).unwrap();
+        assert_eq!(files(), held);
+        writer.sync().unwrap();
+        assert_eq!(files(), 1);
+        drop((writer, reader));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     /// While the sync thread's job is held (a disk slow to sync), appends and commits each
