@@ -572,6 +572,60 @@ fn a_broker_that_answers_pings_but_acknowledges_nothing_is_noticed() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A broker that answers every ping, holds back every PUBACK the sink awaits, and now and then
+/// sends a burst of PUBACKs for a packet id the sink never used: each of them used to count as
+/// progress (and a burst as large as the window turned the silence check off for the session),
+/// so the stall was never noticed and the session never replaced. Now only a PUBACK for a
+/// publish in flight is progress.
+#[test]
+fn a_broker_that_acknowledges_only_packets_never_sent_is_noticed() {
+    use std::io::Write;
+    let dir = temp("stray-pubacks");
+    let (port, held, broker) = one_session_broker(|s| {
+        let writer = Arc::new(std::sync::Mutex::new(s.try_clone().unwrap()));
+        let strays = {
+            let writer = Arc::clone(&writer);
+            std::thread::spawn(move || {
+                // PUBACKs for packet id 60,000, two at a time (the sink's window), every 20 ms
+                // for 20 s at most.
+                for _ in 0..1000 {
+                    if writer.lock().unwrap().write_all(&[0x40, 2, 0xEA, 0x60, 0x40, 2, 0xEA, 0x60]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        let mut s = s;
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        while let Ok((kind, _)) = read_packet(&mut s) {
+            if kind == 0xC0 && writer.lock().unwrap().write_all(&[0xD0, 0]).is_err() {
+                break;
+            }
+        }
+        let _ = s.shutdown(std::net::Shutdown::Both);
+        strays.join().unwrap();
+    });
+    let (mut writer, reader) = outbox(&dir);
+    for i in 1..=10 {
+        let (class, body) = record(i);
+        writer.append(class, &body).unwrap();
+    }
+    writer.sync().unwrap();
+    let mut config = sink_config(port);
+    config.keep_alive = Duration::from_secs(2);
+    config.inflight_max = 2;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (handle, health) = airlock_north::mqtt::spawn("uns", "plant7", &config, reader, Arc::clone(&stop)).unwrap();
+    until_problem(&health, "acknowledged nothing", || std::thread::sleep(Duration::from_millis(100)));
+    assert_eq!(health.delivered.load(Relaxed), 0);
+    stop.store(true, Relaxed);
+    drop(held);
+    handle.join().unwrap();
+    broker.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A broker that takes the CONNACK's session and then stops reading, while the sink has more
 /// to write than the sockets hold (QoS 0, some 16 MB): the write used to wait forever, with no
 /// problem said and the sink's stop hanging on it. Now a write that the broker takes no byte

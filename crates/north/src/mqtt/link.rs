@@ -8,6 +8,7 @@
 //! with rumqttc, which this replaced: issue 15). Reading is cancel-safe (bytes go into the
 //! link's buffer before they are parsed); writing is done only where it is never cancelled.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,8 +129,9 @@ pub struct PublishLink {
     keep_alive: Duration,
     last_sent: Instant,
     ping_sent: Option<Instant>,
-    /// QoS 1 publishes sent and not yet acknowledged.
-    awaiting: usize,
+    /// The packet ids of the QoS 1 publishes sent and not yet acknowledged: a PUBACK for any
+    /// other id (never sent, or acknowledged already) is no progress, and is dropped.
+    awaiting: HashSet<u16>,
     /// When the broker last acknowledged a publish, or the first publish of those awaited
     /// went. (Not any byte: a broker that answers pings and holds back PUBACKs is stuck too.)
     last_acked: Instant,
@@ -148,7 +150,7 @@ impl PublishLink {
                 keep_alive: o.keep_alive,
                 last_sent: Instant::now(),
                 ping_sent: None,
-                awaiting: 0,
+                awaiting: HashSet::new(),
                 last_acked: Instant::now(),
             };
             link.flush().await?;
@@ -179,11 +181,11 @@ impl PublishLink {
         retain: bool,
     ) -> Result<(), LinkError> {
         frame_publish(&mut self.out, topic, payload, packet_id, retain)?;
-        if packet_id.is_some() {
-            if self.awaiting == 0 {
+        if let Some(id) = packet_id {
+            if self.awaiting.is_empty() {
                 self.last_acked = Instant::now();
             }
-            self.awaiting += 1;
+            self.awaiting.insert(id);
         }
         Ok(())
     }
@@ -228,19 +230,23 @@ impl PublishLink {
         Ok(())
     }
 
-    /// Waits until at least one PUBACK has come and adds the packet ids of all that have to
-    /// `into`. Cancel-safe. Fails when a ping has gone unanswered for the keep-alive, or when
-    /// the broker has acknowledged nothing for the keep-alive while publishes await their
-    /// PUBACK (a link that died while the sink kept sending, so that no ping was due, or a
-    /// broker that answers pings and holds back PUBACKs).
+    /// Waits until at least one PUBACK for a publish in flight has come and adds the packet
+    /// ids of all that have to `into` (a PUBACK for any other id is dropped). Cancel-safe.
+    /// Fails when a ping has gone unanswered for the keep-alive, or when the broker has
+    /// acknowledged nothing in flight for the keep-alive while publishes await their PUBACK (a
+    /// link that died while the sink kept sending, so that no ping was due, or a broker that
+    /// answers pings, or sends PUBACKs for ids never sent, and holds back the PUBACKs owed).
     pub async fn acknowledgements(&mut self, into: &mut Vec<u16>) -> Result<(), LinkError> {
+        // Whether the socket was read once past the deadline.
+        let mut read_overdue = false;
         loop {
             while let Some(answer) = self.answers.next_answer()? {
                 match answer {
                     Answer::PubAck(id) => {
-                        self.awaiting = self.awaiting.saturating_sub(1);
-                        self.last_acked = Instant::now();
-                        into.push(id);
+                        if self.awaiting.remove(&id) {
+                            self.last_acked = Instant::now();
+                            into.push(id);
+                        }
                     }
                     Answer::PingResp => self.ping_sent = None,
                     Answer::ConnAck { .. } => return Err(LinkError::Protocol("a second CONNACK".to_owned())),
@@ -250,7 +256,7 @@ impl PublishLink {
                 return Ok(());
             }
             let ping_due = self.ping_sent.map(|sent| (sent + self.keep_alive, LinkError::PingTimeout));
-            let ack_due = (self.awaiting > 0 && !self.keep_alive.is_zero())
+            let ack_due = (!self.awaiting.is_empty() && !self.keep_alive.is_zero())
                 .then(|| (self.last_acked + self.keep_alive, LinkError::Silent(self.keep_alive)));
             let due = match (ping_due, ack_due) {
                 (Some(p), Some(a)) => Some(if p.0 <= a.0 { p } else { a }),
@@ -259,12 +265,23 @@ impl PublishLink {
             match due {
                 None => self.fill().await?,
                 // What the socket holds is read before the deadline is looked at: a PINGRESP
-                // already there must not lose to a timer that ran out meanwhile.
-                Some((at, failure)) => tokio::select! {
-                    biased;
-                    read = self.fill() => read?,
-                    () = tokio::time::sleep_until(at) => return Err(failure),
-                },
+                // already there must not lose to a timer that ran out meanwhile. Past it, the
+                // socket is read once more and no more: a broker that keeps sending answers
+                // that are no progress must not hold the deadline off.
+                Some((at, failure)) => {
+                    let overdue = Instant::now() >= at;
+                    if overdue && read_overdue {
+                        return Err(failure);
+                    }
+                    tokio::select! {
+                        biased;
+                        read = self.fill() => {
+                            read?;
+                            read_overdue |= overdue;
+                        }
+                        () = tokio::time::sleep_until(at) => return Err(failure),
+                    }
+                }
             }
         }
     }
