@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use airlock_config::{Config, Payload, Protocol, ReadMode, ReceiveConfig, Security, SinkKind};
 
 pub fn run(file: &Path) -> ExitCode {
+    // A file that cannot be read goes to the gateway's loader, which says why.
     let text = std::fs::read_to_string(file).unwrap_or_default();
-    if text.lines().any(|l| l.trim() == "[receive]") {
+    if airlock_config::is_receive(&text) {
         return match airlock_config::load_receive(file) {
             Ok(config) => {
                 print!("{}", receive_summary(&config, file));

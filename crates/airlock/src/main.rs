@@ -127,7 +127,7 @@ enum DiodeAction {
         /// A record id (r1200, e17) or an RFC 3339 time (2026-11-29T10:00:00Z).
         #[arg(long)]
         from: String,
-        /// The sink, if the config has more than one diode sink.
+        /// The diode sink, if the config has more than one.
         #[arg(long)]
         sink: Option<String>,
     },

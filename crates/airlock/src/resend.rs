@@ -17,11 +17,29 @@ pub fn run(file: &Path, from: &str, sink: Option<&str>) -> anyhow::Result<()> {
         config.sinks.iter().filter(|s| matches!(s.kind, SinkKind::Diode(_))).map(|s| s.name.as_str()).collect();
     let sink = match (sink, diodes.as_slice()) {
         (Some(name), _) => {
-            anyhow::ensure!(config.sinks.iter().any(|s| s.name == name), "{}: no sink named {name:?}", file.display());
+            let Some(named) = config.sinks.iter().find(|s| s.name == name) else {
+                anyhow::bail!("{}: no sink named {name:?}", file.display());
+            };
+            // A sink that acknowledges (MQTT, Kafka, HTTP, a file) sends again by itself what
+            // its receiver did not take; only a diode's receiver cannot say so.
+            let kind = match &named.kind {
+                SinkKind::Diode(_) => None,
+                SinkKind::Jsonl { .. } => Some("jsonl"),
+                SinkKind::Mqtt(_) => Some("mqtt"),
+                SinkKind::Http(_) => Some("http"),
+                SinkKind::Kafka(_) => Some("kafka"),
+            };
+            if let Some(kind) = kind {
+                anyhow::bail!(
+                    "{}: sink {name:?} is a {kind} sink, not a diode: it sends again by itself what its receiver \
+                     did not acknowledge",
+                    file.display()
+                );
+            }
             name
         }
         (None, [one]) => one,
-        (None, []) => anyhow::bail!("{}: no diode sink; name the sink with --sink", file.display()),
+        (None, []) => anyhow::bail!("{}: has no diode sink: `diode resend` asks a diode sink", file.display()),
         (None, _) => {
             anyhow::bail!("{}: more than one diode sink ({}); name one with --sink", file.display(), diodes.join(", "))
         }

@@ -315,6 +315,23 @@ fn check_refuses_a_bad_diode_or_receive_config_and_warns_of_a_slow_diode() {
     assert!(stdout.contains("the receiving half of a diode, listening on 0.0.0.0:7000"));
     // Without a key, whoever reaches the listening address can forge records: said plainly.
     assert!(stdout.contains("warning: no key_file: a forged datagram"), "{stdout}");
+    // The same, its table header written another way TOML allows (it was taken for a
+    // gateway's config, and refused for having a [receive]).
+    let receiving = std::fs::read_to_string(&good).unwrap();
+    for header in
+        ["[receive]   # the IT half", "[ receive ]", "receive = { listen = \"0.0.0.0:7000\", sender = \"press-gw\" }"]
+    {
+        let other = dir.join("receive-other.toml");
+        let body = match header.starts_with("receive =") {
+            true => receiving.replace("[receive]\nlisten = \"0.0.0.0:7000\"\nsender = \"press-gw\"", header),
+            false => receiving.replace("[receive]", header),
+        };
+        std::fs::write(&other, body).unwrap();
+        let out = airlock(&["check", other.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{header}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("the receiving half of a diode"), "{header}: {stdout}");
+    }
     // `diode resend` writes its request beside the sink's cursor, and refuses what is not an id
     // or a time.
     let out = airlock(&["diode", "resend", slow.to_str().unwrap(), "--from", "r12"]);
@@ -324,6 +341,23 @@ fn check_refuses_a_bad_diode_or_receive_config_and_warns_of_a_slow_diode() {
     let out = airlock(&["diode", "resend", slow.to_str().unwrap(), "--from", "yesterday"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("neither a record id"));
+    // It asks a diode sink only: another sink named is refused, saying why, and no request
+    // is written; a config without a diode sink is told so (not to name one).
+    let mixed = dir.join("mixed.toml");
+    std::fs::write(&mixed, format!("{text}\n[[sink]]\nname = \"erp\"\ntype = \"jsonl\"\npath = \"erp.jsonl\"\n"))
+        .unwrap();
+    let out = airlock(&["diode", "resend", mixed.to_str().unwrap(), "--from", "r12", "--sink", "erp"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("sink \"erp\" is a jsonl sink, not a diode"), "{stderr}");
+    assert!(!dir.join("airlock-data/outbox/cursors/erp.rewind").exists());
+    let plain = dir.join("plain.toml");
+    std::fs::write(&plain, format!("{DEVICE}\n[[sink]]\nname = \"erp\"\ntype = \"jsonl\"\npath = \"erp.jsonl\"\n"))
+        .unwrap();
+    let out = airlock(&["diode", "resend", plain.to_str().unwrap(), "--from", "r12"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("has no diode sink"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -439,7 +439,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     parse(&text, path)
 }
 
-/// Validates config `text`; `file` is only used to name the file in errors.
+/// Whether config `text` is a receiving half's (it has a `receive` table, however TOML writes
+/// it); `false` for text that is no TOML (the gateway's loader then says where and why).
+pub fn is_receive(text: &str) -> bool {
+    text.parse::<toml::Table>().is_ok_and(|t| t.contains_key("receive"))
+}
+
 /// Reads and validates the receiving half's config file (`airlock receive`).
 pub fn load_receive(path: &Path) -> Result<ReceiveConfig, ConfigErrors> {
     let text = std::fs::read_to_string(path)
@@ -454,6 +459,7 @@ pub fn parse_receive(text: &str, file: &Path) -> Result<ReceiveConfig, ConfigErr
     validate::validate_receive(&raw, text, file)
 }
 
+/// Validates config `text`; `file` is only used to name the file in errors.
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
     let raw = match sections::read(text, file).map_err(ConfigErrors::one)? {
         Some(raw) => raw,
