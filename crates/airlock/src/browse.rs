@@ -61,9 +61,9 @@ pub async fn run(args: BrowseArgs) -> anyhow::Result<()> {
     };
     let nodes = browse(&device, &args.data_dir, args.under.as_deref(), args.depth).await.map_err(anyhow::Error::msg)?;
     if args.toml {
-        print!("{}", toml(&nodes, &args.endpoint, &args.name));
+        crate::print_out(&toml(&nodes, &args.endpoint, &args.name));
     } else {
-        print!("{}", tree(&nodes));
+        crate::print_out(&tree(&nodes));
     }
     Ok(())
 }

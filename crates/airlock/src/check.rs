@@ -11,7 +11,7 @@ pub fn run(file: &Path) -> ExitCode {
     if airlock_config::is_receive(&text) {
         return match airlock_config::load_receive(file) {
             Ok(config) => {
-                print!("{}", receive_summary(&config, file));
+                crate::print_out(&receive_summary(&config, file));
                 ExitCode::SUCCESS
             }
             Err(errors) => {
@@ -22,7 +22,7 @@ pub fn run(file: &Path) -> ExitCode {
     }
     match airlock_config::load(file) {
         Ok(config) => {
-            print!("{}", summary(&config, file));
+            crate::print_out(&summary(&config, file));
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -115,13 +115,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let config = airlock_config::load(&config_path).map_err(|e| anyhow::anyhow!("the built-in config: {e}"))?;
 
     let mut gateway = Gateway::start_with(config, Some(web_listener)).context("start the gateway")?;
-    println!("airlock demo: simulated press line at {}x, config {}", args.speed, config_path.display());
-    println!("upstream records: {}   log: {}", upstream_path.display(), log_path.display());
+    crate::say!("airlock demo: simulated press line at {}x, config {}", args.speed, config_path.display());
+    crate::say!("upstream records: {}   log: {}", upstream_path.display(), log_path.display());
     if let Some(w) = &gateway.web {
-        println!("dashboard: http://{}/  (read-only; JSON API under /api/v1/, Prometheus at /metrics)", w.address);
+        crate::say!("dashboard: http://{}/  (read-only; JSON API under /api/v1/, Prometheus at /metrics)", w.address);
     }
     if let Some(url) = &args.mqtt {
-        println!("publishing to {url} under airlock-demo/ (see them: mosquitto_sub -h HOST -t 'airlock-demo/#' -v)");
+        crate::say!("publishing to {url} under airlock-demo/ (see them: mosquitto_sub -h HOST -t 'airlock-demo/#' -v)");
     }
 
     let header = format!(
@@ -131,7 +131,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let mut view = crate::view::View::new(&gateway, header);
     if let Some((r, _)) = &receiving {
-        println!(
+        crate::say!(
             "diode mode: the gateway sends one way over UDP to a receiving half on 127.0.0.1 (its data in it-data)"
         );
         let (status, sinks) = (std::sync::Arc::clone(&r.status), r.sink_health.clone());
@@ -147,16 +147,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Some((r, _)) = receiving {
         // What the OT half sent on its way out has a moment to arrive.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        println!("{}", it_line(&r.status, &r.sink_health));
+        crate::say!("{}", it_line(&r.status, &r.sink_health));
         tokio::task::spawn_blocking(move || r.stop()).await.context("stop the receiving half")?;
     }
     let samples: u64 = health.iter().map(|h| airlock_model::DeviceHealth::get(&h.samples)).sum();
-    println!("read {samples} samples into the historian in {}", data_dir.display());
+    crate::say!("read {samples} samples into the historian in {}", data_dir.display());
     for (name, h) in &sinks {
-        println!("sink {name}: delivered {} upstream records", h.delivered.load(std::sync::atomic::Ordering::Relaxed));
+        crate::say!(
+            "sink {name}: delivered {} upstream records",
+            h.delivered.load(std::sync::atomic::Ordering::Relaxed)
+        );
     }
     // The historian holds the plant's time, from the hour its first shift began.
-    println!(
+    crate::say!(
         "query it: airlock query --data {} --tag press1/speed --from {plant_start} --to {plant_now} --every 1h",
         data_dir.display()
     );

@@ -40,7 +40,7 @@ pub fn modbus_csv(args: &ModbusCsvArgs) -> anyhow::Result<()> {
     // The same validation as `airlock check`: a map that makes a bad config is refused here.
     airlock_config::parse(&toml, Path::new("imported.toml"))
         .map_err(|e| anyhow::anyhow!("the device made from {} does not pass check:\n{e}", args.map.display()))?;
-    print!("{toml}");
+    crate::print_out(&toml);
     Ok(())
 }
 

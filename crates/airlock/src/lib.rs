@@ -18,6 +18,30 @@ pub mod service;
 pub mod status;
 pub mod view;
 
+/// Writes `text` to standard output. A reader that has gone (`airlock status --json | head -c
+/// 1`) ends the process quietly, as a closed pipe ends a Unix tool (exit code 141, as if killed
+/// by SIGPIPE, which Rust ignores), where `print!` panicked; any other failure to write is said
+/// and ends it with 1.
+pub fn print_out(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("airlock: write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` through [`print_out`]: a reader that has gone ends the process quietly.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::print_out(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 /// Parses `500ms`, `30s`, `5m`, `2h`, `7d`, or a plain number of seconds (the model's parser,
 /// for the command line's arguments).
 pub use airlock_model::parse_duration;

@@ -251,7 +251,7 @@ async fn sim(base_port: u16, seed: u64, speed: f64, print_config: bool) -> anyho
     let opts = airlock_sim::SimOptions { seed, speed, base_port, ..Default::default() };
     let sim = airlock_sim::start(&opts).await.context("start the simulated plant")?;
     if print_config {
-        println!("{}", sim.config_toml(1000));
+        airlock::print_out(&format!("{}\n", sim.config_toml(1000)));
     }
     for (name, s) in &sim.servers {
         eprintln!("{name:<8} Modbus TCP on {}", s.addr);

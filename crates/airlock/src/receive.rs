@@ -163,20 +163,29 @@ pub async fn run(file: &Path, duration: Option<Duration>) -> anyhow::Result<()> 
     );
     // SIGTERM (systemd, docker stop) stops it as Ctrl-C does: its outbox synced, its sinks drained.
     let mut terminate = crate::view::signal(tokio::signal::unix::SignalKind::terminate());
+    let deadline = async {
+        match until {
+            Some(until) => tokio::time::sleep_until(until.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = crate::view::received(&mut terminate) => break,
+            () = &mut deadline => break,
             _ = every.tick() => {
                 if terminal {
-                    print!("\x1b[H\x1b[2J{header}\n\n{}\n{}\n", receiving.summary(), receiving.sinks_line());
+                    crate::print_out(&format!(
+                        "\x1b[H\x1b[2J{header}\n\n{}\n{}\n",
+                        receiving.summary(),
+                        receiving.sinks_line()
+                    ));
                 } else {
                     log::info!("{}; {}", receiving.summary(), receiving.sinks_line());
                 }
             }
-        }
-        if until.is_some_and(|u| Instant::now() >= u) {
-            break;
         }
     }
     log::info!("{}", receiving.summary());

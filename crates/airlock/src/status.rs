@@ -30,9 +30,9 @@ pub fn run(args: &StatusArgs) -> ExitCode {
     match read(&args.data) {
         Ok((status, age)) => {
             if args.json {
-                println!("{status:#}");
+                crate::print_out(&format!("{status:#}\n"));
             } else {
-                print!("{}", summary(&status, age));
+                crate::print_out(&summary(&status, age));
             }
             let running = status["running"].as_bool().unwrap_or(false);
             if running && age <= STALE_AFTER { ExitCode::SUCCESS } else { ExitCode::FAILURE }

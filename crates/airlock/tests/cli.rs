@@ -603,3 +603,66 @@ fn receive_stops_cleanly_on_sigterm() {
     assert!(status.success(), "{status:?}: {}", std::fs::read_to_string(&log).unwrap());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `receive --duration 1s` with its output not a terminal stops after about a second (it
+/// looked at the deadline only at its log line, every 5 s), and cleanly.
+#[test]
+fn receive_stops_at_its_duration() {
+    let dir = temp_dir("receive-duration");
+    let file = dir.join("it.toml");
+    std::fs::write(
+        &file,
+        "[receive]\nlisten = \"127.0.0.1:0\"\nsender = \"press-gw\"\n\n[store]\ndata_dir = \"it-data\"\n\n\
+         [[sink]]\nname = \"file\"\ntype = \"jsonl\"\npath = \"it.jsonl\"\n",
+    )
+    .unwrap();
+    let log = dir.join("receive.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["receive", file.to_str().unwrap(), "--duration", "1s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(15), "receive --duration 1s still runs after 15 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let ran = started.elapsed();
+    assert!(status.success(), "{status:?}: {}", std::fs::read_to_string(&log).unwrap());
+    // Its start included; the old tick ended it at 5 s.
+    assert!(ran < std::time::Duration::from_millis(4000), "ran {ran:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A command whose reader has gone (`airlock import ... | head -1`) ends quietly, as a Unix
+/// tool a closed pipe ends (exit code 141, as killed by SIGPIPE): Rust's `print!` panicked
+/// there, with a backtrace hint on standard error.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::process::Stdio;
+    let dir = temp_dir("closed-pipe");
+    // Some 3,000 tags: more than a pipe holds, so the writer meets the closed end whenever
+    // it starts.
+    let mut csv = String::from("name,address,type\n");
+    for i in 0..3000 {
+        csv += &format!("register_{i},{},u16\n", 40001 + i);
+    }
+    let map = dir.join("map.csv");
+    std::fs::write(&map, csv).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["import", "modbus-csv", map.to_str().unwrap(), "--device", "plc", "--address", "10.0.0.5:502"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
