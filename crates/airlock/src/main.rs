@@ -72,7 +72,7 @@ enum Command {
     Browse(browse::BrowseArgs),
     /// Query the historian in a data folder: raw values, aggregates, interpolation, last values.
     Query(query::QueryArgs),
-    /// Export the historian's samples in a time range to CSV.
+    /// Export the historian's samples in a time range to CSV or Parquet.
     Export(query::ExportArgs),
     /// Make config from what plant people already keep (a Modbus register list in CSV).
     Import {
