@@ -34,6 +34,24 @@ pub fn print_out(text: &str) {
     }
 }
 
+/// An error and its causes on one line (`{:#}`), a cause left out where the message before it
+/// already ends with it (a store error says its I/O cause in its own message, and names it as
+/// its source too: `... entity not found: entity not found`).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let said = cause.to_string();
+        if text.ends_with(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
+}
+
 /// `println!` through [`print_out`]: a reader that has gone ends the process quietly.
 #[macro_export]
 macro_rules! say {
@@ -50,6 +68,17 @@ pub use airlock_model::parse_duration;
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A cause the message before it already ends with is said once.
+    #[test]
+    fn an_error_says_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let store = airlock_store::StoreError::Io { action: "open", path: "d/historian".into(), source: io };
+        let e = anyhow::Error::new(store).context("query d");
+        assert_eq!(error_text(&e), "query d: open d/historian: entity not found");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&e), "outer: inner");
+    }
 
     #[test]
     fn durations_parse_with_units() {

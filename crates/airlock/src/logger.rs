@@ -21,7 +21,8 @@ pub enum Format {
 }
 
 impl Format {
-    /// The format from `AIRLOCK_LOG_FORMAT` (`text` or `json`), text when unset or unknown.
+    /// The format from `AIRLOCK_LOG_FORMAT` (`text` or `json`), text when unset or unknown (an
+    /// unknown one is said when the logger starts).
     pub fn from_env() -> Self {
         match std::env::var("AIRLOCK_LOG_FORMAT").as_deref() {
             Ok("json") => Format::Json,
@@ -114,12 +115,44 @@ pub fn init(file: Option<File>) {
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);
     }
+    let (level, format) = (std::env::var("AIRLOCK_LOG").ok(), std::env::var("AIRLOCK_LOG_FORMAT").ok());
+    for warning in env_warnings(level.as_deref(), format.as_deref()) {
+        log::warn!("{warning}");
+    }
+}
+
+/// What is wrong with the log's settings from the environment (each is then left at its
+/// default: info, text).
+fn env_warnings(level: Option<&str>, format: Option<&str>) -> Vec<String> {
+    let mut said = Vec::new();
+    if let Some(level) = level.filter(|l| l.parse::<log::LevelFilter>().is_err()) {
+        said.push(format!(
+            "AIRLOCK_LOG={level:?} is not a log level (error, warn, info, debug, trace, off): logging at info"
+        ));
+    }
+    if let Some(format) = format.filter(|f| !matches!(*f, "text" | "json")) {
+        said.push(format!("AIRLOCK_LOG_FORMAT={format:?} is neither text nor json: writing text"));
+    }
+    said
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A value of AIRLOCK_LOG or AIRLOCK_LOG_FORMAT that is not one of theirs is said (it was
+    /// dropped silently, for info and text), naming what it takes.
+    #[test]
+    fn an_unknown_log_setting_is_said() {
+        assert!(env_warnings(None, None).is_empty());
+        assert!(env_warnings(Some("debug"), Some("json")).is_empty());
+        assert!(env_warnings(Some("WARN"), Some("text")).is_empty());
+        let said = env_warnings(Some("loud"), Some("xml"));
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(said[0].contains("AIRLOCK_LOG=\"loud\"") && said[0].contains("error, warn, info, debug, trace"));
+        assert!(said[1].contains("AIRLOCK_LOG_FORMAT=\"xml\"") && said[1].contains("neither text nor json"));
+    }
 
     #[test]
     fn a_json_line_is_one_object_with_the_device_or_sink_named() {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use airlock_model::Timestamp;
-use airlock_store::{HistorianReader, StoredSample};
+use airlock_store::{HistorianReader, StoreError, StoredSample};
 use anyhow::{Context as _, bail};
 
 use crate::parse_duration;
@@ -216,7 +216,13 @@ fn for_each_raw(
 
 fn open(dir: &Path) -> anyhow::Result<HistorianReader> {
     let historian = dir.join("historian");
-    HistorianReader::open(&historian).with_context(|| format!("open the historian in {}", historian.display()))
+    HistorianReader::open(&historian).map_err(|e| match &e {
+        StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => anyhow::anyhow!(
+            "{}: no historian here; is this a gateway's data folder (its [store] data_dir)?",
+            dir.display()
+        ),
+        _ => e.into(),
+    })
 }
 
 /// The one tag whose path is `pattern` or ends with `/pattern`.

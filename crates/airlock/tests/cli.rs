@@ -666,3 +666,16 @@ fn output_into_a_closed_pipe_ends_quietly() {
     assert_eq!(out.status.code(), Some(141), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `query` of a folder that holds no historian says so once, in words (it said "open the
+/// historian in X: open the historian in X: entity not found: entity not found").
+#[test]
+fn query_of_a_folder_without_a_historian_says_so() {
+    let dir = temp_dir("no-historian");
+    let out = airlock(&["query", "--data", dir.to_str().unwrap(), "--tag", "speed"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no historian here; is this a gateway's data folder"), "{stderr}");
+    assert_eq!(stderr.matches(dir.to_str().unwrap()).count(), 1, "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
