@@ -29,6 +29,7 @@ use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandl
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::record::Record;
 
+use crate::broker_gate::BrokerGate;
 use crate::{Ledger, Limits, Sent, Sink, SinkError, message_id, wire_json};
 
 /// A produce request must be answered within this, and a session opened.
@@ -51,6 +52,9 @@ pub struct KafkaSink {
     /// Per topic, its partitions' clients (index = partition).
     partitions: HashMap<String, Vec<Arc<PartitionClient>>>,
     ledger: Arc<Ledger>,
+    /// Every connection goes through it: to the configured brokers only (opened with the
+    /// first session).
+    gate: Option<BrokerGate>,
 }
 
 /// The key a record is produced under: what it is about.
@@ -81,6 +85,7 @@ impl KafkaSink {
             client: None,
             partitions: HashMap::new(),
             ledger: Arc::default(),
+            gate: None,
         }
     }
 
@@ -88,8 +93,24 @@ impl KafkaSink {
         self.config.brokers.join(",")
     }
 
+    /// A failure of the session; one the gate caused names the broker it refused.
     fn failed(&self, what: impl std::fmt::Display) -> SinkError {
-        SinkError::Rejected { target: self.target(), what: what.to_string() }
+        let what = match self.gate.as_ref().and_then(BrokerGate::refused) {
+            Some(refused) => format!(
+                "{what}: the cluster named the broker {refused}, which is not in its `brokers`; the gateway connects \
+                 to no broker it does not list (add it there if it is one of the cluster's)"
+            ),
+            None => what.to_string(),
+        };
+        SinkError::Rejected { target: self.target(), what }
+    }
+
+    /// Waits until the gate refuses a connection, or for ever.
+    async fn gate_refusal(gate: Option<&BrokerGate>) {
+        let Some(gate) = gate else { return std::future::pending().await };
+        while gate.refused().is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     fn topic_of(&self, record: &OutboxRecord) -> String {
@@ -122,8 +143,14 @@ impl KafkaSink {
         let mut clients = Vec::new();
         for p in partitions {
             let made = client.partition_client(topic.to_owned(), p, UnknownTopicHandling::Error);
-            let made = tokio::time::timeout(PRODUCE_TIMEOUT, made)
-                .await
+            // A leader the gate refused is not tried again until the deadline.
+            let made = tokio::select! {
+                made = tokio::time::timeout(PRODUCE_TIMEOUT, made) => made,
+                () = Self::gate_refusal(self.gate.as_ref()) => {
+                    return Err(self.failed(format!("the partition {topic}/{p}'s leader")));
+                }
+            };
+            let made = made
                 .map_err(|_| self.failed("no answer while finding a partition's leader"))?
                 .map_err(|e| self.failed(format!("the partition {topic}/{p}: {e}")))?;
             clients.push(Arc::new(made));
@@ -157,11 +184,21 @@ impl Sink for KafkaSink {
     async fn open(&mut self) -> Result<(), SinkError> {
         self.client = None;
         self.partitions.clear();
+        let gate = match self.gate.take() {
+            Some(gate) => gate,
+            None => BrokerGate::open(&self.config.brokers)
+                .await
+                .map_err(|e| self.failed(format!("open the broker gate on loopback: {e}")))?,
+        };
+        gate.forget_refused();
+        let proxy = gate.address.to_string();
+        self.gate = Some(gate);
         let backoff = BackoffConfig { deadline: Some(CONNECT_TIMEOUT), ..BackoffConfig::default() };
         let mut builder = ClientBuilder::new(self.config.brokers.clone())
             .client_id(format!("airlock-{}-{}", self.gateway, self.name))
             .max_message_size(ANSWER_BYTES_MAX)
-            .backoff_config(backoff);
+            .backoff_config(backoff)
+            .socks5_proxy(proxy);
         if self.config.tls {
             let client_cert = self.config.client_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
             let tls =

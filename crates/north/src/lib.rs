@@ -6,6 +6,7 @@
 //! taken them, so delivery is at-least-once and in order per class. Records go on the wire with the message id `<gateway>-<record id>`, stable across
 //! restarts, by which a consumer drops duplicates.
 
+mod broker_gate;
 pub mod http;
 mod jsonl;
 pub mod kafka;

@@ -233,7 +233,11 @@ fn three_gateways_into_one_topic_keep_their_records_apart_by_key() {
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while runs.iter().any(|r| r.2.delivered.load(Relaxed) < N) {
-        assert!(Instant::now() < deadline, "the three gateways did not deliver in 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "the three gateways did not deliver in 60 s: {:?}",
+            runs.iter().map(|r| (r.2.delivered.load(Relaxed), r.2.problem())).collect::<Vec<_>>()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let arrived = consume(&broker.address, "plant.series", 3 * N as usize);
@@ -539,5 +543,30 @@ fn a_topic_of_many_partitions_is_written_to_the_first_sixteen_over_bounded_conne
     let used: std::collections::BTreeSet<u64> = messages.iter().map(|m| m.0).collect();
     assert!(used.iter().all(|p| *p < airlock_north::kafka::PARTITIONS_MAX as u64), "{used:?}");
     assert!(used.len() > 8, "the keys spread over the partitions written to: {used:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A cluster whose metadata names a broker the config does not list (here it says it is at
+/// 127.0.0.3, where the test listens to see whether anything comes; on a dual-homed gateway it
+/// could name an OT address): the gateway opens no connection there, delivers nothing, and its
+/// problem names the address refused. (The HTTP sink follows no redirect for the same reason:
+/// an IT-side peer does not choose where the gateway connects.)
+#[test]
+fn a_broker_the_config_does_not_list_is_never_connected_to() {
+    let dir = temp("kafka-elsewhere");
+    let address = format!("127.0.0.1:{}", free_port());
+    let elsewhere = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let advertised = elsewhere.local_addr().unwrap().to_string();
+    let broker = Broker::launch(&address, &advertised, "memory://tansu/", false, &dir);
+    broker.create_topics(&[("plant.series", 1)]);
+    let (delivered, problem) = deliver(&dir, "elsewhere", &config(&address), 20, Duration::from_secs(15));
+    assert_eq!(delivered, 0, "{problem}");
+    assert!(problem.contains(&advertised) && problem.contains("not in its `brokers`"), "{problem}");
+    match elsewhere.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the gateway connected to {advertised}: {other:?}"),
+    }
+    drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
