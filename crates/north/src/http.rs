@@ -10,6 +10,9 @@
 //!   gateway connects, and counting a redirect as delivered would lose the batch. The batch
 //!   stays in the outbox and is retried with backoff; the sink's health and an upstream event
 //!   (`sink_failing`) name the status and the `Location` (which is not connected to);
+//! - a 4xx that refuses the sink's settings, not its records (401, 403, 404, 405, 407, 410,
+//!   421, 426: an expired token, a wrong url) is retried with backoff like a 5xx: the records
+//!   wait until the settings are put right, rather than drain into dead letters;
 //! - any other 4xx means the receiver will never take this batch: it is parked as a dead letter
 //!   (appended to `<data_dir>/deadletter/<sink>.jsonl` with the status and the answer's first
 //!   kilobyte), counted and logged, and the sink moves on. Nothing is retried forever. The
@@ -249,6 +252,13 @@ impl HttpSink {
                 )))
             }
             408 | 429 | 500..=599 => Err(failed(format!("answered {status}"))),
+            // A refusal of the sink's settings, not of its records (credentials, the url, a
+            // proxy, the protocol): the records wait until it is put right, as for a 5xx; they
+            // are not drained into dead letters.
+            401 | 403 | 404 | 405 | 407 | 410 | 421 | 426 => Err(failed(format!(
+                "answered {status}: a refusal of the sink's settings (credentials, url), not of the records, which \
+                 wait in the outbox"
+            ))),
             400..=499 => {
                 self.park(&wanted, status, &answer)?;
                 self.health.dead_lettered.fetch_add(wanted.len() as u64, Relaxed);

@@ -275,3 +275,26 @@ fn an_answer_outside_http_s_classes_is_retried_not_parked() {
     assert!(!dir.join("deadletter").join("erp.jsonl").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An answer that refuses the sink's settings, not its records (401 or 403: credentials out of
+/// date; 404 or 410: the url; 405, 407, 421, 426): the batch waits and is sent again once the
+/// receiver takes it, as a 5xx is, and no record becomes a dead letter. Before, every 4xx but
+/// 408 and 429 parked the batch: an expired token drained the whole backlog into dead letters.
+#[test]
+fn a_refusal_of_the_sink_s_settings_is_retried_not_parked() {
+    for status in ["401", "403", "404", "405", "407", "410", "421", "426"] {
+        let dir = temp(&format!("settings-{status}"));
+        let receiver = Receiver::start(&["status-first", "2", status]);
+        let all_delivered = |_: &SinkHealth, reqs: &[Value]| {
+            reqs.iter().filter(|r| r["status"] == 200).flat_map(ids).collect::<BTreeSet<String>>().len() == 250
+        };
+        let health = run_sink(&dir, receiver.port, all_delivered, &receiver.requests);
+        let requests = receiver.requests.lock().unwrap().clone();
+        let statuses: Vec<u64> = requests.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+        let code: u64 = status.parse().unwrap();
+        assert_eq!(statuses, [code, code, 200, 200, 200], "{status}: the batch refused was sent again");
+        assert_eq!(health.dead_lettered.load(Relaxed), 0, "{status}");
+        assert!(!dir.join("deadletter").join("erp.jsonl").exists(), "{status}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
