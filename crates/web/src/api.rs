@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::Dashboard;
+use crate::answers::ANSWER_WAIT_MAX;
 use crate::serve::{App, bad_request, typed};
 
 /// Buckets a history answer holds at most, and raw samples.
@@ -384,7 +385,14 @@ pub async fn history(State(app): State<App>, Query(q): Query<HistoryQuery>) -> R
     })
     .await;
     match answer {
-        Ok(Ok(Ok(v))) => Json(v).into_response(),
+        // Held against the server's budget of answer bytes until it is read or dropped.
+        Ok(Ok(Ok(v))) => match serde_json::to_vec(&v) {
+            Ok(json) => match app.answers.body(json.into(), ANSWER_WAIT_MAX).await {
+                Ok(body) => typed("application/json", body),
+                Err(busy) => busy,
+            },
+            Err(e) => bad_request(format!("the answer could not be written: {e}")),
+        },
         Ok(Ok(Err(too_many))) => bad_request(too_many),
         Ok(Err(e)) => bad_request(e.to_string()),
         Err(r) => r,
@@ -421,7 +429,11 @@ pub async fn history_csv(State(app): State<App>, Query(q): Query<HistoryQuery>) 
         Ok(Err(e)) => return bad_request(e),
         Err(r) => return r,
     };
-    let mut r = typed("text/csv; charset=utf-8", csv);
+    let body = match app.answers.body(csv.into(), ANSWER_WAIT_MAX).await {
+        Ok(body) => body,
+        Err(busy) => return busy,
+    };
+    let mut r = typed("text/csv; charset=utf-8", body);
     let file: String = path.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!("attachment; filename=\"{file}.csv\"")) {
         r.headers_mut().insert(axum::http::header::CONTENT_DISPOSITION, v);

@@ -9,6 +9,7 @@
 //! no CORS. Off loopback it needs a token (bearer header, or a cookie from a one-time login
 //! link) and TLS unless plain HTTP is explicitly allowed (`[web]` in the config).
 
+mod answers;
 mod api;
 mod auth;
 mod chart;

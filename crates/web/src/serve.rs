@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
+use crate::answers::{ANSWER_BYTES_HELD_MAX, AnswerBudget};
 use crate::auth::Access;
 use crate::{Dashboard, WebError, api, metrics, pages};
 
@@ -58,6 +59,8 @@ pub(crate) struct App {
     pub rates: Arc<api::Rates>,
     /// Permits for historian queries ([`QUERIES_AT_ONCE`]).
     pub queries: Arc<Semaphore>,
+    /// The bytes of large answers held at once.
+    pub answers: AnswerBudget,
 }
 
 /// Starts the web server of `config` over `dashboard` on the current tokio runtime (call it
@@ -93,7 +96,8 @@ pub fn start_on(
     let scheme = if tls.is_some() { "https" } else { "http" };
     let login_url = access.login_code().map(|code| format!("{scheme}://{address}/login?code={code}"));
     let queries = Arc::new(Semaphore::new(QUERIES_AT_ONCE));
-    let app = App { dashboard: Arc::new(dashboard), access, rates: Arc::default(), queries };
+    let answers = AnswerBudget::new(ANSWER_BYTES_HELD_MAX);
+    let app = App { dashboard: Arc::new(dashboard), access, rates: Arc::default(), queries, answers };
     let router = router(app);
     let (stop, stopped) = watch::channel(false);
     let accepting = Accepting::start(listener, tls, stopped.clone());
