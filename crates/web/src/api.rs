@@ -2,8 +2,8 @@
 //! store, tags and their latest values, history from the historian, events, the egress ledger.
 //! Every query parameter is checked and bounded; a bad one is a 400 that says why.
 
-use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_model::{DeviceHealth, Timestamp, Value, readable};
@@ -477,17 +477,31 @@ pub struct TagQuery {
     pub path: Option<String>,
 }
 
+/// An answer built and written as JSON off the runtime's threads, where the device drivers
+/// run (a review measured a 10 ms timer there 81 ms late with 8 clients asking for 20,000
+/// tags' values), as many at once as historian queries.
+async fn json_off_runtime<T: Serialize>(app: &App, f: impl FnOnce() -> T + Send + 'static) -> Response {
+    match query(app, move || serde_json::to_vec(&f())).await {
+        Ok(Ok(json)) => typed("application/json", json),
+        Ok(Err(e)) => bad_request(format!("the answer could not be written: {e}")),
+        Err(r) => r,
+    }
+}
+
 pub async fn tags(State(app): State<App>, Query(q): Query<TagQuery>) -> Response {
-    let rows = tag_rows(&app.dashboard, q.path.as_deref().unwrap_or(""));
-    let paths: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|t| json!({"path": t.path, "device": t.device, "unit": t.unit, "type": t.value_type}))
-        .collect();
-    Json(paths).into_response()
+    let dashboard = Arc::clone(&app.dashboard);
+    json_off_runtime(&app, move || {
+        let rows = tag_rows(&dashboard, q.path.as_deref().unwrap_or(""));
+        rows.iter()
+            .map(|t| json!({"path": t.path, "device": t.device, "unit": t.unit, "type": t.value_type}))
+            .collect::<Vec<serde_json::Value>>()
+    })
+    .await
 }
 
 pub async fn values(State(app): State<App>, Query(q): Query<TagQuery>) -> Response {
-    Json(tag_rows(&app.dashboard, q.path.as_deref().unwrap_or(""))).into_response()
+    let dashboard = Arc::clone(&app.dashboard);
+    json_off_runtime(&app, move || tag_rows(&dashboard, q.path.as_deref().unwrap_or(""))).await
 }
 
 #[derive(Deserialize)]
@@ -497,20 +511,23 @@ pub struct EventQuery {
 }
 
 pub async fn events(State(app): State<App>, Query(q): Query<EventQuery>) -> Response {
-    let events = app.dashboard.collector.events.last(airlock_model::EventFeed::KEPT);
-    let limit = q.limit.unwrap_or(100);
-    let rows: Vec<serde_json::Value> = events
-        .iter()
-        .filter(|e| q.kind.as_deref().is_none_or(|k| k == e.kind))
-        .take(limit)
-        .map(|e| {
-            json!({
-                "id": e.id, "time": e.time.to_string(), "asset": e.asset, "kind": e.kind,
-                "severity": e.severity.word(), "state": e.state.word(), "message": e.message,
+    let dashboard = Arc::clone(&app.dashboard);
+    json_off_runtime(&app, move || {
+        let events = dashboard.collector.events.last(airlock_model::EventFeed::KEPT);
+        let limit = q.limit.unwrap_or(100);
+        events
+            .iter()
+            .filter(|e| q.kind.as_deref().is_none_or(|k| k == e.kind))
+            .take(limit)
+            .map(|e| {
+                json!({
+                    "id": e.id, "time": e.time.to_string(), "asset": e.asset, "kind": e.kind,
+                    "severity": e.severity.word(), "state": e.state.word(), "message": e.message,
+                })
             })
-        })
-        .collect();
-    Json(rows).into_response()
+            .collect::<Vec<serde_json::Value>>()
+    })
+    .await
 }
 
 pub async fn sinks(State(app): State<App>) -> Response {
@@ -571,19 +588,23 @@ pub fn ledger_json(d: &Dashboard, sink: &crate::SinkView, topic: &str, limit: us
 }
 
 pub async fn ledger(State(app): State<App>, Query(q): Query<LedgerQuery>) -> Response {
-    let d = &app.dashboard;
-    let limit = q.limit.unwrap_or(50).min(airlock_north::ledger::MESSAGES_KEPT);
-    let topic = q.topic.as_deref().unwrap_or("");
-    let all: Vec<serde_json::Value> = d
-        .sinks
-        .iter()
-        .filter(|s| q.sink.as_deref().is_none_or(|n| n == s.name))
-        .map(|s| ledger_json(d, s, topic, limit))
-        .collect();
-    if all.is_empty() && q.sink.is_some() {
+    if let Some(name) = q.sink.as_deref()
+        && !app.dashboard.sinks.iter().any(|s| s.name == name)
+    {
         return bad_request("no such sink");
     }
-    Json(all).into_response()
+    let dashboard = Arc::clone(&app.dashboard);
+    json_off_runtime(&app, move || {
+        let limit = q.limit.unwrap_or(50).min(airlock_north::ledger::MESSAGES_KEPT);
+        let topic = q.topic.as_deref().unwrap_or("");
+        dashboard
+            .sinks
+            .iter()
+            .filter(|s| q.sink.as_deref().is_none_or(|n| n == s.name))
+            .map(|s| ledger_json(&dashboard, s, topic, limit))
+            .collect::<Vec<serde_json::Value>>()
+    })
+    .await
 }
 
 const OPENAPI: &str = include_str!("../assets/openapi.json");
