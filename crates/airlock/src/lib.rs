@@ -41,7 +41,7 @@ pub fn error_text(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in e.chain() {
         let said = cause.to_string();
-        if text.ends_with(&said) {
+        if text == said || text.ends_with(&format!(": {said}")) {
             continue;
         }
         if !text.is_empty() {
@@ -52,11 +52,21 @@ pub fn error_text(e: &anyhow::Error) -> String {
     text
 }
 
-/// `println!` through [`print_out`]: a reader that has gone ends the process quietly.
+/// Writes `text` to standard output for a command that runs on (`demo`, `receive`): a reader
+/// that has gone is no reason to stop it (it stops as it always does, its stores synced), so
+/// what cannot be written is dropped.
+pub fn print_live(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// `println!` through [`print_live`]: for the commands that run on, where `print!` panicked
+/// on a reader that has gone.
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {
-        $crate::print_out(&format!("{}\n", format_args!($($arg)*)))
+        $crate::print_live(&format!("{}\n", format_args!($($arg)*)))
     };
 }
 
@@ -78,6 +88,9 @@ mod tests {
         assert_eq!(error_text(&e), "query d: open d/historian: entity not found");
         let e = anyhow::anyhow!("inner").context("outer");
         assert_eq!(error_text(&e), "outer: inner");
+        // A cause the message ends with only in part is said.
+        let e = anyhow::anyhow!("denied").context("open x: permission denied");
+        assert_eq!(error_text(&e), "open x: permission denied: denied");
     }
 
     #[test]

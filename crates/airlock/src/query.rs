@@ -217,10 +217,12 @@ fn for_each_raw(
 fn open(dir: &Path) -> anyhow::Result<HistorianReader> {
     let historian = dir.join("historian");
     HistorianReader::open(&historian).map_err(|e| match &e {
-        StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => anyhow::anyhow!(
-            "{}: no historian here; is this a gateway's data folder (its [store] data_dir)?",
-            dir.display()
-        ),
+        StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound && !historian.exists() => {
+            anyhow::anyhow!(
+                "{}: no historian here; is this a gateway's data folder (its [store] data_dir)?",
+                dir.display()
+            )
+        }
         _ => e.into(),
     })
 }

@@ -177,7 +177,7 @@ pub async fn run(file: &Path, duration: Option<Duration>) -> anyhow::Result<()> 
             () = &mut deadline => break,
             _ = every.tick() => {
                 if terminal {
-                    crate::print_out(&format!(
+                    crate::print_live(&format!(
                         "\x1b[H\x1b[2J{header}\n\n{}\n{}\n",
                         receiving.summary(),
                         receiving.sinks_line()

@@ -46,9 +46,9 @@ pub fn run(file: &Path, from: &str, sink: Option<&str>) -> anyhow::Result<()> {
     };
     let dir = config.store.data_dir.join("outbox");
     airlock_store::request_rewind(&dir, sink, from)?;
-    crate::say!(
-        "sink {sink} will send again from {from}, as far as the outbox in {} still holds it (within a second if the gateway runs, else at its start)",
+    crate::print_out(&format!(
+        "sink {sink} will send again from {from}, as far as the outbox in {} still holds it (within a second if the gateway runs, else at its start)\n",
         dir.display()
-    );
+    ));
     Ok(())
 }

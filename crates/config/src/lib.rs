@@ -442,7 +442,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// Whether config `text` is a receiving half's (it has a `receive` table, however TOML writes
 /// it); `false` for text that is no TOML (the gateway's loader then says where and why).
 pub fn is_receive(text: &str) -> bool {
-    text.parse::<toml::Table>().is_ok_and(|t| t.contains_key("receive"))
+    // A gateway's config (10,000 tags, say) is not parsed as one tree to find that out.
+    text.contains("receive") && text.parse::<toml::Table>().is_ok_and(|t| t.contains_key("receive"))
 }
 
 /// Reads and validates the receiving half's config file (`airlock receive`).

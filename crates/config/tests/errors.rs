@@ -720,6 +720,10 @@ fn a_kafka_sink_names_its_bad_keys() {
     );
     let none = format!("{DEVICE}{TAG}\n[[sink]]\nname = \"k\"\ntype = \"kafka\"\n");
     check(&none, &[(16, "sink[k].brokers", "a kafka sink needs brokers")]);
+    // Every connection goes through the sink's broker gate (a SOCKS5 proxy), and the Kafka
+    // client cannot ask it for an IPv6 address: refused here, saying what to give instead.
+    let ipv6 = format!("{DEVICE}{TAG}\n[[sink]]\nname = \"k\"\ntype = \"kafka\"\nbrokers = [\"[fd00::5]:9092\"]\n");
+    check(&ipv6, &[(17, "sink[k].brokers", "an IPv6 address: give the broker's host name")]);
 }
 
 #[test]

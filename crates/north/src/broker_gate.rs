@@ -20,9 +20,10 @@ use tokio::task::JoinHandle;
 
 /// A handshake (and the connection to the broker) must be done within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections through the gate at once, at most (the sink opens one a partition, at most 16,
-/// and the bootstrap's).
-const CONNECTIONS_MAX: usize = 64;
+/// Connections through the gate at once, at most: the sink opens one for each partition it
+/// writes (at most 16 of each of the four classes' topics) and a few for metadata, and a
+/// session's tunnels may outlive it until the broker closes them; twice that and more.
+const CONNECTIONS_MAX: usize = 256;
 
 /// A broker address as the config lists it or a client asks for it: a host (a name, matched
 /// without regard to case, or an IP address) and a port.
@@ -115,7 +116,10 @@ async fn serve(listener: TcpListener, allowed: Arc<Vec<Address>>, refused: Arc<M
             continue;
         };
         // A connection over the bound is closed at once (the sink then fails and backs off).
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else { continue };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            log::warn!("kafka: {CONNECTIONS_MAX} connections go through the broker gate already; one more is closed");
+            continue;
+        };
         let (allowed, refused) = (Arc::clone(&allowed), Arc::clone(&refused));
         tokio::spawn(async move {
             let _slot = slot;

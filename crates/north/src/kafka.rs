@@ -105,14 +105,6 @@ impl KafkaSink {
         SinkError::Rejected { target: self.target(), what }
     }
 
-    /// Waits until the gate refuses a connection, or for ever.
-    async fn gate_refusal(gate: Option<&BrokerGate>) {
-        let Some(gate) = gate else { return std::future::pending().await };
-        while gate.refused().is_none() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     fn topic_of(&self, record: &OutboxRecord) -> String {
         self.config.topic.replace("{class}", record.id.class.name())
     }
@@ -143,14 +135,11 @@ impl KafkaSink {
         let mut clients = Vec::new();
         for p in partitions {
             let made = client.partition_client(topic.to_owned(), p, UnknownTopicHandling::Error);
-            // A leader the gate refused is not tried again until the deadline.
-            let made = tokio::select! {
-                made = tokio::time::timeout(PRODUCE_TIMEOUT, made) => made,
-                () = Self::gate_refusal(self.gate.as_ref()) => {
-                    return Err(self.failed(format!("the partition {topic}/{p}'s leader")));
-                }
-            };
-            let made = made
+            // A leader the gate refuses fails at rskafka's backoff deadline, and the failure
+            // names it; a broker refused while rskafka looked for any one (it picks at random
+            // among those the cluster names) and then found a listed one fails nothing.
+            let made = tokio::time::timeout(PRODUCE_TIMEOUT, made)
+                .await
                 .map_err(|_| self.failed("no answer while finding a partition's leader"))?
                 .map_err(|e| self.failed(format!("the partition {topic}/{p}: {e}")))?;
             clients.push(Arc::new(made));

@@ -560,7 +560,7 @@ fn a_broker_the_config_does_not_list_is_never_connected_to() {
     let advertised = elsewhere.local_addr().unwrap().to_string();
     let broker = Broker::launch(&address, &advertised, "memory://tansu/", false, &dir);
     broker.create_topics(&[("plant.series", 1)]);
-    let (delivered, problem) = deliver(&dir, "elsewhere", &config(&address), 20, Duration::from_secs(15));
+    let (delivered, problem) = deliver(&dir, "elsewhere", &config(&address), 20, Duration::from_secs(25));
     assert_eq!(delivered, 0, "{problem}");
     assert!(problem.contains(&advertised) && problem.contains("not in its `brokers`"), "{problem}");
     match elsewhere.accept() {

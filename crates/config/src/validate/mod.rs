@@ -222,6 +222,14 @@ fn kafka_sink(c: &mut Checker, s: &RawSink, key: &impl Fn(&str) -> String) -> Op
             b.get_ref().rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
         if !ok {
             c.err(b.span(), key("brokers"), format!("{:?} is not host:port", b.get_ref()));
+        } else if b.get_ref().starts_with('[') || b.get_ref().matches(':').count() > 1 {
+            // Every connection goes through the sink's broker gate (a SOCKS5 proxy in the
+            // gateway), and rskafka cannot ask a proxy for an IPv6 address.
+            let msg = format!(
+                "{:?} is an IPv6 address: give the broker's host name (or an IPv4 address), as the cluster advertises it",
+                b.get_ref()
+            );
+            c.err(b.span(), key("brokers"), msg);
         }
     }
     let topic = s.topic.as_ref().map_or("airlock.{class}".to_owned(), |t| t.get_ref().clone());
