@@ -29,7 +29,7 @@ impl ConfigError {
 
     /// A TOML error; its span is moved by `at` (the offset of the section it was found in).
     pub(crate) fn from_toml(file: &Path, text: &str, e: &toml::de::Error, at: usize) -> Self {
-        let message = e.message().trim().to_owned();
+        let message = plain_words(e.message().trim());
         match e.span() {
             Some(span) => {
                 let span = span.start + at..span.end + at;
@@ -39,6 +39,36 @@ impl ConfigError {
             None => Self::whole_file(file, message),
         }
     }
+}
+
+/// A TOML reader's message in a plant engineer's words: the Rust types it names (`expected
+/// i64`, `as i128`) said as what a value must be.
+fn plain_words(message: &str) -> String {
+    let mut out = message.replace(" as i128", "").replace(" as u128", "");
+    for (rust, plain) in [
+        ("i8", "a whole number"),
+        ("i16", "a whole number"),
+        ("i32", "a whole number"),
+        ("i64", "a whole number"),
+        ("i128", "a whole number"),
+        ("isize", "a whole number"),
+        ("u8", "a whole number of 0 or more"),
+        ("u16", "a whole number of 0 or more"),
+        ("u32", "a whole number of 0 or more"),
+        ("u64", "a whole number of 0 or more"),
+        ("u128", "a whole number of 0 or more"),
+        ("usize", "a whole number of 0 or more"),
+        ("f32", "a number"),
+        ("f64", "a number"),
+    ] {
+        for ending in ["", ",", ")"] {
+            let word = format!("expected {rust}{ending}");
+            if out.ends_with(&word) || out.contains(&format!("{word} ")) {
+                out = out.replace(&word, &format!("expected {plain}{ending}"));
+            }
+        }
+    }
+    out
 }
 
 impl fmt::Display for ConfigError {

@@ -83,6 +83,17 @@ fn syntax_errors_name_the_line() {
 fn wrong_value_types_are_refused() {
     let text = with("timeout_ms = \"fast\"\n", TAG);
     check(&text, &[(line_of(&text, "timeout_ms"), "timeout_ms", "invalid type")]);
+    // Said in a plant engineer's words, not Rust's (i64, f64, i128).
+    let text = with("timeout_ms = \"500\"\n", TAG);
+    check(&text, &[(line_of(&text, "timeout_ms"), "timeout_ms", "expected a whole number")]);
+    let text = with("timeout_ms = 99999999999999999999\n", TAG);
+    check(&text, &[(line_of(&text, "timeout_ms"), "timeout_ms", "expected a whole number")]);
+    let text = with("", &TAG.replace("type = ", "scale = \"x\"\ntype = "));
+    check(&text, &[(line_of(&text, "scale"), "scale", "expected a number")]);
+    for text in [with("timeout_ms = \"500\"\n", TAG), with("timeout_ms = 99999999999999999999\n", TAG)] {
+        let said = parse(&text, Path::new("plant.toml")).unwrap_err().to_string();
+        assert!(!said.contains("i64") && !said.contains("i128") && !said.contains("f64"), "{said}");
+    }
 }
 
 #[test]
