@@ -453,4 +453,14 @@ mod tests {
         drop(b);
         assert!(!folders[1].exists(), "{} is left behind by a dropped plant", folders[1].display());
     }
+
+    /// A plant whose port is taken says which port (it said only "Address already in use").
+    #[tokio::test]
+    async fn a_taken_port_is_named() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let opts = SimOptions { base_port: port, opcua: false, ..SimOptions::default() };
+        let e = start(&opts).await.err().unwrap();
+        assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+    }
 }

@@ -144,7 +144,8 @@ impl ServerHandle {
 
 /// Serves `banks` on `addr` (port 0 picks a free port).
 pub async fn serve(addr: SocketAddr, banks: Arc<Mutex<Banks>>) -> io::Result<ServerHandle> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|e| io::Error::new(e.kind(), format!("listen on {addr}: {e}")))?;
     let addr = listener.local_addr()?;
     let log = Arc::new(RequestLog::default());
     let fault = Arc::new(AtomicU8::new(Fault::None as u8));
