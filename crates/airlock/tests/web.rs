@@ -336,6 +336,41 @@ fn a_slow_client_holds_up_no_stop() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// One client that opens many connections and sends nothing (here from 127.0.0.2) takes at
+/// most its share of the 64 the server keeps open: a request from another address is answered
+/// at once, not after the 10 s header timeout frees a connection (a review locked the
+/// dashboard and Prometheus out this way, with no token needed).
+#[test]
+fn one_silent_client_cannot_lock_others_out() {
+    let dir = temp_dir("silent-many");
+    let file = dir.join("plant.toml");
+    std::fs::write(&file, ONE_DEVICE.replace("token_env = \"AIRLOCK_TEST_WEB_TOKEN\"\n", "")).unwrap();
+    let run = Running::start(&["run", file.to_str().unwrap(), "--duration", "60s"], &[]);
+    let address = address_in(&run.line_with("dashboard: http://"));
+    let target: std::net::SocketAddr = address.parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let silent: Vec<tokio::net::TcpStream> = runtime.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..70 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), socket.connect(target)).await {
+                held.push(s);
+            }
+        }
+        held
+    });
+    assert_eq!(silent.len(), 70);
+    std::thread::sleep(Duration::from_millis(500)); // the server has taken what it will
+    let started = Instant::now();
+    let (status, _, body) = http(&address, "GET", "/api/v1/overview", &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered after {:?}", started.elapsed());
+    drop(silent);
+    drop(run);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn check_refuses_a_dashboard_open_to_the_network() {
     let dir = temp_dir("open");

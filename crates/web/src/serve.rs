@@ -27,6 +27,10 @@ use crate::{Dashboard, WebError, api, metrics, pages};
 
 /// Connections open at once, at most: a dashboard must never take the gateway's resources.
 const CONNECTIONS_MAX: usize = 64;
+/// Connections one client address may hold open at once: a client that opens many and sends
+/// nothing takes this share of [`CONNECTIONS_MAX`], and cannot lock the others out (the token
+/// is only asked once a request comes).
+const CONNECTIONS_PER_CLIENT_MAX: usize = 16;
 /// The longest request line accepted (path and query), in bytes.
 pub(crate) const URI_BYTES_MAX: usize = 2048;
 /// A TLS handshake must be over within this.
@@ -253,12 +257,49 @@ pub(crate) fn bad_request(what: impl Into<String>) -> Response {
 pub(crate) struct Connection {
     io: Pin<Box<dyn ReadWrite>>,
     _permit: OwnedSemaphorePermit,
+    _client: ClientSlot,
     idle: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Connection {
-    fn new(io: Pin<Box<dyn ReadWrite>>, permit: OwnedSemaphorePermit) -> Self {
-        Self { io, _permit: permit, idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)) }
+    fn new(io: Pin<Box<dyn ReadWrite>>, permit: OwnedSemaphorePermit, client: ClientSlot) -> Self {
+        Self { io, _permit: permit, _client: client, idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)) }
+    }
+}
+
+/// Connections open per client address.
+#[derive(Clone, Default)]
+struct Clients(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One connection of a client, counted until it closes.
+pub(crate) struct ClientSlot {
+    clients: Clients,
+    address: std::net::IpAddr,
+}
+
+impl Clients {
+    /// A slot for one more connection of `address`; `None` when it holds its share already.
+    fn take(&self, address: std::net::IpAddr) -> Option<ClientSlot> {
+        let mut open = self.0.lock().ok()?;
+        let n = open.entry(address).or_default();
+        if *n >= CONNECTIONS_PER_CLIENT_MAX {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot { clients: self.clone(), address })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.clients.0.lock()
+            && let Some(n) = open.get_mut(&self.address)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.address);
+            }
+        }
     }
 }
 
@@ -304,6 +345,7 @@ impl Accepting {
     fn start(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, mut stop: watch::Receiver<bool>) -> Self {
         let (tx, ready) = mpsc::channel(8);
         let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+        let clients = Clients::default();
         tokio::spawn(async move {
             loop {
                 let permit = tokio::select! {
@@ -324,10 +366,17 @@ impl Accepting {
                         continue;
                     }
                 };
+                // A client over its share: closed at once, its permit given back.
+                let Some(client) = clients.take(peer.ip()) else {
+                    log::debug!(
+                        "web: {peer} holds {CONNECTIONS_PER_CLIENT_MAX} connections already; one more is closed"
+                    );
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 match &tls {
                     None => {
-                        let connection = Connection::new(Box::pin(stream), permit);
+                        let connection = Connection::new(Box::pin(stream), permit, client);
                         if tx.send((connection, peer)).await.is_err() {
                             return;
                         }
@@ -337,7 +386,7 @@ impl Accepting {
                         tokio::spawn(async move {
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                                 Ok(Ok(tls)) => {
-                                    let _ = tx.send((Connection::new(Box::pin(tls), permit), peer)).await;
+                                    let _ = tx.send((Connection::new(Box::pin(tls), permit, client), peer)).await;
                                 }
                                 Ok(Err(e)) => log::debug!("web: TLS handshake with {peer}: {e}"),
                                 Err(_) => log::debug!("web: TLS handshake with {peer} took too long"),
