@@ -576,9 +576,9 @@ fn run_reloads_on_sighup_refuses_a_bad_config_and_stops_on_sigterm() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn receive_stops_cleanly_on_sigterm() {
-    let dir = temp_dir("receive-term");
+/// `airlock receive` of a receiving half's config in `dir` (a JSON Lines sink), with `args`, its
+/// output not a terminal: the child, and the file its log goes to.
+fn receiving_half(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, PathBuf) {
     let file = dir.join("it.toml");
     std::fs::write(
         &file,
@@ -587,12 +587,20 @@ fn receive_stops_cleanly_on_sigterm() {
     )
     .unwrap();
     let log = dir.join("receive.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_airlock"))
+    let child = Command::new(env!("CARGO_BIN_EXE_airlock"))
         .args(["receive", file.to_str().unwrap()])
+        .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    (child, log)
+}
+
+#[test]
+fn receive_stops_cleanly_on_sigterm() {
+    let dir = temp_dir("receive-term");
+    let (mut child, log) = receiving_half(&dir, &[]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while !std::fs::read_to_string(&log).unwrap_or_default().contains("receiving for") {
         assert!(std::time::Instant::now() < deadline, "the receiver did not start");
@@ -609,20 +617,7 @@ fn receive_stops_cleanly_on_sigterm() {
 #[test]
 fn receive_stops_at_its_duration() {
     let dir = temp_dir("receive-duration");
-    let file = dir.join("it.toml");
-    std::fs::write(
-        &file,
-        "[receive]\nlisten = \"127.0.0.1:0\"\nsender = \"press-gw\"\n\n[store]\ndata_dir = \"it-data\"\n\n\
-         [[sink]]\nname = \"file\"\ntype = \"jsonl\"\npath = \"it.jsonl\"\n",
-    )
-    .unwrap();
-    let log = dir.join("receive.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_airlock"))
-        .args(["receive", file.to_str().unwrap(), "--duration", "1s"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (mut child, log) = receiving_half(&dir, &["--duration", "1s"]);
     let started = std::time::Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
