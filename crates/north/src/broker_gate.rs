@@ -20,6 +20,8 @@ use tokio::task::JoinHandle;
 
 /// A handshake (and the connection to the broker) must be done within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes copied through a connection at a time, each way.
+const COPY_BYTES: usize = 256 << 10;
 /// Connections through the gate at once, at most: the sink opens one for each partition it
 /// writes (at most 16 of each of the four classes' topics) and a few for metadata, and a
 /// session's tunnels may outlive it until the broker closes them; twice that and more.
@@ -126,7 +128,11 @@ async fn serve(listener: TcpListener, allowed: Arc<Vec<Address>>, refused: Arc<M
             let opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(client, &allowed)).await;
             match opened {
                 Ok(Ok(Opened::Through(mut client, mut broker))) => {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
+                    // Answers go through as they come (no Nagle wait on a small one), in large
+                    // copies: a produce request is some hundreds of KB.
+                    let _ = (client.set_nodelay(true), broker.set_nodelay(true));
+                    let _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut broker, COPY_BYTES, COPY_BYTES)
+                        .await;
                 }
                 Ok(Ok(Opened::Refused(address))) => {
                     log::warn!(
