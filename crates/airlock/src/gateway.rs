@@ -345,17 +345,7 @@ impl Gateway {
             .sinks
             .iter()
             .filter_map(|s| Some((s, &self.sink_health.iter().find(|(name, _)| *name == s.name)?.1)))
-            .map(|(s, h)| {
-                let kind = match &s.kind {
-                    SinkKind::Jsonl { .. } => "jsonl",
-                    SinkKind::Http(_) => "http",
-                    SinkKind::Mqtt(m) if m.sparkplug.is_some() => "sparkplug",
-                    SinkKind::Mqtt(_) => "mqtt",
-                    SinkKind::Diode(_) => "diode",
-                    SinkKind::Kafka(_) => "kafka",
-                };
-                airlock_web::SinkView { name: s.name.clone(), kind, health: Arc::clone(h) }
-            })
+            .map(|(s, h)| airlock_web::SinkView { name: s.name.clone(), kind: s.kind.name(), health: Arc::clone(h) })
             .collect();
         airlock_web::Dashboard {
             gateway: self.config.gateway.name.clone(),

@@ -23,9 +23,7 @@ pub mod view;
 /// by SIGPIPE, which Rust ignores), where `print!` panicked; any other failure to write is said
 /// and ends it with 1.
 pub fn print_out(text: &str) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+    if let Err(e) = write_out(text) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(141);
         }
@@ -56,9 +54,13 @@ pub fn error_text(e: &anyhow::Error) -> String {
 /// that has gone is no reason to stop it (it stops as it always does, its stores synced), so
 /// what cannot be written is dropped.
 pub fn print_live(text: &str) {
+    let _ = write_out(text);
+}
+
+fn write_out(text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    out.write_all(text.as_bytes()).and_then(|()| out.flush())
 }
 
 /// `println!` through [`print_live`]: for the commands that run on, where `print!` panicked

@@ -22,18 +22,12 @@ pub fn run(file: &Path, from: &str, sink: Option<&str>) -> anyhow::Result<()> {
             };
             // A sink that acknowledges (MQTT, Kafka, HTTP, a file) sends again by itself what
             // its receiver did not take; only a diode's receiver cannot say so.
-            let kind = match &named.kind {
-                SinkKind::Diode(_) => None,
-                SinkKind::Jsonl { .. } => Some("jsonl"),
-                SinkKind::Mqtt(_) => Some("mqtt"),
-                SinkKind::Http(_) => Some("http"),
-                SinkKind::Kafka(_) => Some("kafka"),
-            };
-            if let Some(kind) = kind {
+            if !matches!(named.kind, SinkKind::Diode(_)) {
                 anyhow::bail!(
-                    "{}: sink {name:?} is a {kind} sink, not a diode: it sends again by itself what its receiver \
+                    "{}: sink {name:?} is a {} sink, not a diode: it sends again by itself what its receiver \
                      did not acknowledge",
-                    file.display()
+                    file.display(),
+                    named.kind.name()
                 );
             }
             name

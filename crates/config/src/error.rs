@@ -44,29 +44,21 @@ impl ConfigError {
 /// A TOML reader's message in a plant engineer's words: the Rust types it names (`expected
 /// i64`, `as i128`) said as what a value must be.
 fn plain_words(message: &str) -> String {
-    let mut out = message.replace(" as i128", "").replace(" as u128", "");
-    for (rust, plain) in [
-        ("i8", "a whole number"),
-        ("i16", "a whole number"),
-        ("i32", "a whole number"),
-        ("i64", "a whole number"),
-        ("i128", "a whole number"),
-        ("isize", "a whole number"),
-        ("u8", "a whole number of 0 or more"),
-        ("u16", "a whole number of 0 or more"),
-        ("u32", "a whole number of 0 or more"),
-        ("u64", "a whole number of 0 or more"),
-        ("u128", "a whole number of 0 or more"),
-        ("usize", "a whole number of 0 or more"),
-        ("f32", "a number"),
-        ("f64", "a number"),
-    ] {
-        for ending in ["", ",", ")"] {
-            let word = format!("expected {rust}{ending}");
-            if out.ends_with(&word) || out.contains(&format!("{word} ")) {
-                out = out.replace(&word, &format!("expected {plain}{ending}"));
-            }
-        }
+    let message = message.replace(" as i128", "").replace(" as u128", "");
+    let mut parts = message.split("expected ");
+    let mut out = parts.next().unwrap_or_default().to_owned();
+    for part in parts {
+        // The word after "expected", up to the first character that is not in a type's name.
+        let end = part.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(part.len());
+        let plain = match &part[..end] {
+            "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+            "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number of 0 or more",
+            "f32" | "f64" => "a number",
+            word => word,
+        };
+        out.push_str("expected ");
+        out.push_str(plain);
+        out.push_str(&part[end..]);
     }
     out
 }

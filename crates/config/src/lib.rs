@@ -388,6 +388,21 @@ pub enum Protocol {
     Mqtt(MqttDevice),
 }
 
+impl SinkKind {
+    /// What the sink is, as the dashboard and the command line name it (`type`, and
+    /// `sparkplug` for an MQTT sink with a Sparkplug B section).
+    pub fn name(&self) -> &'static str {
+        match self {
+            SinkKind::Jsonl { .. } => "jsonl",
+            SinkKind::Http(_) => "http",
+            SinkKind::Mqtt(m) if m.sparkplug.is_some() => "sparkplug",
+            SinkKind::Mqtt(_) => "mqtt",
+            SinkKind::Diode(_) => "diode",
+            SinkKind::Kafka(_) => "kafka",
+        }
+    }
+}
+
 impl Protocol {
     /// The name used in the config's `protocol` key.
     pub fn name(&self) -> &'static str {
